@@ -1,0 +1,37 @@
+//! `qmgr bench ...`: benchmarks that print figures for BENCHMARKS.md. Timing lives here and
+//! never in tests.
+
+mod routes;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Route computation: one manager's table on a large mesh, and all-pairs tables.
+    Routes(routes::RoutesBench),
+}
+
+impl BenchCommand {
+    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Self::Routes(bench) => bench.run(),
+        }
+    }
+}
+
+/// Median, 99th percentile and maximum of `samples` (sorted in place), in microseconds.
+pub(crate) fn summary(samples: &mut [std::time::Duration]) -> String {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    format!(
+        "median {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    )
+}
