@@ -7,12 +7,12 @@ use std::fmt::Write;
 
 /// The shape of a mesh to generate.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct MeshSpec {
-    pub(crate) managers: usize,
-    pub(crate) links: usize,
-    pub(crate) seed: u64,
-    pub(crate) base_port: u16,
-    pub(crate) cost_max: u32,
+pub struct MeshSpec {
+    pub managers: usize,
+    pub links: usize,
+    pub seed: u64,
+    pub base_port: u16,
+    pub cost_max: u32,
 }
 
 /// splitmix64: tiny, fast, and the same sequence on every platform for a seed.
@@ -34,7 +34,7 @@ impl SplitMix {
 
 /// The text of a `topology.toml` with `spec.managers` managers and `spec.links` links (fewer if
 /// the graph cannot hold that many). Managers listen on consecutive loopback ports.
-pub(crate) fn mesh(spec: MeshSpec) -> anyhow::Result<String> {
+pub fn mesh(spec: MeshSpec) -> anyhow::Result<String> {
     let n = spec.managers;
     anyhow::ensure!(n >= 1, "a mesh needs at least one manager");
     anyhow::ensure!(

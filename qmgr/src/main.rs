@@ -3,16 +3,12 @@
 //! This file is the binary's edge: it parses the command line, runs one command and turns its
 //! outcome into an exit code (0 success, 1 error, 2 bad usage: clap's own code).
 
-mod bench;
-mod cli;
-mod generate;
-
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = qmgr::cli::Cli::parse();
     match cli.run() {
         Ok(code) => code,
         Err(error) => {

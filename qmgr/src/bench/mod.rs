@@ -1,20 +1,20 @@
 //! `qmgr bench ...`: benchmarks that print figures for BENCHMARKS.md. Timing lives here and
 //! never in tests.
 
-mod routes;
+pub mod routes;
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum BenchCommand {
+pub enum BenchCommand {
     /// Route computation: one manager's table on a large mesh, and all-pairs tables.
     Routes(routes::RoutesBench),
 }
 
 impl BenchCommand {
-    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Self::Routes(bench) => bench.run(),
         }
@@ -22,7 +22,7 @@ impl BenchCommand {
 }
 
 /// Median, 99th percentile and maximum of `samples` (sorted in place), in microseconds.
-pub(crate) fn summary(samples: &mut [std::time::Duration]) -> String {
+pub fn summary(samples: &mut [std::time::Duration]) -> String {
     samples.sort();
     let at = |q: f64| {
         let i = ((samples.len() as f64 - 1.0) * q).round() as usize;

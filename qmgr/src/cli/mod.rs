@@ -1,6 +1,6 @@
 //! The command line: one `clap` tree, each subcommand in the module that owns it.
 
-mod topology;
+pub mod topology;
 
 use std::process::ExitCode;
 
@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 /// hopmq's queue manager: routed, persistent, exactly-once messaging.
 #[derive(Debug, Parser)]
 #[command(name = "qmgr", version, about, propagate_version = true)]
-pub(crate) struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -25,7 +25,7 @@ enum Command {
 }
 
 impl Cli {
-    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Topology(command) => command.run(),
             Command::Bench(command) => command.run(),

@@ -13,7 +13,7 @@ use hopmq_routing::{Checked, DownLinks, LinkKey, Network, Topology, TopologyDiff
 use crate::generate::{MeshSpec, mesh};
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum TopologyCommand {
+pub enum TopologyCommand {
     /// Validate a topology file: errors (exit code 1) and warnings, with file, line and column.
     Check {
         /// The topology file.
@@ -72,7 +72,7 @@ pub(crate) enum TopologyCommand {
 }
 
 impl TopologyCommand {
-    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Self::Check { file } => Ok(check(&file)),
             Self::Routes {

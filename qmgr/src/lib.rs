@@ -1,0 +1,8 @@
+//! The queue manager daemon and its command-line tool, as a library so that every module is
+//! reachable from the binary, the tests and the benchmarks alike.
+//!
+//! The binary (`main.rs`) is only the edge: everything it runs lives here.
+
+pub mod bench;
+pub mod cli;
+pub mod generate;
