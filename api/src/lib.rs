@@ -1,10 +1,18 @@
 //! hopmq's application API: what an application links to talk to the queue manager on its
-//! own host.
+//! own host, over the manager's local Unix socket.
 //!
-//! So far this crate holds the address types an application names queues with; the local
-//! protocol and the client join it with the durable local manager. It must never depend on
-//! the daemon (`qmgr`).
+//! - [`protocol`]: the frames and their codec, shared with the manager (`qmgr`).
+//! - [`Message`], [`MessageId`]: messages as applications build and receive them.
+//! - [`ApiError`]: the typed errors a manager reports.
+//!
+//! This crate must never depend on the daemon (`qmgr`).
 
 #![warn(missing_docs)]
 
+pub mod error;
+pub mod message;
+pub mod protocol;
+
+pub use error::ApiError;
 pub use hopmq_routing::names::{Address, ManagerName, NameError, QueueName};
+pub use message::{Message, MessageId, PRIORITY_DEFAULT, PRIORITY_MAX, Trace};

@@ -1,0 +1,104 @@
+//! The errors a manager reports to an application, as they cross the wire.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a manager refused or failed an operation. Sent over the wire, so variants are only ever
+/// appended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApiError {
+    /// The client and the manager share no protocol version.
+    #[error("protocol version mismatch: client speaks {client}, manager speaks {server}")]
+    VersionMismatch {
+        /// The client's version.
+        client: u32,
+        /// The manager's version.
+        server: u32,
+    },
+    /// The address is not `QUEUE` or `QUEUE@MANAGER` with valid names.
+    #[error("bad address `{address}`: {reason}")]
+    BadAddress {
+        /// As given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The address names a queue no manager of the topology is home to, or an unknown manager.
+    #[error("cannot resolve address `{address}`: {reason}")]
+    NoRoute {
+        /// As given.
+        address: String,
+        /// Why it cannot be resolved.
+        reason: String,
+    },
+    /// The queue does not exist on this manager.
+    #[error("no queue `{queue}` on this manager")]
+    UnknownQueue {
+        /// Its name.
+        queue: String,
+    },
+    /// The queue holds its maximum number of messages.
+    #[error("queue `{queue}` is full: it holds its limit of {max_depth} messages")]
+    QueueFull {
+        /// Its name.
+        queue: String,
+        /// Its limit.
+        max_depth: u64,
+    },
+    /// The message body is over the size limit.
+    #[error("message of {bytes} bytes exceeds the limit of {limit} bytes (max_message_bytes)")]
+    MessageTooLarge {
+        /// The body's size.
+        bytes: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// The request holds more messages than one request may.
+    #[error("{count} messages in one request; the limit is {limit}")]
+    BatchTooLarge {
+        /// How many were sent.
+        count: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// No lease with that id is held by this connection (settled, expired, or never given).
+    #[error("no lease {lease} is held by this connection")]
+    UnknownLease {
+        /// The lease id.
+        lease: u64,
+    },
+    /// No subscription with that id exists on this connection.
+    #[error("no subscription {subscription} on this connection")]
+    UnknownSubscription {
+        /// The subscription id.
+        subscription: u64,
+    },
+    /// A queue must be empty to be deleted.
+    #[error("queue `{queue}` still holds {depth} messages")]
+    QueueNotEmpty {
+        /// Its name.
+        queue: String,
+        /// What it holds.
+        depth: u64,
+    },
+    /// The disk is full; nothing was stored. Retry once space returns.
+    #[error("disk full: {detail}; nothing was stored")]
+    DiskFull {
+        /// What the store said.
+        detail: String,
+    },
+    /// The store failed; nothing was stored.
+    #[error("storage error: {detail}")]
+    Storage {
+        /// What the store said.
+        detail: String,
+    },
+    /// The manager is stopping; the operation was not carried out.
+    #[error("the manager is shutting down")]
+    ShuttingDown,
+    /// The request is malformed (a zero `max`, an invalid queue name...).
+    #[error("bad request: {reason}")]
+    BadRequest {
+        /// What is wrong.
+        reason: String,
+    },
+}

@@ -1,0 +1,468 @@
+//! The app⇄manager protocol: the frames that cross the local Unix socket, and their codec.
+//!
+//! A frame is a little-endian `u32` length followed by that many bytes of postcard. postcard is
+//! not self-describing, so every frame is an enum whose variants are only ever appended, and the
+//! first exchange is a handshake that fixes the protocol version: the client sends
+//! [`ClientFrame::Hello`], the manager answers [`ServerFrame::Welcome`] or closes the connection
+//! after a [`ServerFrame::Refused`].
+//!
+//! Requests carry ids chosen by the client, so one connection multiplexes concurrent blocking
+//! gets, puts and notifications; every request gets exactly one [`ServerFrame::Reply`] with its
+//! id, and notifications arrive as [`ServerFrame::Event`]s tagged with their subscription.
+//!
+//! Invariant: a decoder never allocates what a length field claims before checking it against
+//! [`FRAME_BYTES_MAX`], and never panics on garbage.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::ApiError;
+use crate::message::{MessageId, Trace};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest message body any manager accepts; a manager's `max_message_bytes` setting is
+/// capped at this.
+pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Room for a frame's envelope around one message body: headers, ids, addresses.
+pub const FRAME_OVERHEAD_BYTES_MAX: usize = 1024 * 1024;
+
+/// The largest frame either side sends or accepts.
+pub const FRAME_BYTES_MAX: usize = MESSAGE_BYTES_MAX + FRAME_OVERHEAD_BYTES_MAX;
+
+/// The most messages one request may put or take at once.
+pub const BATCH_MESSAGES_MAX: u32 = 4096;
+
+const _: () = assert!(FRAME_BYTES_MAX <= u32::MAX as usize);
+
+/// What a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// The first frame on a connection.
+    Hello(Hello),
+    /// An operation; answered by one [`ServerFrame::Reply`] with the same id.
+    Request(Request),
+}
+
+/// What a manager sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// The handshake succeeded.
+    Welcome(Welcome),
+    /// The handshake failed; the manager closes the connection after this frame.
+    Refused(ApiError),
+    /// The answer to the request with id `id`.
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// What happened.
+        result: Result<Reply, ApiError>,
+    },
+    /// A notification for a subscription made with [`Operation::Subscribe`].
+    Event {
+        /// The subscription, as returned by [`Reply::Subscribed`].
+        subscription: u64,
+        /// A copy of the message that was put; it stays in its queue.
+        message: Delivery,
+    },
+}
+
+/// The client's side of the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the client.
+    pub protocol_version: u32,
+    /// A free-form name for logs (program name, pid).
+    pub client_name: String,
+}
+
+/// The manager's side of the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version in force for this connection.
+    pub protocol_version: u32,
+    /// The manager's name.
+    pub manager: String,
+    /// The manager's software version.
+    pub server_version: String,
+}
+
+/// One operation with the id its reply will carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the client, unique among its requests in flight on this connection.
+    pub id: u64,
+    /// What to do.
+    pub operation: Operation,
+}
+
+/// Which messages of a queue a get may take.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selector {
+    /// Only a message with this correlation id.
+    pub correlation_id: Option<String>,
+}
+
+/// Everything an application can ask of its manager.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Put one message. Reply: [`Reply::Put`] once durable (or accepted, if non-persistent).
+    Put {
+        /// `QUEUE` or `QUEUE@MANAGER`.
+        address: String,
+        /// The message.
+        message: OutgoingMessage,
+    },
+    /// Put several messages atomically: all are stored or none. Reply: [`Reply::Put`].
+    PutBatch {
+        /// (address, message) pairs, at most [`BATCH_MESSAGES_MAX`].
+        messages: Vec<(String, OutgoingMessage)>,
+    },
+    /// Take up to `max` messages, waiting up to `timeout_ms` for the first. With `lease_ms`,
+    /// the messages are leased: each must be acked, or it returns to the queue when its lease
+    /// ends or the connection closes. Reply: [`Reply::Messages`], empty on timeout.
+    Get {
+        /// A local queue.
+        queue: String,
+        /// How long to wait for a first message; 0 never waits (poll).
+        timeout_ms: u64,
+        /// At most this many messages, 1 to [`BATCH_MESSAGES_MAX`].
+        max: u32,
+        /// Which messages qualify.
+        selector: Selector,
+        /// Lease duration, for a leased get; `None` removes the messages for good.
+        lease_ms: Option<u64>,
+    },
+    /// Settle leased deliveries: remove them for good. Reply: [`Reply::Done`].
+    Ack {
+        /// Lease ids from [`Delivery::lease`].
+        leases: Vec<u64>,
+    },
+    /// Return leased deliveries to their queue at once. Reply: [`Reply::Done`].
+    Nack {
+        /// Lease ids from [`Delivery::lease`].
+        leases: Vec<u64>,
+    },
+    /// Copies of up to `max` messages in delivery order, none removed. Reply:
+    /// [`Reply::Messages`].
+    Browse {
+        /// A local queue.
+        queue: String,
+        /// At most this many.
+        max: u32,
+    },
+    /// Be told of every message put into `queue` from now on. Reply: [`Reply::Subscribed`],
+    /// then [`ServerFrame::Event`]s.
+    Subscribe {
+        /// A local queue.
+        queue: String,
+    },
+    /// Stop a subscription. Reply: [`Reply::Done`].
+    Unsubscribe {
+        /// From [`Reply::Subscribed`].
+        subscription: u64,
+    },
+    /// Create a local queue (idempotent). Reply: [`Reply::Done`].
+    Declare {
+        /// Its name.
+        queue: String,
+        /// The most messages it may hold; `None` for the manager's default.
+        max_depth: Option<u64>,
+    },
+    /// Delete an empty local queue. Reply: [`Reply::Done`].
+    Delete {
+        /// Its name.
+        queue: String,
+    },
+    /// The manager's state. Reply: [`Reply::Status`].
+    Status,
+}
+
+/// A manager's answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The ids assigned to the put messages, in request order.
+    Put(Vec<MessageId>),
+    /// Messages taken, leased or browsed; empty when a get timed out.
+    Messages(Vec<Delivery>),
+    /// The id of a new subscription.
+    Subscribed(u64),
+    /// The operation succeeded and has nothing to say.
+    Done,
+    /// The manager's state.
+    Status(Status),
+}
+
+/// A message as an application submits it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingMessage {
+    /// The payload.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    /// Application headers.
+    pub headers: BTreeMap<String, String>,
+    /// 0 (lowest) to 9 (highest).
+    pub priority: u8,
+    /// Time to live from the put, in milliseconds; expired messages are never delivered.
+    pub ttl_ms: Option<u64>,
+    /// Ties a reply to its request.
+    pub correlation_id: Option<String>,
+    /// Where replies should go, as an address.
+    pub reply_to: Option<String>,
+    /// False: kept in memory only, lost if the manager stops.
+    pub persistent: bool,
+}
+
+/// A message as a manager hands it out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Assigned at put; unique.
+    pub id: MessageId,
+    /// The payload.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    /// Application headers, plus `hopmq.*` headers the managers added (a dead-letter reason).
+    pub headers: BTreeMap<String, String>,
+    /// 0 to 9.
+    pub priority: u8,
+    /// When it expires, in milliseconds since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
+    /// As put.
+    pub correlation_id: Option<String>,
+    /// As put.
+    pub reply_to: Option<String>,
+    /// As put.
+    pub persistent: bool,
+    /// The manager where it was first put.
+    pub origin: String,
+    /// How many times it has been handed out, this delivery included.
+    pub delivery_count: u32,
+    /// The managers it passed through, with times.
+    pub trace: Vec<Trace>,
+    /// The lease to ack or nack, for a leased get.
+    pub lease: Option<u64>,
+}
+
+/// A manager's state, as `qmgr status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The manager's name.
+    pub manager: String,
+    /// Its software version.
+    pub version: String,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+    /// Local queues, by name.
+    pub queues: Vec<QueueStatus>,
+    /// The journal.
+    pub store: StoreStatus,
+}
+
+/// One local queue's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    /// Its name.
+    pub name: String,
+    /// Messages waiting (leased ones excluded).
+    pub depth: u64,
+    /// Messages handed out under a lease and not yet settled.
+    pub leased: u64,
+    /// Bytes of the waiting messages' bodies.
+    pub bytes: u64,
+    /// Age of the oldest waiting message, in milliseconds.
+    pub oldest_age_ms: Option<u64>,
+    /// Its depth limit.
+    pub max_depth: u64,
+}
+
+/// The journal's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// Segment files on disk.
+    pub segments: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Records in the last group commit.
+    pub last_batch_records: u64,
+    /// Group commits since start.
+    pub commits: u64,
+    /// `always` or `never`.
+    pub sync: String,
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer closed the connection between frames.
+    #[error("connection closed")]
+    Closed,
+    /// A length prefix over the limit; nothing was allocated for it.
+    #[error("frame of {bytes} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// What the prefix claimed.
+        bytes: usize,
+        /// [`FRAME_BYTES_MAX`].
+        limit: usize,
+    },
+    /// The bytes are not a valid frame.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+    /// The connection failed, or ended inside a frame.
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes `frame` with its length prefix.
+pub fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = vec![0u8; 4];
+    let mut out = postcard::to_extend(frame, std::mem::take(&mut out))?;
+    let length = out.len() - 4;
+    if length > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge {
+            bytes: length,
+            limit: FRAME_BYTES_MAX,
+        });
+    }
+    out[..4].copy_from_slice(&(length as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// Decodes one frame's payload (without its length prefix).
+pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError> {
+    Ok(postcard::from_bytes(payload)?)
+}
+
+/// Reads one frame. `Err(Closed)` when the peer closed cleanly between frames.
+pub async fn read_frame<T, R>(reader: &mut R) -> Result<T, FrameError>
+where
+    T: for<'de> Deserialize<'de>,
+    R: AsyncRead + Unpin,
+{
+    let mut prefix = [0u8; 4];
+    match reader.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let length = u32::from_le_bytes(prefix) as usize;
+    if length > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge {
+            bytes: length,
+            limit: FRAME_BYTES_MAX,
+        });
+    }
+    let mut payload = vec![0u8; length];
+    reader.read_exact(&mut payload).await?;
+    decode(&payload)
+}
+
+/// Writes one frame (not flushed: callers batch frames and flush once).
+pub async fn write_frame<T, W>(writer: &mut W, frame: &T) -> Result<(), FrameError>
+where
+    T: Serialize,
+    W: AsyncWrite + Unpin,
+{
+    writer.write_all(&encode(frame)?).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(operation: Operation) -> ClientFrame {
+        ClientFrame::Request(Request { id: 7, operation })
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let frames = vec![
+            ClientFrame::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "t".into(),
+            }),
+            request(Operation::Put {
+                address: "orders@charlie".into(),
+                message: OutgoingMessage {
+                    body: b"hi".to_vec(),
+                    priority: 9,
+                    ..Default::default()
+                },
+            }),
+            request(Operation::Get {
+                queue: "q".into(),
+                timeout_ms: 5,
+                max: 3,
+                selector: Selector {
+                    correlation_id: Some("c".into()),
+                },
+                lease_ms: Some(100),
+            }),
+            request(Operation::Status),
+        ];
+        let mut wire = Vec::new();
+        for frame in &frames {
+            write_frame(&mut wire, frame).await.unwrap();
+        }
+        let mut reader = wire.as_slice();
+        for frame in &frames {
+            assert_eq!(
+                &read_frame::<ClientFrame, _>(&mut reader).await.unwrap(),
+                frame
+            );
+        }
+        assert!(matches!(
+            read_frame::<ClientFrame, _>(&mut reader).await,
+            Err(FrameError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_huge_length_prefix_is_refused_before_allocating() {
+        let mut wire: &[u8] = &[0xff, 0xff, 0xff, 0xff, 1, 2, 3];
+        let error = read_frame::<ClientFrame, _>(&mut wire).await.unwrap_err();
+        assert!(matches!(
+            error,
+            FrameError::TooLarge {
+                bytes: 0xffff_ffff,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn truncated_and_garbage_frames_are_errors() {
+        let full = encode(&request(Operation::Status)).unwrap();
+        let mut truncated = &full[..full.len() - 1];
+        assert!(matches!(
+            read_frame::<ClientFrame, _>(&mut truncated).await,
+            Err(FrameError::Io(_))
+        ));
+        let mut garbage: &[u8] = &[3, 0, 0, 0, 0xfe, 0xfe, 0xfe];
+        assert!(matches!(
+            read_frame::<ClientFrame, _>(&mut garbage).await,
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn decoding_random_bytes_never_panics() {
+        let mut state = 0x1234_5678_9abc_def0_u64;
+        for length in 0..2000 {
+            let bytes: Vec<u8> = (0..length % 97)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let _ = decode::<ClientFrame>(&bytes);
+            let _ = decode::<ServerFrame>(&bytes);
+        }
+    }
+}
