@@ -1,0 +1,261 @@
+//! One local queue's ordering state: which message is handed out next.
+//!
+//! Plain data, no I/O, time passed in. The queue holds small [`Entry`] values (where the body
+//! is, its size, priority, expiry), never bodies, so a deep queue costs ~50 bytes a message.
+//!
+//! Invariants: within a priority, entries are in increasing `seq` (put order), including after
+//! an entry returns from a lease; higher priorities are always taken first; an entry whose
+//! expiry has passed is never returned by [`LocalQueue::take`]; `depth` and `bytes` equal the
+//! sums over the entries held.
+
+use std::collections::VecDeque;
+
+use hopmq::PRIORITY_MAX;
+
+/// Where a message's full record lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRef {
+    /// In the journal, at this segment, offset and length.
+    Journal { segment: u64, offset: u64, len: u32 },
+    /// Only in memory (a non-persistent message), under its seq.
+    Memory,
+}
+
+/// A queued message, as the queue sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// The manager-wide put order; unique.
+    pub seq: u64,
+    /// Where the record is.
+    pub body: BodyRef,
+    /// Body size, for limits and status.
+    pub bytes: u32,
+    /// 0 to 9.
+    pub priority: u8,
+    /// Milliseconds since the epoch; `u64::MAX` for never.
+    pub expires_at_ms: u64,
+    /// When it was put, in milliseconds since the epoch.
+    pub put_at_ms: u64,
+    /// A hash of its correlation id, 0 for none; a match is confirmed against the record.
+    pub correlation: u64,
+    /// Deliveries so far (leased gets that came back).
+    pub delivery_count: u32,
+}
+
+impl Entry {
+    /// True once its expiry has passed at `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms <= now_ms
+    }
+}
+
+/// The hash stored in [`Entry::correlation`]; never 0 for a present id.
+pub fn correlation_hash(correlation_id: Option<&str>) -> u64 {
+    correlation_id.map_or(0, |id| crc32c::crc32c(id.as_bytes()) as u64 | 1 << 32)
+}
+
+/// The ordering state of one local queue.
+#[derive(Debug, Default)]
+pub struct LocalQueue {
+    by_priority: [VecDeque<Entry>; PRIORITY_MAX as usize + 1],
+    depth: u64,
+    bytes: u64,
+}
+
+/// What a take found besides the messages it returns.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Taken {
+    /// Messages to hand out, best first.
+    pub entries: Vec<Entry>,
+    /// Expired messages met on the way, now removed; the caller records their removal.
+    pub expired: Vec<Entry>,
+}
+
+impl LocalQueue {
+    /// Messages waiting.
+    pub fn depth(&self) -> u64 {
+        self.depth
+    }
+
+    /// Bytes of the waiting messages' bodies.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The put time of the oldest waiting message.
+    pub fn oldest_put_at_ms(&self) -> Option<u64> {
+        self.by_priority.iter().filter_map(|q| q.front()).map(|e| e.put_at_ms).min()
+    }
+
+    /// Adds an entry in `seq` order within its priority. New puts carry the highest seq so far
+    /// and land at the back in O(1); an entry returning from a lease is slotted back in place.
+    pub fn insert(&mut self, entry: Entry) {
+        let queue = &mut self.by_priority[usize::from(entry.priority.min(PRIORITY_MAX))];
+        match queue.back() {
+            Some(last) if last.seq > entry.seq => {
+                let at = queue.partition_point(|e| e.seq < entry.seq);
+                queue.insert(at, entry);
+            }
+            _ => queue.push_back(entry),
+        }
+        self.depth += 1;
+        self.bytes += u64::from(entry.bytes);
+    }
+
+    /// Removes and returns up to `max` unexpired entries, highest priority first, FIFO within
+    /// a priority. With `correlation` (a [`correlation_hash`]), only matching entries qualify;
+    /// `confirm` is asked about each candidate so that hash collisions never match.
+    pub fn take(
+        &mut self,
+        now_ms: u64,
+        max: usize,
+        correlation: Option<u64>,
+        mut confirm: impl FnMut(&Entry) -> bool,
+    ) -> Taken {
+        let mut taken = Taken::default();
+        for queue in self.by_priority.iter_mut().rev() {
+            let mut index = 0;
+            while index < queue.len() && taken.entries.len() < max {
+                let entry = queue[index];
+                if entry.expired(now_ms) {
+                    queue.remove(index);
+                    taken.expired.push(entry);
+                    continue;
+                }
+                let wanted = match correlation {
+                    None => true,
+                    Some(hash) => entry.correlation == hash && confirm(&entry),
+                };
+                if wanted {
+                    queue.remove(index);
+                    taken.entries.push(entry);
+                } else {
+                    index += 1;
+                }
+            }
+        }
+        for entry in taken.entries.iter().chain(&taken.expired) {
+            self.depth -= 1;
+            self.bytes -= u64::from(entry.bytes);
+        }
+        taken
+    }
+
+    /// Removes expired entries from the front of each priority (where the oldest are), at most
+    /// `max` of them, so a sweep costs little even on a deep queue.
+    pub fn remove_expired(&mut self, now_ms: u64, max: usize) -> Vec<Entry> {
+        let mut expired = Vec::new();
+        for queue in &mut self.by_priority {
+            while expired.len() < max && queue.front().is_some_and(|e| e.expired(now_ms)) {
+                if let Some(entry) = queue.pop_front() {
+                    expired.push(entry);
+                }
+            }
+        }
+        for entry in &expired {
+            self.depth -= 1;
+            self.bytes -= u64::from(entry.bytes);
+        }
+        expired
+    }
+
+    /// Up to `max` entries in delivery order, without removing them (browse).
+    pub fn peek(&self, now_ms: u64, max: usize) -> Vec<Entry> {
+        self.by_priority
+            .iter()
+            .rev()
+            .flat_map(|q| q.iter())
+            .filter(|e| !e.expired(now_ms))
+            .take(max)
+            .copied()
+            .collect()
+    }
+
+    /// Every entry, in no particular order (for moving or draining a queue).
+    pub fn drain(&mut self) -> Vec<Entry> {
+        self.depth = 0;
+        self.bytes = 0;
+        self.by_priority.iter_mut().flat_map(|q| q.drain(..)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, priority: u8) -> Entry {
+        Entry {
+            seq,
+            body: BodyRef::Memory,
+            bytes: 10,
+            priority,
+            expires_at_ms: u64::MAX,
+            put_at_ms: seq,
+            correlation: 0,
+            delivery_count: 0,
+        }
+    }
+
+    fn seqs(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn higher_priority_first_then_fifo() {
+        let mut q = LocalQueue::default();
+        for (seq, priority) in [(1, 4), (2, 9), (3, 0), (4, 4), (5, 9)] {
+            q.insert(entry(seq, priority));
+        }
+        assert_eq!(q.depth(), 5);
+        assert_eq!(q.bytes(), 50);
+        assert_eq!(seqs(&q.peek(0, 10)), [2, 5, 1, 4, 3]);
+        assert_eq!(seqs(&q.take(0, 3, None, |_| true).entries), [2, 5, 1]);
+        assert_eq!(seqs(&q.take(0, 3, None, |_| true).entries), [4, 3]);
+        assert_eq!(q.depth(), 0);
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn returned_entries_go_back_in_put_order() {
+        let mut q = LocalQueue::default();
+        for seq in 1..=4 {
+            q.insert(entry(seq, 4));
+        }
+        let first = q.take(0, 2, None, |_| true).entries;
+        q.insert(first[1]);
+        q.insert(first[0]);
+        assert_eq!(seqs(&q.take(0, 10, None, |_| true).entries), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn expired_entries_are_never_taken_and_are_reported() {
+        let mut q = LocalQueue::default();
+        q.insert(Entry { expires_at_ms: 100, ..entry(1, 4) });
+        q.insert(entry(2, 4));
+        q.insert(Entry { expires_at_ms: 200, ..entry(3, 4) });
+        let taken = q.take(150, 10, None, |_| true);
+        assert_eq!(seqs(&taken.entries), [2, 3]);
+        assert_eq!(seqs(&taken.expired), [1]);
+        assert_eq!(q.depth(), 0);
+        q.insert(Entry { expires_at_ms: 200, ..entry(4, 4) });
+        assert_eq!(seqs(&q.peek(199, 10)), [4]);
+        assert!(q.peek(200, 10).is_empty());
+        assert_eq!(seqs(&q.remove_expired(200, 10)), [4]);
+        assert_eq!(q.depth(), 0);
+    }
+
+    #[test]
+    fn correlation_selects_and_collisions_are_confirmed() {
+        let mut q = LocalQueue::default();
+        let wanted = correlation_hash(Some("req-7"));
+        q.insert(entry(1, 4));
+        q.insert(Entry { correlation: wanted, ..entry(2, 4) });
+        q.insert(Entry { correlation: wanted, ..entry(3, 4) });
+        // Entry 2 collides on the hash but the record says otherwise.
+        let taken = q.take(0, 1, Some(wanted), |e| e.seq != 2);
+        assert_eq!(seqs(&taken.entries), [3]);
+        assert_eq!(seqs(&q.take(0, 10, None, |_| true).entries), [1, 2]);
+        assert_ne!(correlation_hash(Some("")), 0);
+        assert_eq!(correlation_hash(None), 0);
+    }
+}
