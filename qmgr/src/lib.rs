@@ -5,5 +5,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod generate;
 pub mod queue;
+pub mod record;

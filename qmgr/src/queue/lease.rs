@@ -76,7 +76,16 @@ impl Leases {
         let deadline_ms = now_ms.saturating_add(lease_ms);
         *self.leased_per_queue.entry(queue.clone()).or_default() += 1;
         self.by_deadline.insert((deadline_ms, id));
-        self.by_id.insert(id, Lease { id, queue, entry, connection, deadline_ms });
+        self.by_id.insert(
+            id,
+            Lease {
+                id,
+                queue,
+                entry,
+                connection,
+                deadline_ms,
+            },
+        );
         id
     }
 
@@ -90,15 +99,23 @@ impl Leases {
 
     /// Ends every lease whose deadline is at or before `now_ms`.
     pub fn expire(&mut self, now_ms: u64) -> Vec<Lease> {
-        let due: Vec<u64> =
-            self.by_deadline.iter().take_while(|(at, _)| *at <= now_ms).map(|&(_, id)| id).collect();
+        let due: Vec<u64> = self
+            .by_deadline
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .map(|&(_, id)| id)
+            .collect();
         due.into_iter().map(|id| self.remove(id)).collect()
     }
 
     /// Ends every lease of a closed connection.
     pub fn release_connection(&mut self, connection: u64) -> Vec<Lease> {
-        let mine: Vec<u64> =
-            self.by_id.values().filter(|l| l.connection == connection).map(|l| l.id).collect();
+        let mine: Vec<u64> = self
+            .by_id
+            .values()
+            .filter(|l| l.connection == connection)
+            .map(|l| l.id)
+            .collect();
         mine.into_iter().map(|id| self.remove(id)).collect()
     }
 
@@ -113,7 +130,10 @@ impl Leases {
     }
 
     fn remove(&mut self, id: u64) -> Lease {
-        let lease = self.by_id.remove(&id).unwrap_or_else(|| unreachable!("lease {id} is known"));
+        let lease = self
+            .by_id
+            .remove(&id)
+            .unwrap_or_else(|| unreachable!("lease {id} is known"));
         self.by_deadline.remove(&(lease.deadline_ms, id));
         if let Some(count) = self.leased_per_queue.get_mut(lease.queue.as_str()) {
             *count -= 1;
@@ -166,9 +186,15 @@ mod tests {
         let late = leases.grant(q("a"), entry(2, 1), 7, 1000, 300);
         assert_eq!(leases.next_deadline_ms(), Some(1100));
         assert!(leases.expire(1099).is_empty());
-        assert_eq!(leases.expire(1100).iter().map(|l| l.id).collect::<Vec<_>>(), [early]);
+        assert_eq!(
+            leases.expire(1100).iter().map(|l| l.id).collect::<Vec<_>>(),
+            [early]
+        );
         assert_eq!(leases.next_deadline_ms(), Some(1300));
-        assert_eq!(leases.expire(5000).iter().map(|l| l.id).collect::<Vec<_>>(), [late]);
+        assert_eq!(
+            leases.expire(5000).iter().map(|l| l.id).collect::<Vec<_>>(),
+            [late]
+        );
     }
 
     #[test]
@@ -177,8 +203,11 @@ mod tests {
         leases.grant(q("a"), entry(1, 1), 1, 0, 100);
         leases.grant(q("b"), entry(2, 1), 2, 0, 100);
         leases.grant(q("a"), entry(3, 1), 1, 0, 100);
-        let mut returned: Vec<u64> =
-            leases.release_connection(1).iter().map(|l| l.entry.seq).collect();
+        let mut returned: Vec<u64> = leases
+            .release_connection(1)
+            .iter()
+            .map(|l| l.entry.seq)
+            .collect();
         returned.sort();
         assert_eq!(returned, [1, 3]);
         assert_eq!(leases.leased("a"), 0);

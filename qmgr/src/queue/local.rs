@@ -84,7 +84,11 @@ impl LocalQueue {
 
     /// The put time of the oldest waiting message.
     pub fn oldest_put_at_ms(&self) -> Option<u64> {
-        self.by_priority.iter().filter_map(|q| q.front()).map(|e| e.put_at_ms).min()
+        self.by_priority
+            .iter()
+            .filter_map(|q| q.front())
+            .map(|e| e.put_at_ms)
+            .min()
     }
 
     /// Adds an entry in `seq` order within its priority. New puts carry the highest seq so far
@@ -175,7 +179,10 @@ impl LocalQueue {
     pub fn drain(&mut self) -> Vec<Entry> {
         self.depth = 0;
         self.bytes = 0;
-        self.by_priority.iter_mut().flat_map(|q| q.drain(..)).collect()
+        self.by_priority
+            .iter_mut()
+            .flat_map(|q| q.drain(..))
+            .collect()
     }
 }
 
@@ -230,14 +237,23 @@ mod tests {
     #[test]
     fn expired_entries_are_never_taken_and_are_reported() {
         let mut q = LocalQueue::default();
-        q.insert(Entry { expires_at_ms: 100, ..entry(1, 4) });
+        q.insert(Entry {
+            expires_at_ms: 100,
+            ..entry(1, 4)
+        });
         q.insert(entry(2, 4));
-        q.insert(Entry { expires_at_ms: 200, ..entry(3, 4) });
+        q.insert(Entry {
+            expires_at_ms: 200,
+            ..entry(3, 4)
+        });
         let taken = q.take(150, 10, None, |_| true);
         assert_eq!(seqs(&taken.entries), [2, 3]);
         assert_eq!(seqs(&taken.expired), [1]);
         assert_eq!(q.depth(), 0);
-        q.insert(Entry { expires_at_ms: 200, ..entry(4, 4) });
+        q.insert(Entry {
+            expires_at_ms: 200,
+            ..entry(4, 4)
+        });
         assert_eq!(seqs(&q.peek(199, 10)), [4]);
         assert!(q.peek(200, 10).is_empty());
         assert_eq!(seqs(&q.remove_expired(200, 10)), [4]);
@@ -249,8 +265,14 @@ mod tests {
         let mut q = LocalQueue::default();
         let wanted = correlation_hash(Some("req-7"));
         q.insert(entry(1, 4));
-        q.insert(Entry { correlation: wanted, ..entry(2, 4) });
-        q.insert(Entry { correlation: wanted, ..entry(3, 4) });
+        q.insert(Entry {
+            correlation: wanted,
+            ..entry(2, 4)
+        });
+        q.insert(Entry {
+            correlation: wanted,
+            ..entry(3, 4)
+        });
         // Entry 2 collides on the hash but the record says otherwise.
         let taken = q.take(0, 1, Some(wanted), |e| e.seq != 2);
         assert_eq!(seqs(&taken.entries), [3]);

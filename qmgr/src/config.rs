@@ -1,0 +1,351 @@
+//! A manager's settings, layered with the `config` crate: built-in defaults < the settings file
+//! (`--config`, `QMGR_CONFIG`, else `qmgr.toml` if present) < `QMGR_*` environment variables
+//! (`QMGR_TLS__CA` for nested keys) < command-line flags.
+//!
+//! Invariant: a [`Settings`] value is complete and validated; every setting has a working
+//! default, so `qmgr run` with no file and no flag starts a standalone manager.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hopmq::ManagerName;
+use hopmq::protocol::MESSAGE_BYTES_MAX;
+use serde::Deserialize;
+
+/// Whether an acknowledged write has reached stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// `fdatasync` before acknowledging: the default, and the only safe choice.
+    Always,
+    /// Never sync: UNSAFE, a crash of the machine loses acknowledged messages. For tests and
+    /// for measuring.
+    Never,
+}
+
+impl SyncMode {
+    /// The name used in settings and in `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Never => "never",
+        }
+    }
+}
+
+/// TLS files for the links between managers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct TlsSettings {
+    /// The CA that signs every manager's certificate.
+    pub ca: Option<PathBuf>,
+    /// This manager's certificate.
+    pub cert: Option<PathBuf>,
+    /// This manager's private key.
+    pub key: Option<PathBuf>,
+}
+
+/// Everything a manager is configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The manager's name in the topology.
+    pub name: String,
+    /// The topology file; `None` for a standalone manager.
+    pub topology: Option<PathBuf>,
+    /// Where the journal lives.
+    pub data_dir: PathBuf,
+    /// The local API socket; default `<data_dir>/qmgr.sock`.
+    pub api_socket: Option<PathBuf>,
+    /// Where to serve Prometheus metrics; off by default.
+    pub metrics_listen: Option<SocketAddr>,
+    /// When acknowledged writes are synced.
+    pub sync: SyncMode,
+    /// The largest message body accepted at put.
+    pub max_message_bytes: u64,
+    /// The depth limit of queues that do not declare one.
+    pub max_depth: u64,
+    /// Deliveries of a leased message before it goes to the dead-letter queue.
+    pub max_deliveries: u32,
+    /// Whether a put or get on an undeclared local queue creates it.
+    pub auto_create_queues: bool,
+    /// The size of a journal segment.
+    pub segment_bytes: u64,
+    /// A cap on the journal's disk use: past it puts fail as on a full disk. Off by default.
+    pub disk_bytes_max: Option<u64>,
+    /// Bodies kept in memory for fast gets, in bytes.
+    pub cache_bytes: u64,
+    /// TLS files, required once a manager has links.
+    #[serde(default)]
+    pub tls: TlsSettings,
+    /// The settings file itself (read from `QMGR_CONFIG`; not a setting).
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+}
+
+/// Default values, shown by `qmgr run --help` and in the README.
+pub mod defaults {
+    /// `name`.
+    pub const NAME: &str = "local";
+    /// `data_dir`.
+    pub const DATA_DIR: &str = "./qmgr-data";
+    /// `max_message_bytes`: 16 MiB.
+    pub const MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
+    /// `max_depth`.
+    pub const MAX_DEPTH: u64 = 10_000_000;
+    /// `max_deliveries`.
+    pub const MAX_DELIVERIES: u32 = 5;
+    /// `segment_bytes`: 64 MiB.
+    pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+    /// `cache_bytes`: 64 MiB.
+    pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+}
+
+/// Settings given as flags to `qmgr run`; `None` leaves the lower layers in force.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--topology`.
+    pub topology: Option<PathBuf>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--socket`.
+    pub api_socket: Option<PathBuf>,
+    /// `--metrics`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `--sync`.
+    pub sync: Option<SyncMode>,
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `config` crate refused a layer.
+    #[error("invalid settings: {0}")]
+    Layer(#[from] config::ConfigError),
+    /// A value is out of range or invalid.
+    #[error("invalid setting `{key}`: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Settings {
+    /// Loads the layers. `environment` replaces the process environment (for tests).
+    pub fn load(
+        overrides: &Overrides,
+        environment: Option<HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let env_config = environment.as_ref().map_or_else(
+            || std::env::var("QMGR_CONFIG").ok(),
+            |env| env.get("QMGR_CONFIG").cloned(),
+        );
+        let (file, required) = match (&overrides.config, env_config) {
+            (Some(path), _) => (path.clone(), true),
+            (None, Some(path)) => (PathBuf::from(path), true),
+            (None, None) => (PathBuf::from("qmgr.toml"), false),
+        };
+        let path_string = |p: &Path| p.to_string_lossy().into_owned();
+        let builder = config::Config::builder()
+            .set_default("name", defaults::NAME)?
+            .set_default("data_dir", defaults::DATA_DIR)?
+            .set_default("sync", "always")?
+            .set_default("max_message_bytes", defaults::MAX_MESSAGE_BYTES)?
+            .set_default("max_depth", defaults::MAX_DEPTH)?
+            .set_default("max_deliveries", defaults::MAX_DELIVERIES)?
+            .set_default("auto_create_queues", true)?
+            .set_default("segment_bytes", defaults::SEGMENT_BYTES)?
+            .set_default("cache_bytes", defaults::CACHE_BYTES)?
+            .add_source(
+                config::File::from(file.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(required),
+            )
+            .add_source(
+                config::Environment::with_prefix("QMGR")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(environment),
+            )
+            .set_override_option("name", overrides.name.clone())?
+            .set_override_option("topology", overrides.topology.as_deref().map(path_string))?
+            .set_override_option("data_dir", overrides.data_dir.as_deref().map(path_string))?
+            .set_override_option(
+                "api_socket",
+                overrides.api_socket.as_deref().map(path_string),
+            )?
+            .set_override_option(
+                "metrics_listen",
+                overrides.metrics_listen.map(|a| a.to_string()),
+            )?
+            .set_override_option("sync", overrides.sync.map(|s| s.as_str()))?;
+        let settings: Self = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        ManagerName::new(self.name.as_str()).map_err(|e| ConfigError::Invalid {
+            key: "name",
+            reason: e.to_string(),
+        })?;
+        if self.max_message_bytes == 0 || self.max_message_bytes > MESSAGE_BYTES_MAX as u64 {
+            return Err(ConfigError::Invalid {
+                key: "max_message_bytes",
+                reason: format!(
+                    "{} is not between 1 and {MESSAGE_BYTES_MAX}",
+                    self.max_message_bytes
+                ),
+            });
+        }
+        // A message must fit in one segment with room for its envelope.
+        if self.segment_bytes < 1024 * 1024 || self.segment_bytes < 2 * self.max_message_bytes {
+            return Err(ConfigError::Invalid {
+                key: "segment_bytes",
+                reason: format!(
+                    "{} is too small: at least 1 MiB and twice max_message_bytes",
+                    self.segment_bytes
+                ),
+            });
+        }
+        for (key, value) in [
+            ("max_depth", self.max_depth),
+            ("max_deliveries", u64::from(self.max_deliveries)),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The manager's validated name.
+    pub fn manager_name(&self) -> ManagerName {
+        // `load` validated it; a hand-built Settings with a bad name is a bug.
+        ManagerName::new(self.name.as_str()).unwrap_or_else(|e| unreachable!("validated name: {e}"))
+    }
+
+    /// The local API socket in force.
+    pub fn socket_path(&self) -> PathBuf {
+        self.api_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("qmgr.sock"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_alone_make_a_standalone_manager() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent.toml");
+        // An explicit missing file is an error; the implicit qmgr.toml is optional. Use the
+        // environment layer to point at a folder without one.
+        assert!(
+            Settings::load(
+                &Overrides {
+                    config: Some(missing),
+                    ..Default::default()
+                },
+                env(&[])
+            )
+            .is_err()
+        );
+        let settings = Settings::load(&Overrides::default(), env(&[])).unwrap();
+        assert_eq!(settings.name, "local");
+        assert_eq!(settings.topology, None);
+        assert_eq!(settings.data_dir, PathBuf::from("./qmgr-data"));
+        assert_eq!(
+            settings.socket_path(),
+            PathBuf::from("./qmgr-data/qmgr.sock")
+        );
+        assert_eq!(settings.sync, SyncMode::Always);
+        assert_eq!(settings.max_message_bytes, 16 * 1024 * 1024);
+        assert!(settings.auto_create_queues);
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("qmgr.toml");
+        std::fs::write(
+            &file,
+            "name = \"from-file\"\ndata_dir = \"/file\"\nmax_deliveries = 9\n[tls]\nca = \"/ca.pem\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config: Some(file.clone()),
+            data_dir: Some("/flag".into()),
+            ..Default::default()
+        };
+        let settings = Settings::load(
+            &overrides,
+            env(&[
+                ("QMGR_NAME", "from-env"),
+                ("QMGR_DATA_DIR", "/env"),
+                ("QMGR_TLS__KEY", "/k.pem"),
+                ("QMGR_SYNC", "never"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.name, "from-env"); // env beats file
+        assert_eq!(settings.data_dir, PathBuf::from("/flag")); // flag beats env
+        assert_eq!(settings.max_deliveries, 9); // file beats default
+        assert_eq!(settings.tls.ca, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(settings.tls.key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(settings.sync, SyncMode::Never);
+        let via_env = Settings::load(
+            &Overrides::default(),
+            env(&[("QMGR_CONFIG", file.to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(via_env.name, "from-file");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_key() {
+        let bad = |pairs: &[(&str, &str)]| {
+            Settings::load(&Overrides::default(), env(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad(&[("QMGR_NAME", "no spaces")]).contains("`name`"));
+        assert!(bad(&[("QMGR_MAX_MESSAGE_BYTES", "0")]).contains("`max_message_bytes`"));
+        assert!(bad(&[("QMGR_SYNC", "sometimes")]).contains("sync"));
+        assert!(bad(&[("QMGR_MAX_DEPTH", "0")]).contains("`max_depth`"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("q.toml");
+        std::fs::write(&file, "nmae = \"typo\"\n").unwrap();
+        let error = Settings::load(
+            &Overrides {
+                config: Some(file),
+                ..Default::default()
+            },
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("nmae"), "{error}");
+    }
+}
