@@ -258,6 +258,10 @@ pub struct Status {
     pub uptime_secs: u64,
     /// Local queues, by name.
     pub queues: Vec<QueueStatus>,
+    /// Messages put since start.
+    pub messages_put: u64,
+    /// Messages handed to applications since start (gets and leased gets).
+    pub messages_delivered: u64,
     /// The journal.
     pub store: StoreStatus,
 }

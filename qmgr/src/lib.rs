@@ -3,9 +3,13 @@
 //!
 //! The binary (`main.rs`) is only the edge: everything it runs lives here.
 
+pub mod api_server;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod generate;
+pub mod manager;
+pub mod metrics;
 pub mod queue;
 pub mod record;

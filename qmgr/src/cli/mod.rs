@@ -1,5 +1,6 @@
 //! The command line: one `clap` tree, each subcommand in the module that owns it.
 
+pub mod run;
 pub mod topology;
 
 use std::process::ExitCode;
@@ -16,6 +17,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a queue manager (the daemon).
+    Run(run::RunArgs),
     /// Check, explore and compare topology files.
     #[command(subcommand)]
     Topology(topology::TopologyCommand),
@@ -27,6 +30,7 @@ enum Command {
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
+            Command::Run(args) => args.run(),
             Command::Topology(command) => command.run(),
             Command::Bench(command) => command.run(),
         }

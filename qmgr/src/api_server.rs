@@ -1,0 +1,145 @@
+//! The local API: accepts applications on the Unix socket, does the handshake, and moves
+//! frames between each connection and the manager core. No queue logic lives here.
+//!
+//! Invariant: a connection that sends a malformed or oversized frame, or anything but `Hello`
+//! first, is closed with a logged reason; nothing else is affected.
+
+use std::time::Duration;
+
+use hopmq::ApiError;
+use hopmq::protocol::{
+    ClientFrame, FrameError, PROTOCOL_VERSION, ServerFrame, Welcome, read_frame, write_frame,
+};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::manager::{CONNECTION_FRAMES_MAX, Command};
+
+/// How long a new connection may take to say hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many frames a writer sends before flushing, so one busy connection is fair to others.
+const FRAMES_PER_FLUSH_MAX: usize = 256;
+
+/// Accepts connections until `shutdown` fires.
+pub async fn serve(
+    listener: UnixListener,
+    commands: mpsc::Sender<Command>,
+    manager: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next_connection = 0u64;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    next_connection += 1;
+                    tokio::spawn(connection(stream, next_connection, commands.clone(), manager.clone()));
+                }
+                Err(error) => {
+                    // EMFILE and friends: log and go on; the listener itself is fine.
+                    warn!(%error, "accepting a client failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn connection(stream: UnixStream, id: u64, commands: mpsc::Sender<Command>, manager: String) {
+    let uid = stream.peer_cred().ok().map(|cred| cred.uid());
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = BufWriter::new(writer);
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame::<ClientFrame, _>(&mut reader)).await;
+    let welcome = match hello {
+        Ok(Ok(ClientFrame::Hello(hello))) if hello.protocol_version == PROTOCOL_VERSION => {
+            debug!(connection = id, client = %hello.client_name, "handshake");
+            ServerFrame::Welcome(Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                manager,
+                server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+        }
+        Ok(Ok(ClientFrame::Hello(hello))) => {
+            warn!(connection = id, client = %hello.client_name, version = hello.protocol_version, "refusing a client with another protocol version");
+            let refusal = ServerFrame::Refused(ApiError::VersionMismatch { client: hello.protocol_version, server: PROTOCOL_VERSION });
+            let _ = send_and_flush(&mut writer, &refusal).await;
+            return;
+        }
+        Ok(Ok(ClientFrame::Request(_))) => {
+            warn!(connection = id, "closing a client that sent a request before its hello");
+            return;
+        }
+        Ok(Err(FrameError::Closed)) => return,
+        Ok(Err(error)) => {
+            warn!(connection = id, %error, "closing a client: bad handshake frame");
+            return;
+        }
+        Err(_) => {
+            warn!(connection = id, "closing a client that sent no hello within {HANDSHAKE_TIMEOUT:?}");
+            return;
+        }
+    };
+    if send_and_flush(&mut writer, &welcome).await.is_err() {
+        return;
+    }
+    let (frames, outgoing) = mpsc::channel(CONNECTION_FRAMES_MAX);
+    if commands.send(Command::Connected { connection: id, frames, uid }).await.is_err() {
+        return;
+    }
+    let writer_task = tokio::spawn(write_loop(writer, outgoing));
+    loop {
+        match read_frame::<ClientFrame, _>(&mut reader).await {
+            Ok(ClientFrame::Request(request)) => {
+                let command = Command::Request { connection: id, id: request.id, operation: request.operation };
+                if commands.send(command).await.is_err() {
+                    break;
+                }
+            }
+            Ok(ClientFrame::Hello(_)) => {
+                warn!(connection = id, "closing a client that said hello twice");
+                break;
+            }
+            Err(FrameError::Closed) => break,
+            Err(error) => {
+                warn!(connection = id, %error, "closing a client");
+                break;
+            }
+        }
+    }
+    // The core drops its sender for this connection on Disconnected, which ends the writer.
+    let _ = commands.send(Command::Disconnected { connection: id }).await;
+    let _ = writer_task.await;
+    debug!(connection = id, "connection closed");
+}
+
+async fn send_and_flush(writer: &mut BufWriter<OwnedWriteHalf>, frame: &ServerFrame) -> Result<(), FrameError> {
+    write_frame(writer, frame).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+async fn write_loop(mut writer: BufWriter<OwnedWriteHalf>, mut outgoing: mpsc::Receiver<ServerFrame>) {
+    while let Some(frame) = outgoing.recv().await {
+        if let Err(error) = write_frame(&mut writer, &frame).await {
+            info!(%error, "a client's connection failed while writing");
+            return;
+        }
+        // Batch whatever else is ready into the same flush.
+        let mut written = 1;
+        while written < FRAMES_PER_FLUSH_MAX {
+            let Ok(frame) = outgoing.try_recv() else { break };
+            if write_frame(&mut writer, &frame).await.is_err() {
+                return;
+            }
+            written += 1;
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}

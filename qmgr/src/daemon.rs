@@ -1,0 +1,148 @@
+//! `qmgr run`: wires settings, topology, journal, core and local API together, and stops them
+//! in order on SIGTERM or SIGINT (in-flight commits finish, waiting clients get a clear error).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use hopmq_routing::Topology;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::config::{Settings, SyncMode};
+use crate::manager::{self, COMMANDS_MAX, Core, CoreLimits};
+use crate::store::{JournalConfig, SyncPolicy};
+
+/// Runs a manager until it is told to stop.
+pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
+    let name = settings.manager_name();
+    let topology = match &settings.topology {
+        Some(path) => {
+            let checked = hopmq_routing::load(path)?;
+            for warning in &checked.warnings {
+                warn!("{warning}");
+            }
+            if checked.topology.manager(name.as_str()).is_none() {
+                bail!("manager `{name}` is not declared in topology {}", path.display());
+            }
+            checked.topology
+        }
+        None => Topology::standalone(name.clone()),
+    };
+    fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+    let _lock = lock_data_dir(&settings.data_dir)?;
+    if settings.sync == SyncMode::Never {
+        warn!("sync = never: acknowledged messages are NOT on stable storage; a machine crash loses them");
+    }
+    let journal_config = JournalConfig {
+        dir: settings.data_dir.join("journal"),
+        sync: match settings.sync {
+            SyncMode::Always => SyncPolicy::Always,
+            SyncMode::Never => SyncPolicy::Never,
+        },
+        segment_bytes: settings.segment_bytes,
+        salvage,
+        disk_bytes_max: settings.disk_bytes_max,
+    };
+    let started = std::time::Instant::now();
+    let recovered = manager::recover(journal_config)?;
+    info!(report = ?recovered.report, elapsed_ms = started.elapsed().as_millis() as u64, "journal recovered");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("qmgr")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(settings, name.to_string(), topology, recovered))
+}
+
+async fn serve(
+    settings: Settings,
+    name: String,
+    topology: Topology,
+    recovered: manager::Recovered,
+) -> anyhow::Result<()> {
+    let socket = settings.socket_path();
+    let listener = bind(&socket)?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (commits_tx, commits_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_MAX);
+    let limits = CoreLimits {
+        max_message_bytes: settings.max_message_bytes,
+        max_depth: settings.max_depth,
+        max_deliveries: settings.max_deliveries,
+        auto_create_queues: settings.auto_create_queues,
+        cache_bytes: settings.cache_bytes,
+        sync: settings.sync,
+    };
+    let journal = recovered.journal.clone();
+    let core = Core::new(settings.manager_name(), topology, limits, recovered, commits_tx);
+    tokio::spawn(manager::sequence_commits(commits_rx, done_tx));
+    let core_task = tokio::spawn(manager::run(core, commands_rx, done_rx, shutdown.clone()));
+    if let Some(address) = settings.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {address}"))?;
+        info!(%address, "serving metrics");
+        tokio::spawn(crate::metrics::serve(listener, commands_tx.clone(), journal, shutdown.clone()));
+    }
+    tokio::spawn(crate::api_server::serve(listener, commands_tx, name.clone(), shutdown.clone()));
+    info!(manager = %name, socket = %socket.display(), "ready");
+
+    wait_for_signal().await?;
+    info!("stopping: finishing in-flight writes");
+    let _ = shutdown_tx.send(true);
+    let core = core_task.await.context("the manager core failed")?;
+    core.journal().close();
+    let _ = fs::remove_file(&socket);
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}
+
+/// Binds the API socket, owner-only. A socket file left by a dead manager is replaced; one a
+/// live manager answers on is not.
+fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            bail!("another manager is listening on {}", socket.display());
+        }
+        fs::remove_file(socket).with_context(|| format!("cannot remove stale socket {}", socket.display()))?;
+    }
+    if let Some(parent) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let listener = UnixListener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    fs::set_permissions(socket, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", socket.display()))?;
+    Ok(listener)
+}
+
+/// Holds an exclusive lock on the data directory for the manager's life, so two managers never
+/// share a journal.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<fs::File> {
+    let path: PathBuf = data_dir.join("qmgr.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .with_context(|| format!("data directory {} is in use by another manager", data_dir.display()))?;
+    Ok(file)
+}

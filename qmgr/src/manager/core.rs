@@ -1,0 +1,1114 @@
+//! The core's state and its handlers: one method per input (a command, a finished commit, the
+//! clock), each running to completion without awaiting anything.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hopmq::protocol::{
+    BATCH_MESSAGES_MAX, Delivery, OutgoingMessage, QueueStatus, Reply, ServerFrame, Status,
+    StoreStatus,
+};
+use hopmq::{Address, ApiError, ManagerName, MessageId, PRIORITY_MAX, QueueName};
+use hopmq_routing::{DownLinks, Network, Topology};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use super::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER, Envelope};
+use super::{Command, CONNECTION_FRAMES_MAX};
+use crate::config::SyncMode;
+use crate::queue::lease::{Lease, Leases, Return, on_return};
+use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
+use crate::record::{self, Record};
+use crate::store::{Commit, Journal, Location, StoreError};
+
+/// The dead-letter queue every manager has.
+pub const DEAD_LETTER_QUEUE: &str = "DLQ";
+/// Queue names starting with this are the manager's own (transmission queues, held messages).
+pub const SYSTEM_QUEUE_PREFIX: &str = "hopmq.";
+/// Expired messages removed per queue per maintenance tick, so a sweep never stalls the core.
+const EXPIRY_SWEEP_MAX: usize = 4096;
+
+/// The limits the core enforces.
+#[derive(Debug, Clone)]
+pub struct CoreLimits {
+    pub max_message_bytes: u64,
+    pub max_depth: u64,
+    pub max_deliveries: u32,
+    pub auto_create_queues: bool,
+    pub cache_bytes: u64,
+    pub sync: SyncMode,
+}
+
+/// A finished commit, handed back to the core by the sequencer.
+pub type Completion = (Continuation, Result<Vec<Location>, StoreError>);
+
+/// What to do once a commit is durable (or has failed).
+#[derive(Debug)]
+pub enum Continuation {
+    /// Messages put: make them visible, then acknowledge.
+    Put { connection: u64, request: u64, items: Vec<PutItem>, ids: Vec<MessageId> },
+    /// Messages got destructively: hand them over.
+    Get { connection: u64, request: u64, queue: QueueName, entries: Vec<Entry>, deliveries: Vec<Delivery> },
+    /// Leased messages acknowledged.
+    Ack { connection: u64, request: u64, leases: Vec<Lease> },
+    /// Messages removed with nobody waiting (expired).
+    Removed { entries: Vec<Entry> },
+    /// A message moved to another queue (dead-lettered, or restored after a failed hand-over).
+    Moved { item: PutItem, old: Option<Entry> },
+}
+
+/// One message on its way into a queue.
+#[derive(Debug)]
+pub struct PutItem {
+    pub queue: QueueName,
+    pub entry: Entry,
+    pub payload: Arc<[u8]>,
+    pub persistent: bool,
+}
+
+struct Slot {
+    queue: LocalQueue,
+    max_depth: u64,
+    /// Puts accepted but not yet durable: they count against `max_depth`.
+    pending: u64,
+    waiters: VecDeque<u64>,
+    subscribers: Vec<(u64, u64)>,
+}
+
+impl Slot {
+    fn new(max_depth: u64) -> Self {
+        Self { queue: LocalQueue::default(), max_depth, pending: 0, waiters: VecDeque::new(), subscribers: Vec::new() }
+    }
+}
+
+struct Waiter {
+    connection: u64,
+    request: u64,
+    queue: QueueName,
+    max: usize,
+    correlation_id: Option<String>,
+    lease_ms: Option<u64>,
+    deadline_ms: u64,
+}
+
+struct Connection {
+    frames: mpsc::Sender<ServerFrame>,
+    subscriptions: HashMap<u64, QueueName>,
+    waiters: HashSet<u64>,
+}
+
+/// Payloads kept in memory: non-persistent messages (only there) and a bounded cache of
+/// persistent ones, so the common put-then-get path never reads the disk.
+#[derive(Default)]
+struct Payloads {
+    memory: HashMap<u64, Arc<[u8]>>,
+    cache: HashMap<u64, Arc<[u8]>>,
+    cache_bytes: u64,
+    cache_bytes_max: u64,
+}
+
+impl Payloads {
+    fn keep(&mut self, entry: &Entry, payload: Arc<[u8]>) {
+        match entry.body {
+            BodyRef::Memory => {
+                self.memory.insert(entry.seq, payload);
+            }
+            BodyRef::Journal { .. } => {
+                if self.cache_bytes + payload.len() as u64 <= self.cache_bytes_max {
+                    self.cache_bytes += payload.len() as u64;
+                    self.cache.insert(entry.seq, payload);
+                }
+            }
+        }
+    }
+
+    fn get(&self, entry: &Entry, journal: &Journal) -> Result<Arc<[u8]>, PayloadError> {
+        match entry.body {
+            BodyRef::Memory => {
+                self.memory.get(&entry.seq).cloned().ok_or(PayloadError::Missing(entry.seq))
+            }
+            BodyRef::Journal { segment, offset, len } => match self.cache.get(&entry.seq) {
+                Some(payload) => Ok(payload.clone()),
+                None => Ok(journal.read(Location { segment, offset, len })?.into()),
+            },
+        }
+    }
+
+    fn forget(&mut self, entry: &Entry) {
+        self.memory.remove(&entry.seq);
+        if let Some(payload) = self.cache.remove(&entry.seq) {
+            self.cache_bytes -= payload.len() as u64;
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PayloadError {
+    #[error("message {0} has no payload in memory")]
+    Missing(u64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Unique message ids: the process's start time in the high half, a counter in the low half.
+struct IdGenerator {
+    high: u64,
+    counter: u64,
+}
+
+impl IdGenerator {
+    fn new(name: &ManagerName) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        // Two managers started in the same nanosecond still differ by name.
+        Self { high: nanos ^ u64::from(crc32c::crc32c(name.as_str().as_bytes())) << 32, counter: 0 }
+    }
+
+    fn next(&mut self) -> MessageId {
+        self.counter += 1;
+        MessageId(u128::from(self.high) << 64 | u128::from(self.counter))
+    }
+}
+
+/// The manager core. See the module documentation of [`super`].
+pub struct Core {
+    name: ManagerName,
+    topology: Topology,
+    network: Network,
+    limits: CoreLimits,
+    journal: Journal,
+    queues: HashMap<QueueName, Slot>,
+    leases: Leases,
+    waiters: HashMap<u64, Waiter>,
+    waiter_deadlines: BTreeSet<(u64, u64)>,
+    next_waiter: u64,
+    connections: HashMap<u64, Connection>,
+    next_subscription: u64,
+    payloads: Payloads,
+    next_seq: u64,
+    ids: IdGenerator,
+    commits: mpsc::UnboundedSender<(Commit, Continuation)>,
+    in_flight: u64,
+    live_per_segment: BTreeMap<u64, u64>,
+    started: Instant,
+    shutting_down: bool,
+    messages_put: u64,
+    messages_delivered: u64,
+}
+
+fn api_error(error: &StoreError) -> ApiError {
+    match error {
+        StoreError::DiskFull { .. } => ApiError::DiskFull { detail: error.to_string() },
+        other => ApiError::Storage { detail: other.to_string() },
+    }
+}
+
+impl Core {
+    /// A core over recovered state. `commits` feeds the sequencer.
+    pub fn new(
+        name: ManagerName,
+        topology: Topology,
+        limits: CoreLimits,
+        recovered: super::Recovered,
+        commits: mpsc::UnboundedSender<(Commit, Continuation)>,
+    ) -> Self {
+        let network = Network::new(&topology);
+        let mut core = Self {
+            ids: IdGenerator::new(&name),
+            name,
+            network,
+            payloads: Payloads { cache_bytes_max: limits.cache_bytes, ..Payloads::default() },
+            limits,
+            journal: recovered.journal,
+            queues: HashMap::new(),
+            leases: Leases::default(),
+            waiters: HashMap::new(),
+            waiter_deadlines: BTreeSet::new(),
+            next_waiter: 0,
+            connections: HashMap::new(),
+            next_subscription: 0,
+            next_seq: recovered.next_seq,
+            commits,
+            in_flight: 0,
+            live_per_segment: recovered.live_per_segment,
+            started: Instant::now(),
+            shutting_down: false,
+            messages_put: 0,
+            messages_delivered: 0,
+            topology,
+        };
+        let homed_here: Vec<(QueueName, Option<u64>)> = core
+            .topology
+            .queues()
+            .filter(|q| q.home == core.name)
+            .map(|q| (q.name.clone(), q.max_depth))
+            .collect();
+        for (queue, max_depth) in homed_here {
+            core.queues.insert(queue, Slot::new(max_depth.unwrap_or(core.limits.max_depth)));
+        }
+        core.ensure_slot(&dead_letter_queue());
+        for (queue, entries) in recovered.queues {
+            let slot = core.ensure_slot(&queue);
+            for entry in entries {
+                slot.queue.insert(entry);
+            }
+        }
+        core
+    }
+
+    /// True once shutdown began.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// True once shutdown began and nothing is left in flight.
+    pub fn finished(&self) -> bool {
+        self.shutting_down && self.in_flight == 0
+    }
+
+    fn ensure_slot(&mut self, queue: &QueueName) -> &mut Slot {
+        let max_depth = self
+            .topology
+            .queue(queue.as_str())
+            .and_then(|q| q.max_depth)
+            .unwrap_or(self.limits.max_depth);
+        self.queues.entry(queue.clone()).or_insert_with(|| Slot::new(max_depth))
+    }
+
+    /// A local queue an application may use, created on first use when allowed.
+    fn local_queue(&mut self, name: &str) -> Result<QueueName, ApiError> {
+        let queue = QueueName::new(name).map_err(|e| ApiError::BadRequest { reason: e.to_string() })?;
+        if self.queues.contains_key(&queue) {
+            return Ok(queue);
+        }
+        if queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) || !self.limits.auto_create_queues {
+            return Err(ApiError::UnknownQueue { queue: name.to_owned() });
+        }
+        self.ensure_slot(&queue);
+        Ok(queue)
+    }
+
+    fn send(&mut self, connection: u64, frame: ServerFrame) -> bool {
+        let Some(conn) = self.connections.get(&connection) else { return false };
+        match conn.frames.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(connection, "closing a connection that stopped reading ({CONNECTION_FRAMES_MAX} frames queued)");
+                self.disconnect(connection, crate::manager::now_ms());
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn reply(&mut self, connection: u64, id: u64, result: Result<Reply, ApiError>) -> bool {
+        self.send(connection, ServerFrame::Reply { id, result })
+    }
+
+    fn commit(&mut self, payloads: Vec<Vec<u8>>, continuation: Continuation) {
+        self.in_flight += 1;
+        let commit = self.journal.append(payloads);
+        if self.commits.send((commit, continuation)).is_err() {
+            // Only when the sequencer is gone, i.e. the process is stopping.
+            error!("commit sequencer stopped; a write was dropped unacknowledged");
+        }
+    }
+
+    // ---- commands -------------------------------------------------------------------------
+
+    /// Handles one command from a connection.
+    pub fn on_command(&mut self, command: Command, now_ms: u64) {
+        match command {
+            Command::Connected { connection, frames, uid } => {
+                debug!(connection, ?uid, "client connected");
+                self.connections.insert(
+                    connection,
+                    Connection { frames, subscriptions: HashMap::new(), waiters: HashSet::new() },
+                );
+            }
+            Command::Disconnected { connection } => self.disconnect(connection, now_ms),
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.status(now_ms));
+            }
+            Command::Request { connection, id, operation } => {
+                if self.shutting_down {
+                    self.reply(connection, id, Err(ApiError::ShuttingDown));
+                } else {
+                    self.on_request(connection, id, operation, now_ms);
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, connection: u64, id: u64, operation: hopmq::protocol::Operation, now_ms: u64) {
+        use hopmq::protocol::Operation as Op;
+        let result = match operation {
+            Op::Put { address, message } => self.put(connection, id, vec![(address, message)], now_ms),
+            Op::PutBatch { messages } => self.put(connection, id, messages, now_ms),
+            Op::Get { queue, timeout_ms, max, selector, lease_ms } => {
+                self.get(connection, id, &queue, timeout_ms, max, selector.correlation_id, lease_ms, now_ms)
+            }
+            Op::Ack { leases } => self.ack(connection, id, &leases),
+            Op::Nack { leases } => self.nack(connection, &leases, now_ms).map(Some),
+            Op::Browse { queue, max } => self.browse(&queue, max, now_ms).map(Some),
+            Op::Subscribe { queue } => self.subscribe(connection, &queue).map(Some),
+            Op::Unsubscribe { subscription } => self.unsubscribe(connection, subscription).map(Some),
+            Op::Declare { queue, max_depth } => self.declare(&queue, max_depth).map(Some),
+            Op::Delete { queue } => self.delete(&queue).map(Some),
+            Op::Status => Ok(Some(Reply::Status(self.status(now_ms)))),
+        };
+        // `None`: the reply comes later (after a commit, or when a waiting get is served).
+        match result {
+            Ok(Some(reply)) => {
+                self.reply(connection, id, Ok(reply));
+            }
+            Ok(None) => {}
+            Err(error) => {
+                self.reply(connection, id, Err(error));
+            }
+        }
+    }
+
+    /// Where a put to `address` goes: a local queue, or the queue of messages waiting to leave.
+    fn resolve(&mut self, address: &str) -> Result<QueueName, ApiError> {
+        let bad = |reason: String| ApiError::BadAddress { address: address.to_owned(), reason };
+        let parsed: Address = address.parse().map_err(|e: hopmq::NameError| bad(e.to_string()))?;
+        if parsed.queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
+            return Err(bad(format!("queue names starting with `{SYSTEM_QUEUE_PREFIX}` are reserved")));
+        }
+        let home = match &parsed.manager {
+            Some(manager) => manager.clone(),
+            None => match self.topology.queue(parsed.queue.as_str()) {
+                Some(queue) => queue.home.clone(),
+                None => self.name.clone(),
+            },
+        };
+        if home == self.name {
+            return self.local_queue(parsed.queue.as_str());
+        }
+        if self.topology.manager(home.as_str()).is_none() {
+            return Err(ApiError::NoRoute {
+                address: address.to_owned(),
+                reason: format!("no manager `{home}` in the topology"),
+            });
+        }
+        // Store and forward: the message waits in the transmission queue of its next hop, or
+        // with the held messages while no route exists, until a channel takes it.
+        let next_hop = self
+            .network
+            .routes_from(self.name.as_str(), &DownLinks::new())
+            .and_then(|table| table.route(home.as_str()).and_then(|r| r.next_hop.clone()));
+        let queue = match next_hop {
+            Some(next_hop) => format!("{SYSTEM_QUEUE_PREFIX}xmit.{next_hop}"),
+            None => format!("{SYSTEM_QUEUE_PREFIX}held"),
+        };
+        let queue = QueueName::new(queue).map_err(|e| bad(e.to_string()))?;
+        self.ensure_slot(&queue);
+        Ok(queue)
+    }
+
+    fn put(
+        &mut self,
+        connection: u64,
+        request: u64,
+        messages: Vec<(String, OutgoingMessage)>,
+        now_ms: u64,
+    ) -> Result<Option<Reply>, ApiError> {
+        if messages.is_empty() || messages.len() > BATCH_MESSAGES_MAX as usize {
+            return Err(ApiError::BatchTooLarge { count: messages.len() as u64, limit: u64::from(BATCH_MESSAGES_MAX) });
+        }
+        // Validate everything first: a batch is stored whole or not at all.
+        let mut targets = Vec::with_capacity(messages.len());
+        let mut added: HashMap<QueueName, u64> = HashMap::new();
+        for (address, message) in &messages {
+            let bytes = message.body.len() as u64;
+            if bytes > self.limits.max_message_bytes {
+                return Err(ApiError::MessageTooLarge { bytes, limit: self.limits.max_message_bytes });
+            }
+            if message.priority > PRIORITY_MAX {
+                return Err(ApiError::BadRequest { reason: format!("priority {} is over {PRIORITY_MAX}", message.priority) });
+            }
+            let queue = self.resolve(address)?;
+            if let Some(limit) = self.topology.queue(queue.as_str()).and_then(|q| q.max_message_bytes) {
+                if bytes > limit {
+                    return Err(ApiError::MessageTooLarge { bytes, limit });
+                }
+            }
+            let count = added.entry(queue.clone()).or_default();
+            *count += 1;
+            let slot = &self.queues[&queue];
+            let held = slot.queue.depth() + slot.pending + self.leases.leased(queue.as_str());
+            if held + *count > slot.max_depth {
+                return Err(ApiError::QueueFull { queue: queue.to_string(), max_depth: slot.max_depth });
+            }
+            targets.push(queue);
+        }
+        let mut items = Vec::with_capacity(messages.len());
+        let mut ids = Vec::with_capacity(messages.len());
+        let mut journal_payloads = Vec::new();
+        for ((address, message), queue) in messages.iter().zip(targets) {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let id = self.ids.next();
+            let envelope = Envelope { seq, queue: queue.as_str(), id, destination: address, origin: self.name.as_str(), put_at_ms: now_ms };
+            let payload = delivery::encode_put(&envelope, message);
+            let entry = Entry {
+                seq,
+                body: BodyRef::Memory,
+                bytes: message.body.len() as u32,
+                priority: message.priority,
+                expires_at_ms: message.ttl_ms.map_or(u64::MAX, |ttl| now_ms.saturating_add(ttl)),
+                put_at_ms: now_ms,
+                correlation: correlation_hash(message.correlation_id.as_deref()),
+                delivery_count: 0,
+            };
+            if message.persistent {
+                journal_payloads.push(payload.clone());
+            }
+            if let Some(slot) = self.queues.get_mut(&queue) {
+                slot.pending += 1;
+            }
+            items.push(PutItem { queue, entry, payload: payload.into(), persistent: message.persistent });
+            ids.push(id);
+        }
+        let continuation = Continuation::Put { connection, request, items, ids };
+        if journal_payloads.is_empty() {
+            self.apply(continuation, Ok(Vec::new()), now_ms);
+        } else {
+            self.commit(journal_payloads, continuation);
+        }
+        Ok(None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn get(
+        &mut self,
+        connection: u64,
+        request: u64,
+        queue: &str,
+        timeout_ms: u64,
+        max: u32,
+        correlation_id: Option<String>,
+        lease_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Option<Reply>, ApiError> {
+        if max == 0 || max > BATCH_MESSAGES_MAX {
+            return Err(ApiError::BadRequest { reason: format!("max must be 1 to {BATCH_MESSAGES_MAX}, not {max}") });
+        }
+        let queue = self.local_queue(queue)?;
+        let waiter = Waiter {
+            connection,
+            request,
+            queue: queue.clone(),
+            max: max as usize,
+            correlation_id,
+            lease_ms,
+            deadline_ms: now_ms.saturating_add(timeout_ms),
+        };
+        if self.try_serve(&waiter, now_ms) {
+            return Ok(None);
+        }
+        if timeout_ms == 0 {
+            return Ok(Some(Reply::Messages(Vec::new())));
+        }
+        self.next_waiter += 1;
+        let waiter_id = self.next_waiter;
+        self.waiter_deadlines.insert((waiter.deadline_ms, waiter_id));
+        if let Some(slot) = self.queues.get_mut(&queue) {
+            slot.waiters.push_back(waiter_id);
+        }
+        if let Some(conn) = self.connections.get_mut(&connection) {
+            conn.waiters.insert(waiter_id);
+        }
+        self.waiters.insert(waiter_id, waiter);
+        Ok(None)
+    }
+
+    /// Takes messages for `waiter` if any qualify, and starts handing them over.
+    fn try_serve(&mut self, waiter: &Waiter, now_ms: u64) -> bool {
+        let correlation = waiter.correlation_id.as_deref().map(|id| correlation_hash(Some(id)));
+        let Some(slot) = self.queues.get_mut(&waiter.queue) else { return false };
+        let (payloads, journal) = (&self.payloads, &self.journal);
+        let taken = slot.queue.take(now_ms, waiter.max, correlation, |entry| {
+            payloads
+                .get(entry, journal)
+                .ok()
+                .and_then(|p| delivery::stored(&p).ok().map(|s| s.correlation_id == waiter.correlation_id.as_deref()))
+                .unwrap_or(false)
+        });
+        self.remove_expired(taken.expired);
+        if taken.entries.is_empty() {
+            return false;
+        }
+        self.hand_over(waiter.connection, waiter.request, waiter.queue.clone(), taken.entries, waiter.lease_ms, now_ms);
+        true
+    }
+
+    fn hand_over(
+        &mut self,
+        connection: u64,
+        request: u64,
+        queue: QueueName,
+        mut entries: Vec<Entry>,
+        lease_ms: Option<u64>,
+        now_ms: u64,
+    ) {
+        let mut deliveries = Vec::with_capacity(entries.len());
+        for entry in &mut entries {
+            entry.delivery_count += 1;
+            let delivery = self
+                .payloads
+                .get(entry, &self.journal)
+                .map_err(|e| e.to_string())
+                .and_then(|payload| {
+                    delivery::to_delivery(&payload, entry, None, !matches!(entry.body, BodyRef::Memory))
+                        .map_err(|e| e.to_string())
+                });
+            match delivery {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(reason) => {
+                    error!(%queue, seq = entry.seq, %reason, "cannot read a queued message back");
+                    for mut entry in entries {
+                        entry.delivery_count -= 1;
+                        self.insert(&queue, entry);
+                    }
+                    self.reply(connection, request, Err(ApiError::Storage { detail: reason }));
+                    return;
+                }
+            }
+        }
+        if let Some(lease_ms) = lease_ms {
+            for (entry, delivery) in entries.iter().zip(&mut deliveries) {
+                delivery.lease = Some(self.leases.grant(queue.clone(), *entry, connection, now_ms, lease_ms));
+            }
+            self.messages_delivered += deliveries.len() as u64;
+            self.reply(connection, request, Ok(Reply::Messages(deliveries)));
+            return;
+        }
+        let seqs: Vec<u64> = entries.iter().filter(|e| !matches!(e.body, BodyRef::Memory)).map(|e| e.seq).collect();
+        let continuation = Continuation::Get { connection, request, queue, entries, deliveries };
+        if seqs.is_empty() {
+            self.apply(continuation, Ok(Vec::new()), now_ms);
+        } else {
+            self.commit(vec![record::encode(&Record::Remove(seqs))], continuation);
+        }
+    }
+
+    fn ack(&mut self, connection: u64, request: u64, lease_ids: &[u64]) -> Result<Option<Reply>, ApiError> {
+        let leases = self.settle(connection, lease_ids)?;
+        let seqs: Vec<u64> =
+            leases.iter().filter(|l| !matches!(l.entry.body, BodyRef::Memory)).map(|l| l.entry.seq).collect();
+        let continuation = Continuation::Ack { connection, request, leases };
+        if seqs.is_empty() {
+            self.apply(continuation, Ok(Vec::new()), crate::manager::now_ms());
+        } else {
+            self.commit(vec![record::encode(&Record::Remove(seqs))], continuation);
+        }
+        Ok(None)
+    }
+
+    fn nack(&mut self, connection: u64, lease_ids: &[u64], now_ms: u64) -> Result<Reply, ApiError> {
+        for lease in self.settle(connection, lease_ids)? {
+            self.give_back(lease.queue, lease.entry, now_ms);
+        }
+        Ok(Reply::Done)
+    }
+
+    /// Ends the leases if all are held by `connection`; none otherwise.
+    fn settle(&mut self, connection: u64, lease_ids: &[u64]) -> Result<Vec<Lease>, ApiError> {
+        if let Some(&lease) = lease_ids.iter().find(|&&id| !self.leases.held_by(id, connection)) {
+            return Err(ApiError::UnknownLease { lease });
+        }
+        let unique: BTreeSet<u64> = lease_ids.iter().copied().collect();
+        Ok(unique.into_iter().filter_map(|id| self.leases.settle(id, connection).ok()).collect())
+    }
+
+    /// A message whose lease ended unacknowledged: back to its queue, or dead-lettered.
+    fn give_back(&mut self, queue: QueueName, entry: Entry, now_ms: u64) {
+        match on_return(entry, self.limits.max_deliveries) {
+            Return::Requeue(entry) => {
+                self.insert(&queue, entry);
+                self.serve_waiters(&queue, now_ms);
+            }
+            Return::DeadLetter(entry) => {
+                let reason = format!("delivered {} times without an ack (max_deliveries)", entry.delivery_count);
+                self.dead_letter(&queue, entry, &reason, now_ms);
+            }
+        }
+    }
+
+    fn dead_letter(&mut self, from: &QueueName, entry: Entry, reason: &str, now_ms: u64) {
+        let dlq = dead_letter_queue();
+        let seq = self.next_seq;
+        let moved = self.payloads.get(&entry, &self.journal).map_err(|e| e.to_string()).and_then(|payload| {
+            delivery::encode_moved(
+                &payload,
+                dlq.as_str(),
+                seq,
+                &[(DEAD_LETTER_REASON_HEADER, reason), (DEAD_LETTER_QUEUE_HEADER, from.as_str())],
+            )
+            .map_err(|e| e.to_string())
+        });
+        let payload = match moved {
+            Ok(payload) => payload,
+            Err(reason) => {
+                error!(queue = %from, seq = entry.seq, %reason, "cannot dead-letter a message; it stays in its queue");
+                self.insert(from, entry);
+                return;
+            }
+        };
+        self.next_seq += 1;
+        warn!(queue = %from, seq = entry.seq, %reason, "message dead-lettered");
+        let persistent = !matches!(entry.body, BodyRef::Memory);
+        let new_entry = Entry { seq, body: BodyRef::Memory, delivery_count: 0, put_at_ms: now_ms, ..entry };
+        self.ensure_slot(&dlq).pending += 1;
+        let item = PutItem { queue: dlq, entry: new_entry, payload: payload.clone().into(), persistent };
+        let continuation = Continuation::Moved { item, old: Some(entry) };
+        if persistent {
+            let remove = record::encode(&Record::Remove(vec![entry.seq]));
+            self.commit(vec![payload, remove], continuation);
+        } else {
+            self.apply(continuation, Ok(Vec::new()), now_ms);
+        }
+    }
+
+    fn browse(&mut self, queue: &str, max: u32, now_ms: u64) -> Result<Reply, ApiError> {
+        let queue = self.local_queue(queue)?;
+        let entries = self.queues[&queue].queue.peek(now_ms, max.min(BATCH_MESSAGES_MAX) as usize);
+        let mut deliveries = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let payload = self
+                .payloads
+                .get(&entry, &self.journal)
+                .map_err(|e| ApiError::Storage { detail: e.to_string() })?;
+            let delivery = delivery::to_delivery(&payload, &entry, None, !matches!(entry.body, BodyRef::Memory))
+                .map_err(|e| ApiError::Storage { detail: e.to_string() })?;
+            deliveries.push(delivery);
+        }
+        Ok(Reply::Messages(deliveries))
+    }
+
+    fn subscribe(&mut self, connection: u64, queue: &str) -> Result<Reply, ApiError> {
+        let queue = self.local_queue(queue)?;
+        self.next_subscription += 1;
+        let subscription = self.next_subscription;
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return Err(ApiError::ShuttingDown);
+        };
+        conn.subscriptions.insert(subscription, queue.clone());
+        if let Some(slot) = self.queues.get_mut(&queue) {
+            slot.subscribers.push((connection, subscription));
+        }
+        Ok(Reply::Subscribed(subscription))
+    }
+
+    fn unsubscribe(&mut self, connection: u64, subscription: u64) -> Result<Reply, ApiError> {
+        let queue = self
+            .connections
+            .get_mut(&connection)
+            .and_then(|conn| conn.subscriptions.remove(&subscription))
+            .ok_or(ApiError::UnknownSubscription { subscription })?;
+        if let Some(slot) = self.queues.get_mut(&queue) {
+            slot.subscribers.retain(|&(_, s)| s != subscription);
+        }
+        Ok(Reply::Done)
+    }
+
+    fn declare(&mut self, queue: &str, max_depth: Option<u64>) -> Result<Reply, ApiError> {
+        let queue = QueueName::new(queue).map_err(|e| ApiError::BadRequest { reason: e.to_string() })?;
+        if queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
+            return Err(ApiError::BadRequest { reason: format!("queue names starting with `{SYSTEM_QUEUE_PREFIX}` are reserved") });
+        }
+        if max_depth == Some(0) {
+            return Err(ApiError::BadRequest { reason: "max_depth must be at least 1".into() });
+        }
+        let slot = self.ensure_slot(&queue);
+        if let Some(max_depth) = max_depth {
+            slot.max_depth = max_depth;
+        }
+        Ok(Reply::Done)
+    }
+
+    fn delete(&mut self, queue: &str) -> Result<Reply, ApiError> {
+        let queue = self.local_queue(queue)?;
+        let slot = &self.queues[&queue];
+        let held = slot.queue.depth() + slot.pending + self.leases.leased(queue.as_str());
+        if held > 0 {
+            return Err(ApiError::QueueNotEmpty { queue: queue.to_string(), depth: held });
+        }
+        if queue.as_str() == DEAD_LETTER_QUEUE {
+            return Err(ApiError::BadRequest { reason: "the dead-letter queue cannot be deleted".into() });
+        }
+        if let Some(slot) = self.queues.remove(&queue) {
+            for waiter in slot.waiters {
+                self.end_waiter(waiter, Err(ApiError::UnknownQueue { queue: queue.to_string() }));
+            }
+            for (connection, subscription) in slot.subscribers {
+                if let Some(conn) = self.connections.get_mut(&connection) {
+                    conn.subscriptions.remove(&subscription);
+                }
+            }
+        }
+        Ok(Reply::Done)
+    }
+
+    fn status(&self, now_ms: u64) -> Status {
+        let mut queues: Vec<QueueStatus> = self
+            .queues
+            .iter()
+            .map(|(name, slot)| QueueStatus {
+                name: name.to_string(),
+                depth: slot.queue.depth(),
+                leased: self.leases.leased(name.as_str()),
+                bytes: slot.queue.bytes(),
+                oldest_age_ms: slot.queue.oldest_put_at_ms().map(|at| now_ms.saturating_sub(at)),
+                max_depth: slot.max_depth,
+            })
+            .collect();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        let stats = self.journal.stats();
+        Status {
+            manager: self.name.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            queues,
+            messages_put: self.messages_put,
+            messages_delivered: self.messages_delivered,
+            store: StoreStatus {
+                segments: stats.segments.len() as u64,
+                bytes: stats.bytes_on_disk,
+                last_batch_records: stats.batch_records_last,
+                commits: stats.commits,
+                sync: self.limits.sync.as_str().to_owned(),
+            },
+        }
+    }
+
+    fn disconnect(&mut self, connection: u64, now_ms: u64) {
+        let Some(conn) = self.connections.remove(&connection) else { return };
+        debug!(connection, "client disconnected");
+        for waiter in conn.waiters {
+            self.end_waiter(waiter, Ok(Reply::Messages(Vec::new())));
+        }
+        for (subscription, queue) in conn.subscriptions {
+            if let Some(slot) = self.queues.get_mut(&queue) {
+                slot.subscribers.retain(|&(_, s)| s != subscription);
+            }
+        }
+        for lease in self.leases.release_connection(connection) {
+            self.give_back(lease.queue, lease.entry, now_ms);
+        }
+    }
+
+    /// Removes a waiting get and answers it with `result` (if its connection is still there).
+    fn end_waiter(&mut self, waiter_id: u64, result: Result<Reply, ApiError>) {
+        let Some(waiter) = self.waiters.remove(&waiter_id) else { return };
+        self.waiter_deadlines.remove(&(waiter.deadline_ms, waiter_id));
+        if let Some(slot) = self.queues.get_mut(&waiter.queue) {
+            slot.waiters.retain(|&w| w != waiter_id);
+        }
+        if let Some(conn) = self.connections.get_mut(&waiter.connection) {
+            conn.waiters.remove(&waiter_id);
+        }
+        self.reply(waiter.connection, waiter.request, result);
+    }
+
+    fn insert(&mut self, queue: &QueueName, entry: Entry) {
+        self.ensure_slot(queue).queue.insert(entry);
+    }
+
+    fn serve_waiters(&mut self, queue: &QueueName, now_ms: u64) {
+        loop {
+            let Some(slot) = self.queues.get(queue) else { return };
+            if slot.queue.depth() == 0 {
+                return;
+            }
+            let Some(&waiter_id) = slot.waiters.front() else { return };
+            let Some(waiter) = self.waiters.remove(&waiter_id) else { return };
+            self.waiter_deadlines.remove(&(waiter.deadline_ms, waiter_id));
+            if let Some(slot) = self.queues.get_mut(queue) {
+                slot.waiters.pop_front();
+            }
+            if let Some(conn) = self.connections.get_mut(&waiter.connection) {
+                conn.waiters.remove(&waiter_id);
+            }
+            if !self.try_serve(&waiter, now_ms) {
+                // Nothing matched its selector: it keeps waiting, at the back.
+                self.waiter_deadlines.insert((waiter.deadline_ms, waiter_id));
+                if let Some(conn) = self.connections.get_mut(&waiter.connection) {
+                    conn.waiters.insert(waiter_id);
+                }
+                let all_selective = {
+                    self.waiters.insert(waiter_id, waiter);
+                    let slot = &self.queues[queue];
+                    slot.waiters.iter().all(|w| self.waiters.get(w).is_some_and(|w| w.correlation_id.is_some()))
+                };
+                if let Some(slot) = self.queues.get_mut(queue) {
+                    slot.waiters.push_back(waiter_id);
+                }
+                if all_selective {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn notify_subscribers(&mut self, item: &PutItem) {
+        let Some(slot) = self.queues.get(&item.queue) else { return };
+        if slot.subscribers.is_empty() {
+            return;
+        }
+        let delivery = match delivery::to_delivery(&item.payload, &item.entry, None, item.persistent) {
+            Ok(delivery) => delivery,
+            Err(e) => {
+                error!(error = %e, "cannot decode a message for its subscribers");
+                return;
+            }
+        };
+        for (connection, subscription) in slot.subscribers.clone() {
+            self.send(connection, ServerFrame::Event { subscription, message: delivery.clone() });
+        }
+    }
+
+    fn remove_expired(&mut self, expired: Vec<Entry>) {
+        if expired.is_empty() {
+            return;
+        }
+        debug!(count = expired.len(), "expired messages removed");
+        let seqs: Vec<u64> =
+            expired.iter().filter(|e| !matches!(e.body, BodyRef::Memory)).map(|e| e.seq).collect();
+        if seqs.is_empty() {
+            for entry in &expired {
+                self.payloads.forget(entry);
+            }
+        } else {
+            self.commit(vec![record::encode(&Record::Remove(seqs))], Continuation::Removed { entries: expired });
+        }
+    }
+
+    // ---- commits ----------------------------------------------------------------------------
+
+    /// Applies a finished commit from the sequencer.
+    pub fn on_commit(&mut self, continuation: Continuation, result: Result<Vec<Location>, StoreError>, now_ms: u64) {
+        self.in_flight -= 1;
+        self.apply(continuation, result, now_ms);
+    }
+
+    /// Makes a durable effect visible and acknowledges it; also the path of effects that
+    /// needed no journal write.
+    fn apply(&mut self, continuation: Continuation, result: Result<Vec<Location>, StoreError>, now_ms: u64) {
+        match continuation {
+            Continuation::Put { connection, request, items, ids } => {
+                let locations = match result {
+                    Ok(locations) => locations,
+                    Err(error) => {
+                        warn!(%error, "put failed");
+                        for item in &items {
+                            if let Some(slot) = self.queues.get_mut(&item.queue) {
+                                slot.pending -= 1;
+                            }
+                        }
+                        self.reply(connection, request, Err(api_error(&error)));
+                        return;
+                    }
+                };
+                let mut locations = locations.into_iter();
+                let mut touched = BTreeSet::new();
+                for mut item in items {
+                    if item.persistent {
+                        if let Some(location) = locations.next() {
+                            item.entry.body = journal_ref(location);
+                            *self.live_per_segment.entry(location.segment).or_default() += 1;
+                        }
+                    }
+                    self.payloads.keep(&item.entry, item.payload.clone());
+                    if let Some(slot) = self.queues.get_mut(&item.queue) {
+                        slot.pending -= 1;
+                    }
+                    self.insert(&item.queue, item.entry);
+                    self.notify_subscribers(&item);
+                    touched.insert(item.queue);
+                }
+                self.messages_put += ids.len() as u64;
+                self.reply(connection, request, Ok(Reply::Put(ids)));
+                for queue in touched {
+                    self.serve_waiters(&queue, now_ms);
+                }
+            }
+            Continuation::Get { connection, request, queue, entries, deliveries } => match result {
+                Ok(_) => {
+                    let count = deliveries.len() as u64;
+                    if self.reply(connection, request, Ok(Reply::Messages(deliveries))) {
+                        self.messages_delivered += count;
+                        for entry in &entries {
+                            self.forget(entry);
+                        }
+                    } else {
+                        // The getter left while its removal was being written: nobody has these
+                        // messages, so they are stored again, in place.
+                        info!(%queue, count = entries.len(), "getter left before its messages were handed over; restoring them");
+                        for mut entry in entries {
+                            entry.delivery_count -= 1;
+                            self.restore(&queue, entry, now_ms);
+                        }
+                    }
+                }
+                Err(error) => {
+                    for mut entry in entries {
+                        entry.delivery_count -= 1;
+                        self.insert(&queue, entry);
+                    }
+                    self.reply(connection, request, Err(api_error(&error)));
+                    self.serve_waiters(&queue, now_ms);
+                }
+            },
+            Continuation::Ack { connection, request, leases } => match result {
+                Ok(_) => {
+                    for lease in &leases {
+                        self.forget(&lease.entry);
+                    }
+                    self.reply(connection, request, Ok(Reply::Done));
+                }
+                Err(error) => {
+                    for lease in leases {
+                        self.give_back(lease.queue, lease.entry, now_ms);
+                    }
+                    self.reply(connection, request, Err(api_error(&error)));
+                }
+            },
+            Continuation::Removed { entries } => {
+                if let Err(error) = result {
+                    // They stay in the journal and expire again after a restart.
+                    warn!(%error, "recording expired messages failed");
+                }
+                for entry in &entries {
+                    self.forget(entry);
+                }
+            }
+            Continuation::Moved { mut item, old } => {
+                if let Some(slot) = self.queues.get_mut(&item.queue) {
+                    slot.pending -= 1;
+                }
+                match result {
+                    Ok(locations) => {
+                        if let Some(&location) = locations.first() {
+                            item.entry.body = journal_ref(location);
+                            *self.live_per_segment.entry(location.segment).or_default() += 1;
+                        }
+                        if let Some(old) = old {
+                            self.forget(&old);
+                        }
+                        self.payloads.keep(&item.entry, item.payload.clone());
+                        self.insert(&item.queue, item.entry);
+                        self.notify_subscribers(&item);
+                        self.serve_waiters(&item.queue, now_ms);
+                    }
+                    Err(error) => {
+                        error!(%error, queue = %item.queue, "moving a message failed; it stays where it was");
+                        if let Some(old) = old {
+                            self.insert(&item.queue, old);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores a removed message again under its own seq (so it keeps its place).
+    fn restore(&mut self, queue: &QueueName, entry: Entry, now_ms: u64) {
+        let payload = match self.payloads.get(&entry, &self.journal) {
+            Ok(payload) => payload,
+            Err(error) => {
+                error!(%error, %queue, seq = entry.seq, "cannot restore a message whose getter left");
+                return;
+            }
+        };
+        self.forget(&entry);
+        self.ensure_slot(queue).pending += 1;
+        let persistent = !matches!(entry.body, BodyRef::Memory);
+        let item = PutItem { queue: queue.clone(), entry, payload: payload.clone(), persistent };
+        if persistent {
+            self.commit(vec![payload.to_vec()], Continuation::Moved { item, old: None });
+        } else {
+            self.apply(Continuation::Moved { item, old: None }, Ok(Vec::new()), now_ms);
+        }
+    }
+
+    /// Drops a message's payload and its claim on its segment.
+    fn forget(&mut self, entry: &Entry) {
+        self.payloads.forget(entry);
+        if let BodyRef::Journal { segment, .. } = entry.body {
+            if let Some(live) = self.live_per_segment.get_mut(&segment) {
+                *live -= 1;
+                if *live == 0 {
+                    self.live_per_segment.remove(&segment);
+                }
+            }
+        }
+    }
+
+    // ---- time -------------------------------------------------------------------------------
+
+    /// The next moment something is due (a waiting get's timeout, a lease's end).
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let waiter = self.waiter_deadlines.first().map(|&(at, _)| at);
+        let lease = self.leases.next_deadline_ms();
+        waiter.into_iter().chain(lease).min()
+    }
+
+    /// Ends what is due at `now_ms`.
+    pub fn on_timer(&mut self, now_ms: u64) {
+        let due: Vec<u64> =
+            self.waiter_deadlines.iter().take_while(|(at, _)| *at <= now_ms).map(|&(_, id)| id).collect();
+        for waiter in due {
+            self.end_waiter(waiter, Ok(Reply::Messages(Vec::new())));
+        }
+        for lease in self.leases.expire(now_ms) {
+            debug!(lease = lease.id, queue = %lease.queue, "lease expired");
+            self.give_back(lease.queue, lease.entry, now_ms);
+        }
+    }
+
+    /// Periodic work: sweep expired messages, delete journal segments nothing lives in.
+    pub fn on_maintenance(&mut self, now_ms: u64) {
+        let names: Vec<QueueName> = self.queues.keys().cloned().collect();
+        for name in names {
+            let expired = match self.queues.get_mut(&name) {
+                Some(slot) => slot.queue.remove_expired(now_ms, EXPIRY_SWEEP_MAX),
+                None => continue,
+            };
+            self.remove_expired(expired);
+        }
+        // Only a prefix of the journal is ever deleted: removal records in a segment refer to
+        // messages in older ones, so a segment goes only once everything before it is gone.
+        let active = self.journal.stats().active_segment;
+        let first_live = self.live_per_segment.keys().next().copied().unwrap_or(active).min(active);
+        if let Err(error) = self.journal.delete_segments_before(first_live) {
+            warn!(%error, "deleting dead journal segments failed");
+        }
+    }
+
+    /// Stops taking requests: waiting gets are answered with `ShuttingDown`.
+    pub fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        let waiters: Vec<u64> = self.waiters.keys().copied().collect();
+        for waiter in waiters {
+            self.end_waiter(waiter, Err(ApiError::ShuttingDown));
+        }
+    }
+
+    /// The journal, for closing it after the core stopped.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+}
+
+fn journal_ref(location: Location) -> BodyRef {
+    BodyRef::Journal { segment: location.segment, offset: location.offset, len: location.len }
+}
+
+fn dead_letter_queue() -> QueueName {
+    QueueName::new(DEAD_LETTER_QUEUE).unwrap_or_else(|e| unreachable!("`DLQ` is a valid name: {e}"))
+}

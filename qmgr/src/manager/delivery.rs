@@ -1,0 +1,91 @@
+//! Conversions between what applications send and receive and what the journal stores.
+
+use std::collections::BTreeMap;
+
+use hopmq::MessageId;
+use hopmq::protocol::{Delivery, OutgoingMessage};
+
+use crate::queue::local::Entry;
+use crate::record::{self, Record, RecordError, StoredMessage};
+
+/// The header a manager adds to a dead-lettered message, saying why.
+pub const DEAD_LETTER_REASON_HEADER: &str = "hopmq.dead_letter_reason";
+/// The header naming the queue a dead-lettered message came from.
+pub const DEAD_LETTER_QUEUE_HEADER: &str = "hopmq.dead_letter_queue";
+
+/// What is known about a new message besides the application's part.
+pub struct Envelope<'a> {
+    pub seq: u64,
+    pub queue: &'a str,
+    pub id: MessageId,
+    pub destination: &'a str,
+    pub origin: &'a str,
+    pub put_at_ms: u64,
+}
+
+/// The journal payload of a newly put message.
+pub fn encode_put(envelope: &Envelope<'_>, message: &OutgoingMessage) -> Vec<u8> {
+    let stored = StoredMessage {
+        seq: envelope.seq,
+        queue: envelope.queue,
+        id: envelope.id.0,
+        destination: envelope.destination,
+        origin: envelope.origin,
+        put_at_ms: envelope.put_at_ms,
+        expires_at_ms: message.ttl_ms.map(|ttl| envelope.put_at_ms.saturating_add(ttl)),
+        priority: message.priority,
+        headers: message.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        correlation_id: message.correlation_id.as_deref(),
+        reply_to: message.reply_to.as_deref(),
+        trace: vec![(envelope.origin, envelope.put_at_ms)],
+        body: &message.body,
+    };
+    record::encode(&Record::Enqueue(stored))
+}
+
+/// The payload of `payload`'s message moved to `queue` under `seq`, with extra headers.
+pub fn encode_moved(
+    payload: &[u8],
+    queue: &str,
+    seq: u64,
+    extra_headers: &[(&str, &str)],
+) -> Result<Vec<u8>, RecordError> {
+    let mut stored = stored(payload)?;
+    stored.queue = queue;
+    stored.seq = seq;
+    let mut headers: BTreeMap<&str, &str> = stored.headers.iter().copied().collect();
+    headers.extend(extra_headers.iter().copied());
+    stored.headers = headers.into_iter().collect();
+    Ok(record::encode(&Record::Enqueue(stored)))
+}
+
+/// The message in an enqueue payload.
+pub fn stored(payload: &[u8]) -> Result<StoredMessage<'_>, RecordError> {
+    match record::decode(payload)? {
+        Record::Enqueue(stored) => Ok(stored),
+        Record::Remove(_) => Err(RecordError::Malformed(postcard::Error::DeserializeBadEnum)),
+    }
+}
+
+/// What an application receives for `entry`, whose payload is `payload`.
+pub fn to_delivery(payload: &[u8], entry: &Entry, lease: Option<u64>, persistent: bool) -> Result<Delivery, RecordError> {
+    let stored = stored(payload)?;
+    Ok(Delivery {
+        id: MessageId(stored.id),
+        body: stored.body.to_vec(),
+        headers: stored.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        priority: stored.priority,
+        expires_at_ms: stored.expires_at_ms,
+        correlation_id: stored.correlation_id.map(str::to_owned),
+        reply_to: stored.reply_to.map(str::to_owned),
+        persistent,
+        origin: stored.origin.to_owned(),
+        delivery_count: entry.delivery_count,
+        trace: stored
+            .trace
+            .iter()
+            .map(|(manager, at_ms)| hopmq::Trace { manager: manager.to_string(), at_ms: *at_ms })
+            .collect(),
+        lease,
+    })
+}

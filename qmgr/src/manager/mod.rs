@@ -1,0 +1,127 @@
+//! The manager core: the one owner of every local queue, lease, waiting get and subscription.
+//!
+//! Connection tasks send it [`Command`]s over a bounded channel; it answers through each
+//! connection's frame channel. It never waits for the disk: a write is handed to the journal,
+//! and the commit's outcome comes back as an [`Event`] through the commit sequencer, which
+//! awaits commits in the order they were made, so completions are applied in put order.
+//!
+//! Persist, then acknowledge: a put is visible and acknowledged only once its record is
+//! durable; a destructive get answers only once the removal is durable, so a message that was
+//! got never comes back after a crash.
+
+mod core;
+mod delivery;
+mod recovery;
+
+use std::time::Duration;
+
+use hopmq::protocol::{Operation, ServerFrame};
+use tokio::sync::mpsc;
+
+pub use self::core::{Core, CoreLimits};
+pub use self::recovery::{Recovered, recover};
+
+/// How many commands may wait for the core before connections feel backpressure.
+pub const COMMANDS_MAX: usize = 16 * 1024;
+/// How many frames may wait for one connection's writer; a connection that falls this far
+/// behind (a subscriber that stopped reading) is closed rather than buffered without bound.
+pub const CONNECTION_FRAMES_MAX: usize = 64 * 1024;
+/// How many journal commits may be in flight at once.
+pub const COMMITS_IN_FLIGHT_MAX: usize = 64 * 1024;
+/// How often expired messages are swept from queue heads and the journal is tidied.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What connection tasks ask of the core.
+#[derive(Debug)]
+pub enum Command {
+    /// A new connection after its handshake, with the channel its frames go out on.
+    Connected {
+        /// Its id, unique for the manager's life.
+        connection: u64,
+        /// Its outgoing frames.
+        frames: mpsc::Sender<ServerFrame>,
+        /// The peer's uid, for logs.
+        uid: Option<u32>,
+    },
+    /// One request of a connection.
+    Request {
+        /// The connection.
+        connection: u64,
+        /// The request id, echoed in the reply.
+        id: u64,
+        /// What to do.
+        operation: Operation,
+    },
+    /// The connection closed: its leases return, its waiting gets and subscriptions end.
+    Disconnected {
+        /// The connection.
+        connection: u64,
+    },
+    /// The manager's state, for metrics.
+    Snapshot {
+        /// Where to send it.
+        reply: tokio::sync::oneshot::Sender<hopmq::protocol::Status>,
+    },
+}
+
+/// Current time in milliseconds since the Unix epoch: the one clock the core is given.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Awaits commits in the order they were made and hands their outcomes back to the core.
+pub async fn sequence_commits(
+    mut commits: mpsc::UnboundedReceiver<(crate::store::Commit, core::Continuation)>,
+    done: mpsc::UnboundedSender<core::Completion>,
+) {
+    while let Some((commit, continuation)) = commits.recv().await {
+        let result = commit.await;
+        if done.send((continuation, result)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Drives the core until `shutdown` fires and everything in flight has finished.
+pub async fn run(
+    mut core: Core,
+    mut commands: mpsc::Receiver<Command>,
+    mut done: mpsc::UnboundedReceiver<core::Completion>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Core {
+    let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
+    maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let wake = core.next_deadline_ms().map(|at| {
+            let wait = at.saturating_sub(now_ms());
+            tokio::time::Instant::now() + Duration::from_millis(wait)
+        });
+        tokio::select! {
+            biased;
+            Some((continuation, result)) = done.recv() => core.on_commit(continuation, result, now_ms()),
+            command = commands.recv() => match command {
+                Some(command) => core.on_command(command, now_ms()),
+                None => core.begin_shutdown(),
+            },
+            () = sleep_until(wake) => core.on_timer(now_ms()),
+            _ = maintenance.tick() => core.on_maintenance(now_ms()),
+            changed = shutdown.changed(), if !core.shutting_down() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    core.begin_shutdown();
+                }
+            }
+        }
+        if core.finished() {
+            return core;
+        }
+    }
+}
+
+async fn sleep_until(wake: Option<tokio::time::Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
