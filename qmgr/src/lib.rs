@@ -13,3 +13,4 @@ pub mod manager;
 pub mod metrics;
 pub mod queue;
 pub mod record;
+pub mod store;

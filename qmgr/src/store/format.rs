@@ -1,0 +1,298 @@
+//! The on-disk format of journal segments: an API boundary, versioned by [`FORMAT_VERSION`].
+//!
+//! Owns the byte layout and its limits, and nothing else: no I/O happens here, so every
+//! encoder and decoder can be tested (and fuzzed) on plain byte slices.
+//!
+//! A segment file `<20-digit id>.seg` is:
+//!
+//! ```text
+//! segment header, 32 bytes (all integers little-endian):
+//!   0..8    magic "hopmqJNL"
+//!   8..12   format version (u32)
+//!   12..16  flags (u32, 0)
+//!   16..24  segment id (u64), equal to the id in the file name
+//!   24..28  reserved (u32, 0)
+//!   28..32  crc32c of bytes 0..28
+//! records, each starting at an 8-byte aligned offset:
+//!   0..4    record_bytes (u32): header + payload, unpadded; 0 means "end of written data"
+//!   4..8    group_len (u32): records in this record's atomic group (1 for a lone record)
+//!   8..12   group_index (u32): position in the group, 0-based
+//!   12..16  crc32c of (segment id u64, record offset u64, bytes 0..12, payload)
+//!   16..    payload, then zero padding up to the next multiple of 8
+//! zeros up to the pre-allocated size of the segment
+//! ```
+//!
+//! Invariants: a record never crosses a segment boundary, nor does a group; the records of a
+//! group are contiguous with indexes 0, 1, .., group_len - 1. The record CRC covers the
+//! record's own position, so a stale or misdirected copy of a record never validates elsewhere.
+
+use std::ops::Range;
+
+/// First bytes of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"hopmqJNL";
+/// The only format this build reads and writes; bump it on any layout change.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the segment header; records start right after it.
+pub const SEGMENT_HEADER_BYTES: u64 = 32;
+/// Size of a record header.
+pub const RECORD_HEADER_BYTES: u64 = 16;
+/// Records start at multiples of this, which lets recovery scan for them.
+pub const RECORD_ALIGN_BYTES: u64 = 8;
+
+/// Largest payload of one record: the daemon's largest message body (16 MiB, DESIGN.md
+/// `max_message_bytes`) plus room for the caller's own record fields.
+pub const RECORD_PAYLOAD_BYTES_MAX: u64 = 17 * 1024 * 1024;
+/// Largest encoded record, header and padding included.
+pub const RECORD_BYTES_MAX: u64 = align_up(RECORD_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX);
+/// Largest single write (and so largest atomic group): everything not yet fdatasync'd when the
+/// process dies lies within this many bytes, which is what recovery's torn-tail rule relies on.
+pub const BATCH_BYTES_MAX: u64 = 24 * 1024 * 1024;
+/// The writer stops gathering a batch once it holds this much (DESIGN.md: cap ~1 MiB).
+pub const BATCH_BYTES_TARGET: u64 = 1024 * 1024;
+/// The writer stops gathering a batch once it holds this many records (DESIGN.md: ~256).
+pub const BATCH_RECORDS_TARGET: usize = 256;
+/// Default pre-allocated size of a segment (the task's 64 MiB).
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Smallest accepted segment size: small segments are for tests; below this the header and
+/// one small record would barely fit.
+pub const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
+/// Largest accepted segment size: recovery reads a whole segment into one buffer, so this
+/// bounds recovery's memory.
+pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+const _: () = assert!(RECORD_BYTES_MAX <= BATCH_BYTES_MAX);
+const _: () = assert!(BATCH_BYTES_TARGET <= BATCH_BYTES_MAX);
+const _: () = assert!(SEGMENT_HEADER_BYTES + BATCH_BYTES_MAX <= SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
+// record_bytes is a u32 and segment offsets are indexed as usize.
+const _: () = assert!(RECORD_BYTES_MAX <= u32::MAX as u64);
+const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
+const _: () = assert!(SEGMENT_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
+
+/// Rounds `value` up to the record alignment.
+pub const fn align_up(value: u64) -> u64 {
+    value.div_ceil(RECORD_ALIGN_BYTES) * RECORD_ALIGN_BYTES
+}
+
+/// Bytes one record with a payload of `payload_bytes` takes in a segment, padding included.
+pub const fn record_bytes_padded(payload_bytes: u64) -> u64 {
+    align_up(RECORD_HEADER_BYTES + payload_bytes)
+}
+
+/// Encodes the header of segment `segment`.
+pub fn encode_segment_header(segment: u64) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    header[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[16..24].copy_from_slice(&segment.to_le_bytes());
+    let crc = crc32c::crc32c(&header[0..28]);
+    header[28..32].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Why a segment header was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentHeaderError {
+    /// Shorter than a header, or not starting with [`SEGMENT_MAGIC`].
+    NotASegment,
+    /// Written by another format version.
+    UnsupportedVersion(u32),
+    /// The header's CRC does not match.
+    BadCrc,
+    /// The header names another segment id than the file name.
+    WrongSegment(u64),
+}
+
+/// Checks a segment header against the id its file name gives.
+pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<(), SegmentHeaderError> {
+    let Some(header) = bytes.get(0..SEGMENT_HEADER_BYTES as usize) else {
+        return Err(SegmentHeaderError::NotASegment);
+    };
+    if header[0..8] != SEGMENT_MAGIC {
+        return Err(SegmentHeaderError::NotASegment);
+    }
+    // The version is checked before the CRC: a future version may lay its header out
+    // differently, and "unknown version" is the useful message then.
+    let version = read_u32(header, 8);
+    if version != FORMAT_VERSION {
+        return Err(SegmentHeaderError::UnsupportedVersion(version));
+    }
+    if crc32c::crc32c(&header[0..28]) != read_u32(header, 28) {
+        return Err(SegmentHeaderError::BadCrc);
+    }
+    let named = read_u64(header, 16);
+    if named != segment {
+        return Err(SegmentHeaderError::WrongSegment(named));
+    }
+    Ok(())
+}
+
+/// Appends one record (header, payload, padding) to `buffer`; the record will be written at
+/// segment offset `offset` of segment `segment`, which its CRC covers.
+pub fn encode_record(
+    buffer: &mut Vec<u8>,
+    segment: u64,
+    offset: u64,
+    group_len: u32,
+    group_index: u32,
+    payload: &[u8],
+) {
+    debug_assert!(offset % RECORD_ALIGN_BYTES == 0);
+    debug_assert!(group_index < group_len);
+    debug_assert!(payload.len() as u64 <= RECORD_PAYLOAD_BYTES_MAX);
+    let start = buffer.len();
+    let record_bytes = (RECORD_HEADER_BYTES + payload.len() as u64) as u32;
+    let mut fields = [0u8; 12];
+    fields[0..4].copy_from_slice(&record_bytes.to_le_bytes());
+    fields[4..8].copy_from_slice(&group_len.to_le_bytes());
+    fields[8..12].copy_from_slice(&group_index.to_le_bytes());
+    let crc = record_crc(segment, offset, &fields, payload);
+    buffer.extend_from_slice(&fields);
+    buffer.extend_from_slice(&crc.to_le_bytes());
+    buffer.extend_from_slice(payload);
+    let padded = record_bytes_padded(payload.len() as u64) as usize;
+    buffer.resize(start + padded, 0);
+    // Check the record right after encoding it (STYLE.md): a bug here would be durable.
+    debug_assert!(matches!(
+        decode_record(&buffer[start..], segment, offset, 0),
+        Decoded::Record(_)
+    ));
+}
+
+fn record_crc(segment: u64, offset: u64, fields: &[u8], payload: &[u8]) -> u32 {
+    let mut crc = crc32c::crc32c(&segment.to_le_bytes());
+    crc = crc32c::crc32c_append(crc, &offset.to_le_bytes());
+    crc = crc32c::crc32c_append(crc, fields);
+    crc32c::crc32c_append(crc, payload)
+}
+
+/// One valid record found in a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView {
+    /// Records in the record's group.
+    pub group_len: u32,
+    /// Position in the group.
+    pub group_index: u32,
+    /// Where the payload lies, relative to the slice given to [`decode_record`].
+    pub payload: Range<usize>,
+    /// Offset, relative to that slice, where the next record may start.
+    pub next: usize,
+}
+
+/// What lies at a record position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// A record whose CRC matches.
+    Record(RecordView),
+    /// The end of written data: an all-zero header, or no room left for a header.
+    End,
+    /// Anything else: a torn write or corruption.
+    Invalid(&'static str),
+}
+
+/// Decodes the record at `at` in `bytes`, which holds segment `segment` from segment offset
+/// `base` onwards (so the record's segment offset is `base + at`).
+pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decoded {
+    let Some(header) = bytes.get(at..at + RECORD_HEADER_BYTES as usize) else {
+        return Decoded::End;
+    };
+    let record_bytes = read_u32(header, 0) as usize;
+    let group_len = read_u32(header, 4);
+    let group_index = read_u32(header, 8);
+    if record_bytes == 0 {
+        return if header.iter().all(|&byte| byte == 0) {
+            Decoded::End
+        } else {
+            Decoded::Invalid("a record header with zero length")
+        };
+    }
+    if record_bytes < RECORD_HEADER_BYTES as usize || record_bytes as u64 > RECORD_BYTES_MAX {
+        return Decoded::Invalid("an impossible record length");
+    }
+    if group_len == 0 || group_index >= group_len {
+        return Decoded::Invalid("impossible group fields");
+    }
+    let payload = at + RECORD_HEADER_BYTES as usize..at + record_bytes;
+    let Some(payload_bytes) = bytes.get(payload.clone()) else {
+        return Decoded::Invalid("a record cut short");
+    };
+    let offset = base + at as u64;
+    if record_crc(segment, offset, &header[0..12], payload_bytes) != read_u32(header, 12) {
+        return Decoded::Invalid("a record CRC mismatch");
+    }
+    Decoded::Record(RecordView {
+        group_len,
+        group_index,
+        next: at + align_up(record_bytes as u64) as usize,
+        payload,
+    })
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip_and_every_bit_flip_is_caught() {
+        let mut buffer = vec![0u8; 8];
+        encode_record(&mut buffer, 7, 40, 2, 1, b"hello journal");
+        assert_eq!(buffer.len(), 8 + 32);
+        let Decoded::Record(view) = decode_record(&buffer, 7, 32, 8) else {
+            panic!("record must decode");
+        };
+        assert_eq!(&buffer[view.payload.clone()], b"hello journal");
+        assert_eq!((view.group_len, view.group_index, view.next), (2, 1, 40));
+        // Same bytes at another position or in another segment do not validate.
+        assert!(matches!(
+            decode_record(&buffer, 8, 32, 8),
+            Decoded::Invalid(_)
+        ));
+        assert!(matches!(
+            decode_record(&buffer, 7, 40, 8),
+            Decoded::Invalid(_)
+        ));
+        for bit in 0..(16 + 13) * 8 {
+            let mut flipped = buffer.clone();
+            flipped[8 + bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                !matches!(decode_record(&flipped, 7, 32, 8), Decoded::Record(_)),
+                "bit {bit}"
+            );
+        }
+    }
+
+    #[test]
+    fn zeros_are_the_end_and_headers_check_their_version() {
+        assert_eq!(decode_record(&[0u8; 64], 1, 32, 0), Decoded::End);
+        assert_eq!(decode_record(&[0u8; 8], 1, 32, 0), Decoded::End);
+        let header = encode_segment_header(3);
+        assert_eq!(decode_segment_header(&header, 3), Ok(()));
+        assert_eq!(
+            decode_segment_header(&header, 4),
+            Err(SegmentHeaderError::WrongSegment(3))
+        );
+        let mut future = header;
+        future[8] = 9;
+        assert_eq!(
+            decode_segment_header(&future, 3),
+            Err(SegmentHeaderError::UnsupportedVersion(9))
+        );
+        assert_eq!(
+            decode_segment_header(b"garbage", 3),
+            Err(SegmentHeaderError::NotASegment)
+        );
+    }
+}

@@ -1,0 +1,628 @@
+//! [`Journal`]: the handle producers and readers share, and [`open`], which recovers a
+//! journal directory and starts its writer thread.
+//!
+//! Invariants: only the writer thread writes records; the segment table (`Shared::segments`)
+//! holds every segment file on disk, and the active one is never removed from it; a
+//! [`Commit`] resolves `Ok` only once its whole group is durable.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::error::{RecordCount, StoreError};
+use super::format::{
+    BATCH_BYTES_MAX, Decoded, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
+    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SegmentHeaderError, decode_record,
+    decode_segment_header, record_bytes_padded,
+};
+use super::recovery::{RecoveryReport, scan_segment};
+use super::segment::{create_segment, list_segments, segment_path};
+use super::writer::{ActiveSegment, Request, Writer};
+use super::{JournalConfig, Location};
+
+/// Appends queued for the writer before `append` blocks its caller: backpressure when the disk
+/// is the bottleneck. Each holds one group, so this bounds queued memory to what callers
+/// themselves bound (the daemon limits message sizes and in-flight puts).
+pub const REQUEST_QUEUE_MAX: usize = 4096;
+/// Buckets of the fdatasync latency histogram: bucket `i` counts syncs that took less than
+/// `2^i` µs (the last one everything slower), i.e. 1 µs to ~32 ms and beyond.
+pub const FSYNC_BUCKETS: usize = 16;
+
+/// A durable, segmented, append-only journal of opaque payloads. Cheap to clone; all clones
+/// share one writer thread, which stops when the last clone is dropped or on [`Journal::close`].
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    requests: SyncSender<Request>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+    /// Largest encoded group: one write, and what a fresh segment holds.
+    group_bytes_max: u64,
+}
+
+/// State shared by the handles and the writer thread.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    segments: Mutex<BTreeMap<u64, SegmentEntry>>,
+    active_segment: AtomicU64,
+    /// Written bytes of the active segment (its write offset).
+    pub(crate) active_written: AtomicU64,
+    commits: AtomicU64,
+    records: AtomicU64,
+    batch_records_last: AtomicU64,
+    fsyncs: AtomicU64,
+    fsync_nanos_total: AtomicU64,
+    fsync_nanos_max: AtomicU64,
+    fsync_buckets: [AtomicU64; FSYNC_BUCKETS],
+}
+
+struct SegmentEntry {
+    file: Arc<File>,
+    bytes_on_disk: u64,
+    /// Offset where the segment's written data ends (for the active one, see `active_written`).
+    bytes_written: u64,
+}
+
+impl Shared {
+    fn segments(&self) -> MutexGuard<'_, BTreeMap<u64, SegmentEntry>> {
+        // The table stays consistent under every panic point (single inserts and removals).
+        self.segments.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn bytes_on_disk(&self) -> u64 {
+        self.segments()
+            .values()
+            .map(|entry| entry.bytes_on_disk)
+            .sum()
+    }
+
+    pub(crate) fn seal_and_add_segment(
+        &self,
+        sealed: u64,
+        sealed_bytes_written: u64,
+        segment: u64,
+        file: Arc<File>,
+        bytes_on_disk: u64,
+    ) {
+        let mut segments = self.segments();
+        if let Some(entry) = segments.get_mut(&sealed) {
+            entry.bytes_written = sealed_bytes_written;
+        }
+        segments.insert(
+            segment,
+            SegmentEntry {
+                file,
+                bytes_on_disk,
+                bytes_written: SEGMENT_HEADER_BYTES,
+            },
+        );
+        self.active_written
+            .store(SEGMENT_HEADER_BYTES, Ordering::Relaxed);
+        self.active_segment.store(segment, Ordering::Release);
+    }
+
+    pub(crate) fn record_fsync(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.fsync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
+        self.fsync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+        let micros = nanos / 1000;
+        let bucket = (u64::BITS - micros.leading_zeros()) as usize;
+        self.fsync_buckets[bucket.min(FSYNC_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_commit(&self, records: u64) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.batch_records_last.store(records, Ordering::Relaxed);
+    }
+}
+
+/// One segment as [`Journal::stats`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentStats {
+    pub segment: u64,
+    pub bytes_on_disk: u64,
+    /// Where its written data ends (header included).
+    pub bytes_written: u64,
+}
+
+/// A snapshot of the journal's shape and counters since `open`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalStats {
+    /// The segment new appends go to.
+    pub active_segment: u64,
+    /// Every segment on disk, oldest first.
+    pub segments: Vec<SegmentStats>,
+    pub bytes_on_disk: u64,
+    /// Batches made durable.
+    pub commits: u64,
+    /// Records made durable.
+    pub records: u64,
+    /// Records in the most recent batch.
+    pub batch_records_last: u64,
+    pub fsyncs: u64,
+    pub fsync_nanos_total: u64,
+    pub fsync_nanos_max: u64,
+    /// See [`FSYNC_BUCKETS`].
+    pub fsync_micros_log2_buckets: [u64; FSYNC_BUCKETS],
+}
+
+/// The outcome of one [`Journal::append`]: resolves to the records' locations once the group
+/// is durable. Await it from async code, or call [`Commit::wait`] from a plain thread.
+#[must_use = "an append is only durable once its Commit resolves Ok"]
+pub struct Commit {
+    state: CommitState,
+}
+
+enum CommitState {
+    Ready(Option<Result<Vec<Location>, StoreError>>),
+    Waiting(oneshot::Receiver<Result<Vec<Location>, StoreError>>),
+}
+
+impl Commit {
+    fn ready(result: Result<Vec<Location>, StoreError>) -> Self {
+        Self {
+            state: CommitState::Ready(Some(result)),
+        }
+    }
+
+    /// Blocks the calling thread until the group is durable. Must not be called from inside
+    /// an async runtime (tokio panics then); await the `Commit` there instead.
+    pub fn wait(self) -> Result<Vec<Location>, StoreError> {
+        match self.state {
+            CommitState::Ready(result) => result.unwrap_or(Err(StoreError::Closed)),
+            CommitState::Waiting(receiver) => {
+                receiver.blocking_recv().unwrap_or(Err(StoreError::Closed))
+            }
+        }
+    }
+}
+
+impl Future for Commit {
+    type Output = Result<Vec<Location>, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().state {
+            CommitState::Ready(result) => {
+                Poll::Ready(result.take().unwrap_or(Err(StoreError::Closed)))
+            }
+            // A dropped sender means the writer stopped before reaching this group: it was
+            // never written, let alone acknowledged.
+            CommitState::Waiting(receiver) => Pin::new(receiver)
+                .poll(context)
+                .map(|result| result.unwrap_or(Err(StoreError::Closed))),
+        }
+    }
+}
+
+/// Opens the journal in `config.dir` (creating it if needed), replays every intact record in
+/// journal order through `replay`, then starts the writer thread.
+///
+/// `replay` gets borrowed payloads: recovery holds one segment in memory at a time. Records of
+/// an atomic group are delivered only if the whole group is intact. A torn tail is truncated
+/// (and reported); corruption anywhere else refuses to open with [`StoreError::Corrupt`],
+/// unless `config.salvage` is set, in which case it is skipped and reported.
+pub fn open<F, E>(
+    config: JournalConfig,
+    mut replay: F,
+) -> Result<(Journal, RecoveryReport), StoreError>
+where
+    F: FnMut(Location, &[u8]) -> Result<(), E>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    validate(&config)?;
+    let dir = config.dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|source| StoreError::io(&dir, source))?;
+    let ids = list_segments(&dir)?;
+    let mut report = RecoveryReport::default();
+    let mut segments = BTreeMap::new();
+    let active = match ids.last() {
+        None => {
+            if let Some(limit) = config.disk_bytes_max {
+                if config.segment_bytes > limit {
+                    return Err(StoreError::DiskFull {
+                        dir,
+                        segment: 1,
+                        segment_bytes: config.segment_bytes,
+                        journal_bytes: 0,
+                    });
+                }
+            }
+            let file = Arc::new(create_segment(&dir, 1, config.segment_bytes, 0)?);
+            segments.insert(
+                1,
+                SegmentEntry {
+                    file: Arc::clone(&file),
+                    bytes_on_disk: config.segment_bytes,
+                    bytes_written: SEGMENT_HEADER_BYTES,
+                },
+            );
+            ActiveSegment {
+                id: 1,
+                file,
+                write_offset: SEGMENT_HEADER_BYTES,
+                capacity: config.segment_bytes,
+            }
+        }
+        Some(&last) => {
+            check_contiguous(&config, &ids, &mut report)?;
+            let mut deliver = |location: Location, payload: &[u8]| {
+                replay(location, payload).map_err(|source| StoreError::Replay {
+                    segment: location.segment,
+                    offset: location.offset,
+                    source: source.into(),
+                })
+            };
+            let mut buffer = Vec::new();
+            let mut active = None;
+            for &id in &ids {
+                let path = segment_path(&dir, id);
+                let mut file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|source| StoreError::io(&path, source))?;
+                let bytes_on_disk = file
+                    .metadata()
+                    .map_err(|source| StoreError::io(&path, source))?
+                    .len();
+                if bytes_on_disk > SEGMENT_BYTES_MAX {
+                    return Err(StoreError::BadSegmentHeader {
+                        path,
+                        reason: format!("larger than the segment limit of {SEGMENT_BYTES_MAX}"),
+                    });
+                }
+                buffer.clear();
+                file.read_to_end(&mut buffer)
+                    .map_err(|source| StoreError::io(&path, source))?;
+                check_header(&buffer, id, &path)?;
+                let is_last = id == last;
+                let scanned =
+                    scan_segment(&buffer, id, &path, is_last, config.salvage, &mut deliver)?;
+                report.segments += 1;
+                report.records += scanned.records;
+                report.payload_bytes += scanned.payload_bytes;
+                report.salvaged.extend(scanned.salvaged);
+                if let Some(tail) = scanned.torn_tail {
+                    // Zeroed, not cut: the segment stays pre-allocated, and the torn bytes can
+                    // never be mistaken for records later.
+                    zero_range(&file, tail.offset, tail.bytes_dropped)
+                        .and_then(|()| file.sync_data())
+                        .map_err(|source| StoreError::io(&path, source))?;
+                    report.truncated_tail = Some(tail);
+                }
+                let file = Arc::new(file);
+                segments.insert(
+                    id,
+                    SegmentEntry {
+                        file: Arc::clone(&file),
+                        bytes_on_disk,
+                        bytes_written: scanned.end,
+                    },
+                );
+                if is_last {
+                    active = Some(ActiveSegment {
+                        id,
+                        file,
+                        write_offset: scanned.end,
+                        capacity: bytes_on_disk - bytes_on_disk % RECORD_ALIGN_BYTES,
+                    });
+                }
+            }
+            let Some(active) = active else {
+                return Err(StoreError::Config {
+                    reason: "no active segment after recovery".to_owned(),
+                });
+            };
+            active
+        }
+    };
+    tracing::info!(
+        dir = %dir.display(),
+        segments = report.segments,
+        records = report.records,
+        active_segment = active.id,
+        "journal recovered"
+    );
+    let shared = Arc::new(Shared {
+        dir,
+        segments: Mutex::new(segments),
+        active_segment: AtomicU64::new(active.id),
+        active_written: AtomicU64::new(active.write_offset),
+        commits: AtomicU64::new(0),
+        records: AtomicU64::new(0),
+        batch_records_last: AtomicU64::new(0),
+        fsyncs: AtomicU64::new(0),
+        fsync_nanos_total: AtomicU64::new(0),
+        fsync_nanos_max: AtomicU64::new(0),
+        fsync_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+    });
+    let writer = Writer {
+        shared: Arc::clone(&shared),
+        sync: config.sync,
+        segment_bytes: config.segment_bytes,
+        disk_bytes_max: config.disk_bytes_max,
+        active,
+        buffer: Vec::new(),
+        waiters: Vec::new(),
+    };
+    let (requests, receiver) = sync_channel(REQUEST_QUEUE_MAX);
+    let handle = std::thread::Builder::new()
+        .name("journal-writer".to_owned())
+        .spawn(move || writer.run(receiver))
+        .map_err(|source| StoreError::io(&config.dir, source))?;
+    let journal = Journal {
+        inner: Arc::new(Inner {
+            shared,
+            requests,
+            writer: Mutex::new(Some(handle)),
+            closed: AtomicBool::new(false),
+            group_bytes_max: BATCH_BYTES_MAX.min(config.segment_bytes - SEGMENT_HEADER_BYTES),
+        }),
+    };
+    Ok((journal, report))
+}
+
+fn validate(config: &JournalConfig) -> Result<(), StoreError> {
+    let bytes = config.segment_bytes;
+    if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&bytes) || bytes % RECORD_ALIGN_BYTES != 0
+    {
+        return Err(StoreError::Config {
+            reason: format!(
+                "segment_bytes is {bytes}; it must be a multiple of {RECORD_ALIGN_BYTES} between \
+                 {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn check_contiguous(
+    config: &JournalConfig,
+    ids: &[u64],
+    report: &mut RecoveryReport,
+) -> Result<(), StoreError> {
+    for pair in ids.windows(2) {
+        let (before, after) = (pair[0], pair[1]);
+        if after == before + 1 {
+            continue;
+        }
+        if !config.salvage {
+            return Err(StoreError::MissingSegment {
+                dir: config.dir.clone(),
+                segment: before + 1,
+                before,
+                after,
+            });
+        }
+        tracing::warn!(
+            before,
+            after,
+            "salvage: journal segments between these are missing"
+        );
+        report.missing_segments.push(before + 1..after);
+    }
+    Ok(())
+}
+
+fn check_header(bytes: &[u8], segment: u64, path: &std::path::Path) -> Result<(), StoreError> {
+    let bad = |reason: String| StoreError::BadSegmentHeader {
+        path: path.to_owned(),
+        reason,
+    };
+    decode_segment_header(bytes, segment).map_err(|error| match error {
+        SegmentHeaderError::UnsupportedVersion(version) => StoreError::UnsupportedVersion {
+            path: path.to_owned(),
+            version,
+            supported: super::format::FORMAT_VERSION,
+        },
+        SegmentHeaderError::NotASegment => bad("no journal segment magic".to_owned()),
+        SegmentHeaderError::BadCrc => bad("segment header CRC mismatch".to_owned()),
+        SegmentHeaderError::WrongSegment(named) => bad(format!("the header names segment {named}")),
+    })
+}
+
+fn zero_range(file: &File, offset: u64, bytes: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; bytes.min(1024 * 1024) as usize];
+    let mut done = 0;
+    while done < bytes {
+        let piece = (bytes - done).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..piece], offset + done)?;
+        done += piece as u64;
+    }
+    Ok(())
+}
+
+impl Journal {
+    /// Appends `payloads` as one atomic group: after a crash all of them are there or none,
+    /// contiguous in journal order. The [`Commit`] resolves once the group is durable
+    /// (fdatasync'd under `SyncPolicy::Always`). Blocks only when [`REQUEST_QUEUE_MAX`]
+    /// appends are already queued.
+    pub fn append(&self, payloads: Vec<Vec<u8>>) -> Commit {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Commit::ready(Err(StoreError::Closed));
+        }
+        if payloads.is_empty() {
+            return Commit::ready(Err(StoreError::EmptyGroup));
+        }
+        let mut group_bytes = 0u64;
+        for payload in &payloads {
+            if payload.len() as u64 > RECORD_PAYLOAD_BYTES_MAX {
+                return Commit::ready(Err(StoreError::GroupTooLarge {
+                    bytes: payload.len() as u64,
+                    bytes_max: RECORD_PAYLOAD_BYTES_MAX,
+                }));
+            }
+            group_bytes += record_bytes_padded(payload.len() as u64);
+        }
+        if group_bytes > self.inner.group_bytes_max {
+            return Commit::ready(Err(StoreError::GroupTooLarge {
+                bytes: group_bytes,
+                bytes_max: self.inner.group_bytes_max,
+            }));
+        }
+        let (done, receiver) = oneshot::channel();
+        match self.inner.requests.send(Request::Append { payloads, done }) {
+            Ok(()) => Commit {
+                state: CommitState::Waiting(receiver),
+            },
+            Err(_) => Commit::ready(Err(StoreError::Closed)),
+        }
+    }
+
+    /// Reads one record's payload back, verifying its CRC. Callable from any thread.
+    pub fn read(&self, location: Location) -> Result<Vec<u8>, StoreError> {
+        let not_found = |reason| StoreError::NotFound {
+            segment: location.segment,
+            offset: location.offset,
+            reason,
+        };
+        if u64::from(location.len) > RECORD_PAYLOAD_BYTES_MAX
+            || location.offset % RECORD_ALIGN_BYTES != 0
+            || location.offset < SEGMENT_HEADER_BYTES
+        {
+            return Err(not_found("not a record location"));
+        }
+        let file = self
+            .inner
+            .shared
+            .segments()
+            .get(&location.segment)
+            .map(|entry| Arc::clone(&entry.file))
+            .ok_or_else(|| not_found("no such segment (deleted?)"))?;
+        let mut bytes = vec![0u8; (RECORD_HEADER_BYTES + u64::from(location.len)) as usize];
+        file.read_exact_at(&mut bytes, location.offset)
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::UnexpectedEof => not_found("past the end of the segment"),
+                _ => StoreError::io(
+                    segment_path(&self.inner.shared.dir, location.segment),
+                    source,
+                ),
+            })?;
+        match decode_record(&bytes, location.segment, location.offset, 0) {
+            Decoded::Record(view) if view.payload.len() == location.len as usize => {
+                bytes.copy_within(view.payload, 0);
+                bytes.truncate(location.len as usize);
+                Ok(bytes)
+            }
+            Decoded::Record(_) => Err(not_found("the record there has another length")),
+            Decoded::End => Err(not_found("nothing written there")),
+            Decoded::Invalid(reason) => Err(StoreError::Corrupt {
+                path: segment_path(&self.inner.shared.dir, location.segment),
+                segment: location.segment,
+                offset: location.offset,
+                reason,
+                range_end: location.offset + record_bytes_padded(u64::from(location.len)),
+                records_lost: RecordCount::Known(1),
+                records_following: 0,
+            }),
+        }
+    }
+
+    /// Deletes every segment with an id below `segment`, never the active one, and makes the
+    /// removal durable. Callers only ever delete a prefix of the journal.
+    pub fn delete_segments_before(&self, segment: u64) -> Result<(), StoreError> {
+        let shared = &self.inner.shared;
+        let limit = segment.min(shared.active_segment.load(Ordering::Acquire));
+        let doomed: Vec<u64> = shared
+            .segments()
+            .range(..limit)
+            .map(|(&id, _)| id)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        for id in doomed {
+            let path = segment_path(&shared.dir, id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                // Another caller got there first.
+                Err(source) if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StoreError::io(path, source)),
+            }
+            shared.segments().remove(&id);
+        }
+        super::segment::sync_dir(&shared.dir)
+    }
+
+    /// The active segment, every segment's size, and the writer's counters.
+    pub fn stats(&self) -> JournalStats {
+        let shared = &self.inner.shared;
+        let active_segment = shared.active_segment.load(Ordering::Acquire);
+        let active_written = shared.active_written.load(Ordering::Relaxed);
+        let segments: Vec<SegmentStats> = shared
+            .segments()
+            .iter()
+            .map(|(&segment, entry)| SegmentStats {
+                segment,
+                bytes_on_disk: entry.bytes_on_disk,
+                bytes_written: if segment == active_segment {
+                    active_written
+                } else {
+                    entry.bytes_written
+                },
+            })
+            .collect();
+        JournalStats {
+            active_segment,
+            bytes_on_disk: segments.iter().map(|segment| segment.bytes_on_disk).sum(),
+            segments,
+            commits: shared.commits.load(Ordering::Relaxed),
+            records: shared.records.load(Ordering::Relaxed),
+            batch_records_last: shared.batch_records_last.load(Ordering::Relaxed),
+            fsyncs: shared.fsyncs.load(Ordering::Relaxed),
+            fsync_nanos_total: shared.fsync_nanos_total.load(Ordering::Relaxed),
+            fsync_nanos_max: shared.fsync_nanos_max.load(Ordering::Relaxed),
+            fsync_micros_log2_buckets: std::array::from_fn(|bucket| {
+                shared.fsync_buckets[bucket].load(Ordering::Relaxed)
+            }),
+        }
+    }
+
+    /// Stops the writer after it has finished what was queued, and waits for it. Appends after
+    /// this fail with [`StoreError::Closed`]; reads keep working.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+}
+
+impl Inner {
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        // Fails only if the writer is already gone.
+        let _ = self.requests.send(Request::Close);
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("the journal writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,303 @@
+//! Recovery's decisions about one segment's bytes: which groups are intact and delivered, where
+//! the written data ends, and whether damage is a torn tail (truncated with a warning) or
+//! corruption (refused, or skipped and reported under salvage).
+//!
+//! No I/O here: the caller reads a segment into memory, calls [`scan_segment`], and applies
+//! the outcome (zeroing a torn tail) to the file.
+//!
+//! The torn-tail rule: only the last segment can have one, and only within the last write,
+//! which is at most [`BATCH_BYTES_MAX`] bytes (everything before it was fdatasync'd before the
+//! write was issued). So damage in the last segment with no valid record further than
+//! `BATCH_BYTES_MAX` past it is a torn tail; a valid record further away proves that the
+//! damaged bytes had been synced once, i.e. corruption. This relies on `SyncPolicy::Always`.
+
+use std::ops::Range;
+use std::path::Path;
+
+use super::Location;
+use super::error::{RecordCount, StoreError};
+use super::format::{
+    BATCH_BYTES_MAX, Decoded, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    align_up, decode_record,
+};
+
+/// What recovery found and did, for the caller to log and show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments read.
+    pub segments: u64,
+    /// Records delivered to the replay function.
+    pub records: u64,
+    /// Payload bytes delivered to the replay function.
+    pub payload_bytes: u64,
+    /// The torn tail cut off the last segment, if there was one.
+    pub truncated_tail: Option<TruncatedTail>,
+    /// Damaged ranges skipped under salvage, in journal order.
+    pub salvaged: Vec<SalvagedRange>,
+    /// Ranges of segment ids found missing and skipped under salvage.
+    pub missing_segments: Vec<Range<u64>>,
+}
+
+/// A torn tail removed from the last segment (the remains of a write never acknowledged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TruncatedTail {
+    pub segment: u64,
+    /// Where the written data now ends.
+    pub offset: u64,
+    /// Non-zero bytes that were zeroed from `offset` on.
+    pub bytes_dropped: u64,
+}
+
+/// A damaged range skipped under salvage: everything in it is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SalvagedRange {
+    pub segment: u64,
+    /// Segment offsets of the range, from the start of the damaged group to the next valid
+    /// group (or the end of the segment's written data).
+    pub offsets: Range<u64>,
+    pub reason: &'static str,
+    /// Records lost in the range, when their headers still say.
+    pub records_lost: RecordCount,
+}
+
+/// The outcome of scanning one segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScannedSegment {
+    pub records: u64,
+    pub payload_bytes: u64,
+    /// Where the valid written data ends: where appends resume in the last segment.
+    pub end: u64,
+    /// For the last segment: a torn tail to zero, from `end` on.
+    pub torn_tail: Option<TruncatedTail>,
+    pub salvaged: Vec<SalvagedRange>,
+}
+
+enum GroupRead {
+    Complete { next: usize },
+    End,
+    Bad { at: usize, reason: &'static str },
+}
+
+/// Scans segment `segment` (its whole file in `bytes`), delivering every record of every
+/// intact group in order to `deliver`.
+pub fn scan_segment<F>(
+    bytes: &[u8],
+    segment: u64,
+    path: &Path,
+    is_last: bool,
+    salvage: bool,
+    deliver: &mut F,
+) -> Result<ScannedSegment, StoreError>
+where
+    F: FnMut(Location, &[u8]) -> Result<(), StoreError>,
+{
+    // Past this everything is zero, so no record can start there: bounds every scan.
+    let written_end = written_end(bytes);
+    let mut scanned = ScannedSegment::default();
+    let mut group = Vec::new();
+    let mut pos = SEGMENT_HEADER_BYTES as usize;
+    loop {
+        let (bad_at, reason) = match read_group(bytes, segment, pos, &mut group) {
+            GroupRead::Complete { next } => {
+                for (offset, payload) in group.drain(..) {
+                    let location = Location {
+                        segment,
+                        offset: offset as u64,
+                        len: payload.len() as u32,
+                    };
+                    deliver(location, &bytes[payload.clone()])?;
+                    scanned.records += 1;
+                    scanned.payload_bytes += payload.len() as u64;
+                }
+                pos = next;
+                continue;
+            }
+            GroupRead::End if pos >= written_end => {
+                scanned.end = pos as u64;
+                return Ok(scanned);
+            }
+            GroupRead::End => (pos, "zeros where a record should start"),
+            GroupRead::Bad { at, reason } => (at, reason),
+        };
+        // The whole group starting at `pos` is lost, whatever record of it is damaged.
+        if is_last {
+            let window_end = bad_at.saturating_add(BATCH_BYTES_MAX as usize);
+            if find_valid(bytes, segment, window_end + 1, written_end, false).is_none() {
+                let tail = TruncatedTail {
+                    segment,
+                    offset: pos as u64,
+                    bytes_dropped: (written_end - pos) as u64,
+                };
+                tracing::warn!(
+                    segment = %path.display(),
+                    offset = pos,
+                    bytes_dropped = tail.bytes_dropped,
+                    reason,
+                    "truncating the journal's torn tail (a write that was never acknowledged)"
+                );
+                scanned.end = pos as u64;
+                scanned.torn_tail = Some(tail);
+                return Ok(scanned);
+            }
+        }
+        let resume = find_valid(bytes, segment, bad_at + 1, written_end, true);
+        let range_end = resume.unwrap_or(written_end);
+        let records_lost = count_records(bytes, pos, range_end);
+        if !salvage {
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                segment,
+                offset: pos as u64,
+                reason,
+                range_end: range_end as u64,
+                records_lost,
+                records_following: resume.map_or(0, |at| count_chain(bytes, segment, at)),
+            });
+        }
+        tracing::warn!(
+            segment = %path.display(),
+            offset = pos,
+            range_end,
+            %records_lost,
+            reason,
+            "salvage: skipping a corrupt journal range; its records are lost"
+        );
+        scanned.salvaged.push(SalvagedRange {
+            segment,
+            offsets: pos as u64..range_end as u64,
+            reason,
+            records_lost,
+        });
+        match resume {
+            Some(at) => pos = at,
+            None => {
+                scanned.end = range_end as u64;
+                return Ok(scanned);
+            }
+        }
+    }
+}
+
+/// Validates the group starting at `pos`, leaving its records' (offset, payload range) in
+/// `group` when it is complete.
+fn read_group(
+    bytes: &[u8],
+    segment: u64,
+    pos: usize,
+    group: &mut Vec<(usize, Range<usize>)>,
+) -> GroupRead {
+    group.clear();
+    let first = match decode_record(bytes, segment, 0, pos) {
+        Decoded::Record(view) => view,
+        Decoded::End => return GroupRead::End,
+        Decoded::Invalid(reason) => return GroupRead::Bad { at: pos, reason },
+    };
+    if first.group_index != 0 {
+        return GroupRead::Bad {
+            at: pos,
+            reason: "a group without its first record",
+        };
+    }
+    let group_len = first.group_len;
+    let mut next = first.next;
+    group.push((pos, first.payload));
+    for index in 1..group_len {
+        match decode_record(bytes, segment, 0, next) {
+            Decoded::Record(view) if view.group_len == group_len && view.group_index == index => {
+                group.push((next, view.payload));
+                next = view.next;
+            }
+            Decoded::Record(_) => {
+                return GroupRead::Bad {
+                    at: next,
+                    reason: "a record out of its group's sequence",
+                };
+            }
+            Decoded::End => {
+                return GroupRead::Bad {
+                    at: next,
+                    reason: "a group cut short",
+                };
+            }
+            Decoded::Invalid(reason) => return GroupRead::Bad { at: next, reason },
+        }
+    }
+    GroupRead::Complete { next }
+}
+
+/// The aligned offset just past the last non-zero byte (at least the segment header's end).
+fn written_end(bytes: &[u8]) -> usize {
+    // A zero tail can be most of a 64 MiB segment: test it a page at a time with an OR that
+    // the compiler vectorizes, then find the exact byte within the last non-zero page.
+    const PAGE_BYTES: usize = 4096;
+    let nonzero = |piece: &[u8]| piece.iter().fold(0u8, |all, &byte| all | byte) != 0;
+    let last = match bytes.chunks(PAGE_BYTES).rposition(nonzero) {
+        None => 0,
+        Some(page) => {
+            let start = page * PAGE_BYTES;
+            let end = (start + PAGE_BYTES).min(bytes.len());
+            bytes[start..end]
+                .iter()
+                .rposition(|&byte| byte != 0)
+                .map_or(start, |at| start + at + 1)
+        }
+    };
+    (align_up(last as u64) as usize)
+        .max(SEGMENT_HEADER_BYTES as usize)
+        .min(bytes.len())
+}
+
+/// The first aligned offset in `from..end` holding a valid record (the first of its group, if
+/// `group_start` is set).
+fn find_valid(
+    bytes: &[u8],
+    segment: u64,
+    from: usize,
+    end: usize,
+    group_start: bool,
+) -> Option<usize> {
+    let mut at = align_up(from as u64) as usize;
+    while at < end {
+        if let Decoded::Record(view) = decode_record(bytes, segment, 0, at) {
+            if !group_start || view.group_index == 0 {
+                return Some(at);
+            }
+        }
+        at += RECORD_ALIGN_BYTES as usize;
+    }
+    None
+}
+
+/// Records in `from..to` by following the length fields, if they lead exactly to `to`.
+fn count_records(bytes: &[u8], from: usize, to: usize) -> RecordCount {
+    let mut at = from;
+    let mut count = 0;
+    while at < to {
+        let Some(field) = bytes.get(at..at + 4) else {
+            return RecordCount::Unknown;
+        };
+        let mut word = [0u8; 4];
+        word.copy_from_slice(field);
+        let record_bytes = u32::from_le_bytes(word) as u64;
+        if record_bytes < RECORD_HEADER_BYTES {
+            return RecordCount::Unknown;
+        }
+        at += align_up(record_bytes) as usize;
+        count += 1;
+    }
+    if at == to {
+        RecordCount::Known(count)
+    } else {
+        RecordCount::Unknown
+    }
+}
+
+/// Valid records in a row from `at`.
+fn count_chain(bytes: &[u8], segment: u64, mut at: usize) -> u64 {
+    let mut count = 0;
+    while let Decoded::Record(view) = decode_record(bytes, segment, 0, at) {
+        count += 1;
+        at = view.next;
+    }
+    count
+}
