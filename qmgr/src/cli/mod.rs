@@ -1,5 +1,6 @@
 //! The command line: one `clap` tree, each subcommand in the module that owns it.
 
+pub mod client;
 pub mod run;
 pub mod topology;
 
@@ -19,6 +20,22 @@ pub struct Cli {
 enum Command {
     /// Run a queue manager (the daemon).
     Run(run::RunArgs),
+    /// Put messages to an address (QUEUE or QUEUE@MANAGER).
+    Put(client::PutArgs),
+    /// Take messages from a local queue, waiting up to --timeout for each.
+    Get(client::GetArgs),
+    /// Take messages from a local queue without waiting.
+    Poll(client::PollArgs),
+    /// Print each message put into a local queue from now on (notify).
+    Watch(client::WatchArgs),
+    /// Print the messages waiting in a local queue without taking them.
+    Browse(client::BrowseArgs),
+    /// Show the manager's queues, depths and store.
+    Status(client::StatusArgs),
+    /// Create a local queue.
+    Declare(client::DeclareArgs),
+    /// Delete an empty local queue.
+    Delete(client::DeleteArgs),
     /// Check, explore and compare topology files.
     #[command(subcommand)]
     Topology(topology::TopologyCommand),
@@ -31,6 +48,14 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Run(args) => args.run(),
+            Command::Put(args) => args.run(),
+            Command::Get(args) => args.run(),
+            Command::Poll(args) => args.run(),
+            Command::Watch(args) => args.run(),
+            Command::Browse(args) => args.run(),
+            Command::Status(args) => args.run(),
+            Command::Declare(args) => args.run(),
+            Command::Delete(args) => args.run(),
             Command::Topology(command) => command.run(),
             Command::Bench(command) => command.run(),
         }

@@ -9,9 +9,9 @@
 //! durable; a destructive get answers only once the removal is durable, so a message that was
 //! got never comes back after a crash.
 
-mod core;
-mod delivery;
-mod recovery;
+pub mod core;
+pub mod delivery;
+pub mod recovery;
 
 use std::time::Duration;
 

@@ -1,0 +1,429 @@
+//! The client commands: `put`, `get`, `poll`, `watch`, `browse`, `status`, `declare`,
+//! `delete`. Each is a thin use of the `hopmq` client library, as any application would be.
+//!
+//! Output for scripts: with `--json`, one JSON object per message per line. Without it, `get`,
+//! `poll`, `watch` and `browse` print bodies only, one per line. A get that times out prints
+//! nothing and exits 0.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use hopmq::{Client, GetOptions, Message};
+
+/// The most messages `put` sends in one atomic batch when reading stdin.
+const STDIN_BATCH_MAX: usize = 256;
+
+/// Where the manager is: `--socket`, else `$HOPMQ_SOCKET`, else ./qmgr-data/qmgr.sock.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// The manager's API socket.
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+}
+
+impl Connection {
+    fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+    }
+
+    async fn client(&self) -> anyhow::Result<Client> {
+        let path = self.socket.clone().unwrap_or_else(hopmq::client::socket_path_default);
+        Client::connect_to(&path).await.with_context(|| format!("cannot reach the manager at {}", path.display()))
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 500ms, 30s or 5m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("`{text}` has an unknown unit; use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{text}` is not a header; expected key=value"))
+}
+
+/// Put messages: the body from the argument, from `--file`, or one message per line of stdin.
+#[derive(Debug, clap::Args)]
+pub struct PutArgs {
+    /// `QUEUE` or `QUEUE@MANAGER`.
+    address: String,
+    /// The body; without it (and without --file) each line of stdin is one message.
+    body: Option<String>,
+    /// Read the body from this file.
+    #[arg(long, conflicts_with = "body", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// A header, as key=value; repeatable.
+    #[arg(short = 'H', long = "header", value_parser = parse_header, value_name = "KEY=VALUE")]
+    headers: Vec<(String, String)>,
+    /// 0 (lowest) to 9 (highest).
+    #[arg(long, default_value_t = hopmq::PRIORITY_DEFAULT, value_parser = clap::value_parser!(u8).range(0..=9))]
+    priority: u8,
+    /// Time to live, e.g. 30s, 5m.
+    #[arg(long, value_parser = parse_duration)]
+    ttl: Option<Duration>,
+    /// Correlation id.
+    #[arg(long)]
+    correlation_id: Option<String>,
+    /// Reply-to address.
+    #[arg(long)]
+    reply_to: Option<String>,
+    /// Keep the message in memory only (lost if a manager stops).
+    #[arg(long)]
+    non_persistent: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+impl PutArgs {
+    fn message(&self, body: Vec<u8>) -> Message {
+        let mut message = Message::new(body).priority(self.priority);
+        for (key, value) in &self.headers {
+            message = message.header(key, value);
+        }
+        if let Some(ttl) = self.ttl {
+            message = message.ttl(ttl);
+        }
+        if let Some(id) = &self.correlation_id {
+            message = message.correlation_id(id);
+        }
+        if let Some(to) = &self.reply_to {
+            message = message.reply_to(to);
+        }
+        if self.non_persistent {
+            message = message.non_persistent();
+        }
+        message
+    }
+
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        Connection::runtime()?.block_on(async {
+            let client = self.connection.client().await?;
+            let single = match (&self.body, &self.file) {
+                (Some(body), _) => Some(body.clone().into_bytes()),
+                (None, Some(file)) => Some(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?),
+                (None, None) => None,
+            };
+            if let Some(body) = single {
+                let id = client.put(&self.address, self.message(body)).await?;
+                println!("{id}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let progress = std::io::stderr().is_terminal();
+            let mut total = 0usize;
+            let mut batch = Vec::with_capacity(STDIN_BATCH_MAX);
+            let stdin = std::io::stdin().lock();
+            let mut lines = stdin.lines();
+            loop {
+                let line = lines.next().transpose().context("cannot read stdin")?;
+                let end = line.is_none();
+                if let Some(line) = line {
+                    batch.push((self.address.clone(), self.message(line.into_bytes())));
+                }
+                if batch.len() == STDIN_BATCH_MAX || (end && !batch.is_empty()) {
+                    total += client.put_batch(std::mem::take(&mut batch)).await?.len();
+                    if progress {
+                        eprint!("\rput {total} messages");
+                    }
+                }
+                if end {
+                    break;
+                }
+            }
+            if progress {
+                eprintln!();
+            }
+            eprintln!("put {total} messages to {}", self.address);
+            Ok(ExitCode::SUCCESS)
+        })
+    }
+}
+
+/// How to print received messages.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Output {
+    /// One JSON object per message per line.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Output {
+    fn print(&self, message: &Message) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            writeln!(out, "{}", to_json(message))?;
+        } else {
+            out.write_all(&message.body)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// A message as `--json` prints it.
+pub fn to_json(message: &Message) -> serde_json::Value {
+    let mut object = serde_json::json!({
+        "id": message.id.to_string(),
+        "headers": message.headers,
+        "priority": message.priority,
+        "correlation_id": message.correlation_id,
+        "reply_to": message.reply_to,
+        "origin": message.origin,
+        "delivery_count": message.delivery_count,
+        "persistent": message.persistent,
+        "expires_at": message.expires_at_ms,
+        "trace": message.trace.iter().map(|hop| serde_json::json!({"manager": hop.manager, "at": hop.at_ms})).collect::<Vec<_>>(),
+    });
+    match message.text() {
+        Some(text) => object["body"] = text.into(),
+        None => object["body_base64"] = base64::engine::general_purpose::STANDARD.encode(&message.body).into(),
+    }
+    object
+}
+
+/// Take messages from a local queue, waiting for them.
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// A local queue.
+    queue: String,
+    /// How long to wait for each message, e.g. 500ms, 30s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// How many messages to take; stops early when a wait times out.
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    /// Only messages with this correlation id.
+    #[arg(long)]
+    correlation_id: Option<String>,
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+impl GetArgs {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        take(&self.connection, &self.queue, self.timeout, self.count, self.correlation_id, self.output)
+    }
+}
+
+/// Take messages that are there now; never waits.
+#[derive(Debug, clap::Args)]
+pub struct PollArgs {
+    /// A local queue.
+    queue: String,
+    /// How many messages to take at most.
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+impl PollArgs {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        take(&self.connection, &self.queue, Duration::ZERO, self.count, None, self.output)
+    }
+}
+
+fn take(
+    connection: &Connection,
+    queue: &str,
+    timeout: Duration,
+    count: u64,
+    correlation_id: Option<String>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    Connection::runtime()?.block_on(async {
+        let client = connection.client().await?;
+        let mut left = count;
+        while left > 0 {
+            let max = left.min(u64::from(hopmq::protocol::BATCH_MESSAGES_MAX)) as u32;
+            let options = GetOptions { timeout, max, correlation_id: correlation_id.clone(), lease: None };
+            let messages = client.get_with(queue, options).await?;
+            if messages.is_empty() {
+                break;
+            }
+            left -= messages.len() as u64;
+            for message in &messages {
+                output.print(message)?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Print every message put into a queue from now on (they stay in the queue).
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// A local queue.
+    queue: String,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+impl WatchArgs {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        Connection::runtime()?.block_on(async {
+            let client = self.connection.client().await?;
+            let mut subscription = client.subscribe(&self.queue).await?;
+            // Scripts wait for this line before putting, so no message is missed.
+            eprintln!("watching {}", self.queue);
+            let mut seen = 0;
+            while self.count.is_none_or(|count| seen < count) {
+                let Some(message) = subscription.next().await else {
+                    bail!("the manager closed the connection");
+                };
+                self.output.print(&message)?;
+                seen += 1;
+            }
+            Ok(ExitCode::SUCCESS)
+        })
+    }
+}
+
+/// Print messages waiting in a queue without taking them.
+#[derive(Debug, clap::Args)]
+pub struct BrowseArgs {
+    /// A local queue.
+    queue: String,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    max: u32,
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+impl BrowseArgs {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        Connection::runtime()?.block_on(async {
+            let client = self.connection.client().await?;
+            for message in client.browse(&self.queue, self.max).await? {
+                self.output.print(&message)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        })
+    }
+}
+
+/// Show the manager's queues, depths and store.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The status as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+impl StatusArgs {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        Connection::runtime()?.block_on(async {
+            let status = self.connection.client().await?.status().await?;
+            if self.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("manager {} (hopmq {}), up {}s", status.manager, status.version, status.uptime_secs);
+            println!("messages put {}, delivered {}", status.messages_put, status.messages_delivered);
+            let store = &status.store;
+            println!(
+                "store: {} segments, {} bytes, {} commits, last batch {} records, sync {}",
+                store.segments, store.bytes, store.commits, store.last_batch_records, store.sync
+            );
+            println!("{:<32} {:>10} {:>8} {:>12} {:>12}", "queue", "depth", "leased", "bytes", "oldest");
+            for q in &status.queues {
+                let oldest = q.oldest_age_ms.map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+                println!("{:<32} {:>10} {:>8} {:>12} {:>12}", q.name, q.depth, q.leased, q.bytes, oldest);
+            }
+            Ok(ExitCode::SUCCESS)
+        })
+    }
+}
+
+/// Create a local queue (idempotent), optionally with a depth limit.
+#[derive(Debug, clap::Args)]
+pub struct DeclareArgs {
+    /// The queue.
+    queue: String,
+    /// The most messages it may hold.
+    #[arg(long)]
+    max_depth: Option<u64>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+impl DeclareArgs {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        Connection::runtime()?.block_on(async {
+            self.connection.client().await?.declare(&self.queue, self.max_depth).await?;
+            Ok(ExitCode::SUCCESS)
+        })
+    }
+}
+
+/// Delete an empty local queue.
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// The queue.
+    queue: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+impl DeleteArgs {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        Connection::runtime()?.block_on(async {
+            self.connection.client().await?.delete(&self.queue).await?;
+            Ok(ExitCode::SUCCESS)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn json_shows_text_or_base64() {
+        let text = to_json(&Message::new("hi"));
+        assert_eq!(text["body"], "hi");
+        assert!(text.get("body_base64").is_none());
+        let binary = to_json(&Message::new(vec![0xff, 0x00]));
+        assert_eq!(binary["body_base64"], "/wA=");
+        assert!(binary.get("body").is_none());
+    }
+}
