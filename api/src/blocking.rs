@@ -311,6 +311,9 @@ pub struct Consumer {
 
 impl Consumer {
     /// The next message, waiting as long as it takes.
+    // Named like the async `Consumer::next`; not an `Iterator`, which would suggest an end
+    // this never reaches and hide errors inside items.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Message, ClientError> {
         self.runtime.block_on(self.inner.next())
     }

@@ -269,7 +269,11 @@ impl Client {
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn get(&self, queue: &str, timeout: Duration) -> Result<Option<Message>, ClientError> {
+    pub async fn get(
+        &self,
+        queue: &str,
+        timeout: Duration,
+    ) -> Result<Option<Message>, ClientError> {
         let options = GetOptions {
             timeout,
             ..GetOptions::default()
@@ -597,7 +601,9 @@ impl futures_core::Stream for Subscription {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.events.poll_recv(cx).map(|event| event.map(Message::from))
+        self.events
+            .poll_recv(cx)
+            .map(|event| event.map(Message::from))
     }
 }
 
@@ -873,11 +879,7 @@ async fn write_loop(
     routes: Arc<Mutex<Routes>>,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES_MAX);
-    while outgoing
-        .recv_many(&mut batch, WRITE_BATCH_FRAMES_MAX)
-        .await
-        > 0
-    {
+    while outgoing.recv_many(&mut batch, WRITE_BATCH_FRAMES_MAX).await > 0 {
         let mut written = Ok(());
         for frame in batch.drain(..) {
             written = protocol::write_frame(&mut writer, &frame).await;
