@@ -36,8 +36,9 @@ use crate::protocol::Status;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    runtime: Arc<OwnedRuntime>,
+    // Declared first so the connection drops while the runtime is still alive.
     inner: client::Client,
+    runtime: Arc<OwnedRuntime>,
 }
 
 /// Shuts its runtime down without waiting, so that dropping the last client is fine anywhere.
@@ -189,9 +190,9 @@ impl Client {
             }
         });
         Ok(NotifyHandle {
-            runtime: Arc::clone(&self.runtime),
             cancel: Some(cancel),
             task: Some(task),
+            runtime: Arc::clone(&self.runtime),
         })
     }
 
@@ -199,8 +200,8 @@ impl Client {
     pub fn subscribe(&self, queue: &str) -> Result<Subscription, ClientError> {
         let inner = self.runtime.block_on(self.inner.subscribe(queue))?;
         Ok(Subscription {
-            runtime: Arc::clone(&self.runtime),
             inner,
+            runtime: Arc::clone(&self.runtime),
         })
     }
 
@@ -208,8 +209,8 @@ impl Client {
     /// removed from the queue before [`Consumer::next`] hands them out.
     pub fn consumer(&self, queue: &str, prefetch: u32) -> Consumer {
         Consumer {
-            runtime: Arc::clone(&self.runtime),
             inner: self.inner.consumer(queue, prefetch),
+            runtime: Arc::clone(&self.runtime),
         }
     }
 
@@ -232,9 +233,9 @@ impl Client {
 /// Stops a [`Client::notify`] handler when dropped or cancelled.
 #[derive(Debug)]
 pub struct NotifyHandle {
-    runtime: Arc<OwnedRuntime>,
     cancel: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ClientError>>>,
+    runtime: Arc<OwnedRuntime>,
 }
 
 impl NotifyHandle {
@@ -264,8 +265,9 @@ impl Drop for NotifyHandle {
 /// See [`crate::Subscription`]; also an [`Iterator`] that ends with the subscription.
 #[derive(Debug)]
 pub struct Subscription {
-    runtime: Arc<OwnedRuntime>,
+    // Declared first so it drops (and unsubscribes) while the runtime is still alive.
     inner: client::Subscription,
+    runtime: Arc<OwnedRuntime>,
 }
 
 impl Subscription {
@@ -305,8 +307,8 @@ impl Iterator for Subscription {
 /// See [`crate::Consumer`].
 #[derive(Debug)]
 pub struct Consumer {
-    runtime: Arc<OwnedRuntime>,
     inner: client::Consumer,
+    runtime: Arc<OwnedRuntime>,
 }
 
 impl Consumer {

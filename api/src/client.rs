@@ -1,7 +1,7 @@
 //! The async client: one Unix-socket connection to the local manager, multiplexing every call an
 //! application makes.
 //!
-//! Owns: the current [`Connection`], its writer and reader tasks, and the routing table that
+//! Owns: the current connection (`Connection`), its writer and reader tasks, and the routing table that
 //! maps request ids to waiting calls and subscription ids to their event channels.
 //!
 //! How a call travels: the caller registers a oneshot under a fresh request id in the routing
@@ -20,6 +20,10 @@
 //! - A subscription is added to the table by the reader itself, before it reads the frame after
 //!   [`Reply::Subscribed`], so no event for it can be missed.
 //! - Nothing the manager sends makes this module panic: garbage closes the connection.
+//!
+//! Cancellation: the protocol has no way to withdraw a request. Dropping a call's future (in a
+//! `select!` or a `timeout`) only stops waiting for its reply; the manager still carries the
+//! call out, so a destructive get abandoned that way loses the messages it takes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -261,6 +265,10 @@ impl Client {
     /// Takes one message from local `queue`, waiting up to `timeout` for one; `None` if none
     /// came.
     ///
+    /// Let the call finish rather than dropping its future: the manager cannot be told to
+    /// withdraw it, and a message it takes after the future is dropped is lost. Bound the wait
+    /// with `timeout` instead (or use [`get_leased`](Self::get_leased)).
+    ///
     /// ```no_run
     /// # async fn demo(client: hopmq::Client) -> Result<(), hopmq::ClientError> {
     /// use std::time::Duration;
@@ -401,6 +409,9 @@ impl Client {
     /// Like [`notify`](Self::notify), for applications that prefer pulling: the returned
     /// [`Subscription`] yields a copy of each message put into local `queue` from now on.
     ///
+    /// Keep taking its messages: once [`SUBSCRIPTION_EVENTS_MAX`] are waiting, the whole
+    /// connection waits (replies to other calls included) rather than drop a notification.
+    ///
     /// ```no_run
     /// # async fn demo(client: hopmq::Client) -> Result<(), hopmq::ClientError> {
     /// let mut subscription = client.subscribe("orders").await?;
@@ -430,7 +441,8 @@ impl Client {
     ///
     /// Trade-off: prefetching uses destructive gets, so a fetched message is removed from the
     /// queue before [`Consumer::next`] hands it out. Messages fetched but not yet taken when the
-    /// consumer is dropped, or when the process dies, are lost to the queue. Use
+    /// consumer is dropped, or when the process dies, are lost to the queue; so are those a
+    /// prefetch request still in flight takes after the consumer is dropped. Use
     /// [`get_leased`](Self::get_leased) and [`ack`](Self::ack) where that matters more than
     /// throughput.
     ///
@@ -766,25 +778,29 @@ impl Routes {
 
 impl Connection {
     async fn open(path: &Path, client_name: &str) -> Result<Self, ClientError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| ClientError::Connect {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let (mut reader, writer) = stream.into_split();
-        let mut writer = BufWriter::new(writer);
-        let hello = ClientFrame::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            client_name: client_name.to_string(),
-        });
-        let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let handshake = async {
+            let stream =
+                UnixStream::connect(path)
+                    .await
+                    .map_err(|source| ClientError::Connect {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+            let (mut reader, writer) = stream.into_split();
+            let mut writer = BufWriter::new(writer);
+            let hello = ClientFrame::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: client_name.to_string(),
+            });
             protocol::write_frame(&mut writer, &hello).await?;
             writer.flush().await.map_err(FrameError::Io)?;
-            protocol::read_frame::<ServerFrame, _>(&mut reader).await
-        })
-        .await
-        .map_err(|_| ClientError::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
+            let welcome = protocol::read_frame::<ServerFrame, _>(&mut reader).await?;
+            Ok::<_, ClientError>((reader, writer, welcome))
+        };
+        let (reader, writer, welcome) =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+                .await
+                .map_err(|_| ClientError::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
         let manager = match welcome {
             ServerFrame::Welcome(welcome) if welcome.protocol_version == PROTOCOL_VERSION => {
                 welcome.manager
