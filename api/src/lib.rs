@@ -4,15 +4,21 @@
 //! - [`protocol`]: the frames and their codec, shared with the manager (`qmgr`).
 //! - [`Message`], [`MessageId`]: messages as applications build and receive them.
 //! - [`ApiError`]: the typed errors a manager reports.
+//! - [`Client`]: the async client (tokio); [`blocking::Client`]: the same calls, blocking.
 //!
 //! This crate must never depend on the daemon (`qmgr`).
 
 #![warn(missing_docs)]
 
+pub mod blocking;
+pub mod client;
 pub mod error;
 pub mod message;
 pub mod protocol;
 
+pub use client::{
+    Client, ClientError, Consumer, GetOptions, NotifyHandle, Subscription, socket_path_default,
+};
 pub use error::ApiError;
 pub use hopmq_routing::names::{Address, ManagerName, NameError, QueueName};
 pub use message::{Message, MessageId, PRIORITY_DEFAULT, PRIORITY_MAX, Trace};

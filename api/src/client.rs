@@ -1,0 +1,1024 @@
+//! The async client: one Unix-socket connection to the local manager, multiplexing every call an
+//! application makes.
+//!
+//! Owns: the current connection (`Connection`), its writer and reader tasks, and the routing table that
+//! maps request ids to waiting calls and subscription ids to their event channels.
+//!
+//! How a call travels: the caller registers a oneshot under a fresh request id in the routing
+//! table, hands the frame to the writer task through a bounded channel, and awaits the oneshot.
+//! The reader task decodes [`ServerFrame`]s and completes the oneshot whose id a
+//! [`ServerFrame::Reply`] carries, or forwards a [`ServerFrame::Event`] to its subscription.
+//!
+//! Invariants:
+//! - The routing table is the one piece of state callers and the reader share. It lives behind
+//!   a mutex rather than inside a task because a reply can arrive before any registration
+//!   message sent to such a task would have been read; the lock is never held across an
+//!   `.await`.
+//! - Once a connection is marked closed, nothing is registered on it again, and every call
+//!   that was registered is answered with [`ClientError::ConnectionLost`]. A call in flight is
+//!   never retried (a put might have been applied); the next call opens a fresh connection.
+//! - A subscription is added to the table by the reader itself, before it reads the frame after
+//!   [`Reply::Subscribed`], so no event for it can be missed.
+//! - Nothing the manager sends makes this module panic: garbage closes the connection.
+//!
+//! Cancellation: the protocol has no way to withdraw a request. Dropping a call's future (in a
+//! `select!` or a `timeout`) only stops waiting for its reply; the manager still carries the
+//! call out, so a destructive get abandoned that way loses the messages it takes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::error::ApiError;
+use crate::message::{Message, MessageId};
+use crate::protocol::{
+    self, BATCH_MESSAGES_MAX, ClientFrame, Delivery, FrameError, Hello, Operation,
+    PROTOCOL_VERSION, Reply, Request, Selector, ServerFrame, Status,
+};
+
+/// The environment variable that names the manager's socket.
+pub const SOCKET_ENV: &str = "HOPMQ_SOCKET";
+
+/// Where the manager's socket is when [`SOCKET_ENV`] is not set: the default data folder of a
+/// manager started in the current directory.
+pub const SOCKET_PATH_DEFAULT: &str = "./qmgr-data/qmgr.sock";
+
+/// How long the manager has to answer the handshake; a listener that is not a manager must not
+/// hang `connect` forever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Frames queued for the writer task before callers wait: enough to keep the socket busy under
+/// many concurrent callers, small enough that a stalled manager pushes back quickly.
+pub const OUTGOING_FRAMES_MAX: usize = 256;
+
+/// Events buffered per subscription before the reader waits for the application to take them.
+/// While a subscription's buffer is full, the whole connection waits (replies included): events
+/// are never dropped silently.
+pub const SUBSCRIPTION_EVENTS_MAX: usize = 1024;
+
+/// How long one prefetch request of a [`Consumer`] waits on the manager for a first message. It
+/// only sets the cadence of an idle consumer's requests; a busy queue answers at once.
+pub const CONSUMER_WAIT: Duration = Duration::from_secs(5);
+
+/// Frames the writer task takes from its channel per flush.
+const WRITE_BATCH_FRAMES_MAX: usize = 64;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The manager's socket could not be reached.
+    #[error("cannot connect to the manager at {path}: {source}")]
+    Connect {
+        /// The socket's path.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manager refused the handshake (a protocol version mismatch names both versions).
+    #[error("the manager refused the connection: {0}")]
+    Handshake(#[source] ApiError),
+    /// The manager did not answer the handshake within [`HANDSHAKE_TIMEOUT`].
+    #[error("the manager did not answer the handshake within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The manager refused or failed the operation.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// A frame could not be read or written.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The manager sent something the protocol does not allow at that point.
+    #[error("the manager broke the protocol: {0}")]
+    Protocol(String),
+    /// The connection ended while the call was in flight. Whether the manager carried it out is
+    /// unknown; the next call reconnects.
+    #[error("the connection to the manager was lost")]
+    ConnectionLost,
+    /// The manager answered with a reply of the wrong kind for the request.
+    #[error("unexpected reply to {operation}: {reply}")]
+    UnexpectedReply {
+        /// The request's kind.
+        operation: &'static str,
+        /// What came back.
+        reply: String,
+    },
+    /// The call's arguments are invalid; nothing was sent.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+/// The socket [`Client::connect`] uses: `$HOPMQ_SOCKET`, else [`SOCKET_PATH_DEFAULT`].
+pub fn socket_path_default() -> PathBuf {
+    std::env::var_os(SOCKET_ENV)
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(SOCKET_PATH_DEFAULT))
+}
+
+/// Options of [`Client::get_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetOptions {
+    /// How long to wait for a first message; zero never waits.
+    pub timeout: Duration,
+    /// At most this many messages, 1 to [`BATCH_MESSAGES_MAX`].
+    pub max: u32,
+    /// Only messages with this correlation id.
+    pub correlation_id: Option<String>,
+    /// Lease the messages for this long instead of removing them: each must be acked.
+    pub lease: Option<Duration>,
+}
+
+impl Default for GetOptions {
+    /// One message, no wait, any correlation id, removed for good.
+    fn default() -> Self {
+        Self {
+            timeout: Duration::ZERO,
+            max: 1,
+            correlation_id: None,
+            lease: None,
+        }
+    }
+}
+
+/// A connection to the local queue manager. Cheap to clone: clones share one connection, and
+/// calls made concurrently on it are multiplexed.
+///
+/// If the connection drops (the manager restarts), calls in flight fail with
+/// [`ClientError::ConnectionLost`] and the next call reconnects.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), hopmq::ClientError> {
+/// use std::time::Duration;
+/// let client = hopmq::Client::connect().await?;
+/// let id = client.put("orders", hopmq::Message::new("order 42")).await?;
+/// if let Some(message) = client.get("orders", Duration::from_secs(1)).await? {
+///     println!("{id}: {:?}", message.text());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    path: PathBuf,
+    client_name: String,
+    current: Mutex<Arc<Connection>>,
+    /// Serialises reconnects so that concurrent callers share one new connection.
+    reconnect: tokio::sync::Mutex<()>,
+}
+
+impl Client {
+    /// Connects to the manager at [`socket_path_default`].
+    pub async fn connect() -> Result<Self, ClientError> {
+        Self::connect_to(socket_path_default()).await
+    }
+
+    /// Connects to the manager listening at `path`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), hopmq::ClientError> {
+    /// let client = hopmq::Client::connect_to("/var/lib/hopmq/qmgr.sock").await?;
+    /// println!("connected to {}", client.manager());
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_to(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let path = path.as_ref().to_path_buf();
+        let client_name = client_name();
+        let connection = Connection::open(&path, &client_name).await?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                path,
+                client_name,
+                current: Mutex::new(Arc::new(connection)),
+                reconnect: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The name of the manager of the current connection.
+    pub fn manager(&self) -> String {
+        lock(&self.shared.current).manager.clone()
+    }
+
+    /// The socket this client connects to.
+    pub fn socket_path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Puts `message` to `address` (`QUEUE` or `QUEUE@MANAGER`). Returns once the message is
+    /// durable on the local manager (accepted in memory, if non-persistent).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: hopmq::Client) -> Result<(), hopmq::ClientError> {
+    /// let id = client.put("orders@charlie", hopmq::Message::new("order 42").priority(7)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn put(&self, address: &str, message: Message) -> Result<MessageId, ClientError> {
+        let operation = Operation::Put {
+            address: address.to_string(),
+            message: message.to_outgoing(),
+        };
+        match self.call(operation).await? {
+            Reply::Put(ids) if ids.len() == 1 => Ok(ids[0]),
+            reply => Err(unexpected("put", &reply)),
+        }
+    }
+
+    /// Puts several messages atomically: all are stored, or none. Ids come back in order.
+    pub async fn put_batch(
+        &self,
+        messages: Vec<(String, Message)>,
+    ) -> Result<Vec<MessageId>, ClientError> {
+        let count = messages.len();
+        let operation = Operation::PutBatch {
+            messages: messages
+                .into_iter()
+                .map(|(address, message)| (address, message.to_outgoing()))
+                .collect(),
+        };
+        match self.call(operation).await? {
+            Reply::Put(ids) if ids.len() == count => Ok(ids),
+            reply => Err(unexpected("put_batch", &reply)),
+        }
+    }
+
+    /// Takes one message from local `queue`, waiting up to `timeout` for one; `None` if none
+    /// came.
+    ///
+    /// Let the call finish rather than dropping its future: the manager cannot be told to
+    /// withdraw it, and a message it takes after the future is dropped is lost. Bound the wait
+    /// with `timeout` instead (or use [`get_leased`](Self::get_leased)).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: hopmq::Client) -> Result<(), hopmq::ClientError> {
+    /// use std::time::Duration;
+    /// while let Some(message) = client.get("orders", Duration::from_secs(5)).await? {
+    ///     println!("{:?}", message.text());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(
+        &self,
+        queue: &str,
+        timeout: Duration,
+    ) -> Result<Option<Message>, ClientError> {
+        let options = GetOptions {
+            timeout,
+            ..GetOptions::default()
+        };
+        Ok(self.get_with(queue, options).await?.into_iter().next())
+    }
+
+    /// Takes one message from local `queue` if one is there; never waits.
+    pub async fn poll(&self, queue: &str) -> Result<Option<Message>, ClientError> {
+        self.get(queue, Duration::ZERO).await
+    }
+
+    /// Takes (or leases) up to `options.max` messages from local `queue`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: hopmq::Client) -> Result<(), hopmq::ClientError> {
+    /// use std::time::Duration;
+    /// let replies = client
+    ///     .get_with("replies", hopmq::GetOptions {
+    ///         timeout: Duration::from_secs(2),
+    ///         max: 10,
+    ///         correlation_id: Some("req-1".into()),
+    ///         lease: None,
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_with(
+        &self,
+        queue: &str,
+        options: GetOptions,
+    ) -> Result<Vec<Message>, ClientError> {
+        if options.max == 0 || options.max > BATCH_MESSAGES_MAX {
+            return Err(ClientError::InvalidArgument(format!(
+                "max is {}; it must be 1 to {BATCH_MESSAGES_MAX}",
+                options.max
+            )));
+        }
+        let operation = Operation::Get {
+            queue: queue.to_string(),
+            timeout_ms: millis(options.timeout),
+            max: options.max,
+            selector: Selector {
+                correlation_id: options.correlation_id,
+            },
+            lease_ms: options.lease.map(millis),
+        };
+        messages("get", self.call(operation).await?)
+    }
+
+    /// Leases one message from local `queue`, waiting up to `timeout`. The message's
+    /// [`Message::lease`] must be [acked](Self::ack) within `lease`, or it returns to the queue
+    /// (as it does if this connection drops).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: hopmq::Client) -> Result<(), hopmq::ClientError> {
+    /// use std::time::Duration;
+    /// let leased = client
+    ///     .get_leased("orders", Duration::from_secs(1), Duration::from_secs(30))
+    ///     .await?;
+    /// if let Some(message) = leased {
+    ///     // ... process, then settle:
+    ///     client.ack(message.lease.into_iter().collect()).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_leased(
+        &self,
+        queue: &str,
+        timeout: Duration,
+        lease: Duration,
+    ) -> Result<Option<Message>, ClientError> {
+        let options = GetOptions {
+            timeout,
+            lease: Some(lease),
+            ..GetOptions::default()
+        };
+        Ok(self.get_with(queue, options).await?.into_iter().next())
+    }
+
+    /// Settles leased deliveries: they are removed for good.
+    pub async fn ack(&self, leases: Vec<u64>) -> Result<(), ClientError> {
+        done("ack", self.call(Operation::Ack { leases }).await?)
+    }
+
+    /// Returns leased deliveries to their queue at once.
+    pub async fn nack(&self, leases: Vec<u64>) -> Result<(), ClientError> {
+        done("nack", self.call(Operation::Nack { leases }).await?)
+    }
+
+    /// Copies of up to `max` messages of local `queue`, in delivery order; none is removed.
+    pub async fn browse(&self, queue: &str, max: u32) -> Result<Vec<Message>, ClientError> {
+        let operation = Operation::Browse {
+            queue: queue.to_string(),
+            max,
+        };
+        messages("browse", self.call(operation).await?)
+    }
+
+    /// Calls `handler` with a copy of every message put into local `queue` from now on (the
+    /// message stays in its queue). The handler runs on its own task, one message at a time;
+    /// hand slow work to another task. Dropping the handle, or [`NotifyHandle::cancel`], stops
+    /// it. The notification ends if the connection drops; notify again after reconnecting.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: hopmq::Client) -> Result<(), hopmq::ClientError> {
+    /// let handle = client.notify("orders", |message| println!("new: {:?}", message.text())).await?;
+    /// // ...
+    /// handle.cancel().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn notify<F>(&self, queue: &str, handler: F) -> Result<NotifyHandle, ClientError>
+    where
+        F: FnMut(Message) + Send + 'static,
+    {
+        let subscription = self.subscribe(queue).await?;
+        let (cancel, cancelled) = oneshot::channel();
+        let task = tokio::spawn(run_handler(subscription, handler, cancelled));
+        Ok(NotifyHandle {
+            cancel: Some(cancel),
+            task: Some(task),
+        })
+    }
+
+    /// Like [`notify`](Self::notify), for applications that prefer pulling: the returned
+    /// [`Subscription`] yields a copy of each message put into local `queue` from now on.
+    ///
+    /// Keep taking its messages: once [`SUBSCRIPTION_EVENTS_MAX`] are waiting, the whole
+    /// connection waits (replies to other calls included) rather than drop a notification.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: hopmq::Client) -> Result<(), hopmq::ClientError> {
+    /// let mut subscription = client.subscribe("orders").await?;
+    /// while let Some(message) = subscription.next().await {
+    ///     println!("new: {:?}", message.text());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe(&self, queue: &str) -> Result<Subscription, ClientError> {
+        let connection = self.connection().await?;
+        let (events, receiver) = mpsc::channel(SUBSCRIPTION_EVENTS_MAX);
+        let operation = Operation::Subscribe {
+            queue: queue.to_string(),
+        };
+        match connection.call(operation, Some(events)).await? {
+            Reply::Subscribed(id) => Ok(Subscription {
+                id: Some(id),
+                events: receiver,
+                connection,
+            }),
+            reply => Err(unexpected("subscribe", &reply)),
+        }
+    }
+
+    /// A high-throughput consumer of local `queue` that keeps up to `prefetch` messages
+    /// (clamped to 1..=[`BATCH_MESSAGES_MAX`]) fetched ahead of the application.
+    ///
+    /// Trade-off: prefetching uses destructive gets, so a fetched message is removed from the
+    /// queue before [`Consumer::next`] hands it out. Messages fetched but not yet taken when the
+    /// consumer is dropped, or when the process dies, are lost to the queue; so are those a
+    /// prefetch request still in flight takes after the consumer is dropped. Use
+    /// [`get_leased`](Self::get_leased) and [`ack`](Self::ack) where that matters more than
+    /// throughput.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: hopmq::Client) -> Result<(), hopmq::ClientError> {
+    /// let mut consumer = client.consumer("orders", 256);
+    /// loop {
+    ///     let message = consumer.next().await?;
+    ///     println!("{:?}", message.text());
+    /// }
+    /// # }
+    /// ```
+    pub fn consumer(&self, queue: &str, prefetch: u32) -> Consumer {
+        Consumer {
+            client: self.clone(),
+            queue: queue.to_string(),
+            prefetch: prefetch.clamp(1, BATCH_MESSAGES_MAX),
+            fetched: None,
+        }
+    }
+
+    /// Creates local `queue` (idempotent), holding at most `max_depth` messages (`None`: the
+    /// manager's default).
+    pub async fn declare(&self, queue: &str, max_depth: Option<u64>) -> Result<(), ClientError> {
+        let operation = Operation::Declare {
+            queue: queue.to_string(),
+            max_depth,
+        };
+        done("declare", self.call(operation).await?)
+    }
+
+    /// Deletes local `queue`, which must be empty.
+    pub async fn delete(&self, queue: &str) -> Result<(), ClientError> {
+        let operation = Operation::Delete {
+            queue: queue.to_string(),
+        };
+        done("delete", self.call(operation).await?)
+    }
+
+    /// The manager's state.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: hopmq::Client) -> Result<(), hopmq::ClientError> {
+    /// for queue in client.status().await?.queues {
+    ///     println!("{}: {} waiting", queue.name, queue.depth);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        match self.call(Operation::Status).await? {
+            Reply::Status(status) => Ok(status),
+            reply => Err(unexpected("status", &reply)),
+        }
+    }
+
+    async fn call(&self, operation: Operation) -> Result<Reply, ClientError> {
+        self.connection().await?.call(operation, None).await
+    }
+
+    /// The current connection, or a new one if it has closed.
+    async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
+        let current = lock(&self.shared.current).clone();
+        if current.is_open() {
+            return Ok(current);
+        }
+        let _reconnecting = self.shared.reconnect.lock().await;
+        let current = lock(&self.shared.current).clone();
+        if current.is_open() {
+            return Ok(current);
+        }
+        let fresh = Arc::new(Connection::open(&self.shared.path, &self.shared.client_name).await?);
+        *lock(&self.shared.current) = Arc::clone(&fresh);
+        Ok(fresh)
+    }
+}
+
+/// Stops a [`Client::notify`] handler when dropped or cancelled.
+#[derive(Debug)]
+pub struct NotifyHandle {
+    cancel: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ClientError>>>,
+}
+
+impl NotifyHandle {
+    /// Stops the handler and waits until the manager has ended the subscription. Errors only
+    /// if the unsubscribe itself failed; a connection that dropped already ended it.
+    pub async fn cancel(mut self) -> Result<(), ClientError> {
+        drop(self.cancel.take());
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the handler has stopped (cancelled, or its connection dropped).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+}
+
+impl Drop for NotifyHandle {
+    fn drop(&mut self) {
+        // Dropping `cancel` tells the task to unsubscribe and stop; it needs no one to wait.
+        drop(self.cancel.take());
+    }
+}
+
+async fn run_handler<F>(
+    mut subscription: Subscription,
+    mut handler: F,
+    mut cancelled: oneshot::Receiver<()>,
+) -> Result<(), ClientError>
+where
+    F: FnMut(Message) + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut cancelled => return subscription.cancel().await,
+            message = subscription.next() => match message {
+                Some(message) => handler(message),
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+/// Copies of the messages put into a queue, from [`Client::subscribe`]; also a
+/// [`Stream`](futures_core::Stream). Ends (`None`) when the connection drops. Dropping it
+/// unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    /// `None` once unsubscribed.
+    id: Option<u64>,
+    events: mpsc::Receiver<Delivery>,
+    /// The subscription lives on this connection only, not on the client's latest one.
+    connection: Arc<Connection>,
+}
+
+impl Subscription {
+    /// The next message put into the queue; `None` once the subscription has ended.
+    pub async fn next(&mut self) -> Option<Message> {
+        self.events.recv().await.map(Message::from)
+    }
+
+    /// The subscription's id on its connection.
+    pub fn id(&self) -> Option<u64> {
+        self.id
+    }
+
+    /// Unsubscribes and waits for the manager to confirm. A dropped connection already ended
+    /// the subscription, so that is not an error.
+    pub async fn cancel(mut self) -> Result<(), ClientError> {
+        let Some(id) = self.id.take() else {
+            return Ok(());
+        };
+        self.events.close();
+        let operation = Operation::Unsubscribe { subscription: id };
+        match self.connection.call(operation, None).await {
+            Ok(reply) => done("unsubscribe", reply),
+            Err(ClientError::ConnectionLost) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl futures_core::Stream for Subscription {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.events
+            .poll_recv(cx)
+            .map(|event| event.map(Message::from))
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        if !self.connection.is_open() {
+            return;
+        }
+        // Drop cannot await: hand the unsubscribe to the runtime that runs the connection.
+        let connection = Arc::clone(&self.connection);
+        connection.runtime.clone().spawn(async move {
+            let _ = connection
+                .call(Operation::Unsubscribe { subscription: id }, None)
+                .await;
+        });
+    }
+}
+
+/// A prefetching, destructive consumer of one queue, from [`Client::consumer`].
+#[derive(Debug)]
+pub struct Consumer {
+    client: Client,
+    queue: String,
+    prefetch: u32,
+    /// Fed by the prefetch task; `None` until the first `next` and after an error ended it.
+    fetched: Option<Fetched>,
+}
+
+#[derive(Debug)]
+struct Fetched {
+    messages: mpsc::Receiver<Result<Message, ClientError>>,
+    task: AbortHandle,
+}
+
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Consumer {
+    /// The next message, waiting as long as it takes. An error (a lost connection) stops the
+    /// prefetching; the next call starts it again, reconnecting if need be.
+    pub async fn next(&mut self) -> Result<Message, ClientError> {
+        loop {
+            let fetched = match &mut self.fetched {
+                Some(fetched) => fetched,
+                None => self.fetched.insert(self.start()),
+            };
+            match fetched.messages.recv().await {
+                Some(Ok(message)) => return Ok(message),
+                Some(Err(error)) => {
+                    self.fetched = None;
+                    return Err(error);
+                }
+                // The task ended without a word (it panicked): start over.
+                None => self.fetched = None,
+            }
+        }
+    }
+
+    /// The queue consumed.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    fn start(&self) -> Fetched {
+        // The channel's capacity is the prefetch limit: the task only asks for as many messages
+        // as it holds free slots for, so fetched-but-untaken messages never exceed `prefetch`.
+        let (sender, messages) = mpsc::channel(self.prefetch as usize);
+        let task = tokio::spawn(prefetch(self.client.clone(), self.queue.clone(), sender));
+        Fetched {
+            messages,
+            task: task.abort_handle(),
+        }
+    }
+}
+
+async fn prefetch(
+    client: Client,
+    queue: String,
+    sender: mpsc::Sender<Result<Message, ClientError>>,
+) {
+    loop {
+        let Ok(first) = sender.reserve().await else {
+            return;
+        };
+        let mut permits = vec![first];
+        if let Ok(more) = sender.try_reserve_many(sender.capacity()) {
+            permits.extend(more);
+        }
+        let options = GetOptions {
+            timeout: CONSUMER_WAIT,
+            max: u32::try_from(permits.len()).unwrap_or(BATCH_MESSAGES_MAX),
+            ..GetOptions::default()
+        };
+        match client.get_with(&queue, options).await {
+            Ok(messages) => {
+                // The manager returns at most `max` messages; `zip` keeps the bound if not.
+                for (permit, message) in permits.into_iter().zip(messages) {
+                    permit.send(Ok(message));
+                }
+            }
+            Err(error) => {
+                if let Some(permit) = permits.into_iter().next() {
+                    permit.send(Err(error));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// One handshaken connection and its two tasks.
+struct Connection {
+    manager: String,
+    frames: mpsc::Sender<ClientFrame>,
+    routes: Arc<Mutex<Routes>>,
+    next_id: AtomicU64,
+    runtime: tokio::runtime::Handle,
+    tasks: [AbortHandle; 2],
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("manager", &self.manager)
+            .field("open", &self.is_open())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the reader sends what arrives.
+#[derive(Default)]
+struct Routes {
+    /// Set once; from then on the maps stay empty.
+    closed: bool,
+    pending: HashMap<u64, Pending>,
+    subscriptions: HashMap<u64, mpsc::Sender<Delivery>>,
+}
+
+struct Pending {
+    reply: oneshot::Sender<Result<Reply, ApiError>>,
+    /// For a subscribe: where the subscription's events go once the manager accepts it.
+    events: Option<mpsc::Sender<Delivery>>,
+}
+
+impl Routes {
+    /// Dropping the senders answers every waiting call with `ConnectionLost` and ends every
+    /// subscription.
+    fn close(&mut self) {
+        self.closed = true;
+        self.pending.clear();
+        self.subscriptions.clear();
+    }
+}
+
+impl Connection {
+    async fn open(path: &Path, client_name: &str) -> Result<Self, ClientError> {
+        let handshake = async {
+            let stream =
+                UnixStream::connect(path)
+                    .await
+                    .map_err(|source| ClientError::Connect {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+            let (mut reader, writer) = stream.into_split();
+            let mut writer = BufWriter::new(writer);
+            let hello = ClientFrame::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: client_name.to_string(),
+            });
+            protocol::write_frame(&mut writer, &hello).await?;
+            writer.flush().await.map_err(FrameError::Io)?;
+            let welcome = protocol::read_frame::<ServerFrame, _>(&mut reader).await?;
+            Ok::<_, ClientError>((reader, writer, welcome))
+        };
+        let (reader, writer, welcome) =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+                .await
+                .map_err(|_| ClientError::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
+        let manager = match welcome {
+            ServerFrame::Welcome(welcome) if welcome.protocol_version == PROTOCOL_VERSION => {
+                welcome.manager
+            }
+            ServerFrame::Welcome(welcome) => {
+                return Err(ClientError::Handshake(ApiError::VersionMismatch {
+                    client: PROTOCOL_VERSION,
+                    server: welcome.protocol_version,
+                }));
+            }
+            ServerFrame::Refused(error) => return Err(ClientError::Handshake(error)),
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected Welcome or Refused, got {}",
+                    frame_kind(&other)
+                )));
+            }
+        };
+
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let (frames, outgoing) = mpsc::channel(OUTGOING_FRAMES_MAX);
+        let writer_task = tokio::spawn(write_loop(writer, outgoing, Arc::clone(&routes)));
+        let reader_task = tokio::spawn(read_loop(reader, Arc::clone(&routes)));
+        Ok(Self {
+            manager,
+            frames,
+            routes,
+            next_id: AtomicU64::new(1),
+            runtime: tokio::runtime::Handle::current(),
+            tasks: [writer_task.abort_handle(), reader_task.abort_handle()],
+        })
+    }
+
+    fn is_open(&self) -> bool {
+        !lock(&self.routes).closed
+    }
+
+    async fn call(
+        &self,
+        operation: Operation,
+        events: Option<mpsc::Sender<Delivery>>,
+    ) -> Result<Reply, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut routes = lock(&self.routes);
+            if routes.closed {
+                return Err(ClientError::ConnectionLost);
+            }
+            routes.pending.insert(id, Pending { reply, events });
+        }
+        // If this call is abandoned, its entry must not linger until a reply that may never
+        // come; after a reply the entry is already gone and this does nothing.
+        let _forget = ForgetOnDrop {
+            routes: &self.routes,
+            id,
+        };
+        let request = ClientFrame::Request(Request { id, operation });
+        self.frames
+            .send(request)
+            .await
+            .map_err(|_| ClientError::ConnectionLost)?;
+        answer
+            .await
+            .map_err(|_| ClientError::ConnectionLost)?
+            .map_err(ClientError::Api)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+struct ForgetOnDrop<'a> {
+    routes: &'a Mutex<Routes>,
+    id: u64,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        lock(self.routes).pending.remove(&self.id);
+    }
+}
+
+async fn write_loop(
+    mut writer: BufWriter<OwnedWriteHalf>,
+    mut outgoing: mpsc::Receiver<ClientFrame>,
+    routes: Arc<Mutex<Routes>>,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES_MAX);
+    while outgoing.recv_many(&mut batch, WRITE_BATCH_FRAMES_MAX).await > 0 {
+        let mut written = Ok(());
+        for frame in batch.drain(..) {
+            written = protocol::write_frame(&mut writer, &frame).await;
+            if written.is_err() {
+                break;
+            }
+        }
+        if written.is_ok() {
+            written = writer.flush().await.map_err(FrameError::Io);
+        }
+        if written.is_err() {
+            lock(&routes).close();
+            return;
+        }
+    }
+    // Every sender is gone: the connection was dropped.
+    let _ = writer.shutdown().await;
+}
+
+async fn read_loop(mut reader: OwnedReadHalf, routes: Arc<Mutex<Routes>>) {
+    // Any error ends the connection the same way: whatever was in flight is lost, and the
+    // cause belongs to no single call.
+    while let Ok(frame) = protocol::read_frame::<ServerFrame, _>(&mut reader).await {
+        match frame {
+            ServerFrame::Reply { id, result } => {
+                let mut routes = lock(&routes);
+                // Unknown ids belong to abandoned calls.
+                if let Some(pending) = routes.pending.remove(&id) {
+                    if let (Ok(Reply::Subscribed(subscription)), Some(events)) =
+                        (&result, pending.events)
+                    {
+                        routes.subscriptions.insert(*subscription, events);
+                    }
+                    let _ = pending.reply.send(result);
+                }
+            }
+            ServerFrame::Event {
+                subscription,
+                message,
+            } => {
+                let events = lock(&routes).subscriptions.get(&subscription).cloned();
+                // Events for a subscription ended on this side are stale, not an error.
+                if let Some(events) = events {
+                    if events.send(message).await.is_err() {
+                        lock(&routes).subscriptions.remove(&subscription);
+                    }
+                }
+            }
+            ServerFrame::Welcome(_) | ServerFrame::Refused(_) => break,
+        }
+    }
+    lock(&routes).close();
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks leaves no half-done state (each critical section is a
+    // single map operation), so a poisoned lock is still safe to use.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn client_name() -> String {
+    let program = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|path| path.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "hopmq-client".to_string());
+    format!("{program}[{}]", std::process::id())
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn messages(operation: &'static str, reply: Reply) -> Result<Vec<Message>, ClientError> {
+    match reply {
+        Reply::Messages(deliveries) => Ok(deliveries.into_iter().map(Message::from).collect()),
+        reply => Err(unexpected(operation, &reply)),
+    }
+}
+
+fn done(operation: &'static str, reply: Reply) -> Result<(), ClientError> {
+    match reply {
+        Reply::Done => Ok(()),
+        reply => Err(unexpected(operation, &reply)),
+    }
+}
+
+fn unexpected(operation: &'static str, reply: &Reply) -> ClientError {
+    let reply = match reply {
+        Reply::Put(ids) => format!("Put with {} ids", ids.len()),
+        Reply::Messages(messages) => format!("Messages ({})", messages.len()),
+        Reply::Subscribed(id) => format!("Subscribed({id})"),
+        Reply::Done => "Done".to_string(),
+        Reply::Status(_) => "Status".to_string(),
+    };
+    ClientError::UnexpectedReply { operation, reply }
+}
+
+fn frame_kind(frame: &ServerFrame) -> &'static str {
+    match frame {
+        ServerFrame::Welcome(_) => "Welcome",
+        ServerFrame::Refused(_) => "Refused",
+        ServerFrame::Reply { .. } => "Reply",
+        ServerFrame::Event { .. } => "Event",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_socket_is_overridden_by_the_environment() {
+        // Setting the variable is unsafe in edition 2024 (and unsafe code is denied), so only
+        // the fallback is checked here.
+        if std::env::var_os(SOCKET_ENV).is_none() {
+            assert_eq!(socket_path_default(), PathBuf::from(SOCKET_PATH_DEFAULT));
+        }
+    }
+
+    #[test]
+    fn wrong_replies_are_named() {
+        let error = unexpected("put", &Reply::Done);
+        assert_eq!(error.to_string(), "unexpected reply to put: Done");
+    }
+}
