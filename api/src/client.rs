@@ -1,8 +1,8 @@
 //! The async client: one Unix-socket connection to the local manager, multiplexing every call an
 //! application makes.
 //!
-//! Owns: the current connection (`Connection`), its writer and reader tasks, and the routing table that
-//! maps request ids to waiting calls and subscription ids to their event channels.
+//! Owns: the current connection (`Connection`), its writer and reader tasks, and the routing
+//! table that maps request ids to waiting calls and subscription ids to their event channels.
 //!
 //! How a call travels: the caller registers a oneshot under a fresh request id in the routing
 //! table, hands the frame to the writer task through a bounded channel, and awaits the oneshot.

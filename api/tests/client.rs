@@ -445,3 +445,32 @@ async fn a_reply_of_the_wrong_kind_is_an_error() {
     let error = client.status().await.unwrap_err();
     assert!(matches!(error, ClientError::UnexpectedReply { .. }));
 }
+
+#[tokio::test]
+async fn a_consumer_reports_a_lost_connection_then_resumes_on_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qmgr.sock");
+    let mut first = FakeManager::start_at(&path, Behaviour::default()).await;
+    let client = Client::connect_to(&path).await.unwrap();
+    let mut consumer = client.consumer("work", 4);
+    let waiting = tokio::spawn(async move {
+        let result = consumer.next().await;
+        (consumer, result)
+    });
+    first
+        .expect(|seen| matches!(seen, Seen::Request(Operation::Get { .. })).then_some(()))
+        .await;
+    first.stop().await;
+    let (mut consumer, result) = within(waiting).await.unwrap();
+    assert!(
+        matches!(result, Err(ClientError::ConnectionLost)),
+        "{result:?}"
+    );
+
+    let _second = FakeManager::start_at(&path, Behaviour::default()).await;
+    client.put("work", Message::new("resumed")).await.unwrap();
+    assert_eq!(
+        within(consumer.next()).await.unwrap().text(),
+        Some("resumed")
+    );
+}
