@@ -53,7 +53,8 @@ async fn connection(stream: UnixStream, id: u64, commands: mpsc::Sender<Command>
     let uid = stream.peer_cred().ok().map(|cred| cred.uid());
     let (mut reader, writer) = stream.into_split();
     let mut writer = BufWriter::new(writer);
-    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame::<ClientFrame, _>(&mut reader)).await;
+    let hello =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame::<ClientFrame, _>(&mut reader)).await;
     let welcome = match hello {
         Ok(Ok(ClientFrame::Hello(hello))) if hello.protocol_version == PROTOCOL_VERSION => {
             debug!(connection = id, client = %hello.client_name, "handshake");
@@ -65,12 +66,18 @@ async fn connection(stream: UnixStream, id: u64, commands: mpsc::Sender<Command>
         }
         Ok(Ok(ClientFrame::Hello(hello))) => {
             warn!(connection = id, client = %hello.client_name, version = hello.protocol_version, "refusing a client with another protocol version");
-            let refusal = ServerFrame::Refused(ApiError::VersionMismatch { client: hello.protocol_version, server: PROTOCOL_VERSION });
+            let refusal = ServerFrame::Refused(ApiError::VersionMismatch {
+                client: hello.protocol_version,
+                server: PROTOCOL_VERSION,
+            });
             let _ = send_and_flush(&mut writer, &refusal).await;
             return;
         }
         Ok(Ok(ClientFrame::Request(_))) => {
-            warn!(connection = id, "closing a client that sent a request before its hello");
+            warn!(
+                connection = id,
+                "closing a client that sent a request before its hello"
+            );
             return;
         }
         Ok(Err(FrameError::Closed)) => return,
@@ -79,7 +86,10 @@ async fn connection(stream: UnixStream, id: u64, commands: mpsc::Sender<Command>
             return;
         }
         Err(_) => {
-            warn!(connection = id, "closing a client that sent no hello within {HANDSHAKE_TIMEOUT:?}");
+            warn!(
+                connection = id,
+                "closing a client that sent no hello within {HANDSHAKE_TIMEOUT:?}"
+            );
             return;
         }
     };
@@ -87,14 +97,26 @@ async fn connection(stream: UnixStream, id: u64, commands: mpsc::Sender<Command>
         return;
     }
     let (frames, outgoing) = mpsc::channel(CONNECTION_FRAMES_MAX);
-    if commands.send(Command::Connected { connection: id, frames, uid }).await.is_err() {
+    if commands
+        .send(Command::Connected {
+            connection: id,
+            frames,
+            uid,
+        })
+        .await
+        .is_err()
+    {
         return;
     }
     let writer_task = tokio::spawn(write_loop(writer, outgoing));
     loop {
         match read_frame::<ClientFrame, _>(&mut reader).await {
             Ok(ClientFrame::Request(request)) => {
-                let command = Command::Request { connection: id, id: request.id, operation: request.operation };
+                let command = Command::Request {
+                    connection: id,
+                    id: request.id,
+                    operation: request.operation,
+                };
                 if commands.send(command).await.is_err() {
                     break;
                 }
@@ -111,18 +133,26 @@ async fn connection(stream: UnixStream, id: u64, commands: mpsc::Sender<Command>
         }
     }
     // The core drops its sender for this connection on Disconnected, which ends the writer.
-    let _ = commands.send(Command::Disconnected { connection: id }).await;
+    let _ = commands
+        .send(Command::Disconnected { connection: id })
+        .await;
     let _ = writer_task.await;
     debug!(connection = id, "connection closed");
 }
 
-async fn send_and_flush(writer: &mut BufWriter<OwnedWriteHalf>, frame: &ServerFrame) -> Result<(), FrameError> {
+async fn send_and_flush(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    frame: &ServerFrame,
+) -> Result<(), FrameError> {
     write_frame(writer, frame).await?;
     writer.flush().await?;
     Ok(())
 }
 
-async fn write_loop(mut writer: BufWriter<OwnedWriteHalf>, mut outgoing: mpsc::Receiver<ServerFrame>) {
+async fn write_loop(
+    mut writer: BufWriter<OwnedWriteHalf>,
+    mut outgoing: mpsc::Receiver<ServerFrame>,
+) {
     while let Some(frame) = outgoing.recv().await {
         if let Err(error) = write_frame(&mut writer, &frame).await {
             info!(%error, "a client's connection failed while writing");
@@ -131,7 +161,9 @@ async fn write_loop(mut writer: BufWriter<OwnedWriteHalf>, mut outgoing: mpsc::R
         // Batch whatever else is ready into the same flush.
         let mut written = 1;
         while written < FRAMES_PER_FLUSH_MAX {
-            let Ok(frame) = outgoing.try_recv() else { break };
+            let Ok(frame) = outgoing.try_recv() else {
+                break;
+            };
             if write_frame(&mut writer, &frame).await.is_err() {
                 return;
             }

@@ -25,17 +25,26 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
                 warn!("{warning}");
             }
             if checked.topology.manager(name.as_str()).is_none() {
-                bail!("manager `{name}` is not declared in topology {}", path.display());
+                bail!(
+                    "manager `{name}` is not declared in topology {}",
+                    path.display()
+                );
             }
             checked.topology
         }
         None => Topology::standalone(name.clone()),
     };
-    fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+    fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
     let _lock = lock_data_dir(&settings.data_dir)?;
     if settings.sync == SyncMode::Never {
-        warn!("sync = never: acknowledged messages are NOT on stable storage; a machine crash loses them");
+        warn!(
+            "sync = never: acknowledged messages are NOT on stable storage; a machine crash loses them"
+        );
     }
     let journal_config = JournalConfig {
         dir: settings.data_dir.join("journal"),
@@ -80,7 +89,13 @@ async fn serve(
         sync: settings.sync,
     };
     let journal = recovered.journal.clone();
-    let core = Core::new(settings.manager_name(), topology, limits, recovered, commits_tx);
+    let core = Core::new(
+        settings.manager_name(),
+        topology,
+        limits,
+        recovered,
+        commits_tx,
+    );
     tokio::spawn(manager::sequence_commits(commits_rx, done_tx));
     let core_task = tokio::spawn(manager::run(core, commands_rx, done_rx, shutdown.clone()));
     if let Some(address) = settings.metrics_listen {
@@ -88,9 +103,19 @@ async fn serve(
             .await
             .with_context(|| format!("cannot listen for metrics on {address}"))?;
         info!(%address, "serving metrics");
-        tokio::spawn(crate::metrics::serve(listener, commands_tx.clone(), journal, shutdown.clone()));
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            commands_tx.clone(),
+            journal,
+            shutdown.clone(),
+        ));
     }
-    tokio::spawn(crate::api_server::serve(listener, commands_tx, name.clone(), shutdown.clone()));
+    tokio::spawn(crate::api_server::serve(
+        listener,
+        commands_tx,
+        name.clone(),
+        shutdown.clone(),
+    ));
     info!(manager = %name, socket = %socket.display(), "ready");
 
     wait_for_signal().await?;
@@ -121,12 +146,15 @@ fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
             bail!("another manager is listening on {}", socket.display());
         }
-        fs::remove_file(socket).with_context(|| format!("cannot remove stale socket {}", socket.display()))?;
+        fs::remove_file(socket)
+            .with_context(|| format!("cannot remove stale socket {}", socket.display()))?;
     }
     if let Some(parent) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    let listener = UnixListener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    let listener = UnixListener::bind(socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
     fs::set_permissions(socket, fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", socket.display()))?;
     Ok(listener)
@@ -142,7 +170,13 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .with_context(|| format!("data directory {} is in use by another manager", data_dir.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).with_context(
+        || {
+            format!(
+                "data directory {} is in use by another manager",
+                data_dir.display()
+            )
+        },
+    )?;
     Ok(file)
 }

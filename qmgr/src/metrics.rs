@@ -83,28 +83,101 @@ pub fn render(status: &Status, journal: &JournalStats) -> String {
         status
             .queues
             .iter()
-            .map(|q| (format!("{{{manager},queue=\"{}\"}}", q.name), value(q) as f64))
+            .map(|q| {
+                (
+                    format!("{{{manager},queue=\"{}\"}}", q.name),
+                    value(q) as f64,
+                )
+            })
             .collect::<Vec<_>>()
     };
-    metric("hopmq_messages_put_total", "counter", "Messages put since start.", &one(status.messages_put));
-    metric("hopmq_messages_delivered_total", "counter", "Messages handed to applications since start.", &one(status.messages_delivered));
-    metric("hopmq_queue_depth", "gauge", "Messages waiting in a queue.", &per_queue(|q| q.depth));
-    metric("hopmq_queue_leased", "gauge", "Messages leased and not yet settled.", &per_queue(|q| q.leased));
-    metric("hopmq_queue_bytes", "gauge", "Body bytes waiting in a queue.", &per_queue(|q| q.bytes));
-    metric("hopmq_store_segments", "gauge", "Journal segment files.", &one(journal.segments.len() as u64));
-    metric("hopmq_store_bytes", "gauge", "Journal bytes on disk.", &one(journal.bytes_on_disk));
-    metric("hopmq_store_commits_total", "counter", "Group commits.", &one(journal.commits));
-    metric("hopmq_store_records_total", "counter", "Records committed.", &one(journal.records));
-    metric("hopmq_store_last_batch_records", "gauge", "Records in the last group commit.", &one(journal.batch_records_last));
+    metric(
+        "hopmq_messages_put_total",
+        "counter",
+        "Messages put since start.",
+        &one(status.messages_put),
+    );
+    metric(
+        "hopmq_messages_delivered_total",
+        "counter",
+        "Messages handed to applications since start.",
+        &one(status.messages_delivered),
+    );
+    metric(
+        "hopmq_queue_depth",
+        "gauge",
+        "Messages waiting in a queue.",
+        &per_queue(|q| q.depth),
+    );
+    metric(
+        "hopmq_queue_leased",
+        "gauge",
+        "Messages leased and not yet settled.",
+        &per_queue(|q| q.leased),
+    );
+    metric(
+        "hopmq_queue_bytes",
+        "gauge",
+        "Body bytes waiting in a queue.",
+        &per_queue(|q| q.bytes),
+    );
+    metric(
+        "hopmq_store_segments",
+        "gauge",
+        "Journal segment files.",
+        &one(journal.segments.len() as u64),
+    );
+    metric(
+        "hopmq_store_bytes",
+        "gauge",
+        "Journal bytes on disk.",
+        &one(journal.bytes_on_disk),
+    );
+    metric(
+        "hopmq_store_commits_total",
+        "counter",
+        "Group commits.",
+        &one(journal.commits),
+    );
+    metric(
+        "hopmq_store_records_total",
+        "counter",
+        "Records committed.",
+        &one(journal.records),
+    );
+    metric(
+        "hopmq_store_last_batch_records",
+        "gauge",
+        "Records in the last group commit.",
+        &one(journal.batch_records_last),
+    );
     // fdatasync latency as a histogram: bucket i counts syncs under 2^i microseconds.
-    let _ = writeln!(out, "# HELP hopmq_store_fsync_seconds fdatasync latency.\n# TYPE hopmq_store_fsync_seconds histogram");
+    let _ = writeln!(
+        out,
+        "# HELP hopmq_store_fsync_seconds fdatasync latency.\n# TYPE hopmq_store_fsync_seconds histogram"
+    );
     let mut cumulative = 0;
     for (i, count) in journal.fsync_micros_log2_buckets.iter().enumerate() {
         cumulative += count;
-        let bound = if i + 1 == FSYNC_BUCKETS { "+Inf".to_owned() } else { format!("{}", (1u64 << i) as f64 / 1e6) };
-        let _ = writeln!(out, "hopmq_store_fsync_seconds_bucket{{{manager},le=\"{bound}\"}} {cumulative}");
+        let bound = if i + 1 == FSYNC_BUCKETS {
+            "+Inf".to_owned()
+        } else {
+            format!("{}", (1u64 << i) as f64 / 1e6)
+        };
+        let _ = writeln!(
+            out,
+            "hopmq_store_fsync_seconds_bucket{{{manager},le=\"{bound}\"}} {cumulative}"
+        );
     }
-    let _ = writeln!(out, "hopmq_store_fsync_seconds_sum{{{manager}}} {}", journal.fsync_nanos_total as f64 / 1e9);
-    let _ = writeln!(out, "hopmq_store_fsync_seconds_count{{{manager}}} {}", journal.fsyncs);
+    let _ = writeln!(
+        out,
+        "hopmq_store_fsync_seconds_sum{{{manager}}} {}",
+        journal.fsync_nanos_total as f64 / 1e9
+    );
+    let _ = writeln!(
+        out,
+        "hopmq_store_fsync_seconds_count{{{manager}}} {}",
+        journal.fsyncs
+    );
     out
 }

@@ -27,20 +27,32 @@ pub struct Connection {
 
 impl Connection {
     fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")
     }
 
     async fn client(&self) -> anyhow::Result<Client> {
-        let path = self.socket.clone().unwrap_or_else(hopmq::client::socket_path_default);
-        Client::connect_to(&path).await.with_context(|| format!("cannot reach the manager at {}", path.display()))
+        let path = self
+            .socket
+            .clone()
+            .unwrap_or_else(hopmq::client::socket_path_default);
+        Client::connect_to(&path)
+            .await
+            .with_context(|| format!("cannot reach the manager at {}", path.display()))
     }
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 500ms, 30s or 5m"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 500ms, 30s or 5m"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,
@@ -115,7 +127,10 @@ impl PutArgs {
             let client = self.connection.client().await?;
             let single = match (&self.body, &self.file) {
                 (Some(body), _) => Some(body.clone().into_bytes()),
-                (None, Some(file)) => Some(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?),
+                (None, Some(file)) => Some(
+                    std::fs::read(file)
+                        .with_context(|| format!("cannot read {}", file.display()))?,
+                ),
                 (None, None) => None,
             };
             if let Some(body) = single {
@@ -191,7 +206,11 @@ pub fn to_json(message: &Message) -> serde_json::Value {
     });
     match message.text() {
         Some(text) => object["body"] = text.into(),
-        None => object["body_base64"] = base64::engine::general_purpose::STANDARD.encode(&message.body).into(),
+        None => {
+            object["body_base64"] = base64::engine::general_purpose::STANDARD
+                .encode(&message.body)
+                .into()
+        }
     }
     object
 }
@@ -218,7 +237,14 @@ pub struct GetArgs {
 
 impl GetArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        take(&self.connection, &self.queue, self.timeout, self.count, self.correlation_id, self.output)
+        take(
+            &self.connection,
+            &self.queue,
+            self.timeout,
+            self.count,
+            self.correlation_id,
+            self.output,
+        )
     }
 }
 
@@ -238,7 +264,14 @@ pub struct PollArgs {
 
 impl PollArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        take(&self.connection, &self.queue, Duration::ZERO, self.count, None, self.output)
+        take(
+            &self.connection,
+            &self.queue,
+            Duration::ZERO,
+            self.count,
+            None,
+            self.output,
+        )
     }
 }
 
@@ -255,7 +288,12 @@ fn take(
         let mut left = count;
         while left > 0 {
             let max = left.min(u64::from(hopmq::protocol::BATCH_MESSAGES_MAX)) as u32;
-            let options = GetOptions { timeout, max, correlation_id: correlation_id.clone(), lease: None };
+            let options = GetOptions {
+                timeout,
+                max,
+                correlation_id: correlation_id.clone(),
+                lease: None,
+            };
             let messages = client.get_with(queue, options).await?;
             if messages.is_empty() {
                 break;
@@ -347,17 +385,31 @@ impl StatusArgs {
                 println!("{}", serde_json::to_string_pretty(&status)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("manager {} (hopmq {}), up {}s", status.manager, status.version, status.uptime_secs);
-            println!("messages put {}, delivered {}", status.messages_put, status.messages_delivered);
+            println!(
+                "manager {} (hopmq {}), up {}s",
+                status.manager, status.version, status.uptime_secs
+            );
+            println!(
+                "messages put {}, delivered {}",
+                status.messages_put, status.messages_delivered
+            );
             let store = &status.store;
             println!(
                 "store: {} segments, {} bytes, {} commits, last batch {} records, sync {}",
                 store.segments, store.bytes, store.commits, store.last_batch_records, store.sync
             );
-            println!("{:<32} {:>10} {:>8} {:>12} {:>12}", "queue", "depth", "leased", "bytes", "oldest");
+            println!(
+                "{:<32} {:>10} {:>8} {:>12} {:>12}",
+                "queue", "depth", "leased", "bytes", "oldest"
+            );
             for q in &status.queues {
-                let oldest = q.oldest_age_ms.map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
-                println!("{:<32} {:>10} {:>8} {:>12} {:>12}", q.name, q.depth, q.leased, q.bytes, oldest);
+                let oldest = q
+                    .oldest_age_ms
+                    .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+                println!(
+                    "{:<32} {:>10} {:>8} {:>12} {:>12}",
+                    q.name, q.depth, q.leased, q.bytes, oldest
+                );
             }
             Ok(ExitCode::SUCCESS)
         })
@@ -379,7 +431,11 @@ pub struct DeclareArgs {
 impl DeclareArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         Connection::runtime()?.block_on(async {
-            self.connection.client().await?.declare(&self.queue, self.max_depth).await?;
+            self.connection
+                .client()
+                .await?
+                .declare(&self.queue, self.max_depth)
+                .await?;
             Ok(ExitCode::SUCCESS)
         })
     }

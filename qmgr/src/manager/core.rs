@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER, Envelope};
-use super::{Command, CONNECTION_FRAMES_MAX};
+use super::{CONNECTION_FRAMES_MAX, Command};
 use crate::config::SyncMode;
 use crate::queue::lease::{Lease, Leases, Return, on_return};
 use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
@@ -47,11 +47,26 @@ pub type Completion = (Continuation, Result<Vec<Location>, StoreError>);
 #[derive(Debug)]
 pub enum Continuation {
     /// Messages put: make them visible, then acknowledge.
-    Put { connection: u64, request: u64, items: Vec<PutItem>, ids: Vec<MessageId> },
+    Put {
+        connection: u64,
+        request: u64,
+        items: Vec<PutItem>,
+        ids: Vec<MessageId>,
+    },
     /// Messages got destructively: hand them over.
-    Get { connection: u64, request: u64, queue: QueueName, entries: Vec<Entry>, deliveries: Vec<Delivery> },
+    Get {
+        connection: u64,
+        request: u64,
+        queue: QueueName,
+        entries: Vec<Entry>,
+        deliveries: Vec<Delivery>,
+    },
     /// Leased messages acknowledged.
-    Ack { connection: u64, request: u64, leases: Vec<Lease> },
+    Ack {
+        connection: u64,
+        request: u64,
+        leases: Vec<Lease>,
+    },
     /// Messages removed with nobody waiting (expired).
     Removed { entries: Vec<Entry> },
     /// A message moved to another queue (dead-lettered, or restored after a failed hand-over).
@@ -78,7 +93,13 @@ struct Slot {
 
 impl Slot {
     fn new(max_depth: u64) -> Self {
-        Self { queue: LocalQueue::default(), max_depth, pending: 0, waiters: VecDeque::new(), subscribers: Vec::new() }
+        Self {
+            queue: LocalQueue::default(),
+            max_depth,
+            pending: 0,
+            waiters: VecDeque::new(),
+            subscribers: Vec::new(),
+        }
     }
 }
 
@@ -125,12 +146,24 @@ impl Payloads {
 
     fn get(&self, entry: &Entry, journal: &Journal) -> Result<Arc<[u8]>, PayloadError> {
         match entry.body {
-            BodyRef::Memory => {
-                self.memory.get(&entry.seq).cloned().ok_or(PayloadError::Missing(entry.seq))
-            }
-            BodyRef::Journal { segment, offset, len } => match self.cache.get(&entry.seq) {
+            BodyRef::Memory => self
+                .memory
+                .get(&entry.seq)
+                .cloned()
+                .ok_or(PayloadError::Missing(entry.seq)),
+            BodyRef::Journal {
+                segment,
+                offset,
+                len,
+            } => match self.cache.get(&entry.seq) {
                 Some(payload) => Ok(payload.clone()),
-                None => Ok(journal.read(Location { segment, offset, len })?.into()),
+                None => Ok(journal
+                    .read(Location {
+                        segment,
+                        offset,
+                        len,
+                    })?
+                    .into()),
             },
         }
     }
@@ -163,7 +196,10 @@ impl IdGenerator {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         // Two managers started in the same nanosecond still differ by name.
-        Self { high: nanos ^ u64::from(crc32c::crc32c(name.as_str().as_bytes())) << 32, counter: 0 }
+        Self {
+            high: nanos ^ u64::from(crc32c::crc32c(name.as_str().as_bytes())) << 32,
+            counter: 0,
+        }
     }
 
     fn next(&mut self) -> MessageId {
@@ -200,8 +236,12 @@ pub struct Core {
 
 fn api_error(error: &StoreError) -> ApiError {
     match error {
-        StoreError::DiskFull { .. } => ApiError::DiskFull { detail: error.to_string() },
-        other => ApiError::Storage { detail: other.to_string() },
+        StoreError::DiskFull { .. } => ApiError::DiskFull {
+            detail: error.to_string(),
+        },
+        other => ApiError::Storage {
+            detail: other.to_string(),
+        },
     }
 }
 
@@ -219,7 +259,10 @@ impl Core {
             ids: IdGenerator::new(&name),
             name,
             network,
-            payloads: Payloads { cache_bytes_max: limits.cache_bytes, ..Payloads::default() },
+            payloads: Payloads {
+                cache_bytes_max: limits.cache_bytes,
+                ..Payloads::default()
+            },
             limits,
             journal: recovered.journal,
             queues: HashMap::new(),
@@ -246,7 +289,8 @@ impl Core {
             .map(|q| (q.name.clone(), q.max_depth))
             .collect();
         for (queue, max_depth) in homed_here {
-            core.queues.insert(queue, Slot::new(max_depth.unwrap_or(core.limits.max_depth)));
+            core.queues
+                .insert(queue, Slot::new(max_depth.unwrap_or(core.limits.max_depth)));
         }
         core.ensure_slot(&dead_letter_queue());
         for (queue, entries) in recovered.queues {
@@ -274,28 +318,39 @@ impl Core {
             .queue(queue.as_str())
             .and_then(|q| q.max_depth)
             .unwrap_or(self.limits.max_depth);
-        self.queues.entry(queue.clone()).or_insert_with(|| Slot::new(max_depth))
+        self.queues
+            .entry(queue.clone())
+            .or_insert_with(|| Slot::new(max_depth))
     }
 
     /// A local queue an application may use, created on first use when allowed.
     fn local_queue(&mut self, name: &str) -> Result<QueueName, ApiError> {
-        let queue = QueueName::new(name).map_err(|e| ApiError::BadRequest { reason: e.to_string() })?;
+        let queue = QueueName::new(name).map_err(|e| ApiError::BadRequest {
+            reason: e.to_string(),
+        })?;
         if self.queues.contains_key(&queue) {
             return Ok(queue);
         }
         if queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) || !self.limits.auto_create_queues {
-            return Err(ApiError::UnknownQueue { queue: name.to_owned() });
+            return Err(ApiError::UnknownQueue {
+                queue: name.to_owned(),
+            });
         }
         self.ensure_slot(&queue);
         Ok(queue)
     }
 
     fn send(&mut self, connection: u64, frame: ServerFrame) -> bool {
-        let Some(conn) = self.connections.get(&connection) else { return false };
+        let Some(conn) = self.connections.get(&connection) else {
+            return false;
+        };
         match conn.frames.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(connection, "closing a connection that stopped reading ({CONNECTION_FRAMES_MAX} frames queued)");
+                warn!(
+                    connection,
+                    "closing a connection that stopped reading ({CONNECTION_FRAMES_MAX} frames queued)"
+                );
                 self.disconnect(connection, crate::manager::now_ms());
                 false
             }
@@ -321,18 +376,30 @@ impl Core {
     /// Handles one command from a connection.
     pub fn on_command(&mut self, command: Command, now_ms: u64) {
         match command {
-            Command::Connected { connection, frames, uid } => {
+            Command::Connected {
+                connection,
+                frames,
+                uid,
+            } => {
                 debug!(connection, ?uid, "client connected");
                 self.connections.insert(
                     connection,
-                    Connection { frames, subscriptions: HashMap::new(), waiters: HashSet::new() },
+                    Connection {
+                        frames,
+                        subscriptions: HashMap::new(),
+                        waiters: HashSet::new(),
+                    },
                 );
             }
             Command::Disconnected { connection } => self.disconnect(connection, now_ms),
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.status(now_ms));
             }
-            Command::Request { connection, id, operation } => {
+            Command::Request {
+                connection,
+                id,
+                operation,
+            } => {
                 if self.shutting_down {
                     self.reply(connection, id, Err(ApiError::ShuttingDown));
                 } else {
@@ -342,19 +409,42 @@ impl Core {
         }
     }
 
-    fn on_request(&mut self, connection: u64, id: u64, operation: hopmq::protocol::Operation, now_ms: u64) {
+    fn on_request(
+        &mut self,
+        connection: u64,
+        id: u64,
+        operation: hopmq::protocol::Operation,
+        now_ms: u64,
+    ) {
         use hopmq::protocol::Operation as Op;
         let result = match operation {
-            Op::Put { address, message } => self.put(connection, id, vec![(address, message)], now_ms),
-            Op::PutBatch { messages } => self.put(connection, id, messages, now_ms),
-            Op::Get { queue, timeout_ms, max, selector, lease_ms } => {
-                self.get(connection, id, &queue, timeout_ms, max, selector.correlation_id, lease_ms, now_ms)
+            Op::Put { address, message } => {
+                self.put(connection, id, vec![(address, message)], now_ms)
             }
+            Op::PutBatch { messages } => self.put(connection, id, messages, now_ms),
+            Op::Get {
+                queue,
+                timeout_ms,
+                max,
+                selector,
+                lease_ms,
+            } => self.get(
+                connection,
+                id,
+                &queue,
+                timeout_ms,
+                max,
+                selector.correlation_id,
+                lease_ms,
+                now_ms,
+            ),
             Op::Ack { leases } => self.ack(connection, id, &leases),
             Op::Nack { leases } => self.nack(connection, &leases, now_ms).map(Some),
             Op::Browse { queue, max } => self.browse(&queue, max, now_ms).map(Some),
             Op::Subscribe { queue } => self.subscribe(connection, &queue).map(Some),
-            Op::Unsubscribe { subscription } => self.unsubscribe(connection, subscription).map(Some),
+            Op::Unsubscribe { subscription } => {
+                self.unsubscribe(connection, subscription).map(Some)
+            }
             Op::Declare { queue, max_depth } => self.declare(&queue, max_depth).map(Some),
             Op::Delete { queue } => self.delete(&queue).map(Some),
             Op::Status => Ok(Some(Reply::Status(self.status(now_ms)))),
@@ -373,10 +463,17 @@ impl Core {
 
     /// Where a put to `address` goes: a local queue, or the queue of messages waiting to leave.
     fn resolve(&mut self, address: &str) -> Result<QueueName, ApiError> {
-        let bad = |reason: String| ApiError::BadAddress { address: address.to_owned(), reason };
-        let parsed: Address = address.parse().map_err(|e: hopmq::NameError| bad(e.to_string()))?;
+        let bad = |reason: String| ApiError::BadAddress {
+            address: address.to_owned(),
+            reason,
+        };
+        let parsed: Address = address
+            .parse()
+            .map_err(|e: hopmq::NameError| bad(e.to_string()))?;
         if parsed.queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
-            return Err(bad(format!("queue names starting with `{SYSTEM_QUEUE_PREFIX}` are reserved")));
+            return Err(bad(format!(
+                "queue names starting with `{SYSTEM_QUEUE_PREFIX}` are reserved"
+            )));
         }
         let home = match &parsed.manager {
             Some(manager) => manager.clone(),
@@ -417,7 +514,10 @@ impl Core {
         now_ms: u64,
     ) -> Result<Option<Reply>, ApiError> {
         if messages.is_empty() || messages.len() > BATCH_MESSAGES_MAX as usize {
-            return Err(ApiError::BatchTooLarge { count: messages.len() as u64, limit: u64::from(BATCH_MESSAGES_MAX) });
+            return Err(ApiError::BatchTooLarge {
+                count: messages.len() as u64,
+                limit: u64::from(BATCH_MESSAGES_MAX),
+            });
         }
         // Validate everything first: a batch is stored whole or not at all.
         let mut targets = Vec::with_capacity(messages.len());
@@ -425,13 +525,22 @@ impl Core {
         for (address, message) in &messages {
             let bytes = message.body.len() as u64;
             if bytes > self.limits.max_message_bytes {
-                return Err(ApiError::MessageTooLarge { bytes, limit: self.limits.max_message_bytes });
+                return Err(ApiError::MessageTooLarge {
+                    bytes,
+                    limit: self.limits.max_message_bytes,
+                });
             }
             if message.priority > PRIORITY_MAX {
-                return Err(ApiError::BadRequest { reason: format!("priority {} is over {PRIORITY_MAX}", message.priority) });
+                return Err(ApiError::BadRequest {
+                    reason: format!("priority {} is over {PRIORITY_MAX}", message.priority),
+                });
             }
             let queue = self.resolve(address)?;
-            if let Some(limit) = self.topology.queue(queue.as_str()).and_then(|q| q.max_message_bytes) {
+            if let Some(limit) = self
+                .topology
+                .queue(queue.as_str())
+                .and_then(|q| q.max_message_bytes)
+            {
                 if bytes > limit {
                     return Err(ApiError::MessageTooLarge { bytes, limit });
                 }
@@ -441,7 +550,10 @@ impl Core {
             let slot = &self.queues[&queue];
             let held = slot.queue.depth() + slot.pending + self.leases.leased(queue.as_str());
             if held + *count > slot.max_depth {
-                return Err(ApiError::QueueFull { queue: queue.to_string(), max_depth: slot.max_depth });
+                return Err(ApiError::QueueFull {
+                    queue: queue.to_string(),
+                    max_depth: slot.max_depth,
+                });
             }
             targets.push(queue);
         }
@@ -452,14 +564,23 @@ impl Core {
             let seq = self.next_seq;
             self.next_seq += 1;
             let id = self.ids.next();
-            let envelope = Envelope { seq, queue: queue.as_str(), id, destination: address, origin: self.name.as_str(), put_at_ms: now_ms };
+            let envelope = Envelope {
+                seq,
+                queue: queue.as_str(),
+                id,
+                destination: address,
+                origin: self.name.as_str(),
+                put_at_ms: now_ms,
+            };
             let payload = delivery::encode_put(&envelope, message);
             let entry = Entry {
                 seq,
                 body: BodyRef::Memory,
                 bytes: message.body.len() as u32,
                 priority: message.priority,
-                expires_at_ms: message.ttl_ms.map_or(u64::MAX, |ttl| now_ms.saturating_add(ttl)),
+                expires_at_ms: message
+                    .ttl_ms
+                    .map_or(u64::MAX, |ttl| now_ms.saturating_add(ttl)),
                 put_at_ms: now_ms,
                 correlation: correlation_hash(message.correlation_id.as_deref()),
                 delivery_count: 0,
@@ -470,10 +591,20 @@ impl Core {
             if let Some(slot) = self.queues.get_mut(&queue) {
                 slot.pending += 1;
             }
-            items.push(PutItem { queue, entry, payload: payload.into(), persistent: message.persistent });
+            items.push(PutItem {
+                queue,
+                entry,
+                payload: payload.into(),
+                persistent: message.persistent,
+            });
             ids.push(id);
         }
-        let continuation = Continuation::Put { connection, request, items, ids };
+        let continuation = Continuation::Put {
+            connection,
+            request,
+            items,
+            ids,
+        };
         if journal_payloads.is_empty() {
             self.apply(continuation, Ok(Vec::new()), now_ms);
         } else {
@@ -495,7 +626,9 @@ impl Core {
         now_ms: u64,
     ) -> Result<Option<Reply>, ApiError> {
         if max == 0 || max > BATCH_MESSAGES_MAX {
-            return Err(ApiError::BadRequest { reason: format!("max must be 1 to {BATCH_MESSAGES_MAX}, not {max}") });
+            return Err(ApiError::BadRequest {
+                reason: format!("max must be 1 to {BATCH_MESSAGES_MAX}, not {max}"),
+            });
         }
         let queue = self.local_queue(queue)?;
         let waiter = Waiter {
@@ -515,7 +648,8 @@ impl Core {
         }
         self.next_waiter += 1;
         let waiter_id = self.next_waiter;
-        self.waiter_deadlines.insert((waiter.deadline_ms, waiter_id));
+        self.waiter_deadlines
+            .insert((waiter.deadline_ms, waiter_id));
         if let Some(slot) = self.queues.get_mut(&queue) {
             slot.waiters.push_back(waiter_id);
         }
@@ -528,21 +662,37 @@ impl Core {
 
     /// Takes messages for `waiter` if any qualify, and starts handing them over.
     fn try_serve(&mut self, waiter: &Waiter, now_ms: u64) -> bool {
-        let correlation = waiter.correlation_id.as_deref().map(|id| correlation_hash(Some(id)));
-        let Some(slot) = self.queues.get_mut(&waiter.queue) else { return false };
+        let correlation = waiter
+            .correlation_id
+            .as_deref()
+            .map(|id| correlation_hash(Some(id)));
+        let Some(slot) = self.queues.get_mut(&waiter.queue) else {
+            return false;
+        };
         let (payloads, journal) = (&self.payloads, &self.journal);
         let taken = slot.queue.take(now_ms, waiter.max, correlation, |entry| {
             payloads
                 .get(entry, journal)
                 .ok()
-                .and_then(|p| delivery::stored(&p).ok().map(|s| s.correlation_id == waiter.correlation_id.as_deref()))
+                .and_then(|p| {
+                    delivery::stored(&p)
+                        .ok()
+                        .map(|s| s.correlation_id == waiter.correlation_id.as_deref())
+                })
                 .unwrap_or(false)
         });
         self.remove_expired(taken.expired);
         if taken.entries.is_empty() {
             return false;
         }
-        self.hand_over(waiter.connection, waiter.request, waiter.queue.clone(), taken.entries, waiter.lease_ms, now_ms);
+        self.hand_over(
+            waiter.connection,
+            waiter.request,
+            waiter.queue.clone(),
+            taken.entries,
+            waiter.lease_ms,
+            now_ms,
+        );
         true
     }
 
@@ -563,8 +713,13 @@ impl Core {
                 .get(entry, &self.journal)
                 .map_err(|e| e.to_string())
                 .and_then(|payload| {
-                    delivery::to_delivery(&payload, entry, None, !matches!(entry.body, BodyRef::Memory))
-                        .map_err(|e| e.to_string())
+                    delivery::to_delivery(
+                        &payload,
+                        entry,
+                        None,
+                        !matches!(entry.body, BodyRef::Memory),
+                    )
+                    .map_err(|e| e.to_string())
                 });
             match delivery {
                 Ok(delivery) => deliveries.push(delivery),
@@ -574,21 +729,39 @@ impl Core {
                         entry.delivery_count -= 1;
                         self.insert(&queue, entry);
                     }
-                    self.reply(connection, request, Err(ApiError::Storage { detail: reason }));
+                    self.reply(
+                        connection,
+                        request,
+                        Err(ApiError::Storage { detail: reason }),
+                    );
                     return;
                 }
             }
         }
         if let Some(lease_ms) = lease_ms {
             for (entry, delivery) in entries.iter().zip(&mut deliveries) {
-                delivery.lease = Some(self.leases.grant(queue.clone(), *entry, connection, now_ms, lease_ms));
+                delivery.lease =
+                    Some(
+                        self.leases
+                            .grant(queue.clone(), *entry, connection, now_ms, lease_ms),
+                    );
             }
             self.messages_delivered += deliveries.len() as u64;
             self.reply(connection, request, Ok(Reply::Messages(deliveries)));
             return;
         }
-        let seqs: Vec<u64> = entries.iter().filter(|e| !matches!(e.body, BodyRef::Memory)).map(|e| e.seq).collect();
-        let continuation = Continuation::Get { connection, request, queue, entries, deliveries };
+        let seqs: Vec<u64> = entries
+            .iter()
+            .filter(|e| !matches!(e.body, BodyRef::Memory))
+            .map(|e| e.seq)
+            .collect();
+        let continuation = Continuation::Get {
+            connection,
+            request,
+            queue,
+            entries,
+            deliveries,
+        };
         if seqs.is_empty() {
             self.apply(continuation, Ok(Vec::new()), now_ms);
         } else {
@@ -596,11 +769,23 @@ impl Core {
         }
     }
 
-    fn ack(&mut self, connection: u64, request: u64, lease_ids: &[u64]) -> Result<Option<Reply>, ApiError> {
+    fn ack(
+        &mut self,
+        connection: u64,
+        request: u64,
+        lease_ids: &[u64],
+    ) -> Result<Option<Reply>, ApiError> {
         let leases = self.settle(connection, lease_ids)?;
-        let seqs: Vec<u64> =
-            leases.iter().filter(|l| !matches!(l.entry.body, BodyRef::Memory)).map(|l| l.entry.seq).collect();
-        let continuation = Continuation::Ack { connection, request, leases };
+        let seqs: Vec<u64> = leases
+            .iter()
+            .filter(|l| !matches!(l.entry.body, BodyRef::Memory))
+            .map(|l| l.entry.seq)
+            .collect();
+        let continuation = Continuation::Ack {
+            connection,
+            request,
+            leases,
+        };
         if seqs.is_empty() {
             self.apply(continuation, Ok(Vec::new()), crate::manager::now_ms());
         } else {
@@ -618,11 +803,17 @@ impl Core {
 
     /// Ends the leases if all are held by `connection`; none otherwise.
     fn settle(&mut self, connection: u64, lease_ids: &[u64]) -> Result<Vec<Lease>, ApiError> {
-        if let Some(&lease) = lease_ids.iter().find(|&&id| !self.leases.held_by(id, connection)) {
+        if let Some(&lease) = lease_ids
+            .iter()
+            .find(|&&id| !self.leases.held_by(id, connection))
+        {
             return Err(ApiError::UnknownLease { lease });
         }
         let unique: BTreeSet<u64> = lease_ids.iter().copied().collect();
-        Ok(unique.into_iter().filter_map(|id| self.leases.settle(id, connection).ok()).collect())
+        Ok(unique
+            .into_iter()
+            .filter_map(|id| self.leases.settle(id, connection).ok())
+            .collect())
     }
 
     /// A message whose lease ended unacknowledged: back to its queue, or dead-lettered.
@@ -633,7 +824,10 @@ impl Core {
                 self.serve_waiters(&queue, now_ms);
             }
             Return::DeadLetter(entry) => {
-                let reason = format!("delivered {} times without an ack (max_deliveries)", entry.delivery_count);
+                let reason = format!(
+                    "delivered {} times without an ack (max_deliveries)",
+                    entry.delivery_count
+                );
                 self.dead_letter(&queue, entry, &reason, now_ms);
             }
         }
@@ -642,15 +836,22 @@ impl Core {
     fn dead_letter(&mut self, from: &QueueName, entry: Entry, reason: &str, now_ms: u64) {
         let dlq = dead_letter_queue();
         let seq = self.next_seq;
-        let moved = self.payloads.get(&entry, &self.journal).map_err(|e| e.to_string()).and_then(|payload| {
-            delivery::encode_moved(
-                &payload,
-                dlq.as_str(),
-                seq,
-                &[(DEAD_LETTER_REASON_HEADER, reason), (DEAD_LETTER_QUEUE_HEADER, from.as_str())],
-            )
+        let moved = self
+            .payloads
+            .get(&entry, &self.journal)
             .map_err(|e| e.to_string())
-        });
+            .and_then(|payload| {
+                delivery::encode_moved(
+                    &payload,
+                    dlq.as_str(),
+                    seq,
+                    &[
+                        (DEAD_LETTER_REASON_HEADER, reason),
+                        (DEAD_LETTER_QUEUE_HEADER, from.as_str()),
+                    ],
+                )
+                .map_err(|e| e.to_string())
+            });
         let payload = match moved {
             Ok(payload) => payload,
             Err(reason) => {
@@ -662,10 +863,24 @@ impl Core {
         self.next_seq += 1;
         warn!(queue = %from, seq = entry.seq, %reason, "message dead-lettered");
         let persistent = !matches!(entry.body, BodyRef::Memory);
-        let new_entry = Entry { seq, body: BodyRef::Memory, delivery_count: 0, put_at_ms: now_ms, ..entry };
+        let new_entry = Entry {
+            seq,
+            body: BodyRef::Memory,
+            delivery_count: 0,
+            put_at_ms: now_ms,
+            ..entry
+        };
         self.ensure_slot(&dlq).pending += 1;
-        let item = PutItem { queue: dlq, entry: new_entry, payload: payload.clone().into(), persistent };
-        let continuation = Continuation::Moved { item, old: Some(entry) };
+        let item = PutItem {
+            queue: dlq,
+            entry: new_entry,
+            payload: payload.clone().into(),
+            persistent,
+        };
+        let continuation = Continuation::Moved {
+            item,
+            old: Some(entry),
+        };
         if persistent {
             let remove = record::encode(&Record::Remove(vec![entry.seq]));
             self.commit(vec![payload, remove], continuation);
@@ -676,15 +891,26 @@ impl Core {
 
     fn browse(&mut self, queue: &str, max: u32, now_ms: u64) -> Result<Reply, ApiError> {
         let queue = self.local_queue(queue)?;
-        let entries = self.queues[&queue].queue.peek(now_ms, max.min(BATCH_MESSAGES_MAX) as usize);
+        let entries = self.queues[&queue]
+            .queue
+            .peek(now_ms, max.min(BATCH_MESSAGES_MAX) as usize);
         let mut deliveries = Vec::with_capacity(entries.len());
         for entry in entries {
-            let payload = self
-                .payloads
-                .get(&entry, &self.journal)
-                .map_err(|e| ApiError::Storage { detail: e.to_string() })?;
-            let delivery = delivery::to_delivery(&payload, &entry, None, !matches!(entry.body, BodyRef::Memory))
-                .map_err(|e| ApiError::Storage { detail: e.to_string() })?;
+            let payload =
+                self.payloads
+                    .get(&entry, &self.journal)
+                    .map_err(|e| ApiError::Storage {
+                        detail: e.to_string(),
+                    })?;
+            let delivery = delivery::to_delivery(
+                &payload,
+                &entry,
+                None,
+                !matches!(entry.body, BodyRef::Memory),
+            )
+            .map_err(|e| ApiError::Storage {
+                detail: e.to_string(),
+            })?;
             deliveries.push(delivery);
         }
         Ok(Reply::Messages(deliveries))
@@ -717,12 +943,18 @@ impl Core {
     }
 
     fn declare(&mut self, queue: &str, max_depth: Option<u64>) -> Result<Reply, ApiError> {
-        let queue = QueueName::new(queue).map_err(|e| ApiError::BadRequest { reason: e.to_string() })?;
+        let queue = QueueName::new(queue).map_err(|e| ApiError::BadRequest {
+            reason: e.to_string(),
+        })?;
         if queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
-            return Err(ApiError::BadRequest { reason: format!("queue names starting with `{SYSTEM_QUEUE_PREFIX}` are reserved") });
+            return Err(ApiError::BadRequest {
+                reason: format!("queue names starting with `{SYSTEM_QUEUE_PREFIX}` are reserved"),
+            });
         }
         if max_depth == Some(0) {
-            return Err(ApiError::BadRequest { reason: "max_depth must be at least 1".into() });
+            return Err(ApiError::BadRequest {
+                reason: "max_depth must be at least 1".into(),
+            });
         }
         let slot = self.ensure_slot(&queue);
         if let Some(max_depth) = max_depth {
@@ -736,14 +968,24 @@ impl Core {
         let slot = &self.queues[&queue];
         let held = slot.queue.depth() + slot.pending + self.leases.leased(queue.as_str());
         if held > 0 {
-            return Err(ApiError::QueueNotEmpty { queue: queue.to_string(), depth: held });
+            return Err(ApiError::QueueNotEmpty {
+                queue: queue.to_string(),
+                depth: held,
+            });
         }
         if queue.as_str() == DEAD_LETTER_QUEUE {
-            return Err(ApiError::BadRequest { reason: "the dead-letter queue cannot be deleted".into() });
+            return Err(ApiError::BadRequest {
+                reason: "the dead-letter queue cannot be deleted".into(),
+            });
         }
         if let Some(slot) = self.queues.remove(&queue) {
             for waiter in slot.waiters {
-                self.end_waiter(waiter, Err(ApiError::UnknownQueue { queue: queue.to_string() }));
+                self.end_waiter(
+                    waiter,
+                    Err(ApiError::UnknownQueue {
+                        queue: queue.to_string(),
+                    }),
+                );
             }
             for (connection, subscription) in slot.subscribers {
                 if let Some(conn) = self.connections.get_mut(&connection) {
@@ -763,7 +1005,10 @@ impl Core {
                 depth: slot.queue.depth(),
                 leased: self.leases.leased(name.as_str()),
                 bytes: slot.queue.bytes(),
-                oldest_age_ms: slot.queue.oldest_put_at_ms().map(|at| now_ms.saturating_sub(at)),
+                oldest_age_ms: slot
+                    .queue
+                    .oldest_put_at_ms()
+                    .map(|at| now_ms.saturating_sub(at)),
                 max_depth: slot.max_depth,
             })
             .collect();
@@ -787,7 +1032,9 @@ impl Core {
     }
 
     fn disconnect(&mut self, connection: u64, now_ms: u64) {
-        let Some(conn) = self.connections.remove(&connection) else { return };
+        let Some(conn) = self.connections.remove(&connection) else {
+            return;
+        };
         debug!(connection, "client disconnected");
         for waiter in conn.waiters {
             self.end_waiter(waiter, Ok(Reply::Messages(Vec::new())));
@@ -804,8 +1051,11 @@ impl Core {
 
     /// Removes a waiting get and answers it with `result` (if its connection is still there).
     fn end_waiter(&mut self, waiter_id: u64, result: Result<Reply, ApiError>) {
-        let Some(waiter) = self.waiters.remove(&waiter_id) else { return };
-        self.waiter_deadlines.remove(&(waiter.deadline_ms, waiter_id));
+        let Some(waiter) = self.waiters.remove(&waiter_id) else {
+            return;
+        };
+        self.waiter_deadlines
+            .remove(&(waiter.deadline_ms, waiter_id));
         if let Some(slot) = self.queues.get_mut(&waiter.queue) {
             slot.waiters.retain(|&w| w != waiter_id);
         }
@@ -821,13 +1071,20 @@ impl Core {
 
     fn serve_waiters(&mut self, queue: &QueueName, now_ms: u64) {
         loop {
-            let Some(slot) = self.queues.get(queue) else { return };
+            let Some(slot) = self.queues.get(queue) else {
+                return;
+            };
             if slot.queue.depth() == 0 {
                 return;
             }
-            let Some(&waiter_id) = slot.waiters.front() else { return };
-            let Some(waiter) = self.waiters.remove(&waiter_id) else { return };
-            self.waiter_deadlines.remove(&(waiter.deadline_ms, waiter_id));
+            let Some(&waiter_id) = slot.waiters.front() else {
+                return;
+            };
+            let Some(waiter) = self.waiters.remove(&waiter_id) else {
+                return;
+            };
+            self.waiter_deadlines
+                .remove(&(waiter.deadline_ms, waiter_id));
             if let Some(slot) = self.queues.get_mut(queue) {
                 slot.waiters.pop_front();
             }
@@ -836,14 +1093,19 @@ impl Core {
             }
             if !self.try_serve(&waiter, now_ms) {
                 // Nothing matched its selector: it keeps waiting, at the back.
-                self.waiter_deadlines.insert((waiter.deadline_ms, waiter_id));
+                self.waiter_deadlines
+                    .insert((waiter.deadline_ms, waiter_id));
                 if let Some(conn) = self.connections.get_mut(&waiter.connection) {
                     conn.waiters.insert(waiter_id);
                 }
                 let all_selective = {
                     self.waiters.insert(waiter_id, waiter);
                     let slot = &self.queues[queue];
-                    slot.waiters.iter().all(|w| self.waiters.get(w).is_some_and(|w| w.correlation_id.is_some()))
+                    slot.waiters.iter().all(|w| {
+                        self.waiters
+                            .get(w)
+                            .is_some_and(|w| w.correlation_id.is_some())
+                    })
                 };
                 if let Some(slot) = self.queues.get_mut(queue) {
                     slot.waiters.push_back(waiter_id);
@@ -856,19 +1118,28 @@ impl Core {
     }
 
     fn notify_subscribers(&mut self, item: &PutItem) {
-        let Some(slot) = self.queues.get(&item.queue) else { return };
+        let Some(slot) = self.queues.get(&item.queue) else {
+            return;
+        };
         if slot.subscribers.is_empty() {
             return;
         }
-        let delivery = match delivery::to_delivery(&item.payload, &item.entry, None, item.persistent) {
-            Ok(delivery) => delivery,
-            Err(e) => {
-                error!(error = %e, "cannot decode a message for its subscribers");
-                return;
-            }
-        };
+        let delivery =
+            match delivery::to_delivery(&item.payload, &item.entry, None, item.persistent) {
+                Ok(delivery) => delivery,
+                Err(e) => {
+                    error!(error = %e, "cannot decode a message for its subscribers");
+                    return;
+                }
+            };
         for (connection, subscription) in slot.subscribers.clone() {
-            self.send(connection, ServerFrame::Event { subscription, message: delivery.clone() });
+            self.send(
+                connection,
+                ServerFrame::Event {
+                    subscription,
+                    message: delivery.clone(),
+                },
+            );
         }
     }
 
@@ -877,30 +1148,51 @@ impl Core {
             return;
         }
         debug!(count = expired.len(), "expired messages removed");
-        let seqs: Vec<u64> =
-            expired.iter().filter(|e| !matches!(e.body, BodyRef::Memory)).map(|e| e.seq).collect();
+        let seqs: Vec<u64> = expired
+            .iter()
+            .filter(|e| !matches!(e.body, BodyRef::Memory))
+            .map(|e| e.seq)
+            .collect();
         if seqs.is_empty() {
             for entry in &expired {
                 self.payloads.forget(entry);
             }
         } else {
-            self.commit(vec![record::encode(&Record::Remove(seqs))], Continuation::Removed { entries: expired });
+            self.commit(
+                vec![record::encode(&Record::Remove(seqs))],
+                Continuation::Removed { entries: expired },
+            );
         }
     }
 
     // ---- commits ----------------------------------------------------------------------------
 
     /// Applies a finished commit from the sequencer.
-    pub fn on_commit(&mut self, continuation: Continuation, result: Result<Vec<Location>, StoreError>, now_ms: u64) {
+    pub fn on_commit(
+        &mut self,
+        continuation: Continuation,
+        result: Result<Vec<Location>, StoreError>,
+        now_ms: u64,
+    ) {
         self.in_flight -= 1;
         self.apply(continuation, result, now_ms);
     }
 
     /// Makes a durable effect visible and acknowledges it; also the path of effects that
     /// needed no journal write.
-    fn apply(&mut self, continuation: Continuation, result: Result<Vec<Location>, StoreError>, now_ms: u64) {
+    fn apply(
+        &mut self,
+        continuation: Continuation,
+        result: Result<Vec<Location>, StoreError>,
+        now_ms: u64,
+    ) {
         match continuation {
-            Continuation::Put { connection, request, items, ids } => {
+            Continuation::Put {
+                connection,
+                request,
+                items,
+                ids,
+            } => {
                 let locations = match result {
                     Ok(locations) => locations,
                     Err(error) => {
@@ -937,7 +1229,13 @@ impl Core {
                     self.serve_waiters(&queue, now_ms);
                 }
             }
-            Continuation::Get { connection, request, queue, entries, deliveries } => match result {
+            Continuation::Get {
+                connection,
+                request,
+                queue,
+                entries,
+                deliveries,
+            } => match result {
                 Ok(_) => {
                     let count = deliveries.len() as u64;
                     if self.reply(connection, request, Ok(Reply::Messages(deliveries))) {
@@ -964,7 +1262,11 @@ impl Core {
                     self.serve_waiters(&queue, now_ms);
                 }
             },
-            Continuation::Ack { connection, request, leases } => match result {
+            Continuation::Ack {
+                connection,
+                request,
+                leases,
+            } => match result {
                 Ok(_) => {
                     for lease in &leases {
                         self.forget(&lease.entry);
@@ -1028,11 +1330,23 @@ impl Core {
         self.forget(&entry);
         self.ensure_slot(queue).pending += 1;
         let persistent = !matches!(entry.body, BodyRef::Memory);
-        let item = PutItem { queue: queue.clone(), entry, payload: payload.clone(), persistent };
+        let item = PutItem {
+            queue: queue.clone(),
+            entry,
+            payload: payload.clone(),
+            persistent,
+        };
         if persistent {
-            self.commit(vec![payload.to_vec()], Continuation::Moved { item, old: None });
+            self.commit(
+                vec![payload.to_vec()],
+                Continuation::Moved { item, old: None },
+            );
         } else {
-            self.apply(Continuation::Moved { item, old: None }, Ok(Vec::new()), now_ms);
+            self.apply(
+                Continuation::Moved { item, old: None },
+                Ok(Vec::new()),
+                now_ms,
+            );
         }
     }
 
@@ -1060,8 +1374,12 @@ impl Core {
 
     /// Ends what is due at `now_ms`.
     pub fn on_timer(&mut self, now_ms: u64) {
-        let due: Vec<u64> =
-            self.waiter_deadlines.iter().take_while(|(at, _)| *at <= now_ms).map(|&(_, id)| id).collect();
+        let due: Vec<u64> = self
+            .waiter_deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .map(|&(_, id)| id)
+            .collect();
         for waiter in due {
             self.end_waiter(waiter, Ok(Reply::Messages(Vec::new())));
         }
@@ -1084,7 +1402,13 @@ impl Core {
         // Only a prefix of the journal is ever deleted: removal records in a segment refer to
         // messages in older ones, so a segment goes only once everything before it is gone.
         let active = self.journal.stats().active_segment;
-        let first_live = self.live_per_segment.keys().next().copied().unwrap_or(active).min(active);
+        let first_live = self
+            .live_per_segment
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(active)
+            .min(active);
         if let Err(error) = self.journal.delete_segments_before(first_live) {
             warn!(%error, "deleting dead journal segments failed");
         }
@@ -1106,7 +1430,11 @@ impl Core {
 }
 
 fn journal_ref(location: Location) -> BodyRef {
-    BodyRef::Journal { segment: location.segment, offset: location.offset, len: location.len }
+    BodyRef::Journal {
+        segment: location.segment,
+        offset: location.offset,
+        len: location.len,
+    }
 }
 
 fn dead_letter_queue() -> QueueName {

@@ -32,9 +32,15 @@ pub fn encode_put(envelope: &Envelope<'_>, message: &OutgoingMessage) -> Vec<u8>
         destination: envelope.destination,
         origin: envelope.origin,
         put_at_ms: envelope.put_at_ms,
-        expires_at_ms: message.ttl_ms.map(|ttl| envelope.put_at_ms.saturating_add(ttl)),
+        expires_at_ms: message
+            .ttl_ms
+            .map(|ttl| envelope.put_at_ms.saturating_add(ttl)),
         priority: message.priority,
-        headers: message.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        headers: message
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
         correlation_id: message.correlation_id.as_deref(),
         reply_to: message.reply_to.as_deref(),
         trace: vec![(envelope.origin, envelope.put_at_ms)],
@@ -68,12 +74,21 @@ pub fn stored(payload: &[u8]) -> Result<StoredMessage<'_>, RecordError> {
 }
 
 /// What an application receives for `entry`, whose payload is `payload`.
-pub fn to_delivery(payload: &[u8], entry: &Entry, lease: Option<u64>, persistent: bool) -> Result<Delivery, RecordError> {
+pub fn to_delivery(
+    payload: &[u8],
+    entry: &Entry,
+    lease: Option<u64>,
+    persistent: bool,
+) -> Result<Delivery, RecordError> {
     let stored = stored(payload)?;
     Ok(Delivery {
         id: MessageId(stored.id),
         body: stored.body.to_vec(),
-        headers: stored.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        headers: stored
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         priority: stored.priority,
         expires_at_ms: stored.expires_at_ms,
         correlation_id: stored.correlation_id.map(str::to_owned),
@@ -84,7 +99,10 @@ pub fn to_delivery(payload: &[u8], entry: &Entry, lease: Option<u64>, persistent
         trace: stored
             .trace
             .iter()
-            .map(|(manager, at_ms)| hopmq::Trace { manager: manager.to_string(), at_ms: *at_ms })
+            .map(|(manager, at_ms)| hopmq::Trace {
+                manager: manager.to_string(),
+                at_ms: *at_ms,
+            })
             .collect(),
         lease,
     })

@@ -64,17 +64,22 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
     let mut live: HashMap<u64, (u32, Entry)> = HashMap::new();
     let mut max_seq = 0u64;
     let (journal, report) = store::open(config, |location, payload| {
-        let at = |source| RecoverError::Record { segment: location.segment, offset: location.offset, source };
+        let at = |source| RecoverError::Record {
+            segment: location.segment,
+            offset: location.offset,
+            source,
+        };
         match record::decode(payload).map_err(at)? {
             Record::Enqueue(message) => {
                 let index = match name_index.get(message.queue) {
                     Some(&index) => index,
                     None => {
-                        let name = QueueName::new(message.queue).map_err(|_| RecoverError::QueueName {
-                            segment: location.segment,
-                            offset: location.offset,
-                            queue: message.queue.to_owned(),
-                        })?;
+                        let name =
+                            QueueName::new(message.queue).map_err(|_| RecoverError::QueueName {
+                                segment: location.segment,
+                                offset: location.offset,
+                                queue: message.queue.to_owned(),
+                            })?;
                         names.push(name);
                         let index = (names.len() - 1) as u32;
                         name_index.insert(message.queue.to_owned(), index);
@@ -84,7 +89,11 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
                 max_seq = max_seq.max(message.seq);
                 let entry = Entry {
                     seq: message.seq,
-                    body: BodyRef::Journal { segment: location.segment, offset: location.offset, len: location.len },
+                    body: BodyRef::Journal {
+                        segment: location.segment,
+                        offset: location.offset,
+                        len: location.len,
+                    },
                     bytes: message.body.len() as u32,
                     priority: message.priority,
                     expires_at_ms: message.expires_at_ms.unwrap_or(u64::MAX),
@@ -119,5 +128,11 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
             (name, entries)
         })
         .collect();
-    Ok(Recovered { journal, queues, next_seq: max_seq + 1, live_per_segment, report })
+    Ok(Recovered {
+        journal,
+        queues,
+        next_seq: max_seq + 1,
+        live_per_segment,
+        report,
+    })
 }

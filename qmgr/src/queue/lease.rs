@@ -99,7 +99,9 @@ impl Leases {
 
     /// True if lease `id` exists and is held by `connection`.
     pub fn held_by(&self, id: u64, connection: u64) -> bool {
-        self.by_id.get(&id).is_some_and(|lease| lease.connection == connection)
+        self.by_id
+            .get(&id)
+            .is_some_and(|lease| lease.connection == connection)
     }
 
     /// Ends every lease whose deadline is at or before `now_ms`.
