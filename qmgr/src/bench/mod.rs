@@ -1,6 +1,7 @@
 //! `qmgr bench ...`: benchmarks that print figures for BENCHMARKS.md. Timing lives here and
 //! never in tests.
 
+pub mod local;
 pub mod routes;
 
 use std::process::ExitCode;
@@ -11,12 +12,15 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Route computation: one manager's table on a large mesh, and all-pairs tables.
     Routes(routes::RoutesBench),
+    /// Put→get throughput and latency through one manager's local API.
+    Local(local::LocalBench),
 }
 
 impl BenchCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Self::Routes(bench) => bench.run(),
+            Self::Local(bench) => bench.run(),
         }
     }
 }
