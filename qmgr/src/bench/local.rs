@@ -208,7 +208,7 @@ impl LocalBench {
             put_elapsed.as_secs_f64(),
             elapsed.as_secs_f64()
         );
-        if histogram.len() > 0 {
+        if !histogram.is_empty() {
             let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
             println!(
                 "latency put->get: p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms ({} samples)",
