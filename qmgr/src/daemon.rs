@@ -87,6 +87,7 @@ async fn serve(
         auto_create_queues: settings.auto_create_queues,
         cache_bytes: settings.cache_bytes,
         sync: settings.sync,
+        segment_bytes: settings.segment_bytes,
     };
     let journal = recovered.journal.clone();
     let core = Core::new(

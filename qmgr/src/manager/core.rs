@@ -1,7 +1,7 @@
 //! The core's state and its handlers: one method per input (a command, a finished commit, the
 //! clock), each running to completion without awaiting anything.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER, Envelope};
+use super::liveness::Liveness;
 use super::{CONNECTION_FRAMES_MAX, Command};
 use crate::config::SyncMode;
 use crate::queue::lease::{Lease, Leases, Return, on_return};
@@ -26,6 +27,11 @@ use crate::store::{Commit, Journal, Location, StoreError};
 pub const DEAD_LETTER_QUEUE: &str = "DLQ";
 /// Queue names starting with this are the manager's own (transmission queues, held messages).
 pub const SYSTEM_QUEUE_PREFIX: &str = "hopmq.";
+/// Compact a segment when its live bytes are under 1/this of a segment.
+const COMPACT_LIVE_FRACTION: u64 = 4;
+/// ...and at least this many segments lie between it and the active one (so a segment that
+/// its consumers are about to drain is left to die on its own).
+const COMPACT_DISTANCE_MIN: u64 = 2;
 /// Expired messages removed per queue per maintenance tick, so a sweep never stalls the core.
 const EXPIRY_SWEEP_MAX: usize = 4096;
 
@@ -38,6 +44,7 @@ pub struct CoreLimits {
     pub auto_create_queues: bool,
     pub cache_bytes: u64,
     pub sync: SyncMode,
+    pub segment_bytes: u64,
 }
 
 /// A finished commit, handed back to the core by the sequencer.
@@ -71,6 +78,12 @@ pub enum Continuation {
     Removed { entries: Vec<Entry> },
     /// A message moved to another queue (dead-lettered, or restored after a failed hand-over).
     Moved { item: PutItem, old: Option<Entry> },
+    /// A live message's record copied to the journal's head by compaction.
+    Relocated {
+        seq: u64,
+        old_segment: u64,
+        old_len: u32,
+    },
 }
 
 /// One message on its way into a queue.
@@ -227,7 +240,10 @@ pub struct Core {
     ids: IdGenerator,
     commits: mpsc::UnboundedSender<(Commit, Continuation)>,
     in_flight: u64,
-    live_per_segment: BTreeMap<u64, u64>,
+    liveness: Liveness,
+    /// Records of the compaction in progress not yet written; one compaction at a time.
+    relocating: u64,
+    segment_bytes: u64,
     started: Instant,
     shutting_down: bool,
     messages_put: u64,
@@ -263,6 +279,7 @@ impl Core {
                 cache_bytes_max: limits.cache_bytes,
                 ..Payloads::default()
             },
+            segment_bytes: limits.segment_bytes,
             limits,
             journal: recovered.journal,
             queues: HashMap::new(),
@@ -275,7 +292,8 @@ impl Core {
             next_seq: recovered.next_seq,
             commits,
             in_flight: 0,
-            live_per_segment: recovered.live_per_segment,
+            liveness: recovered.liveness,
+            relocating: 0,
             started: Instant::now(),
             shutting_down: false,
             messages_put: 0,
@@ -1212,7 +1230,7 @@ impl Core {
                     if item.persistent {
                         if let Some(location) = locations.next() {
                             item.entry.body = journal_ref(location);
-                            *self.live_per_segment.entry(location.segment).or_default() += 1;
+                            self.liveness.add(location.segment, location.len);
                         }
                     }
                     self.payloads.keep(&item.entry, item.payload.clone());
@@ -1289,6 +1307,34 @@ impl Core {
                     self.forget(entry);
                 }
             }
+            Continuation::Relocated {
+                seq,
+                old_segment,
+                old_len,
+            } => {
+                self.relocating -= 1;
+                let location = match result {
+                    Ok(locations) => match locations.first() {
+                        Some(&location) => location,
+                        None => return,
+                    },
+                    Err(error) => {
+                        warn!(%error, "compaction write failed; the segment stays");
+                        return;
+                    }
+                };
+                // The copy counts only if the message is still queued: one taken meanwhile has
+                // its removal written after this copy, so the copy is dead on replay too.
+                let new_body = journal_ref(location);
+                let moved = self
+                    .queues
+                    .values_mut()
+                    .any(|slot| slot.queue.relocate(seq, new_body));
+                if moved {
+                    self.liveness.remove(old_segment, old_len);
+                    self.liveness.add(location.segment, location.len);
+                }
+            }
             Continuation::Moved { mut item, old } => {
                 if let Some(slot) = self.queues.get_mut(&item.queue) {
                     slot.pending -= 1;
@@ -1297,7 +1343,7 @@ impl Core {
                     Ok(locations) => {
                         if let Some(&location) = locations.first() {
                             item.entry.body = journal_ref(location);
-                            *self.live_per_segment.entry(location.segment).or_default() += 1;
+                            self.liveness.add(location.segment, location.len);
                         }
                         if let Some(old) = old {
                             self.forget(&old);
@@ -1353,13 +1399,8 @@ impl Core {
     /// Drops a message's payload and its claim on its segment.
     fn forget(&mut self, entry: &Entry) {
         self.payloads.forget(entry);
-        if let BodyRef::Journal { segment, .. } = entry.body {
-            if let Some(live) = self.live_per_segment.get_mut(&segment) {
-                *live -= 1;
-                if *live == 0 {
-                    self.live_per_segment.remove(&segment);
-                }
-            }
+        if let BodyRef::Journal { segment, len, .. } = entry.body {
+            self.liveness.remove(segment, len);
         }
     }
 
@@ -1402,15 +1443,71 @@ impl Core {
         // Only a prefix of the journal is ever deleted: removal records in a segment refer to
         // messages in older ones, so a segment goes only once everything before it is gone.
         let active = self.journal.stats().active_segment;
-        let first_live = self
-            .live_per_segment
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(active)
-            .min(active);
-        if let Err(error) = self.journal.delete_segments_before(first_live) {
+        let oldest_live = self.liveness.oldest().unwrap_or(active).min(active);
+        if oldest_live < active && self.relocating == 0 {
+            self.compact(oldest_live, active);
+        }
+        if let Err(error) = self.journal.delete_segments_before(oldest_live) {
             warn!(%error, "deleting dead journal segments failed");
+        }
+    }
+
+    /// Rewrites the few live messages of `segment` at the journal's head when that frees a
+    /// mostly dead segment, so that disk use follows the live data. Messages keep their seq,
+    /// so order is unchanged, and stay in their queues while the copies are written.
+    fn compact(&mut self, segment: u64, active: u64) {
+        let live_bytes = self.liveness.bytes(segment);
+        // Worth it only when the segment is mostly dead and not about to die on its own.
+        if live_bytes > self.segment_bytes / COMPACT_LIVE_FRACTION
+            || active - segment < COMPACT_DISTANCE_MIN
+        {
+            return;
+        }
+        let mut payloads = Vec::new();
+        let mut moves = Vec::new();
+        for slot in self.queues.values() {
+            for entry in slot.queue.entries() {
+                let BodyRef::Journal {
+                    segment: at, len, ..
+                } = entry.body
+                else {
+                    continue;
+                };
+                if at != segment {
+                    continue;
+                }
+                match self.payloads.get(entry, &self.journal) {
+                    Ok(payload) => {
+                        payloads.push(payload.to_vec());
+                        moves.push((entry.seq, len));
+                    }
+                    Err(error) => {
+                        warn!(%error, segment, seq = entry.seq, "cannot read a message to compact its segment");
+                        return;
+                    }
+                }
+            }
+        }
+        if payloads.is_empty() {
+            return; // only leased or in-flight messages hold it: they will settle
+        }
+        info!(
+            segment,
+            messages = payloads.len(),
+            live_bytes,
+            "compacting a mostly dead journal segment"
+        );
+        // Relocated records stand alone; one group per record keeps each under the batch limit.
+        for (payload, (seq, len)) in payloads.into_iter().zip(moves) {
+            self.relocating += 1;
+            self.commit(
+                vec![payload],
+                Continuation::Relocated {
+                    seq,
+                    old_segment: segment,
+                    old_len: len,
+                },
+            );
         }
     }
 

@@ -11,6 +11,7 @@
 
 pub mod core;
 pub mod delivery;
+pub mod liveness;
 pub mod recovery;
 
 use std::time::Duration;

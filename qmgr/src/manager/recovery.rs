@@ -5,10 +5,11 @@
 //! place); the later copy wins. Bodies are never held: an entry keeps only where its record
 //! is.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use hopmq::QueueName;
 
+use super::liveness::Liveness;
 use crate::queue::local::{BodyRef, Entry, correlation_hash};
 use crate::record::{self, Record, RecordError};
 use crate::store::{self, Journal, JournalConfig, RecoveryReport, StoreError};
@@ -21,8 +22,8 @@ pub struct Recovered {
     pub queues: Vec<(QueueName, Vec<Entry>)>,
     /// The seq the next message gets: above every seq the journal mentions.
     pub next_seq: u64,
-    /// How many live messages each segment holds.
-    pub live_per_segment: BTreeMap<u64, u64>,
+    /// Which segments hold live messages.
+    pub liveness: Liveness,
     /// What recovery found and did.
     pub report: RecoveryReport,
 }
@@ -112,11 +113,11 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
         }
         Ok::<(), RecoverError>(())
     })?;
-    let mut live_per_segment: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut liveness = Liveness::default();
     let mut per_queue: Vec<Vec<Entry>> = vec![Vec::new(); names.len()];
     for (_, (index, entry)) in live {
-        if let BodyRef::Journal { segment, .. } = entry.body {
-            *live_per_segment.entry(segment).or_default() += 1;
+        if let BodyRef::Journal { segment, len, .. } = entry.body {
+            liveness.add(segment, len);
         }
         per_queue[index as usize].push(entry);
     }
@@ -132,7 +133,7 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
         journal,
         queues,
         next_seq: max_seq + 1,
-        live_per_segment,
+        liveness,
         report,
     })
 }

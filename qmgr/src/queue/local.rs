@@ -175,6 +175,23 @@ impl LocalQueue {
             .collect()
     }
 
+    /// Every entry, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.by_priority.iter().flat_map(|q| q.iter())
+    }
+
+    /// Points entry `seq` at a new copy of its record; false if the entry is not here.
+    pub fn relocate(&mut self, seq: u64, body: BodyRef) -> bool {
+        for queue in &mut self.by_priority {
+            // Entries are in seq order within a priority.
+            if let Ok(i) = queue.binary_search_by_key(&seq, |e| e.seq) {
+                queue[i].body = body;
+                return true;
+            }
+        }
+        false
+    }
+
     /// Every entry, in no particular order (for moving or draining a queue).
     pub fn drain(&mut self) -> Vec<Entry> {
         self.depth = 0;
