@@ -362,6 +362,7 @@ where
         active,
         buffer: Vec::new(),
         waiters: Vec::new(),
+        prepared: None,
     };
     let (requests, receiver) = sync_channel(REQUEST_QUEUE_MAX);
     let handle = std::thread::Builder::new()

@@ -418,6 +418,15 @@ fn segments_roll_and_a_deleted_prefix_stays_deleted() {
         .collect();
     journal.close();
     drop(journal);
+    // The segment the writer prepared ahead was discarded on close.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read_dir")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![segment_path(dir.path(), active).file_name().expect("name")]
+    );
 
     let (journal, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
     assert_eq!(replayed, kept);

@@ -26,7 +26,7 @@ use super::format::{
     record_bytes_padded,
 };
 use super::journal::Shared;
-use super::segment::{create_segment, segment_path};
+use super::segment::{discard_prepared, install_segment, prepare_segment, segment_path};
 use super::{Location, SyncPolicy};
 
 /// What a producer hands the writer for one atomic group.
@@ -62,10 +62,21 @@ pub(crate) struct Writer {
     pub(crate) buffer: Vec<u8>,
     /// Waiters whose records are in `buffer`, completed once it is durable.
     pub(crate) waiters: Vec<(Completion, Vec<Location>)>,
+    /// The next segment, being written ahead of time on a helper thread.
+    pub(crate) prepared: Option<Prepared>,
+}
+
+/// A segment prepared ahead of time, so that rolling costs a rename instead of writing and
+/// syncing a whole segment while producers wait.
+pub(crate) struct Prepared {
+    segment: u64,
+    result: Receiver<Result<File, StoreError>>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Writer {
     pub(crate) fn run(mut self, requests: Receiver<Request>) {
+        self.prepare_ahead();
         let mut batch = Vec::new();
         loop {
             let Ok(first) = requests.recv() else { return };
@@ -199,21 +210,46 @@ impl Writer {
         }
     }
 
-    /// Makes a new segment the active one.
+    /// Makes a new segment the active one, using the one prepared ahead if it is there.
     fn roll(&mut self) -> Result<(), StoreError> {
         let next = self.active.id + 1;
         let journal_bytes = self.shared.bytes_on_disk();
-        if let Some(limit) = self.disk_bytes_max {
-            if journal_bytes + self.segment_bytes > limit {
-                return Err(StoreError::DiskFull {
-                    dir: self.shared.dir.clone(),
-                    segment: next,
-                    segment_bytes: self.segment_bytes,
-                    journal_bytes,
-                });
+        let prepared = match self.prepared.take() {
+            Some(prepared) if prepared.segment == next => {
+                let result = prepared.result.recv();
+                let _ = prepared.thread.join();
+                match result {
+                    Ok(Ok(file)) => Some(file),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "preparing a journal segment ahead failed; retrying");
+                        None
+                    }
+                    Err(_) => None,
+                }
             }
-        }
-        let file = create_segment(&self.shared.dir, next, self.segment_bytes, journal_bytes)?;
+            Some(prepared) => {
+                self.discard(prepared);
+                None
+            }
+            None => None,
+        };
+        let file = match prepared {
+            Some(file) => file,
+            None => {
+                if let Some(limit) = self.disk_bytes_max {
+                    if journal_bytes + self.segment_bytes > limit {
+                        return Err(StoreError::DiskFull {
+                            dir: self.shared.dir.clone(),
+                            segment: next,
+                            segment_bytes: self.segment_bytes,
+                            journal_bytes,
+                        });
+                    }
+                }
+                prepare_segment(&self.shared.dir, next, self.segment_bytes, journal_bytes)?
+            }
+        };
+        install_segment(&self.shared.dir, next)?;
         let file = Arc::new(file);
         self.shared.seal_and_add_segment(
             self.active.id,
@@ -228,7 +264,52 @@ impl Writer {
             write_offset: SEGMENT_HEADER_BYTES,
             capacity: self.segment_bytes,
         };
+        self.prepare_ahead();
         Ok(())
+    }
+
+    /// Starts writing the segment after the active one on a helper thread, unless that would
+    /// pass `disk_bytes_max` (then rolling tries, and reports, by itself).
+    fn prepare_ahead(&mut self) {
+        let next = self.active.id + 1;
+        let journal_bytes = self.shared.bytes_on_disk();
+        if let Some(limit) = self.disk_bytes_max {
+            if journal_bytes + self.segment_bytes > limit {
+                return;
+            }
+        }
+        let (sender, result) = std::sync::mpsc::channel();
+        let dir = self.shared.dir.clone();
+        let segment_bytes = self.segment_bytes;
+        let spawned = std::thread::Builder::new()
+            .name("journal-prepare".to_owned())
+            .spawn(move || {
+                let _ = sender.send(prepare_segment(&dir, next, segment_bytes, journal_bytes));
+            });
+        match spawned {
+            Ok(thread) => {
+                self.prepared = Some(Prepared {
+                    segment: next,
+                    result,
+                    thread,
+                });
+            }
+            Err(error) => tracing::warn!(%error, "cannot prepare journal segments ahead"),
+        }
+    }
+
+    fn discard(&self, prepared: Prepared) {
+        let _ = prepared.thread.join();
+        discard_prepared(&self.shared.dir, prepared.segment);
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // A closed journal leaves no half-prepared file behind.
+        if let Some(prepared) = self.prepared.take() {
+            self.discard(prepared);
+        }
     }
 }
 
