@@ -229,7 +229,13 @@ where
 {
     validate(&config)?;
     let dir = config.dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|source| StoreError::io(&dir, source))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::io(&dir, source))?;
+        // The new directory's own name must be durable too, or segment 1 could vanish with it.
+        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            super::segment::sync_dir(parent)?;
+        }
+    }
     let ids = list_segments(&dir)?;
     let mut report = RecoveryReport::default();
     let mut segments = BTreeMap::new();

@@ -171,7 +171,8 @@ where
         match resume {
             Some(at) => pos = at,
             None => {
-                scanned.end = range_end as u64;
+                // A cut file can end unaligned; appends must not.
+                scanned.end = align_up(range_end as u64);
                 return Ok(scanned);
             }
         }

@@ -538,3 +538,100 @@ fn a_replay_error_stops_open_and_names_the_record() {
     };
     assert_eq!((segment, offset), (location.segment, location.offset));
 }
+
+/// Not a test: prints throughput figures. Run in release with
+/// `cargo test --release -p qmgr --lib store::tests::measure -- --ignored --nocapture`
+/// (`HOPMQ_MEASURE_DIR` picks the filesystem, default the system temporary folder).
+#[test]
+#[ignore = "a measurement, not a test"]
+fn measure() {
+    let base = std::env::var_os("HOPMQ_MEASURE_DIR").map_or_else(std::env::temp_dir, Into::into);
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+
+    // Group commit: 8 appenders, one 1 KiB record per append, fdatasync per batch.
+    let mut synced = JournalConfig::new(dir.path().join("synced"));
+    synced.sync = SyncPolicy::Always;
+    let (journal, _) = open(synced, |_, _| Ok::<(), std::convert::Infallible>(())).expect("open");
+    let appends_per_thread = 4000;
+    let started = std::time::Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let journal = journal.clone();
+            std::thread::spawn(move || {
+                let mut latencies = Vec::with_capacity(appends_per_thread);
+                for _ in 0..appends_per_thread {
+                    let one = std::time::Instant::now();
+                    journal
+                        .append(vec![vec![7u8; 1024]])
+                        .wait()
+                        .expect("append");
+                    latencies.push(one.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<_> = threads
+        .into_iter()
+        .flat_map(|thread| thread.join().expect("appender"))
+        .collect();
+    let elapsed = started.elapsed();
+    let stats = journal.stats();
+    latencies.sort();
+    println!(
+        "sync=always, 8 appenders x {appends_per_thread} x 1 KiB: {:.0} appends/s, {} fsyncs \
+         (mean {:.0} us, max {:.0} us), {:.1} records/batch, append latency p50 {:?} p99 {:?}",
+        (8 * appends_per_thread) as f64 / elapsed.as_secs_f64(),
+        stats.fsyncs,
+        stats.fsync_nanos_total as f64 / stats.fsyncs as f64 / 1e3,
+        stats.fsync_nanos_max as f64 / 1e3,
+        stats.records as f64 / stats.commits as f64,
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+    );
+    journal.close();
+    drop(journal);
+
+    // Replay: 1M records of 1 KiB (about 1 GiB over 16 segments), written unsynced.
+    let mut unsynced = JournalConfig::new(dir.path().join("replay"));
+    unsynced.sync = SyncPolicy::Never;
+    let (journal, _) = open(unsynced.clone(), |_, _| {
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .expect("open");
+    let started = std::time::Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let journal = journal.clone();
+            std::thread::spawn(move || {
+                for _ in 0..(1 << 20) / 4 / 16 {
+                    journal
+                        .append(vec![vec![9u8; 1024]; 16])
+                        .wait()
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("appender");
+    }
+    let write_elapsed = started.elapsed();
+    journal.close();
+    drop(journal);
+    let started = std::time::Instant::now();
+    let mut payload_bytes = 0u64;
+    let (_, report) = open(unsynced, |_, payload| {
+        payload_bytes += payload.len() as u64;
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .expect("reopen");
+    let replay_elapsed = started.elapsed();
+    println!(
+        "sync=never, 1 Mi records x 1 KiB in groups of 16: written in {write_elapsed:?}; \
+         replayed {} records ({} MiB) from {} segments in {replay_elapsed:?} (warm page cache)",
+        report.records,
+        payload_bytes >> 20,
+        report.segments,
+    );
+}
