@@ -25,9 +25,9 @@ use super::error::{RecordCount, StoreError};
 use super::format::{
     BATCH_BYTES_MAX, Decoded, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SegmentHeaderError, decode_record,
-    decode_segment_header, record_bytes_padded,
+    decode_segment_header, encode_padding, record_bytes_padded,
 };
-use super::recovery::{RecoveryReport, scan_segment};
+use super::recovery::{RecoveryReport, SalvagedRange, scan_segment};
 use super::segment::{create_segment, list_segments, segment_path};
 use super::writer::{ActiveSegment, Request, Writer};
 use super::{JournalConfig, Location};
@@ -305,6 +305,11 @@ where
                 report.segments += 1;
                 report.records += scanned.records;
                 report.payload_bytes += scanned.payload_bytes;
+                if !scanned.salvaged.is_empty() {
+                    pad_salvaged(&file, id, &scanned.salvaged)
+                        .and_then(|()| file.sync_data())
+                        .map_err(|source| StoreError::io(&path, source))?;
+                }
                 report.salvaged.extend(scanned.salvaged);
                 if let Some(tail) = scanned.torn_tail {
                     // Zeroed, not cut: the segment stays pre-allocated, and the torn bytes can
@@ -446,6 +451,19 @@ fn check_header(bytes: &[u8], segment: u64, path: &std::path::Path) -> Result<()
     })
 }
 
+/// Makes salvage's decisions durable: each skipped range becomes padding.
+fn pad_salvaged(file: &File, segment: u64, ranges: &[SalvagedRange]) -> std::io::Result<()> {
+    for range in ranges {
+        let bytes = range.offsets.end - range.offsets.start;
+        match encode_padding(segment, range.offsets.start, bytes) {
+            Some(image) => file.write_all_at(&image, range.offsets.start)?,
+            // Too short for a header: it stays, and the next open reports it again.
+            None => tracing::warn!(segment, ?range.offsets, "cannot pad a salvaged range"),
+        }
+    }
+    Ok(())
+}
+
 fn zero_range(file: &File, offset: u64, bytes: u64) -> std::io::Result<()> {
     let zeros = vec![0u8; bytes.min(1024 * 1024) as usize];
     let mut done = 0;
@@ -531,6 +549,11 @@ impl Journal {
             }
             Decoded::Record(_) => Err(not_found("the record there has another length")),
             Decoded::End => Err(not_found("nothing written there")),
+            Decoded::Padding { .. } => Err(not_found("a range lost to salvage")),
+            // Padding usually spans more than the record read here, so it reads as cut short.
+            Decoded::Invalid(_) if bytes[4..12].iter().all(|&byte| byte == 0) => {
+                Err(not_found("a range lost to salvage"))
+            }
             Decoded::Invalid(reason) => Err(StoreError::Corrupt {
                 path: segment_path(&self.inner.shared.dir, location.segment),
                 segment: location.segment,

@@ -48,7 +48,9 @@ pub struct TruncatedTail {
     pub bytes_dropped: u64,
 }
 
-/// A damaged range skipped under salvage: everything in it is lost.
+/// A damaged range skipped under salvage: everything in it is lost. Salvage overwrites it with
+/// padding records (when it is at least a record header long), so later opens skip it without
+/// complaint: the loss is reported once, by the open that decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SalvagedRange {
     pub segment: u64,
@@ -74,6 +76,7 @@ pub struct ScannedSegment {
 
 enum GroupRead {
     Complete { next: usize },
+    Padding { next: usize },
     End,
     Bad { at: usize, reason: &'static str },
 }
@@ -109,6 +112,10 @@ where
                     scanned.records += 1;
                     scanned.payload_bytes += payload.len() as u64;
                 }
+                pos = next;
+                continue;
+            }
+            GroupRead::Padding { next } => {
                 pos = next;
                 continue;
             }
@@ -190,6 +197,7 @@ fn read_group(
     group.clear();
     let first = match decode_record(bytes, segment, 0, pos) {
         Decoded::Record(view) => view,
+        Decoded::Padding { next } => return GroupRead::Padding { next },
         Decoded::End => return GroupRead::End,
         Decoded::Invalid(reason) => return GroupRead::Bad { at: pos, reason },
     };
@@ -208,7 +216,7 @@ fn read_group(
                 group.push((next, view.payload));
                 next = view.next;
             }
-            Decoded::Record(_) => {
+            Decoded::Record(_) | Decoded::Padding { .. } => {
                 return GroupRead::Bad {
                     at: next,
                     reason: "a record out of its group's sequence",
@@ -259,10 +267,11 @@ fn find_valid(
 ) -> Option<usize> {
     let mut at = align_up(from as u64) as usize;
     while at < end {
-        if let Decoded::Record(view) = decode_record(bytes, segment, 0, at) {
-            if !group_start || view.group_index == 0 {
-                return Some(at);
-            }
+        match decode_record(bytes, segment, 0, at) {
+            Decoded::Record(view) if !group_start || view.group_index == 0 => return Some(at),
+            // Padding was written by an earlier salvage, after syncing everything before it.
+            Decoded::Padding { .. } => return Some(at),
+            _ => {}
         }
         at += RECORD_ALIGN_BYTES as usize;
     }
@@ -293,12 +302,17 @@ fn count_records(bytes: &[u8], from: usize, to: usize) -> RecordCount {
     }
 }
 
-/// Valid records in a row from `at`.
+/// Valid records in a row from `at` (padding skipped, not counted).
 fn count_chain(bytes: &[u8], segment: u64, mut at: usize) -> u64 {
     let mut count = 0;
-    while let Decoded::Record(view) = decode_record(bytes, segment, 0, at) {
-        count += 1;
-        at = view.next;
+    loop {
+        match decode_record(bytes, segment, 0, at) {
+            Decoded::Record(view) => {
+                count += 1;
+                at = view.next;
+            }
+            Decoded::Padding { next } => at = next,
+            Decoded::End | Decoded::Invalid(_) => return count,
+        }
     }
-    count
 }

@@ -317,7 +317,7 @@ fn a_flipped_bit_in_an_older_segment_refuses_to_open_and_salvage_skips_it() {
 
     let mut salvage = config(dir.path(), 64 * 1024);
     salvage.salvage = true;
-    let (_, report, replayed) = open_collect(salvage).expect("salvage opens");
+    let (journal, report, replayed) = open_collect(salvage).expect("salvage opens");
     let mut expected = written.clone();
     expected.remove(10);
     assert_eq!(replayed, expected);
@@ -326,6 +326,12 @@ fn a_flipped_bit_in_an_older_segment_refuses_to_open_and_salvage_skips_it() {
     assert_eq!(report.salvaged[0].offsets, victim.offset..after.offset);
     assert_eq!(report.salvaged[0].records_lost, RecordCount::Known(1));
     assert_eq!(report.truncated_tail, None);
+    drop(journal);
+
+    // Salvage's decision is durable: the next plain open skips the lost range silently.
+    let (_, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+    assert_eq!(replayed, expected);
+    assert!(report.salvaged.is_empty());
 }
 
 #[test]
@@ -363,9 +369,21 @@ fn damage_in_the_last_segment_is_corruption_only_with_valid_records_beyond_a_bat
     );
     let mut salvage = config(dir.path(), segment_bytes);
     salvage.salvage = true;
-    let (_, report, replayed) = open_collect(salvage).expect("salvage");
+    let (journal, report, replayed) = open_collect(salvage).expect("salvage");
     assert_eq!(replayed, big);
     assert_eq!(report.salvaged[0].offsets, first.offset..big[0].0.offset);
+    // Appends after a salvaged last segment, and a plain open afterwards, both work.
+    let later = append_one(&journal, payload(3, 10));
+    assert!(matches!(
+        journal.read(first),
+        Err(StoreError::NotFound { .. })
+    ));
+    journal.close();
+    drop(journal);
+    let (_, report, replayed) = open_collect(config(dir.path(), segment_bytes)).expect("reopen");
+    assert!(report.salvaged.is_empty() && report.truncated_tail.is_none());
+    assert_eq!(replayed.len(), big.len() + 1);
+    assert_eq!(replayed.last().map(|(location, _)| *location), Some(later));
 
     // Damage within a batch of the end could be the last, unacknowledged write: a torn tail.
     let dir = tempfile::tempdir().expect("tempdir");
