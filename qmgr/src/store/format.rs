@@ -22,8 +22,12 @@
 //! zeros up to the pre-allocated size of the segment
 //! ```
 //!
-//! A record with `group_len` 0 and `group_index` 0 is padding: a range that salvage gave up on,
-//! overwritten (payload zeroed) so that later opens skip it silently; it is never delivered.
+//! Two record kinds are never delivered (`group_len` 0):
+//! - `group_index` 0, padding: a range that salvage gave up on, overwritten (payload zeroed) so
+//!   that later opens skip it silently;
+//! - `group_index` 1, the seal: the last record of every segment but the active one, written
+//!   and synced before the next segment is installed; its 8-byte payload is the number of
+//!   records in the segment. A segment that has a successor but no seal lost its tail.
 //!
 //! Invariants: a record never crosses a segment boundary, nor does a group; the records of a
 //! group are contiguous with indexes 0, 1, .., group_len - 1. The record CRC covers the
@@ -47,6 +51,8 @@ pub const RECORD_ALIGN_BYTES: u64 = 8;
 pub const RECORD_PAYLOAD_BYTES_MAX: u64 = 17 * 1024 * 1024;
 /// Largest encoded record, header and padding included.
 pub const RECORD_BYTES_MAX: u64 = align_up(RECORD_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX);
+/// Space every segment keeps for its seal.
+pub const SEAL_BYTES: u64 = record_bytes_padded(8);
 /// Largest single write (and so largest atomic group): everything not yet fdatasync'd when the
 /// process dies lies within this many bytes, which is what recovery's torn-tail rule relies on.
 pub const BATCH_BYTES_MAX: u64 = 24 * 1024 * 1024;
@@ -65,7 +71,7 @@ pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
 const _: () = assert!(RECORD_BYTES_MAX <= BATCH_BYTES_MAX);
 const _: () = assert!(BATCH_BYTES_TARGET <= BATCH_BYTES_MAX);
-const _: () = assert!(SEGMENT_HEADER_BYTES + BATCH_BYTES_MAX <= SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_HEADER_BYTES + BATCH_BYTES_MAX + SEAL_BYTES <= SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
 // record_bytes is a u32 and segment offsets are indexed as usize.
@@ -190,6 +196,8 @@ pub enum Decoded {
     Record(RecordView),
     /// A padding record, to be skipped.
     Padding { next: usize },
+    /// A segment's seal, saying how many records the segment holds.
+    Seal { records: u64, next: usize },
     /// The end of written data: an all-zero header, or no room left for a header.
     End,
     /// Anything else: a torn write or corruption.
@@ -216,7 +224,8 @@ pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decode
         return Decoded::Invalid("an impossible record length");
     }
     let padding = group_len == 0 && group_index == 0;
-    if !padding && group_index >= group_len {
+    let seal = group_len == 0 && group_index == 1;
+    if !padding && !seal && group_index >= group_len {
         return Decoded::Invalid("impossible group fields");
     }
     let payload = at + RECORD_HEADER_BYTES as usize..at + record_bytes;
@@ -231,12 +240,36 @@ pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decode
     if padding {
         return Decoded::Padding { next };
     }
+    if seal {
+        let Ok(count) = <[u8; 8]>::try_from(payload_bytes) else {
+            return Decoded::Invalid("a seal of the wrong size");
+        };
+        return Decoded::Seal {
+            records: u64::from_le_bytes(count),
+            next,
+        };
+    }
     Decoded::Record(RecordView {
         group_len,
         group_index,
         next,
         payload,
     })
+}
+
+/// The seal of segment `segment` holding `records` records, to be written at `offset`.
+pub fn encode_seal(segment: u64, offset: u64, records: u64) -> Vec<u8> {
+    let mut fields = [0u8; 12];
+    fields[0..4].copy_from_slice(&((RECORD_HEADER_BYTES + 8) as u32).to_le_bytes());
+    fields[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let payload = records.to_le_bytes();
+    let crc = record_crc(segment, offset, &fields, &payload);
+    let mut image = Vec::with_capacity(SEAL_BYTES as usize);
+    image.extend_from_slice(&fields);
+    image.extend_from_slice(&crc.to_le_bytes());
+    image.extend_from_slice(&payload);
+    image.resize(SEAL_BYTES as usize, 0);
+    image
 }
 
 /// Largest single padding record.
@@ -335,6 +368,14 @@ mod tests {
             assert_eq!(at, image.len());
         }
         assert_eq!(encode_padding(4, 64, 8), None);
+        let seal = encode_seal(4, 64, 1234);
+        assert_eq!(
+            decode_record(&seal, 4, 64, 0),
+            Decoded::Seal {
+                records: 1234,
+                next: SEAL_BYTES as usize
+            }
+        );
     }
 
     #[test]

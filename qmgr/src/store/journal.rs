@@ -24,8 +24,8 @@ use tokio::sync::oneshot;
 use super::error::{RecordCount, StoreError};
 use super::format::{
     BATCH_BYTES_MAX, Decoded, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
-    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SegmentHeaderError, decode_record,
-    decode_segment_header, encode_padding, record_bytes_padded,
+    SEAL_BYTES, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SegmentHeaderError,
+    decode_record, decode_segment_header, encode_padding, encode_seal, record_bytes_padded,
 };
 use super::recovery::{RecoveryReport, SalvagedRange, scan_segment};
 use super::segment::{create_segment, list_segments, segment_path};
@@ -265,6 +265,8 @@ where
                 file,
                 write_offset: SEGMENT_HEADER_BYTES,
                 capacity: config.segment_bytes,
+                records: 0,
+                sealed: false,
             }
         }
         Some(&last) => {
@@ -305,9 +307,15 @@ where
                 report.segments += 1;
                 report.records += scanned.records;
                 report.payload_bytes += scanned.payload_bytes;
-                if !scanned.salvaged.is_empty() {
+                if !scanned.salvaged.is_empty() || scanned.reseal {
                     pad_salvaged(&file, id, &scanned.salvaged)
-                        .and_then(|()| file.sync_data())
+                        .and_then(|()| {
+                            if scanned.reseal {
+                                let at = scanned.seal.unwrap_or(scanned.end);
+                                reseal(&file, id, at, scanned.records, bytes_on_disk)?;
+                            }
+                            file.sync_data()
+                        })
                         .map_err(|source| StoreError::io(&path, source))?;
                 }
                 report.salvaged.extend(scanned.salvaged);
@@ -333,7 +341,14 @@ where
                         id,
                         file,
                         write_offset: scanned.end,
-                        capacity: bytes_on_disk - bytes_on_disk % RECORD_ALIGN_BYTES,
+                        // A sealed segment takes no more records: the first append rolls.
+                        capacity: if scanned.seal.is_some() {
+                            scanned.end
+                        } else {
+                            bytes_on_disk - bytes_on_disk % RECORD_ALIGN_BYTES
+                        },
+                        records: scanned.records,
+                        sealed: scanned.seal.is_some(),
                     });
                 }
             }
@@ -386,7 +401,8 @@ where
             requests,
             writer: Mutex::new(Some(handle)),
             closed: AtomicBool::new(false),
-            group_bytes_max: BATCH_BYTES_MAX.min(config.segment_bytes - SEGMENT_HEADER_BYTES),
+            group_bytes_max: BATCH_BYTES_MAX
+                .min(config.segment_bytes - SEGMENT_HEADER_BYTES - SEAL_BYTES),
         }),
     };
     Ok((journal, report))
@@ -462,6 +478,16 @@ fn pad_salvaged(file: &File, segment: u64, ranges: &[SalvagedRange]) -> std::io:
         }
     }
     Ok(())
+}
+
+/// Writes the seal salvage decided on, so that later opens accept the segment as it now is.
+fn reseal(file: &File, segment: u64, at: u64, records: u64, bytes: u64) -> std::io::Result<()> {
+    if at + SEAL_BYTES > bytes {
+        // No room: the next open reports the same loss again.
+        tracing::warn!(segment, at, "no room to reseal a salvaged journal segment");
+        return Ok(());
+    }
+    file.write_all_at(&encode_seal(segment, at, records), at)
 }
 
 fn zero_range(file: &File, offset: u64, bytes: u64) -> std::io::Result<()> {
@@ -550,6 +576,7 @@ impl Journal {
             Decoded::Record(_) => Err(not_found("the record there has another length")),
             Decoded::End => Err(not_found("nothing written there")),
             Decoded::Padding { .. } => Err(not_found("a range lost to salvage")),
+            Decoded::Seal { .. } => Err(not_found("a segment's seal")),
             // Padding usually spans more than the record read here, so it reads as cut short.
             Decoded::Invalid(_) if bytes[4..12].iter().all(|&byte| byte == 0) => {
                 Err(not_found("a range lost to salvage"))

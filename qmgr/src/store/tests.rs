@@ -653,3 +653,73 @@ fn measure() {
         report.segments,
     );
 }
+
+#[test]
+fn an_older_segment_that_lost_its_tail_is_caught_by_its_missing_seal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    let written: Vec<(Location, Vec<u8>)> = (0..150u64)
+        .map(|i| {
+            let bytes = payload(i, 1000);
+            (append_one(&journal, bytes.clone()), bytes)
+        })
+        .collect();
+    journal.close();
+    drop(journal);
+    let in_first = written.iter().filter(|(l, _)| l.segment == 1).count();
+    let cut = written[in_first - 3].0;
+    // Zeros from there on: no record damaged, just gone, seal included.
+    zero_from(&segment_path(dir.path(), 1), cut.offset);
+
+    let error = open_collect(config(dir.path(), 64 * 1024))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            &error,
+            StoreError::Corrupt { segment: 1, offset, records_lost: RecordCount::Unknown, reason, .. }
+                if *offset == cut.offset && reason.contains("seal")
+        ),
+        "{error}"
+    );
+
+    let mut salvage = config(dir.path(), 64 * 1024);
+    salvage.salvage = true;
+    let (journal, report, replayed) = open_collect(salvage).expect("salvage");
+    let mut expected = written.clone();
+    expected.drain(in_first - 3..in_first);
+    assert_eq!(replayed, expected);
+    assert_eq!(report.salvaged.len(), 1);
+    assert_eq!(report.salvaged[0].offsets, cut.offset..cut.offset);
+    drop(journal);
+    let (_, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+    assert!(report.salvaged.is_empty());
+    assert_eq!(replayed, expected);
+}
+
+#[test]
+fn a_sealed_last_segment_takes_no_more_records() {
+    // What a crash between sealing a segment and installing the next one leaves behind.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    let first = append_one(&journal, payload(1, 100));
+    journal.close();
+    drop(journal);
+    let seal_at = first.offset + super::format::record_bytes_padded(100);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir.path(), 1))
+        .expect("open");
+    file.write_all_at(&super::format::encode_seal(1, seal_at, 1), seal_at)
+        .expect("seal");
+
+    let (journal, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    assert_eq!((report.records, replayed.len()), (1, 1));
+    let next = append_one(&journal, payload(2, 100));
+    assert_eq!(next.segment, 2);
+    journal.close();
+    drop(journal);
+    let (_, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+    assert_eq!(report.records, 2);
+    assert_eq!(replayed[1].0, next);
+}

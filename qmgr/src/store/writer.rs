@@ -22,8 +22,8 @@ use tokio::sync::oneshot;
 
 use super::error::StoreError;
 use super::format::{
-    BATCH_BYTES_MAX, BATCH_BYTES_TARGET, BATCH_RECORDS_TARGET, SEGMENT_HEADER_BYTES, encode_record,
-    record_bytes_padded,
+    BATCH_BYTES_MAX, BATCH_BYTES_TARGET, BATCH_RECORDS_TARGET, SEAL_BYTES, SEGMENT_HEADER_BYTES,
+    encode_record, encode_seal, record_bytes_padded,
 };
 use super::journal::Shared;
 use super::segment::{discard_prepared, install_segment, prepare_segment, segment_path};
@@ -50,6 +50,10 @@ pub(crate) struct ActiveSegment {
     pub(crate) write_offset: u64,
     /// The segment's size: no record is written past it.
     pub(crate) capacity: u64,
+    /// Records in the segment, for its seal.
+    pub(crate) records: u64,
+    /// Whether the seal is written: nothing more goes into this segment.
+    pub(crate) sealed: bool,
 }
 
 pub(crate) struct Writer {
@@ -127,7 +131,7 @@ impl Writer {
                 .sum();
             // `Journal::append` refuses bigger groups before they get here.
             assert!(group_bytes <= BATCH_BYTES_MAX);
-            assert!(SEGMENT_HEADER_BYTES + group_bytes <= self.segment_bytes);
+            assert!(SEGMENT_HEADER_BYTES + group_bytes + SEAL_BYTES <= self.segment_bytes);
             if let Some(error) = &roll_error {
                 let _ = done.send(Err(error.duplicate()));
                 continue;
@@ -135,7 +139,9 @@ impl Writer {
             if self.buffer.len() as u64 + group_bytes > BATCH_BYTES_MAX {
                 self.flush();
             }
-            if self.buffer_end() + group_bytes > self.active.capacity {
+            if self.active.sealed
+                || self.buffer_end() + group_bytes + SEAL_BYTES > self.active.capacity
+            {
                 self.flush();
                 if let Err(error) = self.roll() {
                     tracing::error!(%error, "journal append failed");
@@ -203,6 +209,7 @@ impl Writer {
             .iter()
             .map(|(_, locations)| locations.len())
             .sum();
+        self.active.records += records as u64;
         self.shared.record_commit(records as u64);
         for (done, locations) in self.waiters.drain(..) {
             // A dropped receiver means the caller stopped caring; its records are stored anyway.
@@ -212,6 +219,9 @@ impl Writer {
 
     /// Makes a new segment the active one, using the one prepared ahead if it is there.
     fn roll(&mut self) -> Result<(), StoreError> {
+        if !self.active.sealed {
+            self.seal();
+        }
         let next = self.active.id + 1;
         let journal_bytes = self.shared.bytes_on_disk();
         let prepared = match self.prepared.take() {
@@ -263,9 +273,39 @@ impl Writer {
             file,
             write_offset: SEGMENT_HEADER_BYTES,
             capacity: self.segment_bytes,
+            records: 0,
+            sealed: false,
         };
         self.prepare_ahead();
         Ok(())
+    }
+
+    /// Closes the active segment with its seal, durably, before any successor exists: so a
+    /// segment with a successor but no seal has lost its tail, which recovery reports.
+    fn seal(&mut self) {
+        let image = encode_seal(
+            self.active.id,
+            self.active.write_offset,
+            self.active.records,
+        );
+        let path = || segment_path(&self.shared.dir, self.active.id);
+        if let Err(error) = self
+            .active
+            .file
+            .write_all_at(&image, self.active.write_offset)
+        {
+            fatal("write", &path(), &error);
+        }
+        if self.sync == SyncPolicy::Always {
+            if let Err(error) = self.active.file.sync_data() {
+                fatal("fdatasync", &path(), &error);
+            }
+        }
+        self.active.write_offset += image.len() as u64;
+        self.active.sealed = true;
+        self.shared
+            .active_written
+            .store(self.active.write_offset, Ordering::Relaxed);
     }
 
     /// Starts writing the segment after the active one on a helper thread, unless that would
