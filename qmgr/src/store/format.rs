@@ -22,6 +22,13 @@
 //! zeros up to the pre-allocated size of the segment
 //! ```
 //!
+//! Two record kinds are never delivered (`group_len` 0):
+//! - `group_index` 0, padding: a range that salvage gave up on, overwritten (payload zeroed) so
+//!   that later opens skip it silently;
+//! - `group_index` 1, the seal: the last record of every segment but the active one, written
+//!   and synced before the next segment is installed; its 8-byte payload is the number of
+//!   records in the segment. A segment that has a successor but no seal lost its tail.
+//!
 //! Invariants: a record never crosses a segment boundary, nor does a group; the records of a
 //! group are contiguous with indexes 0, 1, .., group_len - 1. The record CRC covers the
 //! record's own position, so a stale or misdirected copy of a record never validates elsewhere.
@@ -44,6 +51,8 @@ pub const RECORD_ALIGN_BYTES: u64 = 8;
 pub const RECORD_PAYLOAD_BYTES_MAX: u64 = 17 * 1024 * 1024;
 /// Largest encoded record, header and padding included.
 pub const RECORD_BYTES_MAX: u64 = align_up(RECORD_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX);
+/// Space every segment keeps for its seal.
+pub const SEAL_BYTES: u64 = record_bytes_padded(8);
 /// Largest single write (and so largest atomic group): everything not yet fdatasync'd when the
 /// process dies lies within this many bytes, which is what recovery's torn-tail rule relies on.
 pub const BATCH_BYTES_MAX: u64 = 24 * 1024 * 1024;
@@ -62,7 +71,7 @@ pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
 const _: () = assert!(RECORD_BYTES_MAX <= BATCH_BYTES_MAX);
 const _: () = assert!(BATCH_BYTES_TARGET <= BATCH_BYTES_MAX);
-const _: () = assert!(SEGMENT_HEADER_BYTES + BATCH_BYTES_MAX <= SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_HEADER_BYTES + BATCH_BYTES_MAX + SEAL_BYTES <= SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
 // record_bytes is a u32 and segment offsets are indexed as usize.
@@ -185,6 +194,10 @@ pub struct RecordView {
 pub enum Decoded {
     /// A record whose CRC matches.
     Record(RecordView),
+    /// A padding record, to be skipped.
+    Padding { next: usize },
+    /// A segment's seal, saying how many records the segment holds.
+    Seal { records: u64, next: usize },
     /// The end of written data: an all-zero header, or no room left for a header.
     End,
     /// Anything else: a torn write or corruption.
@@ -210,7 +223,9 @@ pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decode
     if record_bytes < RECORD_HEADER_BYTES as usize || record_bytes as u64 > RECORD_BYTES_MAX {
         return Decoded::Invalid("an impossible record length");
     }
-    if group_len == 0 || group_index >= group_len {
+    let padding = group_len == 0 && group_index == 0;
+    let seal = group_len == 0 && group_index == 1;
+    if !padding && !seal && group_index >= group_len {
         return Decoded::Invalid("impossible group fields");
     }
     let payload = at + RECORD_HEADER_BYTES as usize..at + record_bytes;
@@ -221,12 +236,70 @@ pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decode
     if record_crc(segment, offset, &header[0..12], payload_bytes) != read_u32(header, 12) {
         return Decoded::Invalid("a record CRC mismatch");
     }
+    let next = at + align_up(record_bytes as u64) as usize;
+    if padding {
+        return Decoded::Padding { next };
+    }
+    if seal {
+        let Ok(count) = <[u8; 8]>::try_from(payload_bytes) else {
+            return Decoded::Invalid("a seal of the wrong size");
+        };
+        return Decoded::Seal {
+            records: u64::from_le_bytes(count),
+            next,
+        };
+    }
     Decoded::Record(RecordView {
         group_len,
         group_index,
-        next: at + align_up(record_bytes as u64) as usize,
+        next,
         payload,
     })
+}
+
+/// The seal of segment `segment` holding `records` records, to be written at `offset`.
+pub fn encode_seal(segment: u64, offset: u64, records: u64) -> Vec<u8> {
+    let mut fields = [0u8; 12];
+    fields[0..4].copy_from_slice(&((RECORD_HEADER_BYTES + 8) as u32).to_le_bytes());
+    fields[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let payload = records.to_le_bytes();
+    let crc = record_crc(segment, offset, &fields, &payload);
+    let mut image = Vec::with_capacity(SEAL_BYTES as usize);
+    image.extend_from_slice(&fields);
+    image.extend_from_slice(&crc.to_le_bytes());
+    image.extend_from_slice(&payload);
+    image.resize(SEAL_BYTES as usize, 0);
+    image
+}
+
+/// Largest single padding record.
+const PADDING_BYTES_MAX: u64 = RECORD_BYTES_MAX / RECORD_ALIGN_BYTES * RECORD_ALIGN_BYTES;
+
+/// The bytes that cover `offset..offset + bytes` of segment `segment` with padding records,
+/// or `None` if the range is too short to hold one (or not aligned).
+pub fn encode_padding(segment: u64, offset: u64, bytes: u64) -> Option<Vec<u8>> {
+    if bytes < RECORD_HEADER_BYTES || bytes % RECORD_ALIGN_BYTES != 0 {
+        return None;
+    }
+    let mut image = Vec::with_capacity(bytes as usize);
+    let mut left = bytes;
+    while left > 0 {
+        let mut piece = left.min(PADDING_BYTES_MAX);
+        if left - piece > 0 && left - piece < RECORD_HEADER_BYTES {
+            // Leave the last piece room for its header.
+            piece -= RECORD_HEADER_BYTES;
+        }
+        let at = offset + image.len() as u64;
+        let mut fields = [0u8; 12];
+        fields[0..4].copy_from_slice(&(piece as u32).to_le_bytes());
+        let payload = vec![0u8; (piece - RECORD_HEADER_BYTES) as usize];
+        let crc = record_crc(segment, at, &fields, &payload);
+        image.extend_from_slice(&fields);
+        image.extend_from_slice(&crc.to_le_bytes());
+        image.extend_from_slice(&payload);
+        left -= piece;
+    }
+    Some(image)
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
@@ -272,6 +345,37 @@ mod tests {
                 "bit {bit}"
             );
         }
+    }
+
+    #[test]
+    fn padding_covers_a_range_exactly() {
+        for bytes in [
+            16,
+            24,
+            4096,
+            PADDING_BYTES_MAX + 8,
+            2 * PADDING_BYTES_MAX + 16,
+        ] {
+            let image = encode_padding(4, 64, bytes).expect("padding");
+            assert_eq!(image.len() as u64, bytes);
+            let mut at = 0;
+            while at < image.len() {
+                let Decoded::Padding { next } = decode_record(&image, 4, 64, at) else {
+                    panic!("padding at {at} of {bytes}");
+                };
+                at = next;
+            }
+            assert_eq!(at, image.len());
+        }
+        assert_eq!(encode_padding(4, 64, 8), None);
+        let seal = encode_seal(4, 64, 1234);
+        assert_eq!(
+            decode_record(&seal, 4, 64, 0),
+            Decoded::Seal {
+                records: 1234,
+                next: SEAL_BYTES as usize
+            }
+        );
     }
 
     #[test]

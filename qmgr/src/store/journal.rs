@@ -24,10 +24,10 @@ use tokio::sync::oneshot;
 use super::error::{RecordCount, StoreError};
 use super::format::{
     BATCH_BYTES_MAX, Decoded, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
-    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SegmentHeaderError, decode_record,
-    decode_segment_header, record_bytes_padded,
+    SEAL_BYTES, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SegmentHeaderError,
+    decode_record, decode_segment_header, encode_padding, encode_seal, record_bytes_padded,
 };
-use super::recovery::{RecoveryReport, scan_segment};
+use super::recovery::{RecoveryReport, SalvagedRange, scan_segment};
 use super::segment::{create_segment, list_segments, segment_path};
 use super::writer::{ActiveSegment, Request, Writer};
 use super::{JournalConfig, Location};
@@ -229,7 +229,13 @@ where
 {
     validate(&config)?;
     let dir = config.dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|source| StoreError::io(&dir, source))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::io(&dir, source))?;
+        // The new directory's own name must be durable too, or segment 1 could vanish with it.
+        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            super::segment::sync_dir(parent)?;
+        }
+    }
     let ids = list_segments(&dir)?;
     let mut report = RecoveryReport::default();
     let mut segments = BTreeMap::new();
@@ -259,6 +265,8 @@ where
                 file,
                 write_offset: SEGMENT_HEADER_BYTES,
                 capacity: config.segment_bytes,
+                records: 0,
+                sealed: false,
             }
         }
         Some(&last) => {
@@ -299,6 +307,17 @@ where
                 report.segments += 1;
                 report.records += scanned.records;
                 report.payload_bytes += scanned.payload_bytes;
+                if !scanned.salvaged.is_empty() || scanned.reseal {
+                    pad_salvaged(&file, id, &scanned.salvaged)
+                        .and_then(|()| {
+                            if scanned.reseal {
+                                let at = scanned.seal.unwrap_or(scanned.end);
+                                reseal(&file, id, at, scanned.records, bytes_on_disk)?;
+                            }
+                            file.sync_data()
+                        })
+                        .map_err(|source| StoreError::io(&path, source))?;
+                }
                 report.salvaged.extend(scanned.salvaged);
                 if let Some(tail) = scanned.torn_tail {
                     // Zeroed, not cut: the segment stays pre-allocated, and the torn bytes can
@@ -322,7 +341,14 @@ where
                         id,
                         file,
                         write_offset: scanned.end,
-                        capacity: bytes_on_disk - bytes_on_disk % RECORD_ALIGN_BYTES,
+                        // A sealed segment takes no more records: the first append rolls.
+                        capacity: if scanned.seal.is_some() {
+                            scanned.end
+                        } else {
+                            bytes_on_disk - bytes_on_disk % RECORD_ALIGN_BYTES
+                        },
+                        records: scanned.records,
+                        sealed: scanned.seal.is_some(),
                     });
                 }
             }
@@ -362,6 +388,7 @@ where
         active,
         buffer: Vec::new(),
         waiters: Vec::new(),
+        prepared: None,
     };
     let (requests, receiver) = sync_channel(REQUEST_QUEUE_MAX);
     let handle = std::thread::Builder::new()
@@ -374,7 +401,8 @@ where
             requests,
             writer: Mutex::new(Some(handle)),
             closed: AtomicBool::new(false),
-            group_bytes_max: BATCH_BYTES_MAX.min(config.segment_bytes - SEGMENT_HEADER_BYTES),
+            group_bytes_max: BATCH_BYTES_MAX
+                .min(config.segment_bytes - SEGMENT_HEADER_BYTES - SEAL_BYTES),
         }),
     };
     Ok((journal, report))
@@ -437,6 +465,29 @@ fn check_header(bytes: &[u8], segment: u64, path: &std::path::Path) -> Result<()
         SegmentHeaderError::BadCrc => bad("segment header CRC mismatch".to_owned()),
         SegmentHeaderError::WrongSegment(named) => bad(format!("the header names segment {named}")),
     })
+}
+
+/// Makes salvage's decisions durable: each skipped range becomes padding.
+fn pad_salvaged(file: &File, segment: u64, ranges: &[SalvagedRange]) -> std::io::Result<()> {
+    for range in ranges {
+        let bytes = range.offsets.end - range.offsets.start;
+        match encode_padding(segment, range.offsets.start, bytes) {
+            Some(image) => file.write_all_at(&image, range.offsets.start)?,
+            // Too short for a header: it stays, and the next open reports it again.
+            None => tracing::warn!(segment, ?range.offsets, "cannot pad a salvaged range"),
+        }
+    }
+    Ok(())
+}
+
+/// Writes the seal salvage decided on, so that later opens accept the segment as it now is.
+fn reseal(file: &File, segment: u64, at: u64, records: u64, bytes: u64) -> std::io::Result<()> {
+    if at + SEAL_BYTES > bytes {
+        // No room: the next open reports the same loss again.
+        tracing::warn!(segment, at, "no room to reseal a salvaged journal segment");
+        return Ok(());
+    }
+    file.write_all_at(&encode_seal(segment, at, records), at)
 }
 
 fn zero_range(file: &File, offset: u64, bytes: u64) -> std::io::Result<()> {
@@ -524,6 +575,12 @@ impl Journal {
             }
             Decoded::Record(_) => Err(not_found("the record there has another length")),
             Decoded::End => Err(not_found("nothing written there")),
+            Decoded::Padding { .. } => Err(not_found("a range lost to salvage")),
+            Decoded::Seal { .. } => Err(not_found("a segment's seal")),
+            // Padding usually spans more than the record read here, so it reads as cut short.
+            Decoded::Invalid(_) if bytes[4..12].iter().all(|&byte| byte == 0) => {
+                Err(not_found("a range lost to salvage"))
+            }
             Decoded::Invalid(reason) => Err(StoreError::Corrupt {
                 path: segment_path(&self.inner.shared.dir, location.segment),
                 segment: location.segment,

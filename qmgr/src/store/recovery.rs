@@ -48,7 +48,9 @@ pub struct TruncatedTail {
     pub bytes_dropped: u64,
 }
 
-/// A damaged range skipped under salvage: everything in it is lost.
+/// A damaged range skipped under salvage: everything in it is lost. Salvage overwrites it with
+/// padding records (when it is at least a record header long), so later opens skip it without
+/// complaint: the loss is reported once, by the open that decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SalvagedRange {
     pub segment: u64,
@@ -70,10 +72,17 @@ pub struct ScannedSegment {
     /// For the last segment: a torn tail to zero, from `end` on.
     pub torn_tail: Option<TruncatedTail>,
     pub salvaged: Vec<SalvagedRange>,
+    /// Where the segment's seal is, if its data ends with one.
+    pub seal: Option<u64>,
+    /// Salvage changed what the segment holds: its seal must be (re)written, at `seal` or at
+    /// `end`, with `records`.
+    pub reseal: bool,
 }
 
 enum GroupRead {
     Complete { next: usize },
+    Padding { next: usize },
+    Seal { records: u64, next: usize },
     End,
     Bad { at: usize, reason: &'static str },
 }
@@ -96,6 +105,8 @@ where
     let mut scanned = ScannedSegment::default();
     let mut group = Vec::new();
     let mut pos = SEGMENT_HEADER_BYTES as usize;
+    // The last seal seen and the records it counts, while nothing has followed it.
+    let mut seal: Option<(usize, u64)> = None;
     loop {
         let (bad_at, reason) = match read_group(bytes, segment, pos, &mut group) {
             GroupRead::Complete { next } => {
@@ -110,10 +121,68 @@ where
                     scanned.payload_bytes += payload.len() as u64;
                 }
                 pos = next;
+                seal = None;
+                continue;
+            }
+            GroupRead::Padding { next } => {
+                pos = next;
+                continue;
+            }
+            GroupRead::Seal { records, next } => {
+                seal = Some((pos, records));
+                pos = next;
                 continue;
             }
             GroupRead::End if pos >= written_end => {
                 scanned.end = pos as u64;
+                scanned.seal = seal.map(|(at, _)| at as u64);
+                if is_last {
+                    return Ok(scanned);
+                }
+                // Damage elsewhere in the segment already called for a new seal.
+                let reason = match seal {
+                    _ if !scanned.salvaged.is_empty() => None,
+                    None => {
+                        Some("the segment has a successor but no seal: its last records are lost")
+                    }
+                    Some((_, records)) if records != scanned.records => {
+                        Some("the segment's seal counts other records than it holds")
+                    }
+                    Some(_) => None,
+                };
+                if let Some(reason) = reason {
+                    let records_lost = match seal {
+                        Some((_, records)) => {
+                            RecordCount::Known(records.saturating_sub(scanned.records))
+                        }
+                        None => RecordCount::Unknown,
+                    };
+                    if !salvage {
+                        return Err(StoreError::Corrupt {
+                            path: path.to_owned(),
+                            segment,
+                            offset: pos as u64,
+                            reason,
+                            range_end: pos as u64,
+                            records_lost,
+                            records_following: 0,
+                        });
+                    }
+                    tracing::warn!(
+                        segment = %path.display(),
+                        offset = pos,
+                        %records_lost,
+                        reason,
+                        "salvage: accepting a journal segment's lost tail"
+                    );
+                    scanned.salvaged.push(SalvagedRange {
+                        segment,
+                        offsets: pos as u64..pos as u64,
+                        reason,
+                        records_lost,
+                    });
+                }
+                scanned.reseal = !scanned.salvaged.is_empty();
                 return Ok(scanned);
             }
             GroupRead::End => (pos, "zeros where a record should start"),
@@ -171,7 +240,9 @@ where
         match resume {
             Some(at) => pos = at,
             None => {
-                scanned.end = range_end as u64;
+                // A cut file can end unaligned; appends must not.
+                scanned.end = align_up(range_end as u64);
+                scanned.reseal = !is_last;
                 return Ok(scanned);
             }
         }
@@ -189,6 +260,8 @@ fn read_group(
     group.clear();
     let first = match decode_record(bytes, segment, 0, pos) {
         Decoded::Record(view) => view,
+        Decoded::Padding { next } => return GroupRead::Padding { next },
+        Decoded::Seal { records, next } => return GroupRead::Seal { records, next },
         Decoded::End => return GroupRead::End,
         Decoded::Invalid(reason) => return GroupRead::Bad { at: pos, reason },
     };
@@ -207,7 +280,7 @@ fn read_group(
                 group.push((next, view.payload));
                 next = view.next;
             }
-            Decoded::Record(_) => {
+            Decoded::Record(_) | Decoded::Padding { .. } | Decoded::Seal { .. } => {
                 return GroupRead::Bad {
                     at: next,
                     reason: "a record out of its group's sequence",
@@ -258,10 +331,11 @@ fn find_valid(
 ) -> Option<usize> {
     let mut at = align_up(from as u64) as usize;
     while at < end {
-        if let Decoded::Record(view) = decode_record(bytes, segment, 0, at) {
-            if !group_start || view.group_index == 0 {
-                return Some(at);
-            }
+        match decode_record(bytes, segment, 0, at) {
+            Decoded::Record(view) if !group_start || view.group_index == 0 => return Some(at),
+            // Padding was written by an earlier salvage, after syncing everything before it.
+            Decoded::Padding { .. } | Decoded::Seal { .. } => return Some(at),
+            _ => {}
         }
         at += RECORD_ALIGN_BYTES as usize;
     }
@@ -292,12 +366,17 @@ fn count_records(bytes: &[u8], from: usize, to: usize) -> RecordCount {
     }
 }
 
-/// Valid records in a row from `at`.
+/// Valid records in a row from `at` (padding skipped, not counted).
 fn count_chain(bytes: &[u8], segment: u64, mut at: usize) -> u64 {
     let mut count = 0;
-    while let Decoded::Record(view) = decode_record(bytes, segment, 0, at) {
-        count += 1;
-        at = view.next;
+    loop {
+        match decode_record(bytes, segment, 0, at) {
+            Decoded::Record(view) => {
+                count += 1;
+                at = view.next;
+            }
+            Decoded::Padding { next } | Decoded::Seal { next, .. } => at = next,
+            Decoded::End | Decoded::Invalid(_) => return count,
+        }
     }
-    count
 }

@@ -64,35 +64,50 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
 }
 
 /// Creates segment `segment` of `segment_bytes` bytes, zero-filled and synced, and makes its
-/// name durable. On any failure nothing is left behind; running out of space is reported as
-/// [`StoreError::DiskFull`].
+/// name durable: [`prepare_segment`] then [`install_segment`].
 pub fn create_segment(
     dir: &Path,
     segment: u64,
     segment_bytes: u64,
     journal_bytes: u64,
 ) -> Result<File, StoreError> {
+    let file = prepare_segment(dir, segment, segment_bytes, journal_bytes)?;
+    install_segment(dir, segment)?;
+    Ok(file)
+}
+
+/// Writes segment `segment` under its temporary name, zero-filled and synced, ready for
+/// [`install_segment`]. Slow (it writes the whole segment), so the writer runs it ahead of
+/// time on a helper thread. On failure nothing is left behind; running out of space is
+/// reported as [`StoreError::DiskFull`].
+pub fn prepare_segment(
+    dir: &Path,
+    segment: u64,
+    segment_bytes: u64,
+    journal_bytes: u64,
+) -> Result<File, StoreError> {
     let temporary = temporary_path(dir, segment);
-    let disk_full = || StoreError::DiskFull {
-        dir: dir.to_owned(),
-        segment,
-        segment_bytes,
-        journal_bytes,
-    };
-    let result = write_segment(&temporary, segment, segment_bytes);
-    let file = match result {
-        Ok(file) => file,
-        Err(source) => {
-            // Best effort: the file may not exist, and a failed removal changes nothing for the
-            // caller, whose error is the one that matters.
-            let _ = std::fs::remove_file(&temporary);
-            return Err(if is_disk_full(&source) {
-                disk_full()
-            } else {
-                StoreError::io(&temporary, source)
-            });
+    write_segment(&temporary, segment, segment_bytes).map_err(|source| {
+        // Best effort: the file may not exist, and a failed removal changes nothing for the
+        // caller, whose error is the one that matters (open removes leftovers anyway).
+        let _ = std::fs::remove_file(&temporary);
+        if is_disk_full(&source) {
+            StoreError::DiskFull {
+                dir: dir.to_owned(),
+                segment,
+                segment_bytes,
+                journal_bytes,
+            }
+        } else {
+            StoreError::io(&temporary, source)
         }
-    };
+    })
+}
+
+/// Gives a prepared segment its real name and makes that durable; on failure the prepared
+/// file is removed.
+pub fn install_segment(dir: &Path, segment: u64) -> Result<(), StoreError> {
+    let temporary = temporary_path(dir, segment);
     let path = segment_path(dir, segment);
     if let Err(source) = std::fs::rename(&temporary, &path) {
         let _ = std::fs::remove_file(&temporary);
@@ -102,14 +117,21 @@ pub fn create_segment(
         let _ = std::fs::remove_file(&path);
         return Err(error);
     }
-    Ok(file)
+    Ok(())
+}
+
+/// Removes a prepared segment that will not be used.
+pub fn discard_prepared(dir: &Path, segment: u64) {
+    // Best effort: open removes leftovers anyway.
+    let _ = std::fs::remove_file(temporary_path(dir, segment));
 }
 
 fn write_segment(path: &Path, segment: u64, segment_bytes: u64) -> std::io::Result<File> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .open(path)?;
     // Zero-filled rather than sparse or fallocated: DESIGN.md measured pre-written segments to
     // sync about twice as fast, and writing every block is what surfaces ENOSPC here, at

@@ -1,1 +1,725 @@
-//! Journal tests
+//! Journal tests through the public API, on temporary directories. Damage is simulated by
+//! editing segment files between a `close` and the next `open`; nothing sleeps.
+
+use std::collections::HashSet;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::format::{BATCH_BYTES_MAX, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use super::segment::segment_path;
+use super::*;
+
+type Replayed = Vec<(Location, Vec<u8>)>;
+
+fn config(dir: &Path, segment_bytes: u64) -> JournalConfig {
+    JournalConfig {
+        // Syncing is exercised by the tests that need durability ordering; the damage tests
+        // edit files after a clean close, where it changes nothing.
+        sync: SyncPolicy::Never,
+        segment_bytes,
+        ..JournalConfig::new(dir)
+    }
+}
+
+fn open_collect(config: JournalConfig) -> Result<(Journal, RecoveryReport, Replayed), StoreError> {
+    let mut replayed = Vec::new();
+    let (journal, report) = open(config, |location, payload| {
+        replayed.push((location, payload.to_vec()));
+        Ok::<(), std::convert::Infallible>(())
+    })?;
+    Ok((journal, report, replayed))
+}
+
+/// Deterministic payload bytes, never zero (so a zeroed byte is always a change).
+fn payload(seed: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((seed as usize * 31 + i * 7) % 255 + 1) as u8)
+        .collect()
+}
+
+fn append_one(journal: &Journal, bytes: Vec<u8>) -> Location {
+    journal.append(vec![bytes]).wait().expect("append")[0]
+}
+
+fn flip_bit(path: &Path, offset: u64) {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open segment");
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, offset).expect("read");
+    byte[0] ^= 0x10;
+    file.write_all_at(&byte, offset).expect("write");
+}
+
+fn zero_from(path: &Path, offset: u64) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open segment");
+    let len = file.metadata().expect("metadata").len();
+    file.write_all_at(&vec![0u8; (len - offset) as usize], offset)
+        .expect("zero");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
+}
+
+#[test]
+fn round_trip_groups_and_reopen_replays_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, report, replayed) =
+        open_collect(config(dir.path(), 64 * 1024)).expect("open fresh");
+    assert!(replayed.is_empty());
+    assert_eq!((report.segments, report.truncated_tail), (0, None));
+    assert_eq!(journal.stats().active_segment, 1);
+
+    let mut expected = Vec::new();
+    for i in 0..20u64 {
+        let group: Vec<Vec<u8>> = (0..i % 4 + 1)
+            .map(|j| payload(i * 10 + j, (i * 13 % 300) as usize))
+            .collect();
+        let locations = journal.append(group.clone()).wait().expect("append");
+        assert_eq!(locations.len(), group.len());
+        for (location, bytes) in locations.into_iter().zip(group) {
+            assert_eq!(journal.read(location).expect("read"), bytes);
+            expected.push((location, bytes));
+        }
+    }
+    // An empty payload is a record too.
+    expected.push((append_one(&journal, Vec::new()), Vec::new()));
+    assert!(matches!(
+        journal.append(Vec::new()).wait(),
+        Err(StoreError::EmptyGroup)
+    ));
+    assert!(matches!(
+        journal.append(vec![vec![1; 64 * 1024]]).wait(),
+        Err(StoreError::GroupTooLarge { .. })
+    ));
+    journal.close();
+    assert!(matches!(
+        journal.append(vec![vec![1]]).wait(),
+        Err(StoreError::Closed)
+    ));
+    // Reads keep working after close.
+    assert_eq!(journal.read(expected[3].0).expect("read"), expected[3].1);
+    drop(journal);
+
+    let (journal, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+    assert_eq!(replayed, expected);
+    assert_eq!(report.records, expected.len() as u64);
+    assert_eq!(report.truncated_tail, None);
+    // Appends continue after the recovered data.
+    let next = append_one(&journal, payload(99, 10));
+    assert!(next > expected.last().expect("records").0);
+}
+
+#[test]
+fn concurrent_appenders_on_threads_all_commit_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path(), 64 * 1024);
+    config.sync = SyncPolicy::Always;
+    let (journal, _, _) = open_collect(config.clone()).expect("open");
+    let threads: Vec<_> = (0..8u64)
+        .map(|thread| {
+            let journal = journal.clone();
+            std::thread::spawn(move || {
+                (0..60u64)
+                    .map(|i| {
+                        let bytes = payload(thread * 1000 + i, 200 + i as usize);
+                        (append_one(&journal, bytes.clone()), bytes)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut written: Vec<(Location, Vec<u8>)> = threads
+        .into_iter()
+        .flat_map(|thread| thread.join().expect("appender"))
+        .collect();
+    let stats = journal.stats();
+    assert_eq!(stats.records, 480);
+    assert!(stats.commits <= 480 && stats.fsyncs == stats.commits);
+    assert!(stats.segments.len() > 1, "rolled over segments");
+    journal.close();
+    drop(journal);
+
+    written.sort();
+    let unique: HashSet<Location> = written.iter().map(|(location, _)| *location).collect();
+    assert_eq!(unique.len(), written.len());
+    let (_, report, replayed) = open_collect(config).expect("reopen");
+    assert_eq!(report.records, 480);
+    assert_eq!(replayed, written);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_on_tokio_tasks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    let tasks: Vec<_> = (0..16u64)
+        .map(|task| {
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                let mut locations = Vec::new();
+                for i in 0..25 {
+                    let group = vec![payload(task, 50), payload(i, 70)];
+                    locations.extend(journal.append(group).await.expect("append"));
+                }
+                locations
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("task"));
+    }
+    assert_eq!(all.len(), 16 * 25 * 2);
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), all.len());
+    // Each group's two records are adjacent.
+    for pair in all.chunks(2) {
+        assert_eq!(pair[0].segment, pair[1].segment);
+        assert_eq!(pair[1].offset, pair[0].offset + RECORD_HEADER_BYTES + 56);
+    }
+}
+
+#[test]
+fn a_group_cut_short_is_dropped_entirely() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    let lone = append_one(&journal, payload(1, 100));
+    let group = journal
+        .append(vec![payload(2, 100), payload(3, 100), payload(4, 100)])
+        .wait()
+        .expect("append group");
+    journal.close();
+    drop(journal);
+    // Cut into the payload of the group's last record.
+    zero_from(&segment_path(dir.path(), 1), group[2].offset + 20);
+
+    let (journal, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+    assert_eq!(replayed, vec![(lone, payload(1, 100))]);
+    let tail = report.truncated_tail.expect("tail reported");
+    assert_eq!((tail.segment, tail.offset), (1, group[0].offset));
+    // The torn group's space is reused, and a later open is clean.
+    let again = append_one(&journal, payload(5, 10));
+    assert_eq!(again.offset, group[0].offset);
+    journal.close();
+    drop(journal);
+    let (_, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+    assert_eq!(report.truncated_tail, None);
+    assert_eq!(replayed.len(), 2);
+}
+
+/// The required one: cut the last segment at every byte of its last record, by zeroing and by
+/// truncating the file, and check that exactly the complete records come back.
+#[test]
+fn a_cut_at_every_byte_of_the_last_record_is_a_reported_torn_tail() {
+    let original = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(original.path(), 64 * 1024)).expect("open");
+    let complete: Vec<(Location, Vec<u8>)> = (0..5u64)
+        .map(|i| {
+            let bytes = payload(i, 30 + i as usize * 11);
+            (append_one(&journal, bytes.clone()), bytes)
+        })
+        .collect();
+    let last = append_one(&journal, payload(7, 43));
+    journal.close();
+    drop(journal);
+    let record_bytes = RECORD_HEADER_BYTES + u64::from(last.len);
+
+    for cut in 0..record_bytes {
+        for truncate in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            copy_dir(original.path(), dir.path());
+            let path = segment_path(dir.path(), 1);
+            if truncate {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .expect("open");
+                file.set_len(last.offset + cut).expect("truncate");
+            } else {
+                zero_from(&path, last.offset + cut);
+            }
+            let context = format!("cut at byte {cut} of the last record, truncate={truncate}");
+            let (journal, report, replayed) =
+                open_collect(config(dir.path(), 64 * 1024)).expect(&context);
+            assert_eq!(replayed, complete, "{context}");
+            match report.truncated_tail {
+                // Nothing of the record was left: nothing to report.
+                None => assert_eq!(cut, 0, "{context}"),
+                Some(tail) => {
+                    assert_eq!((tail.segment, tail.offset), (1, last.offset), "{context}");
+                    assert!(tail.bytes_dropped > 0, "{context}");
+                }
+            }
+            // The journal is usable again, and the next open finds no damage.
+            let again = append_one(&journal, payload(8, 20));
+            assert_eq!(journal.read(again).expect("read"), payload(8, 20));
+            journal.close();
+            drop(journal);
+            let (_, report, replayed) =
+                open_collect(config(dir.path(), 64 * 1024)).expect(&context);
+            assert_eq!(report.truncated_tail, None, "{context}");
+            assert_eq!(replayed.len(), complete.len() + 1, "{context}");
+        }
+    }
+}
+
+#[test]
+fn a_flipped_bit_in_an_older_segment_refuses_to_open_and_salvage_skips_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    let written: Vec<(Location, Vec<u8>)> = (0..200u64)
+        .map(|i| {
+            let bytes = payload(i, 1000);
+            (append_one(&journal, bytes.clone()), bytes)
+        })
+        .collect();
+    journal.close();
+    drop(journal);
+    assert!(written.last().expect("records").0.segment >= 3);
+    let (victim, _) = written[10];
+    let (after, _) = written[11];
+    assert_eq!((victim.segment, after.segment), (1, 1));
+    flip_bit(&segment_path(dir.path(), 1), victim.offset + 500);
+
+    let error = open_collect(config(dir.path(), 64 * 1024))
+        .err()
+        .expect("corruption refuses to open");
+    let message = error.to_string();
+    let StoreError::Corrupt {
+        path,
+        segment,
+        offset,
+        range_end,
+        records_lost,
+        records_following,
+        ..
+    } = error
+    else {
+        panic!("expected Corrupt, got {message}");
+    };
+    assert_eq!(path, segment_path(dir.path(), 1));
+    assert_eq!(
+        (segment, offset, range_end),
+        (1, victim.offset, after.offset)
+    );
+    assert_eq!(records_lost, RecordCount::Known(1));
+    let in_segment_one = written.iter().filter(|(l, _)| l.segment == 1).count();
+    assert_eq!(records_following, in_segment_one as u64 - 11);
+    assert!(message.contains("00000000000000000001.seg") && message.contains("salvage"));
+
+    let mut salvage = config(dir.path(), 64 * 1024);
+    salvage.salvage = true;
+    let (journal, report, replayed) = open_collect(salvage).expect("salvage opens");
+    let mut expected = written.clone();
+    expected.remove(10);
+    assert_eq!(replayed, expected);
+    assert_eq!(report.salvaged.len(), 1);
+    assert_eq!(report.salvaged[0].segment, 1);
+    assert_eq!(report.salvaged[0].offsets, victim.offset..after.offset);
+    assert_eq!(report.salvaged[0].records_lost, RecordCount::Known(1));
+    assert_eq!(report.truncated_tail, None);
+    drop(journal);
+
+    // Salvage's decision is durable: the next plain open skips the lost range silently.
+    let (_, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+    assert_eq!(replayed, expected);
+    assert!(report.salvaged.is_empty());
+}
+
+#[test]
+fn damage_in_the_last_segment_is_corruption_only_with_valid_records_beyond_a_batch() {
+    let segment_bytes = 32 * 1024 * 1024;
+    let original = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(original.path(), segment_bytes)).expect("open");
+    let first = append_one(&journal, payload(1, 100));
+    let big: Vec<(Location, Vec<u8>)> = (0..26u64)
+        .map(|i| {
+            let bytes = payload(i, 1024 * 1024);
+            (append_one(&journal, bytes.clone()), bytes)
+        })
+        .collect();
+    journal.close();
+    drop(journal);
+    let last_big = big.last().expect("records").0;
+    assert_eq!(last_big.segment, 1);
+    assert!(last_big.offset - first.offset > BATCH_BYTES_MAX);
+
+    // Damage early in the last segment, with more than a batch of valid records after it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(original.path(), dir.path());
+    flip_bit(&segment_path(dir.path(), 1), first.offset + 40);
+    let error = open_collect(config(dir.path(), segment_bytes))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            error,
+            StoreError::Corrupt { segment: 1, offset, records_following: 26, .. }
+                if offset == first.offset
+        ),
+        "{error}"
+    );
+    let mut salvage = config(dir.path(), segment_bytes);
+    salvage.salvage = true;
+    let (journal, report, replayed) = open_collect(salvage).expect("salvage");
+    assert_eq!(replayed, big);
+    assert_eq!(report.salvaged[0].offsets, first.offset..big[0].0.offset);
+    // Appends after a salvaged last segment, and a plain open afterwards, both work.
+    let later = append_one(&journal, payload(3, 10));
+    assert!(matches!(
+        journal.read(first),
+        Err(StoreError::NotFound { .. })
+    ));
+    journal.close();
+    drop(journal);
+    let (_, report, replayed) = open_collect(config(dir.path(), segment_bytes)).expect("reopen");
+    assert!(report.salvaged.is_empty() && report.truncated_tail.is_none());
+    assert_eq!(replayed.len(), big.len() + 1);
+    assert_eq!(replayed.last().map(|(location, _)| *location), Some(later));
+
+    // Damage within a batch of the end could be the last, unacknowledged write: a torn tail.
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(original.path(), dir.path());
+    flip_bit(&segment_path(dir.path(), 1), big[20].0.offset + 40);
+    let (_, report, replayed) = open_collect(config(dir.path(), segment_bytes)).expect("open");
+    assert_eq!(replayed.len(), 1 + 20);
+    assert_eq!(
+        report.truncated_tail.map(|tail| tail.offset),
+        Some(big[20].0.offset)
+    );
+}
+
+#[test]
+fn segments_roll_and_a_deleted_prefix_stays_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    let written: Vec<(Location, Vec<u8>)> = (0..300u64)
+        .map(|i| {
+            let bytes = payload(i, 900 + i as usize % 200);
+            (append_one(&journal, bytes.clone()), bytes)
+        })
+        .collect();
+    let stats = journal.stats();
+    assert!(stats.active_segment >= 4, "{stats:?}");
+    assert_eq!(stats.segments.len() as u64, stats.active_segment);
+    assert_eq!(stats.bytes_on_disk, stats.active_segment * 64 * 1024);
+    for segment in &stats.segments {
+        assert!(segment.bytes_written > SEGMENT_HEADER_BYTES);
+        assert!(segment.bytes_written <= segment.bytes_on_disk);
+    }
+
+    journal.delete_segments_before(3).expect("delete");
+    assert!(!segment_path(dir.path(), 1).exists());
+    assert!(!segment_path(dir.path(), 2).exists());
+    assert!(segment_path(dir.path(), 3).exists());
+    assert!(matches!(
+        journal.read(written[0].0),
+        Err(StoreError::NotFound { .. })
+    ));
+    // The active segment is never deleted.
+    let active = stats.active_segment;
+    journal.delete_segments_before(u64::MAX).expect("delete");
+    assert_eq!(journal.stats().segments.len(), 1);
+    assert!(segment_path(dir.path(), active).exists());
+    let kept: Vec<_> = written
+        .iter()
+        .filter(|(location, _)| location.segment >= active)
+        .cloned()
+        .collect();
+    journal.close();
+    drop(journal);
+    // The segment the writer prepared ahead was discarded on close.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read_dir")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![segment_path(dir.path(), active).file_name().expect("name")]
+    );
+
+    let (journal, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+    assert_eq!(replayed, kept);
+    assert_eq!(report.segments, 1);
+    assert_eq!(journal.stats().active_segment, active);
+}
+
+#[test]
+fn a_full_disk_fails_appends_harmlessly_until_space_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path(), 64 * 1024);
+    config.disk_bytes_max = Some(2 * 64 * 1024);
+    let (journal, _, _) = open_collect(config.clone()).expect("open");
+    let mut written = Vec::new();
+    let error = loop {
+        let bytes = payload(written.len() as u64, 1000);
+        match journal.append(vec![bytes.clone()]).wait() {
+            Ok(locations) => written.push((locations[0], bytes)),
+            Err(error) => break error,
+        }
+        assert!(written.len() < 1000, "the limit never hit");
+    };
+    assert!(
+        matches!(error, StoreError::DiskFull { segment: 3, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("disk full"));
+    // Failing again does not harm anything either, and leaves no partial segment behind.
+    assert!(matches!(
+        journal.append(vec![vec![7; 1000]]).wait(),
+        Err(StoreError::DiskFull { .. })
+    ));
+    let files = std::fs::read_dir(dir.path()).expect("read_dir").count();
+    assert_eq!(files, 2);
+    for (location, bytes) in &written {
+        assert_eq!(&journal.read(*location).expect("read"), bytes);
+    }
+
+    // Space returns: appends work again.
+    journal.delete_segments_before(2).expect("delete");
+    let kept: Vec<_> = written
+        .iter()
+        .filter(|(location, _)| location.segment == 2)
+        .cloned()
+        .collect();
+    let after = append_one(&journal, payload(5000, 1000));
+    assert_eq!(after.segment, 3);
+    journal.close();
+    drop(journal);
+    let (_, _, replayed) = open_collect(config).expect("reopen");
+    assert_eq!(replayed.len(), kept.len() + 1);
+    assert_eq!(replayed[..kept.len()], kept[..]);
+}
+
+#[test]
+fn an_unknown_format_version_and_a_missing_segment_are_refused_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    for i in 0..200 {
+        append_one(&journal, payload(i, 1000));
+    }
+    journal.close();
+    drop(journal);
+
+    // A future version in segment 2's header.
+    let path = segment_path(dir.path(), 2);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    file.write_all_at(&2u32.to_le_bytes(), 8).expect("write");
+    let error = open_collect(config(dir.path(), 64 * 1024))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&error, StoreError::UnsupportedVersion { version: 2, supported: 1, path: p } if *p == path),
+        "{error}"
+    );
+    assert!(error.to_string().contains("format version 2"));
+
+    std::fs::remove_file(&path).expect("remove");
+    let error = open_collect(config(dir.path(), 64 * 1024))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, StoreError::MissingSegment { segment: 2, .. }),
+        "{error}"
+    );
+    let mut salvage = config(dir.path(), 64 * 1024);
+    salvage.salvage = true;
+    let (_, report, replayed) = open_collect(salvage).expect("salvage");
+    assert_eq!(report.missing_segments, vec![2..3]);
+    assert!(replayed.iter().all(|(location, _)| location.segment != 2));
+}
+
+#[test]
+fn a_replay_error_stops_open_and_names_the_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    let location = append_one(&journal, payload(1, 10));
+    journal.close();
+    drop(journal);
+    let result = open(config(dir.path(), 64 * 1024), |_, _| Err("no thanks"));
+    let Err(StoreError::Replay {
+        segment, offset, ..
+    }) = result
+    else {
+        panic!("expected a replay error");
+    };
+    assert_eq!((segment, offset), (location.segment, location.offset));
+}
+
+/// Not a test: prints throughput figures. Run in release with
+/// `cargo test --release -p qmgr --lib store::tests::measure -- --ignored --nocapture`
+/// (`HOPMQ_MEASURE_DIR` picks the filesystem, default the system temporary folder).
+#[test]
+#[ignore = "a measurement, not a test"]
+fn measure() {
+    let base = std::env::var_os("HOPMQ_MEASURE_DIR").map_or_else(std::env::temp_dir, Into::into);
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+
+    // Group commit: 8 appenders, one 1 KiB record per append, fdatasync per batch.
+    let mut synced = JournalConfig::new(dir.path().join("synced"));
+    synced.sync = SyncPolicy::Always;
+    let (journal, _) = open(synced, |_, _| Ok::<(), std::convert::Infallible>(())).expect("open");
+    let appends_per_thread = 4000;
+    let started = std::time::Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let journal = journal.clone();
+            std::thread::spawn(move || {
+                let mut latencies = Vec::with_capacity(appends_per_thread);
+                for _ in 0..appends_per_thread {
+                    let one = std::time::Instant::now();
+                    journal
+                        .append(vec![vec![7u8; 1024]])
+                        .wait()
+                        .expect("append");
+                    latencies.push(one.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<_> = threads
+        .into_iter()
+        .flat_map(|thread| thread.join().expect("appender"))
+        .collect();
+    let elapsed = started.elapsed();
+    let stats = journal.stats();
+    latencies.sort();
+    println!(
+        "sync=always, 8 appenders x {appends_per_thread} x 1 KiB: {:.0} appends/s, {} fsyncs \
+         (mean {:.0} us, max {:.0} us), {:.1} records/batch, append latency p50 {:?} p99 {:?}",
+        (8 * appends_per_thread) as f64 / elapsed.as_secs_f64(),
+        stats.fsyncs,
+        stats.fsync_nanos_total as f64 / stats.fsyncs as f64 / 1e3,
+        stats.fsync_nanos_max as f64 / 1e3,
+        stats.records as f64 / stats.commits as f64,
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+    );
+    journal.close();
+    drop(journal);
+
+    // Replay: 1M records of 1 KiB (about 1 GiB over 16 segments), written unsynced.
+    let mut unsynced = JournalConfig::new(dir.path().join("replay"));
+    unsynced.sync = SyncPolicy::Never;
+    let (journal, _) = open(unsynced.clone(), |_, _| {
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .expect("open");
+    let started = std::time::Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let journal = journal.clone();
+            std::thread::spawn(move || {
+                for _ in 0..(1 << 20) / 4 / 16 {
+                    journal
+                        .append(vec![vec![9u8; 1024]; 16])
+                        .wait()
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("appender");
+    }
+    let write_elapsed = started.elapsed();
+    journal.close();
+    drop(journal);
+    let started = std::time::Instant::now();
+    let mut payload_bytes = 0u64;
+    let (_, report) = open(unsynced, |_, payload| {
+        payload_bytes += payload.len() as u64;
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .expect("reopen");
+    let replay_elapsed = started.elapsed();
+    println!(
+        "sync=never, 1 Mi records x 1 KiB in groups of 16: written in {write_elapsed:?}; \
+         replayed {} records ({} MiB) from {} segments in {replay_elapsed:?} (warm page cache)",
+        report.records,
+        payload_bytes >> 20,
+        report.segments,
+    );
+}
+
+#[test]
+fn an_older_segment_that_lost_its_tail_is_caught_by_its_missing_seal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    let written: Vec<(Location, Vec<u8>)> = (0..150u64)
+        .map(|i| {
+            let bytes = payload(i, 1000);
+            (append_one(&journal, bytes.clone()), bytes)
+        })
+        .collect();
+    journal.close();
+    drop(journal);
+    let in_first = written.iter().filter(|(l, _)| l.segment == 1).count();
+    let cut = written[in_first - 3].0;
+    // Zeros from there on: no record damaged, just gone, seal included.
+    zero_from(&segment_path(dir.path(), 1), cut.offset);
+
+    let error = open_collect(config(dir.path(), 64 * 1024))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            &error,
+            StoreError::Corrupt { segment: 1, offset, records_lost: RecordCount::Unknown, reason, .. }
+                if *offset == cut.offset && reason.contains("seal")
+        ),
+        "{error}"
+    );
+
+    let mut salvage = config(dir.path(), 64 * 1024);
+    salvage.salvage = true;
+    let (journal, report, replayed) = open_collect(salvage).expect("salvage");
+    let mut expected = written.clone();
+    expected.drain(in_first - 3..in_first);
+    assert_eq!(replayed, expected);
+    assert_eq!(report.salvaged.len(), 1);
+    assert_eq!(report.salvaged[0].offsets, cut.offset..cut.offset);
+    drop(journal);
+    let (_, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+    assert!(report.salvaged.is_empty());
+    assert_eq!(replayed, expected);
+}
+
+#[test]
+fn a_sealed_last_segment_takes_no_more_records() {
+    // What a crash between sealing a segment and installing the next one leaves behind.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    let first = append_one(&journal, payload(1, 100));
+    journal.close();
+    drop(journal);
+    let seal_at = first.offset + super::format::record_bytes_padded(100);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir.path(), 1))
+        .expect("open");
+    file.write_all_at(&super::format::encode_seal(1, seal_at, 1), seal_at)
+        .expect("seal");
+
+    let (journal, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    assert_eq!((report.records, replayed.len()), (1, 1));
+    let next = append_one(&journal, payload(2, 100));
+    assert_eq!(next.segment, 2);
+    journal.close();
+    drop(journal);
+    let (_, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+    assert_eq!(report.records, 2);
+    assert_eq!(replayed[1].0, next);
+}

@@ -22,11 +22,11 @@ use tokio::sync::oneshot;
 
 use super::error::StoreError;
 use super::format::{
-    BATCH_BYTES_MAX, BATCH_BYTES_TARGET, BATCH_RECORDS_TARGET, SEGMENT_HEADER_BYTES, encode_record,
-    record_bytes_padded,
+    BATCH_BYTES_MAX, BATCH_BYTES_TARGET, BATCH_RECORDS_TARGET, SEAL_BYTES, SEGMENT_HEADER_BYTES,
+    encode_record, encode_seal, record_bytes_padded,
 };
 use super::journal::Shared;
-use super::segment::{create_segment, segment_path};
+use super::segment::{discard_prepared, install_segment, prepare_segment, segment_path};
 use super::{Location, SyncPolicy};
 
 /// What a producer hands the writer for one atomic group.
@@ -50,6 +50,10 @@ pub(crate) struct ActiveSegment {
     pub(crate) write_offset: u64,
     /// The segment's size: no record is written past it.
     pub(crate) capacity: u64,
+    /// Records in the segment, for its seal.
+    pub(crate) records: u64,
+    /// Whether the seal is written: nothing more goes into this segment.
+    pub(crate) sealed: bool,
 }
 
 pub(crate) struct Writer {
@@ -62,10 +66,21 @@ pub(crate) struct Writer {
     pub(crate) buffer: Vec<u8>,
     /// Waiters whose records are in `buffer`, completed once it is durable.
     pub(crate) waiters: Vec<(Completion, Vec<Location>)>,
+    /// The next segment, being written ahead of time on a helper thread.
+    pub(crate) prepared: Option<Prepared>,
+}
+
+/// A segment prepared ahead of time, so that rolling costs a rename instead of writing and
+/// syncing a whole segment while producers wait.
+pub(crate) struct Prepared {
+    segment: u64,
+    result: Receiver<Result<File, StoreError>>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Writer {
     pub(crate) fn run(mut self, requests: Receiver<Request>) {
+        self.prepare_ahead();
         let mut batch = Vec::new();
         loop {
             let Ok(first) = requests.recv() else { return };
@@ -116,7 +131,7 @@ impl Writer {
                 .sum();
             // `Journal::append` refuses bigger groups before they get here.
             assert!(group_bytes <= BATCH_BYTES_MAX);
-            assert!(SEGMENT_HEADER_BYTES + group_bytes <= self.segment_bytes);
+            assert!(SEGMENT_HEADER_BYTES + group_bytes + SEAL_BYTES <= self.segment_bytes);
             if let Some(error) = &roll_error {
                 let _ = done.send(Err(error.duplicate()));
                 continue;
@@ -124,7 +139,9 @@ impl Writer {
             if self.buffer.len() as u64 + group_bytes > BATCH_BYTES_MAX {
                 self.flush();
             }
-            if self.buffer_end() + group_bytes > self.active.capacity {
+            if self.active.sealed
+                || self.buffer_end() + group_bytes + SEAL_BYTES > self.active.capacity
+            {
                 self.flush();
                 if let Err(error) = self.roll() {
                     tracing::error!(%error, "journal append failed");
@@ -192,6 +209,7 @@ impl Writer {
             .iter()
             .map(|(_, locations)| locations.len())
             .sum();
+        self.active.records += records as u64;
         self.shared.record_commit(records as u64);
         for (done, locations) in self.waiters.drain(..) {
             // A dropped receiver means the caller stopped caring; its records are stored anyway.
@@ -199,21 +217,49 @@ impl Writer {
         }
     }
 
-    /// Makes a new segment the active one.
+    /// Makes a new segment the active one, using the one prepared ahead if it is there.
     fn roll(&mut self) -> Result<(), StoreError> {
+        if !self.active.sealed {
+            self.seal();
+        }
         let next = self.active.id + 1;
         let journal_bytes = self.shared.bytes_on_disk();
-        if let Some(limit) = self.disk_bytes_max {
-            if journal_bytes + self.segment_bytes > limit {
-                return Err(StoreError::DiskFull {
-                    dir: self.shared.dir.clone(),
-                    segment: next,
-                    segment_bytes: self.segment_bytes,
-                    journal_bytes,
-                });
+        let prepared = match self.prepared.take() {
+            Some(prepared) if prepared.segment == next => {
+                let result = prepared.result.recv();
+                let _ = prepared.thread.join();
+                match result {
+                    Ok(Ok(file)) => Some(file),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "preparing a journal segment ahead failed; retrying");
+                        None
+                    }
+                    Err(_) => None,
+                }
             }
-        }
-        let file = create_segment(&self.shared.dir, next, self.segment_bytes, journal_bytes)?;
+            Some(prepared) => {
+                self.discard(prepared);
+                None
+            }
+            None => None,
+        };
+        let file = match prepared {
+            Some(file) => file,
+            None => {
+                if let Some(limit) = self.disk_bytes_max {
+                    if journal_bytes + self.segment_bytes > limit {
+                        return Err(StoreError::DiskFull {
+                            dir: self.shared.dir.clone(),
+                            segment: next,
+                            segment_bytes: self.segment_bytes,
+                            journal_bytes,
+                        });
+                    }
+                }
+                prepare_segment(&self.shared.dir, next, self.segment_bytes, journal_bytes)?
+            }
+        };
+        install_segment(&self.shared.dir, next)?;
         let file = Arc::new(file);
         self.shared.seal_and_add_segment(
             self.active.id,
@@ -227,8 +273,83 @@ impl Writer {
             file,
             write_offset: SEGMENT_HEADER_BYTES,
             capacity: self.segment_bytes,
+            records: 0,
+            sealed: false,
         };
+        self.prepare_ahead();
         Ok(())
+    }
+
+    /// Closes the active segment with its seal, durably, before any successor exists: so a
+    /// segment with a successor but no seal has lost its tail, which recovery reports.
+    fn seal(&mut self) {
+        let image = encode_seal(
+            self.active.id,
+            self.active.write_offset,
+            self.active.records,
+        );
+        let path = || segment_path(&self.shared.dir, self.active.id);
+        if let Err(error) = self
+            .active
+            .file
+            .write_all_at(&image, self.active.write_offset)
+        {
+            fatal("write", &path(), &error);
+        }
+        if self.sync == SyncPolicy::Always {
+            if let Err(error) = self.active.file.sync_data() {
+                fatal("fdatasync", &path(), &error);
+            }
+        }
+        self.active.write_offset += image.len() as u64;
+        self.active.sealed = true;
+        self.shared
+            .active_written
+            .store(self.active.write_offset, Ordering::Relaxed);
+    }
+
+    /// Starts writing the segment after the active one on a helper thread, unless that would
+    /// pass `disk_bytes_max` (then rolling tries, and reports, by itself).
+    fn prepare_ahead(&mut self) {
+        let next = self.active.id + 1;
+        let journal_bytes = self.shared.bytes_on_disk();
+        if let Some(limit) = self.disk_bytes_max {
+            if journal_bytes + self.segment_bytes > limit {
+                return;
+            }
+        }
+        let (sender, result) = std::sync::mpsc::channel();
+        let dir = self.shared.dir.clone();
+        let segment_bytes = self.segment_bytes;
+        let spawned = std::thread::Builder::new()
+            .name("journal-prepare".to_owned())
+            .spawn(move || {
+                let _ = sender.send(prepare_segment(&dir, next, segment_bytes, journal_bytes));
+            });
+        match spawned {
+            Ok(thread) => {
+                self.prepared = Some(Prepared {
+                    segment: next,
+                    result,
+                    thread,
+                });
+            }
+            Err(error) => tracing::warn!(%error, "cannot prepare journal segments ahead"),
+        }
+    }
+
+    fn discard(&self, prepared: Prepared) {
+        let _ = prepared.thread.join();
+        discard_prepared(&self.shared.dir, prepared.segment);
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // A closed journal leaves no half-prepared file behind.
+        if let Some(prepared) = self.prepared.take() {
+            self.discard(prepared);
+        }
     }
 }
 
