@@ -1,0 +1,323 @@
+//! One manager's local queues as a user drives them with `qmgr put/get/poll/browse/watch/status`
+//! and with the client library: bodies, every JSON field, order, priorities, expiry, limits,
+//! errors and exit codes, blocking gets and notifications.
+
+#![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc;
+
+use support::{Manager, SOON, wait_exit, wait_until};
+
+#[test]
+fn put_then_get_prints_the_body() {
+    let manager = Manager::start();
+    let put = manager.cli(&["put", "greetings", "hello, world"]);
+    put.expect_code(0);
+    let id = put.stdout.trim();
+    assert_eq!(id.len(), 32, "put prints the 32-hex-digit id: {id}");
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+
+    let get = manager.cli(&["get", "greetings", "--timeout", "5s"]);
+    get.expect_code(0);
+    assert_eq!(get.stdout, "hello, world\n");
+    // Taken for good.
+    let again = manager.cli(&["poll", "greetings"]);
+    again.expect_code(0);
+    assert_eq!(again.stdout, "");
+}
+
+#[test]
+fn get_json_shows_every_field() {
+    let manager = Manager::builder().arg("--name").arg("alpha").start();
+    let put = manager.cli(&[
+        "put",
+        "orders",
+        "order 42",
+        "-H",
+        "customer=c-17",
+        "-H",
+        "region=eu=west",
+        "--priority",
+        "7",
+        "--correlation-id",
+        "req-1",
+        "--reply-to",
+        "replies@alpha",
+    ]);
+    put.expect_code(0);
+    let get = manager.cli(&["get", "orders", "--json"]);
+    get.expect_code(0);
+    let lines = get.json_lines();
+    assert_eq!(lines.len(), 1, "{}", get.stdout);
+    let message = &lines[0];
+    assert_eq!(message["id"], put.stdout.trim());
+    assert_eq!(message["body"], "order 42");
+    assert!(message.get("body_base64").is_none(), "{message}");
+    assert_eq!(
+        message["headers"],
+        serde_json::json!({"customer": "c-17", "region": "eu=west"})
+    );
+    assert_eq!(message["priority"], 7);
+    assert_eq!(message["correlation_id"], "req-1");
+    assert_eq!(message["reply_to"], "replies@alpha");
+    assert_eq!(message["origin"], "alpha");
+    assert_eq!(message["delivery_count"], 1);
+    let trace = message["trace"].as_array().unwrap();
+    assert!(!trace.is_empty(), "{message}");
+    assert_eq!(trace[0]["manager"], "alpha");
+    assert!(trace[0]["at"].as_u64().unwrap() > 0, "{message}");
+}
+
+#[test]
+fn a_binary_body_comes_back_as_base64() {
+    let manager = Manager::start();
+    let file = manager.scratch().join("body.bin");
+    std::fs::write(&file, [0xff, 0x00, 0x80]).unwrap();
+    manager
+        .cli(&["put", "blobs", "--file", file.to_str().unwrap()])
+        .expect_code(0);
+    let get = manager.cli(&["get", "blobs", "--json"]);
+    get.expect_code(0);
+    let message = &get.json_lines()[0];
+    assert_eq!(message["body_base64"], "/wCA");
+    assert!(message.get("body").is_none(), "{message}");
+}
+
+#[test]
+fn each_stdin_line_is_one_message_in_order() {
+    let manager = Manager::start();
+    let put = manager.cli_with_stdin(&["put", "lines"], b"one\ntwo\nthree\n");
+    put.expect_code(0);
+    assert!(
+        put.stderr.contains("put 3 messages to lines"),
+        "{}",
+        put.stderr
+    );
+    assert_eq!(manager.depth("lines"), Some(3));
+    let get = manager.cli(&["get", "lines", "--count", "10", "--timeout", "200ms"]);
+    get.expect_code(0);
+    assert_eq!(get.stdout, "one\ntwo\nthree\n");
+}
+
+#[test]
+fn get_and_poll_on_an_empty_queue_print_nothing_and_succeed() {
+    let manager = Manager::start();
+    let get = manager.cli(&["get", "empty", "--timeout", "200ms"]);
+    get.expect_code(0);
+    assert_eq!(get.stdout, "");
+    // poll has no timeout to give: it answers with what is there now.
+    let poll = manager.cli(&["poll", "empty", "--json"]);
+    poll.expect_code(0);
+    assert_eq!(poll.stdout, "");
+    manager.cli(&["put", "empty", "now"]).expect_code(0);
+    let poll = manager.cli(&["poll", "empty"]);
+    poll.expect_code(0);
+    assert_eq!(poll.stdout, "now\n");
+}
+
+#[test]
+fn browse_leaves_the_messages_and_status_shows_the_depth() {
+    let manager = Manager::start();
+    manager.cli(&["put", "shelf", "first"]).expect_code(0);
+    manager.cli(&["put", "shelf", "second"]).expect_code(0);
+    assert_eq!(manager.depth("shelf"), Some(2));
+
+    let browse = manager.cli(&["browse", "shelf"]);
+    browse.expect_code(0);
+    assert_eq!(browse.stdout, "first\nsecond\n");
+    let browse = manager.cli(&["browse", "shelf", "--json"]);
+    assert_eq!(browse.json_lines().len(), 2);
+    assert_eq!(manager.depth("shelf"), Some(2));
+
+    let get = manager.cli(&["get", "shelf", "--count", "2"]);
+    assert_eq!(get.stdout, "first\nsecond\n");
+    assert_eq!(manager.depth("shelf"), Some(0));
+}
+
+#[test]
+fn higher_priorities_come_first_and_each_priority_is_fifo() {
+    let manager = Manager::start();
+    for (body, priority) in [
+        ("low-a", "0"),
+        ("mid-a", "4"),
+        ("high-a", "9"),
+        ("low-b", "0"),
+        ("mid-b", "4"),
+        ("high-b", "9"),
+    ] {
+        manager
+            .cli(&["put", "ranked", body, "--priority", priority])
+            .expect_code(0);
+    }
+    let get = manager.cli(&["get", "ranked", "--count", "6", "--timeout", "1s"]);
+    get.expect_code(0);
+    assert_eq!(get.stdout, "high-a\nhigh-b\nmid-a\nmid-b\nlow-a\nlow-b\n");
+}
+
+#[test]
+fn an_expired_message_is_never_delivered() {
+    let manager = Manager::start();
+    manager
+        .cli(&["put", "fresh", "ephemeral", "--ttl", "300ms"])
+        .expect_code(0);
+    manager.cli(&["put", "fresh", "durable"]).expect_code(0);
+    // The manager sweeps expired messages on its maintenance tick; wait until it has.
+    wait_until("the expired message is gone from the depth", SOON, || {
+        manager.depth("fresh") == Some(1)
+    });
+    let browse = manager.cli(&["browse", "fresh"]);
+    assert_eq!(browse.stdout, "durable\n");
+    let get = manager.cli(&["get", "fresh", "--count", "2", "--timeout", "200ms"]);
+    get.expect_code(0);
+    assert_eq!(get.stdout, "durable\n");
+}
+
+#[test]
+fn errors_exit_1_with_a_message_and_bad_usage_exits_2() {
+    let manager = Manager::start();
+    for (address, expected) in [
+        ("not a queue!", "bad address `not a queue!`"),
+        ("orders@nowhere", "cannot resolve address `orders@nowhere`"),
+    ] {
+        let run = manager.cli(&["put", address, "x"]);
+        run.expect_code(1);
+        assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
+        assert!(run.stderr.contains(expected), "{}", run.stderr);
+        assert_eq!(run.stdout, "");
+    }
+    let unreachable = support::qmgr(&["get", "q", "--socket", "/nonexistent/qmgr.sock"]);
+    unreachable.expect_code(1);
+    assert!(
+        unreachable
+            .stderr
+            .contains("cannot reach the manager at /nonexistent/qmgr.sock"),
+        "{}",
+        unreachable.stderr
+    );
+
+    for args in [
+        &["put"][..],
+        &["get", "q", "--timeout", "banana"],
+        &["put", "q", "x", "--priority", "12"],
+        &["put", "q", "x", "-H", "no-equals-sign"],
+        &["frobnicate"],
+    ] {
+        manager.cli(args).expect_code(2);
+    }
+    // Nothing was stored by any of it.
+    let queues = manager.status()["queues"].clone();
+    for queue in queues.as_array().unwrap() {
+        assert_eq!(queue["depth"], 0, "{queue}");
+    }
+}
+
+#[test]
+fn a_put_over_the_size_limit_fails_naming_the_limit() {
+    let manager = Manager::builder()
+        .env("QMGR_MAX_MESSAGE_BYTES", 1024)
+        .start();
+    let big = "x".repeat(2000);
+    let run = manager.cli(&["put", "sized", &big]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("message of 2000 bytes exceeds the limit of 1024 bytes (max_message_bytes)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(manager.depth("sized").unwrap_or(0), 0);
+    manager
+        .cli(&["put", "sized", &"y".repeat(1024)])
+        .expect_code(0);
+    assert_eq!(manager.depth("sized"), Some(1));
+}
+
+#[test]
+fn a_blocked_get_returns_as_soon_as_another_client_puts() {
+    let manager = Manager::start();
+    let mut get = manager.spawn_cli(&["get", "later", "--timeout", "60s"]);
+    // A get on an undeclared queue creates it (auto_create_queues, the default) in the same
+    // step that registers the waiting get: once status lists the queue, the get is waiting.
+    wait_until("the waiting get has created its queue", SOON, || {
+        manager.depth("later").is_some()
+    });
+    manager
+        .client()
+        .put("later", hopmq::Message::new("wake up"))
+        .unwrap();
+    // Well before the get's own 60 s timeout.
+    let status = wait_exit(&mut get, "the blocked get", SOON);
+    let output = get.wait_with_output().unwrap();
+    assert!(status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "wake up\n");
+}
+
+#[test]
+fn watch_prints_each_message_put_and_leaves_it_in_the_queue() {
+    let manager = Manager::start();
+    let mut watch = manager.spawn_cli(&["watch", "events", "--count", "3", "--json"]);
+    let stderr = watch.stderr.take().unwrap();
+    let (line_tx, line_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let _ = line_tx.send(line.unwrap_or_default());
+        }
+    });
+    let first = line_rx
+        .recv_timeout(SOON)
+        .expect("watch says it is watching");
+    assert_eq!(first, "watching events");
+    for body in ["e1", "e2", "e3"] {
+        manager.cli(&["put", "events", body]).expect_code(0);
+    }
+    let status = wait_exit(&mut watch, "watch --count 3", SOON);
+    let output = watch.wait_with_output().unwrap();
+    assert!(status.success(), "{output:?}");
+    let bodies: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            value["body"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(bodies, ["e1", "e2", "e3"]);
+    assert_eq!(manager.depth("events"), Some(3));
+}
+
+#[test]
+fn a_notify_handler_runs_exactly_once_per_put() {
+    let manager = Manager::start();
+    let client = manager.client();
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let handle = client
+        .notify("bell", move |message| {
+            let _ = seen_tx.send(String::from_utf8_lossy(&message.body).into_owned());
+        })
+        .unwrap();
+    let producer = manager.client();
+    for n in 0..20 {
+        producer
+            .put("bell", hopmq::Message::new(format!("ring-{n}")))
+            .unwrap();
+    }
+    // A last message after the others: events come in put order on one connection, so if a
+    // message were notified twice the duplicate would show up before this one.
+    producer.put("bell", hopmq::Message::new("last")).unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let body = seen_rx
+            .recv_timeout(SOON)
+            .unwrap_or_else(|_| panic!("a notification; got only {seen:?}"));
+        if body == "last" {
+            break;
+        }
+        seen.push(body);
+    }
+    let expected: Vec<String> = (0..20).map(|n| format!("ring-{n}")).collect();
+    assert_eq!(seen, expected);
+    handle.cancel().unwrap();
+    assert_eq!(manager.depth("bell"), Some(21));
+}
