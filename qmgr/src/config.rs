@@ -9,8 +9,18 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::store::format::RECORD_PAYLOAD_BYTES_MAX;
 use hopmq::ManagerName;
-use hopmq::protocol::MESSAGE_BYTES_MAX;
+
+/// The largest `max_message_bytes`: a journal record holds one message with room for its
+/// envelope (headers, addresses, trace).
+pub const MESSAGE_BYTES_LIMIT: u64 = RECORD_PAYLOAD_BYTES_MAX - 1024 * 1024;
+/// The smallest `segment_bytes` accepted: small segments are for tests.
+pub const SEGMENT_BYTES_MIN: u64 = 1024 * 1024;
+/// The largest `segment_bytes`: recovery reads a whole segment at once.
+pub const SEGMENT_BYTES_MAX: u64 = crate::store::format::SEGMENT_BYTES_MAX;
+
+const _: () = assert!(MESSAGE_BYTES_LIMIT as usize <= hopmq::protocol::MESSAGE_BYTES_MAX);
 use serde::Deserialize;
 
 /// Whether an acknowledged write has reached stable storage.
@@ -196,21 +206,20 @@ impl Settings {
             key: "name",
             reason: e.to_string(),
         })?;
-        if self.max_message_bytes == 0 || self.max_message_bytes > MESSAGE_BYTES_MAX as u64 {
+        if self.max_message_bytes == 0 || self.max_message_bytes > MESSAGE_BYTES_LIMIT {
             return Err(ConfigError::Invalid {
                 key: "max_message_bytes",
                 reason: format!(
-                    "{} is not between 1 and {MESSAGE_BYTES_MAX}",
+                    "{} is not between 1 and {MESSAGE_BYTES_LIMIT}",
                     self.max_message_bytes
                 ),
             });
         }
-        // A message must fit in one segment with room for its envelope.
-        if self.segment_bytes < 1024 * 1024 || self.segment_bytes < 2 * self.max_message_bytes {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
             return Err(ConfigError::Invalid {
                 key: "segment_bytes",
                 reason: format!(
-                    "{} is too small: at least 1 MiB and twice max_message_bytes",
+                    "{} is not between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX}",
                     self.segment_bytes
                 ),
             });
@@ -227,6 +236,12 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The largest body a put accepts: `max_message_bytes`, lowered when small segments could
+    /// not hold such a message with its envelope.
+    pub fn message_bytes_limit(&self) -> u64 {
+        self.max_message_bytes.min(self.segment_bytes / 2)
     }
 
     /// The manager's validated name.

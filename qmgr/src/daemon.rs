@@ -81,7 +81,7 @@ async fn serve(
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_MAX);
     let limits = CoreLimits {
-        max_message_bytes: settings.max_message_bytes,
+        max_message_bytes: settings.message_bytes_limit(),
         max_depth: settings.max_depth,
         max_deliveries: settings.max_deliveries,
         auto_create_queues: settings.auto_create_queues,
