@@ -723,3 +723,11 @@ fn a_sealed_last_segment_takes_no_more_records() {
     assert_eq!(report.records, 2);
     assert_eq!(replayed[1].0, next);
 }
+
+#[test]
+fn handles_are_shareable_across_threads() {
+    fn shareable<T: Send + Sync + Clone>() {}
+    fn sendable<T: Send>() {}
+    shareable::<Journal>();
+    sendable::<Commit>();
+}
