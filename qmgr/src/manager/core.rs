@@ -164,19 +164,10 @@ impl Payloads {
                 .get(&entry.seq)
                 .cloned()
                 .ok_or(PayloadError::Missing(entry.seq)),
-            BodyRef::Journal {
-                segment,
-                offset,
-                len,
-            } => match self.cache.get(&entry.seq) {
-                Some(payload) => Ok(payload.clone()),
-                None => Ok(journal
-                    .read(Location {
-                        segment,
-                        offset,
-                        len,
-                    })?
-                    .into()),
+            BodyRef::Journal { .. } => match (self.cache.get(&entry.seq), entry.body.location()) {
+                (Some(payload), _) => Ok(payload.clone()),
+                (None, Some(location)) => Ok(journal.read(location)?.into()),
+                (None, None) => Err(PayloadError::Missing(entry.seq)),
             },
         }
     }
@@ -1399,8 +1390,8 @@ impl Core {
     /// Drops a message's payload and its claim on its segment.
     fn forget(&mut self, entry: &Entry) {
         self.payloads.forget(entry);
-        if let BodyRef::Journal { segment, len, .. } = entry.body {
-            self.liveness.remove(segment, len);
+        if let Some(location) = entry.body.location() {
+            self.liveness.remove(location.segment, location.len);
         }
     }
 
@@ -1467,15 +1458,13 @@ impl Core {
         let mut moves = Vec::new();
         for slot in self.queues.values() {
             for entry in slot.queue.entries() {
-                let BodyRef::Journal {
-                    segment: at, len, ..
-                } = entry.body
-                else {
+                let Some(location) = entry.body.location() else {
                     continue;
                 };
-                if at != segment {
+                if location.segment != segment {
                     continue;
                 }
+                let len = location.len;
                 match self.payloads.get(entry, &self.journal) {
                     Ok(payload) => {
                         payloads.push(payload.to_vec());
@@ -1527,11 +1516,7 @@ impl Core {
 }
 
 fn journal_ref(location: Location) -> BodyRef {
-    BodyRef::Journal {
-        segment: location.segment,
-        offset: location.offset,
-        len: location.len,
-    }
+    BodyRef::journal(location)
 }
 
 fn dead_letter_queue() -> QueueName {

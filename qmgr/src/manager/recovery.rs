@@ -90,11 +90,7 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
                 max_seq = max_seq.max(message.seq);
                 let entry = Entry {
                     seq: message.seq,
-                    body: BodyRef::Journal {
-                        segment: location.segment,
-                        offset: location.offset,
-                        len: location.len,
-                    },
+                    body: BodyRef::journal(location),
                     bytes: message.body.len() as u32,
                     priority: message.priority,
                     expires_at_ms: message.expires_at_ms.unwrap_or(u64::MAX),
@@ -116,8 +112,8 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
     let mut liveness = Liveness::default();
     let mut per_queue: Vec<Vec<Entry>> = vec![Vec::new(); names.len()];
     for (_, (index, entry)) in live {
-        if let BodyRef::Journal { segment, len, .. } = entry.body {
-            liveness.add(segment, len);
+        if let Some(location) = entry.body.location() {
+            liveness.add(location.segment, location.len);
         }
         per_queue[index as usize].push(entry);
     }

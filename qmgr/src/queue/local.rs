@@ -12,13 +12,47 @@ use std::collections::VecDeque;
 
 use hopmq::PRIORITY_MAX;
 
-/// Where a message's full record lives.
+use crate::store::Location;
+
+/// Where a message's full record lives. Compact on purpose (12 bytes of payload): a deep
+/// queue holds millions of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyRef {
     /// In the journal, at this segment, offset and length.
-    Journal { segment: u64, offset: u64, len: u32 },
+    Journal { segment: u32, offset: u32, len: u32 },
     /// Only in memory (a non-persistent message), under its seq.
     Memory,
+}
+
+impl BodyRef {
+    /// The journal location of a record. Segment ids stay far below `u32::MAX` (one per
+    /// segment written) and offsets below the segment size limit (1 GiB), so they fit.
+    pub fn journal(location: Location) -> Self {
+        debug_assert!(
+            location.segment <= u64::from(u32::MAX) && location.offset <= u64::from(u32::MAX)
+        );
+        Self::Journal {
+            segment: u32::try_from(location.segment).unwrap_or(u32::MAX),
+            offset: u32::try_from(location.offset).unwrap_or(u32::MAX),
+            len: location.len,
+        }
+    }
+
+    /// The journal location, for a journaled record.
+    pub fn location(&self) -> Option<Location> {
+        match *self {
+            Self::Journal {
+                segment,
+                offset,
+                len,
+            } => Some(Location {
+                segment: u64::from(segment),
+                offset: u64::from(offset),
+                len,
+            }),
+            Self::Memory => None,
+        }
+    }
 }
 
 /// A queued message, as the queue sees it.
@@ -37,7 +71,7 @@ pub struct Entry {
     /// When it was put, in milliseconds since the epoch.
     pub put_at_ms: u64,
     /// A hash of its correlation id, 0 for none; a match is confirmed against the record.
-    pub correlation: u64,
+    pub correlation: u32,
     /// Deliveries so far (leased gets that came back).
     pub delivery_count: u32,
 }
@@ -50,8 +84,8 @@ impl Entry {
 }
 
 /// The hash stored in [`Entry::correlation`]; never 0 for a present id.
-pub fn correlation_hash(correlation_id: Option<&str>) -> u64 {
-    correlation_id.map_or(0, |id| crc32c::crc32c(id.as_bytes()) as u64 | 1 << 32)
+pub fn correlation_hash(correlation_id: Option<&str>) -> u32 {
+    correlation_id.map_or(0, |id| crc32c::crc32c(id.as_bytes()) | 1)
 }
 
 /// The ordering state of one local queue.
@@ -113,7 +147,7 @@ impl LocalQueue {
         &mut self,
         now_ms: u64,
         max: usize,
-        correlation: Option<u64>,
+        correlation: Option<u32>,
         mut confirm: impl FnMut(&Entry) -> bool,
     ) -> Taken {
         let mut taken = Taken::default();
@@ -222,6 +256,16 @@ mod tests {
 
     fn seqs(entries: &[Entry]) -> Vec<u64> {
         entries.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn entries_stay_small() {
+        // 5 million queued messages must fit in a few hundred MiB (BENCHMARKS.md).
+        assert!(
+            std::mem::size_of::<Entry>() <= 56,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
     }
 
     #[test]
