@@ -47,9 +47,11 @@ fn parse(body: &[u8]) -> (u32, u64) {
     (producer.parse().unwrap(), seq.parse().unwrap())
 }
 
-/// Runs producers `first..first + PRODUCERS` against `manager` and kills it with SIGKILL once
-/// `ACKED_BEFORE_KILL` of their puts have returned; records the outcome in `ledger`.
-fn put_until_killed(manager: &mut Manager, first: u32, ledger: &mut Ledger) {
+/// Runs producers `first..first + PRODUCERS` against `manager`, each putting `batch`
+/// messages per request (one `put`, or one atomic `put_batch`), and kills the manager with
+/// SIGKILL once `ACKED_BEFORE_KILL` of their messages have been acknowledged; records the
+/// outcome in `ledger`.
+fn put_until_killed(manager: &mut Manager, first: u32, batch: u64, ledger: &mut Ledger) {
     let acked_total = Arc::new(AtomicU64::new(0));
     let producers: Vec<_> = (first..first + PRODUCERS)
         .map(|producer| {
@@ -58,10 +60,20 @@ fn put_until_killed(manager: &mut Manager, first: u32, ledger: &mut Ledger) {
             std::thread::spawn(move || {
                 let mut seq = 0u64;
                 loop {
-                    match client.put(QUEUE, Message::new(body(producer, seq))) {
-                        Ok(_) => {
-                            seq += 1;
-                            acked_total.fetch_add(1, Ordering::SeqCst);
+                    let result = if batch == 1 {
+                        client
+                            .put(QUEUE, Message::new(body(producer, seq)))
+                            .map(|_| ())
+                    } else {
+                        let messages = (seq..seq + batch)
+                            .map(|n| (QUEUE.to_owned(), Message::new(body(producer, n))))
+                            .collect();
+                        client.put_batch(messages).map(|_| ())
+                    };
+                    match result {
+                        Ok(()) => {
+                            seq += batch;
+                            acked_total.fetch_add(batch, Ordering::SeqCst);
                         }
                         // The manager is gone; the put's outcome is unknown.
                         Err(_) => return (producer, seq),
@@ -79,7 +91,9 @@ fn put_until_killed(manager: &mut Manager, first: u32, ledger: &mut Ledger) {
     for producer in producers {
         let (id, acked) = producer.join().unwrap();
         ledger.acked.insert(id, acked);
-        ledger.in_flight.insert((id, acked));
+        ledger
+            .in_flight
+            .extend((acked..acked + batch).map(|seq| (id, seq)));
     }
 }
 
@@ -121,7 +135,7 @@ fn acknowledged_puts_survive_kill_9_exactly_once_and_in_order() {
     let mut ledger = Ledger::default();
 
     // Round 1: kill -9 in the middle of four put streams.
-    put_until_killed(&mut manager, 0, &mut ledger);
+    put_until_killed(&mut manager, 0, 1, &mut ledger);
     manager.restart();
     let client = manager.client();
     let survivors = client
@@ -164,7 +178,7 @@ fn acknowledged_puts_survive_kill_9_exactly_once_and_in_order() {
     drop(client);
 
     // Round 2: new producers, and another kill -9 while the leases are held.
-    put_until_killed(&mut manager, PRODUCERS, &mut ledger);
+    put_until_killed(&mut manager, PRODUCERS, 1, &mut ledger);
     drop(holder);
     manager.restart();
     let client = manager.client();
@@ -189,6 +203,59 @@ fn acknowledged_puts_survive_kill_9_exactly_once_and_in_order() {
             .is_none()
     );
     assert_eq!(manager.depth(QUEUE).unwrap_or(0), 0);
+}
+
+#[test]
+fn a_batch_survives_kill_9_whole_or_not_at_all() {
+    const BATCH: u64 = 16;
+    let mut manager = Manager::start();
+    let mut ledger = Ledger::default();
+    put_until_killed(&mut manager, 0, BATCH, &mut ledger);
+    manager.restart();
+    let survivors = support::drain(&manager.client(), QUEUE);
+    check(&survivors, &ledger);
+    // The batch in flight at the kill: all of it or none of it.
+    let mut in_flight_stored: BTreeMap<u32, u64> = BTreeMap::new();
+    for message in &survivors {
+        let (producer, seq) = parse(&message.body);
+        if ledger.in_flight.contains(&(producer, seq)) {
+            *in_flight_stored.entry(producer).or_default() += 1;
+        }
+    }
+    for (producer, stored) in in_flight_stored {
+        assert_eq!(stored, BATCH, "producer {producer}'s last batch is torn");
+    }
+}
+
+#[test]
+fn a_second_manager_on_the_same_data_directory_is_refused() {
+    let manager = Manager::start();
+    let socket = manager.scratch().join("second.sock");
+    let mut second = std::process::Command::new(support::qmgr_path())
+        .arg("run")
+        .arg("--data-dir")
+        .arg(manager.data_dir())
+        .arg("--socket")
+        .arg(&socket)
+        .current_dir(manager.scratch())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // If it were not refused it would run: give up after a deadline rather than hang.
+    let exited = support::wait_exit(&mut second, "the second manager", SOON);
+    let second = support::Run::from(second.wait_with_output().unwrap());
+    assert!(!exited.success());
+    second.expect_code(1);
+    assert!(
+        second.stderr.contains("is in use by another manager"),
+        "{}",
+        second.stderr
+    );
+    // The first one is unaffected.
+    let client = manager.client();
+    client.put("still", Message::new("mine")).unwrap();
+    assert_eq!(client.poll("still").unwrap().unwrap().body, b"mine");
 }
 
 #[test]
