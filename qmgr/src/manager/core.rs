@@ -93,6 +93,17 @@ pub struct PutItem {
     pub entry: Entry,
     pub payload: Arc<[u8]>,
     pub persistent: bool,
+    /// A waiting get this message goes straight to: its removal is written in the same
+    /// commit as the put, so the hand-over costs one sync instead of two.
+    pub handoff: Option<Handoff>,
+}
+
+/// A waiting get claimed by a put.
+#[derive(Debug)]
+pub struct Handoff {
+    connection: u64,
+    request: u64,
+    deadline_ms: u64,
 }
 
 struct Slot {
@@ -100,6 +111,8 @@ struct Slot {
     max_depth: u64,
     /// Puts accepted but not yet durable: they count against `max_depth`.
     pending: u64,
+    /// Of those, the ones handed straight to a waiting get.
+    pending_handoffs: u64,
     waiters: VecDeque<u64>,
     subscribers: Vec<(u64, u64)>,
 }
@@ -110,6 +123,7 @@ impl Slot {
             queue: LocalQueue::default(),
             max_depth,
             pending: 0,
+            pending_handoffs: 0,
             waiters: VecDeque::new(),
             subscribers: Vec::new(),
         }
@@ -569,6 +583,7 @@ impl Core {
         let mut items = Vec::with_capacity(messages.len());
         let mut ids = Vec::with_capacity(messages.len());
         let mut journal_payloads = Vec::new();
+        let mut handed_off = Vec::new();
         for ((address, message), queue) in messages.iter().zip(targets) {
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -594,17 +609,25 @@ impl Core {
                 correlation: correlation_hash(message.correlation_id.as_deref()),
                 delivery_count: 0,
             };
-            if message.persistent {
+            let handoff = if message.persistent {
                 journal_payloads.push(payload.clone());
-            }
+                self.claim_waiter(&queue, message.correlation_id.as_deref())
+            } else {
+                None
+            };
             if let Some(slot) = self.queues.get_mut(&queue) {
                 slot.pending += 1;
+                slot.pending_handoffs += u64::from(handoff.is_some());
+            }
+            if handoff.is_some() {
+                handed_off.push(seq);
             }
             items.push(PutItem {
                 queue,
                 entry,
                 payload: payload.into(),
                 persistent: message.persistent,
+                handoff,
             });
             ids.push(id);
         }
@@ -617,9 +640,72 @@ impl Core {
         if journal_payloads.is_empty() {
             self.apply(continuation, Ok(Vec::new()), now_ms);
         } else {
+            if !handed_off.is_empty() {
+                // Last in the group, so the locations of the messages come first, in order.
+                journal_payloads.push(record::encode(&Record::Remove(handed_off)));
+            }
             self.commit(journal_payloads, continuation);
         }
         Ok(None)
+    }
+
+    /// The first waiting get that takes this message as it is put, if the queue is empty and
+    /// nothing but other hand-offs is on its way into it (so put order is kept). Leased gets
+    /// are served the usual way.
+    fn claim_waiter(&mut self, queue: &QueueName, correlation_id: Option<&str>) -> Option<Handoff> {
+        let slot = self.queues.get(queue)?;
+        if slot.queue.depth() > 0 || slot.pending > slot.pending_handoffs {
+            return None;
+        }
+        let position = slot.waiters.iter().position(|id| {
+            self.waiters.get(id).is_some_and(|w| {
+                w.lease_ms.is_none()
+                    && w.correlation_id
+                        .as_deref()
+                        .is_none_or(|c| Some(c) == correlation_id)
+            })
+        })?;
+        let waiter_id = self.queues.get_mut(queue)?.waiters.remove(position)?;
+        let waiter = self.waiters.remove(&waiter_id)?;
+        self.waiter_deadlines
+            .remove(&(waiter.deadline_ms, waiter_id));
+        if let Some(conn) = self.connections.get_mut(&waiter.connection) {
+            conn.waiters.remove(&waiter_id);
+        }
+        Some(Handoff {
+            connection: waiter.connection,
+            request: waiter.request,
+            deadline_ms: waiter.deadline_ms,
+        })
+    }
+
+    /// Puts a waiting get claimed by a put that failed back at the head of its queue's line.
+    fn unclaim(&mut self, queue: &QueueName, handoff: Handoff) {
+        if !self.connections.contains_key(&handoff.connection) {
+            return;
+        }
+        self.next_waiter += 1;
+        let waiter_id = self.next_waiter;
+        self.waiter_deadlines
+            .insert((handoff.deadline_ms, waiter_id));
+        if let Some(conn) = self.connections.get_mut(&handoff.connection) {
+            conn.waiters.insert(waiter_id);
+        }
+        if let Some(slot) = self.queues.get_mut(queue) {
+            slot.waiters.push_front(waiter_id);
+        }
+        self.waiters.insert(
+            waiter_id,
+            Waiter {
+                connection: handoff.connection,
+                request: handoff.request,
+                queue: queue.clone(),
+                max: 1,
+                correlation_id: None,
+                lease_ms: None,
+                deadline_ms: handoff.deadline_ms,
+            },
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -885,6 +971,7 @@ impl Core {
             entry: new_entry,
             payload: payload.clone().into(),
             persistent,
+            handoff: None,
         };
         let continuation = Continuation::Moved {
             item,
@@ -1206,9 +1293,13 @@ impl Core {
                     Ok(locations) => locations,
                     Err(error) => {
                         warn!(%error, "put failed");
-                        for item in &items {
+                        for item in items {
                             if let Some(slot) = self.queues.get_mut(&item.queue) {
                                 slot.pending -= 1;
+                                slot.pending_handoffs -= u64::from(item.handoff.is_some());
+                            }
+                            if let Some(handoff) = item.handoff {
+                                self.unclaim(&item.queue, handoff);
                             }
                         }
                         self.reply(connection, request, Err(api_error(&error)));
@@ -1218,6 +1309,17 @@ impl Core {
                 let mut locations = locations.into_iter();
                 let mut touched = BTreeSet::new();
                 for mut item in items {
+                    if let Some(slot) = self.queues.get_mut(&item.queue) {
+                        slot.pending -= 1;
+                        slot.pending_handoffs -= u64::from(item.handoff.is_some());
+                    }
+                    self.notify_subscribers(&item);
+                    if let Some(handoff) = item.handoff.take() {
+                        // Written and removed in one commit: never live in the journal.
+                        let _ = locations.next();
+                        self.complete_handoff(item, handoff, now_ms);
+                        continue;
+                    }
                     if item.persistent {
                         if let Some(location) = locations.next() {
                             item.entry.body = journal_ref(location);
@@ -1225,11 +1327,7 @@ impl Core {
                         }
                     }
                     self.payloads.keep(&item.entry, item.payload.clone());
-                    if let Some(slot) = self.queues.get_mut(&item.queue) {
-                        slot.pending -= 1;
-                    }
                     self.insert(&item.queue, item.entry);
-                    self.notify_subscribers(&item);
                     touched.insert(item.queue);
                 }
                 self.messages_put += ids.len() as u64;
@@ -1355,6 +1453,31 @@ impl Core {
         }
     }
 
+    /// Answers the get a put was handed to; if its getter left meanwhile, the message is
+    /// stored again, since nobody has it.
+    fn complete_handoff(&mut self, item: PutItem, handoff: Handoff, now_ms: u64) {
+        let mut entry = item.entry;
+        entry.delivery_count = 1;
+        let delivery = match delivery::to_delivery(&item.payload, &entry, None, true) {
+            Ok(delivery) => delivery,
+            Err(error) => {
+                error!(%error, "cannot decode a message being handed over");
+                self.unclaim(&item.queue, handoff);
+                return;
+            }
+        };
+        if self.reply(
+            handoff.connection,
+            handoff.request,
+            Ok(Reply::Messages(vec![delivery])),
+        ) {
+            self.messages_delivered += 1;
+        } else {
+            entry.delivery_count = 0;
+            self.rewrite(&item.queue, entry, item.payload, true, now_ms);
+        }
+    }
+
     /// Stores a removed message again under its own seq (so it keeps its place).
     fn restore(&mut self, queue: &QueueName, entry: Entry, now_ms: u64) {
         let payload = match self.payloads.get(&entry, &self.journal) {
@@ -1365,13 +1488,29 @@ impl Core {
             }
         };
         self.forget(&entry);
-        self.ensure_slot(queue).pending += 1;
         let persistent = !matches!(entry.body, BodyRef::Memory);
+        self.rewrite(queue, entry, payload, persistent, now_ms);
+    }
+
+    /// Writes a message's record again, then puts the message back into `queue`.
+    fn rewrite(
+        &mut self,
+        queue: &QueueName,
+        mut entry: Entry,
+        payload: Arc<[u8]>,
+        persistent: bool,
+        now_ms: u64,
+    ) {
+        self.ensure_slot(queue).pending += 1;
+        if !persistent {
+            entry.body = BodyRef::Memory;
+        }
         let item = PutItem {
             queue: queue.clone(),
             entry,
             payload: payload.clone(),
             persistent,
+            handoff: None,
         };
         if persistent {
             self.commit(
