@@ -105,8 +105,6 @@ fn a_capped_journal_refuses_puts_as_disk_full_and_keeps_what_it_stored() {
 }
 
 #[test]
-#[ignore = "bug: on a full journal a destructive get fails with `disk full` too, so a drain \
-            cannot free space (see /work/bugs.md)"]
 fn a_capped_journal_takes_puts_again_after_a_drain() {
     let mut manager = capped_manager();
     let client = manager.client();

@@ -160,7 +160,7 @@ impl ManagerBuilder {
             child: None,
             starts: 0,
         };
-        manager.spawn();
+        manager.spawn(&[]);
         manager
     }
 }
@@ -215,30 +215,37 @@ impl Manager {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    #[track_caller]
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "the manager is already running");
+    /// `qmgr run` with this manager's settings plus `extra` flags, logging to its log file.
+    fn run_command(&mut self, extra: &[&str]) -> Command {
         self.starts += 1;
         let mut log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("the log file opens");
-        writeln!(log, "===== qmgr run, start {} =====", self.starts).expect("the log is writable");
-        let child = Command::new(qmgr_path())
+        writeln!(log, "===== qmgr run {extra:?}, start {} =====", self.starts)
+            .expect("the log is writable");
+        let mut command = Command::new(qmgr_path());
+        command
             .arg("run")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--socket")
             .arg(&self.socket)
             .args(&self.args)
+            .args(extra)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.home.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("qmgr run starts");
+            .stderr(log);
+        command
+    }
+
+    #[track_caller]
+    fn spawn(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "the manager is already running");
+        let child = self.run_command(extra).spawn().expect("qmgr run starts");
         self.child = Some(child);
         let start = Instant::now();
         loop {
@@ -293,7 +300,32 @@ impl Manager {
     /// `terminate`).
     #[track_caller]
     pub fn restart(&mut self) {
-        self.spawn();
+        self.spawn(&[]);
+    }
+
+    /// Like [`restart`](Self::restart), with extra flags of `qmgr run` (e.g. `--salvage`).
+    #[track_caller]
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.spawn(extra);
+    }
+
+    /// Starts the daemon (stopped) on its data directory expecting it to refuse: waits for it
+    /// to exit and returns its exit code, with the stderr of this start only.
+    #[track_caller]
+    pub fn start_refused(&mut self) -> Run {
+        assert!(self.child.is_none(), "the manager is already running");
+        let before = self.log().len();
+        let child = self.run_command(&[]).spawn().expect("qmgr run starts");
+        // Held by `self` while waiting, so that it is killed if it never exits.
+        let child = self.child.insert(child);
+        let status = wait_exit(child, "qmgr run (expected to refuse to start)", SOON);
+        self.child = None;
+        let log = self.log();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: log.get(before..).unwrap_or_default().to_owned(),
+        }
     }
 
     /// A client of the library, connected.
