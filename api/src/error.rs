@@ -80,8 +80,9 @@ pub enum ApiError {
         /// What it holds.
         depth: u64,
     },
-    /// The disk is full; nothing was stored. Retry once space returns.
-    #[error("disk full: {detail}; nothing was stored")]
+    /// The disk (or the journal's quota) is full; the operation was not carried out. Retry
+    /// once space returns.
+    #[error("{detail}")]
     DiskFull {
         /// What the store said.
         detail: String,

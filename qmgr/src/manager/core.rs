@@ -386,8 +386,21 @@ impl Core {
     }
 
     fn commit(&mut self, payloads: Vec<Vec<u8>>, continuation: Continuation) {
-        self.in_flight += 1;
         let commit = self.journal.append(payloads);
+        self.track(commit, continuation);
+    }
+
+    /// Records that messages are gone: such a write may use the journal's reserve, so that a
+    /// full disk can always be drained.
+    fn commit_removal(&mut self, seqs: Vec<u64>, continuation: Continuation) {
+        let commit = self
+            .journal
+            .append_freeing(vec![record::encode(&Record::Remove(seqs))]);
+        self.track(commit, continuation);
+    }
+
+    fn track(&mut self, commit: Commit, continuation: Continuation) {
+        self.in_flight += 1;
         if self.commits.send((commit, continuation)).is_err() {
             // Only when the sequencer is gone, i.e. the process is stopping.
             error!("commit sequencer stopped; a write was dropped unacknowledged");
@@ -860,7 +873,7 @@ impl Core {
         if seqs.is_empty() {
             self.apply(continuation, Ok(Vec::new()), now_ms);
         } else {
-            self.commit(vec![record::encode(&Record::Remove(seqs))], continuation);
+            self.commit_removal(seqs, continuation);
         }
     }
 
@@ -884,7 +897,7 @@ impl Core {
         if seqs.is_empty() {
             self.apply(continuation, Ok(Vec::new()), crate::manager::now_ms());
         } else {
-            self.commit(vec![record::encode(&Record::Remove(seqs))], continuation);
+            self.commit_removal(seqs, continuation);
         }
         Ok(None)
     }
@@ -1254,10 +1267,7 @@ impl Core {
                 self.payloads.forget(entry);
             }
         } else {
-            self.commit(
-                vec![record::encode(&Record::Remove(seqs))],
-                Continuation::Removed { entries: expired },
-            );
+            self.commit_removal(seqs, Continuation::Removed { entries: expired });
         }
     }
 

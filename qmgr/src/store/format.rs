@@ -60,6 +60,21 @@ pub const BATCH_BYTES_MAX: u64 = 24 * 1024 * 1024;
 pub const BATCH_BYTES_TARGET: u64 = 1024 * 1024;
 /// The writer stops gathering a batch once it holds this many records (DESIGN.md: ~256).
 pub const BATCH_RECORDS_TARGET: usize = 256;
+/// The tail of every segment kept for appends that free space (removals, acks): when the disk
+/// is full, consumers can still record what they took, so that segments die and space
+/// returns. 64 KiB holds over a thousand removal records.
+pub const RESERVE_BYTES_MAX: u64 = 64 * 1024;
+
+/// The reserve of a segment of `segment_bytes`: a sixteenth, at most [`RESERVE_BYTES_MAX`], so
+/// the small segments of tests keep most of their room.
+pub const fn reserve_bytes(segment_bytes: u64) -> u64 {
+    let sixteenth = align_up(segment_bytes / 16);
+    if sixteenth < RESERVE_BYTES_MAX {
+        sixteenth
+    } else {
+        RESERVE_BYTES_MAX
+    }
+}
 /// Default pre-allocated size of a segment (the task's 64 MiB).
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Smallest accepted segment size: small segments are for tests; below this the header and
@@ -71,7 +86,10 @@ pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
 const _: () = assert!(RECORD_BYTES_MAX <= BATCH_BYTES_MAX);
 const _: () = assert!(BATCH_BYTES_TARGET <= BATCH_BYTES_MAX);
-const _: () = assert!(SEGMENT_HEADER_BYTES + BATCH_BYTES_MAX + SEAL_BYTES <= SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(
+    SEGMENT_HEADER_BYTES + BATCH_BYTES_MAX + SEAL_BYTES + RESERVE_BYTES_MAX
+        <= SEGMENT_BYTES_DEFAULT
+);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
 // record_bytes is a u32 and segment offsets are indexed as usize.

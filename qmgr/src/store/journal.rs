@@ -26,6 +26,7 @@ use super::format::{
     BATCH_BYTES_MAX, Decoded, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
     SEAL_BYTES, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SegmentHeaderError,
     decode_record, decode_segment_header, encode_padding, encode_seal, record_bytes_padded,
+    reserve_bytes,
 };
 use super::recovery::{RecoveryReport, SalvagedRange, scan_segment};
 use super::segment::{create_segment, list_segments, segment_path};
@@ -401,8 +402,12 @@ where
             requests,
             writer: Mutex::new(Some(handle)),
             closed: AtomicBool::new(false),
-            group_bytes_max: BATCH_BYTES_MAX
-                .min(config.segment_bytes - SEGMENT_HEADER_BYTES - SEAL_BYTES),
+            group_bytes_max: BATCH_BYTES_MAX.min(
+                config.segment_bytes
+                    - SEGMENT_HEADER_BYTES
+                    - SEAL_BYTES
+                    - reserve_bytes(config.segment_bytes),
+            ),
         }),
     };
     Ok((journal, report))
@@ -507,6 +512,17 @@ impl Journal {
     /// (fdatasync'd under `SyncPolicy::Always`). Blocks only when [`REQUEST_QUEUE_MAX`]
     /// appends are already queued.
     pub fn append(&self, payloads: Vec<Vec<u8>>) -> Commit {
+        self.append_group(payloads, false)
+    }
+
+    /// Like [`append`](Self::append), for a group that frees space (a removal): it may use
+    /// the reserve at the end of the active segment when no new segment can be created, so a
+    /// full journal can always be drained.
+    pub fn append_freeing(&self, payloads: Vec<Vec<u8>>) -> Commit {
+        self.append_group(payloads, true)
+    }
+
+    fn append_group(&self, payloads: Vec<Vec<u8>>, frees_space: bool) -> Commit {
         if self.inner.closed.load(Ordering::Acquire) {
             return Commit::ready(Err(StoreError::Closed));
         }
@@ -530,7 +546,11 @@ impl Journal {
             }));
         }
         let (done, receiver) = oneshot::channel();
-        match self.inner.requests.send(Request::Append { payloads, done }) {
+        match self.inner.requests.send(Request::Append {
+            payloads,
+            done,
+            frees_space,
+        }) {
             Ok(()) => Commit {
                 state: CommitState::Waiting(receiver),
             },

@@ -453,6 +453,43 @@ fn segments_roll_and_a_deleted_prefix_stays_deleted() {
 }
 
 #[test]
+fn removals_use_the_reserve_when_the_disk_is_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path(), 64 * 1024);
+    config.disk_bytes_max = Some(2 * 64 * 1024);
+    let (journal, _, _) = open_collect(config.clone()).expect("open");
+    let mut appended = 0u64;
+    while journal.append(vec![payload(appended, 1000)]).wait().is_ok() {
+        appended += 1;
+        assert!(appended < 1000, "the limit never hit");
+    }
+    // Full for ordinary appends, but the segment's reserve still takes removals, and nothing
+    // else: a big one that does not fit the reserve fails like any other.
+    let mut removals = Vec::new();
+    for n in 0..20 {
+        let bytes = payload(10_000 + n, 40);
+        let location = journal
+            .append_freeing(vec![bytes.clone()])
+            .wait()
+            .expect("a removal fits")[0];
+        removals.push((location, bytes));
+    }
+    assert!(matches!(
+        journal.append(vec![vec![1; 40]]).wait(),
+        Err(StoreError::DiskFull { .. })
+    ));
+    assert!(matches!(
+        journal.append_freeing(vec![vec![1; 8 * 1024]]).wait(),
+        Err(StoreError::DiskFull { .. })
+    ));
+    journal.close();
+    drop(journal);
+    let (_, _, replayed) = open_collect(config).expect("reopen");
+    assert_eq!(replayed.len() as u64, appended + 20);
+    assert_eq!(replayed[appended as usize..], removals[..]);
+}
+
+#[test]
 fn a_full_disk_fails_appends_harmlessly_until_space_returns() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(dir.path(), 64 * 1024);

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use super::error::StoreError;
 use super::format::{
     BATCH_BYTES_MAX, BATCH_BYTES_TARGET, BATCH_RECORDS_TARGET, SEAL_BYTES, SEGMENT_HEADER_BYTES,
-    encode_record, encode_seal, record_bytes_padded,
+    encode_record, encode_seal, record_bytes_padded, reserve_bytes,
 };
 use super::journal::Shared;
 use super::segment::{discard_prepared, install_segment, prepare_segment, segment_path};
@@ -37,6 +37,8 @@ pub(crate) enum Request {
     Append {
         payloads: Vec<Vec<u8>>,
         done: Completion,
+        /// May use the segment's reserve (see `RESERVE_BYTES`).
+        frees_space: bool,
     },
     /// Finish what was queued before, fail what comes after, and stop.
     Close,
@@ -90,10 +92,14 @@ impl Writer {
             let mut next = Some(first);
             while let Some(request) = next.take() {
                 match request {
-                    Request::Append { payloads, done } => {
+                    Request::Append {
+                        payloads,
+                        done,
+                        frees_space,
+                    } => {
                         records += payloads.len();
                         bytes += payloads.iter().map(Vec::len).sum::<usize>() as u64;
-                        batch.push((payloads, done));
+                        batch.push((payloads, done, frees_space));
                     }
                     Request::Close => {
                         closing = true;
@@ -120,34 +126,46 @@ impl Writer {
         self.active.write_offset + self.buffer.len() as u64
     }
 
-    fn commit(&mut self, batch: &mut Vec<(Vec<Vec<u8>>, Completion)>) {
+    fn commit(&mut self, batch: &mut Vec<(Vec<Vec<u8>>, Completion, bool)>) {
         // Once a new segment cannot be created, the rest of the batch fails too (it would need
         // that segment as well); the next batch tries again, so space coming back is noticed.
         let mut roll_error: Option<StoreError> = None;
-        for (payloads, done) in batch.drain(..) {
+        for (payloads, done, frees_space) in batch.drain(..) {
             let group_bytes: u64 = payloads
                 .iter()
                 .map(|payload| record_bytes_padded(payload.len() as u64))
                 .sum();
             // `Journal::append` refuses bigger groups before they get here.
             assert!(group_bytes <= BATCH_BYTES_MAX);
-            assert!(SEGMENT_HEADER_BYTES + group_bytes + SEAL_BYTES <= self.segment_bytes);
-            if let Some(error) = &roll_error {
-                let _ = done.send(Err(error.duplicate()));
-                continue;
-            }
+            let reserve = reserve_bytes(self.segment_bytes);
+            assert!(
+                SEGMENT_HEADER_BYTES + group_bytes + SEAL_BYTES + reserve <= self.segment_bytes
+            );
             if self.buffer.len() as u64 + group_bytes > BATCH_BYTES_MAX {
                 self.flush();
             }
-            if self.active.sealed
-                || self.buffer_end() + group_bytes + SEAL_BYTES > self.active.capacity
+            let fits_reserve = !self.active.sealed
+                && self.buffer_end() + group_bytes + SEAL_BYTES <= self.active.capacity;
+            if let Some(error) = &roll_error {
+                if !(frees_space && fits_reserve) {
+                    let _ = done.send(Err(error.duplicate()));
+                    continue;
+                }
+            } else if self.active.sealed
+                || self.buffer_end() + group_bytes + SEAL_BYTES + reserve > self.active.capacity
             {
                 self.flush();
                 if let Err(error) = self.roll() {
-                    tracing::error!(%error, "journal append failed");
-                    let _ = done.send(Err(error.duplicate()));
-                    roll_error = Some(error);
-                    continue;
+                    // A removal still fits in the reserve of the unsealed active segment.
+                    let use_reserve = frees_space && fits_reserve && !self.active.sealed;
+                    if use_reserve {
+                        roll_error = Some(error);
+                    } else {
+                        tracing::error!(%error, "journal append failed");
+                        let _ = done.send(Err(error.duplicate()));
+                        roll_error = Some(error);
+                        continue;
+                    }
                 }
             }
             let group_len = payloads.len() as u32;
@@ -219,9 +237,6 @@ impl Writer {
 
     /// Makes a new segment the active one, using the one prepared ahead if it is there.
     fn roll(&mut self) -> Result<(), StoreError> {
-        if !self.active.sealed {
-            self.seal();
-        }
         let next = self.active.id + 1;
         let journal_bytes = self.shared.bytes_on_disk();
         let prepared = match self.prepared.take() {
@@ -259,6 +274,11 @@ impl Writer {
                 prepare_segment(&self.shared.dir, next, self.segment_bytes, journal_bytes)?
             }
         };
+        // Sealed only once its successor is ready: a failed roll leaves the active segment
+        // open, with its reserve for removals.
+        if !self.active.sealed {
+            self.seal();
+        }
         install_segment(&self.shared.dir, next)?;
         let file = Arc::new(file);
         self.shared.seal_and_add_segment(
