@@ -145,8 +145,6 @@ fn damage_in_an_older_segment_is_refused_and_salvage_skips_exactly_it() {
 }
 
 #[test]
-#[ignore = "bug: damage followed by acknowledged records in the last segment is truncated as \
-            a torn tail, losing them silently (see /work/bugs.md)"]
 fn damage_before_the_tail_of_the_last_segment_is_refused_and_salvage_skips_exactly_it() {
     let mut manager = manager(64 * MIB);
     let ids = put_then_kill(&mut manager);

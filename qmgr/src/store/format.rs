@@ -16,7 +16,8 @@
 //! records, each starting at an 8-byte aligned offset:
 //!   0..4    record_bytes (u32): header + payload, unpadded; 0 means "end of written data"
 //!   4..8    group_len (u32): records in this record's atomic group (1 for a lone record)
-//!   8..12   group_index (u32): position in the group, 0-based
+//!   8..12   group_index (u32): position in the group, 0-based; bit 31 set on the first record
+//!           of each write (one write, then one fdatasync), see [`WRITE_START_FLAG`]
 //!   12..16  crc32c of (segment id u64, record offset u64, bytes 0..12, payload)
 //!   16..    payload, then zero padding up to the next multiple of 8
 //! zeros up to the pre-allocated size of the segment
@@ -34,6 +35,12 @@
 //! record's own position, so a stale or misdirected copy of a record never validates elsewhere.
 
 use std::ops::Range;
+
+/// Set in `group_index` on the first record of every write. Recovery relies on it: a write
+/// is issued only after the previous one was synced, so damage followed by the start of a
+/// later write was synced once (corruption), while damage with no later write start can only
+/// be the torn remains of the last write (a torn tail).
+pub const WRITE_START_FLAG: u32 = 1 << 31;
 
 /// First bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"hopmqJNL";
@@ -163,17 +170,19 @@ pub fn encode_record(
     offset: u64,
     group_len: u32,
     group_index: u32,
+    write_start: bool,
     payload: &[u8],
 ) {
     debug_assert!(offset % RECORD_ALIGN_BYTES == 0);
     debug_assert!(group_index < group_len);
+    let flagged = group_index | if write_start { WRITE_START_FLAG } else { 0 };
     debug_assert!(payload.len() as u64 <= RECORD_PAYLOAD_BYTES_MAX);
     let start = buffer.len();
     let record_bytes = (RECORD_HEADER_BYTES + payload.len() as u64) as u32;
     let mut fields = [0u8; 12];
     fields[0..4].copy_from_slice(&record_bytes.to_le_bytes());
     fields[4..8].copy_from_slice(&group_len.to_le_bytes());
-    fields[8..12].copy_from_slice(&group_index.to_le_bytes());
+    fields[8..12].copy_from_slice(&flagged.to_le_bytes());
     let crc = record_crc(segment, offset, &fields, payload);
     buffer.extend_from_slice(&fields);
     buffer.extend_from_slice(&crc.to_le_bytes());
@@ -201,6 +210,8 @@ pub struct RecordView {
     pub group_len: u32,
     /// Position in the group.
     pub group_index: u32,
+    /// The first record of a write.
+    pub write_start: bool,
     /// Where the payload lies, relative to the slice given to [`decode_record`].
     pub payload: Range<usize>,
     /// Offset, relative to that slice, where the next record may start.
@@ -230,7 +241,9 @@ pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decode
     };
     let record_bytes = read_u32(header, 0) as usize;
     let group_len = read_u32(header, 4);
-    let group_index = read_u32(header, 8);
+    let flagged = read_u32(header, 8);
+    let write_start = flagged & WRITE_START_FLAG != 0;
+    let group_index = flagged & !WRITE_START_FLAG;
     if record_bytes == 0 {
         return if header.iter().all(|&byte| byte == 0) {
             Decoded::End
@@ -241,8 +254,8 @@ pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decode
     if record_bytes < RECORD_HEADER_BYTES as usize || record_bytes as u64 > RECORD_BYTES_MAX {
         return Decoded::Invalid("an impossible record length");
     }
-    let padding = group_len == 0 && group_index == 0;
-    let seal = group_len == 0 && group_index == 1;
+    let padding = group_len == 0 && flagged == 0;
+    let seal = group_len == 0 && flagged == 1;
     if !padding && !seal && group_index >= group_len {
         return Decoded::Invalid("impossible group fields");
     }
@@ -270,6 +283,7 @@ pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decode
     Decoded::Record(RecordView {
         group_len,
         group_index,
+        write_start,
         next,
         payload,
     })
@@ -339,7 +353,7 @@ mod tests {
     #[test]
     fn record_round_trip_and_every_bit_flip_is_caught() {
         let mut buffer = vec![0u8; 8];
-        encode_record(&mut buffer, 7, 40, 2, 1, b"hello journal");
+        encode_record(&mut buffer, 7, 40, 2, 1, false, b"hello journal");
         assert_eq!(buffer.len(), 8 + 32);
         let Decoded::Record(view) = decode_record(&buffer, 7, 32, 8) else {
             panic!("record must decode");

@@ -5,11 +5,12 @@
 //! No I/O here: the caller reads a segment into memory, calls [`scan_segment`], and applies
 //! the outcome (zeroing a torn tail) to the file.
 //!
-//! The torn-tail rule: only the last segment can have one, and only within the last write,
-//! which is at most [`BATCH_BYTES_MAX`] bytes (everything before it was fdatasync'd before the
-//! write was issued). So damage in the last segment with no valid record further than
-//! `BATCH_BYTES_MAX` past it is a torn tail; a valid record further away proves that the
-//! damaged bytes had been synced once, i.e. corruption. This relies on `SyncPolicy::Always`.
+//! The torn-tail rule: only the last segment can have one, and only within the last write
+//! (everything before it was fdatasync'd before the write was issued, and the pages of one
+//! write may reach the disk in any order). The first record of every write is flagged
+//! ([`WRITE_START_FLAG`](super::format::WRITE_START_FLAG)). So damage in the last segment followed by no valid write start is a
+//! torn tail; a later write start proves that the damaged bytes had been synced once, i.e.
+//! corruption. This relies on `SyncPolicy::Always`.
 
 use std::ops::Range;
 use std::path::Path;
@@ -17,8 +18,7 @@ use std::path::Path;
 use super::Location;
 use super::error::{RecordCount, StoreError};
 use super::format::{
-    BATCH_BYTES_MAX, Decoded, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
-    align_up, decode_record,
+    Decoded, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, align_up, decode_record,
 };
 
 /// What recovery found and did, for the caller to log and show.
@@ -190,8 +190,7 @@ where
         };
         // The whole group starting at `pos` is lost, whatever record of it is damaged.
         if is_last {
-            let window_end = bad_at.saturating_add(BATCH_BYTES_MAX as usize);
-            if find_valid(bytes, segment, window_end + 1, written_end, false).is_none() {
+            if find_later_write(bytes, segment, bad_at + 1, written_end).is_none() {
                 let tail = TruncatedTail {
                     segment,
                     offset: pos as u64,
@@ -334,6 +333,21 @@ fn find_valid(
         match decode_record(bytes, segment, 0, at) {
             Decoded::Record(view) if !group_start || view.group_index == 0 => return Some(at),
             // Padding was written by an earlier salvage, after syncing everything before it.
+            Decoded::Padding { .. } | Decoded::Seal { .. } => return Some(at),
+            _ => {}
+        }
+        at += RECORD_ALIGN_BYTES as usize;
+    }
+    None
+}
+
+/// The first aligned offset in `from..end` where a later write starts: a valid record flagged
+/// as the first of its write, or a seal or padding (each written and synced on its own).
+fn find_later_write(bytes: &[u8], segment: u64, from: usize, end: usize) -> Option<usize> {
+    let mut at = align_up(from as u64) as usize;
+    while at < end {
+        match decode_record(bytes, segment, 0, at) {
+            Decoded::Record(view) if view.write_start => return Some(at),
             Decoded::Padding { .. } | Decoded::Seal { .. } => return Some(at),
             _ => {}
         }

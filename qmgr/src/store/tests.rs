@@ -335,7 +335,7 @@ fn a_flipped_bit_in_an_older_segment_refuses_to_open_and_salvage_skips_it() {
 }
 
 #[test]
-fn damage_in_the_last_segment_is_corruption_only_with_valid_records_beyond_a_batch() {
+fn damage_in_the_last_segment_is_corruption_when_a_later_write_follows_it() {
     let segment_bytes = 32 * 1024 * 1024;
     let original = tempfile::tempdir().expect("tempdir");
     let (journal, _, _) = open_collect(config(original.path(), segment_bytes)).expect("open");
@@ -385,15 +385,54 @@ fn damage_in_the_last_segment_is_corruption_only_with_valid_records_beyond_a_bat
     assert_eq!(replayed.len(), big.len() + 1);
     assert_eq!(replayed.last().map(|(location, _)| *location), Some(later));
 
-    // Damage within a batch of the end could be the last, unacknowledged write: a torn tail.
+    // Damage close to the end, but with later (acknowledged) writes after it: corruption too.
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dir(original.path(), dir.path());
     flip_bit(&segment_path(dir.path(), 1), big[20].0.offset + 40);
+    let error = open_collect(config(dir.path(), segment_bytes))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, StoreError::Corrupt { offset, records_following: 5, .. } if offset == big[20].0.offset),
+        "{error}"
+    );
+
+    // Damage in the last write is its torn remains: truncated.
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(original.path(), dir.path());
+    flip_bit(&segment_path(dir.path(), 1), big[25].0.offset + 40);
     let (_, report, replayed) = open_collect(config(dir.path(), segment_bytes)).expect("open");
-    assert_eq!(replayed.len(), 1 + 20);
+    assert_eq!(replayed.len(), 1 + 25);
     assert_eq!(
         report.truncated_tail.map(|tail| tail.offset),
-        Some(big[20].0.offset)
+        Some(big[25].0.offset)
+    );
+}
+
+#[test]
+fn a_last_write_torn_in_its_first_record_is_a_torn_tail_even_if_later_pages_landed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    let kept = append_one(&journal, payload(1, 100));
+    // One group is one write: its pages may reach the disk in any order.
+    let group = journal
+        .append((0..3).map(|i| payload(10 + i, 2000)).collect())
+        .wait()
+        .expect("append");
+    journal.close();
+    drop(journal);
+    flip_bit(&segment_path(dir.path(), 1), group[0].offset + 40);
+    let (_, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    assert_eq!(
+        replayed
+            .iter()
+            .map(|(location, _)| *location)
+            .collect::<Vec<_>>(),
+        [kept]
+    );
+    assert_eq!(
+        report.truncated_tail.map(|tail| tail.offset),
+        Some(group[0].offset)
     );
 }
 

@@ -172,12 +172,15 @@ impl Writer {
             let mut locations = Vec::with_capacity(payloads.len());
             for (index, payload) in payloads.iter().enumerate() {
                 let offset = self.buffer_end();
+                // `flush` writes the whole buffer at once: its first record starts a write.
+                let write_start = self.buffer.is_empty();
                 encode_record(
                     &mut self.buffer,
                     self.active.id,
                     offset,
                     group_len,
                     index as u32,
+                    write_start,
                     payload,
                 );
                 locations.push(Location {
