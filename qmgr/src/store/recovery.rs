@@ -189,24 +189,22 @@ where
             GroupRead::Bad { at, reason } => (at, reason),
         };
         // The whole group starting at `pos` is lost, whatever record of it is damaged.
-        if is_last {
-            if find_later_write(bytes, segment, bad_at + 1, written_end).is_none() {
-                let tail = TruncatedTail {
-                    segment,
-                    offset: pos as u64,
-                    bytes_dropped: (written_end - pos) as u64,
-                };
-                tracing::warn!(
-                    segment = %path.display(),
-                    offset = pos,
-                    bytes_dropped = tail.bytes_dropped,
-                    reason,
-                    "truncating the journal's torn tail (a write that was never acknowledged)"
-                );
-                scanned.end = pos as u64;
-                scanned.torn_tail = Some(tail);
-                return Ok(scanned);
-            }
+        if is_last && find_later_write(bytes, segment, bad_at + 1, written_end).is_none() {
+            let tail = TruncatedTail {
+                segment,
+                offset: pos as u64,
+                bytes_dropped: (written_end - pos) as u64,
+            };
+            tracing::warn!(
+                segment = %path.display(),
+                offset = pos,
+                bytes_dropped = tail.bytes_dropped,
+                reason,
+                "truncating the journal's torn tail (a write that was never acknowledged)"
+            );
+            scanned.end = pos as u64;
+            scanned.torn_tail = Some(tail);
+            return Ok(scanned);
         }
         let resume = find_valid(bytes, segment, bad_at + 1, written_end, true);
         let range_end = resume.unwrap_or(written_end);
