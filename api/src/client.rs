@@ -33,7 +33,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+
+/// Socket buffer size each way: many small frames per syscall under load.
+const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -236,7 +239,7 @@ impl Client {
     pub async fn put(&self, address: &str, message: Message) -> Result<MessageId, ClientError> {
         let operation = Operation::Put {
             address: address.to_string(),
-            message: message.to_outgoing(),
+            message: message.into_outgoing(),
         };
         match self.call(operation).await? {
             Reply::Put(ids) if ids.len() == 1 => Ok(ids[0]),
@@ -253,7 +256,7 @@ impl Client {
         let operation = Operation::PutBatch {
             messages: messages
                 .into_iter()
-                .map(|(address, message)| (address, message.to_outgoing()))
+                .map(|(address, message)| (address, message.into_outgoing()))
                 .collect(),
         };
         match self.call(operation).await? {
@@ -786,8 +789,10 @@ impl Connection {
                         path: path.to_path_buf(),
                         source,
                     })?;
-            let (mut reader, writer) = stream.into_split();
-            let mut writer = BufWriter::new(writer);
+            let (reader, writer) = stream.into_split();
+            // Buffered both ways: a busy connection reads and writes many frames per syscall.
+            let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, reader);
+            let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
             let hello = ClientFrame::Hello(Hello {
                 protocol_version: PROTOCOL_VERSION,
                 client_name: client_name.to_string(),
@@ -915,7 +920,7 @@ async fn write_loop(
     let _ = writer.shutdown().await;
 }
 
-async fn read_loop(mut reader: OwnedReadHalf, routes: Arc<Mutex<Routes>>) {
+async fn read_loop(mut reader: BufReader<OwnedReadHalf>, routes: Arc<Mutex<Routes>>) {
     // Any error ends the connection the same way: whatever was in flight is lost, and the
     // cause belongs to no single call.
     while let Ok(frame) = protocol::read_frame::<ServerFrame, _>(&mut reader).await {

@@ -147,15 +147,20 @@ impl Message {
 
     /// What goes on the wire for a put.
     pub fn to_outgoing(&self) -> OutgoingMessage {
+        self.clone().into_outgoing()
+    }
+
+    /// What goes on the wire for a put, without copying the body.
+    pub fn into_outgoing(self) -> OutgoingMessage {
         OutgoingMessage {
-            body: self.body.clone(),
-            headers: self.headers.clone(),
+            body: self.body,
+            headers: self.headers,
             priority: self.priority,
             ttl_ms: self
                 .ttl
                 .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
-            correlation_id: self.correlation_id.clone(),
-            reply_to: self.reply_to.clone(),
+            correlation_id: self.correlation_id,
+            reply_to: self.reply_to,
             persistent: self.persistent,
         }
     }

@@ -10,7 +10,7 @@ use hopmq::ApiError;
 use hopmq::protocol::{
     ClientFrame, FrameError, PROTOCOL_VERSION, ServerFrame, Welcome, read_frame, write_frame,
 };
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
@@ -20,6 +20,8 @@ use crate::manager::{CONNECTION_FRAMES_MAX, Command};
 
 /// How long a new connection may take to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Socket buffer size each way.
+const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 /// How many frames a writer sends before flushing, so one busy connection is fair to others.
 const FRAMES_PER_FLUSH_MAX: usize = 256;
 
@@ -51,8 +53,10 @@ pub async fn serve(
 
 async fn connection(stream: UnixStream, id: u64, commands: mpsc::Sender<Command>, manager: String) {
     let uid = stream.peer_cred().ok().map(|cred| cred.uid());
-    let (mut reader, writer) = stream.into_split();
-    let mut writer = BufWriter::new(writer);
+    let (reader, writer) = stream.into_split();
+    // Buffered both ways: a busy client sends and receives many frames per syscall.
+    let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, reader);
+    let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
     let hello =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame::<ClientFrame, _>(&mut reader)).await;
     let welcome = match hello {

@@ -2,9 +2,9 @@
 //! clock), each running to completion without awaiting anything.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use hopmq::protocol::{
     BATCH_MESSAGES_MAX, Delivery, OutgoingMessage, QueueStatus, Reply, ServerFrame, Status,
     StoreStatus,
@@ -91,7 +91,7 @@ pub enum Continuation {
 pub struct PutItem {
     pub queue: QueueName,
     pub entry: Entry,
-    pub payload: Arc<[u8]>,
+    pub payload: Bytes,
     pub persistent: bool,
     /// A waiting get this message goes straight to: its removal is written in the same
     /// commit as the put, so the hand-over costs one sync instead of two.
@@ -150,14 +150,14 @@ struct Connection {
 /// persistent ones, so the common put-then-get path never reads the disk.
 #[derive(Default)]
 struct Payloads {
-    memory: HashMap<u64, Arc<[u8]>>,
-    cache: HashMap<u64, Arc<[u8]>>,
+    memory: HashMap<u64, Bytes>,
+    cache: HashMap<u64, Bytes>,
     cache_bytes: u64,
     cache_bytes_max: u64,
 }
 
 impl Payloads {
-    fn keep(&mut self, entry: &Entry, payload: Arc<[u8]>) {
+    fn keep(&mut self, entry: &Entry, payload: Bytes) {
         match entry.body {
             BodyRef::Memory => {
                 self.memory.insert(entry.seq, payload);
@@ -171,7 +171,7 @@ impl Payloads {
         }
     }
 
-    fn get(&self, entry: &Entry, journal: &Journal) -> Result<Arc<[u8]>, PayloadError> {
+    fn get(&self, entry: &Entry, journal: &Journal) -> Result<Bytes, PayloadError> {
         match entry.body {
             BodyRef::Memory => self
                 .memory
@@ -385,7 +385,7 @@ impl Core {
         self.send(connection, ServerFrame::Reply { id, result })
     }
 
-    fn commit(&mut self, payloads: Vec<Vec<u8>>, continuation: Continuation) {
+    fn commit(&mut self, payloads: Vec<Bytes>, continuation: Continuation) {
         let commit = self.journal.append(payloads);
         self.track(commit, continuation);
     }
@@ -609,7 +609,7 @@ impl Core {
                 origin: self.name.as_str(),
                 put_at_ms: now_ms,
             };
-            let payload = delivery::encode_put(&envelope, message);
+            let payload = Bytes::from(delivery::encode_put(&envelope, message));
             let entry = Entry {
                 seq,
                 body: BodyRef::Memory,
@@ -638,7 +638,7 @@ impl Core {
             items.push(PutItem {
                 queue,
                 entry,
-                payload: payload.into(),
+                payload,
                 persistent: message.persistent,
                 handoff,
             });
@@ -655,7 +655,7 @@ impl Core {
         } else {
             if !handed_off.is_empty() {
                 // Last in the group, so the locations of the messages come first, in order.
-                journal_payloads.push(record::encode(&Record::Remove(handed_off)));
+                journal_payloads.push(record::encode(&Record::Remove(handed_off)).into());
             }
             self.commit(journal_payloads, continuation);
         }
@@ -961,7 +961,7 @@ impl Core {
                 .map_err(|e| e.to_string())
             });
         let payload = match moved {
-            Ok(payload) => payload,
+            Ok(payload) => Bytes::from(payload),
             Err(reason) => {
                 error!(queue = %from, seq = entry.seq, %reason, "cannot dead-letter a message; it stays in its queue");
                 self.insert(from, entry);
@@ -982,7 +982,7 @@ impl Core {
         let item = PutItem {
             queue: dlq,
             entry: new_entry,
-            payload: payload.clone().into(),
+            payload: payload.clone(),
             persistent,
             handoff: None,
         };
@@ -992,7 +992,7 @@ impl Core {
         };
         if persistent {
             let remove = record::encode(&Record::Remove(vec![entry.seq]));
-            self.commit(vec![payload, remove], continuation);
+            self.commit(vec![payload, remove.into()], continuation);
         } else {
             self.apply(continuation, Ok(Vec::new()), now_ms);
         }
@@ -1507,7 +1507,7 @@ impl Core {
         &mut self,
         queue: &QueueName,
         mut entry: Entry,
-        payload: Arc<[u8]>,
+        payload: Bytes,
         persistent: bool,
         now_ms: u64,
     ) {
@@ -1523,10 +1523,7 @@ impl Core {
             handoff: None,
         };
         if persistent {
-            self.commit(
-                vec![payload.to_vec()],
-                Continuation::Moved { item, old: None },
-            );
+            self.commit(vec![payload], Continuation::Moved { item, old: None });
         } else {
             self.apply(
                 Continuation::Moved { item, old: None },
@@ -1616,7 +1613,7 @@ impl Core {
                 let len = location.len;
                 match self.payloads.get(entry, &self.journal) {
                     Ok(payload) => {
-                        payloads.push(payload.to_vec());
+                        payloads.push(payload);
                         moves.push((entry.seq, len));
                     }
                     Err(error) => {

@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::error::{RecordCount, StoreError};
@@ -511,18 +512,18 @@ impl Journal {
     /// contiguous in journal order. The [`Commit`] resolves once the group is durable
     /// (fdatasync'd under `SyncPolicy::Always`). Blocks only when [`REQUEST_QUEUE_MAX`]
     /// appends are already queued.
-    pub fn append(&self, payloads: Vec<Vec<u8>>) -> Commit {
-        self.append_group(payloads, false)
+    pub fn append<P: Into<Bytes>>(&self, payloads: Vec<P>) -> Commit {
+        self.append_group(payloads.into_iter().map(Into::into).collect(), false)
     }
 
     /// Like [`append`](Self::append), for a group that frees space (a removal): it may use
     /// the reserve at the end of the active segment when no new segment can be created, so a
     /// full journal can always be drained.
-    pub fn append_freeing(&self, payloads: Vec<Vec<u8>>) -> Commit {
-        self.append_group(payloads, true)
+    pub fn append_freeing<P: Into<Bytes>>(&self, payloads: Vec<P>) -> Commit {
+        self.append_group(payloads.into_iter().map(Into::into).collect(), true)
     }
 
-    fn append_group(&self, payloads: Vec<Vec<u8>>, frees_space: bool) -> Commit {
+    fn append_group(&self, payloads: Vec<Bytes>, frees_space: bool) -> Commit {
         if self.inner.closed.load(Ordering::Acquire) {
             return Commit::ready(Err(StoreError::Closed));
         }

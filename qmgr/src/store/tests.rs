@@ -94,7 +94,7 @@ fn round_trip_groups_and_reopen_replays_in_order() {
     // An empty payload is a record too.
     expected.push((append_one(&journal, Vec::new()), Vec::new()));
     assert!(matches!(
-        journal.append(Vec::new()).wait(),
+        journal.append(Vec::<Vec<u8>>::new()).wait(),
         Err(StoreError::EmptyGroup)
     ));
     assert!(matches!(

@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::error::StoreError;
@@ -35,7 +36,8 @@ pub(crate) type Completion = oneshot::Sender<Result<Vec<Location>, StoreError>>;
 /// A message to the writer thread.
 pub(crate) enum Request {
     Append {
-        payloads: Vec<Vec<u8>>,
+        /// Shared, not copied: the caller may keep them (a cache of recent bodies).
+        payloads: Vec<Bytes>,
         done: Completion,
         /// May use the segment's reserve (see `RESERVE_BYTES`).
         frees_space: bool,
@@ -98,7 +100,7 @@ impl Writer {
                         frees_space,
                     } => {
                         records += payloads.len();
-                        bytes += payloads.iter().map(Vec::len).sum::<usize>() as u64;
+                        bytes += payloads.iter().map(Bytes::len).sum::<usize>() as u64;
                         batch.push((payloads, done, frees_space));
                     }
                     Request::Close => {
@@ -126,7 +128,7 @@ impl Writer {
         self.active.write_offset + self.buffer.len() as u64
     }
 
-    fn commit(&mut self, batch: &mut Vec<(Vec<Vec<u8>>, Completion, bool)>) {
+    fn commit(&mut self, batch: &mut Vec<(Vec<Bytes>, Completion, bool)>) {
         // Once a new segment cannot be created, the rest of the batch fails too (it would need
         // that segment as well); the next batch tries again, so space coming back is noticed.
         let mut roll_error: Option<StoreError> = None;
