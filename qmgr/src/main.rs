@@ -7,6 +7,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// glibc's allocator spent a quarter of the manager's CPU on the put/get path (perf, see
+// BENCHMARKS.md); mimalloc handles the many short-lived message buffers far better.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = qmgr::cli::Cli::parse();
     match cli.run() {

@@ -11,6 +11,7 @@ use hopmq::protocol::{
 };
 use hopmq::{Address, ApiError, ManagerName, MessageId, PRIORITY_MAX, QueueName};
 use hopmq_routing::{DownLinks, Network, Topology};
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -59,6 +60,7 @@ pub enum Continuation {
         request: u64,
         items: Vec<PutItem>,
         ids: Vec<MessageId>,
+        handoffs: Vec<Handoff>,
     },
     /// Messages got destructively: hand them over.
     Get {
@@ -93,17 +95,21 @@ pub struct PutItem {
     pub entry: Entry,
     pub payload: Bytes,
     pub persistent: bool,
-    /// A waiting get this message goes straight to: its removal is written in the same
-    /// commit as the put, so the hand-over costs one sync instead of two.
-    pub handoff: Option<Handoff>,
+    /// The waiting get (an index into the put's hand-offs) this message goes straight to:
+    /// its removal is written in the same commit as the put, so the hand-over costs one sync
+    /// instead of two.
+    pub handoff: Option<usize>,
 }
 
-/// A waiting get claimed by a put.
+/// A waiting get claimed by a put; it takes up to `max` messages of that put.
 #[derive(Debug)]
 pub struct Handoff {
     connection: u64,
     request: u64,
     deadline_ms: u64,
+    max: usize,
+    correlation_id: Option<String>,
+    taken: usize,
 }
 
 struct Slot {
@@ -150,8 +156,8 @@ struct Connection {
 /// persistent ones, so the common put-then-get path never reads the disk.
 #[derive(Default)]
 struct Payloads {
-    memory: HashMap<u64, Bytes>,
-    cache: HashMap<u64, Bytes>,
+    memory: FxHashMap<u64, Bytes>,
+    cache: FxHashMap<u64, Bytes>,
     cache_bytes: u64,
     cache_bytes_max: u64,
 }
@@ -597,6 +603,9 @@ impl Core {
         let mut ids = Vec::with_capacity(messages.len());
         let mut journal_payloads = Vec::new();
         let mut handed_off = Vec::new();
+        let mut handoffs: Vec<Handoff> = Vec::new();
+        // Per queue, the hand-off still taking this put's messages.
+        let mut open: HashMap<QueueName, usize> = HashMap::new();
         for ((address, message), queue) in messages.iter().zip(targets) {
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -624,10 +633,19 @@ impl Core {
             };
             let handoff = if message.persistent {
                 journal_payloads.push(payload.clone());
-                self.claim_waiter(&queue, message.correlation_id.as_deref())
+                self.hand_off(
+                    &queue,
+                    message.correlation_id.as_deref(),
+                    &mut handoffs,
+                    &mut open,
+                )
             } else {
                 None
             };
+            if handoff.is_none() {
+                // A later message must not overtake this one through a hand-off.
+                open.remove(&queue);
+            }
             if let Some(slot) = self.queues.get_mut(&queue) {
                 slot.pending += 1;
                 slot.pending_handoffs += u64::from(handoff.is_some());
@@ -649,6 +667,7 @@ impl Core {
             request,
             items,
             ids,
+            handoffs,
         };
         if journal_payloads.is_empty() {
             self.apply(continuation, Ok(Vec::new()), now_ms);
@@ -660,6 +679,33 @@ impl Core {
             self.commit(journal_payloads, continuation);
         }
         Ok(None)
+    }
+
+    /// The hand-off a message put to `queue` joins, if any: the one this put opened for the
+    /// queue while it has room, else a newly claimed waiting get.
+    fn hand_off(
+        &mut self,
+        queue: &QueueName,
+        correlation_id: Option<&str>,
+        handoffs: &mut Vec<Handoff>,
+        open: &mut HashMap<QueueName, usize>,
+    ) -> Option<usize> {
+        if let Some(&index) = open.get(queue) {
+            let handoff = &mut handoffs[index];
+            let matches = handoff
+                .correlation_id
+                .as_deref()
+                .is_none_or(|c| Some(c) == correlation_id);
+            if handoff.taken < handoff.max && matches {
+                handoff.taken += 1;
+                return Some(index);
+            }
+        }
+        let mut handoff = self.claim_waiter(queue, correlation_id)?;
+        handoff.taken = 1;
+        handoffs.push(handoff);
+        open.insert(queue.clone(), handoffs.len() - 1);
+        Some(handoffs.len() - 1)
     }
 
     /// The first waiting get that takes this message as it is put, if the queue is empty and
@@ -689,6 +735,9 @@ impl Core {
             connection: waiter.connection,
             request: waiter.request,
             deadline_ms: waiter.deadline_ms,
+            max: waiter.max,
+            correlation_id: waiter.correlation_id,
+            taken: 0,
         })
     }
 
@@ -713,8 +762,8 @@ impl Core {
                 connection: handoff.connection,
                 request: handoff.request,
                 queue: queue.clone(),
-                max: 1,
-                correlation_id: None,
+                max: handoff.max,
+                correlation_id: handoff.correlation_id,
                 lease_ms: None,
                 deadline_ms: handoff.deadline_ms,
             },
@@ -1298,18 +1347,25 @@ impl Core {
                 request,
                 items,
                 ids,
+                handoffs,
             } => {
                 let locations = match result {
                     Ok(locations) => locations,
                     Err(error) => {
                         warn!(%error, "put failed");
+                        let mut queues = vec![None; handoffs.len()];
                         for item in items {
                             if let Some(slot) = self.queues.get_mut(&item.queue) {
                                 slot.pending -= 1;
                                 slot.pending_handoffs -= u64::from(item.handoff.is_some());
                             }
-                            if let Some(handoff) = item.handoff {
-                                self.unclaim(&item.queue, handoff);
+                            if let Some(index) = item.handoff {
+                                queues[index] = Some(item.queue);
+                            }
+                        }
+                        for (handoff, queue) in handoffs.into_iter().zip(queues) {
+                            if let Some(queue) = queue {
+                                self.unclaim(&queue, handoff);
                             }
                         }
                         self.reply(connection, request, Err(api_error(&error)));
@@ -1318,16 +1374,18 @@ impl Core {
                 };
                 let mut locations = locations.into_iter();
                 let mut touched = BTreeSet::new();
+                let mut handed: Vec<Vec<PutItem>> = handoffs.iter().map(|_| Vec::new()).collect();
                 for mut item in items {
                     if let Some(slot) = self.queues.get_mut(&item.queue) {
                         slot.pending -= 1;
                         slot.pending_handoffs -= u64::from(item.handoff.is_some());
                     }
                     self.notify_subscribers(&item);
-                    if let Some(handoff) = item.handoff.take() {
+                    if let Some(index) = item.handoff {
                         // Written and removed in one commit: never live in the journal.
                         let _ = locations.next();
-                        self.complete_handoff(item, handoff, now_ms);
+                        item.entry.delivery_count = 1;
+                        handed[index].push(item);
                         continue;
                     }
                     if item.persistent {
@@ -1342,6 +1400,9 @@ impl Core {
                 }
                 self.messages_put += ids.len() as u64;
                 self.reply(connection, request, Ok(Reply::Put(ids)));
+                for (handoff, items) in handoffs.into_iter().zip(handed) {
+                    self.complete_handoff(handoff, items, now_ms);
+                }
                 for queue in touched {
                     self.serve_waiters(&queue, now_ms);
                 }
@@ -1463,27 +1524,31 @@ impl Core {
         }
     }
 
-    /// Answers the get a put was handed to; if its getter left meanwhile, the message is
-    /// stored again, since nobody has it.
-    fn complete_handoff(&mut self, item: PutItem, handoff: Handoff, now_ms: u64) {
-        let mut entry = item.entry;
-        entry.delivery_count = 1;
-        let delivery = match delivery::to_delivery(&item.payload, &entry, None, true) {
-            Ok(delivery) => delivery,
-            Err(error) => {
-                error!(%error, "cannot decode a message being handed over");
-                self.unclaim(&item.queue, handoff);
-                return;
+    /// Answers the get a put's messages were handed to; if its getter left meanwhile, the
+    /// messages are stored again, since nobody has them.
+    fn complete_handoff(&mut self, handoff: Handoff, items: Vec<PutItem>, now_ms: u64) {
+        let mut deliveries = Vec::with_capacity(items.len());
+        for item in &items {
+            match delivery::to_delivery(&item.payload, &item.entry, None, true) {
+                Ok(delivery) => deliveries.push(delivery),
+                // Encoded by this process a moment ago: failing to decode it is a bug.
+                Err(error) => unreachable!("a message just encoded does not decode: {error}"),
             }
-        };
+        }
+        let count = deliveries.len() as u64;
         if self.reply(
             handoff.connection,
             handoff.request,
-            Ok(Reply::Messages(vec![delivery])),
+            Ok(Reply::Messages(deliveries)),
         ) {
-            self.messages_delivered += 1;
-        } else {
-            entry.delivery_count = 0;
+            self.messages_delivered += count;
+            return;
+        }
+        for item in items {
+            let entry = Entry {
+                delivery_count: 0,
+                ..item.entry
+            };
             self.rewrite(&item.queue, entry, item.payload, true, now_ms);
         }
     }
