@@ -1,0 +1,76 @@
+//! The Prometheus endpoint: a scrape shows queue depths, message counters and the journal's
+//! commit and fsync figures.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use hopmq::Message;
+use support::{Manager, wait_until};
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+fn scrape(port: u16) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+#[test]
+fn a_scrape_shows_queues_counters_and_the_journal() {
+    let port = free_port();
+    let manager = Manager::builder()
+        .arg("--metrics")
+        .arg(&format!("127.0.0.1:{port}"))
+        .start();
+    let client = manager.client();
+    for n in 0..3 {
+        client
+            .put("orders", Message::new(format!("m{n}")))
+            .expect("put");
+    }
+    client
+        .get("orders", Duration::from_secs(5))
+        .expect("get")
+        .expect("a message");
+    let mut response = String::new();
+    wait_until(
+        "the metrics endpoint answers",
+        Duration::from_secs(20),
+        || {
+            response = scrape(port).unwrap_or_default();
+            !response.is_empty()
+        },
+    );
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    for line in [
+        "hopmq_queue_depth{manager=\"local\",queue=\"orders\"} 2",
+        "hopmq_messages_put_total{manager=\"local\"} 3",
+        "hopmq_messages_delivered_total{manager=\"local\"} 1",
+        "# TYPE hopmq_store_fsync_seconds histogram",
+    ] {
+        assert!(
+            response.lines().any(|l| l == line),
+            "no `{line}` in:\n{response}"
+        );
+    }
+    let commits = response
+        .lines()
+        .find_map(|l| l.strip_prefix("hopmq_store_commits_total{manager=\"local\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("a commit counter");
+    assert!(commits >= 4.0, "{commits} commits for 3 puts and a get");
+}
