@@ -58,6 +58,7 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let recovered = manager::recover(journal_config)?;
+    crate::allocator::release_free_memory();
     info!(report = ?recovered.report, elapsed_ms = started.elapsed().as_millis() as u64, "journal recovered");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -3,6 +3,7 @@
 //!
 //! The binary (`main.rs`) is only the edge: everything it runs lives here.
 
+pub mod allocator;
 pub mod api_server;
 pub mod bench;
 pub mod cli;

@@ -7,10 +7,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-// glibc's allocator spent a quarter of the manager's CPU on the put/get path (perf, see
-// BENCHMARKS.md); mimalloc handles the many short-lived message buffers far better.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: mimalloc::MiMalloc = qmgr::allocator::ALLOCATOR;
 
 fn main() -> ExitCode {
     let cli = qmgr::cli::Cli::parse();

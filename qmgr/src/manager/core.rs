@@ -322,11 +322,8 @@ impl Core {
                 .insert(queue, Slot::new(max_depth.unwrap_or(core.limits.max_depth)));
         }
         core.ensure_slot(&dead_letter_queue());
-        for (queue, entries) in recovered.queues {
-            let slot = core.ensure_slot(&queue);
-            for entry in entries {
-                slot.queue.insert(entry);
-            }
+        for (queue, local) in recovered.queues {
+            core.ensure_slot(&queue).queue = local;
         }
         core
     }

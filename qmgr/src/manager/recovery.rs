@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use hopmq::QueueName;
 
 use super::liveness::Liveness;
-use crate::queue::local::{BodyRef, Entry, correlation_hash};
+use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
 use crate::record::{self, Record, RecordError};
 use crate::store::{self, Journal, JournalConfig, RecoveryReport, StoreError};
 
@@ -18,8 +18,8 @@ use crate::store::{self, Journal, JournalConfig, RecoveryReport, StoreError};
 pub struct Recovered {
     /// The open journal.
     pub journal: Journal,
-    /// Each queue's entries, in put order.
-    pub queues: Vec<(QueueName, Vec<Entry>)>,
+    /// Each queue's entries.
+    pub queues: Vec<(QueueName, LocalQueue)>,
     /// The seq the next message gets: above every seq the journal mentions.
     pub next_seq: u64,
     /// Which segments hold live messages.
@@ -110,7 +110,11 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
         Ok::<(), RecoverError>(())
     })?;
     let mut liveness = Liveness::default();
-    let mut per_queue: Vec<Vec<Entry>> = vec![Vec::new(); names.len()];
+    let mut sizes = vec![0usize; names.len()];
+    for (index, _) in live.values() {
+        sizes[*index as usize] += 1;
+    }
+    let mut per_queue: Vec<Vec<Entry>> = sizes.into_iter().map(Vec::with_capacity).collect();
     for (_, (index, entry)) in live {
         if let Some(location) = entry.body.location() {
             liveness.add(location.segment, location.len);
@@ -122,7 +126,7 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
         .zip(per_queue)
         .map(|(name, mut entries)| {
             entries.sort_unstable_by_key(|e| e.seq);
-            (name, entries)
+            (name, LocalQueue::from_sorted(entries))
         })
         .collect();
     Ok(Recovered {
