@@ -14,6 +14,9 @@ pub mod delivery;
 pub mod liveness;
 pub mod recovery;
 
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
 
 use hopmq::protocol::{Operation, ServerFrame};

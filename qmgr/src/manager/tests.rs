@@ -1,0 +1,309 @@
+//! The core driven directly, with a real journal in a temporary folder and the clock passed
+//! in: commits are completed by hand, so the interleavings that matter (a getter leaving while
+//! its messages are being written, a lease running out) happen exactly when a test says.
+
+use std::path::Path;
+
+use hopmq::protocol::{Delivery, Operation, OutgoingMessage, Reply, Selector, ServerFrame};
+use hopmq::{ApiError, ManagerName};
+use hopmq_routing::Topology;
+use tokio::sync::mpsc;
+
+use super::core::{Continuation, CoreLimits};
+use super::{Command, Core, recover};
+use crate::config::SyncMode;
+use crate::store::{Commit, JournalConfig, SyncPolicy};
+
+const NOW: u64 = 1_000_000;
+
+struct Harness {
+    core: Core,
+    commits: mpsc::UnboundedReceiver<(Commit, Continuation)>,
+    frames: Vec<mpsc::Receiver<ServerFrame>>,
+}
+
+fn limits() -> CoreLimits {
+    CoreLimits {
+        max_message_bytes: 1024 * 1024,
+        max_depth: 1000,
+        max_deliveries: 2,
+        auto_create_queues: true,
+        cache_bytes: 1024 * 1024,
+        sync: SyncMode::Never,
+        segment_bytes: 1024 * 1024,
+    }
+}
+
+impl Harness {
+    /// A core over the journal in `dir` (recovered, if it holds one), with `connections`
+    /// clients connected as 0, 1, ...
+    fn open(dir: &Path, connections: usize) -> Self {
+        let mut config = JournalConfig::new(dir);
+        config.sync = SyncPolicy::Never;
+        config.segment_bytes = 1024 * 1024;
+        let recovered = recover(config).expect("recover");
+        let name = ManagerName::new("test").expect("name");
+        let (commits_tx, commits) = mpsc::unbounded_channel();
+        let core = Core::new(
+            name.clone(),
+            Topology::standalone(name),
+            limits(),
+            recovered,
+            commits_tx,
+        );
+        let mut harness = Self {
+            core,
+            commits,
+            frames: Vec::new(),
+        };
+        for connection in 0..connections {
+            let (frames, outgoing) = mpsc::channel(1024);
+            harness.core.on_command(
+                Command::Connected {
+                    connection: connection as u64,
+                    frames,
+                    uid: None,
+                },
+                NOW,
+            );
+            harness.frames.push(outgoing);
+        }
+        harness
+    }
+
+    fn request(&mut self, connection: u64, id: u64, operation: Operation) {
+        self.core.on_command(
+            Command::Request {
+                connection,
+                id,
+                operation,
+            },
+            NOW,
+        );
+    }
+
+    fn put(&mut self, connection: u64, id: u64, queue: &str, bodies: &[&str]) {
+        let messages = bodies
+            .iter()
+            .map(|body| {
+                let message = OutgoingMessage {
+                    body: body.as_bytes().to_vec(),
+                    persistent: true,
+                    ..Default::default()
+                };
+                (queue.to_owned(), message)
+            })
+            .collect();
+        self.request(connection, id, Operation::PutBatch { messages });
+    }
+
+    fn get(
+        &mut self,
+        connection: u64,
+        id: u64,
+        queue: &str,
+        timeout_ms: u64,
+        lease_ms: Option<u64>,
+    ) {
+        let operation = Operation::Get {
+            queue: queue.into(),
+            timeout_ms,
+            max: 10,
+            selector: Selector::default(),
+            lease_ms,
+        };
+        self.request(connection, id, operation);
+    }
+
+    /// Completes every commit made so far, and those they lead to.
+    async fn settle(&mut self) {
+        while let Ok((commit, continuation)) = self.commits.try_recv() {
+            let result = commit.await;
+            self.core.on_commit(continuation, result, NOW);
+        }
+    }
+
+    /// Everything connection `connection` was sent, as (request id, result) replies.
+    fn replies(&mut self, connection: usize) -> Vec<(u64, Result<Reply, ApiError>)> {
+        let mut replies = Vec::new();
+        while let Ok(frame) = self.frames[connection].try_recv() {
+            if let ServerFrame::Reply { id, result } = frame {
+                replies.push((id, result));
+            }
+        }
+        replies
+    }
+
+    fn messages(&mut self, connection: usize, request: u64) -> Vec<Delivery> {
+        match self
+            .replies(connection)
+            .into_iter()
+            .find(|(id, _)| *id == request)
+        {
+            Some((_, Ok(Reply::Messages(messages)))) => messages,
+            other => panic!("no messages for request {request}: {other:?}"),
+        }
+    }
+
+    async fn drain(&mut self, queue: &str) -> Vec<String> {
+        self.get(0, 999, queue, 0, None);
+        self.settle().await;
+        self.messages(0, 999)
+            .iter()
+            .map(|d| String::from_utf8_lossy(&d.body).into_owned())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_put_to_a_waiting_get_is_handed_over_in_one_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open(dir.path(), 2);
+    h.get(0, 1, "q", 60_000, None);
+    assert!(h.replies(0).is_empty(), "the get waits");
+    h.put(1, 2, "q", &["a", "b", "c"]);
+    // Put and removal are one group: one commit for the whole hand-over.
+    let (commit, continuation) = h.commits.try_recv().expect("one commit");
+    assert!(h.commits.try_recv().is_err());
+    let result = commit.await;
+    h.core.on_commit(continuation, result, NOW);
+    let got: Vec<_> = h
+        .messages(0, 1)
+        .iter()
+        .map(|d| (d.body.clone(), d.delivery_count))
+        .collect();
+    assert_eq!(
+        got,
+        [(b"a".to_vec(), 1), (b"b".to_vec(), 1), (b"c".to_vec(), 1)]
+    );
+    assert!(matches!(h.replies(1).as_slice(), [(2, Ok(Reply::Put(ids)))] if ids.len() == 3));
+    // Nothing is left, now or after a restart.
+    assert!(h.drain("q").await.is_empty());
+    drop(h);
+    let mut h = Harness::open(dir.path(), 1);
+    assert!(h.drain("q").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_getter_that_leaves_during_a_hand_over_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open(dir.path(), 3);
+    h.get(0, 1, "q", 60_000, None);
+    h.put(1, 2, "q", &["kept"]);
+    // The getter goes while the put and its removal are being written.
+    h.core
+        .on_command(Command::Disconnected { connection: 0 }, NOW);
+    h.settle().await;
+    assert!(matches!(h.replies(1).as_slice(), [(2, Ok(Reply::Put(_)))]));
+    h.get(2, 3, "q", 0, None);
+    h.settle().await;
+    assert_eq!(
+        h.messages(2, 3)
+            .iter()
+            .map(|d| d.body.clone())
+            .collect::<Vec<_>>(),
+        [b"kept".to_vec()]
+    );
+    // Got for good this time: not back after a restart.
+    drop(h);
+    let mut h = Harness::open(dir.path(), 1);
+    assert!(h.drain("q").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_message_restored_after_a_hand_over_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open(dir.path(), 2);
+    h.get(0, 1, "q", 60_000, None);
+    h.put(1, 2, "q", &["first"]);
+    h.core
+        .on_command(Command::Disconnected { connection: 0 }, NOW);
+    h.settle().await;
+    h.put(1, 3, "q", &["second"]);
+    h.settle().await;
+    drop(h);
+    // Replay sees Enqueue(first), Remove(first), Enqueue(first) again, Enqueue(second).
+    let mut h = Harness::open(dir.path(), 1);
+    assert_eq!(h.drain("q").await, ["first", "second"]);
+}
+
+#[tokio::test]
+async fn a_destructive_get_whose_getter_left_restores_its_messages_in_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open(dir.path(), 2);
+    h.put(1, 1, "q", &["a", "b", "c"]);
+    h.settle().await;
+    h.get(0, 2, "q", 0, None);
+    h.core
+        .on_command(Command::Disconnected { connection: 0 }, NOW);
+    h.settle().await;
+    h.put(1, 3, "q", &["d"]);
+    h.settle().await;
+    drop(h);
+    let mut h = Harness::open(dir.path(), 1);
+    assert_eq!(h.drain("q").await, ["a", "b", "c", "d"]);
+}
+
+#[tokio::test]
+async fn an_expired_lease_returns_the_message_then_dead_letters_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open(dir.path(), 2);
+    h.put(1, 1, "q", &["poison"]);
+    h.settle().await;
+    for (round, request) in [(1u32, 2u64), (2, 3)] {
+        h.get(0, request, "q", 0, Some(100));
+        let leased = h.messages(0, request);
+        assert_eq!(leased.len(), 1);
+        assert_eq!(leased[0].delivery_count, round);
+        assert_eq!(h.core.next_deadline_ms(), Some(NOW + 100));
+        h.core.on_timer(NOW + 99);
+        h.get(1, 100 + request, "q", 0, None);
+        assert!(h.messages(1, 100 + request).is_empty(), "still leased");
+        h.core.on_timer(NOW + 100);
+        h.settle().await;
+    }
+    // Delivered max_deliveries (2) times without an ack: dead-lettered, not back in `q`.
+    assert!(h.drain("q").await.is_empty());
+    h.get(0, 7, "DLQ", 0, None);
+    h.settle().await;
+    let dead = h.messages(0, 7);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, b"poison");
+    assert!(dead[0].headers["hopmq.dead_letter_reason"].contains("max_deliveries"));
+    assert_eq!(dead[0].headers["hopmq.dead_letter_queue"], "q");
+}
+
+#[tokio::test]
+async fn a_waiting_get_times_out_empty_and_a_full_queue_refuses_puts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open(dir.path(), 2);
+    h.get(0, 1, "q", 500, None);
+    h.core.on_timer(NOW + 499);
+    assert!(h.replies(0).is_empty());
+    h.core.on_timer(NOW + 500);
+    assert!(h.messages(0, 1).is_empty());
+    h.request(
+        1,
+        2,
+        Operation::Declare {
+            queue: "small".into(),
+            max_depth: Some(2),
+        },
+    );
+    h.put(1, 3, "small", &["1", "2", "3"]);
+    let refused = h.replies(1).into_iter().find(|(id, _)| *id == 3);
+    assert!(
+        matches!(
+            refused,
+            Some((3, Err(ApiError::QueueFull { max_depth: 2, .. })))
+        ),
+        "{refused:?}"
+    );
+    h.put(1, 4, "small", &["1", "2"]);
+    h.settle().await;
+    h.put(1, 5, "small", &["3"]);
+    assert!(matches!(
+        h.replies(1).last(),
+        Some((5, Err(ApiError::QueueFull { .. })))
+    ));
+}
