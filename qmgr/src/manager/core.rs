@@ -350,6 +350,18 @@ impl Core {
     }
 
     /// A local queue an application may use, created on first use when allowed.
+    /// A local queue an application may take from, subscribe to or delete: not one of the
+    /// manager's own (`hopmq.*`), whose messages are on their way elsewhere.
+    fn app_queue(&mut self, name: &str) -> Result<QueueName, ApiError> {
+        if name.starts_with(SYSTEM_QUEUE_PREFIX) {
+            return Err(ApiError::BadRequest {
+                reason: format!("queue `{name}` belongs to the manager; it can only be browsed"),
+            });
+        }
+        self.local_queue(name)
+    }
+
+    /// A local queue, created on first use when allowed (never a `hopmq.*` one).
     fn local_queue(&mut self, name: &str) -> Result<QueueName, ApiError> {
         let queue = QueueName::new(name).map_err(|e| ApiError::BadRequest {
             reason: e.to_string(),
@@ -784,7 +796,7 @@ impl Core {
                 reason: format!("max must be 1 to {BATCH_MESSAGES_MAX}, not {max}"),
             });
         }
-        let queue = self.local_queue(queue)?;
+        let queue = self.app_queue(queue)?;
         let waiter = Waiter {
             connection,
             request,
@@ -1072,7 +1084,7 @@ impl Core {
     }
 
     fn subscribe(&mut self, connection: u64, queue: &str) -> Result<Reply, ApiError> {
-        let queue = self.local_queue(queue)?;
+        let queue = self.app_queue(queue)?;
         self.next_subscription += 1;
         let subscription = self.next_subscription;
         let Some(conn) = self.connections.get_mut(&connection) else {
@@ -1119,7 +1131,7 @@ impl Core {
     }
 
     fn delete(&mut self, queue: &str) -> Result<Reply, ApiError> {
-        let queue = self.local_queue(queue)?;
+        let queue = self.app_queue(queue)?;
         let slot = &self.queues[&queue];
         let held = slot.queue.depth() + slot.pending + self.leases.leased(queue.as_str());
         if held > 0 {

@@ -307,3 +307,40 @@ async fn a_waiting_get_times_out_empty_and_a_full_queue_refuses_puts() {
         Some((5, Err(ApiError::QueueFull { .. })))
     ));
 }
+
+#[tokio::test]
+async fn transmission_queues_can_be_browsed_but_not_taken_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open(dir.path(), 1);
+    h.request(
+        0,
+        1,
+        Operation::Declare {
+            queue: "hopmq.xmit.x".into(),
+            max_depth: None,
+        },
+    );
+    h.get(0, 2, "hopmq.held", 0, None);
+    h.request(
+        0,
+        3,
+        Operation::Subscribe {
+            queue: "hopmq.held".into(),
+        },
+    );
+    h.request(
+        0,
+        4,
+        Operation::Delete {
+            queue: "DLQ".into(),
+        },
+    );
+    let replies = h.replies(0);
+    assert_eq!(replies.len(), 4);
+    assert!(
+        replies
+            .iter()
+            .all(|(_, result)| matches!(result, Err(ApiError::BadRequest { .. }))),
+        "{replies:?}"
+    );
+}
