@@ -25,11 +25,14 @@ const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 /// How many frames a writer sends before flushing, so one busy connection is fair to others.
 const FRAMES_PER_FLUSH_MAX: usize = 256;
 
-/// Accepts connections until `shutdown` fires.
+/// Accepts connections until `shutdown` fires. Every connection's writer holds a clone of
+/// `writers` until it has written all the core gave it, so the daemon can wait for the last
+/// replies to go out before it exits.
 pub async fn serve(
     listener: UnixListener,
     commands: mpsc::Sender<Command>,
     manager: String,
+    writers: mpsc::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut next_connection = 0u64;
@@ -38,7 +41,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     next_connection += 1;
-                    tokio::spawn(connection(stream, next_connection, commands.clone(), manager.clone()));
+                    tokio::spawn(connection(stream, next_connection, commands.clone(), manager.clone(), writers.clone()));
                 }
                 Err(error) => {
                     // EMFILE and friends: log and go on; the listener itself is fine.
@@ -51,7 +54,13 @@ pub async fn serve(
     }
 }
 
-async fn connection(stream: UnixStream, id: u64, commands: mpsc::Sender<Command>, manager: String) {
+async fn connection(
+    stream: UnixStream,
+    id: u64,
+    commands: mpsc::Sender<Command>,
+    manager: String,
+    writers: mpsc::Sender<()>,
+) {
     let uid = stream.peer_cred().ok().map(|cred| cred.uid());
     let (reader, writer) = stream.into_split();
     // Buffered both ways: a busy client sends and receives many frames per syscall.
@@ -112,7 +121,7 @@ async fn connection(stream: UnixStream, id: u64, commands: mpsc::Sender<Command>
     {
         return;
     }
-    let writer_task = tokio::spawn(write_loop(writer, outgoing));
+    let writer_task = tokio::spawn(write_loop(writer, outgoing, writers));
     loop {
         match read_frame::<ClientFrame, _>(&mut reader).await {
             Ok(ClientFrame::Request(request)) => {
@@ -156,6 +165,7 @@ async fn send_and_flush(
 async fn write_loop(
     mut writer: BufWriter<OwnedWriteHalf>,
     mut outgoing: mpsc::Receiver<ServerFrame>,
+    _writing: mpsc::Sender<()>,
 ) {
     while let Some(frame) = outgoing.recv().await {
         if let Err(error) = write_frame(&mut writer, &frame).await {

@@ -15,6 +15,9 @@ use crate::config::{Settings, SyncMode};
 use crate::manager::{self, COMMANDS_MAX, Core, CoreLimits};
 use crate::store::{JournalConfig, SyncPolicy};
 
+/// How long a stopping manager waits for its last replies to reach the clients.
+const WRITERS_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs a manager until it is told to stop.
 pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
     let name = settings.manager_name();
@@ -112,10 +115,12 @@ async fn serve(
             shutdown.clone(),
         ));
     }
+    let (writers, mut writers_done) = mpsc::channel::<()>(1);
     tokio::spawn(crate::api_server::serve(
         listener,
         commands_tx,
         name.clone(),
+        writers,
         shutdown.clone(),
     ));
     info!(manager = %name, socket = %socket.display(), "ready");
@@ -125,6 +130,15 @@ async fn serve(
     let _ = shutdown_tx.send(true);
     let core = core_task.await.context("the manager core failed")?;
     core.journal().close();
+    // Dropping the core closes every connection's frame channel; each writer then sends what
+    // is left (the last replies, the `ShuttingDown` errors) and ends.
+    drop(core);
+    if tokio::time::timeout(WRITERS_DRAIN_TIMEOUT, writers_done.recv())
+        .await
+        .is_err()
+    {
+        warn!("some clients did not take their last replies within {WRITERS_DRAIN_TIMEOUT:?}");
+    }
     let _ = fs::remove_file(&socket);
     info!("stopped");
     Ok(())

@@ -1,7 +1,7 @@
 //! The core's state and its handlers: one method per input (a command, a finished commit, the
 //! clock), each running to completion without awaiting anything.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -49,7 +49,11 @@ pub struct CoreLimits {
 }
 
 /// A finished commit, handed back to the core by the sequencer.
-pub type Completion = (Continuation, Result<Vec<Location>, StoreError>);
+pub type Completion = (Continuation, Result<Vec<Location>, StoreError>, u64);
+
+/// A commit on its way to the sequencer, with the journal's active segment when it was made:
+/// its records land there or later, so no segment from there on may be deleted meanwhile.
+pub type InFlight = (Commit, Continuation, u64);
 
 /// What to do once a commit is durable (or has failed).
 #[derive(Debug)]
@@ -79,7 +83,12 @@ pub enum Continuation {
     /// Messages removed with nobody waiting (expired).
     Removed { entries: Vec<Entry> },
     /// A message moved to another queue (dead-lettered, or restored after a failed hand-over).
-    Moved { item: PutItem, old: Option<Entry> },
+    /// `old` is the message's previous place (queue and entry); `None` when a removed message
+    /// is written again.
+    Moved {
+        item: PutItem,
+        old: Option<(QueueName, Entry)>,
+    },
     /// A live message's record copied to the journal's head by compaction.
     Relocated {
         seq: u64,
@@ -136,6 +145,7 @@ impl Slot {
     }
 }
 
+#[derive(Clone)]
 struct Waiter {
     connection: u64,
     request: u64,
@@ -249,8 +259,10 @@ pub struct Core {
     payloads: Payloads,
     next_seq: u64,
     ids: IdGenerator,
-    commits: mpsc::UnboundedSender<(Commit, Continuation)>,
+    commits: mpsc::UnboundedSender<InFlight>,
     in_flight: u64,
+    /// For each segment, how many commits in flight were made while it was active.
+    in_flight_segments: BTreeMap<u64, u64>,
     liveness: Liveness,
     /// Records of the compaction in progress not yet written; one compaction at a time.
     relocating: u64,
@@ -279,7 +291,7 @@ impl Core {
         topology: Topology,
         limits: CoreLimits,
         recovered: super::Recovered,
-        commits: mpsc::UnboundedSender<(Commit, Continuation)>,
+        commits: mpsc::UnboundedSender<InFlight>,
     ) -> Self {
         let network = Network::new(&topology);
         let mut core = Self {
@@ -303,6 +315,7 @@ impl Core {
             next_seq: recovered.next_seq,
             commits,
             in_flight: 0,
+            in_flight_segments: BTreeMap::new(),
             liveness: recovered.liveness,
             relocating: 0,
             started: Instant::now(),
@@ -408,15 +421,24 @@ impl Core {
     /// Records that messages are gone: such a write may use the journal's reserve, so that a
     /// full disk can always be drained.
     fn commit_removal(&mut self, seqs: Vec<u64>, continuation: Continuation) {
-        let commit = self
-            .journal
-            .append_freeing(vec![record::encode(&Record::Remove(seqs))]);
+        self.commit_freeing(
+            vec![record::encode(&Record::Remove(seqs)).into()],
+            continuation,
+        );
+    }
+
+    /// A write that may use the journal's reserve: removals, and messages written back in
+    /// place of a removal just made (so a full disk never turns a hand-over into a loss).
+    fn commit_freeing(&mut self, payloads: Vec<Bytes>, continuation: Continuation) {
+        let commit = self.journal.append_freeing(payloads);
         self.track(commit, continuation);
     }
 
     fn track(&mut self, commit: Commit, continuation: Continuation) {
         self.in_flight += 1;
-        if self.commits.send((commit, continuation)).is_err() {
+        let segment = self.journal.active_segment();
+        *self.in_flight_segments.entry(segment).or_default() += 1;
+        if self.commits.send((commit, continuation, segment)).is_err() {
             // Only when the sequencer is gone, i.e. the process is stopping.
             error!("commit sequencer stopped; a write was dropped unacknowledged");
         }
@@ -451,6 +473,11 @@ impl Core {
                 id,
                 operation,
             } => {
+                if !self.connections.contains_key(&connection) {
+                    // The core closed this connection (it stopped reading); its requests in
+                    // the channel are dropped, so nothing is leased to it.
+                    return;
+                }
                 if self.shutting_down {
                     self.reply(connection, id, Err(ApiError::ShuttingDown));
                 } else {
@@ -1046,7 +1073,7 @@ impl Core {
         };
         let continuation = Continuation::Moved {
             item,
-            old: Some(entry),
+            old: Some((from.clone(), entry)),
         };
         if persistent {
             let remove = record::encode(&Record::Remove(vec![entry.seq]));
@@ -1218,9 +1245,42 @@ impl Core {
 
     /// Removes a waiting get and answers it with `result` (if its connection is still there).
     fn end_waiter(&mut self, waiter_id: u64, result: Result<Reply, ApiError>) {
-        let Some(waiter) = self.waiters.remove(&waiter_id) else {
+        if let Some(waiter) = self.forget_waiter(waiter_id) {
+            self.reply(waiter.connection, waiter.request, result);
+        }
+    }
+
+    fn insert(&mut self, queue: &QueueName, entry: Entry) {
+        self.ensure_slot(queue).queue.insert(entry);
+    }
+
+    /// Serves the queue's waiting gets in arrival order while it has messages. One pass: a
+    /// waiter nothing matches (a selective get) keeps its place and the next one is tried.
+    fn serve_waiters(&mut self, queue: &QueueName, now_ms: u64) {
+        let Some(slot) = self.queues.get(queue) else {
             return;
         };
+        let waiting: Vec<u64> = slot.waiters.iter().copied().collect();
+        for waiter_id in waiting {
+            if self
+                .queues
+                .get(queue)
+                .is_none_or(|slot| slot.queue.depth() == 0)
+            {
+                return;
+            }
+            let Some(waiter) = self.waiters.get(&waiter_id).cloned() else {
+                continue;
+            };
+            if self.try_serve(&waiter, now_ms) {
+                self.forget_waiter(waiter_id);
+            }
+        }
+    }
+
+    /// Drops a waiting get from every index of it.
+    fn forget_waiter(&mut self, waiter_id: u64) -> Option<Waiter> {
+        let waiter = self.waiters.remove(&waiter_id)?;
         self.waiter_deadlines
             .remove(&(waiter.deadline_ms, waiter_id));
         if let Some(slot) = self.queues.get_mut(&waiter.queue) {
@@ -1229,59 +1289,7 @@ impl Core {
         if let Some(conn) = self.connections.get_mut(&waiter.connection) {
             conn.waiters.remove(&waiter_id);
         }
-        self.reply(waiter.connection, waiter.request, result);
-    }
-
-    fn insert(&mut self, queue: &QueueName, entry: Entry) {
-        self.ensure_slot(queue).queue.insert(entry);
-    }
-
-    fn serve_waiters(&mut self, queue: &QueueName, now_ms: u64) {
-        loop {
-            let Some(slot) = self.queues.get(queue) else {
-                return;
-            };
-            if slot.queue.depth() == 0 {
-                return;
-            }
-            let Some(&waiter_id) = slot.waiters.front() else {
-                return;
-            };
-            let Some(waiter) = self.waiters.remove(&waiter_id) else {
-                return;
-            };
-            self.waiter_deadlines
-                .remove(&(waiter.deadline_ms, waiter_id));
-            if let Some(slot) = self.queues.get_mut(queue) {
-                slot.waiters.pop_front();
-            }
-            if let Some(conn) = self.connections.get_mut(&waiter.connection) {
-                conn.waiters.remove(&waiter_id);
-            }
-            if !self.try_serve(&waiter, now_ms) {
-                // Nothing matched its selector: it keeps waiting, at the back.
-                self.waiter_deadlines
-                    .insert((waiter.deadline_ms, waiter_id));
-                if let Some(conn) = self.connections.get_mut(&waiter.connection) {
-                    conn.waiters.insert(waiter_id);
-                }
-                let all_selective = {
-                    self.waiters.insert(waiter_id, waiter);
-                    let slot = &self.queues[queue];
-                    slot.waiters.iter().all(|w| {
-                        self.waiters
-                            .get(w)
-                            .is_some_and(|w| w.correlation_id.is_some())
-                    })
-                };
-                if let Some(slot) = self.queues.get_mut(queue) {
-                    slot.waiters.push_back(waiter_id);
-                }
-                if all_selective {
-                    return;
-                }
-            }
-        }
+        Some(waiter)
     }
 
     fn notify_subscribers(&mut self, item: &PutItem) {
@@ -1336,9 +1344,16 @@ impl Core {
         &mut self,
         continuation: Continuation,
         result: Result<Vec<Location>, StoreError>,
+        segment: u64,
         now_ms: u64,
     ) {
         self.in_flight -= 1;
+        if let Some(count) = self.in_flight_segments.get_mut(&segment) {
+            *count -= 1;
+            if *count == 0 {
+                self.in_flight_segments.remove(&segment);
+            }
+        }
         self.apply(continuation, result, now_ms);
     }
 
@@ -1372,7 +1387,8 @@ impl Core {
                                 queues[index] = Some(item.queue);
                             }
                         }
-                        for (handoff, queue) in handoffs.into_iter().zip(queues) {
+                        // Back in line in reverse, each at the front: the original order.
+                        for (handoff, queue) in handoffs.into_iter().zip(queues).rev() {
                             if let Some(queue) = queue {
                                 self.unclaim(&queue, handoff);
                             }
@@ -1514,20 +1530,37 @@ impl Core {
                             item.entry.body = journal_ref(location);
                             self.liveness.add(location.segment, location.len);
                         }
-                        if let Some(old) = old {
+                        let moved = old.is_some();
+                        if let Some((_, old)) = old {
                             self.forget(&old);
                         }
                         self.payloads.keep(&item.entry, item.payload.clone());
                         self.insert(&item.queue, item.entry);
-                        self.notify_subscribers(&item);
+                        // A message written back after a failed hand-over was announced already.
+                        if moved {
+                            self.notify_subscribers(&item);
+                        }
                         self.serve_waiters(&item.queue, now_ms);
                     }
-                    Err(error) => {
-                        error!(%error, queue = %item.queue, "moving a message failed; it stays where it was");
-                        if let Some(old) = old {
-                            self.insert(&item.queue, old);
+                    Err(error) => match old {
+                        Some((from, old)) => {
+                            error!(%error, queue = %from, "moving a message failed; it stays where it was");
+                            self.insert(&from, old);
                         }
-                    }
+                        None => {
+                            // Its removal is durable and its copy could not be written: keep
+                            // it in memory, where it is still delivered, rather than lose it.
+                            error!(%error, queue = %item.queue, seq = item.entry.seq,
+                                "writing a message back failed; it is kept in memory only until delivered");
+                            let entry = Entry {
+                                body: BodyRef::Memory,
+                                ..item.entry
+                            };
+                            self.payloads.keep(&entry, item.payload);
+                            self.insert(&item.queue, entry);
+                            self.serve_waiters(&item.queue, now_ms);
+                        }
+                    },
                 }
             }
         }
@@ -1597,7 +1630,7 @@ impl Core {
             handoff: None,
         };
         if persistent {
-            self.commit(vec![payload], Continuation::Moved { item, old: None });
+            self.commit_freeing(vec![payload], Continuation::Moved { item, old: None });
         } else {
             self.apply(
                 Continuation::Moved { item, old: None },
@@ -1654,7 +1687,20 @@ impl Core {
         // Only a prefix of the journal is ever deleted: removal records in a segment refer to
         // messages in older ones, so a segment goes only once everything before it is gone.
         let active = self.journal.stats().active_segment;
-        let oldest_live = self.liveness.oldest().unwrap_or(active).min(active);
+        // Nor may a segment go that a commit still in flight may have written to: its records
+        // are durable but not yet counted as live.
+        let oldest_in_flight = self
+            .in_flight_segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(active);
+        let oldest_live = self
+            .liveness
+            .oldest()
+            .unwrap_or(active)
+            .min(active)
+            .min(oldest_in_flight);
         if oldest_live < active && self.relocating == 0 {
             self.compact(oldest_live, active);
         }

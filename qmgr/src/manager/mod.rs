@@ -77,12 +77,12 @@ pub fn now_ms() -> u64 {
 
 /// Awaits commits in the order they were made and hands their outcomes back to the core.
 pub async fn sequence_commits(
-    mut commits: mpsc::UnboundedReceiver<(crate::store::Commit, core::Continuation)>,
+    mut commits: mpsc::UnboundedReceiver<core::InFlight>,
     done: mpsc::UnboundedSender<core::Completion>,
 ) {
-    while let Some((commit, continuation)) = commits.recv().await {
+    while let Some((commit, continuation, segment)) = commits.recv().await {
         let result = commit.await;
-        if done.send((continuation, result)).is_err() {
+        if done.send((continuation, result, segment)).is_err() {
             return;
         }
     }
@@ -104,7 +104,7 @@ pub async fn run(
         });
         tokio::select! {
             biased;
-            Some((continuation, result)) = done.recv() => core.on_commit(continuation, result, now_ms()),
+            Some((continuation, result, segment)) = done.recv() => core.on_commit(continuation, result, segment, now_ms()),
             command = commands.recv() => match command {
                 Some(command) => core.on_command(command, now_ms()),
                 None => core.begin_shutdown(),

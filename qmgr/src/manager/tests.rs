@@ -9,16 +9,16 @@ use hopmq::{ApiError, ManagerName};
 use hopmq_routing::Topology;
 use tokio::sync::mpsc;
 
-use super::core::{Continuation, CoreLimits};
+use super::core::{CoreLimits, InFlight};
 use super::{Command, Core, recover};
 use crate::config::SyncMode;
-use crate::store::{Commit, JournalConfig, SyncPolicy};
+use crate::store::{JournalConfig, SyncPolicy};
 
 const NOW: u64 = 1_000_000;
 
 struct Harness {
     core: Core,
-    commits: mpsc::UnboundedReceiver<(Commit, Continuation)>,
+    commits: mpsc::UnboundedReceiver<InFlight>,
     frames: Vec<mpsc::Receiver<ServerFrame>>,
 }
 
@@ -117,9 +117,9 @@ impl Harness {
 
     /// Completes every commit made so far, and those they lead to.
     async fn settle(&mut self) {
-        while let Ok((commit, continuation)) = self.commits.try_recv() {
+        while let Ok((commit, continuation, segment)) = self.commits.try_recv() {
             let result = commit.await;
-            self.core.on_commit(continuation, result, NOW);
+            self.core.on_commit(continuation, result, segment, NOW);
         }
     }
 
@@ -163,10 +163,10 @@ async fn a_put_to_a_waiting_get_is_handed_over_in_one_commit() {
     assert!(h.replies(0).is_empty(), "the get waits");
     h.put(1, 2, "q", &["a", "b", "c"]);
     // Put and removal are one group: one commit for the whole hand-over.
-    let (commit, continuation) = h.commits.try_recv().expect("one commit");
+    let (commit, continuation, segment) = h.commits.try_recv().expect("one commit");
     assert!(h.commits.try_recv().is_err());
     let result = commit.await;
-    h.core.on_commit(continuation, result, NOW);
+    h.core.on_commit(continuation, result, segment, NOW);
     let got: Vec<_> = h
         .messages(0, 1)
         .iter()
@@ -343,4 +343,96 @@ async fn transmission_queues_can_be_browsed_but_not_taken_from() {
             .all(|(_, result)| matches!(result, Err(ApiError::BadRequest { .. }))),
         "{replies:?}"
     );
+}
+
+#[tokio::test]
+async fn a_selective_waiter_behind_another_is_still_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open(dir.path(), 3);
+    let selective = |queue: &str, correlation: &str| Operation::Get {
+        queue: queue.into(),
+        timeout_ms: 60_000,
+        max: 1,
+        selector: Selector {
+            correlation_id: Some(correlation.into()),
+        },
+        lease_ms: None,
+    };
+    h.request(0, 1, selective("replies", "a"));
+    h.request(1, 2, selective("replies", "b"));
+    // An unmatched message first, so the next put is queued rather than handed over.
+    h.put(2, 3, "replies", &["nobody's"]);
+    h.settle().await;
+    let reply = OutgoingMessage {
+        body: b"for b".to_vec(),
+        correlation_id: Some("b".into()),
+        persistent: true,
+        ..Default::default()
+    };
+    h.request(
+        2,
+        4,
+        Operation::Put {
+            address: "replies".into(),
+            message: reply,
+        },
+    );
+    h.settle().await;
+    assert_eq!(
+        h.messages(1, 2)
+            .iter()
+            .map(|d| d.body.clone())
+            .collect::<Vec<_>>(),
+        [b"for b".to_vec()]
+    );
+    assert!(h.replies(0).is_empty(), "a still waits");
+}
+
+#[tokio::test]
+async fn a_segment_is_not_deleted_under_a_put_not_yet_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open(dir.path(), 1);
+    h.put(0, 1, "q", &["early"]);
+    // Enough to fill the first 1 MiB segment and move on, all written but none applied yet.
+    let big = "x".repeat(100 * 1024);
+    for n in 0..12 {
+        h.put(0, 10 + n, "bulk", &[big.as_str()]);
+    }
+    let mut finished = Vec::new();
+    while let Ok((commit, continuation, segment)) = h.commits.try_recv() {
+        finished.push((continuation, commit.await, segment));
+    }
+    assert!(h.core.journal().active_segment() > 1, "the writer moved on");
+    h.core.on_maintenance(NOW);
+    for (continuation, result, segment) in finished {
+        h.core.on_commit(continuation, result, segment, NOW);
+    }
+    drop(h);
+    let mut h = Harness::open(dir.path(), 1);
+    assert_eq!(h.drain("q").await, ["early"]);
+}
+
+#[tokio::test]
+async fn requests_of_a_connection_the_core_closed_are_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open(dir.path(), 1);
+    h.put(0, 1, "q", &["a", "b"]);
+    h.settle().await;
+    // A client that stopped reading: its frame channel holds one frame.
+    let (frames, _outgoing) = mpsc::channel(1);
+    h.core.on_command(
+        Command::Connected {
+            connection: 7,
+            frames,
+            uid: None,
+        },
+        NOW,
+    );
+    h.request(7, 1, Operation::Status);
+    h.request(7, 2, Operation::Status); // the channel is full: the core closes the connection
+    h.get(7, 3, "q", 0, Some(60_000));
+    h.core
+        .on_command(Command::Disconnected { connection: 7 }, NOW);
+    // Nothing was leased to the closed connection.
+    assert_eq!(h.drain("q").await, ["a", "b"]);
 }

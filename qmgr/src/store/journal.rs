@@ -640,6 +640,12 @@ impl Journal {
         super::segment::sync_dir(&shared.dir)
     }
 
+    /// The segment appends go to now; an append made after this call lands in it or a later
+    /// one. Cheap (one atomic load), for callers that must not delete what is being written.
+    pub fn active_segment(&self) -> u64 {
+        self.inner.shared.active_segment.load(Ordering::Acquire)
+    }
+
     /// The active segment, every segment's size, and the writer's counters.
     pub fn stats(&self) -> JournalStats {
         let shared = &self.inner.shared;
