@@ -1,0 +1,1 @@
+//! `qmgr certs init` as an operator uses it.
