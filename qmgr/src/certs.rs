@@ -10,7 +10,8 @@
 //!   alternative name (also its common name), and is valid for both ends of a link
 //!   (serverAuth and clientAuth);
 //! - every certificate this module issues or keeps chains to the folder's `ca.pem`: a leaf is
-//!   checked with webpki right after it is signed, and a kept one right after it is read;
+//!   checked with webpki right after it is signed, and a kept one right after it is read,
+//!   together with its key;
 //! - private keys are written owner-only (0600), the folder is created owner-only (0700), and
 //!   a file is written under a temporary name and renamed, so a crash leaves no half file;
 //! - an existing CA is never replaced, and an existing manager pair only with `force`.
@@ -27,7 +28,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use time::{Duration, OffsetDateTime};
 
 /// The CA's certificate in a certificate folder.
@@ -238,7 +239,7 @@ impl CertificateAuthority {
         ] {
             leaf.verify_for_usage(
                 algorithms,
-                &[anchor.clone()],
+                std::slice::from_ref(&anchor),
                 &[],
                 UnixTime::now(),
                 usage,
@@ -328,6 +329,7 @@ fn load_or_create_ca(
                     path: cert_path.clone(),
                     reason: format!("not a certificate in PEM: {e}"),
                 })?;
+            check_key_matches(cert.clone(), &cert_path, &key_path)?;
             let ca = CertificateAuthority {
                 issuer: Issuer::new(ca_params(), key),
                 cert,
@@ -366,6 +368,7 @@ fn issue_or_keep(
                     reason: format!("not a certificate in PEM: {e}"),
                 })?;
             ca.check_issued(&cert, &cert_path)?;
+            check_key_matches(cert, &cert_path, &key_path)?;
             return Ok(Fate::Kept);
         }
         (true, false) => {
@@ -387,6 +390,23 @@ fn issue_or_keep(
     write_file(&key_path, key_pem.as_bytes(), 0o600)?;
     write_file(&cert_path, cert_pem.as_bytes(), 0o644)?;
     Ok(fate)
+}
+
+/// Fails unless the key in `key_path` is the private half of `cert`'s public key.
+fn check_key_matches(
+    cert: CertificateDer<'static>,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(), CertsError> {
+    let mismatch = |reason: String| CertsError::BadFile {
+        path: key_path.to_owned(),
+        reason,
+    };
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| mismatch(format!("not a private key in PEM: {e}")))?;
+    rustls::sign::CertifiedKey::from_der(vec![cert], key, &rustls::crypto::ring::default_provider())
+        .map(drop)
+        .map_err(|e| mismatch(format!("not the key of {}: {e}", cert_path.display())))
 }
 
 fn exists(path: &Path) -> Result<bool, CertsError> {
