@@ -202,3 +202,80 @@ fn a_key_that_does_not_match_its_certificate_is_reported() {
         run.stderr
     );
 }
+
+/// `qmgr run` as alpha of the diamond, with `env` on top, expected to refuse to start.
+fn run_refused(temporary: &Path, env: &[(&str, std::path::PathBuf)]) -> support::Run {
+    let output = std::process::Command::new(support::qmgr_path())
+        .args(["run", "--name", "alpha", "--topology"])
+        .arg(support::repo_root().join(DIAMOND))
+        .arg("--data-dir")
+        .arg(temporary.join("data"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    output.into()
+}
+
+#[test]
+fn a_manager_with_links_starts_only_with_its_own_tls_files() {
+    let temporary = tempfile::tempdir().unwrap();
+    let certs = temporary.path().join("certs");
+    init(Path::new(DIAMOND), &certs, &[]).expect_code(0);
+
+    let plaintext = run_refused(temporary.path(), &[]);
+    plaintext.expect_code(1);
+    assert!(
+        plaintext.stderr.contains("manager `alpha` has links")
+            && plaintext.stderr.contains("tls.ca is not set"),
+        "{}",
+        plaintext.stderr
+    );
+    assert!(
+        !temporary.path().join("data").exists(),
+        "refused before touching the data directory"
+    );
+
+    let borrowed = run_refused(
+        temporary.path(),
+        &[
+            ("QMGR_TLS__CA", certs.join("ca.pem")),
+            ("QMGR_TLS__CERT", certs.join("bravo.pem")),
+            ("QMGR_TLS__KEY", certs.join("bravo.key")),
+        ],
+    );
+    borrowed.expect_code(1);
+    assert!(
+        borrowed
+            .stderr
+            .contains("names manager `bravo`, but this manager is `alpha`"),
+        "{}",
+        borrowed.stderr
+    );
+
+    let mismatched = run_refused(
+        temporary.path(),
+        &[
+            ("QMGR_TLS__CA", certs.join("ca.pem")),
+            ("QMGR_TLS__CERT", certs.join("alpha.pem")),
+            ("QMGR_TLS__KEY", certs.join("bravo.key")),
+        ],
+    );
+    mismatched.expect_code(1);
+    assert!(
+        mismatched.stderr.contains("bravo.key: not the key of"),
+        "{}",
+        mismatched.stderr
+    );
+
+    let mut alpha = support::Manager::builder()
+        .arg("--name")
+        .arg("alpha")
+        .arg("--topology")
+        .arg(support::repo_root().join(DIAMOND).to_str().unwrap())
+        .env("QMGR_TLS__CA", certs.join("ca.pem").display())
+        .env("QMGR_TLS__CERT", certs.join("alpha.pem").display())
+        .env("QMGR_TLS__KEY", certs.join("alpha.key").display())
+        .start();
+    assert!(alpha.terminate().success(), "{}", alpha.log());
+}

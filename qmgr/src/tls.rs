@@ -75,6 +75,13 @@ pub enum TlsError {
         #[source]
         source: NameError,
     },
+    /// This manager's certificate names another manager.
+    #[error("{} names manager `{named}`, but this manager is `{me}`", path.display())]
+    NotMyCertificate {
+        path: PathBuf,
+        named: ManagerName,
+        me: ManagerName,
+    },
     /// A manager name that rustls cannot dial as a server name.
     #[error("manager name `{name}` cannot be used as a TLS server name")]
     ServerName { name: ManagerName },
@@ -133,14 +140,67 @@ impl TlsFiles {
         Self::load(ca, cert, key)
     }
 
-    /// Reads a CA file, a certificate file and a key file in PEM.
-    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        Ok(Self {
+    /// Reads a CA file, a certificate file and a key file in PEM, and checks that the key is
+    /// the certificate's.
+    pub fn load(ca: &Path, cert: &Path, key_path: &Path) -> Result<Self, TlsError> {
+        let files = Self {
             ca: load_certs(ca)?,
             chain: load_certs(cert)?,
-            key: load_key(key)?,
-        })
+            key: load_key(key_path)?,
+        };
+        // rustls would find a mismatch too, but could not say which files are at fault.
+        rustls::sign::CertifiedKey::from_der(
+            files.chain.clone(),
+            files.key.clone_key(),
+            &rustls::crypto::ring::default_provider(),
+        )
+        .map_err(|e| TlsError::File {
+            path: key_path.to_owned(),
+            reason: format!("not the key of {}: {e}", cert.display()),
+        })?;
+        Ok(files)
     }
+}
+
+/// The TLS configurations of a manager's links, built once at start.
+#[derive(Debug, Clone)]
+pub struct LinkTls {
+    /// For connections other managers dial to this one.
+    pub server: Arc<ServerConfig>,
+    /// For connections this manager dials.
+    pub client: Arc<ClientConfig>,
+}
+
+/// What a manager called `me` needs for its links: `None` when the topology gives it none,
+/// otherwise configurations built from `settings`. There is no plaintext mode: a manager with
+/// links and without usable TLS files must not start, and this is the error it reports. The
+/// certificate must name `me`, so a manager started with another's files stops here rather
+/// than being refused by every peer.
+pub fn for_manager(
+    settings: &TlsSettings,
+    topology: &Topology,
+    me: &ManagerName,
+) -> Result<Option<LinkTls>, TlsError> {
+    if topology.neighbours(me).next().is_none() {
+        return Ok(None);
+    }
+    install_default_provider();
+    let files = TlsFiles::from_settings(settings)?;
+    let named = peer_manager_name(&files.chain).map_err(|e| TlsError::File {
+        path: settings.cert.clone().unwrap_or_default(),
+        reason: e.to_string(),
+    })?;
+    if named != *me {
+        return Err(TlsError::NotMyCertificate {
+            path: settings.cert.clone().unwrap_or_default(),
+            named,
+            me: me.clone(),
+        });
+    }
+    Ok(Some(LinkTls {
+        server: server_config(&files)?,
+        client: client_config(&files)?,
+    }))
 }
 
 /// Every certificate in a PEM file; at least one, at most [`PEM_CERTS_MAX`].
@@ -521,6 +581,20 @@ mod tests {
             error.contains("garbage.pem") && error.contains("no private key"),
             "{error}"
         );
+        let certs = tempfile::tempdir().unwrap();
+        let topology = diamond();
+        crate::certs::init(&topology, certs.path(), false, OffsetDateTime::now_utc()).unwrap();
+        let error = TlsFiles::load(
+            &certs.path().join("ca.pem"),
+            &certs.path().join("alpha.pem"),
+            &certs.path().join("bravo.key"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("bravo.key: not the key of") && error.contains("alpha.pem"),
+            "{error}"
+        );
         let error = TlsFiles::from_settings(&TlsSettings::default()).unwrap_err();
         assert!(
             matches!(error, TlsError::Missing { setting: "ca" }),
@@ -591,6 +665,38 @@ mod tests {
         );
         let standalone = Topology::standalone(alpha.clone());
         assert!(admit(&name("bravo"), &standalone, &alpha).is_err());
+    }
+
+    #[test]
+    fn a_manager_with_links_needs_its_own_certificate() {
+        let folder = tempfile::tempdir().unwrap();
+        let topology = diamond();
+        crate::certs::init(&topology, folder.path(), false, OffsetDateTime::now_utc()).unwrap();
+        let settings = |manager: &str| TlsSettings {
+            ca: Some(folder.path().join("ca.pem")),
+            cert: Some(folder.path().join(format!("{manager}.pem"))),
+            key: Some(folder.path().join(format!("{manager}.key"))),
+        };
+        let alpha = name("alpha");
+        assert!(
+            for_manager(&settings("alpha"), &topology, &alpha)
+                .unwrap()
+                .is_some()
+        );
+        let error = for_manager(&TlsSettings::default(), &topology, &alpha).unwrap_err();
+        assert!(matches!(error, TlsError::Missing { .. }), "{error}");
+        let error = for_manager(&settings("bravo"), &topology, &alpha).unwrap_err();
+        assert!(
+            matches!(error, TlsError::NotMyCertificate { .. }),
+            "{error}"
+        );
+        // A standalone manager has no links and needs nothing.
+        let standalone = Topology::standalone(alpha.clone());
+        assert!(
+            for_manager(&TlsSettings::default(), &standalone, &alpha)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
