@@ -37,6 +37,14 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
         }
         None => Topology::standalone(name.clone()),
     };
+    // No plaintext mode: links need TLS, checked before anything is touched on disk. The
+    // configurations are not used until the QUIC channels exist.
+    let link_tls = crate::tls::for_manager(&settings.tls, &topology, &name).with_context(|| {
+        format!("manager `{name}` has links in its topology, so it needs usable TLS files (tls.ca, tls.cert, tls.key)")
+    })?;
+    if link_tls.is_some() {
+        info!("TLS for links ready (TLS 1.3, mutual authentication)");
+    }
     fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
             "cannot create data directory {}",

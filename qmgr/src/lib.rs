@@ -6,6 +6,7 @@
 pub mod allocator;
 pub mod api_server;
 pub mod bench;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -15,3 +16,4 @@ pub mod metrics;
 pub mod queue;
 pub mod record;
 pub mod store;
+pub mod tls;

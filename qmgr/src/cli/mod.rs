@@ -1,5 +1,6 @@
 //! The command line: one `clap` tree, each subcommand in the module that owns it.
 
+pub mod certs;
 pub mod client;
 pub mod run;
 pub mod topology;
@@ -39,6 +40,9 @@ enum Command {
     /// Check, explore and compare topology files.
     #[command(subcommand)]
     Topology(topology::TopologyCommand),
+    /// Make the development certificates that links between managers authenticate with.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Measure hopmq's speed.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -57,6 +61,7 @@ impl Cli {
             Command::Declare(args) => args.run(),
             Command::Delete(args) => args.run(),
             Command::Topology(command) => command.run(),
+            Command::Certs(command) => command.run(),
             Command::Bench(command) => command.run(),
         }
     }
