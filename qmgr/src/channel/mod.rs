@@ -14,3 +14,6 @@
 pub mod frame;
 pub mod receiver;
 pub mod sender;
+
+#[cfg(test)]
+mod simulation;

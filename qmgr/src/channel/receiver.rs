@@ -47,6 +47,25 @@ pub struct ReceiverState {
     pub reconcile_until: u64,
 }
 
+/// `reconcile_until` of a state restored from a backup (or otherwise rolled back) and not yet
+/// greeted: the next `Hello` replaces it with the sender's `next_seq`, below which the sender
+/// may resend anything.
+pub const RECONCILE_AT_NEXT_HELLO: u64 = u64::MAX;
+
+impl ReceiverState {
+    /// The state to start from after restoring this one from a backup: a new epoch (so a sender
+    /// that knew the old one resyncs) and reconciliation by id from the next handshake (so one
+    /// that did not know it still cannot make this side store a message twice).
+    pub fn restored(self, new_epoch: u64) -> ReceiverState {
+        assert_ne!(new_epoch, self.epoch, "a restored state needs a new epoch");
+        ReceiverState {
+            epoch: new_epoch,
+            reconcile_until: RECONCILE_AT_NEXT_HELLO,
+            ..self
+        }
+    }
+}
+
 /// One message to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -257,6 +276,15 @@ impl Receiver {
             }
             Some(_) => {}
             None => self.state.sender_epoch = Some(hello.epoch),
+        }
+        if self.state.reconcile_until == RECONCILE_AT_NEXT_HELLO {
+            tracing::warn!(
+                from = %hello.from,
+                stored_up_to = self.state.stored_up_to,
+                reconcile_until = hello.next_seq,
+                "this side's channel state was restored; deduplicating by message id"
+            );
+            self.state.reconcile_until = hello.next_seq;
         }
         self.greeted = true;
         Ok(Welcome {
