@@ -248,7 +248,8 @@ impl Receiver {
     }
 
     /// The handshake. A sender with a new epoch was wiped (or is new): its numbering starts
-    /// over, so this side starts over too and reconciles by id below the sender's `next_seq`.
+    /// over, so this side starts over too and reconciles by id for the next
+    /// [`RECENT_IDS_MAX`] sequence numbers.
     pub fn handle_hello(&mut self, hello: Hello) -> Result<Welcome, ReceiverError> {
         if hello.protocol_version != CHANNEL_PROTOCOL_VERSION {
             return Err(ReceiverError::Version {
@@ -265,11 +266,15 @@ impl Receiver {
                     "sender's channel state is new (wiped or restored); restarting its numbering \
                      and deduplicating by message id"
                 );
+                // A wiped sender may push old messages from its transmission queue after the
+                // handshake, so its `next_seq` does not bound the resends; but an id can only be
+                // caught while it is in the window, which the next RECENT_IDS_MAX stored
+                // messages push out. Reconcile that far.
                 self.state = ReceiverState {
                     epoch: self.state.epoch,
                     sender_epoch: Some(hello.epoch),
                     stored_up_to: 0,
-                    reconcile_until: hello.next_seq,
+                    reconcile_until: hello.next_seq.saturating_add(RECENT_IDS_MAX as u64),
                 };
                 // Stores in flight belong to the old numbering: handle_stored ignores them.
                 self.durable_up_to = 0;

@@ -582,9 +582,20 @@ fn a_wiped_sender_starts_a_new_numbering_that_the_receiver_follows() {
         next_seq: 1,
     };
     world.apply(&Op::CrashSender);
+    // Handshake before the old messages are pushed again: its next_seq is 1.
+    world.apply(&Op::Connect);
+    world.apply(&Op::Transmit(1));
+    world.apply(&Op::DeliverToReceiver(1));
+    world.apply(&Op::DeliverToSender(1));
+    assert!(world.receiver.is_reconciling());
     for _ in 0..10 {
         world.apply(&Op::Put);
     }
     world.drain();
     world.assert_exactly_once_in_order();
+    assert_eq!(
+        world.receiver.duplicates_skipped_by_id(),
+        10,
+        "91..=100 pushed again"
+    );
 }
