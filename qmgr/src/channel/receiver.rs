@@ -299,8 +299,8 @@ impl Receiver {
         })
     }
 
-    /// The sender holds nothing below `next_seq` (this side was rolled back): move there, even
-    /// backwards, and deduplicate by id below `reconcile_until`.
+    /// The sender holds nothing below `next_seq` (this side was rolled back): move there (never
+    /// backwards), and deduplicate by id below `reconcile_until`.
     pub fn handle_resync(&mut self, resync: Resync) -> Result<Store, ReceiverError> {
         if !self.greeted {
             return Err(ReceiverError::Unexpected { frame: "Resync" });
@@ -317,7 +317,10 @@ impl Receiver {
             "sender reports this side's channel state rolled back; resuming at its oldest held \
              message and deduplicating by message id"
         );
-        self.state.stored_up_to = resync.next_seq - 1;
+        // Never backwards: within one sender epoch the numbering is the sender's, so whatever
+        // this side accepted up to its point is those very messages. (Moving back would also
+        // let a write already in flight report a point ahead of the accepted one.)
+        self.state.stored_up_to = self.state.stored_up_to.max(resync.next_seq - 1);
         self.state.reconcile_until = resync.reconcile_until;
         Ok(Store {
             messages_to_store: Vec::new(),
@@ -414,8 +417,7 @@ impl Receiver {
         if stored.sender_epoch != self.state.sender_epoch {
             return None;
         }
-        // Journal writes complete in order, so this is the latest durable state, even when a
-        // resync moved it backwards.
+        // Journal writes complete in order, so this is the latest durable state.
         self.durable_up_to = stored.stored_up_to;
         // Before this connection's Hello, the sender expects a Welcome, not an Ack; the
         // Welcome will carry this point.

@@ -106,7 +106,7 @@ pub enum SenderError {
         /// The highest sequence number ever transmittable.
         sent_max: u64,
     },
-    /// Under the same epoch, the receiver holds sequence numbers this side never assigned: this
+    /// The receiver holds sequence numbers this side never assigned: this
     /// side's channel state was rolled back (restored from a backup). Reconciling that would
     /// mean renumbering held messages; it needs an operator for now.
     #[error("receiver holds up to {stored_up_to} but this side assigned only below {next_seq}")]
@@ -377,14 +377,16 @@ impl Sender {
             .state
             .receiver_epoch
             .is_some_and(|epoch| epoch != welcome.epoch);
+        // Even under a new receiver epoch the receiver's point is in this side's numbering (it
+        // is kept per sender epoch), so a point ahead means this side was rolled back.
+        if welcome.stored_up_to >= self.state.next_seq {
+            return Err(SenderError::ReceiverAhead {
+                stored_up_to: welcome.stored_up_to,
+                next_seq: self.state.next_seq,
+            });
+        }
         let mut deletable = Vec::new();
         if !epoch_changed {
-            if welcome.stored_up_to >= self.state.next_seq {
-                return Err(SenderError::ReceiverAhead {
-                    stored_up_to: welcome.stored_up_to,
-                    next_seq: self.state.next_seq,
-                });
-            }
             deletable = self.delete_up_to(welcome.stored_up_to);
         }
         self.state.receiver_epoch = Some(welcome.epoch);
