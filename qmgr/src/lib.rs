@@ -7,6 +7,7 @@ pub mod allocator;
 pub mod api_server;
 pub mod bench;
 pub mod certs;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod daemon;

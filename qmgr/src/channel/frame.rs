@@ -1,0 +1,356 @@
+//! The frames that cross a channel between two managers, and their codec.
+//!
+//! A frame is a little-endian `u32` length followed by that many bytes of postcard encoding one
+//! [`ChannelFrame`]. postcard is not self-describing, so variants are only ever appended and the
+//! handshake ([`Hello`] → [`Welcome`]) fixes [`CHANNEL_PROTOCOL_VERSION`] before anything else.
+//!
+//! **API boundary:** this wire format. Appending a variant or bumping the version is the only
+//! compatible way to change it.
+//!
+//! Invariant: [`decode`] checks a length prefix against [`CHANNEL_FRAME_BYTES_MAX`] before it
+//! allocates anything, and never panics, whatever the bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::format::RECORD_PAYLOAD_BYTES_MAX;
+
+/// The channel protocol version this build speaks.
+pub const CHANNEL_PROTOCOL_VERSION: u32 = 1;
+
+/// Largest payload of one message on the wire: a message travels as the payload of one journal
+/// record at both ends, so the journal's record limit is the message limit.
+pub const WIRE_MESSAGE_BYTES_MAX: usize = RECORD_PAYLOAD_BYTES_MAX as usize;
+
+/// The most messages one [`Batch`] carries. 256 matches the journal writer's batch target
+/// (DESIGN.md: ~256 records per group commit), so one batch is about one fsync at the receiver.
+pub const BATCH_MESSAGES_MAX: usize = 256;
+
+/// The sender stops filling a batch at this many payload bytes (a lone message larger than this
+/// still travels, alone). 1 MiB matches the journal writer's batch target.
+pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// Worst-case postcard overhead of one message: a 16-byte id as a varint (19 bytes) and a
+/// payload length as a varint (5 bytes), rounded up.
+pub const MESSAGE_OVERHEAD_BYTES_MAX: usize = 32;
+
+/// Room for everything in a frame that is not message payload: the tag, sequence numbers,
+/// manager names (64 bytes each in `routing`), a goodbye reason.
+pub const FRAME_OVERHEAD_BYTES_MAX: usize = 64 * 1024;
+
+/// The largest frame either side sends or accepts: the larger of a full batch and one
+/// largest message, plus per-message and per-frame overhead.
+pub const CHANNEL_FRAME_BYTES_MAX: usize = WIRE_MESSAGE_BYTES_MAX
+    + BATCH_BYTES_MAX
+    + BATCH_MESSAGES_MAX * MESSAGE_OVERHEAD_BYTES_MAX
+    + FRAME_OVERHEAD_BYTES_MAX;
+
+/// The longest [`ChannelFrame::Goodbye`] reason sent; longer ones are cut (at a char boundary).
+pub const GOODBYE_REASON_BYTES_MAX: usize = 1024;
+
+/// Bytes of the length prefix.
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+const _: () = assert!(CHANNEL_FRAME_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(GOODBYE_REASON_BYTES_MAX <= FRAME_OVERHEAD_BYTES_MAX);
+const _: () = assert!(BATCH_BYTES_MAX <= WIRE_MESSAGE_BYTES_MAX);
+
+/// Everything that crosses a channel, in either direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChannelFrame {
+    /// Sender → receiver, first frame of every connection.
+    Hello(Hello),
+    /// Receiver → sender, the answer to [`ChannelFrame::Hello`].
+    Welcome(Welcome),
+    /// Sender → receiver: consecutive messages starting at `first_seq`.
+    Batch(Batch),
+    /// Receiver → sender: every sequence number up to `up_to` is durable at the receiver.
+    Ack {
+        /// Highest sequence number stored durably, inclusive.
+        up_to: u64,
+    },
+    /// Either way: are you there? Answered by [`ChannelFrame::Pong`] with the same nonce.
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+    },
+    /// Either way: the answer to [`ChannelFrame::Ping`].
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+    /// Either way: the connection is about to close, and why.
+    Goodbye {
+        /// Human-readable, at most [`GOODBYE_REASON_BYTES_MAX`] bytes.
+        reason: String,
+    },
+    /// Sender → receiver, right after the handshake: the receiver's channel state does not match
+    /// what the sender holds (it was restored or wiped), so move to `next_seq` and deduplicate by
+    /// message id.
+    Resync(Resync),
+}
+
+/// The sender's handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`CHANNEL_PROTOCOL_VERSION`] of the sender.
+    pub protocol_version: u32,
+    /// The sending manager.
+    pub from: String,
+    /// The manager the sender means to reach.
+    pub to: String,
+    /// The sender's channel epoch: chosen at random when its channel state was created, so a
+    /// wiped sender is told apart from one that merely restarted.
+    pub epoch: u64,
+    /// The next sequence number the sender will assign: every sequence number below it may
+    /// already have been sent, which bounds the receiver's reconciliation if `epoch` changed.
+    pub next_seq: u64,
+}
+
+/// The receiver's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// [`CHANNEL_PROTOCOL_VERSION`] of the receiver.
+    pub protocol_version: u32,
+    /// The receiver's channel epoch (new after a wipe or a restore).
+    pub epoch: u64,
+    /// Highest sequence number from this sender the receiver holds durably.
+    pub stored_up_to: u64,
+}
+
+/// Consecutive messages: the `i`th has sequence number `first_seq + i`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Sequence number of the first message; sequence numbers start at 1.
+    pub first_seq: u64,
+    /// At most [`BATCH_MESSAGES_MAX`].
+    pub messages: Vec<WireMessage>,
+}
+
+/// One message on the wire. Its envelope (headers, destination) is encoded by the caller inside
+/// `payload`: the channel only moves opaque bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireMessage {
+    /// The message's id, unique across the network; the key of dedup after a rollback.
+    pub id: u128,
+    /// The encoded message, at most [`WIRE_MESSAGE_BYTES_MAX`] bytes.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// The sender's instruction after a rollback of the receiver's channel state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resync {
+    /// The next batch starts here: everything below was acked (by an earlier incarnation of the
+    /// receiver) and deleted by the sender.
+    pub next_seq: u64,
+    /// Messages with a sequence number below this may already be at the receiver under an
+    /// older numbering: the receiver skips those whose id it has recently stored.
+    pub reconcile_until: u64,
+}
+
+/// Why bytes could not become a frame, or a frame bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// A length (claimed by a prefix, or of an encoded frame) over the limit; nothing was
+    /// allocated for it.
+    #[error("channel frame of {bytes} bytes exceeds the limit of {bytes_max} bytes")]
+    TooLarge {
+        /// The length.
+        bytes: usize,
+        /// [`CHANNEL_FRAME_BYTES_MAX`].
+        bytes_max: usize,
+    },
+    /// The bytes are not a valid frame.
+    #[error("malformed channel frame: {0}")]
+    Malformed(#[source] postcard::Error),
+    /// The frame decoded but left bytes unread inside its length.
+    #[error("channel frame has {bytes} trailing bytes")]
+    Trailing {
+        /// How many.
+        bytes: usize,
+    },
+}
+
+/// Encodes `frame` with its length prefix.
+pub fn encode(frame: &ChannelFrame) -> Result<Vec<u8>, FrameError> {
+    let out = postcard::to_extend(frame, vec![0u8; LENGTH_PREFIX_BYTES])
+        .map_err(FrameError::Malformed)?;
+    let length = out.len() - LENGTH_PREFIX_BYTES;
+    if length > CHANNEL_FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge {
+            bytes: length,
+            bytes_max: CHANNEL_FRAME_BYTES_MAX,
+        });
+    }
+    let mut out = out;
+    // Cannot truncate: checked against CHANNEL_FRAME_BYTES_MAX, itself asserted to fit a u32.
+    out[..LENGTH_PREFIX_BYTES].copy_from_slice(&(length as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// Decodes the first frame in `bytes`: `Ok(None)` while `bytes` holds less than a whole frame,
+/// else the frame and how many bytes it took (prefix included).
+pub fn decode(bytes: &[u8]) -> Result<Option<(ChannelFrame, usize)>, FrameError> {
+    let Some(prefix) = bytes.first_chunk::<LENGTH_PREFIX_BYTES>() else {
+        return Ok(None);
+    };
+    let length = u32::from_le_bytes(*prefix) as usize;
+    // Checked before waiting for (or allocating) the body: a hostile prefix costs nothing.
+    if length > CHANNEL_FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge {
+            bytes: length,
+            bytes_max: CHANNEL_FRAME_BYTES_MAX,
+        });
+    }
+    let Some(body) = bytes[LENGTH_PREFIX_BYTES..].get(..length) else {
+        return Ok(None);
+    };
+    let (frame, rest) =
+        postcard::take_from_bytes::<ChannelFrame>(body).map_err(FrameError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(FrameError::Trailing { bytes: rest.len() });
+    }
+    Ok(Some((frame, LENGTH_PREFIX_BYTES + length)))
+}
+
+/// A goodbye frame with `reason` cut to [`GOODBYE_REASON_BYTES_MAX`].
+pub fn goodbye(reason: &str) -> ChannelFrame {
+    let mut end = reason.len().min(GOODBYE_REASON_BYTES_MAX);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    ChannelFrame::Goodbye {
+        reason: reason[..end].to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn samples() -> Vec<ChannelFrame> {
+        vec![
+            ChannelFrame::Hello(Hello {
+                protocol_version: CHANNEL_PROTOCOL_VERSION,
+                from: "alpha".into(),
+                to: "bravo".into(),
+                epoch: u64::MAX,
+                next_seq: 17,
+            }),
+            ChannelFrame::Welcome(Welcome {
+                protocol_version: CHANNEL_PROTOCOL_VERSION,
+                epoch: 3,
+                stored_up_to: 1 << 40,
+            }),
+            ChannelFrame::Batch(Batch {
+                first_seq: 9,
+                messages: vec![
+                    WireMessage {
+                        id: u128::MAX,
+                        payload: b"hello".to_vec(),
+                    },
+                    WireMessage {
+                        id: 0,
+                        payload: Vec::new(),
+                    },
+                ],
+            }),
+            ChannelFrame::Ack { up_to: 10 },
+            ChannelFrame::Ping { nonce: 1 },
+            ChannelFrame::Pong { nonce: 1 },
+            goodbye("shutting down"),
+            ChannelFrame::Resync(Resync {
+                next_seq: 5,
+                reconcile_until: 9,
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_frame_round_trips_and_reports_its_length() {
+        for frame in samples() {
+            let bytes = encode(&frame).unwrap();
+            let mut stream = bytes.clone();
+            stream.extend_from_slice(&[0xff; 7]);
+            let (decoded, used) = decode(&stream).unwrap().unwrap();
+            assert_eq!(decoded, frame);
+            assert_eq!(used, bytes.len());
+        }
+    }
+
+    #[test]
+    fn every_truncation_asks_for_more_bytes() {
+        for frame in samples() {
+            let bytes = encode(&frame).unwrap();
+            for cut in 0..bytes.len() {
+                assert!(decode(&bytes[..cut]).unwrap().is_none(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_oversized_prefix_is_refused_before_the_body_arrives() {
+        let claimed = u32::try_from(CHANNEL_FRAME_BYTES_MAX + 1).unwrap();
+        let err = decode(&claimed.to_le_bytes()).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
+        let err = decode(&u32::MAX.to_le_bytes()).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn trailing_bytes_inside_the_length_are_refused() {
+        let mut bytes = encode(&ChannelFrame::Ack { up_to: 1 }).unwrap();
+        bytes.push(0);
+        let length = u32::try_from(bytes.len() - LENGTH_PREFIX_BYTES).unwrap();
+        bytes[..4].copy_from_slice(&length.to_le_bytes());
+        assert!(matches!(
+            decode(&bytes),
+            Err(FrameError::Trailing { bytes: 1 })
+        ));
+    }
+
+    #[test]
+    fn a_lying_element_count_does_not_allocate_or_panic() {
+        // Batch tag, first_seq 1, then a message count of u32::MAX-ish in a tiny frame.
+        let body = [2u8, 1, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        let mut bytes = u32::try_from(body.len()).unwrap().to_le_bytes().to_vec();
+        bytes.extend_from_slice(&body);
+        assert!(matches!(decode(&bytes), Err(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn goodbye_reasons_are_cut_at_a_char_boundary() {
+        let long = "é".repeat(GOODBYE_REASON_BYTES_MAX);
+        let ChannelFrame::Goodbye { reason } = goodbye(&long) else {
+            panic!("not a goodbye");
+        };
+        assert!(reason.len() <= GOODBYE_REASON_BYTES_MAX);
+        assert!(long.starts_with(&reason));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+            // Also as a body behind a correct prefix, so postcard itself sees garbage.
+            let mut framed = u32::try_from(bytes.len()).unwrap().to_le_bytes().to_vec();
+            framed.extend_from_slice(&bytes);
+            let _ = decode(&framed);
+        }
+
+        #[test]
+        fn corrupted_frames_never_panic(
+            index in 0usize..8,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        ) {
+            let mut bytes = encode(&samples()[index]).unwrap();
+            for (at, value) in flips {
+                let at = LENGTH_PREFIX_BYTES + at % (bytes.len() - LENGTH_PREFIX_BYTES);
+                bytes[at] = value;
+            }
+            let _ = decode(&bytes);
+        }
+    }
+}

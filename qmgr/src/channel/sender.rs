@@ -1,0 +1,933 @@
+//! The sending side of a channel: drains one transmission queue to one neighbour.
+//!
+//! It owns the sequence numbers of the messages it was handed, which of them are in flight on
+//! the current connection, the handshake's resend decision and the keep-alive timers. It does no
+//! I/O: the driver feeds it frames and the time, sends what [`Sender::poll_transmit`] returns,
+//! and carries out its effects (persist sequence assignments, delete acked messages).
+//!
+//! Invariants:
+//! - held messages (pushed, not yet acked) have consecutive sequence numbers ending at
+//!   `next_seq - 1`; acks only ever remove a prefix;
+//! - a message is transmitted only once its sequence number is durable at this end
+//!   ([`Sender::handle_seq_durable`]), so a crash never renumbers a message the receiver may
+//!   hold (persist, then send);
+//! - a message is deleted only when the receiver said it is durable there (an `Ack`, or the
+//!   `stored_up_to` of a `Welcome` under the same receiver epoch);
+//! - at most [`WINDOW_MESSAGES_MAX`] messages are in flight, and at most [`HELD_MESSAGES_MAX`]
+//!   messages and [`HELD_BYTES_MAX`] bytes are held: the rest waits on disk in the
+//!   transmission queue.
+//!
+//! A rollback of the receiver (restored from a backup, wiped: its `stored_up_to` is behind what
+//! this side already deleted, or its epoch changed) never needs an operator: the sender logs it,
+//! sends a [`Resync`] and carries on from the oldest message it still holds; the receiver then
+//! deduplicates by message id.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::frame::{
+    BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, Batch, CHANNEL_PROTOCOL_VERSION, ChannelFrame, Hello,
+    Resync, WIRE_MESSAGE_BYTES_MAX, Welcome, WireMessage,
+};
+
+/// The most messages sent and not yet acked on one connection: enough to keep a 1 Gbit/s,
+/// 100 ms link busy with ~4 KiB messages (3000 in flight), rounded up.
+pub const WINDOW_MESSAGES_MAX: usize = 4096;
+
+/// The most messages the sender keeps in memory; the transmission queue keeps the rest on disk.
+pub const HELD_MESSAGES_MAX: usize = 4 * WINDOW_MESSAGES_MAX;
+
+/// The most payload bytes the sender keeps in memory (a lone larger message is still taken).
+pub const HELD_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Without any frame from the peer for this long, the sender pings.
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+
+/// Without any frame from the peer for this long, the link is dead.
+pub const KEEP_ALIVE_DEAD: Duration = Duration::from_secs(15);
+
+const _: () = assert!(BATCH_MESSAGES_MAX <= WINDOW_MESSAGES_MAX);
+const _: () = assert!(WINDOW_MESSAGES_MAX <= HELD_MESSAGES_MAX);
+const _: () = assert!(WIRE_MESSAGE_BYTES_MAX <= HELD_BYTES_MAX);
+// At least two pings go unanswered before the link is declared dead.
+const _: () = assert!(2 * KEEP_ALIVE_IDLE.as_millis() < KEEP_ALIVE_DEAD.as_millis());
+
+/// What the sender's journal holds for the channel, besides the held messages themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderState {
+    /// This side's channel epoch, random when the channel state was created.
+    pub epoch: u64,
+    /// The receiver's epoch last seen in a `Welcome`, `None` before the first handshake.
+    pub receiver_epoch: Option<u64>,
+    /// The next sequence number to assign (the first is 1).
+    pub next_seq: u64,
+}
+
+/// A message handed to the sender, with its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldMessage {
+    /// The channel sequence number.
+    pub seq: u64,
+    /// The message id.
+    pub id: u128,
+    /// The encoded message.
+    pub payload: Vec<u8>,
+}
+
+/// Expected operating errors: each means "close this connection" (and, for a restore error,
+/// "do not start the channel").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SenderError {
+    /// The held messages given at restart break the invariants.
+    #[error("restored channel state is inconsistent: {reason}")]
+    Restore {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The peer speaks another protocol version.
+    #[error("receiver speaks channel protocol {theirs}, this manager {ours}")]
+    Version {
+        /// Theirs.
+        theirs: u32,
+        /// [`CHANNEL_PROTOCOL_VERSION`].
+        ours: u32,
+    },
+    /// A frame that has no place in the current state.
+    #[error("unexpected frame from receiver: {frame}")]
+    Unexpected {
+        /// The frame's kind.
+        frame: &'static str,
+    },
+    /// The receiver acked a sequence number never sent.
+    #[error("receiver acked up to {up_to} but only up to {sent_max} was ever sent")]
+    AckBeyondSent {
+        /// The ack.
+        up_to: u64,
+        /// The highest sequence number ever transmittable.
+        sent_max: u64,
+    },
+    /// The receiver holds sequence numbers this side never assigned: this
+    /// side's channel state was rolled back (restored from a backup). Reconciling that would
+    /// mean renumbering held messages; it needs an operator for now.
+    #[error("receiver holds up to {stored_up_to} but this side assigned only below {next_seq}")]
+    ReceiverAhead {
+        /// From the welcome.
+        stored_up_to: u64,
+        /// This side's counter.
+        next_seq: u64,
+    },
+    /// The peer said goodbye.
+    #[error("receiver closed the channel: {reason}")]
+    Goodbye {
+        /// Its reason.
+        reason: String,
+    },
+}
+
+/// Why [`Sender::push`] refused a message; the caller keeps it in the transmission queue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// [`HELD_MESSAGES_MAX`] or [`HELD_BYTES_MAX`] reached: push again after acks.
+    #[error("the sender holds its limit of messages; retry after acks")]
+    Full,
+    /// Larger than [`WIRE_MESSAGE_BYTES_MAX`]: it can never travel (a bug upstream, which
+    /// checks `max_message_bytes` at put).
+    #[error("message of {bytes} bytes exceeds the wire limit of {bytes_max}")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// [`WIRE_MESSAGE_BYTES_MAX`].
+        bytes_max: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Disconnected,
+    AwaitingWelcome,
+    Connected,
+}
+
+/// The sending side's state machine; see the module documentation.
+#[derive(Debug)]
+pub struct Sender {
+    from: String,
+    to: String,
+    state: SenderState,
+    /// Assignments up to here are durable; only those are transmitted.
+    seq_durable_up_to: u64,
+    held: VecDeque<HeldMessage>,
+    held_bytes: usize,
+    /// Next sequence number to transmit on the current connection.
+    next_to_send: u64,
+    link: Link,
+    hello_pending: bool,
+    resync_pending: Option<Resync>,
+    ping_pending: Option<u64>,
+    pong_pending: Option<u64>,
+    ping_nonce: u64,
+    last_received: Instant,
+    last_ping_sent: Option<Instant>,
+    dead: bool,
+    /// While the receiver may hold messages below this under an older numbering.
+    reconcile_until: Option<u64>,
+}
+
+impl Sender {
+    /// Restarts from the journal: the channel state and the held messages (pushed, not yet
+    /// deleted), in sequence order.
+    pub fn new(
+        from: impl Into<String>,
+        to: impl Into<String>,
+        state: SenderState,
+        held: impl IntoIterator<Item = HeldMessage>,
+        now: Instant,
+    ) -> Result<Sender, SenderError> {
+        if state.next_seq == 0 {
+            return Err(SenderError::Restore {
+                reason: "next_seq is 0; sequence numbers start at 1".into(),
+            });
+        }
+        let held: VecDeque<HeldMessage> = held.into_iter().collect();
+        if held.len() > HELD_MESSAGES_MAX {
+            return Err(SenderError::Restore {
+                reason: format!("{} held messages exceed {HELD_MESSAGES_MAX}", held.len()),
+            });
+        }
+        let first = state.next_seq - held.len() as u64;
+        for (i, message) in held.iter().enumerate() {
+            if message.seq != first + i as u64 || message.seq == 0 {
+                return Err(SenderError::Restore {
+                    reason: format!(
+                        "held sequence numbers must run consecutively up to next_seq - 1 = {}; \
+                         found {} at position {i}",
+                        state.next_seq - 1,
+                        message.seq
+                    ),
+                });
+            }
+        }
+        let held_bytes = held.iter().map(|m| m.payload.len()).sum();
+        Ok(Sender {
+            from: from.into(),
+            to: to.into(),
+            state,
+            seq_durable_up_to: state.next_seq - 1,
+            held,
+            held_bytes,
+            next_to_send: first,
+            link: Link::Disconnected,
+            hello_pending: false,
+            resync_pending: None,
+            ping_pending: None,
+            pong_pending: None,
+            ping_nonce: 0,
+            last_received: now,
+            last_ping_sent: None,
+            dead: false,
+            reconcile_until: None,
+        })
+    }
+
+    /// The channel state to persist (with the next assignment or deletion record): it changes
+    /// on push (`next_seq`) and on handshake (`receiver_epoch`).
+    pub fn state(&self) -> SenderState {
+        self.state
+    }
+
+    /// How many messages are held (pushed, not yet acked).
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The held messages, oldest first.
+    pub fn held(&self) -> impl Iterator<Item = &HeldMessage> {
+        self.held.iter()
+    }
+
+    /// Whether [`Sender::push`] would accept a message of `bytes`.
+    pub fn can_push(&self, bytes: usize) -> bool {
+        self.held.len() < HELD_MESSAGES_MAX
+            && (self.held.is_empty() || self.held_bytes + bytes <= HELD_BYTES_MAX)
+    }
+
+    /// Whether the receiver may still hold some held messages under an older numbering.
+    pub fn is_reconciling(&self) -> bool {
+        self.reconcile_until.is_some()
+    }
+
+    /// Whether the keep-alive declared the link dead: the driver closes the connection and
+    /// calls [`Sender::handle_disconnected`].
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Whether the handshake is done and batches may flow.
+    pub fn is_connected(&self) -> bool {
+        self.link == Link::Connected
+    }
+
+    /// Takes a message from the transmission queue and assigns it the next sequence number,
+    /// which is returned. Effect: the driver persists the assignment (`id → seq` and
+    /// [`Sender::state`]) and then calls [`Sender::handle_seq_durable`]; until then the message
+    /// is not transmitted.
+    pub fn push(&mut self, id: u128, payload: Vec<u8>) -> Result<u64, PushError> {
+        if payload.len() > WIRE_MESSAGE_BYTES_MAX {
+            return Err(PushError::TooLarge {
+                bytes: payload.len(),
+                bytes_max: WIRE_MESSAGE_BYTES_MAX,
+            });
+        }
+        if !self.can_push(payload.len()) {
+            return Err(PushError::Full);
+        }
+        let seq = self.state.next_seq;
+        self.state.next_seq += 1;
+        self.held_bytes += payload.len();
+        self.held.push_back(HeldMessage { seq, id, payload });
+        Ok(seq)
+    }
+
+    /// The driver made the assignments up to `up_to` durable.
+    pub fn handle_seq_durable(&mut self, up_to: u64) {
+        debug_assert!(
+            up_to < self.state.next_seq,
+            "durable beyond what was assigned"
+        );
+        self.seq_durable_up_to = self
+            .seq_durable_up_to
+            .max(up_to.min(self.state.next_seq - 1));
+    }
+
+    /// A new connection is open: the handshake starts ([`Hello`] comes out of
+    /// [`Sender::poll_transmit`]).
+    pub fn handle_connecting(&mut self, now: Instant) {
+        self.reset_link();
+        self.link = Link::AwaitingWelcome;
+        self.hello_pending = true;
+        self.last_received = now;
+    }
+
+    /// The connection is gone: everything unacked becomes unsent again.
+    pub fn handle_disconnected(&mut self) {
+        self.reset_link();
+    }
+
+    fn reset_link(&mut self) {
+        self.link = Link::Disconnected;
+        self.hello_pending = false;
+        self.resync_pending = None;
+        self.ping_pending = None;
+        self.pong_pending = None;
+        self.last_ping_sent = None;
+        self.dead = false;
+        self.next_to_send = self.oldest_held_seq();
+    }
+
+    fn oldest_held_seq(&self) -> u64 {
+        self.held.front().map_or(self.state.next_seq, |m| m.seq)
+    }
+
+    /// Any frame from the receiver. Returns the sequence numbers now deletable from the
+    /// transmission queue (effect: the driver deletes them).
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        frame: ChannelFrame,
+    ) -> Result<Vec<u64>, SenderError> {
+        match frame {
+            ChannelFrame::Welcome(welcome) => self.handle_connected(now, welcome),
+            ChannelFrame::Ack { up_to } => self.handle_ack(now, up_to),
+            ChannelFrame::Ping { nonce } => {
+                self.last_received = now;
+                self.pong_pending = Some(nonce);
+                Ok(Vec::new())
+            }
+            ChannelFrame::Pong { .. } => {
+                self.last_received = now;
+                Ok(Vec::new())
+            }
+            ChannelFrame::Goodbye { reason } => Err(SenderError::Goodbye { reason }),
+            ChannelFrame::Hello(_) => Err(SenderError::Unexpected { frame: "Hello" }),
+            ChannelFrame::Batch(_) => Err(SenderError::Unexpected { frame: "Batch" }),
+            ChannelFrame::Resync(_) => Err(SenderError::Unexpected { frame: "Resync" }),
+        }
+    }
+
+    /// The handshake's answer. Decides where to resume: messages the receiver holds durably
+    /// (same epoch, `stored_up_to`) are deletable and returned; transmission resumes at the
+    /// oldest message still held. If the receiver is behind what was already deleted, or its
+    /// epoch changed, it was restored or wiped: log it, queue a [`Resync`], and carry on.
+    pub fn handle_connected(
+        &mut self,
+        now: Instant,
+        welcome: Welcome,
+    ) -> Result<Vec<u64>, SenderError> {
+        if self.link != Link::AwaitingWelcome {
+            return Err(SenderError::Unexpected { frame: "Welcome" });
+        }
+        if welcome.protocol_version != CHANNEL_PROTOCOL_VERSION {
+            return Err(SenderError::Version {
+                theirs: welcome.protocol_version,
+                ours: CHANNEL_PROTOCOL_VERSION,
+            });
+        }
+        self.last_received = now;
+        let epoch_changed = self
+            .state
+            .receiver_epoch
+            .is_some_and(|epoch| epoch != welcome.epoch);
+        // Even under a new receiver epoch the receiver's point is in this side's numbering (it
+        // is kept per sender epoch), so a point ahead means this side was rolled back.
+        if welcome.stored_up_to >= self.state.next_seq {
+            return Err(SenderError::ReceiverAhead {
+                stored_up_to: welcome.stored_up_to,
+                next_seq: self.state.next_seq,
+            });
+        }
+        let mut deletable = Vec::new();
+        if !epoch_changed {
+            deletable = self.delete_up_to(welcome.stored_up_to);
+        }
+        self.state.receiver_epoch = Some(welcome.epoch);
+        let oldest = self.oldest_held_seq();
+        let behind = welcome.stored_up_to.saturating_add(1) < oldest;
+        if epoch_changed || behind {
+            tracing::warn!(
+                from = %self.from,
+                to = %self.to,
+                receiver_epoch = welcome.epoch,
+                stored_up_to = welcome.stored_up_to,
+                resume_at = oldest,
+                epoch_changed,
+                "receiver's channel state was rolled back (restored or wiped); resuming from \
+                 the oldest held message, the receiver deduplicates by message id"
+            );
+            let resync = Resync {
+                next_seq: oldest,
+                reconcile_until: self.state.next_seq,
+            };
+            self.reconcile_until = Some(resync.reconcile_until);
+            self.resync_pending = Some(resync);
+        }
+        self.next_to_send = oldest;
+        self.link = Link::Connected;
+        Ok(deletable)
+    }
+
+    /// The receiver holds everything up to `up_to` durably. Returns the sequence numbers now
+    /// deletable from the transmission queue. An ack at or below an earlier one changes nothing
+    /// (it may come from a store that completed across a reconnect).
+    pub fn handle_ack(&mut self, now: Instant, up_to: u64) -> Result<Vec<u64>, SenderError> {
+        if self.link != Link::Connected {
+            return Err(SenderError::Unexpected { frame: "Ack" });
+        }
+        if up_to > self.seq_durable_up_to {
+            return Err(SenderError::AckBeyondSent {
+                up_to,
+                sent_max: self.seq_durable_up_to,
+            });
+        }
+        self.last_received = now;
+        Ok(self.delete_up_to(up_to))
+    }
+
+    fn delete_up_to(&mut self, up_to: u64) -> Vec<u64> {
+        let mut deleted = Vec::new();
+        while let Some(front) = self.held.front() {
+            if front.seq > up_to {
+                break;
+            }
+            self.held_bytes -= front.payload.len();
+            deleted.push(front.seq);
+            self.held.pop_front();
+        }
+        self.next_to_send = self.next_to_send.max(self.oldest_held_seq());
+        if let Some(until) = self.reconcile_until {
+            if self.oldest_held_seq() >= until {
+                tracing::info!(from = %self.from, to = %self.to, "reconciliation done");
+                self.reconcile_until = None;
+            }
+        }
+        deleted
+    }
+
+    /// The next frame to send, if any: the handshake, a resync, keep-alives, then batches while
+    /// the window has room.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<ChannelFrame> {
+        match self.link {
+            Link::Disconnected => return None,
+            Link::AwaitingWelcome => {
+                if !std::mem::take(&mut self.hello_pending) {
+                    return None;
+                }
+                return Some(ChannelFrame::Hello(Hello {
+                    protocol_version: CHANNEL_PROTOCOL_VERSION,
+                    from: self.from.clone(),
+                    to: self.to.clone(),
+                    epoch: self.state.epoch,
+                    next_seq: self.state.next_seq,
+                }));
+            }
+            Link::Connected => {}
+        }
+        if let Some(resync) = self.resync_pending.take() {
+            return Some(ChannelFrame::Resync(resync));
+        }
+        if let Some(nonce) = self.pong_pending.take() {
+            return Some(ChannelFrame::Pong { nonce });
+        }
+        if let Some(nonce) = self.ping_pending.take() {
+            self.last_ping_sent = Some(now);
+            return Some(ChannelFrame::Ping { nonce });
+        }
+        self.next_batch()
+    }
+
+    fn next_batch(&mut self) -> Option<ChannelFrame> {
+        let oldest = self.oldest_held_seq();
+        // Cannot truncate: bounded by HELD_MESSAGES_MAX.
+        let in_flight = (self.next_to_send - oldest) as usize;
+        let room = WINDOW_MESSAGES_MAX
+            .saturating_sub(in_flight)
+            .min(BATCH_MESSAGES_MAX);
+        let first_seq = self.next_to_send;
+        let start = (first_seq - oldest) as usize;
+        let mut messages = Vec::new();
+        let mut bytes = 0usize;
+        for held in self.held.iter().skip(start).take(room) {
+            if held.seq > self.seq_durable_up_to {
+                break;
+            }
+            // A lone message larger than a batch still travels, alone.
+            if !messages.is_empty() && bytes + held.payload.len() > BATCH_BYTES_MAX {
+                break;
+            }
+            bytes += held.payload.len();
+            messages.push(WireMessage {
+                id: held.id,
+                payload: held.payload.clone(),
+            });
+        }
+        if messages.is_empty() {
+            return None;
+        }
+        self.next_to_send += messages.len() as u64;
+        Some(ChannelFrame::Batch(Batch {
+            first_seq,
+            messages,
+        }))
+    }
+
+    /// When [`Sender::handle_timeout`] should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.link == Link::Disconnected || self.dead {
+            return None;
+        }
+        let dead_at = self.last_received + KEEP_ALIVE_DEAD;
+        if self.ping_pending.is_some() || self.link == Link::AwaitingWelcome {
+            return Some(dead_at);
+        }
+        let idle_since = self
+            .last_ping_sent
+            .map_or(self.last_received, |sent| sent.max(self.last_received));
+        Some(dead_at.min(idle_since + KEEP_ALIVE_IDLE))
+    }
+
+    /// Time passed: ping an idle link, declare a silent one dead.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.link == Link::Disconnected || self.dead {
+            return;
+        }
+        if now >= self.last_received + KEEP_ALIVE_DEAD {
+            tracing::warn!(from = %self.from, to = %self.to, "channel link dead: no frame for {KEEP_ALIVE_DEAD:?}");
+            self.dead = true;
+            return;
+        }
+        if self.link != Link::Connected || self.ping_pending.is_some() {
+            return;
+        }
+        let idle_since = self
+            .last_ping_sent
+            .map_or(self.last_received, |sent| sent.max(self.last_received));
+        if now >= idle_since + KEEP_ALIVE_IDLE {
+            self.ping_nonce += 1;
+            self.ping_pending = Some(self.ping_nonce);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECEIVER_EPOCH: u64 = 77;
+
+    fn fresh(now: Instant) -> Sender {
+        let state = SenderState {
+            epoch: 1,
+            receiver_epoch: Some(RECEIVER_EPOCH),
+            next_seq: 1,
+        };
+        Sender::new("alpha", "bravo", state, [], now).unwrap()
+    }
+
+    fn push_durable(sender: &mut Sender, count: usize, bytes: usize) {
+        for i in 0..count {
+            sender.push(1000 + i as u128, vec![7; bytes]).unwrap();
+        }
+        sender.handle_seq_durable(sender.state().next_seq - 1);
+    }
+
+    fn welcome(epoch: u64, stored_up_to: u64) -> Welcome {
+        Welcome {
+            protocol_version: CHANNEL_PROTOCOL_VERSION,
+            epoch,
+            stored_up_to,
+        }
+    }
+
+    fn connect(sender: &mut Sender, now: Instant, stored_up_to: u64) -> Vec<u64> {
+        sender.handle_connecting(now);
+        assert!(matches!(
+            sender.poll_transmit(now),
+            Some(ChannelFrame::Hello(_))
+        ));
+        sender
+            .handle_connected(now, welcome(RECEIVER_EPOCH, stored_up_to))
+            .unwrap()
+    }
+
+    fn batch(frame: Option<ChannelFrame>) -> Batch {
+        match frame {
+            Some(ChannelFrame::Batch(batch)) => batch,
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    fn drain_batches(sender: &mut Sender, now: Instant) -> Vec<Batch> {
+        std::iter::from_fn(|| sender.poll_transmit(now).map(|f| batch(Some(f)))).collect()
+    }
+
+    #[test]
+    fn push_assigns_consecutive_seqs_from_the_restored_counter() {
+        let now = Instant::now();
+        let state = SenderState {
+            epoch: 1,
+            receiver_epoch: None,
+            next_seq: 41,
+        };
+        let mut sender = Sender::new("alpha", "bravo", state, [], now).unwrap();
+        assert_eq!(sender.push(1, b"a".to_vec()), Ok(41));
+        assert_eq!(sender.push(2, b"b".to_vec()), Ok(42));
+        assert_eq!(sender.state().next_seq, 43);
+    }
+
+    #[test]
+    fn hello_first_and_nothing_before_the_welcome() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        push_durable(&mut sender, 3, 1);
+        assert_eq!(sender.poll_transmit(now), None, "not connected");
+        sender.handle_connecting(now);
+        let Some(ChannelFrame::Hello(hello)) = sender.poll_transmit(now) else {
+            panic!("no hello");
+        };
+        assert_eq!((hello.epoch, hello.next_seq), (1, 4));
+        assert_eq!((hello.from.as_str(), hello.to.as_str()), ("alpha", "bravo"));
+        assert_eq!(
+            sender.poll_transmit(now),
+            None,
+            "batches wait for the welcome"
+        );
+    }
+
+    #[test]
+    fn only_durable_assignments_are_transmitted() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        connect(&mut sender, now, 0);
+        sender.push(1, vec![1]).unwrap();
+        sender.push(2, vec![2]).unwrap();
+        assert_eq!(sender.poll_transmit(now), None);
+        sender.handle_seq_durable(1);
+        let first = batch(sender.poll_transmit(now));
+        assert_eq!((first.first_seq, first.messages.len()), (1, 1));
+        assert_eq!(sender.poll_transmit(now), None);
+        sender.handle_seq_durable(2);
+        assert_eq!(batch(sender.poll_transmit(now)).first_seq, 2);
+    }
+
+    #[test]
+    fn welcome_deletes_what_the_receiver_holds_and_resumes_after_it() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        push_durable(&mut sender, 5, 1);
+        assert_eq!(connect(&mut sender, now, 3), vec![1, 2, 3]);
+        assert!(!sender.is_reconciling());
+        let resumed = batch(sender.poll_transmit(now));
+        assert_eq!(resumed.first_seq, 4);
+        assert_eq!(resumed.messages.len(), 2);
+    }
+
+    #[test]
+    fn a_receiver_behind_what_was_deleted_is_resynced_not_waited_for() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        push_durable(&mut sender, 10, 1);
+        connect(&mut sender, now, 0);
+        drain_batches(&mut sender, now);
+        assert_eq!(sender.handle_ack(now, 6).unwrap(), vec![1, 2, 3, 4, 5, 6]);
+        sender.handle_disconnected();
+        // The receiver comes back holding only up to 2: 3..=6 were deleted here.
+        assert_eq!(connect(&mut sender, now, 2), Vec::<u64>::new());
+        assert!(sender.is_reconciling());
+        assert_eq!(
+            sender.poll_transmit(now),
+            Some(ChannelFrame::Resync(Resync {
+                next_seq: 7,
+                reconcile_until: 11,
+            }))
+        );
+        assert_eq!(batch(sender.poll_transmit(now)).first_seq, 7);
+        sender.handle_ack(now, 10).unwrap();
+        assert!(
+            !sender.is_reconciling(),
+            "every message it could duplicate is acked"
+        );
+    }
+
+    #[test]
+    fn a_new_receiver_epoch_is_resynced_and_its_stored_point_not_trusted() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        push_durable(&mut sender, 4, 1);
+        sender.handle_connecting(now);
+        sender.poll_transmit(now);
+        let deleted = sender
+            .handle_connected(now, welcome(RECEIVER_EPOCH + 1, 3))
+            .unwrap();
+        assert!(
+            deleted.is_empty(),
+            "a stored point under another epoch deletes nothing"
+        );
+        assert_eq!(sender.state().receiver_epoch, Some(RECEIVER_EPOCH + 1));
+        assert!(matches!(
+            sender.poll_transmit(now),
+            Some(ChannelFrame::Resync(Resync { next_seq: 1, .. }))
+        ));
+        assert_eq!(batch(sender.poll_transmit(now)).first_seq, 1);
+    }
+
+    #[test]
+    fn a_receiver_ahead_of_every_assignment_is_refused() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        push_durable(&mut sender, 2, 1);
+        sender.handle_connecting(now);
+        sender.poll_transmit(now);
+        assert_eq!(
+            sender.handle_connected(now, welcome(RECEIVER_EPOCH, 3)),
+            Err(SenderError::ReceiverAhead {
+                stored_up_to: 3,
+                next_seq: 3
+            })
+        );
+    }
+
+    #[test]
+    fn the_welcome_checks_the_protocol_version_and_comes_once() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        sender.handle_connecting(now);
+        let mut old = welcome(RECEIVER_EPOCH, 0);
+        old.protocol_version = CHANNEL_PROTOCOL_VERSION + 1;
+        assert!(matches!(
+            sender.handle_connected(now, old),
+            Err(SenderError::Version { .. })
+        ));
+        connect(&mut sender, now, 0);
+        assert!(matches!(
+            sender.handle_connected(now, welcome(RECEIVER_EPOCH, 0)),
+            Err(SenderError::Unexpected { .. })
+        ));
+    }
+
+    #[test]
+    fn the_window_bounds_what_is_in_flight_and_acks_open_it() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        push_durable(&mut sender, WINDOW_MESSAGES_MAX + 10, 1);
+        connect(&mut sender, now, 0);
+        let batches = drain_batches(&mut sender, now);
+        let sent: usize = batches.iter().map(|b| b.messages.len()).sum();
+        assert_eq!(sent, WINDOW_MESSAGES_MAX);
+        assert!(
+            batches
+                .iter()
+                .all(|b| b.messages.len() <= BATCH_MESSAGES_MAX)
+        );
+        let deleted = sender.handle_ack(now, 4).unwrap();
+        assert_eq!(deleted, vec![1, 2, 3, 4]);
+        let more = batch(sender.poll_transmit(now));
+        assert_eq!(more.first_seq, WINDOW_MESSAGES_MAX as u64 + 1);
+        assert_eq!(more.messages.len(), 4);
+    }
+
+    #[test]
+    fn batches_stop_at_the_byte_limit_but_a_large_message_goes_alone() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        push_durable(&mut sender, 4, BATCH_BYTES_MAX / 3);
+        sender.push(9, vec![0; BATCH_BYTES_MAX + 1]).unwrap();
+        sender.handle_seq_durable(5);
+        connect(&mut sender, now, 0);
+        let sizes: Vec<usize> = drain_batches(&mut sender, now)
+            .iter()
+            .map(|b| b.messages.len())
+            .collect();
+        assert_eq!(sizes, vec![3, 1, 1]);
+    }
+
+    #[test]
+    fn acks_delete_a_prefix_ignore_stale_values_and_refuse_unsent_seqs() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        push_durable(&mut sender, 3, 1);
+        sender.push(4, vec![]).unwrap(); // assigned, not durable: never sent
+        connect(&mut sender, now, 0);
+        drain_batches(&mut sender, now);
+        assert_eq!(sender.handle_ack(now, 2).unwrap(), vec![1, 2]);
+        assert_eq!(sender.handle_ack(now, 1).unwrap(), Vec::<u64>::new());
+        assert_eq!(
+            sender.handle_ack(now, 4),
+            Err(SenderError::AckBeyondSent {
+                up_to: 4,
+                sent_max: 3
+            })
+        );
+        assert_eq!(sender.held_len(), 2);
+    }
+
+    #[test]
+    fn a_disconnect_makes_everything_unacked_unsent_again() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        push_durable(&mut sender, 5, 1);
+        connect(&mut sender, now, 0);
+        drain_batches(&mut sender, now);
+        sender.handle_ack(now, 2).unwrap();
+        sender.handle_disconnected();
+        assert!(!sender.is_connected());
+        assert_eq!(sender.poll_transmit(now), None);
+        connect(&mut sender, now, 2);
+        let resent = batch(sender.poll_transmit(now));
+        assert_eq!((resent.first_seq, resent.messages.len()), (3, 3));
+    }
+
+    #[test]
+    fn keep_alive_pings_an_idle_link_and_declares_a_silent_one_dead() {
+        let start = Instant::now();
+        let mut sender = fresh(start);
+        connect(&mut sender, start, 0);
+        assert_eq!(sender.poll_timeout(), Some(start + KEEP_ALIVE_IDLE));
+        sender.handle_timeout(start + KEEP_ALIVE_IDLE - Duration::from_millis(1));
+        assert_eq!(sender.poll_transmit(start), None, "not idle yet");
+
+        let idle = start + KEEP_ALIVE_IDLE;
+        sender.handle_timeout(idle);
+        let Some(ChannelFrame::Ping { nonce }) = sender.poll_transmit(idle) else {
+            panic!("no ping");
+        };
+        // An answer keeps the link alive.
+        let answered = idle + Duration::from_secs(1);
+        sender
+            .handle_frame(answered, ChannelFrame::Pong { nonce })
+            .unwrap();
+        assert_eq!(sender.poll_timeout(), Some(answered + KEEP_ALIVE_IDLE));
+
+        // Silence: pings, then death after KEEP_ALIVE_DEAD without any frame.
+        let mut now = answered;
+        while !sender.is_dead() {
+            now = sender.poll_timeout().unwrap();
+            sender.handle_timeout(now);
+            sender.poll_transmit(now);
+        }
+        assert_eq!(now, answered + KEEP_ALIVE_DEAD);
+        assert_eq!(sender.poll_timeout(), None);
+        sender.handle_disconnected();
+        assert!(!sender.is_dead());
+    }
+
+    #[test]
+    fn a_ping_from_the_receiver_is_answered() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        connect(&mut sender, now, 0);
+        sender
+            .handle_frame(now, ChannelFrame::Ping { nonce: 9 })
+            .unwrap();
+        assert_eq!(
+            sender.poll_transmit(now),
+            Some(ChannelFrame::Pong { nonce: 9 })
+        );
+    }
+
+    #[test]
+    fn push_refuses_past_the_held_limits() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        assert!(matches!(
+            sender.push(1, vec![0; WIRE_MESSAGE_BYTES_MAX + 1]),
+            Err(PushError::TooLarge { .. })
+        ));
+        for i in 0..HELD_MESSAGES_MAX {
+            sender.push(i as u128, Vec::new()).unwrap();
+        }
+        assert_eq!(sender.push(0, Vec::new()), Err(PushError::Full));
+
+        let mut sender = fresh(now);
+        let mut room = HELD_BYTES_MAX;
+        while room >= WIRE_MESSAGE_BYTES_MAX {
+            sender.push(1, vec![0; WIRE_MESSAGE_BYTES_MAX]).unwrap();
+            room -= WIRE_MESSAGE_BYTES_MAX;
+        }
+        assert_eq!(sender.push(2, vec![0; room + 1]), Err(PushError::Full));
+        sender.push(3, vec![0; room]).unwrap();
+    }
+
+    #[test]
+    fn restore_checks_the_held_messages_against_the_counter() {
+        let now = Instant::now();
+        let state = SenderState {
+            epoch: 1,
+            receiver_epoch: None,
+            next_seq: 4,
+        };
+        let held = |seqs: &[u64]| -> Vec<HeldMessage> {
+            seqs.iter()
+                .map(|&seq| HeldMessage {
+                    seq,
+                    id: u128::from(seq),
+                    payload: Vec::new(),
+                })
+                .collect()
+        };
+        assert!(Sender::new("a", "b", state, held(&[2, 3]), now).is_ok());
+        assert!(Sender::new("a", "b", state, held(&[1, 3]), now).is_err());
+        assert!(Sender::new("a", "b", state, held(&[1, 2]), now).is_err());
+        let zero = SenderState {
+            next_seq: 0,
+            ..state
+        };
+        assert!(Sender::new("a", "b", zero, [], now).is_err());
+        // Restored messages are transmitted without another durability round.
+        let mut sender = Sender::new("a", "b", state, held(&[2, 3]), now).unwrap();
+        sender.handle_connecting(now);
+        sender.poll_transmit(now);
+        sender
+            .handle_connected(now, welcome(RECEIVER_EPOCH, 1))
+            .unwrap();
+        assert_eq!(batch(sender.poll_transmit(now)).messages.len(), 2);
+    }
+}
