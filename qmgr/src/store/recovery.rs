@@ -189,7 +189,16 @@ where
             GroupRead::Bad { at, reason } => (at, reason),
         };
         // The whole group starting at `pos` is lost, whatever record of it is damaged.
-        if is_last && find_later_write(bytes, segment, bad_at + 1, written_end).is_none() {
+        if is_last
+            && find(
+                bytes,
+                segment,
+                bad_at + 1,
+                written_end,
+                Landmark::WriteStart,
+            )
+            .is_none()
+        {
             let tail = TruncatedTail {
                 segment,
                 offset: pos as u64,
@@ -206,7 +215,13 @@ where
             scanned.torn_tail = Some(tail);
             return Ok(scanned);
         }
-        let resume = find_valid(bytes, segment, bad_at + 1, written_end, true);
+        let resume = find(
+            bytes,
+            segment,
+            bad_at + 1,
+            written_end,
+            Landmark::GroupStart,
+        );
         let range_end = resume.unwrap_or(written_end);
         let records_lost = count_records(bytes, pos, range_end);
         if !salvage {
@@ -317,36 +332,26 @@ fn written_end(bytes: &[u8]) -> usize {
         .min(bytes.len())
 }
 
-/// The first aligned offset in `from..end` holding a valid record (the first of its group, if
-/// `group_start` is set).
-fn find_valid(
-    bytes: &[u8],
-    segment: u64,
-    from: usize,
-    end: usize,
-    group_start: bool,
-) -> Option<usize> {
-    let mut at = align_up(from as u64) as usize;
-    while at < end {
-        match decode_record(bytes, segment, 0, at) {
-            Decoded::Record(view) if !group_start || view.group_index == 0 => return Some(at),
-            // Padding was written by an earlier salvage, after syncing everything before it.
-            Decoded::Padding { .. } | Decoded::Seal { .. } => return Some(at),
-            _ => {}
-        }
-        at += RECORD_ALIGN_BYTES as usize;
-    }
-    None
+/// What a forward scan past damage looks for.
+#[derive(Clone, Copy)]
+enum Landmark {
+    /// The start of an intact group: where salvage resumes.
+    GroupStart,
+    /// The start of a later write: proof that the damage had been synced once.
+    WriteStart,
 }
 
-/// The first aligned offset in `from..end` where a later write starts: a valid record flagged
-/// as the first of its write, or a seal or padding (each written and synced on its own).
-fn find_later_write(bytes: &[u8], segment: u64, from: usize, end: usize) -> Option<usize> {
+/// The first aligned offset in `from..end` holding `landmark`. Seals and padding count as
+/// both: each was written and synced on its own (padding by an earlier salvage).
+fn find(bytes: &[u8], segment: u64, from: usize, end: usize, landmark: Landmark) -> Option<usize> {
     let mut at = align_up(from as u64) as usize;
     while at < end {
-        match decode_record(bytes, segment, 0, at) {
-            Decoded::Record(view) if view.write_start => return Some(at),
-            Decoded::Padding { .. } | Decoded::Seal { .. } => return Some(at),
+        match (decode_record(bytes, segment, 0, at), landmark) {
+            (Decoded::Record(view), Landmark::GroupStart) if view.group_index == 0 => {
+                return Some(at);
+            }
+            (Decoded::Record(view), Landmark::WriteStart) if view.write_start => return Some(at),
+            (Decoded::Padding { .. } | Decoded::Seal { .. }, _) => return Some(at),
             _ => {}
         }
         at += RECORD_ALIGN_BYTES as usize;
