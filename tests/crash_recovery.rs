@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hopmq::{GetOptions, Message};
-use support::{Manager, SOON, wait_until};
+use support::{Manager, SOON, drain, wait_until};
 
 const QUEUE: &str = "ledger";
 const PRODUCERS: u32 = 4;
@@ -303,4 +303,24 @@ fn sigterm_ends_waiting_gets_with_an_error_exits_0_and_keeps_every_message() {
     let client = manager.client();
     let kept = support::drain(&client, "kept");
     assert_eq!(kept.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+}
+
+#[test]
+fn a_client_carries_on_after_its_manager_restarts() {
+    let mut manager = Manager::start();
+    let client = manager.client();
+    client.put("q", Message::new("before")).expect("put");
+    manager.kill9();
+    // The connection is gone: a call now fails cleanly, it does not hang.
+    assert!(client.put("q", Message::new("while down")).is_err());
+    manager.restart();
+    // The next call reconnects on its own.
+    client
+        .put("q", Message::new("after"))
+        .expect("put after the restart");
+    let texts: Vec<String> = drain(&client, "q")
+        .iter()
+        .map(|m| m.text().expect("text").to_owned())
+        .collect();
+    assert_eq!(texts, ["before", "after"]);
 }
