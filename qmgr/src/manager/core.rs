@@ -10,7 +10,7 @@ use hopmq::protocol::{
     StoreStatus,
 };
 use hopmq::{Address, ApiError, ManagerName, MessageId, PRIORITY_MAX, QueueName};
-use hopmq_routing::{DownLinks, Network, Topology};
+use hopmq_routing::{DownLinks, Network, RouteTable, Topology};
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -246,7 +246,9 @@ impl IdGenerator {
 pub struct Core {
     name: ManagerName,
     topology: Topology,
-    network: Network,
+    /// This manager's routes under the topology in force, computed once: resolving a put must
+    /// not run Dijkstra.
+    routes: RouteTable,
     limits: CoreLimits,
     journal: Journal,
     queues: HashMap<QueueName, Slot>,
@@ -293,11 +295,16 @@ impl Core {
         recovered: super::Recovered,
         commits: mpsc::UnboundedSender<InFlight>,
     ) -> Self {
-        let network = Network::new(&topology);
+        let routes = Network::new(&topology)
+            .routes_from(name.as_str(), &DownLinks::new())
+            .unwrap_or_else(|| RouteTable {
+                source: name.clone(),
+                routes: Vec::new(),
+            });
         let mut core = Self {
             ids: IdGenerator::new(&name),
             name,
-            network,
+            routes,
             payloads: Payloads {
                 cache_bytes_max: limits.cache_bytes,
                 ..Payloads::default()
@@ -572,9 +579,9 @@ impl Core {
         // Store and forward: the message waits in the transmission queue of its next hop, or
         // with the held messages while no route exists, until a channel takes it.
         let next_hop = self
-            .network
-            .routes_from(self.name.as_str(), &DownLinks::new())
-            .and_then(|table| table.route(home.as_str()).and_then(|r| r.next_hop.clone()));
+            .routes
+            .route(home.as_str())
+            .and_then(|r| r.next_hop.clone());
         let queue = match next_hop {
             Some(next_hop) => format!("{SYSTEM_QUEUE_PREFIX}xmit.{next_hop}"),
             None => format!("{SYSTEM_QUEUE_PREFIX}held"),

@@ -38,19 +38,18 @@ impl Harness {
     /// A core over the journal in `dir` (recovered, if it holds one), with `connections`
     /// clients connected as 0, 1, ...
     fn open(dir: &Path, connections: usize) -> Self {
+        let name = ManagerName::new("test").expect("name");
+        Self::open_in(dir, connections, name.clone(), Topology::standalone(name))
+    }
+
+    /// Like `open`, as manager `name` of `topology`.
+    fn open_in(dir: &Path, connections: usize, name: ManagerName, topology: Topology) -> Self {
         let mut config = JournalConfig::new(dir);
         config.sync = SyncPolicy::Never;
         config.segment_bytes = 1024 * 1024;
         let recovered = recover(config).expect("recover");
-        let name = ManagerName::new("test").expect("name");
         let (commits_tx, commits) = mpsc::unbounded_channel();
-        let core = Core::new(
-            name.clone(),
-            Topology::standalone(name),
-            limits(),
-            recovered,
-            commits_tx,
-        );
+        let core = Core::new(name, topology, limits(), recovered, commits_tx);
         let mut harness = Self {
             core,
             commits,
@@ -435,4 +434,59 @@ async fn requests_of_a_connection_the_core_closed_are_ignored() {
         .on_command(Command::Disconnected { connection: 7 }, NOW);
     // Nothing was leased to the closed connection.
     assert_eq!(h.drain("q").await, ["a", "b"]);
+}
+
+#[tokio::test]
+async fn puts_for_other_managers_wait_in_the_transmission_queue_of_their_next_hop() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../topology.toml"))
+        .expect("topology.toml");
+    let topology = hopmq_routing::parse(&text, "topology.toml")
+        .expect("valid")
+        .topology;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open_in(
+        dir.path(),
+        1,
+        ManagerName::new("alpha").expect("name"),
+        topology,
+    );
+    // `orders` is homed on delta, reached from alpha through bravo (cost 2 against 4).
+    h.put(0, 1, "orders", &["to delta"]);
+    h.put(0, 2, "anything@charlie", &["to charlie"]);
+    h.put(0, 3, "replies", &["stays here"]);
+    h.put(0, 4, "x@zulu", &["nowhere"]);
+    h.settle().await;
+    let refused = h.replies(0).into_iter().find(|(id, _)| *id == 4);
+    assert!(
+        matches!(refused, Some((4, Err(ApiError::NoRoute { .. })))),
+        "{refused:?}"
+    );
+    h.request(
+        0,
+        5,
+        Operation::Browse {
+            queue: "hopmq.xmit.bravo".into(),
+            max: 10,
+        },
+    );
+    h.request(
+        0,
+        6,
+        Operation::Browse {
+            queue: "hopmq.xmit.charlie".into(),
+            max: 10,
+        },
+    );
+    let replies = h.replies(0);
+    let bodies = |id| -> Vec<Vec<u8>> {
+        match replies.iter().find(|(request, _)| *request == id) {
+            Some((_, Ok(Reply::Messages(messages)))) => {
+                messages.iter().map(|d| d.body.clone()).collect()
+            }
+            other => panic!("no messages for {id}: {other:?}"),
+        }
+    };
+    assert_eq!(bodies(5), [b"to delta".to_vec()]);
+    assert_eq!(bodies(6), [b"to charlie".to_vec()]);
+    assert_eq!(h.drain("replies").await, ["stays here"]);
 }
