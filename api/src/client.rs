@@ -33,6 +33,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 
 /// Socket buffer size each way: many small frames per syscall under load.
@@ -72,6 +74,9 @@ pub const SUBSCRIPTION_EVENTS_MAX: usize = 1024;
 /// How long one prefetch request of a [`Consumer`] waits on the manager for a first message. It
 /// only sets the cadence of an idle consumer's requests; a busy queue answers at once.
 pub const CONSUMER_WAIT: Duration = Duration::from_secs(5);
+/// Gets a consumer keeps in flight: one is served while the other waits for its removal to
+/// be made durable.
+pub const CONSUMER_GETS_IN_FLIGHT: usize = 2;
 
 /// Frames the writer task takes from its channel per flush.
 const WRITE_BATCH_FRAMES_MAX: usize = 64;
@@ -700,25 +705,71 @@ impl Consumer {
     }
 }
 
+/// Room reserved in a consumer's buffer for what one get may bring.
+type Permits = Vec<mpsc::OwnedPermit<Result<Message, ClientError>>>;
+
 async fn prefetch(
     client: Client,
     queue: String,
     sender: mpsc::Sender<Result<Message, ClientError>>,
 ) {
+    // Two gets in flight, each with room reserved for half the window: while one waits for
+    // its removal to be made durable, the other is already being served. Replies on one
+    // connection come back in request order, and the oldest get is always delivered first, so
+    // the consumer still sees the queue's order.
+    let share = (sender.max_capacity() / CONSUMER_GETS_IN_FLIGHT).max(1);
+    let mut in_flight: VecDeque<(Permits, Sent)> = VecDeque::new();
     loop {
-        let Ok(first) = sender.reserve().await else {
-            return;
-        };
-        let mut permits = vec![first];
-        if let Ok(more) = sender.try_reserve_many(sender.capacity()) {
-            permits.extend(more);
+        while in_flight.len() < CONSUMER_GETS_IN_FLIGHT {
+            let mut permits = Vec::with_capacity(share);
+            if in_flight.is_empty() {
+                let Ok(first) = sender.clone().reserve_owned().await else {
+                    return;
+                };
+                permits.push(first);
+            }
+            while permits.len() < share {
+                match sender.clone().try_reserve_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            if permits.is_empty() {
+                break;
+            }
+            let operation = Operation::Get {
+                queue: queue.clone(),
+                timeout_ms: millis(CONSUMER_WAIT),
+                max: u32::try_from(permits.len()).unwrap_or(BATCH_MESSAGES_MAX),
+                selector: Selector::default(),
+                lease_ms: None,
+            };
+            // Sent here, in order, rather than from spawned tasks: the manager serves gets in
+            // the order they arrive, and the oldest is the one awaited first.
+            let sent = match client.connection().await {
+                Ok(connection) => connection.send(operation, None).await,
+                Err(error) => Err(error),
+            };
+            match sent {
+                Ok(sent) => in_flight.push_back((permits, sent)),
+                Err(error) => {
+                    deliver_error(in_flight, permits, error).await;
+                    return;
+                }
+            }
         }
-        let options = GetOptions {
-            timeout: CONSUMER_WAIT,
-            max: u32::try_from(permits.len()).unwrap_or(BATCH_MESSAGES_MAX),
-            ..GetOptions::default()
+        let Some((permits, sent)) = in_flight.pop_front() else {
+            continue;
         };
-        match client.get_with(&queue, options).await {
+        let result = match sent.wait().await {
+            Ok(Reply::Messages(deliveries)) => Ok(deliveries
+                .into_iter()
+                .map(Message::from)
+                .collect::<Vec<_>>()),
+            Ok(reply) => Err(unexpected("consumer get", &reply)),
+            Err(error) => Err(error),
+        };
+        match result {
             Ok(messages) => {
                 // The manager returns at most `max` messages; `zip` keeps the bound if not.
                 for (permit, message) in permits.into_iter().zip(messages) {
@@ -726,12 +777,26 @@ async fn prefetch(
                 }
             }
             Err(error) => {
-                if let Some(permit) = permits.into_iter().next() {
-                    permit.send(Err(error));
-                }
+                deliver_error(in_flight, permits, error).await;
                 return;
             }
         }
+    }
+}
+
+/// Ends a consumer's prefetching with `error`, after handing over what the gets still in
+/// flight before it bring (they were taken from the queue: dropping them would lose them).
+async fn deliver_error(in_flight: VecDeque<(Permits, Sent)>, permits: Permits, error: ClientError) {
+    let mut error_permit = permits.into_iter().next();
+    for (permits, sent) in in_flight {
+        if let Ok(Reply::Messages(deliveries)) = sent.wait().await {
+            for (permit, delivery) in permits.into_iter().zip(deliveries) {
+                permit.send(Ok(Message::from(delivery)));
+            }
+        }
+    }
+    if let Some(permit) = error_permit.take() {
+        permit.send(Err(error));
     }
 }
 
@@ -848,6 +913,16 @@ impl Connection {
         operation: Operation,
         events: Option<mpsc::Sender<Delivery>>,
     ) -> Result<Reply, ClientError> {
+        self.send(operation, events).await?.wait().await
+    }
+
+    /// Sends the request; its reply is awaited separately, so a caller can have several
+    /// requests in flight in a known order.
+    async fn send(
+        &self,
+        operation: Operation,
+        events: Option<mpsc::Sender<Delivery>>,
+    ) -> Result<Sent, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         {
@@ -859,8 +934,8 @@ impl Connection {
         }
         // If this call is abandoned, its entry must not linger until a reply that may never
         // come; after a reply the entry is already gone and this does nothing.
-        let _forget = ForgetOnDrop {
-            routes: &self.routes,
+        let forget = ForgetOnDrop {
+            routes: Arc::clone(&self.routes),
             id,
         };
         let request = ClientFrame::Request(Request { id, operation });
@@ -868,7 +943,22 @@ impl Connection {
             .send(request)
             .await
             .map_err(|_| ClientError::ConnectionLost)?;
-        answer
+        Ok(Sent {
+            answer,
+            _forget: forget,
+        })
+    }
+}
+
+/// A request on the wire, waiting for its reply.
+struct Sent {
+    answer: oneshot::Receiver<Result<Reply, ApiError>>,
+    _forget: ForgetOnDrop,
+}
+
+impl Sent {
+    async fn wait(self) -> Result<Reply, ClientError> {
+        self.answer
             .await
             .map_err(|_| ClientError::ConnectionLost)?
             .map_err(ClientError::Api)
@@ -883,14 +973,14 @@ impl Drop for Connection {
     }
 }
 
-struct ForgetOnDrop<'a> {
-    routes: &'a Mutex<Routes>,
+struct ForgetOnDrop {
+    routes: Arc<Mutex<Routes>>,
     id: u64,
 }
 
-impl Drop for ForgetOnDrop<'_> {
+impl Drop for ForgetOnDrop {
     fn drop(&mut self) {
-        lock(self.routes).pending.remove(&self.id);
+        lock(&self.routes).pending.remove(&self.id);
     }
 }
 
