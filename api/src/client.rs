@@ -445,7 +445,9 @@ impl Client {
     }
 
     /// A high-throughput consumer of local `queue` that keeps up to `prefetch` messages
-    /// (clamped to 1..=[`BATCH_MESSAGES_MAX`]) fetched ahead of the application.
+    /// (clamped to 1..=[`BATCH_MESSAGES_MAX`]) fetched ahead of the application, with
+    /// [`CONSUMER_GETS_IN_FLIGHT`] gets in flight that share that window; messages are handed
+    /// out in queue order.
     ///
     /// Trade-off: prefetching uses destructive gets, so a fetched message is removed from the
     /// queue before [`Consumer::next`] hands it out. Messages fetched but not yet taken when the
