@@ -37,8 +37,6 @@ use std::collections::VecDeque;
 
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 
-/// Socket buffer size each way: many small frames per syscall under load.
-const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -858,8 +856,8 @@ impl Connection {
                     })?;
             let (reader, writer) = stream.into_split();
             // Buffered both ways: a busy connection reads and writes many frames per syscall.
-            let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, reader);
-            let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
+            let mut reader = BufReader::with_capacity(protocol::SOCKET_BUFFER_BYTES, reader);
+            let mut writer = BufWriter::with_capacity(protocol::SOCKET_BUFFER_BYTES, writer);
             let hello = ClientFrame::Hello(Hello {
                 protocol_version: PROTOCOL_VERSION,
                 client_name: client_name.to_string(),

@@ -39,6 +39,10 @@ pub const BATCH_MESSAGES_MAX: u32 = 4096;
 
 const _: () = assert!(FRAME_BYTES_MAX <= u32::MAX as usize);
 
+/// Buffer size each way on a local API socket, client and manager alike: many small frames
+/// per syscall under load.
+pub const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
+
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientFrame {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use hopmq::ApiError;
 use hopmq::protocol::{
-    ClientFrame, FrameError, PROTOCOL_VERSION, ServerFrame, Welcome, read_frame, write_frame,
+    ClientFrame, FrameError, PROTOCOL_VERSION, SOCKET_BUFFER_BYTES, ServerFrame, Welcome,
+    read_frame, write_frame,
 };
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::OwnedWriteHalf;
@@ -20,8 +21,6 @@ use crate::manager::{CONNECTION_FRAMES_MAX, Command};
 
 /// How long a new connection may take to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Socket buffer size each way.
-const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 /// How many frames a writer sends before flushing, so one busy connection is fair to others.
 const FRAMES_PER_FLUSH_MAX: usize = 256;
 

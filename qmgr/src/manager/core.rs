@@ -1693,7 +1693,7 @@ impl Core {
         }
         // Only a prefix of the journal is ever deleted: removal records in a segment refer to
         // messages in older ones, so a segment goes only once everything before it is gone.
-        let active = self.journal.stats().active_segment;
+        let active = self.journal.active_segment();
         // Nor may a segment go that a commit still in flight may have written to: its records
         // are durable but not yet counted as live.
         let oldest_in_flight = self
