@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::message::{MessageId, Trace};
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest message body any manager accepts; a manager's `max_message_bytes` setting is
 /// capped at this.
@@ -268,6 +268,62 @@ pub struct Status {
     pub messages_delivered: u64,
     /// The journal.
     pub store: StoreStatus,
+    /// The links to neighbours, by name.
+    pub links: Vec<LinkStatus>,
+    /// The routes in force, by destination.
+    pub routes: Vec<RouteStatus>,
+    /// Messages handed on to a neighbour and acknowledged by it, since start.
+    pub messages_forwarded: u64,
+    /// Messages dropped because they expired before reaching their queue, since start.
+    pub messages_expired: u64,
+}
+
+/// One link to a neighbour, as this manager sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// The neighbour.
+    pub neighbour: String,
+    /// Whether the topology in force declares the link (a link only in the journal is not).
+    pub linked: bool,
+    /// The outgoing channel: `up`, `handshaking`, `down` or `broken`.
+    pub state: String,
+    /// Whether the neighbour's channel to this manager is connected.
+    pub inbound: bool,
+    /// The outgoing connection's smoothed round-trip time, in microseconds.
+    pub rtt_us: Option<u64>,
+    /// Messages waiting for this neighbour, in flight ones included.
+    pub transmission_depth: u64,
+    /// Age of the oldest of them, in milliseconds.
+    pub transmission_oldest_age_ms: Option<u64>,
+    /// Messages sent and not yet acknowledged.
+    pub in_flight: u64,
+    /// Messages sent since start (resends included).
+    pub messages_sent: u64,
+    /// Their body bytes.
+    pub bytes_sent: u64,
+    /// Messages the neighbour acknowledged since start.
+    pub messages_acked: u64,
+    /// Their body bytes.
+    pub bytes_acked: u64,
+    /// Messages received from the neighbour and stored, since start.
+    pub messages_received: u64,
+    /// Resent messages recognised by id and not stored again, since start.
+    pub duplicates_dropped: u64,
+    /// Outgoing connections made since start.
+    pub connects: u64,
+    /// Why the channel last closed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// One route in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    /// The destination manager.
+    pub destination: String,
+    /// The neighbour messages for it go to; `None` when unreachable.
+    pub next_hop: Option<String>,
+    /// The path's cost.
+    pub cost: Option<u64>,
 }
 
 /// One local queue's state.

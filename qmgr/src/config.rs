@@ -85,6 +85,8 @@ pub struct Settings {
     pub disk_bytes_max: Option<u64>,
     /// Bodies kept in memory for fast gets, in bytes.
     pub cache_bytes: u64,
+    /// Hops a message may take before it is dead-lettered (a loop's backstop).
+    pub max_hops: u32,
     /// TLS files, required once a manager has links.
     #[serde(default)]
     pub tls: TlsSettings,
@@ -109,6 +111,8 @@ pub mod defaults {
     pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
     /// `cache_bytes`: 64 MiB.
     pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+    /// `max_hops`.
+    pub const MAX_HOPS: u32 = 32;
 }
 
 /// Settings given as flags to `qmgr run`; `None` leaves the lower layers in force.
@@ -172,6 +176,7 @@ impl Settings {
             .set_default("auto_create_queues", true)?
             .set_default("segment_bytes", defaults::SEGMENT_BYTES)?
             .set_default("cache_bytes", defaults::CACHE_BYTES)?
+            .set_default("max_hops", defaults::MAX_HOPS)?
             .add_source(
                 config::File::from(file.as_path())
                     .format(config::FileFormat::Toml)
@@ -227,6 +232,7 @@ impl Settings {
         for (key, value) in [
             ("max_depth", self.max_depth),
             ("max_deliveries", u64::from(self.max_deliveries)),
+            ("max_hops", u64::from(self.max_hops)),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

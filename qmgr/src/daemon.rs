@@ -11,6 +11,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::channel::quic::{Driver, DriverConfig};
 use crate::config::{Settings, SyncMode};
 use crate::manager::{self, COMMANDS_MAX, Core, CoreLimits};
 use crate::store::{JournalConfig, SyncPolicy};
@@ -37,8 +38,7 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
         }
         None => Topology::standalone(name.clone()),
     };
-    // No plaintext mode: links need TLS, checked before anything is touched on disk. The
-    // configurations are not used until the QUIC channels exist.
+    // No plaintext mode: links need TLS, checked before anything is touched on disk.
     let link_tls = crate::tls::for_manager(&settings.tls, &topology, &name).with_context(|| {
         format!("manager `{name}` has links in its topology, so it needs usable TLS files (tls.ca, tls.cert, tls.key)")
     })?;
@@ -77,7 +77,13 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
         .thread_name("qmgr")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(settings, name.to_string(), topology, recovered))
+    runtime.block_on(serve(
+        settings,
+        name.to_string(),
+        topology,
+        recovered,
+        link_tls,
+    ))
 }
 
 async fn serve(
@@ -85,6 +91,7 @@ async fn serve(
     name: String,
     topology: Topology,
     recovered: manager::Recovered,
+    link_tls: Option<crate::tls::LinkTls>,
 ) -> anyhow::Result<()> {
     let socket = settings.socket_path();
     let listener = bind(&socket)?;
@@ -100,11 +107,12 @@ async fn serve(
         cache_bytes: settings.cache_bytes,
         sync: settings.sync,
         segment_bytes: settings.segment_bytes,
+        max_hops: settings.max_hops,
     };
     let journal = recovered.journal.clone();
     let core = Core::new(
         settings.manager_name(),
-        topology,
+        topology.clone(),
         limits,
         recovered,
         commits_tx,
@@ -123,6 +131,21 @@ async fn serve(
             shutdown.clone(),
         ));
     }
+    let driver = match link_tls {
+        Some(tls) => Some(
+            Driver::start(
+                DriverConfig {
+                    me: settings.manager_name(),
+                    topology,
+                    tls,
+                    commands: commands_tx.clone(),
+                },
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let (writers, mut writers_done) = mpsc::channel::<()>(1);
     tokio::spawn(crate::api_server::serve(
         listener,
@@ -136,6 +159,9 @@ async fn serve(
     wait_for_signal().await?;
     info!("stopping: finishing in-flight writes");
     let _ = shutdown_tx.send(true);
+    if let Some(driver) = &driver {
+        driver.close().await;
+    }
     let core = core_task.await.context("the manager core failed")?;
     core.journal().close();
     // Dropping the core closes every connection's frame channel; each writer then sends what

@@ -4,13 +4,19 @@
 //! Each payload is one format-version byte, then a postcard-encoded [`Record`]. Records borrow
 //! from the payload when decoded, so replaying a journal copies no bodies.
 //!
-//! **API boundary:** this is an on-disk format. Variants and fields are only ever appended in a
-//! new format version; a manager refuses a payload whose version it does not know.
+//! **API boundary:** this is an on-disk format, and an `Enqueue` record is also how a message
+//! crosses a channel (the wire payload of a message is its record, so the two formats are one).
+//! Variants and fields are only ever appended in a new format version; a manager reads every
+//! version up to its own and refuses a payload whose version it does not know.
 
 use serde::{Deserialize, Serialize};
 
-/// The record format this build writes and reads.
-pub const RECORD_FORMAT_VERSION: u8 = 1;
+/// The record format this build writes. Version 2 appended the channel records; version 1
+/// payloads decode unchanged.
+pub const RECORD_FORMAT_VERSION: u8 = 2;
+
+/// The oldest record format this build reads.
+pub const RECORD_FORMAT_VERSION_MIN: u8 = 1;
 
 /// One journal record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +27,47 @@ pub enum Record<'a> {
     Enqueue(StoredMessage<'a>),
     /// Messages removed for good, by seq: got, acked, expired, dead-lettered or moved.
     Remove(Vec<u64>),
+    /// The sending side of the channel to one neighbour: its state, and the messages of that
+    /// neighbour's transmission queue just given channel sequence numbers.
+    #[serde(borrow)]
+    ChannelSend(SendRecord<'a>),
+    /// The receiving side of the channel from one neighbour, written in the same atomic group
+    /// as the messages of the batch it accepts.
+    #[serde(borrow)]
+    ChannelReceive(ReceiveRecord<'a>),
+}
+
+/// The durable state of a channel's sender (see `channel::sender::SenderState`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRecord<'a> {
+    /// The neighbour the channel goes to.
+    pub to: &'a str,
+    /// This side's channel epoch.
+    pub epoch: u64,
+    /// The receiver's epoch last seen.
+    pub receiver_epoch: Option<u64>,
+    /// The next channel sequence number to assign.
+    pub next_seq: u64,
+    /// Message seqs (journal order) given the channel sequence numbers
+    /// `next_seq - assigned.len() .. next_seq`, in that order.
+    pub assigned: Vec<u64>,
+}
+
+/// The durable state of a channel's receiver (see `channel::receiver::ReceiverState`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiveRecord<'a> {
+    /// The neighbour the channel comes from.
+    pub from: &'a str,
+    /// This side's channel epoch.
+    pub epoch: u64,
+    /// The sender's epoch last seen.
+    pub sender_epoch: Option<u64>,
+    /// Highest channel sequence number stored.
+    pub stored_up_to: u64,
+    /// The reconciliation bound (0 when not reconciling).
+    pub reconcile_until: u64,
+    /// The ids of the messages stored with this record, for dedup after a rollback.
+    pub ids: Vec<u128>,
 }
 
 /// A message as the journal keeps it.
@@ -87,7 +134,11 @@ pub fn encode(record: &Record<'_>) -> Vec<u8> {
 pub fn decode(payload: &[u8]) -> Result<Record<'_>, RecordError> {
     match payload.split_first() {
         None => Err(RecordError::Empty),
-        Some((&RECORD_FORMAT_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&version, rest))
+            if (RECORD_FORMAT_VERSION_MIN..=RECORD_FORMAT_VERSION).contains(&version) =>
+        {
+            Ok(postcard::from_bytes(rest)?)
+        }
         Some((&found, _)) => Err(RecordError::UnknownVersion { found }),
     }
 }
@@ -119,9 +170,31 @@ mod tests {
         for record in [
             Record::Enqueue(message()),
             Record::Remove(vec![1, 2, u64::MAX]),
+            Record::ChannelSend(SendRecord {
+                to: "bravo",
+                epoch: 7,
+                receiver_epoch: Some(9),
+                next_seq: 12,
+                assigned: vec![4, 5],
+            }),
+            Record::ChannelReceive(ReceiveRecord {
+                from: "alpha",
+                epoch: 3,
+                sender_epoch: None,
+                stored_up_to: 11,
+                reconcile_until: 0,
+                ids: vec![1, u128::MAX],
+            }),
         ] {
             assert_eq!(decode(&encode(&record)).unwrap(), record);
         }
+    }
+
+    #[test]
+    fn version_1_payloads_still_decode() {
+        let mut payload = encode(&Record::Enqueue(message()));
+        payload[0] = 1;
+        assert_eq!(decode(&payload).unwrap(), Record::Enqueue(message()));
     }
 
     #[test]

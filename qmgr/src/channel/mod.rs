@@ -1,9 +1,10 @@
 //! The channel protocol between two neighbouring managers, as plain state machines apart from
 //! I/O (STYLE.md "Protocol apart from I/O"): the wire frames and their codec ([`frame`]), the
 //! sending side that drains a transmission queue ([`sender`]) and the receiving side that
-//! stores what arrives ([`receiver`]).
+//! stores what arrives ([`receiver`]), and the QUIC driver that carries the frames between
+//! managers ([`quic`]).
 //!
-//! Nothing here touches a socket, a file or the clock: time is an argument, and what must be
+//! Nothing but [`quic`] touches a socket, a file or the clock: time is an argument, and what must be
 //! made durable is handed back as an effect for the I/O layer (the quinn driver and the journal)
 //! to carry out. The promise these machines keep together is DESIGN.md's "exactly once per hop":
 //! the receiver makes a batch and its channel state durable in one journal write before it acks;
@@ -12,6 +13,7 @@
 //! within a bounded window.
 
 pub mod frame;
+pub mod quic;
 pub mod receiver;
 pub mod sender;
 

@@ -1,5 +1,12 @@
 //! The core's state and its handlers: one method per input (a command, a finished commit, the
-//! clock), each running to completion without awaiting anything.
+//! clock), each running to completion without awaiting anything. Forwarding to and from
+//! neighbours is in [`forward`].
+
+mod forward;
+
+pub use self::forward::{
+    Channel, HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX, transmission_queue,
+};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
@@ -17,7 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use super::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER, Envelope};
 use super::liveness::Liveness;
-use super::{CONNECTION_FRAMES_MAX, Command};
+use super::{CONNECTION_FRAMES_MAX, ChannelDirection, Command};
 use crate::config::SyncMode;
 use crate::queue::lease::{Lease, Leases, Return, on_return};
 use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
@@ -46,6 +53,8 @@ pub struct CoreLimits {
     pub cache_bytes: u64,
     pub sync: SyncMode,
     pub segment_bytes: u64,
+    /// Hops a message may take; past it, it is dead-lettered.
+    pub max_hops: u32,
 }
 
 /// A finished commit, handed back to the core by the sequencer.
@@ -89,6 +98,8 @@ pub enum Continuation {
         item: PutItem,
         old: Option<(QueueName, Entry)>,
     },
+    /// A channel's write (sequence numbers assigned, a batch received).
+    Link(LinkWrite),
     /// A live message's record copied to the journal's head by compaction.
     Relocated {
         seq: u64,
@@ -273,6 +284,13 @@ pub struct Core {
     shutting_down: bool,
     messages_put: u64,
     messages_delivered: u64,
+    /// One per neighbour (and per neighbour only the journal still knows).
+    links: BTreeMap<ManagerName, forward::Link>,
+    /// The driver's channel connections: which link, which way.
+    channels: HashMap<u64, (ManagerName, ChannelDirection)>,
+    messages_forwarded: u64,
+    messages_expired: u64,
+    messages_undecodable: u64,
 }
 
 fn api_error(error: &StoreError) -> ApiError {
@@ -329,6 +347,11 @@ impl Core {
             shutting_down: false,
             messages_put: 0,
             messages_delivered: 0,
+            links: BTreeMap::new(),
+            channels: HashMap::new(),
+            messages_forwarded: 0,
+            messages_expired: 0,
+            messages_undecodable: 0,
             topology,
         };
         let homed_here: Vec<(QueueName, Option<u64>)> = core
@@ -345,6 +368,7 @@ impl Core {
         for (queue, local) in recovered.queues {
             core.ensure_slot(&queue).queue = local;
         }
+        core.restore_links(recovered.senders, recovered.receivers);
         core
     }
 
@@ -472,6 +496,17 @@ impl Core {
                 );
             }
             Command::Disconnected { connection } => self.disconnect(connection, now_ms),
+            Command::ChannelOpened {
+                neighbour,
+                direction,
+                channel,
+            } => self.on_channel_opened(neighbour, direction, channel),
+            Command::ChannelFrame { connection, frame } => {
+                self.on_channel_frame(connection, frame, now_ms);
+            }
+            Command::ChannelClosed { connection, reason } => {
+                self.on_channel_closed(connection, &reason);
+            }
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.status(now_ms));
             }
@@ -570,25 +605,12 @@ impl Core {
         if home == self.name {
             return self.local_queue(parsed.queue.as_str());
         }
-        if self.topology.manager(home.as_str()).is_none() {
-            return Err(ApiError::NoRoute {
-                address: address.to_owned(),
-                reason: format!("no manager `{home}` in the topology"),
-            });
-        }
         // Store and forward: the message waits in the transmission queue of its next hop, or
         // with the held messages while no route exists, until a channel takes it.
-        let next_hop = self
-            .routes
-            .route(home.as_str())
-            .and_then(|r| r.next_hop.clone());
-        let queue = match next_hop {
-            Some(next_hop) => format!("{SYSTEM_QUEUE_PREFIX}xmit.{next_hop}"),
-            None => format!("{SYSTEM_QUEUE_PREFIX}held"),
-        };
-        let queue = QueueName::new(queue).map_err(|e| bad(e.to_string()))?;
-        self.ensure_slot(&queue);
-        Ok(queue)
+        self.route_to(&home).ok_or_else(|| ApiError::NoRoute {
+            address: address.to_owned(),
+            reason: format!("no manager `{home}` in the topology"),
+        })
     }
 
     fn put(
@@ -674,7 +696,10 @@ impl Core {
                 correlation: correlation_hash(message.correlation_id.as_deref()),
                 delivery_count: 0,
             };
-            let handoff = if message.persistent {
+            // A message leaving this manager is always journaled: a channel sequence number
+            // may only name a message that survives a crash (non-persistence ends here).
+            let persistent = message.persistent || queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX);
+            let handoff = if persistent {
                 journal_payloads.push(payload.clone());
                 self.hand_off(
                     &queue,
@@ -700,7 +725,7 @@ impl Core {
                 queue,
                 entry,
                 payload,
-                persistent: message.persistent,
+                persistent,
                 handoff,
             });
             ids.push(id);
@@ -1229,6 +1254,10 @@ impl Core {
                 commits: stats.commits,
                 sync: self.limits.sync.as_str().to_owned(),
             },
+            links: self.link_status(now_ms),
+            routes: self.route_status(),
+            messages_forwarded: self.messages_forwarded,
+            messages_expired: self.messages_expired,
         }
     }
 
@@ -1263,7 +1292,12 @@ impl Core {
 
     /// Serves the queue's waiting gets in arrival order while it has messages. One pass: a
     /// waiter nothing matches (a selective get) keeps its place and the next one is tried.
+    /// A transmission queue has no waiting gets: its messages go to the link's sender.
     fn serve_waiters(&mut self, queue: &QueueName, now_ms: u64) {
+        if let Some(neighbour) = forward::transmission_neighbour(queue) {
+            self.pump(&neighbour, now_ms);
+            return;
+        }
         let Some(slot) = self.queues.get(queue) else {
             return;
         };
@@ -1499,6 +1533,7 @@ impl Core {
                     self.forget(entry);
                 }
             }
+            Continuation::Link(write) => self.on_link_write(write, result, now_ms),
             Continuation::Relocated {
                 seq,
                 old_segment,
@@ -1683,6 +1718,7 @@ impl Core {
 
     /// Periodic work: sweep expired messages, delete journal segments nothing lives in.
     pub fn on_maintenance(&mut self, now_ms: u64) {
+        self.on_link_maintenance(now_ms);
         let names: Vec<QueueName> = self.queues.keys().cloned().collect();
         for name in names {
             let expired = match self.queues.get_mut(&name) {

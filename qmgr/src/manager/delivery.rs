@@ -65,11 +65,32 @@ pub fn encode_moved(
     Ok(record::encode(&Record::Enqueue(stored)))
 }
 
+/// The payload of a message that arrived from a neighbour, stored in `queue` under `seq`: this
+/// manager joins its trace, and `extra_headers` (a dead-letter reason) are added.
+pub fn encode_arrived(
+    stored: &StoredMessage<'_>,
+    queue: &str,
+    seq: u64,
+    hop: (&str, u64),
+    extra_headers: &[(&str, &str)],
+) -> Vec<u8> {
+    let mut stored = stored.clone();
+    stored.queue = queue;
+    stored.seq = seq;
+    stored.trace.push(hop);
+    if !extra_headers.is_empty() {
+        let mut headers: BTreeMap<&str, &str> = stored.headers.iter().copied().collect();
+        headers.extend(extra_headers.iter().copied());
+        stored.headers = headers.into_iter().collect();
+    }
+    record::encode(&Record::Enqueue(stored))
+}
+
 /// The message in an enqueue payload.
 pub fn stored(payload: &[u8]) -> Result<StoredMessage<'_>, RecordError> {
     match record::decode(payload)? {
         Record::Enqueue(stored) => Ok(stored),
-        Record::Remove(_) => Err(RecordError::Malformed(postcard::Error::DeserializeBadEnum)),
+        _ => Err(RecordError::Malformed(postcard::Error::DeserializeBadEnum)),
     }
 }
 

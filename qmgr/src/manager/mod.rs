@@ -61,11 +61,43 @@ pub enum Command {
         /// The connection.
         connection: u64,
     },
+    /// The QUIC driver opened (and, inbound, admitted) a channel connection.
+    ChannelOpened {
+        /// The neighbour at the other end.
+        neighbour: hopmq::ManagerName,
+        /// Which way messages flow on it.
+        direction: ChannelDirection,
+        /// Its frames out, and its handle.
+        channel: core::Channel,
+    },
+    /// A frame from a channel connection, in arrival order.
+    ChannelFrame {
+        /// The driver's id of the connection.
+        connection: u64,
+        /// The frame.
+        frame: crate::channel::frame::ChannelFrame,
+    },
+    /// A channel connection ended.
+    ChannelClosed {
+        /// The driver's id of the connection.
+        connection: u64,
+        /// Why, for the log and status.
+        reason: String,
+    },
     /// The manager's state, for metrics.
     Snapshot {
         /// Where to send it.
         reply: tokio::sync::oneshot::Sender<hopmq::protocol::Status>,
     },
+}
+
+/// Which way messages flow on a channel connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelDirection {
+    /// This manager dialled it and sends on it.
+    Outbound,
+    /// The neighbour dialled it and sends on it.
+    Inbound,
 }
 
 /// Current time in milliseconds since the Unix epoch: the one clock the core is given.

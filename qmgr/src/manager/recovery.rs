@@ -4,15 +4,49 @@
 //! and no later `Remove` names it. The same seq may be enqueued twice (a message restored in
 //! place); the later copy wins. Bodies are never held: an entry keeps only where its record
 //! is.
+//!
+//! Channels: the last `ChannelSend` of each neighbour is its sender's state and the last
+//! `ChannelReceive` its receiver's; a live message named in a `ChannelSend` was given a channel
+//! sequence number, so it leaves its transmission queue and is handed back to that sender as
+//! held (it must be resent under that number, never renumbered).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use hopmq::QueueName;
 
 use super::liveness::Liveness;
+use crate::channel::receiver::{RECENT_IDS_MAX, ReceiverState};
+use crate::channel::sender::SenderState;
 use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
 use crate::record::{self, Record, RecordError};
-use crate::store::{self, Journal, JournalConfig, RecoveryReport, StoreError};
+use crate::store::{self, Journal, JournalConfig, Location, RecoveryReport, StoreError};
+
+/// A channel sender's durable state.
+#[derive(Debug)]
+pub struct RecoveredSender {
+    /// The neighbour.
+    pub to: String,
+    /// From its last `ChannelSend`.
+    pub state: SenderState,
+    /// Where that record is (it pins its segment).
+    pub location: Location,
+    /// Live messages with a channel sequence number, in that order: `(channel seq, queue,
+    /// entry)`.
+    pub held: Vec<(u64, QueueName, Entry)>,
+}
+
+/// A channel receiver's durable state.
+#[derive(Debug)]
+pub struct RecoveredReceiver {
+    /// The neighbour.
+    pub from: String,
+    /// From its last `ChannelReceive`.
+    pub state: ReceiverState,
+    /// Where that record is.
+    pub location: Location,
+    /// Ids stored through this channel, oldest first, at most `RECENT_IDS_MAX`.
+    pub recent_ids: Vec<u128>,
+}
 
 /// What the journal held.
 pub struct Recovered {
@@ -26,6 +60,10 @@ pub struct Recovered {
     pub liveness: Liveness,
     /// What recovery found and did.
     pub report: RecoveryReport,
+    /// Channel senders, by neighbour.
+    pub senders: Vec<RecoveredSender>,
+    /// Channel receivers, by neighbour.
+    pub receivers: Vec<RecoveredReceiver>,
 }
 
 /// Why recovery failed.
@@ -64,6 +102,10 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
     let mut name_index: HashMap<String, u32> = HashMap::new();
     let mut live: HashMap<u64, (u32, Entry)> = HashMap::new();
     let mut max_seq = 0u64;
+    let mut senders: HashMap<String, (SenderState, Location)> = HashMap::new();
+    // Message seq -> (neighbour, channel seq).
+    let mut assigned: HashMap<u64, (String, u64)> = HashMap::new();
+    let mut receivers: HashMap<String, (ReceiverState, Location, VecDeque<u128>)> = HashMap::new();
     let (journal, report) = store::open(config, |location, payload| {
         let at = |source| RecoverError::Record {
             segment: location.segment,
@@ -104,6 +146,38 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
                 for seq in seqs {
                     max_seq = max_seq.max(seq);
                     live.remove(&seq);
+                    assigned.remove(&seq);
+                }
+            }
+            Record::ChannelSend(send) => {
+                let first = send.next_seq.saturating_sub(send.assigned.len() as u64);
+                for (i, &seq) in send.assigned.iter().enumerate() {
+                    assigned.insert(seq, (send.to.to_owned(), first + i as u64));
+                }
+                let state = SenderState {
+                    epoch: send.epoch,
+                    receiver_epoch: send.receiver_epoch,
+                    next_seq: send.next_seq,
+                };
+                senders.insert(send.to.to_owned(), (state, location));
+            }
+            Record::ChannelReceive(receive) => {
+                let state = ReceiverState {
+                    epoch: receive.epoch,
+                    sender_epoch: receive.sender_epoch,
+                    stored_up_to: receive.stored_up_to,
+                    reconcile_until: receive.reconcile_until,
+                };
+                let slot = receivers
+                    .entry(receive.from.to_owned())
+                    .or_insert_with(|| (state, location, VecDeque::new()));
+                slot.0 = state;
+                slot.1 = location;
+                for id in receive.ids {
+                    if slot.2.len() == RECENT_IDS_MAX {
+                        slot.2.pop_front();
+                    }
+                    slot.2.push_back(id);
                 }
             }
         }
@@ -115,12 +189,46 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
         sizes[*index as usize] += 1;
     }
     let mut per_queue: Vec<Vec<Entry>> = sizes.into_iter().map(Vec::with_capacity).collect();
-    for (_, (index, entry)) in live {
+    let mut held: HashMap<String, Vec<(u64, QueueName, Entry)>> = HashMap::new();
+    for (seq, (index, entry)) in live {
         if let Some(location) = entry.body.location() {
             liveness.add(location.segment, location.len);
         }
-        per_queue[index as usize].push(entry);
+        match assigned.remove(&seq) {
+            Some((to, channel_seq)) => held.entry(to).or_default().push((
+                channel_seq,
+                names[index as usize].clone(),
+                entry,
+            )),
+            None => per_queue[index as usize].push(entry),
+        }
     }
+    let senders = senders
+        .into_iter()
+        .map(|(to, (state, location))| {
+            liveness.add(location.segment, location.len);
+            let mut held = held.remove(&to).unwrap_or_default();
+            held.sort_unstable_by_key(|(channel_seq, _, _)| *channel_seq);
+            RecoveredSender {
+                to,
+                state,
+                location,
+                held,
+            }
+        })
+        .collect();
+    let receivers = receivers
+        .into_iter()
+        .map(|(from, (state, location, ids))| {
+            liveness.add(location.segment, location.len);
+            RecoveredReceiver {
+                from,
+                state,
+                location,
+                recent_ids: ids.into(),
+            }
+        })
+        .collect();
     let queues = names
         .into_iter()
         .zip(per_queue)
@@ -135,5 +243,7 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
         next_seq: max_seq + 1,
         liveness,
         report,
+        senders,
+        receivers,
     })
 }

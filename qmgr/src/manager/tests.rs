@@ -31,6 +31,7 @@ fn limits() -> CoreLimits {
         cache_bytes: 1024 * 1024,
         sync: SyncMode::Never,
         segment_bytes: 1024 * 1024,
+        max_hops: 32,
     }
 }
 

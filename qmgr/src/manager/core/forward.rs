@@ -1,0 +1,1010 @@
+//! Forwarding: the core's side of the channels to its neighbours.
+//!
+//! For each neighbour the core owns a [`Link`]: the channel [`Sender`] that drains that
+//! neighbour's transmission queue, the [`Receiver`] that stores what the neighbour sends, and
+//! the live connections the QUIC driver opened for them. The driver only moves frames; every
+//! decision is made here or in the channel state machines, and every effect that must be
+//! durable goes through the journal before anything is sent or acknowledged:
+//!
+//! - a message leaves its transmission queue only once the channel is up, and is transmitted
+//!   only once its channel sequence number is durable (a `ChannelSend` record);
+//! - a batch from a neighbour is resolved message by message (late binding: a local queue, the
+//!   transmission queue of the next hop, the held messages, or the dead-letter queue) and
+//!   written with the channel's new state in one atomic group (a `ChannelReceive` record
+//!   last); only then is it acknowledged;
+//! - an acked message is removed from the journal.
+//!
+//! Invariants: at most one `ChannelSend` and one `ChannelReceive` of a link is in flight at a
+//! time (frames arriving meanwhile wait in the link's inbox, and are stored together when the
+//! write completes, which batches them); the latest channel records of every link count as
+//! live in [`super::Liveness`] and are written again at the journal's head when their segment
+//! seals, so deleting old segments never loses a channel's state.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+use hopmq::protocol::{LinkStatus, RouteStatus};
+use hopmq::{Address, ManagerName, QueueName};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use super::{Core, PutItem, SYSTEM_QUEUE_PREFIX, dead_letter_queue, journal_ref};
+use crate::channel::frame::ChannelFrame;
+use crate::channel::receiver::{Receiver, ReceiverOutput, ReceiverState, Store};
+use crate::channel::sender::{HeldMessage, Sender, SenderState};
+use crate::manager::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER};
+use crate::manager::{ChannelDirection, recovery};
+use crate::queue::local::{BodyRef, Entry, correlation_hash};
+use crate::record::{self, ReceiveRecord, Record, SendRecord};
+use crate::store::{Location, StoreError};
+
+/// Frames a link's inbox holds while its store is being written. The sender's window
+/// ([`crate::channel::sender::WINDOW_MESSAGES_MAX`]) bounds what an honest peer sends ahead;
+/// past this the peer is misbehaving and its connection is closed.
+pub(super) const INBOX_FRAMES_MAX: usize = 8 * 1024;
+
+/// The prefix of a transmission queue's name; the neighbour's name follows.
+pub const TRANSMISSION_QUEUE_PREFIX: &str = "hopmq.xmit.";
+
+/// The queue of messages waiting for a route.
+pub const HELD_QUEUE: &str = "hopmq.held";
+
+/// Messages moved from a transmission queue to a sender per assignment record.
+const ASSIGN_MESSAGES_MAX: usize = 1024;
+
+const _: () = assert!(crate::channel::sender::WINDOW_MESSAGES_MAX <= INBOX_FRAMES_MAX);
+
+/// The transmission queue of messages whose next hop is `neighbour`.
+pub fn transmission_queue(neighbour: &ManagerName) -> QueueName {
+    QueueName::new(format!("{TRANSMISSION_QUEUE_PREFIX}{neighbour}"))
+        .unwrap_or_else(|e| unreachable!("a manager name makes a valid queue name: {e}"))
+}
+
+/// The neighbour a transmission queue drains to, if `queue` is one.
+pub(super) fn transmission_neighbour(queue: &QueueName) -> Option<ManagerName> {
+    let name = queue.as_str().strip_prefix(TRANSMISSION_QUEUE_PREFIX)?;
+    ManagerName::new(name).ok()
+}
+
+fn held_queue() -> QueueName {
+    QueueName::new(HELD_QUEUE).unwrap_or_else(|e| unreachable!("`{HELD_QUEUE}` is valid: {e}"))
+}
+
+/// One live connection of a link, as the driver opened it.
+#[derive(Debug)]
+pub struct Channel {
+    /// The driver's id for it.
+    pub id: u64,
+    /// Frames to send on it; dropping this closes the connection.
+    pub frames: mpsc::UnboundedSender<ChannelFrame>,
+    /// The QUIC connection, for its round-trip time; `None` in tests without sockets.
+    pub quic: Option<quinn::Connection>,
+    /// When it opened.
+    pub since: Instant,
+}
+
+impl Channel {
+    fn close(self, reason: &str) {
+        let _ = self.frames.send(crate::channel::frame::goodbye(reason));
+        if let Some(quic) = &self.quic {
+            // The writer may still be sending the goodbye; a short grace is not worth a
+            // task, the peer treats a close like a goodbye.
+            quic.close(0u32.into(), reason.as_bytes());
+        }
+    }
+}
+
+/// Counters of one link, for status and metrics.
+#[derive(Debug, Default, Clone, Copy)]
+struct LinkCounters {
+    messages_sent: u64,
+    bytes_sent: u64,
+    messages_acked: u64,
+    bytes_acked: u64,
+    messages_received: u64,
+    connects: u64,
+}
+
+/// Everything the core holds for one neighbour; see the module documentation.
+pub(super) struct Link {
+    sender: Option<Sender>,
+    /// Why this link's sender cannot run (its restored state is inconsistent, or an assignment
+    /// could not be written); messages for it wait in its transmission queue.
+    sender_broken: Option<String>,
+    /// Messages given to the sender and not yet acked, in channel-sequence order.
+    assigned: VecDeque<(u64, QueueName, Entry)>,
+    assigning: bool,
+    persisted_sender: Option<SenderState>,
+    send_record: Option<Location>,
+    outbound: Option<Channel>,
+    receiver: Receiver,
+    receiving: bool,
+    durable_receiver: ReceiverState,
+    receive_record: Option<Location>,
+    inbox: VecDeque<(u64, ChannelFrame)>,
+    inbound: Option<Channel>,
+    counters: LinkCounters,
+    last_error: Option<String>,
+}
+
+fn random_epoch() -> u64 {
+    // Only needs to differ between incarnations of a channel's state: time and a per-process
+    // hash seed are plenty.
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish().max(1)
+}
+
+impl Link {
+    fn new(receiver_state: Option<ReceiverState>, recent_ids: Vec<u128>) -> Link {
+        let state = receiver_state.unwrap_or(ReceiverState {
+            epoch: random_epoch(),
+            sender_epoch: None,
+            stored_up_to: 0,
+            reconcile_until: 0,
+        });
+        Link {
+            sender: None,
+            sender_broken: None,
+            assigned: VecDeque::new(),
+            assigning: false,
+            persisted_sender: None,
+            send_record: None,
+            outbound: None,
+            receiver: Receiver::new(state, recent_ids),
+            receiving: false,
+            durable_receiver: state,
+            receive_record: None,
+            inbox: VecDeque::new(),
+            inbound: None,
+            counters: LinkCounters::default(),
+            last_error: None,
+        }
+    }
+}
+
+/// What to do once a link's write is durable.
+#[derive(Debug)]
+pub enum LinkWrite {
+    /// A `ChannelSend`: assignments up to `up_to` are durable.
+    Assigned {
+        neighbour: ManagerName,
+        state: SenderState,
+        up_to: u64,
+    },
+    /// A `ChannelReceive` with the messages it stored.
+    Received {
+        neighbour: ManagerName,
+        items: Vec<PutItem>,
+        state: ReceiverState,
+    },
+}
+
+impl Core {
+    /// Builds the links of recovered channel state and of every neighbour in the topology.
+    pub(super) fn restore_links(
+        &mut self,
+        senders: Vec<recovery::RecoveredSender>,
+        receivers: Vec<recovery::RecoveredReceiver>,
+    ) {
+        let now = Instant::now();
+        for receiver in receivers {
+            let Ok(neighbour) = ManagerName::new(&receiver.from) else {
+                continue;
+            };
+            let mut link = Link::new(Some(receiver.state), receiver.recent_ids);
+            link.receive_record = Some(receiver.location);
+            self.links.insert(neighbour, link);
+        }
+        for sender in senders {
+            let Ok(neighbour) = ManagerName::new(&sender.to) else {
+                continue;
+            };
+            let mut held = Vec::with_capacity(sender.held.len());
+            let mut broken = None;
+            for (seq, _, entry) in &sender.held {
+                match self.payloads.get(entry, &self.journal) {
+                    Ok(payload) => held.push(HeldMessage {
+                        seq: *seq,
+                        id: entry_id(&payload),
+                        payload: payload.to_vec(),
+                    }),
+                    Err(e) => {
+                        broken = Some(format!("cannot read held message {}: {e}", entry.seq));
+                        break;
+                    }
+                }
+            }
+            let link = self
+                .links
+                .entry(neighbour.clone())
+                .or_insert_with(|| Link::new(None, Vec::new()));
+            link.send_record = Some(sender.location);
+            link.persisted_sender = Some(sender.state);
+            link.assigned = sender.held.into_iter().collect();
+            let restored = match broken {
+                Some(reason) => Err(reason),
+                None => Sender::new(
+                    self.name.as_str(),
+                    neighbour.as_str(),
+                    sender.state,
+                    held,
+                    now,
+                )
+                .map_err(|e| e.to_string()),
+            };
+            match restored {
+                Ok(restored) => link.sender = Some(restored),
+                Err(reason) => {
+                    error!(%neighbour, %reason, "the channel's sender cannot start; its messages wait");
+                    link.sender_broken = Some(reason);
+                }
+            }
+        }
+        let neighbours: Vec<ManagerName> = self.topology.neighbours(&self.name).cloned().collect();
+        for neighbour in neighbours {
+            self.links
+                .entry(neighbour)
+                .or_insert_with(|| Link::new(None, Vec::new()));
+        }
+        let me = &self.name;
+        for (neighbour, link) in self.links.iter_mut() {
+            if link.sender.is_none() && link.sender_broken.is_none() {
+                let state = SenderState {
+                    epoch: random_epoch(),
+                    receiver_epoch: None,
+                    next_seq: 1,
+                };
+                // Cannot fail: nothing is held.
+                link.sender = Sender::new(me.as_str(), neighbour.as_str(), state, [], now).ok();
+            }
+        }
+    }
+
+    /// The driver opened a connection to or from `neighbour`.
+    pub(super) fn on_channel_opened(
+        &mut self,
+        neighbour: ManagerName,
+        direction: ChannelDirection,
+        channel: Channel,
+    ) {
+        let now = Instant::now();
+        if !self.links.contains_key(&neighbour) {
+            // Admitted by the driver against the topology, so a link exists; be safe anyway.
+            self.links
+                .insert(neighbour.clone(), Link::new(None, Vec::new()));
+        }
+        self.channels
+            .insert(channel.id, (neighbour.clone(), direction));
+        let Some(link) = self.links.get_mut(&neighbour) else {
+            return;
+        };
+        info!(%neighbour, ?direction, connection = channel.id, "channel connected");
+        match direction {
+            ChannelDirection::Outbound => {
+                if let Some(old) = link.outbound.replace(channel) {
+                    self.channels.remove(&old.id);
+                    old.close("replaced by a new connection");
+                }
+                link.counters.connects += 1;
+                if let Some(sender) = &mut link.sender {
+                    sender.handle_connecting(now);
+                }
+                self.flush(&neighbour, now);
+            }
+            ChannelDirection::Inbound => {
+                if let Some(old) = link.inbound.replace(channel) {
+                    self.channels.remove(&old.id);
+                    old.close("replaced by a new connection");
+                }
+                link.receiver.handle_disconnected();
+                link.inbox.clear();
+            }
+        }
+    }
+
+    /// The driver saw a connection end (or the core closed it).
+    pub(super) fn on_channel_closed(&mut self, connection: u64, reason: &str) {
+        let Some((neighbour, direction)) = self.channels.remove(&connection) else {
+            return;
+        };
+        let Some(link) = self.links.get_mut(&neighbour) else {
+            return;
+        };
+        info!(%neighbour, ?direction, connection, %reason, "channel disconnected");
+        link.last_error = Some(reason.to_owned());
+        match direction {
+            ChannelDirection::Outbound => {
+                if link.outbound.as_ref().is_some_and(|c| c.id == connection) {
+                    link.outbound = None;
+                    if let Some(sender) = &mut link.sender {
+                        sender.handle_disconnected();
+                    }
+                }
+            }
+            ChannelDirection::Inbound => {
+                if link.inbound.as_ref().is_some_and(|c| c.id == connection) {
+                    link.inbound = None;
+                    link.receiver.handle_disconnected();
+                    link.inbox.clear();
+                }
+            }
+        }
+    }
+
+    fn close_channel(&mut self, neighbour: &ManagerName, direction: ChannelDirection, why: &str) {
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        let channel = match direction {
+            ChannelDirection::Outbound => link.outbound.take(),
+            ChannelDirection::Inbound => link.inbound.take(),
+        };
+        link.last_error = Some(why.to_owned());
+        match direction {
+            ChannelDirection::Outbound => {
+                if let Some(sender) = &mut link.sender {
+                    sender.handle_disconnected();
+                }
+            }
+            ChannelDirection::Inbound => {
+                link.receiver.handle_disconnected();
+                link.inbox.clear();
+            }
+        }
+        if let Some(channel) = channel {
+            warn!(%neighbour, ?direction, connection = channel.id, reason = %why, "closing channel");
+            self.channels.remove(&channel.id);
+            channel.close(why);
+        }
+    }
+
+    /// A frame from a channel connection.
+    pub(super) fn on_channel_frame(&mut self, connection: u64, frame: ChannelFrame, now_ms: u64) {
+        let Some((neighbour, direction)) = self.channels.get(&connection).cloned() else {
+            return; // a connection the core already closed
+        };
+        match direction {
+            ChannelDirection::Outbound => self.on_sender_frame(&neighbour, frame, now_ms),
+            ChannelDirection::Inbound => {
+                let Some(link) = self.links.get_mut(&neighbour) else {
+                    return;
+                };
+                if link.receiving {
+                    if link.inbox.len() >= INBOX_FRAMES_MAX {
+                        self.close_channel(
+                            &neighbour,
+                            ChannelDirection::Inbound,
+                            "peer sent past its window",
+                        );
+                        return;
+                    }
+                    link.inbox.push_back((connection, frame));
+                    return;
+                }
+                self.receive(&neighbour, vec![frame], now_ms);
+            }
+        }
+    }
+
+    fn on_sender_frame(&mut self, neighbour: &ManagerName, frame: ChannelFrame, now_ms: u64) {
+        let now = Instant::now();
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        let Some(sender) = &mut link.sender else {
+            return;
+        };
+        let result = sender.handle_frame(now, frame);
+        let deletable = match result {
+            Ok(deletable) => deletable,
+            Err(error) => {
+                let why = error.to_string();
+                self.close_channel(neighbour, ChannelDirection::Outbound, &why);
+                return;
+            }
+        };
+        if !deletable.is_empty() {
+            let mut entries = Vec::with_capacity(deletable.len());
+            let mut seqs = Vec::with_capacity(deletable.len());
+            for channel_seq in deletable {
+                while let Some((seq, _, entry)) = link.assigned.front() {
+                    if *seq > channel_seq {
+                        break;
+                    }
+                    let entry = *entry;
+                    link.assigned.pop_front();
+                    link.counters.messages_acked += 1;
+                    link.counters.bytes_acked += u64::from(entry.bytes);
+                    if !matches!(entry.body, BodyRef::Memory) {
+                        seqs.push(entry.seq);
+                    }
+                    entries.push(entry);
+                }
+            }
+            self.messages_forwarded += entries.len() as u64;
+            if seqs.is_empty() {
+                for entry in &entries {
+                    self.forget(entry);
+                }
+            } else {
+                self.commit_removal(seqs, super::Continuation::Removed { entries });
+            }
+        }
+        self.pump(neighbour, now_ms);
+        self.flush(neighbour, now);
+    }
+
+    /// Moves waiting messages from `neighbour`'s transmission queue to its sender (only while
+    /// the channel is up, so a message whose expiry passes while the link is down never
+    /// leaves), and writes their channel sequence numbers.
+    pub(super) fn pump(&mut self, neighbour: &ManagerName, now_ms: u64) {
+        let queue = transmission_queue(neighbour);
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        if link.assigning || link.sender_broken.is_some() {
+            return;
+        }
+        let Some(sender) = &mut link.sender else {
+            return;
+        };
+        if !sender.is_connected() {
+            return;
+        }
+        let mut assigned = Vec::new();
+        let mut expired = Vec::new();
+        if let Some(slot) = self.queues.get_mut(&queue) {
+            while assigned.len() < ASSIGN_MESSAGES_MAX {
+                let taken = slot.queue.take(now_ms, 1, None, |_| true);
+                expired.extend(taken.expired);
+                let Some(entry) = taken.entries.first().copied() else {
+                    break;
+                };
+                if !sender.can_push(entry.bytes as usize) {
+                    slot.queue.insert(entry);
+                    break;
+                }
+                let payload = match self.payloads.get(&entry, &self.journal) {
+                    Ok(payload) => payload,
+                    Err(e) => {
+                        error!(%queue, seq = entry.seq, error = %e, "cannot read a message to forward; it stays queued");
+                        slot.queue.insert(entry);
+                        break;
+                    }
+                };
+                match sender.push(entry_id(&payload), payload.to_vec()) {
+                    Ok(channel_seq) => {
+                        link.assigned.push_back((channel_seq, queue.clone(), entry));
+                        assigned.push(entry.seq);
+                    }
+                    Err(e) => {
+                        error!(%queue, seq = entry.seq, error = %e, "the sender refused a message; it stays queued");
+                        slot.queue.insert(entry);
+                        break;
+                    }
+                }
+            }
+        }
+        let state = sender.state();
+        let changed = link.persisted_sender != Some(state);
+        if !expired.is_empty() {
+            self.messages_expired += expired.len() as u64;
+            self.remove_expired(expired);
+        }
+        if assigned.is_empty() && !changed {
+            return;
+        }
+        self.write_sender_state(neighbour, state, assigned);
+    }
+
+    fn write_sender_state(
+        &mut self,
+        neighbour: &ManagerName,
+        state: SenderState,
+        assigned: Vec<u64>,
+    ) {
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        link.assigning = true;
+        let up_to = state.next_seq - 1;
+        let payload = record::encode(&Record::ChannelSend(SendRecord {
+            to: neighbour.as_str(),
+            epoch: state.epoch,
+            receiver_epoch: state.receiver_epoch,
+            next_seq: state.next_seq,
+            assigned,
+        }));
+        // From the reserve, like a removal: a full disk must not stop a transmission queue
+        // from draining (the assignment is small and lets messages leave).
+        self.commit_freeing(
+            vec![Bytes::from(payload)],
+            super::Continuation::Link(LinkWrite::Assigned {
+                neighbour: neighbour.clone(),
+                state,
+                up_to,
+            }),
+        );
+    }
+
+    /// Sends whatever the sender has for the wire.
+    fn flush(&mut self, neighbour: &ManagerName, now: Instant) {
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        let (Some(sender), Some(channel)) = (&mut link.sender, &link.outbound) else {
+            return;
+        };
+        while let Some(frame) = sender.poll_transmit(now) {
+            if let ChannelFrame::Batch(batch) = &frame {
+                link.counters.messages_sent += batch.messages.len() as u64;
+                link.counters.bytes_sent += batch
+                    .messages
+                    .iter()
+                    .map(|m| m.payload.len() as u64)
+                    .sum::<u64>();
+            }
+            if channel.frames.send(frame).is_err() {
+                break; // the driver is gone; its close reaches the core next
+            }
+        }
+    }
+
+    /// Handles frames from `neighbour`'s inbound connection, in order; the stores they ask for
+    /// become one journal write.
+    fn receive(&mut self, neighbour: &ManagerName, frames: Vec<ChannelFrame>, now_ms: u64) {
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        let mut merged: Option<Store> = None;
+        for frame in frames {
+            match link.receiver.handle_frame(frame) {
+                Ok(ReceiverOutput::Send(reply)) => {
+                    if let Some(channel) = &link.inbound {
+                        let _ = channel.frames.send(reply);
+                    }
+                }
+                Ok(ReceiverOutput::Store(store)) => match &mut merged {
+                    Some(merged) => {
+                        merged.messages_to_store.extend(store.messages_to_store);
+                        merged.state = store.state;
+                    }
+                    None => merged = Some(store),
+                },
+                Err(error) => {
+                    let why = error.to_string();
+                    // What was accepted before the bad frame is still stored below.
+                    self.close_channel(neighbour, ChannelDirection::Inbound, &why);
+                    break;
+                }
+            }
+        }
+        if let Some(store) = merged {
+            self.store_received(neighbour, store, now_ms);
+        }
+    }
+
+    fn store_received(&mut self, neighbour: &ManagerName, store: Store, now_ms: u64) {
+        let mut items = Vec::with_capacity(store.messages_to_store.len());
+        let mut ids = Vec::with_capacity(store.messages_to_store.len());
+        for message in store.messages_to_store {
+            ids.push(message.id);
+            if let Some(item) = self.arrival(neighbour, &message.payload, now_ms) {
+                items.push(item);
+            }
+        }
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        link.counters.messages_received += ids.len() as u64;
+        link.receiving = true;
+        let state = store.state;
+        let mut payloads: Vec<Bytes> = items.iter().map(|item| item.payload.clone()).collect();
+        payloads.push(Bytes::from(record::encode(&Record::ChannelReceive(
+            ReceiveRecord {
+                from: neighbour.as_str(),
+                epoch: state.epoch,
+                sender_epoch: state.sender_epoch,
+                stored_up_to: state.stored_up_to,
+                reconcile_until: state.reconcile_until,
+                ids,
+            },
+        ))));
+        self.commit(
+            payloads,
+            super::Continuation::Link(LinkWrite::Received {
+                neighbour: neighbour.clone(),
+                items,
+                state,
+            }),
+        );
+    }
+
+    /// Where a message arriving from `from` goes, re-encoded for this manager's journal; `None`
+    /// when it is dropped (expired, or not a message at all).
+    fn arrival(&mut self, from: &ManagerName, payload: &[u8], now_ms: u64) -> Option<PutItem> {
+        let stored = match delivery::stored(payload) {
+            Ok(stored) => stored,
+            Err(e) => {
+                error!(%from, error = %e, "a neighbour sent a message that does not decode; dropped");
+                self.messages_undecodable += 1;
+                return None;
+            }
+        };
+        if stored.expires_at_ms.is_some_and(|at| at <= now_ms) {
+            debug!(id = stored.id, "message expired in transit; dropped");
+            self.messages_expired += 1;
+            return None;
+        }
+        let hops = stored.trace.len();
+        let (queue, reason) = if hops > self.limits.max_hops as usize {
+            (
+                dead_letter_queue(),
+                Some(format!(
+                    "hop limit of {} exceeded (after {hops} hops)",
+                    self.limits.max_hops
+                )),
+            )
+        } else {
+            match self.resolve_arrival(stored.destination) {
+                Ok(queue) => (queue, None),
+                Err(reason) => (dead_letter_queue(), Some(reason)),
+            }
+        };
+        if let Some(reason) = &reason {
+            warn!(id = stored.id, destination = stored.destination, %reason, "message dead-lettered on arrival");
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let extra: Vec<(&str, &str)> = match &reason {
+            Some(reason) => vec![
+                (DEAD_LETTER_REASON_HEADER, reason.as_str()),
+                (DEAD_LETTER_QUEUE_HEADER, stored.destination),
+            ],
+            None => Vec::new(),
+        };
+        let encoded = delivery::encode_arrived(
+            &stored,
+            queue.as_str(),
+            seq,
+            (self.name.as_str(), now_ms),
+            &extra,
+        );
+        let entry = Entry {
+            seq,
+            body: BodyRef::Memory,
+            bytes: stored.body.len() as u32,
+            priority: stored.priority,
+            expires_at_ms: stored.expires_at_ms.unwrap_or(u64::MAX),
+            put_at_ms: now_ms,
+            correlation: correlation_hash(stored.correlation_id),
+            delivery_count: 0,
+        };
+        self.ensure_slot(&queue).pending += 1;
+        Some(PutItem {
+            queue,
+            entry,
+            payload: Bytes::from(encoded),
+            persistent: true,
+            handoff: None,
+        })
+    }
+
+    /// Late binding at arrival: the queue a message for `destination` goes to here, or why it
+    /// cannot go anywhere.
+    fn resolve_arrival(&mut self, destination: &str) -> Result<QueueName, String> {
+        let address: Address = destination
+            .parse()
+            .map_err(|e: hopmq::NameError| format!("bad destination `{destination}`: {e}"))?;
+        let home = match &address.manager {
+            Some(manager) => manager.clone(),
+            None => match self.topology.queue(address.queue.as_str()) {
+                Some(queue) => queue.home.clone(),
+                None => {
+                    return Err(format!(
+                        "queue `{}` has no home in the topology",
+                        address.queue
+                    ));
+                }
+            },
+        };
+        if home != self.name {
+            return self
+                .route_to(&home)
+                .ok_or_else(|| format!("no manager `{home}` in the topology"));
+        }
+        let queue = address.queue;
+        if queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
+            return Err(format!("queue `{queue}` is reserved"));
+        }
+        if !self.queues.contains_key(&queue) && !self.limits.auto_create_queues {
+            return Err(format!(
+                "unknown queue `{queue}` at its home `{}`",
+                self.name
+            ));
+        }
+        let slot = self.ensure_slot(&queue);
+        let held = slot.queue.depth() + slot.pending;
+        if held >= slot.max_depth {
+            return Err(format!(
+                "queue `{queue}` is full (max_depth {})",
+                slot.max_depth
+            ));
+        }
+        Ok(queue)
+    }
+
+    /// The queue a message for another manager waits in: its next hop's transmission queue,
+    /// or the held messages while there is no route. `None` if `home` is not in the topology.
+    pub(super) fn route_to(&mut self, home: &ManagerName) -> Option<QueueName> {
+        self.topology.manager(home.as_str())?;
+        let queue = match self
+            .routes
+            .route(home.as_str())
+            .and_then(|r| r.next_hop.clone())
+        {
+            Some(next_hop) => transmission_queue(&next_hop),
+            None => held_queue(),
+        };
+        self.ensure_slot(&queue);
+        Some(queue)
+    }
+
+    /// A link write finished.
+    pub(super) fn on_link_write(
+        &mut self,
+        write: LinkWrite,
+        result: Result<Vec<Location>, StoreError>,
+        now_ms: u64,
+    ) {
+        match write {
+            LinkWrite::Assigned {
+                neighbour,
+                state,
+                up_to,
+            } => {
+                let Some(link) = self.links.get_mut(&neighbour) else {
+                    return;
+                };
+                link.assigning = false;
+                match result {
+                    Ok(locations) => {
+                        let location = locations.last().copied();
+                        let old = link.send_record.take();
+                        link.send_record = location;
+                        link.persisted_sender = Some(state);
+                        if let Some(sender) = &mut link.sender {
+                            if up_to > 0 {
+                                sender.handle_seq_durable(up_to);
+                            }
+                        }
+                        self.swap_live(old, location);
+                        self.flush(&neighbour, Instant::now());
+                        self.pump(&neighbour, now_ms);
+                    }
+                    Err(error) => {
+                        // The numbers handed out are not durable and must never be sent: stop
+                        // this sender; a restart resumes from what is durable.
+                        error!(%neighbour, %error, "writing channel sequence numbers failed; forwarding to this neighbour stops until restart");
+                        link.sender_broken = Some(format!("assignment write failed: {error}"));
+                        self.close_channel(
+                            &neighbour,
+                            ChannelDirection::Outbound,
+                            "local storage error",
+                        );
+                    }
+                }
+            }
+            LinkWrite::Received {
+                neighbour,
+                items,
+                state,
+            } => {
+                for item in &items {
+                    if let Some(slot) = self.queues.get_mut(&item.queue) {
+                        slot.pending -= 1;
+                    }
+                }
+                let locations = match result {
+                    Ok(locations) => locations,
+                    Err(error) => {
+                        error!(%neighbour, %error, "storing a batch from a neighbour failed; it will be resent");
+                        if let Some(link) = self.links.get_mut(&neighbour) {
+                            link.receiving = false;
+                            // Back to what is durable; the sender resends the rest.
+                            link.receiver = Receiver::new(link.durable_receiver, Vec::new());
+                        }
+                        self.close_channel(
+                            &neighbour,
+                            ChannelDirection::Inbound,
+                            "local storage error",
+                        );
+                        return;
+                    }
+                };
+                let mut locations = locations.into_iter();
+                let mut touched = Vec::new();
+                for mut item in items {
+                    if let Some(location) = locations.next() {
+                        item.entry.body = journal_ref(location);
+                        self.liveness.add(location.segment, location.len);
+                    }
+                    self.notify_subscribers(&item);
+                    self.payloads.keep(&item.entry, item.payload.clone());
+                    self.insert(&item.queue, item.entry);
+                    if !touched.contains(&item.queue) {
+                        touched.push(item.queue);
+                    }
+                }
+                let record_location = locations.next();
+                let Some(link) = self.links.get_mut(&neighbour) else {
+                    return;
+                };
+                link.receiving = false;
+                link.durable_receiver = state;
+                let old = link.receive_record.take();
+                link.receive_record = record_location;
+                if let Some(ack) = link.receiver.handle_stored(&state) {
+                    if let Some(channel) = &link.inbound {
+                        let _ = channel.frames.send(ack);
+                    }
+                }
+                let current = link.inbound.as_ref().map(|c| c.id);
+                let waiting: Vec<ChannelFrame> = link
+                    .inbox
+                    .drain(..)
+                    .filter(|(connection, _)| Some(*connection) == current)
+                    .map(|(_, frame)| frame)
+                    .collect();
+                self.swap_live(old, record_location);
+                for queue in touched {
+                    self.serve_waiters(&queue, now_ms);
+                }
+                if !waiting.is_empty() {
+                    self.receive(&neighbour, waiting, now_ms);
+                }
+            }
+        }
+    }
+
+    /// A channel record moved: the new copy is live, the old one dead.
+    fn swap_live(&mut self, old: Option<Location>, new: Option<Location>) {
+        if let Some(new) = new {
+            self.liveness.add(new.segment, new.len);
+        }
+        if let Some(old) = old {
+            self.liveness.remove(old.segment, old.len);
+        }
+    }
+
+    /// Periodic link work: keep-alive timers, and channel records whose segment sealed are
+    /// written again at the head so old segments can go.
+    pub(super) fn on_link_maintenance(&mut self, now_ms: u64) {
+        let now = Instant::now();
+        let active = self.journal.active_segment();
+        let names: Vec<ManagerName> = self.links.keys().cloned().collect();
+        for neighbour in names {
+            let Some(link) = self.links.get_mut(&neighbour) else {
+                continue;
+            };
+            if let Some(sender) = &mut link.sender {
+                sender.handle_timeout(now);
+                if sender.is_dead() {
+                    self.close_channel(
+                        &neighbour,
+                        ChannelDirection::Outbound,
+                        "keep-alive: no frame from the peer",
+                    );
+                    continue;
+                }
+            }
+            self.flush(&neighbour, now);
+            let Some(link) = self.links.get_mut(&neighbour) else {
+                continue;
+            };
+            if !link.assigning
+                && link.send_record.is_some_and(|l| l.segment < active)
+                && link.sender_broken.is_none()
+            {
+                if let Some(state) = link.persisted_sender {
+                    self.write_sender_state(&neighbour, state, Vec::new());
+                }
+            }
+            let Some(link) = self.links.get_mut(&neighbour) else {
+                continue;
+            };
+            if !link.receiving && link.receive_record.is_some_and(|l| l.segment < active) {
+                let state = link.durable_receiver;
+                self.store_received(
+                    &neighbour,
+                    Store {
+                        messages_to_store: Vec::new(),
+                        state,
+                    },
+                    now_ms,
+                );
+            }
+        }
+    }
+
+    /// The links, for status.
+    pub(super) fn link_status(&self, now_ms: u64) -> Vec<LinkStatus> {
+        self.links
+            .iter()
+            .map(|(neighbour, link)| {
+                let queue = transmission_queue(neighbour);
+                let slot = self.queues.get(&queue);
+                let queued = slot.map_or(0, |s| s.queue.depth());
+                let oldest = slot
+                    .and_then(|s| s.queue.oldest_put_at_ms())
+                    .into_iter()
+                    .chain(link.assigned.front().map(|(_, _, e)| e.put_at_ms))
+                    .min();
+                let connected = link
+                    .sender
+                    .as_ref()
+                    .is_some_and(|s| s.is_connected() && link.outbound.is_some());
+                let state = if link.sender_broken.is_some() {
+                    "broken"
+                } else if connected {
+                    "up"
+                } else if link.outbound.is_some() {
+                    "handshaking"
+                } else {
+                    "down"
+                };
+                LinkStatus {
+                    neighbour: neighbour.to_string(),
+                    linked: self.topology.link(&self.name, neighbour).is_some(),
+                    state: state.to_owned(),
+                    inbound: link.inbound.is_some(),
+                    rtt_us: link
+                        .outbound
+                        .as_ref()
+                        .and_then(|c| c.quic.as_ref())
+                        .map(|q| q.rtt().as_micros() as u64),
+                    transmission_depth: queued + link.assigned.len() as u64,
+                    transmission_oldest_age_ms: oldest.map(|at| now_ms.saturating_sub(at)),
+                    in_flight: link.assigned.len() as u64,
+                    messages_sent: link.counters.messages_sent,
+                    bytes_sent: link.counters.bytes_sent,
+                    messages_acked: link.counters.messages_acked,
+                    bytes_acked: link.counters.bytes_acked,
+                    messages_received: link.counters.messages_received,
+                    duplicates_dropped: link.receiver.duplicates_skipped_by_id(),
+                    connects: link.counters.connects,
+                    last_error: link
+                        .sender_broken
+                        .clone()
+                        .or_else(|| link.last_error.clone()),
+                }
+            })
+            .collect()
+    }
+
+    /// The routes in force, for status.
+    pub(super) fn route_status(&self) -> Vec<RouteStatus> {
+        self.routes
+            .routes
+            .iter()
+            .map(|route| RouteStatus {
+                destination: route.destination.to_string(),
+                next_hop: route.next_hop.as_ref().map(ToString::to_string),
+                cost: route.cost,
+            })
+            .collect()
+    }
+}
+
+/// A message's id from its record (0 if it does not decode: the receiver then skips it by
+/// sequence number only).
+fn entry_id(payload: &[u8]) -> u128 {
+    delivery::stored(payload).map_or(0, |stored| stored.id)
+}
