@@ -121,6 +121,104 @@ pub fn render(status: &Status, journal: &JournalStats) -> String {
         "Body bytes waiting in a queue.",
         &per_queue(|q| q.bytes),
     );
+    let per_link = |value: fn(&hopmq::protocol::LinkStatus) -> u64| {
+        status
+            .links
+            .iter()
+            .map(|l| {
+                (
+                    format!("{{{manager},neighbour=\"{}\"}}", l.neighbour),
+                    value(l) as f64,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    metric(
+        "hopmq_messages_forwarded_total",
+        "counter",
+        "Messages handed on to a neighbour and acknowledged, since start.",
+        &one(status.messages_forwarded),
+    );
+    metric(
+        "hopmq_messages_expired_total",
+        "counter",
+        "Messages dropped because they expired before reaching their queue.",
+        &one(status.messages_expired),
+    );
+    metric(
+        "hopmq_link_up",
+        "gauge",
+        "1 while the channel to the neighbour is up.",
+        &per_link(|l| u64::from(l.state == "up")),
+    );
+    metric(
+        "hopmq_link_rtt_seconds",
+        "gauge",
+        "Smoothed round-trip time of the channel to the neighbour.",
+        &status
+            .links
+            .iter()
+            .filter_map(|l| {
+                l.rtt_us.map(|us| {
+                    (
+                        format!("{{{manager},neighbour=\"{}\"}}", l.neighbour),
+                        us as f64 / 1e6,
+                    )
+                })
+            })
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "hopmq_link_transmission_depth",
+        "gauge",
+        "Messages waiting for the neighbour, in flight included.",
+        &per_link(|l| l.transmission_depth),
+    );
+    metric(
+        "hopmq_link_transmission_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest message waiting for the neighbour.",
+        &status
+            .links
+            .iter()
+            .map(|l| {
+                (
+                    format!("{{{manager},neighbour=\"{}\"}}", l.neighbour),
+                    l.transmission_oldest_age_ms.unwrap_or(0) as f64 / 1e3,
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "hopmq_link_messages_sent_total",
+        "counter",
+        "Messages sent to the neighbour (resends included).",
+        &per_link(|l| l.messages_sent),
+    );
+    metric(
+        "hopmq_link_bytes_sent_total",
+        "counter",
+        "Body bytes sent to the neighbour.",
+        &per_link(|l| l.bytes_sent),
+    );
+    metric(
+        "hopmq_link_messages_acked_total",
+        "counter",
+        "Messages the neighbour acknowledged.",
+        &per_link(|l| l.messages_acked),
+    );
+    metric(
+        "hopmq_link_bytes_acked_total",
+        "counter",
+        "Body bytes the neighbour acknowledged.",
+        &per_link(|l| l.bytes_acked),
+    );
+    metric(
+        "hopmq_link_messages_received_total",
+        "counter",
+        "Messages received from the neighbour and stored.",
+        &per_link(|l| l.messages_received),
+    );
     metric(
         "hopmq_store_segments",
         "gauge",

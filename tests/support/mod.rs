@@ -6,6 +6,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own subset
 
+pub mod network;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::net::UnixStream;

@@ -367,7 +367,7 @@ impl BrowseArgs {
     }
 }
 
-/// Show the manager's queues, depths and store.
+/// Show the manager's queues, depths, store, links and routes.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// The status as one JSON object.
@@ -409,6 +409,60 @@ impl StatusArgs {
                 println!(
                     "{:<32} {:>10} {:>8} {:>12} {:>12}",
                     q.name, q.depth, q.leased, q.bytes, oldest
+                );
+            }
+            if !status.links.is_empty() {
+                println!(
+                    "forwarded {}, expired in transit {}",
+                    status.messages_forwarded, status.messages_expired
+                );
+                println!(
+                    "{:<20} {:<12} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
+                    "link",
+                    "state",
+                    "inbound",
+                    "rtt",
+                    "waiting",
+                    "oldest",
+                    "sent",
+                    "acked",
+                    "received"
+                );
+            }
+            for link in &status.links {
+                let rtt = link
+                    .rtt_us
+                    .map_or("-".to_owned(), |us| format!("{:.2}ms", us as f64 / 1000.0));
+                let oldest = link
+                    .transmission_oldest_age_ms
+                    .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+                println!(
+                    "{:<20} {:<12} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
+                    link.neighbour,
+                    link.state,
+                    if link.inbound { "up" } else { "down" },
+                    rtt,
+                    link.transmission_depth,
+                    oldest,
+                    link.messages_sent,
+                    link.messages_acked,
+                    link.messages_received,
+                );
+                if link.state != "up" {
+                    if let Some(error) = &link.last_error {
+                        println!("{:<20} last error: {error}", "");
+                    }
+                }
+            }
+            if !status.routes.is_empty() {
+                println!("{:<20} {:<20} {:>6}", "route to", "next hop", "cost");
+            }
+            for route in &status.routes {
+                println!(
+                    "{:<20} {:<20} {:>6}",
+                    route.destination,
+                    route.next_hop.as_deref().unwrap_or("(unreachable)"),
+                    route.cost.map_or("-".to_owned(), |c| c.to_string()),
                 );
             }
             Ok(ExitCode::SUCCESS)

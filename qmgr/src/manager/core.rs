@@ -24,7 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use super::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER, Envelope};
 use super::liveness::Liveness;
-use super::{CONNECTION_FRAMES_MAX, ChannelDirection, Command};
+use super::{CONNECTION_FRAMES_MAX, ChannelDirection, Command, now_ms};
 use crate::config::SyncMode;
 use crate::queue::lease::{Lease, Leases, Return, on_return};
 use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
@@ -369,6 +369,7 @@ impl Core {
             core.ensure_slot(&queue).queue = local;
         }
         core.restore_links(recovered.senders, recovered.receivers);
+        core.reexamine_waiting(now_ms());
         core
     }
 
@@ -1059,34 +1060,47 @@ impl Core {
     }
 
     fn dead_letter(&mut self, from: &QueueName, entry: Entry, reason: &str, now_ms: u64) {
-        let dlq = dead_letter_queue();
+        warn!(queue = %from, seq = entry.seq, %reason, "message dead-lettered");
+        self.move_message(
+            from,
+            entry,
+            &dead_letter_queue(),
+            &[
+                (DEAD_LETTER_REASON_HEADER, reason),
+                (DEAD_LETTER_QUEUE_HEADER, from.as_str()),
+            ],
+            now_ms,
+        );
+    }
+
+    /// Moves a message from `from` to `to` under a new seq, with extra headers: the copy and
+    /// the removal of the original in one atomic group. If it cannot be read, it stays.
+    fn move_message(
+        &mut self,
+        from: &QueueName,
+        entry: Entry,
+        to: &QueueName,
+        extra_headers: &[(&str, &str)],
+        now_ms: u64,
+    ) {
         let seq = self.next_seq;
         let moved = self
             .payloads
             .get(&entry, &self.journal)
             .map_err(|e| e.to_string())
             .and_then(|payload| {
-                delivery::encode_moved(
-                    &payload,
-                    dlq.as_str(),
-                    seq,
-                    &[
-                        (DEAD_LETTER_REASON_HEADER, reason),
-                        (DEAD_LETTER_QUEUE_HEADER, from.as_str()),
-                    ],
-                )
-                .map_err(|e| e.to_string())
+                delivery::encode_moved(&payload, to.as_str(), seq, extra_headers)
+                    .map_err(|e| e.to_string())
             });
         let payload = match moved {
             Ok(payload) => Bytes::from(payload),
             Err(reason) => {
-                error!(queue = %from, seq = entry.seq, %reason, "cannot dead-letter a message; it stays in its queue");
+                error!(queue = %from, seq = entry.seq, %reason, "cannot move a message; it stays in its queue");
                 self.insert(from, entry);
                 return;
             }
         };
         self.next_seq += 1;
-        warn!(queue = %from, seq = entry.seq, %reason, "message dead-lettered");
         let persistent = !matches!(entry.body, BodyRef::Memory);
         let new_entry = Entry {
             seq,
@@ -1095,9 +1109,9 @@ impl Core {
             put_at_ms: now_ms,
             ..entry
         };
-        self.ensure_slot(&dlq).pending += 1;
+        self.ensure_slot(to).pending += 1;
         let item = PutItem {
-            queue: dlq,
+            queue: to.clone(),
             entry: new_entry,
             payload: payload.clone(),
             persistent,
@@ -1725,6 +1739,9 @@ impl Core {
                 Some(slot) => slot.queue.remove_expired(now_ms, EXPIRY_SWEEP_MAX),
                 None => continue,
             };
+            if name.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
+                self.messages_expired += expired.len() as u64;
+            }
             self.remove_expired(expired);
         }
         // Only a prefix of the journal is ever deleted: removal records in a segment refer to

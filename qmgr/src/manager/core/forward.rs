@@ -741,6 +741,69 @@ impl Core {
         Ok(queue)
     }
 
+    /// Resolves every message waiting to leave (held for lack of a route, or in a
+    /// transmission queue and not yet given to a channel) with the routes in force, and moves
+    /// those whose place changed: after a restart with a new topology, a held message finds its
+    /// new route, and one whose next hop changed goes to the new one. Messages already given
+    /// to a channel stay with it (they must be resent under their sequence number).
+    pub(super) fn reexamine_waiting(&mut self, now_ms: u64) {
+        let waiting: Vec<QueueName> = self
+            .queues
+            .keys()
+            .filter(|q| q.as_str() == HELD_QUEUE || transmission_neighbour(q).is_some())
+            .cloned()
+            .collect();
+        let mut moved = 0u64;
+        let mut dead = 0u64;
+        for queue in waiting {
+            let entries = match self.queues.get_mut(&queue) {
+                Some(slot) if slot.queue.depth() > 0 => {
+                    let mut entries = slot.queue.drain();
+                    entries.sort_unstable_by_key(|e| e.seq);
+                    entries
+                }
+                _ => continue,
+            };
+            for entry in entries {
+                let destination = self
+                    .payloads
+                    .get(&entry, &self.journal)
+                    .map_err(|e| e.to_string())
+                    .and_then(|payload| {
+                        delivery::stored(&payload)
+                            .map(|stored| stored.destination.to_owned())
+                            .map_err(|e| e.to_string())
+                    });
+                let target = match destination {
+                    Ok(destination) => self.resolve_arrival(&destination),
+                    Err(reason) => {
+                        error!(%queue, seq = entry.seq, %reason, "cannot read a waiting message to route it; it stays");
+                        self.insert(&queue, entry);
+                        continue;
+                    }
+                };
+                match target {
+                    Ok(target) if target == queue => self.insert(&queue, entry),
+                    Ok(target) => {
+                        moved += 1;
+                        self.move_message(&queue, entry, &target, &[], now_ms);
+                    }
+                    Err(reason) => {
+                        dead += 1;
+                        self.dead_letter(&queue, entry, &reason, now_ms);
+                    }
+                }
+            }
+        }
+        if moved > 0 || dead > 0 {
+            info!(
+                moved,
+                dead_lettered = dead,
+                "waiting messages re-routed with the topology in force"
+            );
+        }
+    }
+
     /// The queue a message for another manager waits in: its next hop's transmission queue,
     /// or the held messages while there is no route. `None` if `home` is not in the topology.
     pub(super) fn route_to(&mut self, home: &ManagerName) -> Option<QueueName> {

@@ -1,0 +1,281 @@
+//! Forwarding between real managers over QUIC on loopback: a put at one end is got at the
+//! other, through relays, exactly once and in order, across `kill -9`s and outages.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hopmq::Message;
+use support::network::{DELIVERY_DEADLINE, Network, Spec, link_of};
+use support::{SOON, wait_until};
+
+/// Takes messages from `queue` until `count` arrived, failing after [`DELIVERY_DEADLINE`]
+/// without one for that long.
+#[track_caller]
+fn receive(client: &hopmq::blocking::Client, queue: &str, count: usize) -> Vec<Message> {
+    let mut all = Vec::with_capacity(count);
+    let mut last_progress = std::time::Instant::now();
+    while all.len() < count {
+        let batch = client
+            .get_with(
+                queue,
+                hopmq::GetOptions {
+                    max: 256,
+                    timeout: Duration::from_millis(500),
+                    ..Default::default()
+                },
+            )
+            .expect("a get succeeds");
+        if batch.is_empty() {
+            assert!(
+                last_progress.elapsed() < DELIVERY_DEADLINE,
+                "only {} of {count} messages arrived",
+                all.len()
+            );
+            continue;
+        }
+        last_progress = std::time::Instant::now();
+        all.extend(batch);
+    }
+    all
+}
+
+#[test]
+fn a_put_at_one_end_is_got_at_the_other_with_its_hops_traced() {
+    let spec = Spec::line(&["alpha", "bravo", "charlie"], "orders");
+    let mut network = Network::start(&spec);
+    network
+        .manager("alpha")
+        .cli(&["put", "orders", "order 42", "-H", "customer=c-17"])
+        .expect_code(0);
+    let charlie = network.manager("charlie");
+    let run = charlie.cli(&["get", "orders", "--json", "--timeout", "30s"]);
+    run.expect_code(0);
+    let got = run.json_lines();
+    assert_eq!(got.len(), 1, "{}", run.stdout);
+    assert_eq!(got[0]["body"], "order 42");
+    assert_eq!(got[0]["origin"], "alpha");
+    assert_eq!(got[0]["headers"]["customer"], "c-17");
+    let hops: Vec<&str> = got[0]["trace"]
+        .as_array()
+        .expect("a trace")
+        .iter()
+        .map(|hop| hop["manager"].as_str().expect("a manager"))
+        .collect();
+    assert_eq!(hops, ["alpha", "bravo", "charlie"]);
+
+    // Status shows the links and the routes in force.
+    let alpha = network.manager("alpha").status();
+    let link = link_of(&alpha, "bravo");
+    assert_eq!(link["state"], "up");
+    assert_eq!(link["messages_acked"], 1);
+    assert_eq!(link["transmission_depth"], 0);
+    assert!(link["rtt_us"].as_u64().is_some(), "{link}");
+    let route = alpha["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .find(|r| r["destination"] == "charlie")
+        .cloned()
+        .expect("a route to charlie");
+    assert_eq!(route["next_hop"], "bravo");
+    assert_eq!(route["cost"], 2);
+    let text = network.manager("alpha").cli(&["status"]);
+    assert!(
+        text.stdout.contains("bravo") && text.stdout.contains("up"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn a_relay_killed_twice_mid_transfer_loses_and_duplicates_nothing() {
+    const PRODUCERS: usize = 4;
+    const EACH: usize = 5_000;
+    let spec = Spec::line(&["alpha", "bravo", "charlie"], "orders");
+    let mut network = Network::start(&spec);
+    network.wait_all_links_up(&spec);
+    let socket = network.manager("alpha").socket().to_owned();
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|producer| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let client =
+                    hopmq::blocking::Client::connect_to(&socket).expect("a producer connects");
+                for n in 0..EACH {
+                    client
+                        .put("orders@charlie", Message::new(format!("{producer}:{n}")))
+                        .expect("a put at alpha succeeds");
+                }
+            })
+        })
+        .collect();
+    let charlie = network.manager("charlie").client();
+    let mut got = receive(&charlie, "orders", 2_000);
+    for _ in 0..2 {
+        network.manager("bravo").kill9();
+        network.manager("bravo").restart();
+        got.extend(receive(&charlie, "orders", 2_000));
+    }
+    for producer in producers {
+        producer.join().expect("a producer finished");
+    }
+    got.extend(receive(&charlie, "orders", PRODUCERS * EACH - got.len()));
+    // Nothing more comes: no duplicates are on their way.
+    let extra = charlie
+        .get("orders", Duration::from_secs(2))
+        .expect("a get succeeds");
+    assert!(
+        extra.is_none(),
+        "a duplicate arrived: {:?}",
+        extra.map(|m| m.text().map(str::to_owned))
+    );
+
+    let mut next: BTreeMap<usize, usize> = BTreeMap::new();
+    for message in &got {
+        let text = message.text().expect("text bodies");
+        let (producer, n) = text.split_once(':').expect("producer:n");
+        let (producer, n): (usize, usize) = (producer.parse().unwrap(), n.parse().unwrap());
+        let expected = next.entry(producer).or_default();
+        assert_eq!(
+            n, *expected,
+            "producer {producer}: got {n}, expected {expected} (lost, duplicated or reordered)"
+        );
+        *expected += 1;
+    }
+    assert_eq!(next.values().sum::<usize>(), PRODUCERS * EACH);
+    assert!(next.values().all(|&n| n == EACH));
+}
+
+#[test]
+fn messages_wait_at_the_relay_while_the_destination_is_down_and_survive_restarts() {
+    let spec = Spec::line(&["alpha", "bravo", "charlie"], "orders");
+    let mut network = Network::start(&spec);
+    network.wait_all_links_up(&spec);
+    network.manager("charlie").kill9();
+    let input: String = (0..100).map(|n| format!("m{n}\n")).collect();
+    network
+        .manager("alpha")
+        .cli_with_stdin(&["put", "orders"], input.as_bytes())
+        .expect_code(0);
+    // They cross to bravo and wait there, visible in its status.
+    {
+        let bravo = network.manager("bravo");
+        wait_until("100 messages wait at bravo for charlie", SOON, || {
+            link_of(&bravo.status(), "charlie")["transmission_depth"] == 100
+        });
+        let text = bravo.cli(&["status"]);
+        assert!(text.stdout.contains("charlie"), "{}", text.stdout);
+    }
+    // Alpha and bravo restart meanwhile, one of them without warning.
+    network.manager("alpha").kill9();
+    network.manager("alpha").restart();
+    network.manager("bravo").terminate();
+    network.manager("bravo").restart();
+    assert_eq!(
+        link_of(&network.manager("bravo").status(), "charlie")["transmission_depth"],
+        100
+    );
+    network.manager("charlie").restart();
+    let charlie = network.manager("charlie").client();
+    let got = receive(&charlie, "orders", 100);
+    let bodies: Vec<String> = got.iter().map(|m| m.text().unwrap().to_owned()).collect();
+    let expected: Vec<String> = (0..100).map(|n| format!("m{n}")).collect();
+    assert_eq!(bodies, expected);
+    assert!(
+        charlie
+            .get("orders", Duration::from_secs(1))
+            .unwrap()
+            .is_none()
+    );
+    let bravo = network.manager("bravo");
+    wait_until(
+        "bravo's transmission queue for charlie empties",
+        SOON,
+        || link_of(&bravo.status(), "charlie")["transmission_depth"] == 0,
+    );
+}
+
+#[test]
+fn a_message_that_expires_while_its_next_hop_is_down_is_never_delivered() {
+    let spec = Spec::line(&["alpha", "bravo"], "orders");
+    let mut network = Network::start(&spec);
+    network.wait_all_links_up(&spec);
+    network.manager("bravo").kill9();
+    {
+        let alpha = network.manager("alpha");
+        wait_until("alpha sees its link to bravo down", SOON, || {
+            link_of(&alpha.status(), "bravo")["state"] == "down"
+        });
+        alpha
+            .cli(&["put", "orders", "short-lived", "--ttl", "1s"])
+            .expect_code(0);
+        alpha.cli(&["put", "orders", "lasting"]).expect_code(0);
+        wait_until("alpha drops the expired message", SOON, || {
+            alpha.status()["messages_expired"] == 1
+        });
+    }
+    network.manager("bravo").restart();
+    let bravo = network.manager("bravo").client();
+    let got = receive(&bravo, "orders", 1);
+    assert_eq!(got[0].text(), Some("lasting"));
+    assert!(
+        bravo
+            .get("orders", Duration::from_secs(1))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_put_with_no_route_waits_and_is_delivered_once_the_topology_gains_one() {
+    // charlie is declared but linked to nobody yet.
+    let mut spec = Spec::line(&["alpha", "bravo"], "orders");
+    spec.managers.push("charlie");
+    spec.queues = vec![("orders", "charlie")];
+    let mut network = Network::prepare(&spec);
+    network.start_manager("alpha");
+    network.start_manager("bravo");
+    network
+        .manager("alpha")
+        .cli(&["put", "orders", "patient"])
+        .expect_code(0);
+    assert_eq!(network.manager("alpha").depth("hopmq.held"), Some(1));
+
+    spec.links.push(("bravo", "charlie", 1));
+    network.write_topology(&spec);
+    network.manager("alpha").terminate();
+    network.manager("alpha").restart();
+    network.manager("bravo").terminate();
+    network.manager("bravo").restart();
+    network.start_manager("charlie");
+    let charlie = network.manager("charlie").client();
+    let got = receive(&charlie, "orders", 1);
+    assert_eq!(got[0].text(), Some("patient"));
+    assert_eq!(network.manager("alpha").depth("hopmq.held"), Some(0));
+}
+
+#[test]
+fn a_message_for_an_unknown_queue_at_its_home_is_dead_lettered_there() {
+    let spec = Spec::line(&["alpha", "bravo"], "orders");
+    let mut network = Network::prepare(&spec);
+    network.start_manager("alpha");
+    let (topology, certs) = (network.topology(), network.certs());
+    // bravo does not create queues on first use.
+    network.start_manager_with(
+        "bravo",
+        &topology,
+        &certs,
+        &[("QMGR_AUTO_CREATE_QUEUES", "false")],
+    );
+    network
+        .manager("alpha")
+        .cli(&["put", "nowhere@bravo", "lost?"])
+        .expect_code(0);
+    let bravo = network.manager("bravo").client();
+    let got = receive(&bravo, "DLQ", 1);
+    assert_eq!(got[0].text(), Some("lost?"));
+    let reason = &got[0].headers["hopmq.dead_letter_reason"];
+    assert!(reason.contains("unknown queue `nowhere`"), "{reason}");
+}

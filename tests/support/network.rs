@@ -1,0 +1,211 @@
+//! A network of real managers on loopback: a topology written with free UDP ports, the
+//! development certificates from `qmgr certs init`, and one [`Manager`] per name, each with
+//! its own folder, socket and log.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Manager, SOON, qmgr, wait_until};
+
+/// A link of a [`Spec`]: two managers and a cost.
+pub type LinkSpec = (&'static str, &'static str, u32);
+
+/// What a network looks like.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    pub managers: Vec<&'static str>,
+    pub links: Vec<LinkSpec>,
+    /// `(queue, home)`.
+    pub queues: Vec<(&'static str, &'static str)>,
+}
+
+impl Spec {
+    /// `names[0] - names[1] - ...`, cost 1 each, with `queue` homed on the last.
+    pub fn line(names: &[&'static str], queue: &'static str) -> Spec {
+        Spec {
+            managers: names.to_vec(),
+            links: names.windows(2).map(|w| (w[0], w[1], 1)).collect(),
+            queues: vec![(queue, names[names.len() - 1])],
+        }
+    }
+}
+
+/// A free UDP port on 127.0.0.1 (free when asked; the manager binds it moments later).
+pub fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket binds");
+    socket.local_addr().expect("it has an address").port()
+}
+
+/// Running managers of one topology.
+pub struct Network {
+    dir: tempfile::TempDir,
+    ports: BTreeMap<&'static str, u16>,
+    managers: BTreeMap<&'static str, Manager>,
+}
+
+impl Network {
+    /// Writes the topology and certificates and starts every manager of `spec`.
+    #[track_caller]
+    pub fn start(spec: &Spec) -> Network {
+        let mut network = Network::prepare(spec);
+        for name in spec.managers.clone() {
+            network.start_manager(name);
+        }
+        network
+    }
+
+    /// Writes the topology and certificates without starting anything.
+    #[track_caller]
+    pub fn prepare(spec: &Spec) -> Network {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let ports = spec
+            .managers
+            .iter()
+            .map(|&name| (name, free_udp_port()))
+            .collect();
+        let network = Network {
+            dir,
+            ports,
+            managers: BTreeMap::new(),
+        };
+        network.write_topology(spec);
+        network
+    }
+
+    /// The topology file every manager reads.
+    pub fn topology(&self) -> PathBuf {
+        self.dir.path().join("topology.toml")
+    }
+
+    /// The certificates folder.
+    pub fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// The UDP port of `name`.
+    pub fn port(&self, name: &str) -> u16 {
+        self.ports[name]
+    }
+
+    /// Rewrites the topology (same ports for the same names; new names get free ones) and
+    /// issues certificates for new managers. Running managers keep their copy in memory.
+    #[track_caller]
+    pub fn write_topology(&self, spec: &Spec) {
+        fs::write(self.topology(), self.topology_text(spec)).expect("the topology is written");
+        qmgr(&[
+            "certs",
+            "init",
+            "--topology",
+            self.topology().to_str().expect("a UTF-8 path"),
+            "--out",
+            self.certs().to_str().expect("a UTF-8 path"),
+        ])
+        .expect_code(0);
+    }
+
+    /// The text of `spec` as a topology, with this network's ports.
+    pub fn topology_text(&self, spec: &Spec) -> String {
+        let mut text = String::new();
+        for name in &spec.managers {
+            let port = self.ports.get(name).copied().unwrap_or_else(free_udp_port);
+            let _ = writeln!(text, "[managers.{name}]\naddress = \"127.0.0.1:{port}\"\n");
+        }
+        for (a, b, cost) in &spec.links {
+            let _ = writeln!(
+                text,
+                "[[links]]\nbetween = [\"{a}\", \"{b}\"]\ncost = {cost}\n"
+            );
+        }
+        for (queue, home) in &spec.queues {
+            let _ = writeln!(text, "[queues.{queue}]\nhome = \"{home}\"\n");
+        }
+        text
+    }
+
+    /// Starts `name` (with the network's topology and its own certificate).
+    #[track_caller]
+    pub fn start_manager(&mut self, name: &'static str) -> &mut Manager {
+        let topology = self.topology();
+        self.start_manager_with(name, &topology, &self.certs(), &[])
+    }
+
+    /// Starts `name` with a topology file and a certificates folder of the test's choosing
+    /// (a manager with its own view of the network, or a certificate from another CA), and
+    /// extra environment variables.
+    #[track_caller]
+    pub fn start_manager_with(
+        &mut self,
+        name: &'static str,
+        topology: &Path,
+        certs: &Path,
+        env: &[(&str, &str)],
+    ) -> &mut Manager {
+        let mut builder = Manager::builder();
+        for (key, value) in env {
+            builder = builder.env(key, value);
+        }
+        let manager = builder
+            .env("QMGR_NAME", name)
+            .env("QMGR_TOPOLOGY", topology.display())
+            .env("QMGR_TLS__CA", certs.join("ca.pem").display())
+            .env(
+                "QMGR_TLS__CERT",
+                certs.join(format!("{name}.pem")).display(),
+            )
+            .env("QMGR_TLS__KEY", certs.join(format!("{name}.key")).display())
+            .env("RUST_LOG", "info")
+            .start();
+        self.managers.insert(name, manager);
+        self.managers.get_mut(name).expect("just inserted")
+    }
+
+    /// The manager called `name`.
+    #[track_caller]
+    pub fn manager(&mut self, name: &str) -> &mut Manager {
+        self.managers
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("no manager `{name}` in this network"))
+    }
+
+    /// `name`'s view of its link to `neighbour`, from `status --json`.
+    #[track_caller]
+    pub fn link(&mut self, name: &str, neighbour: &str) -> serde_json::Value {
+        link_of(&self.manager(name).status(), neighbour)
+    }
+
+    /// Waits until `name`'s outgoing channel to `neighbour` is up.
+    #[track_caller]
+    pub fn wait_link_up(&mut self, name: &str, neighbour: &str) {
+        let manager = self.manager(name);
+        wait_until(&format!("{name}'s link to {neighbour} up"), SOON, || {
+            link_of(&manager.status(), neighbour)["state"] == "up"
+        });
+    }
+
+    /// Waits until every declared link is up both ways.
+    #[track_caller]
+    pub fn wait_all_links_up(&mut self, spec: &Spec) {
+        for (a, b, _) in &spec.links {
+            self.wait_link_up(a, b);
+            self.wait_link_up(b, a);
+        }
+    }
+}
+
+/// The link to `neighbour` in a parsed status.
+#[track_caller]
+pub fn link_of(status: &serde_json::Value, neighbour: &str) -> serde_json::Value {
+    status["links"]
+        .as_array()
+        .expect("status lists links")
+        .iter()
+        .find(|l| l["neighbour"] == neighbour)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Long enough for messages to cross a few hops on a loaded machine.
+pub const DELIVERY_DEADLINE: Duration = Duration::from_secs(60);
