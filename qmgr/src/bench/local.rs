@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use crate::config::SyncMode;
 
 /// One message's send time rides in the first bytes of its body.
-const STAMP_BYTES: usize = 8;
+pub(super) const STAMP_BYTES: usize = 8;
 
 #[derive(Debug, clap::Args)]
 pub struct LocalBench {
@@ -233,16 +233,16 @@ impl LocalBench {
     }
 }
 
-struct ProducerSpec {
-    queue: String,
-    size: usize,
-    batch: usize,
-    window: usize,
-    persistent: bool,
-    interval: Option<Duration>,
+pub(super) struct ProducerSpec {
+    pub(super) queue: String,
+    pub(super) size: usize,
+    pub(super) batch: usize,
+    pub(super) window: usize,
+    pub(super) persistent: bool,
+    pub(super) interval: Option<Duration>,
 }
 
-async fn produce(client: Client, spec: ProducerSpec, count: u64) -> anyhow::Result<()> {
+pub(super) async fn produce(client: Client, spec: ProducerSpec, count: u64) -> anyhow::Result<()> {
     let spec = Arc::new(spec);
     let window = Arc::new(tokio::sync::Semaphore::new(spec.window));
     let mut in_flight = tokio::task::JoinSet::new();
@@ -290,13 +290,13 @@ async fn produce(client: Client, spec: ProducerSpec, count: u64) -> anyhow::Resu
     Ok(())
 }
 
-fn now_micros() -> u64 {
+pub(super) fn now_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-fn stamp(body: &[u8]) -> u64 {
+pub(super) fn stamp(body: &[u8]) -> u64 {
     body.get(..STAMP_BYTES)
         .and_then(|bytes| bytes.try_into().ok())
         .map_or(0, u64::from_le_bytes)

@@ -1,6 +1,7 @@
 //! `qmgr bench ...`: benchmarks that print figures for BENCHMARKS.md. Timing lives here and
 //! never in tests.
 
+pub mod forward;
 pub mod local;
 pub mod routes;
 
@@ -14,6 +15,8 @@ pub enum BenchCommand {
     Routes(routes::RoutesBench),
     /// Put→get throughput and latency through one manager's local API.
     Local(local::LocalBench),
+    /// Put→get throughput and latency of persistent messages across a line of managers.
+    Forward(forward::ForwardBench),
 }
 
 impl BenchCommand {
@@ -21,6 +24,7 @@ impl BenchCommand {
         match self {
             Self::Routes(bench) => bench.run(),
             Self::Local(bench) => bench.run(),
+            Self::Forward(bench) => bench.run(),
         }
     }
 }

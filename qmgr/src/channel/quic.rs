@@ -61,11 +61,14 @@ const READ_CHUNK_BYTES: usize = 256 * 1024;
 const _: () = assert!(KEEP_ALIVE_INTERVAL.as_millis() * 4 <= IDLE_TIMEOUT.as_millis());
 const _: () = assert!(frame::CHANNEL_FRAME_BYTES_MAX <= RECEIVE_WINDOW_BYTES as usize * 2);
 
-/// Application error codes on connection close.
-mod code {
-    pub(super) const NORMAL: u32 = 0;
-    pub(super) const PROTOCOL: u32 = 1;
-    pub(super) const REFUSED: u32 = 2;
+/// Application error codes on connection close (part of the wire protocol).
+pub mod code {
+    /// An orderly end (the manager stops, a newer connection replaced this one).
+    pub const NORMAL: u32 = 0;
+    /// An error ended it: a malformed frame, a protocol violation, a local fault.
+    pub const PROTOCOL: u32 = 1;
+    /// The peer was not admitted.
+    pub const REFUSED: u32 = 2;
 }
 
 /// Why the endpoint could not start.

@@ -31,6 +31,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{Core, PutItem, SYSTEM_QUEUE_PREFIX, dead_letter_queue, journal_ref};
 use crate::channel::frame::ChannelFrame;
+use crate::channel::quic;
 use crate::channel::receiver::{Receiver, ReceiverOutput, ReceiverState, Store};
 use crate::channel::sender::{HeldMessage, Sender, SenderState};
 use crate::manager::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER};
@@ -85,12 +86,13 @@ pub struct Channel {
 }
 
 impl Channel {
-    fn close(self, reason: &str) {
+    /// Ends the connection with one of [`crate::channel::quic::code`].
+    fn close(self, code: u32, reason: &str) {
         let _ = self.frames.send(crate::channel::frame::goodbye(reason));
         if let Some(quic) = &self.quic {
             // The writer may still be sending the goodbye; a short grace is not worth a
             // task, the peer treats a close like a goodbye.
-            quic.close(0u32.into(), reason.as_bytes());
+            quic.close(code.into(), reason.as_bytes());
         }
     }
 }
@@ -290,7 +292,7 @@ impl Core {
             ChannelDirection::Outbound => {
                 if let Some(old) = link.outbound.replace(channel) {
                     self.channels.remove(&old.id);
-                    old.close("replaced by a new connection");
+                    old.close(quic::code::NORMAL, "replaced by a new connection");
                 }
                 link.counters.connects += 1;
                 if let Some(sender) = &mut link.sender {
@@ -301,7 +303,7 @@ impl Core {
             ChannelDirection::Inbound => {
                 if let Some(old) = link.inbound.replace(channel) {
                     self.channels.remove(&old.id);
-                    old.close("replaced by a new connection");
+                    old.close(quic::code::NORMAL, "replaced by a new connection");
                 }
                 link.receiver.handle_disconnected();
                 link.inbox.clear();
@@ -361,7 +363,7 @@ impl Core {
         if let Some(channel) = channel {
             warn!(%neighbour, ?direction, connection = channel.id, reason = %why, "closing channel");
             self.channels.remove(&channel.id);
-            channel.close(why);
+            channel.close(quic::code::PROTOCOL, why);
         }
     }
 
