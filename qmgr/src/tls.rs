@@ -169,6 +169,10 @@ pub struct LinkTls {
     pub server: Arc<ServerConfig>,
     /// For connections this manager dials.
     pub client: Arc<ClientConfig>,
+    /// The key of QUIC stateless resets, derived from this manager's private key: the same
+    /// across restarts, so a restarted manager resets its peers' stale connections at once
+    /// instead of leaving them to time out.
+    pub reset_secret: [u8; 32],
 }
 
 /// What a manager called `me` needs for its links: `None` when the topology gives it none,
@@ -197,9 +201,15 @@ pub fn for_manager(
             me: me.clone(),
         });
     }
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"hopmq stateless reset key v1\0");
+    context.update(files.key.secret_der());
+    let mut reset_secret = [0u8; 32];
+    reset_secret.copy_from_slice(context.finish().as_ref());
     Ok(Some(LinkTls {
         server: server_config(&files)?,
         client: client_config(&files)?,
+        reset_secret,
     }))
 }
 

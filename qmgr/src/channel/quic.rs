@@ -142,7 +142,7 @@ impl Driver {
             source,
         })?;
         let endpoint = Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_config(&config.tls.reset_secret),
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
@@ -205,6 +205,23 @@ struct Shared {
     topology: Topology,
     commands: mpsc::Sender<Command>,
     ids: Arc<AtomicU64>,
+}
+
+/// Stateless resets and connection ids keyed by `secret`, stable across restarts: a
+/// restarted manager recognises the connection ids its previous run issued and resets those
+/// connections, so a peer of a `kill -9`ed manager notices the restart at its first packet
+/// instead of after [`IDLE_TIMEOUT`].
+fn endpoint_config(secret: &[u8; 32]) -> quinn::EndpointConfig {
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    let cid_key = u64::from_le_bytes([
+        secret[24], secret[25], secret[26], secret[27], secret[28], secret[29], secret[30],
+        secret[31],
+    ]);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 fn transport_config() -> TransportConfig {
