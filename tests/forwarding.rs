@@ -279,3 +279,129 @@ fn a_message_for_an_unknown_queue_at_its_home_is_dead_lettered_there() {
     let reason = &got[0].headers["hopmq.dead_letter_reason"];
     assert!(reason.contains("unknown queue `nowhere`"), "{reason}");
 }
+
+/// Puts `count` messages `{tag}{n}` at `from` for `orders`.
+fn put_numbered(network: &mut Network, from: &str, tag: &str, count: usize) {
+    let input: String = (0..count).map(|n| format!("{tag}{n}\n")).collect();
+    network
+        .manager(from)
+        .cli_with_stdin(&["put", "orders"], input.as_bytes())
+        .expect_code(0);
+}
+
+fn texts(messages: &[Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m.text().expect("text").to_owned())
+        .collect()
+}
+
+fn numbered(tag: &str, count: usize) -> Vec<String> {
+    (0..count).map(|n| format!("{tag}{n}")).collect()
+}
+
+#[test]
+fn a_receiver_with_a_wiped_data_directory_needs_no_manual_reset() {
+    let spec = Spec::line(&["alpha", "bravo"], "orders");
+    let mut network = Network::start(&spec);
+    put_numbered(&mut network, "alpha", "a", 10);
+    let got = receive(&network.manager("bravo").client(), "orders", 10);
+    assert_eq!(texts(&got), numbered("a", 10));
+
+    let bravo = network.manager("bravo");
+    bravo.kill9();
+    std::fs::remove_dir_all(bravo.data_dir()).expect("the data directory is wiped");
+    bravo.restart();
+    put_numbered(&mut network, "alpha", "b", 10);
+    let bravo = network.manager("bravo").client();
+    assert_eq!(texts(&receive(&bravo, "orders", 10)), numbered("b", 10));
+    assert!(
+        bravo
+            .get("orders", Duration::from_secs(1))
+            .unwrap()
+            .is_none()
+    );
+    let alpha = network.manager("alpha").log();
+    assert!(
+        alpha.contains("receiver's channel state was rolled back"),
+        "{alpha}"
+    );
+}
+
+#[test]
+fn a_sender_with_a_wiped_data_directory_needs_no_manual_reset() {
+    let spec = Spec::line(&["alpha", "bravo"], "orders");
+    let mut network = Network::start(&spec);
+    put_numbered(&mut network, "alpha", "a", 10);
+    let got = receive(&network.manager("bravo").client(), "orders", 10);
+    assert_eq!(texts(&got), numbered("a", 10));
+
+    let alpha = network.manager("alpha");
+    alpha.kill9();
+    std::fs::remove_dir_all(alpha.data_dir()).expect("the data directory is wiped");
+    alpha.restart();
+    put_numbered(&mut network, "alpha", "b", 10);
+    let bravo = network.manager("bravo");
+    let client = bravo.client();
+    assert_eq!(texts(&receive(&client, "orders", 10)), numbered("b", 10));
+    assert!(
+        client
+            .get("orders", Duration::from_secs(1))
+            .unwrap()
+            .is_none()
+    );
+    let log = bravo.log();
+    assert!(log.contains("sender's channel state is new"), "{log}");
+}
+
+#[test]
+fn a_receiver_restored_from_a_backup_resynchronises_without_duplicates() {
+    let spec = Spec::line(&["alpha", "bravo"], "orders");
+    let mut network = Network::start(&spec);
+    put_numbered(&mut network, "alpha", "a", 10);
+    receive(&network.manager("bravo").client(), "orders", 10);
+    // A cold backup of bravo, then more traffic it will not remember.
+    let backup = network.manager("bravo").scratch().join("backup");
+    {
+        let bravo = network.manager("bravo");
+        bravo.terminate();
+        copy_dir(bravo.data_dir(), &backup);
+        bravo.restart();
+    }
+    put_numbered(&mut network, "alpha", "b", 20);
+    receive(&network.manager("bravo").client(), "orders", 20);
+    {
+        let bravo = network.manager("bravo");
+        bravo.terminate();
+        std::fs::remove_dir_all(bravo.data_dir()).unwrap();
+        copy_dir(&backup, bravo.data_dir());
+        bravo.restart();
+    }
+    put_numbered(&mut network, "alpha", "c", 10);
+    let client = network.manager("bravo").client();
+    assert_eq!(texts(&receive(&client, "orders", 10)), numbered("c", 10));
+    assert!(
+        client
+            .get("orders", Duration::from_secs(1))
+            .unwrap()
+            .is_none()
+    );
+    let alpha = network.manager("alpha").log();
+    assert!(
+        alpha.contains("receiver's channel state was rolled back"),
+        "{alpha}"
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
