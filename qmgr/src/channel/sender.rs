@@ -299,6 +299,27 @@ impl Sender {
             .max(up_to.min(self.state.next_seq - 1));
     }
 
+    /// The driver could not make the assignments above the durable point durable (the write
+    /// failed): those messages were never transmitted, so they are handed back (oldest first)
+    /// and their sequence numbers are reused. Returns their ids.
+    pub fn handle_seq_lost(&mut self) -> Vec<u128> {
+        let mut lost = Vec::new();
+        while self
+            .held
+            .back()
+            .is_some_and(|m| m.seq > self.seq_durable_up_to)
+        {
+            if let Some(message) = self.held.pop_back() {
+                self.held_bytes -= message.payload.len();
+                lost.push(message.id);
+            }
+        }
+        lost.reverse();
+        self.state.next_seq = self.seq_durable_up_to + 1;
+        self.next_to_send = self.next_to_send.min(self.state.next_seq);
+        lost
+    }
+
     /// A new connection is open: the handshake starts ([`Hello`] comes out of
     /// [`Sender::poll_transmit`]).
     pub fn handle_connecting(&mut self, now: Instant) {
@@ -621,6 +642,24 @@ mod tests {
         assert_eq!(sender.push(1, b"a".to_vec()), Ok(41));
         assert_eq!(sender.push(2, b"b".to_vec()), Ok(42));
         assert_eq!(sender.state().next_seq, 43);
+    }
+
+    #[test]
+    fn assignments_that_could_not_be_made_durable_are_handed_back_and_renumbered() {
+        let now = Instant::now();
+        let mut sender = fresh(now);
+        connect(&mut sender, now, 0);
+        push_durable(&mut sender, 2, 1);
+        sender.push(7, vec![1]).unwrap();
+        sender.push(8, vec![2]).unwrap();
+        assert_eq!(sender.handle_seq_lost(), vec![7, 8]);
+        assert_eq!(sender.state().next_seq, 3);
+        assert_eq!(sender.held_len(), 2);
+        assert_eq!(sender.push(9, vec![3]), Ok(3), "the lost numbers are reused");
+        sender.handle_seq_durable(3);
+        let sent = drain_batches(&mut sender, now);
+        let ids: Vec<u128> = sent.iter().flat_map(|b| b.messages.iter().map(|m| m.id)).collect();
+        assert_eq!(ids, vec![1000, 1001, 9]);
     }
 
     #[test]

@@ -855,15 +855,10 @@ impl Core {
                         self.pump(&neighbour, now_ms);
                     }
                     Err(error) => {
-                        // The numbers handed out are not durable and must never be sent: stop
-                        // this sender; a restart resumes from what is durable.
-                        error!(%neighbour, %error, "writing channel sequence numbers failed; forwarding to this neighbour stops until restart");
-                        link.sender_broken = Some(format!("assignment write failed: {error}"));
-                        self.close_channel(
-                            &neighbour,
-                            ChannelDirection::Outbound,
-                            "local storage error",
-                        );
+                        // The numbers handed out are not durable and were never sent: the
+                        // messages go back to their queue and the numbers are reused.
+                        warn!(%neighbour, %error, "writing channel sequence numbers failed; the messages wait");
+                        self.unassign_lost(&neighbour);
                     }
                 }
             }
@@ -939,6 +934,28 @@ impl Core {
         }
     }
 
+    /// The sender's assignments above its durable point could not be written: its messages
+    /// return to their transmission queue, in order, to be assigned again.
+    fn unassign_lost(&mut self, neighbour: &ManagerName) {
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        let Some(sender) = &mut link.sender else {
+            return;
+        };
+        sender.handle_seq_lost();
+        let next_seq = sender.state().next_seq;
+        let mut returned = Vec::new();
+        while link.assigned.back().is_some_and(|(seq, _, _)| *seq >= next_seq) {
+            if let Some((_, queue, entry)) = link.assigned.pop_back() {
+                returned.push((queue, entry));
+            }
+        }
+        for (queue, entry) in returned {
+            self.insert(&queue, entry);
+        }
+    }
+
     /// A channel record moved: the new copy is live, the old one dead.
     fn swap_live(&mut self, old: Option<Location>, new: Option<Location>) {
         if let Some(new) = new {
@@ -971,6 +988,8 @@ impl Core {
                 }
             }
             self.flush(&neighbour, now);
+            // Also retries messages handed back after a failed assignment write.
+            self.pump(&neighbour, now_ms);
             let Some(link) = self.links.get_mut(&neighbour) else {
                 continue;
             };
