@@ -74,6 +74,7 @@ pub enum Continuation {
         items: Vec<PutItem>,
         ids: Vec<MessageId>,
         handoffs: Vec<Handoff>,
+        direct: Vec<forward::DirectLink>,
     },
     /// Messages got destructively: hand them over.
     Get {
@@ -119,6 +120,16 @@ pub struct PutItem {
     /// its removal is written in the same commit as the put, so the hand-over costs one sync
     /// instead of two.
     pub handoff: Option<usize>,
+    /// The channel sequence number it was given in the same commit (a message for an idle
+    /// link goes straight to its sender; see [`forward::DirectLink`]).
+    pub channel_seq: Option<u64>,
+}
+
+/// What [`Core::place`] leaves for [`Core::finish_placing`].
+pub struct Placed {
+    handed: Vec<(Handoff, Vec<PutItem>)>,
+    touched: BTreeSet<QueueName>,
+    direct: Vec<ManagerName>,
 }
 
 /// A waiting get claimed by a put; it takes up to `max` messages of that put.
@@ -672,6 +683,7 @@ impl Core {
         let mut handoffs: Vec<Handoff> = Vec::new();
         // Per queue, the hand-off still taking this put's messages.
         let mut open: HashMap<QueueName, usize> = HashMap::new();
+        let mut direct = Vec::new();
         for ((address, message), queue) in messages.iter().zip(targets) {
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -715,6 +727,11 @@ impl Core {
                 // A later message must not overtake this one through a hand-off.
                 open.remove(&queue);
             }
+            let channel_seq = if persistent {
+                self.assign_direct(&queue, seq, id.0, &payload, &mut direct)
+            } else {
+                None
+            };
             if let Some(slot) = self.queues.get_mut(&queue) {
                 slot.pending += 1;
                 slot.pending_handoffs += u64::from(handoff.is_some());
@@ -728,15 +745,19 @@ impl Core {
                 payload,
                 persistent,
                 handoff,
+                channel_seq,
             });
             ids.push(id);
         }
+        // Right after the messages, so the locations of both come first, in order.
+        journal_payloads.extend(forward::direct_records(&direct));
         let continuation = Continuation::Put {
             connection,
             request,
             items,
             ids,
             handoffs,
+            direct,
         };
         if journal_payloads.is_empty() {
             self.apply(continuation, Ok(Vec::new()), now_ms);
@@ -1116,6 +1137,7 @@ impl Core {
             payload: payload.clone(),
             persistent,
             handoff: None,
+            channel_seq: None,
         };
         let continuation = Continuation::Moved {
             item,
@@ -1427,66 +1449,20 @@ impl Core {
                 items,
                 ids,
                 handoffs,
-            } => {
-                let locations = match result {
-                    Ok(locations) => locations,
-                    Err(error) => {
-                        warn!(%error, "put failed");
-                        let mut queues = vec![None; handoffs.len()];
-                        for item in items {
-                            if let Some(slot) = self.queues.get_mut(&item.queue) {
-                                slot.pending -= 1;
-                                slot.pending_handoffs -= u64::from(item.handoff.is_some());
-                            }
-                            if let Some(index) = item.handoff {
-                                queues[index] = Some(item.queue);
-                            }
-                        }
-                        // Back in line in reverse, each at the front: the original order.
-                        for (handoff, queue) in handoffs.into_iter().zip(queues).rev() {
-                            if let Some(queue) = queue {
-                                self.unclaim(&queue, handoff);
-                            }
-                        }
-                        self.reply(connection, request, Err(api_error(&error)));
-                        return;
-                    }
-                };
-                let mut locations = locations.into_iter();
-                let mut touched = BTreeSet::new();
-                let mut handed: Vec<Vec<PutItem>> = handoffs.iter().map(|_| Vec::new()).collect();
-                for mut item in items {
-                    if let Some(slot) = self.queues.get_mut(&item.queue) {
-                        slot.pending -= 1;
-                        slot.pending_handoffs -= u64::from(item.handoff.is_some());
-                    }
-                    self.notify_subscribers(&item);
-                    if let Some(index) = item.handoff {
-                        // Written and removed in one commit: never live in the journal.
-                        let _ = locations.next();
-                        item.entry.delivery_count = 1;
-                        handed[index].push(item);
-                        continue;
-                    }
-                    if item.persistent {
-                        if let Some(location) = locations.next() {
-                            item.entry.body = journal_ref(location);
-                            self.liveness.add(location.segment, location.len);
-                        }
-                    }
-                    self.payloads.keep(&item.entry, item.payload.clone());
-                    self.insert(&item.queue, item.entry);
-                    touched.insert(item.queue);
+                direct,
+            } => match result {
+                Err(error) => {
+                    warn!(%error, "put failed");
+                    self.place_failed(items, handoffs, direct);
+                    self.reply(connection, request, Err(api_error(&error)));
                 }
-                self.messages_put += ids.len() as u64;
-                self.reply(connection, request, Ok(Reply::Put(ids)));
-                for (handoff, items) in handoffs.into_iter().zip(handed) {
-                    self.complete_handoff(handoff, items, now_ms);
+                Ok(locations) => {
+                    let placed = self.place(items, &mut locations.into_iter(), handoffs, direct);
+                    self.messages_put += ids.len() as u64;
+                    self.reply(connection, request, Ok(Reply::Put(ids)));
+                    self.finish_placing(placed, now_ms);
                 }
-                for queue in touched {
-                    self.serve_waiters(&queue, now_ms);
-                }
-            }
+            },
             Continuation::Get {
                 connection,
                 request,
@@ -1622,6 +1598,94 @@ impl Core {
         }
     }
 
+    /// Undoes the bookkeeping of messages whose write failed: nothing of them is stored.
+    fn place_failed(
+        &mut self,
+        items: Vec<PutItem>,
+        handoffs: Vec<Handoff>,
+        direct: Vec<forward::DirectLink>,
+    ) {
+        let mut queues = vec![None; handoffs.len()];
+        for item in items {
+            if let Some(slot) = self.queues.get_mut(&item.queue) {
+                slot.pending -= 1;
+                slot.pending_handoffs -= u64::from(item.handoff.is_some());
+            }
+            if let Some(index) = item.handoff {
+                queues[index] = Some(item.queue);
+            }
+        }
+        // Back in line in reverse, each at the front: the original order.
+        for (handoff, queue) in handoffs.into_iter().zip(queues).rev() {
+            if let Some(queue) = queue {
+                self.unclaim(&queue, handoff);
+            }
+        }
+        self.direct_failed(direct);
+    }
+
+    /// Makes durable messages visible: into their queues, to the gets they were handed to, or
+    /// to the link senders they were assigned to. `locations` yields the messages' records,
+    /// then the direct assignments' records. Waiters are served by [`Core::finish_placing`],
+    /// after the caller has acknowledged the write.
+    fn place(
+        &mut self,
+        items: Vec<PutItem>,
+        locations: &mut impl Iterator<Item = Location>,
+        handoffs: Vec<Handoff>,
+        direct: Vec<forward::DirectLink>,
+    ) -> Placed {
+        let mut touched = BTreeSet::new();
+        let mut handed: Vec<Vec<PutItem>> = handoffs.iter().map(|_| Vec::new()).collect();
+        for mut item in items {
+            if let Some(slot) = self.queues.get_mut(&item.queue) {
+                slot.pending -= 1;
+                slot.pending_handoffs -= u64::from(item.handoff.is_some());
+            }
+            self.notify_subscribers(&item);
+            if let Some(index) = item.handoff {
+                // Written and removed in one commit: never live in the journal.
+                let _ = locations.next();
+                item.entry.delivery_count = 1;
+                handed[index].push(item);
+                continue;
+            }
+            if item.persistent {
+                if let Some(location) = locations.next() {
+                    item.entry.body = journal_ref(location);
+                    self.liveness.add(location.segment, location.len);
+                }
+            }
+            self.payloads.keep(&item.entry, item.payload.clone());
+            match item.channel_seq {
+                Some(channel_seq) => self.place_assigned(item.queue, item.entry, channel_seq),
+                None => {
+                    self.insert(&item.queue, item.entry);
+                    touched.insert(item.queue);
+                }
+            }
+        }
+        let direct = self.direct_placed(direct, locations);
+        Placed {
+            handed: handoffs.into_iter().zip(handed).collect(),
+            touched,
+            direct,
+        }
+    }
+
+    /// The rest of [`Core::place`]: answer hand-offs, serve waiters, let links send.
+    fn finish_placing(&mut self, placed: Placed, now_ms: u64) {
+        for (handoff, items) in placed.handed {
+            self.complete_handoff(handoff, items, now_ms);
+        }
+        for queue in placed.touched {
+            self.serve_waiters(&queue, now_ms);
+        }
+        for neighbour in placed.direct {
+            self.direct_finished(&neighbour, now_ms);
+        }
+    }
+
     /// Answers the get a put's messages were handed to; if its getter left meanwhile, the
     /// messages are stored again, since nobody has them.
     fn complete_handoff(&mut self, handoff: Handoff, items: Vec<PutItem>, now_ms: u64) {
@@ -1684,6 +1748,7 @@ impl Core {
             payload: payload.clone(),
             persistent,
             handoff: None,
+            channel_seq: None,
         };
         if persistent {
             self.commit_freeing(vec![payload], Continuation::Moved { item, old: None });

@@ -29,7 +29,7 @@ use hopmq::{Address, ManagerName, QueueName};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::{Core, PutItem, SYSTEM_QUEUE_PREFIX, dead_letter_queue, journal_ref};
+use super::{Core, Handoff, PutItem, SYSTEM_QUEUE_PREFIX, dead_letter_queue};
 use crate::channel::frame::ChannelFrame;
 use crate::channel::quic;
 use crate::channel::receiver::{Receiver, ReceiverOutput, ReceiverState, Store};
@@ -171,6 +171,46 @@ impl Link {
     }
 }
 
+/// Messages given to an idle link's sender while a commit is being built (a put, a received
+/// batch), their `ChannelSend` written in that same atomic group: a message for a link with
+/// nothing waiting costs no sync of its own before it is sent. The link counts as assigning
+/// until the group is durable, so its assignments stay one write at a time.
+#[derive(Debug)]
+pub struct DirectLink {
+    neighbour: ManagerName,
+    state: SenderState,
+    /// Message seqs, in channel-sequence order.
+    seqs: Vec<u64>,
+    /// False once the sender refused one: later messages of the commit go to the queue.
+    open: bool,
+}
+
+/// The `ChannelSend` records of direct assignments, in order.
+pub(super) fn direct_records(direct: &[DirectLink]) -> Vec<Bytes> {
+    direct
+        .iter()
+        .map(|d| {
+            Bytes::from(record::encode(&Record::ChannelSend(SendRecord {
+                to: d.neighbour.as_str(),
+                epoch: d.state.epoch,
+                receiver_epoch: d.state.receiver_epoch,
+                next_seq: d.state.next_seq,
+                assigned: d.seqs.clone(),
+            })))
+        })
+        .collect()
+}
+
+/// What a batch being received collects besides its messages.
+#[derive(Default)]
+struct Arrivals {
+    handoffs: Vec<Handoff>,
+    /// Per queue, the hand-off still taking this batch's messages.
+    open: std::collections::HashMap<QueueName, usize>,
+    handed_off: Vec<u64>,
+    direct: Vec<DirectLink>,
+}
+
 /// What to do once a link's write is durable.
 #[derive(Debug)]
 pub enum LinkWrite {
@@ -185,6 +225,8 @@ pub enum LinkWrite {
         neighbour: ManagerName,
         items: Vec<PutItem>,
         state: ReceiverState,
+        handoffs: Vec<Handoff>,
+        direct: Vec<DirectLink>,
     },
 }
 
@@ -596,9 +638,10 @@ impl Core {
     fn store_received(&mut self, neighbour: &ManagerName, store: Store, now_ms: u64) {
         let mut items = Vec::with_capacity(store.messages_to_store.len());
         let mut ids = Vec::with_capacity(store.messages_to_store.len());
+        let mut arrivals = Arrivals::default();
         for message in store.messages_to_store {
             ids.push(message.id);
-            if let Some(item) = self.arrival(neighbour, &message.payload, now_ms) {
+            if let Some(item) = self.arrival(neighbour, &message.payload, now_ms, &mut arrivals) {
                 items.push(item);
             }
         }
@@ -608,7 +651,10 @@ impl Core {
         link.counters.messages_received += ids.len() as u64;
         link.receiving = true;
         let state = store.state;
+        // Messages, then direct assignments, then the channel state: `place` takes the
+        // locations in that order. The removal of handed-off messages comes last.
         let mut payloads: Vec<Bytes> = items.iter().map(|item| item.payload.clone()).collect();
+        payloads.extend(direct_records(&arrivals.direct));
         payloads.push(Bytes::from(record::encode(&Record::ChannelReceive(
             ReceiveRecord {
                 from: neighbour.as_str(),
@@ -619,19 +665,32 @@ impl Core {
                 ids,
             },
         ))));
+        if !arrivals.handed_off.is_empty() {
+            payloads.push(Bytes::from(record::encode(&Record::Remove(
+                arrivals.handed_off,
+            ))));
+        }
         self.commit(
             payloads,
             super::Continuation::Link(LinkWrite::Received {
                 neighbour: neighbour.clone(),
                 items,
                 state,
+                handoffs: arrivals.handoffs,
+                direct: arrivals.direct,
             }),
         );
     }
 
     /// Where a message arriving from `from` goes, re-encoded for this manager's journal; `None`
     /// when it is dropped (expired, or not a message at all).
-    fn arrival(&mut self, from: &ManagerName, payload: &[u8], now_ms: u64) -> Option<PutItem> {
+    fn arrival(
+        &mut self,
+        from: &ManagerName,
+        payload: &[u8],
+        now_ms: u64,
+        arrivals: &mut Arrivals,
+    ) -> Option<PutItem> {
         let stored = match delivery::stored(payload) {
             Ok(stored) => stored,
             Err(e) => {
@@ -689,13 +748,34 @@ impl Core {
             correlation: correlation_hash(stored.correlation_id),
             delivery_count: 0,
         };
-        self.ensure_slot(&queue).pending += 1;
+        let payload = Bytes::from(encoded);
+        let handoff = self.hand_off(
+            &queue,
+            stored.correlation_id,
+            &mut arrivals.handoffs,
+            &mut arrivals.open,
+        );
+        if handoff.is_none() {
+            // A later message must not overtake this one through a hand-off.
+            arrivals.open.remove(&queue);
+        }
+        let channel_seq = match handoff {
+            Some(_) => None,
+            None => self.assign_direct(&queue, seq, stored.id, &payload, &mut arrivals.direct),
+        };
+        let slot = self.ensure_slot(&queue);
+        slot.pending += 1;
+        slot.pending_handoffs += u64::from(handoff.is_some());
+        if handoff.is_some() {
+            arrivals.handed_off.push(seq);
+        }
         Some(PutItem {
             queue,
             entry,
-            payload: Bytes::from(encoded),
+            payload,
             persistent: true,
-            handoff: None,
+            handoff,
+            channel_seq,
         })
     }
 
@@ -866,16 +946,14 @@ impl Core {
                 neighbour,
                 items,
                 state,
+                handoffs,
+                direct,
             } => {
-                for item in &items {
-                    if let Some(slot) = self.queues.get_mut(&item.queue) {
-                        slot.pending -= 1;
-                    }
-                }
                 let locations = match result {
                     Ok(locations) => locations,
                     Err(error) => {
                         error!(%neighbour, %error, "storing a batch from a neighbour failed; it will be resent");
+                        self.place_failed(items, handoffs, direct);
                         if let Some(link) = self.links.get_mut(&neighbour) {
                             link.receiving = false;
                             // Back to what is durable; the sender resends the rest.
@@ -890,19 +968,7 @@ impl Core {
                     }
                 };
                 let mut locations = locations.into_iter();
-                let mut touched = Vec::new();
-                for mut item in items {
-                    if let Some(location) = locations.next() {
-                        item.entry.body = journal_ref(location);
-                        self.liveness.add(location.segment, location.len);
-                    }
-                    self.notify_subscribers(&item);
-                    self.payloads.keep(&item.entry, item.payload.clone());
-                    self.insert(&item.queue, item.entry);
-                    if !touched.contains(&item.queue) {
-                        touched.push(item.queue);
-                    }
-                }
+                let placed = self.place(items, &mut locations, handoffs, direct);
                 let record_location = locations.next();
                 let Some(link) = self.links.get_mut(&neighbour) else {
                     return;
@@ -924,11 +990,122 @@ impl Core {
                     .map(|(_, frame)| frame)
                     .collect();
                 self.swap_live(old, record_location);
-                for queue in touched {
-                    self.serve_waiters(&queue, now_ms);
-                }
+                self.finish_placing(placed, now_ms);
                 if !waiting.is_empty() {
                     self.receive(&neighbour, waiting, now_ms);
+                }
+            }
+        }
+    }
+
+    /// Gives a message for `queue` straight to its link's sender if the link is idle (up,
+    /// nothing waiting in or on its way into the queue, no assignment being written), or if
+    /// this commit already does so for it. Returns its channel sequence number.
+    pub(super) fn assign_direct(
+        &mut self,
+        queue: &QueueName,
+        seq: u64,
+        id: u128,
+        payload: &Bytes,
+        direct: &mut Vec<DirectLink>,
+    ) -> Option<u64> {
+        let neighbour = transmission_neighbour(queue)?;
+        let index = match direct.iter().position(|d| d.neighbour == neighbour) {
+            Some(index) if direct[index].open => index,
+            Some(_) => return None,
+            None => {
+                let slot = self.queues.get(queue);
+                if slot.is_some_and(|s| s.queue.depth() > 0 || s.pending > 0) {
+                    return None;
+                }
+                let link = self.links.get_mut(&neighbour)?;
+                if link.assigning || link.sender_broken.is_some() {
+                    return None;
+                }
+                let sender = link.sender.as_ref()?;
+                if !sender.is_connected() || !sender.can_push(payload.len()) {
+                    return None;
+                }
+                link.assigning = true;
+                direct.push(DirectLink {
+                    neighbour: neighbour.clone(),
+                    state: sender.state(),
+                    seqs: Vec::new(),
+                    open: true,
+                });
+                direct.len() - 1
+            }
+        };
+        let link = self.links.get_mut(&neighbour)?;
+        let sender = link.sender.as_mut()?;
+        match sender.push(id, payload.to_vec()) {
+            Ok(channel_seq) => {
+                direct[index].seqs.push(seq);
+                direct[index].state = sender.state();
+                Some(channel_seq)
+            }
+            Err(_) => {
+                direct[index].open = false;
+                None
+            }
+        }
+    }
+
+    /// A message given its channel sequence number in the commit just made durable.
+    pub(super) fn place_assigned(&mut self, queue: QueueName, entry: Entry, channel_seq: u64) {
+        let Some(neighbour) = transmission_neighbour(&queue) else {
+            return;
+        };
+        if let Some(link) = self.links.get_mut(&neighbour) {
+            debug_assert!(
+                link.assigned
+                    .back()
+                    .is_none_or(|(s, _, _)| *s < channel_seq)
+            );
+            link.assigned.push_back((channel_seq, queue, entry));
+        }
+    }
+
+    /// The direct assignments of a durable commit: their records are the next `locations`.
+    /// Returns the links, for [`Core::direct_finished`].
+    pub(super) fn direct_placed(
+        &mut self,
+        direct: Vec<DirectLink>,
+        locations: &mut impl Iterator<Item = Location>,
+    ) -> Vec<ManagerName> {
+        let mut names = Vec::with_capacity(direct.len());
+        for d in direct {
+            let location = locations.next();
+            let Some(link) = self.links.get_mut(&d.neighbour) else {
+                continue;
+            };
+            link.assigning = false;
+            let old = std::mem::replace(&mut link.send_record, location);
+            link.persisted_sender = Some(d.state);
+            if let Some(sender) = &mut link.sender {
+                if d.state.next_seq > 1 {
+                    sender.handle_seq_durable(d.state.next_seq - 1);
+                }
+            }
+            self.swap_live(old, location);
+            names.push(d.neighbour);
+        }
+        names
+    }
+
+    /// Lets a link send what was just assigned to it, and assign what waits.
+    pub(super) fn direct_finished(&mut self, neighbour: &ManagerName, now_ms: u64) {
+        self.flush(neighbour, Instant::now());
+        self.pump(neighbour, now_ms);
+    }
+
+    /// The commit carrying direct assignments failed: their numbers are reused.
+    pub(super) fn direct_failed(&mut self, direct: Vec<DirectLink>) {
+        for d in direct {
+            if let Some(link) = self.links.get_mut(&d.neighbour) {
+                link.assigning = false;
+                if let Some(sender) = &mut link.sender {
+                    sender.handle_seq_lost();
                 }
             }
         }
@@ -946,7 +1123,11 @@ impl Core {
         sender.handle_seq_lost();
         let next_seq = sender.state().next_seq;
         let mut returned = Vec::new();
-        while link.assigned.back().is_some_and(|(seq, _, _)| *seq >= next_seq) {
+        while link
+            .assigned
+            .back()
+            .is_some_and(|(seq, _, _)| *seq >= next_seq)
+        {
             if let Some((_, queue, entry)) = link.assigned.pop_back() {
                 returned.push((queue, entry));
             }
