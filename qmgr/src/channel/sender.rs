@@ -655,10 +655,17 @@ mod tests {
         assert_eq!(sender.handle_seq_lost(), vec![7, 8]);
         assert_eq!(sender.state().next_seq, 3);
         assert_eq!(sender.held_len(), 2);
-        assert_eq!(sender.push(9, vec![3]), Ok(3), "the lost numbers are reused");
+        assert_eq!(
+            sender.push(9, vec![3]),
+            Ok(3),
+            "the lost numbers are reused"
+        );
         sender.handle_seq_durable(3);
         let sent = drain_batches(&mut sender, now);
-        let ids: Vec<u128> = sent.iter().flat_map(|b| b.messages.iter().map(|m| m.id)).collect();
+        let ids: Vec<u128> = sent
+            .iter()
+            .flat_map(|b| b.messages.iter().map(|m| m.id))
+            .collect();
         assert_eq!(ids, vec![1000, 1001, 9]);
     }
 
