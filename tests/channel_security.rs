@@ -5,6 +5,8 @@
 //! The hostile peer is a real QUIC client built here from the development certificates, as
 //! any program holding a manager's key could build it.
 
+#![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
+
 mod support;
 
 use std::net::SocketAddr;

@@ -1,6 +1,8 @@
 //! Forwarding between real managers over QUIC on loopback: a put at one end is got at the
 //! other, through relays, exactly once and in order, across `kill -9`s and outages.
 
+#![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
+
 mod support;
 
 use std::collections::BTreeMap;

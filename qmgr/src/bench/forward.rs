@@ -261,7 +261,24 @@ impl ForwardBench {
         Ok(line)
     }
 
+    /// Measures on the started line; a failure is reported with any manager that exited and
+    /// the tail of every manager's log.
     async fn bench(&self, line: &mut Line) -> anyhow::Result<ExitCode> {
+        match self.connect_and_measure(line).await {
+            Ok(code) => Ok(code),
+            Err(error) => {
+                // A manager that died is usually why a client failed: give it a moment to be
+                // seen as exited.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let exited = line
+                    .exited()
+                    .map_or(String::new(), |exited| format!(" ({exited})"));
+                bail!("{error:#}{exited}\n{}", line.log_tails())
+            }
+        }
+    }
+
+    async fn connect_and_measure(&self, line: &mut Line) -> anyhow::Result<ExitCode> {
         let mut clients = Vec::with_capacity(line.nodes.len());
         for node in &line.nodes {
             clients.push(
@@ -341,14 +358,14 @@ impl ForwardBench {
                 done?.context("a consumer failed")?;
             }
             if let Some(exited) = line.exited() {
-                bail!("{exited} during the run\n{}", line.log_tails());
+                bail!("{exited} during the run");
             }
             let now = received.load(Ordering::Relaxed);
             if now != last.0 {
                 last = (now, Instant::now());
             } else if last.1.elapsed() > PROGRESS_DEADLINE {
                 bail!(
-                    "stalled: {now} of {} messages got, none for {} s, puts {}\n{}{}",
+                    "stalled: {now} of {} messages got, none for {} s, puts {}\n{}",
                     self.count,
                     PROGRESS_DEADLINE.as_secs(),
                     if put_elapsed.is_some() {
@@ -356,8 +373,7 @@ impl ForwardBench {
                     } else {
                         "still running"
                     },
-                    link_summary(line, clients).await,
-                    line.log_tails()
+                    link_summary(line, clients).await.trim_end(),
                 );
             }
         }
@@ -474,14 +490,13 @@ async fn wait_links_up(line: &mut Line, clients: &[Client]) -> anyhow::Result<()
             return Ok(());
         }
         if let Some(exited) = line.exited() {
-            bail!("{exited} while its channels came up\n{}", line.log_tails());
+            bail!("{exited} while the channels came up");
         }
         if Instant::now() > deadline {
             bail!(
-                "channels not up within {} s: {}\n{}",
+                "channels not up within {} s: {}",
                 START_DEADLINE.as_secs(),
                 waiting.join(", "),
-                line.log_tails()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

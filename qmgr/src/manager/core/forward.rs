@@ -40,6 +40,9 @@ use crate::queue::local::{BodyRef, Entry, correlation_hash};
 use crate::record::{self, ReceiveRecord, Record, SendRecord};
 use crate::store::{Location, StoreError};
 
+#[cfg(test)]
+mod tests;
+
 /// Frames a link's inbox holds while its store is being written. The sender's window
 /// ([`crate::channel::sender::WINDOW_MESSAGES_MAX`]) bounds what an honest peer sends ahead;
 /// past this the peer is misbehaving and its connection is closed.
