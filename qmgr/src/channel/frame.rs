@@ -132,9 +132,9 @@ pub struct Batch {
 pub struct WireMessage {
     /// The message's id, unique across the network; the key of dedup after a rollback.
     pub id: u128,
-    /// The encoded message, at most [`WIRE_MESSAGE_BYTES_MAX`] bytes.
-    #[serde(with = "serde_bytes")]
-    pub payload: Vec<u8>,
+    /// The encoded message, at most [`WIRE_MESSAGE_BYTES_MAX`] bytes. Shared, not copied, from
+    /// the sender's held messages into a batch (serialised as postcard bytes, like a `Vec`).
+    pub payload: bytes::Bytes,
 }
 
 /// The sender's instruction after a rollback of the receiver's channel state.
@@ -249,11 +249,11 @@ mod tests {
                 messages: vec![
                     WireMessage {
                         id: u128::MAX,
-                        payload: b"hello".to_vec(),
+                        payload: b"hello".to_vec().into(),
                     },
                     WireMessage {
                         id: 0,
-                        payload: Vec::new(),
+                        payload: Vec::new().into(),
                     },
                 ],
             }),

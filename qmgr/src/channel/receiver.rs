@@ -74,7 +74,7 @@ pub struct StoredMessage {
     /// Its id.
     pub id: u128,
     /// The encoded message.
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
 }
 
 /// Effect: write these messages and this channel state in one atomic journal group, then call
@@ -458,7 +458,7 @@ mod tests {
     fn messages(ids: std::ops::Range<u128>) -> Vec<WireMessage> {
         ids.map(|id| WireMessage {
             id,
-            payload: id.to_le_bytes().to_vec(),
+            payload: id.to_le_bytes().to_vec().into(),
         })
         .collect()
     }
@@ -640,15 +640,15 @@ mod tests {
         let resent = vec![
             WireMessage {
                 id: 50,
-                payload: Vec::new(),
+                payload: Vec::new().into(),
             },
             WireMessage {
                 id: 51,
-                payload: Vec::new(),
+                payload: Vec::new().into(),
             },
             WireMessage {
                 id: 99,
-                payload: Vec::new(),
+                payload: Vec::new().into(),
             },
         ];
         let store = receiver.handle_batch(1, resent).unwrap();

@@ -71,7 +71,7 @@ pub struct HeldMessage {
     /// The message id.
     pub id: u128,
     /// The encoded message.
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
 }
 
 /// Expected operating errors: each means "close this connection" (and, for a restore error,
@@ -271,7 +271,7 @@ impl Sender {
     /// which is returned. Effect: the driver persists the assignment (`id → seq` and
     /// [`Sender::state`]) and then calls [`Sender::handle_seq_durable`]; until then the message
     /// is not transmitted.
-    pub fn push(&mut self, id: u128, payload: Vec<u8>) -> Result<u64, PushError> {
+    pub fn push(&mut self, id: u128, payload: bytes::Bytes) -> Result<u64, PushError> {
         if payload.len() > WIRE_MESSAGE_BYTES_MAX {
             return Err(PushError::TooLarge {
                 bytes: payload.len(),
@@ -595,7 +595,9 @@ mod tests {
 
     fn push_durable(sender: &mut Sender, count: usize, bytes: usize) {
         for i in 0..count {
-            sender.push(1000 + i as u128, vec![7; bytes]).unwrap();
+            sender
+                .push(1000 + i as u128, vec![7; bytes].into())
+                .unwrap();
         }
         sender.handle_seq_durable(sender.state().next_seq - 1);
     }
@@ -639,8 +641,8 @@ mod tests {
             next_seq: 41,
         };
         let mut sender = Sender::new("alpha", "bravo", state, [], now).unwrap();
-        assert_eq!(sender.push(1, b"a".to_vec()), Ok(41));
-        assert_eq!(sender.push(2, b"b".to_vec()), Ok(42));
+        assert_eq!(sender.push(1, b"a".to_vec().into()), Ok(41));
+        assert_eq!(sender.push(2, b"b".to_vec().into()), Ok(42));
         assert_eq!(sender.state().next_seq, 43);
     }
 
@@ -650,13 +652,13 @@ mod tests {
         let mut sender = fresh(now);
         connect(&mut sender, now, 0);
         push_durable(&mut sender, 2, 1);
-        sender.push(7, vec![1]).unwrap();
-        sender.push(8, vec![2]).unwrap();
+        sender.push(7, vec![1].into()).unwrap();
+        sender.push(8, vec![2].into()).unwrap();
         assert_eq!(sender.handle_seq_lost(), vec![7, 8]);
         assert_eq!(sender.state().next_seq, 3);
         assert_eq!(sender.held_len(), 2);
         assert_eq!(
-            sender.push(9, vec![3]),
+            sender.push(9, vec![3].into()),
             Ok(3),
             "the lost numbers are reused"
         );
@@ -693,8 +695,8 @@ mod tests {
         let now = Instant::now();
         let mut sender = fresh(now);
         connect(&mut sender, now, 0);
-        sender.push(1, vec![1]).unwrap();
-        sender.push(2, vec![2]).unwrap();
+        sender.push(1, vec![1].into()).unwrap();
+        sender.push(2, vec![2].into()).unwrap();
         assert_eq!(sender.poll_transmit(now), None);
         sender.handle_seq_durable(1);
         let first = batch(sender.poll_transmit(now));
@@ -825,7 +827,7 @@ mod tests {
         let now = Instant::now();
         let mut sender = fresh(now);
         push_durable(&mut sender, 4, BATCH_BYTES_MAX / 3);
-        sender.push(9, vec![0; BATCH_BYTES_MAX + 1]).unwrap();
+        sender.push(9, vec![0; BATCH_BYTES_MAX + 1].into()).unwrap();
         sender.handle_seq_durable(5);
         connect(&mut sender, now, 0);
         let sizes: Vec<usize> = drain_batches(&mut sender, now)
@@ -840,7 +842,7 @@ mod tests {
         let now = Instant::now();
         let mut sender = fresh(now);
         push_durable(&mut sender, 3, 1);
-        sender.push(4, vec![]).unwrap(); // assigned, not durable: never sent
+        sender.push(4, vec![].into()).unwrap(); // assigned, not durable: never sent
         connect(&mut sender, now, 0);
         drain_batches(&mut sender, now);
         assert_eq!(sender.handle_ack(now, 2).unwrap(), vec![1, 2]);
@@ -924,22 +926,27 @@ mod tests {
         let now = Instant::now();
         let mut sender = fresh(now);
         assert!(matches!(
-            sender.push(1, vec![0; WIRE_MESSAGE_BYTES_MAX + 1]),
+            sender.push(1, vec![0; WIRE_MESSAGE_BYTES_MAX + 1].into()),
             Err(PushError::TooLarge { .. })
         ));
         for i in 0..HELD_MESSAGES_MAX {
-            sender.push(i as u128, Vec::new()).unwrap();
+            sender.push(i as u128, Vec::new().into()).unwrap();
         }
-        assert_eq!(sender.push(0, Vec::new()), Err(PushError::Full));
+        assert_eq!(sender.push(0, Vec::new().into()), Err(PushError::Full));
 
         let mut sender = fresh(now);
         let mut room = HELD_BYTES_MAX;
         while room >= WIRE_MESSAGE_BYTES_MAX {
-            sender.push(1, vec![0; WIRE_MESSAGE_BYTES_MAX]).unwrap();
+            sender
+                .push(1, vec![0; WIRE_MESSAGE_BYTES_MAX].into())
+                .unwrap();
             room -= WIRE_MESSAGE_BYTES_MAX;
         }
-        assert_eq!(sender.push(2, vec![0; room + 1]), Err(PushError::Full));
-        sender.push(3, vec![0; room]).unwrap();
+        assert_eq!(
+            sender.push(2, vec![0; room + 1].into()),
+            Err(PushError::Full)
+        );
+        sender.push(3, vec![0; room].into()).unwrap();
     }
 
     #[test]
@@ -955,7 +962,7 @@ mod tests {
                 .map(|&seq| HeldMessage {
                     seq,
                     id: u128::from(seq),
-                    payload: Vec::new(),
+                    payload: Vec::new().into(),
                 })
                 .collect()
         };

@@ -177,7 +177,7 @@ impl World {
                     if !self.sender.can_push(payload.len()) {
                         break;
                     }
-                    let seq = self.sender.push(id, payload).unwrap();
+                    let seq = self.sender.push(id, payload.into()).unwrap();
                     self.unpushed.pop_front();
                     self.sender_writes.push(SenderWrite::Assign { id, seq });
                     self.sender_writes
@@ -279,7 +279,7 @@ impl World {
                         m.seq.map(|seq| HeldMessage {
                             seq,
                             id: m.id,
-                            payload: m.payload.clone(),
+                            payload: m.payload.clone().into(),
                         })
                     })
                     .collect();

@@ -273,7 +273,8 @@ pub struct Core {
     routes: RouteTable,
     limits: CoreLimits,
     journal: Journal,
-    queues: HashMap<QueueName, Slot>,
+    /// Fx-hashed: looked up several times per message.
+    queues: FxHashMap<QueueName, Slot>,
     leases: Leases,
     waiters: HashMap<u64, Waiter>,
     waiter_deadlines: BTreeSet<(u64, u64)>,
@@ -341,7 +342,7 @@ impl Core {
             segment_bytes: limits.segment_bytes,
             limits,
             journal: recovered.journal,
-            queues: HashMap::new(),
+            queues: FxHashMap::default(),
             leases: Leases::default(),
             waiters: HashMap::new(),
             waiter_deadlines: BTreeSet::new(),
@@ -395,14 +396,18 @@ impl Core {
     }
 
     fn ensure_slot(&mut self, queue: &QueueName) -> &mut Slot {
-        let max_depth = self
-            .topology
-            .queue(queue.as_str())
-            .and_then(|q| q.max_depth)
-            .unwrap_or(self.limits.max_depth);
+        // Looked up first: this runs per message, and `entry` would clone the name each time.
+        if !self.queues.contains_key(queue) {
+            let max_depth = self
+                .topology
+                .queue(queue.as_str())
+                .and_then(|q| q.max_depth)
+                .unwrap_or(self.limits.max_depth);
+            self.queues.insert(queue.clone(), Slot::new(max_depth));
+        }
         self.queues
-            .entry(queue.clone())
-            .or_insert_with(|| Slot::new(max_depth))
+            .get_mut(queue)
+            .unwrap_or_else(|| unreachable!("inserted above"))
     }
 
     /// A local queue an application may use, created on first use when allowed.
@@ -640,7 +645,7 @@ impl Core {
         }
         // Validate everything first: a batch is stored whole or not at all.
         let mut targets = Vec::with_capacity(messages.len());
-        let mut added: HashMap<QueueName, u64> = HashMap::new();
+        let mut added: FxHashMap<QueueName, u64> = FxHashMap::default();
         for (address, message) in &messages {
             let bytes = message.body.len() as u64;
             if bytes > self.limits.max_message_bytes {
@@ -682,7 +687,7 @@ impl Core {
         let mut handed_off = Vec::new();
         let mut handoffs: Vec<Handoff> = Vec::new();
         // Per queue, the hand-off still taking this put's messages.
-        let mut open: HashMap<QueueName, usize> = HashMap::new();
+        let mut open: FxHashMap<QueueName, usize> = FxHashMap::default();
         let mut direct = Vec::new();
         for ((address, message), queue) in messages.iter().zip(targets) {
             let seq = self.next_seq;
@@ -778,7 +783,7 @@ impl Core {
         queue: &QueueName,
         correlation_id: Option<&str>,
         handoffs: &mut Vec<Handoff>,
-        open: &mut HashMap<QueueName, usize>,
+        open: &mut FxHashMap<QueueName, usize>,
     ) -> Option<usize> {
         if let Some(&index) = open.get(queue) {
             let handoff = &mut handoffs[index];

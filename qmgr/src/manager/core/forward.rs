@@ -209,7 +209,7 @@ pub(super) fn direct_records(direct: &[DirectLink]) -> Vec<Bytes> {
 struct Arrivals {
     handoffs: Vec<Handoff>,
     /// Per queue, the hand-off still taking this batch's messages.
-    open: std::collections::HashMap<QueueName, usize>,
+    open: rustc_hash::FxHashMap<QueueName, usize>,
     handed_off: Vec<u64>,
     direct: Vec<DirectLink>,
 }
@@ -260,7 +260,7 @@ impl Core {
                     Ok(payload) => held.push(HeldMessage {
                         seq: *seq,
                         id: entry_id(&payload),
-                        payload: payload.to_vec(),
+                        payload,
                     }),
                     Err(e) => {
                         broken = Some(format!("cannot read held message {}: {e}", entry.seq));
@@ -526,7 +526,7 @@ impl Core {
                         break;
                     }
                 };
-                match sender.push(entry_id(&payload), payload.to_vec()) {
+                match sender.push(entry_id(&payload), payload) {
                     Ok(channel_seq) => {
                         link.assigned.push_back((channel_seq, queue.clone(), entry));
                         assigned.push(entry.seq);
@@ -1041,7 +1041,7 @@ impl Core {
         };
         let link = self.links.get_mut(&neighbour)?;
         let sender = link.sender.as_mut()?;
-        match sender.push(id, payload.to_vec()) {
+        match sender.push(id, payload.clone()) {
             Ok(channel_seq) => {
                 direct[index].seqs.push(seq);
                 direct[index].state = sender.state();
