@@ -407,3 +407,72 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn a_message_past_the_hop_limit_is_dead_lettered_where_it_is_found() {
+    let spec = Spec::line(&["alpha", "bravo", "charlie"], "orders");
+    let mut network = Network::prepare(&spec);
+    network.start_manager("alpha");
+    network.start_manager("bravo");
+    let (topology, certs) = (network.topology(), network.certs());
+    // At charlie the message has taken 2 hops; charlie allows 1.
+    network.start_manager_with("charlie", &topology, &certs, &[("QMGR_MAX_HOPS", "1")]);
+    network
+        .manager("alpha")
+        .cli(&["put", "orders", "far"])
+        .expect_code(0);
+    let charlie = network.manager("charlie").client();
+    let got = receive(&charlie, "DLQ", 1);
+    assert_eq!(got[0].text(), Some("far"));
+    let reason = &got[0].headers["hopmq.dead_letter_reason"];
+    assert!(reason.contains("hop limit of 1 exceeded"), "{reason}");
+    assert!(charlie.poll("orders").unwrap().is_none());
+}
+
+#[test]
+fn metrics_show_each_link() {
+    let spec = Spec::line(&["alpha", "bravo"], "orders");
+    let mut network = Network::prepare(&spec);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (topology, certs) = (network.topology(), network.certs());
+    let listen = format!("127.0.0.1:{port}");
+    network.start_manager_with(
+        "alpha",
+        &topology,
+        &certs,
+        &[("QMGR_METRICS_LISTEN", listen.as_str())],
+    );
+    network.start_manager("bravo");
+    network
+        .manager("alpha")
+        .cli(&["put", "orders", "m"])
+        .expect_code(0);
+    receive(&network.manager("bravo").client(), "orders", 1);
+    let scrape = || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        Some(response)
+    };
+    let mut text = String::new();
+    wait_until("the link's counters reach the metrics", SOON, || {
+        text = scrape().unwrap_or_default();
+        text.contains(r#"hopmq_link_messages_acked_total{manager="alpha",neighbour="bravo"} 1"#)
+    });
+    for expected in [
+        r#"hopmq_link_up{manager="alpha",neighbour="bravo"} 1"#,
+        r#"hopmq_link_transmission_depth{manager="alpha",neighbour="bravo"} 0"#,
+        r#"hopmq_messages_forwarded_total{manager="alpha"} 1"#,
+        "hopmq_link_rtt_seconds{",
+    ] {
+        assert!(text.contains(expected), "missing {expected}:\n{text}");
+    }
+}
