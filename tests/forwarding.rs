@@ -433,11 +433,7 @@ fn a_message_past_the_hop_limit_is_dead_lettered_where_it_is_found() {
 fn metrics_show_each_link() {
     let spec = Spec::line(&["alpha", "bravo"], "orders");
     let mut network = Network::prepare(&spec);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_tcp_port();
     let (topology, certs) = (network.topology(), network.certs());
     let listen = format!("127.0.0.1:{port}");
     network.start_manager_with(
@@ -452,19 +448,9 @@ fn metrics_show_each_link() {
         .cli(&["put", "orders", "m"])
         .expect_code(0);
     receive(&network.manager("bravo").client(), "orders", 1);
-    let scrape = || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        Some(response)
-    };
     let mut text = String::new();
     wait_until("the link's counters reach the metrics", SOON, || {
-        text = scrape().unwrap_or_default();
+        text = support::scrape(port).unwrap_or_default();
         text.contains(r#"hopmq_link_messages_acked_total{manager="alpha",neighbour="bravo"} 1"#)
     });
     for expected in [

@@ -3,35 +3,14 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use hopmq::Message;
-use support::{Manager, wait_until};
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
-}
-
-fn scrape(port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
+use support::{Manager, free_tcp_port, scrape, wait_until};
 
 #[test]
 fn a_scrape_shows_queues_counters_and_the_journal() {
-    let port = free_port();
+    let port = free_tcp_port();
     let manager = Manager::builder()
         .arg("--metrics")
         .arg(&format!("127.0.0.1:{port}"))

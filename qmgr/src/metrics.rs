@@ -68,6 +68,14 @@ async fn scrape(mut stream: TcpStream, commands: mpsc::Sender<Command>, journal:
     let _ = stream.shutdown().await;
 }
 
+/// A per-link metric: name, kind, help, and its value for a link.
+type LinkMetric<'a> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'a dyn Fn(&hopmq::protocol::LinkStatus) -> Option<f64>,
+);
+
 /// The exposition text for one snapshot.
 pub fn render(status: &Status, journal: &JournalStats) -> String {
     let mut out = String::new();
@@ -121,18 +129,18 @@ pub fn render(status: &Status, journal: &JournalStats) -> String {
         "Body bytes waiting in a queue.",
         &per_queue(|q| q.bytes),
     );
-    let per_link = |value: fn(&hopmq::protocol::LinkStatus) -> u64| {
+    // `None` leaves the link out (an RTT before the first connection).
+    let per_link = |value: &dyn Fn(&hopmq::protocol::LinkStatus) -> Option<f64>| {
         status
             .links
             .iter()
-            .map(|l| {
-                (
-                    format!("{{{manager},neighbour=\"{}\"}}", l.neighbour),
-                    value(l) as f64,
-                )
+            .filter_map(|l| {
+                let labels = format!("{{{manager},neighbour=\"{}\"}}", l.neighbour);
+                value(l).map(|v| (labels, v))
             })
             .collect::<Vec<_>>()
     };
+    let count = |v: u64| Some(v as f64);
     metric(
         "hopmq_messages_forwarded_total",
         "counter",
@@ -145,80 +153,71 @@ pub fn render(status: &Status, journal: &JournalStats) -> String {
         "Messages dropped because they expired before reaching their queue.",
         &one(status.messages_expired),
     );
-    metric(
-        "hopmq_link_up",
-        "gauge",
-        "1 while the channel to the neighbour is up.",
-        &per_link(|l| u64::from(l.state == "up")),
-    );
-    metric(
-        "hopmq_link_rtt_seconds",
-        "gauge",
-        "Smoothed round-trip time of the channel to the neighbour.",
-        &status
-            .links
-            .iter()
-            .filter_map(|l| {
-                l.rtt_us.map(|us| {
-                    (
-                        format!("{{{manager},neighbour=\"{}\"}}", l.neighbour),
-                        us as f64 / 1e6,
-                    )
-                })
-            })
-            .collect::<Vec<_>>(),
-    );
-    metric(
-        "hopmq_link_transmission_depth",
-        "gauge",
-        "Messages waiting for the neighbour, in flight included.",
-        &per_link(|l| l.transmission_depth),
-    );
-    metric(
-        "hopmq_link_transmission_oldest_age_seconds",
-        "gauge",
-        "Age of the oldest message waiting for the neighbour.",
-        &status
-            .links
-            .iter()
-            .map(|l| {
-                (
-                    format!("{{{manager},neighbour=\"{}\"}}", l.neighbour),
-                    l.transmission_oldest_age_ms.unwrap_or(0) as f64 / 1e3,
-                )
-            })
-            .collect::<Vec<_>>(),
-    );
-    metric(
-        "hopmq_link_messages_sent_total",
-        "counter",
-        "Messages sent to the neighbour (resends included).",
-        &per_link(|l| l.messages_sent),
-    );
-    metric(
-        "hopmq_link_bytes_sent_total",
-        "counter",
-        "Body bytes sent to the neighbour.",
-        &per_link(|l| l.bytes_sent),
-    );
-    metric(
-        "hopmq_link_messages_acked_total",
-        "counter",
-        "Messages the neighbour acknowledged.",
-        &per_link(|l| l.messages_acked),
-    );
-    metric(
-        "hopmq_link_bytes_acked_total",
-        "counter",
-        "Body bytes the neighbour acknowledged.",
-        &per_link(|l| l.bytes_acked),
-    );
-    metric(
-        "hopmq_link_messages_received_total",
-        "counter",
-        "Messages received from the neighbour and stored.",
-        &per_link(|l| l.messages_received),
-    );
+    let links: [LinkMetric<'_>; 10] = [
+        (
+            "hopmq_link_up",
+            "gauge",
+            "1 while the channel to the neighbour is up.",
+            &|l| count(u64::from(l.state == "up")),
+        ),
+        (
+            "hopmq_link_rtt_seconds",
+            "gauge",
+            "Smoothed round-trip time of the channel to the neighbour.",
+            &|l| l.rtt_us.map(|us| us as f64 / 1e6),
+        ),
+        (
+            "hopmq_link_transmission_depth",
+            "gauge",
+            "Messages waiting for the neighbour, in flight included.",
+            &|l| count(l.transmission_depth),
+        ),
+        (
+            "hopmq_link_transmission_oldest_age_seconds",
+            "gauge",
+            "Age of the oldest message waiting for the neighbour.",
+            &|l| Some(l.transmission_oldest_age_ms.unwrap_or(0) as f64 / 1e3),
+        ),
+        (
+            "hopmq_link_messages_sent_total",
+            "counter",
+            "Messages sent to the neighbour (resends included).",
+            &|l| count(l.messages_sent),
+        ),
+        (
+            "hopmq_link_bytes_sent_total",
+            "counter",
+            "Body bytes sent to the neighbour.",
+            &|l| count(l.bytes_sent),
+        ),
+        (
+            "hopmq_link_messages_acked_total",
+            "counter",
+            "Messages the neighbour acknowledged.",
+            &|l| count(l.messages_acked),
+        ),
+        (
+            "hopmq_link_bytes_acked_total",
+            "counter",
+            "Body bytes the neighbour acknowledged.",
+            &|l| count(l.bytes_acked),
+        ),
+        (
+            "hopmq_link_messages_received_total",
+            "counter",
+            "Messages received from the neighbour and stored.",
+            &|l| count(l.messages_received),
+        ),
+        (
+            "hopmq_link_duplicates_dropped_total",
+            "counter",
+            "Resent messages recognised by id and not stored again.",
+            &|l| count(l.duplicates_dropped),
+        ),
+    ];
+    for (name, kind, help, value) in links {
+        metric(name, kind, help, &per_link(value));
+    }
     metric(
         "hopmq_store_segments",
         "gauge",

@@ -404,23 +404,7 @@ impl ForwardBench {
             self.rate
                 .map_or(String::new(), |r| format!(", paced at {r} msg/s")),
         );
-        println!(
-            "throughput: {rate:.0} msg/s, {:.1} MB/s (puts done in {:.2} s, all got in {:.2} s)",
-            rate * self.size as f64 / 1e6,
-            put_elapsed.as_secs_f64(),
-            elapsed.as_secs_f64()
-        );
-        if !histogram.is_empty() {
-            let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-            println!(
-                "latency put->get: p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms ({} samples)",
-                ms(0.5),
-                ms(0.99),
-                ms(0.999),
-                histogram.max() as f64 / 1000.0,
-                histogram.len()
-            );
-        }
+        super::local::print_results(rate, self.size, put_elapsed, elapsed, &histogram);
         drop(histogram);
         println!("{}", first_link_line(line, &clients[0]).await?);
         Ok(ExitCode::SUCCESS)

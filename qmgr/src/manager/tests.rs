@@ -22,7 +22,7 @@ struct Harness {
     frames: Vec<mpsc::Receiver<ServerFrame>>,
 }
 
-fn limits() -> CoreLimits {
+pub(super) fn limits() -> CoreLimits {
     CoreLimits {
         max_message_bytes: 1024 * 1024,
         max_depth: 1000,

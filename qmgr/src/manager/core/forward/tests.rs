@@ -12,8 +12,7 @@ use tokio::sync::mpsc;
 
 use super::Channel;
 use crate::channel::frame::ChannelFrame;
-use crate::config::SyncMode;
-use crate::manager::core::{CoreLimits, InFlight};
+use crate::manager::core::InFlight;
 use crate::manager::{ChannelDirection, Command, Core, recover};
 use crate::store::{JournalConfig, SyncPolicy};
 
@@ -46,16 +45,7 @@ impl Node {
         config.segment_bytes = 1024 * 1024;
         let recovered = recover(config).expect("recover");
         let (commits_tx, commits) = mpsc::unbounded_channel();
-        let limits = CoreLimits {
-            max_message_bytes: 64 * 1024,
-            max_depth: 1_000_000,
-            max_deliveries: 2,
-            auto_create_queues: true,
-            cache_bytes: 1024 * 1024,
-            sync: SyncMode::Never,
-            segment_bytes: 1024 * 1024,
-            max_hops: 32,
-        };
+        let limits = crate::manager::tests::limits();
         let name = ManagerName::new(name).expect("name");
         let mut core = Core::new(name, topology, limits, recovered, commits_tx);
         let (frames, client) = mpsc::channel(64 * 1024);
