@@ -97,7 +97,6 @@ async fn serve(
     let listener = bind(&socket)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (commits_tx, commits_rx) = mpsc::unbounded_channel();
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_MAX);
     let limits = CoreLimits {
         max_message_bytes: settings.message_bytes_limit(),
@@ -117,8 +116,12 @@ async fn serve(
         recovered,
         commits_tx,
     );
-    tokio::spawn(manager::sequence_commits(commits_rx, done_tx));
-    let core_task = tokio::spawn(manager::run(core, commands_rx, done_rx, shutdown.clone()));
+    let core_task = tokio::spawn(manager::run(
+        core,
+        commands_rx,
+        commits_rx,
+        shutdown.clone(),
+    ));
     if let Some(address) = settings.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address)
             .await

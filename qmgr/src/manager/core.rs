@@ -57,10 +57,10 @@ pub struct CoreLimits {
     pub max_hops: u32,
 }
 
-/// A finished commit, handed back to the core by the sequencer.
+/// A finished commit, handed back to the core by its run loop.
 pub type Completion = (Continuation, Result<Vec<Location>, StoreError>, u64);
 
-/// A commit on its way to the sequencer, with the journal's active segment when it was made:
+/// A commit on its way to the run loop, with the journal's active segment when it was made:
 /// its records land there or later, so no segment from there on may be deleted meanwhile.
 pub type InFlight = (Commit, Continuation, u64);
 
@@ -317,7 +317,7 @@ fn api_error(error: &StoreError) -> ApiError {
 }
 
 impl Core {
-    /// A core over recovered state. `commits` feeds the sequencer.
+    /// A core over recovered state. `commits` feeds the run loop, which awaits them in order.
     pub fn new(
         name: ManagerName,
         topology: Topology,
@@ -487,8 +487,8 @@ impl Core {
         let segment = self.journal.active_segment();
         *self.in_flight_segments.entry(segment).or_default() += 1;
         if self.commits.send((commit, continuation, segment)).is_err() {
-            // Only when the sequencer is gone, i.e. the process is stopping.
-            error!("commit sequencer stopped; a write was dropped unacknowledged");
+            // Only when the run loop is gone, i.e. the process is stopping.
+            error!("the core's run loop stopped; a write was dropped unacknowledged");
         }
     }
 
@@ -1421,7 +1421,7 @@ impl Core {
 
     // ---- commits ----------------------------------------------------------------------------
 
-    /// Applies a finished commit from the sequencer.
+    /// Applies a finished commit, in the order commits were made.
     pub fn on_commit(
         &mut self,
         continuation: Continuation,

@@ -2,8 +2,9 @@
 //!
 //! Connection tasks send it [`Command`]s over a bounded channel; it answers through each
 //! connection's frame channel. It never waits for the disk: a write is handed to the journal,
-//! and the commit's outcome comes back as an [`Event`] through the commit sequencer, which
-//! awaits commits in the order they were made, so completions are applied in put order.
+//! and the run loop awaits the oldest commit in flight beside everything else, so completions
+//! are applied in the order the commits were made (journal order, hence put order), with no
+//! task between the journal and the core.
 //!
 //! Persist, then acknowledge: a put is visible and acknowledged only once its record is
 //! durable; a destructive get answers only once the removal is durable, so a message that was
@@ -17,6 +18,7 @@ pub mod recovery;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use hopmq::protocol::{Operation, ServerFrame};
@@ -107,36 +109,33 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Awaits commits in the order they were made and hands their outcomes back to the core.
-pub async fn sequence_commits(
-    mut commits: mpsc::UnboundedReceiver<core::InFlight>,
-    done: mpsc::UnboundedSender<core::Completion>,
-) {
-    while let Some((commit, continuation, segment)) = commits.recv().await {
-        let result = commit.await;
-        if done.send((continuation, result, segment)).is_err() {
-            return;
-        }
-    }
-}
-
 /// Drives the core until `shutdown` fires and everything in flight has finished.
+/// `commits` carries the commits the core makes, in the order it makes them.
 pub async fn run(
     mut core: Core,
     mut commands: mpsc::Receiver<Command>,
-    mut done: mpsc::UnboundedReceiver<core::Completion>,
+    mut commits: mpsc::UnboundedReceiver<core::InFlight>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Core {
     let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
     maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Bounded by COMMITS_IN_FLIGHT_MAX through the journal's request queue.
+    let mut in_flight: VecDeque<core::InFlight> = VecDeque::new();
     loop {
+        while let Ok(commit) = commits.try_recv() {
+            in_flight.push_back(commit);
+        }
         let wake = core.next_deadline_ms().map(|at| {
             let wait = at.saturating_sub(now_ms());
             tokio::time::Instant::now() + Duration::from_millis(wait)
         });
         tokio::select! {
             biased;
-            Some((continuation, result, segment)) = done.recv() => core.on_commit(continuation, result, segment, now_ms()),
+            result = oldest(&mut in_flight), if !in_flight.is_empty() => {
+                if let Some((_, continuation, segment)) = in_flight.pop_front() {
+                    core.on_commit(continuation, result, segment, now_ms());
+                }
+            }
             command = commands.recv() => match command {
                 Some(command) => core.on_command(command, now_ms()),
                 None => core.begin_shutdown(),
@@ -152,6 +151,16 @@ pub async fn run(
         if core.finished() {
             return core;
         }
+    }
+}
+
+/// The outcome of the oldest commit in flight (which stays queued until the caller pops it).
+async fn oldest(
+    in_flight: &mut VecDeque<core::InFlight>,
+) -> Result<Vec<crate::store::Location>, crate::store::StoreError> {
+    match in_flight.front_mut() {
+        Some((commit, _, _)) => commit.await,
+        None => std::future::pending().await,
     }
 }
 
