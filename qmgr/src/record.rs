@@ -35,6 +35,20 @@ pub enum Record<'a> {
     /// as the messages of the batch it accepts.
     #[serde(borrow)]
     ChannelReceive(ReceiveRecord<'a>),
+    /// Channel sequence numbers of messages whose records were copied by compaction: written
+    /// in the same group as the copies, so an assignment never depends on a segment that
+    /// compaction lets go. Changes no sender state.
+    #[serde(borrow)]
+    ChannelAssigned(AssignedRecord<'a>),
+}
+
+/// Assignments carried with relocated messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedRecord<'a> {
+    /// The neighbour the channel goes to.
+    pub to: &'a str,
+    /// `(message seq, channel sequence number)`.
+    pub pairs: Vec<(u64, u64)>,
 }
 
 /// The durable state of a channel's sender (see `channel::sender::SenderState`).
@@ -184,6 +198,10 @@ mod tests {
                 stored_up_to: 11,
                 reconcile_until: 0,
                 ids: vec![1, u128::MAX],
+            }),
+            Record::ChannelAssigned(AssignedRecord {
+                to: "bravo",
+                pairs: vec![(4, 9)],
             }),
         ] {
             assert_eq!(decode(&encode(&record)).unwrap(), record);

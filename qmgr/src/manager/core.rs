@@ -1551,7 +1551,8 @@ impl Core {
                 let moved = self
                     .queues
                     .values_mut()
-                    .any(|slot| slot.queue.relocate(seq, new_body));
+                    .any(|slot| slot.queue.relocate(seq, new_body))
+                    || self.relocate_assigned(seq, new_body);
                 if moved {
                     self.liveness.remove(old_segment, old_len);
                     self.liveness.add(location.segment, location.len);
@@ -1852,24 +1853,31 @@ impl Core {
         }
         let mut payloads = Vec::new();
         let mut moves = Vec::new();
-        for slot in self.queues.values() {
-            for entry in slot.queue.entries() {
-                let Some(location) = entry.body.location() else {
-                    continue;
-                };
-                if location.segment != segment {
-                    continue;
+        // Messages given to a channel and not yet acked count too: a neighbour down for long
+        // must not pin the journal's oldest segment.
+        let queued = self
+            .queues
+            .values()
+            .flat_map(|slot| slot.queue.entries().map(|entry| (entry, None)));
+        let assigned = self
+            .assigned_entries()
+            .map(|(entry, record)| (entry, Some(record)));
+        for (entry, assignment) in queued.chain(assigned) {
+            let Some(location) = entry.body.location() else {
+                continue;
+            };
+            if location.segment != segment {
+                continue;
+            }
+            let len = location.len;
+            match self.payloads.get(entry, &self.journal) {
+                Ok(payload) => {
+                    payloads.push(std::iter::once(payload).chain(assignment).collect());
+                    moves.push((entry.seq, len));
                 }
-                let len = location.len;
-                match self.payloads.get(entry, &self.journal) {
-                    Ok(payload) => {
-                        payloads.push(payload);
-                        moves.push((entry.seq, len));
-                    }
-                    Err(error) => {
-                        warn!(%error, segment, seq = entry.seq, "cannot read a message to compact its segment");
-                        return;
-                    }
+                Err(error) => {
+                    warn!(%error, segment, seq = entry.seq, "cannot read a message to compact its segment");
+                    return;
                 }
             }
         }
@@ -1882,11 +1890,12 @@ impl Core {
             live_bytes,
             "compacting a mostly dead journal segment"
         );
-        // Relocated records stand alone; one group per record keeps each under the batch limit.
-        for (payload, (seq, len)) in payloads.into_iter().zip(moves) {
+        // Relocated records stand alone (with their assignment, for a message given to a
+        // channel); one group per record keeps each under the batch limit.
+        for (group, (seq, len)) in payloads.into_iter().zip(moves) {
             self.relocating += 1;
             self.commit(
-                vec![payload],
+                group,
                 Continuation::Relocated {
                     seq,
                     old_segment: segment,

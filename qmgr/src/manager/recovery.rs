@@ -161,6 +161,11 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
                 };
                 senders.insert(send.to.to_owned(), (state, location));
             }
+            Record::ChannelAssigned(assigned_record) => {
+                for (seq, channel_seq) in assigned_record.pairs {
+                    assigned.insert(seq, (assigned_record.to.to_owned(), channel_seq));
+                }
+            }
             Record::ChannelReceive(receive) => {
                 let state = ReceiverState {
                     epoch: receive.epoch,

@@ -37,7 +37,7 @@ use crate::channel::sender::{HeldMessage, Sender, SenderState};
 use crate::manager::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER};
 use crate::manager::{ChannelDirection, recovery};
 use crate::queue::local::{BodyRef, Entry, correlation_hash};
-use crate::record::{self, ReceiveRecord, Record, SendRecord};
+use crate::record::{self, AssignedRecord, ReceiveRecord, Record, SendRecord};
 use crate::store::{Location, StoreError};
 
 #[cfg(test)]
@@ -1138,6 +1138,32 @@ impl Core {
         for (queue, entry) in returned {
             self.insert(&queue, entry);
         }
+    }
+
+    /// Messages given to a channel and not yet acked, for compaction: each with the record
+    /// its copy must carry, so that its channel sequence number survives the segment that
+    /// first recorded it.
+    pub(super) fn assigned_entries(&self) -> impl Iterator<Item = (&Entry, Bytes)> {
+        self.links.iter().flat_map(|(neighbour, link)| {
+            link.assigned.iter().map(move |(channel_seq, _, entry)| {
+                let assigned = record::encode(&Record::ChannelAssigned(AssignedRecord {
+                    to: neighbour.as_str(),
+                    pairs: vec![(entry.seq, *channel_seq)],
+                }));
+                (entry, Bytes::from(assigned))
+            })
+        })
+    }
+
+    /// Points an assigned message at a new copy of its record; false if none has `seq`.
+    pub(super) fn relocate_assigned(&mut self, seq: u64, body: BodyRef) -> bool {
+        for link in self.links.values_mut() {
+            if let Some((_, _, entry)) = link.assigned.iter_mut().find(|(_, _, e)| e.seq == seq) {
+                entry.body = body;
+                return true;
+            }
+        }
+        false
     }
 
     /// A channel record moved: the new copy is live, the old one dead.

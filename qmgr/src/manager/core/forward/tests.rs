@@ -385,3 +385,37 @@ async fn channel_state_survives_the_deletion_of_the_segments_that_held_it() {
         sender_state
     );
 }
+
+#[tokio::test]
+async fn messages_waiting_for_an_ack_do_not_pin_old_segments() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alpha = Node::open(dirs.0.path(), "alpha");
+    let mut bravo = Node::open(dirs.1.path(), "bravo");
+    let mut wire = connect(&mut alpha, &mut bravo, 1);
+    wire.run(&mut alpha, &mut bravo, true).await;
+    alpha.put(numbered(0..10));
+    // Sent, never acked: the link then goes down for a long time.
+    wire.run(&mut alpha, &mut bravo, false).await;
+    wire.close(&mut alpha, &mut bravo);
+    assert_eq!(alpha.transmission_depth(), 10);
+    let body = "x".repeat(8 * 1024);
+    for round in 0..8 {
+        alpha.put_to("local", (0..64).map(|n| format!("{round}-{n}-{body}")));
+        alpha.settle().await;
+        assert_eq!(alpha.take_all_from("local").await.len(), 64);
+        alpha.core.on_maintenance(NOW);
+        alpha.settle().await;
+    }
+    let segments = alpha.core.journal().stats().segments;
+    assert!(
+        segments.first().is_some_and(|s| s.segment > 2),
+        "the in-flight messages were compacted, not left pinning: {segments:?}"
+    );
+    // They still arrive, once, after a restart too.
+    drop(alpha);
+    let mut alpha = Node::open(dirs.0.path(), "alpha");
+    let mut wire = connect(&mut alpha, &mut bravo, 2);
+    wire.run(&mut alpha, &mut bravo, true).await;
+    assert_eq!(bravo.take_all().await, numbered(0..10));
+    assert_eq!(alpha.transmission_depth(), 0);
+}
