@@ -173,9 +173,27 @@ pub enum FrameError {
 
 /// Encodes `frame` with its length prefix.
 pub fn encode(frame: &ChannelFrame) -> Result<Vec<u8>, FrameError> {
-    let out = postcard::to_extend(frame, vec![0u8; LENGTH_PREFIX_BYTES])
-        .map_err(FrameError::Malformed)?;
-    let length = out.len() - LENGTH_PREFIX_BYTES;
+    encode_into(frame, Vec::new())
+}
+
+/// Appends `frame` with its length prefix to `out` (a writer coalescing frames encodes them
+/// in place instead of copying each).
+pub fn encode_into(frame: &ChannelFrame, mut out: Vec<u8>) -> Result<Vec<u8>, FrameError> {
+    // Sized up front: a batch grown from four bytes re-copied its payloads several times.
+    let capacity = match frame {
+        ChannelFrame::Batch(batch) => batch
+            .messages
+            .iter()
+            .map(|m| m.payload.len() + MESSAGE_OVERHEAD_BYTES_MAX)
+            .sum::<usize>()
+            .saturating_add(64),
+        _ => 256,
+    };
+    let start = out.len();
+    out.reserve(LENGTH_PREFIX_BYTES + capacity.min(CHANNEL_FRAME_BYTES_MAX));
+    out.extend_from_slice(&[0u8; LENGTH_PREFIX_BYTES]);
+    let out = postcard::to_extend(frame, out).map_err(FrameError::Malformed)?;
+    let length = out.len() - start - LENGTH_PREFIX_BYTES;
     if length > CHANNEL_FRAME_BYTES_MAX {
         return Err(FrameError::TooLarge {
             bytes: length,
@@ -184,7 +202,7 @@ pub fn encode(frame: &ChannelFrame) -> Result<Vec<u8>, FrameError> {
     }
     let mut out = out;
     // Cannot truncate: checked against CHANNEL_FRAME_BYTES_MAX, itself asserted to fit a u32.
-    out[..LENGTH_PREFIX_BYTES].copy_from_slice(&(length as u32).to_le_bytes());
+    out[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&(length as u32).to_le_bytes());
     Ok(out)
 }
 
@@ -278,6 +296,21 @@ mod tests {
             assert_eq!(decoded, frame);
             assert_eq!(used, bytes.len());
         }
+    }
+
+    #[test]
+    fn frames_encoded_into_one_buffer_decode_one_after_another() {
+        let mut buffer = Vec::new();
+        for frame in samples() {
+            buffer = encode_into(&frame, buffer).unwrap();
+        }
+        let mut at = 0;
+        for frame in samples() {
+            let (decoded, used) = decode(&buffer[at..]).unwrap().unwrap();
+            assert_eq!(decoded, frame);
+            at += used;
+        }
+        assert_eq!(at, buffer.len());
     }
 
     #[test]

@@ -546,12 +546,13 @@ async fn write_frames(
     mut frames: mpsc::UnboundedReceiver<ChannelFrame>,
     connection: quinn::Connection,
 ) {
-    let mut buffer = Vec::with_capacity(WRITE_COALESCE_BYTES);
     while let Some(first) = frames.recv().await {
+        // Frames are encoded in place into one buffer that quinn then takes as it is.
+        let mut buffer = Vec::with_capacity(WRITE_COALESCE_BYTES.min(64 * 1024));
         let mut next = Some(first);
         while let Some(frame) = next.take() {
-            match frame::encode(&frame) {
-                Ok(bytes) => buffer.extend_from_slice(&bytes),
+            match frame::encode_into(&frame, buffer) {
+                Ok(encoded) => buffer = encoded,
                 Err(e) => {
                     warn!(error = %e, "a frame could not be encoded; closing the channel");
                     connection.close(VarInt::from_u32(code::PROTOCOL), b"encoding error");
@@ -562,10 +563,9 @@ async fn write_frames(
                 next = frames.try_recv().ok();
             }
         }
-        if send.write_all(&buffer).await.is_err() {
+        if send.write_chunk(bytes::Bytes::from(buffer)).await.is_err() {
             return;
         }
-        buffer.clear();
     }
     // The core dropped the channel: it is done with this connection.
     let _ = send.finish();
