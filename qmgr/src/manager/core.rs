@@ -475,6 +475,15 @@ impl Core {
         );
     }
 
+    /// A removal a crash may undo without harm (see [`Journal::append_deferred`]): no sync of
+    /// its own.
+    fn commit_deferred_removal(&mut self, seqs: Vec<u64>, continuation: Continuation) {
+        let commit = self
+            .journal
+            .append_deferred(vec![Bytes::from(record::encode(&Record::Remove(seqs)))]);
+        self.track(commit, continuation);
+    }
+
     /// A write that may use the journal's reserve: removals, and messages written back in
     /// place of a removal just made (so a full disk never turns a hand-over into a loss).
     fn commit_freeing(&mut self, payloads: Vec<Bytes>, continuation: Continuation) {

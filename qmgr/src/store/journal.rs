@@ -513,17 +513,26 @@ impl Journal {
     /// (fdatasync'd under `SyncPolicy::Always`). Blocks only when [`REQUEST_QUEUE_MAX`]
     /// appends are already queued.
     pub fn append<P: Into<Bytes>>(&self, payloads: Vec<P>) -> Commit {
-        self.append_group(payloads.into_iter().map(Into::into).collect(), false)
+        self.append_group(payloads.into_iter().map(Into::into).collect(), false, false)
     }
 
     /// Like [`append`](Self::append), for a group that frees space (a removal): it may use
     /// the reserve at the end of the active segment when no new segment can be created, so a
     /// full journal can always be drained.
     pub fn append_freeing<P: Into<Bytes>>(&self, payloads: Vec<P>) -> Commit {
-        self.append_group(payloads.into_iter().map(Into::into).collect(), true)
+        self.append_group(payloads.into_iter().map(Into::into).collect(), true, false)
     }
 
-    fn append_group(&self, payloads: Vec<Bytes>, frees_space: bool) -> Commit {
+    /// Like [`append_freeing`](Self::append_freeing), for a removal that a crash may safely
+    /// undo (the message comes back and is settled again, e.g. one a neighbour has
+    /// acknowledged): it takes no sync of its own but rides in the next write that needs one,
+    /// or is synced within [`DEFERRED_SYNC_DELAY`](super::writer::DEFERRED_SYNC_DELAY). The
+    /// [`Commit`] resolves once it is durable, in journal order like every other.
+    pub fn append_deferred<P: Into<Bytes>>(&self, payloads: Vec<P>) -> Commit {
+        self.append_group(payloads.into_iter().map(Into::into).collect(), true, true)
+    }
+
+    fn append_group(&self, payloads: Vec<Bytes>, frees_space: bool, deferred: bool) -> Commit {
         if self.inner.closed.load(Ordering::Acquire) {
             return Commit::ready(Err(StoreError::Closed));
         }
@@ -551,6 +560,7 @@ impl Journal {
             payloads,
             done,
             frees_space,
+            deferred,
         }) {
             Ok(()) => Commit {
                 state: CommitState::Waiting(receiver),

@@ -5,6 +5,10 @@
 //! positioned write, `fdatasync`s once, and only then completes the batch's waiters. There is
 //! no waiting window: DESIGN.md measured a 1 ms window to cut throughput by 3x.
 //!
+//! A deferred group (a removal whose loss in a crash is harmless, see
+//! [`super::Journal::append_deferred`]) is not written on its own: it waits in the buffer for the
+//! next group that needs a sync, or for [`DEFERRED_SYNC_DELAY`], and goes out in that write.
+//!
 //! Invariants: a waiter is completed with `Ok` only after its records are written and (under
 //! `SyncPolicy::Always`) synced; a write never exceeds [`BATCH_BYTES_MAX`] and is synced before
 //! the next one is issued, which is what recovery's torn-tail rule relies on; groups never
@@ -30,6 +34,11 @@ use super::journal::Shared;
 use super::segment::{discard_prepared, install_segment, prepare_segment, segment_path};
 use super::{Location, SyncPolicy};
 
+/// The longest a deferred group waits in the buffer for a write that needs a sync anyway. Long
+/// enough to share a sync among a few milliseconds of removals; short enough that the
+/// segments they free are deleted soon after.
+pub(crate) const DEFERRED_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What a producer hands the writer for one atomic group.
 pub(crate) type Completion = oneshot::Sender<Result<Vec<Location>, StoreError>>;
 
@@ -41,6 +50,8 @@ pub(crate) enum Request {
         done: Completion,
         /// May use the segment's reserve (see `RESERVE_BYTES`).
         frees_space: bool,
+        /// May wait for a later write (see [`DEFERRED_SYNC_DELAY`]).
+        deferred: bool,
     },
     /// Finish what was queued before, fail what comes after, and stop.
     Close,
@@ -86,9 +97,32 @@ impl Writer {
     pub(crate) fn run(mut self, requests: Receiver<Request>) {
         self.prepare_ahead();
         let mut batch = Vec::new();
+        // When the buffer started holding deferred groups only.
+        let mut deferred_since: Option<Instant> = None;
         loop {
-            let Ok(first) = requests.recv() else { return };
+            let first = match deferred_since {
+                None => match requests.recv() {
+                    Ok(request) => request,
+                    Err(_) => return,
+                },
+                Some(since) => {
+                    let wait = DEFERRED_SYNC_DELAY.saturating_sub(since.elapsed());
+                    match requests.recv_timeout(wait) {
+                        Ok(request) => request,
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            self.flush();
+                            deferred_since = None;
+                            continue;
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                            self.flush();
+                            return;
+                        }
+                    }
+                }
+            };
             let mut closing = false;
+            let mut all_deferred = true;
             let mut records = 0;
             let mut bytes = 0;
             let mut next = Some(first);
@@ -98,7 +132,9 @@ impl Writer {
                         payloads,
                         done,
                         frees_space,
+                        deferred,
                     } => {
+                        all_deferred &= deferred;
                         records += payloads.len();
                         bytes += payloads.iter().map(Bytes::len).sum::<usize>() as u64;
                         batch.push((payloads, done, frees_space));
@@ -112,7 +148,13 @@ impl Writer {
                     next = requests.try_recv().ok();
                 }
             }
-            self.commit(&mut batch);
+            let sync_now = closing || !all_deferred;
+            self.commit(&mut batch, sync_now);
+            deferred_since = match (sync_now || self.buffer.is_empty(), deferred_since) {
+                (true, _) => None,
+                (false, Some(since)) => Some(since),
+                (false, None) => Some(Instant::now()),
+            };
             if closing {
                 while let Ok(request) = requests.try_recv() {
                     if let Request::Append { done, .. } = request {
@@ -128,7 +170,9 @@ impl Writer {
         self.active.write_offset + self.buffer.len() as u64
     }
 
-    fn commit(&mut self, batch: &mut Vec<(Vec<Bytes>, Completion, bool)>) {
+    /// Encodes `batch` into the buffer, writing and syncing it when full; at the end, the whole
+    /// buffer too if `sync_now` (else it waits: every group in it is deferred).
+    fn commit(&mut self, batch: &mut Vec<(Vec<Bytes>, Completion, bool)>, sync_now: bool) {
         // Once a new segment cannot be created, the rest of the batch fails too (it would need
         // that segment as well); the next batch tries again, so space coming back is noticed.
         let mut roll_error: Option<StoreError> = None;
@@ -193,7 +237,9 @@ impl Writer {
             }
             self.waiters.push((done, locations));
         }
-        self.flush();
+        if sync_now {
+            self.flush();
+        }
     }
 
     /// Writes the buffer, makes it durable, then completes its waiters.

@@ -481,7 +481,9 @@ impl Core {
                     self.forget(entry);
                 }
             } else {
-                self.commit_removal(seqs, super::Continuation::Removed { entries });
+                // Deferred: if a crash undoes it, the messages are held again at restart and
+                // the neighbour's welcome (it stores them durably) deletes them at once.
+                self.commit_deferred_removal(seqs, super::Continuation::Removed { entries });
             }
         }
         self.pump(neighbour, now_ms);
