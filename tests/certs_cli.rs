@@ -268,11 +268,19 @@ fn a_manager_with_links_starts_only_with_its_own_tls_files() {
         mismatched.stderr
     );
 
+    // The diamond with alpha on a free port: a running `scripts/cluster up` (or a parallel
+    // test run) holds the file's own ports.
+    let port = support::network::free_udp_port();
+    let diamond = std::fs::read_to_string(support::repo_root().join(DIAMOND))
+        .unwrap()
+        .replace("127.0.0.1:7401", &format!("127.0.0.1:{port}"));
+    let topology = temporary.path().join("topology.toml");
+    std::fs::write(&topology, diamond).unwrap();
     let mut alpha = support::Manager::builder()
         .arg("--name")
         .arg("alpha")
         .arg("--topology")
-        .arg(support::repo_root().join(DIAMOND).to_str().unwrap())
+        .arg(topology.to_str().unwrap())
         .env("QMGR_TLS__CA", certs.join("ca.pem").display())
         .env("QMGR_TLS__CERT", certs.join("alpha.pem").display())
         .env("QMGR_TLS__KEY", certs.join("alpha.key").display())
