@@ -26,8 +26,10 @@ pub const WIRE_MESSAGE_BYTES_MAX: usize = RECORD_PAYLOAD_BYTES_MAX as usize;
 pub const BATCH_MESSAGES_MAX: usize = 256;
 
 /// The sender stops filling a batch at this many payload bytes (a lone message larger than this
-/// still travels, alone). 1 MiB matches the journal writer's batch target.
-pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// still travels, alone). Small enough that a receiver with the smallest segments
+/// (`config::SEGMENT_BYTES_MIN`, 1 MiB) stores two merged batches in one journal group; 256
+/// messages of 1 KiB still fill one.
+pub const BATCH_BYTES_MAX: usize = 256 * 1024;
 
 /// Worst-case postcard overhead of one message: a 16-byte id as a varint (19 bytes) and a
 /// payload length as a varint (5 bytes), rounded up.

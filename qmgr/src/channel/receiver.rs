@@ -157,6 +157,11 @@ impl RecentIds {
         debug_assert_eq!(self.order.len(), self.set.len());
     }
 
+    fn remove(&mut self, ids: &FxHashSet<u128>) {
+        self.order.retain(|id| !ids.contains(id));
+        self.set.retain(|id| !ids.contains(id));
+    }
+
     fn contains(&self, id: u128) -> bool {
         self.set.contains(&id)
     }
@@ -410,6 +415,24 @@ impl Receiver {
         })
     }
 
+    /// The driver could not make a [`Store`] durable (its write failed): back to the durable
+    /// state `durable`, forgetting the ids of the messages that were not stored (their resends
+    /// must be taken), but keeping the rest of the window. The connection must be closed; the
+    /// sender resends from the next handshake.
+    pub fn handle_store_failed(&mut self, durable: ReceiverState, failed_ids: &[u128]) {
+        let failed: FxHashSet<u128> = failed_ids.iter().copied().collect();
+        self.recent.remove(&failed);
+        self.state = durable;
+        self.durable_up_to = durable.stored_up_to;
+        self.greeted = false;
+    }
+
+    /// The ids of the recently stored messages, oldest first (for a state record that must
+    /// carry the window across the deletion of older records).
+    pub fn recent_ids(&self) -> impl Iterator<Item = u128> + '_ {
+        self.recent.order.iter().copied()
+    }
+
     /// The driver made `stored` (the state of a [`Store`]) durable: acknowledge it. `None` if
     /// that store belongs to a sender epoch since replaced (its numbering means nothing now), or
     /// if no connection is greeted.
@@ -471,6 +494,28 @@ mod tests {
 
     fn seqs(store: &Store) -> Vec<u64> {
         store.messages_to_store.iter().map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn a_failed_store_rolls_back_to_the_durable_point_and_takes_the_resends() {
+        let mut receiver = greeted(5, 1..=5);
+        let durable = receiver.state();
+        let store = receiver.handle_batch(6, messages(6..9)).unwrap();
+        assert_eq!(seqs(&store), vec![6, 7, 8]);
+        receiver.handle_store_failed(durable, &[6, 7, 8]);
+        assert_eq!(receiver.durable_up_to(), 5);
+        assert_eq!(
+            receiver.recent_ids().collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5],
+            "the window keeps what was stored and forgets what failed"
+        );
+        receiver.handle_hello(hello(SENDER_EPOCH, 100)).unwrap();
+        let retry = receiver.handle_batch(6, messages(6..9)).unwrap();
+        assert_eq!(
+            seqs(&retry),
+            vec![6, 7, 8],
+            "resends of what failed are taken"
+        );
     }
 
     #[test]

@@ -235,6 +235,11 @@ impl Sender {
         self.state
     }
 
+    /// The highest sequence number whose assignment is durable.
+    pub fn durable_up_to(&self) -> u64 {
+        self.seq_durable_up_to
+    }
+
     /// How many messages are held (pushed, not yet acked).
     pub fn held_len(&self) -> usize {
         self.held.len()

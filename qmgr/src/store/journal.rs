@@ -650,6 +650,12 @@ impl Journal {
         super::segment::sync_dir(&shared.dir)
     }
 
+    /// The largest atomic group [`Journal::append`] takes, in bytes of payloads with their
+    /// record headers.
+    pub fn group_bytes_max(&self) -> u64 {
+        self.inner.group_bytes_max
+    }
+
     /// The segment appends go to now; an append made after this call lands in it or a later
     /// one. Cheap (one atomic load), for callers that must not delete what is being written.
     pub fn active_segment(&self) -> u64 {

@@ -48,6 +48,18 @@ mod tests;
 /// past this the peer is misbehaving and its connection is closed.
 pub(super) const INBOX_FRAMES_MAX: usize = 8 * 1024;
 
+/// Payload bytes a link's inbox holds at most: what an honest sender can have unacknowledged
+/// ([`crate::channel::sender::HELD_BYTES_MAX`]) plus one largest message.
+pub(super) const INBOX_BYTES_MAX: usize =
+    crate::channel::sender::HELD_BYTES_MAX + crate::channel::frame::WIRE_MESSAGE_BYTES_MAX;
+
+/// Received batches stop being merged into one journal write past this many payload bytes, so
+/// a write stays within the journal's group limit even with the smallest segments.
+const RECEIVE_MERGE_BYTES_MAX: usize = crate::channel::frame::BATCH_BYTES_MAX;
+
+/// Room kept in a journal group beside an arriving message's record (the channel records).
+const ARRIVAL_GROUP_ROOM_BYTES: u64 = 64 * 1024;
+
 /// The prefix of a transmission queue's name; the neighbour's name follows.
 pub const TRANSMISSION_QUEUE_PREFIX: &str = "hopmq.xmit.";
 
@@ -128,6 +140,8 @@ pub(super) struct Link {
     durable_receiver: ReceiverState,
     receive_record: Option<Location>,
     inbox: VecDeque<(u64, ChannelFrame)>,
+    /// Payload bytes of the batches in `inbox`.
+    inbox_bytes: usize,
     inbound: Option<Channel>,
     counters: LinkCounters,
     last_error: Option<String>,
@@ -167,6 +181,7 @@ impl Link {
             durable_receiver: state,
             receive_record: None,
             inbox: VecDeque::new(),
+            inbox_bytes: 0,
             inbound: None,
             counters: LinkCounters::default(),
             last_error: None,
@@ -230,6 +245,13 @@ pub enum LinkWrite {
         state: ReceiverState,
         handoffs: Vec<Handoff>,
         direct: Vec<DirectLink>,
+        /// The ids of the messages of the write, forgotten by the receiver if it fails.
+        ids: Vec<u128>,
+    },
+    /// A `ChannelReceive` written again at the head (no messages).
+    ReceiveState {
+        neighbour: ManagerName,
+        state: ReceiverState,
     },
 }
 
@@ -352,6 +374,7 @@ impl Core {
                 }
                 link.receiver.handle_disconnected();
                 link.inbox.clear();
+                link.inbox_bytes = 0;
             }
         }
     }
@@ -380,6 +403,7 @@ impl Core {
                     link.inbound = None;
                     link.receiver.handle_disconnected();
                     link.inbox.clear();
+                    link.inbox_bytes = 0;
                 }
             }
         }
@@ -403,6 +427,7 @@ impl Core {
             ChannelDirection::Inbound => {
                 link.receiver.handle_disconnected();
                 link.inbox.clear();
+                link.inbox_bytes = 0;
             }
         }
         if let Some(channel) = channel {
@@ -424,7 +449,8 @@ impl Core {
                     return;
                 };
                 if link.receiving {
-                    if link.inbox.len() >= INBOX_FRAMES_MAX {
+                    link.inbox_bytes += frame_bytes(&frame);
+                    if link.inbox.len() >= INBOX_FRAMES_MAX || link.inbox_bytes > INBOX_BYTES_MAX {
                         self.close_channel(
                             &neighbour,
                             ChannelDirection::Inbound,
@@ -613,7 +639,22 @@ impl Core {
             return;
         };
         let mut merged: Option<Store> = None;
-        for frame in frames {
+        let mut merged_bytes = 0;
+        let mut frames = frames.into_iter();
+        while let Some(frame) = frames.next() {
+            let bytes = frame_bytes(&frame);
+            if merged.is_some() && merged_bytes + bytes > RECEIVE_MERGE_BYTES_MAX {
+                // The rest waits for the next write, so one group stays under the journal's
+                // limit.
+                let current = link.inbound.as_ref().map_or(0, |c| c.id);
+                let rest: Vec<ChannelFrame> = std::iter::once(frame).chain(frames).collect();
+                for frame in rest.into_iter().rev() {
+                    link.inbox_bytes += frame_bytes(&frame);
+                    link.inbox.push_front((current, frame));
+                }
+                break;
+            }
+            merged_bytes += bytes;
             match link.receiver.handle_frame(frame) {
                 Ok(ReceiverOutput::Send(reply)) => {
                     if let Some(channel) = &link.inbound {
@@ -667,7 +708,7 @@ impl Core {
                 sender_epoch: state.sender_epoch,
                 stored_up_to: state.stored_up_to,
                 reconcile_until: state.reconcile_until,
-                ids,
+                ids: ids.clone(),
             },
         ))));
         if !arrivals.handed_off.is_empty() {
@@ -683,6 +724,7 @@ impl Core {
                 state,
                 handoffs: arrivals.handoffs,
                 direct: arrivals.direct,
+                ids,
             }),
         );
     }
@@ -736,13 +778,40 @@ impl Core {
             ],
             None => Vec::new(),
         };
-        let encoded = delivery::encode_arrived(
+        let mut encoded = delivery::encode_arrived(
             &stored,
             queue.as_str(),
             seq,
             (self.name.as_str(), now_ms),
             &extra,
         );
+        let mut stored = stored;
+        let mut queue = queue;
+        // A message grown on its way (its trace), or one from a manager with larger segments,
+        // may not fit this journal's groups: storing it would fail its whole batch on every
+        // resend and wedge the link. It is dead-lettered without its body and headers instead.
+        if encoded.len() as u64 + ARRIVAL_GROUP_ROOM_BYTES > self.journal.group_bytes_max() {
+            let reason = format!(
+                "message of {} bytes is too large for this manager's journal (groups of at most \
+                 {} bytes); its body and headers were dropped",
+                encoded.len(),
+                self.journal.group_bytes_max()
+            );
+            warn!(id = stored.id, destination = stored.destination, %reason, "message dead-lettered on arrival");
+            queue = dead_letter_queue();
+            stored.body = &[];
+            stored.headers.clear();
+            encoded = delivery::encode_arrived(
+                &stored,
+                queue.as_str(),
+                seq,
+                (self.name.as_str(), now_ms),
+                &[
+                    (DEAD_LETTER_REASON_HEADER, reason.as_str()),
+                    (DEAD_LETTER_QUEUE_HEADER, stored.destination),
+                ],
+            );
+        }
         let entry = Entry {
             seq,
             body: BodyRef::Memory,
@@ -947,12 +1016,30 @@ impl Core {
                     }
                 }
             }
+            LinkWrite::ReceiveState { neighbour, state } => {
+                let Some(link) = self.links.get_mut(&neighbour) else {
+                    return;
+                };
+                link.receiving = false;
+                match result {
+                    Ok(locations) => {
+                        let location = locations.first().copied();
+                        let old = std::mem::replace(&mut link.receive_record, location);
+                        link.durable_receiver = state;
+                        self.swap_live(old, location);
+                    }
+                    // The old record stands; the next maintenance tick tries again.
+                    Err(error) => warn!(%neighbour, %error, "rewriting a channel's state failed"),
+                }
+                self.receive_inbox(&neighbour, now_ms);
+            }
             LinkWrite::Received {
                 neighbour,
                 items,
                 state,
                 handoffs,
                 direct,
+                ids,
             } => {
                 let locations = match result {
                     Ok(locations) => locations,
@@ -962,7 +1049,8 @@ impl Core {
                         if let Some(link) = self.links.get_mut(&neighbour) {
                             link.receiving = false;
                             // Back to what is durable; the sender resends the rest.
-                            link.receiver = Receiver::new(link.durable_receiver, Vec::new());
+                            link.receiver
+                                .handle_store_failed(link.durable_receiver, &ids);
                         }
                         self.close_channel(
                             &neighbour,
@@ -987,19 +1075,28 @@ impl Core {
                         let _ = channel.frames.send(ack);
                     }
                 }
-                let current = link.inbound.as_ref().map(|c| c.id);
-                let waiting: Vec<ChannelFrame> = link
-                    .inbox
-                    .drain(..)
-                    .filter(|(connection, _)| Some(*connection) == current)
-                    .map(|(_, frame)| frame)
-                    .collect();
                 self.swap_live(old, record_location);
                 self.finish_placing(placed, now_ms);
-                if !waiting.is_empty() {
-                    self.receive(&neighbour, waiting, now_ms);
-                }
+                self.receive_inbox(&neighbour, now_ms);
             }
+        }
+    }
+
+    /// Handles the frames that waited while a write of the link was in flight.
+    fn receive_inbox(&mut self, neighbour: &ManagerName, now_ms: u64) {
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        let current = link.inbound.as_ref().map(|c| c.id);
+        link.inbox_bytes = 0;
+        let waiting: Vec<ChannelFrame> = link
+            .inbox
+            .drain(..)
+            .filter(|(connection, _)| Some(*connection) == current)
+            .map(|(_, frame)| frame)
+            .collect();
+        if !waiting.is_empty() {
+            self.receive(neighbour, waiting, now_ms);
         }
     }
 
@@ -1147,7 +1244,15 @@ impl Core {
     /// first recorded it.
     pub(super) fn assigned_entries(&self) -> impl Iterator<Item = (&Entry, Bytes)> {
         self.links.iter().flat_map(|(neighbour, link)| {
-            link.assigned.iter().map(move |(channel_seq, _, entry)| {
+            // Numbers whose assignment is still being written may never become durable (the
+            // write can fail and the numbers be reused): those messages wait for the next
+            // compaction.
+            let durable = link.sender.as_ref().map_or(0, Sender::durable_up_to);
+            let settled = link
+                .assigned
+                .iter()
+                .filter(move |(seq, _, _)| *seq <= durable);
+            settled.map(move |(channel_seq, _, entry)| {
                 let assigned = record::encode(&Record::ChannelAssigned(AssignedRecord {
                     to: neighbour.as_str(),
                     pairs: vec![(entry.seq, *channel_seq)],
@@ -1205,10 +1310,7 @@ impl Core {
             let Some(link) = self.links.get_mut(&neighbour) else {
                 continue;
             };
-            if !link.assigning
-                && link.send_record.is_some_and(|l| l.segment < active)
-                && link.sender_broken.is_none()
-            {
+            if !link.assigning && link.send_record.is_some_and(|l| l.segment < active) {
                 if let Some(state) = link.persisted_sender {
                     self.write_sender_state(&neighbour, state, Vec::new());
                 }
@@ -1217,17 +1319,38 @@ impl Core {
                 continue;
             };
             if !link.receiving && link.receive_record.is_some_and(|l| l.segment < active) {
-                let state = link.durable_receiver;
-                self.store_received(
-                    &neighbour,
-                    Store {
-                        messages_to_store: Vec::new(),
-                        state,
-                    },
-                    now_ms,
-                );
+                self.write_receiver_state(&neighbour);
             }
         }
+    }
+
+    /// Writes a link's durable receiver state again at the journal's head, with as much of
+    /// the recent-id window as a group holds (the records that carried it may go with their
+    /// segments), from the reserve like a removal: it frees the segment of the old record.
+    fn write_receiver_state(&mut self, neighbour: &ManagerName) {
+        let ids_max = (self.journal.group_bytes_max() / 2 / 20) as usize;
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        let state = link.durable_receiver;
+        let mut ids: Vec<u128> = link.receiver.recent_ids().collect();
+        ids.drain(..ids.len().saturating_sub(ids_max));
+        link.receiving = true;
+        let payload = record::encode(&Record::ChannelReceive(ReceiveRecord {
+            from: neighbour.as_str(),
+            epoch: state.epoch,
+            sender_epoch: state.sender_epoch,
+            stored_up_to: state.stored_up_to,
+            reconcile_until: state.reconcile_until,
+            ids,
+        }));
+        self.commit_freeing(
+            vec![Bytes::from(payload)],
+            super::Continuation::Link(LinkWrite::ReceiveState {
+                neighbour: neighbour.clone(),
+                state,
+            }),
+        );
     }
 
     /// The links, for status.
@@ -1296,6 +1419,14 @@ impl Core {
                 cost: route.cost,
             })
             .collect()
+    }
+}
+
+/// Payload bytes of a frame (a batch's messages; nothing for the others).
+fn frame_bytes(frame: &ChannelFrame) -> usize {
+    match frame {
+        ChannelFrame::Batch(batch) => batch.messages.iter().map(|m| m.payload.len()).sum(),
+        _ => 0,
     }
 }
 

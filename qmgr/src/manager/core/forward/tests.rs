@@ -37,12 +37,16 @@ struct Node {
 
 impl Node {
     fn open(dir: &Path, name: &str) -> Node {
+        Node::open_with(dir, name, 1024 * 1024)
+    }
+
+    fn open_with(dir: &Path, name: &str, segment_bytes: u64) -> Node {
         let topology = hopmq_routing::parse(TOPOLOGY, "topology.toml")
             .expect("a valid topology")
             .topology;
         let mut config = JournalConfig::new(dir);
         config.sync = SyncPolicy::Never;
-        config.segment_bytes = 1024 * 1024;
+        config.segment_bytes = segment_bytes;
         let recovered = recover(config).expect("recover");
         let (commits_tx, commits) = mpsc::unbounded_channel();
         let limits = crate::manager::tests::limits();
@@ -417,5 +421,26 @@ async fn messages_waiting_for_an_ack_do_not_pin_old_segments() {
     let mut wire = connect(&mut alpha, &mut bravo, 2);
     wire.run(&mut alpha, &mut bravo, true).await;
     assert_eq!(bravo.take_all().await, numbered(0..10));
+    assert_eq!(alpha.transmission_depth(), 0);
+}
+
+#[tokio::test]
+async fn a_message_too_large_for_the_receivers_journal_is_dead_lettered_not_wedged() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // alpha's segments take a 1000 KB message; bravo's (1 MiB) do not.
+    let mut alpha = Node::open_with(dirs.0.path(), "alpha", 8 * 1024 * 1024);
+    let mut bravo = Node::open(dirs.1.path(), "bravo");
+    let mut wire = connect(&mut alpha, &mut bravo, 1);
+    wire.run(&mut alpha, &mut bravo, true).await;
+    alpha.put(["x".repeat(1000 * 1024)]);
+    alpha.put(numbered(0..3));
+    wire.run(&mut alpha, &mut bravo, true).await;
+    assert_eq!(
+        bravo.take_all().await,
+        numbered(0..3),
+        "the link was not wedged"
+    );
+    let dead = bravo.take_all_from("DLQ").await;
+    assert_eq!(dead, vec![String::new()], "a notice without the body");
     assert_eq!(alpha.transmission_depth(), 0);
 }
