@@ -457,7 +457,7 @@ async fn run(
     mut recv: quinn::RecvStream,
 ) {
     let id = shared.ids.fetch_add(1, Ordering::Relaxed) + 1;
-    let (frames_tx, frames_rx) = mpsc::unbounded_channel();
+    let (frames_tx, frames_rx) = mpsc::channel(crate::manager::core::CHANNEL_FRAMES_MAX);
     let channel = Channel {
         id,
         frames: frames_tx,
@@ -543,7 +543,7 @@ async fn read_frames(
 
 async fn write_frames(
     mut send: quinn::SendStream,
-    mut frames: mpsc::UnboundedReceiver<ChannelFrame>,
+    mut frames: mpsc::Receiver<ChannelFrame>,
     connection: quinn::Connection,
 ) {
     while let Some(first) = frames.recv().await {

@@ -5,7 +5,8 @@
 mod forward;
 
 pub use self::forward::{
-    Channel, HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX, transmission_queue,
+    CHANNEL_FRAMES_MAX, Channel, HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX,
+    transmission_queue,
 };
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};

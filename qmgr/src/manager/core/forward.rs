@@ -92,18 +92,31 @@ fn held_queue() -> QueueName {
 pub struct Channel {
     /// The driver's id for it.
     pub id: u64,
-    /// Frames to send on it; dropping this closes the connection.
-    pub frames: mpsc::UnboundedSender<ChannelFrame>,
+    /// Frames to send on it, at most [`CHANNEL_FRAMES_MAX`] queued; dropping this closes the
+    /// connection.
+    pub frames: mpsc::Sender<ChannelFrame>,
     /// The QUIC connection, for its round-trip time; `None` in tests without sockets.
     pub quic: Option<quinn::Connection>,
     /// When it opened.
     pub since: Instant,
 }
 
+/// Frames queued for one connection's writer. The sender's window bounds what an honest
+/// exchange queues (a batch per few messages, an ack per store); a peer that stops reading
+/// fills it and its connection is closed rather than buffered without bound.
+pub const CHANNEL_FRAMES_MAX: usize = 16 * 1024;
+
+const _: () = assert!(crate::channel::sender::WINDOW_MESSAGES_MAX * 2 <= CHANNEL_FRAMES_MAX);
+
 impl Channel {
+    /// Queues `frame`; false if the writer is gone or `CHANNEL_FRAMES_MAX` frames wait.
+    fn send(&self, frame: ChannelFrame) -> bool {
+        self.frames.try_send(frame).is_ok()
+    }
+
     /// Ends the connection with one of [`crate::channel::quic::code`].
     fn close(self, code: u32, reason: &str) {
-        let _ = self.frames.send(crate::channel::frame::goodbye(reason));
+        let _ = self.frames.try_send(crate::channel::frame::goodbye(reason));
         if let Some(quic) = &self.quic {
             // The writer may still be sending the goodbye; a short grace is not worth a
             // task, the peer treats a close like a goodbye.
@@ -626,8 +639,15 @@ impl Core {
                     .map(|m| m.payload.len() as u64)
                     .sum::<u64>();
             }
-            if channel.frames.send(frame).is_err() {
-                break; // the driver is gone; its close reaches the core next
+            if !channel.send(frame) {
+                // Full (the neighbour stopped reading) or gone (its close reaches the core
+                // next): either way this connection is done.
+                self.close_channel(
+                    neighbour,
+                    ChannelDirection::Outbound,
+                    "peer stopped reading",
+                );
+                return;
             }
         }
     }
@@ -657,8 +677,13 @@ impl Core {
             merged_bytes += bytes;
             match link.receiver.handle_frame(frame) {
                 Ok(ReceiverOutput::Send(reply)) => {
-                    if let Some(channel) = &link.inbound {
-                        let _ = channel.frames.send(reply);
+                    if link.inbound.as_ref().is_some_and(|c| !c.send(reply)) {
+                        self.close_channel(
+                            neighbour,
+                            ChannelDirection::Inbound,
+                            "peer stopped reading",
+                        );
+                        break;
                     }
                 }
                 Ok(ReceiverOutput::Store(store)) => match &mut merged {
@@ -1070,12 +1095,18 @@ impl Core {
                 link.durable_receiver = state;
                 let old = link.receive_record.take();
                 link.receive_record = record_location;
-                if let Some(ack) = link.receiver.handle_stored(&state) {
-                    if let Some(channel) = &link.inbound {
-                        let _ = channel.frames.send(ack);
-                    }
-                }
+                let stalled = link
+                    .receiver
+                    .handle_stored(&state)
+                    .is_some_and(|ack| link.inbound.as_ref().is_some_and(|c| !c.send(ack)));
                 self.swap_live(old, record_location);
+                if stalled {
+                    self.close_channel(
+                        &neighbour,
+                        ChannelDirection::Inbound,
+                        "peer stopped reading",
+                    );
+                }
                 self.finish_placing(placed, now_ms);
                 self.receive_inbox(&neighbour, now_ms);
             }

@@ -161,16 +161,16 @@ impl Node {
 /// One connection each way between alpha (sender) and bravo (receiver).
 struct Wire {
     /// Frames alpha sends, to bravo's inbound connection.
-    to_bravo: mpsc::UnboundedReceiver<ChannelFrame>,
+    to_bravo: mpsc::Receiver<ChannelFrame>,
     /// Frames bravo sends back, to alpha's outbound connection.
-    to_alpha: mpsc::UnboundedReceiver<ChannelFrame>,
+    to_alpha: mpsc::Receiver<ChannelFrame>,
     outbound: u64,
     inbound: u64,
 }
 
 fn connect(alpha: &mut Node, bravo: &mut Node, id: u64) -> Wire {
-    let (a_tx, to_bravo) = mpsc::unbounded_channel();
-    let (b_tx, to_alpha) = mpsc::unbounded_channel();
+    let (a_tx, to_bravo) = mpsc::channel(super::CHANNEL_FRAMES_MAX);
+    let (b_tx, to_alpha) = mpsc::channel(super::CHANNEL_FRAMES_MAX);
     let (outbound, inbound) = (2 * id, 2 * id + 1);
     bravo.core.on_command(
         Command::ChannelOpened {
