@@ -107,7 +107,6 @@ pub struct DriverConfig {
 /// The running driver; [`Driver::close`] ends every connection.
 pub struct Driver {
     endpoint: Endpoint,
-    local_address: SocketAddr,
 }
 
 impl Driver {
@@ -153,12 +152,11 @@ impl Driver {
         })?;
         let local_address = endpoint.local_addr().unwrap_or(bind);
         info!(address = %local_address, "channel endpoint listening (QUIC, mutual TLS 1.3)");
-        let ids = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Shared {
             me,
             topology: config.topology,
             commands: config.commands,
-            ids,
+            ids: AtomicU64::new(0),
         });
         tokio::spawn(accept(endpoint.clone(), shared.clone(), shutdown.clone()));
         let neighbours: Vec<ManagerName> =
@@ -181,15 +179,7 @@ impl Driver {
                 shutdown.clone(),
             ));
         }
-        Ok(Driver {
-            endpoint,
-            local_address,
-        })
-    }
-
-    /// Where the endpoint listens.
-    pub fn local_address(&self) -> SocketAddr {
-        self.local_address
+        Ok(Driver { endpoint })
     }
 
     /// Closes every connection and waits briefly for the peers to hear it.
@@ -204,7 +194,7 @@ struct Shared {
     me: ManagerName,
     topology: Topology,
     commands: mpsc::Sender<Command>,
-    ids: Arc<AtomicU64>,
+    ids: AtomicU64,
 }
 
 /// Stateless resets and connection ids keyed by `secret`, stable across restarts: a
@@ -462,7 +452,6 @@ async fn run(
         id,
         frames: frames_tx,
         quic: Some(connection.clone()),
-        since: Instant::now(),
     };
     let opened = Command::ChannelOpened {
         neighbour: neighbour.clone(),

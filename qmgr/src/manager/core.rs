@@ -303,7 +303,6 @@ pub struct Core {
     channels: HashMap<u64, (ManagerName, ChannelDirection)>,
     messages_forwarded: u64,
     messages_expired: u64,
-    messages_undecodable: u64,
 }
 
 fn api_error(error: &StoreError) -> ApiError {
@@ -364,7 +363,6 @@ impl Core {
             channels: HashMap::new(),
             messages_forwarded: 0,
             messages_expired: 0,
-            messages_undecodable: 0,
             topology,
         };
         let homed_here: Vec<(QueueName, Option<u64>)> = core

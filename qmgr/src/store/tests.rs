@@ -808,13 +808,18 @@ fn handles_are_shareable_across_threads() {
     sendable::<Commit>();
 }
 
+/// A journal that syncs: what deferred groups are about.
+fn synced_config(dir: &Path) -> JournalConfig {
+    JournalConfig {
+        sync: SyncPolicy::Always,
+        ..config(dir, 1024 * 1024)
+    }
+}
+
 #[test]
 fn a_deferred_group_rides_in_the_next_synced_write() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = JournalConfig {
-        sync: SyncPolicy::Always,
-        ..config(dir.path(), 1024 * 1024)
-    };
+    let config = synced_config(dir.path());
     let (journal, _, _) = open_collect(config.clone()).expect("open");
     let before = journal.stats().fsyncs;
     let deferred = journal.append_deferred(vec![payload(1, 100)]);
@@ -837,10 +842,7 @@ fn a_deferred_group_rides_in_the_next_synced_write() {
 #[test]
 fn a_deferred_group_alone_is_synced_within_its_delay() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = JournalConfig {
-        sync: SyncPolicy::Always,
-        ..config(dir.path(), 1024 * 1024)
-    };
+    let config = synced_config(dir.path());
     let (journal, _, _) = open_collect(config.clone()).expect("open");
     let before = journal.stats().fsyncs;
     let started = std::time::Instant::now();

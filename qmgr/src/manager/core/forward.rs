@@ -97,8 +97,6 @@ pub struct Channel {
     pub frames: mpsc::Sender<ChannelFrame>,
     /// The QUIC connection, for its round-trip time; `None` in tests without sockets.
     pub quic: Option<quinn::Connection>,
-    /// When it opened.
-    pub since: Instant,
 }
 
 /// Frames queued for one connection's writer. The sender's window bounds what an honest
@@ -245,11 +243,10 @@ struct Arrivals {
 /// What to do once a link's write is durable.
 #[derive(Debug)]
 pub enum LinkWrite {
-    /// A `ChannelSend`: assignments up to `up_to` are durable.
+    /// A `ChannelSend` of `state`: assignments below its `next_seq` are durable.
     Assigned {
         neighbour: ManagerName,
         state: SenderState,
-        up_to: u64,
     },
     /// A `ChannelReceive` with the messages it stored.
     Received {
@@ -602,7 +599,6 @@ impl Core {
             return;
         };
         link.assigning = true;
-        let up_to = state.next_seq - 1;
         let payload = record::encode(&Record::ChannelSend(SendRecord {
             to: neighbour.as_str(),
             epoch: state.epoch,
@@ -617,7 +613,6 @@ impl Core {
             super::Continuation::Link(LinkWrite::Assigned {
                 neighbour: neighbour.clone(),
                 state,
-                up_to,
             }),
         );
     }
@@ -633,11 +628,7 @@ impl Core {
         while let Some(frame) = sender.poll_transmit(now) {
             if let ChannelFrame::Batch(batch) = &frame {
                 link.counters.messages_sent += batch.messages.len() as u64;
-                link.counters.bytes_sent += batch
-                    .messages
-                    .iter()
-                    .map(|m| m.payload.len() as u64)
-                    .sum::<u64>();
+                link.counters.bytes_sent += frame_bytes(&frame) as u64;
             }
             if !channel.send(frame) {
                 // Full (the neighbour stopped reading) or gone (its close reaches the core
@@ -767,7 +758,6 @@ impl Core {
             Ok(stored) => stored,
             Err(e) => {
                 error!(%from, error = %e, "a neighbour sent a message that does not decode; dropped");
-                self.messages_undecodable += 1;
                 return None;
             }
         };
@@ -1009,11 +999,7 @@ impl Core {
         now_ms: u64,
     ) {
         match write {
-            LinkWrite::Assigned {
-                neighbour,
-                state,
-                up_to,
-            } => {
+            LinkWrite::Assigned { neighbour, state } => {
                 let Some(link) = self.links.get_mut(&neighbour) else {
                     return;
                 };
@@ -1025,8 +1011,8 @@ impl Core {
                         link.send_record = location;
                         link.persisted_sender = Some(state);
                         if let Some(sender) = &mut link.sender {
-                            if up_to > 0 {
-                                sender.handle_seq_durable(up_to);
+                            if state.next_seq > 1 {
+                                sender.handle_seq_durable(state.next_seq - 1);
                             }
                         }
                         self.swap_live(old, location);

@@ -4,7 +4,6 @@
 //! says.
 
 use std::path::Path;
-use std::time::Instant;
 
 use hopmq::ManagerName;
 use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
@@ -180,7 +179,6 @@ fn connect(alpha: &mut Node, bravo: &mut Node, id: u64) -> Wire {
                 id: inbound,
                 frames: b_tx,
                 quic: None,
-                since: Instant::now(),
             },
         },
         NOW,
@@ -193,7 +191,6 @@ fn connect(alpha: &mut Node, bravo: &mut Node, id: u64) -> Wire {
                 id: outbound,
                 frames: a_tx,
                 quic: None,
-                since: Instant::now(),
             },
         },
         NOW,
@@ -260,6 +257,15 @@ impl Wire {
     }
 }
 
+/// alpha and bravo opened on their journals and connected, the handshake done.
+async fn connected(alpha_dir: &Path, bravo_dir: &Path) -> (Node, Node, Wire) {
+    let mut alpha = Node::open(alpha_dir, "alpha");
+    let mut bravo = Node::open(bravo_dir, "bravo");
+    let mut wire = connect(&mut alpha, &mut bravo, 1);
+    wire.run(&mut alpha, &mut bravo, true).await;
+    (alpha, bravo, wire)
+}
+
 fn numbered(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|n| format!("m{n}")).collect()
 }
@@ -267,10 +273,7 @@ fn numbered(range: std::ops::Range<usize>) -> Vec<String> {
 #[tokio::test]
 async fn messages_cross_once_and_in_order() {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alpha = Node::open(dirs.0.path(), "alpha");
-    let mut bravo = Node::open(dirs.1.path(), "bravo");
-    let mut wire = connect(&mut alpha, &mut bravo, 1);
-    wire.run(&mut alpha, &mut bravo, true).await;
+    let (mut alpha, mut bravo, mut wire) = connected(dirs.0.path(), dirs.1.path()).await;
     alpha.put(numbered(0..100));
     alpha.put(numbered(100..300));
     wire.run(&mut alpha, &mut bravo, true).await;
@@ -281,10 +284,7 @@ async fn messages_cross_once_and_in_order() {
 #[tokio::test]
 async fn lost_acks_make_resends_that_are_stored_once() {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alpha = Node::open(dirs.0.path(), "alpha");
-    let mut bravo = Node::open(dirs.1.path(), "bravo");
-    let mut wire = connect(&mut alpha, &mut bravo, 1);
-    wire.run(&mut alpha, &mut bravo, true).await;
+    let (mut alpha, mut bravo, mut wire) = connected(dirs.0.path(), dirs.1.path()).await;
     alpha.put(numbered(0..50));
     wire.run(&mut alpha, &mut bravo, false).await;
     assert_eq!(alpha.transmission_depth(), 50, "nothing acked yet");
@@ -298,10 +298,7 @@ async fn lost_acks_make_resends_that_are_stored_once() {
 #[tokio::test]
 async fn a_restart_of_either_end_between_store_and_ack_duplicates_nothing() {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alpha = Node::open(dirs.0.path(), "alpha");
-    let mut bravo = Node::open(dirs.1.path(), "bravo");
-    let mut wire = connect(&mut alpha, &mut bravo, 1);
-    wire.run(&mut alpha, &mut bravo, true).await;
+    let (mut alpha, mut bravo, mut wire) = connected(dirs.0.path(), dirs.1.path()).await;
     alpha.put(numbered(0..40));
     wire.run(&mut alpha, &mut bravo, false).await;
     // Both restart from their journals: bravo holds the batch, alpha still holds it as sent
@@ -322,10 +319,7 @@ async fn a_restart_of_either_end_between_store_and_ack_duplicates_nothing() {
 #[tokio::test]
 async fn channel_state_survives_the_deletion_of_the_segments_that_held_it() {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alpha = Node::open(dirs.0.path(), "alpha");
-    let mut bravo = Node::open(dirs.1.path(), "bravo");
-    let mut wire = connect(&mut alpha, &mut bravo, 1);
-    wire.run(&mut alpha, &mut bravo, true).await;
+    let (mut alpha, mut bravo, mut wire) = connected(dirs.0.path(), dirs.1.path()).await;
     alpha.put(numbered(0..10));
     wire.run(&mut alpha, &mut bravo, true).await;
     assert_eq!(bravo.take_all().await.len(), 10);
@@ -393,10 +387,7 @@ async fn channel_state_survives_the_deletion_of_the_segments_that_held_it() {
 #[tokio::test]
 async fn messages_waiting_for_an_ack_do_not_pin_old_segments() {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alpha = Node::open(dirs.0.path(), "alpha");
-    let mut bravo = Node::open(dirs.1.path(), "bravo");
-    let mut wire = connect(&mut alpha, &mut bravo, 1);
-    wire.run(&mut alpha, &mut bravo, true).await;
+    let (mut alpha, mut bravo, mut wire) = connected(dirs.0.path(), dirs.1.path()).await;
     alpha.put(numbered(0..10));
     // Sent, never acked: the link then goes down for a long time.
     wire.run(&mut alpha, &mut bravo, false).await;
