@@ -228,6 +228,26 @@ impl Client {
     pub fn status(&self) -> Result<Status, ClientError> {
         self.runtime.block_on(self.inner.status())
     }
+
+    /// See [`crate::Client::reload`].
+    pub fn reload(&self) -> Result<crate::protocol::ReloadOutcome, ClientError> {
+        self.runtime.block_on(self.inner.reload())
+    }
+
+    /// See [`crate::Client::plan_topology`].
+    pub fn plan_topology(
+        &self,
+        file: &str,
+        text: &str,
+    ) -> Result<crate::protocol::TopologyPlan, ClientError> {
+        self.runtime.block_on(self.inner.plan_topology(file, text))
+    }
+
+    /// See [`crate::Client::set_link`].
+    pub fn set_link(&self, neighbour: &str, drained: bool) -> Result<(), ClientError> {
+        self.runtime
+            .block_on(self.inner.set_link(neighbour, drained))
+    }
 }
 
 /// Stops a [`Client::notify`] handler when dropped or cancelled.

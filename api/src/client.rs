@@ -46,7 +46,7 @@ use crate::error::ApiError;
 use crate::message::{Message, MessageId};
 use crate::protocol::{
     self, BATCH_MESSAGES_MAX, ClientFrame, Delivery, FrameError, Hello, Operation,
-    PROTOCOL_VERSION, Reply, Request, Selector, ServerFrame, Status,
+    PROTOCOL_VERSION, ReloadOutcome, Reply, Request, Selector, ServerFrame, Status, TopologyPlan,
 };
 
 /// The environment variable that names the manager's socket.
@@ -501,8 +501,42 @@ impl Client {
     /// ```
     pub async fn status(&self) -> Result<Status, ClientError> {
         match self.call(Operation::Status).await? {
-            Reply::Status(status) => Ok(status),
+            Reply::Status(status) => Ok(*status),
             reply => Err(unexpected("status", &reply)),
+        }
+    }
+
+    /// Asks the manager to read its topology file again and apply it; an invalid file is
+    /// refused ([`ApiError::BadRequest`] with file, line and reason) and the old one stays.
+    pub async fn reload(&self) -> Result<ReloadOutcome, ClientError> {
+        match self.call(Operation::Reload).await? {
+            Reply::Reloaded(outcome) => Ok(outcome),
+            reply => Err(unexpected("reload", &reply)),
+        }
+    }
+
+    /// What applying `text` (the contents of the topology file `file`) would change at the
+    /// manager, without applying it.
+    pub async fn plan_topology(&self, file: &str, text: &str) -> Result<TopologyPlan, ClientError> {
+        let operation = Operation::PlanTopology {
+            file: file.to_owned(),
+            text: text.to_owned(),
+        };
+        match self.call(operation).await? {
+            Reply::Plan(plan) => Ok(plan),
+            reply => Err(unexpected("plan", &reply)),
+        }
+    }
+
+    /// Takes the link to `neighbour` out of service (`drained = true`) or back into it.
+    pub async fn set_link(&self, neighbour: &str, drained: bool) -> Result<(), ClientError> {
+        let operation = Operation::SetLink {
+            neighbour: neighbour.to_owned(),
+            drained,
+        };
+        match self.call(operation).await? {
+            Reply::Done => Ok(()),
+            reply => Err(unexpected("link", &reply)),
         }
     }
 
@@ -1085,6 +1119,8 @@ fn unexpected(operation: &'static str, reply: &Reply) -> ClientError {
         Reply::Subscribed(id) => format!("Subscribed({id})"),
         Reply::Done => "Done".to_string(),
         Reply::Status(_) => "Status".to_string(),
+        Reply::Reloaded(_) => "Reloaded".to_string(),
+        Reply::Plan(_) => "Plan".to_string(),
     };
     ClientError::UnexpectedReply { operation, reply }
 }

@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::message::{MessageId, Trace};
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest message body any manager accepts; a manager's `max_message_bytes` setting is
 /// capped at this.
@@ -184,6 +184,26 @@ pub enum Operation {
     },
     /// The manager's state. Reply: [`Reply::Status`].
     Status,
+    /// Read the topology file again and apply it if it is valid. Reply: [`Reply::Reloaded`];
+    /// an invalid file is refused with its file, line and reason, the old topology staying.
+    Reload,
+    /// What applying `text` as the topology would change, without applying it. Reply:
+    /// [`Reply::Plan`].
+    PlanTopology {
+        /// The file's name, for error messages.
+        file: String,
+        /// The file's contents.
+        text: String,
+    },
+    /// Take the link to `neighbour` out of service (`drained`) or back into it. A drained link
+    /// carries no new traffic (routes avoid it; messages in flight on it still finish) and
+    /// stays drained across restarts. Reply: [`Reply::Done`].
+    SetLink {
+        /// The neighbour.
+        neighbour: String,
+        /// True to drain, false to return it to service.
+        drained: bool,
+    },
 }
 
 /// A manager's answer to one request.
@@ -197,8 +217,12 @@ pub enum Reply {
     Subscribed(u64),
     /// The operation succeeded and has nothing to say.
     Done,
-    /// The manager's state.
-    Status(Status),
+    /// The manager's state (boxed: it is much larger than the other replies).
+    Status(Box<Status>),
+    /// The outcome of a reload that was applied (possibly changing nothing).
+    Reloaded(ReloadOutcome),
+    /// What a topology would change.
+    Plan(TopologyPlan),
 }
 
 /// A message as an application submits it.
@@ -276,6 +300,113 @@ pub struct Status {
     pub messages_forwarded: u64,
     /// Messages dropped because they expired before reaching their queue, since start.
     pub messages_expired: u64,
+    /// The topology in force, and the last one refused.
+    pub topology: TopologyStatus,
+    /// Every link of the topology, with its state as this manager knows it (its own links
+    /// first-hand, the others from link-state advertisements).
+    pub network: Vec<NetworkLinkStatus>,
+}
+
+/// The topology a manager runs with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyStatus {
+    /// The file it was read from; `None` for a standalone manager.
+    pub file: Option<String>,
+    /// A fingerprint of the file's contents in force (CRC32C, hex).
+    pub version: String,
+    /// When it was applied, in milliseconds since the Unix epoch.
+    pub applied_at_ms: u64,
+    /// Every manager it declares, by name.
+    pub managers: Vec<String>,
+    /// The last edit refused since then, if any.
+    pub refused: Option<RefusedTopology>,
+}
+
+/// A topology edit that was not applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedTopology {
+    /// The fingerprint of the refused contents.
+    pub version: String,
+    /// Why, with file and line.
+    pub error: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// One link of the network as a manager sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkLinkStatus {
+    /// Its two ends, in name order.
+    pub between: (String, String),
+    /// Its cost.
+    pub cost: u32,
+    /// `up`, `down` (an end reports it dead) or `drained` (an end took it out of service).
+    pub state: String,
+    /// The ends that report it down or drained.
+    pub reported_by: Vec<String>,
+}
+
+/// What a reload applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    /// The fingerprint now in force.
+    pub version: String,
+    /// One line per change (`+`, `-`, `~`); empty when the file had not changed.
+    pub changes: Vec<String>,
+    /// Waiting messages moved to a new place.
+    pub moved: u64,
+}
+
+/// What applying a topology would change at this manager.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyPlan {
+    /// The fingerprint of the planned contents.
+    pub version: String,
+    /// One line per change (`+`, `-`, `~`).
+    pub changes: Vec<String>,
+    /// Routes whose next hop or cost would change, by destination.
+    pub routes: Vec<RouteChange>,
+    /// Waiting messages that would move, per (from, to) queue.
+    pub moves: Vec<PlannedMove>,
+    /// Declared queues this manager could no longer reach.
+    pub unreachable: Vec<UnreachableQueue>,
+}
+
+/// A route before and after.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteChange {
+    /// The destination manager.
+    pub destination: String,
+    /// Next hop now.
+    pub old_next_hop: Option<String>,
+    /// Next hop after.
+    pub new_next_hop: Option<String>,
+    /// Cost now.
+    pub old_cost: Option<u64>,
+    /// Cost after.
+    pub new_cost: Option<u64>,
+}
+
+/// Waiting messages that would move from one queue to another.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedMove {
+    /// Where they wait now (a transmission queue or `hopmq.held`).
+    pub from: String,
+    /// Where they would wait (or `DLQ`).
+    pub to: String,
+    /// How many.
+    pub messages: u64,
+}
+
+/// A declared queue out of this manager's reach under a planned topology.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreachableQueue {
+    /// The queue.
+    pub queue: String,
+    /// Its home in the planned topology.
+    pub home: String,
+    /// Why it cannot be reached.
+    pub reason: String,
 }
 
 /// One link to a neighbour, as this manager sees it.
@@ -313,6 +444,11 @@ pub struct LinkStatus {
     pub connects: u64,
     /// Why the channel last closed, if it did.
     pub last_error: Option<String>,
+    /// How routing sees the link: `up`, `down` (nothing heard within the dead interval) or
+    /// `drained` (taken out of service here).
+    pub routing: String,
+    /// Milliseconds since anything was last heard from the neighbour.
+    pub heard_ms_ago: Option<u64>,
 }
 
 /// One route in force.

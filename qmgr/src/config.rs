@@ -87,6 +87,9 @@ pub struct Settings {
     pub cache_bytes: u64,
     /// Hops a message may take before it is dead-lettered (a loop's backstop).
     pub max_hops: u32,
+    /// A neighbour not heard for this long (milliseconds) is dead: routes leave its link out
+    /// until it is heard again. At least [`crate::channel::adjacency::DEAD_INTERVAL_MIN`].
+    pub link_dead_interval_ms: u64,
     /// TLS files, required once a manager has links.
     #[serde(default)]
     pub tls: TlsSettings,
@@ -113,6 +116,8 @@ pub mod defaults {
     pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
     /// `max_hops`.
     pub const MAX_HOPS: u32 = 32;
+    /// `link_dead_interval_ms`: as long as QUIC's idle timeout, twelve missed heartbeats.
+    pub const LINK_DEAD_INTERVAL_MS: u64 = 3000;
 }
 
 /// Settings given as flags to `qmgr run`; `None` leaves the lower layers in force.
@@ -177,6 +182,7 @@ impl Settings {
             .set_default("segment_bytes", defaults::SEGMENT_BYTES)?
             .set_default("cache_bytes", defaults::CACHE_BYTES)?
             .set_default("max_hops", defaults::MAX_HOPS)?
+            .set_default("link_dead_interval_ms", defaults::LINK_DEAD_INTERVAL_MS)?
             .add_source(
                 config::File::from(file.as_path())
                     .format(config::FileFormat::Toml)
@@ -240,6 +246,16 @@ impl Settings {
                     reason: "must be at least 1".into(),
                 });
             }
+        }
+        let dead_min = crate::channel::adjacency::DEAD_INTERVAL_MIN.as_millis() as u64;
+        if !(dead_min..=3_600_000).contains(&self.link_dead_interval_ms) {
+            return Err(ConfigError::Invalid {
+                key: "link_dead_interval_ms",
+                reason: format!(
+                    "{} is not between {dead_min} and 3600000",
+                    self.link_dead_interval_ms
+                ),
+            });
         }
         Ok(())
     }

@@ -1,9 +1,15 @@
-//! `qmgr run`: wires settings, topology, journal, core and local API together, and stops them
-//! in order on SIGTERM or SIGINT (in-flight commits finish, waiting clients get a clear error).
+//! `qmgr run`: wires settings, topology, journal, core, channel driver, topology reloads and
+//! local API together, and stops them in order on SIGTERM or SIGINT (in-flight commits finish,
+//! waiting clients get a clear error).
+//!
+//! A manager with a topology file and an address in it starts the channel driver when it has
+//! links, or when TLS files are named even without links (so an edit adding links can take
+//! effect without a restart); one with links and no usable TLS does not start.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use hopmq_routing::Topology;
@@ -14,6 +20,7 @@ use tracing::{info, warn};
 use crate::channel::quic::{Driver, DriverConfig};
 use crate::config::{Settings, SyncMode};
 use crate::manager::{self, COMMANDS_MAX, Core, CoreLimits};
+use crate::reload::{self, Reloader, Running};
 use crate::store::{JournalConfig, SyncPolicy};
 
 /// How long a stopping manager waits for its last replies to reach the clients.
@@ -22,9 +29,11 @@ const WRITERS_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Runs a manager until it is told to stop.
 pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
     let name = settings.manager_name();
-    let topology = match &settings.topology {
+    // Read as the reload task reads it, so its version is the one edits are compared with.
+    let (topology, version) = match &settings.topology {
         Some(path) => {
-            let checked = hopmq_routing::load(path)?;
+            let bytes = reload::read(path)?;
+            let checked = reload::parse(&bytes, &path.display().to_string())?;
             for warning in &checked.warnings {
                 warn!("{warning}");
             }
@@ -34,14 +43,26 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
                     path.display()
                 );
             }
-            checked.topology
+            (checked.topology, reload::version(&bytes))
         }
-        None => Topology::standalone(name.clone()),
+        None => (Topology::standalone(name.clone()), String::new()),
     };
     // No plaintext mode: links need TLS, checked before anything is touched on disk.
-    let link_tls = crate::tls::for_manager(&settings.tls, &topology, &name).with_context(|| {
-        format!("manager `{name}` has links in its topology, so it needs usable TLS files (tls.ca, tls.cert, tls.key)")
-    })?;
+    let has_address = topology
+        .manager(name.as_str())
+        .is_some_and(|m| m.address.is_some());
+    let link_tls = if topology.neighbours(&name).next().is_some() {
+        Some(crate::tls::load_for(&settings.tls, &name).with_context(|| {
+            format!("manager `{name}` has links in its topology, so it needs usable TLS files (tls.ca, tls.cert, tls.key)")
+        })?)
+    } else if has_address && settings.topology.is_some() && crate::tls::configured(&settings.tls) {
+        // Named files that do not work would only fail later, at the edit adding links.
+        Some(crate::tls::load_for(&settings.tls, &name).with_context(|| {
+            format!("manager `{name}` has no links yet, but the TLS files it names are not usable (tls.ca, tls.cert, tls.key)")
+        })?)
+    } else {
+        None
+    };
     if link_tls.is_some() {
         info!("TLS for links ready (TLS 1.3, mutual authentication)");
     }
@@ -81,6 +102,7 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
         settings,
         name.to_string(),
         topology,
+        version,
         recovered,
         link_tls,
     ))
@@ -90,6 +112,7 @@ async fn serve(
     settings: Settings,
     name: String,
     topology: Topology,
+    version: String,
     recovered: manager::Recovered,
     link_tls: Option<crate::tls::LinkTls>,
 ) -> anyhow::Result<()> {
@@ -109,13 +132,35 @@ async fn serve(
         max_hops: settings.max_hops,
     };
     let journal = recovered.journal.clone();
-    let core = Core::new(
+    let me = settings.manager_name();
+    let address = topology
+        .manager(me.as_str())
+        .and_then(|m| m.address.clone());
+    let mut core = Core::new(
         settings.manager_name(),
         topology.clone(),
         limits,
         recovered,
         commits_tx,
     );
+    core.set_routing(
+        settings.topology.as_ref().map(|f| f.display().to_string()),
+        version.clone(),
+        std::time::Duration::from_millis(settings.link_dead_interval_ms),
+        &settings.data_dir,
+    )
+    .with_context(|| {
+        format!(
+            "cannot read the drained links in {}",
+            settings.data_dir.display()
+        )
+    })?;
+    // Standalone managers (no file) have nothing to read again.
+    let reload_requests = settings.topology.as_ref().map(|_| {
+        let (requests_tx, requests) = mpsc::channel(reload::REQUESTS_MAX);
+        core.set_reloader(requests_tx);
+        requests
+    });
     let core_task = tokio::spawn(manager::run(
         core,
         commands_rx,
@@ -135,10 +180,10 @@ async fn serve(
         ));
     }
     let driver = match link_tls {
-        Some(tls) => Some(
+        Some(tls) => Some(Arc::new(
             Driver::start(
                 DriverConfig {
-                    me: settings.manager_name(),
+                    me: me.clone(),
                     topology,
                     tls,
                     commands: commands_tx.clone(),
@@ -146,9 +191,23 @@ async fn serve(
                 shutdown.clone(),
             )
             .await?,
-        ),
+        )),
         None => None,
     };
+    if let (Some(file), Some(requests)) = (&settings.topology, reload_requests) {
+        let reloader = Reloader {
+            file: file.clone(),
+            version,
+            running: Running {
+                me,
+                address,
+                links_possible: driver.is_some(),
+            },
+            commands: commands_tx.clone(),
+            driver: driver.clone(),
+        };
+        tokio::spawn(reload::run(reloader, requests, shutdown.clone()));
+    }
     let (writers, mut writers_done) = mpsc::channel::<()>(1);
     tokio::spawn(crate::api_server::serve(
         listener,

@@ -16,5 +16,6 @@ pub mod manager;
 pub mod metrics;
 pub mod queue;
 pub mod record;
+pub mod reload;
 pub mod store;
 pub mod tls;

@@ -188,6 +188,20 @@ pub fn for_manager(
     if topology.neighbours(me).next().is_none() {
         return Ok(None);
     }
+    load_for(settings, me).map(Some)
+}
+
+/// True when the settings name any TLS file. A manager without links yet loads them anyway
+/// when they are named, so an edit of its topology that gives it links can take effect
+/// without a restart.
+pub fn configured(settings: &TlsSettings) -> bool {
+    settings.ca.is_some() || settings.cert.is_some() || settings.key.is_some()
+}
+
+/// The TLS configurations of manager `me`'s links, built from the files `settings` names,
+/// whatever its topology says: every missing setting or unusable file is an error, and the
+/// certificate must name `me`.
+pub fn load_for(settings: &TlsSettings, me: &ManagerName) -> Result<LinkTls, TlsError> {
     install_default_provider();
     let files = TlsFiles::from_settings(settings)?;
     let named = peer_manager_name(&files.chain).map_err(|e| TlsError::File {
@@ -206,11 +220,11 @@ pub fn for_manager(
     context.update(files.key.secret_der());
     let mut reset_secret = [0u8; 32];
     reset_secret.copy_from_slice(context.finish().as_ref());
-    Ok(Some(LinkTls {
+    Ok(LinkTls {
         server: server_config(&files)?,
         client: client_config(&files)?,
         reset_secret,
-    }))
+    })
 }
 
 /// Every certificate in a PEM file; at least one, at most [`PEM_CERTS_MAX`].
@@ -696,6 +710,15 @@ mod tests {
         let error = for_manager(&TlsSettings::default(), &topology, &alpha).unwrap_err();
         assert!(matches!(error, TlsError::Missing { .. }), "{error}");
         let error = for_manager(&settings("bravo"), &topology, &alpha).unwrap_err();
+        assert!(
+            matches!(error, TlsError::NotMyCertificate { .. }),
+            "{error}"
+        );
+        // Named files are loaded without links too, and checked just as strictly.
+        assert!(configured(&settings("alpha")));
+        assert!(!configured(&TlsSettings::default()));
+        load_for(&settings("alpha"), &alpha).unwrap();
+        let error = load_for(&settings("bravo"), &alpha).unwrap_err();
         assert!(
             matches!(error, TlsError::NotMyCertificate { .. }),
             "{error}"

@@ -317,6 +317,12 @@ async fn handle(
                 }),
             }
         }
+        // A fake manager has no topology: what a standalone manager answers.
+        Operation::Reload | Operation::PlanTopology { .. } | Operation::SetLink { .. } => {
+            Err(ApiError::BadRequest {
+                reason: "the fake manager has no topology".into(),
+            })
+        }
         Operation::Status => {
             let queues = state.queues.lock().unwrap();
             let mut queues: Vec<QueueStatus> = queues
@@ -328,11 +334,11 @@ async fn handle(
                 })
                 .collect();
             queues.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(Reply::Status(Status {
+            Ok(Reply::Status(Box::new(Status {
                 manager: "fake".into(),
                 queues,
                 ..Status::default()
-            }))
+            })))
         }
     }
 }

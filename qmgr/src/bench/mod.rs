@@ -1,6 +1,7 @@
 //! `qmgr bench ...`: benchmarks that print figures for BENCHMARKS.md. Timing lives here and
 //! never in tests.
 
+pub mod flooding;
 pub mod forward;
 pub mod local;
 pub mod routes;
@@ -17,6 +18,9 @@ pub enum BenchCommand {
     Local(local::LocalBench),
     /// Put→get throughput and latency of persistent messages across a line of managers.
     Forward(forward::ForwardBench),
+    /// Link-state flooding on a random mesh, simulated: convergence time after link failures
+    /// and repairs, advertisements sent, and the CPU cost of receiving and rerouting.
+    Flooding(flooding::FloodingBench),
 }
 
 impl BenchCommand {
@@ -25,6 +29,7 @@ impl BenchCommand {
             Self::Routes(bench) => bench.run(),
             Self::Local(bench) => bench.run(),
             Self::Forward(bench) => bench.run(),
+            Self::Flooding(bench) => bench.run(),
         }
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::format::RECORD_PAYLOAD_BYTES_MAX;
 
 /// The channel protocol version this build speaks.
-pub const CHANNEL_PROTOCOL_VERSION: u32 = 1;
+pub const CHANNEL_PROTOCOL_VERSION: u32 = 2;
 
 /// Largest payload of one message on the wire: a message travels as the payload of one journal
 /// record at both ends, so the journal's record limit is the message limit.
@@ -89,6 +89,9 @@ pub enum ChannelFrame {
     /// what the sender holds (it was restored or wiped), so move to `next_seq` and deduplicate by
     /// message id.
     Resync(Resync),
+    /// Either way, on every connection: link-state advertisements to store and flood, or,
+    /// empty, a heartbeat (see [`crate::channel::adjacency`]).
+    LinkState(Vec<hopmq_routing::Lsa>),
 }
 
 /// The sender's handshake.

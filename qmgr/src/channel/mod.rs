@@ -1,7 +1,8 @@
 //! The channel protocol between two neighbouring managers, as plain state machines apart from
 //! I/O (STYLE.md "Protocol apart from I/O"): the wire frames and their codec ([`frame`]), the
 //! sending side that drains a transmission queue ([`sender`]) and the receiving side that
-//! stores what arrives ([`receiver`]), and the QUIC driver that carries the frames between
+//! stores what arrives ([`receiver`]), the liveness of a neighbour as routing sees it
+//! ([`adjacency`]), and the QUIC driver that carries the frames between
 //! managers ([`quic`]).
 //!
 //! Nothing but [`quic`] touches a socket, a file or the clock: time is an argument, and what must be
@@ -12,6 +13,7 @@
 //! after a rollback of the receiver's channel state (restore from backup, wipe) by message id
 //! within a bounded window.
 
+pub mod adjacency;
 pub mod frame;
 pub mod quic;
 pub mod receiver;

@@ -8,19 +8,30 @@
 //! other way. Each connection carries one long-lived bidirectional stream, opened by the
 //! dialler, which sends on it (DESIGN.md: never a stream per message).
 //!
+//! The topology is live: [`Driver::apply`] swaps the one admission checks, starts diallers
+//! for new neighbours, stops those of removed ones (and restarts the dialler of a neighbour
+//! whose address changed), and closes the incoming connections of managers no longer linked.
+//! A stopped connection still ends through its `run`, so the core always gets its
+//! `ChannelClosed`.
+//!
 //! Invariants:
 //! - mutual TLS 1.3 (see [`crate::tls`]); an incoming peer is registered with the core only
 //!   after its certificate chained to the CA and [`crate::tls::admit`] accepted its name; a
 //!   dialled peer only if its certificate names exactly the neighbour dialled;
+//! - admission and [`Driver::apply`] are ordered by one lock over the topology in force and
+//!   the registry of admitted incoming connections: a peer admitted under the old topology is
+//!   registered before `apply` looks, so once `apply` returns no connection of an unlinked
+//!   manager remains open;
 //! - before authentication a peer costs bounded resources: at most [`HANDSHAKES_MAX`]
 //!   handshakes at once (more are refused), each within [`HANDSHAKE_TIMEOUT`], and quinn's
 //!   incoming buffers are capped;
 //! - frames are decoded with [`frame::decode`], which checks the length prefix before
 //!   anything is allocated; a malformed frame closes that connection with a logged reason.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use hopmq_routing::{ManagerName, PeerAddress, Topology};
@@ -28,6 +39,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Endpoint, TransportConfig, VarInt};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::frame::{self, ChannelFrame};
@@ -53,6 +65,12 @@ pub const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Per-stream and per-connection receive window: a full batch and more, so one stream keeps a
 /// LAN link busy (16 MiB at 1 Gbit/s is ~130 ms of data).
 pub const RECEIVE_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+/// How long [`Driver::apply`] waits for a stopped dialler's connection to end (its `run` hands
+/// the core a `ChannelClosed` first, which takes a round through the command channel; a core
+/// busier than this is not waited for, and the dialler finishes on its own).
+pub const DIALLER_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The reason a connection is closed with when its link leaves the topology.
+const LINK_REMOVED: &str = "link removed from the topology";
 /// Bytes of frames coalesced into one stream write.
 const WRITE_COALESCE_BYTES: usize = 1024 * 1024;
 /// Bytes read from a stream at a time.
@@ -90,6 +108,21 @@ pub enum QuicError {
     /// rustls configurations quinn cannot use.
     #[error("TLS configuration unusable for QUIC: {0}")]
     Tls(String),
+    /// A new topology moves this manager: its endpoint is bound to the old address.
+    #[error(
+        "the address of manager `{me}` changed from {} to {}; changing this manager's own address needs a restart",
+        show_address(.old.as_ref()),
+        show_address(.new.as_ref())
+    )]
+    AddressChanged {
+        me: ManagerName,
+        old: Option<PeerAddress>,
+        new: Option<PeerAddress>,
+    },
+}
+
+fn show_address(address: Option<&PeerAddress>) -> String {
+    address.map_or_else(|| "none".to_owned(), |a| format!("`{a}`"))
 }
 
 /// What the driver needs.
@@ -104,9 +137,28 @@ pub struct DriverConfig {
     pub commands: mpsc::Sender<Command>,
 }
 
-/// The running driver; [`Driver::close`] ends every connection.
+/// The running driver; [`Driver::apply`] follows topology edits, [`Driver::close`] ends every
+/// connection.
 pub struct Driver {
     endpoint: Endpoint,
+    client: quinn::ClientConfig,
+    shared: Arc<Shared>,
+    /// The address the endpoint is bound to, as the topology spells it.
+    address: PeerAddress,
+    shutdown: watch::Receiver<bool>,
+    /// One dialler per neighbour with an address. An async lock, held for a whole
+    /// [`Driver::apply`] (which awaits stopped diallers), so two applies never interleave.
+    diallers: tokio::sync::Mutex<BTreeMap<ManagerName, DiallerHandle>>,
+}
+
+/// A running dialler, and how to stop it.
+struct DiallerHandle {
+    /// Where it dials; a change restarts it.
+    address: PeerAddress,
+    /// `true` asks it to close its connection (after which its `run` still reports the
+    /// close) and end.
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
 impl Driver {
@@ -152,34 +204,133 @@ impl Driver {
         })?;
         let local_address = endpoint.local_addr().unwrap_or(bind);
         info!(address = %local_address, "channel endpoint listening (QUIC, mutual TLS 1.3)");
+        let neighbours = neighbour_addresses(&config.topology, &me);
         let shared = Arc::new(Shared {
             me,
-            topology: config.topology,
+            live: Mutex::new(Live {
+                topology: Arc::new(config.topology),
+                inbound: BTreeMap::new(),
+            }),
             commands: config.commands,
             ids: AtomicU64::new(0),
+            inbound_ids: AtomicU64::new(0),
         });
         tokio::spawn(accept(endpoint.clone(), shared.clone(), shutdown.clone()));
-        let neighbours: Vec<ManagerName> =
-            shared.topology.neighbours(&shared.me).cloned().collect();
-        for neighbour in neighbours {
-            let Some(address) = shared
-                .topology
-                .manager(neighbour.as_str())
-                .and_then(|m| m.address.clone())
-            else {
-                warn!(%neighbour, "neighbour has no address; not dialling it");
-                continue;
-            };
-            tokio::spawn(dial(
-                endpoint.clone(),
-                client.clone(),
-                shared.clone(),
-                neighbour,
-                address,
-                shutdown.clone(),
-            ));
+        let mut driver = Driver {
+            endpoint,
+            client,
+            shared,
+            address,
+            shutdown,
+            diallers: tokio::sync::Mutex::new(BTreeMap::new()),
+        };
+        let diallers = neighbours
+            .into_iter()
+            .map(|(neighbour, address)| {
+                let handle = driver.spawn_dialler(neighbour.clone(), address);
+                (neighbour, handle)
+            })
+            .collect();
+        *driver.diallers.get_mut() = diallers;
+        Ok(driver)
+    }
+
+    /// Makes `topology` the one in force: admission checks it from now on, new neighbours are
+    /// dialled, removed ones' diallers are stopped (their connections closed with
+    /// [`code::NORMAL`], each still reported to the core by its `run`), a neighbour whose
+    /// address changed is redialled at the new one, and incoming connections of managers no
+    /// longer linked are closed. Returns once the stopped diallers ended (at most
+    /// [`DIALLER_STOP_TIMEOUT`]), so their `ChannelClosed` reach the core before anything the
+    /// caller sends next.
+    ///
+    /// Refuses, changing nothing, a topology that moves this manager to another address (or
+    /// drops it): the endpoint stays bound where it is.
+    pub async fn apply(&self, topology: &Topology) -> Result<(), QuicError> {
+        let me = &self.shared.me;
+        let new_address = topology
+            .manager(me.as_str())
+            .and_then(|m| m.address.clone());
+        if new_address.as_ref() != Some(&self.address) {
+            return Err(QuicError::AddressChanged {
+                me: me.clone(),
+                old: Some(self.address.clone()),
+                new: new_address,
+            });
         }
-        Ok(Driver { endpoint })
+        let mut diallers = self.diallers.lock().await;
+        let topology = Arc::new(topology.clone());
+        let unlinked: Vec<(ManagerName, quinn::Connection)> = {
+            let mut live = self.shared.live();
+            live.topology = topology.clone();
+            live.inbound
+                .iter()
+                .filter(|(peer, _)| topology.link(peer, me).is_none())
+                .flat_map(|(peer, connections)| {
+                    connections.values().map(|c| (peer.clone(), c.clone()))
+                })
+                .collect()
+        };
+        // Closed outside the lock: closing wakes the connection's tasks, which take the lock
+        // again to unregister.
+        for (peer, connection) in unlinked {
+            info!(neighbour = %peer, "closing incoming channel: {LINK_REMOVED}");
+            connection.close(VarInt::from_u32(code::NORMAL), LINK_REMOVED.as_bytes());
+        }
+        let wanted = neighbour_addresses(&topology, me);
+        let outdated: Vec<ManagerName> = diallers
+            .iter()
+            .filter(|(neighbour, handle)| wanted.get(*neighbour) != Some(&handle.address))
+            .map(|(neighbour, _)| neighbour.clone())
+            .collect();
+        let mut stopping = Vec::with_capacity(outdated.len());
+        for neighbour in outdated {
+            if let Some(handle) = diallers.remove(&neighbour) {
+                match wanted.get(&neighbour) {
+                    Some(address) => {
+                        info!(%neighbour, from = %handle.address, to = %address, "neighbour moved; redialling it")
+                    }
+                    None => {
+                        info!(%neighbour, "link removed from the topology; closing its channel")
+                    }
+                }
+                // An error means the dialler already ended.
+                let _ = handle.stop.send(true);
+                stopping.push((neighbour, handle.task));
+            }
+        }
+        // Every dialler was told first, so they stop in parallel within one deadline.
+        let deadline = tokio::time::Instant::now() + DIALLER_STOP_TIMEOUT;
+        for (neighbour, mut task) in stopping {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                warn!(%neighbour, "the channel did not close within {DIALLER_STOP_TIMEOUT:?}; leaving it to finish");
+            }
+        }
+        for (neighbour, address) in wanted {
+            if let std::collections::btree_map::Entry::Vacant(entry) = diallers.entry(neighbour) {
+                info!(neighbour = %entry.key(), %address, "link added to the topology; dialling it");
+                let handle = self.spawn_dialler(entry.key().clone(), address);
+                entry.insert(handle);
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_dialler(&self, neighbour: ManagerName, address: PeerAddress) -> DiallerHandle {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(dial(
+            self.endpoint.clone(),
+            self.client.clone(),
+            self.shared.clone(),
+            neighbour,
+            address.clone(),
+            self.shutdown.clone(),
+            stopped,
+        ));
+        DiallerHandle {
+            address,
+            stop,
+            task,
+        }
     }
 
     /// Closes every connection and waits briefly for the peers to hear it.
@@ -190,11 +341,74 @@ impl Driver {
     }
 }
 
+/// The neighbours of `me` that can be dialled, with their addresses. Every manager of a
+/// parsed file has an address, so the warning is for hand-built topologies.
+fn neighbour_addresses(
+    topology: &Topology,
+    me: &ManagerName,
+) -> BTreeMap<ManagerName, PeerAddress> {
+    topology
+        .neighbours(me)
+        .filter_map(|neighbour| {
+            match topology
+                .manager(neighbour.as_str())
+                .and_then(|m| m.address.clone())
+            {
+                Some(address) => Some((neighbour.clone(), address)),
+                None => {
+                    warn!(%neighbour, "neighbour has no address; not dialling it");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
 struct Shared {
     me: ManagerName,
-    topology: Topology,
+    /// What admission and [`Driver::apply`] share. A narrow lock, not the driver's state: held
+    /// only for a check-and-insert or a swap, never across an await.
+    live: Mutex<Live>,
     commands: mpsc::Sender<Command>,
     ids: AtomicU64,
+    /// Keys of [`Live::inbound`] entries.
+    inbound_ids: AtomicU64,
+}
+
+struct Live {
+    /// The topology [`crate::tls::admit`] checks incoming peers against.
+    topology: Arc<Topology>,
+    /// The admitted incoming connections of each neighbour, until their `run` ends (one per
+    /// dial of the neighbour's; a stale one lives at most [`IDLE_TIMEOUT`] after a restart).
+    inbound: BTreeMap<ManagerName, BTreeMap<u64, quinn::Connection>>,
+}
+
+impl Shared {
+    fn live(&self) -> MutexGuard<'_, Live> {
+        // A panic while holding the lock leaves the maps whole (each change is one insert,
+        // remove or swap), so the data is still good.
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An admitted incoming connection's entry in [`Live::inbound`], removed when dropped: after
+/// its `run`, or when the handshake times out or fails after admission.
+struct Registered {
+    shared: Arc<Shared>,
+    neighbour: ManagerName,
+    key: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut live = self.shared.live();
+        if let Some(connections) = live.inbound.get_mut(&self.neighbour) {
+            connections.remove(&self.key);
+            if connections.is_empty() {
+                live.inbound.remove(&self.neighbour);
+            }
+        }
+    }
 }
 
 /// Stateless resets and connection ids keyed by `secret`, stable across restarts: a
@@ -293,7 +507,7 @@ async fn accept(endpoint: Endpoint, shared: Arc<Shared>, mut shutdown: watch::Re
             let admitted = tokio::time::timeout(HANDSHAKE_TIMEOUT, admit(incoming, &shared)).await;
             drop(permit);
             match admitted {
-                Ok(Ok((neighbour, connection, send, recv))) => {
+                Ok(Ok((neighbour, connection, send, recv, _registered))) => {
                     run(
                         &shared,
                         neighbour,
@@ -318,10 +532,11 @@ type Admitted = (
     quinn::Connection,
     quinn::SendStream,
     quinn::RecvStream,
+    Registered,
 );
 
 /// The TLS handshake, the admission check, and the peer's stream.
-async fn admit(incoming: quinn::Incoming, shared: &Shared) -> Result<Admitted, String> {
+async fn admit(incoming: quinn::Incoming, shared: &Arc<Shared>) -> Result<Admitted, String> {
     let connection = incoming
         .await
         .map_err(|e| format!("handshake failed: {e}"))?;
@@ -332,16 +547,36 @@ async fn admit(incoming: quinn::Incoming, shared: &Shared) -> Result<Admitted, S
             return Err(reason);
         }
     };
-    if let Err(refusal) = tls::admit(&peer, &shared.topology, &shared.me) {
-        let reason = refusal.to_string();
-        connection.close(VarInt::from_u32(code::REFUSED), reason.as_bytes());
-        return Err(reason);
-    }
+    // Checked and registered under one lock, so an apply either comes first (and this check
+    // sees its topology) or finds the connection registered and closes it.
+    let admitted = {
+        let mut live = shared.live();
+        tls::admit(&peer, &live.topology, &shared.me).map(|()| {
+            let key = shared.inbound_ids.fetch_add(1, Ordering::Relaxed);
+            live.inbound
+                .entry(peer.clone())
+                .or_default()
+                .insert(key, connection.clone());
+            Registered {
+                shared: shared.clone(),
+                neighbour: peer.clone(),
+                key,
+            }
+        })
+    };
+    let registered = match admitted {
+        Ok(registered) => registered,
+        Err(refusal) => {
+            let reason = refusal.to_string();
+            connection.close(VarInt::from_u32(code::REFUSED), reason.as_bytes());
+            return Err(reason);
+        }
+    };
     let (send, recv) = connection
         .accept_bi()
         .await
         .map_err(|e| format!("`{peer}` opened no stream: {e}"))?;
-    Ok((peer, connection, send, recv))
+    Ok((peer, connection, send, recv, registered))
 }
 
 async fn dial(
@@ -351,11 +586,12 @@ async fn dial(
     neighbour: ManagerName,
     address: PeerAddress,
     mut shutdown: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut delay = RECONNECT_DELAY_MIN;
     let mut failures = 0u64;
     loop {
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || *stop.borrow() {
             return;
         }
         let attempt = async {
@@ -381,9 +617,14 @@ async fn dial(
             let (send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
             Ok::<_, String>((connection, send, recv))
         };
+        // A stop before the connection is up leaves nothing to report: the core heard of no
+        // connection yet. Stops first: a stopping endpoint also fails the attempt, which is
+        // no reason to warn.
         let attempt = tokio::select! {
-            attempt = attempt => attempt,
+            biased;
             _ = shutdown.changed() => return,
+            _ = stop.changed() => return,
+            attempt = attempt => attempt,
         };
         match attempt {
             Ok((connection, send, recv)) => {
@@ -393,9 +634,25 @@ async fn dial(
                 failures = 0;
                 delay = RECONNECT_DELAY_MIN;
                 let lasted = Instant::now();
+                let running = run(
+                    &shared,
+                    neighbour.clone(),
+                    ChannelDirection::Outbound,
+                    connection.clone(),
+                    send,
+                    recv,
+                );
+                tokio::pin!(running);
                 tokio::select! {
-                    () = run(&shared, neighbour.clone(), ChannelDirection::Outbound, connection, send, recv) => {}
+                    () = &mut running => {}
                     _ = shutdown.changed() => return,
+                    _ = stop.changed() => {
+                        // Not dropped mid-run: closing ends its reads, and it then tells the
+                        // core the connection is gone.
+                        connection.close(VarInt::from_u32(code::NORMAL), LINK_REMOVED.as_bytes());
+                        running.await;
+                        return;
+                    }
                 }
                 // A connection that dies at once (a peer refusing us) must not be redialled
                 // in a tight loop.
@@ -418,6 +675,7 @@ async fn dial(
         tokio::select! {
             () = tokio::time::sleep(jittered) => {}
             _ = shutdown.changed() => return,
+            _ = stop.changed() => return,
         }
         delay = (delay * 2).min(RECONNECT_DELAY_MAX);
     }
@@ -558,4 +816,200 @@ async fn write_frames(
     }
     // The core dropped the channel: it is done with this connection.
     let _ = send.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::Path;
+
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::config::TlsSettings;
+
+    /// Generous for a loopback handshake on a loaded machine; only a bug waits this long.
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    fn name(s: &str) -> ManagerName {
+        ManagerName::new(s).unwrap()
+    }
+
+    fn free_udp_port() -> u16 {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port()
+    }
+
+    fn topology(alpha: u16, bravo: u16, linked: bool) -> Topology {
+        let mut text = format!(
+            "[managers.alpha]\naddress = \"127.0.0.1:{alpha}\"\n\
+             [managers.bravo]\naddress = \"127.0.0.1:{bravo}\"\n"
+        );
+        if linked {
+            text.push_str("[[links]]\nbetween = [\"alpha\", \"bravo\"]\n");
+        }
+        hopmq_routing::parse(&text, "t.toml").unwrap().topology
+    }
+
+    /// A connection event as the core sees it.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Seen {
+        Opened(ChannelDirection, u64),
+        Closed(u64),
+    }
+
+    /// One manager's driver, with a stand-in for its core that reports connection events.
+    struct Side {
+        driver: Driver,
+        seen: mpsc::UnboundedReceiver<Seen>,
+        _shutdown: watch::Sender<bool>,
+    }
+
+    /// What the core does with connections, reduced to what the driver needs: it keeps each
+    /// channel (dropping it would finish the stream) and sends a first frame on outbound ones
+    /// (a stream is seen by the peer only once something is sent on it, as the Hello is).
+    async fn stand_in_core(
+        mut commands: mpsc::Receiver<Command>,
+        seen: mpsc::UnboundedSender<Seen>,
+    ) {
+        let mut channels = Vec::new();
+        while let Some(command) = commands.recv().await {
+            let event = match command {
+                Command::ChannelOpened {
+                    direction, channel, ..
+                } => {
+                    let id = channel.id;
+                    if direction == ChannelDirection::Outbound {
+                        let _ = channel.frames.try_send(ChannelFrame::Ping { nonce: id });
+                    }
+                    channels.push(channel);
+                    Seen::Opened(direction, id)
+                }
+                Command::ChannelClosed { connection, .. } => {
+                    channels.retain(|c| c.id != connection);
+                    Seen::Closed(connection)
+                }
+                _ => continue,
+            };
+            if seen.send(event).is_err() {
+                return;
+            }
+        }
+    }
+
+    impl Side {
+        async fn start(me: &str, topology: &Topology, certs: &Path) -> Side {
+            let me = name(me);
+            let settings = TlsSettings {
+                ca: Some(certs.join("ca.pem")),
+                cert: Some(certs.join(format!("{me}.pem"))),
+                key: Some(certs.join(format!("{me}.key"))),
+            };
+            let tls = tls::load_for(&settings, &me).unwrap();
+            let (commands_tx, commands) = mpsc::channel(64);
+            let (seen_tx, seen) = mpsc::unbounded_channel();
+            tokio::spawn(stand_in_core(commands, seen_tx));
+            let (shutdown_tx, shutdown) = watch::channel(false);
+            let driver = Driver::start(
+                DriverConfig {
+                    me,
+                    topology: topology.clone(),
+                    tls,
+                    commands: commands_tx,
+                },
+                shutdown,
+            )
+            .await
+            .unwrap();
+            Side {
+                driver,
+                seen,
+                _shutdown: shutdown_tx,
+            }
+        }
+
+        /// The next connection event, within `wait`.
+        async fn next(&mut self, wait: Duration) -> Option<Seen> {
+            tokio::time::timeout(wait, self.seen.recv()).await.ok()?
+        }
+
+        /// Waits until one connection is open each way; returns (outbound, inbound) ids.
+        async fn both_open(&mut self) -> (u64, u64) {
+            let (mut outbound, mut inbound) = (None, None);
+            while outbound.is_none() || inbound.is_none() {
+                match self.next(DEADLINE).await {
+                    Some(Seen::Opened(ChannelDirection::Outbound, id)) => outbound = Some(id),
+                    Some(Seen::Opened(ChannelDirection::Inbound, id)) => inbound = Some(id),
+                    Some(Seen::Closed(id)) => {
+                        if outbound == Some(id) {
+                            outbound = None;
+                        }
+                        if inbound == Some(id) {
+                            inbound = None;
+                        }
+                    }
+                    None => panic!("no channel opened within {DEADLINE:?}"),
+                }
+            }
+            (outbound.unwrap(), inbound.unwrap())
+        }
+
+        /// Waits until every one of `ids` is reported closed.
+        async fn closed(&mut self, ids: &[u64]) {
+            let mut left: Vec<u64> = ids.to_vec();
+            while !left.is_empty() {
+                match self.next(DEADLINE).await {
+                    Some(Seen::Closed(id)) => left.retain(|&l| l != id),
+                    Some(Seen::Opened(..)) => {}
+                    None => panic!("connections {left:?} not closed within {DEADLINE:?}"),
+                }
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn apply_follows_links_and_addresses() {
+        let (alpha_port, bravo_port) = (free_udp_port(), free_udp_port());
+        let linked = topology(alpha_port, bravo_port, true);
+        let unlinked = topology(alpha_port, bravo_port, false);
+        let certs = tempfile::tempdir().unwrap();
+        crate::certs::init(&linked, certs.path(), false, OffsetDateTime::now_utc()).unwrap();
+        let mut alpha = Side::start("alpha", &linked, certs.path()).await;
+        let mut bravo = Side::start("bravo", &linked, certs.path()).await;
+        let (outbound, inbound) = alpha.both_open().await;
+        bravo.both_open().await;
+
+        // The link leaves alpha's topology: both connections are closed and reported, and
+        // bravo's redials are refused.
+        alpha.driver.apply(&unlinked).await.unwrap();
+        alpha.closed(&[outbound, inbound]).await;
+        let quiet = alpha.next(Duration::from_millis(1500)).await;
+        assert!(
+            !matches!(quiet, Some(Seen::Opened(..))),
+            "an unlinked neighbour got a channel: {quiet:?}"
+        );
+
+        // Back in: dialled again and admitted again.
+        alpha.driver.apply(&linked).await.unwrap();
+        let (outbound, _) = alpha.both_open().await;
+
+        // bravo "moves" (to a port nobody listens on): alpha redials it there, so the
+        // connection to the old address goes.
+        let moved = topology(alpha_port, free_udp_port(), true);
+        alpha.driver.apply(&moved).await.unwrap();
+        alpha.closed(&[outbound]).await;
+
+        // alpha itself cannot move.
+        let error = alpha
+            .driver
+            .apply(&topology(free_udp_port(), bravo_port, true))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, QuicError::AddressChanged { .. }), "{error}");
+        assert!(error.to_string().contains("needs a restart"), "{error}");
+
+        alpha.driver.close().await;
+        bravo.driver.close().await;
+    }
 }

@@ -249,6 +249,8 @@ impl Receiver {
             ChannelFrame::Goodbye { reason } => Err(ReceiverError::Goodbye { reason }),
             ChannelFrame::Welcome(_) => Err(ReceiverError::Unexpected { frame: "Welcome" }),
             ChannelFrame::Ack { .. } => Err(ReceiverError::Unexpected { frame: "Ack" }),
+            // Routing's frame: the core hands it to the link-state database, never here.
+            ChannelFrame::LinkState(_) => Err(ReceiverError::Unexpected { frame: "LinkState" }),
         }
     }
 

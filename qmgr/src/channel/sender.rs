@@ -377,6 +377,8 @@ impl Sender {
             ChannelFrame::Hello(_) => Err(SenderError::Unexpected { frame: "Hello" }),
             ChannelFrame::Batch(_) => Err(SenderError::Unexpected { frame: "Batch" }),
             ChannelFrame::Resync(_) => Err(SenderError::Unexpected { frame: "Resync" }),
+            // Routing's frame: the core hands it to the link-state database, never here.
+            ChannelFrame::LinkState(_) => Err(SenderError::Unexpected { frame: "LinkState" }),
         }
     }
 

@@ -26,14 +26,14 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")
     }
 
-    async fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) async fn client(&self) -> anyhow::Result<Client> {
         let path = self
             .socket
             .clone()
@@ -393,6 +393,20 @@ impl StatusArgs {
                 "messages put {}, delivered {}",
                 status.messages_put, status.messages_delivered
             );
+            let topology = &status.topology;
+            if let Some(file) = &topology.file {
+                println!(
+                    "topology {file}, version {} ({} managers)",
+                    topology.version,
+                    topology.managers.len()
+                );
+            }
+            if let Some(refused) = &topology.refused {
+                println!(
+                    "refused edit, version {}: {}",
+                    refused.version, refused.error
+                );
+            }
             let store = &status.store;
             println!(
                 "store: {} segments, {} bytes, {} commits, last batch {} records, sync {}",
@@ -417,9 +431,10 @@ impl StatusArgs {
                     status.messages_forwarded, status.messages_expired
                 );
                 println!(
-                    "{:<20} {:<12} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
+                    "{:<20} {:<12} {:<8} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
                     "link",
                     "state",
+                    "routing",
                     "inbound",
                     "rtt",
                     "waiting",
@@ -437,9 +452,10 @@ impl StatusArgs {
                     .transmission_oldest_age_ms
                     .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
                 println!(
-                    "{:<20} {:<12} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
+                    "{:<20} {:<12} {:<8} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
                     link.neighbour,
                     link.state,
+                    link.routing,
                     if link.inbound { "up" } else { "down" },
                     rtt,
                     link.transmission_depth,

@@ -2,6 +2,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod network;
 pub mod run;
 pub mod topology;
 
@@ -37,6 +38,13 @@ enum Command {
     Declare(client::DeclareArgs),
     /// Delete an empty local queue.
     Delete(client::DeleteArgs),
+    /// Show the live route table and the state of every link, as the manager sees them.
+    Routes(network::RoutesArgs),
+    /// Take a link out of service (`down`, a drain) or return it (`up`).
+    #[command(subcommand)]
+    Link(network::LinkCommand),
+    /// Make the manager read its topology file again and apply it if it is valid.
+    Reload(network::ReloadArgs),
     /// Check, explore and compare topology files.
     #[command(subcommand)]
     Topology(topology::TopologyCommand),
@@ -60,6 +68,9 @@ impl Cli {
             Command::Status(args) => args.run(),
             Command::Declare(args) => args.run(),
             Command::Delete(args) => args.run(),
+            Command::Routes(args) => args.run(),
+            Command::Link(command) => command.run(),
+            Command::Reload(args) => args.run(),
             Command::Topology(command) => command.run(),
             Command::Certs(command) => command.run(),
             Command::Bench(command) => command.run(),

@@ -1,5 +1,7 @@
 //! `qmgr topology ...`: check a file, print routes, draw it, compare two versions, generate
-//! random meshes. Offline: these commands read files and never talk to a manager.
+//! random meshes — offline, from files alone — and, against a running manager, draw the
+//! network with its live link states (`dot --live`) or show what an edit would change before
+//! it is made (`plan`).
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -10,6 +12,9 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use hopmq_routing::{Checked, DownLinks, LinkKey, Network, Topology, TopologyDiff, TopologyError};
 
+use hopmq::protocol::{Status, TopologyPlan};
+
+use super::client::Connection;
 use crate::generate::{MeshSpec, mesh};
 
 #[derive(Debug, Subcommand)]
@@ -35,14 +40,29 @@ pub enum TopologyCommand {
     },
     /// Draw the network in Graphviz's dot language, with link costs.
     Dot {
-        /// The topology file.
-        file: PathBuf,
+        /// The topology file (not with --live).
+        #[arg(required_unless_present = "live", conflicts_with = "live")]
+        file: Option<PathBuf>,
+        /// Draw the running manager's network instead: links as it sees them (down ones
+        /// dashed red, drained ones dotted orange) and its next hops in blue.
+        #[arg(long)]
+        live: bool,
+        #[command(flatten)]
+        connection: Connection,
         /// Highlight the route tree from this manager.
         #[arg(long)]
         from: Option<String>,
         /// A link to draw as down (and route around), as `A-B`; repeatable.
         #[arg(long, value_name = "A-B")]
         down: Vec<String>,
+    },
+    /// Show what applying FILE would change at the running manager: routes that change,
+    /// waiting messages that would move, queues that would become unreachable. Applies nothing.
+    Plan {
+        /// The edited topology file.
+        file: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
     },
     /// Show what changed between two topology files.
     Diff {
@@ -86,10 +106,44 @@ impl TopologyCommand {
                 print!("{}", routes(&topology, &from, &down, json)?);
                 Ok(ExitCode::SUCCESS)
             }
-            Self::Dot { file, from, down } => {
+            Self::Dot {
+                file,
+                live,
+                connection,
+                from,
+                down,
+            } => {
+                if live {
+                    let status = Connection::runtime()?.block_on(async {
+                        connection
+                            .client()
+                            .await?
+                            .status()
+                            .await
+                            .map_err(anyhow::Error::from)
+                    })?;
+                    print!("{}", live_dot(&status)?);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let file = file.context("a topology file is needed without --live")?;
                 let topology = load(&file)?;
                 let down = down_links(&topology, &down)?;
                 print!("{}", dot(&topology, from.as_deref(), &down)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Self::Plan { file, connection } => {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let name = file.display().to_string();
+                let plan = Connection::runtime()?.block_on(async {
+                    connection
+                        .client()
+                        .await?
+                        .plan_topology(&name, &text)
+                        .await
+                        .map_err(anyhow::Error::from)
+                })?;
+                print!("{}", plan_text(&plan));
                 Ok(ExitCode::SUCCESS)
             }
             Self::Diff { old, new } => {
@@ -260,6 +314,94 @@ fn table_text(rows: &[[String; 4]]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A plan, for people: each section only when it has something to say.
+fn plan_text(plan: &TopologyPlan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "plan for topology version {}", plan.version);
+    if plan.changes.is_empty() {
+        out.push_str("no changes\n");
+        return out;
+    }
+    for change in &plan.changes {
+        let _ = writeln!(out, "{change}");
+    }
+    let hop = |h: &Option<String>| h.clone().unwrap_or_else(|| "(unreachable)".into());
+    let cost = |c: &Option<u64>| c.map_or("-".to_owned(), |c| c.to_string());
+    if plan.routes.is_empty() {
+        out.push_str("routes: unchanged\n");
+    } else {
+        out.push_str("routes that change:\n");
+        for r in &plan.routes {
+            let _ = writeln!(
+                out,
+                "  {}: via {} (cost {}) -> via {} (cost {})",
+                r.destination,
+                hop(&r.old_next_hop),
+                cost(&r.old_cost),
+                hop(&r.new_next_hop),
+                cost(&r.new_cost)
+            );
+        }
+    }
+    if plan.moves.is_empty() {
+        out.push_str("waiting messages: none would move\n");
+    } else {
+        out.push_str("waiting messages that would move:\n");
+        for m in &plan.moves {
+            let _ = writeln!(out, "  {} {} -> {}", m.messages, m.from, m.to);
+        }
+    }
+    if !plan.unreachable.is_empty() {
+        out.push_str("queues that would become unreachable:\n");
+        for q in &plan.unreachable {
+            let _ = writeln!(out, "  {} (home {}): {}", q.queue, q.home, q.reason);
+        }
+    }
+    out
+}
+
+/// The running manager's view of the network in dot: its links' live states and its next
+/// hops.
+fn live_dot(status: &Status) -> anyhow::Result<String> {
+    let next_hops: BTreeSet<&str> = status
+        .routes
+        .iter()
+        .filter_map(|r| r.next_hop.as_deref())
+        .collect();
+    let mut out = String::from("graph live {\n  node [shape=box, fontname=\"sans-serif\"];\n");
+    for manager in &status.topology.managers {
+        let style = if *manager == status.manager {
+            ", style=filled, fillcolor=lightblue"
+        } else {
+            ""
+        };
+        writeln!(out, "  \"{manager}\" [label=\"{manager}\"{style}];")?;
+    }
+    for link in &status.network {
+        let (a, b) = (&link.between.0, &link.between.1);
+        let used = (*a == status.manager && next_hops.contains(b.as_str()))
+            || (*b == status.manager && next_hops.contains(a.as_str()));
+        let style = match link.state.as_str() {
+            "down" => ", style=dashed, color=red".to_owned(),
+            "drained" => ", style=dotted, color=orange".to_owned(),
+            _ if used => ", color=blue, penwidth=2.5".to_owned(),
+            _ => String::new(),
+        };
+        let note = if link.reported_by.is_empty() {
+            String::new()
+        } else {
+            format!(" {} by {}", link.state, link.reported_by.join(","))
+        };
+        writeln!(
+            out,
+            "  \"{a}\" -- \"{b}\" [label=\"{}{note}\"{style}];",
+            link.cost
+        )?;
+    }
+    out.push_str("}\n");
+    Ok(out)
 }
 
 fn dot(topology: &Topology, from: Option<&str>, down: &DownLinks) -> anyhow::Result<String> {

@@ -1,13 +1,16 @@
 //! The core's state and its handlers: one method per input (a command, a finished commit, the
 //! clock), each running to completion without awaiting anything. Forwarding to and from
-//! neighbours is in [`forward`].
+//! neighbours is in [`forward`]; the topology in force, link states and the route table are
+//! in [`routes`].
 
 mod forward;
+mod routes;
 
 pub use self::forward::{
     CHANNEL_FRAMES_MAX, Channel, HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX,
     transmission_queue,
 };
+pub use self::routes::DRAINED_FILE;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
@@ -303,6 +306,10 @@ pub struct Core {
     channels: HashMap<u64, (ManagerName, ChannelDirection)>,
     messages_forwarded: u64,
     messages_expired: u64,
+    /// Where `qmgr reload` requests go: the task that reads the topology file. `None` for a
+    /// manager without a topology file.
+    reloader: Option<mpsc::Sender<super::ReloadRequest>>,
+    routing: routes::Routing,
 }
 
 fn api_error(error: &StoreError) -> ApiError {
@@ -331,6 +338,7 @@ impl Core {
                 source: name.clone(),
                 routes: Vec::new(),
             });
+        let name_for_routing = name.clone();
         let mut core = Self {
             ids: IdGenerator::new(&name),
             name,
@@ -363,6 +371,8 @@ impl Core {
             channels: HashMap::new(),
             messages_forwarded: 0,
             messages_expired: 0,
+            reloader: None,
+            routing: routes::Routing::new(&name_for_routing, &topology, now_ms()),
             topology,
         };
         let homed_here: Vec<(QueueName, Option<u64>)> = core
@@ -382,6 +392,11 @@ impl Core {
         core.restore_links(recovered.senders, recovered.receivers);
         core.reexamine_waiting(now_ms());
         core
+    }
+
+    /// Routes `qmgr reload` requests to the task that reads the topology file.
+    pub fn set_reloader(&mut self, reloader: mpsc::Sender<super::ReloadRequest>) {
+        self.reloader = Some(reloader);
     }
 
     /// True once shutdown began.
@@ -532,6 +547,7 @@ impl Core {
             Command::ChannelClosed { connection, reason } => {
                 self.on_channel_closed(connection, &reason);
             }
+            Command::Topology(update) => self.on_topology(update, now_ms),
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.status(now_ms));
             }
@@ -563,6 +579,11 @@ impl Core {
     ) {
         use hopmq::protocol::Operation as Op;
         let result = match operation {
+            Op::Reload => self.request_reload(connection, id),
+            Op::PlanTopology { file, text } => self.plan_topology(&file, &text).map(Some),
+            Op::SetLink { neighbour, drained } => {
+                self.set_link_drained(&neighbour, drained, now_ms).map(Some)
+            }
             Op::Put { address, message } => {
                 self.put(connection, id, vec![(address, message)], now_ms)
             }
@@ -592,7 +613,7 @@ impl Core {
             }
             Op::Declare { queue, max_depth } => self.declare(&queue, max_depth).map(Some),
             Op::Delete { queue } => self.delete(&queue).map(Some),
-            Op::Status => Ok(Some(Reply::Status(self.status(now_ms)))),
+            Op::Status => Ok(Some(Reply::Status(Box::new(self.status(now_ms))))),
         };
         // `None`: the reply comes later (after a commit, or when a waiting get is served).
         match result {
@@ -1307,6 +1328,8 @@ impl Core {
             routes: self.route_status(),
             messages_forwarded: self.messages_forwarded,
             messages_expired: self.messages_expired,
+            topology: self.topology_status(),
+            network: self.network_status(),
         }
     }
 
@@ -1812,6 +1835,7 @@ impl Core {
     /// Periodic work: sweep expired messages, delete journal segments nothing lives in.
     pub fn on_maintenance(&mut self, now_ms: u64) {
         self.on_link_maintenance(now_ms);
+        self.on_routing_maintenance(now_ms);
         let names: Vec<QueueName> = self.queues.keys().cloned().collect();
         for name in names {
             let expired = match self.queues.get_mut(&name) {

@@ -86,11 +86,38 @@ pub enum Command {
         /// Why, for the log and status.
         reason: String,
     },
+    /// The topology file was read again (it changed, SIGHUP, or `qmgr reload`): apply it, or
+    /// record why it was refused.
+    Topology(TopologyUpdate),
     /// The manager's state, for metrics.
     Snapshot {
         /// Where to send it.
         reply: tokio::sync::oneshot::Sender<hopmq::protocol::Status>,
     },
+}
+
+/// A topology file read again by [`crate::reload`].
+#[derive(Debug)]
+pub struct TopologyUpdate {
+    /// The file, as configured.
+    pub file: String,
+    /// A fingerprint of the contents read (CRC32C, hex).
+    pub version: String,
+    /// The checked topology (already applied to the QUIC driver), or why it is refused, with
+    /// file, line and reason.
+    pub result: Result<hopmq_routing::Topology, String>,
+    /// The `qmgr reload` request that asked for it (connection, request id), answered once it
+    /// is applied or refused.
+    pub requested_by: Option<ReloadRequest>,
+}
+
+/// A client's `qmgr reload`, passed by the core to [`crate::reload`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadRequest {
+    /// The client connection.
+    pub connection: u64,
+    /// Its request id.
+    pub id: u64,
 }
 
 /// Which way messages flow on a channel connection.
@@ -119,6 +146,8 @@ pub async fn run(
 ) -> Core {
     let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
     maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat = tokio::time::interval(crate::channel::adjacency::HEARTBEAT_INTERVAL);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Bounded by COMMITS_IN_FLIGHT_MAX through the journal's request queue.
     let mut in_flight: VecDeque<core::InFlight> = VecDeque::new();
     loop {
@@ -142,6 +171,7 @@ pub async fn run(
             },
             () = sleep_until(wake) => core.on_timer(now_ms()),
             _ = maintenance.tick() => core.on_maintenance(now_ms()),
+            _ = heartbeat.tick() => core.on_heartbeat(now_ms()),
             changed = shutdown.changed(), if !core.shutting_down() => {
                 if changed.is_err() || *shutdown.borrow() {
                     core.begin_shutdown();

@@ -25,11 +25,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use hopmq::protocol::{LinkStatus, RouteStatus};
-use hopmq::{Address, ManagerName, QueueName};
+use hopmq::{ManagerName, QueueName};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::{Core, Handoff, PutItem, SYSTEM_QUEUE_PREFIX, dead_letter_queue};
+use super::{Core, Handoff, PutItem, dead_letter_queue};
+use crate::channel::adjacency::Adjacency;
 use crate::channel::frame::ChannelFrame;
 use crate::channel::quic;
 use crate::channel::receiver::{Receiver, ReceiverOutput, ReceiverState, Store};
@@ -83,7 +84,7 @@ pub(super) fn transmission_neighbour(queue: &QueueName) -> Option<ManagerName> {
     ManagerName::new(name).ok()
 }
 
-fn held_queue() -> QueueName {
+pub(super) fn held_queue() -> QueueName {
     QueueName::new(HELD_QUEUE).unwrap_or_else(|e| unreachable!("`{HELD_QUEUE}` is valid: {e}"))
 }
 
@@ -108,7 +109,7 @@ const _: () = assert!(crate::channel::sender::WINDOW_MESSAGES_MAX * 2 <= CHANNEL
 
 impl Channel {
     /// Queues `frame`; false if the writer is gone or `CHANNEL_FRAMES_MAX` frames wait.
-    fn send(&self, frame: ChannelFrame) -> bool {
+    pub(super) fn send(&self, frame: ChannelFrame) -> bool {
         self.frames.try_send(frame).is_ok()
     }
 
@@ -145,7 +146,7 @@ pub(super) struct Link {
     assigning: bool,
     persisted_sender: Option<SenderState>,
     send_record: Option<Location>,
-    outbound: Option<Channel>,
+    pub(super) outbound: Option<Channel>,
     receiver: Receiver,
     receiving: bool,
     durable_receiver: ReceiverState,
@@ -153,9 +154,11 @@ pub(super) struct Link {
     inbox: VecDeque<(u64, ChannelFrame)>,
     /// Payload bytes of the batches in `inbox`.
     inbox_bytes: usize,
-    inbound: Option<Channel>,
+    pub(super) inbound: Option<Channel>,
     counters: LinkCounters,
     last_error: Option<String>,
+    /// Whether routing may count on the neighbour (heard within the dead interval).
+    pub(super) adjacency: Adjacency,
 }
 
 fn random_epoch() -> u64 {
@@ -196,6 +199,7 @@ impl Link {
             inbound: None,
             counters: LinkCounters::default(),
             last_error: None,
+            adjacency: Adjacency::new(Instant::now()),
         }
     }
 }
@@ -326,23 +330,52 @@ impl Core {
                 }
             }
         }
-        let neighbours: Vec<ManagerName> = self.topology.neighbours(&self.name).cloned().collect();
+        let neighbours: Vec<ManagerName> = self.links.keys().cloned().collect();
+        let neighbours = neighbours.into_iter().chain(
+            self.topology
+                .neighbours(&self.name)
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         for neighbour in neighbours {
-            self.links
-                .entry(neighbour)
-                .or_insert_with(|| Link::new(None, Vec::new()));
+            self.ensure_link(&neighbour);
         }
-        let me = &self.name;
-        for (neighbour, link) in self.links.iter_mut() {
-            if link.sender.is_none() && link.sender_broken.is_none() {
-                let state = SenderState {
-                    epoch: random_epoch(),
-                    receiver_epoch: None,
-                    next_seq: 1,
-                };
-                // Cannot fail: nothing is held.
-                link.sender = Sender::new(me.as_str(), neighbour.as_str(), state, [], now).ok();
-            }
+    }
+
+    /// The link to `neighbour`, created with a fresh sender if there is none (a neighbour new
+    /// to the topology, or one the journal knew only as a receiver).
+    pub(super) fn ensure_link(&mut self, neighbour: &ManagerName) {
+        let link = self
+            .links
+            .entry(neighbour.clone())
+            .or_insert_with(|| Link::new(None, Vec::new()));
+        if link.sender.is_none() && link.sender_broken.is_none() {
+            let state = SenderState {
+                epoch: random_epoch(),
+                receiver_epoch: None,
+                next_seq: 1,
+            };
+            // Cannot fail: nothing is held.
+            link.sender = Sender::new(
+                self.name.as_str(),
+                neighbour.as_str(),
+                state,
+                [],
+                Instant::now(),
+            )
+            .ok();
+        }
+    }
+
+    /// Closes both connections of the link to `neighbour` (removed from the topology). Its
+    /// state stays: messages in flight on it are delivered if the link returns.
+    pub(super) fn close_link(&mut self, neighbour: &ManagerName, why: &str) {
+        let in_flight = self.links.get(neighbour).map_or(0, |l| l.assigned.len());
+        if in_flight > 0 {
+            warn!(%neighbour, in_flight, "link removed with messages in flight on it; they wait for the link to return");
+        }
+        for direction in [ChannelDirection::Outbound, ChannelDirection::Inbound] {
+            self.close_channel_with(neighbour, direction, quic::code::NORMAL, why);
         }
     }
 
@@ -387,6 +420,8 @@ impl Core {
                 link.inbox_bytes = 0;
             }
         }
+        // A neighbour that connects may have restarted with an empty link-state database.
+        self.send_database(&neighbour, direction);
     }
 
     /// The driver saw a connection end (or the core closed it).
@@ -420,6 +455,16 @@ impl Core {
     }
 
     fn close_channel(&mut self, neighbour: &ManagerName, direction: ChannelDirection, why: &str) {
+        self.close_channel_with(neighbour, direction, quic::code::PROTOCOL, why);
+    }
+
+    fn close_channel_with(
+        &mut self,
+        neighbour: &ManagerName,
+        direction: ChannelDirection,
+        code: u32,
+        why: &str,
+    ) {
         let Some(link) = self.links.get_mut(neighbour) else {
             return;
         };
@@ -443,7 +488,7 @@ impl Core {
         if let Some(channel) = channel {
             warn!(%neighbour, ?direction, connection = channel.id, reason = %why, "closing channel");
             self.channels.remove(&channel.id);
-            channel.close(quic::code::PROTOCOL, why);
+            channel.close(code, why);
         }
     }
 
@@ -451,6 +496,14 @@ impl Core {
     pub(super) fn on_channel_frame(&mut self, connection: u64, frame: ChannelFrame, now_ms: u64) {
         let Some((neighbour, direction)) = self.channels.get(&connection).cloned() else {
             return; // a connection the core already closed
+        };
+        self.on_heard(&neighbour, now_ms);
+        let frame = match frame {
+            ChannelFrame::LinkState(advertisements) => {
+                self.on_link_state(&neighbour, advertisements, now_ms);
+                return;
+            }
+            frame => frame,
         };
         match direction {
             ChannelDirection::Outbound => self.on_sender_frame(&neighbour, frame, now_ms),
@@ -530,6 +583,11 @@ impl Core {
     /// the channel is up, so a message whose expiry passes while the link is down never
     /// leaves), and writes their channel sequence numbers.
     pub(super) fn pump(&mut self, neighbour: &ManagerName, now_ms: u64) {
+        // A dead or drained link takes nothing new: what waits for it is re-routed. Nor
+        // does one gone quiet, which may be about to die.
+        if !self.link_usable(neighbour) || !self.link_fresh(neighbour) {
+            return;
+        }
         let queue = transmission_queue(neighbour);
         let Some(link) = self.links.get_mut(neighbour) else {
             return;
@@ -868,129 +926,6 @@ impl Core {
         })
     }
 
-    /// Late binding at arrival: the queue a message for `destination` goes to here, or why it
-    /// cannot go anywhere.
-    fn resolve_arrival(&mut self, destination: &str) -> Result<QueueName, String> {
-        let address: Address = destination
-            .parse()
-            .map_err(|e: hopmq::NameError| format!("bad destination `{destination}`: {e}"))?;
-        let home = match &address.manager {
-            Some(manager) => manager.clone(),
-            None => match self.topology.queue(address.queue.as_str()) {
-                Some(queue) => queue.home.clone(),
-                None => {
-                    return Err(format!(
-                        "queue `{}` has no home in the topology",
-                        address.queue
-                    ));
-                }
-            },
-        };
-        if home != self.name {
-            return self
-                .route_to(&home)
-                .ok_or_else(|| format!("no manager `{home}` in the topology"));
-        }
-        let queue = address.queue;
-        if queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
-            return Err(format!("queue `{queue}` is reserved"));
-        }
-        if !self.queues.contains_key(&queue) && !self.limits.auto_create_queues {
-            return Err(format!(
-                "unknown queue `{queue}` at its home `{}`",
-                self.name
-            ));
-        }
-        let slot = self.ensure_slot(&queue);
-        let held = slot.queue.depth() + slot.pending;
-        if held >= slot.max_depth {
-            return Err(format!(
-                "queue `{queue}` is full (max_depth {})",
-                slot.max_depth
-            ));
-        }
-        Ok(queue)
-    }
-
-    /// Resolves every message waiting to leave (held for lack of a route, or in a
-    /// transmission queue and not yet given to a channel) with the routes in force, and moves
-    /// those whose place changed: after a restart with a new topology, a held message finds its
-    /// new route, and one whose next hop changed goes to the new one. Messages already given
-    /// to a channel stay with it (they must be resent under their sequence number).
-    pub(super) fn reexamine_waiting(&mut self, now_ms: u64) {
-        let waiting: Vec<QueueName> = self
-            .queues
-            .keys()
-            .filter(|q| q.as_str() == HELD_QUEUE || transmission_neighbour(q).is_some())
-            .cloned()
-            .collect();
-        let mut moved = 0u64;
-        let mut dead = 0u64;
-        for queue in waiting {
-            let entries = match self.queues.get_mut(&queue) {
-                Some(slot) if slot.queue.depth() > 0 => {
-                    let mut entries = slot.queue.drain();
-                    entries.sort_unstable_by_key(|e| e.seq);
-                    entries
-                }
-                _ => continue,
-            };
-            for entry in entries {
-                let destination = self
-                    .payloads
-                    .get(&entry, &self.journal)
-                    .map_err(|e| e.to_string())
-                    .and_then(|payload| {
-                        delivery::stored(&payload)
-                            .map(|stored| stored.destination.to_owned())
-                            .map_err(|e| e.to_string())
-                    });
-                let target = match destination {
-                    Ok(destination) => self.resolve_arrival(&destination),
-                    Err(reason) => {
-                        error!(%queue, seq = entry.seq, %reason, "cannot read a waiting message to route it; it stays");
-                        self.insert(&queue, entry);
-                        continue;
-                    }
-                };
-                match target {
-                    Ok(target) if target == queue => self.insert(&queue, entry),
-                    Ok(target) => {
-                        moved += 1;
-                        self.move_message(&queue, entry, &target, &[], now_ms);
-                    }
-                    Err(reason) => {
-                        dead += 1;
-                        self.dead_letter(&queue, entry, &reason, now_ms);
-                    }
-                }
-            }
-        }
-        if moved > 0 || dead > 0 {
-            info!(
-                moved,
-                dead_lettered = dead,
-                "waiting messages re-routed with the topology in force"
-            );
-        }
-    }
-
-    /// The queue a message for another manager waits in: its next hop's transmission queue,
-    /// or the held messages while there is no route. `None` if `home` is not in the topology.
-    pub(super) fn route_to(&mut self, home: &ManagerName) -> Option<QueueName> {
-        self.topology.manager(home.as_str())?;
-        let queue = match self
-            .routes
-            .route(home.as_str())
-            .and_then(|r| r.next_hop.clone())
-        {
-            Some(next_hop) => transmission_queue(&next_hop),
-            None => held_queue(),
-        };
-        self.ensure_slot(&queue);
-        Some(queue)
-    }
-
     /// A link write finished.
     pub(super) fn on_link_write(
         &mut self,
@@ -1135,6 +1070,9 @@ impl Core {
             None => {
                 let slot = self.queues.get(queue);
                 if slot.is_some_and(|s| s.queue.depth() > 0 || s.pending > 0) {
+                    return None;
+                }
+                if !self.link_usable(&neighbour) || !self.link_fresh(&neighbour) {
                     return None;
                 }
                 let link = self.links.get_mut(&neighbour)?;
@@ -1420,6 +1358,11 @@ impl Core {
                         .sender_broken
                         .clone()
                         .or_else(|| link.last_error.clone()),
+                    routing: self.link_routing_state(neighbour).to_owned(),
+                    heard_ms_ago: link
+                        .adjacency
+                        .silent_for(Instant::now())
+                        .map(|d| d.as_millis() as u64),
                 }
             })
             .collect()

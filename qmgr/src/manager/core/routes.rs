@@ -1,0 +1,883 @@
+//! Routing at run time: the topology in force, how this manager sees the network's links
+//! (its own first-hand through heartbeats and operator drains, the others through flooded
+//! link-state advertisements), the route table computed from them, and the re-routing of
+//! waiting messages whenever that table changes.
+//!
+//! Invariants:
+//! - the route table is always `routes_from(me)` over the topology in force minus the links
+//!   the link-state database reports down; it is recomputed after every input that can change
+//!   either (a topology edit, a neighbour dying or coming back, a drain, a new advertisement);
+//! - when the table changes, the messages waiting to leave that it may concern (in the
+//!   transmission queue of a next hop that lost a destination, or held for lack of a route) are
+//!   resolved again and moved atomically in the journal (`move_message`); a message already
+//!   given a channel sequence number stays with its channel, which alone may still deliver it
+//!   exactly once;
+//! - those queues are examined once more at the next maintenance tick, which catches messages
+//!   that were being written to them (with the old table) while the table changed, and so is
+//!   any transmission queue whose neighbour routing no longer uses;
+//! - link-state advertisements are flooded: one that is new here goes to every other
+//!   neighbour; a neighbour that connects gets the whole database. Flooding is idempotent (the
+//!   database keeps the newest per origin), so duplicates and reordering are harmless.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hopmq::protocol::{
+    NetworkLinkStatus, PlannedMove, RefusedTopology, ReloadOutcome, Reply, RouteChange,
+    TopologyPlan, TopologyStatus, UnreachableQueue,
+};
+use hopmq::{Address, ApiError, ManagerName, QueueName};
+use hopmq_routing::{LinkStateDb, Lsa, Network, Received, RouteTable, Topology, TopologyDiff};
+use tracing::{debug, error, info, warn};
+
+use super::forward::{held_queue, transmission_neighbour, transmission_queue};
+use super::{Core, SYSTEM_QUEUE_PREFIX};
+use crate::channel::adjacency::Change;
+use crate::channel::frame::ChannelFrame;
+use crate::manager::delivery;
+use crate::manager::{ChannelDirection, ReloadRequest, TopologyUpdate};
+
+/// The file, in the data directory, that lists the links an operator drained.
+pub const DRAINED_FILE: &str = "drained-links";
+
+/// The routing state the core keeps beside `Core::topology` and `Core::routes`.
+pub(super) struct Routing {
+    network: Network,
+    linkstate: LinkStateDb,
+    pub(super) dead_interval: Duration,
+    drained: BTreeSet<ManagerName>,
+    drained_file: Option<PathBuf>,
+    file: Option<String>,
+    version: String,
+    applied_at_ms: u64,
+    refused: Option<RefusedTopology>,
+    /// Waiting queues to examine again at the next maintenance tick.
+    recheck: BTreeSet<QueueName>,
+}
+
+impl Routing {
+    pub(super) fn new(me: &ManagerName, topology: &Topology, now_ms: u64) -> Self {
+        let mut linkstate = LinkStateDb::new(me.clone(), now_ms);
+        linkstate.set_topology(topology, topology.neighbours(me).map(|n| (n.clone(), true)));
+        Self {
+            network: Network::new(topology),
+            linkstate,
+            dead_interval: Duration::from_millis(crate::config::defaults::LINK_DEAD_INTERVAL_MS),
+            drained: BTreeSet::new(),
+            drained_file: None,
+            file: None,
+            version: String::new(),
+            applied_at_ms: now_ms,
+            refused: None,
+            recheck: BTreeSet::new(),
+        }
+    }
+}
+
+/// Where a message for a destination goes from here, before any local check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Place {
+    /// A queue of this manager.
+    Here(QueueName),
+    /// The transmission queue of this neighbour.
+    Via(ManagerName),
+    /// The held messages, with why: no route now, or a destination this topology does not
+    /// know (another manager's file may be newer: during a rollout, hold rather than drop).
+    Held(String),
+    /// The dead-letter queue, with why.
+    Dead(String),
+}
+
+/// Late binding: resolves `destination` with `topology` and `routes`, as seen from `me`.
+pub(super) fn place(
+    destination: &str,
+    me: &ManagerName,
+    topology: &Topology,
+    routes: &RouteTable,
+) -> Place {
+    let address: Address = match destination.parse() {
+        Ok(address) => address,
+        Err(e) => return Place::Dead(format!("bad destination `{destination}`: {e}")),
+    };
+    let home = match &address.manager {
+        Some(manager) => manager.clone(),
+        None => match topology.queue(address.queue.as_str()) {
+            Some(queue) => queue.home.clone(),
+            None => {
+                return Place::Held(format!(
+                    "queue `{}` has no home in the topology",
+                    address.queue
+                ));
+            }
+        },
+    };
+    if home == *me {
+        if address.queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
+            return Place::Dead(format!("queue `{}` is reserved", address.queue));
+        }
+        return Place::Here(address.queue);
+    }
+    if topology.manager(home.as_str()).is_none() {
+        return Place::Held(format!("no manager `{home}` in the topology"));
+    }
+    match routes.route(home.as_str()).and_then(|r| r.next_hop.clone()) {
+        Some(next_hop) => Place::Via(next_hop),
+        None => Place::Held(format!("no route to `{home}`")),
+    }
+}
+
+/// Writes the drained links, one name per line, durably (write, sync, rename, sync folder).
+fn write_drained(path: &Path, drained: &BTreeSet<ManagerName>) -> std::io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    for name in drained {
+        writeln!(file, "{name}")?;
+    }
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(folder) = path.parent() {
+        std::fs::File::open(folder)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads the drained links; names that are not valid are skipped with a warning.
+fn read_drained(path: &Path) -> std::io::Result<BTreeSet<ManagerName>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(e) => return Err(e),
+    };
+    let mut drained = BTreeSet::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match ManagerName::new(line) {
+            Ok(name) => {
+                drained.insert(name);
+            }
+            Err(e) => {
+                warn!(file = %path.display(), %line, error = %e, "skipping a bad drained link")
+            }
+        }
+    }
+    Ok(drained)
+}
+
+impl Core {
+    /// Where the topology came from, its fingerprint, how long a silent neighbour stays
+    /// alive, and where drained links are kept (read now: a drain survives restarts).
+    pub fn set_routing(
+        &mut self,
+        file: Option<String>,
+        version: String,
+        dead_interval: Duration,
+        data_dir: &Path,
+    ) -> std::io::Result<()> {
+        let path = data_dir.join(DRAINED_FILE);
+        let drained = read_drained(&path)?;
+        if !drained.is_empty() {
+            let names: Vec<&str> = drained.iter().map(ManagerName::as_str).collect();
+            info!(links = ?names, "links drained by an operator stay out of service");
+        }
+        self.routing.file = file;
+        self.routing.version = version;
+        self.routing.dead_interval = dead_interval;
+        self.routing.drained = drained;
+        self.routing.drained_file = Some(path);
+        self.refresh_routes(crate::manager::now_ms());
+        Ok(())
+    }
+
+    /// Whether routing may use the link to `neighbour`: declared, not drained, and heard
+    /// within the dead interval.
+    pub(super) fn link_usable(&self, neighbour: &ManagerName) -> bool {
+        self.topology.link(&self.name, neighbour).is_some()
+            && !self.routing.drained.contains(neighbour)
+            && self
+                .links
+                .get(neighbour)
+                .is_some_and(|l| l.adjacency.is_alive())
+    }
+
+    /// Whether `neighbour` was heard recently enough to be given new messages.
+    pub(super) fn link_fresh(&self, neighbour: &ManagerName) -> bool {
+        self.links
+            .get(neighbour)
+            .is_some_and(|l| l.adjacency.is_fresh(Instant::now()))
+    }
+
+    /// Brings this manager's own advertisement up to date with its links; floods it and
+    /// recomputes routes if it changed.
+    fn refresh_routes(&mut self, now_ms: u64) {
+        let neighbours: Vec<(ManagerName, bool)> = self
+            .topology
+            .neighbours(&self.name)
+            .map(|n| (n.clone(), self.link_usable(n)))
+            .collect();
+        let mut changed = false;
+        for (neighbour, usable) in &neighbours {
+            changed |= self.routing.linkstate.set_local(neighbour, *usable);
+        }
+        if changed {
+            let own = self.routing.linkstate.own();
+            self.flood(&[own], None);
+        }
+        self.recompute_routes(false, now_ms);
+    }
+
+    /// Recomputes the route table; if it changed (or `everything`, after a topology edit),
+    /// re-resolves the waiting messages it may concern. Returns how many moved.
+    fn recompute_routes(&mut self, everything: bool, now_ms: u64) -> u64 {
+        let down = self.routing.linkstate.down_links(&self.topology);
+        let table = self
+            .routing
+            .network
+            .routes_from(self.name.as_str(), &down)
+            .unwrap_or_else(|| RouteTable {
+                source: self.name.clone(),
+                routes: Vec::new(),
+            });
+        if table == self.routes && !everything {
+            return 0;
+        }
+        let mut affected: BTreeSet<QueueName> = BTreeSet::new();
+        let mut changes = Vec::new();
+        for route in &self.routes.routes {
+            let new = table.route(route.destination.as_str());
+            let new_hop = new.and_then(|r| r.next_hop.as_ref());
+            if route.next_hop.as_ref() != new_hop {
+                affected.insert(match &route.next_hop {
+                    Some(hop) => transmission_queue(hop),
+                    None => held_queue(),
+                });
+                changes.push(format!(
+                    "{}: {} -> {}",
+                    route.destination,
+                    route.next_hop.as_ref().map_or("none", |h| h.as_str()),
+                    new_hop.map_or("none", |h| h.as_str()),
+                ));
+            }
+        }
+        if !changes.is_empty() {
+            info!(changes = ?changes, "routes changed");
+        }
+        self.routes = table;
+        if everything {
+            affected = self.waiting_queues();
+        }
+        let (moved, _) = self.reexamine(&affected, now_ms);
+        self.routing.recheck.extend(affected);
+        moved
+    }
+
+    /// Every queue of messages waiting to leave.
+    fn waiting_queues(&self) -> BTreeSet<QueueName> {
+        self.queues
+            .keys()
+            .filter(|q| q.as_str() == super::HELD_QUEUE || transmission_neighbour(q).is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// Every waiting message, at start: a restart with a new topology re-routes them.
+    pub(super) fn reexamine_waiting(&mut self, now_ms: u64) {
+        let queues = self.waiting_queues();
+        self.reexamine(&queues, now_ms);
+    }
+
+    /// Resolves every message waiting in `queues` with the routes in force and moves those
+    /// whose place changed. Messages already given to a channel are not in these queues: they
+    /// stay with it (they must be resent under their sequence number). Returns (moved, dead).
+    fn reexamine(&mut self, queues: &BTreeSet<QueueName>, now_ms: u64) -> (u64, u64) {
+        let mut moved = 0u64;
+        let mut dead = 0u64;
+        for queue in queues {
+            let entries = match self.queues.get_mut(queue) {
+                Some(slot) if slot.queue.depth() > 0 => {
+                    let mut entries = slot.queue.drain();
+                    entries.sort_unstable_by_key(|e| e.seq);
+                    entries
+                }
+                _ => continue,
+            };
+            for entry in entries {
+                let destination = self
+                    .payloads
+                    .get(&entry, &self.journal)
+                    .map_err(|e| e.to_string())
+                    .and_then(|payload| {
+                        delivery::stored(&payload)
+                            .map(|stored| stored.destination.to_owned())
+                            .map_err(|e| e.to_string())
+                    });
+                let target = match destination {
+                    Ok(destination) => self.resolve_arrival(&destination),
+                    Err(reason) => {
+                        error!(%queue, seq = entry.seq, %reason, "cannot read a waiting message to route it; it stays");
+                        self.insert(queue, entry);
+                        continue;
+                    }
+                };
+                match target {
+                    Ok(target) if target == *queue => self.insert(queue, entry),
+                    Ok(target) => {
+                        moved += 1;
+                        self.move_message(queue, entry, &target, &[], now_ms);
+                    }
+                    Err(reason) => {
+                        dead += 1;
+                        self.dead_letter(queue, entry, &reason, now_ms);
+                    }
+                }
+            }
+        }
+        if moved > 0 || dead > 0 {
+            info!(
+                moved,
+                dead_lettered = dead,
+                "waiting messages re-routed with the routes in force"
+            );
+        }
+        (moved, dead)
+    }
+
+    /// Late binding at arrival (and when re-routing): the queue a message for `destination`
+    /// goes to here, or why it can only be dead-lettered.
+    pub(super) fn resolve_arrival(&mut self, destination: &str) -> Result<QueueName, String> {
+        match place(destination, &self.name, &self.topology, &self.routes) {
+            Place::Here(queue) => self.local_arrival(queue),
+            Place::Via(next_hop) => {
+                let queue = transmission_queue(&next_hop);
+                self.ensure_slot(&queue);
+                Ok(queue)
+            }
+            Place::Held(_) => {
+                let queue = held_queue();
+                self.ensure_slot(&queue);
+                Ok(queue)
+            }
+            Place::Dead(reason) => Err(reason),
+        }
+    }
+
+    /// The local queue an arrival for `queue` goes to, if it may.
+    fn local_arrival(&mut self, queue: QueueName) -> Result<QueueName, String> {
+        if !self.queues.contains_key(&queue) && !self.limits.auto_create_queues {
+            return Err(format!(
+                "unknown queue `{queue}` at its home `{}`",
+                self.name
+            ));
+        }
+        let slot = self.ensure_slot(&queue);
+        let held = slot.queue.depth() + slot.pending;
+        if held >= slot.max_depth {
+            return Err(format!(
+                "queue `{queue}` is full (max_depth {})",
+                slot.max_depth
+            ));
+        }
+        Ok(queue)
+    }
+
+    /// The queue a message for another manager waits in: its next hop's transmission queue,
+    /// or the held messages while there is no route. `None` if `home` is not in the topology.
+    pub(super) fn route_to(&mut self, home: &ManagerName) -> Option<QueueName> {
+        self.topology.manager(home.as_str())?;
+        let queue = match self
+            .routes
+            .route(home.as_str())
+            .and_then(|r| r.next_hop.as_ref())
+        {
+            Some(next_hop) => transmission_queue(next_hop),
+            None => held_queue(),
+        };
+        self.ensure_slot(&queue);
+        Some(queue)
+    }
+
+    /// Periodic routing work: examine again the queues a route change concerned (messages
+    /// written to them with the old table have landed by now), and any transmission queue
+    /// whose neighbour routing does not use.
+    pub(super) fn on_routing_maintenance(&mut self, now_ms: u64) {
+        let mut queues = std::mem::take(&mut self.routing.recheck);
+        for queue in self.waiting_queues() {
+            if let Some(neighbour) = transmission_neighbour(&queue) {
+                let waiting = self.queues.get(&queue).is_some_and(|s| s.queue.depth() > 0);
+                let used = self
+                    .routes
+                    .routes
+                    .iter()
+                    .any(|r| r.next_hop.as_ref() == Some(&neighbour));
+                if waiting && !used {
+                    queues.insert(queue);
+                }
+            }
+        }
+        if !queues.is_empty() {
+            self.reexamine(&queues, now_ms);
+        }
+    }
+
+    /// Every heartbeat interval: a heartbeat on each connection, and the dead interval checked
+    /// for every neighbour.
+    pub fn on_heartbeat(&mut self, now_ms: u64) {
+        let now = Instant::now();
+        let dead_interval = self.routing.dead_interval;
+        let mut changed = false;
+        for (neighbour, link) in self.links.iter_mut() {
+            for channel in [&link.outbound, &link.inbound].into_iter().flatten() {
+                channel.send(ChannelFrame::LinkState(Vec::new()));
+            }
+            if link.adjacency.check(now, dead_interval) == Some(Change::Dead) {
+                warn!(%neighbour, ?dead_interval, "neighbour not heard within the dead interval; routing around its link");
+                changed = true;
+            }
+        }
+        if changed {
+            self.refresh_routes(now_ms);
+        }
+    }
+
+    /// Something arrived from `neighbour`.
+    pub(super) fn on_heard(&mut self, neighbour: &ManagerName, now_ms: u64) {
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        if link.adjacency.heard(Instant::now()) == Some(Change::Alive) {
+            info!(%neighbour, "neighbour heard again; its link is back in the routes");
+            for direction in [ChannelDirection::Outbound, ChannelDirection::Inbound] {
+                self.send_database(neighbour, direction);
+            }
+            self.refresh_routes(now_ms);
+        }
+    }
+
+    /// Sends the whole link-state database to `neighbour` on its connection going
+    /// `direction` (it just connected, or came back).
+    pub(super) fn send_database(&mut self, neighbour: &ManagerName, direction: ChannelDirection) {
+        let Some(link) = self.links.get(neighbour) else {
+            return;
+        };
+        let channel = match direction {
+            ChannelDirection::Outbound => link.outbound.as_ref(),
+            ChannelDirection::Inbound => link.inbound.as_ref(),
+        };
+        if let Some(channel) = channel {
+            channel.send(ChannelFrame::LinkState(
+                self.routing.linkstate.advertisements(),
+            ));
+        }
+    }
+
+    /// Sends `advertisements` to every neighbour with a connection, but `except`.
+    fn flood(&self, advertisements: &[Lsa], except: Option<&ManagerName>) {
+        for (neighbour, link) in &self.links {
+            if Some(neighbour) == except || self.topology.link(&self.name, neighbour).is_none() {
+                continue;
+            }
+            if let Some(channel) = link.outbound.as_ref().or(link.inbound.as_ref()) {
+                channel.send(ChannelFrame::LinkState(advertisements.to_vec()));
+            }
+        }
+    }
+
+    /// Advertisements (or a heartbeat, when empty) from `neighbour`.
+    pub(super) fn on_link_state(&mut self, neighbour: &ManagerName, lsas: Vec<Lsa>, now_ms: u64) {
+        if lsas.is_empty() {
+            return;
+        }
+        let mut new = Vec::new();
+        let mut renewed = false;
+        for lsa in lsas {
+            match self.routing.linkstate.receive(lsa.clone()) {
+                Received::New => new.push(lsa),
+                Received::OwnRenewed => renewed = true,
+                Received::Ignored => {}
+            }
+        }
+        if !new.is_empty() {
+            self.flood(&new, Some(neighbour));
+        }
+        if renewed {
+            let own = self.routing.linkstate.own();
+            self.flood(&[own], None);
+        }
+        if !new.is_empty() {
+            self.recompute_routes(false, now_ms);
+        }
+    }
+
+    /// `qmgr link up|down NAME`.
+    pub(super) fn set_link_drained(
+        &mut self,
+        neighbour: &str,
+        drained: bool,
+        now_ms: u64,
+    ) -> Result<Reply, ApiError> {
+        let bad = |reason: String| ApiError::BadRequest { reason };
+        let neighbour =
+            ManagerName::new(neighbour).map_err(|e| bad(format!("bad manager name: {e}")))?;
+        if self.topology.link(&self.name, &neighbour).is_none() {
+            return Err(bad(format!(
+                "`{}` has no link to `{neighbour}` in its topology",
+                self.name
+            )));
+        }
+        let mut next = self.routing.drained.clone();
+        let changed = if drained {
+            next.insert(neighbour.clone())
+        } else {
+            next.remove(&neighbour)
+        };
+        if !changed {
+            return Ok(Reply::Done);
+        }
+        if let Some(path) = &self.routing.drained_file {
+            write_drained(path, &next).map_err(|e| ApiError::Storage {
+                detail: format!("cannot record the drain in {}: {e}", path.display()),
+            })?;
+        }
+        self.routing.drained = next;
+        if drained {
+            info!(%neighbour, "link drained by an operator: routes avoid it, messages in flight on it finish");
+        } else {
+            info!(%neighbour, "link returned to service by an operator");
+        }
+        self.refresh_routes(now_ms);
+        Ok(Reply::Done)
+    }
+
+    /// `qmgr reload`: handed to the task that reads the file, answered when it comes back.
+    pub(super) fn request_reload(
+        &mut self,
+        connection: u64,
+        id: u64,
+    ) -> Result<Option<Reply>, ApiError> {
+        let Some(reloader) = &self.reloader else {
+            return Err(ApiError::BadRequest {
+                reason: "this manager runs without a topology file; there is nothing to reload"
+                    .into(),
+            });
+        };
+        reloader
+            .try_send(ReloadRequest { connection, id })
+            .map_err(|_| ApiError::BadRequest {
+                reason: "a reload is already being read; try again".into(),
+            })?;
+        Ok(None)
+    }
+
+    /// The topology file was read again.
+    pub(super) fn on_topology(&mut self, update: TopologyUpdate, now_ms: u64) {
+        let TopologyUpdate {
+            file,
+            version,
+            result,
+            requested_by,
+        } = update;
+        let outcome = match result {
+            Err(error) => {
+                // The reload task has logged it (as a warning, with the reason).
+                debug!(%file, %version, "topology edit refused; the topology in force stays");
+                self.routing.refused = Some(RefusedTopology {
+                    version,
+                    error: error.clone(),
+                    at_ms: now_ms,
+                });
+                Err(ApiError::BadRequest { reason: error })
+            }
+            Ok(topology) => Ok(Reply::Reloaded(
+                self.apply_topology(topology, file, version, now_ms),
+            )),
+        };
+        if let Some(request) = requested_by {
+            self.reply(request.connection, request.id, outcome);
+        }
+    }
+
+    /// Applies a valid topology as a diff: links added and removed, queue homes and limits,
+    /// routes recomputed and every waiting message resolved again.
+    fn apply_topology(
+        &mut self,
+        topology: Topology,
+        file: String,
+        version: String,
+        now_ms: u64,
+    ) -> ReloadOutcome {
+        let diff = TopologyDiff::between(&self.topology, &topology);
+        self.routing.file = Some(file);
+        if diff.is_empty() {
+            self.routing.version = version.clone();
+            return ReloadOutcome {
+                version,
+                changes: Vec::new(),
+                moved: 0,
+            };
+        }
+        let changes: Vec<String> = diff.to_string().lines().map(str::to_owned).collect();
+        info!(%version, changes = ?changes, "topology edit applied");
+        self.topology = topology;
+        self.routing.network = Network::new(&self.topology);
+        self.routing.version = version.clone();
+        self.routing.applied_at_ms = now_ms;
+        self.routing.refused = None;
+        let declared: Vec<(QueueName, Option<u64>)> = self
+            .topology
+            .queues()
+            .filter(|q| q.home == self.name)
+            .map(|q| (q.name.clone(), q.max_depth))
+            .collect();
+        for (queue, max_depth) in declared {
+            let max_depth = max_depth.unwrap_or(self.limits.max_depth);
+            self.ensure_slot(&queue).max_depth = max_depth;
+        }
+        let neighbours: Vec<ManagerName> = self.topology.neighbours(&self.name).cloned().collect();
+        for neighbour in &neighbours {
+            self.ensure_link(neighbour);
+        }
+        for key in &diff.links_removed {
+            let (a, b) = key.ends();
+            let gone = if *a == self.name { b } else { a };
+            if *a == self.name || *b == self.name {
+                self.close_link(gone, "link removed from the topology");
+            }
+        }
+        let usable: Vec<(ManagerName, bool)> = neighbours
+            .iter()
+            .map(|n| (n.clone(), self.link_usable(n)))
+            .collect();
+        self.routing.linkstate.set_topology(&self.topology, usable);
+        let own = self.routing.linkstate.own();
+        self.flood(&[own], None);
+        let moved = self.recompute_routes(true, now_ms);
+        ReloadOutcome {
+            version,
+            changes,
+            moved,
+        }
+    }
+
+    /// What applying `text` would change here, computed without changing anything.
+    pub(super) fn plan_topology(&self, file: &str, text: &str) -> Result<Reply, ApiError> {
+        let checked = hopmq_routing::parse(text, file).map_err(|e| ApiError::BadRequest {
+            reason: e.to_string(),
+        })?;
+        let topology = checked.topology;
+        if topology.manager(self.name.as_str()).is_none() {
+            return Err(ApiError::BadRequest {
+                reason: format!("{file}: manager `{}` is not declared", self.name),
+            });
+        }
+        let down = self.routing.linkstate.down_links(&topology);
+        let network = Network::new(&topology);
+        let table = network
+            .routes_from(self.name.as_str(), &down)
+            .unwrap_or_else(|| RouteTable {
+                source: self.name.clone(),
+                routes: Vec::new(),
+            });
+        let mut destinations: BTreeSet<&str> = self
+            .routes
+            .routes
+            .iter()
+            .map(|r| r.destination.as_str())
+            .collect();
+        destinations.extend(table.routes.iter().map(|r| r.destination.as_str()));
+        let routes = destinations
+            .into_iter()
+            .filter_map(|d| {
+                let old = self.routes.route(d);
+                let new = table.route(d);
+                let hop = |r: Option<&hopmq_routing::Route>| {
+                    r.and_then(|r| r.next_hop.as_ref()).map(ToString::to_string)
+                };
+                let change = RouteChange {
+                    destination: d.to_owned(),
+                    old_next_hop: hop(old),
+                    new_next_hop: hop(new),
+                    old_cost: old.and_then(|r| r.cost),
+                    new_cost: new.and_then(|r| r.cost),
+                };
+                (change.old_next_hop != change.new_next_hop || change.old_cost != change.new_cost)
+                    .then_some(change)
+            })
+            .collect();
+        let mut moves: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for queue in self.waiting_queues() {
+            let Some(slot) = self.queues.get(&queue) else {
+                continue;
+            };
+            for entry in slot.queue.entries() {
+                let Ok(payload) = self.payloads.get(entry, &self.journal) else {
+                    continue;
+                };
+                let Ok(stored) = delivery::stored(&payload) else {
+                    continue;
+                };
+                let to = match place(stored.destination, &self.name, &topology, &table) {
+                    Place::Here(queue) => queue.to_string(),
+                    Place::Via(hop) => transmission_queue(&hop).to_string(),
+                    Place::Held(_) => super::HELD_QUEUE.to_owned(),
+                    Place::Dead(_) => super::DEAD_LETTER_QUEUE.to_owned(),
+                };
+                if to != queue.as_str() {
+                    *moves.entry((queue.to_string(), to)).or_default() += 1;
+                }
+            }
+        }
+        let unreachable = topology
+            .queues()
+            .filter(|q| q.home != self.name)
+            .filter_map(|q| {
+                let reachable = table
+                    .route(q.home.as_str())
+                    .is_some_and(|r| r.next_hop.is_some());
+                (!reachable).then(|| UnreachableQueue {
+                    queue: q.name.to_string(),
+                    home: q.home.to_string(),
+                    reason: format!("no route from `{}` to `{}`", self.name, q.home),
+                })
+            })
+            .collect();
+        Ok(Reply::Plan(TopologyPlan {
+            version: format!("{:08x}", crc32c::crc32c(text.as_bytes())),
+            changes: TopologyDiff::between(&self.topology, &topology)
+                .to_string()
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+            routes,
+            moves: moves
+                .into_iter()
+                .map(|((from, to), messages)| PlannedMove { from, to, messages })
+                .collect(),
+            unreachable,
+        }))
+    }
+
+    /// The topology part of `qmgr status`.
+    pub(super) fn topology_status(&self) -> TopologyStatus {
+        TopologyStatus {
+            file: self.routing.file.clone(),
+            version: self.routing.version.clone(),
+            applied_at_ms: self.routing.applied_at_ms,
+            managers: self
+                .topology
+                .managers()
+                .map(|m| m.name.to_string())
+                .collect(),
+            refused: self.routing.refused.clone(),
+        }
+    }
+
+    /// Every link of the topology with its state as this manager knows it.
+    pub(super) fn network_status(&self) -> Vec<NetworkLinkStatus> {
+        self.routing
+            .linkstate
+            .reporters(&self.topology)
+            .into_iter()
+            .map(|(key, reporters)| {
+                let (a, b) = key.ends();
+                let cost = self.topology.link(a, b).map_or(0, |l| l.cost);
+                let mine = if *a == self.name {
+                    Some(b)
+                } else if *b == self.name {
+                    Some(a)
+                } else {
+                    None
+                };
+                let state = if reporters.is_empty() {
+                    "up"
+                } else if mine.is_some_and(|n| self.routing.drained.contains(n)) {
+                    "drained"
+                } else {
+                    "down"
+                };
+                NetworkLinkStatus {
+                    between: (a.to_string(), b.to_string()),
+                    cost,
+                    state: state.to_owned(),
+                    reported_by: reporters.iter().map(ToString::to_string).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// How routing sees the link to `neighbour`, for `qmgr status`.
+    pub(super) fn link_routing_state(&self, neighbour: &ManagerName) -> &'static str {
+        if self.routing.drained.contains(neighbour) {
+            "drained"
+        } else if self.link_usable(neighbour) {
+            "up"
+        } else {
+            "down"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn topology() -> Topology {
+        hopmq_routing::parse(
+            r#"
+            [managers.alpha]
+            address = "127.0.0.1:1"
+            [managers.bravo]
+            address = "127.0.0.1:2"
+            [managers.charlie]
+            address = "127.0.0.1:3"
+            [[links]]
+            between = ["alpha", "bravo"]
+            [queues.orders]
+            home = "bravo"
+            [queues.local]
+            home = "alpha"
+            "#,
+            "t.toml",
+        )
+        .unwrap()
+        .topology
+    }
+
+    fn name(s: &str) -> ManagerName {
+        ManagerName::new(s).unwrap()
+    }
+
+    #[test]
+    fn places_by_home_route_and_hold() {
+        let topology = topology();
+        let me = name("alpha");
+        let routes = Network::new(&topology)
+            .routes_from("alpha", &Default::default())
+            .unwrap();
+        let at = |d: &str| place(d, &me, &topology, &routes);
+        assert_eq!(at("orders"), Place::Via(name("bravo")));
+        assert_eq!(at("x@bravo"), Place::Via(name("bravo")));
+        assert_eq!(at("local"), Place::Here(QueueName::new("local").unwrap()));
+        assert_eq!(at("x@alpha"), Place::Here(QueueName::new("x").unwrap()));
+        // Charlie has no link: no route, held.
+        assert!(matches!(at("x@charlie"), Place::Held(_)));
+        // Unknown to this topology (another manager's may be newer): held, not dropped.
+        assert!(matches!(at("x@zulu"), Place::Held(_)));
+        assert!(matches!(at("undeclared"), Place::Held(_)));
+        assert!(matches!(at("hopmq.held@alpha"), Place::Dead(_)));
+        assert!(matches!(at("bad name!"), Place::Dead(_)));
+    }
+
+    #[test]
+    fn drained_links_are_written_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DRAINED_FILE);
+        assert!(read_drained(&path).unwrap().is_empty());
+        let drained: BTreeSet<ManagerName> = [name("bravo"), name("delta")].into();
+        write_drained(&path, &drained).unwrap();
+        assert_eq!(read_drained(&path).unwrap(), drained);
+        std::fs::write(&path, "bravo\nnot a name!\n\n").unwrap();
+        assert_eq!(read_drained(&path).unwrap(), [name("bravo")].into());
+    }
+}

@@ -1,0 +1,846 @@
+//! Live reloads of the topology file: the task that reads it again when it changes, on SIGHUP,
+//! or when a client asks (`qmgr reload`), checks what this running manager can take, and hands
+//! the result to the QUIC driver and then to the core.
+//!
+//! Owns the watch of the file and the decision to refuse an edit. It does not apply anything
+//! to queues or routes (the core does, on [`Command::Topology`]) and holds no topology of its
+//! own beyond the version it last sent.
+//!
+//! Invariants:
+//! - the file is watched through its folder (DESIGN.md: editors replace files by rename, which
+//!   a watch on the file itself would lose), and only events naming the file count; a burst
+//!   of events is read once, [`QUIET`] after its last event (or [`BURST_MAX`] after its
+//!   first, so a file rewritten without pause is still read);
+//! - a read is bounded by [`TOPOLOGY_BYTES_MAX`]; its version is the CRC32C of the bytes;
+//!   a watch or SIGHUP trigger whose version is the one last sent sends nothing, while a
+//!   client's request is always answered;
+//! - an edit is refused (with file, line where known, and reason; the topology in force
+//!   stays) when it does not parse, drops this manager, moves this manager's own address
+//!   (its endpoint is bound there: that needs a restart), or gives links to a manager started
+//!   without TLS for them;
+//! - an accepted topology goes to the driver first and to the core second, so a new
+//!   neighbour's connection is admitted by the time the core routes to it, and the
+//!   connections of removed links have been reported closed before the core hears of the new
+//!   topology.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hopmq_routing::topology::TOPOLOGY_BYTES_MAX;
+use hopmq_routing::{Checked, ManagerName, PeerAddress, Topology, TopologyError};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::channel::quic::{Driver, QuicError};
+use crate::manager::{Command, ReloadRequest, TopologyUpdate};
+
+/// `qmgr reload` requests waiting for this task; the core is given the sending end. Each read
+/// takes milliseconds, so more waiting than this means a client is hammering, and the core
+/// can tell it to retry.
+pub const REQUESTS_MAX: usize = 16;
+/// How long the folder must stay quiet after an event concerning the file before it is read:
+/// an editor's save (write a temporary file, rename it over, touch attributes) lands within
+/// a few milliseconds, and a person does not notice 200 ms.
+pub const QUIET: Duration = Duration::from_millis(200);
+/// The longest a burst of events can put a read off, counted from its first event.
+pub const BURST_MAX: Duration = Duration::from_secs(2);
+/// Watch events queued between the watcher's thread and this task. One queued event is
+/// enough to cause a read, so events beyond this are dropped without loss.
+const WATCH_EVENTS_MAX: usize = 64;
+/// Neighbours named in a refusal for missing TLS; the rest are counted.
+const NAMED_NEIGHBOURS_MAX: usize = 3;
+
+/// Where in the file a refusal points: the file, and the line when one is to blame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file, as configured.
+    pub file: String,
+    /// 1-based line, when one line is to blame.
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}", self.file),
+            None => f.write_str(&self.file),
+        }
+    }
+}
+
+/// Why a topology file read again is not put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file could not be read.
+    #[error("cannot read topology file {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is larger than [`TOPOLOGY_BYTES_MAX`].
+    #[error("topology file {} is {bytes} bytes or more; the limit is {limit}", file.display())]
+    TooLarge {
+        file: PathBuf,
+        bytes: u64,
+        limit: u64,
+    },
+    /// The bytes are not UTF-8, so they cannot be TOML.
+    #[error("{file}:{line}:{column}: error: the file is not valid UTF-8")]
+    NotUtf8 {
+        file: String,
+        line: usize,
+        column: usize,
+    },
+    /// The text is not a valid topology (every error, with file, line and column).
+    #[error(transparent)]
+    Invalid(#[from] TopologyError),
+    /// This manager is not declared in the new file.
+    #[error(
+        "{at}: error: manager `{me}` is not declared; a running manager cannot be removed from its topology (stop it first)"
+    )]
+    NotDeclared { at: Location, me: ManagerName },
+    /// The new file moves this manager.
+    #[error(
+        "{at}: error: the address of manager `{me}` changed {moved}; changing this manager's own address needs a restart"
+    )]
+    AddressChanged {
+        at: Location,
+        me: ManagerName,
+        /// Boxed: a rare error should not make every `Result` of this module large.
+        moved: Box<Moved>,
+    },
+    /// The new file gives links to a manager that was started without TLS for them.
+    #[error(
+        "{at}: error: manager `{me}` now has links (to {neighbours}), but it was started without TLS for links; set tls.ca, tls.cert and tls.key and restart it"
+    )]
+    NoTls {
+        at: Location,
+        me: ManagerName,
+        /// A few of the neighbours, for the message.
+        neighbours: String,
+    },
+    /// The QUIC driver refused the topology.
+    #[error("{file}: error: the channel driver cannot apply it: {source}")]
+    Driver {
+        file: String,
+        #[source]
+        source: Box<QuicError>,
+    },
+}
+
+/// A manager's address before and after an edit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// In the topology in force.
+    pub old: Option<PeerAddress>,
+    /// In the edited file.
+    pub new: Option<PeerAddress>,
+}
+
+impl fmt::Display for Moved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |address: &Option<PeerAddress>| {
+            address
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |a| format!("`{a}`"))
+        };
+        write!(f, "from {} to {}", show(&self.old), show(&self.new))
+    }
+}
+
+/// What a running manager cannot change without a restart, checked against each new file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    /// This manager.
+    pub me: ManagerName,
+    /// Its address in the topology it started with (where its endpoint is bound).
+    pub address: Option<PeerAddress>,
+    /// Whether it has TLS for links (a QUIC driver), so that links can be added.
+    pub links_possible: bool,
+}
+
+/// The version of a topology file's contents: its CRC32C as 8 lowercase hex digits. The
+/// version of a file that could not be read is the empty string.
+pub fn version(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32c::crc32c(bytes))
+}
+
+/// The bytes of the topology file, at most [`TOPOLOGY_BYTES_MAX`].
+pub fn read(file: &Path) -> Result<Vec<u8>, ReloadError> {
+    let failed = |source| ReloadError::Read {
+        file: file.to_owned(),
+        source,
+    };
+    let opened = std::fs::File::open(file).map_err(failed)?;
+    let mut bytes = Vec::new();
+    // One byte over the limit tells a file that is too large from one exactly at it, and the
+    // size is never trusted from metadata: the file may grow while it is read.
+    opened
+        .take(TOPOLOGY_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() as u64 > TOPOLOGY_BYTES_MAX {
+        return Err(ReloadError::TooLarge {
+            file: file.to_owned(),
+            bytes: bytes.len() as u64,
+            limit: TOPOLOGY_BYTES_MAX,
+        });
+    }
+    Ok(bytes)
+}
+
+/// The bytes of a topology file as a checked topology; `file` names it in diagnostics.
+pub fn parse(bytes: &[u8], file: &str) -> Result<Checked, ReloadError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let (line, column) = line_column(bytes, e.valid_up_to());
+        ReloadError::NotUtf8 {
+            file: file.to_owned(),
+            line,
+            column,
+        }
+    })?;
+    Ok(hopmq_routing::parse(text, file)?)
+}
+
+/// 1-based line and column (in characters) of byte `offset` of `bytes`, valid UTF-8 up to it.
+fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+    let column = 1 + String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count();
+    (line, column)
+}
+
+/// The line of `text` declaring `[managers.NAME]`, when declared in that (the usual) form.
+/// The topology keeps no positions, so this is how a refusal about a manager points at it.
+fn declaration_line(text: &str, manager: &ManagerName) -> Option<usize> {
+    let plain = format!("[managers.{manager}]");
+    let quoted = format!("[managers.\"{manager}\"]");
+    text.lines()
+        .position(|line| {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            let line: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+            line == plain || line == quoted
+        })
+        .map(|index| index + 1)
+}
+
+/// Checks a valid `topology` (read from `text`, named `file`) against what the running
+/// manager cannot change.
+pub fn validate(
+    topology: &Topology,
+    text: &str,
+    file: &str,
+    running: &Running,
+) -> Result<(), ReloadError> {
+    let me = &running.me;
+    let at = || Location {
+        file: file.to_owned(),
+        line: declaration_line(text, me),
+    };
+    let Some(manager) = topology.manager(me.as_str()) else {
+        return Err(ReloadError::NotDeclared {
+            at: Location {
+                file: file.to_owned(),
+                line: None,
+            },
+            me: me.clone(),
+        });
+    };
+    if manager.address != running.address {
+        return Err(ReloadError::AddressChanged {
+            at: at(),
+            me: me.clone(),
+            moved: Box::new(Moved {
+                old: running.address.clone(),
+                new: manager.address.clone(),
+            }),
+        });
+    }
+    if !running.links_possible {
+        let neighbours: Vec<&ManagerName> = topology.neighbours(me).collect();
+        if !neighbours.is_empty() {
+            let mut named = neighbours
+                .iter()
+                .take(NAMED_NEIGHBOURS_MAX)
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if neighbours.len() > NAMED_NEIGHBOURS_MAX {
+                named.push_str(&format!(
+                    " and {} more",
+                    neighbours.len() - NAMED_NEIGHBOURS_MAX
+                ));
+            }
+            return Err(ReloadError::NoTls {
+                at: at(),
+                me: me.clone(),
+                neighbours: named,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads, parses and validates the file: its version (empty when it could not be read) and
+/// the topology or why it is refused. Blocking: reads a file and parses up to 16 MiB.
+pub fn reread(file: &Path, running: &Running) -> (String, Result<Checked, ReloadError>) {
+    let bytes = match read(file) {
+        Ok(bytes) => bytes,
+        Err(error) => return (String::new(), Err(error)),
+    };
+    let version = version(&bytes);
+    let name = file.display().to_string();
+    let result = parse(&bytes, &name).and_then(|checked| {
+        // `parse` succeeded, so the bytes are UTF-8.
+        let text = String::from_utf8_lossy(&bytes);
+        validate(&checked.topology, &text, &name, running)?;
+        Ok(checked)
+    });
+    (version, result)
+}
+
+/// True if a watch event on the file's folder concerns the file called `name`. Reads (our
+/// own included) do not count; a write finished, a rename onto it, a removal, or a lost
+/// event queue (which may have hidden any of those) does.
+fn concerns(event: &notify::Event, name: &OsStr) -> bool {
+    if event.need_rescan() {
+        return true;
+    }
+    if let EventKind::Access(kind) = event.kind
+        && kind != AccessKind::Close(AccessMode::Write)
+    {
+        return false;
+    }
+    event
+        .paths
+        .iter()
+        .any(|path| path.file_name() == Some(name))
+}
+
+/// Watches the folder of `file`, sending `()` for each event that concerns it. The watcher
+/// stops when dropped.
+fn watch_folder(file: &Path, events: mpsc::Sender<()>) -> Result<RecommendedWatcher, String> {
+    let name: OsString = file
+        .file_name()
+        .ok_or_else(|| format!("{} names no file", file.display()))?
+        .to_owned();
+    let folder = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        match event {
+            // A full queue already holds an event that will cause a read.
+            Ok(event) if concerns(&event, &name) => {
+                let _ = events.try_send(());
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "watching the topology file's folder failed"),
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    watcher
+        .watch(&folder, RecursiveMode::NonRecursive)
+        .map_err(|e| format!("cannot watch {}: {e}", folder.display()))?;
+    Ok(watcher)
+}
+
+/// What started a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The watch saw the file change.
+    Changed,
+    /// SIGHUP.
+    Hangup,
+    /// A client's `qmgr reload`.
+    Request(ReloadRequest),
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Trigger::Changed => "file changed",
+            Trigger::Hangup => "SIGHUP",
+            Trigger::Request(_) => "qmgr reload",
+        })
+    }
+}
+
+/// Events seen since the last read: when the first and the last arrived.
+#[derive(Debug, Clone, Copy)]
+struct Burst {
+    first: Instant,
+    last: Instant,
+}
+
+impl Burst {
+    /// When the file is read: [`QUIET`] after the last event, at most [`BURST_MAX`] after the
+    /// first.
+    fn due(&self) -> Instant {
+        (self.last + QUIET).min(self.first + BURST_MAX)
+    }
+}
+
+/// What the reload task needs.
+pub struct Reloader {
+    /// The topology file, as configured.
+    pub file: PathBuf,
+    /// The version of the topology the manager started with.
+    pub version: String,
+    /// What the manager cannot change without a restart.
+    pub running: Running,
+    /// Where updates go.
+    pub commands: mpsc::Sender<Command>,
+    /// The QUIC driver, given each accepted topology before the core; `None` for a manager
+    /// without TLS for links.
+    pub driver: Option<Arc<Driver>>,
+}
+
+/// Reads the topology file again on each trigger until `shutdown` fires or the core is gone.
+pub async fn run(
+    reloader: Reloader,
+    mut requests: mpsc::Receiver<ReloadRequest>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Reloader {
+        file,
+        version,
+        running,
+        commands,
+        driver,
+    } = reloader;
+    let file_name = file.display().to_string();
+    let (events_tx, mut events) = mpsc::channel(WATCH_EVENTS_MAX);
+    // Kept for the task's life: dropping it ends the watch.
+    let watcher = match watch_folder(&file, events_tx) {
+        Ok(watcher) => Some(watcher),
+        Err(reason) => {
+            warn!(file = %file_name, %reason, "cannot watch the topology file; edits take effect on SIGHUP or `qmgr reload` only");
+            None
+        }
+    };
+    let mut events_open = watcher.is_some();
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => Some(hangup),
+        Err(e) => {
+            warn!(error = %e, "cannot handle SIGHUP; the topology is read again on edits and `qmgr reload` only");
+            None
+        }
+    };
+    let mut requests_open = true;
+    let mut last_sent = version;
+    let mut burst: Option<Burst> = None;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        // A disabled branch's future is still built, so it needs some instant.
+        let due = burst.map_or_else(|| Instant::now() + BURST_MAX, |b| b.due());
+        let trigger = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            request = requests.recv(), if requests_open => match request {
+                Some(request) => Trigger::Request(request),
+                None => {
+                    requests_open = false;
+                    continue;
+                }
+            },
+            // Before the events: a file rewritten without pause must not starve the read.
+            () = tokio::time::sleep_until(due), if burst.is_some() => Trigger::Changed,
+            event = events.recv(), if events_open => {
+                match event {
+                    Some(()) => {
+                        let now = Instant::now();
+                        burst = Some(match burst {
+                            Some(b) => Burst { first: b.first, last: now },
+                            None => Burst { first: now, last: now },
+                        });
+                    }
+                    None => events_open = false,
+                }
+                continue;
+            }
+            signalled = next_signal(&mut hangup) => match signalled {
+                Some(()) => Trigger::Hangup,
+                None => {
+                    hangup = None;
+                    continue;
+                }
+            },
+        };
+        // Whatever the trigger, this read covers the events seen so far.
+        burst = None;
+        let requested_by = match trigger {
+            Trigger::Request(request) => Some(request),
+            Trigger::Changed | Trigger::Hangup => None,
+        };
+        let (version, result) = {
+            let job = {
+                let (file, running) = (file.clone(), running.clone());
+                move || reread(&file, &running)
+            };
+            match tokio::task::spawn_blocking(job).await {
+                Ok(outcome) => outcome,
+                // Only a panic in the parser can get here; the old topology stays.
+                Err(e) => (
+                    String::new(),
+                    Err(ReloadError::Read {
+                        file: file.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    }),
+                ),
+            }
+        };
+        if requested_by.is_none() && version == last_sent {
+            debug!(file = %file_name, %version, %trigger, "topology file unchanged");
+            continue;
+        }
+        last_sent = version.clone();
+        let result = match result {
+            Ok(checked) => {
+                for warning in &checked.warnings {
+                    warn!("{warning}");
+                }
+                match &driver {
+                    Some(driver) => driver
+                        .apply(&checked.topology)
+                        .await
+                        .map(|()| checked.topology)
+                        .map_err(|source| ReloadError::Driver {
+                            file: file_name.clone(),
+                            source: Box::new(source),
+                        }),
+                    None => Ok(checked.topology),
+                }
+            }
+            Err(error) => Err(error),
+        };
+        let result = match result {
+            Ok(topology) => {
+                info!(
+                    file = %file_name,
+                    %version,
+                    %trigger,
+                    managers = topology.managers().len(),
+                    links = topology.links().len(),
+                    "topology file read again"
+                );
+                Ok(topology)
+            }
+            Err(error) => {
+                warn!(file = %file_name, %version, %trigger, "topology edit refused; the topology in force stays: {error}");
+                Err(error.to_string())
+            }
+        };
+        let update = TopologyUpdate {
+            file: file_name.clone(),
+            version,
+            result,
+            requested_by,
+        };
+        if commands.send(Command::Topology(update)).await.is_err() {
+            return; // the core has stopped
+        }
+    }
+}
+
+/// The next SIGHUP; never, without a handler.
+async fn next_signal(signal: &mut Option<Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::fs;
+
+    use super::*;
+
+    const ALPHA_BRAVO: &str = r#"
+[managers.alpha]
+address = "127.0.0.1:7401"
+
+[managers.bravo]
+address = "127.0.0.1:7402"
+
+[[links]]
+between = ["alpha", "bravo"]
+"#;
+
+    fn name(s: &str) -> ManagerName {
+        ManagerName::new(s).unwrap()
+    }
+
+    fn running(me: &str, address: &str, links_possible: bool) -> Running {
+        Running {
+            me: name(me),
+            address: Some(address.parse().unwrap()),
+            links_possible,
+        }
+    }
+
+    fn check(text: &str, running: &Running) -> Result<Topology, ReloadError> {
+        let checked = parse(text.as_bytes(), "topology.toml")?;
+        validate(&checked.topology, text, "topology.toml", running)?;
+        Ok(checked.topology)
+    }
+
+    #[test]
+    fn the_version_is_the_crc32c_in_hex() {
+        // The check value of CRC-32C (iSCSI).
+        assert_eq!(version(b"123456789"), "e3069283");
+        assert_eq!(version(b""), "00000000");
+        assert_eq!(version(b"\x01").len(), 8);
+    }
+
+    #[test]
+    fn a_valid_edit_is_accepted() {
+        let topology = check(ALPHA_BRAVO, &running("alpha", "127.0.0.1:7401", true)).unwrap();
+        assert_eq!(topology.neighbours(&name("alpha")).count(), 1);
+    }
+
+    #[test]
+    fn a_manager_dropped_from_the_file_is_refused() {
+        let text = "[managers.bravo]\naddress = \"127.0.0.1:7402\"\n";
+        let error = check(text, &running("alpha", "127.0.0.1:7401", true)).unwrap_err();
+        assert!(
+            matches!(error, ReloadError::NotDeclared { .. }),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.starts_with("topology.toml: error: manager `alpha` is not declared"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn moving_this_manager_is_refused_at_its_declaration() {
+        let error = check(ALPHA_BRAVO, &running("alpha", "127.0.0.1:9999", true)).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("topology.toml:2: error: the address of manager `alpha` changed from `127.0.0.1:9999` to `127.0.0.1:7401`"),
+            "{message}"
+        );
+        assert!(message.contains("needs a restart"), "{message}");
+        // A neighbour may move.
+        check(ALPHA_BRAVO, &running("bravo", "127.0.0.1:7402", true)).unwrap();
+    }
+
+    #[test]
+    fn links_without_tls_are_refused() {
+        let error = check(ALPHA_BRAVO, &running("alpha", "127.0.0.1:7401", false)).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message
+                .starts_with("topology.toml:2: error: manager `alpha` now has links (to `bravo`)"),
+            "{message}"
+        );
+        assert!(
+            message.contains("tls.ca, tls.cert and tls.key"),
+            "{message}"
+        );
+        // Without links, no TLS is needed.
+        let alone = "[managers.alpha]\naddress = \"127.0.0.1:7401\"\n";
+        check(alone, &running("alpha", "127.0.0.1:7401", false)).unwrap();
+    }
+
+    #[test]
+    fn many_neighbours_are_counted_not_listed() {
+        let mut text = String::from("[managers.hub]\naddress = \"127.0.0.1:7400\"\n");
+        for i in 0..5 {
+            text.push_str(&format!(
+                "[managers.m{i}]\naddress = \"127.0.0.1:{}\"\n[[links]]\nbetween = [\"hub\", \"m{i}\"]\n",
+                7401 + i
+            ));
+        }
+        let message = check(&text, &running("hub", "127.0.0.1:7400", false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("(to `m0`, `m1`, `m2` and 2 more)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_file_and_line() {
+        let text = format!("{ALPHA_BRAVO}\n[[links]\n");
+        let message = check(&text, &running("alpha", "127.0.0.1:7401", true))
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with("topology.toml:11:"), "{message}");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_refused_with_their_position() {
+        let bytes = b"[managers.alpha]\naddress = \"\xff\"\n";
+        let error = parse(bytes, "t.toml").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "t.toml:2:12: error: the file is not valid UTF-8"
+        );
+    }
+
+    #[test]
+    fn reads_are_bounded() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("topology.toml");
+        let error = read(&path).unwrap_err();
+        assert!(error.to_string().contains("topology.toml"), "{error}");
+        let file = fs::File::create(&path).unwrap();
+        file.set_len(TOPOLOGY_BYTES_MAX + 1).unwrap();
+        assert!(
+            matches!(read(&path), Err(ReloadError::TooLarge { .. })),
+            "a file over the limit is refused"
+        );
+        file.set_len(3).unwrap();
+        assert_eq!(read(&path).unwrap(), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn only_events_naming_the_file_count() {
+        use notify::event::{CreateKind, ModifyKind, RenameMode};
+        let name = OsStr::new("topology.toml");
+        let event = |kind, path: &str| notify::Event::new(kind).add_path(PathBuf::from(path));
+        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        assert!(concerns(&event(renamed, "/etc/hopmq/topology.toml"), name));
+        assert!(concerns(
+            &event(EventKind::Create(CreateKind::File), "./topology.toml"),
+            name
+        ));
+        assert!(concerns(
+            &event(
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                "topology.toml"
+            ),
+            name
+        ));
+        assert!(!concerns(&event(renamed, "/etc/hopmq/qmgr.toml"), name));
+        assert!(!concerns(
+            &event(
+                EventKind::Access(AccessKind::Open(AccessMode::Any)),
+                "topology.toml"
+            ),
+            name
+        ));
+        assert!(!concerns(
+            &event(
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                "topology.toml"
+            ),
+            name
+        ));
+        // A rename from a temporary name carries both paths.
+        let both = notify::Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+            .add_path(PathBuf::from("/x/.topology.toml.swp"))
+            .add_path(PathBuf::from("/x/topology.toml"));
+        assert!(concerns(&both, name));
+        let lost = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        assert!(concerns(&lost, name));
+    }
+
+    #[test]
+    fn a_burst_is_read_when_quiet_or_when_too_long() {
+        let start = Instant::now();
+        let burst = Burst {
+            first: start,
+            last: start,
+        };
+        assert_eq!(burst.due(), start + QUIET);
+        let late = Burst {
+            first: start,
+            last: start + BURST_MAX,
+        };
+        assert_eq!(late.due(), start + BURST_MAX);
+    }
+
+    async fn next(updates: &mut mpsc::Receiver<Command>) -> TopologyUpdate {
+        match tokio::time::timeout(Duration::from_secs(20), updates.recv()).await {
+            Ok(Some(Command::Topology(update))) => update,
+            Ok(Some(_)) => panic!("expected a topology update, got another command"),
+            Ok(None) => panic!("the reload task ended"),
+            Err(_) => panic!("no topology update within 20 s"),
+        }
+    }
+
+    /// The task end to end, without a driver: an explicit request is always answered, an edit
+    /// by rename is noticed, an unchanged file sends nothing, and a refused edit says why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_task_reads_edits_and_answers_requests() {
+        const DEADLINE: Duration = Duration::from_secs(20);
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("topology.toml");
+        let alone = "[managers.alpha]\naddress = \"127.0.0.1:7401\"\n";
+        fs::write(&path, alone).unwrap();
+        let (commands, mut updates) = mpsc::channel(8);
+        let (requests_tx, requests) = mpsc::channel(REQUESTS_MAX);
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let task = tokio::spawn(run(
+            Reloader {
+                file: path.clone(),
+                version: version(alone.as_bytes()),
+                running: running("alpha", "127.0.0.1:7401", false),
+                commands,
+                driver: None,
+            },
+            requests,
+            shutdown,
+        ));
+
+        let request = ReloadRequest {
+            connection: 7,
+            id: 9,
+        };
+        requests_tx.send(request).await.unwrap();
+        let update = next(&mut updates).await;
+        assert_eq!(update.requested_by, Some(request));
+        assert_eq!(update.version, version(alone.as_bytes()));
+        assert!(update.result.is_ok());
+
+        // Rewritten with the same bytes (by rename, as editors do): nothing to send. Then an
+        // edit adding a manager is sent.
+        let temporary = folder.path().join(".topology.toml.tmp");
+        fs::write(&temporary, alone).unwrap();
+        fs::rename(&temporary, &path).unwrap();
+        let two = format!("{alone}[managers.bravo]\naddress = \"127.0.0.1:7402\"\n");
+        tokio::time::sleep(QUIET * 3).await;
+        fs::write(&temporary, &two).unwrap();
+        fs::rename(&temporary, &path).unwrap();
+        let update = next(&mut updates).await;
+        assert_eq!(update.requested_by, None);
+        assert_eq!(update.version, version(two.as_bytes()));
+        let topology = update.result.unwrap();
+        assert!(topology.manager("bravo").is_some());
+
+        // Links without TLS: refused, with the reason.
+        let linked = format!("{two}[[links]]\nbetween = [\"alpha\", \"bravo\"]\n");
+        fs::write(&path, &linked).unwrap();
+        let update = next(&mut updates).await;
+        let reason = update.result.unwrap_err();
+        assert!(reason.contains("without TLS for links"), "{reason}");
+
+        shutdown_tx.send(true).unwrap();
+        tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
+    }
+}

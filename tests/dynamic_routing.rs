@@ -1,0 +1,460 @@
+//! Dynamic routing between real managers on loopback: a dead relay is routed around (and used
+//! again when it returns), a failure a manager cannot see reaches it by flooding, edits of the
+//! topology file reroute traffic without a restart, invalid edits are refused, and a plan
+//! shows an edit's effect before it is made. Every message arrives exactly once, and no
+//! dead-letter queue is touched.
+
+#![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hopmq::Message;
+use support::network::{DELIVERY_DEADLINE, Network, Spec, link_of};
+use support::{SOON, wait_until};
+
+/// The dead interval the tests run with: short, so failover is quick, and still four
+/// heartbeats long.
+const DEAD_INTERVAL_MS: &str = "1500";
+
+/// alpha–bravo–delta costs 2, alpha–charlie–delta costs 4: traffic for delta goes via bravo.
+fn diamond() -> Spec {
+    Spec {
+        managers: vec!["alpha", "bravo", "charlie", "delta"],
+        links: vec![
+            ("alpha", "bravo", 1),
+            ("bravo", "delta", 1),
+            ("alpha", "charlie", 2),
+            ("charlie", "delta", 2),
+        ],
+        queues: vec![("orders", "delta")],
+    }
+}
+
+fn start(spec: &Spec, env: &[(&str, &str)]) -> Network {
+    let mut network = Network::prepare(spec);
+    let topology = network.topology();
+    let certs = network.certs();
+    for name in spec.managers.clone() {
+        network.start_manager_with(name, &topology, &certs, env);
+    }
+    network.wait_all_links_up(spec);
+    network
+}
+
+/// Puts `count` messages `{prefix}-{i}` at `manager` for `address`, in one command.
+fn put(network: &mut Network, manager: &str, address: &str, prefix: &str, count: usize) {
+    let lines: String = (0..count).map(|i| format!("{prefix}-{i}\n")).collect();
+    network
+        .manager(manager)
+        .cli_with_stdin(&["put", address], lines.as_bytes())
+        .expect_code(0);
+}
+
+/// Takes messages from `queue` until `count` arrived, failing after [`DELIVERY_DEADLINE`]
+/// without progress.
+#[track_caller]
+fn receive(client: &hopmq::blocking::Client, queue: &str, count: usize) -> Vec<Message> {
+    let mut all = Vec::with_capacity(count);
+    let mut last_progress = Instant::now();
+    while all.len() < count {
+        let batch = client
+            .get_with(
+                queue,
+                hopmq::GetOptions {
+                    max: 256,
+                    timeout: Duration::from_millis(500),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        if batch.is_empty() {
+            assert!(
+                last_progress.elapsed() < DELIVERY_DEADLINE,
+                "only {} of {count} messages arrived",
+                all.len()
+            );
+            continue;
+        }
+        last_progress = Instant::now();
+        all.extend(batch);
+    }
+    all
+}
+
+/// The relay a message went through between alpha and delta.
+fn relay(message: &Message) -> String {
+    let hops: Vec<&str> = message.trace.iter().map(|t| t.manager.as_str()).collect();
+    assert_eq!(hops.len(), 3, "alpha, a relay, delta: {hops:?}");
+    hops[1].to_owned()
+}
+
+fn bodies(messages: &[Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| String::from_utf8(m.body.clone()).unwrap())
+        .collect()
+}
+
+/// `manager`'s next hop to `destination`, from `qmgr routes --json`.
+fn next_hop(network: &mut Network, manager: &str, destination: &str) -> Option<String> {
+    let run = network.manager(manager).cli(&["routes", "--json"]);
+    run.expect_code(0);
+    let routes: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["destination"] == destination)
+        .and_then(|r| r["next_hop"].as_str().map(str::to_owned))
+}
+
+#[track_caller]
+fn wait_next_hop(network: &mut Network, manager: &str, destination: &str, hop: &str) {
+    wait_until(
+        &format!("{manager} routes {destination} via {hop}"),
+        SOON,
+        || next_hop(network, manager, destination).as_deref() == Some(hop),
+    );
+}
+
+/// No dead-letter queue of the network holds anything: the hop limit was never the backstop.
+#[track_caller]
+fn assert_no_dead_letters(network: &mut Network, names: &[&str]) {
+    for name in names {
+        let manager = network.manager(name);
+        if manager.is_running() {
+            assert_eq!(manager.depth("DLQ").unwrap_or(0), 0, "DLQ at {name}");
+        }
+    }
+}
+
+#[track_caller]
+fn assert_exactly_once(got: &[String], expected: impl IntoIterator<Item = String>) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for body in got {
+        *counts.entry(body).or_default() += 1;
+    }
+    let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "duplicated: {duplicated:?}");
+    let expected: Vec<String> = expected.into_iter().collect();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|e| !counts.contains_key(e.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "missing: {missing:?}");
+    assert_eq!(got.len(), expected.len());
+}
+
+#[test]
+fn a_killed_relay_is_routed_around_and_used_again_when_it_returns() {
+    let spec = diamond();
+    let mut network = start(&spec, &[("QMGR_LINK_DEAD_INTERVAL_MS", DEAD_INTERVAL_MS)]);
+    let consumer = network.manager("delta").client();
+    let mut got = Vec::new();
+
+    put(&mut network, "alpha", "orders", "before", 50);
+    let before = receive(&consumer, "orders", 50);
+    assert!(before.iter().all(|m| relay(m) == "bravo"));
+    got.extend(bodies(&before));
+
+    network.manager("bravo").kill9();
+    // Once alpha has not heard bravo for a while it gives bravo's channel nothing new, so
+    // these wait at alpha for bravo until bravo is declared dead, then go via charlie.
+    wait_until("alpha notices bravo's silence", SOON, || {
+        link_of(&network.manager("alpha").status(), "bravo")["heard_ms_ago"]
+            .as_u64()
+            .is_some_and(|ms| ms >= 800)
+    });
+    let killed = Instant::now();
+    put(&mut network, "alpha", "orders", "during", 100);
+    let during = receive(&consumer, "orders", 100);
+    let failover = killed.elapsed();
+    assert!(
+        during.iter().all(|m| relay(m) == "charlie"),
+        "every message sent while bravo was dead went via charlie"
+    );
+    got.extend(bodies(&during));
+    eprintln!("failover: all 100 waiting messages delivered via charlie {failover:?} after");
+    wait_next_hop(&mut network, "alpha", "delta", "charlie");
+    assert_eq!(
+        link_of(&network.manager("alpha").status(), "bravo")["routing"],
+        "down"
+    );
+
+    network.manager("bravo").restart();
+    wait_next_hop(&mut network, "alpha", "delta", "bravo");
+    put(&mut network, "alpha", "orders", "after", 50);
+    let after = receive(&consumer, "orders", 50);
+    assert!(after.iter().all(|m| relay(m) == "bravo"));
+    got.extend(bodies(&after));
+
+    let expected = ["before", "during", "after"]
+        .iter()
+        .flat_map(|p| (0..if *p == "during" { 100 } else { 50 }).map(move |i| format!("{p}-{i}")));
+    assert_exactly_once(&got, expected);
+    // Nothing else turns up later.
+    assert!(consumer.poll("orders").unwrap().is_none());
+    assert_no_dead_letters(&mut network, &spec.managers);
+}
+
+#[test]
+fn a_failure_alpha_cannot_see_reaches_it_by_flooding() {
+    let spec = diamond();
+    let mut network = start(&spec, &[("QMGR_LINK_DEAD_INTERVAL_MS", DEAD_INTERVAL_MS)]);
+    let consumer = network.manager("delta").client();
+    wait_next_hop(&mut network, "alpha", "delta", "bravo");
+
+    network
+        .manager("bravo")
+        .cli(&["link", "down", "delta"])
+        .expect_code(0);
+    // alpha's own links are all up: only bravo's advertisement tells it.
+    wait_next_hop(&mut network, "alpha", "delta", "charlie");
+    let status = network.manager("alpha").status();
+    let link = status["network"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["between"] == serde_json::json!(["bravo", "delta"]))
+        .cloned()
+        .unwrap();
+    assert_eq!(link["state"], "down", "{link}");
+    assert_eq!(link["reported_by"], serde_json::json!(["bravo"]));
+    let dot = network.manager("alpha").cli(&["topology", "dot", "--live"]);
+    dot.expect_code(0);
+    assert!(
+        dot.stdout
+            .lines()
+            .any(|l| l.contains("\"bravo\" -- \"delta\"") && l.contains("dashed")),
+        "{}",
+        dot.stdout
+    );
+    let routes = network.manager("bravo").cli(&["routes"]);
+    routes.expect_code(0);
+    assert!(
+        routes
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("bravo-delta") && l.contains("drained")),
+        "{}",
+        routes.stdout
+    );
+
+    put(&mut network, "alpha", "orders", "drained", 30);
+    let drained = receive(&consumer, "orders", 30);
+    assert!(drained.iter().all(|m| relay(m) == "charlie"));
+
+    // A drain survives a restart of the manager that made it.
+    network.manager("bravo").terminate();
+    network.manager("bravo").restart();
+    wait_until(
+        "bravo's drain still advertised after its restart",
+        SOON,
+        || {
+            let status = network.manager("bravo").status();
+            link_of(&status, "delta")["routing"] == "drained"
+        },
+    );
+
+    network
+        .manager("bravo")
+        .cli(&["link", "up", "delta"])
+        .expect_code(0);
+    wait_next_hop(&mut network, "alpha", "delta", "bravo");
+    put(&mut network, "alpha", "orders", "restored", 30);
+    let restored = receive(&consumer, "orders", 30);
+    assert!(restored.iter().all(|m| relay(m) == "bravo"));
+
+    let mut got = bodies(&drained);
+    got.extend(bodies(&restored));
+    let expected = (0..30)
+        .map(|i| format!("drained-{i}"))
+        .chain((0..30).map(|i| format!("restored-{i}")));
+    assert_exactly_once(&got, expected);
+    assert_no_dead_letters(&mut network, &spec.managers);
+
+    // Draining a link that does not exist is an error.
+    let run = network.manager("alpha").cli(&["link", "down", "delta"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("no link"), "{}", run.stderr);
+}
+
+#[test]
+fn editing_the_file_reroutes_new_and_waiting_messages_without_a_restart() {
+    let mut spec = diamond();
+    // A long dead interval: only the edit may reroute here, not the link-state machinery.
+    let mut network = start(&spec, &[("QMGR_LINK_DEAD_INTERVAL_MS", "600000")]);
+    let consumer = network.manager("delta").client();
+
+    // bravo stops: alpha's messages for delta wait in its transmission queue for bravo.
+    network.manager("bravo").terminate();
+    put(&mut network, "alpha", "orders", "waiting", 40);
+    wait_until("40 messages wait at alpha for bravo", SOON, || {
+        link_of(&network.manager("alpha").status(), "bravo")["transmission_depth"] == 40
+    });
+
+    // Raising bravo's cost moves them, and new ones, via charlie.
+    spec.links[0].2 = 10;
+    network.write_topology(&spec);
+    let waiting = receive(&consumer, "orders", 40);
+    assert!(waiting.iter().all(|m| relay(m) == "charlie"));
+    put(&mut network, "alpha", "orders", "new", 10);
+    let new = receive(&consumer, "orders", 10);
+    assert!(new.iter().all(|m| relay(m) == "charlie"));
+    let mut got = bodies(&waiting);
+    got.extend(bodies(&new));
+    assert_exactly_once(
+        &got,
+        (0..40)
+            .map(|i| format!("waiting-{i}"))
+            .chain((0..10).map(|i| format!("new-{i}"))),
+    );
+    let version = network.manager("alpha").status()["topology"]["version"].clone();
+
+    // Moving the queue's home sends new messages to charlie; those at delta stay there.
+    network.manager("bravo").restart();
+    put(&mut network, "alpha", "orders", "kept", 5);
+    wait_until("5 messages reach delta", SOON, || {
+        network.manager("delta").depth("orders") == Some(5)
+    });
+    spec.queues = vec![("orders", "charlie")];
+    network.write_topology(&spec);
+    for name in ["alpha", "bravo", "charlie", "delta"] {
+        wait_until(&format!("{name} applies the new home"), SOON, || {
+            network.manager(name).status()["topology"]["version"] != version
+        });
+    }
+    put(&mut network, "alpha", "orders", "moved", 10);
+    let at_charlie = receive(&network.manager("charlie").client(), "orders", 10);
+    assert_eq!(
+        bodies(&at_charlie),
+        (0..10).map(|i| format!("moved-{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(network.manager("delta").depth("orders"), Some(5));
+    assert_no_dead_letters(&mut network, &spec.managers);
+}
+
+#[test]
+fn an_invalid_edit_is_refused_and_the_topology_in_force_stays() {
+    let mut spec = Spec::line(&["alpha", "bravo"], "orders");
+    let mut network = start(&spec, &[]);
+    let consumer = network.manager("bravo").client();
+    let version = network.manager("alpha").status()["topology"]["version"].clone();
+
+    // A link to a manager nobody declared.
+    let text = network.topology_text(&spec) + "[[links]]\nbetween = [\"alpha\", \"zulu\"]\n";
+    std::fs::write(network.topology(), &text).unwrap();
+    wait_until("alpha refuses the edit", SOON, || {
+        !network.manager("alpha").status()["topology"]["refused"].is_null()
+    });
+    let status = network.manager("alpha").status();
+    let error = status["topology"]["refused"]["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.contains("zulu"), "{error}");
+    assert!(error.contains("topology.toml"), "names the file: {error}");
+    assert!(error.contains(':'), "names the line: {error}");
+    assert_eq!(
+        status["topology"]["version"], version,
+        "the old one is in force"
+    );
+    assert!(network.manager("alpha").log().contains("refused"));
+    // `qmgr reload` says so too, with exit code 1.
+    let run = network.manager("alpha").cli(&["reload"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("zulu"), "{}", run.stderr);
+
+    // Traffic goes on under the old topology.
+    put(&mut network, "alpha", "orders", "meanwhile", 10);
+    assert_eq!(receive(&consumer, "orders", 10).len(), 10);
+
+    // A later valid edit is applied, and clears the refusal.
+    spec.links[0].2 = 3;
+    network.write_topology(&spec);
+    wait_until("alpha applies the valid edit", SOON, || {
+        let status = network.manager("alpha").status();
+        status["topology"]["version"] != version && status["topology"]["refused"].is_null()
+    });
+    let run = network.manager("alpha").cli(&["reload"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("no changes"), "{}", run.stdout);
+    let routes = network.manager("alpha").cli(&["routes", "--json"]);
+    let routes: serde_json::Value = serde_json::from_str(&routes.stdout).unwrap();
+    assert_eq!(routes["routes"][0]["cost"], 3);
+}
+
+#[test]
+fn a_plan_shows_what_an_edit_would_change_and_applies_nothing() {
+    let spec = Spec {
+        managers: vec!["alpha", "bravo", "charlie"],
+        links: vec![("alpha", "bravo", 1), ("bravo", "charlie", 1)],
+        queues: vec![("orders", "charlie")],
+    };
+    let mut network = start(&spec, &[("QMGR_LINK_DEAD_INTERVAL_MS", "600000")]);
+    network.manager("bravo").terminate();
+    put(&mut network, "alpha", "orders", "waiting", 7);
+    wait_until("7 messages wait at alpha for bravo", SOON, || {
+        link_of(&network.manager("alpha").status(), "bravo")["transmission_depth"] == 7
+    });
+
+    // A direct alpha–charlie link: charlie's route changes and the waiting messages move.
+    let mut direct = spec.clone();
+    direct.links.push(("alpha", "charlie", 1));
+    let planned = network.topology().with_file_name("planned.toml");
+    std::fs::write(&planned, network.topology_text(&direct)).unwrap();
+    let run = network
+        .manager("alpha")
+        .cli(&["topology", "plan", planned.to_str().unwrap()]);
+    run.expect_code(0);
+    let out = &run.stdout;
+    assert!(out.contains("+ link alpha-charlie"), "{out}");
+    assert!(
+        out.contains("charlie: via bravo (cost 2) -> via charlie (cost 1)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("7 hopmq.xmit.bravo -> hopmq.xmit.charlie"),
+        "{out}"
+    );
+
+    // Without bravo–charlie, orders' home is out of reach.
+    let mut cut = spec.clone();
+    cut.links.pop();
+    std::fs::write(&planned, network.topology_text(&cut)).unwrap();
+    let run = network
+        .manager("alpha")
+        .cli(&["topology", "plan", planned.to_str().unwrap()]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("orders (home charlie): no route from `alpha` to `charlie`"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("7 hopmq.xmit.bravo -> hopmq.held"),
+        "{}",
+        run.stdout
+    );
+
+    // Nothing was applied.
+    assert_eq!(
+        next_hop(&mut network, "alpha", "charlie").as_deref(),
+        Some("bravo")
+    );
+    assert_eq!(
+        link_of(&network.manager("alpha").status(), "bravo")["transmission_depth"],
+        7
+    );
+    // A plan of a broken file is refused with its line.
+    std::fs::write(&planned, "[managers.alpha\n").unwrap();
+    let run = network
+        .manager("alpha")
+        .cli(&["topology", "plan", planned.to_str().unwrap()]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("planned.toml"), "{}", run.stderr);
+}
