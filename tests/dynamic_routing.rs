@@ -179,10 +179,11 @@ fn a_killed_relay_is_routed_around_and_used_again_when_it_returns() {
     got.extend(bodies(&during));
     eprintln!("failover: all 100 waiting messages delivered via charlie {failover:?} after");
     wait_next_hop(&mut network, "alpha", "delta", "charlie");
-    assert_eq!(
-        link_of(&network.manager("alpha").status(), "bravo")["routing"],
-        "down"
-    );
+    // delta may have declared bravo dead first, and flooded it: alpha's own verdict follows
+    // within its dead interval.
+    wait_until("alpha declares bravo dead", SOON, || {
+        link_of(&network.manager("alpha").status(), "bravo")["routing"] == "down"
+    });
 
     network.manager("bravo").restart();
     wait_next_hop(&mut network, "alpha", "delta", "bravo");
@@ -457,4 +458,32 @@ fn a_plan_shows_what_an_edit_would_change_and_applies_nothing() {
         .cli(&["topology", "plan", planned.to_str().unwrap()]);
     run.expect_code(1);
     assert!(run.stderr.contains("planned.toml"), "{}", run.stderr);
+}
+
+#[test]
+fn a_manager_killed_while_it_reroutes_loses_and_duplicates_nothing() {
+    let mut spec = diamond();
+    let mut network = start(&spec, &[("QMGR_LINK_DEAD_INTERVAL_MS", "600000")]);
+    network.manager("bravo").terminate();
+    put(&mut network, "alpha", "orders", "moving", 2000);
+    wait_until("2000 messages wait at alpha for bravo", SOON, || {
+        link_of(&network.manager("alpha").status(), "bravo")["transmission_depth"] == 2000
+    });
+
+    // The edit moves all 2000 to charlie's transmission queue; alpha dies part way.
+    spec.links[0].2 = 10;
+    network.write_topology(&spec);
+    wait_until("the first moved message reaches delta", SOON, || {
+        network.manager("delta").depth("orders").unwrap_or(0) > 0
+    });
+    network.manager("alpha").kill9();
+    network.manager("alpha").restart();
+
+    let consumer = network.manager("delta").client();
+    let got = bodies(&receive(&consumer, "orders", 2000));
+    assert_exactly_once(&got, (0..2000).map(|i| format!("moving-{i}")));
+    assert!(consumer.poll("orders").unwrap().is_none());
+    let alpha = network.manager("alpha").status();
+    assert_eq!(link_of(&alpha, "bravo")["transmission_depth"], 0, "{alpha}");
+    assert_no_dead_letters(&mut network, &["alpha", "charlie", "delta"]);
 }

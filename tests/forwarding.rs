@@ -457,6 +457,7 @@ fn metrics_show_each_link() {
     });
     for expected in [
         r#"hopmq_link_up{manager="alpha",neighbour="bravo"} 1"#,
+        r#"hopmq_link_routable{manager="alpha",neighbour="bravo"} 1"#,
         r#"hopmq_link_transmission_depth{manager="alpha",neighbour="bravo"} 0"#,
         r#"hopmq_messages_forwarded_total{manager="alpha"} 1"#,
         "hopmq_link_rtt_seconds{",

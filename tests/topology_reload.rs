@@ -47,3 +47,38 @@ fn a_link_added_to_the_file_comes_up_without_a_restart() {
     // The old link was not disturbed by the edit.
     network.wait_link_up("alpha", "bravo");
 }
+
+/// A manager whose file is changed where its folder watch cannot see it (it reads the file
+/// through a symlink, as configuration tools lay files out) applies the edit on SIGHUP.
+#[test]
+fn sighup_reads_the_file_again() {
+    let (before, _) = specs();
+    let mut network = Network::prepare(&before);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let real = elsewhere.path().join("real.toml");
+    std::fs::write(&real, network.topology_text(&before)).unwrap();
+    let link = network.topology().with_file_name("alpha-topology.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let certs = network.certs();
+    network.start_manager_with("alpha", &link, &certs, &[]);
+    let topology = network.topology();
+    network.start_manager_with("bravo", &topology, &certs, &[]);
+    network.wait_all_links_up(&before);
+    let version = network.manager("alpha").status()["topology"]["version"].clone();
+
+    let mut edited = before.clone();
+    edited.links[0].2 = 7;
+    std::fs::write(&real, network.topology_text(&edited)).unwrap();
+    let pid = network.manager("alpha").pid().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("alpha applies the edit after SIGHUP", SOON, || {
+        network.manager("alpha").status()["topology"]["version"] != version
+    });
+    let status = network.manager("alpha").status();
+    assert_eq!(status["routes"][0]["cost"], 7, "{status}");
+    assert_eq!(network.manager("alpha").pid().to_string(), pid);
+}

@@ -153,12 +153,18 @@ pub fn render(status: &Status, journal: &JournalStats) -> String {
         "Messages dropped because they expired before reaching their queue.",
         &one(status.messages_expired),
     );
-    let links: [LinkMetric<'_>; 10] = [
+    let links: [LinkMetric<'_>; 11] = [
         (
             "hopmq_link_up",
             "gauge",
             "1 while the channel to the neighbour is up.",
             &|l| count(u64::from(l.state == "up")),
+        ),
+        (
+            "hopmq_link_routable",
+            "gauge",
+            "1 while routes may use the link (heard within the dead interval, not drained).",
+            &|l| count(u64::from(l.routing == "up")),
         ),
         (
             "hopmq_link_rtt_seconds",

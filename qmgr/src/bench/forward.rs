@@ -12,9 +12,7 @@
 //! time from the first put to the last get. At the end, the links' sent and acknowledged
 //! message counters show resends (sent > acked).
 
-use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::process::{Child, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,20 +20,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use hopmq::Client;
-use hopmq::protocol::Status;
 use tokio::sync::Mutex;
 
+use super::cluster::{Cluster, Node, Spec};
 use super::local::{ProducerSpec, STAMP_BYTES, now_micros, produce, stamp};
 use crate::config::SyncMode;
 
 /// The queue the messages go to, homed on the last manager.
 const QUEUE: &str = "bench";
-/// How long managers get to answer on their sockets, and then to bring their channels up.
-const START_DEADLINE: Duration = Duration::from_secs(30);
 /// A run without a single message got for this long is stalled.
 const PROGRESS_DEADLINE: Duration = Duration::from_secs(60);
-/// Lines of each manager's log shown when something goes wrong.
-const LOG_TAIL_LINES: usize = 20;
 
 #[derive(Debug, clap::Args)]
 pub struct ForwardBench {
@@ -75,81 +69,6 @@ pub struct ForwardBench {
     keep: bool,
 }
 
-/// One started manager.
-struct Node {
-    name: String,
-    socket: PathBuf,
-    log: PathBuf,
-    child: Child,
-}
-
-/// The managers of the line and their folder; the processes are killed when this is dropped,
-/// and the folder removed unless it is kept.
-struct Line {
-    nodes: Vec<Node>,
-    dir: PathBuf,
-    /// `None` once kept.
-    temp: Option<tempfile::TempDir>,
-}
-
-impl Drop for Line {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            let _ = node.child.kill();
-            let _ = node.child.wait();
-        }
-        // `temp`, if still held, removes the folder after this.
-    }
-}
-
-impl Line {
-    /// Keeps the folder after the run.
-    fn keep(&mut self) {
-        if let Some(temp) = self.temp.take() {
-            self.dir = temp.keep();
-        }
-    }
-
-    fn first(&self) -> &Node {
-        &self.nodes[0]
-    }
-
-    fn last(&self) -> &Node {
-        &self.nodes[self.nodes.len() - 1]
-    }
-
-    /// The first manager found to have exited, with how.
-    fn exited(&mut self) -> Option<String> {
-        self.nodes
-            .iter_mut()
-            .find_map(|node| match node.child.try_wait() {
-                Ok(Some(status)) => Some(format!("{} exited ({status})", node.name)),
-                Ok(None) => None,
-                Err(error) => Some(format!("{}: cannot wait for it: {error}", node.name)),
-            })
-    }
-
-    /// The last lines of every manager's log, for an error message.
-    fn log_tails(&self) -> String {
-        let mut out = String::new();
-        for node in &self.nodes {
-            let _ = writeln!(out, "--- {} ({}):", node.name, node.log.display());
-            match std::fs::read_to_string(&node.log) {
-                Ok(text) => {
-                    let lines: Vec<&str> = text.lines().collect();
-                    for line in &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..] {
-                        let _ = writeln!(out, "{line}");
-                    }
-                }
-                Err(error) => {
-                    let _ = writeln!(out, "(cannot read it: {error})");
-                }
-            }
-        }
-        out
-    }
-}
-
 impl ForwardBench {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         if self.size < STAMP_BYTES {
@@ -170,7 +89,7 @@ impl ForwardBench {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(self.bench(&mut line)));
-        let dir = line.dir.clone();
+        let dir = line.dir().to_path_buf();
         drop(line);
         if self.keep {
             println!("run folder: {}", dir.display());
@@ -180,90 +99,29 @@ impl ForwardBench {
 
     /// Writes the topology and certificates and starts every manager, waiting until each
     /// answers on its socket.
-    fn start_line(&self) -> anyhow::Result<Line> {
-        let temp = tempfile::Builder::new()
-            .prefix("qmgr-bench-forward")
-            .tempdir()
-            .context("cannot make the run folder")?;
-        let dir = temp.path().to_path_buf();
+    fn start_line(&self) -> anyhow::Result<Cluster> {
         let names: Vec<String> = (0..=self.hops).map(|i| format!("m{i}")).collect();
-
-        let topology = dir.join("topology.toml");
-        std::fs::write(&topology, topology_text(&names)?)
-            .with_context(|| format!("cannot write {}", topology.display()))?;
-        let checked = hopmq_routing::load(&topology)
-            .with_context(|| format!("the generated {} is refused", topology.display()))?;
-        let certs = dir.join("certs");
-        crate::certs::init(
-            &checked.topology,
-            &certs,
-            false,
-            time::OffsetDateTime::now_utc(),
-        )
-        .with_context(|| format!("cannot make certificates in {}", certs.display()))?;
-
-        let exe = std::env::current_exe().context("cannot find this program's path")?;
-        let mut line = Line {
-            nodes: Vec::with_capacity(names.len()),
-            dir: dir.clone(),
-            temp: Some(temp),
-        };
-        for name in &names {
-            let socket = dir.join(format!("{name}.sock"));
-            let log = dir.join(format!("{name}.log"));
-            let log_file = std::fs::File::create(&log)
-                .with_context(|| format!("cannot create {}", log.display()))?;
-            let child = std::process::Command::new(&exe)
-                .arg("run")
-                // No stray `qmgr.toml` of the caller's folder, and no settings file from the
-                // environment: everything comes from the variables below.
-                .current_dir(&dir)
-                .env_remove("QMGR_CONFIG")
-                .env("QMGR_NAME", name)
-                .env("QMGR_TOPOLOGY", &topology)
-                .env("QMGR_DATA_DIR", dir.join(name))
-                .env("QMGR_API_SOCKET", &socket)
-                .env("QMGR_TLS__CA", certs.join(crate::certs::CA_CERT_FILE))
-                .env("QMGR_TLS__CERT", certs.join(format!("{name}.pem")))
-                .env("QMGR_TLS__KEY", certs.join(format!("{name}.key")))
-                .env("QMGR_SYNC", self.sync.as_str())
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log_file)
-                .spawn()
-                .with_context(|| format!("cannot start manager {name}"))?;
-            line.nodes.push(Node {
-                name: name.clone(),
-                socket,
-                log,
-                child,
-            });
-        }
-
-        let deadline = Instant::now() + START_DEADLINE;
-        for i in 0..line.nodes.len() {
-            while std::os::unix::net::UnixStream::connect(&line.nodes[i].socket).is_err() {
-                if let Some(exited) = line.exited() {
-                    bail!("{exited} while starting\n{}", line.log_tails());
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "manager {} did not answer on its socket within {} s\n{}",
-                        line.nodes[i].name,
-                        START_DEADLINE.as_secs(),
-                        line.log_tails()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Ok(line)
+        let links = names
+            .windows(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone(), 1))
+            .collect();
+        let home = names
+            .last()
+            .context("a line has at least one manager")?
+            .clone();
+        Cluster::start(Spec {
+            folder_prefix: "qmgr-bench-forward",
+            managers: names,
+            links,
+            queues: vec![(QUEUE.to_owned(), home)],
+            sync: self.sync,
+            env: Vec::new(),
+        })
     }
 
     /// Measures on the started line; a failure is reported with any manager that exited and
     /// the tail of every manager's log.
-    async fn bench(&self, line: &mut Line) -> anyhow::Result<ExitCode> {
+    async fn bench(&self, line: &mut Cluster) -> anyhow::Result<ExitCode> {
         match self.connect_and_measure(line).await {
             Ok(code) => Ok(code),
             Err(error) => {
@@ -278,20 +136,20 @@ impl ForwardBench {
         }
     }
 
-    async fn connect_and_measure(&self, line: &mut Line) -> anyhow::Result<ExitCode> {
-        let mut clients = Vec::with_capacity(line.nodes.len());
-        for node in &line.nodes {
+    async fn connect_and_measure(&self, line: &mut Cluster) -> anyhow::Result<ExitCode> {
+        let mut clients = Vec::with_capacity(line.nodes().len());
+        for node in line.nodes() {
             clients.push(
                 Client::connect_to(&node.socket)
                     .await
                     .with_context(|| format!("cannot connect to manager {}", node.name))?,
             );
         }
-        wait_links_up(line, &clients).await?;
+        line.wait_links_up(&clients).await?;
         self.measure(line, &clients).await
     }
 
-    async fn measure(&self, line: &mut Line, clients: &[Client]) -> anyhow::Result<ExitCode> {
+    async fn measure(&self, line: &mut Cluster, clients: &[Client]) -> anyhow::Result<ExitCode> {
         let received = Arc::new(AtomicU64::new(0));
         let latencies = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
             1, 60_000_000, 3,
@@ -301,7 +159,7 @@ impl ForwardBench {
         let (done, done_rx) = tokio::sync::watch::channel(false);
         let mut consumers = tokio::task::JoinSet::new();
         for _ in 0..self.consumers {
-            let client = Client::connect_to(&line.last().socket).await?;
+            let client = Client::connect_to(&last(line).socket).await?;
             let (received, latencies, count) = (received.clone(), latencies.clone(), self.count);
             let mut done = done_rx.clone();
             let mut consumer = client.consumer(QUEUE, self.prefetch);
@@ -325,7 +183,7 @@ impl ForwardBench {
         let per_producer = self.count.div_ceil(self.producers as u64);
         let mut producer_clients = Vec::with_capacity(self.producers);
         for _ in 0..self.producers {
-            producer_clients.push(Client::connect_to(&line.first().socket).await?);
+            producer_clients.push(Client::connect_to(&first(line).socket).await?);
         }
         let started = Instant::now();
         for (p, client) in producer_clients.into_iter().enumerate() {
@@ -373,7 +231,7 @@ impl ForwardBench {
                     } else {
                         "still running"
                     },
-                    link_summary(line, clients).await.trim_end(),
+                    line.link_summary(clients).await.trim_end(),
                 );
             }
         }
@@ -411,130 +269,15 @@ impl ForwardBench {
     }
 }
 
-/// The topology of a line of managers `names`, on free UDP ports of 127.0.0.1, with the
-/// queue homed on the last one.
-fn topology_text(names: &[String]) -> anyhow::Result<String> {
-    // All sockets are held until every port is read, so that the ports differ.
-    let sockets = names
-        .iter()
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .context("cannot find a free UDP port")?;
-    let mut text = String::new();
-    for (name, socket) in names.iter().zip(&sockets) {
-        let address = socket.local_addr()?;
-        writeln!(text, "[managers.{name}]\naddress = \"{address}\"\n")?;
-    }
-    for pair in names.windows(2) {
-        writeln!(
-            text,
-            "[[links]]\nbetween = [\"{}\", \"{}\"]\ncost = 1\n",
-            pair[0], pair[1]
-        )?;
-    }
-    let home = names.last().context("a line has at least one manager")?;
-    writeln!(text, "[queues.{QUEUE}]\nhome = \"{home}\"")?;
-    Ok(text)
-}
-
-/// Waits until every manager's declared links are all there and up.
-async fn wait_links_up(line: &mut Line, clients: &[Client]) -> anyhow::Result<()> {
-    let deadline = Instant::now() + START_DEADLINE;
-    let last = clients.len() - 1;
-    loop {
-        let mut waiting = Vec::new();
-        for (i, (client, node)) in clients.iter().zip(&line.nodes).enumerate() {
-            let status = client
-                .status()
-                .await
-                .with_context(|| format!("status of manager {}", node.name))?;
-            // The ends of the line have one neighbour, the managers between them two.
-            let expected = if i == 0 || i == last { 1 } else { 2 };
-            let linked: Vec<_> = status.links.iter().filter(|l| l.linked).collect();
-            if linked.len() < expected {
-                waiting.push(format!(
-                    "{}: {} of {expected} links known",
-                    node.name,
-                    linked.len()
-                ));
-            }
-            for link in linked.iter().filter(|l| l.state != "up") {
-                waiting.push(format!(
-                    "{}->{}: {}{}",
-                    node.name,
-                    link.neighbour,
-                    link.state,
-                    link.last_error
-                        .as_ref()
-                        .map_or(String::new(), |e| format!(" ({e})"))
-                ));
-            }
-        }
-        if waiting.is_empty() {
-            return Ok(());
-        }
-        if let Some(exited) = line.exited() {
-            bail!("{exited} while the channels came up");
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "channels not up within {} s: {}",
-                START_DEADLINE.as_secs(),
-                waiting.join(", "),
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Each manager's links, one line each, for a stall report.
-async fn link_summary(line: &Line, clients: &[Client]) -> String {
-    let mut out = String::new();
-    for (client, node) in clients.iter().zip(&line.nodes) {
-        let status = tokio::time::timeout(Duration::from_secs(5), client.status()).await;
-        let _ = match status {
-            Ok(Ok(status)) => writeln!(out, "{}: {}", node.name, describe_links(&status)),
-            Ok(Err(error)) => writeln!(out, "{}: no status: {error}", node.name),
-            Err(_) => writeln!(out, "{}: no status within 5 s", node.name),
-        };
-    }
-    out
-}
-
-fn describe_links(status: &Status) -> String {
-    let queued: u64 = status.queues.iter().map(|q| q.depth).sum();
-    let links: Vec<String> = status
-        .links
-        .iter()
-        .map(|l| {
-            format!(
-                "->{} {} (depth {}, in flight {}, sent {}, acked {}, received {}, connects {}{})",
-                l.neighbour,
-                l.state,
-                l.transmission_depth,
-                l.in_flight,
-                l.messages_sent,
-                l.messages_acked,
-                l.messages_received,
-                l.connects,
-                l.last_error
-                    .as_ref()
-                    .map_or(String::new(), |e| format!(", last error: {e}"))
-            )
-        })
-        .collect();
-    format!("local queues hold {queued}; links {}", links.join(", "))
-}
-
 /// The first manager's link after the run: messages sent against messages acknowledged.
 /// Waits a little for the last acknowledgements, which may still be on their way.
-async fn first_link_line(line: &Line, client: &Client) -> anyhow::Result<String> {
+async fn first_link_line(line: &Cluster, client: &Client) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
         let status = client
             .status()
             .await
-            .with_context(|| format!("status of manager {}", line.first().name))?;
+            .with_context(|| format!("status of manager {}", first(line).name))?;
         let settled = status.links.iter().all(|l| l.in_flight == 0);
         if settled || Instant::now() > deadline {
             break status;
@@ -542,7 +285,7 @@ async fn first_link_line(line: &Line, client: &Client) -> anyhow::Result<String>
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let Some(link) = status.links.iter().find(|l| l.linked) else {
-        bail!("manager {} reports no link", line.first().name);
+        bail!("manager {} reports no link", first(line).name);
     };
     Ok(format!(
         "link {}->{}: {} sent, {} acked ({} resent), {} in flight, {} connect(s), rtt {}",
@@ -559,4 +302,12 @@ async fn first_link_line(line: &Line, client: &Client) -> anyhow::Result<String>
             us as f64 / 1000.0
         )),
     ))
+}
+
+fn first(line: &Cluster) -> &Node {
+    &line.nodes()[0]
+}
+
+fn last(line: &Cluster) -> &Node {
+    &line.nodes()[line.nodes().len() - 1]
 }

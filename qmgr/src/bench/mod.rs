@@ -1,6 +1,8 @@
 //! `qmgr bench ...`: benchmarks that print figures for BENCHMARKS.md. Timing lives here and
 //! never in tests.
 
+mod cluster;
+pub mod failover;
 pub mod flooding;
 pub mod forward;
 pub mod local;
@@ -21,6 +23,9 @@ pub enum BenchCommand {
     /// Link-state flooding on a random mesh, simulated: convergence time after link failures
     /// and repairs, advertisements sent, and the CPU cost of receiving and rerouting.
     Flooding(flooding::FloodingBench),
+    /// Failover around a relay killed with SIGKILL on a diamond of managers: time to reroute,
+    /// the gap in arrivals, messages stranded until the relay returns, lost and duplicated.
+    Failover(failover::FailoverBench),
 }
 
 impl BenchCommand {
@@ -30,6 +35,7 @@ impl BenchCommand {
             Self::Local(bench) => bench.run(),
             Self::Forward(bench) => bench.run(),
             Self::Flooding(bench) => bench.run(),
+            Self::Failover(bench) => bench.run(),
         }
     }
 }

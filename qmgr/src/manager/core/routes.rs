@@ -429,7 +429,9 @@ impl Core {
             for channel in [&link.outbound, &link.inbound].into_iter().flatten() {
                 channel.send(ChannelFrame::LinkState(Vec::new()));
             }
-            if link.adjacency.check(now, dead_interval) == Some(Change::Dead) {
+            // A link the topology no longer has is not routed over anyway.
+            let declared = self.topology.link(&self.name, neighbour).is_some();
+            if declared && link.adjacency.check(now, dead_interval) == Some(Change::Dead) {
                 warn!(%neighbour, ?dead_interval, "neighbour not heard within the dead interval; routing around its link");
                 changed = true;
             }

@@ -1,0 +1,745 @@
+//! `qmgr bench failover`: how long a network of real managers takes to route around a relay
+//! killed with SIGKILL, and whether any message is lost or duplicated on the way.
+//!
+//! Starts four managers on loopback (through [`super::cluster`]: certificates, free ports, one
+//! data folder, socket and log each) in a diamond: `alpha-bravo` and `bravo-delta` cost 1,
+//! `alpha-charlie` and `charlie-delta` cost 2, the queue `bench` homed on `delta`, every
+//! manager with `QMGR_LINK_DEAD_INTERVAL_MS` set to `--dead-interval-ms`. One producer puts to
+//! `bench` at `alpha`, one message at a time (a window of them in flight) paced at `--rate`;
+//! each persistent body carries its sequence number and put time. One consumer at `delta`
+//! records each message's sequence number, arrival time and relay (the middle entry of its
+//! trace, `[alpha, relay, delta]`). All times are taken by this process on one monotonic clock.
+//!
+//! After `--warmup-secs` it checks that everything so far came via `bravo` (the cheaper path),
+//! then kills `bravo` and notes the instant. Production goes on. `bravo` stays down
+//! `--down-secs`, is started again on the same data folder, and production goes on for
+//! `--after-secs` more. Then production stops and the run waits until every message put has
+//! arrived (those that were given to `bravo`'s channel before it died, or were stored on
+//! `bravo`, can only arrive once it is back), until every link is empty, and a little longer
+//! for any duplicate.
+//!
+//! Reported: the failover time (from the kill to the first arrival via `charlie`); the longest
+//! gap between arrivals during the outage; when messages put after the kill flow again and
+//! their put→get latency; the messages stranded with `bravo` until its return; the time from
+//! the restart to the first new message via `bravo`; and messages put, lost and duplicated.
+//! The exit code is 1 when any message is lost or duplicated, or none ever went via `charlie`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hopmq::{Client, Message};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::cluster::{Cluster, START_DEADLINE, Spec};
+use super::local::{STAMP_BYTES, stamp};
+use crate::config::SyncMode;
+
+/// The queue the messages go to, homed on [`DELTA`].
+const QUEUE: &str = "bench";
+/// Where the producer puts.
+const ALPHA: &str = "alpha";
+/// The relay of the cheaper path, the one killed.
+const BRAVO: &str = "bravo";
+/// The relay of the dearer path.
+const CHARLIE: &str = "charlie";
+/// Where the queue is homed and the consumer gets.
+const DELTA: &str = "delta";
+/// The sequence number rides in the body right after the put time.
+const SEQUENCE_BYTES: usize = 8;
+const BODY_BYTES_MIN: usize = STAMP_BYTES + SEQUENCE_BYTES;
+/// Puts the producer keeps in flight: each waits for a sync at `alpha` (a few ms at most on
+/// ordinary disks), so 64 keep the default 1000 msg/s, and far more, on schedule.
+const PUTS_IN_FLIGHT_MAX: usize = 64;
+/// How often the producer puts what is due: a tokio timer's resolution.
+const PRODUCER_TICK: Duration = Duration::from_millis(1);
+/// How often the run takes in arrivals and checks on its tasks and managers.
+const WATCH_TICK: Duration = Duration::from_millis(10);
+/// Arrivals buffered between the consumer and the run: over a minute at the default rate,
+/// while the run is busy restarting `bravo`.
+const ARRIVALS_BUFFERED_MAX: usize = 65_536;
+/// Waiting for the last messages with none arriving for this long is a stall.
+const PROGRESS_DEADLINE: Duration = Duration::from_secs(60);
+/// How long every link gets to empty once every message has arrived.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
+/// How long the consumer goes on once everything is settled, for a late duplicate.
+const DUPLICATE_GRACE: Duration = Duration::from_millis(500);
+/// Sequence numbers listed when some are lost or duplicated.
+const LISTED_MAX: usize = 10;
+
+#[derive(Debug, clap::Args)]
+pub struct FailoverBench {
+    /// Messages per second the producer puts at alpha.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Body size in bytes (the put time and the sequence number ride in the first 16).
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Seconds of traffic before bravo is killed.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Seconds bravo stays down.
+    #[arg(long, default_value_t = 8)]
+    down_secs: u64,
+    /// Seconds of traffic after bravo is started again.
+    #[arg(long, default_value_t = 4)]
+    after_secs: u64,
+    /// Every manager's link dead interval (`QMGR_LINK_DEAD_INTERVAL_MS`).
+    #[arg(long, default_value_t = crate::config::defaults::LINK_DEAD_INTERVAL_MS)]
+    dead_interval_ms: u64,
+    /// Messages the consumer fetches ahead.
+    #[arg(long, default_value_t = 256)]
+    prefetch: u32,
+    /// Every manager's sync policy.
+    #[arg(long, value_enum, default_value_t = SyncMode::Always)]
+    sync: SyncMode,
+    /// Keep the run folder (topology, certificates, data, logs) and print where it is.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Which way a message came.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Via {
+    Bravo,
+    Charlie,
+    /// Any other trace, managers joined by `-`: never expected.
+    Other(String),
+}
+
+/// One message got at `delta`. Times are microseconds since the run's start.
+#[derive(Debug)]
+struct Arrival {
+    seq: u64,
+    put_us: u64,
+    arrived_us: u64,
+    via: Via,
+}
+
+impl Arrival {
+    fn of(message: &Message, arrived_us: u64) -> anyhow::Result<Self> {
+        let Some(seq) = message
+            .body
+            .get(STAMP_BYTES..BODY_BYTES_MIN)
+            .and_then(|bytes| bytes.try_into().ok())
+            .map(u64::from_le_bytes)
+        else {
+            bail!(
+                "message {} of {} bytes carries no sequence number",
+                message.id,
+                message.body.len()
+            );
+        };
+        let managers: Vec<&str> = message.trace.iter().map(|t| t.manager.as_str()).collect();
+        let via = match managers.as_slice() {
+            [ALPHA, BRAVO, DELTA] => Via::Bravo,
+            [ALPHA, CHARLIE, DELTA] => Via::Charlie,
+            other => Via::Other(other.join("-")),
+        };
+        Ok(Self {
+            seq,
+            put_us: stamp(&message.body),
+            arrived_us,
+            via,
+        })
+    }
+}
+
+/// Microseconds from `base` to now.
+fn micros_since(base: Instant) -> u64 {
+    u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The instants of the run, in microseconds since its start.
+struct Timeline {
+    kill_us: u64,
+    restart_us: u64,
+    answered_us: u64,
+    stopped_us: u64,
+    dead_interval_us: u64,
+}
+
+/// What the run watches between its steps: the producer and consumer tasks and the arrivals.
+struct Watch {
+    arrivals_rx: mpsc::Receiver<Arrival>,
+    arrivals: Vec<Arrival>,
+    distinct: HashSet<u64>,
+    last_arrival: Instant,
+    producer: Option<JoinHandle<anyhow::Result<u64>>>,
+    consumer: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Watch {
+    /// Takes in arrivals and checks the tasks and the managers until `until`.
+    async fn until(&mut self, cluster: &mut Cluster, until: Instant) -> anyhow::Result<()> {
+        loop {
+            self.check(cluster).await?;
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            tokio::time::sleep(WATCH_TICK.min(until - now)).await;
+        }
+    }
+
+    /// One look: arrivals taken in, a task that ended early or a manager that exited is an
+    /// error.
+    async fn check(&mut self, cluster: &mut Cluster) -> anyhow::Result<()> {
+        while let Ok(arrival) = self.arrivals_rx.try_recv() {
+            self.distinct.insert(arrival.seq);
+            self.arrivals.push(arrival);
+            self.last_arrival = Instant::now();
+        }
+        if self.consumer.is_finished() {
+            (&mut self.consumer).await?.context("the consumer failed")?;
+            bail!("the consumer stopped");
+        }
+        if let Some(producer) = &mut self.producer
+            && producer.is_finished()
+        {
+            producer.await?.context("the producer failed")?;
+            bail!("the producer stopped before it was asked to");
+        }
+        if let Some(exited) = cluster.exited() {
+            bail!("{exited} during the run");
+        }
+        Ok(())
+    }
+}
+
+impl FailoverBench {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        if self.size < BODY_BYTES_MIN {
+            bail!(
+                "--size must be at least {BODY_BYTES_MIN} bytes (the put time and the sequence \
+                 number ride in the body)"
+            );
+        }
+        if self.rate == 0 || self.warmup_secs == 0 {
+            bail!("--rate and --warmup-secs must be at least 1");
+        }
+        let mut cluster = Cluster::start(Spec {
+            folder_prefix: "qmgr-bench-failover",
+            managers: [ALPHA, BRAVO, CHARLIE, DELTA].map(str::to_owned).to_vec(),
+            links: [
+                (ALPHA, BRAVO, 1),
+                (BRAVO, DELTA, 1),
+                (ALPHA, CHARLIE, 2),
+                (CHARLIE, DELTA, 2),
+            ]
+            .map(|(a, b, cost)| (a.to_owned(), b.to_owned(), cost))
+            .to_vec(),
+            queues: vec![(QUEUE.to_owned(), DELTA.to_owned())],
+            sync: self.sync,
+            env: vec![(
+                "QMGR_LINK_DEAD_INTERVAL_MS",
+                self.dead_interval_ms.to_string(),
+            )],
+        })?;
+        if self.keep {
+            cluster.keep();
+        }
+        let result = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(self.bench(&mut cluster)));
+        let dir = cluster.dir().to_path_buf();
+        drop(cluster);
+        if self.keep {
+            println!("run folder: {}", dir.display());
+        }
+        result
+    }
+
+    /// Measures on the started diamond; a failure is reported with any manager that exited
+    /// and the tail of every manager's log.
+    async fn bench(&self, cluster: &mut Cluster) -> anyhow::Result<ExitCode> {
+        let mut clients = Vec::with_capacity(cluster.nodes().len());
+        for node in cluster.nodes() {
+            clients.push(
+                Client::connect_to(&node.socket)
+                    .await
+                    .with_context(|| format!("cannot connect to manager {}", node.name))?,
+            );
+        }
+        match self.measure(cluster, &clients).await {
+            Ok(code) => Ok(code),
+            Err(error) => {
+                // A manager that died is usually why a client failed: give it a moment to be
+                // seen as exited.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let exited = cluster
+                    .exited()
+                    .map_or(String::new(), |exited| format!(" ({exited})"));
+                let links = cluster.link_summary(&clients).await;
+                bail!(
+                    "{error:#}{exited}\n{}\n{}",
+                    links.trim_end(),
+                    cluster.log_tails()
+                )
+            }
+        }
+    }
+
+    async fn measure(&self, cluster: &mut Cluster, clients: &[Client]) -> anyhow::Result<ExitCode> {
+        cluster.wait_links_up(clients).await?;
+        wait_route_via(&clients[0], BRAVO).await?;
+
+        let base = Instant::now();
+        let (arrivals_tx, arrivals_rx) = mpsc::channel(ARRIVALS_BUFFERED_MAX);
+        let consumer_client = Client::connect_to(&cluster.node(DELTA)?.socket).await?;
+        let consumer = tokio::spawn(consume(
+            consumer_client.consumer(QUEUE, self.prefetch),
+            base,
+            arrivals_tx,
+        ));
+        let (stop, stop_rx) = watch::channel(false);
+        let producer_client = Client::connect_to(&cluster.node(ALPHA)?.socket).await?;
+        let producer = tokio::spawn(produce(
+            producer_client,
+            self.rate,
+            self.size,
+            base,
+            stop_rx,
+        ));
+        let mut watch = Watch {
+            arrivals_rx,
+            arrivals: Vec::new(),
+            distinct: HashSet::new(),
+            last_arrival: Instant::now(),
+            producer: Some(producer),
+            consumer,
+        };
+
+        watch
+            .until(cluster, base + Duration::from_secs(self.warmup_secs))
+            .await?;
+        let via_bravo = watch
+            .arrivals
+            .iter()
+            .filter(|a| a.via == Via::Bravo)
+            .count();
+        if via_bravo == 0 || via_bravo < watch.arrivals.len() {
+            bail!(
+                "traffic did not all go via {BRAVO} before the kill: {via_bravo} of {} arrivals",
+                watch.arrivals.len()
+            );
+        }
+
+        let kill_us = micros_since(base);
+        let killed = Instant::now();
+        cluster.kill(BRAVO)?;
+        watch
+            .until(cluster, killed + Duration::from_secs(self.down_secs))
+            .await?;
+
+        let restart_us = micros_since(base);
+        let restarted = Instant::now();
+        // Waiting for the socket blocks this thread only; the consumer and producer run on
+        // the runtime's workers and keep their own times.
+        tokio::task::block_in_place(|| cluster.restart(BRAVO))?;
+        let answered_us = micros_since(base);
+        watch
+            .until(cluster, restarted + Duration::from_secs(self.after_secs))
+            .await?;
+
+        let _ = stop.send(true);
+        let stopped_us = micros_since(base);
+        let producer = watch.producer.take().context("the producer is started")?;
+        let put = producer.await?.context("the producer failed")?;
+
+        // Every message put must arrive; a long silence meanwhile is a stall.
+        loop {
+            watch.check(cluster).await?;
+            if watch.distinct.len() as u64 >= put {
+                break;
+            }
+            if watch.last_arrival.elapsed() > PROGRESS_DEADLINE {
+                bail!(
+                    "stalled: {} of {put} messages arrived, none for {} s",
+                    watch.distinct.len(),
+                    PROGRESS_DEADLINE.as_secs()
+                );
+            }
+            tokio::time::sleep(WATCH_TICK).await;
+        }
+        let drained_us = watch
+            .arrivals
+            .last()
+            .map_or_else(|| micros_since(base), |a| a.arrived_us);
+        wait_settled(cluster, &mut watch, clients).await?;
+        watch
+            .until(cluster, Instant::now() + DUPLICATE_GRACE)
+            .await?;
+        watch.consumer.abort();
+
+        let timeline = Timeline {
+            kill_us,
+            restart_us,
+            answered_us,
+            stopped_us,
+            dead_interval_us: self.dead_interval_ms * 1000,
+        };
+        Ok(self.report(&timeline, drained_us, put, &mut watch.arrivals))
+    }
+
+    /// Prints the report; the exit code says whether the run kept every message exactly once
+    /// and failed over at all.
+    fn report(
+        &self,
+        timeline: &Timeline,
+        drained_us: u64,
+        put: u64,
+        arrivals: &mut [Arrival],
+    ) -> ExitCode {
+        let Timeline {
+            kill_us,
+            restart_us,
+            answered_us,
+            stopped_us,
+            dead_interval_us,
+        } = *timeline;
+        arrivals.sort_by_key(|a| a.arrived_us);
+        let ms = |us: u64| us as f64 / 1000.0;
+        let after_kill = |us: u64| ms(us.saturating_sub(kill_us));
+        // Signed: an instant before or after the kill.
+        let around_kill = |us: u64| {
+            if us >= kill_us {
+                format!("{:.1} ms after", ms(us - kill_us))
+            } else {
+                format!("{:.1} ms before", ms(kill_us - us))
+            }
+        };
+
+        println!(
+            "failover: diamond {ALPHA}-{BRAVO}-{DELTA} (cost 2) and {ALPHA}-{CHARLIE}-{DELTA} \
+             (cost 4), {} msg/s x {} B, persistent, sync {}, dead interval {} ms",
+            self.rate,
+            self.size,
+            self.sync.as_str(),
+            self.dead_interval_ms
+        );
+        println!(
+            "run: {BRAVO} killed (SIGKILL) at {:.2} s, restarted at {:.2} s (answering after \
+             {:.0} ms), puts stopped at {:.2} s, last message got at {:.2} s",
+            ms(kill_us) / 1000.0,
+            ms(restart_us) / 1000.0,
+            ms(answered_us - restart_us),
+            ms(stopped_us) / 1000.0,
+            ms(drained_us) / 1000.0,
+        );
+
+        // (1) The first arrival via charlie, whenever it was put.
+        let failover = arrivals
+            .iter()
+            .find(|a| a.via == Via::Charlie && a.arrived_us >= kill_us);
+        match failover {
+            Some(a) => println!(
+                "failover: first arrival via {CHARLIE} {:.1} ms after the kill",
+                after_kill(a.arrived_us)
+            ),
+            None => println!("failover: no message ever arrived via {CHARLIE}"),
+        }
+
+        // (2) The longest silence at delta that overlaps the outage.
+        let gap = arrivals
+            .windows(2)
+            .filter(|pair| pair[1].arrived_us > kill_us && pair[0].arrived_us < restart_us)
+            .map(|pair| (pair[1].arrived_us - pair[0].arrived_us, pair))
+            .max_by_key(|(gap, _)| *gap);
+        if let Some((gap, pair)) = gap {
+            println!(
+                "longest gap at {DELTA} during the outage: {:.1} ms (from {} the kill to {} it)",
+                ms(gap),
+                around_kill(pair[0].arrived_us),
+                around_kill(pair[1].arrived_us),
+            );
+        }
+
+        // (3) Messages put after the kill: when the first got through, and their latency.
+        match arrivals
+            .iter()
+            .find(|a| a.via == Via::Charlie && a.put_us >= kill_us)
+        {
+            Some(a) => println!(
+                "flowing again: first message put after the kill got via {CHARLIE} {:.1} ms \
+                 after the kill ({:.1} ms after it was put)",
+                after_kill(a.arrived_us),
+                ms(a.arrived_us - a.put_us)
+            ),
+            None => println!("flowing again: no message put after the kill got via {CHARLIE}"),
+        }
+        let latencies = |from_us: u64, to_us: u64| -> Vec<u64> {
+            arrivals
+                .iter()
+                .filter(|a| (from_us..to_us).contains(&a.put_us))
+                .map(|a| a.arrived_us.saturating_sub(a.put_us))
+                .collect()
+        };
+        let outage = latencies(kill_us, restart_us);
+        let steady = latencies(kill_us + dead_interval_us, restart_us);
+        println!(
+            "latency put->get of the {} put while {BRAVO} was down: {}; of the {} put after \
+             kill + dead interval: {}",
+            outage.len(),
+            latency_summary(outage),
+            steady.len(),
+            latency_summary(steady),
+        );
+
+        // (4) Messages that waited with bravo (in flight on its channel, or stored on it).
+        let stranded: Vec<&Arrival> = arrivals
+            .iter()
+            .filter(|a| {
+                a.via == Via::Bravo
+                    && a.arrived_us >= restart_us
+                    && a.put_us < kill_us + dead_interval_us
+            })
+            .collect();
+        match (stranded.iter().map(|a| a.put_us).min(), stranded.last()) {
+            (Some(first_put), Some(last)) => println!(
+                "stranded with {BRAVO}: {} message(s), put from {} to {} the kill, got via \
+                 {BRAVO} {:.1} ms to {:.1} ms after its restart",
+                stranded.len(),
+                around_kill(first_put),
+                around_kill(stranded.iter().map(|a| a.put_us).max().unwrap_or(first_put)),
+                ms(stranded[0].arrived_us - restart_us),
+                ms(last.arrived_us - restart_us),
+            ),
+            _ => println!("stranded with {BRAVO}: none"),
+        }
+        let late = arrivals
+            .iter()
+            .filter(|a| {
+                a.via == Via::Bravo && (kill_us + dead_interval_us..restart_us).contains(&a.put_us)
+            })
+            .count();
+        if late > 0 {
+            println!(
+                "unexpected: {late} message(s) put after kill + dead interval, before the \
+                 restart, went via {BRAVO}"
+            );
+        }
+
+        // (5) Routing back through the cheaper path.
+        match arrivals
+            .iter()
+            .find(|a| a.via == Via::Bravo && a.put_us >= restart_us)
+        {
+            Some(a) => println!(
+                "back via {BRAVO}: first message put after the restart got via {BRAVO} {:.1} ms \
+                 after the restart",
+                ms(a.arrived_us - restart_us)
+            ),
+            None => println!("back via {BRAVO}: no message put after the restart went via it"),
+        }
+
+        let mut paths: BTreeMap<&Via, u64> = BTreeMap::new();
+        for a in arrivals.iter() {
+            *paths.entry(&a.via).or_default() += 1;
+        }
+        let paths: Vec<String> = paths
+            .into_iter()
+            .map(|(via, n)| match via {
+                Via::Bravo => format!("{n} via {BRAVO}"),
+                Via::Charlie => format!("{n} via {CHARLIE}"),
+                Via::Other(path) => format!("{n} by {path}"),
+            })
+            .collect();
+        println!("paths: {}", paths.join(", "));
+
+        // (6) Exactly once.
+        let mut seen = HashSet::with_capacity(arrivals.len());
+        let mut duplicated = Vec::new();
+        let mut unknown = 0u64;
+        for a in arrivals.iter() {
+            if a.seq >= put {
+                unknown += 1;
+            } else if !seen.insert(a.seq) {
+                duplicated.push(a.seq);
+            }
+        }
+        let lost: Vec<u64> = (0..put).filter(|seq| !seen.contains(seq)).collect();
+        println!(
+            "messages: {put} put, {} got ({} distinct): {} lost, {} duplicated{}",
+            arrivals.len(),
+            seen.len(),
+            lost.len(),
+            duplicated.len(),
+            if unknown > 0 {
+                format!(", {unknown} with a sequence number never put")
+            } else {
+                String::new()
+            }
+        );
+        let list = |seqs: &[u64]| {
+            let shown: Vec<String> = seqs.iter().take(LISTED_MAX).map(u64::to_string).collect();
+            let more = if seqs.len() > LISTED_MAX { ", ..." } else { "" };
+            format!("{}{more}", shown.join(", "))
+        };
+        if !lost.is_empty() {
+            println!("lost: {}", list(&lost));
+        }
+        if !duplicated.is_empty() {
+            println!("duplicated: {}", list(&duplicated));
+        }
+        if lost.is_empty() && duplicated.is_empty() && unknown == 0 && failover.is_some() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Median, 99th percentile and maximum of `samples` in microseconds, printed in ms.
+fn latency_summary(mut samples: Vec<u64>) -> String {
+    if samples.is_empty() {
+        return "no samples".to_owned();
+    }
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[i] as f64 / 1000.0
+    };
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    )
+}
+
+/// Waits until `alpha` routes to `delta` via `relay` and sees every link of the network up.
+async fn wait_route_via(alpha: &Client, relay: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_DEADLINE;
+    loop {
+        let status = alpha.status().await.context("status of alpha")?;
+        let next_hop = status
+            .routes
+            .iter()
+            .find(|r| r.destination == DELTA)
+            .and_then(|r| r.next_hop.clone());
+        let all_up = status.network.iter().all(|l| l.state == "up");
+        if next_hop.as_deref() == Some(relay) && all_up {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{ALPHA} does not route to {DELTA} via {relay} within {} s (next hop {next_hop:?}, \
+                 every link up: {all_up})",
+                START_DEADLINE.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until nothing is left on any link and in `delta`'s queue, taking arrivals in
+/// meanwhile.
+async fn wait_settled(
+    cluster: &mut Cluster,
+    watch: &mut Watch,
+    clients: &[Client],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    loop {
+        watch.check(cluster).await?;
+        let mut pending = Vec::new();
+        for (client, node) in clients.iter().zip(cluster.nodes()) {
+            let status = client
+                .status()
+                .await
+                .with_context(|| format!("status of manager {}", node.name))?;
+            for link in &status.links {
+                if link.transmission_depth > 0 || link.in_flight > 0 {
+                    pending.push(format!(
+                        "{}->{}: {} waiting, {} in flight",
+                        node.name, link.neighbour, link.transmission_depth, link.in_flight
+                    ));
+                }
+            }
+            if let Some(queue) = status.queues.iter().find(|q| q.name == QUEUE)
+                && queue.depth + queue.leased > 0
+            {
+                pending.push(format!(
+                    "{}: {} in {QUEUE}",
+                    node.name,
+                    queue.depth + queue.leased
+                ));
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "links not empty {} s after every message arrived: {}",
+                SETTLE_DEADLINE.as_secs(),
+                pending.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Puts one message at a time to the queue at `alpha`, paced at `rate` per second, until
+/// told to stop; returns how many were put (sequence numbers 0 to that, exclusive). Each body
+/// carries its put time (microseconds since `base`) and its sequence number.
+async fn produce(
+    client: Client,
+    rate: u64,
+    size: usize,
+    base: Instant,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<u64> {
+    let window = Arc::new(tokio::sync::Semaphore::new(PUTS_IN_FLIGHT_MAX));
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut ticker = tokio::time::interval(PRODUCER_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let started = Instant::now();
+    let mut next = 0u64;
+    while !*stop.borrow() {
+        ticker.tick().await;
+        // What is due by now at `rate`: a late tick catches up at once.
+        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        while next < due && !*stop.borrow() {
+            let permit = window.clone().acquire_owned().await?;
+            let mut body = vec![0u8; size];
+            body[..STAMP_BYTES].copy_from_slice(&micros_since(base).to_le_bytes());
+            body[STAMP_BYTES..BODY_BYTES_MIN].copy_from_slice(&next.to_le_bytes());
+            next += 1;
+            let client = client.clone();
+            in_flight.spawn(async move {
+                let result = client.put(QUEUE, Message::new(body)).await;
+                drop(permit);
+                result.map(|_| ())
+            });
+        }
+        while let Some(done) = in_flight.try_join_next() {
+            done?.context("a put failed")?;
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        done?.context("a put failed")?;
+    }
+    Ok(next)
+}
+
+/// Takes messages from `delta` and hands each one's arrival to the run, until aborted.
+async fn consume(
+    mut consumer: hopmq::Consumer,
+    base: Instant,
+    arrivals: mpsc::Sender<Arrival>,
+) -> anyhow::Result<()> {
+    loop {
+        let message = consumer.next().await.context("a get failed")?;
+        let arrival = Arrival::of(&message, micros_since(base))?;
+        if arrivals.send(arrival).await.is_err() {
+            return Ok(());
+        }
+    }
+}
