@@ -487,3 +487,38 @@ fn a_manager_killed_while_it_reroutes_loses_and_duplicates_nothing() {
     assert_eq!(link_of(&alpha, "bravo")["transmission_depth"], 0, "{alpha}");
     assert_no_dead_letters(&mut network, &["alpha", "charlie", "delta"]);
 }
+
+#[test]
+fn a_neighbour_that_reaches_us_but_that_we_cannot_reach_attracts_no_traffic() {
+    let spec = diamond();
+    let mut network = Network::prepare(&spec);
+    // alpha's copy of the file has bravo at a port nobody listens on: bravo dials alpha
+    // fine, alpha never reaches bravo.
+    let wrong = network.topology_text(&spec).replace(
+        &format!("127.0.0.1:{}", network.port("bravo")),
+        &format!("127.0.0.1:{}", support::network::free_udp_port()),
+    );
+    let alpha_file = network.topology().with_file_name("alpha.toml");
+    std::fs::write(&alpha_file, wrong).unwrap();
+    let (topology, certs) = (network.topology(), network.certs());
+    let env = [("QMGR_LINK_DEAD_INTERVAL_MS", DEAD_INTERVAL_MS)];
+    network.start_manager_with("alpha", &alpha_file, &certs, &env);
+    for name in ["bravo", "charlie", "delta"] {
+        network.start_manager_with(name, &topology, &certs, &env);
+    }
+    wait_until("bravo's channel to alpha up", SOON, || {
+        link_of(&network.manager("bravo").status(), "alpha")["state"] == "up"
+    });
+    wait_next_hop(&mut network, "alpha", "delta", "charlie");
+    let status = network.manager("alpha").status();
+    assert_eq!(link_of(&status, "bravo")["routing"], "down", "{status}");
+    assert_eq!(link_of(&status, "bravo")["inbound"], true, "{status}");
+
+    put(&mut network, "alpha", "orders", "one-way", 20);
+    let got = receive(&network.manager("delta").client(), "orders", 20);
+    assert!(got.iter().all(|m| relay(m) == "charlie"));
+    // bravo learns from alpha's advertisement not to send through alpha either.
+    wait_until("bravo routes charlie around alpha", SOON, || {
+        next_hop(&mut network, "bravo", "charlie").as_deref() == Some("delta")
+    });
+}

@@ -1,7 +1,8 @@
 //! Whether a neighbour is alive, as routing sees it: a plain state machine, time passed in.
 //!
-//! Both ends of a link send a heartbeat ([`HEARTBEAT_INTERVAL`]) on every connection they
-//! share, and any frame counts as hearing the neighbour. A neighbour not heard for the *dead
+//! Each end of a link sends a heartbeat ([`HEARTBEAT_INTERVAL`]) on the connection the other
+//! end dialled, and any frame on a manager's own (outgoing) connection counts as hearing the
+//! neighbour: it proves this manager can send to it, which is what routing needs. A neighbour not heard for the *dead
 //! interval* is dead: routes leave the link out until it is heard again. A neighbour is
 //! presumed alive when the link is created (at start or when a topology edit adds it), so a
 //! network that starts together routes along its declared links at once instead of holding
@@ -13,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-/// How often each end sends a heartbeat on each connection of a link.
+/// How often each end sends a heartbeat on the connection its neighbour dialled.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Messages are given to a channel only while its neighbour was heard this recently, so a

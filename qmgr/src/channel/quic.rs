@@ -210,6 +210,7 @@ impl Driver {
             live: Mutex::new(Live {
                 topology: Arc::new(config.topology),
                 inbound: BTreeMap::new(),
+                wakes: BTreeMap::new(),
             }),
             commands: config.commands,
             ids: AtomicU64::new(0),
@@ -317,6 +318,11 @@ impl Driver {
 
     fn spawn_dialler(&self, neighbour: ManagerName, address: PeerAddress) -> DiallerHandle {
         let (stop, stopped) = watch::channel(false);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        self.shared
+            .live()
+            .wakes
+            .insert(neighbour.clone(), wake.clone());
         let task = tokio::spawn(dial(
             self.endpoint.clone(),
             self.client.clone(),
@@ -325,6 +331,7 @@ impl Driver {
             address.clone(),
             self.shutdown.clone(),
             stopped,
+            wake,
         ));
         DiallerHandle {
             address,
@@ -381,6 +388,9 @@ struct Live {
     /// The admitted incoming connections of each neighbour, until their `run` ends (one per
     /// dial of the neighbour's; a stale one lives at most [`IDLE_TIMEOUT`] after a restart).
     inbound: BTreeMap<ManagerName, BTreeMap<u64, quinn::Connection>>,
+    /// Per neighbour, what wakes its dialler from its backoff: a neighbour that has just
+    /// dialled us is up, so ours should not wait out a delay grown while it was down.
+    wakes: BTreeMap<ManagerName, Arc<tokio::sync::Notify>>,
 }
 
 impl Shared {
@@ -557,6 +567,9 @@ async fn admit(incoming: quinn::Incoming, shared: &Arc<Shared>) -> Result<Admitt
                 .entry(peer.clone())
                 .or_default()
                 .insert(key, connection.clone());
+            if let Some(wake) = live.wakes.get(&peer) {
+                wake.notify_one();
+            }
             Registered {
                 shared: shared.clone(),
                 neighbour: peer.clone(),
@@ -587,6 +600,7 @@ async fn dial(
     address: PeerAddress,
     mut shutdown: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
+    wake: Arc<tokio::sync::Notify>,
 ) {
     let mut delay = RECONNECT_DELAY_MIN;
     let mut failures = 0u64;
@@ -673,11 +687,14 @@ async fn dial(
         }
         let jittered = jitter(delay);
         tokio::select! {
-            () = tokio::time::sleep(jittered) => {}
+            () = tokio::time::sleep(jittered) => delay = (delay * 2).min(RECONNECT_DELAY_MAX),
+            () = wake.notified() => {
+                debug!(%neighbour, "the neighbour dialled in; dialling it back now");
+                delay = RECONNECT_DELAY_MIN;
+            }
             _ = shutdown.changed() => return,
             _ = stop.changed() => return,
         }
-        delay = (delay * 2).min(RECONNECT_DELAY_MAX);
     }
 }
 

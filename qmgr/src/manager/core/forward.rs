@@ -497,7 +497,12 @@ impl Core {
         let Some((neighbour, direction)) = self.channels.get(&connection).cloned() else {
             return; // a connection the core already closed
         };
-        self.on_heard(&neighbour, now_ms);
+        // Only frames on this manager's own connection prove that it can send to the
+        // neighbour, which is what routing over the link needs: a neighbour that reaches us
+        // while we cannot reach it must not attract traffic.
+        if direction == ChannelDirection::Outbound {
+            self.on_heard(&neighbour, now_ms);
+        }
         let frame = match frame {
             ChannelFrame::LinkState(advertisements) => {
                 self.on_link_state(&neighbour, advertisements, now_ms);

@@ -419,14 +419,16 @@ impl Core {
         }
     }
 
-    /// Every heartbeat interval: a heartbeat on each connection, and the dead interval checked
+    /// Every heartbeat interval: a heartbeat to each neighbour, and the dead interval checked
     /// for every neighbour.
     pub fn on_heartbeat(&mut self, now_ms: u64) {
         let now = Instant::now();
         let dead_interval = self.routing.dead_interval;
         let mut changed = false;
         for (neighbour, link) in self.links.iter_mut() {
-            for channel in [&link.outbound, &link.inbound].into_iter().flatten() {
+            // On the neighbour's own connection: only that one proves to it that it can send
+            // here (see `adjacency`).
+            if let Some(channel) = &link.inbound {
                 channel.send(ChannelFrame::LinkState(Vec::new()));
             }
             // A link the topology no longer has is not routed over anyway.
