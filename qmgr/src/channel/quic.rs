@@ -330,8 +330,10 @@ impl Driver {
             neighbour,
             address.clone(),
             self.shutdown.clone(),
-            stopped,
-            wake,
+            DiallerSignals {
+                stop: stopped,
+                wake,
+            },
         ));
         DiallerHandle {
             address,
@@ -592,6 +594,14 @@ async fn admit(incoming: quinn::Incoming, shared: &Arc<Shared>) -> Result<Admitt
     Ok((peer, connection, send, recv, registered))
 }
 
+/// What a dialler listens to besides shutdown.
+struct DiallerSignals {
+    /// `true`: close the connection and end (see [`DiallerHandle::stop`]).
+    stop: watch::Receiver<bool>,
+    /// The neighbour dialled in: retry now instead of after the backoff.
+    wake: Arc<tokio::sync::Notify>,
+}
+
 async fn dial(
     endpoint: Endpoint,
     client: quinn::ClientConfig,
@@ -599,9 +609,9 @@ async fn dial(
     neighbour: ManagerName,
     address: PeerAddress,
     mut shutdown: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-    wake: Arc<tokio::sync::Notify>,
+    signals: DiallerSignals,
 ) {
+    let DiallerSignals { mut stop, wake } = signals;
     let mut delay = RECONNECT_DELAY_MIN;
     let mut failures = 0u64;
     loop {
