@@ -46,6 +46,21 @@ fn a_link_added_to_the_file_comes_up_without_a_restart() {
     );
     // The old link was not disturbed by the edit.
     network.wait_link_up("alpha", "bravo");
+    assert_eq!(
+        support::network::link_of(&network.manager("alpha").status(), "bravo")["connects"],
+        1,
+        "alpha's channel to bravo was not reconnected"
+    );
+    // Messages cross the new link: alpha learnt its route to charlie from its own file.
+    network
+        .manager("alpha")
+        .cli(&["put", "inbox@charlie", "over the new link"])
+        .expect_code(0);
+    let run = network
+        .manager("charlie")
+        .cli(&["get", "inbox", "--timeout", "30s"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout.trim(), "over the new link");
 }
 
 /// A manager whose file is changed where its folder watch cannot see it (it reads the file

@@ -355,6 +355,18 @@ pub struct ReloadOutcome {
     pub changes: Vec<String>,
     /// Waiting messages moved to a new place.
     pub moved: u64,
+    /// Messages already handed to links the edit removed: they stay with those channels and
+    /// are delivered if the link returns.
+    pub stranded: Vec<StrandedMessages>,
+}
+
+/// Messages in flight on a link that is no longer in the topology.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StrandedMessages {
+    /// The neighbour at the other end.
+    pub neighbour: String,
+    /// How many.
+    pub messages: u64,
 }
 
 /// What applying a topology would change at this manager.
@@ -370,6 +382,8 @@ pub struct TopologyPlan {
     pub moves: Vec<PlannedMove>,
     /// Declared queues this manager could no longer reach.
     pub unreachable: Vec<UnreachableQueue>,
+    /// Messages in flight on links the edit would remove (they would wait for the link).
+    pub stranded: Vec<StrandedMessages>,
 }
 
 /// A route before and after.

@@ -55,6 +55,16 @@ impl Adjacency {
         }
     }
 
+    /// A neighbour not counted on until it is heard: a link a topology edit adds, whose far
+    /// end may not have the edit yet.
+    pub fn unheard(now: Instant) -> Self {
+        Self {
+            heard: now,
+            alive: false,
+            heard_ever: false,
+        }
+    }
+
     /// Something arrived from the neighbour.
     pub fn heard(&mut self, now: Instant) -> Option<Change> {
         self.heard = self.heard.max(now);
@@ -133,6 +143,16 @@ mod tests {
         assert_eq!(adjacency.heard(now + DEAD * 3), Some(Change::Alive));
         assert!(adjacency.is_alive());
         assert_eq!(adjacency.check(now + DEAD * 3, DEAD), None);
+    }
+
+    #[test]
+    fn an_unheard_neighbour_counts_once_heard() {
+        let start = Instant::now();
+        let mut adjacency = Adjacency::unheard(start);
+        assert!(!adjacency.is_alive());
+        assert_eq!(adjacency.check(start + DEAD * 2, DEAD), None);
+        assert_eq!(adjacency.heard(start + DEAD * 2), Some(Change::Alive));
+        assert!(adjacency.is_alive());
     }
 
     #[test]

@@ -649,6 +649,13 @@ async fn dial(
             _ = shutdown.changed() => return,
             _ = stop.changed() => return,
             attempt = attempt => attempt,
+            // An attempt begun while the neighbour was down waits for QUIC's retransmission
+            // backoff (seconds); the neighbour that just dialled in answers a fresh one now.
+            () = wake.notified() => {
+                debug!(%neighbour, "the neighbour dialled in; dialling it again now");
+                delay = RECONNECT_DELAY_MIN;
+                continue;
+            }
         };
         match attempt {
             Ok((connection, send, recv)) => {

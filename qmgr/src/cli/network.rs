@@ -155,6 +155,12 @@ impl ReloadArgs {
                 for change in &outcome.changes {
                     println!("{change}");
                 }
+                for s in &outcome.stranded {
+                    println!(
+                        "{} messages in flight to {} wait for that link to return",
+                        s.messages, s.neighbour
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         })

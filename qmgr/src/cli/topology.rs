@@ -353,6 +353,13 @@ fn plan_text(plan: &TopologyPlan) -> String {
             let _ = writeln!(out, "  {} {} -> {}", m.messages, m.from, m.to);
         }
     }
+    for s in &plan.stranded {
+        let _ = writeln!(
+            out,
+            "{} messages in flight to {} would wait for that link to return",
+            s.messages, s.neighbour
+        );
+    }
     if !plan.unreachable.is_empty() {
         out.push_str("queues that would become unreachable:\n");
         for q in &plan.unreachable {

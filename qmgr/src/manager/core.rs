@@ -310,6 +310,10 @@ pub struct Core {
     /// manager without a topology file.
     reloader: Option<mpsc::Sender<super::ReloadRequest>>,
     routing: routes::Routing,
+    /// Commits made and completed since start: they complete in the order they were made, so
+    /// once `commits_done` reaches a value `commits_made` had, every earlier commit is applied.
+    commits_made: u64,
+    commits_done: u64,
 }
 
 fn api_error(error: &StoreError) -> ApiError {
@@ -372,6 +376,8 @@ impl Core {
             messages_forwarded: 0,
             messages_expired: 0,
             reloader: None,
+            commits_made: 0,
+            commits_done: 0,
             routing: routes::Routing::new(&name_for_routing, &topology, now_ms()),
             topology,
         };
@@ -507,6 +513,7 @@ impl Core {
 
     fn track(&mut self, commit: Commit, continuation: Continuation) {
         self.in_flight += 1;
+        self.commits_made += 1;
         let segment = self.journal.active_segment();
         *self.in_flight_segments.entry(segment).or_default() += 1;
         if self.commits.send((commit, continuation, segment)).is_err() {
@@ -1461,6 +1468,7 @@ impl Core {
         now_ms: u64,
     ) {
         self.in_flight -= 1;
+        self.commits_done += 1;
         if let Some(count) = self.in_flight_segments.get_mut(&segment) {
             *count -= 1;
             if *count == 0 {

@@ -160,6 +160,9 @@ pub async fn run(
         });
         tokio::select! {
             biased;
+            // First: cheap, and a core saturated by commits and commands must still tell its
+            // neighbours it is alive, or they route around it and the load flaps.
+            _ = heartbeat.tick() => core.on_heartbeat(now_ms()),
             result = oldest(&mut in_flight), if !in_flight.is_empty() => {
                 if let Some((_, continuation, segment)) = in_flight.pop_front() {
                     core.on_commit(continuation, result, segment, now_ms());
@@ -171,7 +174,6 @@ pub async fn run(
             },
             () = sleep_until(wake) => core.on_timer(now_ms()),
             _ = maintenance.tick() => core.on_maintenance(now_ms()),
-            _ = heartbeat.tick() => core.on_heartbeat(now_ms()),
             changed = shutdown.changed(), if !core.shutting_down() => {
                 if changed.is_err() || *shutdown.borrow() {
                     core.begin_shutdown();

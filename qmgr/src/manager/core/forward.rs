@@ -67,6 +67,11 @@ pub const TRANSMISSION_QUEUE_PREFIX: &str = "hopmq.xmit.";
 /// The queue of messages waiting for a route.
 pub const HELD_QUEUE: &str = "hopmq.held";
 
+/// A link whose messages in flight have had no ack for this long takes no new ones: its
+/// neighbour may have just died, and whatever it is given now can only be delivered once it
+/// returns. A healthy neighbour acks within a sync or two.
+pub(super) const ACK_STALL_MAX: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Messages moved from a transmission queue to a sender per assignment record.
 const ASSIGN_MESSAGES_MAX: usize = 1024;
 
@@ -159,6 +164,9 @@ pub(super) struct Link {
     last_error: Option<String>,
     /// Whether routing may count on the neighbour (heard within the dead interval).
     pub(super) adjacency: Adjacency,
+    /// When the messages in flight last made progress: the first was assigned, or an ack
+    /// released some. See [`ACK_STALL_MAX`].
+    progress_at: Instant,
 }
 
 fn random_epoch() -> u64 {
@@ -175,6 +183,23 @@ fn random_epoch() -> u64 {
 }
 
 impl Link {
+    /// Messages given to this link's channel and not yet acknowledged.
+    pub(super) fn in_flight(&self) -> usize {
+        self.assigned.len()
+    }
+
+    /// Whether messages are in flight and none was acked for [`ACK_STALL_MAX`] plus four
+    /// round trips (a long link acks later, and must not pause for it).
+    pub(super) fn stalled(&self, now: Instant) -> bool {
+        let rtt = self
+            .outbound
+            .as_ref()
+            .and_then(|c| c.quic.as_ref())
+            .map_or(std::time::Duration::ZERO, quinn::Connection::rtt);
+        !self.assigned.is_empty()
+            && now.saturating_duration_since(self.progress_at) >= ACK_STALL_MAX + rtt * 4
+    }
+
     fn new(receiver_state: Option<ReceiverState>, recent_ids: Vec<u128>) -> Link {
         let state = receiver_state.unwrap_or(ReceiverState {
             epoch: random_epoch(),
@@ -200,6 +225,7 @@ impl Link {
             counters: LinkCounters::default(),
             last_error: None,
             adjacency: Adjacency::new(Instant::now()),
+            progress_at: Instant::now(),
         }
     }
 }
@@ -370,10 +396,6 @@ impl Core {
     /// Closes both connections of the link to `neighbour` (removed from the topology). Its
     /// state stays: messages in flight on it are delivered if the link returns.
     pub(super) fn close_link(&mut self, neighbour: &ManagerName, why: &str) {
-        let in_flight = self.links.get(neighbour).map_or(0, |l| l.assigned.len());
-        if in_flight > 0 {
-            warn!(%neighbour, in_flight, "link removed with messages in flight on it; they wait for the link to return");
-        }
         for direction in [ChannelDirection::Outbound, ChannelDirection::Inbound] {
             self.close_channel_with(neighbour, direction, quic::code::NORMAL, why);
         }
@@ -387,11 +409,9 @@ impl Core {
         channel: Channel,
     ) {
         let now = Instant::now();
-        if !self.links.contains_key(&neighbour) {
-            // Admitted by the driver against the topology, so a link exists; be safe anyway.
-            self.links
-                .insert(neighbour.clone(), Link::new(None, Vec::new()));
-        }
+        // The driver takes a topology edit before the core does, so a new neighbour's
+        // connection may come first: the link is made here then.
+        self.ensure_link(&neighbour);
         self.channels
             .insert(channel.id, (neighbour.clone(), direction));
         let Some(link) = self.links.get_mut(&neighbour) else {
@@ -454,7 +474,12 @@ impl Core {
         }
     }
 
-    fn close_channel(&mut self, neighbour: &ManagerName, direction: ChannelDirection, why: &str) {
+    pub(super) fn close_channel(
+        &mut self,
+        neighbour: &ManagerName,
+        direction: ChannelDirection,
+        why: &str,
+    ) {
         self.close_channel_with(neighbour, direction, quic::code::PROTOCOL, why);
     }
 
@@ -505,7 +530,7 @@ impl Core {
         }
         let frame = match frame {
             ChannelFrame::LinkState(advertisements) => {
-                self.on_link_state(&neighbour, advertisements, now_ms);
+                self.on_link_state(&neighbour, direction, advertisements, now_ms);
                 return;
             }
             frame => frame,
@@ -552,6 +577,7 @@ impl Core {
             }
         };
         if !deletable.is_empty() {
+            link.progress_at = now;
             let mut entries = Vec::with_capacity(deletable.len());
             let mut seqs = Vec::with_capacity(deletable.len());
             for channel_seq in deletable {
@@ -629,6 +655,9 @@ impl Core {
                 };
                 match sender.push(entry_id(&payload), payload) {
                     Ok(channel_seq) => {
+                        if link.assigned.is_empty() {
+                            link.progress_at = Instant::now();
+                        }
                         link.assigned.push_back((channel_seq, queue.clone(), entry));
                         assigned.push(entry.seq);
                     }
@@ -1124,6 +1153,9 @@ impl Core {
                     .back()
                     .is_none_or(|(s, _, _)| *s < channel_seq)
             );
+            if link.assigned.is_empty() {
+                link.progress_at = Instant::now();
+            }
             link.assigned.push_back((channel_seq, queue, entry));
         }
     }

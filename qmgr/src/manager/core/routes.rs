@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use hopmq::protocol::{
     NetworkLinkStatus, PlannedMove, RefusedTopology, ReloadOutcome, Reply, RouteChange,
-    TopologyPlan, TopologyStatus, UnreachableQueue,
+    StrandedMessages, TopologyPlan, TopologyStatus, UnreachableQueue,
 };
 use hopmq::{Address, ApiError, ManagerName, QueueName};
 use hopmq_routing::{LinkStateDb, Lsa, Network, Received, RouteTable, Topology, TopologyDiff};
@@ -53,8 +53,11 @@ pub(super) struct Routing {
     version: String,
     applied_at_ms: u64,
     refused: Option<RefusedTopology>,
-    /// Waiting queues to examine again at the next maintenance tick.
+    /// Waiting queues to examine again once every commit made before the route change that
+    /// named them (`recheck_after`, a value of `Core::commits_made`) has been applied: those
+    /// commits may put messages resolved with the old table into them.
     recheck: BTreeSet<QueueName>,
+    recheck_after: u64,
 }
 
 impl Routing {
@@ -72,6 +75,7 @@ impl Routing {
             applied_at_ms: now_ms,
             refused: None,
             recheck: BTreeSet::new(),
+            recheck_after: 0,
         }
     }
 }
@@ -200,11 +204,13 @@ impl Core {
                 .is_some_and(|l| l.adjacency.is_alive())
     }
 
-    /// Whether `neighbour` was heard recently enough to be given new messages.
+    /// Whether `neighbour` may be given new messages: heard recently, and acking what it
+    /// was given (see [`super::forward::ACK_STALL_MAX`]).
     pub(super) fn link_fresh(&self, neighbour: &ManagerName) -> bool {
+        let now = Instant::now();
         self.links
             .get(neighbour)
-            .is_some_and(|l| l.adjacency.is_fresh(Instant::now()))
+            .is_some_and(|l| l.adjacency.is_fresh(now) && !l.stalled(now))
     }
 
     /// Brings this manager's own advertisement up to date with its links; floods it and
@@ -266,6 +272,7 @@ impl Core {
         if everything {
             affected = self.waiting_queues();
         }
+        self.routing.recheck_after = self.commits_made;
         let (moved, _) = self.reexamine(&affected, now_ms);
         self.routing.recheck.extend(affected);
         moved
@@ -396,11 +403,15 @@ impl Core {
         Some(queue)
     }
 
-    /// Periodic routing work: examine again the queues a route change concerned (messages
-    /// written to them with the old table have landed by now), and any transmission queue
+    /// Periodic routing work: examine again the queues a route change concerned once the
+    /// messages written to them with the old table have landed, and any transmission queue
     /// whose neighbour routing does not use.
     pub(super) fn on_routing_maintenance(&mut self, now_ms: u64) {
-        let mut queues = std::mem::take(&mut self.routing.recheck);
+        let mut queues = if self.commits_done >= self.routing.recheck_after {
+            std::mem::take(&mut self.routing.recheck)
+        } else {
+            BTreeSet::new()
+        };
         for queue in self.waiting_queues() {
             if let Some(neighbour) = transmission_neighbour(&queue) {
                 let waiting = self.queues.get(&queue).is_some_and(|s| s.queue.depth() > 0);
@@ -441,6 +452,11 @@ impl Core {
         if changed {
             self.refresh_routes(now_ms);
         }
+        // A link skipped while it was quiet or stalled takes its waiting messages now.
+        let neighbours: Vec<ManagerName> = self.links.keys().cloned().collect();
+        for neighbour in neighbours {
+            self.pump(&neighbour, now_ms);
+        }
     }
 
     /// Something arrived from `neighbour`.
@@ -480,24 +496,67 @@ impl Core {
             if Some(neighbour) == except || self.topology.link(&self.name, neighbour).is_none() {
                 continue;
             }
-            if let Some(channel) = link.outbound.as_ref().or(link.inbound.as_ref()) {
+            // The neighbour's connection carries only acks our way; ours may be full of batches.
+            if let Some(channel) = link.inbound.as_ref().or(link.outbound.as_ref()) {
                 channel.send(ChannelFrame::LinkState(advertisements.to_vec()));
             }
         }
     }
 
-    /// Advertisements (or a heartbeat, when empty) from `neighbour`.
-    pub(super) fn on_link_state(&mut self, neighbour: &ManagerName, lsas: Vec<Lsa>, now_ms: u64) {
+    /// Advertisements (or a heartbeat, when empty) from `neighbour` on `connection`.
+    pub(super) fn on_link_state(
+        &mut self,
+        neighbour: &ManagerName,
+        direction: ChannelDirection,
+        lsas: Vec<Lsa>,
+        now_ms: u64,
+    ) {
         if lsas.is_empty() {
             return;
         }
-        let mut new = Vec::new();
+        // At most one advertisement per manager of the topology makes sense in a frame; more,
+        // or a malformed one, is a broken peer (DESIGN.md: disconnected and logged).
+        let invalid = if lsas.len() > self.topology.managers().len() {
+            Some(format!(
+                "{} link-state advertisements in one frame, for {} managers",
+                lsas.len(),
+                self.topology.managers().len()
+            ))
+        } else {
+            lsas.iter()
+                .find_map(|l| l.validate().err().map(|e| e.to_string()))
+        };
+        if let Some(why) = invalid {
+            self.close_channel(neighbour, direction, &why);
+            return;
+        }
+        let mut new: Vec<Lsa> = Vec::new();
+        let mut newer_here: Vec<Lsa> = Vec::new();
         let mut renewed = false;
         for lsa in lsas {
+            let origin = lsa.origin.clone();
             match self.routing.linkstate.receive(lsa.clone()) {
-                Received::New => new.push(lsa),
+                Received::New => {
+                    new.retain(|l| l.origin != origin);
+                    new.push(lsa);
+                }
                 Received::OwnRenewed => renewed = true,
-                Received::Ignored => {}
+                Received::Ignored => {
+                    // The neighbour holds an older one: tell it (OSPF does the same), so a
+                    // stale advertisement does not linger where flooding has passed.
+                    if let Some(held) = self.routing.linkstate.get(origin.as_str()) {
+                        if held.is_newer_than(&lsa) && origin != self.name {
+                            newer_here.push(held);
+                        }
+                    }
+                }
+            }
+        }
+        if !newer_here.is_empty() {
+            if let Some(link) = self.links.get(neighbour) {
+                if let Some(channel) = link.inbound.as_ref().or(link.outbound.as_ref()) {
+                    channel.send(ChannelFrame::LinkState(newer_here));
+                }
             }
         }
         if !new.is_empty() {
@@ -611,12 +670,12 @@ impl Core {
     ) -> ReloadOutcome {
         let diff = TopologyDiff::between(&self.topology, &topology);
         self.routing.file = Some(file);
+        self.routing.refused = None;
         if diff.is_empty() {
             self.routing.version = version.clone();
             return ReloadOutcome {
                 version,
-                changes: Vec::new(),
-                moved: 0,
+                ..ReloadOutcome::default()
             };
         }
         let changes: Vec<String> = diff.to_string().lines().map(str::to_owned).collect();
@@ -625,7 +684,6 @@ impl Core {
         self.routing.network = Network::new(&self.topology);
         self.routing.version = version.clone();
         self.routing.applied_at_ms = now_ms;
-        self.routing.refused = None;
         let declared: Vec<(QueueName, Option<u64>)> = self
             .topology
             .queues()
@@ -639,6 +697,20 @@ impl Core {
         let neighbours: Vec<ManagerName> = self.topology.neighbours(&self.name).cloned().collect();
         for neighbour in &neighbours {
             self.ensure_link(neighbour);
+        }
+        // A link the edit adds is not counted on until heard: its far end may not have the
+        // edit yet (and one added back must not reuse what was heard before its removal).
+        let now = Instant::now();
+        for (key, _) in &diff.links_added {
+            let (a, b) = key.ends();
+            let other = if *a == self.name { b } else { a };
+            if *a == self.name || *b == self.name {
+                if let Some(link) = self.links.get_mut(other) {
+                    if link.outbound.is_none() {
+                        link.adjacency = crate::channel::adjacency::Adjacency::unheard(now);
+                    }
+                }
+            }
         }
         for key in &diff.links_removed {
             let (a, b) = key.ends();
@@ -655,10 +727,15 @@ impl Core {
         let own = self.routing.linkstate.own();
         self.flood(&[own], None);
         let moved = self.recompute_routes(true, now_ms);
+        let stranded = self.stranded(&self.topology);
+        for s in &stranded {
+            warn!(neighbour = %s.neighbour, in_flight = s.messages, "link removed with messages in flight on it; they wait for the link to return");
+        }
         ReloadOutcome {
             version,
             changes,
             moved,
+            stranded,
         }
     }
 
@@ -744,6 +821,7 @@ impl Core {
                 })
             })
             .collect();
+        let stranded = self.stranded(&topology);
         Ok(Reply::Plan(TopologyPlan {
             version: format!("{:08x}", crc32c::crc32c(text.as_bytes())),
             changes: TopologyDiff::between(&self.topology, &topology)
@@ -757,7 +835,23 @@ impl Core {
                 .map(|((from, to), messages)| PlannedMove { from, to, messages })
                 .collect(),
             unreachable,
+            stranded,
         }))
+    }
+
+    /// Links with messages in flight that `topology` does not have.
+    fn stranded(&self, topology: &Topology) -> Vec<StrandedMessages> {
+        self.links
+            .iter()
+            .filter(|(neighbour, _)| topology.link(&self.name, neighbour).is_none())
+            .filter_map(|(neighbour, link)| {
+                let messages = link.in_flight() as u64;
+                (messages > 0).then(|| StrandedMessages {
+                    neighbour: neighbour.to_string(),
+                    messages,
+                })
+            })
+            .collect()
     }
 
     /// The topology part of `qmgr status`.
