@@ -471,9 +471,9 @@ fn a_manager_killed_as_it_reroutes_loses_and_duplicates_nothing() {
         link_of(&network.manager("alpha").status(), "bravo")["transmission_depth"] == COUNT
     });
 
-    // The edit moves them all to charlie's transmission queue, one atomic group each; alpha
-    // dies as soon as it says it applied the edit (on this machine the moves are usually
-    // durable by then; whatever is not is moved again at its restart).
+    // The edit moves them all to charlie's transmission queue, one atomic group each, a pass
+    // of 1,024 at a time; alpha dies as soon as it says it applied the edit, part way through
+    // (its restart then moves thousands still waiting for bravo).
     spec.links[0].2 = 10;
     network.write_topology(&spec);
     wait_until("alpha applies the edit", SOON, || {

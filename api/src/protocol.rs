@@ -353,7 +353,8 @@ pub struct ReloadOutcome {
     pub version: String,
     /// One line per change (`+`, `-`, `~`); empty when the file had not changed.
     pub changes: Vec<String>,
-    /// Waiting messages moved to a new place.
+    /// Waiting messages moved to a new place at once (a deep backlog goes on moving, a pass
+    /// at a time, after the reply).
     pub moved: u64,
     /// Messages already handed to links the edit removed: they stay with those channels and
     /// are delivered if the link returns.

@@ -1476,6 +1476,7 @@ impl Core {
             }
         }
         self.apply(continuation, result, now_ms);
+        self.after_commit(now_ms);
     }
 
     /// Makes a durable effect visible and acknowledges it; also the path of effects that

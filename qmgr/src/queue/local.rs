@@ -242,6 +242,20 @@ impl LocalQueue {
         self.by_priority.iter().flat_map(|q| q.iter())
     }
 
+    /// Removes entry `seq` (of any priority); `None` if it is not here.
+    pub fn remove(&mut self, seq: u64) -> Option<Entry> {
+        for queue in &mut self.by_priority {
+            // Entries are in seq order within a priority.
+            if let Ok(i) = queue.binary_search_by_key(&seq, |e| e.seq) {
+                let entry = queue.remove(i)?;
+                self.depth -= 1;
+                self.bytes -= u64::from(entry.bytes);
+                return Some(entry);
+            }
+        }
+        None
+    }
+
     /// Points entry `seq` at a new copy of its record; false if the entry is not here.
     pub fn relocate(&mut self, seq: u64, body: BodyRef) -> bool {
         for queue in &mut self.by_priority {
@@ -284,6 +298,26 @@ mod tests {
 
     fn seqs(entries: &[Entry]) -> Vec<u64> {
         entries.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn remove_takes_one_entry_of_any_priority() {
+        let mut queue = LocalQueue::default();
+        for (seq, priority) in [(1, 0), (2, 5), (3, 0), (4, 5)] {
+            queue.insert(entry(seq, priority));
+        }
+        assert_eq!(queue.remove(2).map(|e| e.seq), Some(2));
+        assert_eq!(queue.remove(3).map(|e| e.seq), Some(3));
+        assert!(queue.remove(3).is_none());
+        assert_eq!(queue.depth(), 2);
+        assert_eq!(queue.bytes(), 20);
+        let left: Vec<u64> = queue
+            .take(0, 10, None, |_| true)
+            .entries
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(left, [4, 1]);
     }
 
     #[test]

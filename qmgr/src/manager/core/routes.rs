@@ -38,6 +38,7 @@ use crate::channel::adjacency::Change;
 use crate::channel::frame::ChannelFrame;
 use crate::manager::delivery;
 use crate::manager::{ChannelDirection, ReloadRequest, TopologyUpdate};
+use crate::queue::local::Entry;
 
 /// The file, in the data directory, that lists the links an operator drained.
 pub const DRAINED_FILE: &str = "drained-links";
@@ -58,7 +59,16 @@ pub(super) struct Routing {
     /// commits may put messages resolved with the old table into them.
     recheck: BTreeSet<QueueName>,
     recheck_after: u64,
+    /// Re-routing in progress: per queue, the first seq not yet examined.
+    rerouting: std::collections::BTreeMap<QueueName, u64>,
+    /// Moved and dead-lettered by the re-routing in progress, logged when it ends.
+    rerouted: (u64, u64),
 }
+
+/// Messages a re-routing pass examines (and at most moves, each move one journal group): a
+/// deep backlog is re-routed a pass at a time, between the core's other work, so heartbeats,
+/// puts and acks never wait behind it and the journal's request queue never fills.
+const REROUTE_PASS_MAX: usize = 1024;
 
 impl Routing {
     pub(super) fn new(me: &ManagerName, topology: &Topology, now_ms: u64) -> Self {
@@ -76,6 +86,8 @@ impl Routing {
             refused: None,
             recheck: BTreeSet::new(),
             recheck_after: 0,
+            rerouting: std::collections::BTreeMap::new(),
+            rerouted: (0, 0),
         }
     }
 }
@@ -294,20 +306,43 @@ impl Core {
     }
 
     /// Resolves every message waiting in `queues` with the routes in force and moves those
-    /// whose place changed. Messages already given to a channel are not in these queues: they
-    /// stay with it (they must be resent under their sequence number). Returns (moved, dead).
+    /// whose place changed, oldest first; a deep queue a pass at a time (see
+    /// [`REROUTE_PASS_MAX`]), the rest in later passes. Messages already given to a channel are
+    /// not in these queues: they stay with it (they must be resent under their sequence
+    /// number). Returns what this first pass moved and dead-lettered.
     fn reexamine(&mut self, queues: &BTreeSet<QueueName>, now_ms: u64) -> (u64, u64) {
-        let mut moved = 0u64;
-        let mut dead = 0u64;
         for queue in queues {
-            let entries = match self.queues.get_mut(queue) {
-                Some(slot) if slot.queue.depth() > 0 => {
-                    let mut entries = slot.queue.drain();
-                    entries.sort_unstable_by_key(|e| e.seq);
-                    entries
-                }
-                _ => continue,
+            // From the start again: the routes changed since any pass in progress.
+            self.routing.rerouting.insert(queue.clone(), 0);
+        }
+        self.continue_rerouting(now_ms)
+    }
+
+    /// One pass of re-routing: at most [`REROUTE_PASS_MAX`] messages examined.
+    pub(super) fn continue_rerouting(&mut self, now_ms: u64) -> (u64, u64) {
+        let mut budget = REROUTE_PASS_MAX;
+        let (mut moved, mut dead) = (0u64, 0u64);
+        while budget > 0 {
+            let Some((queue, from)) = self.routing.rerouting.pop_first() else {
+                break;
             };
+            let mut entries: Vec<Entry> = match self.queues.get(&queue) {
+                Some(slot) => slot
+                    .queue
+                    .entries()
+                    .filter(|e| e.seq >= from)
+                    .copied()
+                    .collect(),
+                None => continue,
+            };
+            entries.sort_unstable_by_key(|e| e.seq);
+            if entries.len() > budget {
+                entries.truncate(budget);
+                if let Some(last) = entries.last() {
+                    self.routing.rerouting.insert(queue.clone(), last.seq + 1);
+                }
+            }
+            budget -= entries.len();
             for entry in entries {
                 let destination = self
                     .payloads
@@ -322,24 +357,35 @@ impl Core {
                     Ok(destination) => self.resolve_arrival(&destination),
                     Err(reason) => {
                         error!(%queue, seq = entry.seq, %reason, "cannot read a waiting message to route it; it stays");
-                        self.insert(queue, entry);
                         continue;
                     }
                 };
+                if target.as_ref().is_ok_and(|t| *t == queue) {
+                    continue;
+                }
+                let Some(entry) = self
+                    .queues
+                    .get_mut(&queue)
+                    .and_then(|s| s.queue.remove(entry.seq))
+                else {
+                    continue;
+                };
                 match target {
-                    Ok(target) if target == *queue => self.insert(queue, entry),
                     Ok(target) => {
                         moved += 1;
-                        self.move_message(queue, entry, &target, &[], now_ms);
+                        self.move_message(&queue, entry, &target, &[], now_ms);
                     }
                     Err(reason) => {
                         dead += 1;
-                        self.dead_letter(queue, entry, &reason, now_ms);
+                        self.dead_letter(&queue, entry, &reason, now_ms);
                     }
                 }
             }
         }
-        if moved > 0 || dead > 0 {
+        self.routing.rerouted.0 += moved;
+        self.routing.rerouted.1 += dead;
+        if self.routing.rerouting.is_empty() && self.routing.rerouted != (0, 0) {
+            let (moved, dead) = std::mem::take(&mut self.routing.rerouted);
             info!(
                 moved,
                 dead_lettered = dead,
@@ -347,6 +393,14 @@ impl Core {
             );
         }
         (moved, dead)
+    }
+
+    /// After a commit: a re-routing in progress takes its next pass once the journal has
+    /// room for it.
+    pub(super) fn after_commit(&mut self, now_ms: u64) {
+        if !self.routing.rerouting.is_empty() && self.in_flight < REROUTE_PASS_MAX as u64 {
+            self.continue_rerouting(now_ms);
+        }
     }
 
     /// Late binding at arrival (and when re-routing): the queue a message for `destination`
@@ -420,7 +474,7 @@ impl Core {
                     .routes
                     .iter()
                     .any(|r| r.next_hop.as_ref() == Some(&neighbour));
-                if waiting && !used {
+                if waiting && !used && !self.routing.rerouting.contains_key(&queue) {
                     queues.insert(queue);
                 }
             }
@@ -451,6 +505,9 @@ impl Core {
         }
         if changed {
             self.refresh_routes(now_ms);
+        }
+        if !self.routing.rerouting.is_empty() {
+            self.continue_rerouting(now_ms);
         }
         // A link skipped while it was quiet or stalled takes its waiting messages now.
         let neighbours: Vec<ManagerName> = self.links.keys().cloned().collect();
