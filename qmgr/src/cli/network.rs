@@ -72,14 +72,14 @@ fn routes_text(status: &Status) -> String {
         "link", "cost", "state"
     );
     for link in &status.network {
-        let _ = writeln!(
-            out,
+        let line = format!(
             "{:<30} {:>6} {:<8} {}",
             format!("{}-{}", link.between.0, link.between.1),
             link.cost,
             link.state,
             link.reported_by.join(", "),
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     if !status.links.is_empty() {
         let _ = writeln!(
