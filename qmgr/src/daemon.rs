@@ -88,16 +88,25 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
         salvage,
         disk_bytes_max: settings.disk_bytes_max,
     };
-    let started = std::time::Instant::now();
-    let recovered = manager::recover(journal_config)?;
-    crate::allocator::release_free_memory();
-    info!(report = ?recovered.report, elapsed_ms = started.elapsed().as_millis() as u64, "journal recovered");
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("qmgr")
         .build()
         .context("cannot start the async runtime")?;
+    // SIGHUP means "read the topology again", never "stop": its handler is installed before
+    // the journal is replayed (which can take a while), and stays for the process's life.
+    {
+        let _context = runtime.enter();
+        drop(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot handle SIGHUP")?,
+        );
+    }
+    let started = std::time::Instant::now();
+    let recovered = manager::recover(journal_config)?;
+    crate::allocator::release_free_memory();
+    info!(report = ?recovered.report, elapsed_ms = started.elapsed().as_millis() as u64, "journal recovered");
+
     runtime.block_on(serve(
         settings,
         name.to_string(),

@@ -444,7 +444,12 @@ pub async fn run(
     };
     let mut requests_open = true;
     let mut last_sent = version;
-    let mut burst: Option<Burst> = None;
+    // One read once the watch is up: an edit made since the start-up read was not seen by it.
+    let now = Instant::now();
+    let mut burst: Option<Burst> = Some(Burst {
+        first: now,
+        last: now,
+    });
     loop {
         if *shutdown.borrow() {
             return;
@@ -510,6 +515,26 @@ pub async fn run(
         if requested_by.is_none() && version == last_sent {
             debug!(file = %file_name, %version, %trigger, "topology file unchanged");
             continue;
+        }
+        // A writer that pauses part way through an in-place rewrite would leave a prefix of
+        // the file, often valid, which would remove links: a change seen by the watch is
+        // applied only once two reads [`QUIET`] apart agree.
+        if matches!(trigger, Trigger::Changed) {
+            tokio::time::sleep(QUIET).await;
+            let again = tokio::task::spawn_blocking({
+                let file = file.clone();
+                move || read(&file).map(|bytes| crate::reload::version(&bytes))
+            })
+            .await;
+            if !matches!(&again, Ok(Ok(v)) if *v == version) {
+                debug!(file = %file_name, "topology file still changing; reading it again later");
+                let now = Instant::now();
+                burst = Some(Burst {
+                    first: now,
+                    last: now,
+                });
+                continue;
+            }
         }
         last_sent = version.clone();
         let result = match result {
