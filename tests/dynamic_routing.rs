@@ -559,3 +559,45 @@ fn held_messages_leave_as_soon_as_a_route_returns() {
     assert_eq!(network.manager("alpha").depth("hopmq.held"), Some(0));
     assert_no_dead_letters(&mut network, &spec.managers);
 }
+
+#[test]
+fn a_link_removed_from_the_file_closes_and_traffic_takes_the_other_way() {
+    let mut spec = Spec {
+        managers: vec!["alpha", "bravo", "charlie"],
+        links: vec![
+            ("alpha", "charlie", 1),
+            ("alpha", "bravo", 1),
+            ("bravo", "charlie", 1),
+        ],
+        queues: vec![("orders", "charlie")],
+    };
+    let mut network = start(&spec, &[]);
+    wait_next_hop(&mut network, "alpha", "charlie", "charlie");
+
+    spec.links.remove(0);
+    network.write_topology(&spec);
+    wait_next_hop(&mut network, "alpha", "charlie", "bravo");
+    wait_until("alpha's channel to charlie closed", SOON, || {
+        let link = link_of(&network.manager("alpha").status(), "charlie");
+        link["linked"] == false && link["state"] == "down" && link["inbound"] == false
+    });
+    assert!(
+        network
+            .manager("alpha")
+            .log()
+            .contains("link removed from the topology")
+    );
+    put(&mut network, "alpha", "orders", "around", 10);
+    let got = receive(&network.manager("charlie").client(), "orders", 10);
+    let hops: Vec<Vec<&str>> = got
+        .iter()
+        .map(|m| m.trace.iter().map(|t| t.manager.as_str()).collect())
+        .collect();
+    assert!(
+        hops.iter().all(|h| *h == ["alpha", "bravo", "charlie"]),
+        "{hops:?}"
+    );
+    // The removed link stays down: neither end dials the other any more.
+    let status = network.manager("charlie").status();
+    assert_ne!(link_of(&status, "alpha")["state"], "up", "{status}");
+}
