@@ -144,6 +144,47 @@ pub(super) fn place(
     }
 }
 
+/// Bytes of advertisements per `LinkState` frame, well inside the frame limit: a large
+/// network's database (thousands of managers) goes in several frames.
+const LINK_STATE_FRAME_BYTES: usize = 1024 * 1024;
+
+/// `advertisements` cut into frames of at most [`LINK_STATE_FRAME_BYTES`] (estimated from the
+/// names' lengths; one advertisement always fits, since a manager's links are bounded by
+/// `MANAGERS_MAX` names of at most 64 bytes).
+fn link_state_frames(advertisements: Vec<Lsa>) -> Vec<ChannelFrame> {
+    let size = |lsa: &Lsa| {
+        16 + lsa.origin.as_str().len()
+            + lsa
+                .links
+                .iter()
+                .map(|(n, _)| 2 + n.as_str().len())
+                .sum::<usize>()
+    };
+    let mut frames = Vec::new();
+    let mut current: Vec<Lsa> = Vec::new();
+    let mut bytes = 0;
+    for lsa in advertisements {
+        let lsa_bytes = size(&lsa);
+        if !current.is_empty() && bytes + lsa_bytes > LINK_STATE_FRAME_BYTES {
+            frames.push(ChannelFrame::LinkState(std::mem::take(&mut current)));
+            bytes = 0;
+        }
+        bytes += lsa_bytes;
+        current.push(lsa);
+    }
+    if !current.is_empty() {
+        frames.push(ChannelFrame::LinkState(current));
+    }
+    frames
+}
+
+// The largest single advertisement, plus a full frame's worth before it, fits one frame.
+const _: () = assert!(
+    hopmq_routing::topology::MANAGERS_MAX * (2 + hopmq_routing::names::NAME_BYTES_MAX)
+        + 2 * LINK_STATE_FRAME_BYTES
+        < crate::channel::frame::CHANNEL_FRAME_BYTES_MAX
+);
+
 /// Writes the drained links, one name per line, durably (write, sync, rename, sync folder).
 fn write_drained(path: &Path, drained: &BTreeSet<ManagerName>) -> std::io::Result<()> {
     let temporary = path.with_extension("tmp");
@@ -541,9 +582,9 @@ impl Core {
             ChannelDirection::Inbound => link.inbound.as_ref(),
         };
         if let Some(channel) = channel {
-            channel.send(ChannelFrame::LinkState(
-                self.routing.linkstate.advertisements(),
-            ));
+            for frame in link_state_frames(self.routing.linkstate.advertisements()) {
+                channel.send(frame);
+            }
         }
     }
 
@@ -555,7 +596,9 @@ impl Core {
             }
             // The neighbour's connection carries only acks our way; ours may be full of batches.
             if let Some(channel) = link.inbound.as_ref().or(link.outbound.as_ref()) {
-                channel.send(ChannelFrame::LinkState(advertisements.to_vec()));
+                for frame in link_state_frames(advertisements.to_vec()) {
+                    channel.send(frame);
+                }
             }
         }
     }
@@ -612,7 +655,9 @@ impl Core {
         if !newer_here.is_empty() {
             if let Some(link) = self.links.get(neighbour) {
                 if let Some(channel) = link.inbound.as_ref().or(link.outbound.as_ref()) {
-                    channel.send(ChannelFrame::LinkState(newer_here));
+                    for frame in link_state_frames(newer_here) {
+                        channel.send(frame);
+                    }
                 }
             }
         }
@@ -1022,6 +1067,35 @@ mod tests {
         assert!(matches!(at("undeclared"), Place::Held(_)));
         assert!(matches!(at("hopmq.held@alpha"), Place::Dead(_)));
         assert!(matches!(at("bad name!"), Place::Dead(_)));
+    }
+
+    #[test]
+    fn a_large_database_goes_in_frames_that_fit() {
+        let lsa = |i: usize| Lsa {
+            origin: name(&format!("m{i:05}")),
+            seq: 1,
+            links: (0..100)
+                .map(|j| (name(&format!("n{j:060}")), true))
+                .collect(),
+        };
+        let advertisements: Vec<Lsa> = (0..1000).map(lsa).collect();
+        let frames = link_state_frames(advertisements.clone());
+        assert!(frames.len() > 1);
+        let mut back = Vec::new();
+        for frame in frames {
+            let encoded = crate::channel::frame::encode_into(&frame, Vec::new()).unwrap();
+            assert!(
+                encoded.len() <= 2 * LINK_STATE_FRAME_BYTES,
+                "{}",
+                encoded.len()
+            );
+            let ChannelFrame::LinkState(part) = frame else {
+                unreachable!()
+            };
+            back.extend(part);
+        }
+        assert_eq!(back, advertisements);
+        assert!(link_state_frames(Vec::new()).is_empty());
     }
 
     #[test]
