@@ -385,6 +385,9 @@ pub struct TopologyPlan {
     pub unreachable: Vec<UnreachableQueue>,
     /// Messages in flight on links the edit would remove (they would wait for the link).
     pub stranded: Vec<StrandedMessages>,
+    /// Waiting messages the plan did not resolve (it looks at a bounded number), so `moves`
+    /// counts only part of a deep backlog.
+    pub not_examined: u64,
 }
 
 /// A route before and after.

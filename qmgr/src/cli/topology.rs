@@ -353,6 +353,13 @@ fn plan_text(plan: &TopologyPlan) -> String {
             let _ = writeln!(out, "  {} {} -> {}", m.messages, m.from, m.to);
         }
     }
+    if plan.not_examined > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} more waiting messages not examined)",
+            plan.not_examined
+        );
+    }
     for s in &plan.stranded {
         let _ = writeln!(
             out,

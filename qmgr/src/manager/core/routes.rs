@@ -70,6 +70,9 @@ pub(super) struct Routing {
 /// puts and acks never wait behind it and the journal's request queue never fills.
 const REROUTE_PASS_MAX: usize = 1024;
 
+/// Waiting messages a plan resolves at most.
+const PLAN_MESSAGES_MAX: usize = 100_000;
+
 impl Routing {
     pub(super) fn new(me: &ManagerName, topology: &Topology, now_ms: u64) -> Self {
         let mut linkstate = LinkStateDb::new(me.clone(), now_ms);
@@ -887,11 +890,20 @@ impl Core {
             })
             .collect();
         let mut moves: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        // Each examined message may be a disk read on the core: a plan looks at a sample of
+        // a deep backlog, and says how much it left out.
+        let mut budget = PLAN_MESSAGES_MAX;
+        let mut not_examined = 0u64;
         for queue in self.waiting_queues() {
             let Some(slot) = self.queues.get(&queue) else {
                 continue;
             };
             for entry in slot.queue.entries() {
+                if budget == 0 {
+                    not_examined += 1;
+                    continue;
+                }
+                budget -= 1;
                 let Ok(payload) = self.payloads.get(entry, &self.journal) else {
                     continue;
                 };
@@ -938,6 +950,7 @@ impl Core {
                 .collect(),
             unreachable,
             stranded,
+            not_examined,
         }))
     }
 
