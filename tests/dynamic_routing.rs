@@ -9,10 +9,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hopmq::Message;
-use support::network::{DELIVERY_DEADLINE, Network, Spec, link_of};
+use support::network::{Network, Spec, link_of, receive};
 use support::{SOON, wait_until};
 
 /// The dead interval the tests run with: short, so failover is quick, and still four
@@ -51,37 +51,6 @@ fn put(network: &mut Network, manager: &str, address: &str, prefix: &str, count:
         .manager(manager)
         .cli_with_stdin(&["put", address], lines.as_bytes())
         .expect_code(0);
-}
-
-/// Takes messages from `queue` until `count` arrived, failing after [`DELIVERY_DEADLINE`]
-/// without progress.
-#[track_caller]
-fn receive(client: &hopmq::blocking::Client, queue: &str, count: usize) -> Vec<Message> {
-    let mut all = Vec::with_capacity(count);
-    let mut last_progress = Instant::now();
-    while all.len() < count {
-        let batch = client
-            .get_with(
-                queue,
-                hopmq::GetOptions {
-                    max: 256,
-                    timeout: Duration::from_millis(500),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        if batch.is_empty() {
-            assert!(
-                last_progress.elapsed() < DELIVERY_DEADLINE,
-                "only {} of {count} messages arrived",
-                all.len()
-            );
-            continue;
-        }
-        last_progress = Instant::now();
-        all.extend(batch);
-    }
-    all
 }
 
 /// The relay a message went through between alpha and delta.

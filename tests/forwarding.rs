@@ -9,39 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hopmq::Message;
-use support::network::{DELIVERY_DEADLINE, Network, Spec, link_of};
+use support::network::{Network, Spec, link_of, receive};
 use support::{SOON, wait_until};
-
-/// Takes messages from `queue` until `count` arrived, failing after [`DELIVERY_DEADLINE`]
-/// without one for that long.
-#[track_caller]
-fn receive(client: &hopmq::blocking::Client, queue: &str, count: usize) -> Vec<Message> {
-    let mut all = Vec::with_capacity(count);
-    let mut last_progress = std::time::Instant::now();
-    while all.len() < count {
-        let batch = client
-            .get_with(
-                queue,
-                hopmq::GetOptions {
-                    max: 256,
-                    timeout: Duration::from_millis(500),
-                    ..Default::default()
-                },
-            )
-            .expect("a get succeeds");
-        if batch.is_empty() {
-            assert!(
-                last_progress.elapsed() < DELIVERY_DEADLINE,
-                "only {} of {count} messages arrived",
-                all.len()
-            );
-            continue;
-        }
-        last_progress = std::time::Instant::now();
-        all.extend(batch);
-    }
-    all
-}
 
 #[test]
 fn a_put_at_one_end_is_got_at_the_other_with_its_hops_traced() {

@@ -209,3 +209,34 @@ pub fn link_of(status: &serde_json::Value, neighbour: &str) -> serde_json::Value
 
 /// Long enough for messages to cross a few hops on a loaded machine.
 pub const DELIVERY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Takes messages from `queue` until `count` arrived, failing after [`DELIVERY_DEADLINE`]
+/// without one for that long.
+#[track_caller]
+pub fn receive(client: &hopmq::blocking::Client, queue: &str, count: usize) -> Vec<hopmq::Message> {
+    let mut all = Vec::with_capacity(count);
+    let mut last_progress = std::time::Instant::now();
+    while all.len() < count {
+        let batch = client
+            .get_with(
+                queue,
+                hopmq::GetOptions {
+                    max: 256,
+                    timeout: Duration::from_millis(500),
+                    ..Default::default()
+                },
+            )
+            .expect("a get succeeds");
+        if batch.is_empty() {
+            assert!(
+                last_progress.elapsed() < DELIVERY_DEADLINE,
+                "only {} of {count} messages arrived",
+                all.len()
+            );
+            continue;
+        }
+        last_progress = std::time::Instant::now();
+        all.extend(batch);
+    }
+    all
+}

@@ -26,7 +26,7 @@ use hopmq_routing::{
     DownLinks, LinkKey, LinkStateDb, Lsa, ManagerName, Network, Received, RouteTable, Topology,
 };
 
-use crate::generate::{MeshSpec, mesh};
+use crate::generate::{MeshSpec, SplitMix, mesh};
 
 /// The most failures one run simulates: each costs a full flood twice over, and the samples
 /// are kept in memory.
@@ -418,23 +418,6 @@ impl Simulation {
             _ => {}
         }
         self.converged[v] = converged;
-    }
-}
-
-/// splitmix64, as in `generate`: the same failures on every platform for a seed.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 

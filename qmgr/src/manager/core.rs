@@ -381,16 +381,7 @@ impl Core {
             routing: routes::Routing::new(&name_for_routing, &topology, now_ms()),
             topology,
         };
-        let homed_here: Vec<(QueueName, Option<u64>)> = core
-            .topology
-            .queues()
-            .filter(|q| q.home == core.name)
-            .map(|q| (q.name.clone(), q.max_depth))
-            .collect();
-        for (queue, max_depth) in homed_here {
-            core.queues
-                .insert(queue, Slot::new(max_depth.unwrap_or(core.limits.max_depth)));
-        }
+        core.declare_homed_queues();
         core.ensure_slot(&dead_letter_queue());
         for (queue, local) in recovered.queues {
             core.ensure_slot(&queue).queue = local;

@@ -789,16 +789,7 @@ impl Core {
         self.routing.network = Network::new(&self.topology);
         self.routing.version = version.clone();
         self.routing.applied_at_ms = now_ms;
-        let declared: Vec<(QueueName, Option<u64>)> = self
-            .topology
-            .queues()
-            .filter(|q| q.home == self.name)
-            .map(|q| (q.name.clone(), q.max_depth))
-            .collect();
-        for (queue, max_depth) in declared {
-            let max_depth = max_depth.unwrap_or(self.limits.max_depth);
-            self.ensure_slot(&queue).max_depth = max_depth;
-        }
+        self.declare_homed_queues();
         let neighbours: Vec<ManagerName> = self.topology.neighbours(&self.name).cloned().collect();
         for neighbour in &neighbours {
             self.ensure_link(neighbour);
@@ -841,6 +832,21 @@ impl Core {
             changes,
             moved,
             stranded,
+        }
+    }
+
+    /// Makes a local queue of every queue the topology homes here, with its declared depth
+    /// limit (or the manager's). Queues no longer declared here keep their messages.
+    pub(super) fn declare_homed_queues(&mut self) {
+        let declared: Vec<(QueueName, Option<u64>)> = self
+            .topology
+            .queues()
+            .filter(|q| q.home == self.name)
+            .map(|q| (q.name.clone(), q.max_depth))
+            .collect();
+        for (queue, max_depth) in declared {
+            let max_depth = max_depth.unwrap_or(self.limits.max_depth);
+            self.ensure_slot(&queue).max_depth = max_depth;
         }
     }
 
