@@ -1,7 +1,7 @@
 //! Routing at run time: the topology in force, how this manager sees the network's links
 //! (its own first-hand through heartbeats and operator drains, the others through flooded
 //! link-state advertisements), the route table computed from them, and the re-routing of
-//! waiting messages whenever that table changes.
+//! waiting messages whenever that table changes. Topology edits and plans are in [`edits`].
 //!
 //! Invariants:
 //! - the route table is always `routes_from(me)` over the topology in force minus the links
@@ -9,35 +9,37 @@
 //!   either (a topology edit, a neighbour dying or coming back, a drain, a new advertisement);
 //! - when the table changes, the messages waiting to leave that it may concern (in the
 //!   transmission queue of a next hop that lost a destination, or held for lack of a route) are
-//!   resolved again and moved atomically in the journal (`move_message`); a message already
-//!   given a channel sequence number stays with its channel, which alone may still deliver it
-//!   exactly once;
-//! - those queues are examined once more at the next maintenance tick, which catches messages
-//!   that were being written to them (with the old table) while the table changed, and so is
-//!   any transmission queue whose neighbour routing no longer uses;
+//!   resolved again, oldest first and [`REROUTE_PASS_MAX`] per pass, and moved atomically in
+//!   the journal (`move_message`); a message already given a channel sequence number stays
+//!   with its channel, which alone may still deliver it exactly once;
+//! - those queues are examined once more when every commit made before the change has been
+//!   applied (commits complete in order), which catches messages written to them with the old
+//!   table; so is, at each maintenance tick, any transmission queue whose neighbour routing no
+//!   longer uses;
 //! - link-state advertisements are flooded: one that is new here goes to every other
-//!   neighbour; a neighbour that connects gets the whole database. Flooding is idempotent (the
-//!   database keeps the newest per origin), so duplicates and reordering are harmless.
+//!   neighbour, one older than ours is answered with ours, a neighbour that connects gets the
+//!   whole database. Flooding is idempotent (the database keeps the newest per origin), so
+//!   duplicates and reordering are harmless; a malformed or oversized batch closes the
+//!   connection it came on.
+
+mod edits;
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hopmq::protocol::{
-    NetworkLinkStatus, PlannedMove, RefusedTopology, ReloadOutcome, Reply, RouteChange,
-    StrandedMessages, TopologyPlan, TopologyStatus, UnreachableQueue,
-};
+use hopmq::protocol::{NetworkLinkStatus, RefusedTopology, Reply, TopologyStatus};
 use hopmq::{Address, ApiError, ManagerName, QueueName};
-use hopmq_routing::{LinkStateDb, Lsa, Network, Received, RouteTable, Topology, TopologyDiff};
-use tracing::{debug, error, info, warn};
+use hopmq_routing::{LinkStateDb, Lsa, Network, Received, RouteTable, Topology};
+use tracing::{error, info, warn};
 
 use super::forward::{held_queue, transmission_neighbour, transmission_queue};
 use super::{Core, SYSTEM_QUEUE_PREFIX};
 use crate::channel::adjacency::Change;
 use crate::channel::frame::ChannelFrame;
+use crate::manager::ChannelDirection;
 use crate::manager::delivery;
-use crate::manager::{ChannelDirection, ReloadRequest, TopologyUpdate};
 use crate::queue::local::Entry;
 
 /// The file, in the data directory, that lists the links an operator drained.
@@ -714,265 +716,6 @@ impl Core {
         }
         self.refresh_routes(now_ms);
         Ok(Reply::Done)
-    }
-
-    /// `qmgr reload`: handed to the task that reads the file, answered when it comes back.
-    pub(super) fn request_reload(
-        &mut self,
-        connection: u64,
-        id: u64,
-    ) -> Result<Option<Reply>, ApiError> {
-        let Some(reloader) = &self.reloader else {
-            return Err(ApiError::BadRequest {
-                reason: "this manager runs without a topology file; there is nothing to reload"
-                    .into(),
-            });
-        };
-        reloader
-            .try_send(ReloadRequest { connection, id })
-            .map_err(|_| ApiError::BadRequest {
-                reason: "a reload is already being read; try again".into(),
-            })?;
-        Ok(None)
-    }
-
-    /// The topology file was read again.
-    pub(super) fn on_topology(&mut self, update: TopologyUpdate, now_ms: u64) {
-        let TopologyUpdate {
-            file,
-            version,
-            result,
-            requested_by,
-        } = update;
-        let outcome = match result {
-            Err(error) => {
-                // The reload task has logged it (as a warning, with the reason).
-                debug!(%file, %version, "topology edit refused; the topology in force stays");
-                self.routing.refused = Some(RefusedTopology {
-                    version,
-                    error: error.clone(),
-                    at_ms: now_ms,
-                });
-                Err(ApiError::BadRequest { reason: error })
-            }
-            Ok(topology) => Ok(Reply::Reloaded(
-                self.apply_topology(topology, file, version, now_ms),
-            )),
-        };
-        if let Some(request) = requested_by {
-            self.reply(request.connection, request.id, outcome);
-        }
-    }
-
-    /// Applies a valid topology as a diff: links added and removed, queue homes and limits,
-    /// routes recomputed and every waiting message resolved again.
-    fn apply_topology(
-        &mut self,
-        topology: Topology,
-        file: String,
-        version: String,
-        now_ms: u64,
-    ) -> ReloadOutcome {
-        let diff = TopologyDiff::between(&self.topology, &topology);
-        self.routing.file = Some(file);
-        self.routing.refused = None;
-        if diff.is_empty() {
-            self.routing.version = version.clone();
-            return ReloadOutcome {
-                version,
-                ..ReloadOutcome::default()
-            };
-        }
-        let changes: Vec<String> = diff.to_string().lines().map(str::to_owned).collect();
-        info!(%version, changes = ?changes, "topology edit applied");
-        self.topology = topology;
-        self.routing.network = Network::new(&self.topology);
-        self.routing.version = version.clone();
-        self.routing.applied_at_ms = now_ms;
-        self.declare_homed_queues();
-        let neighbours: Vec<ManagerName> = self.topology.neighbours(&self.name).cloned().collect();
-        for neighbour in &neighbours {
-            self.ensure_link(neighbour);
-        }
-        // A link the edit adds is not counted on until heard: its far end may not have the
-        // edit yet (and one added back must not reuse what was heard before its removal).
-        let now = Instant::now();
-        for (key, _) in &diff.links_added {
-            let (a, b) = key.ends();
-            let other = if *a == self.name { b } else { a };
-            if *a == self.name || *b == self.name {
-                if let Some(link) = self.links.get_mut(other) {
-                    if link.outbound.is_none() {
-                        link.adjacency = crate::channel::adjacency::Adjacency::unheard(now);
-                    }
-                }
-            }
-        }
-        for key in &diff.links_removed {
-            let (a, b) = key.ends();
-            let gone = if *a == self.name { b } else { a };
-            if *a == self.name || *b == self.name {
-                self.close_link(gone, "link removed from the topology");
-            }
-        }
-        let usable: Vec<(ManagerName, bool)> = neighbours
-            .iter()
-            .map(|n| (n.clone(), self.link_usable(n)))
-            .collect();
-        self.routing.linkstate.set_topology(&self.topology, usable);
-        let own = self.routing.linkstate.own();
-        self.flood(&[own], None);
-        let moved = self.recompute_routes(true, now_ms);
-        let stranded = self.stranded(&self.topology);
-        for s in &stranded {
-            warn!(neighbour = %s.neighbour, in_flight = s.messages, "link removed with messages in flight on it; they wait for the link to return");
-        }
-        ReloadOutcome {
-            version,
-            changes,
-            moved,
-            stranded,
-        }
-    }
-
-    /// Makes a local queue of every queue the topology homes here, with its declared depth
-    /// limit (or the manager's). Queues no longer declared here keep their messages.
-    pub(super) fn declare_homed_queues(&mut self) {
-        let declared: Vec<(QueueName, Option<u64>)> = self
-            .topology
-            .queues()
-            .filter(|q| q.home == self.name)
-            .map(|q| (q.name.clone(), q.max_depth))
-            .collect();
-        for (queue, max_depth) in declared {
-            let max_depth = max_depth.unwrap_or(self.limits.max_depth);
-            self.ensure_slot(&queue).max_depth = max_depth;
-        }
-    }
-
-    /// What applying `text` would change here, computed without changing anything.
-    pub(super) fn plan_topology(&self, file: &str, text: &str) -> Result<Reply, ApiError> {
-        let checked = hopmq_routing::parse(text, file).map_err(|e| ApiError::BadRequest {
-            reason: e.to_string(),
-        })?;
-        let topology = checked.topology;
-        if topology.manager(self.name.as_str()).is_none() {
-            return Err(ApiError::BadRequest {
-                reason: format!("{file}: manager `{}` is not declared", self.name),
-            });
-        }
-        let down = self.routing.linkstate.down_links(&topology);
-        let network = Network::new(&topology);
-        let table = network
-            .routes_from(self.name.as_str(), &down)
-            .unwrap_or_else(|| RouteTable {
-                source: self.name.clone(),
-                routes: Vec::new(),
-            });
-        let mut destinations: BTreeSet<&str> = self
-            .routes
-            .routes
-            .iter()
-            .map(|r| r.destination.as_str())
-            .collect();
-        destinations.extend(table.routes.iter().map(|r| r.destination.as_str()));
-        let routes = destinations
-            .into_iter()
-            .filter_map(|d| {
-                let old = self.routes.route(d);
-                let new = table.route(d);
-                let hop = |r: Option<&hopmq_routing::Route>| {
-                    r.and_then(|r| r.next_hop.as_ref()).map(ToString::to_string)
-                };
-                let change = RouteChange {
-                    destination: d.to_owned(),
-                    old_next_hop: hop(old),
-                    new_next_hop: hop(new),
-                    old_cost: old.and_then(|r| r.cost),
-                    new_cost: new.and_then(|r| r.cost),
-                };
-                (change.old_next_hop != change.new_next_hop || change.old_cost != change.new_cost)
-                    .then_some(change)
-            })
-            .collect();
-        let mut moves: std::collections::BTreeMap<(String, String), u64> = Default::default();
-        // Each examined message may be a disk read on the core: a plan looks at a sample of
-        // a deep backlog, and says how much it left out.
-        let mut budget = PLAN_MESSAGES_MAX;
-        let mut not_examined = 0u64;
-        for queue in self.waiting_queues() {
-            let Some(slot) = self.queues.get(&queue) else {
-                continue;
-            };
-            for entry in slot.queue.entries() {
-                if budget == 0 {
-                    not_examined += 1;
-                    continue;
-                }
-                budget -= 1;
-                let Ok(payload) = self.payloads.get(entry, &self.journal) else {
-                    continue;
-                };
-                let Ok(stored) = delivery::stored(&payload) else {
-                    continue;
-                };
-                let to = match place(stored.destination, &self.name, &topology, &table) {
-                    Place::Here(queue) => queue.to_string(),
-                    Place::Via(hop) => transmission_queue(&hop).to_string(),
-                    Place::Held(_) => super::HELD_QUEUE.to_owned(),
-                    Place::Dead(_) => super::DEAD_LETTER_QUEUE.to_owned(),
-                };
-                if to != queue.as_str() {
-                    *moves.entry((queue.to_string(), to)).or_default() += 1;
-                }
-            }
-        }
-        let unreachable = topology
-            .queues()
-            .filter(|q| q.home != self.name)
-            .filter_map(|q| {
-                let reachable = table
-                    .route(q.home.as_str())
-                    .is_some_and(|r| r.next_hop.is_some());
-                (!reachable).then(|| UnreachableQueue {
-                    queue: q.name.to_string(),
-                    home: q.home.to_string(),
-                    reason: format!("no route from `{}` to `{}`", self.name, q.home),
-                })
-            })
-            .collect();
-        let stranded = self.stranded(&topology);
-        Ok(Reply::Plan(TopologyPlan {
-            version: format!("{:08x}", crc32c::crc32c(text.as_bytes())),
-            changes: TopologyDiff::between(&self.topology, &topology)
-                .to_string()
-                .lines()
-                .map(str::to_owned)
-                .collect(),
-            routes,
-            moves: moves
-                .into_iter()
-                .map(|((from, to), messages)| PlannedMove { from, to, messages })
-                .collect(),
-            unreachable,
-            stranded,
-            not_examined,
-        }))
-    }
-
-    /// Links with messages in flight that `topology` does not have.
-    fn stranded(&self, topology: &Topology) -> Vec<StrandedMessages> {
-        self.links
-            .iter()
-            .filter(|(neighbour, _)| topology.link(&self.name, neighbour).is_none())
-            .filter_map(|(neighbour, link)| {
-                let messages = link.in_flight() as u64;
-                (messages > 0).then(|| StrandedMessages {
-                    neighbour: neighbour.to_string(),
-                    messages,
-                })
-            })
-            .collect()
     }
 
     /// The topology part of `qmgr status`.
