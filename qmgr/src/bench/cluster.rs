@@ -389,6 +389,22 @@ fn topology_text(spec: &Spec) -> anyhow::Result<String> {
 }
 
 /// One manager's local queues and links, on one line.
+/// Runs `bench` until it ends or the bench is interrupted (SIGINT, SIGTERM): an interrupted
+/// run returns an error, so its caller drops the cluster and its managers are killed instead
+/// of left running.
+pub(super) async fn until_interrupted<T>(
+    bench: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        result = bench => result,
+        _ = terminate.recv() => anyhow::bail!("interrupted (SIGTERM); stopping the managers"),
+        _ = interrupt.recv() => anyhow::bail!("interrupted (SIGINT); stopping the managers"),
+    }
+}
+
 pub(super) fn describe_links(status: &Status) -> String {
     let queued: u64 = status.queues.iter().map(|q| q.depth).sum();
     let links: Vec<String> = status

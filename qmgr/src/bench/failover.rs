@@ -246,7 +246,9 @@ impl FailoverBench {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(self.bench(&mut cluster)));
+            .and_then(|runtime| {
+                runtime.block_on(super::cluster::until_interrupted(self.bench(&mut cluster)))
+            });
         let dir = cluster.dir().to_path_buf();
         drop(cluster);
         if self.keep {

@@ -88,7 +88,9 @@ impl ForwardBench {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(self.bench(&mut line)));
+            .and_then(|runtime| {
+                runtime.block_on(super::cluster::until_interrupted(self.bench(&mut line)))
+            });
         let dir = line.dir().to_path_buf();
         drop(line);
         if self.keep {
