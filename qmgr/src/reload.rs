@@ -843,13 +843,12 @@ between = ["alpha", "bravo"]
         assert_eq!(update.version, version(alone.as_bytes()));
         assert!(update.result.is_ok());
 
-        // Rewritten with the same bytes (by rename, as editors do): nothing to send. Then an
-        // edit adding a manager is sent.
+        // Rewritten with the same bytes (by rename, as editors do), then edited to add a
+        // manager: the next update is the edit (an unchanged read sends nothing).
         let temporary = folder.path().join(".topology.toml.tmp");
         fs::write(&temporary, alone).unwrap();
         fs::rename(&temporary, &path).unwrap();
         let two = format!("{alone}[managers.bravo]\naddress = \"127.0.0.1:7402\"\n");
-        tokio::time::sleep(QUIET * 3).await;
         fs::write(&temporary, &two).unwrap();
         fs::rename(&temporary, &path).unwrap();
         let update = next(&mut updates).await;

@@ -230,6 +230,12 @@ impl LinkStateDb {
         true
     }
 
+    /// Whether this manager's own link to `neighbour` is usable, as last set (false for a
+    /// manager that is not a neighbour).
+    pub fn usable(&self, neighbour: &str) -> bool {
+        self.links.get(neighbour).copied().unwrap_or(false)
+    }
+
     /// The current own advertisement.
     pub fn own(&self) -> Lsa {
         let own = Lsa {

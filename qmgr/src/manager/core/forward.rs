@@ -616,7 +616,7 @@ impl Core {
     pub(super) fn pump(&mut self, neighbour: &ManagerName, now_ms: u64) {
         // A dead or drained link takes nothing new: what waits for it is re-routed. Nor
         // does one gone quiet, which may be about to die.
-        if !self.link_usable(neighbour) || !self.link_fresh(neighbour) {
+        if !self.link_takes_new(neighbour) {
             return;
         }
         let queue = transmission_queue(neighbour);
@@ -1106,7 +1106,7 @@ impl Core {
                 if slot.is_some_and(|s| s.queue.depth() > 0 || s.pending > 0) {
                     return None;
                 }
-                if !self.link_usable(&neighbour) || !self.link_fresh(&neighbour) {
+                if !self.link_takes_new(&neighbour) {
                     return None;
                 }
                 let link = self.links.get_mut(&neighbour)?;

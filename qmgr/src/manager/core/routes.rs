@@ -262,13 +262,17 @@ impl Core {
                 .is_some_and(|l| l.adjacency.is_alive())
     }
 
-    /// Whether `neighbour` may be given new messages: heard recently, and acking what it
-    /// was given (see [`super::forward::ACK_STALL_MAX`]).
-    pub(super) fn link_fresh(&self, neighbour: &ManagerName) -> bool {
+    /// Whether `neighbour` may be given new messages: routes use its link, it was heard
+    /// recently, and it acks what it was given (see [`super::forward::ACK_STALL_MAX`]). Runs
+    /// per message: the usable bit is read from the own advertisement, which
+    /// `refresh_routes` keeps equal to [`Core::link_usable`] after every change of its inputs.
+    pub(super) fn link_takes_new(&self, neighbour: &ManagerName) -> bool {
         let now = Instant::now();
-        self.links
-            .get(neighbour)
-            .is_some_and(|l| l.adjacency.is_fresh(now) && !l.stalled(now))
+        self.routing.linkstate.usable(neighbour.as_str())
+            && self
+                .links
+                .get(neighbour)
+                .is_some_and(|l| l.adjacency.is_fresh(now) && !l.stalled(now))
     }
 
     /// Brings this manager's own advertisement up to date with its links; floods it and
@@ -454,16 +458,8 @@ impl Core {
     pub(super) fn resolve_arrival(&mut self, destination: &str) -> Result<QueueName, String> {
         match place(destination, &self.name, &self.topology, &self.routes) {
             Place::Here(queue) => self.local_arrival(queue),
-            Place::Via(next_hop) => {
-                let queue = transmission_queue(&next_hop);
-                self.ensure_slot(&queue);
-                Ok(queue)
-            }
-            Place::Held(_) => {
-                let queue = held_queue();
-                self.ensure_slot(&queue);
-                Ok(queue)
-            }
+            Place::Via(next_hop) => Ok(self.with_slot(transmission_queue(&next_hop))),
+            Place::Held(_) => Ok(self.with_slot(held_queue())),
             Place::Dead(reason) => Err(reason),
         }
     }
@@ -499,8 +495,13 @@ impl Core {
             Some(next_hop) => transmission_queue(next_hop),
             None => held_queue(),
         };
+        Some(self.with_slot(queue))
+    }
+
+    /// `queue`, once it has a slot (a waiting queue is made on first use).
+    fn with_slot(&mut self, queue: QueueName) -> QueueName {
         self.ensure_slot(&queue);
-        Some(queue)
+        queue
     }
 
     /// Periodic routing work: examine again the queues a route change concerned once the
@@ -593,16 +594,23 @@ impl Core {
         }
     }
 
+    /// The connection advertisements to `neighbour` go on: the neighbour's own, which carries
+    /// only acks our way (ours may be full of batches), else ours.
+    fn link_state_channel(&self, neighbour: &ManagerName) -> Option<&super::Channel> {
+        let link = self.links.get(neighbour)?;
+        link.inbound.as_ref().or(link.outbound.as_ref())
+    }
+
     /// Sends `advertisements` to every neighbour with a connection, but `except`.
     fn flood(&self, advertisements: &[Lsa], except: Option<&ManagerName>) {
-        for (neighbour, link) in &self.links {
+        let frames = link_state_frames(advertisements.to_vec());
+        for neighbour in self.links.keys() {
             if Some(neighbour) == except || self.topology.link(&self.name, neighbour).is_none() {
                 continue;
             }
-            // The neighbour's connection carries only acks our way; ours may be full of batches.
-            if let Some(channel) = link.inbound.as_ref().or(link.outbound.as_ref()) {
-                for frame in link_state_frames(advertisements.to_vec()) {
-                    channel.send(frame);
+            if let Some(channel) = self.link_state_channel(neighbour) {
+                for frame in &frames {
+                    channel.send(frame.clone());
                 }
             }
         }
@@ -658,11 +666,9 @@ impl Core {
             }
         }
         if !newer_here.is_empty() {
-            if let Some(link) = self.links.get(neighbour) {
-                if let Some(channel) = link.inbound.as_ref().or(link.outbound.as_ref()) {
-                    for frame in link_state_frames(newer_here) {
-                        channel.send(frame);
-                    }
+            if let Some(channel) = self.link_state_channel(neighbour) {
+                for frame in link_state_frames(newer_here) {
+                    channel.send(frame);
                 }
             }
         }
