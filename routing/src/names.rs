@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -73,15 +74,18 @@ fn validate(kind: &'static str, name: &str) -> Result<(), NameError> {
 macro_rules! name_type {
     ($(#[$doc:meta])* $type:ident, $kind:literal) => {
         $(#[$doc])*
+        ///
+        /// Shared, not copied, when cloned: names travel with every message through the
+        /// manager's queues and routes.
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $type(String);
+        pub struct $type(Arc<str>);
 
         impl $type {
             /// Checks `name` against the naming rule.
             pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
                 let name = name.into();
                 validate($kind, &name)?;
-                Ok(Self(name))
+                Ok(Self(Arc::from(name)))
             }
 
             /// The name as a string slice.

@@ -68,10 +68,29 @@ pub(super) struct Cluster {
     env: Vec<(&'static str, String)>,
 }
 
+/// How long the managers get to stop after SIGTERM before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
 impl Drop for Cluster {
+    /// Stops every manager as an operator would (SIGTERM: commits in flight finish, a profiler
+    /// wrapping it writes its results), and kills those still running after [`STOP_GRACE`].
     fn drop(&mut self) {
+        for node in &self.nodes {
+            if let Some(child) = &node.child {
+                // The `kill` command, not a libc binding; failing, the SIGKILL below still comes.
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(child.id().to_string())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
         for node in &mut self.nodes {
             if let Some(child) = &mut node.child {
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 let _ = child.kill();
                 let _ = child.wait();
             }
@@ -428,4 +447,104 @@ pub(super) fn describe_links(status: &Status) -> String {
         })
         .collect();
     format!("local queues hold {queued}; links {}", links.join(", "))
+}
+
+/// CPU a process has used (all its threads) and its context switches, from `/proc`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct CpuUse {
+    pub(super) cpu: Duration,
+    pub(super) switches: u64,
+}
+
+impl CpuUse {
+    /// Reads `/proc/<pid>/stat` and every thread's `status`; `None` where there is no `/proc`
+    /// or the process is gone.
+    pub(super) fn of(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces and parentheses: fields are counted after its end.
+        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+        // utime and stime are fields 14 and 15 of stat(5), the 12th and 13th after the name.
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // Context switches are counted per thread.
+        let mut switches = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+                continue; // a thread that ended meanwhile
+            };
+            switches += status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        // Linux reports in USER_HZ, 100 on every architecture it runs on.
+        Some(Self {
+            cpu: Duration::from_millis(ticks * 10),
+            switches,
+        })
+    }
+
+    pub(super) fn since(self, before: Self) -> Self {
+        Self {
+            cpu: self.cpu.saturating_sub(before.cpu),
+            switches: self.switches.saturating_sub(before.switches),
+        }
+    }
+}
+
+impl Cluster {
+    /// Every running manager's CPU use so far, by name.
+    pub(super) fn cpu_use(&self) -> Vec<(String, Option<CpuUse>)> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                (
+                    node.name.clone(),
+                    node.child.as_ref().and_then(|child| CpuUse::of(child.id())),
+                )
+            })
+            .collect()
+    }
+}
+
+/// One line: CPU microseconds and context switches per message of each process, and in all.
+pub(super) fn describe_cpu(
+    before: &[(String, Option<CpuUse>)],
+    after: &[(String, Option<CpuUse>)],
+    client: Option<CpuUse>,
+    messages: u64,
+) -> String {
+    let per = |usage: CpuUse| {
+        let messages = messages.max(1) as f64;
+        (
+            usage.cpu.as_secs_f64() * 1e6 / messages,
+            usage.switches as f64 / messages,
+        )
+    };
+    let mut parts = Vec::new();
+    let mut total = CpuUse::default();
+    for ((name, before), (_, after)) in before.iter().zip(after) {
+        if let (Some(before), Some(after)) = (before, after) {
+            let usage = after.since(*before);
+            total.cpu += usage.cpu;
+            total.switches += usage.switches;
+            let (micros, switches) = per(usage);
+            parts.push(format!("{name} {micros:.1} µs ({switches:.2} cs)"));
+        }
+    }
+    if let Some(usage) = client {
+        total.cpu += usage.cpu;
+        total.switches += usage.switches;
+        let (micros, switches) = per(usage);
+        parts.push(format!("bench {micros:.1} µs ({switches:.2} cs)"));
+    }
+    let (micros, switches) = per(total);
+    format!(
+        "cpu per message: {}; all {micros:.1} µs ({switches:.2} context switches)",
+        parts.join(", ")
+    )
 }

@@ -22,7 +22,7 @@ use hdrhistogram::Histogram;
 use hopmq::Client;
 use tokio::sync::Mutex;
 
-use super::cluster::{Cluster, Node, Spec};
+use super::cluster::{Cluster, CpuUse, Node, Spec, describe_cpu};
 use super::local::{ProducerSpec, STAMP_BYTES, now_micros, produce, stamp};
 use crate::config::SyncMode;
 
@@ -187,6 +187,8 @@ impl ForwardBench {
         for _ in 0..self.producers {
             producer_clients.push(Client::connect_to(&first(line).socket).await?);
         }
+        let cpu_before = line.cpu_use();
+        let client_before = CpuUse::of(std::process::id());
         let started = Instant::now();
         for (p, client) in producer_clients.into_iter().enumerate() {
             let share = per_producer.min(self.count.saturating_sub(per_producer * p as u64));
@@ -238,6 +240,10 @@ impl ForwardBench {
             }
         }
         let elapsed = started.elapsed();
+        let cpu_after = line.cpu_use();
+        let client_use = CpuUse::of(std::process::id())
+            .zip(client_before)
+            .map(|(after, before)| after.since(before));
         let _ = done.send(true);
         while let Some(ended) = consumers.join_next().await {
             ended?.context("a consumer failed")?;
@@ -266,6 +272,10 @@ impl ForwardBench {
         );
         super::local::print_results(rate, self.size, put_elapsed, elapsed, &histogram);
         drop(histogram);
+        println!(
+            "{}",
+            describe_cpu(&cpu_before, &cpu_after, client_use, self.count)
+        );
         println!("{}", first_link_line(line, &clients[0]).await?);
         Ok(ExitCode::SUCCESS)
     }

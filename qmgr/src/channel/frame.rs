@@ -197,7 +197,9 @@ pub fn encode_into(frame: &ChannelFrame, mut out: Vec<u8>) -> Result<Vec<u8>, Fr
     let start = out.len();
     out.reserve(LENGTH_PREFIX_BYTES + capacity.min(CHANNEL_FRAME_BYTES_MAX));
     out.extend_from_slice(&[0u8; LENGTH_PREFIX_BYTES]);
-    let out = postcard::to_extend(frame, out).map_err(FrameError::Malformed)?;
+    // `to_io`, not `to_extend`: a Vec's `Write` copies byte strings with one memcpy, where
+    // `Extend` over bytes copied a body a byte at a time (5% of a relay's CPU).
+    let out = postcard::to_io(frame, out).map_err(FrameError::Malformed)?;
     let length = out.len() - start - LENGTH_PREFIX_BYTES;
     if length > CHANNEL_FRAME_BYTES_MAX {
         return Err(FrameError::TooLarge {

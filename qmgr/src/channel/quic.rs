@@ -827,26 +827,32 @@ async fn write_frames(
     mut frames: mpsc::Receiver<ChannelFrame>,
     connection: quinn::Connection,
 ) {
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
     while let Some(first) = frames.recv().await {
-        // Frames are encoded in place into one buffer that quinn then takes as it is.
-        let mut buffer = Vec::with_capacity(WRITE_COALESCE_BYTES.min(64 * 1024));
+        // Each frame is encoded into a buffer of its own size, and the frames waiting are
+        // handed to quinn in one call: one growing buffer re-copied every batch it held.
+        let mut bytes = 0;
         let mut next = Some(first);
         while let Some(frame) = next.take() {
-            match frame::encode_into(&frame, buffer) {
-                Ok(encoded) => buffer = encoded,
+            match frame::encode(&frame) {
+                Ok(encoded) => {
+                    bytes += encoded.len();
+                    chunks.push(bytes::Bytes::from(encoded));
+                }
                 Err(e) => {
                     warn!(error = %e, "a frame could not be encoded; closing the channel");
                     connection.close(VarInt::from_u32(code::PROTOCOL), b"encoding error");
                     return;
                 }
             }
-            if buffer.len() < WRITE_COALESCE_BYTES {
+            if bytes < WRITE_COALESCE_BYTES {
                 next = frames.try_recv().ok();
             }
         }
-        if send.write_chunk(bytes::Bytes::from(buffer)).await.is_err() {
+        if send.write_all_chunks(&mut chunks).await.is_err() {
             return;
         }
+        chunks.clear();
     }
     // The core dropped the channel: it is done with this connection.
     let _ = send.finish();

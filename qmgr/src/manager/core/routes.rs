@@ -65,6 +65,24 @@ pub(super) struct Routing {
     rerouting: std::collections::BTreeMap<QueueName, u64>,
     /// Moved and dead-lettered by the re-routing in progress, logged when it ends.
     rerouted: (u64, u64),
+    /// `place` per destination address, for the topology and route table in force: emptied
+    /// whenever either changes (see `recompute_routes` and `apply_topology`), and when it reaches
+    /// [`PLACES_MAX`], so a neighbour sending to many addresses cannot grow it without bound.
+    places: rustc_hash::FxHashMap<Box<str>, Resolved>,
+}
+
+/// Destinations whose resolution is remembered at most.
+const PLACES_MAX: usize = 4096;
+
+/// What `place` said of a destination, as the queue an arrival goes to.
+#[derive(Debug, Clone)]
+enum Resolved {
+    /// A queue of this manager (which may still refuse it: unknown, or full).
+    Here(QueueName),
+    /// A transmission queue, or the held messages.
+    Waiting(QueueName),
+    /// The dead-letter queue, with why.
+    Dead(String),
 }
 
 /// Messages a re-routing pass examines (and at most moves, each move one journal group): a
@@ -93,6 +111,7 @@ impl Routing {
             recheck_after: 0,
             rerouting: std::collections::BTreeMap::new(),
             rerouted: (0, 0),
+            places: rustc_hash::FxHashMap::default(),
         }
     }
 }
@@ -331,6 +350,7 @@ impl Core {
             info!(changes = ?changes, "routes changed");
         }
         self.routes = table;
+        self.routing.places.clear();
         if everything {
             affected = self.waiting_queues();
         }
@@ -456,11 +476,30 @@ impl Core {
     /// Late binding at arrival (and when re-routing): the queue a message for `destination`
     /// goes to here, or why it can only be dead-lettered.
     pub(super) fn resolve_arrival(&mut self, destination: &str) -> Result<QueueName, String> {
-        match place(destination, &self.name, &self.topology, &self.routes) {
-            Place::Here(queue) => self.local_arrival(queue),
-            Place::Via(next_hop) => Ok(self.with_slot(transmission_queue(&next_hop))),
-            Place::Held(_) => Ok(self.with_slot(held_queue())),
-            Place::Dead(reason) => Err(reason),
+        // Remembered per address: parsing it and looking up its home and route was a tenth of
+        // a relay's work per message.
+        let resolved = match self.routing.places.get(destination) {
+            Some(resolved) => resolved.clone(),
+            None => {
+                let resolved = match place(destination, &self.name, &self.topology, &self.routes) {
+                    Place::Here(queue) => Resolved::Here(queue),
+                    Place::Via(next_hop) => Resolved::Waiting(transmission_queue(&next_hop)),
+                    Place::Held(_) => Resolved::Waiting(held_queue()),
+                    Place::Dead(reason) => Resolved::Dead(reason),
+                };
+                if self.routing.places.len() >= PLACES_MAX {
+                    self.routing.places.clear();
+                }
+                self.routing
+                    .places
+                    .insert(destination.into(), resolved.clone());
+                resolved
+            }
+        };
+        match resolved {
+            Resolved::Here(queue) => self.local_arrival(queue),
+            Resolved::Waiting(queue) => Ok(self.with_slot(queue)),
+            Resolved::Dead(reason) => Err(reason),
         }
     }
 
