@@ -11,6 +11,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod passing;
+
+pub use passing::{Passing, enqueue_id};
+
 /// The record format this build writes. Version 2 appended the channel records; version 1
 /// payloads decode unchanged.
 pub const RECORD_FORMAT_VERSION: u8 = 2;

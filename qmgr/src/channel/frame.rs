@@ -10,6 +10,7 @@
 //! Invariant: [`decode`] checks a length prefix against [`CHANNEL_FRAME_BYTES_MAX`] before it
 //! allocates anything, and never panics, whatever the bytes.
 
+use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
 use crate::store::format::RECORD_PAYLOAD_BYTES_MAX;
@@ -216,6 +217,64 @@ pub fn encode_into(frame: &ChannelFrame, mut out: Vec<u8>) -> Result<Vec<u8>, Fr
 /// Decodes the first frame in `bytes`: `Ok(None)` while `bytes` holds less than a whole frame,
 /// else the frame and how many bytes it took (prefix included).
 pub fn decode(bytes: &[u8]) -> Result<Option<(ChannelFrame, usize)>, FrameError> {
+    let Some(length) = whole_frame(bytes)? else {
+        return Ok(None);
+    };
+    let frame = decode_body(&bytes[LENGTH_PREFIX_BYTES..length])?;
+    Ok(Some((frame, length)))
+}
+
+/// Takes the first whole frame off the front of `buffer`, as [`decode`] reads it, but the
+/// payloads of a batch are slices of the frame's bytes rather than copies: this is how a
+/// connection reads, and a batch is most of what it reads.
+pub fn take_frame(buffer: &mut BytesMut) -> Result<Option<ChannelFrame>, FrameError> {
+    let Some(length) = whole_frame(buffer)? else {
+        return Ok(None);
+    };
+    let frame = buffer.split_to(length).freeze();
+    let body = frame.slice(LENGTH_PREFIX_BYTES..);
+    let Some((&BATCH_TAG, fields)) = body.split_first() else {
+        return decode_body(&body).map(Some);
+    };
+    let (batch, rest) =
+        postcard::take_from_bytes::<SharedBatch<'_>>(fields).map_err(FrameError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(FrameError::Trailing { bytes: rest.len() });
+    }
+    let messages = batch
+        .messages
+        .into_iter()
+        .map(|message| WireMessage {
+            id: message.id,
+            payload: body.slice_ref(message.payload),
+        })
+        .collect();
+    Ok(Some(ChannelFrame::Batch(Batch {
+        first_seq: batch.first_seq,
+        messages,
+    })))
+}
+
+/// [`ChannelFrame::Batch`]'s variant index, which postcard writes as a one-byte varint.
+const BATCH_TAG: u8 = 2;
+
+/// A [`Batch`] whose payloads borrow from the frame being read.
+#[derive(Deserialize)]
+struct SharedBatch<'a> {
+    first_seq: u64,
+    #[serde(borrow)]
+    messages: Vec<SharedMessage<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SharedMessage<'a> {
+    id: u128,
+    #[serde(with = "serde_bytes")]
+    payload: &'a [u8],
+}
+
+/// The length (prefix included) of the frame at the front of `bytes` once all of it is there.
+fn whole_frame(bytes: &[u8]) -> Result<Option<usize>, FrameError> {
     let Some(prefix) = bytes.first_chunk::<LENGTH_PREFIX_BYTES>() else {
         return Ok(None);
     };
@@ -227,15 +286,19 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(ChannelFrame, usize)>, FrameError>
             bytes_max: CHANNEL_FRAME_BYTES_MAX,
         });
     }
-    let Some(body) = bytes[LENGTH_PREFIX_BYTES..].get(..length) else {
+    if bytes.len() - LENGTH_PREFIX_BYTES < length {
         return Ok(None);
-    };
+    }
+    Ok(Some(LENGTH_PREFIX_BYTES + length))
+}
+
+fn decode_body(body: &[u8]) -> Result<ChannelFrame, FrameError> {
     let (frame, rest) =
         postcard::take_from_bytes::<ChannelFrame>(body).map_err(FrameError::Malformed)?;
     if !rest.is_empty() {
         return Err(FrameError::Trailing { bytes: rest.len() });
     }
-    Ok(Some((frame, LENGTH_PREFIX_BYTES + length)))
+    Ok(frame)
 }
 
 /// A goodbye frame with `reason` cut to [`GOODBYE_REASON_BYTES_MAX`].
@@ -293,6 +356,29 @@ mod tests {
         ]
     }
 
+    /// What `take_frame` makes of `bytes`, checked against `decode`: the same frame (or an
+    /// error for both), and the frame's bytes taken off the buffer.
+    fn take_agrees(bytes: &[u8]) -> Option<ChannelFrame> {
+        let mut buffer = BytesMut::from(bytes);
+        let taken = take_frame(&mut buffer);
+        match decode(bytes) {
+            Ok(Some((frame, used))) => {
+                assert_eq!(taken.unwrap().as_ref(), Some(&frame));
+                assert_eq!(buffer.len(), bytes.len() - used);
+                Some(frame)
+            }
+            Ok(None) => {
+                assert!(taken.unwrap().is_none());
+                assert_eq!(buffer.len(), bytes.len());
+                None
+            }
+            Err(_) => {
+                assert!(taken.is_err(), "decode refused what take_frame read");
+                None
+            }
+        }
+    }
+
     #[test]
     fn every_frame_round_trips_and_reports_its_length() {
         for frame in samples() {
@@ -302,7 +388,15 @@ mod tests {
             let (decoded, used) = decode(&stream).unwrap().unwrap();
             assert_eq!(decoded, frame);
             assert_eq!(used, bytes.len());
+            assert_eq!(take_agrees(&stream), Some(frame));
         }
+    }
+
+    #[test]
+    fn a_batch_starts_with_the_tag_take_frame_looks_for() {
+        let batch = &samples()[2];
+        assert!(matches!(batch, ChannelFrame::Batch(_)));
+        assert_eq!(encode(batch).unwrap()[LENGTH_PREFIX_BYTES], BATCH_TAG);
     }
 
     #[test]
@@ -326,6 +420,7 @@ mod tests {
             let bytes = encode(&frame).unwrap();
             for cut in 0..bytes.len() {
                 assert!(decode(&bytes[..cut]).unwrap().is_none(), "cut at {cut}");
+                assert!(take_agrees(&bytes[..cut]).is_none(), "cut at {cut}");
             }
         }
     }
@@ -358,6 +453,10 @@ mod tests {
         let mut bytes = u32::try_from(body.len()).unwrap().to_le_bytes().to_vec();
         bytes.extend_from_slice(&body);
         assert!(matches!(decode(&bytes), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            take_frame(&mut BytesMut::from(&bytes[..])),
+            Err(FrameError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -373,11 +472,16 @@ mod tests {
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = decode(&bytes);
+            take_agrees(&bytes);
             // Also as a body behind a correct prefix, so postcard itself sees garbage.
             let mut framed = u32::try_from(bytes.len()).unwrap().to_le_bytes().to_vec();
             framed.extend_from_slice(&bytes);
-            let _ = decode(&framed);
+            take_agrees(&framed);
+            // And behind the batch tag, which `take_frame` decodes its own way.
+            let mut batch = u32::try_from(bytes.len() + 1).unwrap().to_le_bytes().to_vec();
+            batch.push(BATCH_TAG);
+            batch.extend_from_slice(&bytes);
+            take_agrees(&batch);
         }
 
         #[test]
@@ -390,7 +494,7 @@ mod tests {
                 let at = LENGTH_PREFIX_BYTES + at % (bytes.len() - LENGTH_PREFIX_BYTES);
                 bytes[at] = value;
             }
-            let _ = decode(&bytes);
+            take_agrees(&bytes);
         }
     }
 }

@@ -25,7 +25,7 @@
 //! - before authentication a peer costs bounded resources: at most [`HANDSHAKES_MAX`]
 //!   handshakes at once (more are refused), each within [`HANDSHAKE_TIMEOUT`], and quinn's
 //!   incoming buffers are capped;
-//! - frames are decoded with [`frame::decode`], which checks the length prefix before
+//! - frames are decoded with [`frame::take_frame`], which checks the length prefix before
 //!   anything is allocated; a malformed frame closes that connection with a logged reason.
 
 use std::collections::BTreeMap;
@@ -789,13 +789,11 @@ async fn read_frames(
     connection: u64,
     commands: &mpsc::Sender<Command>,
 ) -> ReadEnd {
-    let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
-    let mut start = 0usize;
+    let mut buffer = bytes::BytesMut::new();
     loop {
         loop {
-            match frame::decode(&buffer[start..]) {
-                Ok(Some((frame, used))) => {
-                    start += used;
+            match frame::take_frame(&mut buffer) {
+                Ok(Some(frame)) => {
                     if commands
                         .send(Command::ChannelFrame { connection, frame })
                         .await
@@ -808,13 +806,16 @@ async fn read_frames(
                 Err(e) => return ReadEnd::Malformed(e.to_string()),
             }
         }
-        if start > 0 {
-            buffer.drain(..start);
-            start = 0;
+        // Once a frame's prefix is in (checked against the limit by `take_frame`), its whole
+        // size is reserved and no more than its rest is read: the buffer never grows by
+        // copying, and never holds more than one frame plus a chunk.
+        let mut read_max = READ_CHUNK_BYTES;
+        if let Some(prefix) = buffer.first_chunk::<{ frame::LENGTH_PREFIX_BYTES }>() {
+            let frame_bytes = frame::LENGTH_PREFIX_BYTES + u32::from_le_bytes(*prefix) as usize;
+            buffer.reserve(frame_bytes - buffer.len());
+            read_max = frame_bytes - buffer.len();
         }
-        // Read at most what completes the frame being assembled (the prefix was checked
-        // against the limit), or a chunk: the buffer never outgrows one frame plus a chunk.
-        match recv.read_chunk(READ_CHUNK_BYTES, true).await {
+        match recv.read_chunk(read_max, true).await {
             Ok(Some(chunk)) => buffer.extend_from_slice(&chunk.bytes),
             Ok(None) => return ReadEnd::Closed("peer finished its stream".into()),
             Err(e) => return ReadEnd::Closed(e.to_string()),

@@ -846,20 +846,20 @@ impl Core {
         now_ms: u64,
         arrivals: &mut Arrivals,
     ) -> Option<PutItem> {
-        let stored = match delivery::stored(payload) {
-            Ok(stored) => stored,
+        let passing = match record::Passing::read(payload) {
+            Ok(passing) => passing,
             Err(e) => {
                 error!(%from, error = %e, "a neighbour sent a message that does not decode; dropped");
                 return None;
             }
         };
-        if stored.expires_at_ms.is_some_and(|at| at <= now_ms) {
-            debug!(id = stored.id, "message expired in transit; dropped");
+        if passing.expires_at_ms.is_some_and(|at| at <= now_ms) {
+            debug!(id = passing.id, "message expired in transit; dropped");
             self.messages_expired += 1;
             return None;
         }
-        let hops = stored.trace.len();
-        let (queue, reason) = if hops > self.limits.max_hops as usize {
+        let hops = passing.hops;
+        let (mut queue, reason) = if hops > self.limits.max_hops as usize {
             (
                 dead_letter_queue(),
                 Some(format!(
@@ -868,32 +868,34 @@ impl Core {
                 )),
             )
         } else {
-            match self.resolve_arrival(stored.destination) {
+            match self.resolve_arrival(passing.destination) {
                 Ok(queue) => (queue, None),
                 Err(reason) => (dead_letter_queue(), Some(reason)),
             }
         };
-        if let Some(reason) = &reason {
-            warn!(id = stored.id, destination = stored.destination, %reason, "message dead-lettered on arrival");
-        }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let extra: Vec<(&str, &str)> = match &reason {
-            Some(reason) => vec![
-                (DEAD_LETTER_REASON_HEADER, reason.as_str()),
-                (DEAD_LETTER_QUEUE_HEADER, stored.destination),
-            ],
-            None => Vec::new(),
+        let hop = (self.name.as_str(), now_ms);
+        let mut body_bytes = passing.body_bytes;
+        let mut encoded = match &reason {
+            // The common case, rewritten around the bytes it keeps.
+            None => passing.rewrite(queue.as_str(), seq, hop),
+            Some(reason) => {
+                warn!(id = passing.id, destination = passing.destination, %reason, "message dead-lettered on arrival");
+                // `Passing::read` accepted it, so the whole decode cannot fail.
+                let stored = delivery::stored(payload).ok()?;
+                delivery::encode_arrived(
+                    &stored,
+                    queue.as_str(),
+                    seq,
+                    hop,
+                    &[
+                        (DEAD_LETTER_REASON_HEADER, reason.as_str()),
+                        (DEAD_LETTER_QUEUE_HEADER, passing.destination),
+                    ],
+                )
+            }
         };
-        let mut encoded = delivery::encode_arrived(
-            &stored,
-            queue.as_str(),
-            seq,
-            (self.name.as_str(), now_ms),
-            &extra,
-        );
-        let mut stored = stored;
-        let mut queue = queue;
         // A message grown on its way (its trace), or one from a manager with larger segments,
         // may not fit this journal's groups: storing it would fail its whole batch on every
         // resend and wedge the link. It is dead-lettered without its body and headers instead.
@@ -904,15 +906,17 @@ impl Core {
                 encoded.len(),
                 self.journal.group_bytes_max()
             );
-            warn!(id = stored.id, destination = stored.destination, %reason, "message dead-lettered on arrival");
+            warn!(id = passing.id, destination = passing.destination, %reason, "message dead-lettered on arrival");
             queue = dead_letter_queue();
+            let mut stored = delivery::stored(payload).ok()?;
             stored.body = &[];
             stored.headers.clear();
+            body_bytes = 0;
             encoded = delivery::encode_arrived(
                 &stored,
                 queue.as_str(),
                 seq,
-                (self.name.as_str(), now_ms),
+                hop,
                 &[
                     (DEAD_LETTER_REASON_HEADER, reason.as_str()),
                     (DEAD_LETTER_QUEUE_HEADER, stored.destination),
@@ -922,17 +926,17 @@ impl Core {
         let entry = Entry {
             seq,
             body: BodyRef::Memory,
-            bytes: stored.body.len() as u32,
-            priority: stored.priority,
-            expires_at_ms: stored.expires_at_ms.unwrap_or(u64::MAX),
+            bytes: body_bytes as u32,
+            priority: passing.priority,
+            expires_at_ms: passing.expires_at_ms.unwrap_or(u64::MAX),
             put_at_ms: now_ms,
-            correlation: correlation_hash(stored.correlation_id),
+            correlation: correlation_hash(passing.correlation_id),
             delivery_count: 0,
         };
         let payload = Bytes::from(encoded);
         let handoff = self.hand_off(
             &queue,
-            stored.correlation_id,
+            passing.correlation_id,
             &mut arrivals.handoffs,
             &mut arrivals.open,
         );
@@ -942,7 +946,7 @@ impl Core {
         }
         let channel_seq = match handoff {
             Some(_) => None,
-            None => self.assign_direct(&queue, seq, stored.id, &payload, &mut arrivals.direct),
+            None => self.assign_direct(&queue, seq, passing.id, &payload, &mut arrivals.direct),
         };
         let slot = self.ensure_slot(&queue);
         slot.pending += 1;
@@ -1086,6 +1090,15 @@ impl Core {
         }
     }
 
+    /// The neighbour a transmission queue drains to, if it has a link: its name shared with
+    /// the link, not parsed and allocated again (this runs for every message).
+    fn transmission_link(&self, queue: &QueueName) -> Option<ManagerName> {
+        let name = queue.as_str().strip_prefix(TRANSMISSION_QUEUE_PREFIX)?;
+        self.links
+            .get_key_value(name)
+            .map(|(neighbour, _)| neighbour.clone())
+    }
+
     /// Gives a message for `queue` straight to its link's sender if the link is idle (up,
     /// nothing waiting in or on its way into the queue, no assignment being written), or if
     /// this commit already does so for it. Returns its channel sequence number.
@@ -1097,7 +1110,7 @@ impl Core {
         payload: &Bytes,
         direct: &mut Vec<DirectLink>,
     ) -> Option<u64> {
-        let neighbour = transmission_neighbour(queue)?;
+        let neighbour = self.transmission_link(queue)?;
         let index = match direct.iter().position(|d| d.neighbour == neighbour) {
             Some(index) if direct[index].open => index,
             Some(_) => return None,
@@ -1144,7 +1157,7 @@ impl Core {
 
     /// A message given its channel sequence number in the commit just made durable.
     pub(super) fn place_assigned(&mut self, queue: QueueName, entry: Entry, channel_seq: u64) {
-        let Some(neighbour) = transmission_neighbour(&queue) else {
+        let Some(neighbour) = self.transmission_link(&queue) else {
             return;
         };
         if let Some(link) = self.links.get_mut(&neighbour) {
@@ -1430,5 +1443,5 @@ fn frame_bytes(frame: &ChannelFrame) -> usize {
 /// A message's id from its record (0 if it does not decode: the receiver then skips it by
 /// sequence number only).
 fn entry_id(payload: &[u8]) -> u128 {
-    delivery::stored(payload).map_or(0, |stored| stored.id)
+    record::enqueue_id(payload).unwrap_or(0)
 }
