@@ -90,6 +90,10 @@ pub struct Settings {
     /// A neighbour not heard for this long (milliseconds) is dead: routes leave its link out
     /// until it is heard again. At least [`crate::channel::adjacency::DEAD_INTERVAL_MIN`].
     pub link_dead_interval_ms: u64,
+    /// Threads of the manager's async runtime (its core, connections and channels; the
+    /// journal writer has its own). `None`: one per core. Managers sharing a host do better
+    /// with fewer each, as `scripts/cluster` and the benches run them.
+    pub runtime_threads: Option<usize>,
     /// TLS files, required once a manager has links.
     #[serde(default)]
     pub tls: TlsSettings,
@@ -97,6 +101,9 @@ pub struct Settings {
     #[serde(default)]
     pub config: Option<PathBuf>,
 }
+
+/// The most runtime threads a manager may ask for.
+pub const RUNTIME_THREADS_MAX: usize = 256;
 
 /// Default values, shown by `qmgr run --help` and in the README.
 pub mod defaults {
@@ -247,6 +254,14 @@ impl Settings {
                 });
             }
         }
+        if let Some(threads) = self.runtime_threads {
+            if !(1..=RUNTIME_THREADS_MAX).contains(&threads) {
+                return Err(ConfigError::Invalid {
+                    key: "runtime_threads",
+                    reason: format!("{threads} is not between 1 and {RUNTIME_THREADS_MAX}"),
+                });
+            }
+        }
         let dead_min = crate::channel::adjacency::DEAD_INTERVAL_MIN.as_millis() as u64;
         if !(dead_min..=3_600_000).contains(&self.link_dead_interval_ms) {
             return Err(ConfigError::Invalid {
@@ -371,6 +386,10 @@ mod tests {
         assert!(bad(&[("QMGR_MAX_MESSAGE_BYTES", "0")]).contains("`max_message_bytes`"));
         assert!(bad(&[("QMGR_SYNC", "sometimes")]).contains("sync"));
         assert!(bad(&[("QMGR_MAX_DEPTH", "0")]).contains("`max_depth`"));
+        assert!(bad(&[("QMGR_RUNTIME_THREADS", "0")]).contains("`runtime_threads`"));
+        assert!(bad(&[("QMGR_RUNTIME_THREADS", "100000")]).contains("`runtime_threads`"));
+        let threads = Settings::load(&Overrides::default(), env(&[("QMGR_RUNTIME_THREADS", "1")]));
+        assert_eq!(threads.unwrap().runtime_threads, Some(1));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("q.toml");
         std::fs::write(&file, "nmae = \"typo\"\n").unwrap();

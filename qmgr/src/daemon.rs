@@ -88,7 +88,11 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
         salvage,
         disk_bytes_max: settings.disk_bytes_max,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = settings.runtime_threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = builder
         .enable_all()
         .thread_name("qmgr")
         .build()

@@ -68,6 +68,13 @@ pub(super) struct Cluster {
     env: Vec<(&'static str, String)>,
 }
 
+/// Runtime threads for each of `managers` managers sharing this machine's cores (as
+/// `scripts/cluster` gives them): its share, and at least one.
+fn runtime_threads(managers: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    (cores / managers.max(1)).max(1)
+}
+
 /// How long the managers get to stop after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
@@ -346,6 +353,10 @@ impl Cluster {
             .env("QMGR_TLS__CERT", self.certs.join(format!("{name}.pem")))
             .env("QMGR_TLS__KEY", self.certs.join(format!("{name}.key")))
             .env("QMGR_SYNC", self.sync.as_str())
+            .env(
+                "QMGR_RUNTIME_THREADS",
+                runtime_threads(self.nodes.len()).to_string(),
+            )
             .env("NO_COLOR", "1");
         for (key, value) in &self.env {
             command.env(key, value);
