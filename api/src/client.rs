@@ -1024,13 +1024,18 @@ async fn write_loop(
     routes: Arc<Mutex<Routes>>,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES_MAX);
+    // One buffer for every write, so encoding a frame does not grow a new one copy by copy.
+    let mut buffer = Vec::new();
     while outgoing.recv_many(&mut batch, WRITE_BATCH_FRAMES_MAX).await > 0 {
-        let mut written = Ok(());
-        for frame in batch.drain(..) {
-            written = protocol::write_frame(&mut writer, &frame).await;
-            if written.is_err() {
-                break;
-            }
+        buffer.clear();
+        if buffer.capacity() > protocol::WRITE_BUFFER_KEPT_BYTES {
+            buffer = Vec::new();
+        }
+        let mut written = batch
+            .drain(..)
+            .try_for_each(|frame| protocol::encode_into(&frame, &mut buffer));
+        if written.is_ok() {
+            written = writer.write_all(&buffer).await.map_err(FrameError::Io);
         }
         if written.is_ok() {
             written = writer.flush().await.map_err(FrameError::Io);

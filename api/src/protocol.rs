@@ -536,19 +536,36 @@ pub enum FrameError {
 
 /// Encodes `frame` with its length prefix.
 pub fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![0u8; 4];
+    let mut out = Vec::new();
+    encode_into(frame, &mut out)?;
+    Ok(out)
+}
+
+/// Appends `frame` with its length prefix to `out` (left as it was on an error): a writer
+/// that reuses one buffer encodes without growing a new one, copy by copy, for every frame.
+pub fn encode_into<T: Serialize>(frame: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
     // `to_io`: a Vec's `Write` copies a body with one memcpy, `Extend` byte by byte.
-    let mut out = postcard::to_io(frame, std::mem::take(&mut out))?;
-    let length = out.len() - 4;
+    if let Err(e) = postcard::to_io(frame, &mut *out) {
+        out.truncate(start);
+        return Err(e.into());
+    }
+    let length = out.len() - start - 4;
     if length > FRAME_BYTES_MAX {
+        out.truncate(start);
         return Err(FrameError::TooLarge {
             bytes: length,
             limit: FRAME_BYTES_MAX,
         });
     }
-    out[..4].copy_from_slice(&(length as u32).to_le_bytes());
-    Ok(out)
+    out[start..start + 4].copy_from_slice(&(length as u32).to_le_bytes());
+    Ok(())
 }
+
+/// Bytes of encoding buffer a writer keeps between writes; a larger one (after a very large
+/// message) is let go.
+pub const WRITE_BUFFER_KEPT_BYTES: usize = 1024 * 1024;
 
 /// Decodes one frame's payload (without its length prefix).
 pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError> {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use hopmq::ApiError;
 use hopmq::protocol::{
-    ClientFrame, FrameError, PROTOCOL_VERSION, SOCKET_BUFFER_BYTES, ServerFrame, Welcome,
-    read_frame, write_frame,
+    ClientFrame, FrameError, PROTOCOL_VERSION, SOCKET_BUFFER_BYTES, ServerFrame,
+    WRITE_BUFFER_KEPT_BYTES, Welcome, encode_into, read_frame, write_frame,
 };
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::OwnedWriteHalf;
@@ -166,21 +166,31 @@ async fn write_loop(
     mut outgoing: mpsc::Receiver<ServerFrame>,
     _writing: mpsc::Sender<()>,
 ) {
+    // One buffer for every write, so encoding a frame does not grow a new one copy by copy.
+    let mut buffer = Vec::new();
     while let Some(frame) = outgoing.recv().await {
-        if let Err(error) = write_frame(&mut writer, &frame).await {
-            info!(%error, "a client's connection failed while writing");
+        buffer.clear();
+        if buffer.capacity() > WRITE_BUFFER_KEPT_BYTES {
+            buffer = Vec::new();
+        }
+        if let Err(error) = encode_into(&frame, &mut buffer) {
+            info!(%error, "a reply to a client could not be encoded; closing its connection");
             return;
         }
-        // Batch whatever else is ready into the same flush.
+        // Batch whatever else is ready into the same write and flush.
         let mut written = 1;
         while written < FRAMES_PER_FLUSH_MAX {
             let Ok(frame) = outgoing.try_recv() else {
                 break;
             };
-            if write_frame(&mut writer, &frame).await.is_err() {
+            if encode_into(&frame, &mut buffer).is_err() {
                 return;
             }
             written += 1;
+        }
+        if let Err(error) = writer.write_all(&buffer).await {
+            info!(%error, "a client's connection failed while writing");
+            return;
         }
         if writer.flush().await.is_err() {
             return;

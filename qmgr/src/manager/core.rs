@@ -438,12 +438,17 @@ impl Core {
         let queue = QueueName::new(name).map_err(|e| ApiError::BadRequest {
             reason: e.to_string(),
         })?;
+        self.local_queue_named(queue)
+    }
+
+    /// `queue` if it exists here, or may be created (and then is).
+    fn local_queue_named(&mut self, queue: QueueName) -> Result<QueueName, ApiError> {
         if self.queues.contains_key(&queue) {
             return Ok(queue);
         }
         if queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) || !self.limits.auto_create_queues {
             return Err(ApiError::UnknownQueue {
-                queue: name.to_owned(),
+                queue: queue.to_string(),
             });
         }
         self.ensure_slot(&queue);
@@ -627,6 +632,17 @@ impl Core {
 
     /// Where a put to `address` goes: a local queue, or the queue of messages waiting to leave.
     fn resolve(&mut self, address: &str) -> Result<QueueName, ApiError> {
+        // Remembered per address, as arrivals are: parsing it and finding its route was a
+        // fifth of a put's work per message.
+        match self.routing.puts.get(address) {
+            Some(routes::PutPlace::Local(queue)) => return self.local_queue_named(queue.clone()),
+            Some(routes::PutPlace::Waiting(queue)) => {
+                let queue = queue.clone();
+                self.ensure_slot(&queue);
+                return Ok(queue);
+            }
+            None => {}
+        }
         let bad = |reason: String| ApiError::BadAddress {
             address: address.to_owned(),
             reason,
@@ -647,14 +663,20 @@ impl Core {
             },
         };
         if home == self.name {
-            return self.local_queue(parsed.queue.as_str());
+            let queue = self.local_queue_named(parsed.queue)?;
+            self.routing
+                .remember_put(address, routes::PutPlace::Local(queue.clone()));
+            return Ok(queue);
         }
         // Store and forward: the message waits in the transmission queue of its next hop, or
         // with the held messages while no route exists, until a channel takes it.
-        self.route_to(&home).ok_or_else(|| ApiError::NoRoute {
+        let queue = self.route_to(&home).ok_or_else(|| ApiError::NoRoute {
             address: address.to_owned(),
             reason: format!("no manager `{home}` in the topology"),
-        })
+        })?;
+        self.routing
+            .remember_put(address, routes::PutPlace::Waiting(queue.clone()));
+        Ok(queue)
     }
 
     fn put(

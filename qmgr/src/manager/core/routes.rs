@@ -65,10 +65,39 @@ pub(super) struct Routing {
     rerouting: std::collections::BTreeMap<QueueName, u64>,
     /// Moved and dead-lettered by the re-routing in progress, logged when it ends.
     rerouted: (u64, u64),
-    /// `place` per destination address, for the topology and route table in force: emptied
-    /// whenever either changes (see `recompute_routes` and `apply_topology`), and when it reaches
+    /// `place` per destination address of arrivals, for the topology and route table in
+    /// force: emptied whenever either changes (`forget_places`), and when it reaches
     /// [`PLACES_MAX`], so a neighbour sending to many addresses cannot grow it without bound.
     places: rustc_hash::FxHashMap<Box<str>, Resolved>,
+    /// The same for puts (`Core::resolve`): the local queue an address names, or the waiting
+    /// queue of another manager's.
+    pub(super) puts: rustc_hash::FxHashMap<Box<str>, PutPlace>,
+}
+
+/// Where a put to an address goes, before any check of the moment (the local queue's
+/// existence, depths).
+#[derive(Debug, Clone)]
+pub(super) enum PutPlace {
+    /// A queue of this manager.
+    Local(QueueName),
+    /// A transmission queue, or the held messages.
+    Waiting(QueueName),
+}
+
+impl Routing {
+    /// Forgets every remembered resolution: the topology or the route table changed.
+    fn forget_places(&mut self) {
+        self.places.clear();
+        self.puts.clear();
+    }
+
+    /// Remembers where puts to `address` go, within [`PLACES_MAX`] addresses.
+    pub(super) fn remember_put(&mut self, address: &str, place: PutPlace) {
+        if self.puts.len() >= PLACES_MAX {
+            self.puts.clear();
+        }
+        self.puts.insert(address.into(), place);
+    }
 }
 
 /// Destinations whose resolution is remembered at most.
@@ -112,6 +141,7 @@ impl Routing {
             rerouting: std::collections::BTreeMap::new(),
             rerouted: (0, 0),
             places: rustc_hash::FxHashMap::default(),
+            puts: rustc_hash::FxHashMap::default(),
         }
     }
 }
@@ -350,7 +380,7 @@ impl Core {
             info!(changes = ?changes, "routes changed");
         }
         self.routes = table;
-        self.routing.places.clear();
+        self.routing.forget_places();
         if everything {
             affected = self.waiting_queues();
         }

@@ -93,7 +93,7 @@ impl Core {
         let changes: Vec<String> = diff.to_string().lines().map(str::to_owned).collect();
         info!(%version, changes = ?changes, "topology edit applied");
         self.topology = topology;
-        self.routing.places.clear();
+        self.routing.forget_places();
         self.routing.network = Network::new(&self.topology);
         self.routing.version = version.clone();
         self.routing.applied_at_ms = now_ms;
