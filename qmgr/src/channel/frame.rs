@@ -182,8 +182,7 @@ pub fn encode(frame: &ChannelFrame) -> Result<Vec<u8>, FrameError> {
     encode_into(frame, Vec::new())
 }
 
-/// Appends `frame` with its length prefix to `out` (a writer coalescing frames encodes them
-/// in place instead of copying each).
+/// Appends `frame` with its length prefix to `out`.
 pub fn encode_into(frame: &ChannelFrame, mut out: Vec<u8>) -> Result<Vec<u8>, FrameError> {
     // Sized up front: a batch grown from four bytes re-copied its payloads several times.
     let capacity = match frame {
