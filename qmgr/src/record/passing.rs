@@ -53,17 +53,7 @@ impl<'a> Passing<'a> {
     /// Reads an `Enqueue` payload; any other record, or bytes that do not decode, is an error.
     pub fn read(payload: &'a [u8]) -> Result<Self, RecordError> {
         let offset = |rest: &[u8]| payload.len() - rest.len();
-        let Some((&version, mut rest)) = payload.split_first() else {
-            return Err(RecordError::Empty);
-        };
-        if !(RECORD_FORMAT_VERSION_MIN..=RECORD_FORMAT_VERSION).contains(&version) {
-            return Err(RecordError::UnknownVersion { found: version });
-        }
-        if take::<u32>(&mut rest)? != u32::from(ENQUEUE_VARIANT) {
-            return Err(RecordError::Malformed(postcard::Error::DeserializeBadEnum));
-        }
-        let _seq: u64 = take(&mut rest)?;
-        let _queue: &str = take(&mut rest)?;
+        let mut rest = past_queue(payload)?;
         let middle_start = offset(rest);
         let id: u128 = take(&mut rest)?;
         let destination: &str = take(&mut rest)?;
@@ -141,6 +131,12 @@ impl<'a> Passing<'a> {
 
 /// The id of the message in an `Enqueue` payload, reading no further than it.
 pub fn enqueue_id(payload: &[u8]) -> Result<u128, RecordError> {
+    take(&mut past_queue(payload)?)
+}
+
+/// The rest of an `Enqueue` payload after its version, variant, seq and queue (the fields an
+/// arrival replaces), which are checked.
+fn past_queue(payload: &[u8]) -> Result<&[u8], RecordError> {
     let Some((&version, mut rest)) = payload.split_first() else {
         return Err(RecordError::Empty);
     };
@@ -152,7 +148,7 @@ pub fn enqueue_id(payload: &[u8]) -> Result<u128, RecordError> {
     }
     let _seq: u64 = take(&mut rest)?;
     let _queue: &str = take(&mut rest)?;
-    take(&mut rest)
+    Ok(rest)
 }
 
 #[cfg(test)]
