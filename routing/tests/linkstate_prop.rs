@@ -14,6 +14,8 @@ use hopmq_routing::{
 };
 use proptest::prelude::*;
 
+mod common;
+
 #[derive(Debug, Clone)]
 enum Step {
     /// Fail the up link at this index (modulo the number of up links), if any.
@@ -66,20 +68,8 @@ fn case() -> impl Strategy<Value = Case> {
         })
         .prop_map(
             |(parents, extra, costs, downs, name_keys, first_seqs, steps, drain)| {
-                // Names sort in an order unrelated to indices, so name tie-breaking is exercised.
-                let names = name_keys
-                    .iter()
-                    .enumerate()
-                    .map(|(i, key)| format!("m{key:03}-{i}"))
-                    .collect();
-                let mut pairs = BTreeSet::new();
-                let mut links = Vec::new();
-                let tree = parents.into_iter().enumerate().map(|(i, p)| (i + 1, p));
-                for (a, b) in tree.chain(extra) {
-                    if a != b && pairs.insert((a.min(b), a.max(b))) {
-                        links.push((a, b, costs[links.len() % costs.len()]));
-                    }
-                }
+                let names = common::names(&name_keys);
+                let links = common::links(parents, extra, &costs);
                 let initially_down = (0..links.len()).map(|i| downs[i % downs.len()]).collect();
                 Case {
                     names,

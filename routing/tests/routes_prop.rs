@@ -4,10 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
 
-use std::collections::BTreeSet;
-
 use hopmq_routing::{DownLinks, LinkKey, ManagerName, Network, RouteTable, parse};
 use proptest::prelude::*;
+
+mod common;
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -27,39 +27,19 @@ fn case() -> impl Strategy<Value = Case> {
             let costs = proptest::collection::vec(1u32..=4, 3 * n);
             let downs = proptest::collection::vec(proptest::bool::weighted(0.15), 3 * n);
             let name_keys = proptest::collection::vec(0u32..1000, n);
-            (
-                Just(n),
-                parents,
-                extra,
-                costs,
-                downs,
-                name_keys,
-                any::<u64>(),
-            )
+            (parents, extra, costs, downs, name_keys, any::<u64>())
         })
-        .prop_map(
-            |(n, parents, extra, costs, downs, name_keys, shuffle_seed)| {
-                // Names sort in an order unrelated to indices, so name tie-breaking is exercised.
-                let names = (0..n)
-                    .map(|i| format!("m{:03}-{i}", name_keys[i]))
-                    .collect();
-                let mut pairs = BTreeSet::new();
-                let mut links = Vec::new();
-                let tree = parents.into_iter().enumerate().map(|(i, p)| (i + 1, p));
-                for (a, b) in tree.chain(extra) {
-                    if a != b && pairs.insert((a.min(b), a.max(b))) {
-                        links.push((a, b, costs[links.len() % costs.len()]));
-                    }
-                }
-                let down = (0..links.len()).map(|i| downs[i % downs.len()]).collect();
-                Case {
-                    names,
-                    links,
-                    down,
-                    shuffle_seed,
-                }
-            },
-        )
+        .prop_map(|(parents, extra, costs, downs, name_keys, shuffle_seed)| {
+            let names = common::names(&name_keys);
+            let links = common::links(parents, extra, &costs);
+            let down = (0..links.len()).map(|i| downs[i % downs.len()]).collect();
+            Case {
+                names,
+                links,
+                down,
+                shuffle_seed,
+            }
+        })
 }
 
 /// A deterministic permutation of `0..n` (splitmix64 keys, sorted).

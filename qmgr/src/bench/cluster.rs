@@ -422,7 +422,30 @@ fn topology_text(spec: &Spec) -> anyhow::Result<String> {
 /// Runs `bench` until it ends or the bench is interrupted (SIGINT, SIGTERM): an interrupted
 /// run returns an error, so its caller drops the cluster and its managers are killed instead
 /// of left running.
-pub(super) async fn until_interrupted<T>(
+/// Runs `bench` on `cluster` in a runtime of its own until it ends, or until SIGINT or
+/// SIGTERM; then stops the managers, and with `keep` says where the run folder stays.
+pub(super) fn run_on<T>(
+    mut cluster: Cluster,
+    keep: bool,
+    bench: impl AsyncFnOnce(&mut Cluster) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if keep {
+        cluster.keep();
+    }
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(until_interrupted(bench(&mut cluster))));
+    let dir = cluster.dir().to_path_buf();
+    drop(cluster);
+    if keep {
+        println!("run folder: {}", dir.display());
+    }
+    result
+}
+
+async fn until_interrupted<T>(
     bench: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
     use tokio::signal::unix::{SignalKind, signal};

@@ -221,7 +221,7 @@ impl FailoverBench {
         if self.rate == 0 || self.warmup_secs == 0 {
             bail!("--rate and --warmup-secs must be at least 1");
         }
-        let mut cluster = Cluster::start(Spec {
+        let cluster = Cluster::start(Spec {
             folder_prefix: "qmgr-bench-failover",
             managers: [ALPHA, BRAVO, CHARLIE, DELTA].map(str::to_owned).to_vec(),
             links: [
@@ -239,22 +239,9 @@ impl FailoverBench {
                 self.dead_interval_ms.to_string(),
             )],
         })?;
-        if self.keep {
-            cluster.keep();
-        }
-        let result = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|runtime| {
-                runtime.block_on(super::cluster::until_interrupted(self.bench(&mut cluster)))
-            });
-        let dir = cluster.dir().to_path_buf();
-        drop(cluster);
-        if self.keep {
-            println!("run folder: {}", dir.display());
-        }
-        result
+        super::cluster::run_on(cluster, self.keep, async |cluster| {
+            self.bench(cluster).await
+        })
     }
 
     /// Measures on the started diamond; a failure is reported with any manager that exited

@@ -80,23 +80,8 @@ impl ForwardBench {
         if self.count == 0 {
             bail!("--count must be at least 1");
         }
-        let mut line = self.start_line()?;
-        if self.keep {
-            line.keep();
-        }
-        let result = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|runtime| {
-                runtime.block_on(super::cluster::until_interrupted(self.bench(&mut line)))
-            });
-        let dir = line.dir().to_path_buf();
-        drop(line);
-        if self.keep {
-            println!("run folder: {}", dir.display());
-        }
-        result
+        let line = self.start_line()?;
+        super::cluster::run_on(line, self.keep, async |line| self.bench(line).await)
     }
 
     /// Writes the topology and certificates and starts every manager, waiting until each

@@ -91,13 +91,19 @@ impl Routing {
         self.puts.clear();
     }
 
-    /// Remembers where puts to `address` go, within [`PLACES_MAX`] addresses.
+    /// Remembers where puts to `address` go.
     pub(super) fn remember_put(&mut self, address: &str, place: PutPlace) {
-        if self.puts.len() >= PLACES_MAX {
-            self.puts.clear();
-        }
-        self.puts.insert(address.into(), place);
+        remember(&mut self.puts, address, place);
     }
+}
+
+/// Remembers `value` for `address` in `map`, which is emptied first when it holds
+/// [`PLACES_MAX`] addresses.
+fn remember<V>(map: &mut rustc_hash::FxHashMap<Box<str>, V>, address: &str, value: V) {
+    if map.len() >= PLACES_MAX {
+        map.clear();
+    }
+    map.insert(address.into(), value);
 }
 
 /// Destinations whose resolution is remembered at most.
@@ -517,12 +523,7 @@ impl Core {
                     Place::Held(_) => Resolved::Waiting(held_queue()),
                     Place::Dead(reason) => Resolved::Dead(reason),
                 };
-                if self.routing.places.len() >= PLACES_MAX {
-                    self.routing.places.clear();
-                }
-                self.routing
-                    .places
-                    .insert(destination.into(), resolved.clone());
+                remember(&mut self.routing.places, destination, resolved.clone());
                 resolved
             }
         };
