@@ -418,10 +418,6 @@ fn topology_text(spec: &Spec) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// One manager's local queues and links, on one line.
-/// Runs `bench` until it ends or the bench is interrupted (SIGINT, SIGTERM): an interrupted
-/// run returns an error, so its caller drops the cluster and its managers are killed instead
-/// of left running.
 /// Runs `bench` on `cluster` in a runtime of its own until it ends, or until SIGINT or
 /// SIGTERM; then stops the managers, and with `keep` says where the run folder stays.
 pub(super) fn run_on<T>(
@@ -483,6 +479,18 @@ pub(super) fn describe_links(status: &Status) -> String {
     format!("local queues hold {queued}; links {}", links.join(", "))
 }
 
+/// User and system time from a `stat(5)` file (a process's or a thread's); `None` where it
+/// cannot be read.
+pub(super) fn cpu_time(stat_path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    // The command name may hold spaces and parentheses: fields are counted after its end.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    // utime and stime are fields 14 and 15 of stat(5), the 12th and 13th after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports in USER_HZ, 100 on every architecture it runs on.
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// CPU a process has used (all its threads) and its context switches, from `/proc`.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct CpuUse {
@@ -494,12 +502,7 @@ impl CpuUse {
     /// Reads `/proc/<pid>/stat` and every thread's `status`; `None` where there is no `/proc`
     /// or the process is gone.
     pub(super) fn of(pid: u32) -> Option<Self> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name may hold spaces and parentheses: fields are counted after its end.
-        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-        // utime and stime are fields 14 and 15 of stat(5), the 12th and 13th after the name.
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let cpu = cpu_time(&format!("/proc/{pid}/stat"))?;
         // Context switches are counted per thread.
         let mut switches = 0;
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -515,11 +518,7 @@ impl CpuUse {
                 .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
                 .sum::<u64>();
         }
-        // Linux reports in USER_HZ, 100 on every architecture it runs on.
-        Some(Self {
-            cpu: Duration::from_millis(ticks * 10),
-            switches,
-        })
+        Some(Self { cpu, switches })
     }
 
     pub(super) fn since(self, before: Self) -> Self {

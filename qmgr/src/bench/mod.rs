@@ -7,6 +7,7 @@ pub mod flooding;
 pub mod forward;
 pub mod local;
 pub mod routes;
+pub mod transport;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,9 @@ pub enum BenchCommand {
     /// Link-state flooding on a random mesh, simulated: convergence time after link failures
     /// and repairs, advertisements sent, and the CPU cost of receiving and rerouting.
     Flooding(flooding::FloodingBench),
+    /// The QUIC transport alone along a line of endpoints configured as managers' are: the
+    /// floor under `forward` (no journal, no channel protocol, no API).
+    Transport(transport::TransportBench),
     /// Failover around a relay killed with SIGKILL on a diamond of managers: time to reroute,
     /// the gap in arrivals, messages stranded until the relay returns, lost and duplicated.
     Failover(failover::FailoverBench),
@@ -36,6 +40,7 @@ impl BenchCommand {
             Self::Forward(bench) => bench.run(),
             Self::Flooding(bench) => bench.run(),
             Self::Failover(bench) => bench.run(),
+            Self::Transport(bench) => bench.run(),
         }
     }
 }

@@ -174,34 +174,7 @@ impl Driver {
             .and_then(|m| m.address.clone())
             .ok_or_else(|| QuicError::NoAddress(me.clone()))?;
         let bind = resolve(&address).await?;
-        let transport = Arc::new(transport_config());
-        let server_crypto = QuicServerConfig::try_from(config.tls.server.clone())
-            .map_err(|e| QuicError::Tls(e.to_string()))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
-        server
-            .transport_config(transport.clone())
-            .max_incoming(HANDSHAKES_MAX)
-            .incoming_buffer_size(64 * 1024)
-            .incoming_buffer_size_total(HANDSHAKES_MAX as u64 * 64 * 1024)
-            .migration(false);
-        let client_crypto = QuicClientConfig::try_from(config.tls.client.clone())
-            .map_err(|e| QuicError::Tls(e.to_string()))?;
-        let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
-        client.transport_config(transport);
-        let socket = udp_socket(bind).map_err(|source| QuicError::Bind {
-            address: bind,
-            source,
-        })?;
-        let endpoint = Endpoint::new(
-            endpoint_config(&config.tls.reset_secret),
-            Some(server),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(|source| QuicError::Bind {
-            address: bind,
-            source,
-        })?;
+        let (endpoint, client) = bind_endpoint(&config.tls, bind)?;
         let local_address = endpoint.local_addr().unwrap_or(bind);
         info!(address = %local_address, "channel endpoint listening (QUIC, mutual TLS 1.3)");
         let neighbours = neighbour_addresses(&config.topology, &me);
@@ -438,6 +411,44 @@ fn endpoint_config(secret: &[u8; 32]) -> quinn::EndpointConfig {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
     config
+}
+
+/// A channel endpoint bound to `bind`, accepting links, and the configuration it dials with:
+/// mutual TLS from `tls`, [`transport_config`], [`udp_socket`]. Must be called inside a tokio
+/// runtime, which then drives the endpoint.
+pub fn bind_endpoint(
+    tls: &LinkTls,
+    bind: SocketAddr,
+) -> Result<(Endpoint, quinn::ClientConfig), QuicError> {
+    let transport = Arc::new(transport_config());
+    let server_crypto = QuicServerConfig::try_from(tls.server.clone())
+        .map_err(|e| QuicError::Tls(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+    server
+        .transport_config(transport.clone())
+        .max_incoming(HANDSHAKES_MAX)
+        .incoming_buffer_size(64 * 1024)
+        .incoming_buffer_size_total(HANDSHAKES_MAX as u64 * 64 * 1024)
+        .migration(false);
+    let client_crypto = QuicClientConfig::try_from(tls.client.clone())
+        .map_err(|e| QuicError::Tls(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
+    client.transport_config(transport);
+    let socket = udp_socket(bind).map_err(|source| QuicError::Bind {
+        address: bind,
+        source,
+    })?;
+    let endpoint = Endpoint::new(
+        endpoint_config(&tls.reset_secret),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| QuicError::Bind {
+        address: bind,
+        source,
+    })?;
+    Ok((endpoint, client))
 }
 
 fn transport_config() -> TransportConfig {
