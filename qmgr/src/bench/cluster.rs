@@ -121,14 +121,7 @@ impl Cluster {
             .with_context(|| format!("cannot write {}", topology.display()))?;
         let checked = hopmq_routing::load(&topology)
             .with_context(|| format!("the generated {} is refused", topology.display()))?;
-        let certs = dir.join("certs");
-        crate::certs::init(
-            &checked.topology,
-            &certs,
-            false,
-            time::OffsetDateTime::now_utc(),
-        )
-        .with_context(|| format!("cannot make certificates in {}", certs.display()))?;
+        let certs = certificates(&dir, &checked.topology)?;
 
         let nodes = spec
             .managers
@@ -416,6 +409,17 @@ fn topology_text(spec: &Spec) -> anyhow::Result<String> {
         writeln!(text, "[queues.{queue}]\nhome = \"{home}\"")?;
     }
     Ok(text)
+}
+
+/// A development CA and a certificate for every manager of `topology`, in `dir/certs`.
+pub(super) fn certificates(
+    dir: &Path,
+    topology: &hopmq_routing::Topology,
+) -> anyhow::Result<PathBuf> {
+    let certs = dir.join("certs");
+    crate::certs::init(topology, &certs, false, time::OffsetDateTime::now_utc())
+        .with_context(|| format!("cannot make certificates in {}", certs.display()))?;
+    Ok(certs)
 }
 
 /// Runs `bench` on `cluster` in a runtime of its own until it ends, or until SIGINT or

@@ -26,6 +26,8 @@ use crate::tls;
 const WRITE_MESSAGES: usize = 64;
 /// The most a relay or the last endpoint takes from quinn per read.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// The largest body: a manager's default `max_message_bytes`.
+const SIZE_MAX: usize = crate::config::defaults::MAX_MESSAGE_BYTES as usize;
 /// How long an endpoint waits for its neighbour to connect, or for the run to end.
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -63,6 +65,9 @@ impl TransportBench {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         if self.count == 0 || self.size == 0 {
             bail!("--count and --size must be at least 1");
+        }
+        if self.size > SIZE_MAX {
+            bail!("--size is at most {SIZE_MAX} bytes, a manager's default largest message");
         }
         let size = u32::try_from(self.size).context("--size must fit in 32 bits")?;
         let dir = tempfile::Builder::new()
@@ -163,14 +168,7 @@ fn certificates(dir: &std::path::Path, names: &[ManagerName]) -> anyhow::Result<
     }
     let checked = hopmq_routing::parse(&text, "bench-transport topology")
         .context("the generated topology is refused")?;
-    let certs = dir.join("certs");
-    crate::certs::init(
-        &checked.topology,
-        &certs,
-        false,
-        time::OffsetDateTime::now_utc(),
-    )
-    .with_context(|| format!("cannot make certificates in {}", certs.display()))?;
+    let certs = super::cluster::certificates(dir, &checked.topology)?;
     names
         .iter()
         .map(|name| {
