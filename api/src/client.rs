@@ -1027,10 +1027,7 @@ async fn write_loop(
     // One buffer for every write, so encoding a frame does not grow a new one copy by copy.
     let mut buffer = Vec::new();
     while outgoing.recv_many(&mut batch, WRITE_BATCH_FRAMES_MAX).await > 0 {
-        buffer.clear();
-        if buffer.capacity() > protocol::WRITE_BUFFER_KEPT_BYTES {
-            buffer = Vec::new();
-        }
+        protocol::reset_write_buffer(&mut buffer);
         let mut written = batch
             .drain(..)
             .try_for_each(|frame| protocol::encode_into(&frame, &mut buffer));

@@ -567,6 +567,15 @@ pub fn encode_into<T: Serialize>(frame: &T, out: &mut Vec<u8>) -> Result<(), Fra
 /// message) is let go.
 pub const WRITE_BUFFER_KEPT_BYTES: usize = 1024 * 1024;
 
+/// Empties a writer's encoding buffer for its next write, letting go of one grown past
+/// [`WRITE_BUFFER_KEPT_BYTES`].
+pub fn reset_write_buffer(buffer: &mut Vec<u8>) {
+    buffer.clear();
+    if buffer.capacity() > WRITE_BUFFER_KEPT_BYTES {
+        *buffer = Vec::new();
+    }
+}
+
 /// Decodes one frame's payload (without its length prefix).
 pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError> {
     Ok(postcard::from_bytes(payload)?)

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use hopmq::ApiError;
 use hopmq::protocol::{
-    ClientFrame, FrameError, PROTOCOL_VERSION, SOCKET_BUFFER_BYTES, ServerFrame,
-    WRITE_BUFFER_KEPT_BYTES, Welcome, encode_into, read_frame, write_frame,
+    ClientFrame, FrameError, PROTOCOL_VERSION, SOCKET_BUFFER_BYTES, ServerFrame, Welcome,
+    encode_into, read_frame, reset_write_buffer, write_frame,
 };
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::OwnedWriteHalf;
@@ -169,10 +169,7 @@ async fn write_loop(
     // One buffer for every write, so encoding a frame does not grow a new one copy by copy.
     let mut buffer = Vec::new();
     while let Some(frame) = outgoing.recv().await {
-        buffer.clear();
-        if buffer.capacity() > WRITE_BUFFER_KEPT_BYTES {
-            buffer = Vec::new();
-        }
+        reset_write_buffer(&mut buffer);
         if let Err(error) = encode_into(&frame, &mut buffer) {
             info!(%error, "a reply to a client could not be encoded; closing its connection");
             return;

@@ -562,22 +562,19 @@ pub(super) fn describe_cpu(
             usage.switches as f64 / messages,
         )
     };
+    let managers = before
+        .iter()
+        .zip(after)
+        .filter_map(|((name, before), (_, after))| {
+            Some((name.as_str(), after.as_ref()?.since((*before)?)))
+        });
     let mut parts = Vec::new();
     let mut total = CpuUse::default();
-    for ((name, before), (_, after)) in before.iter().zip(after) {
-        if let (Some(before), Some(after)) = (before, after) {
-            let usage = after.since(*before);
-            total.cpu += usage.cpu;
-            total.switches += usage.switches;
-            let (micros, switches) = per(usage);
-            parts.push(format!("{name} {micros:.1} µs ({switches:.2} cs)"));
-        }
-    }
-    if let Some(usage) = client {
+    for (name, usage) in managers.chain(client.map(|usage| ("bench", usage))) {
         total.cpu += usage.cpu;
         total.switches += usage.switches;
         let (micros, switches) = per(usage);
-        parts.push(format!("bench {micros:.1} µs ({switches:.2} cs)"));
+        parts.push(format!("{name} {micros:.1} µs ({switches:.2} cs)"));
     }
     let (micros, switches) = per(total);
     format!(

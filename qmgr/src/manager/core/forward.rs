@@ -29,7 +29,7 @@ use hopmq::{ManagerName, QueueName};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::{Core, Handoff, PutItem, dead_letter_queue};
+use super::{Core, DEAD_LETTER_QUEUE, Handoff, PutItem, dead_letter_queue};
 use crate::channel::adjacency::Adjacency;
 use crate::channel::frame::ChannelFrame;
 use crate::channel::quic;
@@ -882,17 +882,7 @@ impl Core {
             None => passing.rewrite(queue.as_str(), seq, hop),
             Some(reason) => {
                 warn!(id = passing.id, destination = passing.destination, %reason, "message dead-lettered on arrival");
-                let stored = whole(payload, from)?;
-                delivery::encode_arrived(
-                    &stored,
-                    queue.as_str(),
-                    seq,
-                    hop,
-                    &[
-                        (DEAD_LETTER_REASON_HEADER, reason.as_str()),
-                        (DEAD_LETTER_QUEUE_HEADER, passing.destination),
-                    ],
-                )
+                dead_lettered(&whole(payload, from)?, seq, hop, reason)
             }
         };
         // A message grown on its way (its trace), or one from a manager with larger segments,
@@ -911,16 +901,7 @@ impl Core {
             stored.body = &[];
             stored.headers.clear();
             body_bytes = 0;
-            encoded = delivery::encode_arrived(
-                &stored,
-                queue.as_str(),
-                seq,
-                hop,
-                &[
-                    (DEAD_LETTER_REASON_HEADER, reason.as_str()),
-                    (DEAD_LETTER_QUEUE_HEADER, stored.destination),
-                ],
-            );
+            encoded = dead_lettered(&stored, seq, hop, &reason);
         }
         let entry = Entry {
             seq,
@@ -1439,8 +1420,6 @@ fn frame_bytes(frame: &ChannelFrame) -> usize {
     }
 }
 
-/// A message's id from its record (0 if it does not decode: the receiver then skips it by
-/// sequence number only).
 /// The whole message of an arrival `record::Passing` already read, for the rare paths that
 /// change more than its queue, seq and trace (a dead letter's headers, a dropped body).
 fn whole<'a>(payload: &'a [u8], from: &ManagerName) -> Option<record::StoredMessage<'a>> {
@@ -1454,6 +1433,28 @@ fn whole<'a>(payload: &'a [u8], from: &ManagerName) -> Option<record::StoredMess
     }
 }
 
+/// An arrival stored in this manager's dead-letter queue under `seq`, with `hop` joined to its
+/// trace and headers saying why and where it was going.
+fn dead_lettered(
+    stored: &record::StoredMessage<'_>,
+    seq: u64,
+    hop: (&str, u64),
+    reason: &str,
+) -> Vec<u8> {
+    delivery::encode_arrived(
+        stored,
+        DEAD_LETTER_QUEUE,
+        seq,
+        hop,
+        &[
+            (DEAD_LETTER_REASON_HEADER, reason),
+            (DEAD_LETTER_QUEUE_HEADER, stored.destination),
+        ],
+    )
+}
+
+/// A message's id from its record (0 if it does not decode: the receiver then skips it by
+/// sequence number only).
 fn entry_id(payload: &[u8]) -> u128 {
     record::enqueue_id(payload).unwrap_or(0)
 }

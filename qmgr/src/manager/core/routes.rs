@@ -921,7 +921,7 @@ mod tests {
         assert!(frames.len() > 1);
         let mut back = Vec::new();
         for frame in frames {
-            let encoded = crate::channel::frame::encode_into(&frame, Vec::new()).unwrap();
+            let encoded = crate::channel::frame::encode(&frame).unwrap();
             assert!(
                 encoded.len() <= 2 * LINK_STATE_FRAME_BYTES,
                 "{}",
