@@ -13,7 +13,6 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -30,6 +29,7 @@ use super::format::{
     reserve_bytes,
 };
 use super::recovery::{RecoveryReport, SalvagedRange, scan_segment};
+use super::requests::Requests;
 use super::segment::{create_segment, list_segments, segment_path};
 use super::writer::{ActiveSegment, Request, Writer};
 use super::{JournalConfig, Location};
@@ -51,7 +51,7 @@ pub struct Journal {
 
 struct Inner {
     shared: Arc<Shared>,
-    requests: SyncSender<Request>,
+    requests: Arc<Requests>,
     writer: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
     /// Largest encoded group: one write, and what a fresh segment holds.
@@ -392,10 +392,13 @@ where
         waiters: Vec::new(),
         prepared: None,
     };
-    let (requests, receiver) = sync_channel(REQUEST_QUEUE_MAX);
+    let requests = Arc::new(Requests::new(REQUEST_QUEUE_MAX));
     let handle = std::thread::Builder::new()
         .name("journal-writer".to_owned())
-        .spawn(move || writer.run(receiver))
+        .spawn({
+            let requests = Arc::clone(&requests);
+            move || writer.run(requests)
+        })
         .map_err(|source| StoreError::io(&config.dir, source))?;
     let journal = Journal {
         inner: Arc::new(Inner {
@@ -556,7 +559,7 @@ impl Journal {
             }));
         }
         let (done, receiver) = oneshot::channel();
-        match self.inner.requests.send(Request::Append {
+        match self.inner.requests.push(Request::Append {
             payloads,
             done,
             frees_space,
@@ -707,7 +710,7 @@ impl Inner {
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         // Fails only if the writer is already gone.
-        let _ = self.requests.send(Request::Close);
+        let _ = self.requests.push(Request::Close);
         let handle = self
             .writer
             .lock()

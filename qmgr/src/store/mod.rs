@@ -14,13 +14,15 @@
 //! - a failed `fdatasync` stops the process (`writer::fatal`).
 //!
 //! Modules: [`format`] (the versioned on-disk layout, an API boundary), [`segment`] (files),
-//! [`recovery`] (torn tail versus corruption), [`writer`] (the group-commit thread), [`journal`]
+//! [`recovery`] (torn tail versus corruption), `requests` (the queue to the writer, which
+//! wakes it only when worth it), [`writer`] (the group-commit thread), [`journal`]
 //! (the shared handle and `open`).
 
 pub mod error;
 pub mod format;
 pub mod journal;
 pub mod recovery;
+mod requests;
 pub mod segment;
 pub mod writer;
 

@@ -31,6 +31,7 @@ use super::format::{
     encode_record, encode_seal, record_bytes_padded, reserve_bytes,
 };
 use super::journal::Shared;
+use super::requests::{Requests, Woken};
 use super::segment::{discard_prepared, install_segment, prepare_segment, segment_path};
 use super::{Location, SyncPolicy};
 
@@ -43,6 +44,7 @@ pub(crate) const DEFERRED_SYNC_DELAY: std::time::Duration = std::time::Duration:
 pub(crate) type Completion = oneshot::Sender<Result<Vec<Location>, StoreError>>;
 
 /// A message to the writer thread.
+#[derive(Debug)]
 pub(crate) enum Request {
     Append {
         /// Shared, not copied: the caller may keep them (a cache of recent bodies).
@@ -55,6 +57,13 @@ pub(crate) enum Request {
     },
     /// Finish what was queued before, fail what comes after, and stop.
     Close,
+}
+
+impl Request {
+    /// Whether it may wait for a later write (see [`DEFERRED_SYNC_DELAY`]).
+    pub(crate) fn is_deferred(&self) -> bool {
+        matches!(self, Self::Append { deferred: true, .. })
+    }
 }
 
 /// The segment appends go to.
@@ -94,39 +103,36 @@ pub(crate) struct Prepared {
 }
 
 impl Writer {
-    pub(crate) fn run(mut self, requests: Receiver<Request>) {
+    pub(crate) fn run(mut self, requests: Arc<Requests>) {
+        /// However the writer stops (a panic included), later appends fail instead of waiting
+        /// forever, and those queued resolve as closed when their completions drop.
+        struct StopOnExit<'a>(&'a Requests);
+        impl Drop for StopOnExit<'_> {
+            fn drop(&mut self) {
+                drop(self.0.stop());
+            }
+        }
+        let _stop = StopOnExit(&requests);
         self.prepare_ahead();
         let mut batch = Vec::new();
         // When the buffer started holding deferred groups only.
         let mut deferred_since: Option<Instant> = None;
+        // When the last write was made: for `DEFERRED_SYNC_DELAY` after it, a deferred group
+        // does not wake the writer (one that needs a sync soon takes it along).
+        let mut lingering_since: Option<Instant> = None;
         loop {
-            let first = match deferred_since {
-                None => match requests.recv() {
-                    Ok(request) => request,
-                    Err(_) => return,
-                },
-                Some(since) => {
-                    let wait = DEFERRED_SYNC_DELAY.saturating_sub(since.elapsed());
-                    match requests.recv_timeout(wait) {
-                        Ok(request) => request,
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                            self.flush();
-                            deferred_since = None;
-                            continue;
-                        }
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                            self.flush();
-                            return;
-                        }
-                    }
-                }
-            };
+            let deadline = deferred_since
+                .or(lingering_since)
+                .map(|since| since + DEFERRED_SYNC_DELAY);
+            let woken = requests.wait(deadline, deadline.is_none());
             let mut closing = false;
             let mut all_deferred = true;
             let mut records = 0;
             let mut bytes = 0;
-            let mut next = Some(first);
-            while let Some(request) = next.take() {
+            while records < BATCH_RECORDS_TARGET && bytes < BATCH_BYTES_TARGET {
+                let Some(request) = requests.take() else {
+                    break;
+                };
                 match request {
                     Request::Append {
                         payloads,
@@ -144,23 +150,20 @@ impl Writer {
                         break;
                     }
                 }
-                if records < BATCH_RECORDS_TARGET && bytes < BATCH_BYTES_TARGET {
-                    next = requests.try_recv().ok();
-                }
             }
-            let sync_now = closing || !all_deferred;
+            // At the deadline, deferred groups waited long enough: whatever is there is synced.
+            let sync_now = closing || !all_deferred || woken == Woken::Deadline;
+            let writes = !batch.is_empty() || !self.buffer.is_empty();
             self.commit(&mut batch, sync_now);
-            deferred_since = match (sync_now || self.buffer.is_empty(), deferred_since) {
-                (true, _) => None,
-                (false, Some(since)) => Some(since),
-                (false, None) => Some(Instant::now()),
-            };
+            if sync_now || self.buffer.is_empty() {
+                deferred_since = None;
+            } else {
+                deferred_since.get_or_insert_with(Instant::now);
+            }
+            if sync_now {
+                lingering_since = writes.then(Instant::now);
+            }
             if closing {
-                while let Ok(request) = requests.try_recv() {
-                    if let Request::Append { done, .. } = request {
-                        let _ = done.send(Err(StoreError::Closed));
-                    }
-                }
                 return;
             }
         }
