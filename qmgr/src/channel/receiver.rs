@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::frame::{
     BATCH_MESSAGES_MAX, Batch, CHANNEL_PROTOCOL_VERSION, ChannelFrame, Hello, Resync,
@@ -136,34 +136,64 @@ pub enum ReceiverError {
 }
 
 /// The ids of the most recently stored messages, at most [`RECENT_IDS_MAX`].
+///
+/// Only a reconciliation looks ids up, so the index is built when one first asks and dropped
+/// when it ends: otherwise every stored message would pay for a hash insert and removal.
 #[derive(Debug, Default)]
 struct RecentIds {
     order: VecDeque<u128>,
-    set: FxHashSet<u128>,
+    /// While reconciling: how many times each id of `order` is in it (a message that came
+    /// through twice, say around a routing loop, is there twice).
+    index: Option<FxHashMap<u128, u32>>,
 }
 
 impl RecentIds {
     fn insert(&mut self, id: u128) {
-        // Each id is in `order` once, so evicting it from `set` is right.
-        if !self.set.insert(id) {
-            return;
-        }
         self.order.push_back(id);
+        if let Some(index) = &mut self.index {
+            *index.entry(id).or_default() += 1;
+        }
         if self.order.len() > RECENT_IDS_MAX {
             if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+                self.unindex(old);
             }
         }
-        debug_assert_eq!(self.order.len(), self.set.len());
+    }
+
+    fn unindex(&mut self, id: u128) {
+        if let Some(index) = &mut self.index {
+            if let Some(count) = index.get_mut(&id) {
+                *count -= 1;
+                if *count == 0 {
+                    index.remove(&id);
+                }
+            }
+        }
     }
 
     fn remove(&mut self, ids: &FxHashSet<u128>) {
         self.order.retain(|id| !ids.contains(id));
-        self.set.retain(|id| !ids.contains(id));
+        if let Some(index) = &mut self.index {
+            index.retain(|id, _| !ids.contains(id));
+        }
     }
 
-    fn contains(&self, id: u128) -> bool {
-        self.set.contains(&id)
+    fn contains(&mut self, id: u128) -> bool {
+        let order = &self.order;
+        self.index
+            .get_or_insert_with(|| {
+                let mut index = FxHashMap::default();
+                for &id in order {
+                    *index.entry(id).or_default() += 1;
+                }
+                index
+            })
+            .contains_key(&id)
+    }
+
+    /// Reconciliation is over: nothing looks ids up until the next one.
+    fn drop_index(&mut self) {
+        self.index = None;
     }
 }
 
@@ -410,6 +440,7 @@ impl Receiver {
                 "reconciliation done"
             );
             self.state.reconcile_until = 0;
+            self.recent.drop_index();
         }
         Ok(Store {
             messages_to_store,
@@ -704,6 +735,23 @@ mod tests {
     }
 
     #[test]
+    fn an_id_in_the_window_twice_stays_known_until_both_leave() {
+        let mut recent = RecentIds::default();
+        recent.insert(7);
+        assert!(recent.contains(7));
+        recent.insert(7);
+        for id in 0..RECENT_IDS_MAX as u128 - 1 {
+            recent.insert(1000 + id);
+        }
+        // The first 7 has left the window, the second not yet.
+        assert!(recent.contains(7));
+        recent.insert(1);
+        assert!(!recent.contains(7));
+        recent.drop_index();
+        assert!(recent.contains(1) && !recent.contains(7));
+    }
+
+    #[test]
     fn the_recent_window_is_bounded() {
         let mut receiver = Receiver::new(state(0), 0..(RECENT_IDS_MAX as u128 + 10));
         assert_eq!(receiver.recent.order.len(), RECENT_IDS_MAX);
@@ -714,8 +762,19 @@ mod tests {
             .handle_batch(1, messages(1_000_000..1_000_100))
             .unwrap();
         assert_eq!(receiver.recent.order.len(), RECENT_IDS_MAX);
-        assert_eq!(receiver.recent.set.len(), RECENT_IDS_MAX);
         assert!(!receiver.recent.contains(109));
+        assert!(receiver.recent.contains(1_000_099));
+        // The index built for those lookups follows the window as it moves.
+        receiver
+            .handle_batch(101, messages(2_000_000..2_000_100))
+            .unwrap();
+        assert_eq!(receiver.recent.order.len(), RECENT_IDS_MAX);
+        assert_eq!(
+            receiver.recent.index.as_ref().unwrap().len(),
+            RECENT_IDS_MAX
+        );
+        assert!(!receiver.recent.contains(209));
+        assert!(receiver.recent.contains(2_000_000));
     }
 
     #[test]
