@@ -63,11 +63,16 @@ fn bodies(messages: &[hopmq::Message]) -> Vec<Vec<u8>> {
 fn a_torn_tail_is_truncated_and_every_acknowledged_message_survives() {
     let mut manager = manager(64 * MIB);
     let ids = put_then_kill(&mut manager);
-    // A write the crash cut short: noise right after the last record, where the pre-zeroed
-    // segment would otherwise be empty.
+    // A write the crash cut short: noise right after the last record, over the end marker
+    // that the last complete write left there (a bare record header of kind 2, 8-aligned).
     let last = segments(&manager).pop().unwrap();
     let mut bytes = fs::read(&last).unwrap();
-    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let marker = [16u8, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0];
+    let end = (0..bytes.len() - marker.len())
+        .step_by(8)
+        .rev()
+        .find(|&at| bytes[at..at + marker.len()] == marker)
+        .expect("an end marker");
     assert!(end + 64 <= bytes.len(), "no room after the last record");
     for (i, byte) in bytes[end..end + 64].iter_mut().enumerate() {
         *byte = (i as u8).wrapping_mul(37).wrapping_add(11) | 1;

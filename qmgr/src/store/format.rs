@@ -23,18 +23,29 @@
 //! zeros up to the pre-allocated size of the segment
 //! ```
 //!
-//! Two record kinds are never delivered (`group_len` 0):
+//! Three record kinds are never delivered (`group_len` 0):
 //! - `group_index` 0, padding: a range that salvage gave up on, overwritten (payload zeroed) so
 //!   that later opens skip it silently;
 //! - `group_index` 1, the seal: the last record of every segment but the active one, written
 //!   and synced before the next segment is installed; its 8-byte payload is the number of
-//!   records in the segment. A segment that has a successor but no seal lost its tail.
+//!   records in the segment. A segment that has a successor but no seal lost its tail;
+//! - `group_index` 2, the end marker (format 2): a bare header, written by every write just
+//!   past its records (and by segment creation right after the header), overwritten by the
+//!   next write. It is how recovery knows where the written data ends without the rest of the
+//!   segment being zeros, which lets a dead segment's file be recycled as a new one instead of
+//!   zero-filling a fresh one. The bytes a recycled file still holds from its earlier life never
+//!   validate: the record CRC covers the segment id.
+//!
+//! Format 1 segments (zeros up to the pre-allocated size, no end markers) are still read.
 //!
 //! Invariants: a record never crosses a segment boundary, nor does a group; the records of a
 //! group are contiguous with indexes 0, 1, .., group_len - 1. The record CRC covers the
 //! record's own position, so a stale or misdirected copy of a record never validates elsewhere.
 
 use std::ops::Range;
+
+/// `group_index` of an end marker (with `group_len` 0).
+const END_MARKER_KIND: u32 = 2;
 
 /// Set in `group_index` on the first record of every write. Recovery relies on it: a write
 /// is issued only after the previous one was synced, so damage followed by the start of a
@@ -44,8 +55,11 @@ pub const WRITE_START_FLAG: u32 = 1 << 31;
 
 /// First bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"hopmqJNL";
-/// The only format this build reads and writes; bump it on any layout change.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this build writes; bump it on any layout change.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build reads: format 1 lacks end markers, so its segments are
+/// zero-filled past their data and never recycled.
+pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Size of the segment header; records start right after it.
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
 /// Size of a record header.
@@ -58,8 +72,11 @@ pub const RECORD_ALIGN_BYTES: u64 = 8;
 pub const RECORD_PAYLOAD_BYTES_MAX: u64 = 17 * 1024 * 1024;
 /// Largest encoded record, header and padding included.
 pub const RECORD_BYTES_MAX: u64 = align_up(RECORD_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX);
-/// Space every segment keeps for its seal.
+/// Space every segment keeps for its seal, which also holds the end marker of the last write
+/// before it.
 pub const SEAL_BYTES: u64 = record_bytes_padded(8);
+/// Size of an end marker: a record header with no payload.
+pub const END_MARKER_BYTES: u64 = RECORD_HEADER_BYTES;
 /// Largest single write (and so largest atomic group): everything not yet fdatasync'd when the
 /// process dies lies within this many bytes, which is what recovery's torn-tail rule relies on.
 pub const BATCH_BYTES_MAX: u64 = 24 * 1024 * 1024;
@@ -103,6 +120,7 @@ const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(RECORD_BYTES_MAX <= u32::MAX as u64);
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
 const _: () = assert!(SEGMENT_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
+const _: () = assert!(END_MARKER_BYTES <= SEAL_BYTES);
 
 /// Rounds `value` up to the record alignment.
 pub const fn align_up(value: u64) -> u64 {
@@ -138,8 +156,8 @@ pub enum SegmentHeaderError {
     WrongSegment(u64),
 }
 
-/// Checks a segment header against the id its file name gives.
-pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<(), SegmentHeaderError> {
+/// Checks a segment header against the id its file name gives; returns its format version.
+pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<u32, SegmentHeaderError> {
     let Some(header) = bytes.get(0..SEGMENT_HEADER_BYTES as usize) else {
         return Err(SegmentHeaderError::NotASegment);
     };
@@ -149,7 +167,7 @@ pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<(), SegmentHe
     // The version is checked before the CRC: a future version may lay its header out
     // differently, and "unknown version" is the useful message then.
     let version = read_u32(header, 8);
-    if version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
         return Err(SegmentHeaderError::UnsupportedVersion(version));
     }
     if crc32c::crc32c(&header[0..28]) != read_u32(header, 28) {
@@ -159,7 +177,7 @@ pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<(), SegmentHe
     if named != segment {
         return Err(SegmentHeaderError::WrongSegment(named));
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Appends one record (header, payload, padding) to `buffer`; the record will be written at
@@ -229,6 +247,8 @@ pub enum Decoded {
     Seal { records: u64, next: usize },
     /// The end of written data: an all-zero header, or no room left for a header.
     End,
+    /// The end of written data, marked by the last write (format 2).
+    EndMarker,
     /// Anything else: a torn write or corruption.
     Invalid(&'static str),
 }
@@ -256,7 +276,8 @@ pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decode
     }
     let padding = group_len == 0 && flagged == 0;
     let seal = group_len == 0 && flagged == 1;
-    if !padding && !seal && group_index >= group_len {
+    let marker = group_len == 0 && flagged == END_MARKER_KIND;
+    if !padding && !seal && !marker && group_index >= group_len {
         return Decoded::Invalid("impossible group fields");
     }
     let payload = at + RECORD_HEADER_BYTES as usize..at + record_bytes;
@@ -270,6 +291,13 @@ pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decode
     let next = at + align_up(record_bytes as u64) as usize;
     if padding {
         return Decoded::Padding { next };
+    }
+    if marker {
+        return if payload_bytes.is_empty() {
+            Decoded::EndMarker
+        } else {
+            Decoded::Invalid("an end marker with a payload")
+        };
     }
     if seal {
         let Ok(count) = <[u8; 8]>::try_from(payload_bytes) else {
@@ -290,6 +318,18 @@ pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decode
 }
 
 /// The seal of segment `segment` holding `records` records, to be written at `offset`.
+/// The end marker at `offset` of segment `segment` (see the module documentation).
+pub fn encode_end_marker(segment: u64, offset: u64) -> [u8; END_MARKER_BYTES as usize] {
+    let mut fields = [0u8; 12];
+    fields[0..4].copy_from_slice(&(END_MARKER_BYTES as u32).to_le_bytes());
+    fields[8..12].copy_from_slice(&END_MARKER_KIND.to_le_bytes());
+    let crc = record_crc(segment, offset, &fields, &[]);
+    let mut image = [0u8; END_MARKER_BYTES as usize];
+    image[0..12].copy_from_slice(&fields);
+    image[12..16].copy_from_slice(&crc.to_le_bytes());
+    image
+}
+
 pub fn encode_seal(segment: u64, offset: u64, records: u64) -> Vec<u8> {
     let mut fields = [0u8; 12];
     fields[0..4].copy_from_slice(&((RECORD_HEADER_BYTES + 8) as u32).to_le_bytes());
@@ -349,6 +389,31 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_end_marker_is_valid_only_where_it_was_written() {
+        let mut bytes = vec![0u8; 64];
+        bytes[8..24].copy_from_slice(&encode_end_marker(7, 40));
+        assert_eq!(decode_record(&bytes, 7, 32, 8), Decoded::EndMarker);
+        // Another segment (a recycled file's earlier life) or another offset: not a marker.
+        assert!(matches!(
+            decode_record(&bytes, 6, 32, 8),
+            Decoded::Invalid(_)
+        ));
+        assert!(matches!(
+            decode_record(&bytes, 7, 40, 8),
+            Decoded::Invalid(_)
+        ));
+        for bit in 0..16 * 8 {
+            let mut flipped = bytes.clone();
+            flipped[8 + bit / 8] ^= 1 << (bit % 8);
+            assert_ne!(
+                decode_record(&flipped, 7, 32, 8),
+                Decoded::EndMarker,
+                "bit {bit}"
+            );
+        }
+    }
 
     #[test]
     fn record_round_trip_and_every_bit_flip_is_caught() {
@@ -415,7 +480,7 @@ mod tests {
         assert_eq!(decode_record(&[0u8; 64], 1, 32, 0), Decoded::End);
         assert_eq!(decode_record(&[0u8; 8], 1, 32, 0), Decoded::End);
         let header = encode_segment_header(3);
-        assert_eq!(decode_segment_header(&header, 3), Ok(()));
+        assert_eq!(decode_segment_header(&header, 3), Ok(FORMAT_VERSION));
         assert_eq!(
             decode_segment_header(&header, 4),
             Err(SegmentHeaderError::WrongSegment(3))

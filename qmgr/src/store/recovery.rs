@@ -18,7 +18,8 @@ use std::path::Path;
 use super::Location;
 use super::error::{RecordCount, StoreError};
 use super::format::{
-    Decoded, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, align_up, decode_record,
+    BATCH_BYTES_MAX, Decoded, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, SEAL_BYTES,
+    SEGMENT_HEADER_BYTES, align_up, decode_record,
 };
 
 /// What recovery found and did, for the caller to log and show.
@@ -84,14 +85,25 @@ enum GroupRead {
     Padding { next: usize },
     Seal { records: u64, next: usize },
     End,
+    EndMarker,
     Bad { at: usize, reason: &'static str },
 }
 
-/// Scans segment `segment` (its whole file in `bytes`), delivering every record of every
-/// intact group in order to `deliver`.
+/// The most bytes past the end of a format-2 segment's data that the last write can have left:
+/// one write and its end marker. A torn tail is zeroed this far, not to the file's last
+/// non-zero byte, which in a recycled file is its earlier life's data.
+const TORN_WRITE_BYTES_MAX: usize = (BATCH_BYTES_MAX + SEAL_BYTES) as usize;
+
+/// Scans segment `segment` (its whole file in `bytes`, of format `version`), delivering every
+/// record of every intact group in order to `deliver`.
+///
+/// A format-2 segment's data ends at its end marker or its seal; what follows may be the
+/// stale bytes of a recycled file, never read as records (their CRCs name another segment).
+/// A format-1 segment's data ends where only zeros follow.
 pub fn scan_segment<F>(
     bytes: &[u8],
     segment: u64,
+    version: u32,
     path: &Path,
     is_last: bool,
     salvage: bool,
@@ -100,7 +112,8 @@ pub fn scan_segment<F>(
 where
     F: FnMut(Location, &[u8]) -> Result<(), StoreError>,
 {
-    // Past this everything is zero, so no record can start there: bounds every scan.
+    // Past this everything is zero, so no record can start there: bounds every scan. (A
+    // recycled file's earlier life may reach to its end: its bytes never validate.)
     let written_end = written_end(bytes);
     let mut scanned = ScannedSegment::default();
     let mut group = Vec::new();
@@ -131,59 +144,16 @@ where
             GroupRead::Seal { records, next } => {
                 seal = Some((pos, records));
                 pos = next;
-                continue;
+                if version < 2 {
+                    continue;
+                }
+                return finish(scanned, seal, pos, is_last, salvage, segment, path);
+            }
+            GroupRead::EndMarker => {
+                return finish(scanned, seal, pos, is_last, salvage, segment, path);
             }
             GroupRead::End if pos >= written_end => {
-                scanned.end = pos as u64;
-                scanned.seal = seal.map(|(at, _)| at as u64);
-                if is_last {
-                    return Ok(scanned);
-                }
-                // Damage elsewhere in the segment already called for a new seal.
-                let reason = match seal {
-                    _ if !scanned.salvaged.is_empty() => None,
-                    None => {
-                        Some("the segment has a successor but no seal: its last records are lost")
-                    }
-                    Some((_, records)) if records != scanned.records => {
-                        Some("the segment's seal counts other records than it holds")
-                    }
-                    Some(_) => None,
-                };
-                if let Some(reason) = reason {
-                    let records_lost = match seal {
-                        Some((_, records)) => {
-                            RecordCount::Known(records.saturating_sub(scanned.records))
-                        }
-                        None => RecordCount::Unknown,
-                    };
-                    if !salvage {
-                        return Err(StoreError::Corrupt {
-                            path: path.to_owned(),
-                            segment,
-                            offset: pos as u64,
-                            reason,
-                            range_end: pos as u64,
-                            records_lost,
-                            records_following: 0,
-                        });
-                    }
-                    tracing::warn!(
-                        segment = %path.display(),
-                        offset = pos,
-                        %records_lost,
-                        reason,
-                        "salvage: accepting a journal segment's lost tail"
-                    );
-                    scanned.salvaged.push(SalvagedRange {
-                        segment,
-                        offsets: pos as u64..pos as u64,
-                        reason,
-                        records_lost,
-                    });
-                }
-                scanned.reseal = !scanned.salvaged.is_empty();
-                return Ok(scanned);
+                return finish(scanned, seal, pos, is_last, salvage, segment, path);
             }
             GroupRead::End => (pos, "zeros where a record should start"),
             GroupRead::Bad { at, reason } => (at, reason),
@@ -199,10 +169,15 @@ where
             )
             .is_none()
         {
+            let tail_end = if version < 2 {
+                written_end
+            } else {
+                written_end.min(pos.saturating_add(TORN_WRITE_BYTES_MAX))
+            };
             let tail = TruncatedTail {
                 segment,
                 offset: pos as u64,
-                bytes_dropped: (written_end - pos) as u64,
+                bytes_dropped: (tail_end.max(pos) - pos) as u64,
             };
             tracing::warn!(
                 segment = %path.display(),
@@ -261,6 +236,64 @@ where
     }
 }
 
+/// The data of the segment ends at `pos`: checks a non-last segment's seal.
+fn finish(
+    mut scanned: ScannedSegment,
+    seal: Option<(usize, u64)>,
+    pos: usize,
+    is_last: bool,
+    salvage: bool,
+    segment: u64,
+    path: &Path,
+) -> Result<ScannedSegment, StoreError> {
+    scanned.end = pos as u64;
+    scanned.seal = seal.map(|(at, _)| at as u64);
+    if is_last {
+        return Ok(scanned);
+    }
+    // Damage elsewhere in the segment already called for a new seal.
+    let reason = match seal {
+        _ if !scanned.salvaged.is_empty() => None,
+        None => Some("the segment has a successor but no seal: its last records are lost"),
+        Some((_, records)) if records != scanned.records => {
+            Some("the segment's seal counts other records than it holds")
+        }
+        Some(_) => None,
+    };
+    if let Some(reason) = reason {
+        let records_lost = match seal {
+            Some((_, records)) => RecordCount::Known(records.saturating_sub(scanned.records)),
+            None => RecordCount::Unknown,
+        };
+        if !salvage {
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                segment,
+                offset: pos as u64,
+                reason,
+                range_end: pos as u64,
+                records_lost,
+                records_following: 0,
+            });
+        }
+        tracing::warn!(
+            segment = %path.display(),
+            offset = pos,
+            %records_lost,
+            reason,
+            "salvage: accepting a journal segment's lost tail"
+        );
+        scanned.salvaged.push(SalvagedRange {
+            segment,
+            offsets: pos as u64..pos as u64,
+            reason,
+            records_lost,
+        });
+    }
+    scanned.reseal = !scanned.salvaged.is_empty();
+    Ok(scanned)
+}
+
 /// Validates the group starting at `pos`, leaving its records' (offset, payload range) in
 /// `group` when it is complete.
 fn read_group(
@@ -275,6 +308,7 @@ fn read_group(
         Decoded::Padding { next } => return GroupRead::Padding { next },
         Decoded::Seal { records, next } => return GroupRead::Seal { records, next },
         Decoded::End => return GroupRead::End,
+        Decoded::EndMarker => return GroupRead::EndMarker,
         Decoded::Invalid(reason) => return GroupRead::Bad { at: pos, reason },
     };
     if first.group_index != 0 {
@@ -298,7 +332,7 @@ fn read_group(
                     reason: "a record out of its group's sequence",
                 };
             }
-            Decoded::End => {
+            Decoded::End | Decoded::EndMarker => {
                 return GroupRead::Bad {
                     at: next,
                     reason: "a group cut short",
@@ -393,7 +427,7 @@ fn count_chain(bytes: &[u8], segment: u64, mut at: usize) -> u64 {
                 at = view.next;
             }
             Decoded::Padding { next } | Decoded::Seal { next, .. } => at = next,
-            Decoded::End | Decoded::Invalid(_) => return count,
+            Decoded::End | Decoded::EndMarker | Decoded::Invalid(_) => return count,
         }
     }
 }

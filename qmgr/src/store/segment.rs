@@ -1,19 +1,23 @@
 //! Segment files on disk: names, listing, creation and removal.
 //!
-//! Invariants: a file is named `<id>.seg` only once it is complete (header written, zero-filled
-//! to its full size, synced) and that rename is made durable by syncing the directory; a
-//! crash during creation leaves at most a `<id>.seg.tmp`, which `open` removes. Every creation
-//! or removal of a segment is followed by an fsync of the directory.
+//! Invariants: a file is named `<id>.seg` only once it is complete (header and end marker
+//! written, either zero-filled to its full size or recycled from a dead segment of that size,
+//! synced) and that rename is made durable by syncing the directory; a crash during creation
+//! leaves at most a `<id>.seg.tmp`, and a dead segment kept for recycling is a
+//! `<id>.seg.spare`: `open` removes both. Every creation or removal of a segment is followed
+//! by an fsync of the directory.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::error::StoreError;
-use super::format::encode_segment_header;
+use super::format::{SEGMENT_HEADER_BYTES, encode_end_marker, encode_segment_header};
 
 const SEGMENT_SUFFIX: &str = ".seg";
 const TEMPORARY_SUFFIX: &str = ".seg.tmp";
+const SPARE_SUFFIX: &str = ".seg.spare";
 /// Zeros are written in pieces of this size (bounded memory, few syscalls).
 const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -26,8 +30,18 @@ fn temporary_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}{TEMPORARY_SUFFIX}"))
 }
 
+/// Keeps dead segment `segment` as a spare for [`prepare_segment`] to recycle, instead of
+/// removing it: the caller syncs the directory, and a crash before the spare is used only
+/// means `open` removes it.
+pub fn retire_segment(dir: &Path, segment: u64) -> Result<PathBuf, StoreError> {
+    let spare = dir.join(format!("{segment:020}{SPARE_SUFFIX}"));
+    std::fs::rename(segment_path(dir, segment), &spare)
+        .map_err(|source| StoreError::io(&spare, source))?;
+    Ok(spare)
+}
+
 /// The segment ids present in `dir`, ascending. Leftover temporary files of an interrupted
-/// creation are removed on the way.
+/// creation, and spares, are removed on the way.
 pub fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
     let entries = std::fs::read_dir(dir).map_err(|source| StoreError::io(dir, source))?;
     let mut segments = Vec::new();
@@ -36,8 +50,11 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
         let entry = entry.map_err(|source| StoreError::io(dir, source))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(TEMPORARY_SUFFIX) {
-            tracing::warn!(file = %entry.path().display(), "removing an unfinished journal segment");
+        let unfinished = name.ends_with(TEMPORARY_SUFFIX);
+        if unfinished || name.ends_with(SPARE_SUFFIX) {
+            if unfinished {
+                tracing::warn!(file = %entry.path().display(), "removing an unfinished journal segment");
+            }
             std::fs::remove_file(entry.path())
                 .map_err(|source| StoreError::io(entry.path(), source))?;
             removed_any = true;
@@ -71,22 +88,35 @@ pub fn create_segment(
     segment_bytes: u64,
     journal_bytes: u64,
 ) -> Result<File, StoreError> {
-    let file = prepare_segment(dir, segment, segment_bytes, journal_bytes)?;
+    let file = prepare_segment(dir, segment, segment_bytes, journal_bytes, None)?;
     install_segment(dir, segment)?;
     Ok(file)
 }
 
-/// Writes segment `segment` under its temporary name, zero-filled and synced, ready for
-/// [`install_segment`]. Slow (it writes the whole segment), so the writer runs it ahead of
-/// time on a helper thread. On failure nothing is left behind; running out of space is
-/// reported as [`StoreError::DiskFull`].
+/// Writes segment `segment` under its temporary name, synced, ready for [`install_segment`]:
+/// from `spare` (a dead segment of the same size, see [`retire_segment`]) if there is one, by
+/// rewriting its header and end marker, else zero-filled. Zero-filling is slow (it writes the
+/// whole segment), so the writer runs this ahead of time on a helper thread. On failure
+/// nothing is left behind (the spare included); running out of space is reported as
+/// [`StoreError::DiskFull`].
 pub fn prepare_segment(
     dir: &Path,
     segment: u64,
     segment_bytes: u64,
     journal_bytes: u64,
+    spare: Option<&Path>,
 ) -> Result<File, StoreError> {
     let temporary = temporary_path(dir, segment);
+    if let Some(spare) = spare {
+        match recycle(spare, &temporary, segment, segment_bytes) {
+            Ok(file) => return Ok(file),
+            Err(error) => {
+                tracing::warn!(spare = %spare.display(), %error, "cannot recycle a journal segment; writing a new one");
+                let _ = std::fs::remove_file(spare);
+                let _ = std::fs::remove_file(&temporary);
+            }
+        }
+    }
     write_segment(&temporary, segment, segment_bytes).map_err(|source| {
         // Best effort: the file may not exist, and a failed removal changes nothing for the
         // caller, whose error is the one that matters (open removes leftovers anyway).
@@ -126,6 +156,34 @@ pub fn discard_prepared(dir: &Path, segment: u64) {
     let _ = std::fs::remove_file(temporary_path(dir, segment));
 }
 
+/// The start of every segment: its header, then the end marker of no data at all.
+fn segment_head(segment: u64) -> Vec<u8> {
+    let mut head = encode_segment_header(segment).to_vec();
+    head.extend_from_slice(&encode_end_marker(segment, SEGMENT_HEADER_BYTES));
+    head
+}
+
+/// Renames `spare` to `temporary` and makes it segment `segment`. Its old records stay where
+/// they are: their CRCs name the old segment, so they never validate as this one's.
+fn recycle(
+    spare: &Path,
+    temporary: &Path,
+    segment: u64,
+    segment_bytes: u64,
+) -> std::io::Result<File> {
+    std::fs::rename(spare, temporary)?;
+    let file = OpenOptions::new().read(true).write(true).open(temporary)?;
+    let bytes = file.metadata()?.len();
+    if bytes != segment_bytes {
+        return Err(std::io::Error::other(format!(
+            "a spare of {bytes} bytes, not {segment_bytes}"
+        )));
+    }
+    file.write_all_at(&segment_head(segment), 0)?;
+    file.sync_data()?;
+    Ok(file)
+}
+
 fn write_segment(path: &Path, segment: u64, segment_bytes: u64) -> std::io::Result<File> {
     let mut file = OpenOptions::new()
         .read(true)
@@ -136,11 +194,9 @@ fn write_segment(path: &Path, segment: u64, segment_bytes: u64) -> std::io::Resu
     // Zero-filled rather than sparse or fallocated: DESIGN.md measured pre-written segments to
     // sync about twice as fast, and writing every block is what surfaces ENOSPC here, at
     // creation, instead of in the middle of a batch.
-    file.write_all(&encode_segment_header(segment))?;
-    write_zeros(
-        &mut file,
-        segment_bytes - super::format::SEGMENT_HEADER_BYTES,
-    )?;
+    let head = segment_head(segment);
+    file.write_all(&head)?;
+    write_zeros(&mut file, segment_bytes - head.len() as u64)?;
     file.sync_all()?;
     Ok(file)
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::format::{BATCH_BYTES_MAX, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use super::format::{BATCH_BYTES_MAX, FORMAT_VERSION, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use super::segment::segment_path;
 use super::*;
 
@@ -475,20 +475,37 @@ fn segments_roll_and_a_deleted_prefix_stays_deleted() {
         .collect();
     journal.close();
     drop(journal);
-    // The segment the writer prepared ahead was discarded on close.
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .expect("read_dir")
-        .map(|entry| entry.expect("entry").file_name())
-        .collect();
-    assert_eq!(
-        names,
-        vec![segment_path(dir.path(), active).file_name().expect("name")]
+    // The segment the writer prepared ahead was discarded on close; dead segments kept to be
+    // recycled are spares, never segments.
+    let names = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("read_dir")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .into_string()
+                    .expect("utf-8")
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let active_name = format!("{active:020}.seg");
+    let left = names();
+    assert!(left.contains(&active_name), "{left:?}");
+    assert!(
+        left.iter()
+            .all(|name| *name == active_name || name.ends_with(".seg.spare")),
+        "{left:?}"
     );
 
     let (journal, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
     assert_eq!(replayed, kept);
     assert_eq!(report.segments, 1);
     assert_eq!(journal.stats().active_segment, active);
+    // Spares do not outlive a restart.
+    assert_eq!(names(), vec![active_name]);
 }
 
 #[test]
@@ -591,15 +608,20 @@ fn an_unknown_format_version_and_a_missing_segment_are_refused_clearly() {
         .write(true)
         .open(&path)
         .expect("open");
-    file.write_all_at(&2u32.to_le_bytes(), 8).expect("write");
+    let future = FORMAT_VERSION + 1;
+    file.write_all_at(&future.to_le_bytes(), 8).expect("write");
     let error = open_collect(config(dir.path(), 64 * 1024))
         .err()
         .expect("refused");
     assert!(
-        matches!(&error, StoreError::UnsupportedVersion { version: 2, supported: 1, path: p } if *p == path),
+        matches!(&error, StoreError::UnsupportedVersion { version, supported: FORMAT_VERSION, path: p } if *version == future && *p == path),
         "{error}"
     );
-    assert!(error.to_string().contains("format version 2"));
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("format version {future}"))
+    );
 
     std::fs::remove_file(&path).expect("remove");
     let error = open_collect(config(dir.path(), 64 * 1024))
@@ -868,4 +890,123 @@ fn a_deferred_group_alone_is_synced_within_its_delay() {
     let (_, _, replayed) = open_collect(config).expect("reopen");
     assert_eq!(replayed.len(), 201);
     assert_eq!(replayed[0].0, location[0]);
+}
+
+/// A journal of 64 KiB segments whose active segment is a recycled file (its bytes past the
+/// written end are a dead segment's), with what it holds and where its data ends.
+fn recycled_journal(dir: &Path) -> (Replayed, u64, u64) {
+    let (journal, _, _) = open_collect(config(dir, 64 * 1024)).expect("open");
+    for i in 0..300u64 {
+        append_one(&journal, payload(i, 1000));
+    }
+    journal
+        .delete_segments_before(journal.active_segment())
+        .expect("delete");
+    let first_recycled = journal.active_segment() + 1;
+    // Rolling into the spares: a segment holds ~60 of these records.
+    let mut kept: Replayed = Vec::new();
+    let mut i = 1000;
+    while kept.len() < 10 {
+        let bytes = payload(i, 1000);
+        let location = append_one(&journal, bytes.clone());
+        if kept
+            .first()
+            .is_some_and(|(first, _)| first.segment != location.segment)
+        {
+            kept.clear();
+        }
+        if location.segment > first_recycled {
+            kept.push((location, bytes));
+        }
+        i += 1;
+    }
+    let active = journal.active_segment();
+    let end = journal
+        .stats()
+        .segments
+        .iter()
+        .find(|segment| segment.segment == active)
+        .expect("active")
+        .bytes_written;
+    journal.close();
+    drop(journal);
+    let bytes = std::fs::read(segment_path(dir, active)).expect("read");
+    assert!(
+        bytes[end as usize + 64..].iter().any(|&byte| byte != 0),
+        "segment {active} was not recycled"
+    );
+    (kept, active, end)
+}
+
+fn replayed_in(replayed: &Replayed, segment: u64) -> Replayed {
+    replayed
+        .iter()
+        .filter(|(location, _)| location.segment == segment)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_recycled_segment_replays_only_its_own_records_and_opens_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut kept, active, _) = recycled_journal(dir.path());
+    for _ in 0..2 {
+        let (journal, report, replayed) =
+            open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+        assert_eq!(replayed_in(&replayed, active), kept);
+        assert_eq!(report.truncated_tail, None);
+        assert!(report.salvaged.is_empty());
+        // Appends resume where the data ended, and survive the next open.
+        let bytes = payload(7, 100);
+        kept.push((append_one(&journal, bytes.clone()), bytes));
+        journal.close();
+    }
+}
+
+#[test]
+fn a_torn_last_write_in_a_recycled_segment_is_a_bounded_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (kept, active, end) = recycled_journal(dir.path());
+    let path = segment_path(dir.path(), active);
+    // The last write's record damaged, its end marker intact: torn, not corrupt.
+    let (last, _) = kept.last().expect("a last record").clone();
+    flip_bit(&path, last.offset + RECORD_HEADER_BYTES + 3);
+    let (journal, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    assert_eq!(replayed_in(&replayed, active), kept[..kept.len() - 1]);
+    let tail = report.truncated_tail.expect("a torn tail");
+    assert_eq!((tail.segment, tail.offset), (active, last.offset));
+    assert!(tail.bytes_dropped <= BATCH_BYTES_MAX + 64, "{tail:?}");
+    journal.close();
+    drop(journal);
+    // Zeroed and marked: the next open is clean.
+    let (_, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+    assert_eq!(report.truncated_tail, None);
+    assert_eq!(replayed_in(&replayed, active), kept[..kept.len() - 1]);
+
+    // A lost end marker alone: every record is there, the end is found again.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (kept, active, end_again) = recycled_journal(dir.path());
+    assert_eq!(end_again, end);
+    flip_bit(&segment_path(dir.path(), active), end + 2);
+    let (_, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    assert_eq!(replayed_in(&replayed, active), kept);
+    assert_eq!(report.truncated_tail.expect("torn").offset, end);
+}
+
+#[test]
+fn damage_before_the_last_write_of_a_recycled_segment_is_corruption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (kept, active, _) = recycled_journal(dir.path());
+    let (first, _) = kept.first().expect("records").clone();
+    flip_bit(
+        &segment_path(dir.path(), active),
+        first.offset + RECORD_HEADER_BYTES + 1,
+    );
+    let error = open_collect(config(dir.path(), 64 * 1024))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, StoreError::Corrupt { segment, offset, .. } if segment == active && offset == first.offset),
+        "{error}"
+    );
 }

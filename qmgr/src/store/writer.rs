@@ -27,8 +27,9 @@ use tokio::sync::oneshot;
 
 use super::error::StoreError;
 use super::format::{
-    BATCH_BYTES_MAX, BATCH_BYTES_TARGET, BATCH_RECORDS_TARGET, SEAL_BYTES, SEGMENT_HEADER_BYTES,
-    encode_record, encode_seal, record_bytes_padded, reserve_bytes,
+    BATCH_BYTES_MAX, BATCH_BYTES_TARGET, BATCH_RECORDS_TARGET, END_MARKER_BYTES, SEAL_BYTES,
+    SEGMENT_HEADER_BYTES, encode_end_marker, encode_record, encode_seal, record_bytes_padded,
+    reserve_bytes,
 };
 use super::journal::Shared;
 use super::requests::{Requests, Woken};
@@ -251,11 +252,19 @@ impl Writer {
             return;
         }
         let path = || segment_path(&self.shared.dir, self.active.id);
-        if let Err(error) = self
+        // The end marker rides in the same write, just past the records, where the next write
+        // (or the seal, whose room every record leaves free) overwrites it.
+        let data_bytes = self.buffer.len();
+        let marker_at = self.active.write_offset + data_bytes as u64;
+        debug_assert!(marker_at + END_MARKER_BYTES <= self.active.capacity);
+        self.buffer
+            .extend_from_slice(&encode_end_marker(self.active.id, marker_at));
+        let written = self
             .active
             .file
-            .write_all_at(&self.buffer, self.active.write_offset)
-        {
+            .write_all_at(&self.buffer, self.active.write_offset);
+        self.buffer.truncate(data_bytes);
+        if let Err(error) = written {
             // The segment was pre-allocated, so this is not ENOSPC but the device failing; the
             // file's state is unknown and nothing of it may be acknowledged.
             fatal("write", &path(), &error);
@@ -315,7 +324,8 @@ impl Writer {
         let file = match prepared {
             Some(file) => file,
             None => {
-                if let Some(limit) = self.disk_bytes_max {
+                let spare = self.shared.take_spare();
+                if let Some(limit) = self.disk_bytes_max.filter(|_| spare.is_none()) {
                     if journal_bytes + self.segment_bytes > limit {
                         return Err(StoreError::DiskFull {
                             dir: self.shared.dir.clone(),
@@ -325,7 +335,13 @@ impl Writer {
                         });
                     }
                 }
-                prepare_segment(&self.shared.dir, next, self.segment_bytes, journal_bytes)?
+                prepare_segment(
+                    &self.shared.dir,
+                    next,
+                    self.segment_bytes,
+                    journal_bytes,
+                    spare.as_deref(),
+                )?
             }
         };
         // Sealed only once its successor is ready: a failed roll leaves the active segment
@@ -387,7 +403,9 @@ impl Writer {
     fn prepare_ahead(&mut self) {
         let next = self.active.id + 1;
         let journal_bytes = self.shared.bytes_on_disk();
-        if let Some(limit) = self.disk_bytes_max {
+        // A spare is already counted: recycling it takes no more of the disk.
+        let spare = self.shared.take_spare();
+        if let Some(limit) = self.disk_bytes_max.filter(|_| spare.is_none()) {
             if journal_bytes + self.segment_bytes > limit {
                 return;
             }
@@ -398,7 +416,13 @@ impl Writer {
         let spawned = std::thread::Builder::new()
             .name("journal-prepare".to_owned())
             .spawn(move || {
-                let _ = sender.send(prepare_segment(&dir, next, segment_bytes, journal_bytes));
+                let _ = sender.send(prepare_segment(
+                    &dir,
+                    next,
+                    segment_bytes,
+                    journal_bytes,
+                    spare.as_deref(),
+                ));
             });
         match spawned {
             Ok(thread) => {
