@@ -20,7 +20,8 @@
 //!           of each write (one write, then one fdatasync), see [`WRITE_START_FLAG`]
 //!   12..16  crc32c of (segment id u64, record offset u64, bytes 0..12, payload)
 //!   16..    payload, then zero padding up to the next multiple of 8
-//! zeros up to the pre-allocated size of the segment
+//! an end marker (format 2) just past the last write's records, then up to the pre-allocated
+//! size: zeros in a new file, a dead segment's bytes in a recycled one
 //! ```
 //!
 //! Three record kinds are never delivered (`group_len` 0):
@@ -57,8 +58,9 @@ pub const WRITE_START_FLAG: u32 = 1 << 31;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"hopmqJNL";
 /// The format this build writes; bump it on any layout change.
 pub const FORMAT_VERSION: u32 = 2;
-/// The oldest format this build reads: format 1 lacks end markers, so its segments are
-/// zero-filled past their data and never recycled.
+/// The oldest format this build reads: format 1 lacks end markers, so its segments are read as
+/// zero-filled past their data (which they are). Once dead, their files are recycled as
+/// format-2 segments like any other.
 pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Size of the segment header; records start right after it.
 pub const SEGMENT_HEADER_BYTES: u64 = 32;

@@ -45,7 +45,8 @@ pub struct TruncatedTail {
     pub segment: u64,
     /// Where the written data now ends.
     pub offset: u64,
-    /// Non-zero bytes that were zeroed from `offset` on.
+    /// Bytes zeroed from `offset` on: the torn write's remains (in a recycled segment, also
+    /// what its earlier life left there, as far as a write can reach).
     pub bytes_dropped: u64,
 }
 
