@@ -58,12 +58,13 @@ pub enum StoreError {
     },
     /// A segment written by another format version.
     #[error(
-        "journal segment {path} has on-disk format version {version}; this build reads only \
-         version {supported}"
+        "journal segment {path} has on-disk format version {version}; this build reads \
+         versions {oldest} to {supported}"
     )]
     UnsupportedVersion {
         path: PathBuf,
         version: u32,
+        oldest: u32,
         supported: u32,
     },
     /// A `.seg` file that is not a journal segment, or whose header is damaged.

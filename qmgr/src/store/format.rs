@@ -319,7 +319,6 @@ pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decode
     })
 }
 
-/// The seal of segment `segment` holding `records` records, to be written at `offset`.
 /// The end marker at `offset` of segment `segment` (see the module documentation).
 pub fn encode_end_marker(segment: u64, offset: u64) -> [u8; END_MARKER_BYTES as usize] {
     let mut fields = [0u8; 12];
@@ -332,6 +331,7 @@ pub fn encode_end_marker(segment: u64, offset: u64) -> [u8; END_MARKER_BYTES as 
     image
 }
 
+/// The seal of segment `segment` holding `records` records, to be written at `offset`.
 pub fn encode_seal(segment: u64, offset: u64, records: u64) -> Vec<u8> {
     let mut fields = [0u8; 12];
     fields[0..4].copy_from_slice(&((RECORD_HEADER_BYTES + 8) as u32).to_le_bytes());

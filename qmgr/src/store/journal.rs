@@ -28,7 +28,9 @@ use super::format::{
     SEGMENT_HEADER_BYTES, SegmentHeaderError, decode_record, decode_segment_header,
     encode_end_marker, encode_padding, encode_seal, record_bytes_padded, reserve_bytes,
 };
-use super::recovery::{RecoveryReport, SalvagedRange, scan_segment};
+use super::recovery::{
+    RecoveryReport, SalvagedRange, TORN_WRITE_BYTES_MAX, TruncatedTail, scan_segment,
+};
 use super::requests::Requests;
 use super::segment::{create_segment, list_segments, segment_path};
 use super::writer::{ActiveSegment, Request, Writer};
@@ -56,6 +58,9 @@ struct Inner {
     closed: AtomicBool,
     /// Largest encoded group: one write, and what a fresh segment holds.
     group_bytes_max: u64,
+    /// The size of new segments: only a dead segment of this size becomes a spare, so
+    /// recycling one never takes more of the disk than it frees.
+    segment_bytes: u64,
 }
 
 /// Dead segments kept for recycling, at most this many: a new segment is then a rename and a
@@ -356,23 +361,15 @@ where
                         .map_err(|source| StoreError::io(&path, source))?;
                 }
                 report.salvaged.extend(scanned.salvaged);
-                if let Some(tail) = scanned.torn_tail {
-                    // Zeroed, not cut: the segment stays pre-allocated, and the torn bytes can
-                    // never be mistaken for records later. The end marker after them makes the
-                    // next open find a clean end there.
-                    zero_range(&file, tail.offset, tail.bytes_dropped)
-                        .and_then(|()| {
-                            if tail.offset + END_MARKER_BYTES <= bytes_on_disk {
-                                file.write_all_at(
-                                    &encode_end_marker(id, tail.offset),
-                                    tail.offset,
-                                )?;
-                            }
-                            file.sync_data()
-                        })
+                // Appends resume at the end of the last segment's data, unless it is sealed.
+                let resumes = is_last
+                    && !scanned.reseal
+                    && (scanned.torn_tail.is_some() || scanned.seal.is_none());
+                if resumes {
+                    clear_past_end(&file, id, &buffer, scanned.end, scanned.torn_tail.as_ref())
                         .map_err(|source| StoreError::io(&path, source))?;
-                    report.truncated_tail = Some(tail);
                 }
+                report.truncated_tail = scanned.torn_tail;
                 let file = Arc::new(file);
                 segments.insert(
                     id,
@@ -457,6 +454,7 @@ where
                     - SEAL_BYTES
                     - reserve_bytes(config.segment_bytes),
             ),
+            segment_bytes: config.segment_bytes,
         }),
     };
     Ok((journal, report))
@@ -514,6 +512,7 @@ fn check_header(bytes: &[u8], segment: u64, path: &std::path::Path) -> Result<u3
         SegmentHeaderError::UnsupportedVersion(version) => StoreError::UnsupportedVersion {
             path: path.to_owned(),
             version,
+            oldest: super::format::FORMAT_VERSION_MIN,
             supported: super::format::FORMAT_VERSION,
         },
         SegmentHeaderError::NotASegment => bad("no journal segment magic".to_owned()),
@@ -543,6 +542,43 @@ fn reseal(file: &File, segment: u64, at: u64, records: u64, bytes: u64) -> std::
         return Ok(());
     }
     file.write_all_at(&encode_seal(segment, at, records), at)
+}
+
+/// Makes sure nothing past `end`, where appends to the last segment resume, is ever read as a
+/// record. The last write, never acknowledged, may have left records there that validate: its
+/// later pages reached the disk, the one holding the previous end marker did not, so the scan
+/// ended cleanly before them. Appends over them would bring them back once a later write lost
+/// its own end marker. So whatever is there is zeroed as far as one write reaches (a torn tail
+/// as far as it was found), made durable, and only then is the end marker written, if it is
+/// not already there. Zeroed, not cut: the segment stays pre-allocated.
+fn clear_past_end(
+    file: &File,
+    segment: u64,
+    bytes: &[u8],
+    end: u64,
+    torn: Option<&TruncatedTail>,
+) -> std::io::Result<()> {
+    let len = bytes.len() as u64;
+    let marked = torn.is_none()
+        && usize::try_from(end)
+            .is_ok_and(|at| decode_record(bytes, segment, 0, at) == Decoded::EndMarker);
+    let from = if marked { end + END_MARKER_BYTES } else { end };
+    let reach = (end + TORN_WRITE_BYTES_MAX)
+        .max(torn.map_or(0, |tail| tail.offset + tail.bytes_dropped))
+        .min(len);
+    if from < reach
+        && bytes[from as usize..reach as usize]
+            .iter()
+            .any(|&byte| byte != 0)
+    {
+        zero_range(file, from, reach - from)?;
+        file.sync_data()?;
+    }
+    if !marked && end + END_MARKER_BYTES <= len {
+        file.write_all_at(&encode_end_marker(segment, end), end)?;
+        file.sync_data()?;
+    }
+    Ok(())
 }
 
 fn zero_range(file: &File, offset: u64, bytes: u64) -> std::io::Result<()> {
@@ -690,7 +726,8 @@ impl Journal {
         for id in doomed {
             let bytes = shared.segments().get(&id).map(|entry| entry.bytes_on_disk);
             let room = retired.len() + shared.spares().len() < SPARES_MAX;
-            if let Some(bytes) = bytes.filter(|_| room) {
+            let recyclable = bytes.filter(|&bytes| room && bytes == self.inner.segment_bytes);
+            if let Some(bytes) = recyclable {
                 // A spare that cannot be made is removed below like any dead segment.
                 if let Ok(path) = super::segment::retire_segment(&shared.dir, id) {
                     retired.push((id, Spare { path, bytes }));
@@ -706,7 +743,15 @@ impl Journal {
             }
             shared.segments().remove(&id);
         }
-        super::segment::sync_dir(&shared.dir)?;
+        if let Err(error) = super::segment::sync_dir(&shared.dir) {
+            // Not durable, so not usable: removed like any dead segment (best effort; open
+            // removes leftover spares), so nothing stays on disk uncounted.
+            for (id, spare) in retired {
+                let _ = std::fs::remove_file(&spare.path);
+                shared.segments().remove(&id);
+            }
+            return Err(error);
+        }
         // Only once its new name is durable may a spare be rewritten as another segment: else
         // a crash could bring back the old name over the new segment's header.
         for (id, spare) in retired {

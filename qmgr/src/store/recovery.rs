@@ -45,8 +45,8 @@ pub struct TruncatedTail {
     pub segment: u64,
     /// Where the written data now ends.
     pub offset: u64,
-    /// Bytes zeroed from `offset` on: the torn write's remains (in a recycled segment, also
-    /// what its earlier life left there, as far as a write can reach).
+    /// Bytes from `offset` on that the torn write may have left, zeroed at open (in a
+    /// recycled segment, also what its earlier life left there, as far as a write reaches).
     pub bytes_dropped: u64,
 }
 
@@ -90,10 +90,11 @@ enum GroupRead {
     Bad { at: usize, reason: &'static str },
 }
 
-/// The most bytes past the end of a format-2 segment's data that the last write can have left:
-/// one write and its end marker. A torn tail is zeroed this far, not to the file's last
+/// The most bytes past the end of a segment's data that the last write can have left: one
+/// write and its end marker (under `SyncPolicy::Always` one write at a time is unsynced). Open
+/// zeroes this far past the end of the last segment, torn or not, not to the file's last
 /// non-zero byte, which in a recycled file is its earlier life's data.
-const TORN_WRITE_BYTES_MAX: usize = (BATCH_BYTES_MAX + SEAL_BYTES) as usize;
+pub const TORN_WRITE_BYTES_MAX: u64 = BATCH_BYTES_MAX + SEAL_BYTES;
 
 /// Scans segment `segment` (its whole file in `bytes`, of format `version`), delivering every
 /// record of every intact group in order to `deliver`.
@@ -173,7 +174,7 @@ where
             let tail_end = if version < 2 {
                 written_end
             } else {
-                written_end.min(pos.saturating_add(TORN_WRITE_BYTES_MAX))
+                written_end.min(pos.saturating_add(TORN_WRITE_BYTES_MAX as usize))
             };
             let tail = TruncatedTail {
                 segment,

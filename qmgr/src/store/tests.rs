@@ -509,6 +509,43 @@ fn segments_roll_and_a_deleted_prefix_stays_deleted() {
 }
 
 #[test]
+fn only_dead_segments_of_the_current_size_are_kept_as_spares() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spares = || {
+        std::fs::read_dir(dir.path())
+            .expect("read_dir")
+            .filter(|entry| {
+                let name = entry.as_ref().expect("entry").file_name();
+                name.to_string_lossy().ends_with(".seg.spare")
+            })
+            .count()
+    };
+    let (journal, _, _) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    for i in 0..200u64 {
+        append_one(&journal, payload(i, 1000));
+    }
+    journal.close();
+    drop(journal);
+    // Larger segments from now on: recycling a small one would grow the journal past what
+    // disk_bytes_max allowed for, so the small ones are deleted instead.
+    let (journal, _, _) = open_collect(config(dir.path(), 128 * 1024)).expect("reopen");
+    journal
+        .delete_segments_before(journal.active_segment())
+        .expect("delete");
+    assert_eq!(spares(), 0);
+    for i in 0..400u64 {
+        append_one(&journal, payload(i, 1000));
+    }
+    journal
+        .delete_segments_before(journal.active_segment())
+        .expect("delete");
+    assert!(spares() > 0, "dead segments of the new size are kept");
+    let stats = journal.stats();
+    let on_disk: u64 = stats.segments.iter().map(|s| s.bytes_on_disk).sum();
+    assert_eq!(stats.bytes_on_disk, on_disk + spares() as u64 * 128 * 1024);
+}
+
+#[test]
 fn removals_use_the_reserve_when_the_disk_is_full() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(dir.path(), 64 * 1024);
@@ -614,7 +651,7 @@ fn an_unknown_format_version_and_a_missing_segment_are_refused_clearly() {
         .err()
         .expect("refused");
     assert!(
-        matches!(&error, StoreError::UnsupportedVersion { version, supported: FORMAT_VERSION, path: p } if *version == future && *p == path),
+        matches!(&error, StoreError::UnsupportedVersion { version, oldest: 1, supported: FORMAT_VERSION, path: p } if *version == future && *p == path),
         "{error}"
     );
     assert!(
@@ -1009,4 +1046,80 @@ fn damage_before_the_last_write_of_a_recycled_segment_is_corruption() {
         matches!(error, StoreError::Corrupt { segment, offset, .. } if segment == active && offset == first.offset),
         "{error}"
     );
+}
+
+/// Writes `bytes` into `path` at `offset`.
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open segment");
+    file.write_all_at(bytes, offset).expect("write");
+}
+
+/// Appends each of `payloads` as a group of its own; returns where the data ends.
+fn append_each(journal: &Journal, payloads: &[Vec<u8>]) -> u64 {
+    let mut end = 0;
+    for bytes in payloads {
+        let location = append_one(journal, bytes.clone());
+        end = location.offset + super::format::record_bytes_padded(bytes.len() as u64);
+    }
+    end
+}
+
+#[test]
+fn what_an_unacknowledged_write_left_past_a_clean_end_is_never_replayed_later() {
+    // Power lost in a write of 20 one-record groups: its later pages reached the disk, the
+    // page holding the previous end marker did not. The old marker still ends the data.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = segment_path(dir.path(), 1);
+    let (journal, _, _) = open_collect(config(dir.path(), 1 << 20)).expect("open");
+    let acked: Vec<Vec<u8>> = (0..3).map(|i| payload(i, 1000)).collect();
+    let end = append_each(&journal, &acked);
+    journal.close();
+    drop(journal);
+    let mut lost_write = Vec::new();
+    let mut offset = end;
+    for i in 0..20 {
+        super::format::encode_record(
+            &mut lost_write,
+            1,
+            offset,
+            1,
+            0,
+            i == 0,
+            &payload(100 + i, 1000),
+        );
+        offset = end + lost_write.len() as u64;
+    }
+    lost_write.extend_from_slice(&super::format::encode_end_marker(1, offset));
+    let first_page_end = (end / 4096 + 1) * 4096;
+    write_at(
+        &path,
+        first_page_end,
+        &lost_write[(first_page_end - end) as usize..],
+    );
+    let (journal, report, replayed) = open_collect(config(dir.path(), 1 << 20)).expect("open");
+    assert_eq!(report.truncated_tail, None);
+    let payloads: Vec<Vec<u8>> = replayed.into_iter().map(|(_, bytes)| bytes).collect();
+    assert_eq!(payloads, acked);
+    let opened = std::fs::read(&path).expect("read");
+
+    // Later writes start at the same end, with records of the same size, so they lie where
+    // the lost write's did. Then the last of them loses its end marker.
+    let later: Vec<Vec<u8>> = (200..210).map(|i| payload(i, 1000)).collect();
+    let marker_at = append_each(&journal, &later);
+    journal.close();
+    drop(journal);
+    write_at(&path, marker_at, &opened[marker_at as usize..][..16]);
+
+    let (_, _, replayed) = open_collect(config(dir.path(), 1 << 20)).expect("reopen");
+    let payloads: Vec<Vec<u8>> = replayed.into_iter().map(|(_, bytes)| bytes).collect();
+    let expected: Vec<Vec<u8>> = acked.iter().chain(&later).cloned().collect();
+    assert_eq!(
+        payloads.len(),
+        expected.len(),
+        "records of the write that was never acknowledged came back"
+    );
+    assert_eq!(payloads, expected);
 }
