@@ -4,6 +4,7 @@
 //! in [`routes`].
 
 mod forward;
+mod payloads;
 mod routes;
 
 pub use self::forward::{
@@ -11,6 +12,8 @@ pub use self::forward::{
     transmission_queue,
 };
 pub use self::routes::DRAINED_FILE;
+
+use self::payloads::Payloads;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
@@ -188,62 +191,6 @@ struct Connection {
     waiters: HashSet<u64>,
 }
 
-/// Payloads kept in memory: non-persistent messages (only there) and a bounded cache of
-/// persistent ones, so the common put-then-get path never reads the disk.
-#[derive(Default)]
-struct Payloads {
-    memory: FxHashMap<u64, Bytes>,
-    cache: FxHashMap<u64, Bytes>,
-    cache_bytes: u64,
-    cache_bytes_max: u64,
-}
-
-impl Payloads {
-    fn keep(&mut self, entry: &Entry, payload: Bytes) {
-        match entry.body {
-            BodyRef::Memory => {
-                self.memory.insert(entry.seq, payload);
-            }
-            BodyRef::Journal { .. } => {
-                if self.cache_bytes + payload.len() as u64 <= self.cache_bytes_max {
-                    self.cache_bytes += payload.len() as u64;
-                    self.cache.insert(entry.seq, payload);
-                }
-            }
-        }
-    }
-
-    fn get(&self, entry: &Entry, journal: &Journal) -> Result<Bytes, PayloadError> {
-        match entry.body {
-            BodyRef::Memory => self
-                .memory
-                .get(&entry.seq)
-                .cloned()
-                .ok_or(PayloadError::Missing(entry.seq)),
-            BodyRef::Journal { .. } => match (self.cache.get(&entry.seq), entry.body.location()) {
-                (Some(payload), _) => Ok(payload.clone()),
-                (None, Some(location)) => Ok(journal.read(location)?.into()),
-                (None, None) => Err(PayloadError::Missing(entry.seq)),
-            },
-        }
-    }
-
-    fn forget(&mut self, entry: &Entry) {
-        self.memory.remove(&entry.seq);
-        if let Some(payload) = self.cache.remove(&entry.seq) {
-            self.cache_bytes -= payload.len() as u64;
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum PayloadError {
-    #[error("message {0} has no payload in memory")]
-    Missing(u64),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// Unique message ids: the process's start time in the high half, a counter in the low half.
 struct IdGenerator {
     high: u64,
@@ -347,10 +294,7 @@ impl Core {
             ids: IdGenerator::new(&name),
             name,
             routes,
-            payloads: Payloads {
-                cache_bytes_max: limits.cache_bytes,
-                ..Payloads::default()
-            },
+            payloads: Payloads::new(limits.cache_bytes),
             segment_bytes: limits.segment_bytes,
             limits,
             journal: recovered.journal,
