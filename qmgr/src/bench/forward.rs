@@ -59,7 +59,7 @@ pub struct ForwardBench {
     #[arg(long, default_value_t = 256)]
     prefetch: u32,
     /// Pace the producers to this many messages per second in all (default: as fast as possible).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
     /// Every manager's sync policy.
     #[arg(long, value_enum, default_value_t = SyncMode::Always)]
@@ -185,7 +185,7 @@ impl ForwardBench {
                 persistent: true,
                 interval: self
                     .rate
-                    .map(|rate| Duration::from_secs_f64(self.producers as f64 / rate as f64)),
+                    .map(|rate| super::local::put_interval(rate, self.producers, self.batch)),
             };
             producers.spawn(produce(client, spec, share));
         }

@@ -47,7 +47,7 @@ pub struct LocalBench {
     #[arg(long, default_value_t = 256)]
     prefetch: u32,
     /// Pace the producers to this many messages per second in all (default: as fast as possible).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
     /// Send non-persistent messages.
     #[arg(long)]
@@ -162,7 +162,7 @@ impl LocalBench {
                 persistent: !self.non_persistent,
                 interval: self
                     .rate
-                    .map(|rate| Duration::from_secs_f64(self.producers as f64 / rate as f64)),
+                    .map(|rate| super::local::put_interval(rate, self.producers, self.batch)),
             };
             producers.spawn(produce(client, spec, share));
         }
@@ -224,6 +224,12 @@ pub(super) struct ProducerSpec {
     pub(super) window: usize,
     pub(super) persistent: bool,
     pub(super) interval: Option<Duration>,
+}
+
+/// How often each of `producers` puts a batch of `batch` messages for `rate` messages per
+/// second in all.
+pub(super) fn put_interval(rate: u64, producers: usize, batch: usize) -> Duration {
+    Duration::from_secs_f64(producers as f64 * batch as f64 / rate as f64)
 }
 
 pub(super) async fn produce(client: Client, spec: ProducerSpec, count: u64) -> anyhow::Result<()> {
@@ -311,4 +317,15 @@ pub(super) fn stamp(body: &[u8]) -> u64 {
     body.get(..STAMP_BYTES)
         .and_then(|bytes| bytes.try_into().ok())
         .map_or(0, u64::from_le_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_counts_messages_not_batches() {
+        assert_eq!(put_interval(1000, 1, 1), Duration::from_millis(1));
+        assert_eq!(put_interval(64_000, 4, 16), Duration::from_millis(1));
+    }
 }
