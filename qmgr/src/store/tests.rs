@@ -1123,3 +1123,85 @@ fn what_an_unacknowledged_write_left_past_a_clean_end_is_never_replayed_later() 
     );
     assert_eq!(payloads, expected);
 }
+
+/// A segment file as format 1 wrote it: header, one write per record, the seal if `sealed`,
+/// zeros to `segment_bytes`.
+fn format_1_segment(
+    segment: u64,
+    payloads: &[Vec<u8>],
+    sealed: bool,
+    segment_bytes: u64,
+) -> Vec<u8> {
+    let mut file = super::format::encode_segment_header(segment).to_vec();
+    file[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32c::crc32c(&file[0..28]);
+    file[28..32].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(super::format::decode_segment_header(&file, segment), Ok(1));
+    for bytes in payloads {
+        let offset = file.len() as u64;
+        super::format::encode_record(&mut file, segment, offset, 1, 0, true, bytes);
+    }
+    if sealed {
+        let offset = file.len() as u64;
+        file.extend_from_slice(&super::format::encode_seal(
+            segment,
+            offset,
+            payloads.len() as u64,
+        ));
+    }
+    file.resize(segment_bytes as usize, 0);
+    file
+}
+
+#[test]
+fn a_format_1_journal_opens_replays_and_takes_more_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first: Vec<Vec<u8>> = (0..5).map(|i| payload(i, 700)).collect();
+    let second: Vec<Vec<u8>> = (5..9).map(|i| payload(i, 700)).collect();
+    std::fs::write(
+        segment_path(dir.path(), 1),
+        format_1_segment(1, &first, true, 64 * 1024),
+    )
+    .expect("write");
+    std::fs::write(
+        segment_path(dir.path(), 2),
+        format_1_segment(2, &second, false, 64 * 1024),
+    )
+    .expect("write");
+    let old: Vec<Vec<u8>> = first.iter().chain(&second).cloned().collect();
+    let (journal, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    assert_eq!(report.truncated_tail, None);
+    assert!(report.salvaged.is_empty());
+    let payloads: Vec<Vec<u8>> = replayed.into_iter().map(|(_, bytes)| bytes).collect();
+    assert_eq!(payloads, old);
+    // New records go on in the format-1 segment, then roll into format-2 ones.
+    let new: Vec<Vec<u8>> = (100..200).map(|i| payload(i, 700)).collect();
+    append_each(&journal, &new);
+    assert!(journal.active_segment() > 2);
+    journal.close();
+    drop(journal);
+    let (_, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+    assert_eq!(report.truncated_tail, None);
+    let payloads: Vec<Vec<u8>> = replayed.into_iter().map(|(_, bytes)| bytes).collect();
+    let all: Vec<Vec<u8>> = old.iter().chain(&new).cloned().collect();
+    assert_eq!(payloads, all);
+}
+
+#[test]
+fn a_format_1_journal_torn_in_its_last_write_is_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records: Vec<Vec<u8>> = (0..4).map(|i| payload(i, 700)).collect();
+    let mut file = format_1_segment(1, &records, false, 64 * 1024);
+    let last = SEGMENT_HEADER_BYTES + 3 * super::format::record_bytes_padded(700);
+    file[(last + RECORD_HEADER_BYTES + 5) as usize] ^= 0x10;
+    std::fs::write(segment_path(dir.path(), 1), file).expect("write");
+    let (_, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("open");
+    let payloads: Vec<Vec<u8>> = replayed.into_iter().map(|(_, bytes)| bytes).collect();
+    assert_eq!(payloads, records[..3]);
+    let tail = report.truncated_tail.expect("a torn tail");
+    assert_eq!((tail.segment, tail.offset), (1, last));
+    // Zeroed and marked: the next open is clean.
+    let (_, report, replayed) = open_collect(config(dir.path(), 64 * 1024)).expect("reopen");
+    assert_eq!(report.truncated_tail, None);
+    assert_eq!(replayed.len(), 3);
+}
