@@ -162,7 +162,7 @@ impl LocalBench {
                 persistent: !self.non_persistent,
                 interval: self
                     .rate
-                    .map(|rate| super::local::put_interval(rate, self.producers, self.batch)),
+                    .map(|rate| put_interval(rate, self.producers, self.batch)),
             };
             producers.spawn(produce(client, spec, share));
         }
