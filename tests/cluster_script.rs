@@ -10,7 +10,6 @@
 mod support;
 
 use std::fs;
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -20,14 +19,9 @@ const MANAGERS: [&str; 3] = ["alpha", "bravo", "charlie"];
 
 /// A line alpha – bravo – charlie on free loopback ports, with queue `q` homed at bravo.
 fn line_topology() -> String {
-    // Hold every socket until all ports are chosen, so no two managers get the same one.
-    let sockets: Vec<UdpSocket> = MANAGERS
-        .iter()
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
     let mut text = String::new();
-    for (name, socket) in MANAGERS.iter().zip(&sockets) {
-        let port = socket.local_addr().unwrap().port();
+    for name in MANAGERS {
+        let port = support::network::free_udp_port();
         text += &format!("[managers.{name}]\naddress = \"127.0.0.1:{port}\"\n\n");
     }
     text += "[[links]]\nbetween = [\"alpha\", \"bravo\"]\n\n";

@@ -33,10 +33,37 @@ impl Spec {
     }
 }
 
-/// A free UDP port on 127.0.0.1 (free when asked; the manager binds it moments later).
+/// How long a port handed out by [`free_udp_port`] stays claimed: ample time for its test to
+/// start the manager that binds it.
+const PORT_CLAIM: Duration = Duration::from_secs(120);
+
+/// A free UDP port on 127.0.0.1: free when asked, and bound by a manager moments later. Between
+/// the two, the kernel may hand the same port to another test's `bind(0)` (tests run as
+/// parallel processes), so each port is also claimed with a file that every test of this
+/// machine checks: no two tests are given the same port within [`PORT_CLAIM`].
 pub fn free_udp_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket binds");
-    socket.local_addr().expect("it has an address").port()
+    let claims = std::env::temp_dir().join("hopmq-test-ports");
+    // Without the folder, ports are merely free, as before.
+    let _ = fs::create_dir_all(&claims);
+    loop {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket binds");
+        let port = socket.local_addr().expect("it has an address").port();
+        let claim = claims.join(port.to_string());
+        let stale = fs::metadata(&claim)
+            .and_then(|metadata| metadata.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > PORT_CLAIM));
+        if stale {
+            let _ = fs::remove_file(&claim);
+        }
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&claim)
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            _ => return port,
+        }
+    }
 }
 
 /// Running managers of one topology.
