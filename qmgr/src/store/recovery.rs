@@ -200,32 +200,19 @@ where
             Landmark::GroupStart,
         );
         let range_end = resume.unwrap_or(written_end);
-        let records_lost = count_records(bytes, pos, range_end);
-        if !salvage {
-            return Err(StoreError::Corrupt {
-                path: path.to_owned(),
+        lose(
+            &mut scanned,
+            SalvagedRange {
                 segment,
-                offset: pos as u64,
+                offsets: pos as u64..range_end as u64,
                 reason,
-                range_end: range_end as u64,
-                records_lost,
-                records_following: resume.map_or(0, |at| count_chain(bytes, segment, at)),
-            });
-        }
-        tracing::warn!(
-            segment = %path.display(),
-            offset = pos,
-            range_end,
-            %records_lost,
-            reason,
-            "salvage: skipping a corrupt journal range; its records are lost"
-        );
-        scanned.salvaged.push(SalvagedRange {
-            segment,
-            offsets: pos as u64..range_end as u64,
-            reason,
-            records_lost,
-        });
+                records_lost: count_records(bytes, pos, range_end),
+            },
+            resume.map_or(0, |at| count_chain(bytes, segment, at)),
+            salvage,
+            path,
+            "salvage: skipping a corrupt journal range; its records are lost",
+        )?;
         match resume {
             Some(at) => pos = at,
             None => {
@@ -267,33 +254,56 @@ fn finish(
             Some((_, records)) => RecordCount::Known(records.saturating_sub(scanned.records)),
             None => RecordCount::Unknown,
         };
-        if !salvage {
-            return Err(StoreError::Corrupt {
-                path: path.to_owned(),
+        lose(
+            &mut scanned,
+            SalvagedRange {
                 segment,
-                offset: pos as u64,
+                offsets: pos as u64..pos as u64,
                 reason,
-                range_end: pos as u64,
                 records_lost,
-                records_following: 0,
-            });
-        }
-        tracing::warn!(
-            segment = %path.display(),
-            offset = pos,
-            %records_lost,
-            reason,
-            "salvage: accepting a journal segment's lost tail"
-        );
-        scanned.salvaged.push(SalvagedRange {
-            segment,
-            offsets: pos as u64..pos as u64,
-            reason,
-            records_lost,
-        });
+            },
+            0,
+            salvage,
+            path,
+            "salvage: accepting a journal segment's lost tail",
+        )?;
     }
     scanned.reseal = !scanned.salvaged.is_empty();
     Ok(scanned)
+}
+
+/// Records of `lost` are gone: without `salvage` that is corruption (naming the
+/// `records_following` it would cost to skip them), with it the range is logged with `message`
+/// and kept in the report.
+fn lose(
+    scanned: &mut ScannedSegment,
+    lost: SalvagedRange,
+    records_following: u64,
+    salvage: bool,
+    path: &Path,
+    message: &'static str,
+) -> Result<(), StoreError> {
+    if !salvage {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            segment: lost.segment,
+            offset: lost.offsets.start,
+            reason: lost.reason,
+            range_end: lost.offsets.end,
+            records_lost: lost.records_lost,
+            records_following,
+        });
+    }
+    tracing::warn!(
+        segment = %path.display(),
+        offset = lost.offsets.start,
+        range_end = lost.offsets.end,
+        records_lost = %lost.records_lost,
+        reason = lost.reason,
+        "{message}"
+    );
+    scanned.salvaged.push(lost);
+    Ok(())
 }
 
 /// Validates the group starting at `pos`, leaving its records' (offset, payload range) in

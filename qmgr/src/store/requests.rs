@@ -180,6 +180,29 @@ mod tests {
     /// Generous: only a bug waits this long.
     const LONG: Duration = Duration::from_secs(20);
 
+    /// Spins until `condition` holds of the queue's state, failing the test past [`LONG`].
+    fn wait_for(requests: &Requests, what: &str, condition: impl Fn(&State) -> bool) {
+        let deadline = Instant::now() + LONG;
+        while !condition(&requests.lock()) {
+            assert!(Instant::now() < deadline, "gave up waiting until {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Pushes `request` from another thread once the writer waits.
+    fn push_when_waiting(
+        requests: &Arc<Requests>,
+        request: Request,
+    ) -> std::thread::JoinHandle<()> {
+        let requests = Arc::clone(requests);
+        std::thread::spawn(move || {
+            wait_for(&requests, "the writer waits", |state| {
+                state.writer_waiting.is_some()
+            });
+            requests.push(request).unwrap();
+        })
+    }
+
     #[test]
     fn a_deferred_group_wakes_an_idle_writer_but_not_a_lingering_one() {
         let requests = Arc::new(Requests::new(8));
@@ -190,15 +213,7 @@ mod tests {
         assert!(Instant::now() >= deadline);
         assert!(requests.take().unwrap().is_deferred());
         // Idle: a deferred group pushed while it waits wakes it.
-        let pusher = {
-            let requests = Arc::clone(&requests);
-            std::thread::spawn(move || {
-                while requests.lock().writer_waiting.is_none() {
-                    std::thread::yield_now();
-                }
-                requests.push(append(true)).unwrap();
-            })
-        };
+        let pusher = push_when_waiting(&requests, append(true));
         assert_eq!(
             requests.wait(Some(Instant::now() + LONG), true),
             Woken::Ready
@@ -211,15 +226,7 @@ mod tests {
     fn a_group_that_needs_a_sync_wakes_a_lingering_writer() {
         let requests = Arc::new(Requests::new(8));
         requests.push(append(true)).unwrap();
-        let pusher = {
-            let requests = Arc::clone(&requests);
-            std::thread::spawn(move || {
-                while requests.lock().writer_waiting.is_none() {
-                    std::thread::yield_now();
-                }
-                requests.push(append(false)).unwrap();
-            })
-        };
+        let pusher = push_when_waiting(&requests, append(false));
         assert_eq!(
             requests.wait(Some(Instant::now() + LONG), false),
             Woken::Ready
@@ -240,11 +247,9 @@ mod tests {
             let requests = Arc::clone(&requests);
             std::thread::spawn(move || requests.push(append(true)).is_ok())
         };
-        let deadline = Instant::now() + LONG;
-        while requests.lock().pushers_waiting == 0 {
-            assert!(Instant::now() < deadline, "the pusher never blocked");
-            std::thread::yield_now();
-        }
+        wait_for(&requests, "the pusher blocks", |state| {
+            state.pushers_waiting > 0
+        });
         assert!(requests.take().is_some());
         assert!(pusher.join().unwrap());
         assert_eq!(requests.lock().queue.len(), 2);
@@ -258,11 +263,9 @@ mod tests {
             let requests = Arc::clone(&requests);
             std::thread::spawn(move || requests.push(append(false)).is_err())
         };
-        let deadline = Instant::now() + LONG;
-        while requests.lock().pushers_waiting == 0 {
-            assert!(Instant::now() < deadline, "the pusher never blocked");
-            std::thread::yield_now();
-        }
+        wait_for(&requests, "the pusher blocks", |state| {
+            state.pushers_waiting > 0
+        });
         assert_eq!(requests.stop().len(), 1);
         assert!(pusher.join().unwrap());
         assert!(requests.push(append(true)).is_err());

@@ -16,7 +16,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -324,17 +324,7 @@ impl Writer {
         let file = match prepared {
             Some(file) => file,
             None => {
-                let spare = self.shared.take_spare();
-                if let Some(limit) = self.disk_bytes_max.filter(|_| spare.is_none()) {
-                    if journal_bytes + self.segment_bytes > limit {
-                        return Err(StoreError::DiskFull {
-                            dir: self.shared.dir.clone(),
-                            segment: next,
-                            segment_bytes: self.segment_bytes,
-                            journal_bytes,
-                        });
-                    }
-                }
+                let spare = self.spare_or_room(next, journal_bytes)?;
                 prepare_segment(
                     &self.shared.dir,
                     next,
@@ -403,13 +393,12 @@ impl Writer {
     fn prepare_ahead(&mut self) {
         let next = self.active.id + 1;
         let journal_bytes = self.shared.bytes_on_disk();
-        // A spare is already counted: recycling it takes no more of the disk.
-        let spare = self.shared.take_spare();
-        if let Some(limit) = self.disk_bytes_max.filter(|_| spare.is_none()) {
-            if journal_bytes + self.segment_bytes > limit {
-                return;
-            }
-        }
+        let Ok(spare) = self.spare_or_room(next, journal_bytes) else {
+            return;
+        };
+        // Moved into the helper thread; removed here if that thread cannot start, so it does
+        // not stay on disk uncounted.
+        let taken = spare.clone();
         let (sender, result) = std::sync::mpsc::channel();
         let dir = self.shared.dir.clone();
         let segment_bytes = self.segment_bytes;
@@ -432,8 +421,31 @@ impl Writer {
                     thread,
                 });
             }
-            Err(error) => tracing::warn!(%error, "cannot prepare journal segments ahead"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot prepare journal segments ahead");
+                if let Some(spare) = taken {
+                    let _ = std::fs::remove_file(spare);
+                }
+            }
         }
+    }
+
+    /// A spare to recycle as segment `next` (`None`: a new file), or `DiskFull` when no spare
+    /// is kept and a new file would take the journal past `disk_bytes_max`. A spare is already
+    /// counted, so recycling it takes no more of the disk.
+    fn spare_or_room(&self, next: u64, journal_bytes: u64) -> Result<Option<PathBuf>, StoreError> {
+        let spare = self.shared.take_spare();
+        if let (None, Some(limit)) = (&spare, self.disk_bytes_max) {
+            if journal_bytes + self.segment_bytes > limit {
+                return Err(StoreError::DiskFull {
+                    dir: self.shared.dir.clone(),
+                    segment: next,
+                    segment_bytes: self.segment_bytes,
+                    journal_bytes,
+                });
+            }
+        }
+        Ok(spare)
     }
 
     fn discard(&self, prepared: Prepared) {
