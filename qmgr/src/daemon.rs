@@ -130,6 +130,9 @@ async fn serve(
     link_tls: Option<crate::tls::LinkTls>,
 ) -> anyhow::Result<()> {
     let socket = settings.socket_path();
+    // Before the socket is bound: a client or a test that sees the manager listening may stop
+    // it at once, and a SIGTERM before these exist would kill it without a clean stop.
+    let stop = StopSignals::install()?;
     let listener = bind(&socket)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (commits_tx, commits_rx) = mpsc::unbounded_channel();
@@ -231,7 +234,7 @@ async fn serve(
     ));
     info!(manager = %name, socket = %socket.display(), "ready");
 
-    wait_for_signal().await?;
+    stop.wait().await;
     info!("stopping: finishing in-flight writes");
     let _ = shutdown_tx.send(true);
     if let Some(driver) = &driver {
@@ -253,15 +256,27 @@ async fn serve(
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+/// SIGTERM and SIGINT, the two ways to stop a manager, caught from when they are installed.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 /// Binds the API socket, owner-only. A socket file left by a dead manager is replaced; one a
