@@ -321,3 +321,39 @@ fn a_notify_handler_runs_exactly_once_per_put() {
     handle.cancel().unwrap();
     assert_eq!(manager.depth("bell"), Some(21));
 }
+
+#[test]
+fn a_get_of_more_than_one_frame_holds_takes_what_fits_and_loses_nothing() {
+    let manager = Manager::start();
+    let client = manager.client();
+    // 72 MiB in all, past the 64 MiB a reply frame may carry.
+    const BODY_BYTES: usize = 12 * 1024 * 1024;
+    for n in 0..6u8 {
+        client
+            .put("large", hopmq::Message::new(vec![n; BODY_BYTES]))
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let batch = client
+            .get_with(
+                "large",
+                hopmq::client::GetOptions {
+                    max: 10,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(
+            (1..=2).contains(&batch.len()),
+            "one reply carries at most 32 MiB of bodies; got {} messages",
+            batch.len()
+        );
+        for message in batch {
+            assert_eq!(message.body.len(), BODY_BYTES);
+            got.push(message.body[0]);
+        }
+    }
+    assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(manager.depth("large"), Some(0));
+}

@@ -275,6 +275,38 @@ pub struct Delivery {
     pub lease: Option<u64>,
 }
 
+/// A [`Delivery`] borrowed from where a manager keeps the message: it encodes to the bytes of
+/// the `Delivery` with the same fields, so a manager answers a get without first copying each
+/// body, origin and trace entry into owned values ([`encode_messages_reply`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRef<'a> {
+    /// See [`Delivery::id`].
+    pub id: MessageId,
+    /// See [`Delivery::body`].
+    #[serde(with = "serde_bytes")]
+    pub body: &'a [u8],
+    /// See [`Delivery::headers`]: in key order without repeats, as the map would be.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// See [`Delivery::priority`].
+    pub priority: u8,
+    /// See [`Delivery::expires_at_ms`].
+    pub expires_at_ms: Option<u64>,
+    /// See [`Delivery::correlation_id`].
+    pub correlation_id: Option<&'a str>,
+    /// See [`Delivery::reply_to`].
+    pub reply_to: Option<&'a str>,
+    /// See [`Delivery::persistent`].
+    pub persistent: bool,
+    /// See [`Delivery::origin`].
+    pub origin: &'a str,
+    /// See [`Delivery::delivery_count`].
+    pub delivery_count: u32,
+    /// See [`Delivery::trace`]: (manager, at_ms) pairs.
+    pub trace: &'a [(&'a str, u64)],
+    /// See [`Delivery::lease`].
+    pub lease: Option<u64>,
+}
+
 /// A manager's state, as `qmgr status` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -563,6 +595,40 @@ pub fn encode_into<T: Serialize>(frame: &T, out: &mut Vec<u8>) -> Result<(), Fra
     Ok(())
 }
 
+/// The frame `ServerFrame::Reply { id, result: Ok(Reply::Messages(..)) }` of `deliveries`,
+/// length prefix included: byte for byte what [`encode`] makes of the owned frame.
+pub fn encode_messages_reply(
+    id: u64,
+    deliveries: &[DeliveryRef<'_>],
+) -> Result<Vec<u8>, FrameError> {
+    let mut out =
+        Vec::with_capacity(64 + deliveries.iter().map(|d| d.body.len() + 128).sum::<usize>());
+    encode_into(
+        &ServerFrame::Reply {
+            id,
+            result: Ok(Reply::Messages(Vec::new())),
+        },
+        &mut out,
+    )?;
+    // The messages are the frame's last field, so its encoding ends with their count, 0 for
+    // none (one byte): the deliveries, count first, take its place.
+    if out.pop() != Some(0) {
+        return Err(FrameError::Malformed(
+            postcard::Error::SerializeSeqLengthUnknown,
+        ));
+    }
+    postcard::to_io(deliveries, &mut out)?;
+    let length = out.len() - 4;
+    if length > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge {
+            bytes: length,
+            limit: FRAME_BYTES_MAX,
+        });
+    }
+    out[..4].copy_from_slice(&(length as u32).to_le_bytes());
+    Ok(out)
+}
+
 /// Bytes of encoding buffer a writer keeps between writes; a larger one (after a very large
 /// message) is let go.
 pub const WRITE_BUFFER_KEPT_BYTES: usize = 1024 * 1024;
@@ -618,6 +684,84 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Owned deliveries and their borrowed forms, with varint lengths of one and two bytes.
+    fn deliveries(count: usize) -> Vec<Delivery> {
+        (0..count)
+            .map(|i| Delivery {
+                id: MessageId(u128::MAX / (i as u128 + 1)),
+                body: vec![i as u8; i * 37 % 300],
+                headers: (0..i % 3)
+                    .map(|h| (format!("key{h}"), "v".repeat(h * 90)))
+                    .collect(),
+                priority: (i % 10) as u8,
+                expires_at_ms: (i % 2 == 0).then_some(i as u64 * 1_000_000),
+                correlation_id: (i % 3 == 0).then(|| format!("corr-{i}")),
+                reply_to: (i % 4 == 0).then(|| "replies@alpha".to_owned()),
+                persistent: i % 2 == 1,
+                origin: "o".repeat(1 + i % 140),
+                delivery_count: i as u32 * 1000,
+                trace: (0..i % 5)
+                    .map(|t| Trace {
+                        manager: format!("m{t}"),
+                        at_ms: 1 << (t * 9),
+                    })
+                    .collect(),
+                lease: (i % 2 == 0).then_some(i as u64 + 300),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_borrowed_messages_reply_is_the_owned_one_byte_for_byte() {
+        for count in [0, 1, 7, 200] {
+            let owned = deliveries(count);
+            let headers: Vec<Vec<(&str, &str)>> = owned
+                .iter()
+                .map(|d| {
+                    d.headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect()
+                })
+                .collect();
+            let traces: Vec<Vec<(&str, u64)>> = owned
+                .iter()
+                .map(|d| {
+                    d.trace
+                        .iter()
+                        .map(|t| (t.manager.as_str(), t.at_ms))
+                        .collect()
+                })
+                .collect();
+            let borrowed: Vec<DeliveryRef<'_>> = owned
+                .iter()
+                .zip(&headers)
+                .zip(&traces)
+                .map(|((d, headers), trace)| DeliveryRef {
+                    id: d.id,
+                    body: &d.body,
+                    headers,
+                    priority: d.priority,
+                    expires_at_ms: d.expires_at_ms,
+                    correlation_id: d.correlation_id.as_deref(),
+                    reply_to: d.reply_to.as_deref(),
+                    persistent: d.persistent,
+                    origin: &d.origin,
+                    delivery_count: d.delivery_count,
+                    trace,
+                    lease: d.lease,
+                })
+                .collect();
+            let encoded = encode_messages_reply(300 + count as u64, &borrowed).unwrap();
+            let frame = ServerFrame::Reply {
+                id: 300 + count as u64,
+                result: Ok(Reply::Messages(owned.clone())),
+            };
+            assert_eq!(encoded, encode(&frame).unwrap(), "{count} deliveries");
+            assert_eq!(decode::<ServerFrame>(&encoded[4..]).unwrap(), frame);
+        }
+    }
 
     fn request(operation: Operation) -> ClientFrame {
         ClientFrame::Request(Request { id: 7, operation })

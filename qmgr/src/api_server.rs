@@ -17,7 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::manager::{CONNECTION_FRAMES_MAX, Command};
+use crate::manager::{CONNECTION_FRAMES_MAX, Command, ToClient};
 
 /// How long a new connection may take to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,14 +163,14 @@ async fn send_and_flush(
 
 async fn write_loop(
     mut writer: BufWriter<OwnedWriteHalf>,
-    mut outgoing: mpsc::Receiver<ServerFrame>,
+    mut outgoing: mpsc::Receiver<ToClient>,
     _writing: mpsc::Sender<()>,
 ) {
     // One buffer for every write, so encoding a frame does not grow a new one copy by copy.
     let mut buffer = Vec::new();
     while let Some(frame) = outgoing.recv().await {
         reset_write_buffer(&mut buffer);
-        if let Err(error) = encode_into(&frame, &mut buffer) {
+        if let Err(error) = append(frame, &mut buffer) {
             info!(%error, "a reply to a client could not be encoded; closing its connection");
             return;
         }
@@ -180,7 +180,7 @@ async fn write_loop(
             let Ok(frame) = outgoing.try_recv() else {
                 break;
             };
-            if encode_into(&frame, &mut buffer).is_err() {
+            if append(frame, &mut buffer).is_err() {
                 return;
             }
             written += 1;
@@ -194,4 +194,21 @@ async fn write_loop(
         }
     }
     let _ = writer.shutdown().await;
+}
+
+/// Adds `frame`, encoded, to the bytes of the next write.
+fn append(frame: ToClient, buffer: &mut Vec<u8>) -> Result<(), FrameError> {
+    match frame {
+        ToClient::Frame(frame) => encode_into(&frame, buffer),
+        // The first frame of a write becomes its buffer: a reply of many messages is not
+        // copied once more.
+        ToClient::Encoded(bytes) if buffer.is_empty() => {
+            *buffer = bytes;
+            Ok(())
+        }
+        ToClient::Encoded(bytes) => {
+            buffer.extend_from_slice(&bytes);
+            Ok(())
+        }
+    }
 }

@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use hopmq::protocol::{
-    BATCH_MESSAGES_MAX, Delivery, OutgoingMessage, QueueStatus, Reply, ServerFrame, Status,
-    StoreStatus,
+    BATCH_MESSAGES_MAX, DeliveryRef, OutgoingMessage, QueueStatus, Reply, ServerFrame, Status,
+    StoreStatus, encode_messages_reply,
 };
 use hopmq::{Address, ApiError, ManagerName, MessageId, PRIORITY_MAX, QueueName};
 use hopmq_routing::{DownLinks, Network, RouteTable, Topology};
@@ -31,7 +31,7 @@ use tracing::{debug, error, info, warn};
 
 use super::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER, Envelope};
 use super::liveness::Liveness;
-use super::{CONNECTION_FRAMES_MAX, ChannelDirection, Command, now_ms};
+use super::{CONNECTION_FRAMES_MAX, ChannelDirection, Command, ToClient, now_ms};
 use crate::config::SyncMode;
 use crate::queue::lease::{Lease, Leases, Return, on_return};
 use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
@@ -71,6 +71,11 @@ pub type Completion = (Continuation, Result<Vec<Location>, StoreError>, u64);
 /// its records land there or later, so no segment from there on may be deleted meanwhile.
 pub type InFlight = (Commit, Continuation, u64);
 
+/// The most body bytes one get takes (it takes at least one message, whatever its size): half
+/// a frame, so that the rest of each message (headers, trace) fits in the other half. A reply
+/// that still does not fit is refused and its messages stay queued.
+const REPLY_BODY_BYTES_MAX: u64 = (hopmq::protocol::FRAME_BYTES_MAX / 2) as u64;
+
 /// What to do once a commit is durable (or has failed).
 #[derive(Debug)]
 pub enum Continuation {
@@ -89,7 +94,8 @@ pub enum Continuation {
         request: u64,
         queue: QueueName,
         entries: Vec<Entry>,
-        deliveries: Vec<Delivery>,
+        /// The `Messages` reply, encoded.
+        reply: Vec<u8>,
     },
     /// Leased messages acknowledged.
     Ack {
@@ -186,7 +192,7 @@ struct Waiter {
 }
 
 struct Connection {
-    frames: mpsc::Sender<ServerFrame>,
+    frames: mpsc::Sender<ToClient>,
     subscriptions: HashMap<u64, QueueName>,
     waiters: HashSet<u64>,
 }
@@ -400,6 +406,10 @@ impl Core {
     }
 
     fn send(&mut self, connection: u64, frame: ServerFrame) -> bool {
+        self.send_to(connection, ToClient::Frame(frame))
+    }
+
+    fn send_to(&mut self, connection: u64, frame: ToClient) -> bool {
         let Some(conn) = self.connections.get(&connection) else {
             return false;
         };
@@ -915,17 +925,23 @@ impl Core {
             return false;
         };
         let (payloads, journal) = (&self.payloads, &self.journal);
-        let taken = slot.queue.take(now_ms, waiter.max, correlation, |entry| {
-            payloads
-                .get(entry, journal)
-                .ok()
-                .and_then(|p| {
-                    delivery::stored(&p)
-                        .ok()
-                        .map(|s| s.correlation_id == waiter.correlation_id.as_deref())
-                })
-                .unwrap_or(false)
-        });
+        let taken = slot.queue.take_within(
+            now_ms,
+            waiter.max,
+            REPLY_BODY_BYTES_MAX,
+            correlation,
+            |entry| {
+                payloads
+                    .get(entry, journal)
+                    .ok()
+                    .and_then(|p| {
+                        delivery::stored(&p)
+                            .ok()
+                            .map(|s| s.correlation_id == waiter.correlation_id.as_deref())
+                    })
+                    .unwrap_or(false)
+            },
+        );
         self.remove_expired(taken.expired);
         if taken.entries.is_empty() {
             return false;
@@ -950,49 +966,70 @@ impl Core {
         lease_ms: Option<u64>,
         now_ms: u64,
     ) {
-        let mut deliveries = Vec::with_capacity(entries.len());
+        let mut payloads = Vec::with_capacity(entries.len());
         for entry in &mut entries {
             entry.delivery_count += 1;
-            let delivery = self
-                .payloads
-                .get(entry, &self.journal)
-                .map_err(|e| e.to_string())
-                .and_then(|payload| {
-                    delivery::to_delivery(
-                        &payload,
-                        entry,
-                        None,
-                        !matches!(entry.body, BodyRef::Memory),
-                    )
-                    .map_err(|e| e.to_string())
-                });
-            match delivery {
-                Ok(delivery) => deliveries.push(delivery),
-                Err(reason) => {
-                    error!(%queue, seq = entry.seq, %reason, "cannot read a queued message back");
-                    for mut entry in entries {
-                        entry.delivery_count -= 1;
-                        self.insert(&queue, entry);
-                    }
-                    self.reply(
-                        connection,
-                        request,
-                        Err(ApiError::Storage { detail: reason }),
-                    );
-                    return;
+            match self.payloads.get(entry, &self.journal) {
+                Ok(payload) => payloads.push(payload),
+                Err(error) => {
+                    let reason = format!("cannot read message {} back: {error}", entry.seq);
+                    return self.hand_back(connection, request, &queue, entries, reason);
                 }
             }
         }
-        if let Some(lease_ms) = lease_ms {
-            for (entry, delivery) in entries.iter().zip(&mut deliveries) {
-                delivery.lease =
+        let stored = match payloads
+            .iter()
+            .map(|payload| delivery::stored(payload))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(stored) => stored,
+            Err(error) => {
+                let reason = format!("cannot decode a queued message: {error}");
+                return self.hand_back(connection, request, &queue, entries, reason);
+            }
+        };
+        let leases: Vec<Option<u64>> = match lease_ms {
+            Some(lease_ms) => entries
+                .iter()
+                .map(|entry| {
                     Some(
                         self.leases
                             .grant(queue.clone(), *entry, connection, now_ms, lease_ms),
-                    );
+                    )
+                })
+                .collect(),
+            None => vec![None; entries.len()],
+        };
+        let deliveries: Vec<DeliveryRef<'_>> = stored
+            .iter()
+            .zip(&entries)
+            .zip(&leases)
+            .map(|((stored, entry), lease)| {
+                delivery::delivery_ref(
+                    stored,
+                    entry,
+                    *lease,
+                    !matches!(entry.body, BodyRef::Memory),
+                )
+            })
+            .collect();
+        let encoded = encode_messages_reply(request, &deliveries);
+        drop(deliveries);
+        drop(stored);
+        let reply = match encoded {
+            Ok(reply) => reply,
+            Err(error) => {
+                for lease in leases.into_iter().flatten() {
+                    let _ = self.leases.settle(lease, connection);
+                }
+                let reason =
+                    format!("the messages taken make too large a reply ({error}); ask for fewer");
+                return self.hand_back(connection, request, &queue, entries, reason);
             }
-            self.messages_delivered += deliveries.len() as u64;
-            self.reply(connection, request, Ok(Reply::Messages(deliveries)));
+        };
+        if lease_ms.is_some() {
+            self.messages_delivered += entries.len() as u64;
+            self.send_to(connection, ToClient::Encoded(reply));
             return;
         }
         let seqs: Vec<u64> = entries
@@ -1005,13 +1042,35 @@ impl Core {
             request,
             queue,
             entries,
-            deliveries,
+            reply,
         };
         if seqs.is_empty() {
             self.apply(continuation, Ok(Vec::new()), now_ms);
         } else {
             self.commit_removal(seqs, continuation);
         }
+    }
+
+    /// Puts messages taken for a get back in their queue, undelivered, and tells the getter
+    /// why.
+    fn hand_back(
+        &mut self,
+        connection: u64,
+        request: u64,
+        queue: &QueueName,
+        entries: Vec<Entry>,
+        reason: String,
+    ) {
+        error!(%queue, %reason, "cannot hand messages over to a getter");
+        for mut entry in entries {
+            entry.delivery_count -= 1;
+            self.insert(queue, entry);
+        }
+        self.reply(
+            connection,
+            request,
+            Err(ApiError::Storage { detail: reason }),
+        );
     }
 
     fn ack(
@@ -1470,11 +1529,11 @@ impl Core {
                 request,
                 queue,
                 entries,
-                deliveries,
+                reply,
             } => match result {
                 Ok(_) => {
-                    let count = deliveries.len() as u64;
-                    if self.reply(connection, request, Ok(Reply::Messages(deliveries))) {
+                    let count = entries.len() as u64;
+                    if self.send_to(connection, ToClient::Encoded(reply)) {
                         self.messages_delivered += count;
                         for entry in &entries {
                             self.forget(entry);
@@ -1692,21 +1751,34 @@ impl Core {
     /// Answers the get a put's messages were handed to; if its getter left meanwhile, the
     /// messages are stored again, since nobody has them.
     fn complete_handoff(&mut self, handoff: Handoff, items: Vec<PutItem>, now_ms: u64) {
-        let mut deliveries = Vec::with_capacity(items.len());
-        for item in &items {
-            match delivery::to_delivery(&item.payload, &item.entry, None, true) {
-                Ok(delivery) => deliveries.push(delivery),
-                // Encoded by this process a moment ago: failing to decode it is a bug.
-                Err(error) => unreachable!("a message just encoded does not decode: {error}"),
+        let encoded = items
+            .iter()
+            .map(|item| delivery::stored(&item.payload))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| format!("cannot decode a message just stored: {error}"))
+            .and_then(|stored| {
+                let deliveries: Vec<DeliveryRef<'_>> = stored
+                    .iter()
+                    .zip(&items)
+                    .map(|(stored, item)| delivery::delivery_ref(stored, &item.entry, None, true))
+                    .collect();
+                encode_messages_reply(handoff.request, &deliveries)
+                    .map_err(|error| format!("the messages make too large a reply: {error}"))
+            });
+        let handed = match encoded {
+            Ok(reply) => self.send_to(handoff.connection, ToClient::Encoded(reply)),
+            Err(reason) => {
+                error!(%reason, "cannot hand messages over to a getter");
+                self.reply(
+                    handoff.connection,
+                    handoff.request,
+                    Err(ApiError::Storage { detail: reason }),
+                );
+                false
             }
-        }
-        let count = deliveries.len() as u64;
-        if self.reply(
-            handoff.connection,
-            handoff.request,
-            Ok(Reply::Messages(deliveries)),
-        ) {
-            self.messages_delivered += count;
+        };
+        if handed {
+            self.messages_delivered += items.len() as u64;
             return;
         }
         for item in items {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use hopmq::MessageId;
-use hopmq::protocol::{Delivery, OutgoingMessage};
+use hopmq::protocol::{Delivery, DeliveryRef, OutgoingMessage};
 
 use crate::queue::local::Entry;
 use crate::record::{self, Record, RecordError, StoredMessage};
@@ -91,6 +91,30 @@ pub fn stored(payload: &[u8]) -> Result<StoredMessage<'_>, RecordError> {
     match record::decode(payload)? {
         Record::Enqueue(stored) => Ok(stored),
         _ => Err(RecordError::Malformed(postcard::Error::DeserializeBadEnum)),
+    }
+}
+
+/// What an application receives for `entry`, stored as `stored`, borrowed from it: what
+/// [`to_delivery`] makes, without copying, for encoding straight into a reply.
+pub fn delivery_ref<'a>(
+    stored: &'a StoredMessage<'a>,
+    entry: &Entry,
+    lease: Option<u64>,
+    persistent: bool,
+) -> DeliveryRef<'a> {
+    DeliveryRef {
+        id: MessageId(stored.id),
+        body: stored.body,
+        headers: &stored.headers,
+        priority: stored.priority,
+        expires_at_ms: stored.expires_at_ms,
+        correlation_id: stored.correlation_id,
+        reply_to: stored.reply_to,
+        persistent,
+        origin: stored.origin,
+        delivery_count: entry.delivery_count,
+        trace: &stored.trace,
+        lease,
     }
 }
 

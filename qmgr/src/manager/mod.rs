@@ -37,6 +37,28 @@ pub const COMMITS_IN_FLIGHT_MAX: usize = 64 * 1024;
 /// How often expired messages are swept from queue heads and the journal is tidied.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(500);
 
+/// A frame for a client's connection: most are encoded by the connection's writer, but the
+/// core encodes message replies itself, straight from the stored payloads it holds.
+#[derive(Debug)]
+pub enum ToClient {
+    /// To be encoded.
+    Frame(ServerFrame),
+    /// One whole frame, length prefix included.
+    Encoded(Vec<u8>),
+}
+
+impl ToClient {
+    /// The frame, decoded back if it came encoded: for tests that read what a client got.
+    #[cfg(test)]
+    pub fn into_frame(self) -> ServerFrame {
+        match self {
+            Self::Frame(frame) => frame,
+            Self::Encoded(bytes) => hopmq::protocol::decode(&bytes[4..])
+                .expect("the core encodes only frames that decode"),
+        }
+    }
+}
+
 /// What connection tasks ask of the core.
 #[derive(Debug)]
 pub enum Command {
@@ -45,7 +67,7 @@ pub enum Command {
         /// Its id, unique for the manager's life.
         connection: u64,
         /// Its outgoing frames.
-        frames: mpsc::Sender<ServerFrame>,
+        frames: mpsc::Sender<ToClient>,
         /// The peer's uid, for logs.
         uid: Option<u32>,
     },

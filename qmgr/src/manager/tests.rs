@@ -10,7 +10,7 @@ use hopmq_routing::Topology;
 use tokio::sync::mpsc;
 
 use super::core::{CoreLimits, InFlight};
-use super::{Command, Core, recover};
+use super::{Command, Core, ToClient, recover};
 use crate::config::SyncMode;
 use crate::store::{JournalConfig, SyncPolicy};
 
@@ -19,7 +19,7 @@ const NOW: u64 = 1_000_000;
 struct Harness {
     core: Core,
     commits: mpsc::UnboundedReceiver<InFlight>,
-    frames: Vec<mpsc::Receiver<ServerFrame>>,
+    frames: Vec<mpsc::Receiver<ToClient>>,
 }
 
 pub(super) fn limits() -> CoreLimits {
@@ -126,7 +126,7 @@ impl Harness {
     /// Everything connection `connection` was sent, as (request id, result) replies.
     fn replies(&mut self, connection: usize) -> Vec<(u64, Result<Reply, ApiError>)> {
         let mut replies = Vec::new();
-        while let Ok(frame) = self.frames[connection].try_recv() {
+        while let Ok(frame) = self.frames[connection].try_recv().map(ToClient::into_frame) {
             if let ServerFrame::Reply { id, result } = frame {
                 replies.push((id, result));
             }

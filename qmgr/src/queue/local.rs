@@ -176,10 +176,25 @@ impl LocalQueue {
         now_ms: u64,
         max: usize,
         correlation: Option<u32>,
+        confirm: impl FnMut(&Entry) -> bool,
+    ) -> Taken {
+        self.take_within(now_ms, max, u64::MAX, correlation, confirm)
+    }
+
+    /// Like [`Self::take`], stopping before the body bytes taken would pass `bytes_max`
+    /// (the first entry is always taken, whatever its size), so that what is taken fits one
+    /// reply.
+    pub fn take_within(
+        &mut self,
+        now_ms: u64,
+        max: usize,
+        bytes_max: u64,
+        correlation: Option<u32>,
         mut confirm: impl FnMut(&Entry) -> bool,
     ) -> Taken {
         let mut taken = Taken::default();
-        for queue in self.by_priority.iter_mut().rev() {
+        let mut bytes = 0u64;
+        'priorities: for queue in self.by_priority.iter_mut().rev() {
             let mut index = 0;
             while index < queue.len() && taken.entries.len() < max {
                 let entry = queue[index];
@@ -192,12 +207,17 @@ impl LocalQueue {
                     None => true,
                     Some(hash) => entry.correlation == hash && confirm(&entry),
                 };
-                if wanted {
-                    queue.remove(index);
-                    taken.entries.push(entry);
-                } else {
+                if !wanted {
                     index += 1;
+                    continue;
                 }
+                bytes += u64::from(entry.bytes);
+                // Stopping, not skipping: a smaller entry behind must not overtake this one.
+                if bytes > bytes_max && !taken.entries.is_empty() {
+                    break 'priorities;
+                }
+                queue.remove(index);
+                taken.entries.push(entry);
             }
         }
         for entry in taken.entries.iter().chain(&taken.expired) {
@@ -341,6 +361,31 @@ mod tests {
         assert_eq!(seqs(&q.peek(0, 10)), [2, 5, 1, 4, 3]);
         assert_eq!(seqs(&q.take(0, 3, None, |_| true).entries), [2, 5, 1]);
         assert_eq!(seqs(&q.take(0, 3, None, |_| true).entries), [4, 3]);
+        assert_eq!(q.depth(), 0);
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn a_byte_budget_stops_a_take_in_order_but_never_before_the_first_entry() {
+        let mut q = LocalQueue::default();
+        for (seq, bytes) in [(1, 600), (2, 500), (3, 10), (4, 10)] {
+            q.insert(Entry {
+                bytes,
+                ..entry(seq, 4)
+            });
+        }
+        let first = q.take_within(0, 10, 1000, None, |_| true).entries;
+        assert_eq!(seqs(&first), [1], "seq 3 must not overtake seq 2");
+        let second = q.take_within(0, 10, 100, None, |_| true).entries;
+        assert_eq!(
+            seqs(&second),
+            [2],
+            "an entry larger than the budget still goes alone"
+        );
+        assert_eq!(
+            seqs(&q.take_within(0, 10, 20, None, |_| true).entries),
+            [3, 4]
+        );
         assert_eq!(q.depth(), 0);
         assert_eq!(q.bytes(), 0);
     }

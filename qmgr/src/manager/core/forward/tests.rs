@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::Channel;
 use crate::channel::frame::ChannelFrame;
 use crate::manager::core::InFlight;
-use crate::manager::{ChannelDirection, Command, Core, recover};
+use crate::manager::{ChannelDirection, Command, Core, ToClient, recover};
 use crate::store::{JournalConfig, SyncPolicy};
 
 const NOW: u64 = 1_000_000;
@@ -31,7 +31,7 @@ home = "bravo"
 struct Node {
     core: Core,
     commits: mpsc::UnboundedReceiver<InFlight>,
-    client: mpsc::Receiver<ServerFrame>,
+    client: mpsc::Receiver<ToClient>,
 }
 
 impl Node {
@@ -128,7 +128,7 @@ impl Node {
             );
             self.settle().await;
             let mut got = 0;
-            while let Ok(frame) = self.client.try_recv() {
+            while let Ok(frame) = self.client.try_recv().map(ToClient::into_frame) {
                 if let ServerFrame::Reply {
                     id: 2,
                     result: Ok(Reply::Messages(messages)),
