@@ -432,7 +432,13 @@ pub(super) fn run_on<T>(
     if keep {
         cluster.keep();
     }
+    // One worker, like a single-threaded application: the clients' tasks then hand work to
+    // each other without waking a second thread (at 3 hops, 2.9 µs of CPU per message instead
+    // of 3.4–3.5, and 3.7 context switches per paced message instead of 5.7; BENCHMARKS.md).
+    // Multi-threaded all the same, so that a bench may block in place while it restarts a
+    // manager.
     let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
