@@ -323,7 +323,7 @@ fn a_notify_handler_runs_exactly_once_per_put() {
 }
 
 #[test]
-fn a_get_of_more_than_one_frame_holds_takes_what_fits_and_loses_nothing() {
+fn a_get_or_browse_of_more_than_one_frame_holds_returns_what_fits_and_loses_nothing() {
     let manager = Manager::start();
     let client = manager.client();
     // 72 MiB in all, past the 64 MiB a reply frame may carry.
@@ -333,6 +333,8 @@ fn a_get_of_more_than_one_frame_holds_takes_what_fits_and_loses_nothing() {
             .put("large", hopmq::Message::new(vec![n; BODY_BYTES]))
             .unwrap();
     }
+    let browsed = client.browse("large", 10).unwrap();
+    assert_eq!(browsed.len(), 2, "a browse is bounded the same way");
     let mut got = Vec::new();
     while got.len() < 6 {
         let batch = client

@@ -71,9 +71,9 @@ pub type Completion = (Continuation, Result<Vec<Location>, StoreError>, u64);
 /// its records land there or later, so no segment from there on may be deleted meanwhile.
 pub type InFlight = (Commit, Continuation, u64);
 
-/// The most body bytes one get takes (it takes at least one message, whatever its size): half
-/// a frame, so that the rest of each message (headers, trace) fits in the other half. A reply
-/// that still does not fit is refused and its messages stay queued.
+/// The most body bytes one get or browse returns (at least one message, whatever its size):
+/// half a frame, so that the rest of each message (headers, trace) fits in the other half. A
+/// get's reply that still does not fit is refused and its messages stay queued.
 const REPLY_BODY_BYTES_MAX: u64 = (hopmq::protocol::FRAME_BYTES_MAX / 2) as u64;
 
 /// What to do once a commit is durable (or has failed).
@@ -1210,9 +1210,11 @@ impl Core {
 
     fn browse(&mut self, queue: &str, max: u32, now_ms: u64) -> Result<Reply, ApiError> {
         let queue = self.local_queue(queue)?;
-        let entries = self.queues[&queue]
-            .queue
-            .peek(now_ms, max.min(BATCH_MESSAGES_MAX) as usize);
+        let entries = self.queues[&queue].queue.peek_within(
+            now_ms,
+            max.min(BATCH_MESSAGES_MAX) as usize,
+            REPLY_BODY_BYTES_MAX,
+        );
         let mut deliveries = Vec::with_capacity(entries.len());
         for entry in entries {
             let payload =

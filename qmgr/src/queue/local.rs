@@ -247,13 +247,25 @@ impl LocalQueue {
 
     /// Up to `max` entries in delivery order, without removing them (browse).
     pub fn peek(&self, now_ms: u64, max: usize) -> Vec<Entry> {
+        self.peek_within(now_ms, max, u64::MAX)
+    }
+
+    /// Like [`Self::peek`], stopping before the body bytes would pass `bytes_max` (the first
+    /// entry is always there, whatever its size), as [`Self::take_within`] does.
+    pub fn peek_within(&self, now_ms: u64, max: usize, bytes_max: u64) -> Vec<Entry> {
+        let mut bytes = 0u64;
         self.by_priority
             .iter()
             .rev()
             .flat_map(|q| q.iter())
             .filter(|e| !e.expired(now_ms))
             .take(max)
-            .copied()
+            .enumerate()
+            .take_while(|(index, e)| {
+                bytes += u64::from(e.bytes);
+                *index == 0 || bytes <= bytes_max
+            })
+            .map(|(_, e)| *e)
             .collect()
     }
 
@@ -366,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn a_byte_budget_stops_a_take_in_order_but_never_before_the_first_entry() {
+    fn a_byte_budget_stops_a_take_or_peek_in_order_but_never_before_the_first_entry() {
         let mut q = LocalQueue::default();
         for (seq, bytes) in [(1, 600), (2, 500), (3, 10), (4, 10)] {
             q.insert(Entry {
@@ -374,6 +386,9 @@ mod tests {
                 ..entry(seq, 4)
             });
         }
+        assert_eq!(seqs(&q.peek_within(0, 10, 1000)), [1]);
+        assert_eq!(seqs(&q.peek_within(0, 10, 100)), [1]);
+        assert_eq!(seqs(&q.peek_within(0, 10, 1105)), [1, 2]);
         let first = q.take_within(0, 10, 1000, None, |_| true).entries;
         assert_eq!(seqs(&first), [1], "seq 3 must not overtake seq 2");
         let second = q.take_within(0, 10, 100, None, |_| true).entries;
