@@ -20,8 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use hopmq::protocol::{
-    BATCH_MESSAGES_MAX, DeliveryRef, OutgoingMessage, QueueStatus, Reply, ServerFrame, Status,
-    StoreStatus, encode_messages_reply,
+    BATCH_MESSAGES_MAX, OutgoingMessage, QueueStatus, Reply, ServerFrame, Status, StoreStatus,
 };
 use hopmq::{Address, ApiError, ManagerName, MessageId, PRIORITY_MAX, QueueName};
 use hopmq_routing::{DownLinks, Network, RouteTable, Topology};
@@ -966,65 +965,15 @@ impl Core {
         lease_ms: Option<u64>,
         now_ms: u64,
     ) {
-        let mut payloads = Vec::with_capacity(entries.len());
         for entry in &mut entries {
             entry.delivery_count += 1;
-            match self.payloads.get(entry, &self.journal) {
-                Ok(payload) => payloads.push(payload),
-                Err(error) => {
-                    let reason = format!("cannot read message {} back: {error}", entry.seq);
-                    return self.hand_back(connection, request, &queue, entries, reason);
-                }
-            }
         }
-        let stored = match payloads
-            .iter()
-            .map(|payload| delivery::stored(payload))
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(stored) => stored,
-            Err(error) => {
-                let reason = format!("cannot decode a queued message: {error}");
-                return self.hand_back(connection, request, &queue, entries, reason);
-            }
-        };
-        let leases: Vec<Option<u64>> = match lease_ms {
-            Some(lease_ms) => entries
-                .iter()
-                .map(|entry| {
-                    Some(
-                        self.leases
-                            .grant(queue.clone(), *entry, connection, now_ms, lease_ms),
-                    )
-                })
-                .collect(),
-            None => vec![None; entries.len()],
-        };
-        let deliveries: Vec<DeliveryRef<'_>> = stored
-            .iter()
-            .zip(&entries)
-            .zip(&leases)
-            .map(|((stored, entry), lease)| {
-                delivery::delivery_ref(
-                    stored,
-                    entry,
-                    *lease,
-                    !matches!(entry.body, BodyRef::Memory),
-                )
-            })
-            .collect();
-        let encoded = encode_messages_reply(request, &deliveries);
-        drop(deliveries);
-        drop(stored);
-        let reply = match encoded {
+        let reply = match self.get_reply(connection, request, &queue, &entries, lease_ms, now_ms) {
             Ok(reply) => reply,
-            Err(error) => {
-                for lease in leases.into_iter().flatten() {
-                    let _ = self.leases.settle(lease, connection);
-                }
-                let reason =
-                    format!("the messages taken make too large a reply ({error}); ask for fewer");
-                return self.hand_back(connection, request, &queue, entries, reason);
+            Err(reason) => {
+                error!(%queue, %reason, "cannot hand messages over to a getter");
+                let error = ApiError::Storage { detail: reason };
+                return self.hand_back(connection, request, &queue, entries, error);
             }
         };
         if lease_ms.is_some() {
@@ -1051,6 +1000,61 @@ impl Core {
         }
     }
 
+    /// The encoded reply handing `entries` to a getter, with their leases granted if
+    /// `lease_ms` says so; on failure no lease is left granted.
+    fn get_reply(
+        &mut self,
+        connection: u64,
+        request: u64,
+        queue: &QueueName,
+        entries: &[Entry],
+        lease_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Vec<u8>, String> {
+        let payloads = entries
+            .iter()
+            .map(|entry| {
+                self.payloads
+                    .get(entry, &self.journal)
+                    .map_err(|error| format!("cannot read message {} back: {error}", entry.seq))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let stored = payloads
+            .iter()
+            .map(|payload| delivery::stored(payload))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| format!("cannot decode a queued message: {error}"))?;
+        // Granted only once every message decodes, so that a failure undoes nothing but the
+        // grants below.
+        let leases: Vec<Option<u64>> = entries
+            .iter()
+            .map(|entry| {
+                lease_ms.map(|lease_ms| {
+                    self.leases
+                        .grant(queue.clone(), *entry, connection, now_ms, lease_ms)
+                })
+            })
+            .collect();
+        let messages = stored
+            .iter()
+            .zip(entries)
+            .zip(&leases)
+            .map(|((stored, entry), lease)| {
+                (
+                    stored,
+                    entry,
+                    *lease,
+                    !matches!(entry.body, BodyRef::Memory),
+                )
+            });
+        delivery::messages_reply(request, messages).map_err(|error| {
+            for &lease in leases.iter().flatten() {
+                let _ = self.leases.settle(lease, connection);
+            }
+            format!("the messages taken make too large a reply ({error}); ask for fewer")
+        })
+    }
+
     /// Puts messages taken for a get back in their queue, undelivered, and tells the getter
     /// why.
     fn hand_back(
@@ -1059,18 +1063,13 @@ impl Core {
         request: u64,
         queue: &QueueName,
         entries: Vec<Entry>,
-        reason: String,
+        error: ApiError,
     ) {
-        error!(%queue, %reason, "cannot hand messages over to a getter");
         for mut entry in entries {
             entry.delivery_count -= 1;
             self.insert(queue, entry);
         }
-        self.reply(
-            connection,
-            request,
-            Err(ApiError::Storage { detail: reason }),
-        );
+        self.reply(connection, request, Err(error));
     }
 
     fn ack(
@@ -1210,7 +1209,7 @@ impl Core {
 
     fn browse(&mut self, queue: &str, max: u32, now_ms: u64) -> Result<Reply, ApiError> {
         let queue = self.local_queue(queue)?;
-        let entries = self.queues[&queue].queue.peek_within(
+        let entries = self.queues[&queue].queue.peek(
             now_ms,
             max.min(BATCH_MESSAGES_MAX) as usize,
             REPLY_BODY_BYTES_MAX,
@@ -1551,11 +1550,7 @@ impl Core {
                     }
                 }
                 Err(error) => {
-                    for mut entry in entries {
-                        entry.delivery_count -= 1;
-                        self.insert(&queue, entry);
-                    }
-                    self.reply(connection, request, Err(api_error(&error)));
+                    self.hand_back(connection, request, &queue, entries, api_error(&error));
                     self.serve_waiters(&queue, now_ms);
                 }
             },
@@ -1759,12 +1754,11 @@ impl Core {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| format!("cannot decode a message just stored: {error}"))
             .and_then(|stored| {
-                let deliveries: Vec<DeliveryRef<'_>> = stored
+                let messages = stored
                     .iter()
                     .zip(&items)
-                    .map(|(stored, item)| delivery::delivery_ref(stored, &item.entry, None, true))
-                    .collect();
-                encode_messages_reply(handoff.request, &deliveries)
+                    .map(|(stored, item)| (stored, &item.entry, None, true));
+                delivery::messages_reply(handoff.request, messages)
                     .map_err(|error| format!("the messages make too large a reply: {error}"))
             });
         let handed = match encoded {

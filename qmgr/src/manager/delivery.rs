@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use hopmq::MessageId;
-use hopmq::protocol::{Delivery, DeliveryRef, OutgoingMessage};
+use hopmq::protocol::{Delivery, DeliveryRef, FrameError, OutgoingMessage, encode_messages_reply};
 
 use crate::queue::local::Entry;
 use crate::record::{self, Record, RecordError, StoredMessage};
@@ -94,28 +94,30 @@ pub fn stored(payload: &[u8]) -> Result<StoredMessage<'_>, RecordError> {
     }
 }
 
-/// What an application receives for `entry`, stored as `stored`, borrowed from it: what
-/// [`to_delivery`] makes, without copying, for encoding straight into a reply.
-pub fn delivery_ref<'a>(
-    stored: &'a StoredMessage<'a>,
-    entry: &Entry,
-    lease: Option<u64>,
-    persistent: bool,
-) -> DeliveryRef<'a> {
-    DeliveryRef {
-        id: MessageId(stored.id),
-        body: stored.body,
-        headers: &stored.headers,
-        priority: stored.priority,
-        expires_at_ms: stored.expires_at_ms,
-        correlation_id: stored.correlation_id,
-        reply_to: stored.reply_to,
-        persistent,
-        origin: stored.origin,
-        delivery_count: entry.delivery_count,
-        trace: &stored.trace,
-        lease,
-    }
+/// The frame answering get request `request` with `messages`: each a stored message, its
+/// entry, its lease and whether it is persistent. What [`to_delivery`] would make of each,
+/// encoded straight from the payloads' bytes instead of copied into owned values first.
+pub fn messages_reply<'a>(
+    request: u64,
+    messages: impl Iterator<Item = (&'a StoredMessage<'a>, &'a Entry, Option<u64>, bool)>,
+) -> Result<Vec<u8>, FrameError> {
+    let deliveries: Vec<DeliveryRef<'_>> = messages
+        .map(|(stored, entry, lease, persistent)| DeliveryRef {
+            id: MessageId(stored.id),
+            body: stored.body,
+            headers: &stored.headers,
+            priority: stored.priority,
+            expires_at_ms: stored.expires_at_ms,
+            correlation_id: stored.correlation_id,
+            reply_to: stored.reply_to,
+            persistent,
+            origin: stored.origin,
+            delivery_count: entry.delivery_count,
+            trace: &stored.trace,
+            lease,
+        })
+        .collect();
+    encode_messages_reply(request, &deliveries)
 }
 
 /// What an application receives for `entry`, whose payload is `payload`.

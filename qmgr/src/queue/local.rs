@@ -245,14 +245,10 @@ impl LocalQueue {
         expired
     }
 
-    /// Up to `max` entries in delivery order, without removing them (browse).
-    pub fn peek(&self, now_ms: u64, max: usize) -> Vec<Entry> {
-        self.peek_within(now_ms, max, u64::MAX)
-    }
-
-    /// Like [`Self::peek`], stopping before the body bytes would pass `bytes_max` (the first
-    /// entry is always there, whatever its size), as [`Self::take_within`] does.
-    pub fn peek_within(&self, now_ms: u64, max: usize, bytes_max: u64) -> Vec<Entry> {
+    /// Up to `max` entries in delivery order, without removing them (browse), stopping before
+    /// the body bytes would pass `bytes_max` (the first entry is always there, whatever its
+    /// size), as [`Self::take_within`] does.
+    pub fn peek(&self, now_ms: u64, max: usize, bytes_max: u64) -> Vec<Entry> {
         let mut bytes = 0u64;
         self.by_priority
             .iter()
@@ -370,7 +366,7 @@ mod tests {
         }
         assert_eq!(q.depth(), 5);
         assert_eq!(q.bytes(), 50);
-        assert_eq!(seqs(&q.peek(0, 10)), [2, 5, 1, 4, 3]);
+        assert_eq!(seqs(&q.peek(0, 10, u64::MAX)), [2, 5, 1, 4, 3]);
         assert_eq!(seqs(&q.take(0, 3, None, |_| true).entries), [2, 5, 1]);
         assert_eq!(seqs(&q.take(0, 3, None, |_| true).entries), [4, 3]);
         assert_eq!(q.depth(), 0);
@@ -386,9 +382,9 @@ mod tests {
                 ..entry(seq, 4)
             });
         }
-        assert_eq!(seqs(&q.peek_within(0, 10, 1000)), [1]);
-        assert_eq!(seqs(&q.peek_within(0, 10, 100)), [1]);
-        assert_eq!(seqs(&q.peek_within(0, 10, 1105)), [1, 2]);
+        assert_eq!(seqs(&q.peek(0, 10, 1000)), [1]);
+        assert_eq!(seqs(&q.peek(0, 10, 100)), [1]);
+        assert_eq!(seqs(&q.peek(0, 10, 1105)), [1, 2]);
         let first = q.take_within(0, 10, 1000, None, |_| true).entries;
         assert_eq!(seqs(&first), [1], "seq 3 must not overtake seq 2");
         let second = q.take_within(0, 10, 100, None, |_| true).entries;
@@ -409,7 +405,7 @@ mod tests {
     fn a_queue_built_from_sorted_entries_keeps_priority_and_order() {
         let single = LocalQueue::from_sorted((1..=3).map(|seq| entry(seq, 4)).collect());
         assert_eq!((single.depth(), single.bytes()), (3, 30));
-        assert_eq!(seqs(&single.peek(0, 10)), [1, 2, 3]);
+        assert_eq!(seqs(&single.peek(0, 10, u64::MAX)), [1, 2, 3]);
         let mut mixed =
             LocalQueue::from_sorted(vec![entry(1, 0), entry(2, 9), entry(3, 0), entry(4, 9)]);
         assert_eq!(mixed.depth(), 4);
@@ -452,8 +448,8 @@ mod tests {
             expires_at_ms: 200,
             ..entry(4, 4)
         });
-        assert_eq!(seqs(&q.peek(199, 10)), [4]);
-        assert!(q.peek(200, 10).is_empty());
+        assert_eq!(seqs(&q.peek(199, 10, u64::MAX)), [4]);
+        assert!(q.peek(200, 10, u64::MAX).is_empty());
         assert_eq!(seqs(&q.remove_expired(200, 10)), [4]);
         assert_eq!(q.depth(), 0);
     }
