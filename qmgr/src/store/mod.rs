@@ -14,13 +14,15 @@
 //! - a failed `fdatasync` stops the process (`writer::fatal`).
 //!
 //! Modules: [`format`] (the versioned on-disk layout, an API boundary), [`segment`] (files),
-//! [`recovery`] (torn tail versus corruption), `requests` (the queue to the writer, which
-//! wakes it only when worth it), [`writer`] (the group-commit thread), [`journal`]
-//! (the shared handle and `open`).
+//! `pace` (zero-filling a segment ahead no faster than the active one fills), [`recovery`]
+//! (torn tail versus corruption), `requests` (the queue to the writer, which wakes it only
+//! when worth it), [`writer`] (the group-commit thread), [`journal`] (the shared handle and
+//! `open`).
 
 pub mod error;
 pub mod format;
 pub mod journal;
+mod pace;
 pub mod recovery;
 mod requests;
 pub mod segment;

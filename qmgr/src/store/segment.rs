@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::StoreError;
 use super::format::{SEGMENT_HEADER_BYTES, encode_end_marker, encode_segment_header};
+use super::pace::Pace;
 
 const SEGMENT_SUFFIX: &str = ".seg";
 const TEMPORARY_SUFFIX: &str = ".seg.tmp";
@@ -89,7 +90,7 @@ pub fn create_segment(
     segment_bytes: u64,
     journal_bytes: u64,
 ) -> Result<File, StoreError> {
-    let file = prepare_segment(dir, segment, segment_bytes, journal_bytes, None)?;
+    let file = prepare_segment(dir, segment, segment_bytes, journal_bytes, None, None)?;
     install_segment(dir, segment)?;
     Ok(file)
 }
@@ -97,15 +98,16 @@ pub fn create_segment(
 /// Writes segment `segment` under its temporary name, synced, ready for [`install_segment`]:
 /// from `spare` (a dead segment of the same size, see [`retire_segment`]) if there is one, by
 /// rewriting its header and end marker, else zero-filled. Zero-filling is slow (it writes the
-/// whole segment), so the writer runs this ahead of time on a helper thread. On failure
-/// nothing is left behind (the spare included); running out of space is reported as
-/// [`StoreError::DiskFull`].
+/// whole segment), so the writer runs this ahead of time on a helper thread, at the `pace` it
+/// sets. On failure nothing is left behind (the spare included); running out of space is
+/// reported as [`StoreError::DiskFull`].
 pub fn prepare_segment(
     dir: &Path,
     segment: u64,
     segment_bytes: u64,
     journal_bytes: u64,
     spare: Option<&Path>,
+    pace: Option<&Pace>,
 ) -> Result<File, StoreError> {
     let temporary = temporary_path(dir, segment);
     if let Some(spare) = spare {
@@ -118,7 +120,7 @@ pub fn prepare_segment(
             }
         }
     }
-    write_segment(&temporary, segment, segment_bytes).map_err(|source| {
+    write_segment(&temporary, segment, segment_bytes, pace).map_err(|source| {
         // Best effort: the file may not exist, and a failed removal changes nothing for the
         // caller, whose error is the one that matters (open removes leftovers anyway).
         let _ = std::fs::remove_file(&temporary);
@@ -185,7 +187,12 @@ fn recycle(
     Ok(file)
 }
 
-fn write_segment(path: &Path, segment: u64, segment_bytes: u64) -> std::io::Result<File> {
+fn write_segment(
+    path: &Path,
+    segment: u64,
+    segment_bytes: u64,
+    pace: Option<&Pace>,
+) -> std::io::Result<File> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -197,25 +204,34 @@ fn write_segment(path: &Path, segment: u64, segment_bytes: u64) -> std::io::Resu
     // creation, instead of in the middle of a batch.
     let head = segment_head(segment);
     file.write_all(&head)?;
-    write_zeros(&mut file, segment_bytes - head.len() as u64)?;
+    write_zeros(&mut file, head.len() as u64, segment_bytes, pace)?;
     file.sync_all()?;
     Ok(file)
 }
 
-/// Writes `bytes` zeros at the file's current position, syncing after each piece.
+/// Writes zeros from `from` (the file's current position) to `to`, syncing after each piece,
+/// each piece only once `pace` allows it.
 ///
 /// A device cache flush makes every write before it durable, whoever asked: left to one
 /// `fsync` at the end, a segment's 64 MiB of zeros stalled every journal's `fdatasync` on
 /// the disk for 15–50 ms at once (all four managers of a 3-hop bench together). Synced a
 /// piece at a time, each commit waits for at most one piece.
-fn write_zeros(file: &mut File, bytes: u64) -> std::io::Result<()> {
-    let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(bytes as usize)];
-    let mut left = bytes;
-    while left > 0 {
-        let piece = left.min(zeros.len() as u64) as usize;
+fn write_zeros(file: &mut File, from: u64, to: u64, pace: Option<&Pace>) -> std::io::Result<()> {
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(to.saturating_sub(from) as usize)];
+    let mut at = from;
+    while at < to {
+        if let Some(pace) = pace {
+            pace.wait_to_write(at).map_err(|_| {
+                std::io::Error::new(ErrorKind::Interrupted, "the segment is no longer wanted")
+            })?;
+        }
+        let piece = (to - at).min(zeros.len() as u64) as usize;
         file.write_all(&zeros[..piece])?;
         file.sync_data()?;
-        left -= piece as u64;
+        at += piece as u64;
+        if let Some(pace) = pace {
+            pace.wrote_to(at);
+        }
     }
     Ok(())
 }

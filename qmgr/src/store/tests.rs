@@ -509,6 +509,43 @@ fn segments_roll_and_a_deleted_prefix_stays_deleted() {
 }
 
 #[test]
+fn segments_zero_filled_at_the_writers_pace_are_ready_when_it_rolls() {
+    // Large enough that the helper thread waits for the writer: a quarter segment (2 MiB)
+    // ahead of it, in 1 MiB pieces.
+    const SEGMENT: u64 = 8 * 1024 * 1024;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _, _) = open_collect(config(dir.path(), SEGMENT)).expect("open");
+    let prepared = dir.path().join(format!("{:020}.seg.tmp", 2));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Paced, the next segment gets its lead at once and waits for the writer from there on.
+    while std::fs::metadata(&prepared).map_or(0, |m| m.len()) < SEGMENT / 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lead was never written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let written: Vec<(Location, Vec<u8>)> = (0..300u64)
+        .map(|i| {
+            let bytes = payload(i, 64 * 1024 + i as usize);
+            (append_one(&journal, bytes.clone()), bytes)
+        })
+        .collect();
+    let stats = journal.stats();
+    assert_eq!(stats.active_segment, 3, "{stats:?}");
+    for (location, bytes) in &written {
+        assert_eq!(&journal.read(*location).expect("read")[..], &bytes[..]);
+    }
+    // Closing cancels the half-written successor instead of finishing it.
+    journal.close();
+    drop(journal);
+    assert!(!dir.path().join(format!("{:020}.seg.tmp", 4)).exists());
+    let (_, report, replayed) = open_collect(config(dir.path(), SEGMENT)).expect("reopen");
+    assert_eq!(report.segments, 3);
+    assert_eq!(replayed, written);
+}
+
+#[test]
 fn only_dead_segments_of_the_current_size_are_kept_as_spares() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spares = || {

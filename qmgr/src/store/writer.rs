@@ -32,6 +32,7 @@ use super::format::{
     reserve_bytes,
 };
 use super::journal::Shared;
+use super::pace::Pace;
 use super::requests::{Requests, Woken};
 use super::segment::{discard_prepared, install_segment, prepare_segment, segment_path};
 use super::{Location, SyncPolicy};
@@ -101,6 +102,33 @@ pub(crate) struct Prepared {
     segment: u64,
     result: Receiver<Result<File, StoreError>>,
     thread: std::thread::JoinHandle<()>,
+    pace: Arc<Pace>,
+}
+
+impl Prepared {
+    /// The active segment is filled to `active_written`: the helper may write further ahead.
+    fn filled_to(&self, active_written: u64) {
+        if self.pace.filled_to(active_written) {
+            self.thread.thread().unpark();
+        }
+    }
+
+    /// Waits for the segment, now needed, at the disk's full speed.
+    fn finish(self) -> Option<File> {
+        if self.pace.hurry() {
+            self.thread.thread().unpark();
+        }
+        let result = self.result.recv();
+        let _ = self.thread.join();
+        match result {
+            Ok(Ok(file)) => Some(file),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "preparing a journal segment ahead failed; retrying");
+                None
+            }
+            Err(_) => None,
+        }
+    }
 }
 
 impl Writer {
@@ -280,6 +308,9 @@ impl Writer {
         self.shared
             .active_written
             .store(self.active.write_offset, Ordering::Relaxed);
+        if let Some(prepared) = &self.prepared {
+            prepared.filled_to(self.active.write_offset);
+        }
         self.buffer.clear();
         if self.buffer.capacity() as u64 > 2 * BATCH_BYTES_TARGET {
             // One huge group must not pin its memory for the journal's lifetime.
@@ -303,18 +334,7 @@ impl Writer {
         let next = self.active.id + 1;
         let journal_bytes = self.shared.bytes_on_disk();
         let prepared = match self.prepared.take() {
-            Some(prepared) if prepared.segment == next => {
-                let result = prepared.result.recv();
-                let _ = prepared.thread.join();
-                match result {
-                    Ok(Ok(file)) => Some(file),
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "preparing a journal segment ahead failed; retrying");
-                        None
-                    }
-                    Err(_) => None,
-                }
-            }
+            Some(prepared) if prepared.segment == next => prepared.finish(),
             Some(prepared) => {
                 self.discard(prepared);
                 None
@@ -331,6 +351,7 @@ impl Writer {
                     self.segment_bytes,
                     journal_bytes,
                     spare.as_deref(),
+                    None,
                 )?
             }
         };
@@ -402,6 +423,8 @@ impl Writer {
         let (sender, result) = std::sync::mpsc::channel();
         let dir = self.shared.dir.clone();
         let segment_bytes = self.segment_bytes;
+        let pace = Arc::new(Pace::new(segment_bytes, self.active.write_offset));
+        let helper_pace = Arc::clone(&pace);
         let spawned = std::thread::Builder::new()
             .name("journal-prepare".to_owned())
             .spawn(move || {
@@ -411,6 +434,7 @@ impl Writer {
                     segment_bytes,
                     journal_bytes,
                     spare.as_deref(),
+                    Some(&helper_pace),
                 ));
             });
         match spawned {
@@ -419,6 +443,7 @@ impl Writer {
                     segment: next,
                     result,
                     thread,
+                    pace,
                 });
             }
             Err(error) => {
@@ -449,6 +474,9 @@ impl Writer {
     }
 
     fn discard(&self, prepared: Prepared) {
+        if prepared.pace.cancel() {
+            prepared.thread.thread().unpark();
+        }
         let _ = prepared.thread.join();
         discard_prepared(&self.shared.dir, prepared.segment);
     }

@@ -1,0 +1,213 @@
+//! How fast a segment prepared ahead is zero-filled: no faster than the active segment fills.
+//!
+//! Zero-filling a whole segment the moment the previous one is installed writes 64 MiB in a
+//! burst, and the disk's cache flushes that every journal on the disk shares then wait for
+//! those zeros: every manager of a host that starts at once, or rolls at once, adds a burst.
+//! Paced, the zeros go down about as fast as the writer's own records, a lead ahead of them,
+//! so the segment is complete a lead before it is needed.
+//!
+//! Invariants: the helper thread writes a chunk starting at `offset` only once
+//! `offset < allowed` (or once cancelled, it writes nothing more); `allowed` only grows; a
+//! writer that raises `allowed` to or past what the parked helper waits for unparks it, and
+//! the helper re-checks `allowed` after saying what it waits for and before parking, so no
+//! wake-up is lost. A helper that parks anyway wakes within `PARK_TIMEOUT`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The helper, once ahead, waits until it may write this much more at once, so that it wakes
+/// once per this many bytes the writer writes, not once per chunk.
+const RESUME_STEP_BYTES: u64 = 4 * 1024 * 1024;
+/// A safety net only: every raise that matters unparks the helper.
+const PARK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Shared by the writer and the helper thread preparing the next segment.
+#[derive(Debug)]
+pub struct Pace {
+    /// Offset in the segment being prepared below which zeros may be written.
+    allowed: AtomicU64,
+    /// What `allowed` must reach for the parked helper to go on; `u64::MAX` when not parked.
+    waiting_for: AtomicU64,
+    cancelled: AtomicBool,
+    /// Zeros written so far (the helper's progress).
+    written: AtomicU64,
+    segment_bytes: u64,
+}
+
+/// The helper was told to stop: the segment it was writing will not be used.
+#[derive(Debug)]
+pub struct Cancelled;
+
+impl Pace {
+    /// A pace for a segment of `segment_bytes` succeeding an active segment already filled to
+    /// `active_written`.
+    pub fn new(segment_bytes: u64, active_written: u64) -> Pace {
+        let pace = Pace {
+            allowed: AtomicU64::new(0),
+            waiting_for: AtomicU64::new(u64::MAX),
+            cancelled: AtomicBool::new(false),
+            written: AtomicU64::new(0),
+            segment_bytes,
+        };
+        pace.allowed
+            .store(pace.allowance(active_written), Ordering::SeqCst);
+        pace
+    }
+
+    /// A quarter of the segment ahead: the prepared segment is complete when the active one
+    /// has that much room left, at the writer's pace, and a writer outrunning the disk waits
+    /// at most for that part when it rolls.
+    fn allowance(&self, active_written: u64) -> u64 {
+        active_written.saturating_add(self.segment_bytes / 4)
+    }
+
+    /// The writer has filled the active segment to `active_written`. True if the helper is
+    /// parked waiting for no more than what is now allowed: the caller unparks it.
+    #[must_use]
+    pub fn filled_to(&self, active_written: u64) -> bool {
+        self.raise(self.allowance(active_written))
+    }
+
+    /// No more pacing: the writer needs the segment now. True if the caller must unpark.
+    #[must_use]
+    pub fn hurry(&self) -> bool {
+        self.raise(u64::MAX)
+    }
+
+    /// The segment will not be used: the helper stops at its next chunk. True if the caller
+    /// must unpark.
+    #[must_use]
+    pub fn cancel(&self) -> bool {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.raise(u64::MAX)
+    }
+
+    fn raise(&self, allowed: u64) -> bool {
+        self.allowed.fetch_max(allowed, Ordering::SeqCst);
+        allowed >= self.waiting_for.load(Ordering::SeqCst)
+    }
+
+    /// Called by the helper before writing the chunk that starts at `offset`: returns once it
+    /// may, parking meanwhile.
+    pub fn wait_to_write(&self, offset: u64) -> Result<(), Cancelled> {
+        loop {
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(Cancelled);
+            }
+            if offset < self.allowed.load(Ordering::SeqCst) {
+                self.waiting_for.store(u64::MAX, Ordering::SeqCst);
+                return Ok(());
+            }
+            let resume = offset
+                .saturating_add(RESUME_STEP_BYTES)
+                .min(self.segment_bytes.saturating_sub(1))
+                .max(offset + 1);
+            self.waiting_for.store(resume, Ordering::SeqCst);
+            // Re-checked after publishing `waiting_for`: a raise between the first check and
+            // the store saw `u64::MAX` and did not unpark.
+            if offset < self.allowed.load(Ordering::SeqCst) || self.cancelled.load(Ordering::SeqCst)
+            {
+                continue;
+            }
+            std::thread::park_timeout(PARK_TIMEOUT);
+        }
+    }
+
+    /// Called by the helper after each chunk.
+    pub fn wrote_to(&self, offset: u64) {
+        self.written.store(offset, Ordering::SeqCst);
+    }
+
+    /// The helper's progress: how far into the segment it has written.
+    #[cfg(test)]
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    /// Whether the helper is parked (or about to park) waiting for more allowance.
+    #[cfg(test)]
+    pub fn is_waiting(&self) -> bool {
+        self.waiting_for.load(Ordering::SeqCst) != u64::MAX
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn eventually(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A helper writing 1 MiB chunks of a 64 MiB segment as `Pace` allows.
+    fn helper(pace: &Arc<Pace>) -> std::thread::JoinHandle<Result<(), Cancelled>> {
+        let pace = Arc::clone(pace);
+        std::thread::spawn(move || {
+            let mut offset = 0;
+            while offset < 64 * MIB {
+                pace.wait_to_write(offset)?;
+                offset += MIB;
+                pace.wrote_to(offset);
+            }
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn the_helper_stays_a_quarter_segment_ahead_of_the_writer_and_no_further() {
+        let pace = Arc::new(Pace::new(64 * MIB, 0));
+        let thread = helper(&pace);
+        eventually("the helper waits", || pace.is_waiting());
+        assert_eq!(pace.written(), 16 * MIB, "a quarter segment ahead at once");
+
+        // Less than the resume step: the helper is not woken for it.
+        assert!(!pace.filled_to(MIB));
+        // A resume step later it is (unless a spurious wake-up already moved it on a chunk).
+        let _ = pace.filled_to(4 * MIB);
+        thread.thread().unpark();
+        eventually("the helper catches up", || {
+            pace.written() == 20 * MIB && pace.is_waiting()
+        });
+
+        assert!(pace.hurry());
+        thread.thread().unpark();
+        thread.join().unwrap().unwrap();
+        assert_eq!(pace.written(), 64 * MIB);
+    }
+
+    #[test]
+    fn a_writer_near_the_end_lets_the_helper_finish() {
+        let pace = Arc::new(Pace::new(64 * MIB, 48 * MIB));
+        helper(&pace).join().unwrap().unwrap();
+        assert_eq!(pace.written(), 64 * MIB);
+    }
+
+    #[test]
+    fn a_cancelled_helper_stops_writing() {
+        let pace = Arc::new(Pace::new(64 * MIB, 0));
+        let thread = helper(&pace);
+        eventually("the helper waits", || pace.is_waiting());
+        assert!(pace.cancel());
+        thread.thread().unpark();
+        assert!(thread.join().unwrap().is_err());
+        assert_eq!(pace.written(), 16 * MIB);
+    }
+
+    #[test]
+    fn the_first_chunk_after_the_header_is_always_allowed() {
+        // A segment of one chunk (as tests use) is never held back.
+        let pace = Pace::new(MIB, 0);
+        assert!(pace.wait_to_write(64).is_ok());
+    }
+}
