@@ -348,7 +348,7 @@ fn a_get_or_browse_of_more_than_one_frame_holds_returns_what_fits_and_loses_noth
             .unwrap();
         assert!(
             (1..=2).contains(&batch.len()),
-            "one reply carries at most 32 MiB of bodies; got {} messages",
+            "one reply carries at most 32 MiB of records; got {} messages",
             batch.len()
         );
         for message in batch {
@@ -358,4 +358,41 @@ fn a_get_or_browse_of_more_than_one_frame_holds_returns_what_fits_and_loses_noth
     }
     assert_eq!(got, [0, 1, 2, 3, 4, 5]);
     assert_eq!(manager.depth("large"), Some(0));
+}
+
+#[test]
+fn messages_with_large_headers_are_got_and_browsed_a_frame_at_a_time() {
+    let manager = Manager::start();
+    let client = manager.client();
+    // Small bodies, 72 MiB of headers in all: the reply budget counts whole records.
+    const HEADER_BYTES: usize = 12 * 1024 * 1024;
+    for n in 0..6u8 {
+        let value = char::from(b'a' + n).to_string().repeat(HEADER_BYTES);
+        client
+            .put("headers", hopmq::Message::new(vec![n]).header("big", value))
+            .unwrap();
+    }
+    let browsed = client.browse("headers", 10).unwrap();
+    assert_eq!(browsed.len(), 2, "a browse stops at the reply's budget");
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let batch = client
+            .get_with(
+                "headers",
+                hopmq::client::GetOptions {
+                    max: 10,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!((1..=2).contains(&batch.len()), "{} messages", batch.len());
+        for message in batch {
+            let n = message.body[0];
+            assert_eq!(message.headers["big"].len(), HEADER_BYTES);
+            assert!(message.headers["big"].starts_with(char::from(b'a' + n)));
+            got.push(n);
+        }
+    }
+    assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(manager.depth("headers"), Some(0));
 }

@@ -136,8 +136,9 @@ pub fn socket_path_default() -> PathBuf {
 pub struct GetOptions {
     /// How long to wait for a first message; zero never waits.
     pub timeout: Duration,
-    /// At most this many messages, 1 to [`BATCH_MESSAGES_MAX`]; fewer when their bodies pass
-    /// half of [`crate::protocol::FRAME_BYTES_MAX`] (a reply carries at least one message).
+    /// At most this many messages, 1 to [`BATCH_MESSAGES_MAX`]; fewer when their bodies and
+    /// headers pass half of [`crate::protocol::FRAME_BYTES_MAX`] (a reply carries at least one
+    /// message).
     pub max: u32,
     /// Only messages with this correlation id.
     pub correlation_id: Option<String>,

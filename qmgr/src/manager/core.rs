@@ -70,10 +70,14 @@ pub type Completion = (Continuation, Result<Vec<Location>, StoreError>, u64);
 /// its records land there or later, so no segment from there on may be deleted meanwhile.
 pub type InFlight = (Commit, Continuation, u64);
 
-/// The most body bytes one get or browse returns (at least one message, whatever its size):
-/// half a frame, so that the rest of each message (headers, trace) fits in the other half. A
-/// get's reply that still does not fit is refused and its messages stay queued.
-const REPLY_BODY_BYTES_MAX: u64 = (hopmq::protocol::FRAME_BYTES_MAX / 2) as u64;
+/// The most stored bytes (bodies, headers, envelopes) one get or browse returns, at least one
+/// message whatever its size: half a frame, so that a reply, which holds little more than the
+/// records, always fits one. A get's reply that still does not fit is refused and its
+/// messages stay queued.
+const REPLY_RECORD_BYTES_MAX: u64 = (hopmq::protocol::FRAME_BYTES_MAX / 2) as u64;
+
+/// A record is always within a reply's budget, so a single message is always a reply that fits.
+const _: () = assert!(crate::store::format::RECORD_PAYLOAD_BYTES_MAX <= REPLY_RECORD_BYTES_MAX);
 
 /// What to do once a commit is durable (or has failed).
 #[derive(Debug)]
@@ -927,7 +931,8 @@ impl Core {
         let taken = slot.queue.take_within(
             now_ms,
             waiter.max,
-            REPLY_BODY_BYTES_MAX,
+            REPLY_RECORD_BYTES_MAX,
+            |entry| payloads.record_bytes(entry),
             correlation,
             |entry| {
                 payloads
@@ -1209,10 +1214,12 @@ impl Core {
 
     fn browse(&mut self, queue: &str, max: u32, now_ms: u64) -> Result<Reply, ApiError> {
         let queue = self.local_queue(queue)?;
+        let payloads = &self.payloads;
         let entries = self.queues[&queue].queue.peek(
             now_ms,
             max.min(BATCH_MESSAGES_MAX) as usize,
-            REPLY_BODY_BYTES_MAX,
+            REPLY_RECORD_BYTES_MAX,
+            |entry| payloads.record_bytes(entry),
         );
         let mut deliveries = Vec::with_capacity(entries.len());
         for entry in entries {

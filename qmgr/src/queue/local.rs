@@ -178,17 +178,18 @@ impl LocalQueue {
         correlation: Option<u32>,
         confirm: impl FnMut(&Entry) -> bool,
     ) -> Taken {
-        self.take_within(now_ms, max, u64::MAX, correlation, confirm)
+        self.take_within(now_ms, max, u64::MAX, |_| 0, correlation, confirm)
     }
 
-    /// Like [`Self::take`], stopping before the body bytes taken would pass `bytes_max`
-    /// (the first entry is always taken, whatever its size), so that what is taken fits one
-    /// reply.
+    /// Like [`Self::take`], stopping before the `cost` of what is taken would pass
+    /// `bytes_max` (the first entry is always taken, whatever its cost), so that what is taken
+    /// fits one reply.
     pub fn take_within(
         &mut self,
         now_ms: u64,
         max: usize,
         bytes_max: u64,
+        cost: impl Fn(&Entry) -> u64,
         correlation: Option<u32>,
         mut confirm: impl FnMut(&Entry) -> bool,
     ) -> Taken {
@@ -211,7 +212,7 @@ impl LocalQueue {
                     index += 1;
                     continue;
                 }
-                bytes += u64::from(entry.bytes);
+                bytes += cost(&entry);
                 // Stopping, not skipping: a smaller entry behind must not overtake this one.
                 if bytes > bytes_max && !taken.entries.is_empty() {
                     break 'priorities;
@@ -246,9 +247,15 @@ impl LocalQueue {
     }
 
     /// Up to `max` entries in delivery order, without removing them (browse), stopping before
-    /// the body bytes would pass `bytes_max` (the first entry is always there, whatever its
-    /// size), as [`Self::take_within`] does.
-    pub fn peek(&self, now_ms: u64, max: usize, bytes_max: u64) -> Vec<Entry> {
+    /// their `cost` would pass `bytes_max` (the first entry is always there, whatever its
+    /// cost), as [`Self::take_within`] does.
+    pub fn peek(
+        &self,
+        now_ms: u64,
+        max: usize,
+        bytes_max: u64,
+        cost: impl Fn(&Entry) -> u64,
+    ) -> Vec<Entry> {
         let mut bytes = 0u64;
         self.by_priority
             .iter()
@@ -258,7 +265,7 @@ impl LocalQueue {
             .take(max)
             .enumerate()
             .take_while(|(index, e)| {
-                bytes += u64::from(e.bytes);
+                bytes += cost(e);
                 *index == 0 || bytes <= bytes_max
             })
             .map(|(_, e)| *e)
@@ -310,6 +317,10 @@ impl LocalQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn body_bytes(entry: &Entry) -> u64 {
+        u64::from(entry.bytes)
+    }
 
     fn entry(seq: u64, priority: u8) -> Entry {
         Entry {
@@ -366,7 +377,7 @@ mod tests {
         }
         assert_eq!(q.depth(), 5);
         assert_eq!(q.bytes(), 50);
-        assert_eq!(seqs(&q.peek(0, 10, u64::MAX)), [2, 5, 1, 4, 3]);
+        assert_eq!(seqs(&q.peek(0, 10, u64::MAX, body_bytes)), [2, 5, 1, 4, 3]);
         assert_eq!(seqs(&q.take(0, 3, None, |_| true).entries), [2, 5, 1]);
         assert_eq!(seqs(&q.take(0, 3, None, |_| true).entries), [4, 3]);
         assert_eq!(q.depth(), 0);
@@ -382,19 +393,23 @@ mod tests {
                 ..entry(seq, 4)
             });
         }
-        assert_eq!(seqs(&q.peek(0, 10, 1000)), [1]);
-        assert_eq!(seqs(&q.peek(0, 10, 100)), [1]);
-        assert_eq!(seqs(&q.peek(0, 10, 1105)), [1, 2]);
-        let first = q.take_within(0, 10, 1000, None, |_| true).entries;
+        assert_eq!(seqs(&q.peek(0, 10, 1000, body_bytes)), [1]);
+        assert_eq!(seqs(&q.peek(0, 10, 100, body_bytes)), [1]);
+        assert_eq!(seqs(&q.peek(0, 10, 1105, body_bytes)), [1, 2]);
+        let first = q
+            .take_within(0, 10, 1000, body_bytes, None, |_| true)
+            .entries;
         assert_eq!(seqs(&first), [1], "seq 3 must not overtake seq 2");
-        let second = q.take_within(0, 10, 100, None, |_| true).entries;
+        let second = q
+            .take_within(0, 10, 100, body_bytes, None, |_| true)
+            .entries;
         assert_eq!(
             seqs(&second),
             [2],
             "an entry larger than the budget still goes alone"
         );
         assert_eq!(
-            seqs(&q.take_within(0, 10, 20, None, |_| true).entries),
+            seqs(&q.take_within(0, 10, 20, body_bytes, None, |_| true).entries),
             [3, 4]
         );
         assert_eq!(q.depth(), 0);
@@ -405,7 +420,7 @@ mod tests {
     fn a_queue_built_from_sorted_entries_keeps_priority_and_order() {
         let single = LocalQueue::from_sorted((1..=3).map(|seq| entry(seq, 4)).collect());
         assert_eq!((single.depth(), single.bytes()), (3, 30));
-        assert_eq!(seqs(&single.peek(0, 10, u64::MAX)), [1, 2, 3]);
+        assert_eq!(seqs(&single.peek(0, 10, u64::MAX, body_bytes)), [1, 2, 3]);
         let mut mixed =
             LocalQueue::from_sorted(vec![entry(1, 0), entry(2, 9), entry(3, 0), entry(4, 9)]);
         assert_eq!(mixed.depth(), 4);
@@ -448,8 +463,8 @@ mod tests {
             expires_at_ms: 200,
             ..entry(4, 4)
         });
-        assert_eq!(seqs(&q.peek(199, 10, u64::MAX)), [4]);
-        assert!(q.peek(200, 10, u64::MAX).is_empty());
+        assert_eq!(seqs(&q.peek(199, 10, u64::MAX, body_bytes)), [4]);
+        assert!(q.peek(200, 10, u64::MAX, body_bytes).is_empty());
         assert_eq!(seqs(&q.remove_expired(200, 10)), [4]);
         assert_eq!(q.depth(), 0);
     }

@@ -72,6 +72,18 @@ impl Payloads {
         }
     }
 
+    /// What `entry`'s record takes (body, headers and envelope): its length in the journal, or
+    /// that of the payload kept in memory.
+    pub(super) fn record_bytes(&self, entry: &Entry) -> u64 {
+        match entry.body {
+            BodyRef::Journal { len, .. } => u64::from(len),
+            BodyRef::Memory => self
+                .memory
+                .get(&entry.seq)
+                .map_or(u64::from(entry.bytes), |payload| payload.len() as u64),
+        }
+    }
+
     pub(super) fn forget(&mut self, entry: &Entry) {
         // Both, whatever the body says now: cheap, and a payload can never be left behind.
         self.memory.remove(&entry.seq);
