@@ -69,6 +69,10 @@ pub const RECEIVE_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 /// the core a `ChannelClosed` first, which takes a round through the command channel; a core
 /// busier than this is not waited for, and the dialler finishes on its own).
 pub const DIALLER_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a stopping manager waits for its connections to go idle. The close goes out at
+/// once; idle comes only after three probe timeouts, which for a peer that is down (still
+/// dialled, never answering) are seconds away, so this only lets the close be sent.
+const CLOSE_WAIT: Duration = Duration::from_millis(200);
 /// The reason a connection is closed with when its link leaves the topology.
 const LINK_REMOVED: &str = "link removed from the topology";
 /// Bytes of frames coalesced into one stream write.
@@ -319,7 +323,7 @@ impl Driver {
     pub async fn close(&self) {
         self.endpoint
             .close(VarInt::from_u32(code::NORMAL), b"manager stopping");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.endpoint.wait_idle()).await;
     }
 }
 
