@@ -3,8 +3,11 @@
 //! Zero-filling a whole segment the moment the previous one is installed writes 64 MiB in a
 //! burst, and the disk's cache flushes that every journal on the disk shares then wait for
 //! those zeros: every manager of a host that starts at once, or rolls at once, adds a burst.
-//! Paced, the zeros go down about as fast as the writer's own records, a lead ahead of them,
-//! so the segment is complete a lead before it is needed.
+//! Paced, the zeros go down in step with the writer's own records, a lead ahead of them, so
+//! the segment is complete well before the writer can need it: the writer rolls once the next
+//! group does not fit, which may be a whole largest group before the active segment's end, so
+//! the pace is set by the fill at which a roll may first come (`ready_at`), whatever the two
+//! segments' sizes.
 //!
 //! Invariants: the helper thread writes a chunk starting at `offset` only once
 //! `offset < allowed` (or once cancelled, it writes nothing more); `allowed` only grows; a
@@ -32,6 +35,8 @@ pub struct Pace {
     /// Zeros written so far (the helper's progress).
     written: AtomicU64,
     segment_bytes: u64,
+    /// The active segment's fill at which the writer may first roll.
+    ready_at: u64,
 }
 
 /// The helper was told to stop: the segment it was writing will not be used.
@@ -40,25 +45,32 @@ pub struct Cancelled;
 
 impl Pace {
     /// A pace for a segment of `segment_bytes` succeeding an active segment already filled to
-    /// `active_written`.
-    pub fn new(segment_bytes: u64, active_written: u64) -> Pace {
+    /// `active_written`, which the writer may roll as soon as it is filled to `ready_at`
+    /// (0: at any time, so no pacing).
+    pub fn new(segment_bytes: u64, ready_at: u64, active_written: u64) -> Pace {
         let pace = Pace {
             allowed: AtomicU64::new(0),
             waiting_for: AtomicU64::new(u64::MAX),
             cancelled: AtomicBool::new(false),
             written: AtomicU64::new(0),
             segment_bytes,
+            ready_at,
         };
         pace.allowed
             .store(pace.allowance(active_written), Ordering::SeqCst);
         pace
     }
 
-    /// A quarter of the segment ahead: the prepared segment is complete when the active one
-    /// has that much room left, at the writer's pace, and a writer outrunning the disk waits
-    /// at most for that part when it rolls.
+    /// The active segment's fill a quarter of `ready_at` ahead, scaled to this segment: the
+    /// prepared segment is complete once the active one is three quarters of the way to its
+    /// first possible roll, and a writer outrunning the disk waits at most for the rest.
     fn allowance(&self, active_written: u64) -> u64 {
-        active_written.saturating_add(self.segment_bytes / 4)
+        if self.ready_at == 0 {
+            return u64::MAX;
+        }
+        let ahead = u128::from(active_written) + u128::from(self.ready_at / 4);
+        let allowed = ahead * u128::from(self.segment_bytes) / u128::from(self.ready_at);
+        u64::try_from(allowed).unwrap_or(u64::MAX)
     }
 
     /// The writer has filled the active segment to `active_written`. True if the helper is
@@ -166,7 +178,7 @@ mod tests {
 
     #[test]
     fn the_helper_stays_a_quarter_segment_ahead_of_the_writer_and_no_further() {
-        let pace = Arc::new(Pace::new(64 * MIB, 0));
+        let pace = Arc::new(Pace::new(64 * MIB, 64 * MIB, 0));
         let thread = helper(&pace);
         eventually("the helper waits", || pace.is_waiting());
         assert_eq!(pace.written(), 16 * MIB, "a quarter segment ahead at once");
@@ -188,14 +200,33 @@ mod tests {
 
     #[test]
     fn a_writer_near_the_end_lets_the_helper_finish() {
-        let pace = Arc::new(Pace::new(64 * MIB, 48 * MIB));
+        let pace = Arc::new(Pace::new(64 * MIB, 64 * MIB, 48 * MIB));
         helper(&pace).join().unwrap().unwrap();
         assert_eq!(pace.written(), 64 * MIB);
     }
 
     #[test]
+    fn the_segment_is_complete_well_before_the_first_possible_roll() {
+        // A writer that may roll at 32 MiB (its next group not fitting): the new segment is
+        // done once the active one is filled to 24 MiB, and a quarter of it is allowed at once.
+        let early = Pace::new(64 * MIB, 32 * MIB, 0);
+        assert!(early.wait_to_write(16 * MIB - 1).is_ok());
+        let pace = Arc::new(Pace::new(64 * MIB, 32 * MIB, 24 * MIB));
+        helper(&pace).join().unwrap().unwrap();
+        // Segments of different sizes: progress is measured against the active one.
+        let larger = Arc::new(Pace::new(64 * MIB, 8 * MIB, 6 * MIB));
+        helper(&larger).join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_writer_that_may_roll_at_once_gets_no_pacing() {
+        let pace = Pace::new(64 * MIB, 0, 0);
+        assert!(pace.wait_to_write(63 * MIB).is_ok());
+    }
+
+    #[test]
     fn a_cancelled_helper_stops_writing() {
-        let pace = Arc::new(Pace::new(64 * MIB, 0));
+        let pace = Arc::new(Pace::new(64 * MIB, 64 * MIB, 0));
         let thread = helper(&pace);
         eventually("the helper waits", || pace.is_waiting());
         assert!(pace.cancel());
@@ -207,7 +238,7 @@ mod tests {
     #[test]
     fn the_first_chunk_after_the_header_is_always_allowed() {
         // A segment of one chunk (as tests use) is never held back.
-        let pace = Pace::new(MIB, 0);
+        let pace = Pace::new(MIB, MIB, 0);
         assert!(pace.wait_to_write(64).is_ok());
     }
 }

@@ -510,14 +510,14 @@ fn segments_roll_and_a_deleted_prefix_stays_deleted() {
 
 #[test]
 fn segments_zero_filled_at_the_writers_pace_are_ready_when_it_rolls() {
-    // Large enough that the helper thread waits for the writer: a quarter segment (2 MiB)
-    // ahead of it, in 1 MiB pieces.
-    const SEGMENT: u64 = 8 * 1024 * 1024;
+    // Large enough for pacing: the writer may first roll at 8 MiB (a largest group of 24 MiB
+    // not fitting), so the helper thread starts a quarter segment (8 MiB) ahead and keeps
+    // pace from there, in 1 MiB pieces.
+    const SEGMENT: u64 = 32 * 1024 * 1024;
     let dir = tempfile::tempdir().expect("tempdir");
     let (journal, _, _) = open_collect(config(dir.path(), SEGMENT)).expect("open");
     let prepared = dir.path().join(format!("{:020}.seg.tmp", 2));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    // Paced, the next segment gets its lead at once and waits for the writer from there on.
     while std::fs::metadata(&prepared).map_or(0, |m| m.len()) < SEGMENT / 4 {
         assert!(
             std::time::Instant::now() < deadline,
@@ -525,7 +525,7 @@ fn segments_zero_filled_at_the_writers_pace_are_ready_when_it_rolls() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let written: Vec<(Location, Vec<u8>)> = (0..300u64)
+    let written: Vec<(Location, Vec<u8>)> = (0..1100u64)
         .map(|i| {
             let bytes = payload(i, 64 * 1024 + i as usize);
             (append_one(&journal, bytes.clone()), bytes)

@@ -27,9 +27,9 @@ use tokio::sync::oneshot;
 
 use super::error::StoreError;
 use super::format::{
-    BATCH_BYTES_MAX, BATCH_BYTES_TARGET, BATCH_RECORDS_TARGET, END_MARKER_BYTES, SEAL_BYTES,
-    SEGMENT_HEADER_BYTES, encode_end_marker, encode_record, encode_seal, record_bytes_padded,
-    reserve_bytes,
+    BATCH_BYTES_MAX, BATCH_BYTES_TARGET, BATCH_RECORDS_TARGET, END_MARKER_BYTES, RESERVE_BYTES_MAX,
+    SEAL_BYTES, SEGMENT_HEADER_BYTES, encode_end_marker, encode_record, encode_seal,
+    record_bytes_padded, reserve_bytes,
 };
 use super::journal::Shared;
 use super::pace::Pace;
@@ -423,7 +423,11 @@ impl Writer {
         let (sender, result) = std::sync::mpsc::channel();
         let dir = self.shared.dir.clone();
         let segment_bytes = self.segment_bytes;
-        let pace = Arc::new(Pace::new(segment_bytes, self.active.write_offset));
+        // The writer rolls once the next group does not fit: as early as a largest group, the
+        // seal and the reserve before the active segment's end.
+        let early_roll = BATCH_BYTES_MAX + SEAL_BYTES + RESERVE_BYTES_MAX;
+        let ready_at = self.active.capacity.saturating_sub(early_roll);
+        let pace = Arc::new(Pace::new(segment_bytes, ready_at, self.active.write_offset));
         let helper_pace = Arc::clone(&pace);
         let spawned = std::thread::Builder::new()
             .name("journal-prepare".to_owned())
