@@ -322,6 +322,34 @@ fn a_notify_handler_runs_exactly_once_per_put() {
     assert_eq!(manager.depth("bell"), Some(21));
 }
 
+/// Gets `count` messages from `queue` with `max: 10`, checking that each reply carries one or
+/// two of them (32 MiB of records at most, and these are 12 MiB each), in put order.
+fn get_in_replies_of_two(
+    client: &hopmq::blocking::Client,
+    queue: &str,
+    count: usize,
+) -> Vec<hopmq::Message> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let batch = client
+            .get_with(
+                queue,
+                hopmq::client::GetOptions {
+                    max: 10,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(
+            (1..=2).contains(&batch.len()),
+            "one reply carries at most 32 MiB of records; got {} messages",
+            batch.len()
+        );
+        got.extend(batch);
+    }
+    got
+}
+
 #[test]
 fn a_get_or_browse_of_more_than_one_frame_holds_returns_what_fits_and_loses_nothing() {
     let manager = Manager::start();
@@ -335,28 +363,10 @@ fn a_get_or_browse_of_more_than_one_frame_holds_returns_what_fits_and_loses_noth
     }
     let browsed = client.browse("large", 10).unwrap();
     assert_eq!(browsed.len(), 2, "a browse is bounded the same way");
-    let mut got = Vec::new();
-    while got.len() < 6 {
-        let batch = client
-            .get_with(
-                "large",
-                hopmq::client::GetOptions {
-                    max: 10,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        assert!(
-            (1..=2).contains(&batch.len()),
-            "one reply carries at most 32 MiB of records; got {} messages",
-            batch.len()
-        );
-        for message in batch {
-            assert_eq!(message.body.len(), BODY_BYTES);
-            got.push(message.body[0]);
-        }
-    }
-    assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    let got = get_in_replies_of_two(&client, "large", 6);
+    assert!(got.iter().all(|m| m.body.len() == BODY_BYTES));
+    let order: Vec<u8> = got.iter().map(|m| m.body[0]).collect();
+    assert_eq!(order, [0, 1, 2, 3, 4, 5]);
     assert_eq!(manager.depth("large"), Some(0));
 }
 
@@ -374,25 +384,11 @@ fn messages_with_large_headers_are_got_and_browsed_a_frame_at_a_time() {
     }
     let browsed = client.browse("headers", 10).unwrap();
     assert_eq!(browsed.len(), 2, "a browse stops at the reply's budget");
-    let mut got = Vec::new();
-    while got.len() < 6 {
-        let batch = client
-            .get_with(
-                "headers",
-                hopmq::client::GetOptions {
-                    max: 10,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        assert!((1..=2).contains(&batch.len()), "{} messages", batch.len());
-        for message in batch {
-            let n = message.body[0];
-            assert_eq!(message.headers["big"].len(), HEADER_BYTES);
-            assert!(message.headers["big"].starts_with(char::from(b'a' + n)));
-            got.push(n);
-        }
+    let got = get_in_replies_of_two(&client, "headers", 6);
+    for (n, message) in (0..6u8).zip(&got) {
+        assert_eq!(message.body, [n]);
+        assert_eq!(message.headers["big"].len(), HEADER_BYTES);
+        assert!(message.headers["big"].starts_with(char::from(b'a' + n)));
     }
-    assert_eq!(got, [0, 1, 2, 3, 4, 5]);
     assert_eq!(manager.depth("headers"), Some(0));
 }
