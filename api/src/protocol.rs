@@ -135,7 +135,8 @@ pub enum Operation {
         /// How long to wait for a first message; 0 never waits (poll).
         timeout_ms: u64,
         /// At most this many messages, 1 to [`BATCH_MESSAGES_MAX`]; fewer when their bodies
-        /// pass half of [`FRAME_BYTES_MAX`] (a reply carries at least one message).
+        /// and headers pass half of [`FRAME_BYTES_MAX`] (a reply carries at least one
+        /// message).
         max: u32,
         /// Which messages qualify.
         selector: Selector,

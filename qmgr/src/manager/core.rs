@@ -1024,13 +1024,6 @@ impl Core {
                     .map_err(|error| format!("cannot read message {} back: {error}", entry.seq))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let stored = payloads
-            .iter()
-            .map(|payload| delivery::stored(payload))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| format!("cannot decode a queued message: {error}"))?;
-        // Granted only once every message decodes, so that a failure undoes nothing but the
-        // grants below.
         let leases: Vec<Option<u64>> = entries
             .iter()
             .map(|entry| {
@@ -1040,23 +1033,24 @@ impl Core {
                 })
             })
             .collect();
-        let messages = stored
+        let messages: Vec<_> = payloads
             .iter()
             .zip(entries)
             .zip(&leases)
-            .map(|((stored, entry), lease)| {
+            .map(|((payload, entry), lease)| {
                 (
-                    stored,
+                    &payload[..],
                     entry,
                     *lease,
                     !matches!(entry.body, BodyRef::Memory),
                 )
-            });
-        delivery::messages_reply(request, messages).map_err(|error| {
+            })
+            .collect();
+        delivery::messages_reply(request, &messages).map_err(|error| {
             for &lease in leases.iter().flatten() {
                 let _ = self.leases.settle(lease, connection);
             }
-            format!("the messages taken make too large a reply ({error}); ask for fewer")
+            error.to_string()
         })
     }
 
@@ -1755,27 +1749,20 @@ impl Core {
     /// Answers the get a put's messages were handed to; if its getter left meanwhile, the
     /// messages are stored again, since nobody has them.
     fn complete_handoff(&mut self, handoff: Handoff, items: Vec<PutItem>, now_ms: u64) {
-        let encoded = items
+        let messages: Vec<_> = items
             .iter()
-            .map(|item| delivery::stored(&item.payload))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| format!("cannot decode a message just stored: {error}"))
-            .and_then(|stored| {
-                let messages = stored
-                    .iter()
-                    .zip(&items)
-                    .map(|(stored, item)| (stored, &item.entry, None, true));
-                delivery::messages_reply(handoff.request, messages)
-                    .map_err(|error| format!("the messages make too large a reply: {error}"))
-            });
-        let handed = match encoded {
+            .map(|item| (&item.payload[..], &item.entry, None, true))
+            .collect();
+        let handed = match delivery::messages_reply(handoff.request, &messages) {
             Ok(reply) => self.send_to(handoff.connection, ToClient::Encoded(reply)),
-            Err(reason) => {
-                error!(%reason, "cannot hand messages over to a getter");
+            Err(error) => {
+                error!(%error, "cannot hand messages over to a getter");
                 self.reply(
                     handoff.connection,
                     handoff.request,
-                    Err(ApiError::Storage { detail: reason }),
+                    Err(ApiError::Storage {
+                        detail: error.to_string(),
+                    }),
                 );
                 false
             }

@@ -94,15 +94,30 @@ pub fn stored(payload: &[u8]) -> Result<StoredMessage<'_>, RecordError> {
     }
 }
 
-/// The frame answering get request `request` with `messages`: each a stored message, its
-/// entry, its lease and whether it is persistent. What [`to_delivery`] would make of each,
-/// encoded straight from the payloads' bytes instead of copied into owned values first.
-pub fn messages_reply<'a>(
+/// Why a get's reply could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    #[error("cannot decode a queued message: {0}")]
+    Decode(#[from] RecordError),
+    #[error("the messages make too large a reply ({0}); ask for fewer")]
+    TooLarge(#[from] FrameError),
+}
+
+/// The frame answering get request `request` with `messages`: each a payload, its entry, its
+/// lease and whether it is persistent. What [`to_delivery`] would make of each, encoded
+/// straight from the payloads' bytes instead of copied into owned values first.
+pub fn messages_reply(
     request: u64,
-    messages: impl Iterator<Item = (&'a StoredMessage<'a>, &'a Entry, Option<u64>, bool)>,
-) -> Result<Vec<u8>, FrameError> {
-    let deliveries: Vec<DeliveryRef<'_>> = messages
-        .map(|(stored, entry, lease, persistent)| DeliveryRef {
+    messages: &[(&[u8], &Entry, Option<u64>, bool)],
+) -> Result<Vec<u8>, ReplyError> {
+    let stored = messages
+        .iter()
+        .map(|(payload, ..)| stored(payload))
+        .collect::<Result<Vec<_>, _>>()?;
+    let deliveries: Vec<DeliveryRef<'_>> = stored
+        .iter()
+        .zip(messages)
+        .map(|(stored, &(_, entry, lease, persistent))| DeliveryRef {
             id: MessageId(stored.id),
             body: stored.body,
             headers: &stored.headers,
@@ -117,7 +132,7 @@ pub fn messages_reply<'a>(
             lease,
         })
         .collect();
-    encode_messages_reply(request, &deliveries)
+    Ok(encode_messages_reply(request, &deliveries)?)
 }
 
 /// What an application receives for `entry`, whose payload is `payload`.

@@ -32,8 +32,6 @@ pub struct Pace {
     /// What `allowed` must reach for the parked helper to go on; `u64::MAX` when not parked.
     waiting_for: AtomicU64,
     cancelled: AtomicBool,
-    /// Zeros written so far (the helper's progress).
-    written: AtomicU64,
     segment_bytes: u64,
     /// The active segment's fill at which the writer may first roll.
     ready_at: u64,
@@ -52,7 +50,6 @@ impl Pace {
             allowed: AtomicU64::new(0),
             waiting_for: AtomicU64::new(u64::MAX),
             cancelled: AtomicBool::new(false),
-            written: AtomicU64::new(0),
             segment_bytes,
             ready_at,
         };
@@ -125,17 +122,6 @@ impl Pace {
         }
     }
 
-    /// Called by the helper after each chunk.
-    pub fn wrote_to(&self, offset: u64) {
-        self.written.store(offset, Ordering::SeqCst);
-    }
-
-    /// The helper's progress: how far into the segment it has written.
-    #[cfg(test)]
-    pub fn written(&self) -> u64 {
-        self.written.load(Ordering::SeqCst)
-    }
-
     /// Whether the helper is parked (or about to park) waiting for more allowance.
     #[cfg(test)]
     pub fn is_waiting(&self) -> bool {
@@ -162,26 +148,37 @@ mod tests {
         }
     }
 
-    /// A helper writing 1 MiB chunks of a 64 MiB segment as `Pace` allows.
-    fn helper(pace: &Arc<Pace>) -> std::thread::JoinHandle<Result<(), Cancelled>> {
-        let pace = Arc::clone(pace);
-        std::thread::spawn(move || {
+    /// A helper writing 1 MiB chunks of a 64 MiB segment as `Pace` allows, and how far it got.
+    fn helper(
+        pace: &Arc<Pace>,
+    ) -> (
+        std::thread::JoinHandle<Result<(), Cancelled>>,
+        Arc<AtomicU64>,
+    ) {
+        let (pace, written) = (Arc::clone(pace), Arc::new(AtomicU64::new(0)));
+        let progress = Arc::clone(&written);
+        let thread = std::thread::spawn(move || {
             let mut offset = 0;
             while offset < 64 * MIB {
                 pace.wait_to_write(offset)?;
                 offset += MIB;
-                pace.wrote_to(offset);
+                progress.store(offset, Ordering::SeqCst);
             }
             Ok(())
-        })
+        });
+        (thread, written)
     }
 
     #[test]
     fn the_helper_stays_a_quarter_segment_ahead_of_the_writer_and_no_further() {
         let pace = Arc::new(Pace::new(64 * MIB, 64 * MIB, 0));
-        let thread = helper(&pace);
+        let (thread, written) = helper(&pace);
         eventually("the helper waits", || pace.is_waiting());
-        assert_eq!(pace.written(), 16 * MIB, "a quarter segment ahead at once");
+        assert_eq!(
+            written.load(Ordering::SeqCst),
+            16 * MIB,
+            "a quarter segment ahead at once"
+        );
 
         // Less than the resume step: the helper is not woken for it.
         assert!(!pace.filled_to(MIB));
@@ -189,20 +186,21 @@ mod tests {
         let _ = pace.filled_to(4 * MIB);
         thread.thread().unpark();
         eventually("the helper catches up", || {
-            pace.written() == 20 * MIB && pace.is_waiting()
+            written.load(Ordering::SeqCst) == 20 * MIB && pace.is_waiting()
         });
 
         assert!(pace.hurry());
         thread.thread().unpark();
         thread.join().unwrap().unwrap();
-        assert_eq!(pace.written(), 64 * MIB);
+        assert_eq!(written.load(Ordering::SeqCst), 64 * MIB);
     }
 
     #[test]
     fn a_writer_near_the_end_lets_the_helper_finish() {
         let pace = Arc::new(Pace::new(64 * MIB, 64 * MIB, 48 * MIB));
-        helper(&pace).join().unwrap().unwrap();
-        assert_eq!(pace.written(), 64 * MIB);
+        let (thread, written) = helper(&pace);
+        thread.join().unwrap().unwrap();
+        assert_eq!(written.load(Ordering::SeqCst), 64 * MIB);
     }
 
     #[test]
@@ -212,10 +210,10 @@ mod tests {
         let early = Pace::new(64 * MIB, 32 * MIB, 0);
         assert!(early.wait_to_write(16 * MIB - 1).is_ok());
         let pace = Arc::new(Pace::new(64 * MIB, 32 * MIB, 24 * MIB));
-        helper(&pace).join().unwrap().unwrap();
+        helper(&pace).0.join().unwrap().unwrap();
         // Segments of different sizes: progress is measured against the active one.
         let larger = Arc::new(Pace::new(64 * MIB, 8 * MIB, 6 * MIB));
-        helper(&larger).join().unwrap().unwrap();
+        helper(&larger).0.join().unwrap().unwrap();
     }
 
     #[test]
@@ -227,12 +225,12 @@ mod tests {
     #[test]
     fn a_cancelled_helper_stops_writing() {
         let pace = Arc::new(Pace::new(64 * MIB, 64 * MIB, 0));
-        let thread = helper(&pace);
+        let (thread, written) = helper(&pace);
         eventually("the helper waits", || pace.is_waiting());
         assert!(pace.cancel());
         thread.thread().unpark();
         assert!(thread.join().unwrap().is_err());
-        assert_eq!(pace.written(), 16 * MIB);
+        assert_eq!(written.load(Ordering::SeqCst), 16 * MIB);
     }
 
     #[test]

@@ -229,9 +229,6 @@ fn write_zeros(file: &mut File, from: u64, to: u64, pace: Option<&Pace>) -> std:
         file.write_all(&zeros[..piece])?;
         file.sync_data()?;
         at += piece as u64;
-        if let Some(pace) = pace {
-            pace.wrote_to(at);
-        }
     }
     Ok(())
 }
