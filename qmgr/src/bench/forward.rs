@@ -137,6 +137,7 @@ impl ForwardBench {
     }
 
     async fn measure(&self, line: &mut Cluster, clients: &[Client]) -> anyhow::Result<ExitCode> {
+        let commits_before = commits(line, clients).await?;
         let received = Arc::new(AtomicU64::new(0));
         let latencies = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
             1, 60_000_000, 3,
@@ -261,9 +262,33 @@ impl ForwardBench {
             "{}",
             describe_cpu(&cpu_before, &cpu_after, client_use, self.count)
         );
+        let commits_after = commits(line, clients).await?;
+        let writes: Vec<String> = line
+            .nodes()
+            .iter()
+            .zip(commits_before.iter().zip(&commits_after))
+            .map(|(node, (before, after))| {
+                let per = after.saturating_sub(*before) as f64 * 1000.0 / self.count.max(1) as f64;
+                format!("{} {per:.1}", node.name)
+            })
+            .collect();
+        println!("journal writes per 1000 messages: {}", writes.join(", "));
         println!("{}", first_link_line(line, &clients[0]).await?);
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Every manager's group commits so far, in the line's order.
+async fn commits(line: &Cluster, clients: &[Client]) -> anyhow::Result<Vec<u64>> {
+    let mut commits = Vec::with_capacity(clients.len());
+    for (node, client) in line.nodes().iter().zip(clients) {
+        let status = client
+            .status()
+            .await
+            .with_context(|| format!("status of manager {}", node.name))?;
+        commits.push(status.store.commits);
+    }
+    Ok(commits)
 }
 
 /// The first manager's link after the run: messages sent against messages acknowledged.
