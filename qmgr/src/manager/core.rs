@@ -46,6 +46,11 @@ const COMPACT_LIVE_FRACTION: u64 = 4;
 /// ...and at least this many segments lie between it and the active one (so a segment that
 /// its consumers are about to drain is left to die on its own).
 const COMPACT_DISTANCE_MIN: u64 = 2;
+/// ...and it has been the oldest live segment for this long. The front of a transmission queue
+/// or a local queue that is draining frees its segment within moments; copying those messages
+/// (a relay behind on a saturated line had 16k of them in one segment) is pure extra work, so
+/// only messages that stay are copied.
+pub(super) const COMPACT_AGE_MS: u64 = 2_000;
 /// Expired messages removed per queue per maintenance tick, so a sweep never stalls the core.
 const EXPIRY_SWEEP_MAX: usize = 4096;
 
@@ -120,6 +125,8 @@ pub enum Continuation {
     /// A live message's record copied to the journal's head by compaction.
     Relocated {
         seq: u64,
+        /// For a message given to a channel: the neighbour and its channel sequence number.
+        assigned: Option<(ManagerName, u64)>,
         old_segment: u64,
         old_len: u32,
     },
@@ -251,6 +258,9 @@ pub struct Core {
     liveness: Liveness,
     /// Records of the compaction in progress not yet written; one compaction at a time.
     relocating: u64,
+    /// The oldest live segment and since when (ms) it has been the oldest, for
+    /// [`COMPACT_AGE_MS`].
+    oldest_live_since: Option<(u64, u64)>,
     segment_bytes: u64,
     started: Instant,
     shutting_down: bool,
@@ -320,6 +330,7 @@ impl Core {
             in_flight_segments: BTreeMap::new(),
             liveness: recovered.liveness,
             relocating: 0,
+            oldest_live_since: None,
             started: Instant::now(),
             shutting_down: false,
             messages_put: 0,
@@ -1585,6 +1596,7 @@ impl Core {
             Continuation::Link(write) => self.on_link_write(write, result, now_ms),
             Continuation::Relocated {
                 seq,
+                assigned,
                 old_segment,
                 old_len,
             } => {
@@ -1602,11 +1614,15 @@ impl Core {
                 // The copy counts only if the message is still queued: one taken meanwhile has
                 // its removal written after this copy, so the copy is dead on replay too.
                 let new_body = journal_ref(location);
-                let moved = self
+                // A message given to a channel may have gone back to a queue meanwhile. One
+                // queued then given to a channel keeps pointing at its old record, which stays
+                // live: safe, only not compacted this time.
+                let moved = assigned.is_some_and(|(neighbour, channel_seq)| {
+                    self.relocate_assigned(&neighbour, channel_seq, seq, new_body)
+                }) || self
                     .queues
                     .values_mut()
-                    .any(|slot| slot.queue.relocate(seq, new_body))
-                    || self.relocate_assigned(seq, new_body);
+                    .any(|slot| slot.queue.relocate(seq, new_body));
                 if moved {
                     self.liveness.remove(old_segment, old_len);
                     self.liveness.add(location.segment, location.len);
@@ -1892,7 +1908,15 @@ impl Core {
             .unwrap_or(active)
             .min(active)
             .min(oldest_in_flight);
-        if oldest_live < active && self.relocating == 0 {
+        // A clock stepped back restarts the wait rather than stretching it.
+        let since = match self.oldest_live_since {
+            Some((segment, since)) if segment == oldest_live && since <= now_ms => since,
+            _ => {
+                self.oldest_live_since = Some((oldest_live, now_ms));
+                now_ms
+            }
+        };
+        if oldest_live < active && self.relocating == 0 && now_ms - since >= COMPACT_AGE_MS {
             self.compact(oldest_live, active);
         }
         if let Err(error) = self.journal.delete_segments_before(oldest_live) {
@@ -1921,19 +1945,25 @@ impl Core {
             .flat_map(|slot| slot.queue.entries().map(|entry| (entry, None)));
         let assigned = self
             .assigned_entries()
-            .map(|(entry, record)| (entry, Some(record)));
-        for (entry, assignment) in queued.chain(assigned) {
+            .map(|(entry, neighbour, channel_seq)| (entry, Some((neighbour, channel_seq))));
+        for (entry, assigned) in queued.chain(assigned) {
             let Some(location) = entry.body.location() else {
                 continue;
             };
             if location.segment != segment {
                 continue;
             }
-            let len = location.len;
             match self.payloads.get(entry, &self.journal) {
                 Ok(payload) => {
+                    let assignment = assigned.map(|(neighbour, channel_seq)| {
+                        forward::assignment_record(neighbour, entry.seq, channel_seq)
+                    });
                     payloads.push(std::iter::once(payload).chain(assignment).collect());
-                    moves.push((entry.seq, len));
+                    moves.push((
+                        entry.seq,
+                        assigned.map(|(neighbour, channel_seq)| (neighbour.clone(), channel_seq)),
+                        location.len,
+                    ));
                 }
                 Err(error) => {
                     warn!(%error, segment, seq = entry.seq, "cannot read a message to compact its segment");
@@ -1952,12 +1982,13 @@ impl Core {
         );
         // Relocated records stand alone (with their assignment, for a message given to a
         // channel); one group per record keeps each under the batch limit.
-        for (group, (seq, len)) in payloads.into_iter().zip(moves) {
+        for (group, (seq, assigned, len)) in payloads.into_iter().zip(moves) {
             self.relocating += 1;
             self.commit(
                 group,
                 Continuation::Relocated {
                     seq,
+                    assigned,
                     old_segment: segment,
                     old_len: len,
                 },

@@ -9,7 +9,7 @@ use hopmq::{ApiError, ManagerName};
 use hopmq_routing::Topology;
 use tokio::sync::mpsc;
 
-use super::core::{CoreLimits, InFlight};
+use super::core::{COMPACT_AGE_MS, CoreLimits, InFlight};
 use super::{Command, Core, ToClient, recover};
 use crate::config::SyncMode;
 use crate::store::{JournalConfig, SyncPolicy};
@@ -410,6 +410,37 @@ async fn a_segment_is_not_deleted_under_a_put_not_yet_applied() {
     drop(h);
     let mut h = Harness::open(dir.path(), 1);
     assert_eq!(h.drain("q").await, ["early"]);
+}
+
+#[tokio::test]
+async fn a_mostly_dead_segment_is_compacted_only_once_it_stayed_the_oldest_for_a_while() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open(dir.path(), 1);
+    h.put(0, 1, "pinned", &["old"]);
+    // 3.6 MiB through another queue, each message consumed: the first 1 MiB segment holds
+    // nothing live but "old".
+    let big = "x".repeat(100 * 1024);
+    for n in 0..36 {
+        h.put(0, 10 + n, "bulk", &[big.as_str()]);
+        h.settle().await;
+        assert_eq!(h.drain("bulk").await.len(), 1);
+    }
+    let oldest = |h: &Harness| h.core.journal().stats().segments.first().map(|s| s.segment);
+    assert!(h.core.journal().active_segment() >= 4, "segments rolled");
+    // Until it has been the oldest for a while, a segment may still drain on its own.
+    for now in [NOW, NOW + COMPACT_AGE_MS - 1] {
+        h.core.on_maintenance(now);
+        h.settle().await;
+        h.core.on_maintenance(now);
+        assert_eq!(oldest(&h), Some(1), "not compacted yet");
+    }
+    h.core.on_maintenance(NOW + COMPACT_AGE_MS);
+    h.settle().await;
+    h.core.on_maintenance(NOW + COMPACT_AGE_MS);
+    assert!(oldest(&h).is_some_and(|s| s > 1), "compacted and deleted");
+    drop(h);
+    let mut h = Harness::open(dir.path(), 1);
+    assert_eq!(h.drain("pinned").await, ["old"]);
 }
 
 #[tokio::test]

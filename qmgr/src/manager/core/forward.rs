@@ -260,6 +260,15 @@ pub(super) fn direct_records(direct: &[DirectLink]) -> Vec<Bytes> {
         .collect()
 }
 
+/// The `ChannelAssigned` record that goes with a relocated copy of message `seq`, given to
+/// `neighbour`'s channel as `channel_seq`.
+pub(super) fn assignment_record(neighbour: &ManagerName, seq: u64, channel_seq: u64) -> Bytes {
+    Bytes::from(record::encode(&Record::ChannelAssigned(AssignedRecord {
+        to: neighbour.as_str(),
+        pairs: vec![(seq, channel_seq)],
+    })))
+}
+
 /// What a batch being received collects besides its messages.
 #[derive(Default)]
 struct Arrivals {
@@ -1224,38 +1233,48 @@ impl Core {
         }
     }
 
-    /// Messages given to a channel and not yet acked, for compaction: each with the record
-    /// its copy must carry, so that its channel sequence number survives the segment that
-    /// first recorded it.
-    pub(super) fn assigned_entries(&self) -> impl Iterator<Item = (&Entry, Bytes)> {
+    /// Messages given to a channel and not yet acked, for compaction: each with its neighbour
+    /// and channel sequence number, which its copy must carry (an [`assignment_record`]) so
+    /// that the number survives the segment that first recorded it.
+    pub(super) fn assigned_entries(&self) -> impl Iterator<Item = (&Entry, &ManagerName, u64)> {
         self.links.iter().flat_map(|(neighbour, link)| {
             // Numbers whose assignment is still being written may never become durable (the
             // write can fail and the numbers be reused): those messages wait for the next
             // compaction.
             let durable = link.sender.as_ref().map_or(0, Sender::durable_up_to);
-            let settled = link
-                .assigned
+            link.assigned
                 .iter()
-                .filter(move |(seq, _, _)| *seq <= durable);
-            settled.map(move |(channel_seq, _, entry)| {
-                let assigned = record::encode(&Record::ChannelAssigned(AssignedRecord {
-                    to: neighbour.as_str(),
-                    pairs: vec![(entry.seq, *channel_seq)],
-                }));
-                (entry, Bytes::from(assigned))
-            })
+                .take_while(move |(seq, _, _)| *seq <= durable)
+                .map(move |(channel_seq, _, entry)| (entry, neighbour, *channel_seq))
         })
     }
 
-    /// Points an assigned message at a new copy of its record; false if none has `seq`.
-    pub(super) fn relocate_assigned(&mut self, seq: u64, body: BodyRef) -> bool {
-        for link in self.links.values_mut() {
-            if let Some((_, _, entry)) = link.assigned.iter_mut().find(|(_, _, e)| e.seq == seq) {
+    /// Points the message `seq`, given to `neighbour`'s channel as `channel_seq`, at a new copy
+    /// of its record; false if it is no longer there (acked meanwhile).
+    pub(super) fn relocate_assigned(
+        &mut self,
+        neighbour: &ManagerName,
+        channel_seq: u64,
+        seq: u64,
+        body: BodyRef,
+    ) -> bool {
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return false;
+        };
+        // `assigned` is in channel-sequence order.
+        let Ok(i) = link
+            .assigned
+            .binary_search_by_key(&channel_seq, |(channel_seq, _, _)| *channel_seq)
+        else {
+            return false;
+        };
+        match link.assigned.get_mut(i) {
+            Some((_, _, entry)) if entry.seq == seq => {
                 entry.body = body;
-                return true;
+                true
             }
+            _ => false,
         }
-        false
     }
 
     /// A channel record moved: the new copy is live, the old one dead.

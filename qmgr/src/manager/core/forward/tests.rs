@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::Channel;
 use crate::channel::frame::ChannelFrame;
-use crate::manager::core::InFlight;
+use crate::manager::core::{COMPACT_AGE_MS, InFlight};
 use crate::manager::{ChannelDirection, Command, Core, ToClient, recover};
 use crate::store::{JournalConfig, SyncPolicy};
 
@@ -331,7 +331,7 @@ async fn channel_state_survives_the_deletion_of_the_segments_that_held_it() {
             node.put_to("local", (0..64).map(|n| format!("{round}-{n}-{body}")));
             node.settle().await;
             assert_eq!(node.take_all_from("local").await.len(), 64);
-            node.core.on_maintenance(NOW);
+            node.core.on_maintenance(NOW + round * COMPACT_AGE_MS);
             node.settle().await;
         }
     }
@@ -398,7 +398,8 @@ async fn messages_waiting_for_an_ack_do_not_pin_old_segments() {
         alpha.put_to("local", (0..64).map(|n| format!("{round}-{n}-{body}")));
         alpha.settle().await;
         assert_eq!(alpha.take_all_from("local").await.len(), 64);
-        alpha.core.on_maintenance(NOW);
+        // Each pass comes a compaction age after the last: a segment still pinned is copied.
+        alpha.core.on_maintenance(NOW + round * COMPACT_AGE_MS);
         alpha.settle().await;
     }
     let segments = alpha.core.journal().stats().segments;
