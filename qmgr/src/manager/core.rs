@@ -745,7 +745,7 @@ impl Core {
             } else {
                 None
             };
-            if handoff.is_none() {
+            if handoff.is_none() && !open.is_empty() {
                 // A later message must not overtake this one through a hand-off.
                 open.remove(&queue);
             }

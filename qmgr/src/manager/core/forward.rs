@@ -929,7 +929,7 @@ impl Core {
             &mut arrivals.handoffs,
             &mut arrivals.open,
         );
-        if handoff.is_none() {
+        if handoff.is_none() && !arrivals.open.is_empty() {
             // A later message must not overtake this one through a hand-off.
             arrivals.open.remove(&queue);
         }
