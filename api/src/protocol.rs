@@ -668,8 +668,16 @@ where
             limit: FRAME_BYTES_MAX,
         });
     }
-    let mut payload = vec![0u8; length];
-    reader.read_exact(&mut payload).await?;
+    // Filled from the reader without being zeroed first: a frame's bytes are overwritten
+    // anyway, and zeroing each one was ~1% of a manager's CPU on the put path.
+    let mut payload = Vec::with_capacity(length);
+    while payload.len() < length {
+        // Limited to the frame's rest: the bytes after it are the next frame's.
+        let rest = (length - payload.len()) as u64;
+        if (&mut *reader).take(rest).read_buf(&mut payload).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
     decode(&payload)
 }
 
@@ -810,6 +818,43 @@ mod tests {
             read_frame::<ClientFrame, _>(&mut reader).await,
             Err(FrameError::Closed)
         ));
+    }
+
+    /// A frame that reaches the reader a few bytes at a time is assembled whole, and the
+    /// frame after it is left to the next read.
+    #[tokio::test]
+    async fn frames_arriving_in_pieces_are_read_whole_and_apart() {
+        let frames: Vec<ClientFrame> = (0..3)
+            .map(|i| {
+                request(Operation::Put {
+                    address: "q".into(),
+                    message: OutgoingMessage {
+                        body: vec![i; 100 + usize::from(i)],
+                        ..Default::default()
+                    },
+                })
+            })
+            .collect();
+        // At most seven bytes go across at a time.
+        let (mut near, mut far) = tokio::io::duplex(7);
+        let sent = frames.clone();
+        let writer = tokio::spawn(async move {
+            for frame in &sent {
+                write_frame(&mut far, frame).await.unwrap();
+            }
+            far.shutdown().await.unwrap();
+        });
+        for frame in &frames {
+            assert_eq!(
+                &read_frame::<ClientFrame, _>(&mut near).await.unwrap(),
+                frame
+            );
+        }
+        assert!(matches!(
+            read_frame::<ClientFrame, _>(&mut near).await,
+            Err(FrameError::Closed)
+        ));
+        writer.await.unwrap();
     }
 
     #[tokio::test]
