@@ -669,7 +669,8 @@ where
         });
     }
     // Filled from the reader without being zeroed first: a frame's bytes are overwritten
-    // anyway, and zeroing each one was ~1% of a manager's CPU on the put path.
+    // anyway, and zeroing them was 7% of the first manager's instructions in a forwarding
+    // bench and 13% of the client's (BENCHMARKS.md, session 12).
     let mut payload = Vec::with_capacity(length);
     while payload.len() < length {
         // Limited to the frame's rest: the bytes after it are the next frame's.
