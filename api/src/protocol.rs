@@ -778,6 +778,17 @@ mod tests {
         ClientFrame::Request(Request { id: 7, operation })
     }
 
+    /// Reads `frames` from `reader`, in order, and then the end of the stream.
+    async fn reads_back(reader: &mut (impl AsyncRead + Unpin), frames: &[ClientFrame]) {
+        for frame in frames {
+            assert_eq!(&read_frame::<ClientFrame, _>(reader).await.unwrap(), frame);
+        }
+        assert!(matches!(
+            read_frame::<ClientFrame, _>(reader).await,
+            Err(FrameError::Closed)
+        ));
+    }
+
     #[tokio::test]
     async fn frames_round_trip() {
         let frames = vec![
@@ -808,17 +819,7 @@ mod tests {
         for frame in &frames {
             write_frame(&mut wire, frame).await.unwrap();
         }
-        let mut reader = wire.as_slice();
-        for frame in &frames {
-            assert_eq!(
-                &read_frame::<ClientFrame, _>(&mut reader).await.unwrap(),
-                frame
-            );
-        }
-        assert!(matches!(
-            read_frame::<ClientFrame, _>(&mut reader).await,
-            Err(FrameError::Closed)
-        ));
+        reads_back(&mut wire.as_slice(), &frames).await;
     }
 
     /// A frame that reaches the reader a few bytes at a time is assembled whole, and the
@@ -845,16 +846,7 @@ mod tests {
             }
             far.shutdown().await.unwrap();
         });
-        for frame in &frames {
-            assert_eq!(
-                &read_frame::<ClientFrame, _>(&mut near).await.unwrap(),
-                frame
-            );
-        }
-        assert!(matches!(
-            read_frame::<ClientFrame, _>(&mut near).await,
-            Err(FrameError::Closed)
-        ));
+        reads_back(&mut near, &frames).await;
         writer.await.unwrap();
     }
 
