@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = qmgr::allocator::ALLOCATOR;
+static ALLOCATOR: qmgr::allocator::Allocator = qmgr::allocator::Allocator;
 
 fn main() -> ExitCode {
     let cli = qmgr::cli::Cli::parse();
