@@ -1,7 +1,8 @@
 //! [`Journal`]: the handle producers and readers share, and [`open`], which recovers a
 //! journal directory and starts its writer thread.
 //!
-//! Invariants: only the writer thread writes records; the segment table (`Shared::segments`)
+//! Invariants: only the holder of the writer's mutex writes records (the writer thread, or a
+//! producer committing in [`Journal::release`]), in request-queue order; the segment table (`Shared::segments`)
 //! holds every segment file on disk, and the active one is never removed from it; a
 //! [`Commit`] resolves `Ok` only once its whole group is durable.
 
@@ -33,7 +34,7 @@ use super::recovery::{
 };
 use super::requests::Requests;
 use super::segment::{create_segment, list_segments, segment_path};
-use super::writer::{ActiveSegment, Request, Writer};
+use super::writer::{ActiveSegment, Request, SharedWriter, Writer};
 use super::{JournalConfig, Location};
 
 /// Appends queued for the writer before `append` blocks its caller: backpressure when the disk
@@ -54,6 +55,8 @@ pub struct Journal {
 struct Inner {
     shared: Arc<Shared>,
     requests: Arc<Requests>,
+    /// The writer's state, for commits on a producer's thread.
+    state: SharedWriter,
     writer: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
     /// Largest encoded group: one write, and what a fresh segment holds.
@@ -433,19 +436,26 @@ where
         buffer: Vec::new(),
         waiters: Vec::new(),
         prepared: None,
+        batch: Vec::new(),
+        deferred_since: None,
+        lingering_since: None,
+        written_at: None,
     };
+    let state: SharedWriter = Arc::new(Mutex::new(Some(writer)));
     let requests = Arc::new(Requests::new(REQUEST_QUEUE_MAX));
     let handle = std::thread::Builder::new()
         .name("journal-writer".to_owned())
         .spawn({
             let requests = Arc::clone(&requests);
-            move || writer.run(requests)
+            let state = Arc::clone(&state);
+            move || super::writer::run(state, requests)
         })
         .map_err(|source| StoreError::io(&config.dir, source))?;
     let journal = Journal {
         inner: Arc::new(Inner {
             shared,
             requests,
+            state,
             writer: Mutex::new(Some(handle)),
             closed: AtomicBool::new(false),
             group_bytes_max: BATCH_BYTES_MAX.min(
@@ -652,6 +662,40 @@ impl Journal {
             },
             Err(_) => Commit::ready(Err(StoreError::Closed)),
         }
+    }
+
+    /// From now until [`release`](Self::release), appends made through any handle do not wake
+    /// the writer thread: the caller, about to make several, decides afterwards who commits
+    /// them.
+    pub fn hold(&self) {
+        self.inner.requests.hold();
+    }
+
+    /// Ends a [`hold`](Self::hold). If the writer thread sits idle, the disk has been quiet
+    /// for [`QUIET_BEFORE_INLINE`](super::writer::QUIET_BEFORE_INLINE) and `commit_here`, the
+    /// appends made meanwhile (one batch of the queue, as the thread would take) are written
+    /// and synced on this thread before this returns, their [`Commit`]s resolved: a lone
+    /// commit then costs no wake-up of the writer and no wake-up back. Otherwise the writer is
+    /// woken as those appends would have woken it. A caller that has other work ready should
+    /// pass false: the thread syncs while the caller goes on.
+    pub fn release(&self, commit_here: bool) {
+        let requests = &self.inner.requests;
+        if !requests.release(commit_here) {
+            return;
+        }
+        // Busy means the thread took the lock since: it finds the queue before it sleeps.
+        if let Ok(mut guard) = self.inner.state.try_lock() {
+            if let Some(writer) = guard.as_mut().filter(|writer| writer.quiet()) {
+                writer.step(requests, false, true);
+            }
+        }
+        requests.wake_if_queued();
+    }
+
+    /// Whether the writer thread sleeps waiting for appends.
+    #[cfg(test)]
+    pub(crate) fn writer_waits(&self) -> bool {
+        self.inner.requests.writer_waits()
     }
 
     /// Reads one record's payload back, verifying its CRC. Callable from any thread.

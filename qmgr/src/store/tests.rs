@@ -966,6 +966,76 @@ fn a_deferred_group_alone_is_synced_within_its_delay() {
     assert_eq!(replayed[0].0, location[0]);
 }
 
+/// Spins until the writer thread sleeps waiting for appends.
+fn until_the_writer_waits(journal: &Journal) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !journal.writer_waits() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never waited"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn appends_released_while_the_writer_idles_are_committed_on_the_callers_thread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = synced_config(dir.path());
+    let (journal, _, _) = open_collect(config.clone()).expect("open");
+    until_the_writer_waits(&journal);
+    let before = journal.stats().fsyncs;
+    journal.hold();
+    let deferred = journal.append_deferred(vec![payload(1, 100)]);
+    let synced = journal.append(vec![payload(2, 100)]);
+    assert_eq!(journal.stats().fsyncs, before, "held: nothing written yet");
+    journal.release(true);
+    // Synchronously: the writer thread, had it been woken instead, could not have synced
+    // between `release` returning and this line.
+    assert_eq!(
+        journal.stats().fsyncs,
+        before + 1,
+        "one sync, made by release"
+    );
+    assert!(journal.writer_waits(), "the writer slept through it");
+    let deferred = deferred.wait().expect("deferred append");
+    let synced = synced.wait().expect("append");
+    assert!(
+        deferred[0].offset < synced[0].offset,
+        "journal order is kept"
+    );
+
+    // Deferred appends alone are left to the writer, which syncs them after its delay.
+    journal.hold();
+    let lone = journal.append_deferred(vec![payload(3, 100)]);
+    journal.release(true);
+    lone.wait().expect("deferred append");
+    // A caller with other work passes false: the writer commits while it goes on.
+    journal.hold();
+    let handed = journal.append(vec![payload(4, 100)]);
+    journal.release(false);
+    handed.wait().expect("append");
+    // Commits on either thread interleave in append order.
+    let mut commits = Vec::new();
+    for n in 0..50 {
+        journal.hold();
+        commits.push(journal.append(vec![payload(10 + n, 100)]));
+        journal.release(n % 2 == 0);
+    }
+    for commit in commits {
+        commit.wait().expect("append");
+    }
+    journal.close();
+    let (_, _, replayed) = open_collect(config).expect("reopen");
+    let payloads: Vec<Vec<u8>> = replayed.into_iter().map(|(_, p)| p).collect();
+    let expected: Vec<Vec<u8>> = [1, 2, 3, 4]
+        .into_iter()
+        .chain(10..60)
+        .map(|n| payload(n, 100))
+        .collect();
+    assert_eq!(payloads, expected);
+}
+
 /// A journal of 64 KiB segments whose active segment is a recycled file (its bytes past the
 /// written end are a dead segment's), with what it holds and where its data ends.
 fn recycled_journal(dir: &Path) -> (Replayed, u64, u64) {

@@ -9,6 +9,11 @@
 //! [`super::Journal::append_deferred`]) is not written on its own: it waits in the buffer for the
 //! next group that needs a sync, or for [`DEFERRED_SYNC_DELAY`], and goes out in that write.
 //!
+//! The writer's state sits behind a mutex ([`SharedWriter`]): its thread takes it for each
+//! batch, and so may a producer that finds the thread idle ([`super::Journal::release`]), which
+//! then commits the batch on its own thread. Whoever holds the mutex takes the next requests in
+//! queue order and writes them before letting go, so journal order is still queue order.
+//!
 //! Invariants: a waiter is completed with `Ok` only after its records are written and (under
 //! `SyncPolicy::Always`) synced; a write never exceeds [`BATCH_BYTES_MAX`] and is synced before
 //! the next one is issued, which is what recovery's torn-tail rule relies on; groups never
@@ -17,9 +22,9 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -41,6 +46,14 @@ use super::{Location, SyncPolicy};
 /// enough to share a sync among a few milliseconds of removals; short enough that the
 /// segments they free are deleted soon after.
 pub(crate) const DEFERRED_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How long the disk must have been quiet (no write ended) before a producer commits on its own
+/// thread ([`super::Journal::release`]). Such a commit blocks the producer for a write and a
+/// sync that the thread would have overlapped with its work: worth the two hand-overs it saves
+/// only at a light load. Past a thousand or so commits a second the thread commits, so the
+/// producer and the disk work side by side (measured: committing inline under a saturating
+/// 1-hop load cost a quarter of its throughput).
+pub(crate) const QUIET_BEFORE_INLINE: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// What a producer hands the writer for one atomic group.
 pub(crate) type Completion = oneshot::Sender<Result<Vec<Location>, StoreError>>;
@@ -94,7 +107,20 @@ pub(crate) struct Writer {
     pub(crate) waiters: Vec<(Completion, Vec<Location>)>,
     /// The next segment, being written ahead of time on a helper thread.
     pub(crate) prepared: Option<Prepared>,
+    /// Groups taken from the queue for the commit under way (kept for its allocation).
+    pub(crate) batch: Vec<(Vec<Bytes>, Completion, bool)>,
+    /// When the buffer started holding deferred groups only.
+    pub(crate) deferred_since: Option<Instant>,
+    /// When the last write was made: for `DEFERRED_SYNC_DELAY` after it, a deferred group
+    /// does not wake the writer (one that needs a sync soon takes it along).
+    pub(crate) lingering_since: Option<Instant>,
+    /// When the last write ended (synced, under `SyncPolicy::Always`).
+    pub(crate) written_at: Option<Instant>,
 }
+
+/// The writer, shared by its thread and producers committing on theirs; `None` once the
+/// thread has stopped (the writer is dropped then, discarding a half-prepared segment).
+pub(crate) type SharedWriter = Arc<Mutex<Option<Writer>>>;
 
 /// A segment prepared ahead of time, so that rolling costs a rename instead of writing and
 /// syncing a whole segment while producers wait.
@@ -131,71 +157,104 @@ impl Prepared {
     }
 }
 
-impl Writer {
-    pub(crate) fn run(mut self, requests: Arc<Requests>) {
-        /// However the writer stops (a panic included), later appends fail instead of waiting
-        /// forever, and those queued resolve as closed when their completions drop.
-        struct StopOnExit<'a>(&'a Requests);
-        impl Drop for StopOnExit<'_> {
-            fn drop(&mut self) {
-                drop(self.0.stop());
-            }
+/// The writer thread: waits for requests and commits them, batch by batch, until a `Close`.
+pub(crate) fn run(writer: SharedWriter, requests: Arc<Requests>) {
+    /// However the writer stops (a panic included), later appends fail instead of waiting
+    /// forever, and those queued resolve as closed when their completions drop.
+    struct StopOnExit<'a>(&'a Requests);
+    impl Drop for StopOnExit<'_> {
+        fn drop(&mut self) {
+            drop(self.0.stop());
         }
-        let _stop = StopOnExit(&requests);
-        self.prepare_ahead();
-        let mut batch = Vec::new();
-        // When the buffer started holding deferred groups only.
-        let mut deferred_since: Option<Instant> = None;
-        // When the last write was made: for `DEFERRED_SYNC_DELAY` after it, a deferred group
-        // does not wake the writer (one that needs a sync soon takes it along).
-        let mut lingering_since: Option<Instant> = None;
-        loop {
-            let deadline = deferred_since
-                .or(lingering_since)
-                .map(|since| since + DEFERRED_SYNC_DELAY);
-            let woken = requests.wait(deadline, deadline.is_none());
-            let mut closing = false;
-            let mut all_deferred = true;
-            let mut records = 0;
-            let mut bytes = 0;
-            while records < BATCH_RECORDS_TARGET && bytes < BATCH_BYTES_TARGET {
-                let Some(request) = requests.take() else {
+    }
+    let _stop = StopOnExit(&requests);
+    // A poisoned lock means a commit panicked half-way: the writer's state is not to be
+    // trusted, so stop (what is queued fails as closed).
+    let Ok(mut guard) = writer.lock() else { return };
+    let Some(state) = guard.as_mut() else { return };
+    state.prepare_ahead();
+    loop {
+        let Some(deadline) = guard.as_ref().map(Writer::deadline) else {
+            return;
+        };
+        drop(guard);
+        let woken = requests.wait(deadline, deadline.is_none());
+        guard = match writer.lock() {
+            Ok(guard) => guard,
+            Err(_) => return,
+        };
+        let Some(state) = guard.as_mut() else { return };
+        if state.step(&requests, woken == Woken::Deadline, false) {
+            *guard = None;
+            return;
+        }
+    }
+}
+
+impl Writer {
+    /// When the thread must wake by itself: deferred groups to sync, or the end of lingering.
+    fn deadline(&self) -> Option<Instant> {
+        self.deferred_since
+            .or(self.lingering_since)
+            .map(|since| since + DEFERRED_SYNC_DELAY)
+    }
+
+    /// Whether the disk has been quiet long enough for a commit on a producer's thread.
+    pub(crate) fn quiet(&self) -> bool {
+        self.written_at
+            .is_none_or(|at| at.elapsed() >= QUIET_BEFORE_INLINE)
+    }
+
+    /// Takes one batch from the queue and commits it; `at_deadline`, deferred groups have
+    /// waited long enough and are synced too. A `Close` ends the batch: it is taken (and true
+    /// returned: the caller stops the writer) unless `leave_close`, which leaves it queued for
+    /// the thread.
+    pub(crate) fn step(
+        &mut self,
+        requests: &Requests,
+        at_deadline: bool,
+        leave_close: bool,
+    ) -> bool {
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut closing = false;
+        let mut all_deferred = true;
+        let mut records = 0;
+        let mut bytes = 0;
+        while records < BATCH_RECORDS_TARGET && bytes < BATCH_BYTES_TARGET {
+            let Some(request) = requests.take(leave_close) else {
+                break;
+            };
+            match request {
+                Request::Append {
+                    payloads,
+                    done,
+                    frees_space,
+                    deferred,
+                } => {
+                    all_deferred &= deferred;
+                    records += payloads.len();
+                    bytes += payloads.iter().map(Bytes::len).sum::<usize>() as u64;
+                    batch.push((payloads, done, frees_space));
+                }
+                Request::Close => {
+                    closing = true;
                     break;
-                };
-                match request {
-                    Request::Append {
-                        payloads,
-                        done,
-                        frees_space,
-                        deferred,
-                    } => {
-                        all_deferred &= deferred;
-                        records += payloads.len();
-                        bytes += payloads.iter().map(Bytes::len).sum::<usize>() as u64;
-                        batch.push((payloads, done, frees_space));
-                    }
-                    Request::Close => {
-                        closing = true;
-                        break;
-                    }
                 }
             }
-            // At the deadline, deferred groups waited long enough: whatever is there is synced.
-            let sync_now = closing || !all_deferred || woken == Woken::Deadline;
-            let writes = !batch.is_empty() || !self.buffer.is_empty();
-            self.commit(&mut batch, sync_now);
-            if sync_now || self.buffer.is_empty() {
-                deferred_since = None;
-            } else {
-                deferred_since.get_or_insert_with(Instant::now);
-            }
-            if sync_now {
-                lingering_since = writes.then(Instant::now);
-            }
-            if closing {
-                return;
-            }
         }
+        let sync_now = closing || !all_deferred || at_deadline;
+        let writes = !batch.is_empty() || !self.buffer.is_empty();
+        self.commit(&mut batch, sync_now);
+        self.batch = batch;
+        if sync_now || self.buffer.is_empty() {
+            self.deferred_since = None;
+        } else {
+            self.deferred_since.get_or_insert_with(Instant::now);
+        }
+        if sync_now {
+            self.lingering_since = writes.then(Instant::now);
+        }
+        closing
     }
 
     fn buffer_end(&self) -> u64 {
@@ -304,6 +363,7 @@ impl Writer {
             }
             self.shared.record_fsync(started.elapsed());
         }
+        self.written_at = Some(Instant::now());
         self.active.write_offset += self.buffer.len() as u64;
         self.shared
             .active_written
