@@ -90,7 +90,15 @@ pub fn create_segment(
     segment_bytes: u64,
     journal_bytes: u64,
 ) -> Result<File, StoreError> {
-    let file = prepare_segment(dir, segment, segment_bytes, journal_bytes, None, None)?;
+    let file = prepare_segment(
+        dir,
+        segment,
+        segment_bytes,
+        journal_bytes,
+        None,
+        None,
+        &mut || None,
+    )?;
     install_segment(dir, segment)?;
     Ok(file)
 }
@@ -99,42 +107,55 @@ pub fn create_segment(
 /// from `spare` (a dead segment of the same size, see [`retire_segment`]) if there is one, by
 /// rewriting its header and end marker, else zero-filled. Zero-filling is slow (it writes the
 /// whole segment), so the writer runs this ahead of time on a helper thread, at the `pace` it
-/// sets. On failure nothing is left behind (the spare included); running out of space is
-/// reported as [`StoreError::DiskFull`].
+/// sets; before each piece of zeros it asks `late_spare` for a spare that has come since, and
+/// recycles that one instead (the segments of a journal in steady state die soon after the
+/// next is begun, so a miss at the start rarely costs a whole segment of zeros). On failure
+/// nothing is left behind (the spares included); running out of space is reported as
+/// [`StoreError::DiskFull`].
 pub fn prepare_segment(
     dir: &Path,
     segment: u64,
     segment_bytes: u64,
     journal_bytes: u64,
-    spare: Option<&Path>,
+    spare: Option<PathBuf>,
     pace: Option<&Pace>,
+    late_spare: &mut dyn FnMut() -> Option<PathBuf>,
 ) -> Result<File, StoreError> {
     let temporary = temporary_path(dir, segment);
-    if let Some(spare) = spare {
-        match recycle(spare, &temporary, segment, segment_bytes) {
-            Ok(file) => return Ok(file),
-            Err(error) => {
-                tracing::warn!(spare = %spare.display(), %error, "cannot recycle a journal segment; writing a new one");
-                let _ = std::fs::remove_file(spare);
+    let mut spare = spare;
+    loop {
+        if let Some(spare) = spare.take() {
+            match recycle(&spare, &temporary, segment, segment_bytes) {
+                Ok(file) => return Ok(file),
+                Err(error) => {
+                    tracing::warn!(spare = %spare.display(), %error, "cannot recycle a journal segment; writing a new one");
+                    let _ = std::fs::remove_file(&spare);
+                    let _ = std::fs::remove_file(&temporary);
+                }
+            }
+        }
+        match write_segment(&temporary, segment, segment_bytes, pace, late_spare) {
+            Ok(Written::Zeros(file)) => return Ok(file),
+            // Renamed over the zeros written so far. Each spare is tried once, so this ends.
+            Ok(Written::SpareCame(came)) => spare = Some(came),
+            Err(source) => {
+                // Best effort: the file may not exist, and a failed removal changes nothing for
+                // the caller, whose error is the one that matters (open removes leftovers
+                // anyway).
                 let _ = std::fs::remove_file(&temporary);
+                return Err(if is_disk_full(&source) {
+                    StoreError::DiskFull {
+                        dir: dir.to_owned(),
+                        segment,
+                        segment_bytes,
+                        journal_bytes,
+                    }
+                } else {
+                    StoreError::io(&temporary, source)
+                });
             }
         }
     }
-    write_segment(&temporary, segment, segment_bytes, pace).map_err(|source| {
-        // Best effort: the file may not exist, and a failed removal changes nothing for the
-        // caller, whose error is the one that matters (open removes leftovers anyway).
-        let _ = std::fs::remove_file(&temporary);
-        if is_disk_full(&source) {
-            StoreError::DiskFull {
-                dir: dir.to_owned(),
-                segment,
-                segment_bytes,
-                journal_bytes,
-            }
-        } else {
-            StoreError::io(&temporary, source)
-        }
-    })
 }
 
 /// Gives a prepared segment its real name and makes that durable; on failure the prepared
@@ -187,12 +208,21 @@ fn recycle(
     Ok(file)
 }
 
+/// How [`write_segment`] ended.
+enum Written {
+    /// Zero-filled to its full size and synced.
+    Zeros(File),
+    /// A spare came before the zeros were done: recycle it instead.
+    SpareCame(PathBuf),
+}
+
 fn write_segment(
     path: &Path,
     segment: u64,
     segment_bytes: u64,
     pace: Option<&Pace>,
-) -> std::io::Result<File> {
+    late_spare: &mut dyn FnMut() -> Option<PathBuf>,
+) -> std::io::Result<Written> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -204,19 +234,34 @@ fn write_segment(
     // creation, instead of in the middle of a batch.
     let head = segment_head(segment);
     file.write_all(&head)?;
-    write_zeros(&mut file, head.len() as u64, segment_bytes, pace)?;
+    if let Some(spare) = write_zeros(
+        &mut file,
+        head.len() as u64,
+        segment_bytes,
+        pace,
+        late_spare,
+    )? {
+        return Ok(Written::SpareCame(spare));
+    }
     file.sync_all()?;
-    Ok(file)
+    Ok(Written::Zeros(file))
 }
 
 /// Writes zeros from `from` (the file's current position) to `to`, syncing after each piece,
-/// each piece only once `pace` allows it.
+/// each piece only once `pace` allows it. Stops early, returning it, if `late_spare` yields a
+/// spare before a piece.
 ///
 /// A device cache flush makes every write before it durable, whoever asked: left to one
 /// `fsync` at the end, a segment's 64 MiB of zeros stalled every journal's `fdatasync` on
 /// the disk for 15–50 ms at once (all four managers of a 3-hop bench together). Synced a
 /// piece at a time, each commit waits for at most one piece.
-fn write_zeros(file: &mut File, from: u64, to: u64, pace: Option<&Pace>) -> std::io::Result<()> {
+fn write_zeros(
+    file: &mut File,
+    from: u64,
+    to: u64,
+    pace: Option<&Pace>,
+    late_spare: &mut dyn FnMut() -> Option<PathBuf>,
+) -> std::io::Result<Option<PathBuf>> {
     let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(to.saturating_sub(from) as usize)];
     let mut at = from;
     while at < to {
@@ -225,12 +270,15 @@ fn write_zeros(file: &mut File, from: u64, to: u64, pace: Option<&Pace>) -> std:
                 std::io::Error::new(ErrorKind::Interrupted, "the segment is no longer wanted")
             })?;
         }
+        if let Some(spare) = late_spare() {
+            return Ok(Some(spare));
+        }
         let piece = (to - at).min(zeros.len() as u64) as usize;
         file.write_all(&zeros[..piece])?;
         file.sync_data()?;
         at += piece as u64;
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Whether `error` means the filesystem is out of space (or quota).
@@ -264,5 +312,37 @@ mod tests {
             .expect("metadata")
             .len();
         assert_eq!(len, 8192);
+    }
+
+    #[test]
+    fn a_spare_that_comes_while_zeros_are_written_is_recycled_instead() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let segment_bytes = 4 * ZERO_CHUNK_BYTES as u64;
+        create_segment(dir.path(), 1, segment_bytes, 0).expect("create");
+        // A byte zero-filling would not leave, where recycling does not write.
+        let marker_at = 3 * ZERO_CHUNK_BYTES as u64;
+        File::options()
+            .write(true)
+            .open(segment_path(dir.path(), 1))
+            .expect("open")
+            .write_all_at(&[0xAB], marker_at)
+            .expect("mark");
+        let spare = retire_segment(dir.path(), 1).expect("retire");
+        // No spare for the first piece of zeros; then it comes.
+        let mut asked = 0;
+        let mut late_spare = || {
+            asked += 1;
+            (asked == 2).then(|| spare.clone())
+        };
+        let file = prepare_segment(dir.path(), 2, segment_bytes, 0, None, None, &mut late_spare)
+            .expect("prepare");
+        assert_eq!(asked, 2, "asked before each piece until one came");
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, marker_at).expect("read");
+        assert_eq!(byte, [0xAB], "the spare's file, not the zeros");
+        assert_eq!(file.metadata().expect("metadata").len(), segment_bytes);
+        assert!(!spare.exists(), "the spare was used");
+        install_segment(dir.path(), 2).expect("install");
+        assert_eq!(list_segments(dir.path()).expect("list"), vec![2]);
     }
 }

@@ -405,13 +405,15 @@ impl Writer {
             Some(file) => file,
             None => {
                 let spare = self.spare_or_room(next, journal_bytes)?;
+                let shared = &self.shared;
                 prepare_segment(
-                    &self.shared.dir,
+                    &shared.dir,
                     next,
                     self.segment_bytes,
                     journal_bytes,
-                    spare.as_deref(),
+                    spare,
                     None,
+                    &mut || shared.take_spare(),
                 )?
             }
         };
@@ -489,6 +491,7 @@ impl Writer {
         let ready_at = self.active.capacity.saturating_sub(early_roll);
         let pace = Arc::new(Pace::new(segment_bytes, ready_at, self.active.write_offset));
         let helper_pace = Arc::clone(&pace);
+        let shared = Arc::clone(&self.shared);
         let spawned = std::thread::Builder::new()
             .name("journal-prepare".to_owned())
             .spawn(move || {
@@ -497,8 +500,9 @@ impl Writer {
                     next,
                     segment_bytes,
                     journal_bytes,
-                    spare.as_deref(),
+                    spare,
                     Some(&helper_pace),
+                    &mut || shared.take_spare(),
                 ));
             });
         match spawned {
