@@ -117,8 +117,8 @@ pub mod defaults {
     pub const MAX_DEPTH: u64 = 10_000_000;
     /// `max_deliveries`.
     pub const MAX_DELIVERIES: u32 = 5;
-    /// `segment_bytes`: 64 MiB.
-    pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+    /// `segment_bytes`: 32 MiB, the journal's default.
+    pub const SEGMENT_BYTES: u64 = crate::store::format::SEGMENT_BYTES_DEFAULT;
     /// `cache_bytes`: 64 MiB.
     pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
     /// `max_hops`.
@@ -126,6 +126,9 @@ pub mod defaults {
     /// `link_dead_interval_ms`: as long as QUIC's idle timeout, twelve missed heartbeats.
     pub const LINK_DEAD_INTERVAL_MS: u64 = 3000;
 }
+
+// The default segment is small, but not so small that it lowers the default message limit.
+const _: () = assert!(defaults::MAX_MESSAGE_BYTES <= defaults::SEGMENT_BYTES / 2);
 
 /// Settings given as flags to `qmgr run`; `None` leaves the lower layers in force.
 #[derive(Debug, Clone, Default)]

@@ -62,7 +62,7 @@ pub struct JournalConfig {
 }
 
 impl JournalConfig {
-    /// The safe defaults: sync always, 64 MiB segments, no salvage, no size limit.
+    /// The safe defaults: sync always, 32 MiB segments, no salvage, no size limit.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
