@@ -261,6 +261,8 @@ pub struct Core {
     /// The oldest live segment and since when (ms) it has been the oldest, for
     /// [`COMPACT_AGE_MS`].
     oldest_live_since: Option<(u64, u64)>,
+    /// Every journal segment before this one has been deleted or kept as a spare.
+    retired_below: u64,
     segment_bytes: u64,
     started: Instant,
     shutting_down: bool,
@@ -331,6 +333,7 @@ impl Core {
             liveness: recovered.liveness,
             relocating: 0,
             oldest_live_since: None,
+            retired_below: 0,
             started: Instant::now(),
             shutting_down: false,
             messages_put: 0,
@@ -1506,6 +1509,7 @@ impl Core {
         }
         self.apply(continuation, result, now_ms);
         self.after_commit(now_ms);
+        self.retire_dead_segments();
     }
 
     /// Makes a durable effect visible and acknowledges it; also the path of effects that
@@ -1891,23 +1895,8 @@ impl Core {
             }
             self.remove_expired(expired);
         }
-        // Only a prefix of the journal is ever deleted: removal records in a segment refer to
-        // messages in older ones, so a segment goes only once everything before it is gone.
         let active = self.journal.active_segment();
-        // Nor may a segment go that a commit still in flight may have written to: its records
-        // are durable but not yet counted as live.
-        let oldest_in_flight = self
-            .in_flight_segments
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(active);
-        let oldest_live = self
-            .liveness
-            .oldest()
-            .unwrap_or(active)
-            .min(active)
-            .min(oldest_in_flight);
+        let oldest_live = self.oldest_live_segment();
         // A clock stepped back restarts the wait rather than stretching it.
         let since = match self.oldest_live_since {
             Some((segment, since)) if segment == oldest_live && since <= now_ms => since,
@@ -1919,8 +1908,40 @@ impl Core {
         if oldest_live < active && self.relocating == 0 && now_ms - since >= COMPACT_AGE_MS {
             self.compact(oldest_live, active);
         }
-        if let Err(error) = self.journal.delete_segments_before(oldest_live) {
-            warn!(%error, "deleting dead journal segments failed");
+        self.retire_dead_segments();
+    }
+
+    /// The oldest journal segment still needed. Only a prefix of the journal is ever deleted:
+    /// removal records in a segment refer to messages in older ones, so a segment goes only
+    /// once everything before it is gone; nor may a segment go that a commit still in flight
+    /// may have written to (its records are durable but not yet counted as live).
+    fn oldest_live_segment(&self) -> u64 {
+        let active = self.journal.active_segment();
+        let oldest_in_flight = self
+            .in_flight_segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(active);
+        self.liveness
+            .oldest()
+            .unwrap_or(active)
+            .min(active)
+            .min(oldest_in_flight)
+    }
+
+    /// Deletes the segments before the oldest one needed, or keeps them as spares: as soon as
+    /// a commit lets the oldest live segment move on, not only at the maintenance tick, so that
+    /// the writer preparing its next segment finds a spare to recycle before it has written
+    /// much of a file of zeros (a segment fills in well under a tick at full speed).
+    fn retire_dead_segments(&mut self) {
+        let oldest_live = self.oldest_live_segment();
+        if oldest_live <= self.retired_below {
+            return;
+        }
+        match self.journal.delete_segments_before(oldest_live) {
+            Ok(()) => self.retired_below = oldest_live,
+            Err(error) => warn!(%error, "deleting dead journal segments failed"),
         }
     }
 
