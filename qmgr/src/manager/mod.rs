@@ -1,12 +1,13 @@
 //! The manager core: the one owner of every local queue, lease, waiting get and subscription.
 //!
 //! Connection tasks send it [`Command`]s over a bounded channel; it answers through each
-//! connection's frame channel. It never waits for the disk while work waits for it: a write is
-//! handed to the journal, and the run loop awaits the oldest commit in flight beside everything
-//! else, so completions are applied in the order the commits were made (journal order, hence
-//! put order), with no task between the journal and the core. Only when idle (no command
-//! queued, the journal's thread asleep, the disk quiet) does it make an event's commit itself,
-//! which at a light load saves the two thread hand-overs a commit otherwise costs.
+//! connection's frame channel. A write is handed to the journal, and the run loop awaits the
+//! oldest commit in flight beside everything else, so completions are applied in the order the
+//! commits were made (journal order, hence put order), with no task between the journal and the
+//! core. The core waits for the disk only when it looked idle (no command queued, the journal's
+//! thread asleep, the disk quiet for 500 µs): it then makes an event's commit itself, which at
+//! a light load saves the two thread hand-overs a commit otherwise costs; a command arriving
+//! during that write waits for it.
 //!
 //! Persist, then acknowledge: a put is visible and acknowledged only once its record is
 //! durable; a destructive get answers only once the removal is durable, so a message that was

@@ -101,8 +101,9 @@ pub const fn reserve_bytes(segment_bytes: u64) -> u64 {
         RESERVE_BYTES_MAX
     }
 }
-/// Default pre-allocated size of a segment: the smallest that holds a largest group (so a
-/// 16 MiB message still fits, see `Settings::message_bytes_limit`). Smaller than the 64 MiB it
+/// Default pre-allocated size of a segment: the smallest that keeps the default 16 MiB message
+/// limit (a message may take at most half a segment, see `Settings::message_bytes_limit`), and
+/// it holds a largest group. Smaller than the 64 MiB it
 /// was, a fresh journal zero-fills half as much before it has spares to recycle, and less of
 /// the disk and the page cache is held by segments kept for a few live records (3-hop bench:
 /// 71k / 81k msg/s against 66k / 71k, BENCHMARKS.md, session 15).

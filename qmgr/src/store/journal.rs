@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     /// Written bytes of the active segment (its write offset).
     pub(crate) active_written: AtomicU64,
     commits: AtomicU64,
+    /// Batches committed by a producer on its own thread ([`Journal::release`]).
+    commits_inline: AtomicU64,
     records: AtomicU64,
     batch_records_last: AtomicU64,
     fsyncs: AtomicU64,
@@ -191,6 +193,8 @@ pub struct JournalStats {
     pub bytes_on_disk: u64,
     /// Batches made durable.
     pub commits: u64,
+    /// Of those, the batches a producer committed on its own thread.
+    pub commits_inline: u64,
     /// Records made durable.
     pub records: u64,
     /// Records in the most recent batch.
@@ -420,6 +424,7 @@ where
         active_segment: AtomicU64::new(active.id),
         active_written: AtomicU64::new(active.write_offset),
         commits: AtomicU64::new(0),
+        commits_inline: AtomicU64::new(0),
         records: AtomicU64::new(0),
         batch_records_last: AtomicU64::new(0),
         fsyncs: AtomicU64::new(0),
@@ -671,13 +676,15 @@ impl Journal {
         self.inner.requests.hold();
     }
 
-    /// Ends a [`hold`](Self::hold). If the writer thread sits idle, the disk has been quiet
-    /// for [`QUIET_BEFORE_INLINE`](super::writer::QUIET_BEFORE_INLINE) and `commit_here`, the
-    /// appends made meanwhile (one batch of the queue, as the thread would take) are written
-    /// and synced on this thread before this returns, their [`Commit`]s resolved: a lone
-    /// commit then costs no wake-up of the writer and no wake-up back. Otherwise the writer is
-    /// woken as those appends would have woken it. A caller that has other work ready should
-    /// pass false: the thread syncs while the caller goes on.
+    /// Ends a [`hold`](Self::hold). If `commit_here`, the writer thread sits idle, an append
+    /// that needs a sync is queued, and the disk has been quiet for
+    /// [`QUIET_BEFORE_INLINE`](super::writer::QUIET_BEFORE_INLINE), then one batch of the
+    /// queue (as the thread would take, but stopping before a group that needs a new segment)
+    /// is written and synced on this thread before this returns, its [`Commit`]s resolved: a
+    /// lone commit then costs no wake-up of the writer and no wake-up back. Whatever is left,
+    /// or all of it otherwise, goes to the writer thread, woken as those appends would have
+    /// woken it. A caller that has other work ready should pass false: the thread syncs while
+    /// the caller goes on.
     pub fn release(&self, commit_here: bool) {
         let requests = &self.inner.requests;
         if !requests.release(commit_here) {
@@ -687,6 +694,10 @@ impl Journal {
         if let Ok(mut guard) = self.inner.state.try_lock() {
             if let Some(writer) = guard.as_mut().filter(|writer| writer.quiet()) {
                 writer.step(requests, false, true);
+                self.inner
+                    .shared
+                    .commits_inline
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
         requests.wake_if_queued();
@@ -696,6 +707,15 @@ impl Journal {
     #[cfg(test)]
     pub(crate) fn writer_waits(&self) -> bool {
         self.inner.requests.writer_waits()
+    }
+
+    /// Whether the disk has been quiet long enough for a commit in [`Self::release`].
+    #[cfg(test)]
+    pub(crate) fn writer_quiet(&self) -> bool {
+        self.inner
+            .state
+            .lock()
+            .is_ok_and(|guard| guard.as_ref().is_some_and(Writer::quiet))
     }
 
     /// Reads one record's payload back, verifying its CRC. Callable from any thread.
@@ -844,6 +864,7 @@ impl Journal {
                 + shared.spare_bytes(),
             segments,
             commits: shared.commits.load(Ordering::Relaxed),
+            commits_inline: shared.commits_inline.load(Ordering::Relaxed),
             records: shared.records.load(Ordering::Relaxed),
             batch_records_last: shared.batch_records_last.load(Ordering::Relaxed),
             fsyncs: shared.fsyncs.load(Ordering::Relaxed),

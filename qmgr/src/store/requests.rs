@@ -8,9 +8,9 @@
 //! [`super::writer::DEFERRED_SYNC_DELAY`] anyway. At 1,000 messages a second that saves a
 //! context switch per message on every manager, which on a VM costs tens of microseconds.
 //!
-//! A producer may also *hold* the wake-ups ([`Requests::hold`]) while it makes several appends
-//! and then [`release`](Requests::release) them: at that point, if the writer sits idle, the
-//! producer may commit the batch on its own thread instead
+//! A producer may also *hold* the wake-ups ([`Requests::hold`]) while it makes a few appends
+//! and then [`release`](Requests::release) them: at that point, if the writer sits idle and an
+//! append that needs a sync is queued, the producer may commit on its own thread instead
 //! ([`super::Journal::release`]), so a lone commit costs no hand-over to the writer and
 //! back (on the reference VM each is a wake-up of an idle vCPU, ~90 µs).
 //!
@@ -18,8 +18,10 @@
 //! push is refused once the writer has stopped; at most [`Requests::capacity`] requests wait,
 //! pushes block past that (backpressure when the disk is the bottleneck), and a full queue
 //! wakes the writer even while held; a waiting writer is notified by every push that meets its
-//! condition, except one made while held, whose wake-up [`Requests::release`] gives (or hands
-//! to the producer), and by nothing else.
+//! condition, except one of the first [`HELD_APPENDS_MAX`] made while held, whose wake-up
+//! [`Requests::release`] gives (or hands to the producer, only while a sync-needing append is
+//! still queued for it to commit); otherwise only a full queue and
+//! [`Requests::wake_if_queued`] notify it.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -51,6 +53,8 @@ struct State {
     held_sync: bool,
     /// While held, a deferred push would have woken the writer.
     held_deferred: bool,
+    /// Appends pushed during this hold.
+    held_appends: usize,
 }
 
 impl State {
@@ -63,6 +67,10 @@ impl State {
         }
     }
 }
+
+/// Appends held from the writer at most, per hold: past them a push wakes it as usual, so a
+/// producer making many appends in one go still has the writer work alongside.
+pub(crate) const HELD_APPENDS_MAX: usize = 16;
 
 /// Why [`Requests::wait`] returned.
 #[derive(Debug, PartialEq, Eq)]
@@ -84,6 +92,7 @@ impl Requests {
                 holding: false,
                 held_sync: false,
                 held_deferred: false,
+                held_appends: 0,
             }),
             arrived: Condvar::new(),
             room: Condvar::new(),
@@ -120,7 +129,12 @@ impl Requests {
             Some(wake_on_deferred) => wake_on_deferred || !request.is_deferred(),
             None => false,
         };
-        let held = state.holding && matches!(request, Request::Append { .. });
+        let held = state.holding
+            && matches!(request, Request::Append { .. })
+            && state.held_appends < HELD_APPENDS_MAX;
+        if held {
+            state.held_appends += 1;
+        }
         if held && wakes {
             if request.is_deferred() {
                 state.held_deferred = true;
@@ -138,15 +152,18 @@ impl Requests {
         Ok(())
     }
 
-    /// From now until [`release`](Self::release), appends do not wake the writer.
+    /// From now until [`release`](Self::release), the first [`HELD_APPENDS_MAX`] appends do
+    /// not wake the writer.
     pub(crate) fn hold(&self) {
-        self.lock().holding = true;
+        let mut state = self.lock();
+        state.holding = true;
+        state.held_appends = 0;
     }
 
-    /// Ends a [`hold`](Self::hold). Returns true if the writer sits idle and a held append
-    /// needs a sync, and `commit_here` asks for it: the caller is then to commit the queue
-    /// itself (the writer stays asleep). Otherwise a wake-up the held appends would have given
-    /// is given now.
+    /// Ends a [`hold`](Self::hold). Returns true if the writer sits idle, a held append would
+    /// have woken it, an append that needs a sync is still queued, and `commit_here` asks for
+    /// it: the caller is then to commit the queue itself (the writer stays asleep). Otherwise a
+    /// wake-up the held appends would have given is given now.
     pub(crate) fn release(&self, commit_here: bool) -> bool {
         let mut state = self.lock();
         state.holding = false;
@@ -155,7 +172,10 @@ impl Requests {
         if !(held_sync || held_deferred) || state.writer_waiting.is_none() {
             return false;
         }
-        if held_sync && commit_here {
+        // Checked on the queue, not by `held_sync`: the writer, woken by its deadline or a
+        // full queue, may have committed the held sync already, and deferred groups left to
+        // the caller alone would wait for the next sync.
+        if commit_here && state.ready(false) {
             return true;
         }
         state.writer_waiting = None;
@@ -164,8 +184,8 @@ impl Requests {
         false
     }
 
-    /// Wakes a waiting writer if anything is queued: what a commit on the caller's thread
-    /// left behind (it takes one batch).
+    /// Wakes a waiting writer if anything it waits for is queued: what a commit on the
+    /// caller's thread left behind (it takes one batch, and stops before a roll).
     pub(crate) fn wake_if_queued(&self) {
         let mut state = self.lock();
         if let Some(wake_on_deferred) = state.writer_waiting {
@@ -207,10 +227,10 @@ impl Requests {
         }
     }
 
-    /// Takes the oldest request, if any (none if it is a `Close` and `leave_close`).
-    pub(crate) fn take(&self, leave_close: bool) -> Option<Request> {
+    /// Takes the oldest request, if any, unless `leave` says to leave it queued.
+    pub(crate) fn take(&self, leave: impl FnOnce(&Request) -> bool) -> Option<Request> {
         let mut state = self.lock();
-        if leave_close && matches!(state.queue.front(), Some(Request::Close)) {
+        if state.queue.front().is_some_and(leave) {
             return None;
         }
         let request = state.queue.pop_front();
@@ -294,7 +314,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_millis(30);
         assert_eq!(requests.wait(Some(deadline), false), Woken::Deadline);
         assert!(Instant::now() >= deadline);
-        assert!(requests.take(false).unwrap().is_deferred());
+        assert!(requests.take(|_| false).unwrap().is_deferred());
         // Idle: a deferred group pushed while it waits wakes it.
         let pusher = push_when_waiting(&requests, append(true));
         assert_eq!(
@@ -302,7 +322,7 @@ mod tests {
             Woken::Ready
         );
         pusher.join().unwrap();
-        assert!(requests.take(false).is_some());
+        assert!(requests.take(|_| false).is_some());
     }
 
     #[test]
@@ -316,9 +336,9 @@ mod tests {
         );
         pusher.join().unwrap();
         // In the order they came.
-        assert!(requests.take(false).unwrap().is_deferred());
-        assert!(!requests.take(false).unwrap().is_deferred());
-        assert!(requests.take(false).is_none());
+        assert!(requests.take(|_| false).unwrap().is_deferred());
+        assert!(!requests.take(|_| false).unwrap().is_deferred());
+        assert!(requests.take(|_| false).is_none());
     }
 
     #[test]
@@ -333,7 +353,7 @@ mod tests {
         wait_for(&requests, "the pusher blocks", |state| {
             state.pushers_waiting > 0
         });
-        assert!(requests.take(false).is_some());
+        assert!(requests.take(|_| false).is_some());
         assert!(pusher.join().unwrap());
         assert_eq!(requests.lock().queue.len(), 2);
     }
@@ -409,6 +429,36 @@ mod tests {
     }
 
     #[test]
+    fn a_held_sync_the_writer_took_meanwhile_is_not_committed_by_the_caller() {
+        let requests = idle_writer(8, true);
+        requests.hold();
+        requests.push(append(false)).unwrap();
+        // The writer, woken by its deadline, commits it and goes back to sleep.
+        assert!(requests.take(|_| false).is_some());
+        requests.lock().writer_waiting = Some(true);
+        requests.push(append(true)).unwrap();
+        // Only a deferred group is left: the caller would not sync it, so the writer wakes.
+        assert!(!requests.release(true));
+        assert!(!requests.writer_waits());
+    }
+
+    #[test]
+    fn appends_past_the_held_few_wake_the_writer() {
+        let requests = idle_writer(64, true);
+        requests.hold();
+        for _ in 0..HELD_APPENDS_MAX {
+            requests.push(append(false)).unwrap();
+        }
+        assert!(requests.writer_waits(), "the first ones are held");
+        requests.push(append(false)).unwrap();
+        assert!(!requests.writer_waits(), "the next one wakes it");
+        assert!(
+            !requests.release(true),
+            "the writer is busy: nothing for the caller"
+        );
+    }
+
+    #[test]
     fn a_full_queue_wakes_the_writer_even_while_held() {
         let requests = idle_writer(1, true);
         requests.hold();
@@ -422,17 +472,18 @@ mod tests {
             "the pusher wakes the writer and blocks",
             |state| state.writer_waiting.is_none() && state.pushers_waiting > 0,
         );
-        assert!(requests.take(false).is_some());
+        assert!(requests.take(|_| false).is_some());
         assert!(pusher.join().unwrap());
     }
 
     #[test]
-    fn a_close_is_left_for_the_writer_when_asked() {
+    fn a_request_is_left_queued_when_asked() {
         let requests = Requests::new(8);
         requests.push(append(false)).unwrap();
         requests.push(Request::Close).unwrap();
-        assert!(requests.take(true).is_some());
-        assert!(requests.take(true).is_none());
-        assert!(matches!(requests.take(false), Some(Request::Close)));
+        let close = |request: &Request| matches!(request, Request::Close);
+        assert!(requests.take(close).is_some());
+        assert!(requests.take(close).is_none());
+        assert!(matches!(requests.take(|_| false), Some(Request::Close)));
     }
 }

@@ -342,6 +342,9 @@ mod tests {
         assert_eq!(byte, [0xAB], "the spare's file, not the zeros");
         assert_eq!(file.metadata().expect("metadata").len(), segment_bytes);
         assert!(!spare.exists(), "the spare was used");
+        // Nothing else left behind (the zeros begun were renamed over).
+        let files = std::fs::read_dir(dir.path()).expect("read_dir").count();
+        assert_eq!(files, 1, "only the prepared segment");
         install_segment(dir.path(), 2).expect("install");
         assert_eq!(list_segments(dir.path()).expect("list"), vec![2]);
     }

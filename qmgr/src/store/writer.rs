@@ -1,4 +1,5 @@
-//! The writer thread: sole owner of the active segment's writes, doing group commit.
+//! The journal's writer, doing group commit: its state is the sole owner of the active
+//! segment's writes, driven by the writer thread or, when that sleeps, by a producer.
 //!
 //! It blocks for the first request, drains whatever else is queued (up to
 //! [`BATCH_RECORDS_TARGET`] records or [`BATCH_BYTES_TARGET`] bytes), writes the batch with one
@@ -11,7 +12,8 @@
 //!
 //! The writer's state sits behind a mutex ([`SharedWriter`]): its thread takes it for each
 //! batch, and so may a producer that finds the thread idle ([`super::Journal::release`]), which
-//! then commits the batch on its own thread. Whoever holds the mutex takes the next requests in
+//! then commits one batch on its own thread, syncing it, leaving a `Close` and any group that
+//! needs a new segment to the thread. Whoever holds the mutex takes the next requests in
 //! queue order and writes them before letting go, so journal order is still queue order.
 //!
 //! Invariants: a waiter is completed with `Ok` only after its records are written and (under
@@ -191,6 +193,14 @@ pub(crate) fn run(writer: SharedWriter, requests: Arc<Requests>) {
     }
 }
 
+/// What a group takes in a segment: its records, padded.
+fn group_bytes(payloads: &[Bytes]) -> u64 {
+    payloads
+        .iter()
+        .map(|payload| record_bytes_padded(payload.len() as u64))
+        .sum()
+}
+
 impl Writer {
     /// When the thread must wake by itself: deferred groups to sync, or the end of lingering.
     fn deadline(&self) -> Option<Instant> {
@@ -207,21 +217,22 @@ impl Writer {
 
     /// Takes one batch from the queue and commits it; `at_deadline`, deferred groups have
     /// waited long enough and are synced too. A `Close` ends the batch: it is taken (and true
-    /// returned: the caller stops the writer) unless `leave_close`, which leaves it queued for
-    /// the thread.
-    pub(crate) fn step(
-        &mut self,
-        requests: &Requests,
-        at_deadline: bool,
-        leave_close: bool,
-    ) -> bool {
+    /// returned: the caller stops the writer) unless `inline`. `inline` is a producer's
+    /// commit on its own thread ([`super::Journal::release`]): it leaves a `Close`, and a
+    /// group that would need a new segment, to the writer thread (rolling may wait for the
+    /// helper and syncs twice), and it syncs whatever it takes, so nothing it leaves in the
+    /// buffer waits for a deadline the sleeping thread does not know of.
+    pub(crate) fn step(&mut self, requests: &Requests, at_deadline: bool, inline: bool) -> bool {
         let mut batch = std::mem::take(&mut self.batch);
         let mut closing = false;
         let mut all_deferred = true;
         let mut records = 0;
         let mut bytes = 0;
+        // Padded record bytes taken so far, for `inline`'s check that no roll is needed.
+        let mut taken_bytes = 0;
         while records < BATCH_RECORDS_TARGET && bytes < BATCH_BYTES_TARGET {
-            let Some(request) = requests.take(leave_close) else {
+            let leave = |request: &Request| inline && !self.fits_active(request, taken_bytes);
+            let Some(request) = requests.take(leave) else {
                 break;
             };
             match request {
@@ -234,6 +245,7 @@ impl Writer {
                     all_deferred &= deferred;
                     records += payloads.len();
                     bytes += payloads.iter().map(Bytes::len).sum::<usize>() as u64;
+                    taken_bytes += group_bytes(&payloads);
                     batch.push((payloads, done, frees_space));
                 }
                 Request::Close => {
@@ -242,7 +254,7 @@ impl Writer {
                 }
             }
         }
-        let sync_now = closing || !all_deferred || at_deadline;
+        let sync_now = closing || !all_deferred || at_deadline || inline;
         let writes = !batch.is_empty() || !self.buffer.is_empty();
         self.commit(&mut batch, sync_now);
         self.batch = batch;
@@ -257,6 +269,23 @@ impl Writer {
         closing
     }
 
+    /// Whether `request`, after `taken_bytes` more in the buffer, goes into the active segment
+    /// without a roll (the test [`Self::commit`] makes).
+    fn fits_active(&self, request: &Request, taken_bytes: u64) -> bool {
+        match request {
+            Request::Append { payloads, .. } => {
+                !self.active.sealed
+                    && self.buffer_end()
+                        + taken_bytes
+                        + group_bytes(payloads)
+                        + SEAL_BYTES
+                        + reserve_bytes(self.segment_bytes)
+                        <= self.active.capacity
+            }
+            Request::Close => false,
+        }
+    }
+
     fn buffer_end(&self) -> u64 {
         self.active.write_offset + self.buffer.len() as u64
     }
@@ -268,10 +297,7 @@ impl Writer {
         // that segment as well); the next batch tries again, so space coming back is noticed.
         let mut roll_error: Option<StoreError> = None;
         for (payloads, done, frees_space) in batch.drain(..) {
-            let group_bytes: u64 = payloads
-                .iter()
-                .map(|payload| record_bytes_padded(payload.len() as u64))
-                .sum();
+            let group_bytes = group_bytes(&payloads);
             // `Journal::append` refuses bigger groups before they get here.
             assert!(group_bytes <= BATCH_BYTES_MAX);
             let reserve = reserve_bytes(self.segment_bytes);
