@@ -1,13 +1,14 @@
 //! How fast a segment prepared ahead is zero-filled: no faster than the active segment fills.
 //!
-//! Zero-filling a whole segment the moment the previous one is installed writes 64 MiB in a
+//! Zero-filling a whole segment the moment the previous one is installed writes it all in a
 //! burst, and the disk's cache flushes that every journal on the disk shares then wait for
 //! those zeros: every manager of a host that starts at once, or rolls at once, adds a burst.
 //! Paced, the zeros go down in step with the writer's own records, a lead ahead of them, so
-//! the segment is complete well before the writer can need it: the writer rolls once the next
-//! group does not fit, which may be a whole largest group before the active segment's end, so
-//! the pace is set by the fill at which a roll may first come (`ready_at`), whatever the two
-//! segments' sizes.
+//! the segment is complete well before the writer needs it. The writer rolls once the next
+//! group does not fit, which may be a whole largest group before the active segment's end; the
+//! pace is set by the fill at which the segment must be ready (`ready_at`), whatever the two
+//! segments' sizes, which the writer puts at that earliest roll or three quarters of the
+//! segment, whichever is later (a roll before it hurries the helper).
 //!
 //! Invariants: the helper thread writes a chunk starting at `offset` only once
 //! `offset < allowed` (or once cancelled, it writes nothing more); `allowed` only grows; a
@@ -33,7 +34,7 @@ pub struct Pace {
     waiting_for: AtomicU64,
     cancelled: AtomicBool,
     segment_bytes: u64,
-    /// The active segment's fill at which the writer may first roll.
+    /// The active segment's fill by which the prepared segment is to be complete.
     ready_at: u64,
 }
 
@@ -43,7 +44,7 @@ pub struct Cancelled;
 
 impl Pace {
     /// A pace for a segment of `segment_bytes` succeeding an active segment already filled to
-    /// `active_written`, which the writer may roll as soon as it is filled to `ready_at`
+    /// `active_written`, to be complete once that one is filled to `ready_at`
     /// (0: at any time, so no pacing).
     pub fn new(segment_bytes: u64, ready_at: u64, active_written: u64) -> Pace {
         let pace = Pace {
@@ -59,8 +60,8 @@ impl Pace {
     }
 
     /// The active segment's fill a quarter of `ready_at` ahead, scaled to this segment: the
-    /// prepared segment is complete once the active one is three quarters of the way to its
-    /// first possible roll, and a writer outrunning the disk waits at most for the rest.
+    /// prepared segment is complete once the active one is three quarters of the way to
+    /// `ready_at`, and a writer outrunning the disk waits at most for the rest.
     fn allowance(&self, active_written: u64) -> u64 {
         if self.ready_at == 0 {
             return u64::MAX;

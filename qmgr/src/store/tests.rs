@@ -966,6 +966,20 @@ fn a_deferred_group_alone_is_synced_within_its_delay() {
     assert_eq!(replayed[0].0, location[0]);
 }
 
+#[test]
+fn the_next_segment_is_zero_filled_by_three_quarters_of_the_fill_or_the_earliest_roll() {
+    use super::format::{RESERVE_BYTES_MAX, SEAL_BYTES};
+    use super::writer::prepared_ready_at;
+    const MIB: u64 = 1024 * 1024;
+    // The earliest roll of a 32 MiB segment comes at ~8 MiB: too steep a pace for the zeros.
+    assert_eq!(prepared_ready_at(32 * MIB), 24 * MIB);
+    assert_eq!(prepared_ready_at(64 * MIB), 48 * MIB);
+    // Past four largest groups, the earliest roll is the later point.
+    let big = 1024 * MIB;
+    let earliest = big - BATCH_BYTES_MAX - SEAL_BYTES - RESERVE_BYTES_MAX;
+    assert_eq!(prepared_ready_at(big), earliest);
+}
+
 /// Spins until a release could commit on the caller's thread: the writer thread asleep, the
 /// disk quiet.
 fn until_inline_is_possible(journal: &Journal) {

@@ -193,6 +193,20 @@ pub(crate) fn run(writer: SharedWriter, requests: Arc<Requests>) {
     }
 }
 
+/// The fill of an active segment of `capacity` bytes by which the next is to be zero-filled.
+///
+/// The writer rolls once the next group does not fit: as early as a largest group, the seal
+/// and the reserve before the active segment's end. Pacing for that (a largest group is
+/// 24 MiB, three quarters of a 32 MiB segment) wrote zeros at four times the rate of the
+/// records, each piece's sync a stall for every journal on the disk: the paced 3-hop bench's
+/// p99 was 6.9–8.8 ms, against 2.7–3.0 ms paced for three quarters (BENCHMARKS.md, session
+/// 15). So the later of the two; a rare huge group that rolls earlier waits for the rest of
+/// the zeros (the roll hurries the helper).
+pub(crate) fn prepared_ready_at(capacity: u64) -> u64 {
+    let early_roll = BATCH_BYTES_MAX + SEAL_BYTES + RESERVE_BYTES_MAX;
+    capacity.saturating_sub(early_roll).max(capacity / 4 * 3)
+}
+
 /// What a group takes in a segment: its records, padded.
 fn group_bytes(payloads: &[Bytes]) -> u64 {
     payloads
@@ -511,10 +525,7 @@ impl Writer {
         let (sender, result) = std::sync::mpsc::channel();
         let dir = self.shared.dir.clone();
         let segment_bytes = self.segment_bytes;
-        // The writer rolls once the next group does not fit: as early as a largest group, the
-        // seal and the reserve before the active segment's end.
-        let early_roll = BATCH_BYTES_MAX + SEAL_BYTES + RESERVE_BYTES_MAX;
-        let ready_at = self.active.capacity.saturating_sub(early_roll);
+        let ready_at = prepared_ready_at(self.active.capacity);
         let pace = Arc::new(Pace::new(segment_bytes, ready_at, self.active.write_offset));
         let helper_pace = Arc::clone(&pace);
         let shared = Arc::clone(&self.shared);
