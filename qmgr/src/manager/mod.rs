@@ -196,7 +196,7 @@ pub async fn run(
                 Event::Shutdown(changed.is_err() || *shutdown.borrow())
             }
         };
-        // The appends this event makes are committed together once it is handled: here, on
+        // The (first few) appends this event makes are committed once it is handled: here, on
         // this thread, when nothing else waits for the core and the writer thread is idle
         // (a lone commit then skips two thread hand-overs), else by the writer thread.
         core.journal().hold();

@@ -2,9 +2,9 @@
 //! journal directory and starts its writer thread.
 //!
 //! Invariants: only the holder of the writer's mutex writes records (the writer thread, or a
-//! producer committing in [`Journal::release`]), in request-queue order; the segment table (`Shared::segments`)
-//! holds every segment file on disk, and the active one is never removed from it; a
-//! [`Commit`] resolves `Ok` only once its whole group is durable.
+//! producer committing in [`Journal::release`]), in request-queue order; the segment table
+//! (`Shared::segments`) holds every segment file on disk, and the active one is never removed
+//! from it; a [`Commit`] resolves `Ok` only once its whole group is durable.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -669,9 +669,9 @@ impl Journal {
         }
     }
 
-    /// From now until [`release`](Self::release), appends made through any handle do not wake
-    /// the writer thread: the caller, about to make several, decides afterwards who commits
-    /// them.
+    /// From now until [`release`](Self::release), the first few appends made through any handle
+    /// ([`HELD_APPENDS_MAX`](super::requests::HELD_APPENDS_MAX)) do not wake the writer thread:
+    /// the caller, about to make some, decides afterwards who commits them.
     pub fn hold(&self) {
         self.inner.requests.hold();
     }
