@@ -26,7 +26,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -161,15 +161,18 @@ impl Prepared {
 
 /// The writer thread: waits for requests and commits them, batch by batch, until a `Close`.
 pub(crate) fn run(writer: SharedWriter, requests: Arc<Requests>) {
-    /// However the writer stops (a panic included), later appends fail instead of waiting
-    /// forever, and those queued resolve as closed when their completions drop.
-    struct StopOnExit<'a>(&'a Requests);
+    /// However the thread stops (a panic included, here or in a producer's inline commit):
+    /// later appends fail instead of waiting forever, and the writer is dropped, so the
+    /// completions it and the queue hold resolve as closed and no half-prepared segment stays.
+    struct StopOnExit<'a>(&'a Requests, &'a SharedWriter);
     impl Drop for StopOnExit<'_> {
         fn drop(&mut self) {
             drop(self.0.stop());
+            let writer = self.1.lock().unwrap_or_else(PoisonError::into_inner).take();
+            drop(writer);
         }
     }
-    let _stop = StopOnExit(&requests);
+    let _stop = StopOnExit(&requests, &writer);
     // A poisoned lock means a commit panicked half-way: the writer's state is not to be
     // trusted, so stop (what is queued fails as closed).
     let Ok(mut guard) = writer.lock() else { return };
@@ -187,7 +190,6 @@ pub(crate) fn run(writer: SharedWriter, requests: Arc<Requests>) {
         };
         let Some(state) = guard.as_mut() else { return };
         if state.step(&requests, woken == Woken::Deadline, false) {
-            *guard = None;
             return;
         }
     }
