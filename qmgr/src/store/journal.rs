@@ -444,7 +444,6 @@ where
         batch: Vec::new(),
         deferred_since: None,
         lingering_since: None,
-        written_at: None,
     };
     let state: SharedWriter = Arc::new(Mutex::new(Some(writer)));
     let requests = Arc::new(Requests::new(REQUEST_QUEUE_MAX));

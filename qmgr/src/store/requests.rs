@@ -49,10 +49,8 @@ struct State {
     stopped: bool,
     /// Pushes do not wake the writer until [`Requests::release`].
     holding: bool,
-    /// While held, a push that needs a sync would have woken the writer.
-    held_sync: bool,
-    /// While held, a deferred push would have woken the writer.
-    held_deferred: bool,
+    /// While held, a push would have woken the writer.
+    held_wake: bool,
     /// Appends pushed during this hold.
     held_appends: usize,
 }
@@ -90,8 +88,7 @@ impl Requests {
                 pushers_waiting: 0,
                 stopped: false,
                 holding: false,
-                held_sync: false,
-                held_deferred: false,
+                held_wake: false,
                 held_appends: 0,
             }),
             arrived: Condvar::new(),
@@ -135,13 +132,7 @@ impl Requests {
         if held {
             state.held_appends += 1;
         }
-        if held && wakes {
-            if request.is_deferred() {
-                state.held_deferred = true;
-            } else {
-                state.held_sync = true;
-            }
-        }
+        state.held_wake |= held && wakes;
         state.queue.push_back(request);
         if wakes && !held {
             // Once is enough: the writer takes everything queued when it wakes.
@@ -167,14 +158,12 @@ impl Requests {
     pub(crate) fn release(&self, commit_here: bool) -> bool {
         let mut state = self.lock();
         state.holding = false;
-        let held_sync = std::mem::take(&mut state.held_sync);
-        let held_deferred = std::mem::take(&mut state.held_deferred);
-        if !(held_sync || held_deferred) || state.writer_waiting.is_none() {
+        if !std::mem::take(&mut state.held_wake) || state.writer_waiting.is_none() {
             return false;
         }
-        // Checked on the queue, not by `held_sync`: the writer, woken by its deadline or a
-        // full queue, may have committed the held sync already, and deferred groups left to
-        // the caller alone would wait for the next sync.
+        // Checked on the queue, not on what was pushed: the writer, woken by its deadline or a
+        // full queue, may have committed a held sync already, and deferred groups left to the
+        // caller alone would wait for the next sync.
         if commit_here && state.ready(false) {
             return true;
         }

@@ -114,10 +114,9 @@ pub(crate) struct Writer {
     /// When the buffer started holding deferred groups only.
     pub(crate) deferred_since: Option<Instant>,
     /// When the last write was made: for `DEFERRED_SYNC_DELAY` after it, a deferred group
-    /// does not wake the writer (one that needs a sync soon takes it along).
+    /// does not wake the writer (one that needs a sync soon takes it along), and for
+    /// [`QUIET_BEFORE_INLINE`] no producer commits on its own thread.
     pub(crate) lingering_since: Option<Instant>,
-    /// When the last write ended (synced, under `SyncPolicy::Always`).
-    pub(crate) written_at: Option<Instant>,
 }
 
 /// The writer, shared by its thread and producers committing on theirs; `None` once the
@@ -227,7 +226,7 @@ impl Writer {
 
     /// Whether the disk has been quiet long enough for a commit on a producer's thread.
     pub(crate) fn quiet(&self) -> bool {
-        self.written_at
+        self.lingering_since
             .is_none_or(|at| at.elapsed() >= QUIET_BEFORE_INLINE)
     }
 
@@ -286,20 +285,22 @@ impl Writer {
     }
 
     /// Whether `request`, after `taken_bytes` more in the buffer, goes into the active segment
-    /// without a roll (the test [`Self::commit`] makes).
+    /// without a roll.
     fn fits_active(&self, request: &Request, taken_bytes: u64) -> bool {
         match request {
-            Request::Append { payloads, .. } => {
-                !self.active.sealed
-                    && self.buffer_end()
-                        + taken_bytes
-                        + group_bytes(payloads)
-                        + SEAL_BYTES
-                        + reserve_bytes(self.segment_bytes)
-                        <= self.active.capacity
-            }
+            Request::Append { payloads, .. } => self.fits(
+                taken_bytes + group_bytes(payloads),
+                reserve_bytes(self.segment_bytes),
+            ),
             Request::Close => false,
         }
+    }
+
+    /// Whether `bytes` more records go into the active segment, leaving room for its seal and
+    /// `reserve` bytes.
+    fn fits(&self, bytes: u64, reserve: u64) -> bool {
+        !self.active.sealed
+            && self.buffer_end() + bytes + SEAL_BYTES + reserve <= self.active.capacity
     }
 
     fn buffer_end(&self) -> u64 {
@@ -323,16 +324,13 @@ impl Writer {
             if self.buffer.len() as u64 + group_bytes > BATCH_BYTES_MAX {
                 self.flush();
             }
-            let fits_reserve = !self.active.sealed
-                && self.buffer_end() + group_bytes + SEAL_BYTES <= self.active.capacity;
+            let fits_reserve = self.fits(group_bytes, 0);
             if let Some(error) = &roll_error {
                 if !(frees_space && fits_reserve) {
                     let _ = done.send(Err(error.duplicate()));
                     continue;
                 }
-            } else if self.active.sealed
-                || self.buffer_end() + group_bytes + SEAL_BYTES + reserve > self.active.capacity
-            {
+            } else if !self.fits(group_bytes, reserve) {
                 self.flush();
                 if let Err(error) = self.roll() {
                     // A removal still fits in the reserve of the unsealed active segment.
@@ -405,7 +403,6 @@ impl Writer {
             }
             self.shared.record_fsync(started.elapsed());
         }
-        self.written_at = Some(Instant::now());
         self.active.write_offset += self.buffer.len() as u64;
         self.shared
             .active_written
