@@ -152,18 +152,22 @@ async fn serve(
     let address = topology
         .manager(me.as_str())
         .and_then(|m| m.address.clone());
+    let clock = manager::Clock::start();
     let mut core = Core::new(
         settings.manager_name(),
         topology.clone(),
         limits,
         recovered,
         commits_tx,
+        clock.now(),
+        manager::clock::entropy(),
     );
     core.set_routing(
         settings.topology.as_ref().map(|f| f.display().to_string()),
         version.clone(),
         std::time::Duration::from_millis(settings.link_dead_interval_ms),
         &settings.data_dir,
+        clock.now(),
     )
     .with_context(|| {
         format!(
@@ -182,6 +186,7 @@ async fn serve(
         commands_rx,
         commits_rx,
         shutdown.clone(),
+        clock,
     ));
     if let Some(address) = settings.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address)

@@ -16,7 +16,6 @@ pub use self::routes::DRAINED_FILE;
 use self::payloads::Payloads;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::time::Instant;
 
 use bytes::Bytes;
 use hopmq::protocol::{
@@ -28,9 +27,10 @@ use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use super::clock::Now;
 use super::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER, Envelope};
 use super::liveness::Liveness;
-use super::{CONNECTION_FRAMES_MAX, ChannelDirection, Command, ToClient, now_ms};
+use super::{CONNECTION_FRAMES_MAX, ChannelDirection, Command, ToClient};
 use crate::config::SyncMode;
 use crate::queue::lease::{Lease, Leases, Return, on_return};
 use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
@@ -207,20 +207,17 @@ struct Connection {
     waiters: HashSet<u64>,
 }
 
-/// Unique message ids: the process's start time in the high half, a counter in the low half.
+/// Unique message ids: the incarnation's entropy in the high half, a counter in the low half.
 struct IdGenerator {
     high: u64,
     counter: u64,
 }
 
 impl IdGenerator {
-    fn new(name: &ManagerName) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        // Two managers started in the same nanosecond still differ by name.
+    fn new(name: &ManagerName, entropy: u64) -> Self {
+        // Two managers started with the same entropy still differ by name.
         Self {
-            high: nanos ^ u64::from(crc32c::crc32c(name.as_str().as_bytes())) << 32,
+            high: entropy ^ u64::from(crc32c::crc32c(name.as_str().as_bytes())) << 32,
             counter: 0,
         }
     }
@@ -264,7 +261,13 @@ pub struct Core {
     /// Every journal segment before this one has been deleted or kept as a spare.
     retired_below: u64,
     segment_bytes: u64,
-    started: Instant,
+    /// When this core started, on the monotonic clock (for uptime).
+    started_ms: u64,
+    /// The moment of the event being handled, for the few paths deep in a handler that act
+    /// on their own (closing a connection that stopped reading).
+    event_now: Now,
+    /// Fresh channel epochs: seeded from the incarnation's entropy, so a simulation replays.
+    epochs: forward::EpochSource,
     shutting_down: bool,
     messages_put: u64,
     messages_delivered: u64,
@@ -297,12 +300,16 @@ fn api_error(error: &StoreError) -> ApiError {
 
 impl Core {
     /// A core over recovered state. `commits` feeds the run loop, which awaits them in order.
+    /// `entropy` must differ between incarnations of a manager (production: the start time's
+    /// nanoseconds; a simulation: its seed): message ids and channel epochs come from it.
     pub fn new(
         name: ManagerName,
         topology: Topology,
         limits: CoreLimits,
         recovered: super::Recovered,
         commits: mpsc::UnboundedSender<InFlight>,
+        now: Now,
+        entropy: u64,
     ) -> Self {
         let routes = Network::new(&topology)
             .routes_from(name.as_str(), &DownLinks::new())
@@ -312,7 +319,8 @@ impl Core {
             });
         let name_for_routing = name.clone();
         let mut core = Self {
-            ids: IdGenerator::new(&name),
+            ids: IdGenerator::new(&name, entropy),
+            epochs: forward::EpochSource::new(entropy),
             name,
             routes,
             payloads: Payloads::new(limits.cache_bytes),
@@ -334,7 +342,8 @@ impl Core {
             relocating: 0,
             oldest_live_since: None,
             retired_below: 0,
-            started: Instant::now(),
+            started_ms: now.mono_ms,
+            event_now: now,
             shutting_down: false,
             messages_put: 0,
             messages_delivered: 0,
@@ -345,7 +354,7 @@ impl Core {
             reloader: None,
             commits_made: 0,
             commits_done: 0,
-            routing: routes::Routing::new(&name_for_routing, &topology, now_ms()),
+            routing: routes::Routing::new(&name_for_routing, &topology, now.wall_ms),
             topology,
         };
         core.declare_homed_queues();
@@ -353,8 +362,8 @@ impl Core {
         for (queue, local) in recovered.queues {
             core.ensure_slot(&queue).queue = local;
         }
-        core.restore_links(recovered.senders, recovered.receivers);
-        core.reexamine_waiting(now_ms());
+        core.restore_links(recovered.senders, recovered.receivers, now);
+        core.reexamine_waiting(now);
         core
     }
 
@@ -437,7 +446,7 @@ impl Core {
                     connection,
                     "closing a connection that stopped reading ({CONNECTION_FRAMES_MAX} frames queued)"
                 );
-                self.disconnect(connection, crate::manager::now_ms());
+                self.disconnect(connection, self.event_now);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -492,7 +501,8 @@ impl Core {
     // ---- commands -------------------------------------------------------------------------
 
     /// Handles one command from a connection.
-    pub fn on_command(&mut self, command: Command, now_ms: u64) {
+    pub fn on_command(&mut self, command: Command, now: Now) {
+        self.event_now = now;
         match command {
             Command::Connected {
                 connection,
@@ -509,21 +519,21 @@ impl Core {
                     },
                 );
             }
-            Command::Disconnected { connection } => self.disconnect(connection, now_ms),
+            Command::Disconnected { connection } => self.disconnect(connection, now),
             Command::ChannelOpened {
                 neighbour,
                 direction,
                 channel,
-            } => self.on_channel_opened(neighbour, direction, channel),
+            } => self.on_channel_opened(neighbour, direction, channel, now),
             Command::ChannelFrame { connection, frame } => {
-                self.on_channel_frame(connection, frame, now_ms);
+                self.on_channel_frame(connection, frame, now);
             }
             Command::ChannelClosed { connection, reason } => {
                 self.on_channel_closed(connection, &reason);
             }
-            Command::Topology(update) => self.on_topology(update, now_ms),
+            Command::Topology(update) => self.on_topology(update, now),
             Command::Snapshot { reply } => {
-                let _ = reply.send(self.status(now_ms));
+                let _ = reply.send(self.status(now));
             }
             Command::Request {
                 connection,
@@ -538,7 +548,7 @@ impl Core {
                 if self.shutting_down {
                     self.reply(connection, id, Err(ApiError::ShuttingDown));
                 } else {
-                    self.on_request(connection, id, operation, now_ms);
+                    self.on_request(connection, id, operation, now);
                 }
             }
         }
@@ -549,19 +559,17 @@ impl Core {
         connection: u64,
         id: u64,
         operation: hopmq::protocol::Operation,
-        now_ms: u64,
+        now: Now,
     ) {
         use hopmq::protocol::Operation as Op;
         let result = match operation {
             Op::Reload => self.request_reload(connection, id),
             Op::PlanTopology { file, text } => self.plan_topology(&file, &text).map(Some),
             Op::SetLink { neighbour, drained } => {
-                self.set_link_drained(&neighbour, drained, now_ms).map(Some)
+                self.set_link_drained(&neighbour, drained, now).map(Some)
             }
-            Op::Put { address, message } => {
-                self.put(connection, id, vec![(address, message)], now_ms)
-            }
-            Op::PutBatch { messages } => self.put(connection, id, messages, now_ms),
+            Op::Put { address, message } => self.put(connection, id, vec![(address, message)], now),
+            Op::PutBatch { messages } => self.put(connection, id, messages, now),
             Op::Get {
                 queue,
                 timeout_ms,
@@ -576,18 +584,18 @@ impl Core {
                 max,
                 selector.correlation_id,
                 lease_ms,
-                now_ms,
+                now,
             ),
-            Op::Ack { leases } => self.ack(connection, id, &leases),
-            Op::Nack { leases } => self.nack(connection, &leases, now_ms).map(Some),
-            Op::Browse { queue, max } => self.browse(&queue, max, now_ms).map(Some),
+            Op::Ack { leases } => self.ack(connection, id, &leases, now),
+            Op::Nack { leases } => self.nack(connection, &leases, now).map(Some),
+            Op::Browse { queue, max } => self.browse(&queue, max, now).map(Some),
             Op::Subscribe { queue } => self.subscribe(connection, &queue).map(Some),
             Op::Unsubscribe { subscription } => {
                 self.unsubscribe(connection, subscription).map(Some)
             }
             Op::Declare { queue, max_depth } => self.declare(&queue, max_depth).map(Some),
             Op::Delete { queue } => self.delete(&queue).map(Some),
-            Op::Status => Ok(Some(Reply::Status(Box::new(self.status(now_ms))))),
+            Op::Status => Ok(Some(Reply::Status(Box::new(self.status(now))))),
         };
         // `None`: the reply comes later (after a commit, or when a waiting get is served).
         match result {
@@ -655,7 +663,7 @@ impl Core {
         connection: u64,
         request: u64,
         messages: Vec<(String, OutgoingMessage)>,
-        now_ms: u64,
+        now: Now,
     ) -> Result<Option<Reply>, ApiError> {
         if messages.is_empty() || messages.len() > BATCH_MESSAGES_MAX as usize {
             return Err(ApiError::BatchTooLarge {
@@ -719,7 +727,7 @@ impl Core {
                 id,
                 destination: address,
                 origin: self.name.as_str(),
-                put_at_ms: now_ms,
+                put_at_ms: now.wall_ms,
             };
             let payload = Bytes::from(delivery::encode_put(&envelope, message));
             let entry = Entry {
@@ -729,8 +737,8 @@ impl Core {
                 priority: message.priority,
                 expires_at_ms: message
                     .ttl_ms
-                    .map_or(u64::MAX, |ttl| now_ms.saturating_add(ttl)),
-                put_at_ms: now_ms,
+                    .map_or(u64::MAX, |ttl| now.wall_ms.saturating_add(ttl)),
+                put_at_ms: now.wall_ms,
                 correlation: correlation_hash(message.correlation_id.as_deref()),
                 delivery_count: 0,
             };
@@ -753,7 +761,7 @@ impl Core {
                 open.remove(&queue);
             }
             let channel_seq = if persistent {
-                self.assign_direct(&queue, seq, id.0, &payload, &mut direct)
+                self.assign_direct(&queue, seq, id.0, &payload, &mut direct, now)
             } else {
                 None
             };
@@ -785,7 +793,7 @@ impl Core {
             direct,
         };
         if journal_payloads.is_empty() {
-            self.apply(continuation, Ok(Vec::new()), now_ms);
+            self.apply(continuation, Ok(Vec::new()), now);
         } else {
             if !handed_off.is_empty() {
                 // Last in the group, so the locations of the messages come first, in order.
@@ -895,7 +903,7 @@ impl Core {
         max: u32,
         correlation_id: Option<String>,
         lease_ms: Option<u64>,
-        now_ms: u64,
+        now: Now,
     ) -> Result<Option<Reply>, ApiError> {
         if max == 0 || max > BATCH_MESSAGES_MAX {
             return Err(ApiError::BadRequest {
@@ -910,9 +918,9 @@ impl Core {
             max: max as usize,
             correlation_id,
             lease_ms,
-            deadline_ms: now_ms.saturating_add(timeout_ms),
+            deadline_ms: now.mono_ms.saturating_add(timeout_ms),
         };
-        if self.try_serve(&waiter, now_ms) {
+        if self.try_serve(&waiter, now) {
             return Ok(None);
         }
         if timeout_ms == 0 {
@@ -933,7 +941,7 @@ impl Core {
     }
 
     /// Takes messages for `waiter` if any qualify, and starts handing them over.
-    fn try_serve(&mut self, waiter: &Waiter, now_ms: u64) -> bool {
+    fn try_serve(&mut self, waiter: &Waiter, now: Now) -> bool {
         let correlation = waiter
             .correlation_id
             .as_deref()
@@ -943,7 +951,7 @@ impl Core {
         };
         let (payloads, journal) = (&self.payloads, &self.journal);
         let taken = slot.queue.take_within(
-            now_ms,
+            now.wall_ms,
             waiter.max,
             REPLY_RECORD_BYTES_MAX,
             |entry| payloads.record_bytes(entry),
@@ -970,7 +978,7 @@ impl Core {
             waiter.queue.clone(),
             taken.entries,
             waiter.lease_ms,
-            now_ms,
+            now,
         );
         true
     }
@@ -982,12 +990,12 @@ impl Core {
         queue: QueueName,
         mut entries: Vec<Entry>,
         lease_ms: Option<u64>,
-        now_ms: u64,
+        now: Now,
     ) {
         for entry in &mut entries {
             entry.delivery_count += 1;
         }
-        let reply = match self.get_reply(connection, request, &queue, &entries, lease_ms, now_ms) {
+        let reply = match self.get_reply(connection, request, &queue, &entries, lease_ms, now) {
             Ok(reply) => reply,
             Err(reason) => {
                 error!(%queue, %reason, "cannot hand messages over to a getter");
@@ -1013,7 +1021,7 @@ impl Core {
             reply,
         };
         if seqs.is_empty() {
-            self.apply(continuation, Ok(Vec::new()), now_ms);
+            self.apply(continuation, Ok(Vec::new()), now);
         } else {
             self.commit_removal(seqs, continuation);
         }
@@ -1028,7 +1036,7 @@ impl Core {
         queue: &QueueName,
         entries: &[Entry],
         lease_ms: Option<u64>,
-        now_ms: u64,
+        now: Now,
     ) -> Result<Vec<u8>, String> {
         let payloads = entries
             .iter()
@@ -1043,7 +1051,7 @@ impl Core {
             .map(|entry| {
                 lease_ms.map(|lease_ms| {
                     self.leases
-                        .grant(queue.clone(), *entry, connection, now_ms, lease_ms)
+                        .grant(queue.clone(), *entry, connection, now.mono_ms, lease_ms)
                 })
             })
             .collect();
@@ -1090,6 +1098,7 @@ impl Core {
         connection: u64,
         request: u64,
         lease_ids: &[u64],
+        now: Now,
     ) -> Result<Option<Reply>, ApiError> {
         let leases = self.settle(connection, lease_ids)?;
         let seqs: Vec<u64> = leases
@@ -1103,16 +1112,16 @@ impl Core {
             leases,
         };
         if seqs.is_empty() {
-            self.apply(continuation, Ok(Vec::new()), crate::manager::now_ms());
+            self.apply(continuation, Ok(Vec::new()), now);
         } else {
             self.commit_removal(seqs, continuation);
         }
         Ok(None)
     }
 
-    fn nack(&mut self, connection: u64, lease_ids: &[u64], now_ms: u64) -> Result<Reply, ApiError> {
+    fn nack(&mut self, connection: u64, lease_ids: &[u64], now: Now) -> Result<Reply, ApiError> {
         for lease in self.settle(connection, lease_ids)? {
-            self.give_back(lease.queue, lease.entry, now_ms);
+            self.give_back(lease.queue, lease.entry, now);
         }
         Ok(Reply::Done)
     }
@@ -1133,23 +1142,23 @@ impl Core {
     }
 
     /// A message whose lease ended unacknowledged: back to its queue, or dead-lettered.
-    fn give_back(&mut self, queue: QueueName, entry: Entry, now_ms: u64) {
+    fn give_back(&mut self, queue: QueueName, entry: Entry, now: Now) {
         match on_return(entry, self.limits.max_deliveries) {
             Return::Requeue(entry) => {
                 self.insert(&queue, entry);
-                self.serve_waiters(&queue, now_ms);
+                self.serve_waiters(&queue, now);
             }
             Return::DeadLetter(entry) => {
                 let reason = format!(
                     "delivered {} times without an ack (max_deliveries)",
                     entry.delivery_count
                 );
-                self.dead_letter(&queue, entry, &reason, now_ms);
+                self.dead_letter(&queue, entry, &reason, now);
             }
         }
     }
 
-    fn dead_letter(&mut self, from: &QueueName, entry: Entry, reason: &str, now_ms: u64) {
+    fn dead_letter(&mut self, from: &QueueName, entry: Entry, reason: &str, now: Now) {
         warn!(queue = %from, seq = entry.seq, %reason, "message dead-lettered");
         self.move_message(
             from,
@@ -1159,7 +1168,7 @@ impl Core {
                 (DEAD_LETTER_REASON_HEADER, reason),
                 (DEAD_LETTER_QUEUE_HEADER, from.as_str()),
             ],
-            now_ms,
+            now,
         );
     }
 
@@ -1171,7 +1180,7 @@ impl Core {
         entry: Entry,
         to: &QueueName,
         extra_headers: &[(&str, &str)],
-        now_ms: u64,
+        now: Now,
     ) {
         let seq = self.next_seq;
         let moved = self
@@ -1196,7 +1205,7 @@ impl Core {
             seq,
             body: BodyRef::Memory,
             delivery_count: 0,
-            put_at_ms: now_ms,
+            put_at_ms: now.wall_ms,
             ..entry
         };
         self.ensure_slot(to).pending += 1;
@@ -1216,15 +1225,15 @@ impl Core {
             let remove = record::encode(&Record::Remove(vec![entry.seq]));
             self.commit(vec![payload, remove.into()], continuation);
         } else {
-            self.apply(continuation, Ok(Vec::new()), now_ms);
+            self.apply(continuation, Ok(Vec::new()), now);
         }
     }
 
-    fn browse(&mut self, queue: &str, max: u32, now_ms: u64) -> Result<Reply, ApiError> {
+    fn browse(&mut self, queue: &str, max: u32, now: Now) -> Result<Reply, ApiError> {
         let queue = self.local_queue(queue)?;
         let payloads = &self.payloads;
         let entries = self.queues[&queue].queue.peek(
-            now_ms,
+            now.wall_ms,
             max.min(BATCH_MESSAGES_MAX) as usize,
             REPLY_RECORD_BYTES_MAX,
             |entry| payloads.record_bytes(entry),
@@ -1331,7 +1340,7 @@ impl Core {
         Ok(Reply::Done)
     }
 
-    fn status(&self, now_ms: u64) -> Status {
+    fn status(&self, now: Now) -> Status {
         let mut queues: Vec<QueueStatus> = self
             .queues
             .iter()
@@ -1343,7 +1352,7 @@ impl Core {
                 oldest_age_ms: slot
                     .queue
                     .oldest_put_at_ms()
-                    .map(|at| now_ms.saturating_sub(at)),
+                    .map(|at| now.wall_ms.saturating_sub(at)),
                 max_depth: slot.max_depth,
             })
             .collect();
@@ -1352,7 +1361,7 @@ impl Core {
         Status {
             manager: self.name.to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            uptime_secs: self.started.elapsed().as_secs(),
+            uptime_secs: now.mono_ms.saturating_sub(self.started_ms) / 1000,
             queues,
             messages_put: self.messages_put,
             messages_delivered: self.messages_delivered,
@@ -1363,7 +1372,7 @@ impl Core {
                 commits: stats.commits,
                 sync: self.limits.sync.as_str().to_owned(),
             },
-            links: self.link_status(now_ms),
+            links: self.link_status(now),
             routes: self.route_status(),
             messages_forwarded: self.messages_forwarded,
             messages_expired: self.messages_expired,
@@ -1372,7 +1381,7 @@ impl Core {
         }
     }
 
-    fn disconnect(&mut self, connection: u64, now_ms: u64) {
+    fn disconnect(&mut self, connection: u64, now: Now) {
         let Some(conn) = self.connections.remove(&connection) else {
             return;
         };
@@ -1386,7 +1395,7 @@ impl Core {
             }
         }
         for lease in self.leases.release_connection(connection) {
-            self.give_back(lease.queue, lease.entry, now_ms);
+            self.give_back(lease.queue, lease.entry, now);
         }
     }
 
@@ -1404,9 +1413,9 @@ impl Core {
     /// Serves the queue's waiting gets in arrival order while it has messages. One pass: a
     /// waiter nothing matches (a selective get) keeps its place and the next one is tried.
     /// A transmission queue has no waiting gets: its messages go to the link's sender.
-    fn serve_waiters(&mut self, queue: &QueueName, now_ms: u64) {
+    fn serve_waiters(&mut self, queue: &QueueName, now: Now) {
         if let Some(neighbour) = forward::transmission_neighbour(queue) {
-            self.pump(&neighbour, now_ms);
+            self.pump(&neighbour, now);
             return;
         }
         let Some(slot) = self.queues.get(queue) else {
@@ -1424,7 +1433,7 @@ impl Core {
             let Some(waiter) = self.waiters.get(&waiter_id).cloned() else {
                 continue;
             };
-            if self.try_serve(&waiter, now_ms) {
+            if self.try_serve(&waiter, now) {
                 self.forget_waiter(waiter_id);
             }
         }
@@ -1497,8 +1506,9 @@ impl Core {
         continuation: Continuation,
         result: Result<Vec<Location>, StoreError>,
         segment: u64,
-        now_ms: u64,
+        now: Now,
     ) {
+        self.event_now = now;
         self.in_flight -= 1;
         self.commits_done += 1;
         if let Some(count) = self.in_flight_segments.get_mut(&segment) {
@@ -1507,8 +1517,8 @@ impl Core {
                 self.in_flight_segments.remove(&segment);
             }
         }
-        self.apply(continuation, result, now_ms);
-        self.after_commit(now_ms);
+        self.apply(continuation, result, now);
+        self.after_commit(now);
         self.retire_dead_segments();
     }
 
@@ -1518,7 +1528,7 @@ impl Core {
         &mut self,
         continuation: Continuation,
         result: Result<Vec<Location>, StoreError>,
-        now_ms: u64,
+        now: Now,
     ) {
         match continuation {
             Continuation::Put {
@@ -1535,10 +1545,11 @@ impl Core {
                     self.reply(connection, request, Err(api_error(&error)));
                 }
                 Ok(locations) => {
-                    let placed = self.place(items, &mut locations.into_iter(), handoffs, direct);
+                    let placed =
+                        self.place(items, &mut locations.into_iter(), handoffs, direct, now);
                     self.messages_put += ids.len() as u64;
                     self.reply(connection, request, Ok(Reply::Put(ids)));
-                    self.finish_placing(placed, now_ms);
+                    self.finish_placing(placed, now);
                 }
             },
             Continuation::Get {
@@ -1561,13 +1572,13 @@ impl Core {
                         info!(%queue, count = entries.len(), "getter left before its messages were handed over; restoring them");
                         for mut entry in entries {
                             entry.delivery_count -= 1;
-                            self.restore(&queue, entry, now_ms);
+                            self.restore(&queue, entry, now);
                         }
                     }
                 }
                 Err(error) => {
                     self.hand_back(connection, request, &queue, entries, api_error(&error));
-                    self.serve_waiters(&queue, now_ms);
+                    self.serve_waiters(&queue, now);
                 }
             },
             Continuation::Ack {
@@ -1583,7 +1594,7 @@ impl Core {
                 }
                 Err(error) => {
                     for lease in leases {
-                        self.give_back(lease.queue, lease.entry, now_ms);
+                        self.give_back(lease.queue, lease.entry, now);
                     }
                     self.reply(connection, request, Err(api_error(&error)));
                 }
@@ -1597,7 +1608,7 @@ impl Core {
                     self.forget(entry);
                 }
             }
-            Continuation::Link(write) => self.on_link_write(write, result, now_ms),
+            Continuation::Link(write) => self.on_link_write(write, result, now),
             Continuation::Relocated {
                 seq,
                 assigned,
@@ -1652,7 +1663,7 @@ impl Core {
                         if moved {
                             self.notify_subscribers(&item);
                         }
-                        self.serve_waiters(&item.queue, now_ms);
+                        self.serve_waiters(&item.queue, now);
                     }
                     Err(error) => match old {
                         Some((from, old)) => {
@@ -1670,7 +1681,7 @@ impl Core {
                             };
                             self.payloads.keep(&entry, item.payload);
                             self.insert(&item.queue, entry);
-                            self.serve_waiters(&item.queue, now_ms);
+                            self.serve_waiters(&item.queue, now);
                         }
                     },
                 }
@@ -1714,6 +1725,7 @@ impl Core {
         locations: &mut impl Iterator<Item = Location>,
         handoffs: Vec<Handoff>,
         direct: Vec<forward::DirectLink>,
+        now: Now,
     ) -> Placed {
         let mut touched = BTreeSet::new();
         let mut handed: Vec<Vec<PutItem>> = handoffs.iter().map(|_| Vec::new()).collect();
@@ -1738,7 +1750,9 @@ impl Core {
             }
             self.payloads.keep(&item.entry, item.payload.clone());
             match item.channel_seq {
-                Some(channel_seq) => self.place_assigned(item.queue, item.entry, channel_seq),
+                Some(channel_seq) => {
+                    self.place_assigned(item.queue, item.entry, channel_seq, now);
+                }
                 None => {
                     self.insert(&item.queue, item.entry);
                     touched.insert(item.queue);
@@ -1754,21 +1768,21 @@ impl Core {
     }
 
     /// The rest of [`Core::place`]: answer hand-offs, serve waiters, let links send.
-    fn finish_placing(&mut self, placed: Placed, now_ms: u64) {
+    fn finish_placing(&mut self, placed: Placed, now: Now) {
         for (handoff, items) in placed.handed {
-            self.complete_handoff(handoff, items, now_ms);
+            self.complete_handoff(handoff, items, now);
         }
         for queue in placed.touched {
-            self.serve_waiters(&queue, now_ms);
+            self.serve_waiters(&queue, now);
         }
         for neighbour in placed.direct {
-            self.direct_finished(&neighbour, now_ms);
+            self.direct_finished(&neighbour, now);
         }
     }
 
     /// Answers the get a put's messages were handed to; if its getter left meanwhile, the
     /// messages are stored again, since nobody has them.
-    fn complete_handoff(&mut self, handoff: Handoff, items: Vec<PutItem>, now_ms: u64) {
+    fn complete_handoff(&mut self, handoff: Handoff, items: Vec<PutItem>, now: Now) {
         let messages: Vec<_> = items
             .iter()
             .map(|item| (&item.payload[..], &item.entry, None, true))
@@ -1796,12 +1810,12 @@ impl Core {
                 delivery_count: 0,
                 ..item.entry
             };
-            self.rewrite(&item.queue, entry, item.payload, true, now_ms);
+            self.rewrite(&item.queue, entry, item.payload, true, now);
         }
     }
 
     /// Stores a removed message again under its own seq (so it keeps its place).
-    fn restore(&mut self, queue: &QueueName, entry: Entry, now_ms: u64) {
+    fn restore(&mut self, queue: &QueueName, entry: Entry, now: Now) {
         let payload = match self.payloads.get(&entry, &self.journal) {
             Ok(payload) => payload,
             Err(error) => {
@@ -1811,7 +1825,7 @@ impl Core {
         };
         self.forget(&entry);
         let persistent = !matches!(entry.body, BodyRef::Memory);
-        self.rewrite(queue, entry, payload, persistent, now_ms);
+        self.rewrite(queue, entry, payload, persistent, now);
     }
 
     /// Writes a message's record again, then puts the message back into `queue`.
@@ -1821,7 +1835,7 @@ impl Core {
         mut entry: Entry,
         payload: Bytes,
         persistent: bool,
-        now_ms: u64,
+        now: Now,
     ) {
         self.ensure_slot(queue).pending += 1;
         if !persistent {
@@ -1838,11 +1852,7 @@ impl Core {
         if persistent {
             self.commit_freeing(vec![payload], Continuation::Moved { item, old: None });
         } else {
-            self.apply(
-                Continuation::Moved { item, old: None },
-                Ok(Vec::new()),
-                now_ms,
-            );
+            self.apply(Continuation::Moved { item, old: None }, Ok(Vec::new()), now);
         }
     }
 
@@ -1863,31 +1873,33 @@ impl Core {
         waiter.into_iter().chain(lease).min()
     }
 
-    /// Ends what is due at `now_ms`.
-    pub fn on_timer(&mut self, now_ms: u64) {
+    /// Ends what is due at `now`.
+    pub fn on_timer(&mut self, now: Now) {
+        self.event_now = now;
         let due: Vec<u64> = self
             .waiter_deadlines
             .iter()
-            .take_while(|(at, _)| *at <= now_ms)
+            .take_while(|(at, _)| *at <= now.mono_ms)
             .map(|&(_, id)| id)
             .collect();
         for waiter in due {
             self.end_waiter(waiter, Ok(Reply::Messages(Vec::new())));
         }
-        for lease in self.leases.expire(now_ms) {
+        for lease in self.leases.expire(now.mono_ms) {
             debug!(lease = lease.id, queue = %lease.queue, "lease expired");
-            self.give_back(lease.queue, lease.entry, now_ms);
+            self.give_back(lease.queue, lease.entry, now);
         }
     }
 
     /// Periodic work: sweep expired messages, delete journal segments nothing lives in.
-    pub fn on_maintenance(&mut self, now_ms: u64) {
-        self.on_link_maintenance(now_ms);
-        self.on_routing_maintenance(now_ms);
+    pub fn on_maintenance(&mut self, now: Now) {
+        self.event_now = now;
+        self.on_link_maintenance(now);
+        self.on_routing_maintenance(now);
         let names: Vec<QueueName> = self.queues.keys().cloned().collect();
         for name in names {
             let expired = match self.queues.get_mut(&name) {
-                Some(slot) => slot.queue.remove_expired(now_ms, EXPIRY_SWEEP_MAX),
+                Some(slot) => slot.queue.remove_expired(now.wall_ms, EXPIRY_SWEEP_MAX),
                 None => continue,
             };
             if name.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
@@ -1897,15 +1909,14 @@ impl Core {
         }
         let active = self.journal.active_segment();
         let oldest_live = self.oldest_live_segment();
-        // A clock stepped back restarts the wait rather than stretching it.
         let since = match self.oldest_live_since {
-            Some((segment, since)) if segment == oldest_live && since <= now_ms => since,
+            Some((segment, since)) if segment == oldest_live => since,
             _ => {
-                self.oldest_live_since = Some((oldest_live, now_ms));
-                now_ms
+                self.oldest_live_since = Some((oldest_live, now.mono_ms));
+                now.mono_ms
             }
         };
-        if oldest_live < active && self.relocating == 0 && now_ms - since >= COMPACT_AGE_MS {
+        if oldest_live < active && self.relocating == 0 && now.mono_ms - since >= COMPACT_AGE_MS {
             self.compact(oldest_live, active);
         }
         self.retire_dead_segments();

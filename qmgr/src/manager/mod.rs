@@ -13,6 +13,7 @@
 //! durable; a destructive get answers only once the removal is durable, so a message that was
 //! got never comes back after a crash.
 
+pub mod clock;
 pub mod core;
 pub mod delivery;
 pub mod liveness;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use hopmq::protocol::{Operation, ServerFrame};
 use tokio::sync::mpsc;
 
+pub use self::clock::{Clock, Now};
 pub use self::core::{Core, CoreLimits};
 pub use self::recovery::{Recovered, recover};
 
@@ -154,13 +156,6 @@ pub enum ChannelDirection {
     Inbound,
 }
 
-/// Current time in milliseconds since the Unix epoch: the one clock the core is given.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Drives the core until `shutdown` fires and everything in flight has finished.
 /// `commits` carries the commits the core makes, in the order it makes them.
 pub async fn run(
@@ -168,6 +163,7 @@ pub async fn run(
     mut commands: mpsc::Receiver<Command>,
     mut commits: mpsc::UnboundedReceiver<core::InFlight>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    clock: Clock,
 ) -> Core {
     let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
     maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -179,10 +175,9 @@ pub async fn run(
         while let Ok(commit) = commits.try_recv() {
             in_flight.push_back(commit);
         }
-        let wake = core.next_deadline_ms().map(|at| {
-            let wait = at.saturating_sub(now_ms());
-            tokio::time::Instant::now() + Duration::from_millis(wait)
-        });
+        let wake = core
+            .next_deadline_ms()
+            .map(|at| tokio::time::Instant::from_std(clock.instant_at(at)));
         let event = tokio::select! {
             biased;
             // First: cheap, and a core saturated by commits and commands must still tell its
@@ -200,17 +195,18 @@ pub async fn run(
         // this thread, when nothing else waits for the core and the writer thread is idle
         // (a lone commit then skips two thread hand-overs), else by the writer thread.
         core.journal().hold();
+        let now = clock.now();
         match event {
-            Event::Heartbeat => core.on_heartbeat(now_ms()),
+            Event::Heartbeat => core.on_heartbeat(now),
             Event::Committed(result) => {
                 if let Some((_, continuation, segment)) = in_flight.pop_front() {
-                    core.on_commit(continuation, result, segment, now_ms());
+                    core.on_commit(continuation, result, segment, now);
                 }
             }
-            Event::Command(Some(command)) => core.on_command(command, now_ms()),
+            Event::Command(Some(command)) => core.on_command(command, now),
             Event::Command(None) => core.begin_shutdown(),
-            Event::Timer => core.on_timer(now_ms()),
-            Event::Maintenance => core.on_maintenance(now_ms()),
+            Event::Timer => core.on_timer(now),
+            Event::Maintenance => core.on_maintenance(now),
             Event::Shutdown(true) => core.begin_shutdown(),
             Event::Shutdown(false) => {}
         }

@@ -10,11 +10,18 @@ use hopmq_routing::Topology;
 use tokio::sync::mpsc;
 
 use super::core::{COMPACT_AGE_MS, CoreLimits, InFlight};
-use super::{Command, Core, ToClient, recover};
+use super::{Command, Core, Now, ToClient, recover};
 use crate::config::SyncMode;
 use crate::store::{JournalConfig, SyncPolicy};
 
 const NOW: u64 = 1_000_000;
+
+/// The moment `ms` milliseconds into a test, on both clocks.
+fn at(ms: u64) -> Now {
+    static ORIGIN: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    Now::at(*ORIGIN, std::time::Duration::from_millis(ms), ms)
+}
 
 struct Harness {
     core: Core,
@@ -50,7 +57,7 @@ impl Harness {
         config.segment_bytes = 1024 * 1024;
         let recovered = recover(config).expect("recover");
         let (commits_tx, commits) = mpsc::unbounded_channel();
-        let core = Core::new(name, topology, limits(), recovered, commits_tx);
+        let core = Core::new(name, topology, limits(), recovered, commits_tx, at(NOW), 7);
         let mut harness = Self {
             core,
             commits,
@@ -64,7 +71,7 @@ impl Harness {
                     frames,
                     uid: None,
                 },
-                NOW,
+                at(NOW),
             );
             harness.frames.push(outgoing);
         }
@@ -78,7 +85,7 @@ impl Harness {
                 id,
                 operation,
             },
-            NOW,
+            at(NOW),
         );
     }
 
@@ -119,7 +126,7 @@ impl Harness {
     async fn settle(&mut self) {
         while let Ok((commit, continuation, segment)) = self.commits.try_recv() {
             let result = commit.await;
-            self.core.on_commit(continuation, result, segment, NOW);
+            self.core.on_commit(continuation, result, segment, at(NOW));
         }
     }
 
@@ -166,7 +173,7 @@ async fn a_put_to_a_waiting_get_is_handed_over_in_one_commit() {
     let (commit, continuation, segment) = h.commits.try_recv().expect("one commit");
     assert!(h.commits.try_recv().is_err());
     let result = commit.await;
-    h.core.on_commit(continuation, result, segment, NOW);
+    h.core.on_commit(continuation, result, segment, at(NOW));
     let got: Vec<_> = h
         .messages(0, 1)
         .iter()
@@ -192,7 +199,7 @@ async fn a_getter_that_leaves_during_a_hand_over_loses_nothing() {
     h.put(1, 2, "q", &["kept"]);
     // The getter goes while the put and its removal are being written.
     h.core
-        .on_command(Command::Disconnected { connection: 0 }, NOW);
+        .on_command(Command::Disconnected { connection: 0 }, at(NOW));
     h.settle().await;
     assert!(matches!(h.replies(1).as_slice(), [(2, Ok(Reply::Put(_)))]));
     h.get(2, 3, "q", 0, None);
@@ -217,7 +224,7 @@ async fn a_message_restored_after_a_hand_over_survives_a_restart() {
     h.get(0, 1, "q", 60_000, None);
     h.put(1, 2, "q", &["first"]);
     h.core
-        .on_command(Command::Disconnected { connection: 0 }, NOW);
+        .on_command(Command::Disconnected { connection: 0 }, at(NOW));
     h.settle().await;
     h.put(1, 3, "q", &["second"]);
     h.settle().await;
@@ -235,7 +242,7 @@ async fn a_destructive_get_whose_getter_left_restores_its_messages_in_place() {
     h.settle().await;
     h.get(0, 2, "q", 0, None);
     h.core
-        .on_command(Command::Disconnected { connection: 0 }, NOW);
+        .on_command(Command::Disconnected { connection: 0 }, at(NOW));
     h.settle().await;
     h.put(1, 3, "q", &["d"]);
     h.settle().await;
@@ -256,10 +263,10 @@ async fn an_expired_lease_returns_the_message_then_dead_letters_it() {
         assert_eq!(leased.len(), 1);
         assert_eq!(leased[0].delivery_count, round);
         assert_eq!(h.core.next_deadline_ms(), Some(NOW + 100));
-        h.core.on_timer(NOW + 99);
+        h.core.on_timer(at(NOW + 99));
         h.get(1, 100 + request, "q", 0, None);
         assert!(h.messages(1, 100 + request).is_empty(), "still leased");
-        h.core.on_timer(NOW + 100);
+        h.core.on_timer(at(NOW + 100));
         h.settle().await;
     }
     // Delivered max_deliveries (2) times without an ack: dead-lettered, not back in `q`.
@@ -278,9 +285,9 @@ async fn a_waiting_get_times_out_empty_and_a_full_queue_refuses_puts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut h = Harness::open(dir.path(), 2);
     h.get(0, 1, "q", 500, None);
-    h.core.on_timer(NOW + 499);
+    h.core.on_timer(at(NOW + 499));
     assert!(h.replies(0).is_empty());
-    h.core.on_timer(NOW + 500);
+    h.core.on_timer(at(NOW + 500));
     assert!(h.messages(0, 1).is_empty());
     h.request(
         1,
@@ -403,9 +410,9 @@ async fn a_segment_is_not_deleted_under_a_put_not_yet_applied() {
         finished.push((continuation, commit.await, segment));
     }
     assert!(h.core.journal().active_segment() > 1, "the writer moved on");
-    h.core.on_maintenance(NOW);
+    h.core.on_maintenance(at(NOW));
     for (continuation, result, segment) in finished {
-        h.core.on_commit(continuation, result, segment, NOW);
+        h.core.on_commit(continuation, result, segment, at(NOW));
     }
     drop(h);
     let mut h = Harness::open(dir.path(), 1);
@@ -428,15 +435,15 @@ async fn a_mostly_dead_segment_is_compacted_only_once_it_stayed_the_oldest_for_a
     let oldest = |h: &Harness| h.core.journal().stats().segments.first().map(|s| s.segment);
     assert!(h.core.journal().active_segment() >= 4, "segments rolled");
     // Until it has been the oldest for a while, a segment may still drain on its own.
-    for now in [NOW, NOW + COMPACT_AGE_MS - 1] {
+    for now in [at(NOW), at(NOW + COMPACT_AGE_MS - 1)] {
         h.core.on_maintenance(now);
         h.settle().await;
         h.core.on_maintenance(now);
         assert_eq!(oldest(&h), Some(1), "not compacted yet");
     }
-    h.core.on_maintenance(NOW + COMPACT_AGE_MS);
+    h.core.on_maintenance(at(NOW + COMPACT_AGE_MS));
     h.settle().await;
-    h.core.on_maintenance(NOW + COMPACT_AGE_MS);
+    h.core.on_maintenance(at(NOW + COMPACT_AGE_MS));
     assert!(oldest(&h).is_some_and(|s| s > 1), "compacted and deleted");
     drop(h);
     let mut h = Harness::open(dir.path(), 1);
@@ -457,13 +464,13 @@ async fn requests_of_a_connection_the_core_closed_are_ignored() {
             frames,
             uid: None,
         },
-        NOW,
+        at(NOW),
     );
     h.request(7, 1, Operation::Status);
     h.request(7, 2, Operation::Status); // the channel is full: the core closes the connection
     h.get(7, 3, "q", 0, Some(60_000));
     h.core
-        .on_command(Command::Disconnected { connection: 7 }, NOW);
+        .on_command(Command::Disconnected { connection: 7 }, at(NOW));
     // Nothing was leased to the closed connection.
     assert_eq!(h.drain("q").await, ["a", "b"]);
 }
@@ -521,4 +528,42 @@ async fn puts_for_other_managers_wait_in_the_transmission_queue_of_their_next_ho
     assert_eq!(bodies(5), [b"to delta".to_vec()]);
     assert_eq!(bodies(6), [b"to charlie".to_vec()]);
     assert_eq!(h.drain("replies").await, ["stays here"]);
+}
+
+/// The moment `mono_ms` into a test while the wall clock reads `wall_ms`: the two apart, as
+/// after a step of the wall clock.
+fn stepped(mono_ms: u64, wall_ms: u64) -> Now {
+    Now {
+        wall_ms,
+        ..at(mono_ms)
+    }
+}
+
+#[tokio::test]
+async fn a_stepped_wall_clock_neither_stretches_nor_cuts_leases_and_waiting_gets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open(dir.path(), 3);
+    h.put(2, 1, "q", &["leased"]);
+    h.settle().await;
+    h.get(0, 2, "q", 0, Some(1_000));
+    assert_eq!(h.messages(0, 2).len(), 1);
+    h.get(1, 3, "empty", 2_000, None);
+    const HOUR_MS: u64 = 3_600_000;
+    // The wall clock jumps an hour ahead, then an hour behind: nothing may end early.
+    for wall_ms in [NOW + HOUR_MS, 1, NOW + 24 * HOUR_MS] {
+        h.core.on_timer(stepped(NOW + 999, wall_ms));
+        h.core.on_maintenance(stepped(NOW + 999, wall_ms));
+        h.settle().await;
+        assert!(h.replies(1).is_empty(), "the waiting get ended early");
+        h.get(2, 4, "q", 0, None);
+        assert!(h.messages(2, 4).is_empty(), "the lease ended early");
+    }
+    // Nor late: the monotonic deadlines hold whatever the wall clock says.
+    h.core.on_timer(stepped(NOW + 1_000, 1));
+    h.settle().await;
+    h.get(2, 5, "q", 0, None);
+    h.settle().await;
+    assert_eq!(h.messages(2, 5).len(), 1, "the lease did not end on time");
+    h.core.on_timer(stepped(NOW + 2_000, 1));
+    assert_eq!(h.replies(1).len(), 1, "the waiting get did not end on time");
 }

@@ -35,6 +35,7 @@ use crate::channel::frame::ChannelFrame;
 use crate::channel::quic;
 use crate::channel::receiver::{Receiver, ReceiverOutput, ReceiverState, Store};
 use crate::channel::sender::{HeldMessage, Sender, SenderState};
+use crate::manager::clock::Now;
 use crate::manager::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER};
 use crate::manager::{ChannelDirection, recovery};
 use crate::queue::local::{BodyRef, Entry, correlation_hash};
@@ -169,17 +170,25 @@ pub(super) struct Link {
     progress_at: Instant,
 }
 
-fn random_epoch() -> u64 {
-    // Only needs to differ between incarnations of a channel's state: time and a per-process
-    // hash seed are plenty.
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish().max(1)
+/// Channel epochs, which only need to differ between incarnations of a channel's state: a
+/// splitmix64 sequence seeded with the incarnation's entropy.
+pub(super) struct EpochSource {
+    state: u64,
+}
+
+impl EpochSource {
+    pub(super) fn new(entropy: u64) -> Self {
+        Self { state: entropy }
+    }
+
+    /// The next epoch; never 0, which the protocol reads as none.
+    pub(super) fn next(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)).max(1)
+    }
 }
 
 impl Link {
@@ -200,9 +209,14 @@ impl Link {
             && now.saturating_duration_since(self.progress_at) >= ACK_STALL_MAX + rtt * 4
     }
 
-    fn new(receiver_state: Option<ReceiverState>, recent_ids: Vec<u128>) -> Link {
+    fn new(
+        receiver_state: Option<ReceiverState>,
+        recent_ids: Vec<u128>,
+        epoch: u64,
+        now: Instant,
+    ) -> Link {
         let state = receiver_state.unwrap_or(ReceiverState {
-            epoch: random_epoch(),
+            epoch,
             sender_epoch: None,
             stored_up_to: 0,
             reconcile_until: 0,
@@ -224,8 +238,8 @@ impl Link {
             inbound: None,
             counters: LinkCounters::default(),
             last_error: None,
-            adjacency: Adjacency::new(Instant::now()),
-            progress_at: Instant::now(),
+            adjacency: Adjacency::new(now),
+            progress_at: now,
         }
     }
 }
@@ -310,13 +324,19 @@ impl Core {
         &mut self,
         senders: Vec<recovery::RecoveredSender>,
         receivers: Vec<recovery::RecoveredReceiver>,
+        now: Now,
     ) {
-        let now = Instant::now();
         for receiver in receivers {
             let Ok(neighbour) = ManagerName::new(&receiver.from) else {
                 continue;
             };
-            let mut link = Link::new(Some(receiver.state), receiver.recent_ids);
+            let epoch = self.epochs.next();
+            let mut link = Link::new(
+                Some(receiver.state),
+                receiver.recent_ids,
+                epoch,
+                now.instant,
+            );
             link.receive_record = Some(receiver.location);
             self.links.insert(neighbour, link);
         }
@@ -339,10 +359,11 @@ impl Core {
                     }
                 }
             }
+            let epoch = self.epochs.next();
             let link = self
                 .links
                 .entry(neighbour.clone())
-                .or_insert_with(|| Link::new(None, Vec::new()));
+                .or_insert_with(|| Link::new(None, Vec::new(), epoch, now.instant));
             link.send_record = Some(sender.location);
             link.persisted_sender = Some(sender.state);
             link.assigned = sender.held.into_iter().collect();
@@ -353,7 +374,7 @@ impl Core {
                     neighbour.as_str(),
                     sender.state,
                     held,
-                    now,
+                    now.instant,
                 )
                 .map_err(|e| e.to_string()),
             };
@@ -373,20 +394,21 @@ impl Core {
                 .collect::<Vec<_>>(),
         );
         for neighbour in neighbours {
-            self.ensure_link(&neighbour);
+            self.ensure_link(&neighbour, now);
         }
     }
 
     /// The link to `neighbour`, created with a fresh sender if there is none (a neighbour new
     /// to the topology, or one the journal knew only as a receiver).
-    pub(super) fn ensure_link(&mut self, neighbour: &ManagerName) {
+    pub(super) fn ensure_link(&mut self, neighbour: &ManagerName, now: Now) {
+        let (receiver_epoch, sender_epoch) = (self.epochs.next(), self.epochs.next());
         let link = self
             .links
             .entry(neighbour.clone())
-            .or_insert_with(|| Link::new(None, Vec::new()));
+            .or_insert_with(|| Link::new(None, Vec::new(), receiver_epoch, now.instant));
         if link.sender.is_none() && link.sender_broken.is_none() {
             let state = SenderState {
-                epoch: random_epoch(),
+                epoch: sender_epoch,
                 receiver_epoch: None,
                 next_seq: 1,
             };
@@ -396,7 +418,7 @@ impl Core {
                 neighbour.as_str(),
                 state,
                 [],
-                Instant::now(),
+                now.instant,
             )
             .ok();
         }
@@ -416,11 +438,12 @@ impl Core {
         neighbour: ManagerName,
         direction: ChannelDirection,
         channel: Channel,
+        now: Now,
     ) {
-        let now = Instant::now();
         // The driver takes a topology edit before the core does, so a new neighbour's
         // connection may come first: the link is made here then.
-        self.ensure_link(&neighbour);
+        self.ensure_link(&neighbour, now);
+        let now = now.instant;
         self.channels
             .insert(channel.id, (neighbour.clone(), direction));
         let Some(link) = self.links.get_mut(&neighbour) else {
@@ -527,7 +550,7 @@ impl Core {
     }
 
     /// A frame from a channel connection.
-    pub(super) fn on_channel_frame(&mut self, connection: u64, frame: ChannelFrame, now_ms: u64) {
+    pub(super) fn on_channel_frame(&mut self, connection: u64, frame: ChannelFrame, now: Now) {
         let Some((neighbour, direction)) = self.channels.get(&connection).cloned() else {
             return; // a connection the core already closed
         };
@@ -535,17 +558,17 @@ impl Core {
         // neighbour, which is what routing over the link needs: a neighbour that reaches us
         // while we cannot reach it must not attract traffic.
         if direction == ChannelDirection::Outbound {
-            self.on_heard(&neighbour, now_ms);
+            self.on_heard(&neighbour, now);
         }
         let frame = match frame {
             ChannelFrame::LinkState(advertisements) => {
-                self.on_link_state(&neighbour, direction, advertisements, now_ms);
+                self.on_link_state(&neighbour, direction, advertisements, now);
                 return;
             }
             frame => frame,
         };
         match direction {
-            ChannelDirection::Outbound => self.on_sender_frame(&neighbour, frame, now_ms),
+            ChannelDirection::Outbound => self.on_sender_frame(&neighbour, frame, now),
             ChannelDirection::Inbound => {
                 let Some(link) = self.links.get_mut(&neighbour) else {
                     return;
@@ -563,20 +586,19 @@ impl Core {
                     link.inbox.push_back((connection, frame));
                     return;
                 }
-                self.receive(&neighbour, vec![frame], now_ms);
+                self.receive(&neighbour, vec![frame], now);
             }
         }
     }
 
-    fn on_sender_frame(&mut self, neighbour: &ManagerName, frame: ChannelFrame, now_ms: u64) {
-        let now = Instant::now();
+    fn on_sender_frame(&mut self, neighbour: &ManagerName, frame: ChannelFrame, now: Now) {
         let Some(link) = self.links.get_mut(neighbour) else {
             return;
         };
         let Some(sender) = &mut link.sender else {
             return;
         };
-        let result = sender.handle_frame(now, frame);
+        let result = sender.handle_frame(now.instant, frame);
         let deletable = match result {
             Ok(deletable) => deletable,
             Err(error) => {
@@ -586,7 +608,7 @@ impl Core {
             }
         };
         if !deletable.is_empty() {
-            link.progress_at = now;
+            link.progress_at = now.instant;
             let mut entries = Vec::with_capacity(deletable.len());
             let mut seqs = Vec::with_capacity(deletable.len());
             for channel_seq in deletable {
@@ -615,17 +637,17 @@ impl Core {
                 self.commit_deferred_removal(seqs, super::Continuation::Removed { entries });
             }
         }
-        self.pump(neighbour, now_ms);
-        self.flush(neighbour, now);
+        self.pump(neighbour, now);
+        self.flush(neighbour, now.instant);
     }
 
     /// Moves waiting messages from `neighbour`'s transmission queue to its sender (only while
     /// the channel is up, so a message whose expiry passes while the link is down never
     /// leaves), and writes their channel sequence numbers.
-    pub(super) fn pump(&mut self, neighbour: &ManagerName, now_ms: u64) {
+    pub(super) fn pump(&mut self, neighbour: &ManagerName, now: Now) {
         // A dead or drained link takes nothing new: what waits for it is re-routed. Nor
         // does one gone quiet, which may be about to die.
-        if !self.link_takes_new(neighbour) {
+        if !self.link_takes_new(neighbour, now) {
             return;
         }
         let queue = transmission_queue(neighbour);
@@ -645,7 +667,7 @@ impl Core {
         let mut expired = Vec::new();
         if let Some(slot) = self.queues.get_mut(&queue) {
             while assigned.len() < ASSIGN_MESSAGES_MAX {
-                let taken = slot.queue.take(now_ms, 1, None, |_| true);
+                let taken = slot.queue.take(now.wall_ms, 1, None, |_| true);
                 expired.extend(taken.expired);
                 let Some(entry) = taken.entries.first().copied() else {
                     break;
@@ -665,7 +687,7 @@ impl Core {
                 match sender.push(entry_id(&payload), payload) {
                     Ok(channel_seq) => {
                         if link.assigned.is_empty() {
-                            link.progress_at = Instant::now();
+                            link.progress_at = now.instant;
                         }
                         link.assigned.push_back((channel_seq, queue.clone(), entry));
                         assigned.push(entry.seq);
@@ -746,7 +768,7 @@ impl Core {
 
     /// Handles frames from `neighbour`'s inbound connection, in order; the stores they ask for
     /// become one journal write.
-    fn receive(&mut self, neighbour: &ManagerName, frames: Vec<ChannelFrame>, now_ms: u64) {
+    fn receive(&mut self, neighbour: &ManagerName, frames: Vec<ChannelFrame>, now: Now) {
         let Some(link) = self.links.get_mut(neighbour) else {
             return;
         };
@@ -794,17 +816,17 @@ impl Core {
             }
         }
         if let Some(store) = merged {
-            self.store_received(neighbour, store, now_ms);
+            self.store_received(neighbour, store, now);
         }
     }
 
-    fn store_received(&mut self, neighbour: &ManagerName, store: Store, now_ms: u64) {
+    fn store_received(&mut self, neighbour: &ManagerName, store: Store, now: Now) {
         let mut items = Vec::with_capacity(store.messages_to_store.len());
         let mut ids = Vec::with_capacity(store.messages_to_store.len());
         let mut arrivals = Arrivals::default();
         for message in store.messages_to_store {
             ids.push(message.id);
-            if let Some(item) = self.arrival(neighbour, &message.payload, now_ms, &mut arrivals) {
+            if let Some(item) = self.arrival(neighbour, &message.payload, now, &mut arrivals) {
                 items.push(item);
             }
         }
@@ -852,7 +874,7 @@ impl Core {
         &mut self,
         from: &ManagerName,
         payload: &[u8],
-        now_ms: u64,
+        now: Now,
         arrivals: &mut Arrivals,
     ) -> Option<PutItem> {
         let passing = match record::Passing::read(payload) {
@@ -862,7 +884,7 @@ impl Core {
                 return None;
             }
         };
-        if passing.expires_at_ms.is_some_and(|at| at <= now_ms) {
+        if passing.expires_at_ms.is_some_and(|at| at <= now.wall_ms) {
             debug!(id = passing.id, "message expired in transit; dropped");
             self.messages_expired += 1;
             return None;
@@ -884,7 +906,7 @@ impl Core {
         };
         let seq = self.next_seq;
         self.next_seq += 1;
-        let hop = (self.name.as_str(), now_ms);
+        let hop = (self.name.as_str(), now.wall_ms);
         let mut body_bytes = passing.body_bytes;
         let mut encoded = match &reason {
             // The common case, rewritten around the bytes it keeps.
@@ -918,7 +940,7 @@ impl Core {
             bytes: body_bytes as u32,
             priority: passing.priority,
             expires_at_ms: passing.expires_at_ms.unwrap_or(u64::MAX),
-            put_at_ms: now_ms,
+            put_at_ms: now.wall_ms,
             correlation: correlation_hash(passing.correlation_id),
             delivery_count: 0,
         };
@@ -935,7 +957,9 @@ impl Core {
         }
         let channel_seq = match handoff {
             Some(_) => None,
-            None => self.assign_direct(&queue, seq, passing.id, &payload, &mut arrivals.direct),
+            None => {
+                self.assign_direct(&queue, seq, passing.id, &payload, &mut arrivals.direct, now)
+            }
         };
         let slot = self.ensure_slot(&queue);
         slot.pending += 1;
@@ -958,7 +982,7 @@ impl Core {
         &mut self,
         write: LinkWrite,
         result: Result<Vec<Location>, StoreError>,
-        now_ms: u64,
+        now: Now,
     ) {
         match write {
             LinkWrite::Assigned { neighbour, state } => {
@@ -978,8 +1002,8 @@ impl Core {
                             }
                         }
                         self.swap_live(old, location);
-                        self.flush(&neighbour, Instant::now());
-                        self.pump(&neighbour, now_ms);
+                        self.flush(&neighbour, now.instant);
+                        self.pump(&neighbour, now);
                     }
                     Err(error) => {
                         // The numbers handed out are not durable and were never sent: the
@@ -1004,7 +1028,7 @@ impl Core {
                     // The old record stands; the next maintenance tick tries again.
                     Err(error) => warn!(%neighbour, %error, "rewriting a channel's state failed"),
                 }
-                self.receive_inbox(&neighbour, now_ms);
+                self.receive_inbox(&neighbour, now);
             }
             LinkWrite::Received {
                 neighbour,
@@ -1034,7 +1058,7 @@ impl Core {
                     }
                 };
                 let mut locations = locations.into_iter();
-                let placed = self.place(items, &mut locations, handoffs, direct);
+                let placed = self.place(items, &mut locations, handoffs, direct, now);
                 let record_location = locations.next();
                 let Some(link) = self.links.get_mut(&neighbour) else {
                     return;
@@ -1055,14 +1079,14 @@ impl Core {
                         "peer stopped reading",
                     );
                 }
-                self.finish_placing(placed, now_ms);
-                self.receive_inbox(&neighbour, now_ms);
+                self.finish_placing(placed, now);
+                self.receive_inbox(&neighbour, now);
             }
         }
     }
 
     /// Handles the frames that waited while a write of the link was in flight.
-    fn receive_inbox(&mut self, neighbour: &ManagerName, now_ms: u64) {
+    fn receive_inbox(&mut self, neighbour: &ManagerName, now: Now) {
         let Some(link) = self.links.get_mut(neighbour) else {
             return;
         };
@@ -1075,7 +1099,7 @@ impl Core {
             .map(|(_, frame)| frame)
             .collect();
         if !waiting.is_empty() {
-            self.receive(neighbour, waiting, now_ms);
+            self.receive(neighbour, waiting, now);
         }
     }
 
@@ -1098,6 +1122,7 @@ impl Core {
         id: u128,
         payload: &Bytes,
         direct: &mut Vec<DirectLink>,
+        now: Now,
     ) -> Option<u64> {
         let neighbour = self.transmission_link(queue)?;
         let index = match direct.iter().position(|d| d.neighbour == neighbour) {
@@ -1108,7 +1133,7 @@ impl Core {
                 if slot.is_some_and(|s| s.queue.depth() > 0 || s.pending > 0) {
                     return None;
                 }
-                if !self.link_takes_new(&neighbour) {
+                if !self.link_takes_new(&neighbour, now) {
                     return None;
                 }
                 let link = self.links.get_mut(&neighbour)?;
@@ -1145,7 +1170,13 @@ impl Core {
     }
 
     /// A message given its channel sequence number in the commit just made durable.
-    pub(super) fn place_assigned(&mut self, queue: QueueName, entry: Entry, channel_seq: u64) {
+    pub(super) fn place_assigned(
+        &mut self,
+        queue: QueueName,
+        entry: Entry,
+        channel_seq: u64,
+        now: Now,
+    ) {
         let Some(neighbour) = self.transmission_link(&queue) else {
             return;
         };
@@ -1156,7 +1187,7 @@ impl Core {
                     .is_none_or(|(s, _, _)| *s < channel_seq)
             );
             if link.assigned.is_empty() {
-                link.progress_at = Instant::now();
+                link.progress_at = now.instant;
             }
             link.assigned.push_back((channel_seq, queue, entry));
         }
@@ -1190,9 +1221,9 @@ impl Core {
     }
 
     /// Lets a link send what was just assigned to it, and assign what waits.
-    pub(super) fn direct_finished(&mut self, neighbour: &ManagerName, now_ms: u64) {
-        self.flush(neighbour, Instant::now());
-        self.pump(neighbour, now_ms);
+    pub(super) fn direct_finished(&mut self, neighbour: &ManagerName, now: Now) {
+        self.flush(neighbour, now.instant);
+        self.pump(neighbour, now);
     }
 
     /// The commit carrying direct assignments failed: their numbers are reused.
@@ -1289,8 +1320,7 @@ impl Core {
 
     /// Periodic link work: keep-alive timers, and channel records whose segment sealed are
     /// written again at the head so old segments can go.
-    pub(super) fn on_link_maintenance(&mut self, now_ms: u64) {
-        let now = Instant::now();
+    pub(super) fn on_link_maintenance(&mut self, now: Now) {
         let active = self.journal.active_segment();
         let names: Vec<ManagerName> = self.links.keys().cloned().collect();
         for neighbour in names {
@@ -1298,7 +1328,7 @@ impl Core {
                 continue;
             };
             if let Some(sender) = &mut link.sender {
-                sender.handle_timeout(now);
+                sender.handle_timeout(now.instant);
                 if sender.is_dead() {
                     self.close_channel(
                         &neighbour,
@@ -1308,9 +1338,9 @@ impl Core {
                     continue;
                 }
             }
-            self.flush(&neighbour, now);
+            self.flush(&neighbour, now.instant);
             // Also retries messages handed back after a failed assignment write.
-            self.pump(&neighbour, now_ms);
+            self.pump(&neighbour, now);
             let Some(link) = self.links.get_mut(&neighbour) else {
                 continue;
             };
@@ -1358,7 +1388,7 @@ impl Core {
     }
 
     /// The links, for status.
-    pub(super) fn link_status(&self, now_ms: u64) -> Vec<LinkStatus> {
+    pub(super) fn link_status(&self, now: Now) -> Vec<LinkStatus> {
         self.links
             .iter()
             .map(|(neighbour, link)| {
@@ -1394,7 +1424,7 @@ impl Core {
                         .and_then(|c| c.quic.as_ref())
                         .map(|q| q.rtt().as_micros() as u64),
                     transmission_depth: queued + link.assigned.len() as u64,
-                    transmission_oldest_age_ms: oldest.map(|at| now_ms.saturating_sub(at)),
+                    transmission_oldest_age_ms: oldest.map(|at| now.wall_ms.saturating_sub(at)),
                     in_flight: link.assigned.len() as u64,
                     messages_sent: link.counters.messages_sent,
                     bytes_sent: link.counters.bytes_sent,
@@ -1410,7 +1440,7 @@ impl Core {
                     routing: self.link_routing_state(neighbour).to_owned(),
                     heard_ms_ago: link
                         .adjacency
-                        .silent_for(Instant::now())
+                        .silent_for(now.instant)
                         .map(|d| d.as_millis() as u64),
                 }
             })

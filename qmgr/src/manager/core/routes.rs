@@ -27,7 +27,7 @@ mod edits;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hopmq::protocol::{NetworkLinkStatus, RefusedTopology, Reply, TopologyStatus};
 use hopmq::{Address, ApiError, ManagerName, QueueName};
@@ -39,6 +39,7 @@ use super::{Core, SYSTEM_QUEUE_PREFIX};
 use crate::channel::adjacency::Change;
 use crate::channel::frame::ChannelFrame;
 use crate::manager::ChannelDirection;
+use crate::manager::clock::Now;
 use crate::manager::delivery;
 use crate::queue::local::Entry;
 
@@ -290,6 +291,7 @@ impl Core {
         version: String,
         dead_interval: Duration,
         data_dir: &Path,
+        now: Now,
     ) -> std::io::Result<()> {
         let path = data_dir.join(DRAINED_FILE);
         let drained = read_drained(&path)?;
@@ -302,7 +304,7 @@ impl Core {
         self.routing.dead_interval = dead_interval;
         self.routing.drained = drained;
         self.routing.drained_file = Some(path);
-        self.refresh_routes(crate::manager::now_ms());
+        self.refresh_routes(now);
         Ok(())
     }
 
@@ -321,8 +323,8 @@ impl Core {
     /// recently, and it acks what it was given (see [`super::forward::ACK_STALL_MAX`]). Runs
     /// per message: the usable bit is read from the own advertisement, which
     /// `refresh_routes` keeps equal to [`Core::link_usable`] after every change of its inputs.
-    pub(super) fn link_takes_new(&self, neighbour: &ManagerName) -> bool {
-        let now = Instant::now();
+    pub(super) fn link_takes_new(&self, neighbour: &ManagerName, now: Now) -> bool {
+        let now = now.instant;
         self.routing.linkstate.usable(neighbour.as_str())
             && self
                 .links
@@ -332,7 +334,7 @@ impl Core {
 
     /// Brings this manager's own advertisement up to date with its links; floods it and
     /// recomputes routes if it changed.
-    fn refresh_routes(&mut self, now_ms: u64) {
+    fn refresh_routes(&mut self, now: Now) {
         let neighbours: Vec<(ManagerName, bool)> = self
             .topology
             .neighbours(&self.name)
@@ -346,12 +348,12 @@ impl Core {
             let own = self.routing.linkstate.own();
             self.flood(&[own], None);
         }
-        self.recompute_routes(false, now_ms);
+        self.recompute_routes(false, now);
     }
 
     /// Recomputes the route table; if it changed (or `everything`, after a topology edit),
     /// re-resolves the waiting messages it may concern. Returns how many moved.
-    fn recompute_routes(&mut self, everything: bool, now_ms: u64) -> u64 {
+    fn recompute_routes(&mut self, everything: bool, now: Now) -> u64 {
         let down = self.routing.linkstate.down_links(&self.topology);
         let table = self
             .routing
@@ -391,7 +393,7 @@ impl Core {
             affected = self.waiting_queues();
         }
         self.routing.recheck_after = self.commits_made;
-        let (moved, _) = self.reexamine(&affected, now_ms);
+        let (moved, _) = self.reexamine(&affected, now);
         self.routing.recheck.extend(affected);
         moved
     }
@@ -406,9 +408,9 @@ impl Core {
     }
 
     /// Every waiting message, at start: a restart with a new topology re-routes them.
-    pub(super) fn reexamine_waiting(&mut self, now_ms: u64) {
+    pub(super) fn reexamine_waiting(&mut self, now: Now) {
         let queues = self.waiting_queues();
-        self.reexamine(&queues, now_ms);
+        self.reexamine(&queues, now);
     }
 
     /// Resolves every message waiting in `queues` with the routes in force and moves those
@@ -416,16 +418,16 @@ impl Core {
     /// [`REROUTE_PASS_MAX`]), the rest in later passes. Messages already given to a channel are
     /// not in these queues: they stay with it (they must be resent under their sequence
     /// number). Returns what this first pass moved and dead-lettered.
-    fn reexamine(&mut self, queues: &BTreeSet<QueueName>, now_ms: u64) -> (u64, u64) {
+    fn reexamine(&mut self, queues: &BTreeSet<QueueName>, now: Now) -> (u64, u64) {
         for queue in queues {
             // From the start again: the routes changed since any pass in progress.
             self.routing.rerouting.insert(queue.clone(), 0);
         }
-        self.continue_rerouting(now_ms)
+        self.continue_rerouting(now)
     }
 
     /// One pass of re-routing: at most [`REROUTE_PASS_MAX`] messages examined.
-    pub(super) fn continue_rerouting(&mut self, now_ms: u64) -> (u64, u64) {
+    pub(super) fn continue_rerouting(&mut self, now: Now) -> (u64, u64) {
         let mut budget = REROUTE_PASS_MAX;
         let (mut moved, mut dead) = (0u64, 0u64);
         while budget > 0 {
@@ -479,11 +481,11 @@ impl Core {
                 match target {
                     Ok(target) => {
                         moved += 1;
-                        self.move_message(&queue, entry, &target, &[], now_ms);
+                        self.move_message(&queue, entry, &target, &[], now);
                     }
                     Err(reason) => {
                         dead += 1;
-                        self.dead_letter(&queue, entry, &reason, now_ms);
+                        self.dead_letter(&queue, entry, &reason, now);
                     }
                 }
             }
@@ -503,9 +505,9 @@ impl Core {
 
     /// After a commit: a re-routing in progress takes its next pass once the journal has
     /// room for it.
-    pub(super) fn after_commit(&mut self, now_ms: u64) {
+    pub(super) fn after_commit(&mut self, now: Now) {
         if !self.routing.rerouting.is_empty() && self.in_flight < REROUTE_PASS_MAX as u64 {
-            self.continue_rerouting(now_ms);
+            self.continue_rerouting(now);
         }
     }
 
@@ -577,7 +579,7 @@ impl Core {
     /// Periodic routing work: examine again the queues a route change concerned once the
     /// messages written to them with the old table have landed, and any transmission queue
     /// whose neighbour routing does not use.
-    pub(super) fn on_routing_maintenance(&mut self, now_ms: u64) {
+    pub(super) fn on_routing_maintenance(&mut self, now: Now) {
         let mut queues = if self.commits_done >= self.routing.recheck_after {
             std::mem::take(&mut self.routing.recheck)
         } else {
@@ -597,14 +599,14 @@ impl Core {
             }
         }
         if !queues.is_empty() {
-            self.reexamine(&queues, now_ms);
+            self.reexamine(&queues, now);
         }
     }
 
     /// Every heartbeat interval: a heartbeat to each neighbour, and the dead interval checked
     /// for every neighbour.
-    pub fn on_heartbeat(&mut self, now_ms: u64) {
-        let now = Instant::now();
+    pub fn on_heartbeat(&mut self, now: Now) {
+        self.event_now = now;
         let dead_interval = self.routing.dead_interval;
         let mut changed = false;
         for (neighbour, link) in self.links.iter_mut() {
@@ -615,35 +617,35 @@ impl Core {
             }
             // A link the topology no longer has is not routed over anyway.
             let declared = self.topology.link(&self.name, neighbour).is_some();
-            if declared && link.adjacency.check(now, dead_interval) == Some(Change::Dead) {
+            if declared && link.adjacency.check(now.instant, dead_interval) == Some(Change::Dead) {
                 warn!(%neighbour, ?dead_interval, "neighbour not heard within the dead interval; routing around its link");
                 changed = true;
             }
         }
         if changed {
-            self.refresh_routes(now_ms);
+            self.refresh_routes(now);
         }
         if !self.routing.rerouting.is_empty() {
-            self.continue_rerouting(now_ms);
+            self.continue_rerouting(now);
         }
         // A link skipped while it was quiet or stalled takes its waiting messages now.
         let neighbours: Vec<ManagerName> = self.links.keys().cloned().collect();
         for neighbour in neighbours {
-            self.pump(&neighbour, now_ms);
+            self.pump(&neighbour, now);
         }
     }
 
     /// Something arrived from `neighbour`.
-    pub(super) fn on_heard(&mut self, neighbour: &ManagerName, now_ms: u64) {
+    pub(super) fn on_heard(&mut self, neighbour: &ManagerName, now: Now) {
         let Some(link) = self.links.get_mut(neighbour) else {
             return;
         };
-        if link.adjacency.heard(Instant::now()) == Some(Change::Alive) {
+        if link.adjacency.heard(now.instant) == Some(Change::Alive) {
             info!(%neighbour, "neighbour heard again; its link is back in the routes");
             for direction in [ChannelDirection::Outbound, ChannelDirection::Inbound] {
                 self.send_database(neighbour, direction);
             }
-            self.refresh_routes(now_ms);
+            self.refresh_routes(now);
         }
     }
 
@@ -692,7 +694,7 @@ impl Core {
         neighbour: &ManagerName,
         direction: ChannelDirection,
         lsas: Vec<Lsa>,
-        now_ms: u64,
+        now: Now,
     ) {
         if lsas.is_empty() {
             return;
@@ -750,7 +752,7 @@ impl Core {
             self.flood(&[own], None);
         }
         if !new.is_empty() {
-            self.recompute_routes(false, now_ms);
+            self.recompute_routes(false, now);
         }
     }
 
@@ -759,7 +761,7 @@ impl Core {
         &mut self,
         neighbour: &str,
         drained: bool,
-        now_ms: u64,
+        now: Now,
     ) -> Result<Reply, ApiError> {
         let bad = |reason: String| ApiError::BadRequest { reason };
         let neighbour =
@@ -790,7 +792,7 @@ impl Core {
         } else {
             info!(%neighbour, "link returned to service by an operator");
         }
-        self.refresh_routes(now_ms);
+        self.refresh_routes(now);
         Ok(Reply::Done)
     }
 

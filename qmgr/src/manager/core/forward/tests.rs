@@ -12,10 +12,17 @@ use tokio::sync::mpsc;
 use super::Channel;
 use crate::channel::frame::ChannelFrame;
 use crate::manager::core::{COMPACT_AGE_MS, InFlight};
-use crate::manager::{ChannelDirection, Command, Core, ToClient, recover};
+use crate::manager::{ChannelDirection, Command, Core, Now, ToClient, recover};
 use crate::store::{JournalConfig, SyncPolicy};
 
 const NOW: u64 = 1_000_000;
+
+/// The moment `ms` milliseconds into a test, on both clocks.
+fn at(ms: u64) -> Now {
+    static ORIGIN: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    Now::at(*ORIGIN, std::time::Duration::from_millis(ms), ms)
+}
 
 const TOPOLOGY: &str = r#"
 [managers.alpha]
@@ -50,7 +57,7 @@ impl Node {
         let (commits_tx, commits) = mpsc::unbounded_channel();
         let limits = crate::manager::tests::limits();
         let name = ManagerName::new(name).expect("name");
-        let mut core = Core::new(name, topology, limits, recovered, commits_tx);
+        let mut core = Core::new(name, topology, limits, recovered, commits_tx, at(NOW), 7);
         let (frames, client) = mpsc::channel(64 * 1024);
         core.on_command(
             Command::Connected {
@@ -58,7 +65,7 @@ impl Node {
                 frames,
                 uid: None,
             },
-            NOW,
+            at(NOW),
         );
         Node {
             core,
@@ -72,7 +79,7 @@ impl Node {
         let mut any = false;
         while let Ok((commit, continuation, segment)) = self.commits.try_recv() {
             let result = commit.await;
-            self.core.on_commit(continuation, result, segment, NOW);
+            self.core.on_commit(continuation, result, segment, at(NOW));
             any = true;
         }
         any
@@ -100,7 +107,7 @@ impl Node {
                 id: 1,
                 operation: Operation::PutBatch { messages },
             },
-            NOW,
+            at(NOW),
         );
     }
 
@@ -124,7 +131,7 @@ impl Node {
                         lease_ms: None,
                     },
                 },
-                NOW,
+                at(NOW),
             );
             self.settle().await;
             let mut got = 0;
@@ -150,7 +157,7 @@ impl Node {
 
     fn transmission_depth(&self) -> u64 {
         self.core
-            .link_status(NOW)
+            .link_status(at(NOW))
             .iter()
             .map(|l| l.transmission_depth)
             .sum()
@@ -181,7 +188,7 @@ fn connect(alpha: &mut Node, bravo: &mut Node, id: u64) -> Wire {
                 quic: None,
             },
         },
-        NOW,
+        at(NOW),
     );
     alpha.core.on_command(
         Command::ChannelOpened {
@@ -193,7 +200,7 @@ fn connect(alpha: &mut Node, bravo: &mut Node, id: u64) -> Wire {
                 quic: None,
             },
         },
-        NOW,
+        at(NOW),
     );
     Wire {
         to_bravo,
@@ -216,7 +223,7 @@ impl Wire {
                         connection: self.inbound,
                         frame,
                     },
-                    NOW,
+                    at(NOW),
                 );
             }
             while let Ok(frame) = self.to_alpha.try_recv() {
@@ -230,7 +237,7 @@ impl Wire {
                         connection: self.outbound,
                         frame,
                     },
-                    NOW,
+                    at(NOW),
                 );
             }
             if !moved {
@@ -245,14 +252,14 @@ impl Wire {
                 connection: self.outbound,
                 reason: "test".into(),
             },
-            NOW,
+            at(NOW),
         );
         bravo.core.on_command(
             Command::ChannelClosed {
                 connection: self.inbound,
                 reason: "test".into(),
             },
-            NOW,
+            at(NOW),
         );
     }
 }
@@ -331,7 +338,7 @@ async fn channel_state_survives_the_deletion_of_the_segments_that_held_it() {
             node.put_to("local", (0..64).map(|n| format!("{round}-{n}-{body}")));
             node.settle().await;
             assert_eq!(node.take_all_from("local").await.len(), 64);
-            node.core.on_maintenance(NOW + round * COMPACT_AGE_MS);
+            node.core.on_maintenance(at(NOW + round * COMPACT_AGE_MS));
             node.settle().await;
         }
     }
@@ -399,7 +406,7 @@ async fn messages_waiting_for_an_ack_do_not_pin_old_segments() {
         alpha.settle().await;
         assert_eq!(alpha.take_all_from("local").await.len(), 64);
         // Each pass comes a compaction age after the last: a segment still pinned is copied.
-        alpha.core.on_maintenance(NOW + round * COMPACT_AGE_MS);
+        alpha.core.on_maintenance(at(NOW + round * COMPACT_AGE_MS));
         alpha.settle().await;
     }
     let segments = alpha.core.journal().stats().segments;

@@ -6,7 +6,6 @@
 //! to the QUIC driver, so it is never refused here (the two would disagree).
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use hopmq::protocol::{
     PlannedMove, RefusedTopology, ReloadOutcome, Reply, RouteChange, StrandedMessages,
@@ -17,6 +16,7 @@ use hopmq_routing::{Network, RouteTable, Topology, TopologyDiff};
 use tracing::{debug, info, warn};
 
 use super::{PLAN_MESSAGES_MAX, Place, place};
+use crate::manager::clock::Now;
 use crate::manager::core::forward::transmission_queue;
 use crate::manager::core::{Core, DEAD_LETTER_QUEUE, HELD_QUEUE};
 use crate::manager::delivery;
@@ -44,7 +44,7 @@ impl Core {
     }
 
     /// The topology file was read again.
-    pub(in crate::manager::core) fn on_topology(&mut self, update: TopologyUpdate, now_ms: u64) {
+    pub(in crate::manager::core) fn on_topology(&mut self, update: TopologyUpdate, now: Now) {
         let TopologyUpdate {
             file,
             version,
@@ -58,12 +58,12 @@ impl Core {
                 self.routing.refused = Some(RefusedTopology {
                     version,
                     error: error.clone(),
-                    at_ms: now_ms,
+                    at_ms: now.wall_ms,
                 });
                 Err(ApiError::BadRequest { reason: error })
             }
             Ok(topology) => Ok(Reply::Reloaded(
-                self.apply_topology(topology, file, version, now_ms),
+                self.apply_topology(topology, file, version, now),
             )),
         };
         if let Some(request) = requested_by {
@@ -78,7 +78,7 @@ impl Core {
         topology: Topology,
         file: String,
         version: String,
-        now_ms: u64,
+        now: Now,
     ) -> ReloadOutcome {
         let diff = TopologyDiff::between(&self.topology, &topology);
         self.routing.file = Some(file);
@@ -96,22 +96,21 @@ impl Core {
         self.routing.forget_places();
         self.routing.network = Network::new(&self.topology);
         self.routing.version = version.clone();
-        self.routing.applied_at_ms = now_ms;
+        self.routing.applied_at_ms = now.wall_ms;
         self.declare_homed_queues();
         let neighbours: Vec<ManagerName> = self.topology.neighbours(&self.name).cloned().collect();
         for neighbour in &neighbours {
-            self.ensure_link(neighbour);
+            self.ensure_link(neighbour, now);
         }
         // A link the edit adds is not counted on until heard: its far end may not have the
         // edit yet (and one added back must not reuse what was heard before its removal).
-        let now = Instant::now();
         for (key, _) in &diff.links_added {
             let (a, b) = key.ends();
             let other = if *a == self.name { b } else { a };
             if *a == self.name || *b == self.name {
                 if let Some(link) = self.links.get_mut(other) {
                     if link.outbound.is_none() {
-                        link.adjacency = crate::channel::adjacency::Adjacency::unheard(now);
+                        link.adjacency = crate::channel::adjacency::Adjacency::unheard(now.instant);
                     }
                 }
             }
@@ -130,7 +129,7 @@ impl Core {
         self.routing.linkstate.set_topology(&self.topology, usable);
         let own = self.routing.linkstate.own();
         self.flood(&[own], None);
-        let moved = self.recompute_routes(true, now_ms);
+        let moved = self.recompute_routes(true, now);
         let stranded = self.stranded(&self.topology);
         for s in &stranded {
             warn!(neighbour = %s.neighbour, in_flight = s.messages, "link removed with messages in flight on it; they wait for the link to return");
