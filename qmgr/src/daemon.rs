@@ -107,7 +107,7 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
         );
     }
     let started = std::time::Instant::now();
-    let recovered = manager::recover(journal_config)?;
+    let (journal, recovered) = manager::recover(journal_config)?;
     crate::allocator::release_free_memory();
     info!(report = ?recovered.report, elapsed_ms = started.elapsed().as_millis() as u64, "journal recovered");
 
@@ -116,6 +116,7 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
         name.to_string(),
         topology,
         version,
+        journal,
         recovered,
         link_tls,
     ))
@@ -126,6 +127,7 @@ async fn serve(
     name: String,
     topology: Topology,
     version: String,
+    journal: crate::store::Journal,
     recovered: manager::Recovered,
     link_tls: Option<crate::tls::LinkTls>,
 ) -> anyhow::Result<()> {
@@ -135,7 +137,6 @@ async fn serve(
     let stop = StopSignals::install()?;
     let listener = bind(&socket)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let (commits_tx, commits_rx) = mpsc::unbounded_channel();
     let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_MAX);
     let limits = CoreLimits {
         max_message_bytes: settings.message_bytes_limit(),
@@ -147,7 +148,7 @@ async fn serve(
         segment_bytes: settings.segment_bytes,
         max_hops: settings.max_hops,
     };
-    let journal = recovered.journal.clone();
+    let (storage, commits_rx) = manager::JournalStorage::new(journal.clone());
     let me = settings.manager_name();
     let address = topology
         .manager(me.as_str())
@@ -158,7 +159,7 @@ async fn serve(
         topology.clone(),
         limits,
         recovered,
-        commits_tx,
+        Box::new(storage),
         clock.now(),
         manager::clock::entropy(),
     );
@@ -187,6 +188,7 @@ async fn serve(
         commits_rx,
         shutdown.clone(),
         clock,
+        journal.clone(),
     ));
     if let Some(address) = settings.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address)
@@ -196,7 +198,7 @@ async fn serve(
         tokio::spawn(crate::metrics::serve(
             listener,
             commands_tx.clone(),
-            journal,
+            journal.clone(),
             shutdown.clone(),
         ));
     }
@@ -246,7 +248,7 @@ async fn serve(
         driver.close().await;
     }
     let core = core_task.await.context("the manager core failed")?;
-    core.journal().close();
+    journal.close();
     // Dropping the core closes every connection's frame channel; each writer then sends what
     // is left (the last replies, the `ShuttingDown` errors) and ends.
     drop(core);

@@ -15,7 +15,7 @@ pub use self::routes::DRAINED_FILE;
 
 use self::payloads::Payloads;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use hopmq::protocol::{
@@ -23,19 +23,20 @@ use hopmq::protocol::{
 };
 use hopmq::{Address, ApiError, ManagerName, MessageId, PRIORITY_MAX, QueueName};
 use hopmq_routing::{DownLinks, Network, RouteTable, Topology};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::clock::Now;
 use super::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER, Envelope};
 use super::liveness::Liveness;
+use super::storage::{Durability, Storage};
 use super::{CONNECTION_FRAMES_MAX, ChannelDirection, Command, ToClient};
 use crate::config::SyncMode;
 use crate::queue::lease::{Lease, Leases, Return, on_return};
 use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
 use crate::record::{self, Record};
-use crate::store::{Commit, Journal, Location, StoreError};
+use crate::store::{Location, StoreError};
 
 /// The dead-letter queue every manager has.
 pub const DEAD_LETTER_QUEUE: &str = "DLQ";
@@ -67,13 +68,6 @@ pub struct CoreLimits {
     /// Hops a message may take; past it, it is dead-lettered.
     pub max_hops: u32,
 }
-
-/// A finished commit, handed back to the core by its run loop.
-pub type Completion = (Continuation, Result<Vec<Location>, StoreError>, u64);
-
-/// A commit on its way to the run loop, with the journal's active segment when it was made:
-/// its records land there or later, so no segment from there on may be deleted meanwhile.
-pub type InFlight = (Commit, Continuation, u64);
 
 /// The most stored bytes (bodies, headers, envelopes) one get or browse returns, at least one
 /// message whatever its size: half a frame, so that a reply, which holds little more than the
@@ -203,8 +197,8 @@ struct Waiter {
 
 struct Connection {
     frames: mpsc::Sender<ToClient>,
-    subscriptions: HashMap<u64, QueueName>,
-    waiters: HashSet<u64>,
+    subscriptions: FxHashMap<u64, QueueName>,
+    waiters: FxHashSet<u64>,
 }
 
 /// Unique message ids: the incarnation's entropy in the high half, a counter in the low half.
@@ -236,20 +230,22 @@ pub struct Core {
     /// not run Dijkstra.
     routes: RouteTable,
     limits: CoreLimits,
-    journal: Journal,
+    storage: Box<dyn Storage>,
     /// Fx-hashed: looked up several times per message.
     queues: FxHashMap<QueueName, Slot>,
     leases: Leases,
-    waiters: HashMap<u64, Waiter>,
+    waiters: FxHashMap<u64, Waiter>,
     waiter_deadlines: BTreeSet<(u64, u64)>,
     next_waiter: u64,
-    connections: HashMap<u64, Connection>,
+    connections: FxHashMap<u64, Connection>,
     next_subscription: u64,
     payloads: Payloads,
     next_seq: u64,
     ids: IdGenerator,
-    commits: mpsc::UnboundedSender<InFlight>,
-    in_flight: u64,
+    /// What to do when each commit in flight completes (they complete in append order), with
+    /// the journal's active segment when it was made: its records land there or later, so no
+    /// segment from there on may be deleted meanwhile.
+    in_flight: VecDeque<(Continuation, u64)>,
     /// For each segment, how many commits in flight were made while it was active.
     in_flight_segments: BTreeMap<u64, u64>,
     liveness: Liveness,
@@ -274,7 +270,7 @@ pub struct Core {
     /// One per neighbour (and per neighbour only the journal still knows).
     links: BTreeMap<ManagerName, forward::Link>,
     /// The driver's channel connections: which link, which way.
-    channels: HashMap<u64, (ManagerName, ChannelDirection)>,
+    channels: FxHashMap<u64, (ManagerName, ChannelDirection)>,
     messages_forwarded: u64,
     messages_expired: u64,
     /// Where `qmgr reload` requests go: the task that reads the topology file. `None` for a
@@ -299,15 +295,14 @@ fn api_error(error: &StoreError) -> ApiError {
 }
 
 impl Core {
-    /// A core over recovered state. `commits` feeds the run loop, which awaits them in order.
-    /// `entropy` must differ between incarnations of a manager (production: the start time's
+    /// A core over recovered state, writing to `storage`. `entropy` must differ between incarnations of a manager (production: the start time's
     /// nanoseconds; a simulation: its seed): message ids and channel epochs come from it.
     pub fn new(
         name: ManagerName,
         topology: Topology,
         limits: CoreLimits,
         recovered: super::Recovered,
-        commits: mpsc::UnboundedSender<InFlight>,
+        storage: Box<dyn Storage>,
         now: Now,
         entropy: u64,
     ) -> Self {
@@ -326,17 +321,16 @@ impl Core {
             payloads: Payloads::new(limits.cache_bytes),
             segment_bytes: limits.segment_bytes,
             limits,
-            journal: recovered.journal,
+            storage,
             queues: FxHashMap::default(),
             leases: Leases::default(),
-            waiters: HashMap::new(),
+            waiters: FxHashMap::default(),
             waiter_deadlines: BTreeSet::new(),
             next_waiter: 0,
-            connections: HashMap::new(),
+            connections: FxHashMap::default(),
             next_subscription: 0,
             next_seq: recovered.next_seq,
-            commits,
-            in_flight: 0,
+            in_flight: VecDeque::new(),
             in_flight_segments: BTreeMap::new(),
             liveness: recovered.liveness,
             relocating: 0,
@@ -348,7 +342,7 @@ impl Core {
             messages_put: 0,
             messages_delivered: 0,
             links: BTreeMap::new(),
-            channels: HashMap::new(),
+            channels: FxHashMap::default(),
             messages_forwarded: 0,
             messages_expired: 0,
             reloader: None,
@@ -379,7 +373,7 @@ impl Core {
 
     /// True once shutdown began and nothing is left in flight.
     pub fn finished(&self) -> bool {
-        self.shutting_down && self.in_flight == 0
+        self.shutting_down && self.in_flight.is_empty()
     }
 
     fn ensure_slot(&mut self, queue: &QueueName) -> &mut Slot {
@@ -458,8 +452,7 @@ impl Core {
     }
 
     fn commit(&mut self, payloads: Vec<Bytes>, continuation: Continuation) {
-        let commit = self.journal.append(payloads);
-        self.track(commit, continuation);
+        self.append(Durability::Synced, payloads, continuation);
     }
 
     /// Records that messages are gone: such a write may use the journal's reserve, so that a
@@ -474,28 +467,23 @@ impl Core {
     /// A removal a crash may undo without harm (see [`Journal::append_deferred`]): no sync of
     /// its own.
     fn commit_deferred_removal(&mut self, seqs: Vec<u64>, continuation: Continuation) {
-        let commit = self
-            .journal
-            .append_deferred(vec![Bytes::from(record::encode(&Record::Remove(seqs)))]);
-        self.track(commit, continuation);
+        let payloads = vec![Bytes::from(record::encode(&Record::Remove(seqs)))];
+        self.append(Durability::Deferred, payloads, continuation);
     }
 
     /// A write that may use the journal's reserve: removals, and messages written back in
     /// place of a removal just made (so a full disk never turns a hand-over into a loss).
     fn commit_freeing(&mut self, payloads: Vec<Bytes>, continuation: Continuation) {
-        let commit = self.journal.append_freeing(payloads);
-        self.track(commit, continuation);
+        self.append(Durability::Freeing, payloads, continuation);
     }
 
-    fn track(&mut self, commit: Commit, continuation: Continuation) {
-        self.in_flight += 1;
+    fn append(&mut self, durability: Durability, payloads: Vec<Bytes>, continuation: Continuation) {
         self.commits_made += 1;
-        let segment = self.journal.active_segment();
+        // Read before the append: its records land in this segment or a later one.
+        let segment = self.storage.active_segment();
         *self.in_flight_segments.entry(segment).or_default() += 1;
-        if self.commits.send((commit, continuation, segment)).is_err() {
-            // Only when the run loop is gone, i.e. the process is stopping.
-            error!("the core's run loop stopped; a write was dropped unacknowledged");
-        }
+        self.in_flight.push_back((continuation, segment));
+        self.storage.append(durability, payloads);
     }
 
     // ---- commands -------------------------------------------------------------------------
@@ -514,8 +502,8 @@ impl Core {
                     connection,
                     Connection {
                         frames,
-                        subscriptions: HashMap::new(),
-                        waiters: HashSet::new(),
+                        subscriptions: FxHashMap::default(),
+                        waiters: FxHashSet::default(),
                     },
                 );
             }
@@ -949,7 +937,7 @@ impl Core {
         let Some(slot) = self.queues.get_mut(&waiter.queue) else {
             return false;
         };
-        let (payloads, journal) = (&self.payloads, &self.journal);
+        let (payloads, journal) = (&self.payloads, &*self.storage);
         let taken = slot.queue.take_within(
             now.wall_ms,
             waiter.max,
@@ -1042,7 +1030,7 @@ impl Core {
             .iter()
             .map(|entry| {
                 self.payloads
-                    .get(entry, &self.journal)
+                    .get(entry, &*self.storage)
                     .map_err(|error| format!("cannot read message {} back: {error}", entry.seq))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -1185,7 +1173,7 @@ impl Core {
         let seq = self.next_seq;
         let moved = self
             .payloads
-            .get(&entry, &self.journal)
+            .get(&entry, &*self.storage)
             .map_err(|e| e.to_string())
             .and_then(|payload| {
                 delivery::encode_moved(&payload, to.as_str(), seq, extra_headers)
@@ -1242,7 +1230,7 @@ impl Core {
         for entry in entries {
             let payload =
                 self.payloads
-                    .get(&entry, &self.journal)
+                    .get(&entry, &*self.storage)
                     .map_err(|e| ApiError::Storage {
                         detail: e.to_string(),
                     })?;
@@ -1357,7 +1345,7 @@ impl Core {
             })
             .collect();
         queues.sort_by(|a, b| a.name.cmp(&b.name));
-        let stats = self.journal.stats();
+        let stats = self.storage.stats();
         Status {
             manager: self.name.to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -1500,16 +1488,14 @@ impl Core {
 
     // ---- commits ----------------------------------------------------------------------------
 
-    /// Applies a finished commit, in the order commits were made.
-    pub fn on_commit(
-        &mut self,
-        continuation: Continuation,
-        result: Result<Vec<Location>, StoreError>,
-        segment: u64,
-        now: Now,
-    ) {
+    /// Applies the outcome of the oldest commit in flight: commits complete in the order
+    /// they were made.
+    pub fn on_commit(&mut self, result: Result<Vec<Location>, StoreError>, now: Now) {
         self.event_now = now;
-        self.in_flight -= 1;
+        let Some((continuation, segment)) = self.in_flight.pop_front() else {
+            error!("a commit completed that the core did not make; ignored");
+            return;
+        };
         self.commits_done += 1;
         if let Some(count) = self.in_flight_segments.get_mut(&segment) {
             *count -= 1;
@@ -1816,7 +1802,7 @@ impl Core {
 
     /// Stores a removed message again under its own seq (so it keeps its place).
     fn restore(&mut self, queue: &QueueName, entry: Entry, now: Now) {
-        let payload = match self.payloads.get(&entry, &self.journal) {
+        let payload = match self.payloads.get(&entry, &*self.storage) {
             Ok(payload) => payload,
             Err(error) => {
                 error!(%error, %queue, seq = entry.seq, "cannot restore a message whose getter left");
@@ -1907,7 +1893,7 @@ impl Core {
             }
             self.remove_expired(expired);
         }
-        let active = self.journal.active_segment();
+        let active = self.storage.active_segment();
         let oldest_live = self.oldest_live_segment();
         let since = match self.oldest_live_since {
             Some((segment, since)) if segment == oldest_live => since,
@@ -1927,7 +1913,7 @@ impl Core {
     /// once everything before it is gone; nor may a segment go that a commit still in flight
     /// may have written to (its records are durable but not yet counted as live).
     fn oldest_live_segment(&self) -> u64 {
-        let active = self.journal.active_segment();
+        let active = self.storage.active_segment();
         let oldest_in_flight = self
             .in_flight_segments
             .keys()
@@ -1950,7 +1936,7 @@ impl Core {
         if oldest_live <= self.retired_below {
             return;
         }
-        match self.journal.delete_segments_before(oldest_live) {
+        match self.storage.delete_segments_before(oldest_live) {
             Ok(()) => self.retired_below = oldest_live,
             Err(error) => warn!(%error, "deleting dead journal segments failed"),
         }
@@ -1985,7 +1971,7 @@ impl Core {
             if location.segment != segment {
                 continue;
             }
-            match self.payloads.get(entry, &self.journal) {
+            match self.payloads.get(entry, &*self.storage) {
                 Ok(payload) => {
                     let assignment = assigned.map(|(neighbour, channel_seq)| {
                         forward::assignment_record(neighbour, entry.seq, channel_seq)
@@ -2037,9 +2023,9 @@ impl Core {
         }
     }
 
-    /// The journal, for closing it after the core stopped.
-    pub fn journal(&self) -> &Journal {
-        &self.journal
+    /// The storage, for tests and simulations that inspect it.
+    pub fn storage(&self) -> &dyn Storage {
+        &*self.storage
     }
 }
 

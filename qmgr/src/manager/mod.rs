@@ -18,6 +18,7 @@ pub mod core;
 pub mod delivery;
 pub mod liveness;
 pub mod recovery;
+pub mod storage;
 
 #[cfg(test)]
 mod tests;
@@ -28,9 +29,12 @@ use std::time::Duration;
 use hopmq::protocol::{Operation, ServerFrame};
 use tokio::sync::mpsc;
 
+use crate::store::{Commit, Journal};
+
 pub use self::clock::{Clock, Now};
 pub use self::core::{Core, CoreLimits};
-pub use self::recovery::{Recovered, recover};
+pub use self::recovery::{Recovered, Replay, recover};
+pub use self::storage::{Durability, JournalStorage, Storage};
 
 /// How many commands may wait for the core before connections feel backpressure.
 pub const COMMANDS_MAX: usize = 16 * 1024;
@@ -157,20 +161,22 @@ pub enum ChannelDirection {
 }
 
 /// Drives the core until `shutdown` fires and everything in flight has finished.
-/// `commits` carries the commits the core makes, in the order it makes them.
+/// `commits` carries the commits the core makes in `journal` (through [`JournalStorage`]), in
+/// the order it makes them.
 pub async fn run(
     mut core: Core,
     mut commands: mpsc::Receiver<Command>,
-    mut commits: mpsc::UnboundedReceiver<core::InFlight>,
+    mut commits: mpsc::UnboundedReceiver<Commit>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     clock: Clock,
+    journal: Journal,
 ) -> Core {
     let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
     maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat = tokio::time::interval(crate::channel::adjacency::HEARTBEAT_INTERVAL);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Bounded by COMMITS_IN_FLIGHT_MAX through the journal's request queue.
-    let mut in_flight: VecDeque<core::InFlight> = VecDeque::new();
+    let mut in_flight: VecDeque<Commit> = VecDeque::new();
     loop {
         while let Ok(commit) = commits.try_recv() {
             in_flight.push_back(commit);
@@ -194,14 +200,13 @@ pub async fn run(
         // The (first few) appends this event makes are committed once it is handled: here, on
         // this thread, when nothing else waits for the core and the writer thread is idle
         // (a lone commit then skips two thread hand-overs), else by the writer thread.
-        core.journal().hold();
+        journal.hold();
         let now = clock.now();
         match event {
             Event::Heartbeat => core.on_heartbeat(now),
             Event::Committed(result) => {
-                if let Some((_, continuation, segment)) = in_flight.pop_front() {
-                    core.on_commit(continuation, result, segment, now);
-                }
+                in_flight.pop_front();
+                core.on_commit(result, now);
             }
             Event::Command(Some(command)) => core.on_command(command, now),
             Event::Command(None) => core.begin_shutdown(),
@@ -210,7 +215,7 @@ pub async fn run(
             Event::Shutdown(true) => core.begin_shutdown(),
             Event::Shutdown(false) => {}
         }
-        core.journal().release(commands.is_empty());
+        journal.release(commands.is_empty());
         if core.finished() {
             return core;
         }
@@ -229,10 +234,10 @@ enum Event {
 
 /// The outcome of the oldest commit in flight (which stays queued until the caller pops it).
 async fn oldest(
-    in_flight: &mut VecDeque<core::InFlight>,
+    in_flight: &mut VecDeque<Commit>,
 ) -> Result<Vec<crate::store::Location>, crate::store::StoreError> {
     match in_flight.front_mut() {
-        Some((commit, _, _)) => commit.await,
+        Some(commit) => commit.await,
         None => std::future::pending().await,
     }
 }

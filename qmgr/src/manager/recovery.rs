@@ -50,8 +50,6 @@ pub struct RecoveredReceiver {
 
 /// What the journal held.
 pub struct Recovered {
-    /// The open journal.
-    pub journal: Journal,
     /// Each queue's entries.
     pub queues: Vec<(QueueName, LocalQueue)>,
     /// The seq the next message gets: above every seq the journal mentions.
@@ -96,17 +94,31 @@ pub enum RecoverError {
 }
 
 /// Opens the journal and rebuilds every queue's entries.
-pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
+pub fn recover(config: JournalConfig) -> Result<(Journal, Recovered), RecoverError> {
+    let mut replay = Replay::default();
+    let (journal, report) =
+        store::open(config, |location, payload| replay.record(location, payload))?;
+    Ok((journal, replay.finish(report)))
+}
+
+/// The state records rebuild, fed one record at a time in journal order: what
+/// [`recover`] does with the journal's records, and a simulated disk with its own.
+#[derive(Default)]
+pub struct Replay {
     // Queue names interned: replaying a million messages should not allocate a million names.
-    let mut names: Vec<QueueName> = Vec::new();
-    let mut name_index: HashMap<String, u32> = HashMap::new();
-    let mut live: HashMap<u64, (u32, Entry)> = HashMap::new();
-    let mut max_seq = 0u64;
-    let mut senders: HashMap<String, (SenderState, Location)> = HashMap::new();
-    // Message seq -> (neighbour, channel seq).
-    let mut assigned: HashMap<u64, (String, u64)> = HashMap::new();
-    let mut receivers: HashMap<String, (ReceiverState, Location, VecDeque<u128>)> = HashMap::new();
-    let (journal, report) = store::open(config, |location, payload| {
+    names: Vec<QueueName>,
+    name_index: HashMap<String, u32>,
+    live: HashMap<u64, (u32, Entry)>,
+    max_seq: u64,
+    senders: HashMap<String, (SenderState, Location)>,
+    /// Message seq -> (neighbour, channel seq).
+    assigned: HashMap<u64, (String, u64)>,
+    receivers: HashMap<String, (ReceiverState, Location, VecDeque<u128>)>,
+}
+
+impl Replay {
+    /// Applies one intact record.
+    pub fn record(&mut self, location: Location, payload: &[u8]) -> Result<(), RecoverError> {
         let at = |source| RecoverError::Record {
             segment: location.segment,
             offset: location.offset,
@@ -114,7 +126,7 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
         };
         match record::decode(payload).map_err(at)? {
             Record::Enqueue(message) => {
-                let index = match name_index.get(message.queue) {
+                let index = match self.name_index.get(message.queue) {
                     Some(&index) => index,
                     None => {
                         let name =
@@ -123,13 +135,13 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
                                 offset: location.offset,
                                 queue: message.queue.to_owned(),
                             })?;
-                        names.push(name);
-                        let index = (names.len() - 1) as u32;
-                        name_index.insert(message.queue.to_owned(), index);
+                        self.names.push(name);
+                        let index = (self.names.len() - 1) as u32;
+                        self.name_index.insert(message.queue.to_owned(), index);
                         index
                     }
                 };
-                max_seq = max_seq.max(message.seq);
+                self.max_seq = self.max_seq.max(message.seq);
                 let entry = Entry {
                     seq: message.seq,
                     body: BodyRef::journal(location),
@@ -140,30 +152,32 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
                     correlation: correlation_hash(message.correlation_id),
                     delivery_count: 0,
                 };
-                live.insert(message.seq, (index, entry));
+                self.live.insert(message.seq, (index, entry));
             }
             Record::Remove(seqs) => {
                 for seq in seqs {
-                    max_seq = max_seq.max(seq);
-                    live.remove(&seq);
-                    assigned.remove(&seq);
+                    self.max_seq = self.max_seq.max(seq);
+                    self.live.remove(&seq);
+                    self.assigned.remove(&seq);
                 }
             }
             Record::ChannelSend(send) => {
                 let first = send.next_seq.saturating_sub(send.assigned.len() as u64);
                 for (i, &seq) in send.assigned.iter().enumerate() {
-                    assigned.insert(seq, (send.to.to_owned(), first + i as u64));
+                    self.assigned
+                        .insert(seq, (send.to.to_owned(), first + i as u64));
                 }
                 let state = SenderState {
                     epoch: send.epoch,
                     receiver_epoch: send.receiver_epoch,
                     next_seq: send.next_seq,
                 };
-                senders.insert(send.to.to_owned(), (state, location));
+                self.senders.insert(send.to.to_owned(), (state, location));
             }
             Record::ChannelAssigned(assigned_record) => {
                 for (seq, channel_seq) in assigned_record.pairs {
-                    assigned.insert(seq, (assigned_record.to.to_owned(), channel_seq));
+                    self.assigned
+                        .insert(seq, (assigned_record.to.to_owned(), channel_seq));
                 }
             }
             Record::ChannelReceive(receive) => {
@@ -173,7 +187,8 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
                     stored_up_to: receive.stored_up_to,
                     reconcile_until: receive.reconcile_until,
                 };
-                let slot = receivers
+                let slot = self
+                    .receivers
                     .entry(receive.from.to_owned())
                     .or_insert_with(|| (state, location, VecDeque::new()));
                 slot.0 = state;
@@ -186,69 +201,85 @@ pub fn recover(config: JournalConfig) -> Result<Recovered, RecoverError> {
                 }
             }
         }
-        Ok::<(), RecoverError>(())
-    })?;
-    let mut liveness = Liveness::default();
-    let mut sizes = vec![0usize; names.len()];
-    for (index, _) in live.values() {
-        sizes[*index as usize] += 1;
+        Ok(())
     }
-    let mut per_queue: Vec<Vec<Entry>> = sizes.into_iter().map(Vec::with_capacity).collect();
-    let mut held: HashMap<String, Vec<(u64, QueueName, Entry)>> = HashMap::new();
-    for (seq, (index, entry)) in live {
-        if let Some(location) = entry.body.location() {
-            liveness.add(location.segment, location.len);
+
+    /// The state the records left, with what the store's own recovery found.
+    pub fn finish(self, report: RecoveryReport) -> Recovered {
+        let Self {
+            names,
+            live,
+            max_seq,
+            senders,
+            mut assigned,
+            receivers,
+            ..
+        } = self;
+        let mut liveness = Liveness::default();
+        let mut sizes = vec![0usize; names.len()];
+        for (index, _) in live.values() {
+            sizes[*index as usize] += 1;
         }
-        match assigned.remove(&seq) {
-            Some((to, channel_seq)) => held.entry(to).or_default().push((
-                channel_seq,
-                names[index as usize].clone(),
-                entry,
-            )),
-            None => per_queue[index as usize].push(entry),
+        let mut per_queue: Vec<Vec<Entry>> = sizes.into_iter().map(Vec::with_capacity).collect();
+        let mut held: HashMap<String, Vec<(u64, QueueName, Entry)>> = HashMap::new();
+        for (seq, (index, entry)) in live {
+            if let Some(location) = entry.body.location() {
+                liveness.add(location.segment, location.len);
+            }
+            match assigned.remove(&seq) {
+                Some((to, channel_seq)) => held.entry(to).or_default().push((
+                    channel_seq,
+                    names[index as usize].clone(),
+                    entry,
+                )),
+                None => per_queue[index as usize].push(entry),
+            }
+        }
+        let mut senders: Vec<RecoveredSender> = senders
+            .into_iter()
+            .map(|(to, (state, location))| {
+                liveness.add(location.segment, location.len);
+                let mut held = held.remove(&to).unwrap_or_default();
+                held.sort_unstable_by_key(|(channel_seq, _, _)| *channel_seq);
+                RecoveredSender {
+                    to,
+                    state,
+                    location,
+                    held,
+                }
+            })
+            .collect();
+        // In name order, whatever the hash maps' order: a simulation must replay exactly.
+        senders.sort_unstable_by(|a, b| a.to.cmp(&b.to));
+        let mut receivers: Vec<RecoveredReceiver> = receivers
+            .into_iter()
+            .map(|(from, (state, location, ids))| {
+                liveness.add(location.segment, location.len);
+                RecoveredReceiver {
+                    from,
+                    state,
+                    location,
+                    recent_ids: ids.into(),
+                }
+            })
+            .collect();
+        receivers.sort_unstable_by(|a, b| a.from.cmp(&b.from));
+        let mut queues: Vec<(QueueName, LocalQueue)> = names
+            .into_iter()
+            .zip(per_queue)
+            .map(|(name, mut entries)| {
+                entries.sort_unstable_by_key(|e| e.seq);
+                (name, LocalQueue::from_sorted(entries))
+            })
+            .collect();
+        queues.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Recovered {
+            queues,
+            next_seq: max_seq + 1,
+            liveness,
+            report,
+            senders,
+            receivers,
         }
     }
-    let senders = senders
-        .into_iter()
-        .map(|(to, (state, location))| {
-            liveness.add(location.segment, location.len);
-            let mut held = held.remove(&to).unwrap_or_default();
-            held.sort_unstable_by_key(|(channel_seq, _, _)| *channel_seq);
-            RecoveredSender {
-                to,
-                state,
-                location,
-                held,
-            }
-        })
-        .collect();
-    let receivers = receivers
-        .into_iter()
-        .map(|(from, (state, location, ids))| {
-            liveness.add(location.segment, location.len);
-            RecoveredReceiver {
-                from,
-                state,
-                location,
-                recent_ids: ids.into(),
-            }
-        })
-        .collect();
-    let queues = names
-        .into_iter()
-        .zip(per_queue)
-        .map(|(name, mut entries)| {
-            entries.sort_unstable_by_key(|e| e.seq);
-            (name, LocalQueue::from_sorted(entries))
-        })
-        .collect();
-    Ok(Recovered {
-        journal,
-        queues,
-        next_seq: max_seq + 1,
-        liveness,
-        report,
-        senders,
-        receivers,
-    })
 }

@@ -9,9 +9,11 @@ use hopmq::{ApiError, ManagerName};
 use hopmq_routing::Topology;
 use tokio::sync::mpsc;
 
-use super::core::{COMPACT_AGE_MS, CoreLimits, InFlight};
+use super::core::{COMPACT_AGE_MS, CoreLimits};
+use super::storage::JournalStorage;
 use super::{Command, Core, Now, ToClient, recover};
 use crate::config::SyncMode;
+use crate::store::Commit;
 use crate::store::{JournalConfig, SyncPolicy};
 
 const NOW: u64 = 1_000_000;
@@ -25,7 +27,7 @@ fn at(ms: u64) -> Now {
 
 struct Harness {
     core: Core,
-    commits: mpsc::UnboundedReceiver<InFlight>,
+    commits: mpsc::UnboundedReceiver<Commit>,
     frames: Vec<mpsc::Receiver<ToClient>>,
 }
 
@@ -55,9 +57,17 @@ impl Harness {
         let mut config = JournalConfig::new(dir);
         config.sync = SyncPolicy::Never;
         config.segment_bytes = 1024 * 1024;
-        let recovered = recover(config).expect("recover");
-        let (commits_tx, commits) = mpsc::unbounded_channel();
-        let core = Core::new(name, topology, limits(), recovered, commits_tx, at(NOW), 7);
+        let (journal, recovered) = recover(config).expect("recover");
+        let (storage, commits) = JournalStorage::new(journal);
+        let core = Core::new(
+            name,
+            topology,
+            limits(),
+            recovered,
+            Box::new(storage),
+            at(NOW),
+            7,
+        );
         let mut harness = Self {
             core,
             commits,
@@ -124,9 +134,9 @@ impl Harness {
 
     /// Completes every commit made so far, and those they lead to.
     async fn settle(&mut self) {
-        while let Ok((commit, continuation, segment)) = self.commits.try_recv() {
+        while let Ok(commit) = self.commits.try_recv() {
             let result = commit.await;
-            self.core.on_commit(continuation, result, segment, at(NOW));
+            self.core.on_commit(result, at(NOW));
         }
     }
 
@@ -170,10 +180,10 @@ async fn a_put_to_a_waiting_get_is_handed_over_in_one_commit() {
     assert!(h.replies(0).is_empty(), "the get waits");
     h.put(1, 2, "q", &["a", "b", "c"]);
     // Put and removal are one group: one commit for the whole hand-over.
-    let (commit, continuation, segment) = h.commits.try_recv().expect("one commit");
+    let commit = h.commits.try_recv().expect("one commit");
     assert!(h.commits.try_recv().is_err());
     let result = commit.await;
-    h.core.on_commit(continuation, result, segment, at(NOW));
+    h.core.on_commit(result, at(NOW));
     let got: Vec<_> = h
         .messages(0, 1)
         .iter()
@@ -406,13 +416,13 @@ async fn a_segment_is_not_deleted_under_a_put_not_yet_applied() {
         h.put(0, 10 + n, "bulk", &[big.as_str()]);
     }
     let mut finished = Vec::new();
-    while let Ok((commit, continuation, segment)) = h.commits.try_recv() {
-        finished.push((continuation, commit.await, segment));
+    while let Ok(commit) = h.commits.try_recv() {
+        finished.push(commit.await);
     }
-    assert!(h.core.journal().active_segment() > 1, "the writer moved on");
+    assert!(h.core.storage().active_segment() > 1, "the writer moved on");
     h.core.on_maintenance(at(NOW));
-    for (continuation, result, segment) in finished {
-        h.core.on_commit(continuation, result, segment, at(NOW));
+    for result in finished {
+        h.core.on_commit(result, at(NOW));
     }
     drop(h);
     let mut h = Harness::open(dir.path(), 1);
@@ -432,8 +442,8 @@ async fn a_mostly_dead_segment_is_compacted_only_once_it_stayed_the_oldest_for_a
         h.settle().await;
         assert_eq!(h.drain("bulk").await.len(), 1);
     }
-    let oldest = |h: &Harness| h.core.journal().stats().segments.first().map(|s| s.segment);
-    assert!(h.core.journal().active_segment() >= 4, "segments rolled");
+    let oldest = |h: &Harness| h.core.storage().stats().segments.first().map(|s| s.segment);
+    assert!(h.core.storage().active_segment() >= 4, "segments rolled");
     // Until it has been the oldest for a while, a segment may still drain on its own.
     for now in [at(NOW), at(NOW + COMPACT_AGE_MS - 1)] {
         h.core.on_maintenance(now);

@@ -8,7 +8,7 @@
 //! Invariants: every lease is in `by_id` and `by_deadline` exactly once; lease ids are never
 //! reused within a manager's life; `leased_per_queue` counts exactly the leases per queue.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hopmq::QueueName;
 
@@ -56,7 +56,8 @@ pub struct UnknownLease(pub u64);
 #[derive(Debug, Default)]
 pub struct Leases {
     next_id: u64,
-    by_id: HashMap<u64, Lease>,
+    /// By id, in order: a closed connection's leases return in the order they were granted.
+    by_id: BTreeMap<u64, Lease>,
     by_deadline: BTreeSet<(u64, u64)>,
     leased_per_queue: HashMap<QueueName, u64>,
 }

@@ -347,7 +347,7 @@ impl Core {
             let mut held = Vec::with_capacity(sender.held.len());
             let mut broken = None;
             for (seq, _, entry) in &sender.held {
-                match self.payloads.get(entry, &self.journal) {
+                match self.payloads.get(entry, &*self.storage) {
                     Ok(payload) => held.push(HeldMessage {
                         seq: *seq,
                         id: entry_id(&payload),
@@ -676,7 +676,7 @@ impl Core {
                     slot.queue.insert(entry);
                     break;
                 }
-                let payload = match self.payloads.get(&entry, &self.journal) {
+                let payload = match self.payloads.get(&entry, &*self.storage) {
                     Ok(payload) => payload,
                     Err(e) => {
                         error!(%queue, seq = entry.seq, error = %e, "cannot read a message to forward; it stays queued");
@@ -919,12 +919,12 @@ impl Core {
         // A message grown on its way (its trace), or one from a manager with larger segments,
         // may not fit this journal's groups: storing it would fail its whole batch on every
         // resend and wedge the link. It is dead-lettered without its body and headers instead.
-        if encoded.len() as u64 + ARRIVAL_GROUP_ROOM_BYTES > self.journal.group_bytes_max() {
+        if encoded.len() as u64 + ARRIVAL_GROUP_ROOM_BYTES > self.storage.group_bytes_max() {
             let reason = format!(
                 "message of {} bytes is too large for this manager's journal (groups of at most \
                  {} bytes); its body and headers were dropped",
                 encoded.len(),
-                self.journal.group_bytes_max()
+                self.storage.group_bytes_max()
             );
             warn!(id = passing.id, destination = passing.destination, %reason, "message dead-lettered on arrival");
             queue = dead_letter_queue();
@@ -1321,7 +1321,7 @@ impl Core {
     /// Periodic link work: keep-alive timers, and channel records whose segment sealed are
     /// written again at the head so old segments can go.
     pub(super) fn on_link_maintenance(&mut self, now: Now) {
-        let active = self.journal.active_segment();
+        let active = self.storage.active_segment();
         let names: Vec<ManagerName> = self.links.keys().cloned().collect();
         for neighbour in names {
             let Some(link) = self.links.get_mut(&neighbour) else {
@@ -1362,7 +1362,7 @@ impl Core {
     /// the recent-id window as a group holds (the records that carried it may go with their
     /// segments), from the reserve like a removal: it frees the segment of the old record.
     fn write_receiver_state(&mut self, neighbour: &ManagerName) {
-        let ids_max = (self.journal.group_bytes_max() / 2 / 20) as usize;
+        let ids_max = (self.storage.group_bytes_max() / 2 / 20) as usize;
         let Some(link) = self.links.get_mut(neighbour) else {
             return;
         };

@@ -14,8 +14,9 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
+use crate::manager::storage::Storage;
 use crate::queue::local::{BodyRef, Entry};
-use crate::store::{Journal, StoreError};
+use crate::store::StoreError;
 
 /// The widest span of seqs the cache covers (8 MiB of slots). A payload that would widen it
 /// further pushes out the oldest ones: a message that stays while many pass it is read from
@@ -57,7 +58,7 @@ impl Payloads {
         }
     }
 
-    pub(super) fn get(&self, entry: &Entry, journal: &Journal) -> Result<Bytes, PayloadError> {
+    pub(super) fn get(&self, entry: &Entry, storage: &dyn Storage) -> Result<Bytes, PayloadError> {
         match entry.body {
             BodyRef::Memory => self
                 .memory
@@ -66,7 +67,7 @@ impl Payloads {
                 .ok_or(PayloadError::Missing(entry.seq)),
             BodyRef::Journal { .. } => match (self.cached(entry.seq), entry.body.location()) {
                 (Some(payload), _) => Ok(payload.clone()),
-                (None, Some(location)) => Ok(journal.read(location)?.into()),
+                (None, Some(location)) => Ok(storage.read(location)?.into()),
                 (None, None) => Err(PayloadError::Missing(entry.seq)),
             },
         }

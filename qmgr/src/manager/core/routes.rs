@@ -454,7 +454,7 @@ impl Core {
             for entry in entries {
                 let destination = self
                     .payloads
-                    .get(&entry, &self.journal)
+                    .get(&entry, &*self.storage)
                     .map_err(|e| e.to_string())
                     .and_then(|payload| {
                         delivery::stored(&payload)
@@ -506,7 +506,7 @@ impl Core {
     /// After a commit: a re-routing in progress takes its next pass once the journal has
     /// room for it.
     pub(super) fn after_commit(&mut self, now: Now) {
-        if !self.routing.rerouting.is_empty() && self.in_flight < REROUTE_PASS_MAX as u64 {
+        if !self.routing.rerouting.is_empty() && self.in_flight.len() < REROUTE_PASS_MAX {
             self.continue_rerouting(now);
         }
     }

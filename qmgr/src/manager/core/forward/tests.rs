@@ -11,8 +11,10 @@ use tokio::sync::mpsc;
 
 use super::Channel;
 use crate::channel::frame::ChannelFrame;
-use crate::manager::core::{COMPACT_AGE_MS, InFlight};
+use crate::manager::core::COMPACT_AGE_MS;
+use crate::manager::storage::JournalStorage;
 use crate::manager::{ChannelDirection, Command, Core, Now, ToClient, recover};
+use crate::store::Commit;
 use crate::store::{JournalConfig, SyncPolicy};
 
 const NOW: u64 = 1_000_000;
@@ -37,7 +39,7 @@ home = "bravo"
 
 struct Node {
     core: Core,
-    commits: mpsc::UnboundedReceiver<InFlight>,
+    commits: mpsc::UnboundedReceiver<Commit>,
     client: mpsc::Receiver<ToClient>,
 }
 
@@ -53,11 +55,19 @@ impl Node {
         let mut config = JournalConfig::new(dir);
         config.sync = SyncPolicy::Never;
         config.segment_bytes = segment_bytes;
-        let recovered = recover(config).expect("recover");
-        let (commits_tx, commits) = mpsc::unbounded_channel();
+        let (journal, recovered) = recover(config).expect("recover");
+        let (storage, commits) = JournalStorage::new(journal);
         let limits = crate::manager::tests::limits();
         let name = ManagerName::new(name).expect("name");
-        let mut core = Core::new(name, topology, limits, recovered, commits_tx, at(NOW), 7);
+        let mut core = Core::new(
+            name,
+            topology,
+            limits,
+            recovered,
+            Box::new(storage),
+            at(NOW),
+            7,
+        );
         let (frames, client) = mpsc::channel(64 * 1024);
         core.on_command(
             Command::Connected {
@@ -77,9 +87,9 @@ impl Node {
     /// Completes every commit made so far, and those they lead to; true if there were any.
     async fn settle(&mut self) -> bool {
         let mut any = false;
-        while let Ok((commit, continuation, segment)) = self.commits.try_recv() {
+        while let Ok(commit) = self.commits.try_recv() {
             let result = commit.await;
-            self.core.on_commit(continuation, result, segment, at(NOW));
+            self.core.on_commit(result, at(NOW));
             any = true;
         }
         any
@@ -343,7 +353,7 @@ async fn channel_state_survives_the_deletion_of_the_segments_that_held_it() {
         }
     }
     for node in [&alpha, &bravo] {
-        let segments = node.core.journal().stats().segments;
+        let segments = node.core.storage().stats().segments;
         assert!(
             segments.first().is_some_and(|s| s.segment > 1),
             "old segments were deleted: {segments:?}"
@@ -409,7 +419,7 @@ async fn messages_waiting_for_an_ack_do_not_pin_old_segments() {
         alpha.core.on_maintenance(at(NOW + round * COMPACT_AGE_MS));
         alpha.settle().await;
     }
-    let segments = alpha.core.journal().stats().segments;
+    let segments = alpha.core.storage().stats().segments;
     assert!(
         segments.first().is_some_and(|s| s.segment > 2),
         "the in-flight messages were compacted, not left pinning: {segments:?}"

@@ -221,7 +221,7 @@ impl Core {
                     continue;
                 }
                 budget -= 1;
-                let Ok(payload) = self.payloads.get(entry, &self.journal) else {
+                let Ok(payload) = self.payloads.get(entry, &*self.storage) else {
                     continue;
                 };
                 let Ok(stored) = delivery::stored(&payload) else {
