@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod generate;
 pub mod manager;
 pub mod metrics;
+pub mod mutation;
 pub mod queue;
 pub mod record;
 pub mod reload;

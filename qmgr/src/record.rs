@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod passing;
 
-pub use passing::{Passing, enqueue_id};
+pub use passing::{Passing, dedup_key, enqueue_dedup_key, enqueue_id};
 
 /// The record format this build writes. Version 2 appended the channel records; version 1
 /// payloads decode unchanged.

@@ -411,11 +411,12 @@ impl Receiver {
         let mut messages_to_store = Vec::new();
         let mut skipped_by_id = 0u64;
         for (seq, message) in (first_seq..).zip(messages) {
-            if seq <= self.state.stored_up_to {
+            let skip_dedup = crate::mutation::active(crate::mutation::Mutation::SkipDedup);
+            if seq <= self.state.stored_up_to && !skip_dedup {
                 continue;
             }
-            self.state.stored_up_to = seq;
-            if seq < self.state.reconcile_until && self.recent.contains(message.id) {
+            self.state.stored_up_to = self.state.stored_up_to.max(seq);
+            if seq < self.state.reconcile_until && self.recent.contains(message.id) && !skip_dedup {
                 skipped_by_id += 1;
                 continue;
             }

@@ -33,6 +33,7 @@ use super::liveness::Liveness;
 use super::storage::{Durability, Storage};
 use super::{CONNECTION_FRAMES_MAX, ChannelDirection, Command, ToClient};
 use crate::config::SyncMode;
+use crate::mutation::{self, Mutation};
 use crate::queue::lease::{Lease, Leases, Return, on_return};
 use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
 use crate::record::{self, Record};
@@ -780,6 +781,11 @@ impl Core {
             handoffs,
             direct,
         };
+        if mutation::active(Mutation::AckBeforeDurable) {
+            if let Continuation::Put { ids, .. } = &continuation {
+                self.reply(connection, request, Ok(Reply::Put(ids.clone())));
+            }
+        }
         if journal_payloads.is_empty() {
             self.apply(continuation, Ok(Vec::new()), now);
         } else {
@@ -993,6 +999,15 @@ impl Core {
         };
         if lease_ms.is_some() {
             self.messages_delivered += entries.len() as u64;
+            if mutation::active(Mutation::UnrecordedLease) {
+                let seqs = entries.iter().map(|e| e.seq).collect();
+                self.commit_deferred_removal(
+                    seqs,
+                    Continuation::Removed {
+                        entries: Vec::new(),
+                    },
+                );
+            }
             self.send_to(connection, ToClient::Encoded(reply));
             return;
         }
@@ -1534,7 +1549,9 @@ impl Core {
                     let placed =
                         self.place(items, &mut locations.into_iter(), handoffs, direct, now);
                     self.messages_put += ids.len() as u64;
-                    self.reply(connection, request, Ok(Reply::Put(ids)));
+                    if !mutation::active(Mutation::AckBeforeDurable) {
+                        self.reply(connection, request, Ok(Reply::Put(ids)));
+                    }
                     self.finish_placing(placed, now);
                 }
             },

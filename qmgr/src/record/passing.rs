@@ -134,6 +134,35 @@ pub fn enqueue_id(payload: &[u8]) -> Result<u128, RecordError> {
     take(&mut past_queue(payload)?)
 }
 
+/// What a channel deduplicates a message by: its id, mixed with how many managers it has
+/// passed through. A resend of one stored copy carries the same key; a copy that comes back
+/// through a routing loop while routes converge has a longer trace, hence another key, and is
+/// a message to deliver, not a duplicate to drop. At its origin (no hops) the key is the id.
+pub fn dedup_key(id: u128, hops: usize) -> u128 {
+    // An odd multiplier spreads the hop count over all 128 bits.
+    id ^ (hops as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+}
+
+/// The [`dedup_key`] of the message in an `Enqueue` payload, reading no further than its
+/// trace's length.
+pub fn enqueue_dedup_key(payload: &[u8]) -> Result<u128, RecordError> {
+    let mut rest = past_queue(payload)?;
+    let id: u128 = take(&mut rest)?;
+    let _destination: &str = take(&mut rest)?;
+    let _origin: &str = take(&mut rest)?;
+    let _put_at_ms: u64 = take(&mut rest)?;
+    let _expires_at_ms: Option<u64> = take(&mut rest)?;
+    let _priority: u8 = take(&mut rest)?;
+    let headers: u64 = take(&mut rest)?;
+    for _ in 0..headers {
+        let _header: (&str, &str) = take(&mut rest)?;
+    }
+    let _correlation_id: Option<&str> = take(&mut rest)?;
+    let _reply_to: Option<&str> = take(&mut rest)?;
+    let hops: u64 = take(&mut rest)?;
+    Ok(dedup_key(id, hops as usize))
+}
+
 /// The rest of an `Enqueue` payload after its version, variant, seq and queue (the fields an
 /// arrival replaces), which are checked.
 fn past_queue(payload: &[u8]) -> Result<&[u8], RecordError> {
@@ -162,6 +191,42 @@ mod tests {
 
     fn strings() -> impl Strategy<Value = String> {
         "[a-z.@-]{0,70}"
+    }
+
+    #[test]
+    fn a_looped_copy_has_another_dedup_key_and_a_resend_the_same() {
+        let message = StoredMessage {
+            seq: 1,
+            queue: "hopmq.xmit.bravo",
+            id: 42,
+            destination: "orders@charlie",
+            origin: "alpha",
+            put_at_ms: 5,
+            expires_at_ms: None,
+            priority: 0,
+            headers: vec![("k", "v")],
+            correlation_id: None,
+            reply_to: None,
+            trace: Vec::new(),
+            body: b"body",
+        };
+        let at_origin = encode(&Record::Enqueue(message.clone()));
+        assert_eq!(
+            enqueue_dedup_key(&at_origin).unwrap(),
+            42,
+            "the id at the origin"
+        );
+        let passing = Passing::read(&at_origin).unwrap();
+        let once = passing.rewrite("hopmq.xmit.alpha", 7, ("bravo", 9));
+        let looped = Passing::read(&once)
+            .unwrap()
+            .rewrite("hopmq.xmit.bravo", 8, ("alpha", 10));
+        let key = |payload: &[u8]| enqueue_dedup_key(payload).unwrap();
+        assert_ne!(key(&once), key(&at_origin));
+        assert_ne!(key(&looped), key(&once));
+        assert_ne!(key(&looped), key(&at_origin));
+        assert_eq!(key(&once), dedup_key(42, 1));
+        assert_eq!(key(&once.clone()), key(&once), "a resend of one copy");
     }
 
     proptest! {

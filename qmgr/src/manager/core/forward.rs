@@ -958,7 +958,8 @@ impl Core {
         let channel_seq = match handoff {
             Some(_) => None,
             None => {
-                self.assign_direct(&queue, seq, passing.id, &payload, &mut arrivals.direct, now)
+                let key = record::dedup_key(passing.id, passing.hops + 1);
+                self.assign_direct(&queue, seq, key, &payload, &mut arrivals.direct, now)
             }
         };
         let slot = self.ensure_slot(&queue);
@@ -1115,11 +1116,12 @@ impl Core {
     /// Gives a message for `queue` straight to its link's sender if the link is idle (up,
     /// nothing waiting in or on its way into the queue, no assignment being written), or if
     /// this commit already does so for it. Returns its channel sequence number.
+    /// `dedup_key` is the message's [`record::dedup_key`].
     pub(super) fn assign_direct(
         &mut self,
         queue: &QueueName,
         seq: u64,
-        id: u128,
+        dedup_key: u128,
         payload: &Bytes,
         direct: &mut Vec<DirectLink>,
         now: Now,
@@ -1156,7 +1158,7 @@ impl Core {
         };
         let link = self.links.get_mut(&neighbour)?;
         let sender = link.sender.as_mut()?;
-        match sender.push(id, payload.clone()) {
+        match sender.push(dedup_key, payload.clone()) {
             Ok(channel_seq) => {
                 direct[index].seqs.push(seq);
                 direct[index].state = sender.state();
@@ -1502,8 +1504,8 @@ fn dead_lettered(
     )
 }
 
-/// A message's id from its record (0 if it does not decode: the receiver then skips it by
-/// sequence number only).
+/// What a channel deduplicates a message by, from its record (0 if it does not decode: the
+/// receiver then skips it by sequence number only); see [`record::dedup_key`].
 fn entry_id(payload: &[u8]) -> u128 {
-    record::enqueue_id(payload).unwrap_or(0)
+    record::enqueue_dedup_key(payload).unwrap_or(0)
 }

@@ -66,6 +66,8 @@ pub(super) struct Routing {
     rerouting: std::collections::BTreeMap<QueueName, u64>,
     /// Moved and dead-lettered by the re-routing in progress, logged when it ends.
     rerouted: (u64, u64),
+    /// How often the route table changed a next hop since start.
+    changes: u64,
     /// `place` per destination address of arrivals, for the topology and route table in
     /// force: emptied whenever either changes (`forget_places`), and when it reaches
     /// [`PLACES_MAX`], so a neighbour sending to many addresses cannot grow it without bound.
@@ -147,6 +149,7 @@ impl Routing {
             recheck_after: 0,
             rerouting: std::collections::BTreeMap::new(),
             rerouted: (0, 0),
+            changes: 0,
             places: rustc_hash::FxHashMap::default(),
             puts: rustc_hash::FxHashMap::default(),
         }
@@ -308,6 +311,12 @@ impl Core {
         Ok(())
     }
 
+    /// How often a next hop changed since this core started: per-origin order is promised
+    /// only while routes stay put, which is what a simulation's checker needs to know.
+    pub fn route_changes(&self) -> u64 {
+        self.routing.changes
+    }
+
     /// Whether routing may use the link to `neighbour`: declared, not drained, and heard
     /// within the dead interval.
     pub(super) fn link_usable(&self, neighbour: &ManagerName) -> bool {
@@ -386,6 +395,7 @@ impl Core {
         }
         if !changes.is_empty() {
             info!(changes = ?changes, "routes changed");
+            self.routing.changes += 1;
         }
         self.routes = table;
         self.routing.forget_places();

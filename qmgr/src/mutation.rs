@@ -1,0 +1,66 @@
+//! Deliberately broken variants of the core, for proving that the simulator's checker can
+//! fail (`scripts/sim --mutation NAME`).
+//!
+//! Compiled in only with the `mutations` feature: without it [`active`] is `false` at compile
+//! time and every hook folds away, so no production build carries them. With it, none is
+//! active until a simulation chooses one for its whole process.
+
+/// One way of breaking a promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutation {
+    /// A put is acknowledged before its record is durable.
+    AckBeforeDurable,
+    /// The channel receiver keeps resent messages instead of dropping them.
+    SkipDedup,
+    /// A leased delivery is written as a removal at once, so a crash loses the unacknowledged
+    /// message instead of returning it.
+    UnrecordedLease,
+}
+
+impl Mutation {
+    /// Every mutation, with the name `scripts/sim --mutation` takes.
+    pub const ALL: [(&'static str, Mutation); 3] = [
+        ("ack-before-durable", Mutation::AckBeforeDurable),
+        ("skip-dedup", Mutation::SkipDedup),
+        ("unrecorded-lease", Mutation::UnrecordedLease),
+    ];
+
+    /// The mutation called `name`.
+    pub fn named(name: &str) -> Option<Mutation> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|&(_, m)| m)
+    }
+}
+
+#[cfg(feature = "mutations")]
+static ACTIVE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Makes `mutation` (or none) the active one for the whole process.
+#[cfg(feature = "mutations")]
+pub fn set(mutation: Option<Mutation>) {
+    let code = match mutation {
+        None => 0,
+        Some(Mutation::AckBeforeDurable) => 1,
+        Some(Mutation::SkipDedup) => 2,
+        Some(Mutation::UnrecordedLease) => 3,
+    };
+    ACTIVE.store(code, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `mutation` is the active one.
+#[inline]
+pub fn active(mutation: Mutation) -> bool {
+    #[cfg(feature = "mutations")]
+    {
+        let code = match mutation {
+            Mutation::AckBeforeDurable => 1,
+            Mutation::SkipDedup => 2,
+            Mutation::UnrecordedLease => 3,
+        };
+        ACTIVE.load(std::sync::atomic::Ordering::Relaxed) == code
+    }
+    #[cfg(not(feature = "mutations"))]
+    {
+        let _ = mutation;
+        false
+    }
+}

@@ -1,0 +1,281 @@
+//! The checker: what the simulated clients saw, held against the delivery guarantees.
+//!
+//! - no acknowledged persistent put is lost: once faults stop, each is delivered (a
+//!   destructive get's answer, or an ack's `Done`) or dead-lettered within a bounded time;
+//! - nothing is delivered twice (deliveries and dead letters of one message count together);
+//! - per origin, queue and priority, messages are first handed out in put order while no
+//!   fault happened between the earlier one's put and the later one's delivery (a route can
+//!   only change through a fault here);
+//! - every dead-lettered message says why.
+//!
+//! A message is *in doubt*, and excused from the loss check, when a crash kept the unsynced
+//! removal of it from an application queue: the get or ack that wrote it never got its
+//! answer, so the client cannot know (the documented at-most-once edge of a destructive get
+//! whose client loses its manager before the answer).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use qmgr::record::{self, Record};
+
+/// Where a message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PutState {
+    Pending,
+    Acked,
+    Failed,
+    /// Its manager crashed before the answer: stored or not.
+    Unknown,
+}
+
+#[derive(Debug)]
+struct Message {
+    stream: Stream,
+    index: usize,
+    persistent: bool,
+    expires: bool,
+    put: PutState,
+    /// The fault count when it was put.
+    put_epoch: u64,
+    first_seen: bool,
+    /// Deliveries plus dead letters.
+    resolved: u32,
+    dead_lettered: bool,
+    in_doubt: bool,
+}
+
+type Stream = (String, String, u8);
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct Checker {
+    messages: BTreeMap<String, Message>,
+    streams: BTreeMap<Stream, (usize, Vec<String>)>,
+    faults: u64,
+    violations: Vec<String>,
+    /// Counters for the run's summary line.
+    pub delivered: u64,
+    /// Dead letters seen.
+    pub dead_lettered: u64,
+}
+
+impl Checker {
+    /// A put request was sent.
+    pub fn put(
+        &mut self,
+        key: &str,
+        origin: &str,
+        queue: &str,
+        priority: u8,
+        persistent: bool,
+        expires: bool,
+    ) {
+        let stream = (origin.to_owned(), queue.to_owned(), priority);
+        let (_, keys) = self.streams.entry(stream.clone()).or_default();
+        keys.push(key.to_owned());
+        let index = keys.len() - 1;
+        self.messages.insert(
+            key.to_owned(),
+            Message {
+                stream,
+                index,
+                persistent,
+                expires,
+                put: PutState::Pending,
+                put_epoch: self.faults,
+                first_seen: false,
+                resolved: 0,
+                dead_lettered: false,
+                in_doubt: false,
+            },
+        );
+    }
+
+    /// The put of `keys` was answered.
+    pub fn put_answered(&mut self, keys: &[String], ok: bool) {
+        for key in keys {
+            if let Some(message) = self.messages.get_mut(key) {
+                message.put = if ok {
+                    PutState::Acked
+                } else {
+                    PutState::Failed
+                };
+            }
+        }
+    }
+
+    /// The put of `keys` will never be answered (its manager crashed).
+    pub fn put_unanswered(&mut self, keys: &[String]) {
+        for key in keys {
+            if let Some(message) = self.messages.get_mut(key) {
+                message.put = PutState::Unknown;
+            }
+        }
+    }
+
+    /// Something that can change routes happened (a crash, a partition, a flap, a drain).
+    pub fn fault(&mut self) {
+        self.faults += 1;
+    }
+
+    /// `key` was handed out (leased or not) from an application queue.
+    pub fn handed_out(&mut self, key: &str) {
+        let Some(message) = self.messages.get_mut(key) else {
+            self.violations
+                .push(format!("a message nobody put was handed out: {key:?}"));
+            return;
+        };
+        if message.first_seen {
+            return;
+        }
+        message.first_seen = true;
+        let (stream, index) = (message.stream.clone(), message.index);
+        let faults = self.faults;
+        let Some((cursor, keys)) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        for earlier in &keys[*cursor..index] {
+            let Some(a) = self.messages.get(earlier) else {
+                continue;
+            };
+            let checkable = !a.first_seen
+                && a.put == PutState::Acked
+                && a.persistent
+                && !a.expires
+                && !a.in_doubt
+                && !a.dead_lettered
+                && a.put_epoch == faults;
+            if checkable {
+                self.violations.push(format!(
+                    "order: {key} was handed out before {earlier}, put earlier to {} from {} with no fault since",
+                    stream.1, stream.0
+                ));
+            }
+        }
+        while *cursor < keys.len()
+            && self
+                .messages
+                .get(&keys[*cursor])
+                .is_some_and(|m| m.first_seen || m.put == PutState::Failed)
+        {
+            *cursor += 1;
+        }
+    }
+
+    /// `key` was delivered for good (a destructive get's answer, or an ack's `Done`).
+    pub fn delivered(&mut self, key: &str) {
+        self.delivered += 1;
+        self.resolve(key, "delivered");
+    }
+
+    /// `key` was got from a dead-letter queue, with `reason`.
+    pub fn dead_letter(&mut self, key: &str, reason: Option<&str>) {
+        self.dead_lettered += 1;
+        if reason.is_none_or(str::is_empty) {
+            self.violations
+                .push(format!("dead letter without a reason: {key}"));
+        }
+        if let Some(message) = self.messages.get_mut(key) {
+            message.dead_lettered = true;
+        }
+        self.resolve(key, "dead-lettered");
+    }
+
+    fn resolve(&mut self, key: &str, how: &str) {
+        let Some(message) = self.messages.get_mut(key) else {
+            self.violations
+                .push(format!("{how} a message nobody put: {key:?}"));
+            return;
+        };
+        message.resolved += 1;
+        if message.resolved == 2 {
+            self.violations
+                .push(format!("twice: {key} was {how} a second time"));
+        }
+    }
+
+    /// A crash kept `survived`, the unsynced records of that manager that made it to disk;
+    /// `records` is everything on its disk now.
+    pub fn crash(&mut self, records: &[Bytes], survived: &[Bytes]) {
+        let removed: BTreeSet<u64> = survived
+            .iter()
+            .filter_map(|payload| match record::decode(payload) {
+                Ok(Record::Remove(seqs)) => Some(seqs),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if removed.is_empty() {
+            return;
+        }
+        for payload in records.iter().chain(survived) {
+            if let Ok(Record::Enqueue(message)) = record::decode(payload) {
+                let application = !message
+                    .queue
+                    .starts_with(qmgr::manager::core::SYSTEM_QUEUE_PREFIX);
+                if application && removed.contains(&message.seq) {
+                    if let Some(tracked) = std::str::from_utf8(message.body)
+                        .ok()
+                        .and_then(|key| self.messages.get_mut(key))
+                    {
+                        tracked.in_doubt = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The messages that must still arrive (for a traced run's last words).
+    pub fn missing(&self) -> Vec<String> {
+        self.messages
+            .iter()
+            .filter(|(_, m)| must_arrive(m))
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// Messages that must still be delivered or dead-lettered.
+    pub fn outstanding(&self) -> usize {
+        self.messages.values().filter(|m| must_arrive(m)).count()
+    }
+
+    /// Everything found wrong, the never-delivered messages included.
+    pub fn finish(mut self) -> Vec<String> {
+        if !self.violations.is_empty() {
+            // The run stopped at the first violation: what had not arrived yet is not lost.
+            return self.violations;
+        }
+        let lost: Vec<&String> = self
+            .messages
+            .iter()
+            .filter(|(_, m)| must_arrive(m))
+            .map(|(key, _)| key)
+            .collect();
+        if !lost.is_empty() {
+            let shown: Vec<&str> = lost.iter().take(5).map(|k| k.as_str()).collect();
+            self.violations.push(format!(
+                "lost: {} acknowledged persistent message(s) never delivered nor dead-lettered once faults stopped, e.g. {shown:?}",
+                lost.len()
+            ));
+        }
+        self.violations
+    }
+
+    /// Something else found wrong.
+    pub fn violation(&mut self, violation: String) {
+        self.violations.push(violation);
+    }
+
+    /// Violations found so far.
+    pub fn violations(&self) -> &[String] {
+        &self.violations
+    }
+}
+
+fn must_arrive(message: &Message) -> bool {
+    message.put == PutState::Acked
+        && message.persistent
+        && !message.expires
+        && !message.in_doubt
+        && message.resolved == 0
+}

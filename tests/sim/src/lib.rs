@@ -1,0 +1,421 @@
+//! A deterministic simulator of whole hopmq networks, after TigerBeetle's VOPR and
+//! FoundationDB's simulation: the production manager core ([`qmgr::manager::Core`]), with its
+//! channel sender, receiver and link-state code, driven over simulated disks ([`disk`]), a
+//! simulated network and a simulated clock, under random workloads and faults, and checked by
+//! [`checker`].
+//!
+//! Only I/O is simulated: every decision is the production code's. One seed gives one run;
+//! the same seed always gives the same run (all randomness comes from [`rng::Rng`], every
+//! collection the simulator walks is ordered, and the core reads no clock of its own), which
+//! the digest of the run's event trace shows.
+//!
+//! A run: `steps` steps of workload and faults (puts from every manager to queues homed
+//! anywhere, destructive and leased gets, acks, nacks, expiries, priorities; crashes at any
+//! step with unsynced writes lost or kept, failed syncs, partitions, connection drops, drains),
+//! then the faults stop and the run continues until every acknowledged message is delivered
+//! or [`LIVENESS_MS`] of simulated time have passed.
+
+pub mod checker;
+pub mod disk;
+pub mod rng;
+
+mod network;
+mod node;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use hopmq_routing::Topology;
+use qmgr::manager::Now;
+
+use crate::checker::Checker;
+use crate::network::Network;
+use crate::node::Node;
+use crate::rng::Rng;
+
+/// Simulated time allowed, once faults stop, for every acknowledged message to arrive.
+pub const LIVENESS_MS: u64 = 120_000;
+
+/// What one run simulates.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The run's seed: everything random follows from it.
+    pub seed: u64,
+    /// Managers in the network.
+    pub managers: usize,
+    /// Steps of workload and faults before the faults stop.
+    pub steps: u64,
+    /// Print the event trace as it happens.
+    pub trace: bool,
+}
+
+/// What one run found.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// A digest of the whole event trace: equal seeds give equal digests.
+    pub digest: u64,
+    /// Broken guarantees; empty when the run passed.
+    pub violations: Vec<String>,
+    /// Messages put (requests sent).
+    pub puts: u64,
+    /// Messages delivered for good.
+    pub delivered: u64,
+    /// Dead letters got.
+    pub dead_lettered: u64,
+    /// Crashes (failed syncs included).
+    pub crashes: u64,
+    /// Events handled by cores (commands, commits, timers).
+    pub manager_steps: u64,
+    /// Simulated time, in milliseconds.
+    pub simulated_ms: u64,
+}
+
+/// Runs one simulation.
+pub fn run(options: &Options) -> Outcome {
+    let mut sim = Sim::new(options);
+    for _ in 0..options.steps {
+        sim.step(true);
+        if !sim.checker.violations().is_empty() {
+            break;
+        }
+    }
+    sim.stop_faults();
+    let deadline = sim.now_ms + LIVENESS_MS;
+    while sim.now_ms < deadline && sim.checker.violations().is_empty() {
+        sim.step(false);
+        if sim.checker.outstanding() == 0 && sim.quiet() && !sim.clients_busy() {
+            break;
+        }
+    }
+    if options.trace {
+        sim.dump();
+    }
+    let Sim {
+        checker,
+        digest,
+        puts,
+        crashes,
+        manager_steps,
+        now_ms,
+        ..
+    } = sim;
+    let (delivered, dead_lettered) = (checker.delivered, checker.dead_lettered);
+    Outcome {
+        digest: digest.0,
+        violations: checker.finish(),
+        puts,
+        delivered,
+        dead_lettered,
+        crashes,
+        manager_steps,
+        simulated_ms: now_ms,
+    }
+}
+
+/// FNV-1a over the event trace (printed too, when tracing).
+#[derive(Debug)]
+pub(crate) struct Digest(u64, bool);
+
+impl Digest {
+    pub(crate) fn add(&mut self, event: &str) {
+        if self.1 {
+            println!("  {event}");
+        }
+        for byte in event.bytes().chain([0xff]) {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+}
+
+/// The whole simulated world.
+pub(crate) struct Sim {
+    pub(crate) rng: Rng,
+    seed: u64,
+    origin: Instant,
+    pub(crate) now_ms: u64,
+    pub(crate) topology: Topology,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) network: Network,
+    pub(crate) checker: Checker,
+    pub(crate) digest: Digest,
+    pub(crate) puts: u64,
+    crashes: u64,
+    pub(crate) manager_steps: u64,
+}
+
+/// The wall clock at the simulation's start (2026-12-01): stored timestamps look real.
+const WALL_START_MS: u64 = 1_796_083_200_000;
+
+impl Sim {
+    fn new(options: &Options) -> Self {
+        let mut rng = Rng::new(options.seed);
+        let topology = random_topology(&mut rng, options.managers.max(2));
+        let mut sim = Sim {
+            rng,
+            seed: options.seed,
+            origin: Instant::now(),
+            now_ms: 0,
+            nodes: Vec::new(),
+            network: Network::default(),
+            checker: Checker::default(),
+            digest: Digest(0xcbf2_9ce4_8422_2325, options.trace),
+            puts: 0,
+            crashes: 0,
+            manager_steps: 0,
+            topology,
+        };
+        let names: Vec<_> = sim.topology.managers().map(|m| m.name.clone()).collect();
+        for name in names {
+            let node = Node::new(name);
+            sim.nodes.push(node);
+        }
+        for index in 0..sim.nodes.len() {
+            if options.trace {
+                sim.nodes[index].disk.keep_history();
+            }
+            sim.start(index);
+        }
+        sim
+    }
+
+    pub(crate) fn now(&self) -> Now {
+        Now::at(
+            self.origin,
+            Duration::from_millis(self.now_ms),
+            WALL_START_MS + self.now_ms,
+        )
+    }
+
+    /// The entropy of manager `index`'s next incarnation.
+    fn entropy(&self, index: usize, incarnation: u64) -> u64 {
+        self.seed ^ ((index as u64) << 48) ^ (incarnation << 32) ^ 0x5151_5151
+    }
+
+    /// One step: time moves on, everything due happens, then one random action.
+    fn step(&mut self, faults: bool) {
+        self.now_ms += match self.rng.below(100) {
+            0..=79 => self.rng.below(3),
+            80..=97 => self.rng.between(3, 40),
+            _ => self.rng.between(40, 400),
+        };
+        if self.digest.1 {
+            println!("t={}", self.now_ms);
+        }
+        for index in 0..self.nodes.len() {
+            self.due(index);
+        }
+        self.move_frames();
+        self.dial();
+        self.watch_routes();
+        for index in 0..self.nodes.len() {
+            self.read_client(index);
+        }
+        if !faults {
+            // Faults have stopped: the clients only take and settle what is there.
+            if self.rng.chance(600) {
+                self.random_get();
+            } else {
+                self.random_settle();
+            }
+            return;
+        }
+        let action = self.rng.below(1000);
+        match action {
+            0..=399 => self.random_put(),
+            400..=749 => self.random_get(),
+            750..=899 => self.random_settle(),
+            900..=905 => self.crash_random(false),
+            906..=907 => self.crash_random(true),
+            908..=915 => self.partition_random(),
+            916..=930 => self.heal_random(),
+            931..=940 => self.drop_random_connection(),
+            941..=944 => self.drain_random(),
+            _ => {}
+        }
+    }
+
+    /// Whether nothing is in flight anywhere (for ending a run early).
+    fn quiet(&self) -> bool {
+        self.network.is_idle() && self.nodes.iter().all(|n| n.disk.pending() == 0)
+    }
+
+    /// Prints every manager's queues and links, and where the disks last saw each missing
+    /// message (the end of a traced run).
+    fn dump(&mut self) {
+        for key in self.checker.missing().iter().take(3) {
+            println!("missing {key}:");
+            for (index, node) in self.nodes.iter().enumerate() {
+                let records = node.disk.history();
+                let mut seqs = Vec::new();
+                for payload in &records {
+                    if let Ok(qmgr::record::Record::Enqueue(m)) = qmgr::record::decode(payload) {
+                        if m.body == key.as_bytes() {
+                            seqs.push(m.seq);
+                            println!("  m{index}: enqueued in {} as seq {}", m.queue, m.seq);
+                        }
+                    }
+                }
+                for payload in &records {
+                    match qmgr::record::decode(payload) {
+                        Ok(qmgr::record::Record::Remove(removed)) => {
+                            for seq in removed.iter().filter(|s| seqs.contains(s)) {
+                                println!("  m{index}: seq {seq} removed");
+                            }
+                        }
+                        Ok(qmgr::record::Record::ChannelSend(send)) => {
+                            for seq in send.assigned.iter().filter(|s| seqs.contains(s)) {
+                                println!(
+                                    "  m{index}: seq {seq} assigned to {} (next {})",
+                                    send.to, send.next_seq
+                                );
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for index in 0..self.nodes.len() {
+            let (reply, mut status) = tokio::sync::oneshot::channel();
+            self.handle(index, qmgr::manager::Command::Snapshot { reply });
+            let Ok(status) = status.try_recv() else {
+                println!("m{index}: down");
+                continue;
+            };
+            println!("m{index}:");
+            for queue in status.queues.iter().filter(|q| q.depth + q.leased > 0) {
+                println!(
+                    "  queue {} depth {} leased {}",
+                    queue.name, queue.depth, queue.leased
+                );
+            }
+            for link in &status.links {
+                println!(
+                    "  link {} {} routing {} waiting {} in flight {} sent {} acked {} error {:?}",
+                    link.neighbour,
+                    link.state,
+                    link.routing,
+                    link.transmission_depth,
+                    link.in_flight,
+                    link.messages_sent,
+                    link.messages_acked,
+                    link.last_error
+                );
+            }
+            for route in &status.routes {
+                println!("  route {} via {:?}", route.destination, route.next_hop);
+            }
+        }
+    }
+
+    fn stop_faults(&mut self) {
+        self.digest.add("faults stop");
+        self.network.heal_all();
+        for index in 0..self.nodes.len() {
+            if self.nodes[index].core.is_none() {
+                self.start(index);
+            }
+            self.undrain_all(index);
+        }
+    }
+
+    fn crash_random(&mut self, failed_sync: bool) {
+        let index = self.rng.index(self.nodes.len());
+        if self.nodes[index].core.is_some() {
+            self.crashes += 1;
+            self.crash(index, failed_sync);
+        }
+    }
+
+    fn partition_random(&mut self) {
+        let links: Vec<_> = self.topology.links().map(|l| l.key.clone()).collect();
+        if links.is_empty() {
+            return;
+        }
+        let link = links[self.rng.index(links.len())].clone();
+        let (a, b) = link.ends();
+        let (a, b) = (self.index_of(a), self.index_of(b));
+        if self.network.block(a, b) {
+            self.digest.add(&format!("partition {a}-{b}"));
+            self.checker.fault();
+            let close_at = self.now_ms + self.rng.between(0, 3_000);
+            self.network.close_between(a, b, close_at);
+        }
+    }
+
+    fn heal_random(&mut self) {
+        let blocked: Vec<(usize, usize)> = self.network.blocked().collect();
+        if blocked.is_empty() {
+            return;
+        }
+        let (a, b) = blocked[self.rng.index(blocked.len())];
+        self.network.unblock(a, b);
+        self.digest.add(&format!("heal {a}-{b}"));
+        self.checker.fault();
+    }
+
+    fn drop_random_connection(&mut self) {
+        if let Some(id) = self.network.random_connection(&mut self.rng) {
+            self.digest.add(&format!("drop connection {id}"));
+            self.checker.fault();
+            self.network.close(id, self.now_ms);
+        }
+    }
+
+    pub(crate) fn index_of(&self, name: &hopmq::ManagerName) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| &n.name == name)
+            .unwrap_or_else(|| unreachable!("every manager of the topology is simulated"))
+    }
+
+    /// Links of `index` in the topology, as neighbour indices.
+    pub(crate) fn neighbours(&self, index: usize) -> BTreeSet<usize> {
+        self.topology
+            .neighbours(&self.nodes[index].name)
+            .map(|n| self.index_of(n))
+            .collect()
+    }
+}
+
+/// A connected network of `managers`: a ring (a line for two) and a few chords, random costs,
+/// and one queue homed on each manager.
+fn random_topology(rng: &mut Rng, managers: usize) -> Topology {
+    use std::fmt::Write;
+    let mut text = String::new();
+    for i in 0..managers {
+        let _ = writeln!(
+            text,
+            "[managers.m{i}]\naddress = \"127.0.0.1:{}\"",
+            7000 + i
+        );
+    }
+    let mut links = BTreeSet::new();
+    for i in 0..managers {
+        let j = (i + 1) % managers;
+        if i != j {
+            links.insert((i.min(j), i.max(j)));
+        }
+    }
+    for _ in 0..managers / 2 {
+        let (i, j) = (rng.index(managers), rng.index(managers));
+        if i != j {
+            links.insert((i.min(j), i.max(j)));
+        }
+    }
+    for (i, j) in links {
+        let _ = writeln!(
+            text,
+            "[[links]]\nbetween = [\"m{i}\", \"m{j}\"]\ncost = {}",
+            rng.between(1, 3)
+        );
+    }
+    for i in 0..managers {
+        let _ = writeln!(text, "[queues.q{i}]\nhome = \"m{i}\"");
+    }
+    match hopmq_routing::parse(&text, "topology.toml") {
+        Ok(checked) => checked.topology,
+        Err(error) => unreachable!("the simulator's topology is valid: {error}"),
+    }
+}

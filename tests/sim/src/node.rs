@@ -1,0 +1,540 @@
+//! One simulated manager: its core (absent while crashed), its disk, its timers and its one
+//! client, which puts, gets, acks and nacks as an application would.
+
+use std::collections::BTreeMap;
+
+use hopmq::ManagerName;
+use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
+use qmgr::manager::core::CoreLimits;
+use qmgr::manager::{Command, Core, MAINTENANCE_INTERVAL, Recovered, ToClient};
+use tokio::sync::mpsc;
+
+use crate::Sim;
+use crate::disk::{self, Disk};
+
+/// Heartbeats, as the run loop ticks them.
+const HEARTBEAT_MS: u64 = qmgr::channel::adjacency::HEARTBEAT_INTERVAL.as_millis() as u64;
+/// Maintenance, as the run loop ticks it.
+const MAINTENANCE_MS: u64 = MAINTENANCE_INTERVAL.as_millis() as u64;
+/// A deferred removal is synced within this long if no synced write carries it first.
+const DEFERRED_SYNC_MS: u64 = 20;
+/// Frames a client connection queues (as the API server's).
+const CLIENT_FRAMES_MAX: usize = 64 * 1024;
+/// Requests a client keeps outstanding at most.
+const CLIENT_REQUESTS_MAX: usize = 16;
+
+/// What a request in flight was.
+#[derive(Debug)]
+enum Request {
+    Put(Vec<String>),
+    Get { queue: String },
+    Ack(Vec<String>),
+    Other,
+}
+
+/// The one application connected to a manager.
+#[derive(Debug)]
+pub(crate) struct Client {
+    connection: u64,
+    frames: mpsc::Receiver<ToClient>,
+    next_request: u64,
+    requests: BTreeMap<u64, Request>,
+    /// Leased messages not yet settled: (lease, key).
+    leases: Vec<(u64, String)>,
+}
+
+/// See the module documentation.
+pub(crate) struct Node {
+    pub(crate) name: ManagerName,
+    pub(crate) core: Option<Core>,
+    pub(crate) disk: Disk,
+    client: Option<Client>,
+    incarnation: u64,
+    /// While crashed: when it restarts, and what its disk replays to.
+    restart_at: Option<(u64, Recovered)>,
+    next_heartbeat_ms: u64,
+    next_maintenance_ms: u64,
+    sync_at_ms: Option<u64>,
+    next_connection: u64,
+    /// Messages put here so far (for their keys).
+    put_count: u64,
+    drained: Vec<ManagerName>,
+    /// The core's route changes last seen.
+    route_changes: u64,
+}
+
+fn limits() -> CoreLimits {
+    CoreLimits {
+        max_message_bytes: 64 * 1024,
+        max_depth: 1_000_000,
+        max_deliveries: 5,
+        auto_create_queues: true,
+        // Small: most gets and forwards read their message back from the disk.
+        cache_bytes: 16 * 1024,
+        sync: qmgr::config::SyncMode::Always,
+        segment_bytes: disk::SEGMENT_BYTES,
+        max_hops: 16,
+    }
+}
+
+impl Node {
+    pub(crate) fn new(name: ManagerName) -> Self {
+        Self {
+            name,
+            core: None,
+            disk: Disk::new(),
+            client: None,
+            incarnation: 0,
+            restart_at: None,
+            next_heartbeat_ms: 0,
+            next_maintenance_ms: 0,
+            sync_at_ms: None,
+            next_connection: 0,
+            put_count: 0,
+            drained: Vec::new(),
+            route_changes: 0,
+        }
+    }
+}
+
+impl Sim {
+    /// Starts (or restarts) manager `index` over what its disk holds.
+    pub(crate) fn start(&mut self, index: usize) {
+        let now = self.now();
+        let incarnation = self.nodes[index].incarnation + 1;
+        let entropy = self.entropy(index, incarnation);
+        let node = &mut self.nodes[index];
+        let recovered = match node.restart_at.take() {
+            Some((_, recovered)) => recovered,
+            None => qmgr::manager::Replay::default().finish(Default::default()),
+        };
+        node.incarnation = incarnation;
+        let core = Core::new(
+            node.name.clone(),
+            self.topology.clone(),
+            limits(),
+            recovered,
+            node.disk.storage(),
+            now,
+            entropy,
+        );
+        node.core = Some(core);
+        node.route_changes = 0;
+        node.next_heartbeat_ms = self.now_ms + HEARTBEAT_MS;
+        node.next_maintenance_ms = self.now_ms + MAINTENANCE_MS;
+        node.drained.clear();
+        node.next_connection += 1;
+        let connection = node.next_connection;
+        let (frames, outgoing) = mpsc::channel(CLIENT_FRAMES_MAX);
+        node.client = Some(Client {
+            connection,
+            frames: outgoing,
+            next_request: 0,
+            requests: BTreeMap::new(),
+            leases: Vec::new(),
+        });
+        self.digest.add(&format!("start {index} #{incarnation}"));
+        self.checker.fault();
+        self.handle(
+            index,
+            Command::Connected {
+                connection,
+                frames,
+                uid: None,
+            },
+        );
+    }
+
+    /// Kills manager `index` at once (a `kill -9`, or a failed `fdatasync`, which ends the
+    /// process the same way): unsynced writes are lost or kept at random.
+    pub(crate) fn crash(&mut self, index: usize, failed_sync: bool) {
+        let why = if failed_sync {
+            "fdatasync failed"
+        } else {
+            "crash"
+        };
+        self.digest.add(&format!("{why} {index}"));
+        self.checker.fault();
+        let node = &mut self.nodes[index];
+        node.core = None;
+        if let Some(client) = node.client.take() {
+            for request in client.requests.into_values() {
+                if let Request::Put(keys) = request {
+                    self.checker.put_unanswered(&keys);
+                }
+            }
+        }
+        let (disk, survived, recovered) = node.disk.crash(&mut self.rng);
+        self.checker.crash(&disk.records(), &survived);
+        let node = &mut self.nodes[index];
+        node.disk = disk;
+        node.sync_at_ms = None;
+        let restart = self.now_ms + self.rng.between(10, 2_000);
+        self.nodes[index].restart_at = Some((restart, recovered));
+        let close_at = self.now_ms + self.rng.between(0, 3_000);
+        self.network.crashed(index, close_at);
+    }
+
+    /// Tells the checker when any manager's routes changed: order is promised only while
+    /// they stay put.
+    pub(crate) fn watch_routes(&mut self) {
+        for node in &mut self.nodes {
+            let changes = node
+                .core
+                .as_ref()
+                .map_or(node.route_changes, Core::route_changes);
+            if changes != node.route_changes {
+                node.route_changes = changes;
+                self.checker.fault();
+            }
+        }
+    }
+
+    /// Hands `command` to manager `index`'s core, if it runs.
+    pub(crate) fn handle(&mut self, index: usize, command: Command) {
+        let now = self.now();
+        let _span = tracing::info_span!("m", i = index).entered();
+        if let Some(core) = self.nodes[index].core.as_mut() {
+            core.on_command(command, now);
+            self.manager_steps += 1;
+            self.schedule_sync(index);
+        }
+    }
+
+    /// Plans the next `fdatasync` once something is pending: at once under a synced write
+    /// (the writer commits whatever has queued), later if only deferred removals wait.
+    fn schedule_sync(&mut self, index: usize) {
+        let node = &self.nodes[index];
+        if node.disk.pending() == 0 {
+            return;
+        }
+        let delay = if node.disk.only_deferred() {
+            DEFERRED_SYNC_MS
+        } else {
+            // Mostly fast; now and then a disk that stalls, as a busy one does.
+            match self.rng.below(100) {
+                0..=79 => self.rng.between(0, 2),
+                80..=94 => self.rng.between(2, 30),
+                _ => self.rng.between(30, 300),
+            }
+        };
+        let at = self.now_ms + delay;
+        let node = &mut self.nodes[index];
+        node.sync_at_ms = Some(node.sync_at_ms.map_or(at, |s| s.min(at)));
+    }
+
+    /// Everything due at manager `index`: a restart, its sync, its timers.
+    pub(crate) fn due(&mut self, index: usize) {
+        if let Some((at, _)) = &self.nodes[index].restart_at {
+            if *at <= self.now_ms {
+                self.start(index);
+            }
+            return;
+        }
+        let now = self.now();
+        let now_ms = self.now_ms;
+        let _span = tracing::info_span!("m", i = index).entered();
+        if self.nodes[index].sync_at_ms.is_some_and(|at| at <= now_ms) {
+            self.nodes[index].sync_at_ms = None;
+            let outcomes = self.nodes[index].disk.sync();
+            for outcome in outcomes {
+                if let Some(core) = self.nodes[index].core.as_mut() {
+                    core.on_commit(outcome, now);
+                    self.manager_steps += 1;
+                }
+            }
+            self.schedule_sync(index);
+        }
+        let node = &mut self.nodes[index];
+        let Some(core) = node.core.as_mut() else {
+            return;
+        };
+        let mut handled = 0;
+        if node.next_heartbeat_ms <= now_ms {
+            node.next_heartbeat_ms = now_ms + HEARTBEAT_MS;
+            core.on_heartbeat(now);
+            handled += 1;
+        }
+        if node.next_maintenance_ms <= now_ms {
+            node.next_maintenance_ms = now_ms + MAINTENANCE_MS;
+            core.on_maintenance(now);
+            handled += 1;
+        }
+        if core.next_deadline_ms().is_some_and(|at| at <= now.mono_ms) {
+            core.on_timer(now);
+            handled += 1;
+        }
+        self.manager_steps += handled;
+        self.schedule_sync(index);
+    }
+
+    /// Sends a request from manager `index`'s client.
+    fn request(&mut self, index: usize, operation: Operation, kind: Request) -> bool {
+        let Some(client) = self.nodes[index].client.as_mut() else {
+            return false;
+        };
+        if client.requests.len() >= CLIENT_REQUESTS_MAX {
+            return false;
+        }
+        client.next_request += 1;
+        let (id, connection) = (client.next_request, client.connection);
+        client.requests.insert(id, kind);
+        self.handle(
+            index,
+            Command::Request {
+                connection,
+                id,
+                operation,
+            },
+        );
+        true
+    }
+
+    /// A put of one to three messages from a random manager to a random queue.
+    pub(crate) fn random_put(&mut self) {
+        let index = self.rng.index(self.nodes.len());
+        if self.nodes[index].client.is_none() {
+            return;
+        }
+        let queues: Vec<String> = self.topology.queues().map(|q| q.name.to_string()).collect();
+        let queue = queues[self.rng.index(queues.len())].clone();
+        let count = self.rng.between(1, 3);
+        let priority = if self.rng.chance(100) { 5 } else { 0 };
+        let mut messages = Vec::new();
+        let mut keys = Vec::new();
+        for _ in 0..count {
+            let node = &mut self.nodes[index];
+            node.put_count += 1;
+            let key = format!("{}/{}", node.name, node.put_count);
+            let persistent = !self.rng.chance(50);
+            let ttl_ms = self.rng.chance(30).then(|| self.rng.between(50, 3_000));
+            self.checker.put(
+                &key,
+                self.nodes[index].name.as_str(),
+                &queue,
+                priority,
+                persistent,
+                ttl_ms.is_some(),
+            );
+            messages.push((
+                queue.clone(),
+                OutgoingMessage {
+                    body: key.clone().into_bytes(),
+                    persistent,
+                    priority,
+                    ttl_ms,
+                    ..OutgoingMessage::default()
+                },
+            ));
+            keys.push(key);
+        }
+        self.digest.add(&format!("put {index} {queue} {keys:?}"));
+        self.puts += keys.len() as u64;
+        if !self.request(
+            index,
+            Operation::PutBatch { messages },
+            Request::Put(keys.clone()),
+        ) {
+            // Not sent: the client has too much outstanding.
+            self.checker.put_answered(&keys, false);
+        }
+    }
+
+    /// A get (destructive or leased) from a queue homed at a random manager, or its
+    /// dead-letter queue.
+    pub(crate) fn random_get(&mut self) {
+        let index = self.rng.index(self.nodes.len());
+        let homed: Vec<String> = self
+            .topology
+            .queues()
+            .filter(|q| q.home == self.nodes[index].name)
+            .map(|q| q.name.to_string())
+            .chain(["DLQ".to_owned()])
+            .collect();
+        let queue = homed[self.rng.index(homed.len())].clone();
+        // One get per queue at a time: answers then come in the order the queue handed its
+        // messages out (a destructive get answers after its commit, a leased one at once).
+        let busy = self.nodes[index].client.as_ref().is_some_and(|c| {
+            c.requests
+                .values()
+                .any(|r| matches!(r, Request::Get { queue: q } if *q == queue))
+        });
+        if busy {
+            return;
+        }
+        // Dead letters are taken for good: a nacked one would come back and count twice.
+        let leased = queue != "DLQ" && self.rng.chance(500);
+        let lease_ms = leased.then(|| self.rng.between(100, 3_000));
+        let timeout_ms = if self.rng.chance(500) {
+            0
+        } else {
+            self.rng.between(1, 500)
+        };
+        let max = self.rng.between(1, 5) as u32;
+        self.digest.add(&format!(
+            "get {index} {queue} {lease_ms:?} {timeout_ms} {max}"
+        ));
+        let operation = Operation::Get {
+            queue: queue.clone(),
+            timeout_ms,
+            max,
+            selector: Selector::default(),
+            lease_ms,
+        };
+        self.request(index, operation, Request::Get { queue });
+    }
+
+    /// Acks or nacks some leases a random manager's client holds.
+    pub(crate) fn random_settle(&mut self) {
+        let index = self.rng.index(self.nodes.len());
+        let Some(client) = self.nodes[index].client.as_mut() else {
+            return;
+        };
+        if client.leases.is_empty() {
+            return;
+        }
+        let count = 1 + self.rng.index(client.leases.len());
+        let settled: Vec<(u64, String)> = client.leases.drain(..count).collect();
+        let leases: Vec<u64> = settled.iter().map(|(lease, _)| *lease).collect();
+        let keys: Vec<String> = settled.into_iter().map(|(_, key)| key).collect();
+        if self.rng.chance(850) {
+            self.digest.add(&format!("ack {index} {leases:?}"));
+            self.request(index, Operation::Ack { leases }, Request::Ack(keys));
+        } else {
+            self.digest.add(&format!("nack {index} {leases:?}"));
+            self.request(index, Operation::Nack { leases }, Request::Other);
+        }
+    }
+
+    /// An operator drains a random link of a random manager, or returns one to service.
+    pub(crate) fn drain_random(&mut self) {
+        let index = self.rng.index(self.nodes.len());
+        let neighbours: Vec<usize> = self.neighbours(index).into_iter().collect();
+        if neighbours.is_empty() {
+            return;
+        }
+        let neighbour = self.nodes[neighbours[self.rng.index(neighbours.len())]]
+            .name
+            .clone();
+        let drained = !self.nodes[index].drained.contains(&neighbour);
+        self.digest
+            .add(&format!("drain {index} {neighbour} {drained}"));
+        self.checker.fault();
+        if drained {
+            self.nodes[index].drained.push(neighbour.clone());
+        } else {
+            self.nodes[index].drained.retain(|n| n != &neighbour);
+        }
+        self.request(
+            index,
+            Operation::SetLink {
+                neighbour: neighbour.to_string(),
+                drained,
+            },
+            Request::Other,
+        );
+    }
+
+    /// Returns every link manager `index` drained to service.
+    pub(crate) fn undrain_all(&mut self, index: usize) {
+        let drained = std::mem::take(&mut self.nodes[index].drained);
+        for neighbour in drained {
+            self.checker.fault();
+            self.request(
+                index,
+                Operation::SetLink {
+                    neighbour: neighbour.to_string(),
+                    drained: false,
+                },
+                Request::Other,
+            );
+        }
+    }
+
+    /// Reads what manager `index`'s client was sent.
+    pub(crate) fn read_client(&mut self, index: usize) {
+        loop {
+            let Some(client) = self.nodes[index].client.as_mut() else {
+                return;
+            };
+            let frame = match client.frames.try_recv() {
+                Ok(ToClient::Frame(frame)) => frame,
+                Ok(ToClient::Encoded(bytes)) => {
+                    match hopmq::protocol::decode::<ServerFrame>(&bytes[4..]) {
+                        Ok(frame) => frame,
+                        Err(error) => {
+                            let violation = format!("a reply that does not decode: {error}");
+                            self.checker.violation(violation);
+                            continue;
+                        }
+                    }
+                }
+                Err(_) => return,
+            };
+            let ServerFrame::Reply { id, result } = frame else {
+                continue;
+            };
+            let Some(request) = client.requests.remove(&id) else {
+                continue;
+            };
+            self.digest
+                .add(&format!("reply {index} {id} {}", summary(&result)));
+            self.on_reply(index, request, result);
+        }
+    }
+
+    fn on_reply(&mut self, index: usize, request: Request, result: Result<Reply, hopmq::ApiError>) {
+        match (request, result) {
+            (Request::Put(keys), result) => self.checker.put_answered(&keys, result.is_ok()),
+            (Request::Get { queue }, Ok(Reply::Messages(deliveries))) => {
+                for delivery in deliveries {
+                    let key = String::from_utf8_lossy(&delivery.body).into_owned();
+                    if queue == "DLQ" {
+                        let reason = delivery.headers.get("hopmq.dead_letter_reason");
+                        self.checker.dead_letter(&key, reason.map(String::as_str));
+                        continue;
+                    }
+                    self.checker.handed_out(&key);
+                    match delivery.lease {
+                        Some(lease) => {
+                            if let Some(client) = self.nodes[index].client.as_mut() {
+                                client.leases.push((lease, key));
+                            }
+                        }
+                        None => self.checker.delivered(&key),
+                    }
+                }
+            }
+            (Request::Ack(keys), Ok(Reply::Done)) => {
+                for key in &keys {
+                    self.checker.delivered(key);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether any client holds leases or awaits answers.
+    pub(crate) fn clients_busy(&self) -> bool {
+        self.nodes.iter().any(|n| {
+            n.client
+                .as_ref()
+                .is_some_and(|c| !c.leases.is_empty() || !c.requests.is_empty())
+        })
+    }
+}
+
+fn summary(result: &Result<Reply, hopmq::ApiError>) -> String {
+    match result {
+        Ok(Reply::Messages(messages)) => {
+            let keys: Vec<String> = messages
+                .iter()
+                .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+                .collect();
+            format!("messages {keys:?}")
+        }
+        Ok(Reply::Put(ids)) => format!("put {}", ids.len()),
+        Ok(other) => format!("{other:?}").chars().take(40).collect(),
+        Err(error) => format!("error {error}"),
+    }
+}

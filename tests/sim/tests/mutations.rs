@@ -1,0 +1,26 @@
+//! A checker that cannot fail proves nothing: each deliberately broken core must be caught
+//! within 100 seeds. Only with `--features mutations` (scripts/test runs it so); the mutation
+//! is process-wide, so this file holds a single test.
+#![cfg(feature = "mutations")]
+
+use hopmq_sim::{Options, run};
+use qmgr::mutation::{self, Mutation};
+
+#[test]
+fn every_mutation_is_caught_within_100_seeds() {
+    for (name, broken) in Mutation::ALL {
+        mutation::set(Some(broken));
+        let caught = (1..=100).find_map(|seed| {
+            let outcome = run(&Options {
+                seed,
+                managers: 4,
+                steps: 2_000,
+                trace: false,
+            });
+            outcome.violations.first().map(|v| (seed, v.clone()))
+        });
+        mutation::set(None);
+        let (seed, violation) = caught.unwrap_or_else(|| panic!("mutation {name} was not caught"));
+        println!("{name}: caught at seed {seed}: {violation}");
+    }
+}

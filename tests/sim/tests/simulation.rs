@@ -1,0 +1,78 @@
+//! The simulation in CI: a fixed budget of seeds (about two minutes on a 2-core machine, split
+//! so that tests run side by side), and the determinism a replay relies on.
+
+use hopmq_sim::{Options, run};
+
+/// Runs `seeds` with `managers` managers and fails with every failing seed's replay command.
+fn pass(seeds: std::ops::Range<u64>, managers: usize, steps: u64) {
+    let mut failures = Vec::new();
+    for seed in seeds {
+        let outcome = run(&Options {
+            seed,
+            managers,
+            steps,
+            trace: false,
+        });
+        if let Some(violation) = outcome.violations.first() {
+            failures.push(format!(
+                "seed {seed}: {violation}\n    replay: scripts/sim --seed {seed} --managers {managers} --steps {steps}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn three_managers_keep_every_promise() {
+    pass(1..201, 3, 3_000);
+}
+
+#[test]
+fn four_managers_keep_every_promise() {
+    pass(1_001..1_201, 4, 3_000);
+}
+
+#[test]
+fn four_managers_keep_every_promise_over_long_runs() {
+    pass(2_001..2_051, 4, 12_000);
+}
+
+#[test]
+fn six_managers_keep_every_promise() {
+    pass(3_001..3_101, 6, 4_000);
+}
+
+#[test]
+fn a_seed_replays_exactly_and_seeds_differ() {
+    let options = |seed| Options {
+        seed,
+        managers: 4,
+        steps: 2_000,
+        trace: false,
+    };
+    let first = run(&options(7));
+    let again = run(&options(7));
+    assert_eq!(
+        first.digest, again.digest,
+        "the same seed must give the same run"
+    );
+    assert_eq!(
+        (
+            first.puts,
+            first.delivered,
+            first.crashes,
+            first.manager_steps
+        ),
+        (
+            again.puts,
+            again.delivered,
+            again.crashes,
+            again.manager_steps
+        )
+    );
+    assert_ne!(first.digest, run(&options(8)).digest);
+    assert!(
+        first.crashes > 0 && first.delivered > 0,
+        "a run that tests something"
+    );
+}
