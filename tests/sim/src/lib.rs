@@ -21,20 +21,23 @@ pub mod rng;
 
 mod network;
 mod node;
+mod shape;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use hopmq_routing::Topology;
 use qmgr::manager::Now;
 
 use crate::checker::Checker;
 use crate::network::Network;
 use crate::node::Node;
 use crate::rng::Rng;
+use crate::shape::Shape;
 
 /// Simulated time allowed, once faults stop, for every acknowledged message to arrive.
 pub const LIVENESS_MS: u64 = 120_000;
+/// Simulated time a run goes on once everything arrived, for late duplicates to show.
+const LATE_COPY_MS: u64 = 5_000;
 
 /// What one run simulates.
 #[derive(Debug, Clone)]
@@ -80,11 +83,14 @@ pub fn run(options: &Options) -> Outcome {
         }
     }
     sim.stop_faults();
-    let deadline = sim.now_ms + LIVENESS_MS;
+    let mut deadline = sim.now_ms + LIVENESS_MS;
+    let mut arrived = false;
     while sim.now_ms < deadline && sim.checker.violations().is_empty() {
         sim.step(false);
-        if sim.checker.outstanding() == 0 && sim.quiet() && !sim.clients_busy() {
-            break;
+        if !arrived && sim.checker.outstanding() == 0 {
+            // Everything arrived: a little longer, for a late second copy to show itself.
+            arrived = true;
+            deadline = deadline.min(sim.now_ms + LATE_COPY_MS);
         }
     }
     if options.trace {
@@ -134,7 +140,10 @@ pub(crate) struct Sim {
     seed: u64,
     origin: Instant,
     pub(crate) now_ms: u64,
-    pub(crate) topology: Topology,
+    /// The newest topology file, as the operator last edited it.
+    pub(crate) shape: Shape,
+    /// Edits made so far.
+    edits: u64,
     pub(crate) nodes: Vec<Node>,
     pub(crate) network: Network,
     pub(crate) checker: Checker,
@@ -150,7 +159,8 @@ const WALL_START_MS: u64 = 1_796_083_200_000;
 impl Sim {
     fn new(options: &Options) -> Self {
         let mut rng = Rng::new(options.seed);
-        let topology = random_topology(&mut rng, options.managers.max(2));
+        let managers = options.managers.max(2);
+        let shape = Shape::random(&mut rng, managers);
         let mut sim = Sim {
             rng,
             seed: options.seed,
@@ -163,12 +173,13 @@ impl Sim {
             puts: 0,
             crashes: 0,
             manager_steps: 0,
-            topology,
+            edits: 0,
+            shape: shape.clone(),
         };
-        let names: Vec<_> = sim.topology.managers().map(|m| m.name.clone()).collect();
-        for name in names {
-            let node = Node::new(name);
-            sim.nodes.push(node);
+        for index in 0..managers {
+            let name = hopmq::ManagerName::new(format!("m{index}"))
+                .unwrap_or_else(|e| unreachable!("a valid name: {e}"));
+            sim.nodes.push(Node::new(name, shape.clone()));
         }
         for index in 0..sim.nodes.len() {
             if options.trace {
@@ -212,11 +223,11 @@ impl Sim {
             self.read_client(index);
         }
         if !faults {
-            // Faults have stopped: the clients only take and settle what is there.
-            if self.rng.chance(600) {
-                self.random_get();
-            } else {
-                self.random_settle();
+            // Faults have stopped: every client takes and settles what is there, in bigger
+            // bites, so that a backlog drains well within the liveness bound.
+            for index in 0..self.nodes.len() {
+                self.get_at(index, 32);
+                self.settle_at(index);
             }
             return;
         }
@@ -231,13 +242,9 @@ impl Sim {
             916..=930 => self.heal_random(),
             931..=940 => self.drop_random_connection(),
             941..=944 => self.drain_random(),
+            945..=947 => self.edit_topology(),
             _ => {}
         }
-    }
-
-    /// Whether nothing is in flight anywhere (for ending a run early).
-    fn quiet(&self) -> bool {
-        self.network.is_idle() && self.nodes.iter().all(|n| n.disk.pending() == 0)
     }
 
     /// Prints every manager's queues and links, and where the disks last saw each missing
@@ -312,7 +319,16 @@ impl Sim {
     fn stop_faults(&mut self) {
         self.digest.add("faults stop");
         self.network.heal_all();
+        if self.shape.restore_removed() {
+            self.edits += 1;
+            self.digest
+                .add(&format!("edit {}: removed links return", self.edits));
+            for node in &mut self.nodes {
+                node.rollout = Some((0, self.shape.clone(), self.edits));
+            }
+        }
         for index in 0..self.nodes.len() {
+            self.roll_out_now(index);
             if self.nodes[index].core.is_none() {
                 self.start(index);
             }
@@ -328,14 +344,26 @@ impl Sim {
         }
     }
 
+    /// The operator edits the topology file; each manager reads the new one a little later
+    /// (a rollout host by host), or at its next start.
+    fn edit_topology(&mut self) {
+        let Some(what) = self.shape.edit(&mut self.rng) else {
+            return;
+        };
+        self.edits += 1;
+        self.digest.add(&format!("edit {}: {what}", self.edits));
+        for index in 0..self.nodes.len() {
+            let at = self.now_ms + self.rng.between(0, 2_000);
+            self.nodes[index].rollout = Some((at, self.shape.clone(), self.edits));
+        }
+    }
+
     fn partition_random(&mut self) {
-        let links: Vec<_> = self.topology.links().map(|l| l.key.clone()).collect();
+        let links: Vec<(usize, usize)> = self.shape.links().collect();
         if links.is_empty() {
             return;
         }
-        let link = links[self.rng.index(links.len())].clone();
-        let (a, b) = link.ends();
-        let (a, b) = (self.index_of(a), self.index_of(b));
+        let (a, b) = links[self.rng.index(links.len())];
         if self.network.block(a, b) {
             self.digest.add(&format!("partition {a}-{b}"));
             self.checker.fault();
@@ -363,59 +391,12 @@ impl Sim {
         }
     }
 
-    pub(crate) fn index_of(&self, name: &hopmq::ManagerName) -> usize {
-        self.nodes
-            .iter()
-            .position(|n| &n.name == name)
-            .unwrap_or_else(|| unreachable!("every manager of the topology is simulated"))
-    }
-
-    /// Links of `index` in the topology, as neighbour indices.
+    /// Links of `index` in its own topology file, as neighbour indices.
     pub(crate) fn neighbours(&self, index: usize) -> BTreeSet<usize> {
-        self.topology
-            .neighbours(&self.nodes[index].name)
-            .map(|n| self.index_of(n))
+        self.nodes[index]
+            .shape
+            .neighbours(index)
+            .into_iter()
             .collect()
-    }
-}
-
-/// A connected network of `managers`: a ring (a line for two) and a few chords, random costs,
-/// and one queue homed on each manager.
-fn random_topology(rng: &mut Rng, managers: usize) -> Topology {
-    use std::fmt::Write;
-    let mut text = String::new();
-    for i in 0..managers {
-        let _ = writeln!(
-            text,
-            "[managers.m{i}]\naddress = \"127.0.0.1:{}\"",
-            7000 + i
-        );
-    }
-    let mut links = BTreeSet::new();
-    for i in 0..managers {
-        let j = (i + 1) % managers;
-        if i != j {
-            links.insert((i.min(j), i.max(j)));
-        }
-    }
-    for _ in 0..managers / 2 {
-        let (i, j) = (rng.index(managers), rng.index(managers));
-        if i != j {
-            links.insert((i.min(j), i.max(j)));
-        }
-    }
-    for (i, j) in links {
-        let _ = writeln!(
-            text,
-            "[[links]]\nbetween = [\"m{i}\", \"m{j}\"]\ncost = {}",
-            rng.between(1, 3)
-        );
-    }
-    for i in 0..managers {
-        let _ = writeln!(text, "[queues.q{i}]\nhome = \"m{i}\"");
-    }
-    match hopmq_routing::parse(&text, "topology.toml") {
-        Ok(checked) => checked.topology,
-        Err(error) => unreachable!("the simulator's topology is valid: {error}"),
     }
 }

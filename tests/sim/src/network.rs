@@ -52,12 +52,6 @@ fn pair(a: usize, b: usize) -> (usize, usize) {
 }
 
 impl Network {
-    pub(crate) fn is_idle(&self) -> bool {
-        self.connections
-            .values()
-            .all(|c| c.to_acceptor.is_empty() && c.to_dialler.is_empty() && c.close_at.is_none())
-    }
-
     /// Cuts the link between `a` and `b`; false if it was cut already.
     pub(crate) fn block(&mut self, a: usize, b: usize) -> bool {
         self.blocked.insert(pair(a, b))
@@ -268,7 +262,9 @@ impl Sim {
                 self.network
                     .next_dial_ms
                     .insert((dialler, acceptor), self.now_ms + backoff);
+                // The acceptor admits only a manager its own file links to it.
                 let reachable = self.nodes[acceptor].core.is_some()
+                    && self.nodes[acceptor].shape.linked(dialler, acceptor)
                     && !self.network.is_blocked(dialler, acceptor);
                 if reachable {
                     self.connect(dialler, acceptor);

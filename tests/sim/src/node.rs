@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use hopmq::ManagerName;
 use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
 use qmgr::manager::core::CoreLimits;
-use qmgr::manager::{Command, Core, MAINTENANCE_INTERVAL, Recovered, ToClient};
+use qmgr::manager::{Command, Core, MAINTENANCE_INTERVAL, Recovered, ToClient, TopologyUpdate};
 use tokio::sync::mpsc;
 
 use crate::Sim;
 use crate::disk::{self, Disk};
+use crate::shape::Shape;
 
 /// Heartbeats, as the run loop ticks them.
 const HEARTBEAT_MS: u64 = qmgr::channel::adjacency::HEARTBEAT_INTERVAL.as_millis() as u64;
@@ -46,6 +47,10 @@ pub(crate) struct Client {
 /// See the module documentation.
 pub(crate) struct Node {
     pub(crate) name: ManagerName,
+    /// Its copy of the topology file.
+    pub(crate) shape: Shape,
+    /// A newer file it reads at the given time: (when, the file, its edit number).
+    pub(crate) rollout: Option<(u64, Shape, u64)>,
     pub(crate) core: Option<Core>,
     pub(crate) disk: Disk,
     client: Option<Client>,
@@ -78,9 +83,11 @@ fn limits() -> CoreLimits {
 }
 
 impl Node {
-    pub(crate) fn new(name: ManagerName) -> Self {
+    pub(crate) fn new(name: ManagerName, shape: Shape) -> Self {
         Self {
             name,
+            shape,
+            rollout: None,
             core: None,
             disk: Disk::new(),
             client: None,
@@ -111,7 +118,7 @@ impl Sim {
         node.incarnation = incarnation;
         let core = Core::new(
             node.name.clone(),
-            self.topology.clone(),
+            node.shape.topology(),
             limits(),
             recovered,
             node.disk.storage(),
@@ -223,8 +230,50 @@ impl Sim {
         node.sync_at_ms = Some(node.sync_at_ms.map_or(at, |s| s.min(at)));
     }
 
+    /// Manager `index` reads its new topology file, if one came.
+    fn roll_out(&mut self, index: usize) {
+        let Some((at, shape, edit)) = self.nodes[index].rollout.take() else {
+            return;
+        };
+        if at > self.now_ms {
+            self.nodes[index].rollout = Some((at, shape, edit));
+            return;
+        }
+        self.nodes[index].shape = shape.clone();
+        if self.nodes[index].core.is_none() {
+            return; // read at its start
+        }
+        self.digest.add(&format!("m{index} applies edit {edit}"));
+        self.checker.fault();
+        // As the QUIC driver does first: connections of links the file no longer has close.
+        let gone: Vec<usize> = (0..self.nodes.len())
+            .filter(|&other| other != index && !shape.linked(index, other))
+            .collect();
+        for other in gone {
+            self.network.close_between(index, other, self.now_ms);
+        }
+        self.handle(
+            index,
+            Command::Topology(TopologyUpdate {
+                file: "topology.toml".into(),
+                version: format!("{edit:08x}"),
+                result: Ok(shape.topology()),
+                requested_by: None,
+            }),
+        );
+    }
+
+    /// Manager `index` reads the newest topology file at once (faults have stopped).
+    pub(crate) fn roll_out_now(&mut self, index: usize) {
+        if let Some((at, _, _)) = &mut self.nodes[index].rollout {
+            *at = self.now_ms;
+        }
+        self.roll_out(index);
+    }
+
     /// Everything due at manager `index`: a restart, its sync, its timers.
     pub(crate) fn due(&mut self, index: usize) {
+        self.roll_out(index);
         if let Some((at, _)) = &self.nodes[index].restart_at {
             if *at <= self.now_ms {
                 self.start(index);
@@ -296,7 +345,7 @@ impl Sim {
         if self.nodes[index].client.is_none() {
             return;
         }
-        let queues: Vec<String> = self.topology.queues().map(|q| q.name.to_string()).collect();
+        let queues: Vec<String> = self.shape.queues().map(|(queue, _)| queue).collect();
         let queue = queues[self.rng.index(queues.len())].clone();
         let count = self.rng.between(1, 3);
         let priority = if self.rng.chance(100) { 5 } else { 0 };
@@ -340,15 +389,21 @@ impl Sim {
         }
     }
 
-    /// A get (destructive or leased) from a queue homed at a random manager, or its
-    /// dead-letter queue.
+    /// A get (destructive or leased) from a queue at a random manager, or its dead-letter
+    /// queue.
     pub(crate) fn random_get(&mut self) {
         let index = self.rng.index(self.nodes.len());
+        self.get_at(index, 5);
+    }
+
+    /// A get of at most `max_most` messages at manager `index`, from a random queue.
+    pub(crate) fn get_at(&mut self, index: usize, max_most: u64) {
+        // Every queue, not only those homed here now: a queue whose home moved keeps what
+        // it held where it was.
         let homed: Vec<String> = self
-            .topology
+            .shape
             .queues()
-            .filter(|q| q.home == self.nodes[index].name)
-            .map(|q| q.name.to_string())
+            .map(|(queue, _)| queue)
             .chain(["DLQ".to_owned()])
             .collect();
         let queue = homed[self.rng.index(homed.len())].clone();
@@ -370,7 +425,7 @@ impl Sim {
         } else {
             self.rng.between(1, 500)
         };
-        let max = self.rng.between(1, 5) as u32;
+        let max = self.rng.between(1, max_most) as u32;
         self.digest.add(&format!(
             "get {index} {queue} {lease_ms:?} {timeout_ms} {max}"
         ));
@@ -387,6 +442,11 @@ impl Sim {
     /// Acks or nacks some leases a random manager's client holds.
     pub(crate) fn random_settle(&mut self) {
         let index = self.rng.index(self.nodes.len());
+        self.settle_at(index);
+    }
+
+    /// Acks or nacks some leases manager `index`'s client holds.
+    pub(crate) fn settle_at(&mut self, index: usize) {
         let Some(client) = self.nodes[index].client.as_mut() else {
             return;
         };
@@ -512,15 +572,6 @@ impl Sim {
             }
             _ => {}
         }
-    }
-
-    /// Whether any client holds leases or awaits answers.
-    pub(crate) fn clients_busy(&self) -> bool {
-        self.nodes.iter().any(|n| {
-            n.client
-                .as_ref()
-                .is_some_and(|c| !c.leases.is_empty() || !c.requests.is_empty())
-        })
     }
 }
 
