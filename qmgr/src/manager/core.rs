@@ -6,6 +6,7 @@
 mod forward;
 mod payloads;
 mod routes;
+mod waiting;
 
 pub use self::forward::{
     CHANNEL_FRAMES_MAX, Channel, HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX,
@@ -14,6 +15,7 @@ pub use self::forward::{
 pub use self::routes::DRAINED_FILE;
 
 use self::payloads::Payloads;
+use self::waiting::{Waiter, Waiters};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -23,7 +25,7 @@ use hopmq::protocol::{
 };
 use hopmq::{Address, ApiError, ManagerName, MessageId, PRIORITY_MAX, QueueName};
 use hopmq_routing::{DownLinks, Network, RouteTable, Topology};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -168,7 +170,6 @@ struct Slot {
     pending: u64,
     /// Of those, the ones handed straight to a waiting get.
     pending_handoffs: u64,
-    waiters: VecDeque<u64>,
     subscribers: Vec<(u64, u64)>,
 }
 
@@ -179,27 +180,14 @@ impl Slot {
             max_depth,
             pending: 0,
             pending_handoffs: 0,
-            waiters: VecDeque::new(),
             subscribers: Vec::new(),
         }
     }
 }
 
-#[derive(Clone)]
-struct Waiter {
-    connection: u64,
-    request: u64,
-    queue: QueueName,
-    max: usize,
-    correlation_id: Option<String>,
-    lease_ms: Option<u64>,
-    deadline_ms: u64,
-}
-
 struct Connection {
     frames: mpsc::Sender<ToClient>,
     subscriptions: FxHashMap<u64, QueueName>,
-    waiters: FxHashSet<u64>,
 }
 
 /// Unique message ids: the incarnation's entropy in the high half, a counter in the low half.
@@ -235,9 +223,7 @@ pub struct Core {
     /// Fx-hashed: looked up several times per message.
     queues: FxHashMap<QueueName, Slot>,
     leases: Leases,
-    waiters: FxHashMap<u64, Waiter>,
-    waiter_deadlines: BTreeSet<(u64, u64)>,
-    next_waiter: u64,
+    waiters: Waiters,
     connections: FxHashMap<u64, Connection>,
     next_subscription: u64,
     payloads: Payloads,
@@ -325,9 +311,7 @@ impl Core {
             storage,
             queues: FxHashMap::default(),
             leases: Leases::default(),
-            waiters: FxHashMap::default(),
-            waiter_deadlines: BTreeSet::new(),
-            next_waiter: 0,
+            waiters: Waiters::default(),
             connections: FxHashMap::default(),
             next_subscription: 0,
             next_seq: recovered.next_seq,
@@ -504,7 +488,6 @@ impl Core {
                     Connection {
                         frames,
                         subscriptions: FxHashMap::default(),
-                        waiters: FxHashSet::default(),
                     },
                 );
             }
@@ -833,21 +816,13 @@ impl Core {
         if slot.queue.depth() > 0 || slot.pending > slot.pending_handoffs {
             return None;
         }
-        let position = slot.waiters.iter().position(|id| {
-            self.waiters.get(id).is_some_and(|w| {
-                w.lease_ms.is_none()
-                    && w.correlation_id
-                        .as_deref()
-                        .is_none_or(|c| Some(c) == correlation_id)
-            })
+        let waiter_id = self.waiters.first_in_line(queue, |w| {
+            w.lease_ms.is_none()
+                && w.correlation_id
+                    .as_deref()
+                    .is_none_or(|c| Some(c) == correlation_id)
         })?;
-        let waiter_id = self.queues.get_mut(queue)?.waiters.remove(position)?;
-        let waiter = self.waiters.remove(&waiter_id)?;
-        self.waiter_deadlines
-            .remove(&(waiter.deadline_ms, waiter_id));
-        if let Some(conn) = self.connections.get_mut(&waiter.connection) {
-            conn.waiters.remove(&waiter_id);
-        }
+        let waiter = self.waiters.remove(waiter_id)?;
         Some(Handoff {
             connection: waiter.connection,
             request: waiter.request,
@@ -863,28 +838,16 @@ impl Core {
         if !self.connections.contains_key(&handoff.connection) {
             return;
         }
-        self.next_waiter += 1;
-        let waiter_id = self.next_waiter;
-        self.waiter_deadlines
-            .insert((handoff.deadline_ms, waiter_id));
-        if let Some(conn) = self.connections.get_mut(&handoff.connection) {
-            conn.waiters.insert(waiter_id);
-        }
-        if let Some(slot) = self.queues.get_mut(queue) {
-            slot.waiters.push_front(waiter_id);
-        }
-        self.waiters.insert(
-            waiter_id,
-            Waiter {
-                connection: handoff.connection,
-                request: handoff.request,
-                queue: queue.clone(),
-                max: handoff.max,
-                correlation_id: handoff.correlation_id,
-                lease_ms: None,
-                deadline_ms: handoff.deadline_ms,
-            },
-        );
+        let waiter = Waiter {
+            connection: handoff.connection,
+            request: handoff.request,
+            queue: queue.clone(),
+            max: handoff.max,
+            correlation_id: handoff.correlation_id,
+            lease_ms: None,
+            deadline_ms: handoff.deadline_ms,
+        };
+        self.waiters.add(waiter, true);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -920,17 +883,7 @@ impl Core {
         if timeout_ms == 0 {
             return Ok(Some(Reply::Messages(Vec::new())));
         }
-        self.next_waiter += 1;
-        let waiter_id = self.next_waiter;
-        self.waiter_deadlines
-            .insert((waiter.deadline_ms, waiter_id));
-        if let Some(slot) = self.queues.get_mut(&queue) {
-            slot.waiters.push_back(waiter_id);
-        }
-        if let Some(conn) = self.connections.get_mut(&connection) {
-            conn.waiters.insert(waiter_id);
-        }
-        self.waiters.insert(waiter_id, waiter);
+        self.waiters.add(waiter, false);
         Ok(None)
     }
 
@@ -1326,7 +1279,7 @@ impl Core {
             });
         }
         if let Some(slot) = self.queues.remove(&queue) {
-            for waiter in slot.waiters {
+            for waiter in self.waiters.line(&queue) {
                 self.end_waiter(
                     waiter,
                     Err(ApiError::UnknownQueue {
@@ -1389,7 +1342,7 @@ impl Core {
             return;
         };
         debug!(connection, "client disconnected");
-        for waiter in conn.waiters {
+        for waiter in self.waiters.of_connection(connection) {
             self.end_waiter(waiter, Ok(Reply::Messages(Vec::new())));
         }
         for (subscription, queue) in conn.subscriptions {
@@ -1404,7 +1357,7 @@ impl Core {
 
     /// Removes a waiting get and answers it with `result` (if its connection is still there).
     fn end_waiter(&mut self, waiter_id: u64, result: Result<Reply, ApiError>) {
-        if let Some(waiter) = self.forget_waiter(waiter_id) {
+        if let Some(waiter) = self.waiters.remove(waiter_id) {
             self.reply(waiter.connection, waiter.request, result);
         }
     }
@@ -1421,11 +1374,10 @@ impl Core {
             self.pump(&neighbour, now);
             return;
         }
-        let Some(slot) = self.queues.get(queue) else {
+        if !self.queues.contains_key(queue) {
             return;
-        };
-        let waiting: Vec<u64> = slot.waiters.iter().copied().collect();
-        for waiter_id in waiting {
+        }
+        for waiter_id in self.waiters.line(queue) {
             if self
                 .queues
                 .get(queue)
@@ -1433,27 +1385,13 @@ impl Core {
             {
                 return;
             }
-            let Some(waiter) = self.waiters.get(&waiter_id).cloned() else {
+            let Some(waiter) = self.waiters.get(waiter_id).cloned() else {
                 continue;
             };
             if self.try_serve(&waiter, now) {
-                self.forget_waiter(waiter_id);
+                self.waiters.remove(waiter_id);
             }
         }
-    }
-
-    /// Drops a waiting get from every index of it.
-    fn forget_waiter(&mut self, waiter_id: u64) -> Option<Waiter> {
-        let waiter = self.waiters.remove(&waiter_id)?;
-        self.waiter_deadlines
-            .remove(&(waiter.deadline_ms, waiter_id));
-        if let Some(slot) = self.queues.get_mut(&waiter.queue) {
-            slot.waiters.retain(|&w| w != waiter_id);
-        }
-        if let Some(conn) = self.connections.get_mut(&waiter.connection) {
-            conn.waiters.remove(&waiter_id);
-        }
-        Some(waiter)
     }
 
     fn notify_subscribers(&mut self, item: &PutItem) {
@@ -1871,7 +1809,7 @@ impl Core {
 
     /// The next moment something is due (a waiting get's timeout, a lease's end).
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        let waiter = self.waiter_deadlines.first().map(|&(at, _)| at);
+        let waiter = self.waiters.next_deadline_ms();
         let lease = self.leases.next_deadline_ms();
         waiter.into_iter().chain(lease).min()
     }
@@ -1879,13 +1817,7 @@ impl Core {
     /// Ends what is due at `now`.
     pub fn on_timer(&mut self, now: Now) {
         self.event_now = now;
-        let due: Vec<u64> = self
-            .waiter_deadlines
-            .iter()
-            .take_while(|(at, _)| *at <= now.mono_ms)
-            .map(|&(_, id)| id)
-            .collect();
-        for waiter in due {
+        for waiter in self.waiters.due(now.mono_ms) {
             self.end_waiter(waiter, Ok(Reply::Messages(Vec::new())));
         }
         for lease in self.leases.expire(now.mono_ms) {
@@ -2034,8 +1966,7 @@ impl Core {
     /// Stops taking requests: waiting gets are answered with `ShuttingDown`.
     pub fn begin_shutdown(&mut self) {
         self.shutting_down = true;
-        let waiters: Vec<u64> = self.waiters.keys().copied().collect();
-        for waiter in waiters {
+        for waiter in self.waiters.all() {
             self.end_waiter(waiter, Err(ApiError::ShuttingDown));
         }
     }
