@@ -3,6 +3,7 @@
 //! neighbours is in [`forward`]; the topology in force, link states and the route table are
 //! in [`routes`].
 
+mod commits;
 mod forward;
 mod payloads;
 mod routes;
@@ -14,10 +15,11 @@ pub use self::forward::{
 };
 pub use self::routes::DRAINED_FILE;
 
+use self::commits::Commits;
 use self::payloads::Payloads;
 use self::waiting::{Waiter, Waiters};
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use hopmq::protocol::{
@@ -229,12 +231,8 @@ pub struct Core {
     payloads: Payloads,
     next_seq: u64,
     ids: IdGenerator,
-    /// What to do when each commit in flight completes (they complete in append order), with
-    /// the journal's active segment when it was made: its records land there or later, so no
-    /// segment from there on may be deleted meanwhile.
-    in_flight: VecDeque<(Continuation, u64)>,
-    /// For each segment, how many commits in flight were made while it was active.
-    in_flight_segments: BTreeMap<u64, u64>,
+    /// What to do when each commit in flight completes, and the segments they pin.
+    commits: Commits<Continuation>,
     liveness: Liveness,
     /// Records of the compaction in progress not yet written; one compaction at a time.
     relocating: u64,
@@ -264,10 +262,6 @@ pub struct Core {
     /// manager without a topology file.
     reloader: Option<mpsc::Sender<super::ReloadRequest>>,
     routing: routes::Routing,
-    /// Commits made and completed since start: they complete in the order they were made, so
-    /// once `commits_done` reaches a value `commits_made` had, every earlier commit is applied.
-    commits_made: u64,
-    commits_done: u64,
 }
 
 fn api_error(error: &StoreError) -> ApiError {
@@ -315,8 +309,7 @@ impl Core {
             connections: FxHashMap::default(),
             next_subscription: 0,
             next_seq: recovered.next_seq,
-            in_flight: VecDeque::new(),
-            in_flight_segments: BTreeMap::new(),
+            commits: Commits::default(),
             liveness: recovered.liveness,
             relocating: 0,
             oldest_live_since: None,
@@ -331,8 +324,6 @@ impl Core {
             messages_forwarded: 0,
             messages_expired: 0,
             reloader: None,
-            commits_made: 0,
-            commits_done: 0,
             routing: routes::Routing::new(&name_for_routing, &topology, now.wall_ms),
             topology,
         };
@@ -358,7 +349,7 @@ impl Core {
 
     /// True once shutdown began and nothing is left in flight.
     pub fn finished(&self) -> bool {
-        self.shutting_down && self.in_flight.is_empty()
+        self.shutting_down && self.commits.in_flight() == 0
     }
 
     fn ensure_slot(&mut self, queue: &QueueName) -> &mut Slot {
@@ -463,11 +454,9 @@ impl Core {
     }
 
     fn append(&mut self, durability: Durability, payloads: Vec<Bytes>, continuation: Continuation) {
-        self.commits_made += 1;
         // Read before the append: its records land in this segment or a later one.
         let segment = self.storage.active_segment();
-        *self.in_flight_segments.entry(segment).or_default() += 1;
-        self.in_flight.push_back((continuation, segment));
+        self.commits.made(continuation, segment);
         self.storage.append(durability, payloads);
     }
 
@@ -1445,17 +1434,10 @@ impl Core {
     /// they were made.
     pub fn on_commit(&mut self, result: Result<Vec<Location>, StoreError>, now: Now) {
         self.event_now = now;
-        let Some((continuation, segment)) = self.in_flight.pop_front() else {
+        let Some(continuation) = self.commits.completed() else {
             error!("a commit completed that the core did not make; ignored");
             return;
         };
-        self.commits_done += 1;
-        if let Some(count) = self.in_flight_segments.get_mut(&segment) {
-            *count -= 1;
-            if *count == 0 {
-                self.in_flight_segments.remove(&segment);
-            }
-        }
         self.apply(continuation, result, now);
         self.after_commit(now);
         self.retire_dead_segments();
@@ -1863,12 +1845,7 @@ impl Core {
     /// may have written to (its records are durable but not yet counted as live).
     fn oldest_live_segment(&self) -> u64 {
         let active = self.storage.active_segment();
-        let oldest_in_flight = self
-            .in_flight_segments
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(active);
+        let oldest_in_flight = self.commits.oldest_segment().unwrap_or(active);
         self.liveness
             .oldest()
             .unwrap_or(active)

@@ -58,7 +58,7 @@ pub(super) struct Routing {
     applied_at_ms: u64,
     refused: Option<RefusedTopology>,
     /// Waiting queues to examine again once every commit made before the route change that
-    /// named them (`recheck_after`, a value of `Core::commits_made`) has been applied: those
+    /// named them (`recheck_after`, a value of `Commits::made_count`) has been applied: those
     /// commits may put messages resolved with the old table into them.
     recheck: BTreeSet<QueueName>,
     recheck_after: u64,
@@ -402,7 +402,7 @@ impl Core {
         if everything {
             affected = self.waiting_queues();
         }
-        self.routing.recheck_after = self.commits_made;
+        self.routing.recheck_after = self.commits.made_count();
         let (moved, _) = self.reexamine(&affected, now);
         self.routing.recheck.extend(affected);
         moved
@@ -516,7 +516,7 @@ impl Core {
     /// After a commit: a re-routing in progress takes its next pass once the journal has
     /// room for it.
     pub(super) fn after_commit(&mut self, now: Now) {
-        if !self.routing.rerouting.is_empty() && self.in_flight.len() < REROUTE_PASS_MAX {
+        if !self.routing.rerouting.is_empty() && self.commits.in_flight() < REROUTE_PASS_MAX {
             self.continue_rerouting(now);
         }
     }
@@ -590,7 +590,7 @@ impl Core {
     /// messages written to them with the old table have landed, and any transmission queue
     /// whose neighbour routing does not use.
     pub(super) fn on_routing_maintenance(&mut self, now: Now) {
-        let mut queues = if self.commits_done >= self.routing.recheck_after {
+        let mut queues = if self.commits.done() >= self.routing.recheck_after {
             std::mem::take(&mut self.routing.recheck)
         } else {
             BTreeSet::new()
