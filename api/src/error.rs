@@ -102,4 +102,10 @@ pub enum ApiError {
         /// What is wrong.
         reason: String,
     },
+    /// The manager serves this many local connections already; the handshake is refused.
+    #[error("the manager has {limit} client connections already (its `max_connections`)")]
+    TooManyConnections {
+        /// The manager's limit.
+        limit: u64,
+    },
 }

@@ -557,7 +557,7 @@ pub enum FrameError {
     TooLarge {
         /// What the prefix claimed.
         bytes: usize,
-        /// [`FRAME_BYTES_MAX`].
+        /// [`FRAME_BYTES_MAX`], or less where less is allowed (a handshake).
         limit: usize,
     },
     /// The bytes are not a valid frame.
@@ -649,8 +649,25 @@ pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError
     Ok(postcard::from_bytes(payload)?)
 }
 
+/// The largest frame a client may send before its handshake is done: a `Hello` is a version
+/// and a name, so anything larger is refused before its bytes are read.
+pub const HELLO_BYTES_MAX: usize = 64 * 1024;
+
+/// Memory a frame being read takes ahead of its bytes: a peer that announces a large frame
+/// and sends it slowly (or never) holds no more than this beyond what it actually sent.
+const READ_AHEAD_BYTES_MAX: usize = 1024 * 1024;
+
 /// Reads one frame. `Err(Closed)` when the peer closed cleanly between frames.
 pub async fn read_frame<T, R>(reader: &mut R) -> Result<T, FrameError>
+where
+    T: for<'de> Deserialize<'de>,
+    R: AsyncRead + Unpin,
+{
+    read_frame_within(reader, FRAME_BYTES_MAX).await
+}
+
+/// Reads one frame of at most `limit` bytes (checked before anything is allocated).
+pub async fn read_frame_within<T, R>(reader: &mut R, limit: usize) -> Result<T, FrameError>
 where
     T: for<'de> Deserialize<'de>,
     R: AsyncRead + Unpin,
@@ -662,24 +679,63 @@ where
         Err(e) => return Err(e.into()),
     }
     let length = u32::from_le_bytes(prefix) as usize;
+    let limit = limit.min(FRAME_BYTES_MAX);
+    if length > limit {
+        return Err(FrameError::TooLarge {
+            bytes: length,
+            limit,
+        });
+    }
+    // Filled from the reader without being zeroed first: a frame's bytes are overwritten
+    // anyway, and zeroing them was 7% of the first manager's instructions in a forwarding
+    // bench and 13% of the client's (BENCHMARKS.md, session 12). Grown as bytes come, not
+    // to the announced length at once.
+    let mut payload = Vec::with_capacity(length.min(READ_AHEAD_BYTES_MAX));
+    while payload.len() < length {
+        // Limited to the frame's rest: the bytes after it are the next frame's.
+        let rest = length - payload.len();
+        payload.reserve(rest.min(READ_AHEAD_BYTES_MAX));
+        if (&mut *reader)
+            .take(rest as u64)
+            .read_buf(&mut payload)
+            .await?
+            == 0
+        {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+    decode(&payload)
+}
+
+/// `ServerFrame::Event`'s variant index: postcard writes it as a one-byte varint.
+const EVENT_VARIANT: u8 = 3;
+
+/// Appends the frame `ServerFrame::Event { subscription, message }` to `out`, length prefix
+/// included, from `message` already encoded (`postcard::to_allocvec(&delivery)`): a manager
+/// encodes a message once and sends its bytes to every subscriber. The bytes are exactly those
+/// [`encode`] makes of the same frame.
+pub fn encode_event_into(
+    subscription: u64,
+    message: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.push(EVENT_VARIANT);
+    let mut varint = [0u8; 10];
+    let varint = postcard::to_slice(&subscription, &mut varint)?;
+    out.extend_from_slice(varint);
+    out.extend_from_slice(message);
+    let length = out.len() - start - 4;
     if length > FRAME_BYTES_MAX {
+        out.truncate(start);
         return Err(FrameError::TooLarge {
             bytes: length,
             limit: FRAME_BYTES_MAX,
         });
     }
-    // Filled from the reader without being zeroed first: a frame's bytes are overwritten
-    // anyway, and zeroing them was 7% of the first manager's instructions in a forwarding
-    // bench and 13% of the client's (BENCHMARKS.md, session 12).
-    let mut payload = Vec::with_capacity(length);
-    while payload.len() < length {
-        // Limited to the frame's rest: the bytes after it are the next frame's.
-        let rest = (length - payload.len()) as u64;
-        if (&mut *reader).take(rest).read_buf(&mut payload).await? == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-        }
-    }
-    decode(&payload)
+    out[start..start + 4].copy_from_slice(&(length as u32).to_le_bytes());
+    Ok(())
 }
 
 /// Writes one frame (not flushed: callers batch frames and flush once).
@@ -787,6 +843,35 @@ mod tests {
             read_frame::<ClientFrame, _>(reader).await,
             Err(FrameError::Closed)
         ));
+    }
+
+    #[test]
+    fn an_event_from_encoded_message_bytes_is_the_event_frame() {
+        for (i, delivery) in deliveries(40).into_iter().enumerate() {
+            let subscription = (i as u64) << (i % 60);
+            let message = postcard::to_allocvec(&delivery).unwrap();
+            let mut out = vec![7, 7];
+            encode_event_into(subscription, &message, &mut out).unwrap();
+            let frame = ServerFrame::Event {
+                subscription,
+                message: delivery,
+            };
+            assert_eq!(out[2..], encode(&frame).unwrap()[..], "delivery {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_callers_limit_is_refused_before_its_bytes_come() {
+        let mut wire: &[u8] = &(HELLO_BYTES_MAX as u32 + 1).to_le_bytes();
+        let read = read_frame_within::<ClientFrame, _>(&mut wire, HELLO_BYTES_MAX).await;
+        assert!(
+            matches!(read, Err(FrameError::TooLarge { limit, .. }) if limit == HELLO_BYTES_MAX),
+            "{read:?}"
+        );
+        // A frame announced large and cut short is an error, not an allocation of its length.
+        let mut wire: &[u8] = &(FRAME_BYTES_MAX as u32).to_le_bytes();
+        let read = read_frame::<ClientFrame, _>(&mut wire).await;
+        assert!(matches!(read, Err(FrameError::Io(_))), "{read:?}");
     }
 
     #[tokio::test]

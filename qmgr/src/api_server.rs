@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use hopmq::ApiError;
 use hopmq::protocol::{
-    ClientFrame, FrameError, PROTOCOL_VERSION, SOCKET_BUFFER_BYTES, ServerFrame, Welcome,
-    encode_into, read_frame, reset_write_buffer, write_frame,
+    ClientFrame, FrameError, HELLO_BYTES_MAX, PROTOCOL_VERSION, SOCKET_BUFFER_BYTES, ServerFrame,
+    Welcome, encode_event_into, encode_into, read_frame, read_frame_within, reset_write_buffer,
+    write_frame,
 };
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::OwnedWriteHalf;
@@ -17,30 +18,53 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::manager::{CONNECTION_FRAMES_MAX, Command, ToClient};
+use crate::manager::outbox::{self, Outgoing};
+use crate::manager::{Command, ToClient};
 
 /// How long a new connection may take to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many frames a writer sends before flushing, so one busy connection is fair to others.
 const FRAMES_PER_FLUSH_MAX: usize = 256;
+/// Bytes a writer gathers into one write at most (one frame may be larger).
+const WRITE_BYTES_MAX: usize = 1024 * 1024;
+
+/// What the API server needs to know of its manager.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The manager's name, for the welcome.
+    pub manager: String,
+    /// Connections served at once (`max_connections`).
+    pub connections_max: usize,
+}
 
 /// Accepts connections until `shutdown` fires. Every connection's writer holds a clone of
 /// `writers` until it has written all the core gave it, so the daemon can wait for the last
-/// replies to go out before it exits.
+/// replies to go out before it exits. Past `limits.connections_max` live connections, a new
+/// one is refused at once.
 pub async fn serve(
     listener: UnixListener,
     commands: mpsc::Sender<Command>,
-    manager: String,
+    limits: Limits,
     writers: mpsc::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut next_connection = 0u64;
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.connections_max));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     next_connection += 1;
-                    tokio::spawn(connection(stream, next_connection, commands.clone(), manager.clone(), writers.clone()));
+                    let Ok(permit) = std::sync::Arc::clone(&permits).try_acquire_owned() else {
+                        warn!(connection = next_connection, limit = limits.connections_max, "refusing a client: too many connections");
+                        tokio::spawn(refuse(stream, limits.connections_max));
+                        continue;
+                    };
+                    let (commands, manager, writers) = (commands.clone(), limits.manager.clone(), writers.clone());
+                    tokio::spawn(async move {
+                        connection(stream, next_connection, commands, manager, writers).await;
+                        drop(permit);
+                    });
                 }
                 Err(error) => {
                     // EMFILE and friends: log and go on; the listener itself is fine.
@@ -65,8 +89,12 @@ async fn connection(
     // Buffered both ways: a busy client sends and receives many frames per syscall.
     let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, reader);
     let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
-    let hello =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame::<ClientFrame, _>(&mut reader)).await;
+    // Nothing larger than a hello is read before the handshake.
+    let hello = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_frame_within::<ClientFrame, _>(&mut reader, HELLO_BYTES_MAX),
+    )
+    .await;
     let welcome = match hello {
         Ok(Ok(ClientFrame::Hello(hello))) if hello.protocol_version == PROTOCOL_VERSION => {
             debug!(connection = id, client = %hello.client_name, "handshake");
@@ -108,7 +136,7 @@ async fn connection(
     if send_and_flush(&mut writer, &welcome).await.is_err() {
         return;
     }
-    let (frames, outgoing) = mpsc::channel(CONNECTION_FRAMES_MAX);
+    let (frames, outgoing) = outbox::channel();
     if commands
         .send(Command::Connected {
             connection: id,
@@ -152,6 +180,23 @@ async fn connection(
     debug!(connection = id, "connection closed");
 }
 
+/// Tells a client over the connection limit why it is turned away (after its hello, so that
+/// it reads the answer rather than a closed socket), and closes.
+async fn refuse(stream: UnixStream, limit: usize) {
+    let (reader, writer) = stream.into_split();
+    let mut reader = BufReader::new(reader);
+    let _ = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_frame_within::<ClientFrame, _>(&mut reader, HELLO_BYTES_MAX),
+    )
+    .await;
+    let mut writer = BufWriter::new(writer);
+    let refusal = ServerFrame::Refused(ApiError::TooManyConnections {
+        limit: limit as u64,
+    });
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, send_and_flush(&mut writer, &refusal)).await;
+}
+
 async fn send_and_flush(
     writer: &mut BufWriter<OwnedWriteHalf>,
     frame: &ServerFrame,
@@ -163,7 +208,7 @@ async fn send_and_flush(
 
 async fn write_loop(
     mut writer: BufWriter<OwnedWriteHalf>,
-    mut outgoing: mpsc::Receiver<ToClient>,
+    mut outgoing: Outgoing,
     _writing: mpsc::Sender<()>,
 ) {
     // One buffer for every write, so encoding a frame does not grow a new one copy by copy.
@@ -174,9 +219,10 @@ async fn write_loop(
             info!(%error, "a reply to a client could not be encoded; closing its connection");
             return;
         }
-        // Batch whatever else is ready into the same write and flush.
+        // Batch whatever else is ready into the same write and flush, up to a bound: the
+        // frames taken are no longer counted against the connection's limit.
         let mut written = 1;
-        while written < FRAMES_PER_FLUSH_MAX {
+        while written < FRAMES_PER_FLUSH_MAX && buffer.len() < WRITE_BYTES_MAX {
             let Ok(frame) = outgoing.try_recv() else {
                 break;
             };
@@ -210,5 +256,9 @@ fn append(frame: ToClient, buffer: &mut Vec<u8>) -> Result<(), FrameError> {
             buffer.extend_from_slice(&bytes);
             Ok(())
         }
+        ToClient::Event {
+            subscription,
+            message,
+        } => encode_event_into(subscription, &message, buffer),
     }
 }

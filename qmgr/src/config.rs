@@ -90,6 +90,8 @@ pub struct Settings {
     /// A neighbour not heard for this long (milliseconds) is dead: routes leave its link out
     /// until it is heard again. At least [`crate::channel::adjacency::DEAD_INTERVAL_MIN`].
     pub link_dead_interval_ms: u64,
+    /// Local client connections served at once; more are refused at their handshake.
+    pub max_connections: u64,
     /// Threads of the manager's async runtime (its core, connections and channels; the
     /// journal writer has its own). `None`: one per core. Managers sharing a host do better
     /// with fewer each, as `scripts/cluster` and the benches run them.
@@ -123,6 +125,9 @@ pub mod defaults {
     pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
     /// `max_hops`.
     pub const MAX_HOPS: u32 = 32;
+    /// `max_connections`: each may hold up to 64 MiB of frames its client has not read yet,
+    /// so the worst case stays a bounded multiple of that.
+    pub const MAX_CONNECTIONS: u64 = 1024;
     /// `link_dead_interval_ms`: as long as QUIC's idle timeout, twelve missed heartbeats.
     pub const LINK_DEAD_INTERVAL_MS: u64 = 3000;
 }
@@ -192,6 +197,7 @@ impl Settings {
             .set_default("segment_bytes", defaults::SEGMENT_BYTES)?
             .set_default("cache_bytes", defaults::CACHE_BYTES)?
             .set_default("max_hops", defaults::MAX_HOPS)?
+            .set_default("max_connections", defaults::MAX_CONNECTIONS)?
             .set_default("link_dead_interval_ms", defaults::LINK_DEAD_INTERVAL_MS)?
             .add_source(
                 config::File::from(file.as_path())
@@ -249,6 +255,7 @@ impl Settings {
             ("max_depth", self.max_depth),
             ("max_deliveries", u64::from(self.max_deliveries)),
             ("max_hops", u64::from(self.max_hops)),
+            ("max_connections", self.max_connections),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

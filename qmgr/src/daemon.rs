@@ -235,7 +235,10 @@ async fn serve(
     tokio::spawn(crate::api_server::serve(
         listener,
         commands_tx,
-        name.clone(),
+        crate::api_server::Limits {
+            manager: name.clone(),
+            connections_max: usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
+        },
         writers,
         shutdown.clone(),
     ));

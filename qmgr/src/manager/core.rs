@@ -34,8 +34,9 @@ use tracing::{debug, error, info, warn};
 use super::clock::Now;
 use super::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER, Envelope};
 use super::liveness::Liveness;
+use super::outbox::{CONNECTION_BYTES_MAX, CONNECTION_FRAMES_MAX, Outbox, Refused};
 use super::storage::{Durability, Storage};
-use super::{CONNECTION_FRAMES_MAX, ChannelDirection, Command, ToClient};
+use super::{ChannelDirection, Command, ToClient};
 use crate::config::SyncMode;
 use crate::mutation::{self, Mutation};
 use crate::queue::lease::{Lease, Leases, Return, on_return};
@@ -188,7 +189,7 @@ impl Slot {
 }
 
 struct Connection {
-    frames: mpsc::Sender<ToClient>,
+    frames: Outbox,
     subscriptions: FxHashMap<u64, QueueName>,
 }
 
@@ -411,15 +412,16 @@ impl Core {
         };
         match conn.frames.try_send(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Stalled) => {
                 warn!(
                     connection,
-                    "closing a connection that stopped reading ({CONNECTION_FRAMES_MAX} frames queued)"
+                    queued_bytes = conn.frames.queued_bytes(),
+                    "closing a connection that stopped reading (past {CONNECTION_FRAMES_MAX} frames or {CONNECTION_BYTES_MAX} bytes queued)"
                 );
                 self.disconnect(connection, self.event_now);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed) => false,
         }
     }
 
@@ -1390,22 +1392,23 @@ impl Core {
         if slot.subscribers.is_empty() {
             return;
         }
-        let delivery =
-            match delivery::to_delivery(&item.payload, &item.entry, None, item.persistent) {
-                Ok(delivery) => delivery,
-                Err(e) => {
-                    error!(error = %e, "cannot decode a message for its subscribers");
-                    return;
-                }
-            };
+        // Encoded once; every subscriber's frame shares the bytes.
+        let message = delivery::to_delivery(&item.payload, &item.entry, None, item.persistent)
+            .map_err(|e| e.to_string())
+            .and_then(|delivery| postcard::to_allocvec(&delivery).map_err(|e| e.to_string()));
+        let message = match message {
+            Ok(message) => Bytes::from(message),
+            Err(error) => {
+                error!(%error, "cannot encode a message for its subscribers");
+                return;
+            }
+        };
         for (connection, subscription) in slot.subscribers.clone() {
-            self.send(
-                connection,
-                ServerFrame::Event {
-                    subscription,
-                    message: delivery.clone(),
-                },
-            );
+            let event = ToClient::Event {
+                subscription,
+                message: message.clone(),
+            };
+            self.send_to(connection, event);
         }
     }
 

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod core;
 pub mod delivery;
 pub mod liveness;
+pub mod outbox;
 pub mod recovery;
 pub mod storage;
 
@@ -38,9 +39,6 @@ pub use self::storage::{Durability, JournalStorage, Storage};
 
 /// How many commands may wait for the core before connections feel backpressure.
 pub const COMMANDS_MAX: usize = 16 * 1024;
-/// How many frames may wait for one connection's writer; a connection that falls this far
-/// behind (a subscriber that stopped reading) is closed rather than buffered without bound.
-pub const CONNECTION_FRAMES_MAX: usize = 64 * 1024;
 /// How many journal commits may be in flight at once.
 pub const COMMITS_IN_FLIGHT_MAX: usize = 64 * 1024;
 /// How often expired messages are swept from queue heads and the journal is tidied.
@@ -54,6 +52,14 @@ pub enum ToClient {
     Frame(ServerFrame),
     /// One whole frame, length prefix included.
     Encoded(Vec<u8>),
+    /// A notification: the message was encoded once and its bytes are shared by every
+    /// subscriber's frame.
+    Event {
+        /// The subscription.
+        subscription: u64,
+        /// The `Delivery`, postcard-encoded.
+        message: bytes::Bytes,
+    },
 }
 
 impl ToClient {
@@ -64,6 +70,15 @@ impl ToClient {
             Self::Frame(frame) => frame,
             Self::Encoded(bytes) => hopmq::protocol::decode(&bytes[4..])
                 .expect("the core encodes only frames that decode"),
+            Self::Event {
+                subscription,
+                message,
+            } => {
+                let mut bytes = Vec::new();
+                hopmq::protocol::encode_event_into(subscription, &message, &mut bytes)
+                    .expect("an event encodes");
+                hopmq::protocol::decode(&bytes[4..]).expect("an event decodes")
+            }
         }
     }
 }
@@ -76,7 +91,7 @@ pub enum Command {
         /// Its id, unique for the manager's life.
         connection: u64,
         /// Its outgoing frames.
-        frames: mpsc::Sender<ToClient>,
+        frames: outbox::Outbox,
         /// The peer's uid, for logs.
         uid: Option<u32>,
     },

@@ -10,6 +10,7 @@ use hopmq_routing::Topology;
 use tokio::sync::mpsc;
 
 use super::core::{COMPACT_AGE_MS, CoreLimits};
+use super::outbox::{self, CONNECTION_BYTES_MAX, Outgoing};
 use super::storage::JournalStorage;
 use super::{Command, Core, Now, ToClient, recover};
 use crate::config::SyncMode;
@@ -28,7 +29,7 @@ fn at(ms: u64) -> Now {
 struct Harness {
     core: Core,
     commits: mpsc::UnboundedReceiver<Commit>,
-    frames: Vec<mpsc::Receiver<ToClient>>,
+    frames: Vec<Outgoing>,
 }
 
 pub(super) fn limits() -> CoreLimits {
@@ -74,7 +75,7 @@ impl Harness {
             frames: Vec::new(),
         };
         for connection in 0..connections {
-            let (frames, outgoing) = mpsc::channel(1024);
+            let (frames, outgoing) = outbox::bounded(1024, CONNECTION_BYTES_MAX);
             harness.core.on_command(
                 Command::Connected {
                     connection: connection as u64,
@@ -467,7 +468,7 @@ async fn requests_of_a_connection_the_core_closed_are_ignored() {
     h.put(0, 1, "q", &["a", "b"]);
     h.settle().await;
     // A client that stopped reading: its frame channel holds one frame.
-    let (frames, _outgoing) = mpsc::channel(1);
+    let (frames, _outgoing) = outbox::bounded(1, CONNECTION_BYTES_MAX);
     h.core.on_command(
         Command::Connected {
             connection: 7,
@@ -576,4 +577,58 @@ async fn a_stepped_wall_clock_neither_stretches_nor_cuts_leases_and_waiting_gets
     assert_eq!(h.messages(2, 5).len(), 1, "the lease did not end on time");
     h.core.on_timer(stepped(NOW + 2_000, 1));
     assert_eq!(h.replies(1).len(), 1, "the waiting get did not end on time");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_cut_off_by_bytes_and_subscribers_share_each_body() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::open(dir.path(), 1);
+    const LIMIT_BYTES: usize = 1024 * 1024;
+    // Two watchers: one reads, one stopped (SIGSTOP) with a 1 MiB limit.
+    let (reading, mut read) = outbox::channel();
+    let (stopped, mut unread) = outbox::bounded(64 * 1024, LIMIT_BYTES);
+    for (connection, frames) in [(1, reading), (2, stopped)] {
+        h.core.on_command(
+            Command::Connected {
+                connection,
+                frames,
+                uid: None,
+            },
+            at(NOW),
+        );
+        let subscribe = Operation::Subscribe { queue: "q".into() };
+        h.request(connection, 1, subscribe);
+    }
+    let body = "x".repeat(64 * 1024);
+    for round in 0..40 {
+        h.put(0, 10 + round, "q", &[body.as_str()]);
+        h.settle().await;
+    }
+    let events = |outgoing: &mut Outgoing| {
+        let mut events = Vec::new();
+        while let Ok(frame) = outgoing.try_recv() {
+            if let ToClient::Event { message, .. } = frame {
+                events.push(message);
+            }
+        }
+        events
+    };
+    let (read_events, unread_events) = (events(&mut read), events(&mut unread));
+    assert_eq!(
+        read_events.len(),
+        40,
+        "the reading watcher got every message"
+    );
+    assert!(
+        unread_events.len() * 64 * 1024 <= LIMIT_BYTES && unread_events.len() >= 10,
+        "the stopped one was cut off at its limit, not buffered: {} events",
+        unread_events.len()
+    );
+    // One encoding per message, shared by both subscribers' frames.
+    assert_eq!(read_events[0].as_ptr(), unread_events[0].as_ptr());
+    // Cut off for good: the core dropped the connection's outbox with it.
+    assert_eq!(
+        unread.try_recv().err(),
+        Some(tokio::sync::mpsc::error::TryRecvError::Disconnected)
+    );
 }

@@ -7,7 +7,6 @@ use hopmq::ManagerName;
 use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
 use qmgr::manager::core::CoreLimits;
 use qmgr::manager::{Command, Core, MAINTENANCE_INTERVAL, Recovered, ToClient, TopologyUpdate};
-use tokio::sync::mpsc;
 
 use crate::Sim;
 use crate::disk::{self, Disk};
@@ -19,8 +18,6 @@ const HEARTBEAT_MS: u64 = qmgr::channel::adjacency::HEARTBEAT_INTERVAL.as_millis
 const MAINTENANCE_MS: u64 = MAINTENANCE_INTERVAL.as_millis() as u64;
 /// A deferred removal is synced within this long if no synced write carries it first.
 const DEFERRED_SYNC_MS: u64 = 20;
-/// Frames a client connection queues (as the API server's).
-const CLIENT_FRAMES_MAX: usize = 64 * 1024;
 /// Requests a client keeps outstanding at most.
 const CLIENT_REQUESTS_MAX: usize = 16;
 
@@ -37,7 +34,7 @@ enum Request {
 #[derive(Debug)]
 pub(crate) struct Client {
     connection: u64,
-    frames: mpsc::Receiver<ToClient>,
+    frames: qmgr::manager::outbox::Outgoing,
     next_request: u64,
     requests: BTreeMap<u64, Request>,
     /// Leased messages not yet settled: (lease, key).
@@ -132,7 +129,7 @@ impl Sim {
         node.drained.clear();
         node.next_connection += 1;
         let connection = node.next_connection;
-        let (frames, outgoing) = mpsc::channel(CLIENT_FRAMES_MAX);
+        let (frames, outgoing) = qmgr::manager::outbox::channel();
         node.client = Some(Client {
             connection,
             frames: outgoing,
@@ -529,6 +526,8 @@ impl Sim {
                         }
                     }
                 }
+                // The simulated clients subscribe to nothing.
+                Ok(ToClient::Event { .. }) => continue,
                 Err(_) => return,
             };
             let ServerFrame::Reply { id, result } = frame else {

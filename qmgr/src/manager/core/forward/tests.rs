@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::Channel;
 use crate::channel::frame::ChannelFrame;
 use crate::manager::core::COMPACT_AGE_MS;
+use crate::manager::outbox::{self, Outgoing};
 use crate::manager::storage::JournalStorage;
 use crate::manager::{ChannelDirection, Command, Core, Now, ToClient, recover};
 use crate::store::Commit;
@@ -40,7 +41,7 @@ home = "bravo"
 struct Node {
     core: Core,
     commits: mpsc::UnboundedReceiver<Commit>,
-    client: mpsc::Receiver<ToClient>,
+    client: Outgoing,
 }
 
 impl Node {
@@ -68,7 +69,7 @@ impl Node {
             at(NOW),
             7,
         );
-        let (frames, client) = mpsc::channel(64 * 1024);
+        let (frames, client) = outbox::channel();
         core.on_command(
             Command::Connected {
                 connection: 0,
