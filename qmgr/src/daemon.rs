@@ -209,7 +209,7 @@ async fn serve(
                     me: me.clone(),
                     topology,
                     tls,
-                    commands: commands_tx.clone(),
+                    events: commands_tx.clone(),
                 },
                 shutdown.clone(),
             )

@@ -408,7 +408,7 @@ pub struct Reloader {
     pub commands: mpsc::Sender<Command>,
     /// The QUIC driver, given each accepted topology before the core; `None` for a manager
     /// without TLS for links.
-    pub driver: Option<Arc<Driver>>,
+    pub driver: Option<Arc<Driver<crate::manager::Command>>>,
 }
 
 /// Reads the topology file again on each trigger until `shutdown` fires or the core is gone.

@@ -14,6 +14,7 @@
 //! within a bounded window.
 
 pub mod adjacency;
+pub mod connection;
 pub mod frame;
 pub mod quic;
 pub mod receiver;

@@ -42,9 +42,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::connection::{Channel, ChannelDirection, Event};
 use super::frame::{self, ChannelFrame};
-use crate::manager::core::Channel;
-use crate::manager::{ChannelDirection, Command};
 use crate::tls::{self, LinkTls};
 
 /// Handshakes in progress at once; more incoming connections are refused until one ends.
@@ -94,14 +93,7 @@ const _: () = assert!(UDP_PAYLOAD_BYTES_MAX as u32 * QUINN_TRANSMIT_DATAGRAMS_MA
 const _: () = assert!(frame::CHANNEL_FRAME_BYTES_MAX <= RECEIVE_WINDOW_BYTES as usize * 2);
 
 /// Application error codes on connection close (part of the wire protocol).
-pub mod code {
-    /// An orderly end (the manager stops, a newer connection replaced this one).
-    pub const NORMAL: u32 = 0;
-    /// An error ended it: a malformed frame, a protocol violation, a local fault.
-    pub const PROTOCOL: u32 = 1;
-    /// The peer was not admitted.
-    pub const REFUSED: u32 = 2;
-}
+pub use super::connection::code;
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -139,8 +131,14 @@ fn show_address(address: Option<&PeerAddress>) -> String {
     address.map_or_else(|| "none".to_owned(), |a| format!("`{a}`"))
 }
 
+/// Where the driver's [`Event`]s go: any queue whose items can be made from one (the
+/// manager's command queue), so the driver need not know the manager.
+pub trait Sink: From<Event> + Send + 'static {}
+
+impl<T: From<Event> + Send + 'static> Sink for T {}
+
 /// What the driver needs.
-pub struct DriverConfig {
+pub struct DriverConfig<E> {
     /// This manager.
     pub me: ManagerName,
     /// The topology in force (addresses, links).
@@ -148,15 +146,15 @@ pub struct DriverConfig {
     /// TLS for links.
     pub tls: LinkTls,
     /// Where frames and connection events go.
-    pub commands: mpsc::Sender<Command>,
+    pub events: mpsc::Sender<E>,
 }
 
 /// The running driver; [`Driver::apply`] follows topology edits, [`Driver::close`] ends every
 /// connection.
-pub struct Driver {
+pub struct Driver<E: Sink> {
     endpoint: Endpoint,
     client: quinn::ClientConfig,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<E>>,
     /// The address the endpoint is bound to, as the topology spells it.
     address: PeerAddress,
     shutdown: watch::Receiver<bool>,
@@ -175,12 +173,12 @@ struct DiallerHandle {
     task: JoinHandle<()>,
 }
 
-impl Driver {
+impl<E: Sink> Driver<E> {
     /// Binds the endpoint and starts accepting and dialling.
     pub async fn start(
-        config: DriverConfig,
+        config: DriverConfig<E>,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<Driver, QuicError> {
+    ) -> Result<Driver<E>, QuicError> {
         let me = config.me.clone();
         let address = config
             .topology
@@ -199,7 +197,7 @@ impl Driver {
                 inbound: BTreeMap::new(),
                 wakes: BTreeMap::new(),
             }),
-            commands: config.commands,
+            events: config.events,
             ids: AtomicU64::new(0),
             inbound_ids: AtomicU64::new(0),
         });
@@ -360,12 +358,12 @@ fn neighbour_addresses(
         .collect()
 }
 
-struct Shared {
+struct Shared<E> {
     me: ManagerName,
     /// What admission and [`Driver::apply`] share. A narrow lock, not the driver's state: held
     /// only for a check-and-insert or a swap, never across an await.
     live: Mutex<Live>,
-    commands: mpsc::Sender<Command>,
+    events: mpsc::Sender<E>,
     ids: AtomicU64,
     /// Keys of [`Live::inbound`] entries.
     inbound_ids: AtomicU64,
@@ -382,7 +380,7 @@ struct Live {
     wakes: BTreeMap<ManagerName, Arc<tokio::sync::Notify>>,
 }
 
-impl Shared {
+impl<E> Shared<E> {
     fn live(&self) -> MutexGuard<'_, Live> {
         // A panic while holding the lock leaves the maps whole (each change is one insert,
         // remove or swap), so the data is still good.
@@ -392,13 +390,13 @@ impl Shared {
 
 /// An admitted incoming connection's entry in [`Live::inbound`], removed when dropped: after
 /// its `run`, or when the handshake times out or fails after admission.
-struct Registered {
-    shared: Arc<Shared>,
+struct Registered<E: Sink> {
+    shared: Arc<Shared<E>>,
     neighbour: ManagerName,
     key: u64,
 }
 
-impl Drop for Registered {
+impl<E: Sink> Drop for Registered<E> {
     fn drop(&mut self) {
         let mut live = self.shared.live();
         if let Some(connections) = live.inbound.get_mut(&self.neighbour) {
@@ -532,7 +530,11 @@ fn peer_name(connection: &quinn::Connection) -> Result<ManagerName, String> {
     tls::peer_manager_name(&certs).map_err(|e| e.to_string())
 }
 
-async fn accept(endpoint: Endpoint, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn accept<E: Sink>(
+    endpoint: Endpoint,
+    shared: Arc<Shared<E>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_MAX));
     loop {
         let incoming = tokio::select! {
@@ -573,16 +575,19 @@ async fn accept(endpoint: Endpoint, shared: Arc<Shared>, mut shutdown: watch::Re
     }
 }
 
-type Admitted = (
+type Admitted<E> = (
     ManagerName,
     quinn::Connection,
     quinn::SendStream,
     quinn::RecvStream,
-    Registered,
+    Registered<E>,
 );
 
 /// The TLS handshake, the admission check, and the peer's stream.
-async fn admit(incoming: quinn::Incoming, shared: &Arc<Shared>) -> Result<Admitted, String> {
+async fn admit<E: Sink>(
+    incoming: quinn::Incoming,
+    shared: &Arc<Shared<E>>,
+) -> Result<Admitted<E>, String> {
     let connection = incoming
         .await
         .map_err(|e| format!("handshake failed: {e}"))?;
@@ -636,10 +641,10 @@ struct DiallerSignals {
     wake: Arc<tokio::sync::Notify>,
 }
 
-async fn dial(
+async fn dial<E: Sink>(
     endpoint: Endpoint,
     client: quinn::ClientConfig,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<E>>,
     neighbour: ManagerName,
     address: PeerAddress,
     mut shutdown: watch::Receiver<bool>,
@@ -764,8 +769,8 @@ fn jitter(delay: Duration) -> Duration {
 }
 
 /// Moves frames both ways until the connection or the core ends it.
-async fn run(
-    shared: &Shared,
+async fn run<E: Sink>(
+    shared: &Shared<E>,
     neighbour: ManagerName,
     direction: ChannelDirection,
     connection: quinn::Connection,
@@ -773,22 +778,22 @@ async fn run(
     mut recv: quinn::RecvStream,
 ) {
     let id = shared.ids.fetch_add(1, Ordering::Relaxed) + 1;
-    let (frames_tx, frames_rx) = mpsc::channel(crate::manager::core::CHANNEL_FRAMES_MAX);
+    let (frames_tx, frames_rx) = mpsc::channel(super::connection::CHANNEL_FRAMES_MAX);
     let channel = Channel {
         id,
         frames: frames_tx,
         quic: Some(connection.clone()),
     };
-    let opened = Command::ChannelOpened {
+    let opened = Event::Opened {
         neighbour: neighbour.clone(),
         direction,
         channel,
     };
-    if shared.commands.send(opened).await.is_err() {
+    if shared.events.send(opened.into()).await.is_err() {
         return;
     }
     let writer = tokio::spawn(write_frames(send, frames_rx, connection.clone()));
-    let reason = read_frames(&mut recv, id, &shared.commands).await;
+    let reason = read_frames(&mut recv, id, &shared.events).await;
     match &reason {
         ReadEnd::Malformed(why) => {
             warn!(%neighbour, ?direction, connection = id, reason = %why, "closing channel: malformed frame");
@@ -804,13 +809,11 @@ async fn run(
         ReadEnd::Malformed(why) => format!("malformed frame: {why}"),
         ReadEnd::Closed(why) => why,
     };
-    let _ = shared
-        .commands
-        .send(Command::ChannelClosed {
-            connection: id,
-            reason,
-        })
-        .await;
+    let closed = Event::Closed {
+        connection: id,
+        reason,
+    };
+    let _ = shared.events.send(closed.into()).await;
 }
 
 enum ReadEnd {
@@ -818,18 +821,18 @@ enum ReadEnd {
     Closed(String),
 }
 
-async fn read_frames(
+async fn read_frames<E: Sink>(
     recv: &mut quinn::RecvStream,
     connection: u64,
-    commands: &mpsc::Sender<Command>,
+    events: &mpsc::Sender<E>,
 ) -> ReadEnd {
     let mut buffer = bytes::BytesMut::new();
     loop {
         loop {
             match frame::take_frame(&mut buffer) {
                 Ok(Some(frame)) => {
-                    if commands
-                        .send(Command::ChannelFrame { connection, frame })
+                    if events
+                        .send(Event::Frame { connection, frame }.into())
                         .await
                         .is_err()
                     {
@@ -936,7 +939,7 @@ mod tests {
 
     /// One manager's driver, with a stand-in for its core that reports connection events.
     struct Side {
-        driver: Driver,
+        driver: Driver<Event>,
         seen: mpsc::UnboundedReceiver<Seen>,
         /// The QUIC connections of every channel opened.
         connections: Arc<Mutex<Vec<quinn::Connection>>>,
@@ -947,14 +950,14 @@ mod tests {
     /// channel (dropping it would finish the stream) and sends a first frame on outbound ones
     /// (a stream is seen by the peer only once something is sent on it, as the Hello is).
     async fn stand_in_core(
-        mut commands: mpsc::Receiver<Command>,
+        mut commands: mpsc::Receiver<Event>,
         seen: mpsc::UnboundedSender<Seen>,
         connections: Arc<Mutex<Vec<quinn::Connection>>>,
     ) {
         let mut channels = Vec::new();
         while let Some(command) = commands.recv().await {
             let event = match command {
-                Command::ChannelOpened {
+                Event::Opened {
                     direction, channel, ..
                 } => {
                     let id = channel.id;
@@ -965,7 +968,7 @@ mod tests {
                     channels.push(channel);
                     Seen::Opened(direction, id)
                 }
-                Command::ChannelClosed { connection, .. } => {
+                Event::Closed { connection, .. } => {
                     channels.retain(|c| c.id != connection);
                     Seen::Closed(connection)
                 }
@@ -996,7 +999,7 @@ mod tests {
                     me,
                     topology: topology.clone(),
                     tls,
-                    commands: commands_tx,
+                    events: commands_tx,
                 },
                 shutdown,
             )

@@ -9,10 +9,7 @@ mod payloads;
 mod routes;
 mod waiting;
 
-pub use self::forward::{
-    CHANNEL_FRAMES_MAX, Channel, HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX,
-    transmission_queue,
-};
+pub use self::forward::{HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX, transmission_queue};
 pub use self::routes::DRAINED_FILE;
 
 use self::commits::Commits;

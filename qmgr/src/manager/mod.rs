@@ -116,7 +116,7 @@ pub enum Command {
         /// Which way messages flow on it.
         direction: ChannelDirection,
         /// Its frames out, and its handle.
-        channel: core::Channel,
+        channel: crate::channel::connection::Channel,
     },
     /// A frame from a channel connection, in arrival order.
     ChannelFrame {
@@ -166,13 +166,25 @@ pub struct ReloadRequest {
     pub id: u64,
 }
 
-/// Which way messages flow on a channel connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelDirection {
-    /// This manager dialled it and sends on it.
-    Outbound,
-    /// The neighbour dialled it and sends on it.
-    Inbound,
+pub use crate::channel::connection::ChannelDirection;
+
+impl From<crate::channel::connection::Event> for Command {
+    fn from(event: crate::channel::connection::Event) -> Self {
+        use crate::channel::connection::Event;
+        match event {
+            Event::Opened {
+                neighbour,
+                direction,
+                channel,
+            } => Command::ChannelOpened {
+                neighbour,
+                direction,
+                channel,
+            },
+            Event::Frame { connection, frame } => Command::ChannelFrame { connection, frame },
+            Event::Closed { connection, reason } => Command::ChannelClosed { connection, reason },
+        }
+    }
 }
 
 /// Drives the core until `shutdown` fires and everything in flight has finished.

@@ -11,13 +11,11 @@ use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -32,18 +30,18 @@ use super::format::{
 use super::recovery::{
     RecoveryReport, SalvagedRange, TORN_WRITE_BYTES_MAX, TruncatedTail, scan_segment,
 };
+use super::requests::Request;
 use super::requests::Requests;
 use super::segment::{create_segment, list_segments, segment_path};
-use super::writer::{ActiveSegment, Request, SharedWriter, Writer};
+use super::shared::{SPARES_MAX, SegmentEntry, Shared, Spare};
+use super::writer::{ActiveSegment, SharedWriter, Writer};
 use super::{JournalConfig, Location};
 
 /// Appends queued for the writer before `append` blocks its caller: backpressure when the disk
 /// is the bottleneck. Each holds one group, so this bounds queued memory to what callers
 /// themselves bound (the daemon limits message sizes and in-flight puts).
 pub const REQUEST_QUEUE_MAX: usize = 4096;
-/// Buckets of the fdatasync latency histogram: bucket `i` counts syncs that took less than
-/// `2^i` µs (the last one everything slower), i.e. 1 µs to ~32 ms and beyond.
-pub const FSYNC_BUCKETS: usize = 16;
+pub use super::shared::FSYNC_BUCKETS;
 
 /// A durable, segmented, append-only journal of opaque payloads. Cheap to clone; all clones
 /// share one writer thread, which stops when the last clone is dropped or on [`Journal::close`].
@@ -64,114 +62,6 @@ struct Inner {
     /// The size of new segments: only a dead segment of this size becomes a spare, so
     /// recycling one never takes more of the disk than it frees.
     segment_bytes: u64,
-}
-
-/// Dead segments kept for recycling, at most this many: a new segment is then a rename and a
-/// header instead of a whole file of zeros (which cost a tenth of a 3-hop forward's CPU).
-const SPARES_MAX: usize = 2;
-
-/// A dead segment's file, kept to become a later segment.
-struct Spare {
-    path: PathBuf,
-    bytes: u64,
-}
-
-/// State shared by the handles and the writer thread.
-pub(crate) struct Shared {
-    pub(crate) dir: PathBuf,
-    segments: Mutex<BTreeMap<u64, SegmentEntry>>,
-    /// Counted in [`Shared::bytes_on_disk`], so `disk_bytes_max` holds with them.
-    spares: Mutex<Vec<Spare>>,
-    active_segment: AtomicU64,
-    /// Written bytes of the active segment (its write offset).
-    pub(crate) active_written: AtomicU64,
-    commits: AtomicU64,
-    /// Batches committed by a producer on its own thread ([`Journal::release`]).
-    commits_inline: AtomicU64,
-    records: AtomicU64,
-    batch_records_last: AtomicU64,
-    fsyncs: AtomicU64,
-    fsync_nanos_total: AtomicU64,
-    fsync_nanos_max: AtomicU64,
-    fsync_buckets: [AtomicU64; FSYNC_BUCKETS],
-}
-
-struct SegmentEntry {
-    file: Arc<File>,
-    bytes_on_disk: u64,
-    /// Offset where the segment's written data ends (for the active one, see `active_written`).
-    bytes_written: u64,
-}
-
-impl Shared {
-    fn segments(&self) -> MutexGuard<'_, BTreeMap<u64, SegmentEntry>> {
-        // The table stays consistent under every panic point (single inserts and removals).
-        self.segments.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn spares(&self) -> MutexGuard<'_, Vec<Spare>> {
-        self.spares.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A dead segment's file to recycle as the next segment, if one is kept.
-    pub(crate) fn take_spare(&self) -> Option<PathBuf> {
-        self.spares().pop().map(|spare| spare.path)
-    }
-
-    /// The segments' files and the spares: what the journal holds of the disk.
-    pub(crate) fn bytes_on_disk(&self) -> u64 {
-        let segments: u64 = self
-            .segments()
-            .values()
-            .map(|entry| entry.bytes_on_disk)
-            .sum();
-        segments + self.spare_bytes()
-    }
-
-    fn spare_bytes(&self) -> u64 {
-        self.spares().iter().map(|spare| spare.bytes).sum()
-    }
-
-    pub(crate) fn seal_and_add_segment(
-        &self,
-        sealed: u64,
-        sealed_bytes_written: u64,
-        segment: u64,
-        file: Arc<File>,
-        bytes_on_disk: u64,
-    ) {
-        let mut segments = self.segments();
-        if let Some(entry) = segments.get_mut(&sealed) {
-            entry.bytes_written = sealed_bytes_written;
-        }
-        segments.insert(
-            segment,
-            SegmentEntry {
-                file,
-                bytes_on_disk,
-                bytes_written: SEGMENT_HEADER_BYTES,
-            },
-        );
-        self.active_written
-            .store(SEGMENT_HEADER_BYTES, Ordering::Relaxed);
-        self.active_segment.store(segment, Ordering::Release);
-    }
-
-    pub(crate) fn record_fsync(&self, elapsed: Duration) {
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.fsync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
-        self.fsync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
-        let micros = nanos / 1000;
-        let bucket = (u64::BITS - micros.leading_zeros()) as usize;
-        self.fsync_buckets[bucket.min(FSYNC_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_commit(&self, records: u64) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        self.records.fetch_add(records, Ordering::Relaxed);
-        self.batch_records_last.store(records, Ordering::Relaxed);
-    }
 }
 
 /// One segment as [`Journal::stats`] sees it.

@@ -26,6 +26,7 @@ mod pace;
 pub mod recovery;
 mod requests;
 pub mod segment;
+mod shared;
 pub mod writer;
 
 #[cfg(test)]

@@ -27,7 +27,37 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use super::writer::Request;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::Location;
+use super::error::StoreError;
+
+/// Where the writer tells a producer how its group ended.
+pub(crate) type Completion = oneshot::Sender<Result<Vec<Location>, StoreError>>;
+
+/// A message to the writer thread.
+#[derive(Debug)]
+pub(crate) enum Request {
+    Append {
+        /// Shared, not copied: the caller may keep them (a cache of recent bodies).
+        payloads: Vec<Bytes>,
+        done: Completion,
+        /// May use the segment's reserve (see `RESERVE_BYTES`).
+        frees_space: bool,
+        /// May wait for a later write (see [`super::writer::DEFERRED_SYNC_DELAY`]).
+        deferred: bool,
+    },
+    /// Finish what was queued before, fail what comes after, and stop.
+    Close,
+}
+
+impl Request {
+    /// Whether it may wait for a later write (see [`super::writer::DEFERRED_SYNC_DELAY`]).
+    pub(crate) fn is_deferred(&self) -> bool {
+        matches!(self, Self::Append { deferred: true, .. })
+    }
+}
 
 /// The queue; shared by every handle and the writer.
 pub(crate) struct Requests {

@@ -30,7 +30,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
 use super::error::StoreError;
 use super::format::{
@@ -38,10 +37,10 @@ use super::format::{
     SEAL_BYTES, SEGMENT_HEADER_BYTES, encode_end_marker, encode_record, encode_seal,
     record_bytes_padded, reserve_bytes,
 };
-use super::journal::Shared;
 use super::pace::Pace;
-use super::requests::{Requests, Woken};
+use super::requests::{Completion, Request, Requests, Woken};
 use super::segment::{discard_prepared, install_segment, prepare_segment, segment_path};
+use super::shared::Shared;
 use super::{Location, SyncPolicy};
 
 /// The longest a deferred group waits in the buffer for a write that needs a sync anyway. Long
@@ -56,32 +55,6 @@ pub(crate) const DEFERRED_SYNC_DELAY: std::time::Duration = std::time::Duration:
 /// producer and the disk work side by side (measured: committing inline under a saturating
 /// 1-hop load cost a quarter of its throughput).
 pub(crate) const QUIET_BEFORE_INLINE: std::time::Duration = std::time::Duration::from_micros(500);
-
-/// What a producer hands the writer for one atomic group.
-pub(crate) type Completion = oneshot::Sender<Result<Vec<Location>, StoreError>>;
-
-/// A message to the writer thread.
-#[derive(Debug)]
-pub(crate) enum Request {
-    Append {
-        /// Shared, not copied: the caller may keep them (a cache of recent bodies).
-        payloads: Vec<Bytes>,
-        done: Completion,
-        /// May use the segment's reserve (see `RESERVE_BYTES`).
-        frees_space: bool,
-        /// May wait for a later write (see [`DEFERRED_SYNC_DELAY`]).
-        deferred: bool,
-    },
-    /// Finish what was queued before, fail what comes after, and stop.
-    Close,
-}
-
-impl Request {
-    /// Whether it may wait for a later write (see [`DEFERRED_SYNC_DELAY`]).
-    pub(crate) fn is_deferred(&self) -> bool {
-        matches!(self, Self::Append { deferred: true, .. })
-    }
-}
 
 /// The segment appends go to.
 pub(crate) struct ActiveSegment {

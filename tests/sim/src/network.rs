@@ -10,8 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use qmgr::channel::connection::{CHANNEL_FRAMES_MAX, Channel};
 use qmgr::channel::frame::ChannelFrame;
-use qmgr::manager::core::{CHANNEL_FRAMES_MAX, Channel};
 use qmgr::manager::{ChannelDirection, Command};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;

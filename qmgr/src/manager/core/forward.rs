@@ -26,18 +26,18 @@ use std::time::Instant;
 use bytes::Bytes;
 use hopmq::protocol::{LinkStatus, RouteStatus};
 use hopmq::{ManagerName, QueueName};
-use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::{Core, DEAD_LETTER_QUEUE, Handoff, PutItem, dead_letter_queue};
 use crate::channel::adjacency::Adjacency;
+use crate::channel::connection::code;
+use crate::channel::connection::{Channel, ChannelDirection};
 use crate::channel::frame::ChannelFrame;
-use crate::channel::quic;
 use crate::channel::receiver::{Receiver, ReceiverOutput, ReceiverState, Store};
 use crate::channel::sender::{HeldMessage, Sender, SenderState};
 use crate::manager::clock::Now;
 use crate::manager::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER};
-use crate::manager::{ChannelDirection, recovery};
+use crate::manager::recovery;
 use crate::queue::local::{BodyRef, Entry, correlation_hash};
 use crate::record::{self, AssignedRecord, ReceiveRecord, Record, SendRecord};
 use crate::store::{Location, StoreError};
@@ -92,42 +92,6 @@ pub(super) fn transmission_neighbour(queue: &QueueName) -> Option<ManagerName> {
 
 pub(super) fn held_queue() -> QueueName {
     QueueName::new(HELD_QUEUE).unwrap_or_else(|e| unreachable!("`{HELD_QUEUE}` is valid: {e}"))
-}
-
-/// One live connection of a link, as the driver opened it.
-#[derive(Debug)]
-pub struct Channel {
-    /// The driver's id for it.
-    pub id: u64,
-    /// Frames to send on it, at most [`CHANNEL_FRAMES_MAX`] queued; dropping this closes the
-    /// connection.
-    pub frames: mpsc::Sender<ChannelFrame>,
-    /// The QUIC connection, for its round-trip time; `None` in tests without sockets.
-    pub quic: Option<quinn::Connection>,
-}
-
-/// Frames queued for one connection's writer. The sender's window bounds what an honest
-/// exchange queues (a batch per few messages, an ack per store); a peer that stops reading
-/// fills it and its connection is closed rather than buffered without bound.
-pub const CHANNEL_FRAMES_MAX: usize = 16 * 1024;
-
-const _: () = assert!(crate::channel::sender::WINDOW_MESSAGES_MAX * 2 <= CHANNEL_FRAMES_MAX);
-
-impl Channel {
-    /// Queues `frame`; false if the writer is gone or `CHANNEL_FRAMES_MAX` frames wait.
-    pub(super) fn send(&self, frame: ChannelFrame) -> bool {
-        self.frames.try_send(frame).is_ok()
-    }
-
-    /// Ends the connection with one of [`crate::channel::quic::code`].
-    fn close(self, code: u32, reason: &str) {
-        let _ = self.frames.try_send(crate::channel::frame::goodbye(reason));
-        if let Some(quic) = &self.quic {
-            // The writer may still be sending the goodbye; a short grace is not worth a
-            // task, the peer treats a close like a goodbye.
-            quic.close(code.into(), reason.as_bytes());
-        }
-    }
 }
 
 /// Counters of one link, for status and metrics.
@@ -428,7 +392,7 @@ impl Core {
     /// state stays: messages in flight on it are delivered if the link returns.
     pub(super) fn close_link(&mut self, neighbour: &ManagerName, why: &str) {
         for direction in [ChannelDirection::Outbound, ChannelDirection::Inbound] {
-            self.close_channel_with(neighbour, direction, quic::code::NORMAL, why);
+            self.close_channel_with(neighbour, direction, code::NORMAL, why);
         }
     }
 
@@ -454,7 +418,7 @@ impl Core {
             ChannelDirection::Outbound => {
                 if let Some(old) = link.outbound.replace(channel) {
                     self.channels.remove(&old.id);
-                    old.close(quic::code::NORMAL, "replaced by a new connection");
+                    old.close(code::NORMAL, "replaced by a new connection");
                 }
                 link.counters.connects += 1;
                 if let Some(sender) = &mut link.sender {
@@ -465,7 +429,7 @@ impl Core {
             ChannelDirection::Inbound => {
                 if let Some(old) = link.inbound.replace(channel) {
                     self.channels.remove(&old.id);
-                    old.close(quic::code::NORMAL, "replaced by a new connection");
+                    old.close(code::NORMAL, "replaced by a new connection");
                 }
                 link.receiver.handle_disconnected();
                 link.inbox.clear();
@@ -512,7 +476,7 @@ impl Core {
         direction: ChannelDirection,
         why: &str,
     ) {
-        self.close_channel_with(neighbour, direction, quic::code::PROTOCOL, why);
+        self.close_channel_with(neighbour, direction, code::PROTOCOL, why);
     }
 
     fn close_channel_with(

@@ -678,7 +678,10 @@ impl Core {
 
     /// The connection advertisements to `neighbour` go on: the neighbour's own, which carries
     /// only acks our way (ours may be full of batches), else ours.
-    fn link_state_channel(&self, neighbour: &ManagerName) -> Option<&super::Channel> {
+    fn link_state_channel(
+        &self,
+        neighbour: &ManagerName,
+    ) -> Option<&crate::channel::connection::Channel> {
         let link = self.links.get(neighbour)?;
         link.inbound.as_ref().or(link.outbound.as_ref())
     }

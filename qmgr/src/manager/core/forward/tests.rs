@@ -9,7 +9,7 @@ use hopmq::ManagerName;
 use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
 use tokio::sync::mpsc;
 
-use super::Channel;
+use crate::channel::connection::{CHANNEL_FRAMES_MAX, Channel};
 use crate::channel::frame::ChannelFrame;
 use crate::manager::core::COMPACT_AGE_MS;
 use crate::manager::outbox::{self, Outgoing};
@@ -186,8 +186,8 @@ struct Wire {
 }
 
 fn connect(alpha: &mut Node, bravo: &mut Node, id: u64) -> Wire {
-    let (a_tx, to_bravo) = mpsc::channel(super::CHANNEL_FRAMES_MAX);
-    let (b_tx, to_alpha) = mpsc::channel(super::CHANNEL_FRAMES_MAX);
+    let (a_tx, to_bravo) = mpsc::channel(CHANNEL_FRAMES_MAX);
+    let (b_tx, to_alpha) = mpsc::channel(CHANNEL_FRAMES_MAX);
     let (outbound, inbound) = (2 * id, 2 * id + 1);
     bravo.core.on_command(
         Command::ChannelOpened {
