@@ -7,19 +7,32 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "topology")]
 pub mod analysis;
+#[cfg(feature = "topology")]
 pub mod diagnostic;
+#[cfg(feature = "topology")]
 pub mod diff;
+#[cfg(feature = "topology")]
 pub mod linkstate;
 pub mod names;
+#[cfg(feature = "topology")]
 pub mod network;
+#[cfg(feature = "topology")]
 pub mod parse;
+#[cfg(feature = "topology")]
 pub mod topology;
 
+#[cfg(feature = "topology")]
 pub use diagnostic::{Diagnostic, Severity, TopologyError};
+#[cfg(feature = "topology")]
 pub use diff::TopologyDiff;
+#[cfg(feature = "topology")]
 pub use linkstate::{LinkStateDb, Lsa, LsaError, Received};
 pub use names::{Address, ManagerName, NameError, QueueName};
+#[cfg(feature = "topology")]
 pub use network::{DownLinks, Network, Path, Route, RouteTable};
+#[cfg(feature = "topology")]
 pub use parse::{Checked, load, parse};
+#[cfg(feature = "topology")]
 pub use topology::{Link, LinkKey, Manager, PeerAddress, Queue, Topology};
