@@ -15,11 +15,14 @@ pub struct MeshSpec {
     pub cost_max: u32,
 }
 
-/// splitmix64: tiny, fast, and the same sequence on every platform for a seed.
-pub(crate) struct SplitMix(pub(crate) u64);
+/// splitmix64: tiny, fast, and the same sequence on every platform for a seed. The one
+/// source of seeded randomness of the house (meshes, channel epochs, the simulator).
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
 
 impl SplitMix {
-    pub(crate) fn next(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -27,8 +30,9 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+    /// A number in `0..n`; `n` must not be 0.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
     }
 }
 

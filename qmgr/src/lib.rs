@@ -5,7 +5,6 @@
 
 pub mod allocator;
 pub mod api_server;
-pub mod bench;
 pub mod certs;
 pub mod channel;
 pub mod cli;

@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use hopmq::Client;
 use hopmq::protocol::Status;
 
-use crate::config::SyncMode;
+use qmgr::config::SyncMode;
 
 /// How long managers get to answer on their sockets, and then to bring their channels up.
 pub(super) const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -342,7 +342,7 @@ impl Cluster {
             .env("QMGR_TOPOLOGY", &self.topology)
             .env("QMGR_DATA_DIR", self.dir.join(name))
             .env("QMGR_API_SOCKET", &node.socket)
-            .env("QMGR_TLS__CA", self.certs.join(crate::certs::CA_CERT_FILE))
+            .env("QMGR_TLS__CA", self.certs.join(qmgr::certs::CA_CERT_FILE))
             .env("QMGR_TLS__CERT", self.certs.join(format!("{name}.pem")))
             .env("QMGR_TLS__KEY", self.certs.join(format!("{name}.key")))
             .env("QMGR_SYNC", self.sync.as_str())
@@ -417,7 +417,7 @@ pub(super) fn certificates(
     topology: &hopmq_routing::Topology,
 ) -> anyhow::Result<PathBuf> {
     let certs = dir.join("certs");
-    crate::certs::init(topology, &certs, false, time::OffsetDateTime::now_utc())
+    qmgr::certs::init(topology, &certs, false, time::OffsetDateTime::now_utc())
         .with_context(|| format!("cannot make certificates in {}", certs.display()))?;
     Ok(certs)
 }

@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 
 use super::cluster::{Cluster, START_DEADLINE, Spec};
 use super::local::{STAMP_BYTES, stamp};
-use crate::config::SyncMode;
+use qmgr::config::SyncMode;
 
 /// The queue the messages go to, homed on [`DELTA`].
 const QUEUE: &str = "bench";
@@ -71,7 +71,7 @@ const DUPLICATE_GRACE: Duration = Duration::from_millis(500);
 const LISTED_MAX: usize = 10;
 
 #[derive(Debug, clap::Args)]
-pub struct FailoverBench {
+pub(crate) struct FailoverBench {
     /// Messages per second the producer puts at alpha.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
@@ -88,7 +88,7 @@ pub struct FailoverBench {
     #[arg(long, default_value_t = 4)]
     after_secs: u64,
     /// Every manager's link dead interval (`QMGR_LINK_DEAD_INTERVAL_MS`).
-    #[arg(long, default_value_t = crate::config::defaults::LINK_DEAD_INTERVAL_MS)]
+    #[arg(long, default_value_t = qmgr::config::defaults::LINK_DEAD_INTERVAL_MS)]
     dead_interval_ms: u64,
     /// Messages the consumer fetches ahead.
     #[arg(long, default_value_t = 256)]
@@ -211,7 +211,7 @@ impl Watch {
 }
 
 impl FailoverBench {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         if self.size < BODY_BYTES_MIN {
             bail!(
                 "--size must be at least {BODY_BYTES_MIN} bytes (the put time and the sequence \

@@ -2,7 +2,7 @@
 //! steps cost in CPU.
 //!
 //! **A simulation, not a network.** One `LinkStateDb` per manager of a generated mesh
-//! ([`crate::generate::mesh`]), no sockets, no daemons. Every advertisement takes exactly
+//! ([`qmgr::generate::mesh`]), no sockets, no daemons. Every advertisement takes exactly
 //! `--hop-delay-us` of simulated time per hop (an event queue ordered by arrival time, so each
 //! link is FIFO); the CPU time of processing is not added to the simulated clock. Both ends of
 //! a link detect its failure or repair at the same instant, and what was in flight on a failed
@@ -26,7 +26,7 @@ use hopmq_routing::{
     DownLinks, LinkKey, LinkStateDb, Lsa, ManagerName, Network, Received, RouteTable, Topology,
 };
 
-use crate::generate::{MeshSpec, SplitMix, mesh};
+use qmgr::generate::{MeshSpec, SplitMix, mesh};
 
 /// The most failures one run simulates: each costs a full flood twice over, and the samples
 /// are kept in memory.
@@ -35,7 +35,7 @@ const FAILURES_MAX: usize = 100_000;
 const COST_MAX: u32 = 10;
 
 #[derive(Debug, clap::Args)]
-pub struct FloodingBench {
+pub(crate) struct FloodingBench {
     /// Managers in the mesh.
     #[arg(long, default_value_t = 50)]
     managers: usize,
@@ -55,7 +55,7 @@ pub struct FloodingBench {
 }
 
 impl FloodingBench {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         ensure!(
             self.managers >= 2,
             "--managers must be at least 2 to have a link"

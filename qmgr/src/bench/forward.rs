@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 
 use super::cluster::{Cluster, CpuUse, Node, Spec, describe_cpu};
 use super::local::{ProducerSpec, STAMP_BYTES, now_micros, produce, stamp};
-use crate::config::SyncMode;
+use qmgr::config::SyncMode;
 
 /// The queue the messages go to, homed on the last manager.
 const QUEUE: &str = "bench";
@@ -32,10 +32,10 @@ const QUEUE: &str = "bench";
 const PROGRESS_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, clap::Args)]
-pub struct ForwardBench {
+pub(crate) struct ForwardBench {
     /// Links between the first and the last manager (the line has hops + 1 managers).
     #[arg(long, default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::config::defaults::MAX_HOPS)))]
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(qmgr::config::defaults::MAX_HOPS)))]
     hops: u32,
     /// Messages in all.
     #[arg(long, default_value_t = 200_000)]
@@ -70,7 +70,7 @@ pub struct ForwardBench {
 }
 
 impl ForwardBench {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         if self.size < STAMP_BYTES {
             bail!("--size must be at least {STAMP_BYTES} bytes (the send time rides in the body)");
         }

@@ -15,13 +15,13 @@ use hdrhistogram::Histogram;
 use hopmq::{Client, Message};
 use tokio::sync::Mutex;
 
-use crate::config::SyncMode;
+use qmgr::config::SyncMode;
 
 /// One message's send time rides in the first bytes of its body.
 pub(super) const STAMP_BYTES: usize = 8;
 
 #[derive(Debug, clap::Args)]
-pub struct LocalBench {
+pub(crate) struct LocalBench {
     /// Use the manager on this socket instead of starting one.
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
@@ -74,7 +74,7 @@ impl Drop for Started {
 }
 
 impl LocalBench {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         if self.size < STAMP_BYTES {
             bail!("--size must be at least {STAMP_BYTES} bytes (the send time rides in the body)");
         }

@@ -2,19 +2,19 @@
 //! never in tests.
 
 mod cluster;
-pub mod failover;
-pub mod flooding;
-pub mod forward;
-pub mod local;
-pub mod routes;
-pub mod transport;
+pub(crate) mod failover;
+pub(crate) mod flooding;
+pub(crate) mod forward;
+pub(crate) mod local;
+pub(crate) mod routes;
+pub(crate) mod transport;
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
-pub enum BenchCommand {
+pub(crate) enum BenchCommand {
     /// Route computation: one manager's table on a large mesh, and all-pairs tables.
     Routes(routes::RoutesBench),
     /// Put→get throughput and latency through one manager's local API.
@@ -33,7 +33,7 @@ pub enum BenchCommand {
 }
 
 impl BenchCommand {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Self::Routes(bench) => bench.run(),
             Self::Local(bench) => bench.run(),
@@ -46,7 +46,7 @@ impl BenchCommand {
 }
 
 /// Median, 99th percentile and maximum of `samples` (sorted in place), in microseconds.
-pub fn summary(samples: &mut [std::time::Duration]) -> String {
+pub(crate) fn summary(samples: &mut [std::time::Duration]) -> String {
     samples.sort();
     let at = |q: f64| {
         let i = ((samples.len() as f64 - 1.0) * q).round() as usize;

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use hopmq_routing::{DownLinks, Network};
 
-use crate::generate::{MeshSpec, mesh};
+use qmgr::generate::{MeshSpec, mesh};
 
 #[derive(Debug, clap::Args)]
-pub struct RoutesBench {
+pub(crate) struct RoutesBench {
     /// Managers in the large mesh (one manager's table).
     #[arg(long, default_value_t = 1000)]
     managers: usize,
@@ -32,7 +32,7 @@ pub struct RoutesBench {
 }
 
 impl RoutesBench {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(self.runs > 0, "--runs must be at least 1");
         let network = self.network(self.managers, self.links)?;
         let names: Vec<_> = network.graph().node_weights().cloned().collect();

@@ -18,21 +18,21 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use hopmq::ManagerName;
 
-use crate::channel::quic;
-use crate::config::TlsSettings;
-use crate::tls;
+use qmgr::channel::quic;
+use qmgr::config::TlsSettings;
+use qmgr::tls;
 
 /// Messages the first endpoint hands quinn per write.
 const WRITE_MESSAGES: usize = 64;
 /// The most a relay or the last endpoint takes from quinn per read.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 /// The largest body: a manager's default `max_message_bytes`.
-const SIZE_MAX: usize = crate::config::defaults::MAX_MESSAGE_BYTES as usize;
+const SIZE_MAX: usize = qmgr::config::defaults::MAX_MESSAGE_BYTES as usize;
 /// How long an endpoint waits for its neighbour to connect, or for the run to end.
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, clap::Args)]
-pub struct TransportBench {
+pub(crate) struct TransportBench {
     /// Links between the first and the last endpoint (the line has hops + 1 endpoints).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
     hops: u8,
@@ -62,7 +62,7 @@ enum Role {
 }
 
 impl TransportBench {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         if self.count == 0 || self.size == 0 {
             bail!("--count and --size must be at least 1");
         }
@@ -172,9 +172,9 @@ fn certificates(dir: &std::path::Path, names: &[ManagerName]) -> anyhow::Result<
     names
         .iter()
         .map(|name| {
-            let (cert, key) = crate::certs::manager_files(&certs, name);
+            let (cert, key) = qmgr::certs::manager_files(&certs, name);
             let settings = TlsSettings {
-                ca: Some(certs.join(crate::certs::CA_CERT_FILE)),
+                ca: Some(certs.join(qmgr::certs::CA_CERT_FILE)),
                 cert: Some(cert),
                 key: Some(key),
             };

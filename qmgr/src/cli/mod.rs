@@ -8,18 +8,12 @@ pub mod topology;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 
-/// hopmq's queue manager: routed, persistent, exactly-once messaging.
-#[derive(Debug, Parser)]
-#[command(name = "qmgr", version, about, propagate_version = true)]
-pub struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
+/// Every subcommand but `bench`, which the binary adds (the benchmarks do not ship in the
+/// library).
 #[derive(Debug, Subcommand)]
-enum Command {
+pub enum Command {
     /// Run a queue manager (the daemon).
     Run(run::RunArgs),
     /// Put messages to an address (QUEUE or QUEUE@MANAGER).
@@ -51,14 +45,12 @@ enum Command {
     /// Make the development certificates that links between managers authenticate with.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
-    /// Measure hopmq's speed.
-    #[command(subcommand)]
-    Bench(crate::bench::BenchCommand),
 }
 
-impl Cli {
+impl Command {
+    /// Runs the command.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        match self.command {
+        match self {
             Command::Run(args) => args.run(),
             Command::Put(args) => args.run(),
             Command::Get(args) => args.run(),
@@ -73,7 +65,6 @@ impl Cli {
             Command::Reload(args) => args.run(),
             Command::Topology(command) => command.run(),
             Command::Certs(command) => command.run(),
-            Command::Bench(command) => command.run(),
         }
     }
 }

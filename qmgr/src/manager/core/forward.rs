@@ -136,22 +136,16 @@ pub(super) struct Link {
 
 /// Channel epochs, which only need to differ between incarnations of a channel's state: a
 /// splitmix64 sequence seeded with the incarnation's entropy.
-pub(super) struct EpochSource {
-    state: u64,
-}
+pub(super) struct EpochSource(crate::generate::SplitMix);
 
 impl EpochSource {
     pub(super) fn new(entropy: u64) -> Self {
-        Self { state: entropy }
+        Self(crate::generate::SplitMix(entropy))
     }
 
     /// The next epoch; never 0, which the protocol reads as none.
     pub(super) fn next(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)).max(1)
+        self.0.next_u64().max(1)
     }
 }
 
