@@ -3,7 +3,7 @@
 //! A shape is what `topology.toml` declares, kept as indices so it can be edited: a ring of
 //! links that every edit keeps (so the network stays connected and every message stays
 //! deliverable), chords that edits add and remove, costs that edits change, and one queue per
-//! manager whose home edits may move. Each version is rendered and parsed by the real parser.
+//! manager whose home edits may move (`q0` small, so it overflows to the dead-letter queue). Each version is rendered and parsed by the real parser.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -11,6 +11,9 @@ use std::fmt::Write;
 use hopmq_routing::Topology;
 
 use crate::rng::Rng;
+
+/// The depth limit of `q0`, the one small queue.
+const SMALL_QUEUE_DEPTH: u64 = 40;
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
@@ -157,6 +160,10 @@ impl Shape {
         }
         for (queue, home) in self.queues() {
             let _ = writeln!(text, "[queues.{queue}]\nhome = \"m{home}\"");
+            if queue == "q0" {
+                // Small, so that arrivals overflow it to the dead-letter queue now and then.
+                let _ = writeln!(text, "max_depth = {SMALL_QUEUE_DEPTH}");
+            }
         }
         match hopmq_routing::parse(&text, "topology.toml") {
             Ok(checked) => checked.topology,
