@@ -1,0 +1,364 @@
+//! Commits completed: each one's continuation makes its effect visible and answers whoever
+//! waits for it (persist, then acknowledge), or undoes its bookkeeping when the write failed.
+
+// The core's types and imports: these handlers are part of `Core`, split by concern.
+use super::*;
+
+impl Core {
+    /// Applies the outcome of the oldest commit in flight: commits complete in the order
+    /// they were made.
+    pub fn on_commit(&mut self, result: Result<Vec<Location>, StoreError>, now: Now) {
+        self.event_now = now;
+        let Some(continuation) = self.commits.completed() else {
+            error!("a commit completed that the core did not make; ignored");
+            return;
+        };
+        self.apply(continuation, result, now);
+        self.after_commit(now);
+        self.retire_dead_segments();
+    }
+
+    /// Makes a durable effect visible and acknowledges it; also the path of effects that
+    /// needed no journal write.
+    pub(super) fn apply(
+        &mut self,
+        continuation: Continuation,
+        result: Result<Vec<Location>, StoreError>,
+        now: Now,
+    ) {
+        match continuation {
+            Continuation::Put {
+                connection,
+                request,
+                items,
+                ids,
+                handoffs,
+                direct,
+            } => match result {
+                Err(error) => {
+                    warn!(%error, "put failed");
+                    self.place_failed(items, handoffs, direct);
+                    self.reply(connection, request, Err(api_error(&error)));
+                }
+                Ok(locations) => {
+                    let placed =
+                        self.place(items, &mut locations.into_iter(), handoffs, direct, now);
+                    self.messages_put += ids.len() as u64;
+                    if !mutation::active(Mutation::AckBeforeDurable) {
+                        self.reply(connection, request, Ok(Reply::Put(ids)));
+                    }
+                    self.finish_placing(placed, now);
+                }
+            },
+            Continuation::Get {
+                connection,
+                request,
+                queue,
+                entries,
+                reply,
+            } => match result {
+                Ok(_) => {
+                    let count = entries.len() as u64;
+                    if self.send_to(connection, ToClient::Encoded(reply)) {
+                        self.messages_delivered += count;
+                        for entry in &entries {
+                            self.forget(entry);
+                        }
+                    } else {
+                        // The getter left while its removal was being written: nobody has these
+                        // messages, so they are stored again, in place.
+                        info!(%queue, count = entries.len(), "getter left before its messages were handed over; restoring them");
+                        for mut entry in entries {
+                            entry.delivery_count -= 1;
+                            self.restore(&queue, entry, now);
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.hand_back(connection, request, &queue, entries, api_error(&error));
+                    self.serve_waiters(&queue, now);
+                }
+            },
+            Continuation::Ack {
+                connection,
+                request,
+                leases,
+            } => match result {
+                Ok(_) => {
+                    for lease in &leases {
+                        self.forget(&lease.entry);
+                    }
+                    self.reply(connection, request, Ok(Reply::Done));
+                }
+                Err(error) => {
+                    for lease in leases {
+                        self.give_back(lease.queue, lease.entry, now);
+                    }
+                    self.reply(connection, request, Err(api_error(&error)));
+                }
+            },
+            Continuation::Removed { entries } => {
+                if let Err(error) = result {
+                    // They stay in the journal and expire again after a restart.
+                    warn!(%error, "recording expired messages failed");
+                }
+                for entry in &entries {
+                    self.forget(entry);
+                }
+            }
+            Continuation::Link(write) => self.on_link_write(write, result, now),
+            Continuation::Relocated {
+                seq,
+                assigned,
+                old_segment,
+                old_len,
+            } => {
+                self.relocating -= 1;
+                let location = match result {
+                    Ok(locations) => match locations.first() {
+                        Some(&location) => location,
+                        None => return,
+                    },
+                    Err(error) => {
+                        warn!(%error, "compaction write failed; the segment stays");
+                        return;
+                    }
+                };
+                // The copy counts only if the message is still queued: one taken meanwhile has
+                // its removal written after this copy, so the copy is dead on replay too.
+                let new_body = journal_ref(location);
+                // A message given to a channel may have gone back to a queue meanwhile. One
+                // queued then given to a channel keeps pointing at its old record, which stays
+                // live: safe, only not compacted this time.
+                let moved = assigned.is_some_and(|(neighbour, channel_seq)| {
+                    self.relocate_assigned(&neighbour, channel_seq, seq, new_body)
+                }) || self
+                    .queues
+                    .values_mut()
+                    .any(|slot| slot.queue.relocate(seq, new_body));
+                if moved {
+                    self.liveness.remove(old_segment, old_len);
+                    self.liveness.add(location.segment, location.len);
+                }
+            }
+            Continuation::Moved { mut item, old } => {
+                if let Some(slot) = self.queues.get_mut(&item.queue) {
+                    slot.pending -= 1;
+                }
+                match result {
+                    Ok(locations) => {
+                        if let Some(&location) = locations.first() {
+                            item.entry.body = journal_ref(location);
+                            self.liveness.add(location.segment, location.len);
+                        }
+                        let moved = old.is_some();
+                        if let Some((_, old)) = old {
+                            self.forget(&old);
+                        }
+                        self.payloads.keep(&item.entry, item.payload.clone());
+                        self.insert(&item.queue, item.entry);
+                        // A message written back after a failed hand-over was announced already.
+                        if moved {
+                            self.notify_subscribers(&item);
+                        }
+                        self.serve_waiters(&item.queue, now);
+                    }
+                    Err(error) => match old {
+                        Some((from, old)) => {
+                            error!(%error, queue = %from, "moving a message failed; it stays where it was");
+                            self.insert(&from, old);
+                        }
+                        None => {
+                            // Its removal is durable and its copy could not be written: keep
+                            // it in memory, where it is still delivered, rather than lose it.
+                            error!(%error, queue = %item.queue, seq = item.entry.seq,
+                                "writing a message back failed; it is kept in memory only until delivered");
+                            let entry = Entry {
+                                body: BodyRef::Memory,
+                                ..item.entry
+                            };
+                            self.payloads.keep(&entry, item.payload);
+                            self.insert(&item.queue, entry);
+                            self.serve_waiters(&item.queue, now);
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// Undoes the bookkeeping of messages whose write failed: nothing of them is stored.
+    pub(super) fn place_failed(
+        &mut self,
+        items: Vec<PutItem>,
+        handoffs: Vec<Handoff>,
+        direct: Vec<forward::DirectLink>,
+    ) {
+        let mut queues = vec![None; handoffs.len()];
+        for item in items {
+            if let Some(slot) = self.queues.get_mut(&item.queue) {
+                slot.pending -= 1;
+                slot.pending_handoffs -= u64::from(item.handoff.is_some());
+            }
+            if let Some(index) = item.handoff {
+                queues[index] = Some(item.queue);
+            }
+        }
+        // Back in line in reverse, each at the front: the original order.
+        for (handoff, queue) in handoffs.into_iter().zip(queues).rev() {
+            if let Some(queue) = queue {
+                self.unclaim(&queue, handoff);
+            }
+        }
+        self.direct_failed(direct);
+    }
+
+    /// Makes durable messages visible: into their queues, to the gets they were handed to, or
+    /// to the link senders they were assigned to. `locations` yields the messages' records,
+    /// then the direct assignments' records. Waiters are served by [`Core::finish_placing`],
+    /// after the caller has acknowledged the write.
+    pub(super) fn place(
+        &mut self,
+        items: Vec<PutItem>,
+        locations: &mut impl Iterator<Item = Location>,
+        handoffs: Vec<Handoff>,
+        direct: Vec<forward::DirectLink>,
+        now: Now,
+    ) -> Placed {
+        let mut touched = BTreeSet::new();
+        let mut handed: Vec<Vec<PutItem>> = handoffs.iter().map(|_| Vec::new()).collect();
+        for mut item in items {
+            if let Some(slot) = self.queues.get_mut(&item.queue) {
+                slot.pending -= 1;
+                slot.pending_handoffs -= u64::from(item.handoff.is_some());
+            }
+            self.notify_subscribers(&item);
+            if let Some(index) = item.handoff {
+                // Written and removed in one commit: never live in the journal.
+                let _ = locations.next();
+                item.entry.delivery_count = 1;
+                handed[index].push(item);
+                continue;
+            }
+            if item.persistent {
+                if let Some(location) = locations.next() {
+                    item.entry.body = journal_ref(location);
+                    self.liveness.add(location.segment, location.len);
+                }
+            }
+            self.payloads.keep(&item.entry, item.payload.clone());
+            match item.channel_seq {
+                Some(channel_seq) => {
+                    self.place_assigned(item.queue, item.entry, channel_seq, now);
+                }
+                None => {
+                    self.insert(&item.queue, item.entry);
+                    touched.insert(item.queue);
+                }
+            }
+        }
+        let direct = self.direct_placed(direct, locations);
+        Placed {
+            handed: handoffs.into_iter().zip(handed).collect(),
+            touched,
+            direct,
+        }
+    }
+
+    /// The rest of [`Core::place`]: answer hand-offs, serve waiters, let links send.
+    pub(super) fn finish_placing(&mut self, placed: Placed, now: Now) {
+        for (handoff, items) in placed.handed {
+            self.complete_handoff(handoff, items, now);
+        }
+        for queue in placed.touched {
+            self.serve_waiters(&queue, now);
+        }
+        for neighbour in placed.direct {
+            self.direct_finished(&neighbour, now);
+        }
+    }
+
+    /// Answers the get a put's messages were handed to; if its getter left meanwhile, the
+    /// messages are stored again, since nobody has them.
+    pub(super) fn complete_handoff(&mut self, handoff: Handoff, items: Vec<PutItem>, now: Now) {
+        let messages: Vec<_> = items
+            .iter()
+            .map(|item| (&item.payload[..], &item.entry, None, true))
+            .collect();
+        let handed = match delivery::messages_reply(handoff.request, &messages) {
+            Ok(reply) => self.send_to(handoff.connection, ToClient::Encoded(reply)),
+            Err(error) => {
+                error!(%error, "cannot hand messages over to a getter");
+                self.reply(
+                    handoff.connection,
+                    handoff.request,
+                    Err(ApiError::Storage {
+                        detail: error.to_string(),
+                    }),
+                );
+                false
+            }
+        };
+        if handed {
+            self.messages_delivered += items.len() as u64;
+            return;
+        }
+        for item in items {
+            let entry = Entry {
+                delivery_count: 0,
+                ..item.entry
+            };
+            self.rewrite(&item.queue, entry, item.payload, true, now);
+        }
+    }
+
+    /// Stores a removed message again under its own seq (so it keeps its place).
+    pub(super) fn restore(&mut self, queue: &QueueName, entry: Entry, now: Now) {
+        let payload = match self.payloads.get(&entry, &*self.storage) {
+            Ok(payload) => payload,
+            Err(error) => {
+                error!(%error, %queue, seq = entry.seq, "cannot restore a message whose getter left");
+                return;
+            }
+        };
+        self.forget(&entry);
+        let persistent = !matches!(entry.body, BodyRef::Memory);
+        self.rewrite(queue, entry, payload, persistent, now);
+    }
+
+    /// Writes a message's record again, then puts the message back into `queue`.
+    pub(super) fn rewrite(
+        &mut self,
+        queue: &QueueName,
+        mut entry: Entry,
+        payload: Bytes,
+        persistent: bool,
+        now: Now,
+    ) {
+        self.ensure_slot(queue).pending += 1;
+        if !persistent {
+            entry.body = BodyRef::Memory;
+        }
+        let item = PutItem {
+            queue: queue.clone(),
+            entry,
+            payload: payload.clone(),
+            persistent,
+            handoff: None,
+            channel_seq: None,
+        };
+        if persistent {
+            self.commit_freeing(vec![payload], Continuation::Moved { item, old: None });
+        } else {
+            self.apply(Continuation::Moved { item, old: None }, Ok(Vec::new()), now);
+        }
+    }
+
+    /// Drops a message's payload and its claim on its segment.
+    pub(super) fn forget(&mut self, entry: &Entry) {
+        self.payloads.forget(entry);
+        if let Some(location) = entry.body.location() {
+            self.liveness.remove(location.segment, location.len);
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Receiving: frames from a neighbour's connection handled in order, the batches they carry
+//! resolved message by message (late binding: a local queue, a next hop, the held messages,
+//! the dead-letter queue) and written with the channel's new state in one atomic group, then
+//! acknowledged; frames that arrive meanwhile wait in the link's inbox.
+
+// The forwarding types and imports: these handlers are part of `Core`, split by concern.
+use super::*;
+
+impl Core {
+    /// Handles frames from `neighbour`'s inbound connection, in order; the stores they ask for
+    /// become one journal write.
+    pub(in crate::manager::core) fn receive(
+        &mut self,
+        neighbour: &ManagerName,
+        frames: Vec<ChannelFrame>,
+        now: Now,
+    ) {
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        let mut merged: Option<Store> = None;
+        let mut merged_bytes = 0;
+        let mut frames = frames.into_iter();
+        while let Some(frame) = frames.next() {
+            let bytes = frame_bytes(&frame);
+            if merged.is_some() && merged_bytes + bytes > RECEIVE_MERGE_BYTES_MAX {
+                // The rest waits for the next write, so one group stays under the journal's
+                // limit.
+                let current = link.inbound.as_ref().map_or(0, |c| c.id);
+                let rest: Vec<ChannelFrame> = std::iter::once(frame).chain(frames).collect();
+                for frame in rest.into_iter().rev() {
+                    link.inbox_bytes += frame_bytes(&frame);
+                    link.inbox.push_front((current, frame));
+                }
+                break;
+            }
+            merged_bytes += bytes;
+            match link.receiver.handle_frame(frame) {
+                Ok(ReceiverOutput::Send(reply)) => {
+                    if link.inbound.as_ref().is_some_and(|c| !c.send(reply)) {
+                        self.close_channel(
+                            neighbour,
+                            ChannelDirection::Inbound,
+                            "peer stopped reading",
+                        );
+                        break;
+                    }
+                }
+                Ok(ReceiverOutput::Store(store)) => match &mut merged {
+                    Some(merged) => {
+                        merged.messages_to_store.extend(store.messages_to_store);
+                        merged.state = store.state;
+                    }
+                    None => merged = Some(store),
+                },
+                Err(error) => {
+                    let why = error.to_string();
+                    // What was accepted before the bad frame is still stored below.
+                    self.close_channel(neighbour, ChannelDirection::Inbound, &why);
+                    break;
+                }
+            }
+        }
+        if let Some(store) = merged {
+            self.store_received(neighbour, store, now);
+        }
+    }
+
+    pub(in crate::manager::core) fn store_received(
+        &mut self,
+        neighbour: &ManagerName,
+        store: Store,
+        now: Now,
+    ) {
+        let mut items = Vec::with_capacity(store.messages_to_store.len());
+        let mut ids = Vec::with_capacity(store.messages_to_store.len());
+        let mut arrivals = Arrivals::default();
+        for message in store.messages_to_store {
+            ids.push(message.id);
+            if let Some(item) = self.arrival(neighbour, &message.payload, now, &mut arrivals) {
+                items.push(item);
+            }
+        }
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        link.counters.messages_received += ids.len() as u64;
+        link.receiving = true;
+        let state = store.state;
+        // Messages, then direct assignments, then the channel state: `place` takes the
+        // locations in that order. The removal of handed-off messages comes last.
+        let mut payloads: Vec<Bytes> = items.iter().map(|item| item.payload.clone()).collect();
+        payloads.extend(direct_records(&arrivals.direct));
+        payloads.push(Bytes::from(record::encode(&Record::ChannelReceive(
+            ReceiveRecord {
+                from: neighbour.as_str(),
+                epoch: state.epoch,
+                sender_epoch: state.sender_epoch,
+                stored_up_to: state.stored_up_to,
+                reconcile_until: state.reconcile_until,
+                ids: ids.clone(),
+            },
+        ))));
+        if !arrivals.handed_off.is_empty() {
+            payloads.push(Bytes::from(record::encode(&Record::Remove(
+                arrivals.handed_off,
+            ))));
+        }
+        self.commit(
+            payloads,
+            crate::manager::core::Continuation::Link(LinkWrite::Received {
+                neighbour: neighbour.clone(),
+                items,
+                state,
+                handoffs: arrivals.handoffs,
+                direct: arrivals.direct,
+                ids,
+            }),
+        );
+    }
+
+    /// Where a message arriving from `from` goes, re-encoded for this manager's journal; `None`
+    /// when it is dropped (expired, or not a message at all).
+    fn arrival(
+        &mut self,
+        from: &ManagerName,
+        payload: &[u8],
+        now: Now,
+        arrivals: &mut Arrivals,
+    ) -> Option<PutItem> {
+        let passing = match record::Passing::read(payload) {
+            Ok(passing) => passing,
+            Err(e) => {
+                error!(%from, error = %e, "a neighbour sent a message that does not decode; dropped");
+                return None;
+            }
+        };
+        if passing.expires_at_ms.is_some_and(|at| at <= now.wall_ms) {
+            debug!(id = passing.id, "message expired in transit; dropped");
+            self.messages_expired += 1;
+            return None;
+        }
+        let hops = passing.hops;
+        let (mut queue, reason) = if hops > self.limits.max_hops as usize {
+            (
+                dead_letter_queue(),
+                Some(format!(
+                    "hop limit of {} exceeded (after {hops} hops)",
+                    self.limits.max_hops
+                )),
+            )
+        } else {
+            match self.resolve_arrival(passing.destination) {
+                Ok(queue) => (queue, None),
+                Err(reason) => (dead_letter_queue(), Some(reason)),
+            }
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let hop = (self.name.as_str(), now.wall_ms);
+        let mut body_bytes = passing.body_bytes;
+        let mut encoded = match &reason {
+            // The common case, rewritten around the bytes it keeps.
+            None => passing.rewrite(queue.as_str(), seq, hop),
+            Some(reason) => {
+                warn!(id = passing.id, destination = passing.destination, %reason, "message dead-lettered on arrival");
+                dead_lettered(&whole(payload, from)?, seq, hop, reason)
+            }
+        };
+        // A message grown on its way (its trace), or one from a manager with larger segments,
+        // may not fit this journal's groups: storing it would fail its whole batch on every
+        // resend and wedge the link. It is dead-lettered without its body and headers instead.
+        if encoded.len() as u64 + ARRIVAL_GROUP_ROOM_BYTES > self.storage.group_bytes_max() {
+            let reason = format!(
+                "message of {} bytes is too large for this manager's journal (groups of at most \
+                 {} bytes); its body and headers were dropped",
+                encoded.len(),
+                self.storage.group_bytes_max()
+            );
+            warn!(id = passing.id, destination = passing.destination, %reason, "message dead-lettered on arrival");
+            queue = dead_letter_queue();
+            let mut stored = whole(payload, from)?;
+            stored.body = &[];
+            stored.headers.clear();
+            body_bytes = 0;
+            encoded = dead_lettered(&stored, seq, hop, &reason);
+        }
+        let entry = Entry {
+            seq,
+            body: BodyRef::Memory,
+            bytes: body_bytes as u32,
+            priority: passing.priority,
+            expires_at_ms: passing.expires_at_ms.unwrap_or(u64::MAX),
+            put_at_ms: now.wall_ms,
+            correlation: correlation_hash(passing.correlation_id),
+            delivery_count: 0,
+        };
+        let payload = Bytes::from(encoded);
+        let handoff = self.hand_off(
+            &queue,
+            passing.correlation_id,
+            &mut arrivals.handoffs,
+            &mut arrivals.open,
+        );
+        if handoff.is_none() && !arrivals.open.is_empty() {
+            // A later message must not overtake this one through a hand-off.
+            arrivals.open.remove(&queue);
+        }
+        let channel_seq = match handoff {
+            Some(_) => None,
+            None => {
+                let key = record::dedup_key(passing.id, passing.hops + 1);
+                self.assign_direct(&queue, seq, key, &payload, &mut arrivals.direct, now)
+            }
+        };
+        let slot = self.ensure_slot(&queue);
+        slot.pending += 1;
+        slot.pending_handoffs += u64::from(handoff.is_some());
+        if handoff.is_some() {
+            arrivals.handed_off.push(seq);
+        }
+        Some(PutItem {
+            queue,
+            entry,
+            payload,
+            persistent: true,
+            handoff,
+            channel_seq,
+        })
+    }
+
+    /// A link write finished.
+    pub(in crate::manager::core) fn on_link_write(
+        &mut self,
+        write: LinkWrite,
+        result: Result<Vec<Location>, StoreError>,
+        now: Now,
+    ) {
+        match write {
+            LinkWrite::Assigned { neighbour, state } => {
+                let Some(link) = self.links.get_mut(&neighbour) else {
+                    return;
+                };
+                link.assigning = false;
+                match result {
+                    Ok(locations) => {
+                        let location = locations.last().copied();
+                        let old = link.send_record.take();
+                        link.send_record = location;
+                        link.persisted_sender = Some(state);
+                        if let Some(sender) = &mut link.sender {
+                            if state.next_seq > 1 {
+                                sender.handle_seq_durable(state.next_seq - 1);
+                            }
+                        }
+                        self.swap_live(old, location);
+                        self.flush(&neighbour, now.instant);
+                        self.pump(&neighbour, now);
+                    }
+                    Err(error) => {
+                        // The numbers handed out are not durable and were never sent: the
+                        // messages go back to their queue and the numbers are reused.
+                        warn!(%neighbour, %error, "writing channel sequence numbers failed; the messages wait");
+                        self.unassign_lost(&neighbour);
+                    }
+                }
+            }
+            LinkWrite::ReceiveState { neighbour, state } => {
+                let Some(link) = self.links.get_mut(&neighbour) else {
+                    return;
+                };
+                link.receiving = false;
+                match result {
+                    Ok(locations) => {
+                        let location = locations.first().copied();
+                        let old = std::mem::replace(&mut link.receive_record, location);
+                        link.durable_receiver = state;
+                        self.swap_live(old, location);
+                    }
+                    // The old record stands; the next maintenance tick tries again.
+                    Err(error) => warn!(%neighbour, %error, "rewriting a channel's state failed"),
+                }
+                self.receive_inbox(&neighbour, now);
+            }
+            LinkWrite::Received {
+                neighbour,
+                items,
+                state,
+                handoffs,
+                direct,
+                ids,
+            } => {
+                let locations = match result {
+                    Ok(locations) => locations,
+                    Err(error) => {
+                        error!(%neighbour, %error, "storing a batch from a neighbour failed; it will be resent");
+                        self.place_failed(items, handoffs, direct);
+                        if let Some(link) = self.links.get_mut(&neighbour) {
+                            link.receiving = false;
+                            // Back to what is durable; the sender resends the rest.
+                            link.receiver
+                                .handle_store_failed(link.durable_receiver, &ids);
+                        }
+                        self.close_channel(
+                            &neighbour,
+                            ChannelDirection::Inbound,
+                            "local storage error",
+                        );
+                        return;
+                    }
+                };
+                let mut locations = locations.into_iter();
+                let placed = self.place(items, &mut locations, handoffs, direct, now);
+                let record_location = locations.next();
+                let Some(link) = self.links.get_mut(&neighbour) else {
+                    return;
+                };
+                link.receiving = false;
+                link.durable_receiver = state;
+                let old = link.receive_record.take();
+                link.receive_record = record_location;
+                let stalled = link
+                    .receiver
+                    .handle_stored(&state)
+                    .is_some_and(|ack| link.inbound.as_ref().is_some_and(|c| !c.send(ack)));
+                self.swap_live(old, record_location);
+                if stalled {
+                    self.close_channel(
+                        &neighbour,
+                        ChannelDirection::Inbound,
+                        "peer stopped reading",
+                    );
+                }
+                self.finish_placing(placed, now);
+                self.receive_inbox(&neighbour, now);
+            }
+        }
+    }
+
+    /// Handles the frames that waited while a write of the link was in flight.
+    pub(in crate::manager::core) fn receive_inbox(&mut self, neighbour: &ManagerName, now: Now) {
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        let current = link.inbound.as_ref().map(|c| c.id);
+        link.inbox_bytes = 0;
+        let waiting: Vec<ChannelFrame> = link
+            .inbox
+            .drain(..)
+            .filter(|(connection, _)| Some(*connection) == current)
+            .map(|(_, frame)| frame)
+            .collect();
+        if !waiting.is_empty() {
+            self.receive(neighbour, waiting, now);
+        }
+    }
+}

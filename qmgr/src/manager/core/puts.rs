@@ -1,0 +1,281 @@
+//! Puts: where an address leads (a local queue, or the waiting queue of another manager),
+//! a batch validated whole before anything is stored, and the hand-off of a message put to an
+//! empty queue straight to a waiting get (its removal in the same journal group).
+
+// The core's types and imports: these handlers are part of `Core`, split by concern.
+use super::*;
+
+impl Core {
+    /// Where a put to `address` goes: a local queue, or the queue of messages waiting to leave.
+    pub(super) fn resolve(&mut self, address: &str) -> Result<QueueName, ApiError> {
+        // Remembered per address, as arrivals are: parsing it and finding its route was a
+        // fifth of a put's work per message.
+        match self.routing.puts.get(address) {
+            Some(routes::PutPlace::Local(queue)) => return self.local_queue_named(queue.clone()),
+            Some(routes::PutPlace::Waiting(queue)) => {
+                let queue = queue.clone();
+                self.ensure_slot(&queue);
+                return Ok(queue);
+            }
+            None => {}
+        }
+        let bad = |reason: String| ApiError::BadAddress {
+            address: address.to_owned(),
+            reason,
+        };
+        let parsed: Address = address
+            .parse()
+            .map_err(|e: hopmq::NameError| bad(e.to_string()))?;
+        if parsed.queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
+            return Err(bad(format!(
+                "queue names starting with `{SYSTEM_QUEUE_PREFIX}` are reserved"
+            )));
+        }
+        let home = match &parsed.manager {
+            Some(manager) => manager.clone(),
+            None => match self.topology.queue(parsed.queue.as_str()) {
+                Some(queue) => queue.home.clone(),
+                None => self.name.clone(),
+            },
+        };
+        if home == self.name {
+            let queue = self.local_queue_named(parsed.queue)?;
+            self.routing
+                .remember_put(address, routes::PutPlace::Local(queue.clone()));
+            return Ok(queue);
+        }
+        // Store and forward: the message waits in the transmission queue of its next hop, or
+        // with the held messages while no route exists, until a channel takes it.
+        let queue = self.route_to(&home).ok_or_else(|| ApiError::NoRoute {
+            address: address.to_owned(),
+            reason: format!("no manager `{home}` in the topology"),
+        })?;
+        self.routing
+            .remember_put(address, routes::PutPlace::Waiting(queue.clone()));
+        Ok(queue)
+    }
+
+    pub(super) fn put(
+        &mut self,
+        connection: u64,
+        request: u64,
+        messages: Vec<(String, OutgoingMessage)>,
+        now: Now,
+    ) -> Result<Option<Reply>, ApiError> {
+        if messages.is_empty() || messages.len() > BATCH_MESSAGES_MAX as usize {
+            return Err(ApiError::BatchTooLarge {
+                count: messages.len() as u64,
+                limit: u64::from(BATCH_MESSAGES_MAX),
+            });
+        }
+        // Validate everything first: a batch is stored whole or not at all.
+        let mut targets = Vec::with_capacity(messages.len());
+        let mut added: FxHashMap<QueueName, u64> = FxHashMap::default();
+        for (address, message) in &messages {
+            let bytes = message.body.len() as u64;
+            if bytes > self.limits.max_message_bytes {
+                return Err(ApiError::MessageTooLarge {
+                    bytes,
+                    limit: self.limits.max_message_bytes,
+                });
+            }
+            if message.priority > PRIORITY_MAX {
+                return Err(ApiError::BadRequest {
+                    reason: format!("priority {} is over {PRIORITY_MAX}", message.priority),
+                });
+            }
+            let queue = self.resolve(address)?;
+            if let Some(limit) = self
+                .topology
+                .queue(queue.as_str())
+                .and_then(|q| q.max_message_bytes)
+            {
+                if bytes > limit {
+                    return Err(ApiError::MessageTooLarge { bytes, limit });
+                }
+            }
+            let count = added.entry(queue.clone()).or_default();
+            *count += 1;
+            let slot = &self.queues[&queue];
+            let held = slot.queue.depth() + slot.pending + self.leases.leased(queue.as_str());
+            if held + *count > slot.max_depth {
+                return Err(ApiError::QueueFull {
+                    queue: queue.to_string(),
+                    max_depth: slot.max_depth,
+                });
+            }
+            targets.push(queue);
+        }
+        let mut items = Vec::with_capacity(messages.len());
+        let mut ids = Vec::with_capacity(messages.len());
+        let mut journal_payloads = Vec::new();
+        let mut handed_off = Vec::new();
+        let mut handoffs: Vec<Handoff> = Vec::new();
+        // Per queue, the hand-off still taking this put's messages.
+        let mut open: FxHashMap<QueueName, usize> = FxHashMap::default();
+        let mut direct = Vec::new();
+        for ((address, message), queue) in messages.iter().zip(targets) {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let id = self.ids.next();
+            let envelope = Envelope {
+                seq,
+                queue: queue.as_str(),
+                id,
+                destination: address,
+                origin: self.name.as_str(),
+                put_at_ms: now.wall_ms,
+            };
+            let payload = Bytes::from(delivery::encode_put(&envelope, message));
+            let entry = Entry {
+                seq,
+                body: BodyRef::Memory,
+                bytes: message.body.len() as u32,
+                priority: message.priority,
+                expires_at_ms: message
+                    .ttl_ms
+                    .map_or(u64::MAX, |ttl| now.wall_ms.saturating_add(ttl)),
+                put_at_ms: now.wall_ms,
+                correlation: correlation_hash(message.correlation_id.as_deref()),
+                delivery_count: 0,
+            };
+            // A message leaving this manager is always journaled: a channel sequence number
+            // may only name a message that survives a crash (non-persistence ends here).
+            let persistent = message.persistent || queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX);
+            let handoff = if persistent {
+                journal_payloads.push(payload.clone());
+                self.hand_off(
+                    &queue,
+                    message.correlation_id.as_deref(),
+                    &mut handoffs,
+                    &mut open,
+                )
+            } else {
+                None
+            };
+            if handoff.is_none() && !open.is_empty() {
+                // A later message must not overtake this one through a hand-off.
+                open.remove(&queue);
+            }
+            let channel_seq = if persistent {
+                self.assign_direct(&queue, seq, id.0, &payload, &mut direct, now)
+            } else {
+                None
+            };
+            if let Some(slot) = self.queues.get_mut(&queue) {
+                slot.pending += 1;
+                slot.pending_handoffs += u64::from(handoff.is_some());
+            }
+            if handoff.is_some() {
+                handed_off.push(seq);
+            }
+            items.push(PutItem {
+                queue,
+                entry,
+                payload,
+                persistent,
+                handoff,
+                channel_seq,
+            });
+            ids.push(id);
+        }
+        // Right after the messages, so the locations of both come first, in order.
+        journal_payloads.extend(forward::direct_records(&direct));
+        let continuation = Continuation::Put {
+            connection,
+            request,
+            items,
+            ids,
+            handoffs,
+            direct,
+        };
+        if mutation::active(Mutation::AckBeforeDurable) {
+            if let Continuation::Put { ids, .. } = &continuation {
+                self.reply(connection, request, Ok(Reply::Put(ids.clone())));
+            }
+        }
+        if journal_payloads.is_empty() {
+            self.apply(continuation, Ok(Vec::new()), now);
+        } else {
+            if !handed_off.is_empty() {
+                // Last in the group, so the locations of the messages come first, in order.
+                journal_payloads.push(record::encode(&Record::Remove(handed_off)).into());
+            }
+            self.commit(journal_payloads, continuation);
+        }
+        Ok(None)
+    }
+
+    /// The hand-off a message put to `queue` joins, if any: the one this put opened for the
+    /// queue while it has room, else a newly claimed waiting get.
+    pub(super) fn hand_off(
+        &mut self,
+        queue: &QueueName,
+        correlation_id: Option<&str>,
+        handoffs: &mut Vec<Handoff>,
+        open: &mut FxHashMap<QueueName, usize>,
+    ) -> Option<usize> {
+        if let Some(&index) = open.get(queue) {
+            let handoff = &mut handoffs[index];
+            let matches = handoff
+                .correlation_id
+                .as_deref()
+                .is_none_or(|c| Some(c) == correlation_id);
+            if handoff.taken < handoff.max && matches {
+                handoff.taken += 1;
+                return Some(index);
+            }
+        }
+        let mut handoff = self.claim_waiter(queue, correlation_id)?;
+        handoff.taken = 1;
+        handoffs.push(handoff);
+        open.insert(queue.clone(), handoffs.len() - 1);
+        Some(handoffs.len() - 1)
+    }
+
+    /// The first waiting get that takes this message as it is put, if the queue is empty and
+    /// nothing but other hand-offs is on its way into it (so put order is kept). Leased gets
+    /// are served the usual way.
+    pub(super) fn claim_waiter(
+        &mut self,
+        queue: &QueueName,
+        correlation_id: Option<&str>,
+    ) -> Option<Handoff> {
+        let slot = self.queues.get(queue)?;
+        if slot.queue.depth() > 0 || slot.pending > slot.pending_handoffs {
+            return None;
+        }
+        let waiter_id = self.waiters.first_in_line(queue, |w| {
+            w.lease_ms.is_none()
+                && w.correlation_id
+                    .as_deref()
+                    .is_none_or(|c| Some(c) == correlation_id)
+        })?;
+        let waiter = self.waiters.remove(waiter_id)?;
+        Some(Handoff {
+            connection: waiter.connection,
+            request: waiter.request,
+            deadline_ms: waiter.deadline_ms,
+            max: waiter.max,
+            correlation_id: waiter.correlation_id,
+            taken: 0,
+        })
+    }
+
+    /// Puts a waiting get claimed by a put that failed back at the head of its queue's line.
+    pub(super) fn unclaim(&mut self, queue: &QueueName, handoff: Handoff) {
+        if !self.connections.contains_key(&handoff.connection) {
+            return;
+        }
+        let waiter = Waiter {
+            connection: handoff.connection,
+            request: handoff.request,
+            queue: queue.clone(),
+            max: handoff.max,
+            correlation_id: handoff.correlation_id,
+            lease_ms: None,
+            deadline_ms: handoff.deadline_ms,
+        };
+        self.waiters.add(waiter, true);
+    }
+}

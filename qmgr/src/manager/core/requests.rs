@@ -1,0 +1,135 @@
+//! The other requests of a client: subscriptions, declaring and deleting queues, status.
+
+// The core's types and imports: these handlers are part of `Core`, split by concern.
+use super::*;
+
+impl Core {
+    pub(super) fn subscribe(&mut self, connection: u64, queue: &str) -> Result<Reply, ApiError> {
+        let queue = self.app_queue(queue)?;
+        self.next_subscription += 1;
+        let subscription = self.next_subscription;
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return Err(ApiError::ShuttingDown);
+        };
+        conn.subscriptions.insert(subscription, queue.clone());
+        if let Some(slot) = self.queues.get_mut(&queue) {
+            slot.subscribers.push((connection, subscription));
+        }
+        Ok(Reply::Subscribed(subscription))
+    }
+
+    pub(super) fn unsubscribe(
+        &mut self,
+        connection: u64,
+        subscription: u64,
+    ) -> Result<Reply, ApiError> {
+        let queue = self
+            .connections
+            .get_mut(&connection)
+            .and_then(|conn| conn.subscriptions.remove(&subscription))
+            .ok_or(ApiError::UnknownSubscription { subscription })?;
+        if let Some(slot) = self.queues.get_mut(&queue) {
+            slot.subscribers.retain(|&(_, s)| s != subscription);
+        }
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn declare(
+        &mut self,
+        queue: &str,
+        max_depth: Option<u64>,
+    ) -> Result<Reply, ApiError> {
+        let queue = QueueName::new(queue).map_err(|e| ApiError::BadRequest {
+            reason: e.to_string(),
+        })?;
+        if queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
+            return Err(ApiError::BadRequest {
+                reason: format!("queue names starting with `{SYSTEM_QUEUE_PREFIX}` are reserved"),
+            });
+        }
+        if max_depth == Some(0) {
+            return Err(ApiError::BadRequest {
+                reason: "max_depth must be at least 1".into(),
+            });
+        }
+        let slot = self.ensure_slot(&queue);
+        if let Some(max_depth) = max_depth {
+            slot.max_depth = max_depth;
+        }
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn delete(&mut self, queue: &str) -> Result<Reply, ApiError> {
+        let queue = self.app_queue(queue)?;
+        let slot = &self.queues[&queue];
+        let held = slot.queue.depth() + slot.pending + self.leases.leased(queue.as_str());
+        if held > 0 {
+            return Err(ApiError::QueueNotEmpty {
+                queue: queue.to_string(),
+                depth: held,
+            });
+        }
+        if queue.as_str() == DEAD_LETTER_QUEUE {
+            return Err(ApiError::BadRequest {
+                reason: "the dead-letter queue cannot be deleted".into(),
+            });
+        }
+        if let Some(slot) = self.queues.remove(&queue) {
+            for waiter in self.waiters.line(&queue) {
+                self.end_waiter(
+                    waiter,
+                    Err(ApiError::UnknownQueue {
+                        queue: queue.to_string(),
+                    }),
+                );
+            }
+            for (connection, subscription) in slot.subscribers {
+                if let Some(conn) = self.connections.get_mut(&connection) {
+                    conn.subscriptions.remove(&subscription);
+                }
+            }
+        }
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn status(&self, now: Now) -> Status {
+        let mut queues: Vec<QueueStatus> = self
+            .queues
+            .iter()
+            .map(|(name, slot)| QueueStatus {
+                name: name.to_string(),
+                depth: slot.queue.depth(),
+                leased: self.leases.leased(name.as_str()),
+                bytes: slot.queue.bytes(),
+                oldest_age_ms: slot
+                    .queue
+                    .oldest_put_at_ms()
+                    .map(|at| now.wall_ms.saturating_sub(at)),
+                max_depth: slot.max_depth,
+            })
+            .collect();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        let stats = self.storage.stats();
+        Status {
+            manager: self.name.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_secs: now.mono_ms.saturating_sub(self.started_ms) / 1000,
+            queues,
+            messages_put: self.messages_put,
+            messages_delivered: self.messages_delivered,
+            store: StoreStatus {
+                segments: stats.segments.len() as u64,
+                bytes: stats.bytes_on_disk,
+                last_batch_records: stats.batch_records_last,
+                commits: stats.commits,
+                sync: self.limits.sync.as_str().to_owned(),
+            },
+            links: self.link_status(now),
+            routes: self.route_status(),
+            messages_forwarded: self.messages_forwarded,
+            messages_expired: self.messages_expired,
+            topology: self.topology_status(),
+            network: self.network_status(),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Time and tidying: deadlines of waiting gets and leases, the maintenance tick (expiry
+//! sweeps, retiring dead journal segments, compacting mostly dead ones).
+
+// The core's types and imports: these handlers are part of `Core`, split by concern.
+use super::*;
+
+impl Core {
+    /// The next moment something is due (a waiting get's timeout, a lease's end).
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let waiter = self.waiters.next_deadline_ms();
+        let lease = self.leases.next_deadline_ms();
+        waiter.into_iter().chain(lease).min()
+    }
+
+    /// Ends what is due at `now`.
+    pub fn on_timer(&mut self, now: Now) {
+        self.event_now = now;
+        for waiter in self.waiters.due(now.mono_ms) {
+            self.end_waiter(waiter, Ok(Reply::Messages(Vec::new())));
+        }
+        for lease in self.leases.expire(now.mono_ms) {
+            debug!(lease = lease.id, queue = %lease.queue, "lease expired");
+            self.give_back(lease.queue, lease.entry, now);
+        }
+    }
+
+    /// Periodic work: sweep expired messages, delete journal segments nothing lives in.
+    pub fn on_maintenance(&mut self, now: Now) {
+        self.event_now = now;
+        self.on_link_maintenance(now);
+        self.on_routing_maintenance(now);
+        let names: Vec<QueueName> = self.queues.keys().cloned().collect();
+        for name in names {
+            let expired = match self.queues.get_mut(&name) {
+                Some(slot) => slot.queue.remove_expired(now.wall_ms, EXPIRY_SWEEP_MAX),
+                None => continue,
+            };
+            if name.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
+                self.messages_expired += expired.len() as u64;
+            }
+            self.remove_expired(expired);
+        }
+        let active = self.storage.active_segment();
+        let oldest_live = self.oldest_live_segment();
+        let since = match self.oldest_live_since {
+            Some((segment, since)) if segment == oldest_live => since,
+            _ => {
+                self.oldest_live_since = Some((oldest_live, now.mono_ms));
+                now.mono_ms
+            }
+        };
+        if oldest_live < active && self.relocating == 0 && now.mono_ms - since >= COMPACT_AGE_MS {
+            self.compact(oldest_live, active);
+        }
+        self.retire_dead_segments();
+    }
+
+    /// The oldest journal segment still needed. Only a prefix of the journal is ever deleted:
+    /// removal records in a segment refer to messages in older ones, so a segment goes only
+    /// once everything before it is gone; nor may a segment go that a commit still in flight
+    /// may have written to (its records are durable but not yet counted as live).
+    pub(super) fn oldest_live_segment(&self) -> u64 {
+        let active = self.storage.active_segment();
+        let oldest_in_flight = self.commits.oldest_segment().unwrap_or(active);
+        self.liveness
+            .oldest()
+            .unwrap_or(active)
+            .min(active)
+            .min(oldest_in_flight)
+    }
+
+    /// Deletes the segments before the oldest one needed, or keeps them as spares: as soon as
+    /// a commit lets the oldest live segment move on, not only at the maintenance tick, so that
+    /// the writer preparing its next segment finds a spare to recycle before it has written
+    /// much of a file of zeros (a segment fills in well under a tick at full speed).
+    pub(super) fn retire_dead_segments(&mut self) {
+        let oldest_live = self.oldest_live_segment();
+        if oldest_live <= self.retired_below {
+            return;
+        }
+        match self.storage.delete_segments_before(oldest_live) {
+            Ok(()) => self.retired_below = oldest_live,
+            Err(error) => warn!(%error, "deleting dead journal segments failed"),
+        }
+    }
+
+    /// Rewrites the few live messages of `segment` at the journal's head when that frees a
+    /// mostly dead segment, so that disk use follows the live data. Messages keep their seq,
+    /// so order is unchanged, and stay in their queues while the copies are written.
+    pub(super) fn compact(&mut self, segment: u64, active: u64) {
+        let live_bytes = self.liveness.bytes(segment);
+        // Worth it only when the segment is mostly dead and not about to die on its own.
+        if live_bytes > self.segment_bytes / COMPACT_LIVE_FRACTION
+            || active - segment < COMPACT_DISTANCE_MIN
+        {
+            return;
+        }
+        let mut payloads = Vec::new();
+        let mut moves = Vec::new();
+        // Messages given to a channel and not yet acked count too: a neighbour down for long
+        // must not pin the journal's oldest segment.
+        let queued = self
+            .queues
+            .values()
+            .flat_map(|slot| slot.queue.entries().map(|entry| (entry, None)));
+        let assigned = self
+            .assigned_entries()
+            .map(|(entry, neighbour, channel_seq)| (entry, Some((neighbour, channel_seq))));
+        for (entry, assigned) in queued.chain(assigned) {
+            let Some(location) = entry.body.location() else {
+                continue;
+            };
+            if location.segment != segment {
+                continue;
+            }
+            match self.payloads.get(entry, &*self.storage) {
+                Ok(payload) => {
+                    let assignment = assigned.map(|(neighbour, channel_seq)| {
+                        forward::assignment_record(neighbour, entry.seq, channel_seq)
+                    });
+                    payloads.push(std::iter::once(payload).chain(assignment).collect());
+                    moves.push((
+                        entry.seq,
+                        assigned.map(|(neighbour, channel_seq)| (neighbour.clone(), channel_seq)),
+                        location.len,
+                    ));
+                }
+                Err(error) => {
+                    warn!(%error, segment, seq = entry.seq, "cannot read a message to compact its segment");
+                    return;
+                }
+            }
+        }
+        if payloads.is_empty() {
+            return; // only leased or in-flight messages hold it: they will settle
+        }
+        info!(
+            segment,
+            messages = payloads.len(),
+            live_bytes,
+            "compacting a mostly dead journal segment"
+        );
+        // Relocated records stand alone (with their assignment, for a message given to a
+        // channel); one group per record keeps each under the batch limit.
+        for (group, (seq, assigned, len)) in payloads.into_iter().zip(moves) {
+            self.relocating += 1;
+            self.commit(
+                group,
+                Continuation::Relocated {
+                    seq,
+                    assigned,
+                    old_segment: segment,
+                    old_len: len,
+                },
+            );
+        }
+    }
+}
