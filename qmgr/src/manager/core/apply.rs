@@ -56,29 +56,7 @@ impl Core {
                 queue,
                 entries,
                 reply,
-            } => match result {
-                Ok(_) => {
-                    let count = entries.len() as u64;
-                    if self.send_to(connection, ToClient::Encoded(reply)) {
-                        self.messages_delivered += count;
-                        for entry in &entries {
-                            self.forget(entry);
-                        }
-                    } else {
-                        // The getter left while its removal was being written: nobody has these
-                        // messages, so they are stored again, in place.
-                        info!(%queue, count = entries.len(), "getter left before its messages were handed over; restoring them");
-                        for mut entry in entries {
-                            entry.delivery_count -= 1;
-                            self.restore(&queue, entry, now);
-                        }
-                    }
-                }
-                Err(error) => {
-                    self.hand_back(connection, request, &queue, entries, api_error(&error));
-                    self.serve_waiters(&queue, now);
-                }
-            },
+            } => self.apply_get((connection, request), &queue, entries, reply, result, now),
             Continuation::Ack {
                 connection,
                 request,
@@ -112,78 +90,131 @@ impl Core {
                 assigned,
                 old_segment,
                 old_len,
-            } => {
-                self.relocating -= 1;
-                let location = match result {
-                    Ok(locations) => match locations.first() {
-                        Some(&location) => location,
-                        None => return,
-                    },
-                    Err(error) => {
-                        warn!(%error, "compaction write failed; the segment stays");
-                        return;
-                    }
-                };
-                // The copy counts only if the message is still queued: one taken meanwhile has
-                // its removal written after this copy, so the copy is dead on replay too.
-                let new_body = journal_ref(location);
-                // A message given to a channel may have gone back to a queue meanwhile. One
-                // queued then given to a channel keeps pointing at its old record, which stays
-                // live: safe, only not compacted this time.
-                let moved = assigned.is_some_and(|(neighbour, channel_seq)| {
-                    self.relocate_assigned(&neighbour, channel_seq, seq, new_body)
-                }) || self
-                    .queues
-                    .values_mut()
-                    .any(|slot| slot.queue.relocate(seq, new_body));
-                if moved {
-                    self.liveness.remove(old_segment, old_len);
+            } => self.apply_relocated(seq, assigned, (old_segment, old_len), result),
+            Continuation::Moved { item, old } => self.apply_moved(item, old, result, now),
+        }
+    }
+
+    /// A destructive get's removal is durable (or failed): hand the messages over, or put
+    /// them back.
+    fn apply_get(
+        &mut self,
+        (connection, request): (u64, u64),
+        queue: &QueueName,
+        entries: Vec<Entry>,
+        reply: Vec<u8>,
+        result: Result<Vec<Location>, StoreError>,
+        now: Now,
+    ) {
+        if let Err(error) = result {
+            self.hand_back(connection, request, queue, entries, api_error(&error));
+            self.serve_waiters(queue, now);
+            return;
+        }
+        let count = entries.len() as u64;
+        if self.send_to(connection, ToClient::Encoded(reply)) {
+            self.messages_delivered += count;
+            for entry in &entries {
+                self.forget(entry);
+            }
+            return;
+        }
+        // The getter left while its removal was being written: nobody has these messages, so
+        // they are stored again, in place.
+        info!(%queue, count, "getter left before its messages were handed over; restoring them");
+        for mut entry in entries {
+            entry.delivery_count -= 1;
+            self.restore(queue, entry, now);
+        }
+    }
+
+    /// A compacted copy of message `seq` is durable: it becomes the live one if the message is
+    /// still here.
+    fn apply_relocated(
+        &mut self,
+        seq: u64,
+        assigned: Option<(ManagerName, u64)>,
+        (old_segment, old_len): (u64, u32),
+        result: Result<Vec<Location>, StoreError>,
+    ) {
+        self.relocating -= 1;
+        let location = match result {
+            Ok(locations) => match locations.first() {
+                Some(&location) => location,
+                None => return,
+            },
+            Err(error) => {
+                warn!(%error, "compaction write failed; the segment stays");
+                return;
+            }
+        };
+        // The copy counts only if the message is still queued: one taken meanwhile has its
+        // removal written after this copy, so the copy is dead on replay too.
+        let new_body = journal_ref(location);
+        // A message given to a channel may have gone back to a queue meanwhile. One queued then
+        // given to a channel keeps pointing at its old record, which stays live: safe, only
+        // not compacted this time.
+        let moved = assigned.is_some_and(|(neighbour, channel_seq)| {
+            self.relocate_assigned(&neighbour, channel_seq, seq, new_body)
+        }) || self
+            .queues
+            .values_mut()
+            .any(|slot| slot.queue.relocate(seq, new_body));
+        if moved {
+            self.liveness.remove(old_segment, old_len);
+            self.liveness.add(location.segment, location.len);
+        }
+    }
+
+    /// A message moved (dead-lettered, or written back after a failed hand-over) is durable
+    /// in its new place, or stays where it was.
+    fn apply_moved(
+        &mut self,
+        mut item: PutItem,
+        old: Option<(QueueName, Entry)>,
+        result: Result<Vec<Location>, StoreError>,
+        now: Now,
+    ) {
+        if let Some(slot) = self.queues.get_mut(&item.queue) {
+            slot.pending -= 1;
+        }
+        match result {
+            Ok(locations) => {
+                if let Some(&location) = locations.first() {
+                    item.entry.body = journal_ref(location);
                     self.liveness.add(location.segment, location.len);
                 }
-            }
-            Continuation::Moved { mut item, old } => {
-                if let Some(slot) = self.queues.get_mut(&item.queue) {
-                    slot.pending -= 1;
+                let moved = old.is_some();
+                if let Some((_, old)) = old {
+                    self.forget(&old);
                 }
-                match result {
-                    Ok(locations) => {
-                        if let Some(&location) = locations.first() {
-                            item.entry.body = journal_ref(location);
-                            self.liveness.add(location.segment, location.len);
-                        }
-                        let moved = old.is_some();
-                        if let Some((_, old)) = old {
-                            self.forget(&old);
-                        }
-                        self.payloads.keep(&item.entry, item.payload.clone());
-                        self.insert(&item.queue, item.entry);
-                        // A message written back after a failed hand-over was announced already.
-                        if moved {
-                            self.notify_subscribers(&item);
-                        }
-                        self.serve_waiters(&item.queue, now);
-                    }
-                    Err(error) => match old {
-                        Some((from, old)) => {
-                            error!(%error, queue = %from, "moving a message failed; it stays where it was");
-                            self.insert(&from, old);
-                        }
-                        None => {
-                            // Its removal is durable and its copy could not be written: keep
-                            // it in memory, where it is still delivered, rather than lose it.
-                            error!(%error, queue = %item.queue, seq = item.entry.seq,
-                                "writing a message back failed; it is kept in memory only until delivered");
-                            let entry = Entry {
-                                body: BodyRef::Memory,
-                                ..item.entry
-                            };
-                            self.payloads.keep(&entry, item.payload);
-                            self.insert(&item.queue, entry);
-                            self.serve_waiters(&item.queue, now);
-                        }
-                    },
+                self.payloads.keep(&item.entry, item.payload.clone());
+                self.insert(&item.queue, item.entry);
+                // A message written back after a failed hand-over was announced already.
+                if moved {
+                    self.notify_subscribers(&item);
                 }
+                self.serve_waiters(&item.queue, now);
             }
+            Err(error) => match old {
+                Some((from, old)) => {
+                    error!(%error, queue = %from, "moving a message failed; it stays where it was");
+                    self.insert(&from, old);
+                }
+                None => {
+                    // Its removal is durable and its copy could not be written: keep it in
+                    // memory, where it is still delivered, rather than lose it.
+                    error!(%error, queue = %item.queue, seq = item.entry.seq,
+                        "writing a message back failed; it is kept in memory only until delivered");
+                    let entry = Entry {
+                        body: BodyRef::Memory,
+                        ..item.entry
+                    };
+                    self.payloads.keep(&entry, item.payload);
+                    self.insert(&item.queue, entry);
+                    self.serve_waiters(&item.queue, now);
+                }
+            },
         }
     }
 
