@@ -1,6 +1,7 @@
 //! What one client can cost a manager, bounded: nothing larger than a hello is read before the
 //! handshake, a watcher that stops reading is cut off by bytes (not let grow the manager by
-//! gigabytes), and past `max_connections` a client is refused with the reason.
+//! gigabytes) and the spike's memory is given back, and past `max_connections` a client is
+//! refused with the reason.
 
 #![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
 
@@ -98,7 +99,7 @@ fn past_max_connections_a_client_is_refused_with_the_reason_until_one_leaves() {
 }
 
 #[test]
-fn a_watcher_that_stops_reading_is_cut_off_by_bytes() {
+fn a_watcher_that_stops_reading_is_cut_off_by_bytes_and_its_memory_given_back() {
     let manager = Manager::start();
     // A watcher stopped with SIGSTOP: subscribed, then reading nothing.
     let mut watcher = UnixStream::connect(manager.socket()).unwrap();
@@ -145,6 +146,11 @@ fn a_watcher_that_stops_reading_is_cut_off_by_bytes() {
             Err(e) => panic!("reading the watcher's connection: {e}"),
         }
     }
+    // Once it is gone, the spike's memory goes back to the system.
+    drop(watcher);
+    wait_until("the manager gave the spike's memory back", SOON, || {
+        resident_mib(&manager) < 48
+    });
     assert!(
         received < MESSAGES * BODY_BYTES / 2,
         "the watcher was sent {received} bytes: not cut off"

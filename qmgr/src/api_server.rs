@@ -176,7 +176,17 @@ async fn connection(
     let _ = commands
         .send(Command::Disconnected { connection: id })
         .await;
-    let _ = writer_task.await;
+    if let Ok(backlog_bytes_max) = writer_task.await {
+        if backlog_bytes_max >= SPIKE_BYTES_MIN {
+            // A client that fell far behind left memory free in this runtime's heaps: give it
+            // back to the system rather than keep the spike's size for good.
+            info!(
+                connection = id,
+                backlog_bytes_max, "a client's backlog was large; releasing free memory"
+            );
+            crate::allocator::release_free_memory();
+        }
+    }
     debug!(connection = id, "connection closed");
 }
 
@@ -206,18 +216,26 @@ async fn send_and_flush(
     Ok(())
 }
 
+/// A connection whose frames waiting to be written reached this many bytes left a spike of
+/// memory behind it (see [`crate::manager::outbox::CONNECTION_BYTES_MAX`]).
+const SPIKE_BYTES_MIN: usize = 8 * 1024 * 1024;
+
+/// Writes the core's frames to the client until the core drops its end; returns the most
+/// bytes that ever waited.
 async fn write_loop(
     mut writer: BufWriter<OwnedWriteHalf>,
     mut outgoing: Outgoing,
     _writing: mpsc::Sender<()>,
-) {
+) -> usize {
+    let mut backlog_bytes_max = 0;
     // One buffer for every write, so encoding a frame does not grow a new one copy by copy.
     let mut buffer = Vec::new();
     while let Some(frame) = outgoing.recv().await {
+        backlog_bytes_max = backlog_bytes_max.max(outgoing.queued_bytes() + frame.bytes());
         reset_write_buffer(&mut buffer);
         if let Err(error) = append(frame, &mut buffer) {
             info!(%error, "a reply to a client could not be encoded; closing its connection");
-            return;
+            return backlog_bytes_max;
         }
         // Batch whatever else is ready into the same write and flush, up to a bound: the
         // frames taken are no longer counted against the connection's limit.
@@ -227,19 +245,20 @@ async fn write_loop(
                 break;
             };
             if append(frame, &mut buffer).is_err() {
-                return;
+                return backlog_bytes_max;
             }
             written += 1;
         }
         if let Err(error) = writer.write_all(&buffer).await {
             info!(%error, "a client's connection failed while writing");
-            return;
+            return backlog_bytes_max;
         }
         if writer.flush().await.is_err() {
-            return;
+            return backlog_bytes_max;
         }
     }
     let _ = writer.shutdown().await;
+    backlog_bytes_max
 }
 
 /// Adds `frame`, encoded, to the bytes of the next write.

@@ -253,6 +253,9 @@ pub struct Core {
     /// The moment of the event being handled, for the few paths deep in a handler that act
     /// on their own (closing a connection that stopped reading).
     event_now: Now,
+    /// A client was cut off with a large backlog: the next maintenance tick gives the freed
+    /// memory back to the system.
+    spike_freed: bool,
     /// Fresh channel epochs: seeded from the incarnation's entropy, so a simulation replays.
     epochs: forward::EpochSource,
     shutting_down: bool,
@@ -322,6 +325,7 @@ impl Core {
             retired_below: 0,
             started_ms: now.mono_ms,
             event_now: now,
+            spike_freed: false,
             shutting_down: false,
             messages_put: 0,
             messages_delivered: 0,
@@ -424,6 +428,7 @@ impl Core {
                     "closing a connection that stopped reading (past {CONNECTION_FRAMES_MAX} frames or {CONNECTION_BYTES_MAX} bytes queued)"
                 );
                 self.disconnect(connection, self.event_now);
+                self.spike_freed = true;
                 false
             }
             Err(Refused::Closed) => false,

@@ -104,6 +104,11 @@ impl Outgoing {
         Some(frame)
     }
 
+    /// Bytes waiting, the next frame's not included once it is taken.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
     /// The next frame if one waits.
     pub fn try_recv(&mut self) -> Result<ToClient, TryRecvError> {
         let frame = self.frames.try_recv()?;

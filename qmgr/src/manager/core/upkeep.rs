@@ -53,6 +53,10 @@ impl Core {
             self.compact(oldest_live, active);
         }
         self.retire_dead_segments();
+        if std::mem::take(&mut self.spike_freed) {
+            // The cut-off client's frames were encoded here; their memory is free by now.
+            crate::allocator::release_free_memory();
+        }
     }
 
     /// The oldest journal segment still needed. Only a prefix of the journal is ever deleted:
