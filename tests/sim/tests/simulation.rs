@@ -24,22 +24,22 @@ fn pass(seeds: std::ops::Range<u64>, managers: usize, steps: u64) {
 
 #[test]
 fn three_managers_keep_every_promise() {
-    pass(1..401, 3, 3_000);
+    pass(1..601, 3, 3_000);
 }
 
 #[test]
 fn four_managers_keep_every_promise() {
-    pass(1_001..1_401, 4, 3_000);
+    pass(1_001..1_601, 4, 3_000);
 }
 
 #[test]
 fn four_managers_keep_every_promise_over_long_runs() {
-    pass(2_001..2_061, 4, 12_000);
+    pass(2_001..2_081, 4, 12_000);
 }
 
 #[test]
 fn six_managers_keep_every_promise() {
-    pass(3_001..3_151, 6, 5_000);
+    pass(3_001..3_201, 6, 5_000);
 }
 
 #[test]
