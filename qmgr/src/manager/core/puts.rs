@@ -69,43 +69,7 @@ impl Core {
             });
         }
         // Validate everything first: a batch is stored whole or not at all.
-        let mut targets = Vec::with_capacity(messages.len());
-        let mut added: FxHashMap<QueueName, u64> = FxHashMap::default();
-        for (address, message) in &messages {
-            let bytes = message.body.len() as u64;
-            if bytes > self.limits.max_message_bytes {
-                return Err(ApiError::MessageTooLarge {
-                    bytes,
-                    limit: self.limits.max_message_bytes,
-                });
-            }
-            if message.priority > PRIORITY_MAX {
-                return Err(ApiError::BadRequest {
-                    reason: format!("priority {} is over {PRIORITY_MAX}", message.priority),
-                });
-            }
-            let queue = self.resolve(address)?;
-            if let Some(limit) = self
-                .topology
-                .queue(queue.as_str())
-                .and_then(|q| q.max_message_bytes)
-            {
-                if bytes > limit {
-                    return Err(ApiError::MessageTooLarge { bytes, limit });
-                }
-            }
-            let count = added.entry(queue.clone()).or_default();
-            *count += 1;
-            let slot = &self.queues[&queue];
-            let held = slot.queue.depth() + slot.pending + self.leases.leased(queue.as_str());
-            if held + *count > slot.max_depth {
-                return Err(ApiError::QueueFull {
-                    queue: queue.to_string(),
-                    max_depth: slot.max_depth,
-                });
-            }
-            targets.push(queue);
-        }
+        let targets = self.put_targets(&messages)?;
         let mut items = Vec::with_capacity(messages.len());
         let mut ids = Vec::with_capacity(messages.len());
         let mut journal_payloads = Vec::new();
@@ -115,30 +79,7 @@ impl Core {
         let mut open: FxHashMap<QueueName, usize> = FxHashMap::default();
         let mut direct = Vec::new();
         for ((address, message), queue) in messages.iter().zip(targets) {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let id = self.ids.next();
-            let envelope = Envelope {
-                seq,
-                queue: queue.as_str(),
-                id,
-                destination: address,
-                origin: self.name.as_str(),
-                put_at_ms: now.wall_ms,
-            };
-            let payload = Bytes::from(delivery::encode_put(&envelope, message));
-            let entry = Entry {
-                seq,
-                body: BodyRef::Memory,
-                bytes: message.body.len() as u32,
-                priority: message.priority,
-                expires_at_ms: message
-                    .ttl_ms
-                    .map_or(u64::MAX, |ttl| now.wall_ms.saturating_add(ttl)),
-                put_at_ms: now.wall_ms,
-                correlation: correlation_hash(message.correlation_id.as_deref()),
-                delivery_count: 0,
-            };
+            let (seq, id, payload, entry) = self.stored_put(address, message, &queue, now);
             // A message leaving this manager is always journaled: a channel sequence number
             // may only name a message that survives a crash (non-persistence ends here).
             let persistent = message.persistent || queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX);
@@ -204,6 +145,87 @@ impl Core {
             self.commit(journal_payloads, continuation);
         }
         Ok(None)
+    }
+
+    /// The queue each message of a put goes to, once every message passed every check (size,
+    /// priority, address, the queue's depth with the batch's own messages counted).
+    fn put_targets(
+        &mut self,
+        messages: &[(String, OutgoingMessage)],
+    ) -> Result<Vec<QueueName>, ApiError> {
+        let mut targets = Vec::with_capacity(messages.len());
+        let mut added: FxHashMap<QueueName, u64> = FxHashMap::default();
+        for (address, message) in messages {
+            let bytes = message.body.len() as u64;
+            if bytes > self.limits.max_message_bytes {
+                return Err(ApiError::MessageTooLarge {
+                    bytes,
+                    limit: self.limits.max_message_bytes,
+                });
+            }
+            if message.priority > PRIORITY_MAX {
+                return Err(ApiError::BadRequest {
+                    reason: format!("priority {} is over {PRIORITY_MAX}", message.priority),
+                });
+            }
+            let queue = self.resolve(address)?;
+            if let Some(limit) = self
+                .topology
+                .queue(queue.as_str())
+                .and_then(|q| q.max_message_bytes)
+            {
+                if bytes > limit {
+                    return Err(ApiError::MessageTooLarge { bytes, limit });
+                }
+            }
+            let count = added.entry(queue.clone()).or_default();
+            *count += 1;
+            let slot = &self.queues[&queue];
+            let held = slot.queue.depth() + slot.pending + self.leases.leased(queue.as_str());
+            if held + *count > slot.max_depth {
+                return Err(ApiError::QueueFull {
+                    queue: queue.to_string(),
+                    max_depth: slot.max_depth,
+                });
+            }
+            targets.push(queue);
+        }
+        Ok(targets)
+    }
+
+    /// A new message's seq, id, record (as journaled and forwarded) and queue entry.
+    fn stored_put(
+        &mut self,
+        address: &str,
+        message: &OutgoingMessage,
+        queue: &QueueName,
+        now: Now,
+    ) -> (u64, MessageId, Bytes, Entry) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let id = self.ids.next();
+        let envelope = Envelope {
+            seq,
+            queue: queue.as_str(),
+            id,
+            destination: address,
+            origin: self.name.as_str(),
+            put_at_ms: now.wall_ms,
+        };
+        let payload = Bytes::from(delivery::encode_put(&envelope, message));
+        let entry = Entry {
+            seq,
+            body: BodyRef::Memory,
+            bytes: message.body.len() as u32,
+            priority: message.priority,
+            expires_at_ms: message
+                .ttl_ms
+                .map_or(u64::MAX, |ttl| now.wall_ms.saturating_add(ttl)),
+            put_at_ms: now.wall_ms,
+            correlation: correlation_hash(message.correlation_id.as_deref()),
+            delivery_count: 0,
+        };
+        (seq, id, payload, entry)
     }
 
     /// The hand-off a message put to `queue` joins, if any: the one this put opened for the

@@ -140,51 +140,10 @@ impl Core {
             self.messages_expired += 1;
             return None;
         }
-        let hops = passing.hops;
-        let (mut queue, reason) = if hops > self.limits.max_hops as usize {
-            (
-                dead_letter_queue(),
-                Some(format!(
-                    "hop limit of {} exceeded (after {hops} hops)",
-                    self.limits.max_hops
-                )),
-            )
-        } else {
-            match self.resolve_arrival(passing.destination) {
-                Ok(queue) => (queue, None),
-                Err(reason) => (dead_letter_queue(), Some(reason)),
-            }
-        };
         let seq = self.next_seq;
         self.next_seq += 1;
-        let hop = (self.name.as_str(), now.wall_ms);
-        let mut body_bytes = passing.body_bytes;
-        let mut encoded = match &reason {
-            // The common case, rewritten around the bytes it keeps.
-            None => passing.rewrite(queue.as_str(), seq, hop),
-            Some(reason) => {
-                warn!(id = passing.id, destination = passing.destination, %reason, "message dead-lettered on arrival");
-                dead_lettered(&whole(payload, from)?, seq, hop, reason)
-            }
-        };
-        // A message grown on its way (its trace), or one from a manager with larger segments,
-        // may not fit this journal's groups: storing it would fail its whole batch on every
-        // resend and wedge the link. It is dead-lettered without its body and headers instead.
-        if encoded.len() as u64 + ARRIVAL_GROUP_ROOM_BYTES > self.storage.group_bytes_max() {
-            let reason = format!(
-                "message of {} bytes is too large for this manager's journal (groups of at most \
-                 {} bytes); its body and headers were dropped",
-                encoded.len(),
-                self.storage.group_bytes_max()
-            );
-            warn!(id = passing.id, destination = passing.destination, %reason, "message dead-lettered on arrival");
-            queue = dead_letter_queue();
-            let mut stored = whole(payload, from)?;
-            stored.body = &[];
-            stored.headers.clear();
-            body_bytes = 0;
-            encoded = dead_lettered(&stored, seq, hop, &reason);
-        }
+        let (queue, encoded, body_bytes) =
+            self.arrival_record(from, payload, &passing, seq, now)?;
         let entry = Entry {
             seq,
             body: BodyRef::Memory,
@@ -227,6 +186,64 @@ impl Core {
             handoff,
             channel_seq,
         })
+    }
+
+    /// Where an arrival goes (its queue here, or the dead-letter queue: past the hop limit, no
+    /// place for it, or too large for this journal's groups), its record under `seq`, and its
+    /// body's size as stored.
+    fn arrival_record(
+        &mut self,
+        from: &ManagerName,
+        payload: &[u8],
+        passing: &record::Passing<'_>,
+        seq: u64,
+        now: Now,
+    ) -> Option<(QueueName, Vec<u8>, usize)> {
+        let hops = passing.hops;
+        let (queue, reason) = if hops > self.limits.max_hops as usize {
+            (
+                dead_letter_queue(),
+                Some(format!(
+                    "hop limit of {} exceeded (after {hops} hops)",
+                    self.limits.max_hops
+                )),
+            )
+        } else {
+            match self.resolve_arrival(passing.destination) {
+                Ok(queue) => (queue, None),
+                Err(reason) => (dead_letter_queue(), Some(reason)),
+            }
+        };
+        let hop = (self.name.as_str(), now.wall_ms);
+        let encoded = match &reason {
+            // The common case, rewritten around the bytes it keeps.
+            None => passing.rewrite(queue.as_str(), seq, hop),
+            Some(reason) => {
+                warn!(id = passing.id, destination = passing.destination, %reason, "message dead-lettered on arrival");
+                dead_lettered(&whole(payload, from)?, seq, hop, reason)
+            }
+        };
+        // A message grown on its way (its trace), or one from a manager with larger segments,
+        // may not fit this journal's groups: storing it would fail its whole batch on every
+        // resend and wedge the link. It is dead-lettered without its body and headers instead.
+        let group_bytes_max = self.storage.group_bytes_max();
+        if encoded.len() as u64 + ARRIVAL_GROUP_ROOM_BYTES <= group_bytes_max {
+            return Some((queue, encoded, passing.body_bytes));
+        }
+        let reason = format!(
+            "message of {} bytes is too large for this manager's journal (groups of at most \
+             {group_bytes_max} bytes); its body and headers were dropped",
+            encoded.len(),
+        );
+        warn!(id = passing.id, destination = passing.destination, %reason, "message dead-lettered on arrival");
+        let mut stored = whole(payload, from)?;
+        stored.body = &[];
+        stored.headers.clear();
+        Some((
+            dead_letter_queue(),
+            dead_lettered(&stored, seq, hop, &reason),
+            0,
+        ))
     }
 
     /// A link write finished.
@@ -290,51 +307,58 @@ impl Core {
                 direct,
                 ids,
             } => {
-                let locations = match result {
-                    Ok(locations) => locations,
-                    Err(error) => {
-                        error!(%neighbour, %error, "storing a batch from a neighbour failed; it will be resent");
-                        self.place_failed(items, handoffs, direct);
-                        if let Some(link) = self.links.get_mut(&neighbour) {
-                            link.receiving = false;
-                            // Back to what is durable; the sender resends the rest.
-                            link.receiver
-                                .handle_store_failed(link.durable_receiver, &ids);
-                        }
-                        self.close_channel(
-                            &neighbour,
-                            ChannelDirection::Inbound,
-                            "local storage error",
-                        );
-                        return;
-                    }
-                };
-                let mut locations = locations.into_iter();
-                let placed = self.place(items, &mut locations, handoffs, direct, now);
-                let record_location = locations.next();
-                let Some(link) = self.links.get_mut(&neighbour) else {
-                    return;
-                };
-                link.receiving = false;
-                link.durable_receiver = state;
-                let old = link.receive_record.take();
-                link.receive_record = record_location;
-                let stalled = link
-                    .receiver
-                    .handle_stored(&state)
-                    .is_some_and(|ack| link.inbound.as_ref().is_some_and(|c| !c.send(ack)));
-                self.swap_live(old, record_location);
-                if stalled {
-                    self.close_channel(
-                        &neighbour,
-                        ChannelDirection::Inbound,
-                        "peer stopped reading",
-                    );
-                }
-                self.finish_placing(placed, now);
-                self.receive_inbox(&neighbour, now);
+                let placing = (items, handoffs, direct);
+                self.on_batch_stored(&neighbour, placing, state, &ids, result, now);
             }
         }
+    }
+
+    /// A batch received from `neighbour` was written (or failed): place its messages and
+    /// acknowledge it, or roll the receiver back so that it is resent.
+    fn on_batch_stored(
+        &mut self,
+        neighbour: &ManagerName,
+        (items, handoffs, direct): (Vec<PutItem>, Vec<Handoff>, Vec<DirectLink>),
+        state: ReceiverState,
+        ids: &[u128],
+        result: Result<Vec<Location>, StoreError>,
+        now: Now,
+    ) {
+        let locations = match result {
+            Ok(locations) => locations,
+            Err(error) => {
+                error!(%neighbour, %error, "storing a batch from a neighbour failed; it will be resent");
+                self.place_failed(items, handoffs, direct);
+                if let Some(link) = self.links.get_mut(neighbour) {
+                    link.receiving = false;
+                    // Back to what is durable; the sender resends the rest.
+                    link.receiver
+                        .handle_store_failed(link.durable_receiver, ids);
+                }
+                self.close_channel(neighbour, ChannelDirection::Inbound, "local storage error");
+                return;
+            }
+        };
+        let mut locations = locations.into_iter();
+        let placed = self.place(items, &mut locations, handoffs, direct, now);
+        let record_location = locations.next();
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        link.receiving = false;
+        link.durable_receiver = state;
+        let old = link.receive_record.take();
+        link.receive_record = record_location;
+        let stalled = link
+            .receiver
+            .handle_stored(&state)
+            .is_some_and(|ack| link.inbound.as_ref().is_some_and(|c| !c.send(ack)));
+        self.swap_live(old, record_location);
+        if stalled {
+            self.close_channel(neighbour, ChannelDirection::Inbound, "peer stopped reading");
+        }
+        self.finish_placing(placed, now);
+        self.receive_inbox(neighbour, now);
     }
 
     /// Handles the frames that waited while a write of the link was in flight.
