@@ -125,35 +125,7 @@ impl Replay {
             source,
         };
         match record::decode(payload).map_err(at)? {
-            Record::Enqueue(message) => {
-                let index = match self.name_index.get(message.queue) {
-                    Some(&index) => index,
-                    None => {
-                        let name =
-                            QueueName::new(message.queue).map_err(|_| RecoverError::QueueName {
-                                segment: location.segment,
-                                offset: location.offset,
-                                queue: message.queue.to_owned(),
-                            })?;
-                        self.names.push(name);
-                        let index = (self.names.len() - 1) as u32;
-                        self.name_index.insert(message.queue.to_owned(), index);
-                        index
-                    }
-                };
-                self.max_seq = self.max_seq.max(message.seq);
-                let entry = Entry {
-                    seq: message.seq,
-                    body: BodyRef::journal(location),
-                    bytes: message.body.len() as u32,
-                    priority: message.priority,
-                    expires_at_ms: message.expires_at_ms.unwrap_or(u64::MAX),
-                    put_at_ms: message.put_at_ms,
-                    correlation: correlation_hash(message.correlation_id),
-                    delivery_count: 0,
-                };
-                self.live.insert(message.seq, (index, entry));
-            }
+            Record::Enqueue(message) => self.enqueue(location, &message)?,
             Record::Remove(seqs) => {
                 for seq in seqs {
                     self.max_seq = self.max_seq.max(seq);
@@ -201,6 +173,41 @@ impl Replay {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// An `Enqueue`: the message is live under its seq (a later copy of the same seq wins).
+    fn enqueue(
+        &mut self,
+        location: Location,
+        message: &record::StoredMessage<'_>,
+    ) -> Result<(), RecoverError> {
+        let index = match self.name_index.get(message.queue) {
+            Some(&index) => index,
+            None => {
+                let name = QueueName::new(message.queue).map_err(|_| RecoverError::QueueName {
+                    segment: location.segment,
+                    offset: location.offset,
+                    queue: message.queue.to_owned(),
+                })?;
+                self.names.push(name);
+                let index = (self.names.len() - 1) as u32;
+                self.name_index.insert(message.queue.to_owned(), index);
+                index
+            }
+        };
+        self.max_seq = self.max_seq.max(message.seq);
+        let entry = Entry {
+            seq: message.seq,
+            body: BodyRef::journal(location),
+            bytes: message.body.len() as u32,
+            priority: message.priority,
+            expires_at_ms: message.expires_at_ms.unwrap_or(u64::MAX),
+            put_at_ms: message.put_at_ms,
+            correlation: correlation_hash(message.correlation_id),
+            delivery_count: 0,
+        };
+        self.live.insert(message.seq, (index, entry));
         Ok(())
     }
 

@@ -157,6 +157,78 @@ impl Core {
         }
     }
 
+    /// The routes `table` would change, next hop or cost.
+    fn route_changes_to(&self, table: &RouteTable) -> Vec<RouteChange> {
+        let mut destinations: BTreeSet<&str> = self
+            .routes
+            .routes
+            .iter()
+            .map(|r| r.destination.as_str())
+            .collect();
+        destinations.extend(table.routes.iter().map(|r| r.destination.as_str()));
+        destinations
+            .into_iter()
+            .filter_map(|d| {
+                let old = self.routes.route(d);
+                let new = table.route(d);
+                let hop = |r: Option<&hopmq_routing::Route>| {
+                    r.and_then(|r| r.next_hop.as_ref()).map(ToString::to_string)
+                };
+                let change = RouteChange {
+                    destination: d.to_owned(),
+                    old_next_hop: hop(old),
+                    new_next_hop: hop(new),
+                    old_cost: old.and_then(|r| r.cost),
+                    new_cost: new.and_then(|r| r.cost),
+                };
+                (change.old_next_hop != change.new_next_hop || change.old_cost != change.new_cost)
+                    .then_some(change)
+            })
+            .collect()
+    }
+
+    /// How many waiting messages `topology` (with `table`) would move, per pair of queues, and
+    /// how many a plan left unexamined.
+    fn planned_moves(&self, topology: &Topology, table: &RouteTable) -> (Vec<PlannedMove>, u64) {
+        let mut moves: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        // Each examined message may be a disk read on the core: a plan looks at a sample of
+        // a deep backlog, and says how much it left out.
+        let mut budget = PLAN_MESSAGES_MAX;
+        let mut not_examined = 0u64;
+        for queue in self.waiting_queues() {
+            let Some(slot) = self.queues.get(&queue) else {
+                continue;
+            };
+            for entry in slot.queue.entries() {
+                if budget == 0 {
+                    not_examined += 1;
+                    continue;
+                }
+                budget -= 1;
+                let Ok(payload) = self.payloads.get(entry, &*self.storage) else {
+                    continue;
+                };
+                let Ok(stored) = delivery::stored(&payload) else {
+                    continue;
+                };
+                let to = match place(stored.destination, &self.name, topology, table) {
+                    Place::Here(queue) => queue.to_string(),
+                    Place::Via(hop) => transmission_queue(&hop).to_string(),
+                    Place::Held(_) => HELD_QUEUE.to_owned(),
+                    Place::Dead(_) => DEAD_LETTER_QUEUE.to_owned(),
+                };
+                if to != queue.as_str() {
+                    *moves.entry((queue.to_string(), to)).or_default() += 1;
+                }
+            }
+        }
+        let moves = moves
+            .into_iter()
+            .map(|((from, to), messages)| PlannedMove { from, to, messages })
+            .collect();
+        (moves, not_examined)
+    }
+
     /// What applying `text` would change here, computed without changing anything.
     pub(in crate::manager::core) fn plan_topology(
         &self,
@@ -180,64 +252,8 @@ impl Core {
                 source: self.name.clone(),
                 routes: Vec::new(),
             });
-        let mut destinations: BTreeSet<&str> = self
-            .routes
-            .routes
-            .iter()
-            .map(|r| r.destination.as_str())
-            .collect();
-        destinations.extend(table.routes.iter().map(|r| r.destination.as_str()));
-        let routes = destinations
-            .into_iter()
-            .filter_map(|d| {
-                let old = self.routes.route(d);
-                let new = table.route(d);
-                let hop = |r: Option<&hopmq_routing::Route>| {
-                    r.and_then(|r| r.next_hop.as_ref()).map(ToString::to_string)
-                };
-                let change = RouteChange {
-                    destination: d.to_owned(),
-                    old_next_hop: hop(old),
-                    new_next_hop: hop(new),
-                    old_cost: old.and_then(|r| r.cost),
-                    new_cost: new.and_then(|r| r.cost),
-                };
-                (change.old_next_hop != change.new_next_hop || change.old_cost != change.new_cost)
-                    .then_some(change)
-            })
-            .collect();
-        let mut moves: std::collections::BTreeMap<(String, String), u64> = Default::default();
-        // Each examined message may be a disk read on the core: a plan looks at a sample of
-        // a deep backlog, and says how much it left out.
-        let mut budget = PLAN_MESSAGES_MAX;
-        let mut not_examined = 0u64;
-        for queue in self.waiting_queues() {
-            let Some(slot) = self.queues.get(&queue) else {
-                continue;
-            };
-            for entry in slot.queue.entries() {
-                if budget == 0 {
-                    not_examined += 1;
-                    continue;
-                }
-                budget -= 1;
-                let Ok(payload) = self.payloads.get(entry, &*self.storage) else {
-                    continue;
-                };
-                let Ok(stored) = delivery::stored(&payload) else {
-                    continue;
-                };
-                let to = match place(stored.destination, &self.name, &topology, &table) {
-                    Place::Here(queue) => queue.to_string(),
-                    Place::Via(hop) => transmission_queue(&hop).to_string(),
-                    Place::Held(_) => HELD_QUEUE.to_owned(),
-                    Place::Dead(_) => DEAD_LETTER_QUEUE.to_owned(),
-                };
-                if to != queue.as_str() {
-                    *moves.entry((queue.to_string(), to)).or_default() += 1;
-                }
-            }
-        }
+        let routes = self.route_changes_to(&table);
+        let (moves, not_examined) = self.planned_moves(&topology, &table);
         let unreachable = topology
             .queues()
             .filter(|q| q.home != self.name)
@@ -261,10 +277,7 @@ impl Core {
                 .map(str::to_owned)
                 .collect(),
             routes,
-            moves: moves
-                .into_iter()
-                .map(|((from, to), messages)| PlannedMove { from, to, messages })
-                .collect(),
+            moves,
             unreachable,
             stranded,
             not_examined,
