@@ -149,6 +149,7 @@ async fn serve(
         max_hops: settings.max_hops,
     };
     let (storage, commits_rx) = manager::JournalStorage::new(journal.clone());
+    let storage = storage.with_drained_file(&settings.data_dir);
     let me = settings.manager_name();
     let address = topology
         .manager(me.as_str())
@@ -163,19 +164,19 @@ async fn serve(
         clock.now(),
         manager::clock::entropy(),
     );
-    core.set_routing(
-        settings.topology.as_ref().map(|f| f.display().to_string()),
-        version.clone(),
-        std::time::Duration::from_millis(settings.link_dead_interval_ms),
-        &settings.data_dir,
-        clock.now(),
-    )
-    .with_context(|| {
+    let drained = manager::storage::read_drained(&settings.data_dir).with_context(|| {
         format!(
             "cannot read the drained links in {}",
             settings.data_dir.display()
         )
     })?;
+    core.set_routing(
+        settings.topology.as_ref().map(|f| f.display().to_string()),
+        version.clone(),
+        std::time::Duration::from_millis(settings.link_dead_interval_ms),
+        drained,
+        clock.now(),
+    );
     // Standalone managers (no file) have nothing to read again.
     let reload_requests = settings.topology.as_ref().map(|_| {
         let (requests_tx, requests) = mpsc::channel(reload::REQUESTS_MAX);

@@ -18,7 +18,6 @@ mod upkeep;
 mod waiting;
 
 pub use self::forward::{HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX, transmission_queue};
-pub use self::routes::DRAINED_FILE;
 
 use self::commits::Commits;
 use self::payloads::Payloads;

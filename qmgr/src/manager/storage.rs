@@ -1,5 +1,6 @@
-//! The core's view of its journal, as raft-rs's `Storage` is its core's: the one seam between
-//! the core's decisions and the disk.
+//! The core's view of what it keeps on disk (its journal, and the links an operator drained),
+//! as raft-rs's `Storage` is its core's: the one seam between the core's decisions and the
+//! disk.
 //!
 //! An append only asks for a write: it returns at once, and its outcome reaches the core later
 //! as an event ([`super::Core::on_commit`]), in the order the appends were made. Reads give
@@ -7,9 +8,14 @@
 //! a simulation gives the core a simulated disk instead, which decides when a write becomes
 //! durable and what a crash keeps.
 
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
 use bytes::Bytes;
+use hopmq::ManagerName;
 use tokio::sync::mpsc;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::store::{Commit, Journal, JournalStats, Location, StoreError};
 
@@ -41,19 +47,38 @@ pub trait Storage: Send {
     fn delete_segments_before(&mut self, segment: u64) -> Result<(), StoreError>;
     /// Shape and counters, for status.
     fn stats(&self) -> JournalStats;
+    /// Records durably, before it returns, the links an operator drained.
+    fn save_drained(&mut self, drained: &BTreeSet<ManagerName>) -> std::io::Result<()>;
 }
 
-/// The production storage: the journal, whose commits go to the run loop in append order.
+/// The file in the data directory that keeps the drained links.
+pub const DRAINED_FILE: &str = "drained-links";
+
+/// The production storage: the journal, whose commits go to the run loop in append order,
+/// and the drained-links file.
 pub struct JournalStorage {
     journal: Journal,
     commits: mpsc::UnboundedSender<Commit>,
+    /// `None`: drains are not kept (tests without a data directory).
+    drained_file: Option<PathBuf>,
 }
 
 impl JournalStorage {
     /// The storage over `journal`, and the commits the run loop awaits, oldest first.
     pub fn new(journal: Journal) -> (Self, mpsc::UnboundedReceiver<Commit>) {
         let (commits, receiver) = mpsc::unbounded_channel();
-        (Self { journal, commits }, receiver)
+        let storage = Self {
+            journal,
+            commits,
+            drained_file: None,
+        };
+        (storage, receiver)
+    }
+
+    /// Keeps drains in [`DRAINED_FILE`] of `data_dir`.
+    pub fn with_drained_file(mut self, data_dir: &Path) -> Self {
+        self.drained_file = Some(data_dir.join(DRAINED_FILE));
+        self
     }
 }
 
@@ -88,5 +113,74 @@ impl Storage for JournalStorage {
 
     fn stats(&self) -> JournalStats {
         self.journal.stats()
+    }
+
+    fn save_drained(&mut self, drained: &BTreeSet<ManagerName>) -> std::io::Result<()> {
+        match &self.drained_file {
+            Some(path) => write_drained(path, drained),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes the drained links, one name per line, durably (write, sync, rename, sync folder).
+fn write_drained(path: &Path, drained: &BTreeSet<ManagerName>) -> std::io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    for name in drained {
+        writeln!(file, "{name}")?;
+    }
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(folder) = path.parent() {
+        std::fs::File::open(folder)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The links drained in `data_dir` (read at start: a drain survives restarts); names that
+/// are not valid are skipped with a warning.
+pub fn read_drained(data_dir: &Path) -> std::io::Result<BTreeSet<ManagerName>> {
+    let path = data_dir.join(DRAINED_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(e) => return Err(e),
+    };
+    let mut drained = BTreeSet::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match ManagerName::new(line) {
+            Ok(name) => {
+                drained.insert(name);
+            }
+            Err(e) => {
+                warn!(file = %path.display(), %line, error = %e, "skipping a bad drained link")
+            }
+        }
+    }
+    Ok(drained)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> ManagerName {
+        ManagerName::new(s).expect("a valid name")
+    }
+
+    #[test]
+    fn drained_links_are_written_and_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(DRAINED_FILE);
+        assert!(read_drained(dir.path()).expect("read").is_empty());
+        let drained: BTreeSet<ManagerName> = [name("bravo"), name("delta")].into();
+        write_drained(&path, &drained).expect("write");
+        assert_eq!(read_drained(dir.path()).expect("read"), drained);
+        std::fs::write(&path, "bravo\nnot a name!\n\n").expect("write");
+        assert_eq!(
+            read_drained(dir.path()).expect("read"),
+            [name("bravo")].into()
+        );
     }
 }

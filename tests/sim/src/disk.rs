@@ -9,10 +9,11 @@
 //! Invariant: groups are durable in append order; records never move; a deleted segment's
 //! records are gone for good.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
+use hopmq::ManagerName;
 use qmgr::manager::{Durability, Recovered, Replay, Storage};
 use qmgr::store::{JournalStats, Location, RecoveryReport, StoreError};
 
@@ -47,6 +48,8 @@ struct State {
     /// Every record ever appended, deleted or lost ones too, when tracing (for finding where a
     /// missing message went).
     history: Option<Vec<Bytes>>,
+    /// The links an operator drained: written durably at once, as the drained-links file is.
+    drained: BTreeSet<ManagerName>,
 }
 
 /// The disk of one manager; the core's [`Storage`] is a handle on it.
@@ -159,6 +162,7 @@ impl Disk {
                 deleted_below: state.deleted_below,
                 commits: 0,
                 history: state.history.take(),
+                drained: std::mem::take(&mut state.drained),
             })),
         };
         (disk, survived, recovered)
@@ -167,6 +171,11 @@ impl Disk {
     /// Every record on the disk, in journal order (for the checker).
     pub fn records(&self) -> Vec<Bytes> {
         self.lock().records.values().cloned().collect()
+    }
+
+    /// The links drained, as the next start reads them.
+    pub fn drained(&self) -> BTreeSet<ManagerName> {
+        self.lock().drained.clone()
     }
 
     /// Segments holding records.
@@ -271,5 +280,10 @@ impl Storage for Disk {
             fsync_nanos_max: 0,
             fsync_micros_log2_buckets: [0; qmgr::store::journal::FSYNC_BUCKETS],
         }
+    }
+
+    fn save_drained(&mut self, drained: &BTreeSet<ManagerName>) -> std::io::Result<()> {
+        self.lock().drained = drained.clone();
+        Ok(())
     }
 }

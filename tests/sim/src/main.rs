@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt()
             .without_time()
             .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug")),

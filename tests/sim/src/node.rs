@@ -16,6 +16,9 @@ use crate::shape::Shape;
 const HEARTBEAT_MS: u64 = qmgr::channel::adjacency::HEARTBEAT_INTERVAL.as_millis() as u64;
 /// Maintenance, as the run loop ticks it.
 const MAINTENANCE_MS: u64 = MAINTENANCE_INTERVAL.as_millis() as u64;
+/// A neighbour silent this long is routed around: the default setting.
+const LINK_DEAD_INTERVAL: std::time::Duration =
+    std::time::Duration::from_millis(qmgr::config::defaults::LINK_DEAD_INTERVAL_MS);
 /// A deferred removal is synced within this long if no synced write carries it first.
 const DEFERRED_SYNC_MS: u64 = 20;
 /// Requests a client keeps outstanding at most.
@@ -124,9 +127,13 @@ impl Sim {
         );
         node.core = Some(core);
         node.route_changes = 0;
+        // As `qmgr run` does: the drains the disk kept stay in force.
+        let drained = node.disk.drained();
+        if let Some(core) = node.core.as_mut() {
+            core.set_routing(None, String::new(), LINK_DEAD_INTERVAL, drained, now);
+        }
         node.next_heartbeat_ms = self.now_ms + HEARTBEAT_MS;
         node.next_maintenance_ms = self.now_ms + MAINTENANCE_MS;
-        node.drained.clear();
         node.next_connection += 1;
         let connection = node.next_connection;
         let (frames, outgoing) = qmgr::manager::outbox::channel();
@@ -319,7 +326,9 @@ impl Sim {
         let Some(client) = self.nodes[index].client.as_mut() else {
             return false;
         };
-        if client.requests.len() >= CLIENT_REQUESTS_MAX {
+        // An operator's drain is not held back by the application's requests in flight.
+        let operator = matches!(operation, Operation::SetLink { .. });
+        if client.requests.len() >= CLIENT_REQUESTS_MAX && !operator {
             return false;
         }
         client.next_request += 1;
@@ -474,22 +483,22 @@ impl Sim {
             .name
             .clone();
         let drained = !self.nodes[index].drained.contains(&neighbour);
+        let operation = Operation::SetLink {
+            neighbour: neighbour.to_string(),
+            drained,
+        };
+        // Only a running manager takes the operator's command.
+        if !self.request(index, operation, Request::Other) {
+            return;
+        }
         self.digest
             .add(&format!("drain {index} {neighbour} {drained}"));
         self.checker.fault();
         if drained {
-            self.nodes[index].drained.push(neighbour.clone());
+            self.nodes[index].drained.push(neighbour);
         } else {
             self.nodes[index].drained.retain(|n| n != &neighbour);
         }
-        self.request(
-            index,
-            Operation::SetLink {
-                neighbour: neighbour.to_string(),
-                drained,
-            },
-            Request::Other,
-        );
     }
 
     /// Returns every link manager `index` drained to service.

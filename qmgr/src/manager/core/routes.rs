@@ -26,8 +26,7 @@ mod edits;
 mod flooding;
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 
 use hopmq::protocol::{NetworkLinkStatus, RefusedTopology, Reply, TopologyStatus};
@@ -44,16 +43,12 @@ use crate::manager::clock::Now;
 use crate::manager::delivery;
 use crate::queue::local::Entry;
 
-/// The file, in the data directory, that lists the links an operator drained.
-pub const DRAINED_FILE: &str = "drained-links";
-
 /// The routing state the core keeps beside `Core::topology` and `Core::routes`.
 pub(super) struct Routing {
     network: Network,
     linkstate: LinkStateDb,
     pub(super) dead_interval: Duration,
     drained: BTreeSet<ManagerName>,
-    drained_file: Option<PathBuf>,
     file: Option<String>,
     version: String,
     applied_at_ms: u64,
@@ -141,7 +136,6 @@ impl Routing {
             linkstate,
             dead_interval: Duration::from_millis(crate::config::defaults::LINK_DEAD_INTERVAL_MS),
             drained: BTreeSet::new(),
-            drained_file: None,
             file: None,
             version: String::new(),
             applied_at_ms: now_ms,
@@ -250,55 +244,18 @@ const _: () = assert!(
         < crate::channel::frame::CHANNEL_FRAME_BYTES_MAX
 );
 
-/// Writes the drained links, one name per line, durably (write, sync, rename, sync folder).
-fn write_drained(path: &Path, drained: &BTreeSet<ManagerName>) -> std::io::Result<()> {
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    for name in drained {
-        writeln!(file, "{name}")?;
-    }
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(folder) = path.parent() {
-        std::fs::File::open(folder)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// Reads the drained links; names that are not valid are skipped with a warning.
-fn read_drained(path: &Path) -> std::io::Result<BTreeSet<ManagerName>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
-        Err(e) => return Err(e),
-    };
-    let mut drained = BTreeSet::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        match ManagerName::new(line) {
-            Ok(name) => {
-                drained.insert(name);
-            }
-            Err(e) => {
-                warn!(file = %path.display(), %line, error = %e, "skipping a bad drained link")
-            }
-        }
-    }
-    Ok(drained)
-}
-
 impl Core {
     /// Where the topology came from, its fingerprint, how long a silent neighbour stays
-    /// alive, and where drained links are kept (read now: a drain survives restarts).
+    /// alive, and the links an operator drained (kept by the storage: a drain survives
+    /// restarts).
     pub fn set_routing(
         &mut self,
         file: Option<String>,
         version: String,
         dead_interval: Duration,
-        data_dir: &Path,
+        drained: BTreeSet<ManagerName>,
         now: Now,
-    ) -> std::io::Result<()> {
-        let path = data_dir.join(DRAINED_FILE);
-        let drained = read_drained(&path)?;
+    ) {
         if !drained.is_empty() {
             let names: Vec<&str> = drained.iter().map(ManagerName::as_str).collect();
             info!(links = ?names, "links drained by an operator stay out of service");
@@ -307,9 +264,7 @@ impl Core {
         self.routing.version = version;
         self.routing.dead_interval = dead_interval;
         self.routing.drained = drained;
-        self.routing.drained_file = Some(path);
         self.refresh_routes(now);
-        Ok(())
     }
 
     /// How often a next hop changed since this core started: per-origin order is promised
@@ -754,17 +709,5 @@ mod tests {
         }
         assert_eq!(back, advertisements);
         assert!(link_state_frames(Vec::new()).is_empty());
-    }
-
-    #[test]
-    fn drained_links_are_written_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(DRAINED_FILE);
-        assert!(read_drained(&path).unwrap().is_empty());
-        let drained: BTreeSet<ManagerName> = [name("bravo"), name("delta")].into();
-        write_drained(&path, &drained).unwrap();
-        assert_eq!(read_drained(&path).unwrap(), drained);
-        std::fs::write(&path, "bravo\nnot a name!\n\n").unwrap();
-        assert_eq!(read_drained(&path).unwrap(), [name("bravo")].into());
     }
 }

@@ -195,11 +195,11 @@ impl Core {
         if !changed {
             return Ok(Reply::Done);
         }
-        if let Some(path) = &self.routing.drained_file {
-            write_drained(path, &next).map_err(|e| ApiError::Storage {
-                detail: format!("cannot record the drain in {}: {e}", path.display()),
+        self.storage
+            .save_drained(&next)
+            .map_err(|e| ApiError::Storage {
+                detail: format!("cannot record the drain: {e}"),
             })?;
-        }
         self.routing.drained = next;
         if drained {
             info!(%neighbour, "link drained by an operator: routes avoid it, messages in flight on it finish");
