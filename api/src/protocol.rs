@@ -585,16 +585,7 @@ pub fn encode_into<T: Serialize>(frame: &T, out: &mut Vec<u8>) -> Result<(), Fra
         out.truncate(start);
         return Err(e.into());
     }
-    let length = out.len() - start - 4;
-    if length > FRAME_BYTES_MAX {
-        out.truncate(start);
-        return Err(FrameError::TooLarge {
-            bytes: length,
-            limit: FRAME_BYTES_MAX,
-        });
-    }
-    out[start..start + 4].copy_from_slice(&(length as u32).to_le_bytes());
-    Ok(())
+    finish_frame(out, start)
 }
 
 /// The frame `ServerFrame::Reply { id, result: Ok(Reply::Messages(..)) }` of `deliveries`,
@@ -707,6 +698,21 @@ where
     decode(&payload)
 }
 
+/// Writes the length prefix of the frame that starts at `start` of `out` (its four bytes
+/// reserved), or takes the frame back out if it is over [`FRAME_BYTES_MAX`].
+fn finish_frame(out: &mut Vec<u8>, start: usize) -> Result<(), FrameError> {
+    let length = out.len() - start - 4;
+    if length > FRAME_BYTES_MAX {
+        out.truncate(start);
+        return Err(FrameError::TooLarge {
+            bytes: length,
+            limit: FRAME_BYTES_MAX,
+        });
+    }
+    out[start..start + 4].copy_from_slice(&(length as u32).to_le_bytes());
+    Ok(())
+}
+
 /// `ServerFrame::Event`'s variant index: postcard writes it as a one-byte varint.
 const EVENT_VARIANT: u8 = 3;
 
@@ -726,16 +732,7 @@ pub fn encode_event_into(
     let varint = postcard::to_slice(&subscription, &mut varint)?;
     out.extend_from_slice(varint);
     out.extend_from_slice(message);
-    let length = out.len() - start - 4;
-    if length > FRAME_BYTES_MAX {
-        out.truncate(start);
-        return Err(FrameError::TooLarge {
-            bytes: length,
-            limit: FRAME_BYTES_MAX,
-        });
-    }
-    out[start..start + 4].copy_from_slice(&(length as u32).to_le_bytes());
-    Ok(())
+    finish_frame(out, start)
 }
 
 /// Writes one frame (not flushed: callers batch frames and flush once).

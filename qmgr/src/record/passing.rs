@@ -143,24 +143,9 @@ pub fn dedup_key(id: u128, hops: usize) -> u128 {
     id ^ (hops as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
 }
 
-/// The [`dedup_key`] of the message in an `Enqueue` payload, reading no further than its
-/// trace's length.
+/// The [`dedup_key`] of the message in an `Enqueue` payload.
 pub fn enqueue_dedup_key(payload: &[u8]) -> Result<u128, RecordError> {
-    let mut rest = past_queue(payload)?;
-    let id: u128 = take(&mut rest)?;
-    let _destination: &str = take(&mut rest)?;
-    let _origin: &str = take(&mut rest)?;
-    let _put_at_ms: u64 = take(&mut rest)?;
-    let _expires_at_ms: Option<u64> = take(&mut rest)?;
-    let _priority: u8 = take(&mut rest)?;
-    let headers: u64 = take(&mut rest)?;
-    for _ in 0..headers {
-        let _header: (&str, &str) = take(&mut rest)?;
-    }
-    let _correlation_id: Option<&str> = take(&mut rest)?;
-    let _reply_to: Option<&str> = take(&mut rest)?;
-    let hops: u64 = take(&mut rest)?;
-    Ok(dedup_key(id, hops as usize))
+    Passing::read(payload).map(|passing| dedup_key(passing.id, passing.hops))
 }
 
 /// The rest of an `Enqueue` payload after its version, variant, seq and queue (the fields an
