@@ -11,15 +11,11 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 
 use hopmq::Message;
-use hopmq::protocol::{ClientFrame, Hello, Operation, PROTOCOL_VERSION, Request, encode};
+use hopmq::protocol::{ClientFrame, Operation, Request, encode};
 use support::{Manager, SOON};
 
 fn hello() -> Vec<u8> {
-    encode(&ClientFrame::Hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        client_name: "bad-input-test".into(),
-    }))
-    .unwrap()
+    support::hello_frame("bad-input-test")
 }
 
 fn status_request() -> Vec<u8> {

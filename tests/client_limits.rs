@@ -11,16 +11,12 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use hopmq::protocol::{ClientFrame, Hello, Operation, PROTOCOL_VERSION, Request, encode};
+use hopmq::protocol::{ClientFrame, Operation, Request, encode};
 use hopmq::{ApiError, ClientError, Message};
 use support::{Manager, SOON, wait_until};
 
 fn hello() -> Vec<u8> {
-    encode(&ClientFrame::Hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        client_name: "client-limits-test".into(),
-    }))
-    .unwrap()
+    support::hello_frame("client-limits-test")
 }
 
 /// The manager's resident memory, in MiB.

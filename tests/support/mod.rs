@@ -471,3 +471,13 @@ pub fn drain(client: &hopmq::blocking::Client, queue: &str) -> Vec<hopmq::Messag
         all.extend(batch);
     }
 }
+
+/// A client's `Hello` frame, bytes ready for a raw connection to the API socket.
+pub fn hello_frame(client_name: &str) -> Vec<u8> {
+    use hopmq::protocol::{ClientFrame, Hello, PROTOCOL_VERSION, encode};
+    encode(&ClientFrame::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_name: client_name.into(),
+    }))
+    .expect("a hello encodes")
+}
