@@ -227,15 +227,13 @@ async fn write_loop(
     mut outgoing: Outgoing,
     _writing: mpsc::Sender<()>,
 ) -> usize {
-    let mut backlog_bytes_max = 0;
     // One buffer for every write, so encoding a frame does not grow a new one copy by copy.
     let mut buffer = Vec::new();
     while let Some(frame) = outgoing.recv().await {
-        backlog_bytes_max = backlog_bytes_max.max(outgoing.queued_bytes() + frame.bytes());
         reset_write_buffer(&mut buffer);
         if let Err(error) = append(frame, &mut buffer) {
             info!(%error, "a reply to a client could not be encoded; closing its connection");
-            return backlog_bytes_max;
+            return outgoing.peak_bytes();
         }
         // Batch whatever else is ready into the same write and flush, up to a bound: the
         // frames taken are no longer counted against the connection's limit.
@@ -245,20 +243,20 @@ async fn write_loop(
                 break;
             };
             if append(frame, &mut buffer).is_err() {
-                return backlog_bytes_max;
+                return outgoing.peak_bytes();
             }
             written += 1;
         }
         if let Err(error) = writer.write_all(&buffer).await {
             info!(%error, "a client's connection failed while writing");
-            return backlog_bytes_max;
+            return outgoing.peak_bytes();
         }
         if writer.flush().await.is_err() {
-            return backlog_bytes_max;
+            return outgoing.peak_bytes();
         }
     }
     let _ = writer.shutdown().await;
-    backlog_bytes_max
+    outgoing.peak_bytes()
 }
 
 /// Adds `frame`, encoded, to the bytes of the next write.

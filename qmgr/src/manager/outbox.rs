@@ -30,6 +30,8 @@ pub const CONNECTION_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub struct Outbox {
     frames: mpsc::Sender<ToClient>,
     queued: Arc<AtomicUsize>,
+    /// The most bytes that ever waited, for the writer to tell a spike.
+    peak: Arc<AtomicUsize>,
     bytes_max: usize,
 }
 
@@ -38,6 +40,7 @@ pub struct Outbox {
 pub struct Outgoing {
     frames: mpsc::Receiver<ToClient>,
     queued: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
 }
 
 /// Why a frame was not queued.
@@ -59,15 +62,18 @@ pub fn channel() -> (Outbox, Outgoing) {
 pub fn bounded(frames_max: usize, bytes_max: usize) -> (Outbox, Outgoing) {
     let (frames, receiver) = mpsc::channel(frames_max);
     let queued = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
     (
         Outbox {
             frames,
             queued: Arc::clone(&queued),
+            peak: Arc::clone(&peak),
             bytes_max,
         },
         Outgoing {
             frames: receiver,
             queued,
+            peak,
         },
     )
 }
@@ -80,7 +86,8 @@ impl Outbox {
         if queued > 0 && queued + bytes > self.bytes_max {
             return Err(Refused::Stalled);
         }
-        self.queued.fetch_add(bytes, Ordering::AcqRel);
+        let now_queued = self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        self.peak.fetch_max(now_queued, Ordering::AcqRel);
         self.frames.try_send(frame).map_err(|error| {
             self.queued.fetch_sub(bytes, Ordering::AcqRel);
             match error {
@@ -104,9 +111,9 @@ impl Outgoing {
         Some(frame)
     }
 
-    /// Bytes waiting, the next frame's not included once it is taken.
-    pub fn queued_bytes(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+    /// The most bytes that ever waited for the writer.
+    pub fn peak_bytes(&self) -> usize {
+        self.peak.load(Ordering::Acquire)
     }
 
     /// The next frame if one waits.

@@ -177,14 +177,6 @@ impl Disk {
     pub fn drained(&self) -> BTreeSet<ManagerName> {
         self.lock().drained.clone()
     }
-
-    /// Segments holding records.
-    pub fn segments(&self) -> usize {
-        let state = self.lock();
-        let mut segments: Vec<u64> = state.records.keys().map(|&(s, _)| s).collect();
-        segments.dedup();
-        segments.len()
-    }
 }
 
 fn record_bytes(payload: &Bytes) -> u64 {
