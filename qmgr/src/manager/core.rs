@@ -7,40 +7,45 @@
 //! (commits in flight), [`payloads`] (bodies kept in memory).
 
 mod apply;
+mod clients;
 mod commits;
 mod forward;
 mod gets;
 mod payloads;
 mod puts;
 mod requests;
+mod retention;
 mod routes;
 mod upkeep;
 mod waiting;
 
 pub use self::forward::{HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX, transmission_queue};
 
+use self::clients::{Clients, Undelivered};
 use self::commits::Commits;
 use self::payloads::Payloads;
+#[cfg(test)]
+pub(super) use self::retention::COMPACT_AGE_MS;
+use self::retention::{Head, Retention};
 use self::waiting::{Waiter, Waiters};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use hopmq::protocol::{
     BATCH_MESSAGES_MAX, OutgoingMessage, QueueStatus, Reply, ServerFrame, Status, StoreStatus,
 };
 use hopmq::{Address, ApiError, ManagerName, MessageId, PRIORITY_MAX, QueueName};
-use hopmq_routing::{DownLinks, Network, RouteTable, Topology};
+use hopmq_routing::Topology;
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::clock::Now;
 use super::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER, Envelope};
-use super::liveness::Liveness;
-use super::outbox::{CONNECTION_BYTES_MAX, CONNECTION_FRAMES_MAX, Outbox, Refused};
+use super::outbox::{CONNECTION_BYTES_MAX, CONNECTION_FRAMES_MAX};
 use super::storage::{Durability, Storage};
-use super::{ChannelDirection, Command, ToClient};
+use super::{Command, ToClient};
 use crate::config::SyncMode;
 use crate::mutation::{self, Mutation};
 use crate::queue::lease::{Lease, Leases, Return, on_return};
@@ -52,16 +57,6 @@ use crate::store::{Location, StoreError};
 pub const DEAD_LETTER_QUEUE: &str = "DLQ";
 /// Queue names starting with this are the manager's own (transmission queues, held messages).
 pub const SYSTEM_QUEUE_PREFIX: &str = "hopmq.";
-/// Compact a segment when its live bytes are under 1/this of a segment.
-const COMPACT_LIVE_FRACTION: u64 = 4;
-/// ...and at least this many segments lie between it and the active one (so a segment that
-/// its consumers are about to drain is left to die on its own).
-const COMPACT_DISTANCE_MIN: u64 = 2;
-/// ...and it has been the oldest live segment for this long. The front of a transmission queue
-/// or a local queue that is draining frees its segment within moments; copying those messages
-/// (a relay behind on a saturated line had 16k of them in one segment) is pure extra work, so
-/// only messages that stay are copied.
-pub(super) const COMPACT_AGE_MS: u64 = 2_000;
 /// Expired messages removed per queue per maintenance tick, so a sweep never stalls the core.
 const EXPIRY_SWEEP_MAX: usize = 4096;
 
@@ -177,7 +172,6 @@ struct Slot {
     pending: u64,
     /// Of those, the ones handed straight to a waiting get.
     pending_handoffs: u64,
-    subscribers: Vec<(u64, u64)>,
 }
 
 impl Slot {
@@ -187,14 +181,19 @@ impl Slot {
             max_depth,
             pending: 0,
             pending_handoffs: 0,
-            subscribers: Vec::new(),
         }
     }
 }
 
-struct Connection {
-    frames: Outbox,
-    subscriptions: FxHashMap<u64, QueueName>,
+/// Messages counted since start, for status and metrics.
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    put: u64,
+    delivered: u64,
+    /// Given to a neighbour and acknowledged by it.
+    forwarded: u64,
+    /// Expired on their way (in a transmission queue, or arriving expired).
+    expired: u64,
 }
 
 /// Unique message ids: the incarnation's entropy in the high half, a counter in the low half.
@@ -221,32 +220,19 @@ impl IdGenerator {
 /// The manager core. See the module documentation of [`super`].
 pub struct Core {
     name: ManagerName,
-    topology: Topology,
-    /// This manager's routes under the topology in force, computed once: resolving a put must
-    /// not run Dijkstra.
-    routes: RouteTable,
     limits: CoreLimits,
     storage: Box<dyn Storage>,
     /// Fx-hashed: looked up several times per message.
     queues: FxHashMap<QueueName, Slot>,
     leases: Leases,
     waiters: Waiters,
-    connections: FxHashMap<u64, Connection>,
-    next_subscription: u64,
+    clients: Clients,
     payloads: Payloads,
     next_seq: u64,
     ids: IdGenerator,
     /// What to do when each commit in flight completes, and the segments they pin.
     commits: Commits<Continuation>,
-    liveness: Liveness,
-    /// Records of the compaction in progress not yet written; one compaction at a time.
-    relocating: u64,
-    /// The oldest live segment and since when (ms) it has been the oldest, for
-    /// [`COMPACT_AGE_MS`].
-    oldest_live_since: Option<(u64, u64)>,
-    /// Every journal segment before this one has been deleted or kept as a spare.
-    retired_below: u64,
-    segment_bytes: u64,
+    retention: Retention,
     /// When this core started, on the monotonic clock (for uptime).
     started_ms: u64,
     /// The moment of the event being handled, for the few paths deep in a handler that act
@@ -255,17 +241,11 @@ pub struct Core {
     /// A client was cut off with a large backlog: the next maintenance tick gives the freed
     /// memory back to the system.
     spike_freed: bool,
-    /// Fresh channel epochs: seeded from the incarnation's entropy, so a simulation replays.
-    epochs: forward::EpochSource,
     shutting_down: bool,
-    messages_put: u64,
-    messages_delivered: u64,
-    /// One per neighbour (and per neighbour only the journal still knows).
-    links: BTreeMap<ManagerName, forward::Link>,
-    /// The driver's channel connections: which link, which way.
-    channels: FxHashMap<u64, (ManagerName, ChannelDirection)>,
-    messages_forwarded: u64,
-    messages_expired: u64,
+    totals: Totals,
+    /// One per neighbour (and per neighbour only the journal still knows), with their
+    /// channel connections.
+    links: forward::Links,
     /// Where `qmgr reload` requests go: the task that reads the topology file. `None` for a
     /// manager without a topology file.
     reloader: Option<mpsc::Sender<super::ReloadRequest>>,
@@ -295,46 +275,28 @@ impl Core {
         now: Now,
         entropy: u64,
     ) -> Self {
-        let routes = Network::new(&topology)
-            .routes_from(name.as_str(), &DownLinks::new())
-            .unwrap_or_else(|| RouteTable {
-                source: name.clone(),
-                routes: Vec::new(),
-            });
         let name_for_routing = name.clone();
         let mut core = Self {
             ids: IdGenerator::new(&name, entropy),
-            epochs: forward::EpochSource::new(entropy),
             name,
-            routes,
             payloads: Payloads::new(limits.cache_bytes),
-            segment_bytes: limits.segment_bytes,
+            retention: Retention::new(recovered.liveness, limits.segment_bytes),
             limits,
             storage,
             queues: FxHashMap::default(),
             leases: Leases::default(),
             waiters: Waiters::default(),
-            connections: FxHashMap::default(),
-            next_subscription: 0,
+            clients: Clients::default(),
             next_seq: recovered.next_seq,
             commits: Commits::default(),
-            liveness: recovered.liveness,
-            relocating: 0,
-            oldest_live_since: None,
-            retired_below: 0,
             started_ms: now.mono_ms,
             event_now: now,
             spike_freed: false,
             shutting_down: false,
-            messages_put: 0,
-            messages_delivered: 0,
-            links: BTreeMap::new(),
-            channels: FxHashMap::default(),
-            messages_forwarded: 0,
-            messages_expired: 0,
+            totals: Totals::default(),
+            links: forward::Links::new(entropy),
             reloader: None,
-            routing: routes::Routing::new(&name_for_routing, &topology, now.wall_ms),
-            topology,
+            routing: routes::Routing::new(&name_for_routing, topology, now.wall_ms),
         };
         core.declare_homed_queues();
         core.ensure_slot(&dead_letter_queue());
@@ -365,7 +327,8 @@ impl Core {
         // Looked up first: this runs per message, and `entry` would clone the name each time.
         if !self.queues.contains_key(queue) {
             let max_depth = self
-                .topology
+                .routing
+                .topology()
                 .queue(queue.as_str())
                 .and_then(|q| q.max_depth)
                 .unwrap_or(self.limits.max_depth);
@@ -415,22 +378,19 @@ impl Core {
     }
 
     fn send_to(&mut self, connection: u64, frame: ToClient) -> bool {
-        let Some(conn) = self.connections.get(&connection) else {
-            return false;
-        };
-        match conn.frames.try_send(frame) {
+        match self.clients.send(connection, frame) {
             Ok(()) => true,
-            Err(Refused::Stalled) => {
+            Err(Undelivered::Stalled { queued_bytes }) => {
                 warn!(
                     connection,
-                    queued_bytes = conn.frames.queued_bytes(),
+                    queued_bytes,
                     "closing a connection that stopped reading (past {CONNECTION_FRAMES_MAX} frames or {CONNECTION_BYTES_MAX} bytes queued)"
                 );
                 self.disconnect(connection, self.event_now);
                 self.spike_freed = true;
                 false
             }
-            Err(Refused::Closed) => false,
+            Err(Undelivered::Gone) => false,
         }
     }
 
@@ -483,13 +443,7 @@ impl Core {
                 uid,
             } => {
                 debug!(connection, ?uid, "client connected");
-                self.connections.insert(
-                    connection,
-                    Connection {
-                        frames,
-                        subscriptions: FxHashMap::default(),
-                    },
-                );
+                self.clients.connect(connection, frames);
             }
             Command::Disconnected { connection } => self.disconnect(connection, now),
             Command::ChannelOpened {
@@ -512,7 +466,7 @@ impl Core {
                 id,
                 operation,
             } => {
-                if !self.connections.contains_key(&connection) {
+                if !self.clients.is_connected(connection) {
                     // The core closed this connection (it stopped reading); its requests in
                     // the channel are dropped, so nothing is leased to it.
                     return;
@@ -582,17 +536,12 @@ impl Core {
     }
 
     fn disconnect(&mut self, connection: u64, now: Now) {
-        let Some(conn) = self.connections.remove(&connection) else {
+        if !self.clients.disconnect(connection) {
             return;
-        };
+        }
         debug!(connection, "client disconnected");
         for waiter in self.waiters.of_connection(connection) {
             self.end_waiter(waiter, Ok(Reply::Messages(Vec::new())));
-        }
-        for (subscription, queue) in conn.subscriptions {
-            if let Some(slot) = self.queues.get_mut(&queue) {
-                slot.subscribers.retain(|&(_, s)| s != subscription);
-            }
         }
         for lease in self.leases.release_connection(connection) {
             self.give_back(lease.queue, lease.entry, now);
@@ -639,10 +588,7 @@ impl Core {
     }
 
     fn notify_subscribers(&mut self, item: &PutItem) {
-        let Some(slot) = self.queues.get(&item.queue) else {
-            return;
-        };
-        if slot.subscribers.is_empty() {
+        if self.clients.subscribers(&item.queue).is_empty() {
             return;
         }
         // Encoded once; every subscriber's frame shares the bytes.
@@ -656,7 +602,7 @@ impl Core {
                 return;
             }
         };
-        for (connection, subscription) in slot.subscribers.clone() {
+        for (connection, subscription) in self.clients.subscribers(&item.queue).to_vec() {
             let event = ToClient::Event {
                 subscription,
                 message: message.clone(),

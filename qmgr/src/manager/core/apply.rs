@@ -43,7 +43,7 @@ impl Core {
                 Ok(locations) => {
                     let placed =
                         self.place(items, &mut locations.into_iter(), handoffs, direct, now);
-                    self.messages_put += ids.len() as u64;
+                    self.totals.put += ids.len() as u64;
                     if !mutation::active(Mutation::AckBeforeDurable) {
                         self.reply(connection, request, Ok(Reply::Put(ids)));
                     }
@@ -113,7 +113,7 @@ impl Core {
         }
         let count = entries.len() as u64;
         if self.send_to(connection, ToClient::Encoded(reply)) {
-            self.messages_delivered += count;
+            self.totals.delivered += count;
             for entry in &entries {
                 self.forget(entry);
             }
@@ -137,7 +137,7 @@ impl Core {
         (old_segment, old_len): (u64, u32),
         result: Result<Vec<Location>, StoreError>,
     ) {
-        self.relocating -= 1;
+        self.retention.relocation_ended();
         let location = match result {
             Ok(locations) => match locations.first() {
                 Some(&location) => location,
@@ -161,8 +161,8 @@ impl Core {
             .values_mut()
             .any(|slot| slot.queue.relocate(seq, new_body));
         if moved {
-            self.liveness.remove(old_segment, old_len);
-            self.liveness.add(location.segment, location.len);
+            self.retention.dead(old_segment, old_len);
+            self.retention.live(location.segment, location.len);
         }
     }
 
@@ -182,7 +182,7 @@ impl Core {
             Ok(locations) => {
                 if let Some(&location) = locations.first() {
                     item.entry.body = journal_ref(location);
-                    self.liveness.add(location.segment, location.len);
+                    self.retention.live(location.segment, location.len);
                 }
                 let moved = old.is_some();
                 if let Some((_, old)) = old {
@@ -274,7 +274,7 @@ impl Core {
             if item.persistent {
                 if let Some(location) = locations.next() {
                     item.entry.body = journal_ref(location);
-                    self.liveness.add(location.segment, location.len);
+                    self.retention.live(location.segment, location.len);
                 }
             }
             self.payloads.keep(&item.entry, item.payload.clone());
@@ -331,7 +331,7 @@ impl Core {
             }
         };
         if handed {
-            self.messages_delivered += items.len() as u64;
+            self.totals.delivered += items.len() as u64;
             return;
         }
         for item in items {
@@ -389,7 +389,7 @@ impl Core {
     pub(super) fn forget(&mut self, entry: &Entry) {
         self.payloads.forget(entry);
         if let Some(location) = entry.body.location() {
-            self.liveness.remove(location.segment, location.len);
+            self.retention.dead(location.segment, location.len);
         }
     }
 }

@@ -17,7 +17,7 @@
 //! Invariants: at most one `ChannelSend` and one `ChannelReceive` of a link is in flight at a
 //! time (frames arriving meanwhile wait in the link's inbox, and are stored together when the
 //! write completes, which batches them); the latest channel records of every link count as
-//! live in [`super::Liveness`] and are written again at the journal's head when their segment
+//! live in [`super::Retention`] and are written again at the journal's head when their segment
 //! seals, so deleting old segments never loses a channel's state.
 
 use std::collections::VecDeque;
@@ -42,8 +42,11 @@ use crate::queue::local::{BodyRef, Entry, correlation_hash};
 use crate::record::{self, AssignedRecord, ReceiveRecord, Record, SendRecord};
 use crate::store::{Location, StoreError};
 
+mod links;
 mod receive;
 mod send;
+
+pub(super) use self::links::Links;
 #[cfg(test)]
 mod tests;
 
@@ -290,7 +293,7 @@ impl Core {
             let Ok(neighbour) = ManagerName::new(&receiver.from) else {
                 continue;
             };
-            let epoch = self.epochs.next();
+            let epoch = self.links.next_epoch();
             let mut link = Link::new(
                 Some(receiver.state),
                 receiver.recent_ids,
@@ -298,7 +301,7 @@ impl Core {
                 now.instant,
             );
             link.receive_record = Some(receiver.location);
-            self.links.insert(neighbour, link);
+            self.links.get_or_insert_with(&neighbour, || link);
         }
         for sender in senders {
             let Ok(neighbour) = ManagerName::new(&sender.to) else {
@@ -319,11 +322,10 @@ impl Core {
                     }
                 }
             }
-            let epoch = self.epochs.next();
-            let link = self
-                .links
-                .entry(neighbour.clone())
-                .or_insert_with(|| Link::new(None, Vec::new(), epoch, now.instant));
+            let epoch = self.links.next_epoch();
+            let link = self.links.get_or_insert_with(&neighbour, || {
+                Link::new(None, Vec::new(), epoch, now.instant)
+            });
             link.send_record = Some(sender.location);
             link.persisted_sender = Some(sender.state);
             link.assigned = sender.held.into_iter().collect();
@@ -348,7 +350,8 @@ impl Core {
         }
         let neighbours: Vec<ManagerName> = self.links.keys().cloned().collect();
         let neighbours = neighbours.into_iter().chain(
-            self.topology
+            self.routing
+                .topology()
                 .neighbours(&self.name)
                 .cloned()
                 .collect::<Vec<_>>(),
@@ -361,11 +364,10 @@ impl Core {
     /// The link to `neighbour`, created with a fresh sender if there is none (a neighbour new
     /// to the topology, or one the journal knew only as a receiver).
     pub(super) fn ensure_link(&mut self, neighbour: &ManagerName, now: Now) {
-        let (receiver_epoch, sender_epoch) = (self.epochs.next(), self.epochs.next());
-        let link = self
-            .links
-            .entry(neighbour.clone())
-            .or_insert_with(|| Link::new(None, Vec::new(), receiver_epoch, now.instant));
+        let (receiver_epoch, sender_epoch) = (self.links.next_epoch(), self.links.next_epoch());
+        let link = self.links.get_or_insert_with(neighbour, || {
+            Link::new(None, Vec::new(), receiver_epoch, now.instant)
+        });
         if link.sender.is_none() && link.sender_broken.is_none() {
             let state = SenderState {
                 epoch: sender_epoch,
@@ -404,18 +406,20 @@ impl Core {
         // connection may come first: the link is made here then.
         self.ensure_link(&neighbour, now);
         let now = now.instant;
-        self.channels
-            .insert(channel.id, (neighbour.clone(), direction));
+        let connection = channel.id;
+        let old = match self.links.attach(&neighbour, direction, channel) {
+            Ok(old) => old,
+            Err(_dropped) => return,
+        };
+        if let Some(old) = old {
+            old.close(code::NORMAL, "replaced by a new connection");
+        }
         let Some(link) = self.links.get_mut(&neighbour) else {
             return;
         };
-        info!(%neighbour, ?direction, connection = channel.id, "channel connected");
+        info!(%neighbour, ?direction, connection, "channel connected");
         match direction {
             ChannelDirection::Outbound => {
-                if let Some(old) = link.outbound.replace(channel) {
-                    self.channels.remove(&old.id);
-                    old.close(code::NORMAL, "replaced by a new connection");
-                }
                 link.counters.connects += 1;
                 if let Some(sender) = &mut link.sender {
                     sender.handle_connecting(now);
@@ -423,10 +427,6 @@ impl Core {
                 self.flush(&neighbour, now);
             }
             ChannelDirection::Inbound => {
-                if let Some(old) = link.inbound.replace(channel) {
-                    self.channels.remove(&old.id);
-                    old.close(code::NORMAL, "replaced by a new connection");
-                }
                 link.receiver.handle_disconnected();
                 link.inbox.clear();
                 link.inbox_bytes = 0;
@@ -438,7 +438,7 @@ impl Core {
 
     /// The driver saw a connection end (or the core closed it).
     pub(super) fn on_channel_closed(&mut self, connection: u64, reason: &str) {
-        let Some((neighbour, direction)) = self.channels.remove(&connection) else {
+        let Some((neighbour, direction)) = self.links.detach(connection) else {
             return;
         };
         let Some(link) = self.links.get_mut(&neighbour) else {
@@ -446,22 +446,17 @@ impl Core {
         };
         info!(%neighbour, ?direction, connection, %reason, "channel disconnected");
         link.last_error = Some(reason.to_owned());
+        // The connection was the link's current one in that direction (see [`Links`]).
         match direction {
             ChannelDirection::Outbound => {
-                if link.outbound.as_ref().is_some_and(|c| c.id == connection) {
-                    link.outbound = None;
-                    if let Some(sender) = &mut link.sender {
-                        sender.handle_disconnected();
-                    }
+                if let Some(sender) = &mut link.sender {
+                    sender.handle_disconnected();
                 }
             }
             ChannelDirection::Inbound => {
-                if link.inbound.as_ref().is_some_and(|c| c.id == connection) {
-                    link.inbound = None;
-                    link.receiver.handle_disconnected();
-                    link.inbox.clear();
-                    link.inbox_bytes = 0;
-                }
+                link.receiver.handle_disconnected();
+                link.inbox.clear();
+                link.inbox_bytes = 0;
             }
         }
     }
@@ -482,12 +477,9 @@ impl Core {
         code: u32,
         why: &str,
     ) {
+        let channel = self.links.take_channel(neighbour, direction);
         let Some(link) = self.links.get_mut(neighbour) else {
             return;
-        };
-        let channel = match direction {
-            ChannelDirection::Outbound => link.outbound.take(),
-            ChannelDirection::Inbound => link.inbound.take(),
         };
         link.last_error = Some(why.to_owned());
         match direction {
@@ -504,14 +496,13 @@ impl Core {
         }
         if let Some(channel) = channel {
             warn!(%neighbour, ?direction, connection = channel.id, reason = %why, "closing channel");
-            self.channels.remove(&channel.id);
             channel.close(code, why);
         }
     }
 
     /// A frame from a channel connection.
     pub(super) fn on_channel_frame(&mut self, connection: u64, frame: ChannelFrame, now: Now) {
-        let Some((neighbour, direction)) = self.channels.get(&connection).cloned() else {
+        let Some((neighbour, direction)) = self.links.channel_of(connection) else {
             return; // a connection the core already closed
         };
         // Only frames on this manager's own connection prove that it can send to the
@@ -586,7 +577,7 @@ impl Core {
                     entries.push(entry);
                 }
             }
-            self.messages_forwarded += entries.len() as u64;
+            self.totals.forwarded += entries.len() as u64;
             if seqs.is_empty() {
                 for entry in &entries {
                     self.forget(entry);
@@ -604,10 +595,10 @@ impl Core {
     /// A channel record moved: the new copy is live, the old one dead.
     fn swap_live(&mut self, old: Option<Location>, new: Option<Location>) {
         if let Some(new) = new {
-            self.liveness.add(new.segment, new.len);
+            self.retention.live(new.segment, new.len);
         }
         if let Some(old) = old {
-            self.liveness.remove(old.segment, old.len);
+            self.retention.dead(old.segment, old.len);
         }
     }
 
@@ -708,7 +699,11 @@ impl Core {
                 };
                 LinkStatus {
                     neighbour: neighbour.to_string(),
-                    linked: self.topology.link(&self.name, neighbour).is_some(),
+                    linked: self
+                        .routing
+                        .topology()
+                        .link(&self.name, neighbour)
+                        .is_some(),
                     state: state.to_owned(),
                     inbound: link.inbound.is_some(),
                     rtt_us: link
@@ -742,7 +737,8 @@ impl Core {
 
     /// The routes in force, for status.
     pub(super) fn route_status(&self) -> Vec<RouteStatus> {
-        self.routes
+        self.routing
+            .routes()
             .routes
             .iter()
             .map(|route| RouteStatus {

@@ -107,7 +107,7 @@ impl Core {
             }
         };
         if lease_ms.is_some() {
-            self.messages_delivered += entries.len() as u64;
+            self.totals.delivered += entries.len() as u64;
             if mutation::active(Mutation::UnrecordedLease) {
                 let seqs = entries.iter().map(|e| e.seq).collect();
                 self.commit_deferred_removal(

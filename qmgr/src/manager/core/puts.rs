@@ -33,7 +33,7 @@ impl Core {
         }
         let home = match &parsed.manager {
             Some(manager) => manager.clone(),
-            None => match self.topology.queue(parsed.queue.as_str()) {
+            None => match self.routing.topology().queue(parsed.queue.as_str()) {
                 Some(queue) => queue.home.clone(),
                 None => self.name.clone(),
             },
@@ -170,7 +170,8 @@ impl Core {
             }
             let queue = self.resolve(address)?;
             if let Some(limit) = self
-                .topology
+                .routing
+                .topology()
                 .queue(queue.as_str())
                 .and_then(|q| q.max_message_bytes)
             {
@@ -286,7 +287,7 @@ impl Core {
 
     /// Puts a waiting get claimed by a put that failed back at the head of its queue's line.
     pub(super) fn unclaim(&mut self, queue: &QueueName, handoff: Handoff) {
-        if !self.connections.contains_key(&handoff.connection) {
+        if !self.clients.is_connected(handoff.connection) {
             return;
         }
         let waiter = Waiter {

@@ -6,15 +6,10 @@ use super::*;
 impl Core {
     pub(super) fn subscribe(&mut self, connection: u64, queue: &str) -> Result<Reply, ApiError> {
         let queue = self.app_queue(queue)?;
-        self.next_subscription += 1;
-        let subscription = self.next_subscription;
-        let Some(conn) = self.connections.get_mut(&connection) else {
-            return Err(ApiError::ShuttingDown);
-        };
-        conn.subscriptions.insert(subscription, queue.clone());
-        if let Some(slot) = self.queues.get_mut(&queue) {
-            slot.subscribers.push((connection, subscription));
-        }
+        let subscription = self
+            .clients
+            .subscribe(connection, &queue)
+            .ok_or(ApiError::ShuttingDown)?;
         Ok(Reply::Subscribed(subscription))
     }
 
@@ -23,15 +18,11 @@ impl Core {
         connection: u64,
         subscription: u64,
     ) -> Result<Reply, ApiError> {
-        let queue = self
-            .connections
-            .get_mut(&connection)
-            .and_then(|conn| conn.subscriptions.remove(&subscription))
-            .ok_or(ApiError::UnknownSubscription { subscription })?;
-        if let Some(slot) = self.queues.get_mut(&queue) {
-            slot.subscribers.retain(|&(_, s)| s != subscription);
+        if self.clients.unsubscribe(connection, subscription) {
+            Ok(Reply::Done)
+        } else {
+            Err(ApiError::UnknownSubscription { subscription })
         }
-        Ok(Reply::Done)
     }
 
     pub(super) fn declare(
@@ -74,7 +65,7 @@ impl Core {
                 reason: "the dead-letter queue cannot be deleted".into(),
             });
         }
-        if let Some(slot) = self.queues.remove(&queue) {
+        if self.queues.remove(&queue).is_some() {
             for waiter in self.waiters.line(&queue) {
                 self.end_waiter(
                     waiter,
@@ -83,11 +74,7 @@ impl Core {
                     }),
                 );
             }
-            for (connection, subscription) in slot.subscribers {
-                if let Some(conn) = self.connections.get_mut(&connection) {
-                    conn.subscriptions.remove(&subscription);
-                }
-            }
+            self.clients.queue_deleted(&queue);
         }
         Ok(Reply::Done)
     }
@@ -115,8 +102,8 @@ impl Core {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_secs: now.mono_ms.saturating_sub(self.started_ms) / 1000,
             queues,
-            messages_put: self.messages_put,
-            messages_delivered: self.messages_delivered,
+            messages_put: self.totals.put,
+            messages_delivered: self.totals.delivered,
             store: StoreStatus {
                 segments: stats.segments.len() as u64,
                 bytes: stats.bytes_on_disk,
@@ -126,8 +113,8 @@ impl Core {
             },
             links: self.link_status(now),
             routes: self.route_status(),
-            messages_forwarded: self.messages_forwarded,
-            messages_expired: self.messages_expired,
+            messages_forwarded: self.totals.forwarded,
+            messages_expired: self.totals.expired,
             topology: self.topology_status(),
             network: self.network_status(),
         }

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use hopmq::protocol::{NetworkLinkStatus, RefusedTopology, Reply, TopologyStatus};
 use hopmq::{Address, ApiError, ManagerName, QueueName};
-use hopmq_routing::{LinkStateDb, Lsa, Network, Received, RouteTable, Topology};
+use hopmq_routing::{DownLinks, LinkStateDb, Lsa, Network, Received, RouteTable, Topology};
 use tracing::{error, info, warn};
 
 use super::forward::{held_queue, transmission_neighbour, transmission_queue};
@@ -45,6 +45,11 @@ use crate::queue::local::Entry;
 
 /// The routing state the core keeps beside `Core::topology` and `Core::routes`.
 pub(super) struct Routing {
+    /// The topology in force.
+    topology: Topology,
+    /// This manager's routes under the topology in force and the down links, computed once:
+    /// resolving a put must not run Dijkstra.
+    routes: RouteTable,
     network: Network,
     linkstate: LinkStateDb,
     pub(super) dead_interval: Duration,
@@ -128,11 +133,23 @@ const REROUTE_PASS_MAX: usize = 1024;
 const PLAN_MESSAGES_MAX: usize = 100_000;
 
 impl Routing {
-    pub(super) fn new(me: &ManagerName, topology: &Topology, now_ms: u64) -> Self {
+    pub(super) fn new(me: &ManagerName, topology: Topology, now_ms: u64) -> Self {
         let mut linkstate = LinkStateDb::new(me.clone(), now_ms);
-        linkstate.set_topology(topology, topology.neighbours(me).map(|n| (n.clone(), true)));
+        linkstate.set_topology(
+            &topology,
+            topology.neighbours(me).map(|n| (n.clone(), true)),
+        );
+        let network = Network::new(&topology);
+        let routes = network
+            .routes_from(me.as_str(), &DownLinks::new())
+            .unwrap_or_else(|| RouteTable {
+                source: me.clone(),
+                routes: Vec::new(),
+            });
         Self {
-            network: Network::new(topology),
+            topology,
+            routes,
+            network,
             linkstate,
             dead_interval: Duration::from_millis(crate::config::defaults::LINK_DEAD_INTERVAL_MS),
             drained: BTreeSet::new(),
@@ -148,6 +165,16 @@ impl Routing {
             places: rustc_hash::FxHashMap::default(),
             puts: rustc_hash::FxHashMap::default(),
         }
+    }
+
+    /// The topology in force.
+    pub(super) fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// This manager's route table.
+    pub(super) fn routes(&self) -> &RouteTable {
+        &self.routes
     }
 }
 
@@ -276,7 +303,7 @@ impl Core {
     /// Whether routing may use the link to `neighbour`: declared, not drained, and heard
     /// within the dead interval.
     pub(super) fn link_usable(&self, neighbour: &ManagerName) -> bool {
-        self.topology.link(&self.name, neighbour).is_some()
+        self.routing.topology.link(&self.name, neighbour).is_some()
             && !self.routing.drained.contains(neighbour)
             && self
                 .links
@@ -301,6 +328,7 @@ impl Core {
     /// recomputes routes if it changed.
     fn refresh_routes(&mut self, now: Now) {
         let neighbours: Vec<(ManagerName, bool)> = self
+            .routing
             .topology
             .neighbours(&self.name)
             .map(|n| (n.clone(), self.link_usable(n)))
@@ -319,7 +347,7 @@ impl Core {
     /// Recomputes the route table; if it changed (or `everything`, after a topology edit),
     /// re-resolves the waiting messages it may concern. Returns how many moved.
     fn recompute_routes(&mut self, everything: bool, now: Now) -> u64 {
-        let down = self.routing.linkstate.down_links(&self.topology);
+        let down = self.routing.linkstate.down_links(&self.routing.topology);
         let table = self
             .routing
             .network
@@ -328,12 +356,12 @@ impl Core {
                 source: self.name.clone(),
                 routes: Vec::new(),
             });
-        if table == self.routes && !everything {
+        if table == self.routing.routes && !everything {
             return 0;
         }
         let mut affected: BTreeSet<QueueName> = BTreeSet::new();
         let mut changes = Vec::new();
-        for route in &self.routes.routes {
+        for route in &self.routing.routes.routes {
             let new = table.route(route.destination.as_str());
             let new_hop = new.and_then(|r| r.next_hop.as_ref());
             if route.next_hop.as_ref() != new_hop {
@@ -353,7 +381,7 @@ impl Core {
             info!(changes = ?changes, "routes changed");
             self.routing.changes += 1;
         }
-        self.routes = table;
+        self.routing.routes = table;
         self.routing.forget_places();
         if everything {
             affected = self.waiting_queues();
@@ -485,7 +513,12 @@ impl Core {
         let resolved = match self.routing.places.get(destination) {
             Some(resolved) => resolved.clone(),
             None => {
-                let resolved = match place(destination, &self.name, &self.topology, &self.routes) {
+                let resolved = match place(
+                    destination,
+                    &self.name,
+                    &self.routing.topology,
+                    &self.routing.routes,
+                ) {
                     Place::Here(queue) => Resolved::Here(queue),
                     Place::Via(next_hop) => Resolved::Waiting(transmission_queue(&next_hop)),
                     Place::Held(_) => Resolved::Waiting(held_queue()),
@@ -524,8 +557,9 @@ impl Core {
     /// The queue a message for another manager waits in: its next hop's transmission queue,
     /// or the held messages while there is no route. `None` if `home` is not in the topology.
     pub(super) fn route_to(&mut self, home: &ManagerName) -> Option<QueueName> {
-        self.topology.manager(home.as_str())?;
+        self.routing.topology.manager(home.as_str())?;
         let queue = match self
+            .routing
             .routes
             .route(home.as_str())
             .and_then(|r| r.next_hop.as_ref())
@@ -555,6 +589,7 @@ impl Core {
             if let Some(neighbour) = transmission_neighbour(&queue) {
                 let waiting = self.queues.get(&queue).is_some_and(|s| s.queue.depth() > 0);
                 let used = self
+                    .routing
                     .routes
                     .routes
                     .iter()
@@ -576,6 +611,7 @@ impl Core {
             version: self.routing.version.clone(),
             applied_at_ms: self.routing.applied_at_ms,
             managers: self
+                .routing
                 .topology
                 .managers()
                 .map(|m| m.name.to_string())
@@ -588,11 +624,11 @@ impl Core {
     pub(super) fn network_status(&self) -> Vec<NetworkLinkStatus> {
         self.routing
             .linkstate
-            .reporters(&self.topology)
+            .reporters(&self.routing.topology)
             .into_iter()
             .map(|(key, reporters)| {
                 let (a, b) = key.ends();
-                let cost = self.topology.link(a, b).map_or(0, |l| l.cost);
+                let cost = self.routing.topology.link(a, b).map_or(0, |l| l.cost);
                 let mine = if *a == self.name {
                     Some(b)
                 } else if *b == self.name {

@@ -36,21 +36,15 @@ impl Core {
                 None => continue,
             };
             if name.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
-                self.messages_expired += expired.len() as u64;
+                self.totals.expired += expired.len() as u64;
             }
             self.remove_expired(expired);
         }
-        let active = self.storage.active_segment();
-        let oldest_live = self.oldest_live_segment();
-        let since = match self.oldest_live_since {
-            Some((segment, since)) if segment == oldest_live => since,
-            _ => {
-                self.oldest_live_since = Some((oldest_live, now.mono_ms));
-                now.mono_ms
-            }
-        };
-        if oldest_live < active && self.relocating == 0 && now.mono_ms - since >= COMPACT_AGE_MS {
-            self.compact(oldest_live, active);
+        if let Some((segment, live_bytes)) = self
+            .retention
+            .compaction_due(self.journal_head(), now.mono_ms)
+        {
+            self.compact(segment, live_bytes);
         }
         self.retire_dead_segments();
         if std::mem::take(&mut self.spike_freed) {
@@ -59,18 +53,13 @@ impl Core {
         }
     }
 
-    /// The oldest journal segment still needed. Only a prefix of the journal is ever deleted:
-    /// removal records in a segment refer to messages in older ones, so a segment goes only
-    /// once everything before it is gone; nor may a segment go that a commit still in flight
-    /// may have written to (its records are durable but not yet counted as live).
-    pub(super) fn oldest_live_segment(&self) -> u64 {
+    /// Where the journal's head and the oldest commit in flight are, for [`Retention`].
+    pub(super) fn journal_head(&self) -> Head {
         let active = self.storage.active_segment();
-        let oldest_in_flight = self.commits.oldest_segment().unwrap_or(active);
-        self.liveness
-            .oldest()
-            .unwrap_or(active)
-            .min(active)
-            .min(oldest_in_flight)
+        Head {
+            active,
+            oldest_in_flight: self.commits.oldest_segment(),
+        }
     }
 
     /// Deletes the segments before the oldest one needed, or keeps them as spares: as soon as
@@ -78,12 +67,11 @@ impl Core {
     /// the writer preparing its next segment finds a spare to recycle before it has written
     /// much of a file of zeros (a segment fills in well under a tick at full speed).
     pub(super) fn retire_dead_segments(&mut self) {
-        let oldest_live = self.oldest_live_segment();
-        if oldest_live <= self.retired_below {
+        let Some(below) = self.retention.retirable_below(self.journal_head()) else {
             return;
-        }
-        match self.storage.delete_segments_before(oldest_live) {
-            Ok(()) => self.retired_below = oldest_live,
+        };
+        match self.storage.delete_segments_before(below) {
+            Ok(()) => self.retention.retired(below),
             Err(error) => warn!(%error, "deleting dead journal segments failed"),
         }
     }
@@ -91,14 +79,7 @@ impl Core {
     /// Rewrites the few live messages of `segment` at the journal's head when that frees a
     /// mostly dead segment, so that disk use follows the live data. Messages keep their seq,
     /// so order is unchanged, and stay in their queues while the copies are written.
-    pub(super) fn compact(&mut self, segment: u64, active: u64) {
-        let live_bytes = self.liveness.bytes(segment);
-        // Worth it only when the segment is mostly dead and not about to die on its own.
-        if live_bytes > self.segment_bytes / COMPACT_LIVE_FRACTION
-            || active - segment < COMPACT_DISTANCE_MIN
-        {
-            return;
-        }
+    pub(super) fn compact(&mut self, segment: u64, live_bytes: u64) {
         let mut payloads = Vec::new();
         let mut moves = Vec::new();
         // Messages given to a channel and not yet acked count too: a neighbour down for long
@@ -147,7 +128,7 @@ impl Core {
         // Relocated records stand alone (with their assignment, for a message given to a
         // channel); one group per record keeps each under the batch limit.
         for (group, (seq, assigned, len)) in payloads.into_iter().zip(moves) {
-            self.relocating += 1;
+            self.retention.relocation_started();
             self.commit(
                 group,
                 Continuation::Relocated {

@@ -137,7 +137,7 @@ impl Core {
         };
         if passing.expires_at_ms.is_some_and(|at| at <= now.wall_ms) {
             debug!(id = passing.id, "message expired in transit; dropped");
-            self.messages_expired += 1;
+            self.totals.expired += 1;
             return None;
         }
         let seq = self.next_seq;

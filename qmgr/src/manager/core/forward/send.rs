@@ -68,7 +68,7 @@ impl Core {
         let state = sender.state();
         let changed = link.persisted_sender != Some(state);
         if !expired.is_empty() {
-            self.messages_expired += expired.len() as u64;
+            self.totals.expired += expired.len() as u64;
             self.remove_expired(expired);
         }
         if assigned.is_empty() && !changed {

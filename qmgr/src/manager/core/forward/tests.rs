@@ -363,14 +363,16 @@ async fn channel_state_survives_the_deletion_of_the_segments_that_held_it() {
     let receiver_state = bravo
         .core
         .links
-        .values()
+        .iter()
+        .map(|(_, link)| link)
         .next()
         .expect("a link")
         .durable_receiver;
     let sender_state = alpha
         .core
         .links
-        .values()
+        .iter()
+        .map(|(_, link)| link)
         .next()
         .expect("a link")
         .persisted_sender;
@@ -383,7 +385,8 @@ async fn channel_state_survives_the_deletion_of_the_segments_that_held_it() {
         bravo
             .core
             .links
-            .values()
+            .iter()
+            .map(|(_, link)| link)
             .next()
             .expect("a link")
             .durable_receiver,
@@ -394,7 +397,8 @@ async fn channel_state_survives_the_deletion_of_the_segments_that_held_it() {
         alpha
             .core
             .links
-            .values()
+            .iter()
+            .map(|(_, link)| link)
             .next()
             .expect("a link")
             .persisted_sender,

@@ -80,7 +80,7 @@ impl Core {
         version: String,
         now: Now,
     ) -> ReloadOutcome {
-        let diff = TopologyDiff::between(&self.topology, &topology);
+        let diff = TopologyDiff::between(&self.routing.topology, &topology);
         self.routing.file = Some(file);
         self.routing.refused = None;
         if diff.is_empty() {
@@ -92,13 +92,18 @@ impl Core {
         }
         let changes: Vec<String> = diff.to_string().lines().map(str::to_owned).collect();
         info!(%version, changes = ?changes, "topology edit applied");
-        self.topology = topology;
+        self.routing.topology = topology;
         self.routing.forget_places();
-        self.routing.network = Network::new(&self.topology);
+        self.routing.network = Network::new(&self.routing.topology);
         self.routing.version = version.clone();
         self.routing.applied_at_ms = now.wall_ms;
         self.declare_homed_queues();
-        let neighbours: Vec<ManagerName> = self.topology.neighbours(&self.name).cloned().collect();
+        let neighbours: Vec<ManagerName> = self
+            .routing
+            .topology
+            .neighbours(&self.name)
+            .cloned()
+            .collect();
         for neighbour in &neighbours {
             self.ensure_link(neighbour, now);
         }
@@ -126,11 +131,13 @@ impl Core {
             .iter()
             .map(|n| (n.clone(), self.link_usable(n)))
             .collect();
-        self.routing.linkstate.set_topology(&self.topology, usable);
+        self.routing
+            .linkstate
+            .set_topology(&self.routing.topology, usable);
         let own = self.routing.linkstate.own();
         self.flood(&[own], None);
         let moved = self.recompute_routes(true, now);
-        let stranded = self.stranded(&self.topology);
+        let stranded = self.stranded(&self.routing.topology);
         for s in &stranded {
             warn!(neighbour = %s.neighbour, in_flight = s.messages, "link removed with messages in flight on it; they wait for the link to return");
         }
@@ -146,6 +153,7 @@ impl Core {
     /// limit (or the manager's). Queues no longer declared here keep their messages.
     pub(in crate::manager::core) fn declare_homed_queues(&mut self) {
         let declared: Vec<(QueueName, Option<u64>)> = self
+            .routing
             .topology
             .queues()
             .filter(|q| q.home == self.name)
@@ -160,6 +168,7 @@ impl Core {
     /// The routes `table` would change, next hop or cost.
     fn route_changes_to(&self, table: &RouteTable) -> Vec<RouteChange> {
         let mut destinations: BTreeSet<&str> = self
+            .routing
             .routes
             .routes
             .iter()
@@ -169,7 +178,7 @@ impl Core {
         destinations
             .into_iter()
             .filter_map(|d| {
-                let old = self.routes.route(d);
+                let old = self.routing.routes.route(d);
                 let new = table.route(d);
                 let hop = |r: Option<&hopmq_routing::Route>| {
                     r.and_then(|r| r.next_hop.as_ref()).map(ToString::to_string)
@@ -271,7 +280,7 @@ impl Core {
         let stranded = self.stranded(&topology);
         Ok(Reply::Plan(TopologyPlan {
             version: format!("{:08x}", crc32c::crc32c(text.as_bytes())),
-            changes: TopologyDiff::between(&self.topology, &topology)
+            changes: TopologyDiff::between(&self.routing.topology, &topology)
                 .to_string()
                 .lines()
                 .map(str::to_owned)

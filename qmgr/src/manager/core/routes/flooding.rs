@@ -19,7 +19,7 @@ impl Core {
                 channel.send(ChannelFrame::LinkState(Vec::new()));
             }
             // A link the topology no longer has is not routed over anyway.
-            let declared = self.topology.link(&self.name, neighbour).is_some();
+            let declared = self.routing.topology.link(&self.name, neighbour).is_some();
             if declared && link.adjacency.check(now.instant, dead_interval) == Some(Change::Dead) {
                 warn!(%neighbour, ?dead_interval, "neighbour not heard within the dead interval; routing around its link");
                 changed = true;
@@ -91,7 +91,9 @@ impl Core {
     ) {
         let frames = link_state_frames(advertisements.to_vec());
         for neighbour in self.links.keys() {
-            if Some(neighbour) == except || self.topology.link(&self.name, neighbour).is_none() {
+            if Some(neighbour) == except
+                || self.routing.topology.link(&self.name, neighbour).is_none()
+            {
                 continue;
             }
             if let Some(channel) = self.link_state_channel(neighbour) {
@@ -115,11 +117,11 @@ impl Core {
         }
         // At most one advertisement per manager of the topology makes sense in a frame; more,
         // or a malformed one, is a broken peer (DESIGN.md: disconnected and logged).
-        let invalid = if lsas.len() > self.topology.managers().len() {
+        let invalid = if lsas.len() > self.routing.topology.managers().len() {
             Some(format!(
                 "{} link-state advertisements in one frame, for {} managers",
                 lsas.len(),
-                self.topology.managers().len()
+                self.routing.topology.managers().len()
             ))
         } else {
             lsas.iter()
@@ -180,7 +182,7 @@ impl Core {
         let bad = |reason: String| ApiError::BadRequest { reason };
         let neighbour =
             ManagerName::new(neighbour).map_err(|e| bad(format!("bad manager name: {e}")))?;
-        if self.topology.link(&self.name, &neighbour).is_none() {
+        if self.routing.topology.link(&self.name, &neighbour).is_none() {
             return Err(bad(format!(
                 "`{}` has no link to `{neighbour}` in its topology",
                 self.name
