@@ -16,6 +16,7 @@ mod puts;
 mod requests;
 mod retention;
 mod routes;
+mod slot;
 mod upkeep;
 mod waiting;
 
@@ -27,6 +28,7 @@ use self::payloads::Payloads;
 #[cfg(test)]
 pub(super) use self::retention::COMPACT_AGE_MS;
 use self::retention::{Head, Retention};
+use self::slot::Slot;
 use self::waiting::{Waiter, Waiters};
 
 use std::collections::BTreeSet;
@@ -49,7 +51,7 @@ use super::{Command, ToClient};
 use crate::config::SyncMode;
 use crate::mutation::{self, Mutation};
 use crate::queue::lease::{Lease, Leases, Return, on_return};
-use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
+use crate::queue::local::{BodyRef, Entry, correlation_hash};
 use crate::record::{self, Record};
 use crate::store::{Location, StoreError};
 
@@ -163,26 +165,6 @@ pub struct Handoff {
     max: usize,
     correlation_id: Option<String>,
     taken: usize,
-}
-
-struct Slot {
-    queue: LocalQueue,
-    max_depth: u64,
-    /// Puts accepted but not yet durable: they count against `max_depth`.
-    pending: u64,
-    /// Of those, the ones handed straight to a waiting get.
-    pending_handoffs: u64,
-}
-
-impl Slot {
-    fn new(max_depth: u64) -> Self {
-        Self {
-            queue: LocalQueue::default(),
-            max_depth,
-            pending: 0,
-            pending_handoffs: 0,
-        }
-    }
 }
 
 /// Messages counted since start, for status and metrics.

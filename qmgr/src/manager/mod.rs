@@ -22,6 +22,8 @@ pub mod recovery;
 pub mod storage;
 
 #[cfg(test)]
+mod effect_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;

@@ -176,7 +176,7 @@ impl Core {
         now: Now,
     ) {
         if let Some(slot) = self.queues.get_mut(&item.queue) {
-            slot.pending -= 1;
+            slot.settle(false);
         }
         match result {
             Ok(locations) => {
@@ -228,8 +228,7 @@ impl Core {
         let mut queues = vec![None; handoffs.len()];
         for item in items {
             if let Some(slot) = self.queues.get_mut(&item.queue) {
-                slot.pending -= 1;
-                slot.pending_handoffs -= u64::from(item.handoff.is_some());
+                slot.settle(item.handoff.is_some());
             }
             if let Some(index) = item.handoff {
                 queues[index] = Some(item.queue);
@@ -260,8 +259,7 @@ impl Core {
         let mut handed: Vec<Vec<PutItem>> = handoffs.iter().map(|_| Vec::new()).collect();
         for mut item in items {
             if let Some(slot) = self.queues.get_mut(&item.queue) {
-                slot.pending -= 1;
-                slot.pending_handoffs -= u64::from(item.handoff.is_some());
+                slot.settle(item.handoff.is_some());
             }
             self.notify_subscribers(&item);
             if let Some(index) = item.handoff {
@@ -366,7 +364,7 @@ impl Core {
         persistent: bool,
         now: Now,
     ) {
-        self.ensure_slot(queue).pending += 1;
+        self.ensure_slot(queue).accept(false);
         if !persistent {
             entry.body = BodyRef::Memory;
         }

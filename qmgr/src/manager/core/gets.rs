@@ -329,7 +329,7 @@ impl Core {
             put_at_ms: now.wall_ms,
             ..entry
         };
-        self.ensure_slot(to).pending += 1;
+        self.ensure_slot(to).accept(false);
         let item = PutItem {
             queue: to.clone(),
             entry: new_entry,

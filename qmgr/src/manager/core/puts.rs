@@ -104,8 +104,7 @@ impl Core {
                 None
             };
             if let Some(slot) = self.queues.get_mut(&queue) {
-                slot.pending += 1;
-                slot.pending_handoffs += u64::from(handoff.is_some());
+                slot.accept(handoff.is_some());
             }
             if handoff.is_some() {
                 handed_off.push(seq);
@@ -182,11 +181,11 @@ impl Core {
             let count = added.entry(queue.clone()).or_default();
             *count += 1;
             let slot = &self.queues[&queue];
-            let held = slot.queue.depth() + slot.pending + self.leases.leased(queue.as_str());
-            if held + *count > slot.max_depth {
+            let held = slot.held(self.leases.leased(queue.as_str()));
+            if held + *count > slot.max_depth() {
                 return Err(ApiError::QueueFull {
                     queue: queue.to_string(),
-                    max_depth: slot.max_depth,
+                    max_depth: slot.max_depth(),
                 });
             }
             targets.push(queue);
@@ -265,7 +264,7 @@ impl Core {
         correlation_id: Option<&str>,
     ) -> Option<Handoff> {
         let slot = self.queues.get(queue)?;
-        if slot.queue.depth() > 0 || slot.pending > slot.pending_handoffs {
+        if !slot.all_claimed() {
             return None;
         }
         let waiter_id = self.waiters.first_in_line(queue, |w| {

@@ -45,7 +45,7 @@ impl Core {
         }
         let slot = self.ensure_slot(&queue);
         if let Some(max_depth) = max_depth {
-            slot.max_depth = max_depth;
+            slot.set_max_depth(max_depth);
         }
         Ok(Reply::Done)
     }
@@ -53,7 +53,7 @@ impl Core {
     pub(super) fn delete(&mut self, queue: &str) -> Result<Reply, ApiError> {
         let queue = self.app_queue(queue)?;
         let slot = &self.queues[&queue];
-        let held = slot.queue.depth() + slot.pending + self.leases.leased(queue.as_str());
+        let held = slot.held(self.leases.leased(queue.as_str()));
         if held > 0 {
             return Err(ApiError::QueueNotEmpty {
                 queue: queue.to_string(),
@@ -92,7 +92,7 @@ impl Core {
                     .queue
                     .oldest_put_at_ms()
                     .map(|at| now.wall_ms.saturating_sub(at)),
-                max_depth: slot.max_depth,
+                max_depth: slot.max_depth(),
             })
             .collect();
         queues.sort_by(|a, b| a.name.cmp(&b.name));

@@ -544,11 +544,11 @@ impl Core {
             ));
         }
         let slot = self.ensure_slot(&queue);
-        let held = slot.queue.depth() + slot.pending;
-        if held >= slot.max_depth {
+        let held = slot.held(0);
+        if held >= slot.max_depth() {
             return Err(format!(
                 "queue `{queue}` is full (max_depth {})",
-                slot.max_depth
+                slot.max_depth()
             ));
         }
         Ok(queue)

@@ -172,9 +172,7 @@ impl Core {
                 self.assign_direct(&queue, seq, key, &payload, &mut arrivals.direct, now)
             }
         };
-        let slot = self.ensure_slot(&queue);
-        slot.pending += 1;
-        slot.pending_handoffs += u64::from(handoff.is_some());
+        self.ensure_slot(&queue).accept(handoff.is_some());
         if handoff.is_some() {
             arrivals.handed_off.push(seq);
         }

@@ -162,7 +162,7 @@ impl Core {
             Some(_) => return None,
             None => {
                 let slot = self.queues.get(queue);
-                if slot.is_some_and(|s| s.queue.depth() > 0 || s.pending > 0) {
+                if slot.is_some_and(|s| !s.is_idle()) {
                     return None;
                 }
                 if !self.link_takes_new(&neighbour, now) {

@@ -161,7 +161,7 @@ impl Core {
             .collect();
         for (queue, max_depth) in declared {
             let max_depth = max_depth.unwrap_or(self.limits.max_depth);
-            self.ensure_slot(&queue).max_depth = max_depth;
+            self.ensure_slot(&queue).set_max_depth(max_depth);
         }
     }
 

@@ -1,0 +1,324 @@
+//! Persist, then acknowledge, read off the core's effects: a storage that only records what it
+//! is asked to write, commits completed by the test, and the frames the core queues for its
+//! client, all in one log. Each test reads the order straight from that log.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
+use hopmq::{ApiError, ManagerName};
+use hopmq_routing::Topology;
+
+use super::outbox::{self, CONNECTION_BYTES_MAX, Outgoing};
+use super::storage::{Durability, Storage};
+use super::tests::limits;
+use super::{Command, Core, Now, ToClient, recover};
+use crate::record::{self, Record};
+use crate::store::{JournalConfig, JournalStats, Location, StoreError};
+
+/// One effect of the core, as the test sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Effect {
+    /// An append asked of the storage: its durability and the kinds of its records.
+    Append(Durability, Vec<&'static str>),
+    /// The test completed the oldest append, successfully or not.
+    Durable,
+    Failed,
+    /// A reply queued for the client: its request id and what it says.
+    Reply(u64, &'static str),
+}
+
+#[derive(Default)]
+struct Log {
+    effects: Vec<Effect>,
+    /// Appends not yet completed, with the locations they will get.
+    pending: VecDeque<Vec<Location>>,
+    records: BTreeMap<(u64, u64), Vec<u8>>,
+    next_offset: u64,
+}
+
+/// A storage that writes nothing anywhere: it logs the append and keeps the payloads for
+/// reads. Whether and when an append is durable is the test's to say.
+struct Recorder(Arc<Mutex<Log>>);
+
+fn kind(payload: &[u8]) -> &'static str {
+    match record::decode(payload) {
+        Ok(Record::Enqueue(_)) => "enqueue",
+        Ok(Record::Remove(_)) => "remove",
+        Ok(Record::ChannelSend(_)) => "channel send",
+        Ok(Record::ChannelReceive(_)) => "channel receive",
+        Ok(Record::ChannelAssigned(_)) => "channel assigned",
+        Err(_) => "garbage",
+    }
+}
+
+impl Storage for Recorder {
+    fn append(&mut self, durability: Durability, payloads: Vec<Bytes>) {
+        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let kinds = payloads.iter().map(|p| kind(p)).collect();
+        log.effects.push(Effect::Append(durability, kinds));
+        let mut locations = Vec::new();
+        for payload in payloads {
+            let location = Location {
+                segment: 1,
+                offset: log.next_offset,
+                len: payload.len() as u32,
+            };
+            log.next_offset += 1;
+            log.records
+                .insert((location.segment, location.offset), payload.to_vec());
+            locations.push(location);
+        }
+        log.pending.push_back(locations);
+    }
+
+    fn read(&self, location: Location) -> Result<Vec<u8>, StoreError> {
+        let log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        log.records
+            .get(&(location.segment, location.offset))
+            .cloned()
+            .ok_or(StoreError::EmptyGroup)
+    }
+
+    fn active_segment(&self) -> u64 {
+        1
+    }
+
+    fn group_bytes_max(&self) -> u64 {
+        1 << 20
+    }
+
+    fn delete_segments_before(&mut self, _segment: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn stats(&self) -> JournalStats {
+        JournalStats {
+            active_segment: 1,
+            segments: Vec::new(),
+            bytes_on_disk: 0,
+            commits: 0,
+            commits_inline: 0,
+            records: 0,
+            batch_records_last: 0,
+            fsyncs: 0,
+            fsync_nanos_total: 0,
+            fsync_nanos_max: 0,
+            fsync_micros_log2_buckets: Default::default(),
+        }
+    }
+
+    fn save_drained(&mut self, _drained: &BTreeSet<ManagerName>) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Bench {
+    core: Core,
+    log: Arc<Mutex<Log>>,
+    client: Outgoing,
+    /// The lease ids of the last messages handed over.
+    leases: Vec<u64>,
+    _dir: tempfile::TempDir,
+}
+
+fn now() -> Now {
+    Now::at(std::time::Instant::now(), std::time::Duration::ZERO, 1_000)
+}
+
+impl Bench {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Recovery of an empty folder gives the state a fresh manager starts from.
+        let (_journal, recovered) = recover(JournalConfig::new(dir.path())).expect("recover");
+        let name = ManagerName::new("test").expect("name");
+        let log = Arc::new(Mutex::new(Log::default()));
+        let storage = Box::new(Recorder(Arc::clone(&log)));
+        let topology = Topology::standalone(name.clone());
+        let mut core = Core::new(name, topology, limits(), recovered, storage, now(), 7);
+        let (frames, client) = outbox::bounded(1024, CONNECTION_BYTES_MAX);
+        let connected = Command::Connected {
+            connection: 0,
+            frames,
+            uid: None,
+        };
+        core.on_command(connected, now());
+        Self {
+            core,
+            log,
+            client,
+            leases: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    fn request(&mut self, id: u64, operation: Operation) {
+        let request = Command::Request {
+            connection: 0,
+            id,
+            operation,
+        };
+        self.core.on_command(request, now());
+        self.collect_replies();
+    }
+
+    /// Completes the oldest append: durable, or failed.
+    fn complete(&mut self, durable: bool) {
+        let locations = {
+            let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+            let locations = log.pending.pop_front().expect("an append to complete");
+            log.effects.push(if durable {
+                Effect::Durable
+            } else {
+                Effect::Failed
+            });
+            locations
+        };
+        let result = if durable {
+            Ok(locations)
+        } else {
+            Err(StoreError::EmptyGroup)
+        };
+        self.core.on_commit(result, now());
+        self.collect_replies();
+    }
+
+    fn collect_replies(&mut self) {
+        while let Ok(frame) = self.client.try_recv().map(ToClient::into_frame) {
+            if let ServerFrame::Reply { id, result } = frame {
+                let said = match result {
+                    Ok(Reply::Put(_)) => "put",
+                    Ok(Reply::Messages(m)) if m.is_empty() => "no messages",
+                    Ok(Reply::Messages(m)) => {
+                        self.leases = m.iter().filter_map(|d| d.lease).collect();
+                        "messages"
+                    }
+                    Ok(Reply::Done) => "done",
+                    Ok(_) => "other",
+                    Err(ApiError::Storage { .. }) => "storage error",
+                    Err(_) => "error",
+                };
+                self.effects_mut().effects.push(Effect::Reply(id, said));
+            }
+        }
+    }
+
+    fn effects_mut(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn effects(&self) -> Vec<Effect> {
+        self.effects_mut().effects.clone()
+    }
+
+    fn clear(&self) {
+        self.effects_mut().effects.clear();
+    }
+
+    fn put(&mut self, id: u64, body: &str) {
+        let message = OutgoingMessage {
+            body: body.as_bytes().to_vec(),
+            persistent: true,
+            ..Default::default()
+        };
+        let put = Operation::Put {
+            address: "orders".into(),
+            message,
+        };
+        self.request(id, put);
+    }
+
+    fn get(&mut self, id: u64, lease_ms: Option<u64>) {
+        let get = Operation::Get {
+            queue: "orders".into(),
+            timeout_ms: 0,
+            max: 10,
+            selector: Selector::default(),
+            lease_ms,
+        };
+        self.request(id, get);
+    }
+}
+
+use Effect::{Append, Durable, Failed, Reply as Replied};
+
+#[test]
+fn a_put_is_acknowledged_only_after_its_record_is_durable() {
+    let mut bench = Bench::new();
+    bench.put(1, "one");
+    assert_eq!(
+        bench.effects(),
+        [Append(Durability::Synced, vec!["enqueue"])],
+        "nothing is said to the client before the write is durable"
+    );
+    bench.complete(true);
+    assert_eq!(
+        bench.effects(),
+        [
+            Append(Durability::Synced, vec!["enqueue"]),
+            Durable,
+            Replied(1, "put")
+        ]
+    );
+}
+
+#[test]
+fn a_put_whose_write_failed_is_refused_and_never_delivered() {
+    let mut bench = Bench::new();
+    bench.put(1, "lost");
+    bench.complete(false);
+    assert_eq!(
+        bench.effects(),
+        [
+            Append(Durability::Synced, vec!["enqueue"]),
+            Failed,
+            Replied(1, "storage error")
+        ]
+    );
+    bench.clear();
+    bench.get(2, None);
+    assert_eq!(bench.effects(), [Replied(2, "no messages")]);
+}
+
+#[test]
+fn a_taken_message_is_handed_over_only_after_its_removal_is_durable() {
+    let mut bench = Bench::new();
+    bench.put(1, "one");
+    bench.complete(true);
+    bench.clear();
+    bench.get(2, None);
+    assert_eq!(
+        bench.effects(),
+        [Append(Durability::Freeing, vec!["remove"])],
+        "the message is not handed over before its removal is durable"
+    );
+    bench.complete(true);
+    assert_eq!(&bench.effects()[1..], [Durable, Replied(2, "messages")]);
+}
+
+#[test]
+fn a_lease_is_handed_out_at_once_and_its_ack_answered_after_the_removal_is_durable() {
+    let mut bench = Bench::new();
+    bench.put(1, "one");
+    bench.complete(true);
+    bench.clear();
+    bench.get(2, Some(60_000));
+    assert_eq!(
+        bench.effects(),
+        [Replied(2, "messages")],
+        "a lease writes nothing: the message stays in the journal until acked"
+    );
+    assert_eq!(bench.leases.len(), 1);
+    bench.clear();
+    let ack = Operation::Ack {
+        leases: bench.leases.clone(),
+    };
+    bench.request(3, ack);
+    assert_eq!(
+        bench.effects(),
+        [Append(Durability::Freeing, vec!["remove"])]
+    );
+    bench.complete(true);
+    assert_eq!(&bench.effects()[1..], [Durable, Replied(3, "done")]);
+}
