@@ -89,9 +89,7 @@ impl Storage for Recorder {
         1 << 20
     }
 
-    fn delete_segments_before(&mut self, _segment: u64) -> Result<(), StoreError> {
-        Ok(())
-    }
+    fn retire_segments_before(&mut self, _segment: u64) {}
 
     fn stats(&self) -> JournalStats {
         JournalStats {

@@ -37,7 +37,7 @@ use crate::store::{Commit, Journal};
 pub use self::clock::{Clock, Now};
 pub use self::core::{Core, CoreLimits};
 pub use self::recovery::{Recovered, Replay, recover};
-pub use self::storage::{Durability, JournalStorage, Storage};
+pub use self::storage::{Durability, JournalStorage, JournalWork, Storage};
 
 /// How many commands may wait for the core before connections feel backpressure.
 pub const COMMANDS_MAX: usize = 16 * 1024;
@@ -195,7 +195,7 @@ impl From<crate::channel::connection::Event> for Command {
 pub async fn run(
     mut core: Core,
     mut commands: mpsc::Receiver<Command>,
-    mut commits: mpsc::UnboundedReceiver<Commit>,
+    mut work: JournalWork,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     clock: Clock,
     journal: Journal,
@@ -207,7 +207,7 @@ pub async fn run(
     // Bounded by COMMITS_IN_FLIGHT_MAX through the journal's request queue.
     let mut in_flight: VecDeque<Commit> = VecDeque::new();
     loop {
-        while let Ok(commit) = commits.try_recv() {
+        while let Some(commit) = work.next_commit() {
             in_flight.push_back(commit);
         }
         let wake = core

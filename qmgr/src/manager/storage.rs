@@ -43,8 +43,10 @@ pub trait Storage: Send {
     fn active_segment(&self) -> u64;
     /// The largest group an append may hold, in bytes.
     fn group_bytes_max(&self) -> u64;
-    /// Deletes (or keeps as spares) every segment before `segment`.
-    fn delete_segments_before(&mut self, segment: u64) -> Result<(), StoreError>;
+    /// Asks for every segment before `segment` to be deleted (or kept as a spare), once the
+    /// event is handled. A failure is the storage's to report; a later request covers the
+    /// same segments again.
+    fn retire_segments_before(&mut self, segment: u64);
     /// Shape and counters, for status.
     fn stats(&self) -> JournalStats;
     /// Records durably, before it returns, the links an operator drained.
@@ -54,25 +56,57 @@ pub trait Storage: Send {
 /// The file in the data directory that keeps the drained links.
 pub const DRAINED_FILE: &str = "drained-links";
 
-/// The production storage: the journal, whose commits go to the run loop in append order,
-/// and the drained-links file.
+/// What the core asked of its journal that the run loop carries out: commits to await, and
+/// dead segments to retire.
+enum Work {
+    Commit(Commit),
+    RetireBefore(u64),
+}
+
+/// The run loop's side of [`JournalStorage`]: the commits to await, in append order, with the
+/// retirements asked between them carried out on the way.
+pub struct JournalWork {
+    work: mpsc::UnboundedReceiver<Work>,
+    journal: Journal,
+}
+
+impl JournalWork {
+    /// Carries out the retirements asked for so far, up to the next commit, and returns that
+    /// commit; `None` once nothing more is queued.
+    pub fn next_commit(&mut self) -> Option<Commit> {
+        while let Ok(work) = self.work.try_recv() {
+            match work {
+                Work::Commit(commit) => return Some(commit),
+                Work::RetireBefore(segment) => {
+                    if let Err(error) = self.journal.delete_segments_before(segment) {
+                        warn!(%error, "deleting dead journal segments failed");
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The production storage: the journal, whose commits and retirements go to the run loop in
+/// the order the core asked for them, and the drained-links file.
 pub struct JournalStorage {
     journal: Journal,
-    commits: mpsc::UnboundedSender<Commit>,
+    work: mpsc::UnboundedSender<Work>,
     /// `None`: drains are not kept (tests without a data directory).
     drained_file: Option<PathBuf>,
 }
 
 impl JournalStorage {
-    /// The storage over `journal`, and the commits the run loop awaits, oldest first.
-    pub fn new(journal: Journal) -> (Self, mpsc::UnboundedReceiver<Commit>) {
-        let (commits, receiver) = mpsc::unbounded_channel();
+    /// The storage over `journal`, and the work the run loop carries out.
+    pub fn new(journal: Journal) -> (Self, JournalWork) {
+        let (sender, work) = mpsc::unbounded_channel();
         let storage = Self {
-            journal,
-            commits,
+            journal: journal.clone(),
+            work: sender,
             drained_file: None,
         };
-        (storage, receiver)
+        (storage, JournalWork { work, journal })
     }
 
     /// Keeps drains in [`DRAINED_FILE`] of `data_dir`.
@@ -89,7 +123,7 @@ impl Storage for JournalStorage {
             Durability::Freeing => self.journal.append_freeing(payloads),
             Durability::Deferred => self.journal.append_deferred(payloads),
         };
-        if self.commits.send(commit).is_err() {
+        if self.work.send(Work::Commit(commit)).is_err() {
             // Only when the run loop is gone, i.e. the process is stopping.
             error!("the core's run loop stopped; a write was dropped unacknowledged");
         }
@@ -107,8 +141,9 @@ impl Storage for JournalStorage {
         self.journal.group_bytes_max()
     }
 
-    fn delete_segments_before(&mut self, segment: u64) -> Result<(), StoreError> {
-        self.journal.delete_segments_before(segment)
+    fn retire_segments_before(&mut self, segment: u64) {
+        // Nothing to lose if the run loop is gone: the next start deletes what is dead.
+        let _ = self.work.send(Work::RetireBefore(segment));
     }
 
     fn stats(&self) -> JournalStats {

@@ -7,14 +7,12 @@ use std::path::Path;
 use hopmq::protocol::{Delivery, Operation, OutgoingMessage, Reply, Selector, ServerFrame};
 use hopmq::{ApiError, ManagerName};
 use hopmq_routing::Topology;
-use tokio::sync::mpsc;
 
 use super::core::{COMPACT_AGE_MS, CoreLimits};
 use super::outbox::{self, CONNECTION_BYTES_MAX, Outgoing};
-use super::storage::JournalStorage;
+use super::storage::{JournalStorage, JournalWork};
 use super::{Command, Core, Now, ToClient, recover};
 use crate::config::SyncMode;
-use crate::store::Commit;
 use crate::store::{JournalConfig, SyncPolicy};
 
 const NOW: u64 = 1_000_000;
@@ -28,7 +26,7 @@ fn at(ms: u64) -> Now {
 
 struct Harness {
     core: Core,
-    commits: mpsc::UnboundedReceiver<Commit>,
+    commits: JournalWork,
     frames: Vec<Outgoing>,
 }
 
@@ -135,7 +133,7 @@ impl Harness {
 
     /// Completes every commit made so far, and those they lead to.
     async fn settle(&mut self) {
-        while let Ok(commit) = self.commits.try_recv() {
+        while let Some(commit) = self.commits.next_commit() {
             let result = commit.await;
             self.core.on_commit(result, at(NOW));
         }
@@ -181,8 +179,8 @@ async fn a_put_to_a_waiting_get_is_handed_over_in_one_commit() {
     assert!(h.replies(0).is_empty(), "the get waits");
     h.put(1, 2, "q", &["a", "b", "c"]);
     // Put and removal are one group: one commit for the whole hand-over.
-    let commit = h.commits.try_recv().expect("one commit");
-    assert!(h.commits.try_recv().is_err());
+    let commit = h.commits.next_commit().expect("one commit");
+    assert!(h.commits.next_commit().is_none());
     let result = commit.await;
     h.core.on_commit(result, at(NOW));
     let got: Vec<_> = h
@@ -417,7 +415,7 @@ async fn a_segment_is_not_deleted_under_a_put_not_yet_applied() {
         h.put(0, 10 + n, "bulk", &[big.as_str()]);
     }
     let mut finished = Vec::new();
-    while let Ok(commit) = h.commits.try_recv() {
+    while let Some(commit) = h.commits.next_commit() {
         finished.push(commit.await);
     }
     assert!(h.core.storage().active_segment() > 1, "the writer moved on");

@@ -240,12 +240,11 @@ impl Storage for Disk {
         GROUP_BYTES_MAX
     }
 
-    fn delete_segments_before(&mut self, segment: u64) -> Result<(), StoreError> {
+    fn retire_segments_before(&mut self, segment: u64) {
         let mut state = self.lock();
         let kept = state.records.split_off(&(segment, 0));
         state.records = kept;
         state.deleted_below = state.deleted_below.max(segment);
-        Ok(())
     }
 
     fn stats(&self) -> JournalStats {

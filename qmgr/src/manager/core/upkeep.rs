@@ -70,10 +70,8 @@ impl Core {
         let Some(below) = self.retention.retirable_below(self.journal_head()) else {
             return;
         };
-        match self.storage.delete_segments_before(below) {
-            Ok(()) => self.retention.retired(below),
-            Err(error) => warn!(%error, "deleting dead journal segments failed"),
-        }
+        self.storage.retire_segments_before(below);
+        self.retention.retired(below);
     }
 
     /// Rewrites the few live messages of `segment` at the journal's head when that frees a

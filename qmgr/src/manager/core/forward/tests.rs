@@ -13,9 +13,8 @@ use crate::channel::connection::{CHANNEL_FRAMES_MAX, Channel};
 use crate::channel::frame::ChannelFrame;
 use crate::manager::core::COMPACT_AGE_MS;
 use crate::manager::outbox::{self, Outgoing};
-use crate::manager::storage::JournalStorage;
+use crate::manager::storage::{JournalStorage, JournalWork};
 use crate::manager::{ChannelDirection, Command, Core, Now, ToClient, recover};
-use crate::store::Commit;
 use crate::store::{JournalConfig, SyncPolicy};
 
 const NOW: u64 = 1_000_000;
@@ -40,7 +39,7 @@ home = "bravo"
 
 struct Node {
     core: Core,
-    commits: mpsc::UnboundedReceiver<Commit>,
+    commits: JournalWork,
     client: Outgoing,
 }
 
@@ -88,7 +87,7 @@ impl Node {
     /// Completes every commit made so far, and those they lead to; true if there were any.
     async fn settle(&mut self) -> bool {
         let mut any = false;
-        while let Ok(commit) = self.commits.try_recv() {
+        while let Some(commit) = self.commits.next_commit() {
             let result = commit.await;
             self.core.on_commit(result, at(NOW));
             any = true;
