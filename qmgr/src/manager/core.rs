@@ -123,6 +123,12 @@ pub enum Continuation {
     },
     /// A channel's write (sequence numbers assigned, a batch received).
     Link(LinkWrite),
+    /// The links an operator drained, saved: they take effect and the request is answered.
+    Drained {
+        connection: u64,
+        request: u64,
+        drained: BTreeSet<ManagerName>,
+    },
     /// A live message's record copied to the journal's head by compaction.
     Relocated {
         seq: u64,
@@ -474,7 +480,7 @@ impl Core {
             Op::Reload => self.request_reload(connection, id),
             Op::PlanTopology { file, text } => self.plan_topology(&file, &text).map(Some),
             Op::SetLink { neighbour, drained } => {
-                self.set_link_drained(&neighbour, drained, now).map(Some)
+                self.set_link_drained((connection, id), &neighbour, drained)
             }
             Op::Put { address, message } => self.put(connection, id, vec![(address, message)], now),
             Op::PutBatch { messages } => self.put(connection, id, messages, now),

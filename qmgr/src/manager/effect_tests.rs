@@ -107,8 +107,11 @@ impl Storage for Recorder {
         }
     }
 
-    fn save_drained(&mut self, _drained: &BTreeSet<ManagerName>) -> std::io::Result<()> {
-        Ok(())
+    fn save_drained(&mut self, _drained: BTreeSet<ManagerName>) {
+        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        log.effects
+            .push(Effect::Append(Durability::Synced, vec!["drained links"]));
+        log.pending.push_back(Vec::new());
     }
 }
 
@@ -125,15 +128,29 @@ fn now() -> Now {
     Now::at(std::time::Instant::now(), std::time::Duration::ZERO, 1_000)
 }
 
+const PAIR: &str = r#"
+[managers.alpha]
+address = "127.0.0.1:1"
+[managers.bravo]
+address = "127.0.0.1:2"
+[[links]]
+between = ["alpha", "bravo"]
+"#;
+
 impl Bench {
+    /// A standalone manager.
     fn new() -> Self {
+        let name = ManagerName::new("test").expect("name");
+        Self::as_manager(name.clone(), Topology::standalone(name))
+    }
+
+    /// Manager `name` of `topology`.
+    fn as_manager(name: ManagerName, topology: Topology) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         // Recovery of an empty folder gives the state a fresh manager starts from.
         let (_journal, recovered) = recover(JournalConfig::new(dir.path())).expect("recover");
-        let name = ManagerName::new("test").expect("name");
         let log = Arc::new(Mutex::new(Log::default()));
         let storage = Box::new(Recorder(Arc::clone(&log)));
-        let topology = Topology::standalone(name.clone());
         let mut core = Core::new(name, topology, limits(), recovered, storage, now(), 7);
         let (frames, client) = outbox::bounded(1024, CONNECTION_BYTES_MAX);
         let connected = Command::Connected {
@@ -319,4 +336,46 @@ fn a_lease_is_handed_out_at_once_and_its_ack_answered_after_the_removal_is_durab
     );
     bench.complete(true);
     assert_eq!(&bench.effects()[1..], [Durable, Replied(3, "done")]);
+}
+
+#[test]
+fn a_drain_is_answered_only_once_it_is_saved() {
+    let topology = hopmq_routing::parse(PAIR, "topology.toml")
+        .expect("a valid topology")
+        .topology;
+    let mut bench = Bench::as_manager(ManagerName::new("alpha").expect("name"), topology);
+    let drain = |drained| Operation::SetLink {
+        neighbour: "bravo".into(),
+        drained,
+    };
+    bench.request(1, drain(true));
+    bench.request(2, drain(true));
+    assert_eq!(
+        bench.effects(),
+        [
+            Append(Durability::Synced, vec!["drained links"]),
+            Append(Durability::Synced, vec!["drained links"]),
+        ],
+        "a repeated drain waits for the save in flight too"
+    );
+    bench.complete(true);
+    bench.complete(true);
+    assert_eq!(
+        &bench.effects()[2..],
+        [Durable, Replied(1, "done"), Durable, Replied(2, "done")]
+    );
+    bench.clear();
+    bench.request(3, drain(true));
+    assert_eq!(bench.effects(), [Replied(3, "done")], "nothing to save");
+    bench.clear();
+    bench.request(4, drain(false));
+    bench.complete(false);
+    assert_eq!(
+        bench.effects(),
+        [
+            Append(Durability::Synced, vec!["drained links"]),
+            Failed,
+            Replied(4, "storage error")
+        ]
+    );
 }

@@ -49,8 +49,9 @@ pub trait Storage: Send {
     fn retire_segments_before(&mut self, segment: u64);
     /// Shape and counters, for status.
     fn stats(&self) -> JournalStats;
-    /// Records durably, before it returns, the links an operator drained.
-    fn save_drained(&mut self, drained: &BTreeSet<ManagerName>) -> std::io::Result<()>;
+    /// Asks for the links an operator drained to be saved durably. The outcome comes back like
+    /// an append's, in order with them (with no locations).
+    fn save_drained(&mut self, drained: BTreeSet<ManagerName>);
 }
 
 /// The file in the data directory that keeps the drained links.
@@ -61,6 +62,11 @@ pub const DRAINED_FILE: &str = "drained-links";
 enum Work {
     Commit(Commit),
     RetireBefore(u64),
+    SaveDrained {
+        /// `None`: drains are not kept (tests without a data directory).
+        path: Option<PathBuf>,
+        drained: BTreeSet<ManagerName>,
+    },
 }
 
 /// The run loop's side of [`JournalStorage`]: the commits to await, in append order, with the
@@ -81,6 +87,14 @@ impl JournalWork {
                     if let Err(error) = self.journal.delete_segments_before(segment) {
                         warn!(%error, "deleting dead journal segments failed");
                     }
+                }
+                Work::SaveDrained { path, drained } => {
+                    let result = match path {
+                        Some(path) => write_drained(&path, &drained)
+                            .map_err(|source| StoreError::io(path, source)),
+                        None => Ok(()),
+                    };
+                    return Some(Commit::ready(result.map(|()| Vec::new())));
                 }
             }
         }
@@ -150,10 +164,10 @@ impl Storage for JournalStorage {
         self.journal.stats()
     }
 
-    fn save_drained(&mut self, drained: &BTreeSet<ManagerName>) -> std::io::Result<()> {
-        match &self.drained_file {
-            Some(path) => write_drained(path, drained),
-            None => Ok(()),
+    fn save_drained(&mut self, drained: BTreeSet<ManagerName>) {
+        let path = self.drained_file.clone();
+        if self.work.send(Work::SaveDrained { path, drained }).is_err() {
+            error!("the core's run loop stopped; a drain was not saved");
         }
     }
 }

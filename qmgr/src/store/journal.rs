@@ -109,7 +109,7 @@ enum CommitState {
 }
 
 impl Commit {
-    fn ready(result: Result<Vec<Location>, StoreError>) -> Self {
+    pub(crate) fn ready(result: Result<Vec<Location>, StoreError>) -> Self {
         Self {
             state: CommitState::Ready(Some(result)),
         }

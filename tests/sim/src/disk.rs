@@ -273,8 +273,14 @@ impl Storage for Disk {
         }
     }
 
-    fn save_drained(&mut self, drained: &BTreeSet<ManagerName>) -> std::io::Result<()> {
-        self.lock().drained = drained.clone();
-        Ok(())
+    fn save_drained(&mut self, drained: BTreeSet<ManagerName>) {
+        // Written durably at once, as the drained-links file is; the answer waits for the
+        // next sync, in order with the appends before it.
+        let mut state = self.lock();
+        state.drained = drained;
+        state.pending.push_back(Pending {
+            result: Ok(Vec::new()),
+            durability: Durability::Synced,
+        });
     }
 }

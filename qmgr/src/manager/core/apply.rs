@@ -75,6 +75,14 @@ impl Core {
                     self.reply(connection, request, Err(api_error(&error)));
                 }
             },
+            Continuation::Drained {
+                connection,
+                request,
+                drained,
+            } => {
+                let answer = self.apply_drained(drained, result, now);
+                self.reply(connection, request, answer);
+            }
             Continuation::Removed { entries } => {
                 if let Err(error) = result {
                     // They stay in the journal and expire again after a restart.

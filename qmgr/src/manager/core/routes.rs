@@ -54,6 +54,8 @@ pub(super) struct Routing {
     linkstate: LinkStateDb,
     pub(super) dead_interval: Duration,
     drained: BTreeSet<ManagerName>,
+    /// The drained links last asked to be saved, while that save is in flight.
+    drained_asked: Option<BTreeSet<ManagerName>>,
     file: Option<String>,
     version: String,
     applied_at_ms: u64,
@@ -153,6 +155,7 @@ impl Routing {
             linkstate,
             dead_interval: Duration::from_millis(crate::config::defaults::LINK_DEAD_INTERVAL_MS),
             drained: BTreeSet::new(),
+            drained_asked: None,
             file: None,
             version: String::new(),
             applied_at_ms: now_ms,

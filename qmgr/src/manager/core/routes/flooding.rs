@@ -4,6 +4,8 @@
 
 // The routing types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
+use crate::manager::core::Continuation;
+use crate::store::{Location, StoreError};
 
 impl Core {
     /// Every heartbeat interval: a heartbeat to each neighbour, and the dead interval checked
@@ -173,12 +175,15 @@ impl Core {
     }
 
     /// `qmgr link up|down NAME`.
+    /// Drains the link to `neighbour` or returns it to service: saved by the storage first,
+    /// then in force and answered ([`Self::apply_drained`]), so an answered drain survives a
+    /// crash.
     pub(in crate::manager::core) fn set_link_drained(
         &mut self,
+        (connection, request): (u64, u64),
         neighbour: &str,
         drained: bool,
-        now: Now,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Option<Reply>, ApiError> {
         let bad = |reason: String| ApiError::BadRequest { reason };
         let neighbour =
             ManagerName::new(neighbour).map_err(|e| bad(format!("bad manager name: {e}")))?;
@@ -188,26 +193,53 @@ impl Core {
                 self.name
             )));
         }
-        let mut next = self.routing.drained.clone();
+        // From the newest set asked for: two drains in a row must not undo each other.
+        let asked = self.routing.drained_asked.as_ref();
+        let mut next = asked.unwrap_or(&self.routing.drained).clone();
         let changed = if drained {
-            next.insert(neighbour.clone())
+            next.insert(neighbour)
         } else {
             next.remove(&neighbour)
         };
-        if !changed {
-            return Ok(Reply::Done);
+        if !changed && asked.is_none() {
+            return Ok(Some(Reply::Done));
         }
-        self.storage
-            .save_drained(&next)
-            .map_err(|e| ApiError::Storage {
-                detail: format!("cannot record the drain: {e}"),
-            })?;
-        self.routing.drained = next;
-        if drained {
-            info!(%neighbour, "link drained by an operator: routes avoid it, messages in flight on it finish");
-        } else {
-            info!(%neighbour, "link returned to service by an operator");
+        // Unchanged but a save is in flight: this answer too waits until it is durable.
+        self.routing.drained_asked = Some(next.clone());
+        let segment = self.storage.active_segment();
+        let continuation = Continuation::Drained {
+            connection,
+            request,
+            drained: next.clone(),
+        };
+        self.commits.made(continuation, segment);
+        self.storage.save_drained(next);
+        Ok(None)
+    }
+
+    /// A drained-links save completed: on success the set is in force.
+    pub(in crate::manager::core) fn apply_drained(
+        &mut self,
+        drained: BTreeSet<ManagerName>,
+        result: Result<Vec<Location>, StoreError>,
+        now: Now,
+    ) -> Result<Reply, ApiError> {
+        if self.routing.drained_asked.as_ref() == Some(&drained) {
+            self.routing.drained_asked = None;
         }
+        if let Err(error) = result {
+            return Err(ApiError::Storage {
+                detail: format!("cannot record the drain: {error}"),
+            });
+        }
+        for neighbour in drained.symmetric_difference(&self.routing.drained) {
+            if drained.contains(neighbour) {
+                info!(%neighbour, "link drained by an operator: routes avoid it, messages in flight on it finish");
+            } else {
+                info!(%neighbour, "link returned to service by an operator");
+            }
+        }
+        self.routing.drained = drained;
         self.refresh_routes(now);
         Ok(Reply::Done)
     }
