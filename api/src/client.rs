@@ -1,15 +1,18 @@
 //! The async client: one Unix-socket connection to the local manager, multiplexing every call an
 //! application makes.
 //!
-//! Owns: the current connection (`Connection`), its writer and reader tasks, and the routing
-//! table that maps request ids to waiting calls and subscription ids to their event channels.
+//! Owns: the [`Client`] handle, its calls, and which connection is current. The connection
+//! itself (its writer and reader tasks, and the routing table that maps request ids to waiting
+//! calls and subscription ids to their event channels) is in `connection`; subscriptions and
+//! notify handlers are in `subscription`, the prefetching consumer in `consumer`.
 //!
 //! How a call travels: the caller registers a oneshot under a fresh request id in the routing
 //! table, hands the frame to the writer task through a bounded channel, and awaits the oneshot.
-//! The reader task decodes [`ServerFrame`]s and completes the oneshot whose id a
-//! [`ServerFrame::Reply`] carries, or forwards a [`ServerFrame::Event`] to its subscription.
+//! The reader task decodes [`ServerFrame`](crate::protocol::ServerFrame)s and completes the
+//! oneshot whose id a [`ServerFrame::Reply`](crate::protocol::ServerFrame::Reply) carries, or
+//! forwards a [`ServerFrame::Event`](crate::protocol::ServerFrame::Event) to its subscription.
 //!
-//! Invariants:
+//! Invariants (of the whole client, children included):
 //! - The routing table is the one piece of state callers and the reader share. It lives behind
 //!   a mutex rather than inside a task because a reply can arrive before any registration
 //!   message sent to such a task would have been read; the lock is never held across an
@@ -25,29 +28,27 @@
 //! `select!` or a `timeout`) only stops waiting for its reply; the manager still carries the
 //! call out, so a destructive get abandoned that way loses the messages it takes.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::collections::VecDeque;
-
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-
-use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::message::{Message, MessageId};
 use crate::protocol::{
-    self, BATCH_MESSAGES_MAX, ClientFrame, Delivery, FrameError, Hello, Operation,
-    PROTOCOL_VERSION, ReloadOutcome, Reply, Request, Selector, ServerFrame, Status, TopologyPlan,
+    BATCH_MESSAGES_MAX, FrameError, Operation, ReloadOutcome, Reply, Selector, Status, TopologyPlan,
 };
+
+mod connection;
+mod consumer;
+mod subscription;
+#[cfg(test)]
+mod tests;
+
+use connection::{Connection, lock};
+pub use consumer::Consumer;
+pub use subscription::{NotifyHandle, Subscription};
 
 /// The environment variable that names the manager's socket.
 pub const SOCKET_ENV: &str = "HOPMQ_SOCKET";
@@ -75,9 +76,6 @@ pub const CONSUMER_WAIT: Duration = Duration::from_secs(5);
 /// Gets a consumer keeps in flight: one is served while the other waits for its removal to
 /// be made durable.
 pub const CONSUMER_GETS_IN_FLIGHT: usize = 2;
-
-/// Frames the writer task takes from its channel per flush.
-const WRITE_BATCH_FRAMES_MAX: usize = 64;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -406,12 +404,7 @@ impl Client {
         F: FnMut(Message) + Send + 'static,
     {
         let subscription = self.subscribe(queue).await?;
-        let (cancel, cancelled) = oneshot::channel();
-        let task = tokio::spawn(run_handler(subscription, handler, cancelled));
-        Ok(NotifyHandle {
-            cancel: Some(cancel),
-            task: Some(task),
-        })
+        Ok(NotifyHandle::start(subscription, handler))
     }
 
     /// Like [`notify`](Self::notify), for applications that prefer pulling: the returned
@@ -435,11 +428,7 @@ impl Client {
             queue: queue.to_string(),
         };
         match connection.call(operation, Some(events)).await? {
-            Reply::Subscribed(id) => Ok(Subscription {
-                id: Some(id),
-                events: receiver,
-                connection,
-            }),
+            Reply::Subscribed(id) => Ok(Subscription::new(id, receiver, connection)),
             reply => Err(unexpected("subscribe", &reply)),
         }
     }
@@ -466,12 +455,7 @@ impl Client {
     /// # }
     /// ```
     pub fn consumer(&self, queue: &str, prefetch: u32) -> Consumer {
-        Consumer {
-            client: self.clone(),
-            queue: queue.to_string(),
-            prefetch: prefetch.clamp(1, BATCH_MESSAGES_MAX),
-            fetched: None,
-        }
+        Consumer::new(self.clone(), queue, prefetch)
     }
 
     /// Creates local `queue` (idempotent), holding at most `max_depth` messages (`None`: the
@@ -563,532 +547,6 @@ impl Client {
     }
 }
 
-/// Stops a [`Client::notify`] handler when dropped or cancelled.
-#[derive(Debug)]
-pub struct NotifyHandle {
-    cancel: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), ClientError>>>,
-}
-
-impl NotifyHandle {
-    /// Stops the handler and waits until the manager has ended the subscription. Errors only
-    /// if the unsubscribe itself failed; a connection that dropped already ended it.
-    pub async fn cancel(mut self) -> Result<(), ClientError> {
-        drop(self.cancel.take());
-        match self.task.take() {
-            Some(task) => task.await.unwrap_or(Ok(())),
-            None => Ok(()),
-        }
-    }
-
-    /// Whether the handler has stopped (cancelled, or its connection dropped).
-    pub fn is_finished(&self) -> bool {
-        self.task.as_ref().is_none_or(JoinHandle::is_finished)
-    }
-}
-
-impl Drop for NotifyHandle {
-    fn drop(&mut self) {
-        // Dropping `cancel` tells the task to unsubscribe and stop; it needs no one to wait.
-        drop(self.cancel.take());
-    }
-}
-
-async fn run_handler<F>(
-    mut subscription: Subscription,
-    mut handler: F,
-    mut cancelled: oneshot::Receiver<()>,
-) -> Result<(), ClientError>
-where
-    F: FnMut(Message) + Send + 'static,
-{
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut cancelled => return subscription.cancel().await,
-            message = subscription.next() => match message {
-                Some(message) => handler(message),
-                None => return Ok(()),
-            },
-        }
-    }
-}
-
-/// Copies of the messages put into a queue, from [`Client::subscribe`]; also a
-/// [`Stream`](futures_core::Stream). Ends (`None`) when the connection drops. Dropping it
-/// unsubscribes.
-#[derive(Debug)]
-pub struct Subscription {
-    /// `None` once unsubscribed.
-    id: Option<u64>,
-    events: mpsc::Receiver<Delivery>,
-    /// The subscription lives on this connection only, not on the client's latest one.
-    connection: Arc<Connection>,
-}
-
-impl Subscription {
-    /// The next message put into the queue; `None` once the subscription has ended.
-    pub async fn next(&mut self) -> Option<Message> {
-        self.events.recv().await.map(Message::from)
-    }
-
-    /// The subscription's id on its connection.
-    pub fn id(&self) -> Option<u64> {
-        self.id
-    }
-
-    /// Unsubscribes and waits for the manager to confirm. A dropped connection already ended
-    /// the subscription, so that is not an error.
-    pub async fn cancel(mut self) -> Result<(), ClientError> {
-        let Some(id) = self.id.take() else {
-            return Ok(());
-        };
-        self.events.close();
-        let operation = Operation::Unsubscribe { subscription: id };
-        match self.connection.call(operation, None).await {
-            Ok(reply) => done("unsubscribe", reply),
-            Err(ClientError::ConnectionLost) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-impl futures_core::Stream for Subscription {
-    type Item = Message;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.events
-            .poll_recv(cx)
-            .map(|event| event.map(Message::from))
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        let Some(id) = self.id.take() else {
-            return;
-        };
-        if !self.connection.is_open() {
-            return;
-        }
-        // Drop cannot await: hand the unsubscribe to the runtime that runs the connection.
-        let connection = Arc::clone(&self.connection);
-        connection.runtime.clone().spawn(async move {
-            let _ = connection
-                .call(Operation::Unsubscribe { subscription: id }, None)
-                .await;
-        });
-    }
-}
-
-/// A prefetching, destructive consumer of one queue, from [`Client::consumer`].
-#[derive(Debug)]
-pub struct Consumer {
-    client: Client,
-    queue: String,
-    prefetch: u32,
-    /// Fed by the prefetch task; `None` until the first `next` and after an error ended it.
-    fetched: Option<Fetched>,
-}
-
-#[derive(Debug)]
-struct Fetched {
-    messages: mpsc::Receiver<Result<Message, ClientError>>,
-    task: AbortHandle,
-}
-
-impl Drop for Fetched {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Consumer {
-    /// The next message, waiting as long as it takes. An error (a lost connection) stops the
-    /// prefetching; the next call starts it again, reconnecting if need be.
-    pub async fn next(&mut self) -> Result<Message, ClientError> {
-        loop {
-            let fetched = match &mut self.fetched {
-                Some(fetched) => fetched,
-                None => self.fetched.insert(self.start()),
-            };
-            match fetched.messages.recv().await {
-                Some(Ok(message)) => return Ok(message),
-                Some(Err(error)) => {
-                    self.fetched = None;
-                    return Err(error);
-                }
-                // The task ended without a word (it panicked): start over.
-                None => self.fetched = None,
-            }
-        }
-    }
-
-    /// The queue consumed.
-    pub fn queue(&self) -> &str {
-        &self.queue
-    }
-
-    fn start(&self) -> Fetched {
-        // The channel's capacity is the prefetch limit: the task only asks for as many messages
-        // as it holds free slots for, so fetched-but-untaken messages never exceed `prefetch`.
-        let (sender, messages) = mpsc::channel(self.prefetch as usize);
-        let task = tokio::spawn(prefetch(self.client.clone(), self.queue.clone(), sender));
-        Fetched {
-            messages,
-            task: task.abort_handle(),
-        }
-    }
-}
-
-/// Room reserved in a consumer's buffer for what one get may bring.
-type Permits = Vec<mpsc::OwnedPermit<Result<Message, ClientError>>>;
-
-async fn prefetch(
-    client: Client,
-    queue: String,
-    sender: mpsc::Sender<Result<Message, ClientError>>,
-) {
-    // Two gets in flight, each with room reserved for half the window: while one waits for
-    // its removal to be made durable, the other is already being served. Replies on one
-    // connection come back in request order, and the oldest get is always delivered first, so
-    // the consumer still sees the queue's order.
-    let share = (sender.max_capacity() / CONSUMER_GETS_IN_FLIGHT).max(1);
-    let mut in_flight: VecDeque<(Permits, Sent)> = VecDeque::new();
-    loop {
-        while in_flight.len() < CONSUMER_GETS_IN_FLIGHT {
-            let mut permits = Vec::with_capacity(share);
-            if in_flight.is_empty() {
-                let Ok(first) = sender.clone().reserve_owned().await else {
-                    return;
-                };
-                permits.push(first);
-            }
-            while permits.len() < share {
-                match sender.clone().try_reserve_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
-                }
-            }
-            if permits.is_empty() {
-                break;
-            }
-            let operation = Operation::Get {
-                queue: queue.clone(),
-                timeout_ms: millis(CONSUMER_WAIT),
-                max: u32::try_from(permits.len()).unwrap_or(BATCH_MESSAGES_MAX),
-                selector: Selector::default(),
-                lease_ms: None,
-            };
-            // Sent here, in order, rather than from spawned tasks: the manager serves gets in
-            // the order they arrive, and the oldest is the one awaited first.
-            let sent = match client.connection().await {
-                Ok(connection) => connection.send(operation, None).await,
-                Err(error) => Err(error),
-            };
-            match sent {
-                Ok(sent) => in_flight.push_back((permits, sent)),
-                Err(error) => {
-                    deliver_error(in_flight, permits, error).await;
-                    return;
-                }
-            }
-        }
-        let Some((permits, sent)) = in_flight.pop_front() else {
-            continue;
-        };
-        let result = match sent.wait().await {
-            Ok(Reply::Messages(deliveries)) => Ok(deliveries
-                .into_iter()
-                .map(Message::from)
-                .collect::<Vec<_>>()),
-            Ok(reply) => Err(unexpected("consumer get", &reply)),
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(messages) => {
-                // The manager returns at most `max` messages; `zip` keeps the bound if not.
-                for (permit, message) in permits.into_iter().zip(messages) {
-                    permit.send(Ok(message));
-                }
-            }
-            Err(error) => {
-                deliver_error(in_flight, permits, error).await;
-                return;
-            }
-        }
-    }
-}
-
-/// Ends a consumer's prefetching with `error`, after handing over what the gets still in
-/// flight before it bring (they were taken from the queue: dropping them would lose them).
-async fn deliver_error(in_flight: VecDeque<(Permits, Sent)>, permits: Permits, error: ClientError) {
-    let mut error_permit = permits.into_iter().next();
-    for (permits, sent) in in_flight {
-        if let Ok(Reply::Messages(deliveries)) = sent.wait().await {
-            for (permit, delivery) in permits.into_iter().zip(deliveries) {
-                permit.send(Ok(Message::from(delivery)));
-            }
-        }
-    }
-    if let Some(permit) = error_permit.take() {
-        permit.send(Err(error));
-    }
-}
-
-/// One handshaken connection and its two tasks.
-struct Connection {
-    manager: String,
-    frames: mpsc::Sender<ClientFrame>,
-    routes: Arc<Mutex<Routes>>,
-    next_id: AtomicU64,
-    runtime: tokio::runtime::Handle,
-    tasks: [AbortHandle; 2],
-}
-
-impl std::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("manager", &self.manager)
-            .field("open", &self.is_open())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Where the reader sends what arrives.
-#[derive(Default)]
-struct Routes {
-    /// Set once; from then on the maps stay empty.
-    closed: bool,
-    pending: HashMap<u64, Pending>,
-    subscriptions: HashMap<u64, mpsc::Sender<Delivery>>,
-}
-
-struct Pending {
-    reply: oneshot::Sender<Result<Reply, ApiError>>,
-    /// For a subscribe: where the subscription's events go once the manager accepts it.
-    events: Option<mpsc::Sender<Delivery>>,
-}
-
-impl Routes {
-    /// Dropping the senders answers every waiting call with `ConnectionLost` and ends every
-    /// subscription.
-    fn close(&mut self) {
-        self.closed = true;
-        self.pending.clear();
-        self.subscriptions.clear();
-    }
-}
-
-impl Connection {
-    async fn open(path: &Path, client_name: &str) -> Result<Self, ClientError> {
-        let handshake = async {
-            let stream =
-                UnixStream::connect(path)
-                    .await
-                    .map_err(|source| ClientError::Connect {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
-            let (reader, writer) = stream.into_split();
-            // Buffered both ways: a busy connection reads and writes many frames per syscall.
-            let mut reader = BufReader::with_capacity(protocol::SOCKET_BUFFER_BYTES, reader);
-            let mut writer = BufWriter::with_capacity(protocol::SOCKET_BUFFER_BYTES, writer);
-            let hello = ClientFrame::Hello(Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client_name: client_name.to_string(),
-            });
-            protocol::write_frame(&mut writer, &hello).await?;
-            writer.flush().await.map_err(FrameError::Io)?;
-            let welcome = protocol::read_frame::<ServerFrame, _>(&mut reader).await?;
-            Ok::<_, ClientError>((reader, writer, welcome))
-        };
-        let (reader, writer, welcome) =
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-                .await
-                .map_err(|_| ClientError::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
-        let manager = match welcome {
-            ServerFrame::Welcome(welcome) if welcome.protocol_version == PROTOCOL_VERSION => {
-                welcome.manager
-            }
-            ServerFrame::Welcome(welcome) => {
-                return Err(ClientError::Handshake(ApiError::VersionMismatch {
-                    client: PROTOCOL_VERSION,
-                    server: welcome.protocol_version,
-                }));
-            }
-            ServerFrame::Refused(error) => return Err(ClientError::Handshake(error)),
-            other => {
-                return Err(ClientError::Protocol(format!(
-                    "expected Welcome or Refused, got {}",
-                    frame_kind(&other)
-                )));
-            }
-        };
-
-        let routes = Arc::new(Mutex::new(Routes::default()));
-        let (frames, outgoing) = mpsc::channel(OUTGOING_FRAMES_MAX);
-        let writer_task = tokio::spawn(write_loop(writer, outgoing, Arc::clone(&routes)));
-        let reader_task = tokio::spawn(read_loop(reader, Arc::clone(&routes)));
-        Ok(Self {
-            manager,
-            frames,
-            routes,
-            next_id: AtomicU64::new(1),
-            runtime: tokio::runtime::Handle::current(),
-            tasks: [writer_task.abort_handle(), reader_task.abort_handle()],
-        })
-    }
-
-    fn is_open(&self) -> bool {
-        !lock(&self.routes).closed
-    }
-
-    async fn call(
-        &self,
-        operation: Operation,
-        events: Option<mpsc::Sender<Delivery>>,
-    ) -> Result<Reply, ClientError> {
-        self.send(operation, events).await?.wait().await
-    }
-
-    /// Sends the request; its reply is awaited separately, so a caller can have several
-    /// requests in flight in a known order.
-    async fn send(
-        &self,
-        operation: Operation,
-        events: Option<mpsc::Sender<Delivery>>,
-    ) -> Result<Sent, ClientError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (reply, answer) = oneshot::channel();
-        {
-            let mut routes = lock(&self.routes);
-            if routes.closed {
-                return Err(ClientError::ConnectionLost);
-            }
-            routes.pending.insert(id, Pending { reply, events });
-        }
-        // If this call is abandoned, its entry must not linger until a reply that may never
-        // come; after a reply the entry is already gone and this does nothing.
-        let forget = ForgetOnDrop {
-            routes: Arc::clone(&self.routes),
-            id,
-        };
-        let request = ClientFrame::Request(Request { id, operation });
-        self.frames
-            .send(request)
-            .await
-            .map_err(|_| ClientError::ConnectionLost)?;
-        Ok(Sent {
-            answer,
-            _forget: forget,
-        })
-    }
-}
-
-/// A request on the wire, waiting for its reply.
-struct Sent {
-    answer: oneshot::Receiver<Result<Reply, ApiError>>,
-    _forget: ForgetOnDrop,
-}
-
-impl Sent {
-    async fn wait(self) -> Result<Reply, ClientError> {
-        self.answer
-            .await
-            .map_err(|_| ClientError::ConnectionLost)?
-            .map_err(ClientError::Api)
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-struct ForgetOnDrop {
-    routes: Arc<Mutex<Routes>>,
-    id: u64,
-}
-
-impl Drop for ForgetOnDrop {
-    fn drop(&mut self) {
-        lock(&self.routes).pending.remove(&self.id);
-    }
-}
-
-async fn write_loop(
-    mut writer: BufWriter<OwnedWriteHalf>,
-    mut outgoing: mpsc::Receiver<ClientFrame>,
-    routes: Arc<Mutex<Routes>>,
-) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES_MAX);
-    // One buffer for every write, so encoding a frame does not grow a new one copy by copy.
-    let mut buffer = Vec::new();
-    while outgoing.recv_many(&mut batch, WRITE_BATCH_FRAMES_MAX).await > 0 {
-        protocol::reset_write_buffer(&mut buffer);
-        let mut written = batch
-            .drain(..)
-            .try_for_each(|frame| protocol::encode_into(&frame, &mut buffer));
-        if written.is_ok() {
-            written = writer.write_all(&buffer).await.map_err(FrameError::Io);
-        }
-        if written.is_ok() {
-            written = writer.flush().await.map_err(FrameError::Io);
-        }
-        if written.is_err() {
-            lock(&routes).close();
-            return;
-        }
-    }
-    // Every sender is gone: the connection was dropped.
-    let _ = writer.shutdown().await;
-}
-
-async fn read_loop(mut reader: BufReader<OwnedReadHalf>, routes: Arc<Mutex<Routes>>) {
-    // Any error ends the connection the same way: whatever was in flight is lost, and the
-    // cause belongs to no single call.
-    while let Ok(frame) = protocol::read_frame::<ServerFrame, _>(&mut reader).await {
-        match frame {
-            ServerFrame::Reply { id, result } => {
-                let mut routes = lock(&routes);
-                // Unknown ids belong to abandoned calls.
-                if let Some(pending) = routes.pending.remove(&id) {
-                    if let (Ok(Reply::Subscribed(subscription)), Some(events)) =
-                        (&result, pending.events)
-                    {
-                        routes.subscriptions.insert(*subscription, events);
-                    }
-                    let _ = pending.reply.send(result);
-                }
-            }
-            ServerFrame::Event {
-                subscription,
-                message,
-            } => {
-                let events = lock(&routes).subscriptions.get(&subscription).cloned();
-                // Events for a subscription ended on this side are stale, not an error.
-                if let Some(events) = events {
-                    if events.send(message).await.is_err() {
-                        lock(&routes).subscriptions.remove(&subscription);
-                    }
-                }
-            }
-            ServerFrame::Welcome(_) | ServerFrame::Refused(_) => break,
-        }
-    }
-    lock(&routes).close();
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these locks leaves no half-done state (each critical section is a
-    // single map operation), so a poisoned lock is still safe to use.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 fn client_name() -> String {
     let program = std::env::args_os()
         .next()
@@ -1127,33 +585,4 @@ fn unexpected(operation: &'static str, reply: &Reply) -> ClientError {
         Reply::Plan(_) => "Plan".to_string(),
     };
     ClientError::UnexpectedReply { operation, reply }
-}
-
-fn frame_kind(frame: &ServerFrame) -> &'static str {
-    match frame {
-        ServerFrame::Welcome(_) => "Welcome",
-        ServerFrame::Refused(_) => "Refused",
-        ServerFrame::Reply { .. } => "Reply",
-        ServerFrame::Event { .. } => "Event",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_default_socket_is_overridden_by_the_environment() {
-        // Setting the variable is unsafe in edition 2024 (and unsafe code is denied), so only
-        // the fallback is checked here.
-        if std::env::var_os(SOCKET_ENV).is_none() {
-            assert_eq!(socket_path_default(), PathBuf::from(SOCKET_PATH_DEFAULT));
-        }
-    }
-
-    #[test]
-    fn wrong_replies_are_named() {
-        let error = unexpected("put", &Reply::Done);
-        assert_eq!(error.to_string(), "unexpected reply to put: Done");
-    }
 }

@@ -13,7 +13,7 @@ use hopmq::protocol::{
     write_frame,
 };
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -89,49 +89,8 @@ async fn connection(
     // Buffered both ways: a busy client sends and receives many frames per syscall.
     let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, reader);
     let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
-    // Nothing larger than a hello is read before the handshake.
-    let hello = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        read_frame_within::<ClientFrame, _>(&mut reader, HELLO_BYTES_MAX),
-    )
-    .await;
-    let welcome = match hello {
-        Ok(Ok(ClientFrame::Hello(hello))) if hello.protocol_version == PROTOCOL_VERSION => {
-            debug!(connection = id, client = %hello.client_name, "handshake");
-            ServerFrame::Welcome(Welcome {
-                protocol_version: PROTOCOL_VERSION,
-                manager,
-                server_version: env!("CARGO_PKG_VERSION").to_owned(),
-            })
-        }
-        Ok(Ok(ClientFrame::Hello(hello))) => {
-            warn!(connection = id, client = %hello.client_name, version = hello.protocol_version, "refusing a client with another protocol version");
-            let refusal = ServerFrame::Refused(ApiError::VersionMismatch {
-                client: hello.protocol_version,
-                server: PROTOCOL_VERSION,
-            });
-            let _ = send_and_flush(&mut writer, &refusal).await;
-            return;
-        }
-        Ok(Ok(ClientFrame::Request(_))) => {
-            warn!(
-                connection = id,
-                "closing a client that sent a request before its hello"
-            );
-            return;
-        }
-        Ok(Err(FrameError::Closed)) => return,
-        Ok(Err(error)) => {
-            warn!(connection = id, %error, "closing a client: bad handshake frame");
-            return;
-        }
-        Err(_) => {
-            warn!(
-                connection = id,
-                "closing a client that sent no hello within {HANDSHAKE_TIMEOUT:?}"
-            );
-            return;
-        }
+    let Some(welcome) = handshake(&mut reader, &mut writer, id, manager).await else {
+        return;
     };
     if send_and_flush(&mut writer, &welcome).await.is_err() {
         return;
@@ -149,8 +108,80 @@ async fn connection(
         return;
     }
     let writer_task = tokio::spawn(write_loop(writer, outgoing, writers));
+    read_loop(&mut reader, &commands, id).await;
+    // The core drops its sender for this connection on Disconnected, which ends the writer.
+    let _ = commands
+        .send(Command::Disconnected { connection: id })
+        .await;
+    if let Ok(backlog_bytes_max) = writer_task.await {
+        release_after_spike(id, backlog_bytes_max);
+    }
+    debug!(connection = id, "connection closed");
+}
+
+/// Reads the client's hello and returns the welcome to send, or `None` (having logged why, and
+/// told a client of another version) when the connection is to be closed.
+async fn handshake(
+    reader: &mut BufReader<OwnedReadHalf>,
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    id: u64,
+    manager: String,
+) -> Option<ServerFrame> {
+    // Nothing larger than a hello is read before the handshake.
+    let hello = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_frame_within::<ClientFrame, _>(reader, HELLO_BYTES_MAX),
+    )
+    .await;
+    match hello {
+        Ok(Ok(ClientFrame::Hello(hello))) if hello.protocol_version == PROTOCOL_VERSION => {
+            debug!(connection = id, client = %hello.client_name, "handshake");
+            Some(ServerFrame::Welcome(Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                manager,
+                server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            }))
+        }
+        Ok(Ok(ClientFrame::Hello(hello))) => {
+            warn!(connection = id, client = %hello.client_name, version = hello.protocol_version, "refusing a client with another protocol version");
+            let refusal = ServerFrame::Refused(ApiError::VersionMismatch {
+                client: hello.protocol_version,
+                server: PROTOCOL_VERSION,
+            });
+            let _ = send_and_flush(writer, &refusal).await;
+            None
+        }
+        Ok(Ok(ClientFrame::Request(_))) => {
+            warn!(
+                connection = id,
+                "closing a client that sent a request before its hello"
+            );
+            None
+        }
+        Ok(Err(FrameError::Closed)) => None,
+        Ok(Err(error)) => {
+            warn!(connection = id, %error, "closing a client: bad handshake frame");
+            None
+        }
+        Err(_) => {
+            warn!(
+                connection = id,
+                "closing a client that sent no hello within {HANDSHAKE_TIMEOUT:?}"
+            );
+            None
+        }
+    }
+}
+
+/// Passes the client's requests to the core until the client closes, breaks the protocol or
+/// the core stops.
+async fn read_loop(
+    reader: &mut BufReader<OwnedReadHalf>,
+    commands: &mpsc::Sender<Command>,
+    id: u64,
+) {
     loop {
-        match read_frame::<ClientFrame, _>(&mut reader).await {
+        match read_frame::<ClientFrame, _>(reader).await {
             Ok(ClientFrame::Request(request)) => {
                 let command = Command::Request {
                     connection: id,
@@ -172,22 +203,18 @@ async fn connection(
             }
         }
     }
-    // The core drops its sender for this connection on Disconnected, which ends the writer.
-    let _ = commands
-        .send(Command::Disconnected { connection: id })
-        .await;
-    if let Ok(backlog_bytes_max) = writer_task.await {
-        if backlog_bytes_max >= SPIKE_BYTES_MIN {
-            // A client that fell far behind left memory free in this runtime's heaps: give it
-            // back to the system rather than keep the spike's size for good.
-            info!(
-                connection = id,
-                backlog_bytes_max, "a client's backlog was large; releasing free memory"
-            );
-            crate::allocator::release_free_memory();
-        }
+}
+
+/// A client that fell far behind left memory free in this runtime's heaps: give it back to
+/// the system rather than keep the spike's size for good.
+fn release_after_spike(id: u64, backlog_bytes_max: usize) {
+    if backlog_bytes_max >= SPIKE_BYTES_MIN {
+        info!(
+            connection = id,
+            backlog_bytes_max, "a client's backlog was large; releasing free memory"
+        );
+        crate::allocator::release_free_memory();
     }
-    debug!(connection = id, "connection closed");
 }
 
 /// Tells a client over the connection limit why it is turned away (after its hello, so that

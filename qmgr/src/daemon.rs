@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use hopmq_routing::Topology;
+use hopmq_routing::{ManagerName, Topology};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -29,8 +29,32 @@ const WRITERS_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Runs a manager until it is told to stop.
 pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
     let name = settings.manager_name();
+    let (topology, version) = load_topology(&settings, &name)?;
+    let link_tls = load_link_tls(&settings, &topology, &name)?;
+    let _lock = prepare_data_dir(&settings)?;
+    let journal_config = journal_config(&settings, salvage);
+    let runtime = build_runtime(&settings)?;
+    let started = std::time::Instant::now();
+    let (journal, recovered) = manager::recover(journal_config)?;
+    crate::allocator::release_free_memory();
+    info!(report = ?recovered.report, elapsed_ms = started.elapsed().as_millis() as u64, "journal recovered");
+
+    runtime.block_on(serve(
+        settings,
+        name.to_string(),
+        topology,
+        version,
+        journal,
+        recovered,
+        link_tls,
+    ))
+}
+
+/// The topology this manager starts with and the version edits are compared with; a manager
+/// without a file stands alone.
+fn load_topology(settings: &Settings, name: &ManagerName) -> anyhow::Result<(Topology, String)> {
     // Read as the reload task reads it, so its version is the one edits are compared with.
-    let (topology, version) = match &settings.topology {
+    match &settings.topology {
         Some(path) => {
             let bytes = reload::read(path)?;
             let checked = reload::parse(&bytes, &path.display().to_string())?;
@@ -43,21 +67,29 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
                     path.display()
                 );
             }
-            (checked.topology, reload::version(&bytes))
+            Ok((checked.topology, reload::version(&bytes)))
         }
-        None => (Topology::standalone(name.clone()), String::new()),
-    };
+        None => Ok((Topology::standalone(name.clone()), String::new())),
+    }
+}
+
+/// The TLS material for links, if this manager has or may get links.
+fn load_link_tls(
+    settings: &Settings,
+    topology: &Topology,
+    name: &ManagerName,
+) -> anyhow::Result<Option<crate::tls::LinkTls>> {
     // No plaintext mode: links need TLS, checked before anything is touched on disk.
     let has_address = topology
         .manager(name.as_str())
         .is_some_and(|m| m.address.is_some());
-    let link_tls = if topology.neighbours(&name).next().is_some() {
-        Some(crate::tls::load_for(&settings.tls, &name).with_context(|| {
+    let link_tls = if topology.neighbours(name).next().is_some() {
+        Some(crate::tls::load_for(&settings.tls, name).with_context(|| {
             format!("manager `{name}` has links in its topology, so it needs usable TLS files (tls.ca, tls.cert, tls.key)")
         })?)
     } else if has_address && settings.topology.is_some() && crate::tls::configured(&settings.tls) {
         // Named files that do not work would only fail later, at the edit adding links.
-        Some(crate::tls::load_for(&settings.tls, &name).with_context(|| {
+        Some(crate::tls::load_for(&settings.tls, name).with_context(|| {
             format!("manager `{name}` has no links yet, but the TLS files it names are not usable (tls.ca, tls.cert, tls.key)")
         })?)
     } else {
@@ -66,19 +98,28 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
     if link_tls.is_some() {
         info!("TLS for links ready (TLS 1.3, mutual authentication)");
     }
+    Ok(link_tls)
+}
+
+/// Creates and locks the data directory; the returned file holds the lock.
+fn prepare_data_dir(settings: &Settings) -> anyhow::Result<fs::File> {
     fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
             "cannot create data directory {}",
             settings.data_dir.display()
         )
     })?;
-    let _lock = lock_data_dir(&settings.data_dir)?;
+    let lock = lock_data_dir(&settings.data_dir)?;
     if settings.sync == SyncMode::Never {
         warn!(
             "sync = never: acknowledged messages are NOT on stable storage; a machine crash loses them"
         );
     }
-    let journal_config = JournalConfig {
+    Ok(lock)
+}
+
+fn journal_config(settings: &Settings, salvage: bool) -> JournalConfig {
+    JournalConfig {
         dir: settings.data_dir.join("journal"),
         sync: match settings.sync {
             SyncMode::Always => SyncPolicy::Always,
@@ -87,7 +128,11 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
         segment_bytes: settings.segment_bytes,
         salvage,
         disk_bytes_max: settings.disk_bytes_max,
-    };
+    }
+}
+
+/// The async runtime, with SIGHUP already caught.
+fn build_runtime(settings: &Settings) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = settings.runtime_threads {
         builder.worker_threads(threads);
@@ -106,20 +151,7 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
                 .context("cannot handle SIGHUP")?,
         );
     }
-    let started = std::time::Instant::now();
-    let (journal, recovered) = manager::recover(journal_config)?;
-    crate::allocator::release_free_memory();
-    info!(report = ?recovered.report, elapsed_ms = started.elapsed().as_millis() as u64, "journal recovered");
-
-    runtime.block_on(serve(
-        settings,
-        name.to_string(),
-        topology,
-        version,
-        journal,
-        recovered,
-        link_tls,
-    ))
+    Ok(runtime)
 }
 
 async fn serve(
@@ -138,71 +170,20 @@ async fn serve(
     let listener = bind(&socket)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_MAX);
-    let limits = CoreLimits {
-        max_message_bytes: settings.message_bytes_limit(),
-        max_depth: settings.max_depth,
-        max_deliveries: settings.max_deliveries,
-        auto_create_queues: settings.auto_create_queues,
-        cache_bytes: settings.cache_bytes,
-        sync: settings.sync,
-        segment_bytes: settings.segment_bytes,
-        max_hops: settings.max_hops,
-    };
-    let (storage, commits_rx) = manager::JournalStorage::new(journal.clone());
-    let storage = storage.with_drained_file(&settings.data_dir);
     let me = settings.manager_name();
     let address = topology
         .manager(me.as_str())
         .and_then(|m| m.address.clone());
-    let clock = manager::Clock::start();
-    let mut core = Core::new(
-        settings.manager_name(),
+    let started = start_core(
+        &settings,
         topology.clone(),
-        limits,
+        &version,
+        &journal,
         recovered,
-        Box::new(storage),
-        clock.now(),
-        manager::clock::entropy(),
-    );
-    let drained = manager::storage::read_drained(&settings.data_dir).with_context(|| {
-        format!(
-            "cannot read the drained links in {}",
-            settings.data_dir.display()
-        )
-    })?;
-    core.set_routing(
-        settings.topology.as_ref().map(|f| f.display().to_string()),
-        version.clone(),
-        std::time::Duration::from_millis(settings.link_dead_interval_ms),
-        drained,
-        clock.now(),
-    );
-    // Standalone managers (no file) have nothing to read again.
-    let reload_requests = settings.topology.as_ref().map(|_| {
-        let (requests_tx, requests) = mpsc::channel(reload::REQUESTS_MAX);
-        core.set_reloader(requests_tx);
-        requests
-    });
-    let core_task = tokio::spawn(manager::run(
-        core,
         commands_rx,
-        commits_rx,
-        shutdown.clone(),
-        clock,
-        journal.clone(),
-    ));
-    if let Some(address) = settings.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {address}"))?;
-        info!(%address, "serving metrics");
-        tokio::spawn(crate::metrics::serve(
-            listener,
-            commands_tx.clone(),
-            journal.clone(),
-            shutdown.clone(),
-        ));
-    }
+        &shutdown,
+    )?;
+    serve_metrics(&settings, &commands_tx, &journal, &shutdown).await?;
     let driver = match link_tls {
         Some(tls) => Some(Arc::new(
             Driver::start(
@@ -218,7 +199,7 @@ async fn serve(
         )),
         None => None,
     };
-    if let (Some(file), Some(requests)) = (&settings.topology, reload_requests) {
+    if let (Some(file), Some(requests)) = (&settings.topology, started.reload_requests) {
         let reloader = Reloader {
             file: file.clone(),
             version,
@@ -232,7 +213,7 @@ async fn serve(
         };
         tokio::spawn(reload::run(reloader, requests, shutdown.clone()));
     }
-    let (writers, mut writers_done) = mpsc::channel::<()>(1);
+    let (writers, writers_done) = mpsc::channel::<()>(1);
     tokio::spawn(crate::api_server::serve(
         listener,
         commands_tx,
@@ -246,25 +227,146 @@ async fn serve(
     info!(manager = %name, socket = %socket.display(), "ready");
 
     stop.wait().await;
-    info!("stopping: finishing in-flight writes");
-    let _ = shutdown_tx.send(true);
-    if let Some(driver) = &driver {
-        driver.close().await;
+    let stopping = Stopping {
+        shutdown: shutdown_tx,
+        driver,
+        core_task: started.task,
+        journal,
+        writers_done,
+        socket,
+    };
+    stopping.stop().await
+}
+
+/// The core's task, and where it sends reload requests when the manager has a file to read.
+struct StartedCore {
+    task: tokio::task::JoinHandle<Core>,
+    reload_requests: Option<mpsc::Receiver<manager::ReloadRequest>>,
+}
+
+/// Builds the core from what the journal recovered and starts its task.
+fn start_core(
+    settings: &Settings,
+    topology: Topology,
+    version: &str,
+    journal: &crate::store::Journal,
+    recovered: manager::Recovered,
+    commands_rx: mpsc::Receiver<manager::Command>,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<StartedCore> {
+    let (storage, commits_rx) = manager::JournalStorage::new(journal.clone());
+    let storage = storage.with_drained_file(&settings.data_dir);
+    let clock = manager::Clock::start();
+    let mut core = Core::new(
+        settings.manager_name(),
+        topology,
+        core_limits(settings),
+        recovered,
+        Box::new(storage),
+        clock.now(),
+        manager::clock::entropy(),
+    );
+    let drained = manager::storage::read_drained(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot read the drained links in {}",
+            settings.data_dir.display()
+        )
+    })?;
+    core.set_routing(
+        settings.topology.as_ref().map(|f| f.display().to_string()),
+        version.to_owned(),
+        std::time::Duration::from_millis(settings.link_dead_interval_ms),
+        drained,
+        clock.now(),
+    );
+    // Standalone managers (no file) have nothing to read again.
+    let reload_requests = settings.topology.as_ref().map(|_| {
+        let (requests_tx, requests) = mpsc::channel(reload::REQUESTS_MAX);
+        core.set_reloader(requests_tx);
+        requests
+    });
+    let task = tokio::spawn(manager::run(
+        core,
+        commands_rx,
+        commits_rx,
+        shutdown.clone(),
+        clock,
+        journal.clone(),
+    ));
+    Ok(StartedCore {
+        task,
+        reload_requests,
+    })
+}
+
+fn core_limits(settings: &Settings) -> CoreLimits {
+    CoreLimits {
+        max_message_bytes: settings.message_bytes_limit(),
+        max_depth: settings.max_depth,
+        max_deliveries: settings.max_deliveries,
+        auto_create_queues: settings.auto_create_queues,
+        cache_bytes: settings.cache_bytes,
+        sync: settings.sync,
+        segment_bytes: settings.segment_bytes,
+        max_hops: settings.max_hops,
     }
-    let core = core_task.await.context("the manager core failed")?;
-    journal.close();
-    // Dropping the core closes every connection's frame channel; each writer then sends what
-    // is left (the last replies, the `ShuttingDown` errors) and ends.
-    drop(core);
-    if tokio::time::timeout(WRITERS_DRAIN_TIMEOUT, writers_done.recv())
-        .await
-        .is_err()
-    {
-        warn!("some clients did not take their last replies within {WRITERS_DRAIN_TIMEOUT:?}");
+}
+
+/// Starts the metrics endpoint, if one is configured.
+async fn serve_metrics(
+    settings: &Settings,
+    commands_tx: &mpsc::Sender<manager::Command>,
+    journal: &crate::store::Journal,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    if let Some(address) = settings.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {address}"))?;
+        info!(%address, "serving metrics");
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            commands_tx.clone(),
+            journal.clone(),
+            shutdown.clone(),
+        ));
     }
-    let _ = fs::remove_file(&socket);
-    info!("stopped");
     Ok(())
+}
+
+/// What a stopping manager winds down, in order: channels, then the core and its in-flight
+/// commits, then the clients' last replies.
+struct Stopping {
+    shutdown: watch::Sender<bool>,
+    driver: Option<Arc<Driver<manager::Command>>>,
+    core_task: tokio::task::JoinHandle<Core>,
+    journal: crate::store::Journal,
+    writers_done: mpsc::Receiver<()>,
+    socket: PathBuf,
+}
+
+impl Stopping {
+    async fn stop(mut self) -> anyhow::Result<()> {
+        info!("stopping: finishing in-flight writes");
+        let _ = self.shutdown.send(true);
+        if let Some(driver) = &self.driver {
+            driver.close().await;
+        }
+        let core = self.core_task.await.context("the manager core failed")?;
+        self.journal.close();
+        // Dropping the core closes every connection's frame channel; each writer then sends what
+        // is left (the last replies, the `ShuttingDown` errors) and ends.
+        drop(core);
+        if tokio::time::timeout(WRITERS_DRAIN_TIMEOUT, self.writers_done.recv())
+            .await
+            .is_err()
+        {
+            warn!("some clients did not take their last replies within {WRITERS_DRAIN_TIMEOUT:?}");
+        }
+        let _ = fs::remove_file(&self.socket);
+        info!("stopped");
+        Ok(())
+    }
 }
 
 /// SIGTERM and SIGINT, the two ways to stop a manager, caught from when they are installed.

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use hopmq::protocol::Status;
+use hopmq::protocol::{LinkStatus, QueueStatus, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -68,219 +68,276 @@ async fn scrape(mut stream: TcpStream, commands: mpsc::Sender<Command>, journal:
     let _ = stream.shutdown().await;
 }
 
-/// A per-link metric: name, kind, help, and its value for a link.
-type LinkMetric<'a> = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'a dyn Fn(&hopmq::protocol::LinkStatus) -> Option<f64>,
-);
+/// One metric family: its name, kind, help, and how to read its value from a source; a `None`
+/// value leaves the sample out (an RTT before the first connection).
+struct Family<T> {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&T) -> Option<f64>,
+}
 
-/// The exposition text for one snapshot.
-pub fn render(status: &Status, journal: &JournalStats) -> String {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    let manager = format!("manager=\"{}\"", status.manager);
-    let one = |value: u64| vec![(format!("{{{manager}}}"), value as f64)];
-    let per_queue = |value: fn(&hopmq::protocol::QueueStatus) -> u64| {
-        status
-            .queues
-            .iter()
-            .map(|q| {
-                (
-                    format!("{{{manager},queue=\"{}\"}}", q.name),
-                    value(q) as f64,
-                )
-            })
-            .collect::<Vec<_>>()
-    };
-    metric(
+/// Shorthand for the family tables below.
+const fn family<T>(
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&T) -> Option<f64>,
+) -> Family<T> {
+    Family {
+        name,
+        kind,
+        help,
+        value,
+    }
+}
+
+fn count(value: u64) -> Option<f64> {
+    Some(value as f64)
+}
+
+/// The manager's message counters up to the per-queue figures.
+const MESSAGES: [Family<Status>; 2] = [
+    family(
         "hopmq_messages_put_total",
         "counter",
         "Messages put since start.",
-        &one(status.messages_put),
-    );
-    metric(
+        |s| count(s.messages_put),
+    ),
+    family(
         "hopmq_messages_delivered_total",
         "counter",
         "Messages handed to applications since start.",
-        &one(status.messages_delivered),
-    );
-    metric(
+        |s| count(s.messages_delivered),
+    ),
+];
+
+const QUEUES: [Family<QueueStatus>; 3] = [
+    family(
         "hopmq_queue_depth",
         "gauge",
         "Messages waiting in a queue.",
-        &per_queue(|q| q.depth),
-    );
-    metric(
+        |q| count(q.depth),
+    ),
+    family(
         "hopmq_queue_leased",
         "gauge",
         "Messages leased and not yet settled.",
-        &per_queue(|q| q.leased),
-    );
-    metric(
+        |q| count(q.leased),
+    ),
+    family(
         "hopmq_queue_bytes",
         "gauge",
         "Body bytes waiting in a queue.",
-        &per_queue(|q| q.bytes),
-    );
-    // `None` leaves the link out (an RTT before the first connection).
-    let per_link = |value: &dyn Fn(&hopmq::protocol::LinkStatus) -> Option<f64>| {
-        status
-            .links
-            .iter()
-            .filter_map(|l| {
-                let labels = format!("{{{manager},neighbour=\"{}\"}}", l.neighbour);
-                value(l).map(|v| (labels, v))
-            })
-            .collect::<Vec<_>>()
-    };
-    let count = |v: u64| Some(v as f64);
-    metric(
+        |q| count(q.bytes),
+    ),
+];
+
+/// The manager's counters of messages that left it other than by delivery.
+const PASSED_ON: [Family<Status>; 2] = [
+    family(
         "hopmq_messages_forwarded_total",
         "counter",
         "Messages handed on to a neighbour and acknowledged, since start.",
-        &one(status.messages_forwarded),
-    );
-    metric(
+        |s| count(s.messages_forwarded),
+    ),
+    family(
         "hopmq_messages_expired_total",
         "counter",
         "Messages dropped because they expired before reaching their queue.",
-        &one(status.messages_expired),
-    );
-    let links: [LinkMetric<'_>; 11] = [
-        (
-            "hopmq_link_up",
-            "gauge",
-            "1 while the channel to the neighbour is up.",
-            &|l| count(u64::from(l.state == "up")),
-        ),
-        (
-            "hopmq_link_routable",
-            "gauge",
-            "1 while routes may use the link (heard within the dead interval, not drained).",
-            &|l| count(u64::from(l.routing == "up")),
-        ),
-        (
-            "hopmq_link_rtt_seconds",
-            "gauge",
-            "Smoothed round-trip time of the channel to the neighbour.",
-            &|l| l.rtt_us.map(|us| us as f64 / 1e6),
-        ),
-        (
-            "hopmq_link_transmission_depth",
-            "gauge",
-            "Messages waiting for the neighbour, in flight included.",
-            &|l| count(l.transmission_depth),
-        ),
-        (
-            "hopmq_link_transmission_oldest_age_seconds",
-            "gauge",
-            "Age of the oldest message waiting for the neighbour.",
-            &|l| Some(l.transmission_oldest_age_ms.unwrap_or(0) as f64 / 1e3),
-        ),
-        (
-            "hopmq_link_messages_sent_total",
-            "counter",
-            "Messages sent to the neighbour (resends included).",
-            &|l| count(l.messages_sent),
-        ),
-        (
-            "hopmq_link_bytes_sent_total",
-            "counter",
-            "Body bytes sent to the neighbour.",
-            &|l| count(l.bytes_sent),
-        ),
-        (
-            "hopmq_link_messages_acked_total",
-            "counter",
-            "Messages the neighbour acknowledged.",
-            &|l| count(l.messages_acked),
-        ),
-        (
-            "hopmq_link_bytes_acked_total",
-            "counter",
-            "Body bytes the neighbour acknowledged.",
-            &|l| count(l.bytes_acked),
-        ),
-        (
-            "hopmq_link_messages_received_total",
-            "counter",
-            "Messages received from the neighbour and stored.",
-            &|l| count(l.messages_received),
-        ),
-        (
-            "hopmq_link_duplicates_dropped_total",
-            "counter",
-            "Resent messages recognised by id and not stored again.",
-            &|l| count(l.duplicates_dropped),
-        ),
-    ];
-    for (name, kind, help, value) in links {
-        metric(name, kind, help, &per_link(value));
-    }
-    metric(
+        |s| count(s.messages_expired),
+    ),
+];
+
+const LINKS: [Family<LinkStatus>; 11] = [
+    family(
+        "hopmq_link_up",
+        "gauge",
+        "1 while the channel to the neighbour is up.",
+        |l| count(u64::from(l.state == "up")),
+    ),
+    family(
+        "hopmq_link_routable",
+        "gauge",
+        "1 while routes may use the link (heard within the dead interval, not drained).",
+        |l| count(u64::from(l.routing == "up")),
+    ),
+    family(
+        "hopmq_link_rtt_seconds",
+        "gauge",
+        "Smoothed round-trip time of the channel to the neighbour.",
+        |l| l.rtt_us.map(|us| us as f64 / 1e6),
+    ),
+    family(
+        "hopmq_link_transmission_depth",
+        "gauge",
+        "Messages waiting for the neighbour, in flight included.",
+        |l| count(l.transmission_depth),
+    ),
+    family(
+        "hopmq_link_transmission_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest message waiting for the neighbour.",
+        |l| Some(l.transmission_oldest_age_ms.unwrap_or(0) as f64 / 1e3),
+    ),
+    family(
+        "hopmq_link_messages_sent_total",
+        "counter",
+        "Messages sent to the neighbour (resends included).",
+        |l| count(l.messages_sent),
+    ),
+    family(
+        "hopmq_link_bytes_sent_total",
+        "counter",
+        "Body bytes sent to the neighbour.",
+        |l| count(l.bytes_sent),
+    ),
+    family(
+        "hopmq_link_messages_acked_total",
+        "counter",
+        "Messages the neighbour acknowledged.",
+        |l| count(l.messages_acked),
+    ),
+    family(
+        "hopmq_link_bytes_acked_total",
+        "counter",
+        "Body bytes the neighbour acknowledged.",
+        |l| count(l.bytes_acked),
+    ),
+    family(
+        "hopmq_link_messages_received_total",
+        "counter",
+        "Messages received from the neighbour and stored.",
+        |l| count(l.messages_received),
+    ),
+    family(
+        "hopmq_link_duplicates_dropped_total",
+        "counter",
+        "Resent messages recognised by id and not stored again.",
+        |l| count(l.duplicates_dropped),
+    ),
+];
+
+const STORE: [Family<JournalStats>; 5] = [
+    family(
         "hopmq_store_segments",
         "gauge",
         "Journal segment files.",
-        &one(journal.segments.len() as u64),
-    );
-    metric(
+        |j| count(j.segments.len() as u64),
+    ),
+    family(
         "hopmq_store_bytes",
         "gauge",
         "Journal bytes on disk.",
-        &one(journal.bytes_on_disk),
-    );
-    metric(
+        |j| count(j.bytes_on_disk),
+    ),
+    family(
         "hopmq_store_commits_total",
         "counter",
         "Group commits.",
-        &one(journal.commits),
-    );
-    metric(
+        |j| count(j.commits),
+    ),
+    family(
         "hopmq_store_records_total",
         "counter",
         "Records committed.",
-        &one(journal.records),
-    );
-    metric(
+        |j| count(j.records),
+    ),
+    family(
         "hopmq_store_last_batch_records",
         "gauge",
         "Records in the last group commit.",
-        &one(journal.batch_records_last),
-    );
-    // fdatasync latency as a histogram: bucket i counts syncs under 2^i microseconds.
-    let _ = writeln!(
-        out,
-        "# HELP hopmq_store_fsync_seconds fdatasync latency.\n# TYPE hopmq_store_fsync_seconds histogram"
-    );
-    let mut cumulative = 0;
-    for (i, count) in journal.fsync_micros_log2_buckets.iter().enumerate() {
-        cumulative += count;
-        let bound = if i + 1 == FSYNC_BUCKETS {
-            "+Inf".to_owned()
-        } else {
-            format!("{}", (1u64 << i) as f64 / 1e6)
-        };
+        |j| count(j.batch_records_last),
+    ),
+];
+
+/// The exposition text for one snapshot.
+pub fn render(status: &Status, journal: &JournalStats) -> String {
+    let mut out = Exposition::new(&status.manager);
+    let queues = |q: &QueueStatus| format!("queue=\"{}\"", q.name);
+    let links = |l: &LinkStatus| format!("neighbour=\"{}\"", l.neighbour);
+    out.families(&MESSAGES, std::slice::from_ref(status), |_| None);
+    out.families(&QUEUES, &status.queues, |q| Some(queues(q)));
+    out.families(&PASSED_ON, std::slice::from_ref(status), |_| None);
+    out.families(&LINKS, &status.links, |l| Some(links(l)));
+    out.families(&STORE, std::slice::from_ref(journal), |_| None);
+    out.fsync_histogram(journal);
+    out.text
+}
+
+/// The text being written, and the label every sample of this manager carries.
+struct Exposition {
+    text: String,
+    manager: String,
+}
+
+impl Exposition {
+    fn new(manager: &str) -> Self {
+        Self {
+            text: String::new(),
+            manager: format!("manager=\"{manager}\""),
+        }
+    }
+
+    /// Writes each family in turn, with one sample per source (labelled by `label`, if it
+    /// gives one, after the manager's label).
+    fn families<T>(
+        &mut self,
+        families: &[Family<T>],
+        sources: &[T],
+        label: impl Fn(&T) -> Option<String>,
+    ) {
+        for family in families {
+            let _ = writeln!(
+                self.text,
+                "# HELP {name} {help}\n# TYPE {name} {kind}",
+                name = family.name,
+                help = family.help,
+                kind = family.kind,
+            );
+            for source in sources {
+                let Some(value) = (family.value)(source) else {
+                    continue;
+                };
+                let labels = match label(source) {
+                    Some(label) => format!("{{{},{label}}}", self.manager),
+                    None => format!("{{{}}}", self.manager),
+                };
+                let _ = writeln!(self.text, "{}{labels} {value}", family.name);
+            }
+        }
+    }
+
+    /// fdatasync latency as a histogram: bucket i counts syncs under 2^i microseconds.
+    fn fsync_histogram(&mut self, journal: &JournalStats) {
+        let manager = &self.manager;
+        let out = &mut self.text;
         let _ = writeln!(
             out,
-            "hopmq_store_fsync_seconds_bucket{{{manager},le=\"{bound}\"}} {cumulative}"
+            "# HELP hopmq_store_fsync_seconds fdatasync latency.\n# TYPE hopmq_store_fsync_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (i, count) in journal.fsync_micros_log2_buckets.iter().enumerate() {
+            cumulative += count;
+            let bound = if i + 1 == FSYNC_BUCKETS {
+                "+Inf".to_owned()
+            } else {
+                format!("{}", (1u64 << i) as f64 / 1e6)
+            };
+            let _ = writeln!(
+                out,
+                "hopmq_store_fsync_seconds_bucket{{{manager},le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "hopmq_store_fsync_seconds_sum{{{manager}}} {}",
+            journal.fsync_nanos_total as f64 / 1e9
+        );
+        let _ = writeln!(
+            out,
+            "hopmq_store_fsync_seconds_count{{{manager}}} {}",
+            journal.fsyncs
         );
     }
-    let _ = writeln!(
-        out,
-        "hopmq_store_fsync_seconds_sum{{{manager}}} {}",
-        journal.fsync_nanos_total as f64 / 1e9
-    );
-    let _ = writeln!(
-        out,
-        "hopmq_store_fsync_seconds_count{{{manager}}} {}",
-        journal.fsyncs
-    );
-    out
 }

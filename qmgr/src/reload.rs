@@ -389,6 +389,26 @@ struct Burst {
 }
 
 impl Burst {
+    /// A burst of one event, now.
+    fn now() -> Self {
+        let now = Instant::now();
+        Self {
+            first: now,
+            last: now,
+        }
+    }
+
+    /// `burst` with one more event, now; a new burst if there was none.
+    fn extend(burst: Option<Self>) -> Self {
+        match burst {
+            Some(b) => Self {
+                first: b.first,
+                last: Instant::now(),
+            },
+            None => Self::now(),
+        }
+    }
+
     /// When the file is read: [`QUIET`] after the last event, at most [`BURST_MAX`] after the
     /// first.
     fn due(&self) -> Instant {
@@ -414,149 +434,236 @@ pub struct Reloader {
 /// Reads the topology file again on each trigger until `shutdown` fires or the core is gone.
 pub async fn run(
     reloader: Reloader,
-    mut requests: mpsc::Receiver<ReloadRequest>,
+    requests: mpsc::Receiver<ReloadRequest>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Reloader {
-        file,
-        version,
-        running,
-        commands,
-        driver,
-    } = reloader;
-    let file_name = file.display().to_string();
-    let (events_tx, mut events) = mpsc::channel(WATCH_EVENTS_MAX);
-    // Kept for the task's life: dropping it ends the watch.
-    let watcher = match watch_folder(&file, events_tx) {
-        Ok(watcher) => Some(watcher),
-        Err(reason) => {
-            warn!(file = %file_name, %reason, "cannot watch the topology file; edits take effect on SIGHUP or `qmgr reload` only");
-            None
-        }
-    };
-    let mut events_open = watcher.is_some();
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => Some(hangup),
-        Err(e) => {
-            warn!(error = %e, "cannot handle SIGHUP; the topology is read again on edits and `qmgr reload` only");
-            None
-        }
-    };
-    let mut requests_open = true;
-    let mut last_sent = version;
-    // One read once the watch is up: an edit made since the start-up read was not seen by it.
-    let now = Instant::now();
-    let mut burst: Option<Burst> = Some(Burst {
-        first: now,
-        last: now,
-    });
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        // A disabled branch's future is still built, so it needs some instant.
-        let due = burst.map_or_else(|| Instant::now() + BURST_MAX, |b| b.due());
-        let trigger = tokio::select! {
-            biased;
-            _ = shutdown.changed() => return,
-            request = requests.recv(), if requests_open => match request {
-                Some(request) => Trigger::Request(request),
-                None => {
-                    requests_open = false;
-                    continue;
-                }
-            },
-            // Before the events: a file rewritten without pause must not starve the read.
-            () = tokio::time::sleep_until(due), if burst.is_some() => Trigger::Changed,
-            event = events.recv(), if events_open => {
-                match event {
-                    Some(()) => {
-                        let now = Instant::now();
-                        burst = Some(match burst {
-                            Some(b) => Burst { first: b.first, last: now },
-                            None => Burst { first: now, last: now },
-                        });
-                    }
-                    None => events_open = false,
-                }
-                continue;
-            }
-            signalled = next_signal(&mut hangup) => match signalled {
-                Some(()) => Trigger::Hangup,
-                None => {
-                    hangup = None;
-                    continue;
-                }
-            },
-        };
+    let mut triggers = Triggers::start(&reloader.file, requests);
+    let mut task = Task::new(reloader);
+    while let Some(trigger) = triggers.next(&mut shutdown).await {
         // Whatever the trigger, this read covers the events seen so far.
-        burst = None;
+        triggers.burst = None;
+        match task.reload(trigger).await {
+            Reloaded::Sent | Reloaded::Unchanged => {}
+            Reloaded::StillChanging => triggers.burst = Some(Burst::now()),
+            Reloaded::CoreStopped => return,
+        }
+    }
+}
+
+/// What the task waits on: `qmgr reload` requests, the folder's watch events (and the burst
+/// they make), and SIGHUP.
+struct Triggers {
+    requests: mpsc::Receiver<ReloadRequest>,
+    requests_open: bool,
+    events: mpsc::Receiver<()>,
+    events_open: bool,
+    /// Kept for the task's life: dropping it ends the watch.
+    _watcher: Option<RecommendedWatcher>,
+    hangup: Option<Signal>,
+    burst: Option<Burst>,
+}
+
+impl Triggers {
+    /// Starts the watch and the SIGHUP handler; either may fail, leaving the other ways.
+    fn start(file: &Path, requests: mpsc::Receiver<ReloadRequest>) -> Self {
+        let (events_tx, events) = mpsc::channel(WATCH_EVENTS_MAX);
+        let watcher = match watch_folder(file, events_tx) {
+            Ok(watcher) => Some(watcher),
+            Err(reason) => {
+                warn!(file = %file.display(), %reason, "cannot watch the topology file; edits take effect on SIGHUP or `qmgr reload` only");
+                None
+            }
+        };
+        let hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => Some(hangup),
+            Err(e) => {
+                warn!(error = %e, "cannot handle SIGHUP; the topology is read again on edits and `qmgr reload` only");
+                None
+            }
+        };
+        Self {
+            requests,
+            requests_open: true,
+            events,
+            events_open: watcher.is_some(),
+            _watcher: watcher,
+            hangup,
+            // One read once the watch is up: an edit made since the start-up read was not
+            // seen by it.
+            burst: Some(Burst::now()),
+        }
+    }
+
+    /// The next trigger, or `None` once `shutdown` fires.
+    async fn next(&mut self, shutdown: &mut watch::Receiver<bool>) -> Option<Trigger> {
+        loop {
+            if *shutdown.borrow() {
+                return None;
+            }
+            // A disabled branch's future is still built, so it needs some instant.
+            let due = self
+                .burst
+                .map_or_else(|| Instant::now() + BURST_MAX, |b| b.due());
+            let trigger = tokio::select! {
+                biased;
+                _ = shutdown.changed() => return None,
+                request = self.requests.recv(), if self.requests_open => match request {
+                    Some(request) => Trigger::Request(request),
+                    None => {
+                        self.requests_open = false;
+                        continue;
+                    }
+                },
+                // Before the events: a file rewritten without pause must not starve the read.
+                () = tokio::time::sleep_until(due), if self.burst.is_some() => Trigger::Changed,
+                event = self.events.recv(), if self.events_open => {
+                    match event {
+                        Some(()) => self.burst = Some(Burst::extend(self.burst)),
+                        None => self.events_open = false,
+                    }
+                    continue;
+                }
+                signalled = next_signal(&mut self.hangup) => match signalled {
+                    Some(()) => Trigger::Hangup,
+                    None => {
+                        self.hangup = None;
+                        continue;
+                    }
+                },
+            };
+            return Some(trigger);
+        }
+    }
+}
+
+/// How one trigger's read ended.
+enum Reloaded {
+    /// The core was sent an update.
+    Sent,
+    /// A watch or SIGHUP trigger found the version last sent.
+    Unchanged,
+    /// The watch saw a change, but a second read disagreed: read again later.
+    StillChanging,
+    /// The core is gone, so the task ends.
+    CoreStopped,
+}
+
+/// The reload task's own state: the reloader's settings and the version it last sent.
+struct Task {
+    file: PathBuf,
+    file_name: String,
+    running: Running,
+    commands: mpsc::Sender<Command>,
+    driver: Option<Arc<Driver<crate::manager::Command>>>,
+    last_sent: String,
+}
+
+impl Task {
+    fn new(reloader: Reloader) -> Self {
+        Self {
+            file_name: reloader.file.display().to_string(),
+            file: reloader.file,
+            running: reloader.running,
+            commands: reloader.commands,
+            driver: reloader.driver,
+            last_sent: reloader.version,
+        }
+    }
+
+    /// Reads the file for `trigger` and, unless nothing changed, tells the core.
+    async fn reload(&mut self, trigger: Trigger) -> Reloaded {
         let requested_by = match trigger {
             Trigger::Request(request) => Some(request),
             Trigger::Changed | Trigger::Hangup => None,
         };
-        let (version, result) = {
-            let job = {
-                let (file, running) = (file.clone(), running.clone());
-                move || reread(&file, &running)
-            };
-            match tokio::task::spawn_blocking(job).await {
-                Ok(outcome) => outcome,
-                // Only a panic in the parser can get here; the old topology stays.
-                Err(e) => (
-                    String::new(),
-                    Err(ReloadError::Read {
-                        file: file.clone(),
-                        source: std::io::Error::other(e.to_string()),
-                    }),
-                ),
-            }
-        };
-        if requested_by.is_none() && version == last_sent {
-            debug!(file = %file_name, %version, %trigger, "topology file unchanged");
-            continue;
+        let (version, result) = self.reread().await;
+        if requested_by.is_none() && version == self.last_sent {
+            debug!(file = %self.file_name, %version, %trigger, "topology file unchanged");
+            return Reloaded::Unchanged;
         }
         // A writer that pauses part way through an in-place rewrite would leave a prefix of
         // the file, often valid, which would remove links: a change seen by the watch is
         // applied only once two reads [`QUIET`] apart agree.
-        if matches!(trigger, Trigger::Changed) {
-            tokio::time::sleep(QUIET).await;
-            let again = tokio::task::spawn_blocking({
-                let file = file.clone();
-                move || read(&file).map(|bytes| crate::reload::version(&bytes))
-            })
-            .await;
-            if !matches!(&again, Ok(Ok(v)) if *v == version) {
-                debug!(file = %file_name, "topology file still changing; reading it again later");
-                let now = Instant::now();
-                burst = Some(Burst {
-                    first: now,
-                    last: now,
-                });
-                continue;
-            }
+        if matches!(trigger, Trigger::Changed) && !self.settled(&version).await {
+            debug!(file = %self.file_name, "topology file still changing; reading it again later");
+            return Reloaded::StillChanging;
         }
-        last_sent = version.clone();
-        let result = match result {
-            Ok(checked) => {
-                for warning in &checked.warnings {
-                    warn!("{warning}");
-                }
-                match &driver {
-                    Some(driver) => driver
-                        .apply(&checked.topology)
-                        .await
-                        .map(|()| checked.topology)
-                        .map_err(|source| ReloadError::Driver {
-                            file: file_name.clone(),
-                            source: Box::new(source),
-                        }),
-                    None => Ok(checked.topology),
-                }
-            }
-            Err(error) => Err(error),
+        self.last_sent = version.clone();
+        let result = self.put_in_force(result).await;
+        let result = self.log_outcome(result, &version, trigger);
+        let update = TopologyUpdate {
+            file: self.file_name.clone(),
+            version,
+            result,
+            requested_by,
         };
-        let result = match result {
+        if self.commands.send(Command::Topology(update)).await.is_err() {
+            return Reloaded::CoreStopped;
+        }
+        Reloaded::Sent
+    }
+
+    /// [`reread`] off the runtime's threads.
+    async fn reread(&self) -> (String, Result<Checked, ReloadError>) {
+        let job = {
+            let (file, running) = (self.file.clone(), self.running.clone());
+            move || reread(&file, &running)
+        };
+        match tokio::task::spawn_blocking(job).await {
+            Ok(outcome) => outcome,
+            // Only a panic in the parser can get here; the old topology stays.
+            Err(e) => (
+                String::new(),
+                Err(ReloadError::Read {
+                    file: self.file.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                }),
+            ),
+        }
+    }
+
+    /// True if the file still has `version` [`QUIET`] later.
+    async fn settled(&self, version: &str) -> bool {
+        tokio::time::sleep(QUIET).await;
+        let again = tokio::task::spawn_blocking({
+            let file = self.file.clone();
+            move || read(&file).map(|bytes| crate::reload::version(&bytes))
+        })
+        .await;
+        matches!(&again, Ok(Ok(v)) if *v == version)
+    }
+
+    /// Gives an accepted topology to the driver, which may still refuse it.
+    async fn put_in_force(
+        &self,
+        result: Result<Checked, ReloadError>,
+    ) -> Result<Topology, ReloadError> {
+        let checked = result?;
+        for warning in &checked.warnings {
+            warn!("{warning}");
+        }
+        match &self.driver {
+            Some(driver) => driver
+                .apply(&checked.topology)
+                .await
+                .map(|()| checked.topology)
+                .map_err(|source| ReloadError::Driver {
+                    file: self.file_name.clone(),
+                    source: Box::new(source),
+                }),
+            None => Ok(checked.topology),
+        }
+    }
+
+    /// Logs what became of the read, and turns a refusal into the text the core reports.
+    fn log_outcome(
+        &self,
+        result: Result<Topology, ReloadError>,
+        version: &str,
+        trigger: Trigger,
+    ) -> Result<Topology, String> {
+        let file_name = &self.file_name;
+        match result {
             Ok(topology) => {
                 info!(
                     file = %file_name,
@@ -572,15 +679,6 @@ pub async fn run(
                 warn!(file = %file_name, %version, %trigger, "topology edit refused; the topology in force stays: {error}");
                 Err(error.to_string())
             }
-        };
-        let update = TopologyUpdate {
-            file: file_name.clone(),
-            version,
-            result,
-            requested_by,
-        };
-        if commands.send(Command::Topology(update)).await.is_err() {
-            return; // the core has stopped
         }
     }
 }
@@ -594,277 +692,4 @@ async fn next_signal(signal: &mut Option<Signal>) -> Option<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use std::fs;
-
-    use super::*;
-
-    const ALPHA_BRAVO: &str = r#"
-[managers.alpha]
-address = "127.0.0.1:7401"
-
-[managers.bravo]
-address = "127.0.0.1:7402"
-
-[[links]]
-between = ["alpha", "bravo"]
-"#;
-
-    fn name(s: &str) -> ManagerName {
-        ManagerName::new(s).unwrap()
-    }
-
-    fn running(me: &str, address: &str, links_possible: bool) -> Running {
-        Running {
-            me: name(me),
-            address: Some(address.parse().unwrap()),
-            links_possible,
-        }
-    }
-
-    fn check(text: &str, running: &Running) -> Result<Topology, ReloadError> {
-        let checked = parse(text.as_bytes(), "topology.toml")?;
-        validate(&checked.topology, text, "topology.toml", running)?;
-        Ok(checked.topology)
-    }
-
-    #[test]
-    fn the_version_is_the_crc32c_in_hex() {
-        // The check value of CRC-32C (iSCSI).
-        assert_eq!(version(b"123456789"), "e3069283");
-        assert_eq!(version(b""), "00000000");
-        assert_eq!(version(b"\x01").len(), 8);
-    }
-
-    #[test]
-    fn a_valid_edit_is_accepted() {
-        let topology = check(ALPHA_BRAVO, &running("alpha", "127.0.0.1:7401", true)).unwrap();
-        assert_eq!(topology.neighbours(&name("alpha")).count(), 1);
-    }
-
-    #[test]
-    fn a_manager_dropped_from_the_file_is_refused() {
-        let text = "[managers.bravo]\naddress = \"127.0.0.1:7402\"\n";
-        let error = check(text, &running("alpha", "127.0.0.1:7401", true)).unwrap_err();
-        assert!(
-            matches!(error, ReloadError::NotDeclared { .. }),
-            "{error:?}"
-        );
-        let message = error.to_string();
-        assert!(
-            message.starts_with("topology.toml: error: manager `alpha` is not declared"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn moving_this_manager_is_refused_at_its_declaration() {
-        let error = check(ALPHA_BRAVO, &running("alpha", "127.0.0.1:9999", true)).unwrap_err();
-        let message = error.to_string();
-        assert!(
-            message.starts_with("topology.toml:2: error: the address of manager `alpha` changed from `127.0.0.1:9999` to `127.0.0.1:7401`"),
-            "{message}"
-        );
-        assert!(message.contains("needs a restart"), "{message}");
-        // A neighbour may move.
-        check(ALPHA_BRAVO, &running("bravo", "127.0.0.1:7402", true)).unwrap();
-    }
-
-    #[test]
-    fn links_without_tls_are_refused() {
-        let error = check(ALPHA_BRAVO, &running("alpha", "127.0.0.1:7401", false)).unwrap_err();
-        let message = error.to_string();
-        assert!(
-            message
-                .starts_with("topology.toml:2: error: manager `alpha` now has links (to `bravo`)"),
-            "{message}"
-        );
-        assert!(
-            message.contains("tls.ca, tls.cert and tls.key"),
-            "{message}"
-        );
-        // Without links, no TLS is needed.
-        let alone = "[managers.alpha]\naddress = \"127.0.0.1:7401\"\n";
-        check(alone, &running("alpha", "127.0.0.1:7401", false)).unwrap();
-    }
-
-    #[test]
-    fn many_neighbours_are_counted_not_listed() {
-        let mut text = String::from("[managers.hub]\naddress = \"127.0.0.1:7400\"\n");
-        for i in 0..5 {
-            text.push_str(&format!(
-                "[managers.m{i}]\naddress = \"127.0.0.1:{}\"\n[[links]]\nbetween = [\"hub\", \"m{i}\"]\n",
-                7401 + i
-            ));
-        }
-        let message = check(&text, &running("hub", "127.0.0.1:7400", false))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.contains("(to `m0`, `m1`, `m2` and 2 more)"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn syntax_errors_name_file_and_line() {
-        let text = format!("{ALPHA_BRAVO}\n[[links]\n");
-        let message = check(&text, &running("alpha", "127.0.0.1:7401", true))
-            .unwrap_err()
-            .to_string();
-        assert!(message.starts_with("topology.toml:11:"), "{message}");
-    }
-
-    #[test]
-    fn bytes_that_are_not_utf8_are_refused_with_their_position() {
-        let bytes = b"[managers.alpha]\naddress = \"\xff\"\n";
-        let error = parse(bytes, "t.toml").unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "t.toml:2:12: error: the file is not valid UTF-8"
-        );
-    }
-
-    #[test]
-    fn reads_are_bounded() {
-        let folder = tempfile::tempdir().unwrap();
-        let path = folder.path().join("topology.toml");
-        let error = read(&path).unwrap_err();
-        assert!(error.to_string().contains("topology.toml"), "{error}");
-        let file = fs::File::create(&path).unwrap();
-        file.set_len(TOPOLOGY_BYTES_MAX + 1).unwrap();
-        assert!(
-            matches!(read(&path), Err(ReloadError::TooLarge { .. })),
-            "a file over the limit is refused"
-        );
-        file.set_len(3).unwrap();
-        assert_eq!(read(&path).unwrap(), vec![0, 0, 0]);
-    }
-
-    #[test]
-    fn only_events_naming_the_file_count() {
-        use notify::event::{CreateKind, ModifyKind, RenameMode};
-        let name = OsStr::new("topology.toml");
-        let event = |kind, path: &str| notify::Event::new(kind).add_path(PathBuf::from(path));
-        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::To));
-        assert!(concerns(&event(renamed, "/etc/hopmq/topology.toml"), name));
-        assert!(concerns(
-            &event(EventKind::Create(CreateKind::File), "./topology.toml"),
-            name
-        ));
-        assert!(concerns(
-            &event(
-                EventKind::Access(AccessKind::Close(AccessMode::Write)),
-                "topology.toml"
-            ),
-            name
-        ));
-        assert!(!concerns(&event(renamed, "/etc/hopmq/qmgr.toml"), name));
-        assert!(!concerns(
-            &event(
-                EventKind::Access(AccessKind::Open(AccessMode::Any)),
-                "topology.toml"
-            ),
-            name
-        ));
-        assert!(!concerns(
-            &event(
-                EventKind::Access(AccessKind::Close(AccessMode::Read)),
-                "topology.toml"
-            ),
-            name
-        ));
-        // A rename from a temporary name carries both paths.
-        let both = notify::Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
-            .add_path(PathBuf::from("/x/.topology.toml.swp"))
-            .add_path(PathBuf::from("/x/topology.toml"));
-        assert!(concerns(&both, name));
-        let lost = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
-        assert!(concerns(&lost, name));
-    }
-
-    #[test]
-    fn a_burst_is_read_when_quiet_or_when_too_long() {
-        let start = Instant::now();
-        let burst = Burst {
-            first: start,
-            last: start,
-        };
-        assert_eq!(burst.due(), start + QUIET);
-        let late = Burst {
-            first: start,
-            last: start + BURST_MAX,
-        };
-        assert_eq!(late.due(), start + BURST_MAX);
-    }
-
-    async fn next(updates: &mut mpsc::Receiver<Command>) -> TopologyUpdate {
-        match tokio::time::timeout(Duration::from_secs(20), updates.recv()).await {
-            Ok(Some(Command::Topology(update))) => update,
-            Ok(Some(_)) => panic!("expected a topology update, got another command"),
-            Ok(None) => panic!("the reload task ended"),
-            Err(_) => panic!("no topology update within 20 s"),
-        }
-    }
-
-    /// The task end to end, without a driver: an explicit request is always answered, an edit
-    /// by rename is noticed, an unchanged file sends nothing, and a refused edit says why.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_task_reads_edits_and_answers_requests() {
-        const DEADLINE: Duration = Duration::from_secs(20);
-        let folder = tempfile::tempdir().unwrap();
-        let path = folder.path().join("topology.toml");
-        let alone = "[managers.alpha]\naddress = \"127.0.0.1:7401\"\n";
-        fs::write(&path, alone).unwrap();
-        let (commands, mut updates) = mpsc::channel(8);
-        let (requests_tx, requests) = mpsc::channel(REQUESTS_MAX);
-        let (shutdown_tx, shutdown) = watch::channel(false);
-        let task = tokio::spawn(run(
-            Reloader {
-                file: path.clone(),
-                version: version(alone.as_bytes()),
-                running: running("alpha", "127.0.0.1:7401", false),
-                commands,
-                driver: None,
-            },
-            requests,
-            shutdown,
-        ));
-
-        let request = ReloadRequest {
-            connection: 7,
-            id: 9,
-        };
-        requests_tx.send(request).await.unwrap();
-        let update = next(&mut updates).await;
-        assert_eq!(update.requested_by, Some(request));
-        assert_eq!(update.version, version(alone.as_bytes()));
-        assert!(update.result.is_ok());
-
-        // Rewritten with the same bytes (by rename, as editors do), then edited to add a
-        // manager: the next update is the edit (an unchanged read sends nothing).
-        let temporary = folder.path().join(".topology.toml.tmp");
-        fs::write(&temporary, alone).unwrap();
-        fs::rename(&temporary, &path).unwrap();
-        let two = format!("{alone}[managers.bravo]\naddress = \"127.0.0.1:7402\"\n");
-        fs::write(&temporary, &two).unwrap();
-        fs::rename(&temporary, &path).unwrap();
-        let update = next(&mut updates).await;
-        assert_eq!(update.requested_by, None);
-        assert_eq!(update.version, version(two.as_bytes()));
-        let topology = update.result.unwrap();
-        assert!(topology.manager("bravo").is_some());
-
-        // Links without TLS: refused, with the reason.
-        let linked = format!("{two}[[links]]\nbetween = [\"alpha\", \"bravo\"]\n");
-        fs::write(&path, &linked).unwrap();
-        let update = next(&mut updates).await;
-        let reason = update.result.unwrap_err();
-        assert!(reason.contains("without TLS for links"), "{reason}");
-
-        shutdown_tx.send(true).unwrap();
-        tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
-    }
-}
+mod tests;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use hopmq::ApiError;
 use hopmq::protocol::{
     self, ClientFrame, Delivery, Hello, Operation, PROTOCOL_VERSION, QueueStatus, Reply, Request,
-    ServerFrame, Status, Welcome,
+    Selector, ServerFrame, Status, Welcome,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
@@ -218,64 +218,9 @@ async fn handle(
             max,
             selector,
             lease_ms,
-        } => {
-            let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-            loop {
-                let notified = state.put.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let mut taken = Vec::new();
-                {
-                    let mut queues = state.queues.lock().unwrap();
-                    let messages = queues.entry(queue.clone()).or_default();
-                    let mut index = 0;
-                    while index < messages.len() && taken.len() < max as usize {
-                        let wanted = selector.correlation_id.is_none()
-                            || messages[index].correlation_id == selector.correlation_id;
-                        if wanted {
-                            taken.extend(messages.remove(index));
-                        } else {
-                            index += 1;
-                        }
-                    }
-                }
-                if lease_ms.is_some() {
-                    let mut leased = state.leased.lock().unwrap();
-                    for delivery in &mut taken {
-                        let lease = state.next_id.fetch_add(1, Ordering::Relaxed);
-                        delivery.lease = Some(lease);
-                        delivery.delivery_count += 1;
-                        leased.insert(lease, (queue.clone(), delivery.clone()));
-                    }
-                }
-                if !taken.is_empty() || Instant::now() >= deadline {
-                    return Ok(Reply::Messages(taken));
-                }
-                let _ = tokio::time::timeout_at(deadline, notified).await;
-            }
-        }
-        Operation::Ack { leases } => {
-            let mut leased = state.leased.lock().unwrap();
-            for lease in leases {
-                if leased.remove(&lease).is_none() {
-                    return Err(ApiError::UnknownLease { lease });
-                }
-            }
-            Ok(Reply::Done)
-        }
-        Operation::Nack { leases } => {
-            for lease in leases {
-                let Some((queue, mut delivery)) = state.leased.lock().unwrap().remove(&lease)
-                else {
-                    return Err(ApiError::UnknownLease { lease });
-                };
-                delivery.lease = None;
-                let mut queues = state.queues.lock().unwrap();
-                queues.entry(queue).or_default().push_front(delivery);
-            }
-            state.put.notify_waiters();
-            Ok(Reply::Done)
-        }
+        } => Ok(get(state, &queue, timeout_ms, max, &selector, lease_ms).await),
+        Operation::Ack { leases } => ack(state, leases),
+        Operation::Nack { leases } => nack(state, leases),
         Operation::Browse { queue, max } => {
             let queues = state.queues.lock().unwrap();
             let messages = queues
@@ -303,44 +248,128 @@ async fn handle(
             state.queues.lock().unwrap().entry(queue).or_default();
             Ok(Reply::Done)
         }
-        Operation::Delete { queue } => {
-            let mut queues = state.queues.lock().unwrap();
-            match queues.get(&queue).map(VecDeque::len) {
-                None => Err(ApiError::UnknownQueue { queue }),
-                Some(0) => {
-                    queues.remove(&queue);
-                    Ok(Reply::Done)
-                }
-                Some(depth) => Err(ApiError::QueueNotEmpty {
-                    queue,
-                    depth: depth as u64,
-                }),
-            }
-        }
+        Operation::Delete { queue } => delete(state, queue),
         // A fake manager has no topology: what a standalone manager answers.
         Operation::Reload | Operation::PlanTopology { .. } | Operation::SetLink { .. } => {
             Err(ApiError::BadRequest {
                 reason: "the fake manager has no topology".into(),
             })
         }
-        Operation::Status => {
-            let queues = state.queues.lock().unwrap();
-            let mut queues: Vec<QueueStatus> = queues
-                .iter()
-                .map(|(name, messages)| QueueStatus {
-                    name: name.clone(),
-                    depth: messages.len() as u64,
-                    ..QueueStatus::default()
-                })
-                .collect();
-            queues.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(Reply::Status(Box::new(Status {
-                manager: "fake".into(),
-                queues,
-                ..Status::default()
-            })))
+        Operation::Status => Ok(status(state)),
+    }
+}
+
+/// Waits until `queue` has messages for `selector` or the timeout passes, and takes up to
+/// `max` of them, leased if `lease_ms` is given.
+async fn get(
+    state: &State,
+    queue: &str,
+    timeout_ms: u64,
+    max: u32,
+    selector: &Selector,
+    lease_ms: Option<u64>,
+) -> Reply {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    loop {
+        let notified = state.put.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let mut taken = take(state, queue, max, selector);
+        if lease_ms.is_some() {
+            lease(state, queue, &mut taken);
+        }
+        if !taken.is_empty() || Instant::now() >= deadline {
+            return Reply::Messages(taken);
+        }
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+    }
+}
+
+/// Removes up to `max` messages matching `selector` from the front of `queue`.
+fn take(state: &State, queue: &str, max: u32, selector: &Selector) -> Vec<Delivery> {
+    let mut taken = Vec::new();
+    let mut queues = state.queues.lock().unwrap();
+    let messages = queues.entry(queue.to_owned()).or_default();
+    let mut index = 0;
+    while index < messages.len() && taken.len() < max as usize {
+        let wanted = selector.correlation_id.is_none()
+            || messages[index].correlation_id == selector.correlation_id;
+        if wanted {
+            taken.extend(messages.remove(index));
+        } else {
+            index += 1;
         }
     }
+    taken
+}
+
+/// Gives each taken delivery a lease, so it can be acked or nacked later.
+fn lease(state: &State, queue: &str, taken: &mut [Delivery]) {
+    let mut leased = state.leased.lock().unwrap();
+    for delivery in taken {
+        let lease = state.next_id.fetch_add(1, Ordering::Relaxed);
+        delivery.lease = Some(lease);
+        delivery.delivery_count += 1;
+        leased.insert(lease, (queue.to_owned(), delivery.clone()));
+    }
+}
+
+fn ack(state: &State, leases: Vec<u64>) -> Result<Reply, ApiError> {
+    let mut leased = state.leased.lock().unwrap();
+    for lease in leases {
+        if leased.remove(&lease).is_none() {
+            return Err(ApiError::UnknownLease { lease });
+        }
+    }
+    Ok(Reply::Done)
+}
+
+/// Puts leased deliveries back at the front of their queues.
+fn nack(state: &State, leases: Vec<u64>) -> Result<Reply, ApiError> {
+    for lease in leases {
+        let Some((queue, mut delivery)) = state.leased.lock().unwrap().remove(&lease) else {
+            return Err(ApiError::UnknownLease { lease });
+        };
+        delivery.lease = None;
+        let mut queues = state.queues.lock().unwrap();
+        queues.entry(queue).or_default().push_front(delivery);
+    }
+    state.put.notify_waiters();
+    Ok(Reply::Done)
+}
+
+fn delete(state: &State, queue: String) -> Result<Reply, ApiError> {
+    let mut queues = state.queues.lock().unwrap();
+    match queues.get(&queue).map(VecDeque::len) {
+        None => Err(ApiError::UnknownQueue { queue }),
+        Some(0) => {
+            queues.remove(&queue);
+            Ok(Reply::Done)
+        }
+        Some(depth) => Err(ApiError::QueueNotEmpty {
+            queue,
+            depth: depth as u64,
+        }),
+    }
+}
+
+/// The queues and their depths, under the name "fake"; nothing else.
+fn status(state: &State) -> Reply {
+    let queues = state.queues.lock().unwrap();
+    let mut queues: Vec<QueueStatus> = queues
+        .iter()
+        .map(|(name, messages)| QueueStatus {
+            name: name.clone(),
+            depth: messages.len() as u64,
+            ..QueueStatus::default()
+        })
+        .collect();
+    queues.sort_by(|a, b| a.name.cmp(&b.name));
+    Reply::Status(Box::new(Status {
+        manager: "fake".into(),
+        queues,
+        ..Status::default()
+    }))
 }
 
 fn put(state: &State, address: &str, message: protocol::OutgoingMessage) -> hopmq::MessageId {

@@ -159,6 +159,8 @@ struct Timeline {
     restart_us: u64,
     answered_us: u64,
     stopped_us: u64,
+    /// When the last message was got.
+    drained_us: u64,
     dead_interval_us: u64,
 }
 
@@ -207,6 +209,36 @@ impl Watch {
             bail!("{exited} during the run");
         }
         Ok(())
+    }
+
+    /// Fails unless every arrival so far, and at least one, came via `bravo`.
+    fn check_all_via_bravo(&self) -> anyhow::Result<()> {
+        let via_bravo = self.arrivals.iter().filter(|a| a.via == Via::Bravo).count();
+        if via_bravo == 0 || via_bravo < self.arrivals.len() {
+            bail!(
+                "traffic did not all go via {BRAVO} before the kill: {via_bravo} of {} arrivals",
+                self.arrivals.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits until every message put has arrived; a long silence meanwhile is a stall.
+    async fn wait_all_arrived(&mut self, cluster: &mut Cluster, put: u64) -> anyhow::Result<()> {
+        loop {
+            self.check(cluster).await?;
+            if self.distinct.len() as u64 >= put {
+                return Ok(());
+            }
+            if self.last_arrival.elapsed() > PROGRESS_DEADLINE {
+                bail!(
+                    "stalled: {} of {put} messages arrived, none for {} s",
+                    self.distinct.len(),
+                    PROGRESS_DEADLINE.as_secs()
+                );
+            }
+            tokio::time::sleep(WATCH_TICK).await;
+        }
     }
 }
 
@@ -279,45 +311,11 @@ impl FailoverBench {
         wait_route_via(&clients[0], BRAVO).await?;
 
         let base = Instant::now();
-        let (arrivals_tx, arrivals_rx) = mpsc::channel(ARRIVALS_BUFFERED_MAX);
-        let consumer_client = Client::connect_to(&cluster.node(DELTA)?.socket).await?;
-        let consumer = tokio::spawn(consume(
-            consumer_client.consumer(QUEUE, self.prefetch),
-            base,
-            arrivals_tx,
-        ));
-        let (stop, stop_rx) = watch::channel(false);
-        let producer_client = Client::connect_to(&cluster.node(ALPHA)?.socket).await?;
-        let producer = tokio::spawn(produce(
-            producer_client,
-            self.rate,
-            self.size,
-            base,
-            stop_rx,
-        ));
-        let mut watch = Watch {
-            arrivals_rx,
-            arrivals: Vec::new(),
-            distinct: HashSet::new(),
-            last_arrival: Instant::now(),
-            producer: Some(producer),
-            consumer,
-        };
-
+        let (mut watch, stop) = self.start_traffic(cluster, base).await?;
         watch
             .until(cluster, base + Duration::from_secs(self.warmup_secs))
             .await?;
-        let via_bravo = watch
-            .arrivals
-            .iter()
-            .filter(|a| a.via == Via::Bravo)
-            .count();
-        if via_bravo == 0 || via_bravo < watch.arrivals.len() {
-            bail!(
-                "traffic did not all go via {BRAVO} before the kill: {via_bravo} of {} arrivals",
-                watch.arrivals.len()
-            );
-        }
+        watch.check_all_via_bravo()?;
 
         let kill_us = micros_since(base);
         let killed = Instant::now();
@@ -341,21 +339,7 @@ impl FailoverBench {
         let producer = watch.producer.take().context("the producer is started")?;
         let put = producer.await?.context("the producer failed")?;
 
-        // Every message put must arrive; a long silence meanwhile is a stall.
-        loop {
-            watch.check(cluster).await?;
-            if watch.distinct.len() as u64 >= put {
-                break;
-            }
-            if watch.last_arrival.elapsed() > PROGRESS_DEADLINE {
-                bail!(
-                    "stalled: {} of {put} messages arrived, none for {} s",
-                    watch.distinct.len(),
-                    PROGRESS_DEADLINE.as_secs()
-                );
-            }
-            tokio::time::sleep(WATCH_TICK).await;
-        }
+        watch.wait_all_arrived(cluster, put).await?;
         let drained_us = watch
             .arrivals
             .last()
@@ -371,39 +355,68 @@ impl FailoverBench {
             restart_us,
             answered_us,
             stopped_us,
+            drained_us,
             dead_interval_us: self.dead_interval_ms * 1000,
         };
-        Ok(self.report(&timeline, drained_us, put, &mut watch.arrivals))
+        Ok(self.report(&timeline, put, &mut watch.arrivals))
+    }
+
+    /// Starts the consumer at `delta` and the producer at `alpha`; the sender stops the
+    /// producer.
+    async fn start_traffic(
+        &self,
+        cluster: &Cluster,
+        base: Instant,
+    ) -> anyhow::Result<(Watch, watch::Sender<bool>)> {
+        let (arrivals_tx, arrivals_rx) = mpsc::channel(ARRIVALS_BUFFERED_MAX);
+        let consumer_client = Client::connect_to(&cluster.node(DELTA)?.socket).await?;
+        let consumer = tokio::spawn(consume(
+            consumer_client.consumer(QUEUE, self.prefetch),
+            base,
+            arrivals_tx,
+        ));
+        let (stop, stop_rx) = watch::channel(false);
+        let producer_client = Client::connect_to(&cluster.node(ALPHA)?.socket).await?;
+        let producer = tokio::spawn(produce(
+            producer_client,
+            self.rate,
+            self.size,
+            base,
+            stop_rx,
+        ));
+        let watch = Watch {
+            arrivals_rx,
+            arrivals: Vec::new(),
+            distinct: HashSet::new(),
+            last_arrival: Instant::now(),
+            producer: Some(producer),
+            consumer,
+        };
+        Ok((watch, stop))
     }
 
     /// Prints the report; the exit code says whether the run kept every message exactly once
     /// and failed over at all.
-    fn report(
-        &self,
-        timeline: &Timeline,
-        drained_us: u64,
-        put: u64,
-        arrivals: &mut [Arrival],
-    ) -> ExitCode {
-        let Timeline {
-            kill_us,
-            restart_us,
-            answered_us,
-            stopped_us,
-            dead_interval_us,
-        } = *timeline;
+    fn report(&self, timeline: &Timeline, put: u64, arrivals: &mut [Arrival]) -> ExitCode {
         arrivals.sort_by_key(|a| a.arrived_us);
-        let ms = |us: u64| us as f64 / 1000.0;
-        let after_kill = |us: u64| ms(us.saturating_sub(kill_us));
-        // Signed: an instant before or after the kill.
-        let around_kill = |us: u64| {
-            if us >= kill_us {
-                format!("{:.1} ms after", ms(us - kill_us))
-            } else {
-                format!("{:.1} ms before", ms(kill_us - us))
-            }
-        };
+        let findings = Findings { timeline, arrivals };
+        self.print_header(timeline);
+        let failed_over = findings.failover();
+        findings.longest_gap();
+        findings.flowing_again();
+        findings.stranded();
+        findings.back_via_bravo();
+        findings.paths();
+        let exactly_once = findings.exactly_once(put);
+        if exactly_once && failed_over {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
 
+    /// What was run, and when each step happened.
+    fn print_header(&self, timeline: &Timeline) {
         println!(
             "failover: diamond {ALPHA}-{BRAVO}-{DELTA} (cost 2) and {ALPHA}-{CHARLIE}-{DELTA} \
              (cost 4), {} msg/s x {} B, persistent, sync {}, dead interval {} ms",
@@ -415,27 +428,67 @@ impl FailoverBench {
         println!(
             "run: {BRAVO} killed (SIGKILL) at {:.2} s, restarted at {:.2} s (answering after \
              {:.0} ms), puts stopped at {:.2} s, last message got at {:.2} s",
-            ms(kill_us) / 1000.0,
-            ms(restart_us) / 1000.0,
-            ms(answered_us - restart_us),
-            ms(stopped_us) / 1000.0,
-            ms(drained_us) / 1000.0,
+            ms(timeline.kill_us) / 1000.0,
+            ms(timeline.restart_us) / 1000.0,
+            ms(timeline.answered_us - timeline.restart_us),
+            ms(timeline.stopped_us) / 1000.0,
+            ms(timeline.drained_us) / 1000.0,
         );
+    }
+}
 
-        // (1) The first arrival via charlie, whenever it was put.
-        let failover = arrivals
+/// Microseconds as milliseconds.
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// The arrivals of a run, in the order they arrived, read against its timeline.
+struct Findings<'a> {
+    timeline: &'a Timeline,
+    arrivals: &'a [Arrival],
+}
+
+impl Findings<'_> {
+    /// Milliseconds from the kill to `us` (0 before it).
+    fn after_kill(&self, us: u64) -> f64 {
+        ms(us.saturating_sub(self.timeline.kill_us))
+    }
+
+    /// `us` as a signed distance from the kill: before or after it.
+    fn around_kill(&self, us: u64) -> String {
+        let kill_us = self.timeline.kill_us;
+        if us >= kill_us {
+            format!("{:.1} ms after", ms(us - kill_us))
+        } else {
+            format!("{:.1} ms before", ms(kill_us - us))
+        }
+    }
+
+    /// (1) The first arrival via charlie, whenever it was put; false if there was none.
+    fn failover(&self) -> bool {
+        let failover = self
+            .arrivals
             .iter()
-            .find(|a| a.via == Via::Charlie && a.arrived_us >= kill_us);
+            .find(|a| a.via == Via::Charlie && a.arrived_us >= self.timeline.kill_us);
         match failover {
             Some(a) => println!(
                 "failover: first arrival via {CHARLIE} {:.1} ms after the kill",
-                after_kill(a.arrived_us)
+                self.after_kill(a.arrived_us)
             ),
             None => println!("failover: no message ever arrived via {CHARLIE}"),
         }
+        failover.is_some()
+    }
 
-        // (2) The longest silence at delta that overlaps the outage.
-        let gap = arrivals
+    /// (2) The longest silence at delta that overlaps the outage.
+    fn longest_gap(&self) {
+        let Timeline {
+            kill_us,
+            restart_us,
+            ..
+        } = *self.timeline;
+        let gap = self
+            .arrivals
             .windows(2)
             .filter(|pair| pair[1].arrived_us > kill_us && pair[0].arrived_us < restart_us)
             .map(|pair| (pair[1].arrived_us - pair[0].arrived_us, pair))
@@ -444,33 +497,35 @@ impl FailoverBench {
             println!(
                 "longest gap at {DELTA} during the outage: {:.1} ms (from {} the kill to {} it)",
                 ms(gap),
-                around_kill(pair[0].arrived_us),
-                around_kill(pair[1].arrived_us),
+                self.around_kill(pair[0].arrived_us),
+                self.around_kill(pair[1].arrived_us),
             );
         }
+    }
 
-        // (3) Messages put after the kill: when the first got through, and their latency.
-        match arrivals
+    /// (3) Messages put after the kill: when the first got through, and their latency.
+    fn flowing_again(&self) {
+        let Timeline {
+            kill_us,
+            restart_us,
+            dead_interval_us,
+            ..
+        } = *self.timeline;
+        match self
+            .arrivals
             .iter()
             .find(|a| a.via == Via::Charlie && a.put_us >= kill_us)
         {
             Some(a) => println!(
                 "flowing again: first message put after the kill got via {CHARLIE} {:.1} ms \
                  after the kill ({:.1} ms after it was put)",
-                after_kill(a.arrived_us),
+                self.after_kill(a.arrived_us),
                 ms(a.arrived_us - a.put_us)
             ),
             None => println!("flowing again: no message put after the kill got via {CHARLIE}"),
         }
-        let latencies = |from_us: u64, to_us: u64| -> Vec<u64> {
-            arrivals
-                .iter()
-                .filter(|a| (from_us..to_us).contains(&a.put_us))
-                .map(|a| a.arrived_us.saturating_sub(a.put_us))
-                .collect()
-        };
-        let outage = latencies(kill_us, restart_us);
-        let steady = latencies(kill_us + dead_interval_us, restart_us);
+        let outage = self.latencies(kill_us, restart_us);
+        let steady = self.latencies(kill_us + dead_interval_us, restart_us);
         println!(
             "latency put->get of the {} put while {BRAVO} was down: {}; of the {} put after \
              kill + dead interval: {}",
@@ -479,9 +534,28 @@ impl FailoverBench {
             steady.len(),
             latency_summary(steady),
         );
+    }
 
-        // (4) Messages that waited with bravo (in flight on its channel, or stored on it).
-        let stranded: Vec<&Arrival> = arrivals
+    /// Put→get latencies of the messages put from `from_us` to `to_us`.
+    fn latencies(&self, from_us: u64, to_us: u64) -> Vec<u64> {
+        self.arrivals
+            .iter()
+            .filter(|a| (from_us..to_us).contains(&a.put_us))
+            .map(|a| a.arrived_us.saturating_sub(a.put_us))
+            .collect()
+    }
+
+    /// (4) Messages that waited with bravo (in flight on its channel, or stored on it), and
+    /// any that went via bravo when it should have been routed around.
+    fn stranded(&self) {
+        let Timeline {
+            kill_us,
+            restart_us,
+            dead_interval_us,
+            ..
+        } = *self.timeline;
+        let stranded: Vec<&Arrival> = self
+            .arrivals
             .iter()
             .filter(|a| {
                 a.via == Via::Bravo
@@ -494,14 +568,15 @@ impl FailoverBench {
                 "stranded with {BRAVO}: {} message(s), put from {} to {} the kill, got via \
                  {BRAVO} {:.1} ms to {:.1} ms after its restart",
                 stranded.len(),
-                around_kill(first_put),
-                around_kill(stranded.iter().map(|a| a.put_us).max().unwrap_or(first_put)),
+                self.around_kill(first_put),
+                self.around_kill(stranded.iter().map(|a| a.put_us).max().unwrap_or(first_put)),
                 ms(stranded[0].arrived_us - restart_us),
                 ms(last.arrived_us - restart_us),
             ),
             _ => println!("stranded with {BRAVO}: none"),
         }
-        let late = arrivals
+        let late = self
+            .arrivals
             .iter()
             .filter(|a| {
                 a.via == Via::Bravo && (kill_us + dead_interval_us..restart_us).contains(&a.put_us)
@@ -513,9 +588,13 @@ impl FailoverBench {
                  restart, went via {BRAVO}"
             );
         }
+    }
 
-        // (5) Routing back through the cheaper path.
-        match arrivals
+    /// (5) Routing back through the cheaper path.
+    fn back_via_bravo(&self) {
+        let restart_us = self.timeline.restart_us;
+        match self
+            .arrivals
             .iter()
             .find(|a| a.via == Via::Bravo && a.put_us >= restart_us)
         {
@@ -526,9 +605,12 @@ impl FailoverBench {
             ),
             None => println!("back via {BRAVO}: no message put after the restart went via it"),
         }
+    }
 
+    /// How many messages came each way.
+    fn paths(&self) {
         let mut paths: BTreeMap<&Via, u64> = BTreeMap::new();
-        for a in arrivals.iter() {
+        for a in self.arrivals {
             *paths.entry(&a.via).or_default() += 1;
         }
         let paths: Vec<String> = paths
@@ -540,12 +622,15 @@ impl FailoverBench {
             })
             .collect();
         println!("paths: {}", paths.join(", "));
+    }
 
-        // (6) Exactly once.
-        let mut seen = HashSet::with_capacity(arrivals.len());
+    /// (6) Exactly once: true if no message was lost or duplicated and none came that was
+    /// never put.
+    fn exactly_once(&self, put: u64) -> bool {
+        let mut seen = HashSet::with_capacity(self.arrivals.len());
         let mut duplicated = Vec::new();
         let mut unknown = 0u64;
-        for a in arrivals.iter() {
+        for a in self.arrivals {
             if a.seq >= put {
                 unknown += 1;
             } else if !seen.insert(a.seq) {
@@ -555,7 +640,7 @@ impl FailoverBench {
         let lost: Vec<u64> = (0..put).filter(|seq| !seen.contains(seq)).collect();
         println!(
             "messages: {put} put, {} got ({} distinct): {} lost, {} duplicated{}",
-            arrivals.len(),
+            self.arrivals.len(),
             seen.len(),
             lost.len(),
             duplicated.len(),
@@ -565,23 +650,21 @@ impl FailoverBench {
                 String::new()
             }
         );
-        let list = |seqs: &[u64]| {
-            let shown: Vec<String> = seqs.iter().take(LISTED_MAX).map(u64::to_string).collect();
-            let more = if seqs.len() > LISTED_MAX { ", ..." } else { "" };
-            format!("{}{more}", shown.join(", "))
-        };
         if !lost.is_empty() {
-            println!("lost: {}", list(&lost));
+            println!("lost: {}", listed(&lost));
         }
         if !duplicated.is_empty() {
-            println!("duplicated: {}", list(&duplicated));
+            println!("duplicated: {}", listed(&duplicated));
         }
-        if lost.is_empty() && duplicated.is_empty() && unknown == 0 && failover.is_some() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }
+        lost.is_empty() && duplicated.is_empty() && unknown == 0
     }
+}
+
+/// The first [`LISTED_MAX`] sequence numbers, and `...` if there are more.
+fn listed(seqs: &[u64]) -> String {
+    let shown: Vec<String> = seqs.iter().take(LISTED_MAX).map(u64::to_string).collect();
+    let more = if seqs.len() > LISTED_MAX { ", ..." } else { "" };
+    format!("{}{more}", shown.join(", "))
 }
 
 /// Median, 99th percentile and maximum of `samples` in microseconds, printed in ms.

@@ -148,27 +148,14 @@ impl ForwardBench {
         let mut consumers = tokio::task::JoinSet::new();
         for _ in 0..self.consumers {
             let client = Client::connect_to(&last(line).socket).await?;
-            let (received, latencies, count) = (received.clone(), latencies.clone(), self.count);
-            let mut done = done_rx.clone();
-            let mut consumer = client.consumer(QUEUE, self.prefetch);
-            consumers.spawn(async move {
-                let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-                while received.load(Ordering::Relaxed) < count {
-                    let message = tokio::select! {
-                        biased;
-                        _ = done.wait_for(|done| *done) => break,
-                        message = consumer.next() => message?,
-                    };
-                    let micros = now_micros().saturating_sub(stamp(&message.body));
-                    local.saturating_record(micros.max(1));
-                    received.fetch_add(1, Ordering::Relaxed);
-                }
-                latencies.lock().await.add(&local)?;
-                anyhow::Ok(())
-            });
+            consumers.spawn(consume(
+                client.consumer(QUEUE, self.prefetch),
+                received.clone(),
+                latencies.clone(),
+                self.count,
+                done_rx.clone(),
+            ));
         }
-        let mut producers = tokio::task::JoinSet::new();
-        let per_producer = self.count.div_ceil(self.producers as u64);
         let mut producer_clients = Vec::with_capacity(self.producers);
         for _ in 0..self.producers {
             producer_clients.push(Client::connect_to(&first(line).socket).await?);
@@ -176,7 +163,42 @@ impl ForwardBench {
         let cpu_before = line.cpu_use();
         let client_before = CpuUse::of(std::process::id());
         let started = Instant::now();
-        for (p, client) in producer_clients.into_iter().enumerate() {
+        let mut tasks = Tasks {
+            producers: self.start_producers(producer_clients),
+            consumers,
+        };
+        let put_elapsed = self
+            .watch_run(line, clients, &received, &mut tasks, started)
+            .await?;
+        let elapsed = started.elapsed();
+        let cpu_after = line.cpu_use();
+        let client_use = CpuUse::of(std::process::id())
+            .zip(client_before)
+            .map(|(after, before)| after.since(before));
+        let _ = done.send(true);
+        tasks.join().await?;
+        let put_elapsed = put_elapsed.unwrap_or(elapsed);
+
+        let histogram = latencies.lock().await;
+        let rate = self.count as f64 / elapsed.as_secs_f64();
+        self.print_setup();
+        super::local::print_results(rate, self.size, put_elapsed, elapsed, &histogram);
+        drop(histogram);
+        println!(
+            "{}",
+            describe_cpu(&cpu_before, &cpu_after, client_use, self.count)
+        );
+        let commits_after = commits(line, clients).await?;
+        self.print_journal_writes(line, &commits_before, &commits_after);
+        println!("{}", first_link_line(line, &clients[0]).await?);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Starts each producer on its share of the messages.
+    fn start_producers(&self, clients: Vec<Client>) -> tokio::task::JoinSet<anyhow::Result<()>> {
+        let mut producers = tokio::task::JoinSet::new();
+        let per_producer = self.count.div_ceil(self.producers as u64);
+        for (p, client) in clients.into_iter().enumerate() {
             let share = per_producer.min(self.count.saturating_sub(per_producer * p as u64));
             let spec = ProducerSpec {
                 queue: QUEUE.to_owned(),
@@ -190,20 +212,26 @@ impl ForwardBench {
             };
             producers.spawn(produce(client, spec, share));
         }
+        producers
+    }
 
-        // Watch over the run: errors of producers and consumers, managers that exit, stalls.
+    /// Watches over the run until every message is got: errors of producers and consumers,
+    /// managers that exit, stalls. Returns how long the puts took, if they all returned.
+    async fn watch_run(
+        &self,
+        line: &mut Cluster,
+        clients: &[Client],
+        received: &AtomicU64,
+        tasks: &mut Tasks,
+        started: Instant,
+    ) -> anyhow::Result<Option<Duration>> {
         let mut put_elapsed = None;
         let mut last = (received.load(Ordering::Relaxed), Instant::now());
         while received.load(Ordering::Relaxed) < self.count {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            while let Some(done) = producers.try_join_next() {
-                done?.context("a producer failed")?;
-            }
-            if put_elapsed.is_none() && producers.is_empty() {
+            tasks.check()?;
+            if put_elapsed.is_none() && tasks.producers.is_empty() {
                 put_elapsed = Some(started.elapsed());
-            }
-            while let Some(done) = consumers.try_join_next() {
-                done?.context("a consumer failed")?;
             }
             if let Some(exited) = line.exited() {
                 bail!("{exited} during the run");
@@ -225,23 +253,11 @@ impl ForwardBench {
                 );
             }
         }
-        let elapsed = started.elapsed();
-        let cpu_after = line.cpu_use();
-        let client_use = CpuUse::of(std::process::id())
-            .zip(client_before)
-            .map(|(after, before)| after.since(before));
-        let _ = done.send(true);
-        while let Some(ended) = consumers.join_next().await {
-            ended?.context("a consumer failed")?;
-        }
-        // Every message was got, so every put returned; join them for their results.
-        while let Some(done) = producers.join_next().await {
-            done?.context("a producer failed")?;
-        }
-        let put_elapsed = put_elapsed.unwrap_or(elapsed);
+        Ok(put_elapsed)
+    }
 
-        let histogram = latencies.lock().await;
-        let rate = self.count as f64 / elapsed.as_secs_f64();
+    /// The line saying what was run.
+    fn print_setup(&self) {
         println!(
             "forward: {} hop(s), {} producers, {} consumers, {} x {} B, batch {}, window {}, prefetch {}, persistent, sync {}{}",
             self.hops,
@@ -256,26 +272,76 @@ impl ForwardBench {
             self.rate
                 .map_or(String::new(), |r| format!(", paced at {r} msg/s")),
         );
-        super::local::print_results(rate, self.size, put_elapsed, elapsed, &histogram);
-        drop(histogram);
-        println!(
-            "{}",
-            describe_cpu(&cpu_before, &cpu_after, client_use, self.count)
-        );
-        let commits_after = commits(line, clients).await?;
+    }
+
+    /// Each manager's group commits during the run, per 1000 messages.
+    fn print_journal_writes(&self, line: &Cluster, before: &[u64], after: &[u64]) {
         let writes: Vec<String> = line
             .nodes()
             .iter()
-            .zip(commits_before.iter().zip(&commits_after))
+            .zip(before.iter().zip(after))
             .map(|(node, (before, after))| {
                 let per = after.saturating_sub(*before) as f64 * 1000.0 / self.count.max(1) as f64;
                 format!("{} {per:.1}", node.name)
             })
             .collect();
         println!("journal writes per 1000 messages: {}", writes.join(", "));
-        println!("{}", first_link_line(line, &clients[0]).await?);
-        Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The producer and consumer tasks of a run.
+struct Tasks {
+    producers: tokio::task::JoinSet<anyhow::Result<()>>,
+    consumers: tokio::task::JoinSet<anyhow::Result<()>>,
+}
+
+impl Tasks {
+    /// Fails if a task that has ended failed.
+    fn check(&mut self) -> anyhow::Result<()> {
+        while let Some(done) = self.producers.try_join_next() {
+            done?.context("a producer failed")?;
+        }
+        while let Some(done) = self.consumers.try_join_next() {
+            done?.context("a consumer failed")?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every task once every message is got, for their results.
+    async fn join(mut self) -> anyhow::Result<()> {
+        while let Some(ended) = self.consumers.join_next().await {
+            ended?.context("a consumer failed")?;
+        }
+        // Every message was got, so every put returned; join them for their results.
+        while let Some(done) = self.producers.join_next().await {
+            done?.context("a producer failed")?;
+        }
+        Ok(())
+    }
+}
+
+/// Takes messages until `count` are got in all or `done` is set, then merges its latencies
+/// into the shared histogram.
+async fn consume(
+    mut consumer: hopmq::Consumer,
+    received: Arc<AtomicU64>,
+    latencies: Arc<Mutex<Histogram<u64>>>,
+    count: u64,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    while received.load(Ordering::Relaxed) < count {
+        let message = tokio::select! {
+            biased;
+            _ = done.wait_for(|done| *done) => break,
+            message = consumer.next() => message?,
+        };
+        let micros = now_micros().saturating_sub(stamp(&message.body));
+        local.saturating_record(micros.max(1));
+        received.fetch_add(1, Ordering::Relaxed);
+    }
+    latencies.lock().await.add(&local)?;
+    Ok(())
 }
 
 /// Every manager's group commits so far, in the line's order.

@@ -4,7 +4,7 @@
 //! socket. Producers stamp each body with the send time; consumers compute put→get latency
 //! from it into an HDR histogram.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,43 +129,15 @@ impl LocalBench {
         let mut consumers = tokio::task::JoinSet::new();
         for _ in 0..self.consumers {
             let client = Client::connect_to(&socket).await?;
-            let (received, latencies, count) = (received.clone(), latencies.clone(), self.count);
-            let mut consumer = client.consumer(&self.queue, self.prefetch);
-            consumers.spawn(async move {
-                // Merged into the shared histogram now and then: a consumer still waiting when
-                // the run ends is aborted, and its samples must not be lost with it.
-                const MERGE_EVERY: u64 = 1024;
-                let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-                while received.load(Ordering::Relaxed) < count {
-                    let message = consumer.next().await?;
-                    let micros = now_micros().saturating_sub(stamp(&message.body));
-                    local.saturating_record(micros.max(1));
-                    let total = received.fetch_add(1, Ordering::Relaxed) + 1;
-                    if local.len() >= MERGE_EVERY || total >= count {
-                        latencies.lock().await.add(&local)?;
-                        local.reset();
-                    }
-                }
-                anyhow::Ok(())
-            });
+            let consumer = client.consumer(&self.queue, self.prefetch);
+            consumers.spawn(consume(
+                consumer,
+                received.clone(),
+                latencies.clone(),
+                self.count,
+            ));
         }
-        let mut producers = tokio::task::JoinSet::new();
-        let per_producer = self.count.div_ceil(self.producers as u64);
-        for p in 0..self.producers {
-            let client = Client::connect_to(&socket).await?;
-            let share = per_producer.min(self.count.saturating_sub(per_producer * p as u64));
-            let spec = ProducerSpec {
-                queue: self.queue.clone(),
-                size: self.size,
-                batch: self.batch,
-                window: self.window,
-                persistent: !self.non_persistent,
-                interval: self
-                    .rate
-                    .map(|rate| put_interval(rate, self.producers, self.batch)),
-            };
-            producers.spawn(produce(client, spec, share));
-        }
+        let mut producers = self.start_producers(&socket).await?;
         while let Some(result) = producers.join_next().await {
             result??;
         }
@@ -180,6 +152,43 @@ impl LocalBench {
             );
             return Ok(ExitCode::SUCCESS);
         }
+        self.wait_all_got(&received).await?;
+        let elapsed = started.elapsed();
+        consumers.abort_all();
+        let histogram = latencies.lock().await;
+        let rate = self.count as f64 / elapsed.as_secs_f64();
+        self.print_setup();
+        print_results(rate, self.size, put_elapsed, elapsed, &histogram);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Connects each producer and starts it on its share of the messages.
+    async fn start_producers(
+        &self,
+        socket: &Path,
+    ) -> anyhow::Result<tokio::task::JoinSet<anyhow::Result<()>>> {
+        let mut producers = tokio::task::JoinSet::new();
+        let per_producer = self.count.div_ceil(self.producers as u64);
+        for p in 0..self.producers {
+            let client = Client::connect_to(socket).await?;
+            let share = per_producer.min(self.count.saturating_sub(per_producer * p as u64));
+            let spec = ProducerSpec {
+                queue: self.queue.clone(),
+                size: self.size,
+                batch: self.batch,
+                window: self.window,
+                persistent: !self.non_persistent,
+                interval: self
+                    .rate
+                    .map(|rate| put_interval(rate, self.producers, self.batch)),
+            };
+            producers.spawn(produce(client, spec, share));
+        }
+        Ok(producers)
+    }
+
+    /// Waits until the consumers have got every message; a long silence is a stall.
+    async fn wait_all_got(&self, received: &AtomicU64) -> anyhow::Result<()> {
         let progress_deadline = Duration::from_secs(60);
         let mut last = (received.load(Ordering::Relaxed), Instant::now());
         while received.load(Ordering::Relaxed) < self.count {
@@ -191,10 +200,11 @@ impl LocalBench {
                 bail!("consumers stalled at {now} of {} messages", self.count);
             }
         }
-        let elapsed = started.elapsed();
-        consumers.abort_all();
-        let histogram = latencies.lock().await;
-        let rate = self.count as f64 / elapsed.as_secs_f64();
+        Ok(())
+    }
+
+    /// The line saying what was run.
+    fn print_setup(&self) {
         println!(
             "local: {} producers, {} consumers, {} x {} B, batch {}, window {}, prefetch {}, {}{}",
             self.producers,
@@ -212,9 +222,31 @@ impl LocalBench {
             self.rate
                 .map_or(String::new(), |r| format!(", paced at {r} msg/s")),
         );
-        print_results(rate, self.size, put_elapsed, elapsed, &histogram);
-        Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Takes messages until `count` are got in all, recording each one's put→get latency.
+async fn consume(
+    mut consumer: hopmq::Consumer,
+    received: Arc<AtomicU64>,
+    latencies: Arc<Mutex<Histogram<u64>>>,
+    count: u64,
+) -> anyhow::Result<()> {
+    // Merged into the shared histogram now and then: a consumer still waiting when the run
+    // ends is aborted, and its samples must not be lost with it.
+    const MERGE_EVERY: u64 = 1024;
+    let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    while received.load(Ordering::Relaxed) < count {
+        let message = consumer.next().await?;
+        let micros = now_micros().saturating_sub(stamp(&message.body));
+        local.saturating_record(micros.max(1));
+        let total = received.fetch_add(1, Ordering::Relaxed) + 1;
+        if local.len() >= MERGE_EVERY || total >= count {
+            latencies.lock().await.add(&local)?;
+            local.reset();
+        }
+    }
+    Ok(())
 }
 
 pub(super) struct ProducerSpec {

@@ -203,83 +203,108 @@ fn node(
             .send(endpoint.local_addr()?)
             .context("the bench stopped")?;
         let outgoing = match &dial {
-            Some((name, address)) => {
-                // Checked as the dialler checks it; our names are DNS names as they are.
-                tls::server_name(name)?;
-                let connection = endpoint
-                    .connect_with(client, *address, name.as_str())?
-                    .await
-                    .with_context(|| format!("cannot connect to {name}"))?;
-                let (send, _receive) = connection.open_bi().await?;
-                Some((connection, send))
-            }
+            Some((name, address)) => Some(connect(&endpoint, client, name, *address).await?),
             None => None,
         };
         let report = match (role, outgoing) {
-            (Role::First, Some((connection, mut send))) => {
-                let started = Instant::now();
-                let cpu = thread_cpu();
-                let mut block = Vec::with_capacity(WRITE_MESSAGES * (size as usize + 4));
-                let mut sent = 0;
-                while sent < count {
-                    block.clear();
-                    let messages = (count - sent).min(WRITE_MESSAGES as u64);
-                    for _ in 0..messages {
-                        block.extend_from_slice(&size.to_le_bytes());
-                        block.resize(block.len() + size as usize, 0x5a);
-                    }
-                    send.write_all(&block).await?;
-                    sent += messages;
-                }
-                send.finish()?;
-                // The last endpoint closes once it has everything; the stream's data is not
-                // delivered if this end closes first.
-                tokio::time::timeout(STEP_TIMEOUT, connection.closed())
-                    .await
-                    .context("the run did not end")?;
-                NodeReport {
-                    cpu: thread_cpu().saturating_sub(cpu),
-                    elapsed: started.elapsed(),
-                    bytes: total_bytes,
-                }
+            (Role::First, Some((connection, send))) => {
+                send_all(&connection, send, count, size, total_bytes).await?
             }
-            (Role::Relay | Role::Last, outgoing) => {
-                let incoming = tokio::time::timeout(STEP_TIMEOUT, endpoint.accept())
-                    .await
-                    .context("no neighbour connected")?
-                    .context("the endpoint closed")?;
-                let connection = incoming.await?;
-                let (_send, mut receive) = connection.accept_bi().await?;
-                let mut outgoing = outgoing;
-                let mut bytes = 0u64;
-                let mut first: Option<(Instant, Duration)> = None;
-                while let Some(chunk) = receive.read_chunk(READ_CHUNK_BYTES, true).await? {
-                    first.get_or_insert_with(|| (Instant::now(), thread_cpu()));
-                    bytes += chunk.bytes.len() as u64;
-                    if let Some((_, send)) = outgoing.as_mut() {
-                        send.write_chunk(Bytes::clone(&chunk.bytes)).await?;
-                    }
-                }
-                let (started, cpu) = first.context("nothing arrived")?;
-                let elapsed = started.elapsed();
-                let cpu = thread_cpu().saturating_sub(cpu);
-                if let Some((next, mut send)) = outgoing {
-                    send.finish()?;
-                    tokio::time::timeout(STEP_TIMEOUT, next.closed())
-                        .await
-                        .context("the run did not end")?;
-                }
-                connection.close(0u32.into(), b"done");
-                NodeReport {
-                    cpu,
-                    elapsed,
-                    bytes,
-                }
-            }
+            (Role::Relay | Role::Last, outgoing) => pass_on(&endpoint, outgoing).await?,
             (Role::First, None) => bail!("the first endpoint has no one to send to"),
         };
         endpoint.wait_idle().await;
         Ok(report)
+    })
+}
+
+/// Connects to the next endpoint and opens the stream to it.
+async fn connect(
+    endpoint: &quinn::Endpoint,
+    client: quinn::ClientConfig,
+    name: &ManagerName,
+    address: SocketAddr,
+) -> anyhow::Result<(quinn::Connection, quinn::SendStream)> {
+    // Checked as the dialler checks it; our names are DNS names as they are.
+    tls::server_name(name)?;
+    let connection = endpoint
+        .connect_with(client, address, name.as_str())?
+        .await
+        .with_context(|| format!("cannot connect to {name}"))?;
+    let (send, _receive) = connection.open_bi().await?;
+    Ok((connection, send))
+}
+
+/// The first endpoint: writes every message, then waits for the last endpoint to close.
+async fn send_all(
+    connection: &quinn::Connection,
+    mut send: quinn::SendStream,
+    count: u64,
+    size: u32,
+    total_bytes: u64,
+) -> anyhow::Result<NodeReport> {
+    let started = Instant::now();
+    let cpu = thread_cpu();
+    let mut block = Vec::with_capacity(WRITE_MESSAGES * (size as usize + 4));
+    let mut sent = 0;
+    while sent < count {
+        block.clear();
+        let messages = (count - sent).min(WRITE_MESSAGES as u64);
+        for _ in 0..messages {
+            block.extend_from_slice(&size.to_le_bytes());
+            block.resize(block.len() + size as usize, 0x5a);
+        }
+        send.write_all(&block).await?;
+        sent += messages;
+    }
+    send.finish()?;
+    // The last endpoint closes once it has everything; the stream's data is not delivered if
+    // this end closes first.
+    tokio::time::timeout(STEP_TIMEOUT, connection.closed())
+        .await
+        .context("the run did not end")?;
+    Ok(NodeReport {
+        cpu: thread_cpu().saturating_sub(cpu),
+        elapsed: started.elapsed(),
+        bytes: total_bytes,
+    })
+}
+
+/// A relay or the last endpoint: takes the neighbour's stream and copies it to `outgoing`,
+/// if there is one, counting bytes.
+async fn pass_on(
+    endpoint: &quinn::Endpoint,
+    mut outgoing: Option<(quinn::Connection, quinn::SendStream)>,
+) -> anyhow::Result<NodeReport> {
+    let incoming = tokio::time::timeout(STEP_TIMEOUT, endpoint.accept())
+        .await
+        .context("no neighbour connected")?
+        .context("the endpoint closed")?;
+    let connection = incoming.await?;
+    let (_send, mut receive) = connection.accept_bi().await?;
+    let mut bytes = 0u64;
+    let mut first: Option<(Instant, Duration)> = None;
+    while let Some(chunk) = receive.read_chunk(READ_CHUNK_BYTES, true).await? {
+        first.get_or_insert_with(|| (Instant::now(), thread_cpu()));
+        bytes += chunk.bytes.len() as u64;
+        if let Some((_, send)) = outgoing.as_mut() {
+            send.write_chunk(Bytes::clone(&chunk.bytes)).await?;
+        }
+    }
+    let (started, cpu) = first.context("nothing arrived")?;
+    let elapsed = started.elapsed();
+    let cpu = thread_cpu().saturating_sub(cpu);
+    if let Some((next, mut send)) = outgoing {
+        send.finish()?;
+        tokio::time::timeout(STEP_TIMEOUT, next.closed())
+            .await
+            .context("the run did not end")?;
+    }
+    connection.close(0u32.into(), b"done");
+    Ok(NodeReport {
+        cpu,
+        elapsed,
+        bytes,
     })
 }
 

@@ -100,12 +100,7 @@ impl TopologyCommand {
                 from,
                 down,
                 json,
-            } => {
-                let topology = load(&file)?;
-                let down = down_links(&topology, &down)?;
-                print!("{}", routes(&topology, &from, &down, json)?);
-                Ok(ExitCode::SUCCESS)
-            }
+            } => print_routes(&file, &from, &down, json),
             Self::Dot {
                 file,
                 live,
@@ -114,47 +109,14 @@ impl TopologyCommand {
                 down,
             } => {
                 if live {
-                    let status = Connection::runtime()?.block_on(async {
-                        connection
-                            .client()
-                            .await?
-                            .status()
-                            .await
-                            .map_err(anyhow::Error::from)
-                    })?;
-                    print!("{}", live_dot(&status)?);
-                    return Ok(ExitCode::SUCCESS);
-                }
-                let file = file.context("a topology file is needed without --live")?;
-                let topology = load(&file)?;
-                let down = down_links(&topology, &down)?;
-                print!("{}", dot(&topology, from.as_deref(), &down)?);
-                Ok(ExitCode::SUCCESS)
-            }
-            Self::Plan { file, connection } => {
-                let text = std::fs::read_to_string(&file)
-                    .with_context(|| format!("cannot read {}", file.display()))?;
-                let name = file.display().to_string();
-                let plan = Connection::runtime()?.block_on(async {
-                    connection
-                        .client()
-                        .await?
-                        .plan_topology(&name, &text)
-                        .await
-                        .map_err(anyhow::Error::from)
-                })?;
-                print!("{}", plan_text(&plan));
-                Ok(ExitCode::SUCCESS)
-            }
-            Self::Diff { old, new } => {
-                let diff = TopologyDiff::between(&load(&old)?, &load(&new)?);
-                if diff.is_empty() {
-                    println!("no changes");
+                    print_live_dot(&connection)
                 } else {
-                    print!("{diff}");
+                    let file = file.context("a topology file is needed without --live")?;
+                    print_dot(&file, from.as_deref(), &down)
                 }
-                Ok(ExitCode::SUCCESS)
             }
+            Self::Plan { file, connection } => print_plan(&file, &connection),
+            Self::Diff { old, new } => print_diff(&old, &new),
             Self::Generate {
                 managers,
                 links,
@@ -176,6 +138,63 @@ impl TopologyCommand {
             }
         }
     }
+}
+
+/// `routes`: one manager's routes from the file, around the links named down.
+fn print_routes(file: &Path, from: &str, down: &[String], json: bool) -> anyhow::Result<ExitCode> {
+    let topology = load(file)?;
+    let down = down_links(&topology, down)?;
+    print!("{}", routes(&topology, from, &down, json)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dot --live`: the running manager's network as it sees it.
+fn print_live_dot(connection: &Connection) -> anyhow::Result<ExitCode> {
+    let status = Connection::runtime()?.block_on(async {
+        connection
+            .client()
+            .await?
+            .status()
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    print!("{}", live_dot(&status)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dot FILE`: the file's network, with the route tree from `from` if given.
+fn print_dot(file: &Path, from: Option<&str>, down: &[String]) -> anyhow::Result<ExitCode> {
+    let topology = load(file)?;
+    let down = down_links(&topology, down)?;
+    print!("{}", dot(&topology, from, &down)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plan`: asks the running manager what applying the file would change.
+fn print_plan(file: &Path, connection: &Connection) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let name = file.display().to_string();
+    let plan = Connection::runtime()?.block_on(async {
+        connection
+            .client()
+            .await?
+            .plan_topology(&name, &text)
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    print!("{}", plan_text(&plan));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_diff(old: &Path, new: &Path) -> anyhow::Result<ExitCode> {
+    let diff = TopologyDiff::between(&load(old)?, &load(new)?);
+    if diff.is_empty() {
+        println!("no changes");
+    } else {
+        print!("{diff}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints every finding with its source line; exit code 1 when the file is refused.
