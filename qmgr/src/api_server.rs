@@ -30,7 +30,7 @@ const WRITE_BYTES_MAX: usize = 1024 * 1024;
 
 /// What the API server needs to know of its manager.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// The manager's name, for the welcome.
     pub manager: String,
     /// Connections served at once (`max_connections`).
@@ -41,7 +41,7 @@ pub struct Limits {
 /// `writers` until it has written all the core gave it, so the daemon can wait for the last
 /// replies to go out before it exits. Past `limits.connections_max` live connections, a new
 /// one is refused at once.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: UnixListener,
     commands: mpsc::Sender<Command>,
     limits: Limits,

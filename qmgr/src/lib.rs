@@ -4,7 +4,7 @@
 //! The binary (`main.rs`) is only the edge: everything it runs lives here.
 
 pub mod allocator;
-pub mod api_server;
+pub(crate) mod api_server;
 pub mod certs;
 pub mod channel;
 pub mod cli;
@@ -12,10 +12,10 @@ pub mod config;
 pub mod daemon;
 pub mod generate;
 pub mod manager;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod mutation;
-pub mod queue;
+pub(crate) mod queue;
 pub mod record;
-pub mod reload;
+pub(crate) mod reload;
 pub mod store;
 pub mod tls;

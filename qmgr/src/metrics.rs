@@ -20,7 +20,7 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_BYTES_MAX: usize = 8192;
 
 /// Serves metrics until `shutdown` fires.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     commands: mpsc::Sender<Command>,
     journal: Journal,
@@ -252,7 +252,7 @@ const STORE: [Family<JournalStats>; 5] = [
 ];
 
 /// The exposition text for one snapshot.
-pub fn render(status: &Status, journal: &JournalStats) -> String {
+pub(crate) fn render(status: &Status, journal: &JournalStats) -> String {
     let mut out = Exposition::new(&status.manager);
     let queues = |q: &QueueStatus| format!("queue=\"{}\"", q.name);
     let links = |l: &LinkStatus| format!("neighbour=\"{}\"", l.neighbour);

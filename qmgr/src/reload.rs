@@ -45,13 +45,13 @@ use crate::manager::{Command, ReloadRequest, TopologyUpdate};
 /// `qmgr reload` requests waiting for this task; the core is given the sending end. Each read
 /// takes milliseconds, so more waiting than this means a client is hammering, and the core
 /// can tell it to retry.
-pub const REQUESTS_MAX: usize = 16;
+pub(crate) const REQUESTS_MAX: usize = 16;
 /// How long the folder must stay quiet after an event concerning the file before it is read:
 /// an editor's save (write a temporary file, rename it over, touch attributes) lands within
 /// a few milliseconds, and a person does not notice 200 ms.
-pub const QUIET: Duration = Duration::from_millis(200);
+pub(crate) const QUIET: Duration = Duration::from_millis(200);
 /// The longest a burst of events can put a read off, counted from its first event.
-pub const BURST_MAX: Duration = Duration::from_secs(2);
+pub(crate) const BURST_MAX: Duration = Duration::from_secs(2);
 /// Watch events queued between the watcher's thread and this task. One queued event is
 /// enough to cause a read, so events beyond this are dropped without loss.
 const WATCH_EVENTS_MAX: usize = 64;
@@ -60,7 +60,7 @@ const NAMED_NEIGHBOURS_MAX: usize = 3;
 
 /// Where in the file a refusal points: the file, and the line when one is to blame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
+pub(crate) struct Location {
     /// The file, as configured.
     pub file: String,
     /// 1-based line, when one line is to blame.
@@ -78,7 +78,7 @@ impl fmt::Display for Location {
 
 /// Why a topology file read again is not put in force.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     /// The file could not be read.
     #[error("cannot read topology file {}: {source}", file.display())]
     Read {
@@ -139,7 +139,7 @@ pub enum ReloadError {
 
 /// A manager's address before and after an edit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Moved {
+pub(crate) struct Moved {
     /// In the topology in force.
     pub old: Option<PeerAddress>,
     /// In the edited file.
@@ -159,7 +159,7 @@ impl fmt::Display for Moved {
 
 /// What a running manager cannot change without a restart, checked against each new file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Running {
+pub(crate) struct Running {
     /// This manager.
     pub me: ManagerName,
     /// Its address in the topology it started with (where its endpoint is bound).
@@ -170,12 +170,12 @@ pub struct Running {
 
 /// The version of a topology file's contents: its CRC32C as 8 lowercase hex digits. The
 /// version of a file that could not be read is the empty string.
-pub fn version(bytes: &[u8]) -> String {
+pub(crate) fn version(bytes: &[u8]) -> String {
     format!("{:08x}", crc32c::crc32c(bytes))
 }
 
 /// The bytes of the topology file, at most [`TOPOLOGY_BYTES_MAX`].
-pub fn read(file: &Path) -> Result<Vec<u8>, ReloadError> {
+pub(crate) fn read(file: &Path) -> Result<Vec<u8>, ReloadError> {
     let failed = |source| ReloadError::Read {
         file: file.to_owned(),
         source,
@@ -199,7 +199,7 @@ pub fn read(file: &Path) -> Result<Vec<u8>, ReloadError> {
 }
 
 /// The bytes of a topology file as a checked topology; `file` names it in diagnostics.
-pub fn parse(bytes: &[u8], file: &str) -> Result<Checked, ReloadError> {
+pub(crate) fn parse(bytes: &[u8], file: &str) -> Result<Checked, ReloadError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let (line, column) = line_column(bytes, e.valid_up_to());
         ReloadError::NotUtf8 {
@@ -241,7 +241,7 @@ fn declaration_line(text: &str, manager: &ManagerName) -> Option<usize> {
 
 /// Checks a valid `topology` (read from `text`, named `file`) against what the running
 /// manager cannot change.
-pub fn validate(
+pub(crate) fn validate(
     topology: &Topology,
     text: &str,
     file: &str,
@@ -298,7 +298,7 @@ pub fn validate(
 
 /// Reads, parses and validates the file: its version (empty when it could not be read) and
 /// the topology or why it is refused. Blocking: reads a file and parses up to 16 MiB.
-pub fn reread(file: &Path, running: &Running) -> (String, Result<Checked, ReloadError>) {
+pub(crate) fn reread(file: &Path, running: &Running) -> (String, Result<Checked, ReloadError>) {
     let bytes = match read(file) {
         Ok(bytes) => bytes,
         Err(error) => return (String::new(), Err(error)),
@@ -417,7 +417,7 @@ impl Burst {
 }
 
 /// What the reload task needs.
-pub struct Reloader {
+pub(crate) struct Reloader {
     /// The topology file, as configured.
     pub file: PathBuf,
     /// The version of the topology the manager started with.
@@ -432,7 +432,7 @@ pub struct Reloader {
 }
 
 /// Reads the topology file again on each trigger until `shutdown` fires or the core is gone.
-pub async fn run(
+pub(crate) async fn run(
     reloader: Reloader,
     requests: mpsc::Receiver<ReloadRequest>,
     mut shutdown: watch::Receiver<bool>,

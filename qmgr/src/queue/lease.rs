@@ -31,7 +31,7 @@ pub struct Lease {
 
 /// What becomes of a message whose lease ended without an ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Return {
+pub(crate) enum Return {
     /// Back into its queue, in put order.
     Requeue(Entry),
     /// Delivered too often: to the dead-letter queue.
@@ -39,7 +39,7 @@ pub enum Return {
 }
 
 /// Decides a returned message's fate.
-pub fn on_return(entry: Entry, max_deliveries: u32) -> Return {
+pub(crate) fn on_return(entry: Entry, max_deliveries: u32) -> Return {
     if entry.delivery_count >= max_deliveries {
         Return::DeadLetter(entry)
     } else {
@@ -50,11 +50,11 @@ pub fn on_return(entry: Entry, max_deliveries: u32) -> Return {
 /// Why a settle was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("no lease {0} is held by this connection")]
-pub struct UnknownLease(pub u64);
+pub(crate) struct UnknownLease(pub u64);
 
 /// All leases of one manager.
 #[derive(Debug, Default)]
-pub struct Leases {
+pub(crate) struct Leases {
     next_id: u64,
     /// By id, in order: a closed connection's leases return in the order they were granted.
     by_id: BTreeMap<u64, Lease>,
@@ -64,7 +64,7 @@ pub struct Leases {
 
 impl Leases {
     /// Leases `entry` to `connection` until `now_ms + lease_ms`; returns the lease id.
-    pub fn grant(
+    pub(crate) fn grant(
         &mut self,
         queue: QueueName,
         entry: Entry,
@@ -91,7 +91,7 @@ impl Leases {
     }
 
     /// Ends lease `id` held by `connection` (for an ack or a nack).
-    pub fn settle(&mut self, id: u64, connection: u64) -> Result<Lease, UnknownLease> {
+    pub(crate) fn settle(&mut self, id: u64, connection: u64) -> Result<Lease, UnknownLease> {
         match self.by_id.get(&id) {
             Some(lease) if lease.connection == connection => Ok(self.remove(id)),
             _ => Err(UnknownLease(id)),
@@ -99,14 +99,14 @@ impl Leases {
     }
 
     /// True if lease `id` exists and is held by `connection`.
-    pub fn held_by(&self, id: u64, connection: u64) -> bool {
+    pub(crate) fn held_by(&self, id: u64, connection: u64) -> bool {
         self.by_id
             .get(&id)
             .is_some_and(|lease| lease.connection == connection)
     }
 
     /// Ends every lease whose deadline is at or before `now_ms`.
-    pub fn expire(&mut self, now_ms: u64) -> Vec<Lease> {
+    pub(crate) fn expire(&mut self, now_ms: u64) -> Vec<Lease> {
         let due: Vec<u64> = self
             .by_deadline
             .iter()
@@ -117,7 +117,7 @@ impl Leases {
     }
 
     /// Ends every lease of a closed connection.
-    pub fn release_connection(&mut self, connection: u64) -> Vec<Lease> {
+    pub(crate) fn release_connection(&mut self, connection: u64) -> Vec<Lease> {
         let mine: Vec<u64> = self
             .by_id
             .values()
@@ -128,12 +128,12 @@ impl Leases {
     }
 
     /// The earliest deadline, for the driver's timer.
-    pub fn next_deadline_ms(&self) -> Option<u64> {
+    pub(crate) fn next_deadline_ms(&self) -> Option<u64> {
         self.by_deadline.first().map(|&(at, _)| at)
     }
 
     /// Leases held on `queue`.
-    pub fn leased(&self, queue: &str) -> u64 {
+    pub(crate) fn leased(&self, queue: &str) -> u64 {
         self.leased_per_queue.get(queue).copied().unwrap_or(0)
     }
 

@@ -84,7 +84,7 @@ impl Entry {
 }
 
 /// The hash stored in [`Entry::correlation`]; never 0 for a present id.
-pub fn correlation_hash(correlation_id: Option<&str>) -> u32 {
+pub(crate) fn correlation_hash(correlation_id: Option<&str>) -> u32 {
     correlation_id.map_or(0, |id| crc32c::crc32c(id.as_bytes()) | 1)
 }
 

@@ -2,5 +2,5 @@
 //! ([`local`]), and leases with redelivery and dead-lettering ([`lease`]). No I/O and no clock:
 //! the manager core passes the time in and turns their decisions into journal records.
 
-pub mod lease;
-pub mod local;
+pub(crate) mod lease;
+pub(crate) mod local;
