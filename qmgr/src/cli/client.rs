@@ -46,7 +46,7 @@ impl Connection {
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(text.len());
@@ -171,7 +171,7 @@ impl PutArgs {
 
 /// How to print received messages.
 #[derive(Debug, Clone, Copy, clap::Args)]
-pub struct Output {
+pub(crate) struct Output {
     /// One JSON object per message per line.
     #[arg(long)]
     json: bool,
@@ -192,7 +192,7 @@ impl Output {
 }
 
 /// A message as `--json` prints it.
-pub fn to_json(message: &Message) -> serde_json::Value {
+pub(crate) fn to_json(message: &Message) -> serde_json::Value {
     let mut object = serde_json::json!({
         "id": message.id.to_string(),
         "headers": message.headers,

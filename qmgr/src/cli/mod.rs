@@ -1,10 +1,10 @@
 //! The command line: one `clap` tree, each subcommand in the module that owns it.
 
-pub mod certs;
-pub mod client;
-pub mod network;
-pub mod run;
-pub mod topology;
+pub(crate) mod certs;
+pub(crate) mod client;
+pub(crate) mod network;
+pub(crate) mod run;
+pub(crate) mod topology;
 
 use std::process::ExitCode;
 

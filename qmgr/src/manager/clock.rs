@@ -69,7 +69,7 @@ impl Clock {
 }
 
 /// Current time in milliseconds since the Unix epoch.
-pub fn wall_ms() -> u64 {
+pub(crate) fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -77,7 +77,7 @@ pub fn wall_ms() -> u64 {
 
 /// What differs between two incarnations of a manager: the start time's nanoseconds, mixed
 /// with a per-process hash seed. Only the run loop's caller reads it; the core is given it.
-pub fn entropy() -> u64 {
+pub(crate) fn entropy() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(

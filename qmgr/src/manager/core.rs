@@ -20,7 +20,7 @@ mod slot;
 mod upkeep;
 mod waiting;
 
-pub use self::forward::{HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX, transmission_queue};
+pub(crate) use self::forward::{HELD_QUEUE, LinkWrite};
 
 use self::clients::{Clients, Undelivered};
 use self::commits::Commits;
@@ -87,7 +87,7 @@ const _: () = assert!(crate::store::format::RECORD_PAYLOAD_BYTES_MAX <= REPLY_RE
 
 /// What to do once a commit is durable (or has failed).
 #[derive(Debug)]
-pub enum Continuation {
+pub(crate) enum Continuation {
     /// Messages put: make them visible, then acknowledge.
     Put {
         connection: u64,
@@ -141,7 +141,7 @@ pub enum Continuation {
 
 /// One message on its way into a queue.
 #[derive(Debug)]
-pub struct PutItem {
+pub(crate) struct PutItem {
     pub queue: QueueName,
     pub entry: Entry,
     pub payload: Bytes,
@@ -156,7 +156,7 @@ pub struct PutItem {
 }
 
 /// What [`Core::place`] leaves for [`Core::finish_placing`].
-pub struct Placed {
+pub(crate) struct Placed {
     handed: Vec<(Handoff, Vec<PutItem>)>,
     touched: BTreeSet<QueueName>,
     direct: Vec<ManagerName>,
@@ -164,7 +164,7 @@ pub struct Placed {
 
 /// A waiting get claimed by a put; it takes up to `max` messages of that put.
 #[derive(Debug)]
-pub struct Handoff {
+pub(crate) struct Handoff {
     connection: u64,
     request: u64,
     deadline_ms: u64,

@@ -9,12 +9,12 @@ use crate::queue::local::Entry;
 use crate::record::{self, Record, RecordError, StoredMessage};
 
 /// The header a manager adds to a dead-lettered message, saying why.
-pub const DEAD_LETTER_REASON_HEADER: &str = "hopmq.dead_letter_reason";
+pub(crate) const DEAD_LETTER_REASON_HEADER: &str = "hopmq.dead_letter_reason";
 /// The header naming the queue a dead-lettered message came from.
-pub const DEAD_LETTER_QUEUE_HEADER: &str = "hopmq.dead_letter_queue";
+pub(crate) const DEAD_LETTER_QUEUE_HEADER: &str = "hopmq.dead_letter_queue";
 
 /// What is known about a new message besides the application's part.
-pub struct Envelope<'a> {
+pub(crate) struct Envelope<'a> {
     pub seq: u64,
     pub queue: &'a str,
     pub id: MessageId,
@@ -24,7 +24,7 @@ pub struct Envelope<'a> {
 }
 
 /// The journal payload of a newly put message.
-pub fn encode_put(envelope: &Envelope<'_>, message: &OutgoingMessage) -> Vec<u8> {
+pub(crate) fn encode_put(envelope: &Envelope<'_>, message: &OutgoingMessage) -> Vec<u8> {
     let stored = StoredMessage {
         seq: envelope.seq,
         queue: envelope.queue,
@@ -50,7 +50,7 @@ pub fn encode_put(envelope: &Envelope<'_>, message: &OutgoingMessage) -> Vec<u8>
 }
 
 /// The payload of `payload`'s message moved to `queue` under `seq`, with extra headers.
-pub fn encode_moved(
+pub(crate) fn encode_moved(
     payload: &[u8],
     queue: &str,
     seq: u64,
@@ -67,7 +67,7 @@ pub fn encode_moved(
 
 /// The payload of a message that arrived from a neighbour, stored in `queue` under `seq`: this
 /// manager joins its trace, and `extra_headers` (a dead-letter reason) are added.
-pub fn encode_arrived(
+pub(crate) fn encode_arrived(
     stored: &StoredMessage<'_>,
     queue: &str,
     seq: u64,
@@ -87,7 +87,7 @@ pub fn encode_arrived(
 }
 
 /// The message in an enqueue payload.
-pub fn stored(payload: &[u8]) -> Result<StoredMessage<'_>, RecordError> {
+pub(crate) fn stored(payload: &[u8]) -> Result<StoredMessage<'_>, RecordError> {
     match record::decode(payload)? {
         Record::Enqueue(stored) => Ok(stored),
         _ => Err(RecordError::Malformed(postcard::Error::DeserializeBadEnum)),
@@ -96,7 +96,7 @@ pub fn stored(payload: &[u8]) -> Result<StoredMessage<'_>, RecordError> {
 
 /// Why a get's reply could not be made.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplyError {
+pub(crate) enum ReplyError {
     #[error("cannot decode a queued message: {0}")]
     Decode(#[from] RecordError),
     #[error("the messages make too large a reply ({0}); ask for fewer")]
@@ -106,7 +106,7 @@ pub enum ReplyError {
 /// The frame answering get request `request` with `messages`: each a payload, its entry, its
 /// lease and whether it is persistent. What [`to_delivery`] would make of each, encoded
 /// straight from the payloads' bytes instead of copied into owned values first.
-pub fn messages_reply(
+pub(crate) fn messages_reply(
     request: u64,
     messages: &[(&[u8], &Entry, Option<u64>, bool)],
 ) -> Result<Vec<u8>, ReplyError> {
@@ -136,7 +136,7 @@ pub fn messages_reply(
 }
 
 /// What an application receives for `entry`, whose payload is `payload`.
-pub fn to_delivery(
+pub(crate) fn to_delivery(
     payload: &[u8],
     entry: &Entry,
     lease: Option<u64>,

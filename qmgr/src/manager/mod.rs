@@ -13,13 +13,13 @@
 //! durable; a destructive get answers only once the removal is durable, so a message that was
 //! got never comes back after a crash.
 
-pub mod clock;
-pub mod core;
-pub mod delivery;
-pub mod liveness;
+pub(crate) mod clock;
+pub(crate) mod core;
+pub(crate) mod delivery;
+pub(crate) mod liveness;
 pub mod outbox;
-pub mod recovery;
-pub mod storage;
+pub(crate) mod recovery;
+pub(crate) mod storage;
 
 #[cfg(test)]
 mod effect_tests;
@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use crate::store::{Commit, Journal};
 
 pub use self::clock::{Clock, Now};
-pub use self::core::{Core, CoreLimits};
+pub use self::core::{Core, CoreLimits, DEAD_LETTER_QUEUE, SYSTEM_QUEUE_PREFIX};
 pub use self::recovery::{Recovered, Replay, recover};
 pub use self::storage::{Durability, JournalStorage, JournalWork, Storage};
 

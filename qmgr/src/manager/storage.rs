@@ -55,7 +55,7 @@ pub trait Storage: Send {
 }
 
 /// The file in the data directory that keeps the drained links.
-pub const DRAINED_FILE: &str = "drained-links";
+pub(crate) const DRAINED_FILE: &str = "drained-links";
 
 /// What the core asked of its journal that the run loop carries out: commits to await, and
 /// dead segments to retire.
@@ -189,7 +189,7 @@ fn write_drained(path: &Path, drained: &BTreeSet<ManagerName>) -> std::io::Resul
 
 /// The links drained in `data_dir` (read at start: a drain survives restarts); names that
 /// are not valid are skipped with a warning.
-pub fn read_drained(data_dir: &Path) -> std::io::Result<BTreeSet<ManagerName>> {
+pub(crate) fn read_drained(data_dir: &Path) -> std::io::Result<BTreeSet<ManagerName>> {
     let path = data_dir.join(DRAINED_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,

@@ -16,7 +16,7 @@ use super::local::Entry;
 
 /// One leased message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
+pub(crate) struct Lease {
     /// Its id, given to the client.
     pub id: u64,
     /// The queue it came from and returns to.

@@ -213,7 +213,7 @@ impl Checker {
             if let Ok(Record::Enqueue(message)) = record::decode(payload) {
                 let application = !message
                     .queue
-                    .starts_with(qmgr::manager::core::SYSTEM_QUEUE_PREFIX);
+                    .starts_with(qmgr::manager::SYSTEM_QUEUE_PREFIX);
                 if application && removed.contains(&message.seq) {
                     if let Some(tracked) = std::str::from_utf8(message.body)
                         .ok()

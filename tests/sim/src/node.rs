@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use hopmq::ManagerName;
 use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
-use qmgr::manager::core::CoreLimits;
+use qmgr::manager::CoreLimits;
 use qmgr::manager::{Command, Core, MAINTENANCE_INTERVAL, Recovered, ToClient, TopologyUpdate};
 
 use crate::Sim;

@@ -68,10 +68,10 @@ const RECEIVE_MERGE_BYTES_MAX: usize = crate::channel::frame::BATCH_BYTES_MAX;
 const ARRIVAL_GROUP_ROOM_BYTES: u64 = 64 * 1024;
 
 /// The prefix of a transmission queue's name; the neighbour's name follows.
-pub const TRANSMISSION_QUEUE_PREFIX: &str = "hopmq.xmit.";
+pub(crate) const TRANSMISSION_QUEUE_PREFIX: &str = "hopmq.xmit.";
 
 /// The queue of messages waiting for a route.
-pub const HELD_QUEUE: &str = "hopmq.held";
+pub(crate) const HELD_QUEUE: &str = "hopmq.held";
 
 /// A link whose messages in flight have had no ack for this long takes no new ones: its
 /// neighbour may have just died, and whatever it is given now can only be delivered once it
@@ -84,7 +84,7 @@ const ASSIGN_MESSAGES_MAX: usize = 1024;
 const _: () = assert!(crate::channel::sender::WINDOW_MESSAGES_MAX <= INBOX_FRAMES_MAX);
 
 /// The transmission queue of messages whose next hop is `neighbour`.
-pub fn transmission_queue(neighbour: &ManagerName) -> QueueName {
+pub(crate) fn transmission_queue(neighbour: &ManagerName) -> QueueName {
     QueueName::new(format!("{TRANSMISSION_QUEUE_PREFIX}{neighbour}"))
         .unwrap_or_else(|e| unreachable!("a manager name makes a valid queue name: {e}"))
 }
@@ -212,7 +212,7 @@ impl Link {
 /// nothing waiting costs no sync of its own before it is sent. The link counts as assigning
 /// until the group is durable, so its assignments stay one write at a time.
 #[derive(Debug)]
-pub struct DirectLink {
+pub(crate) struct DirectLink {
     neighbour: ManagerName,
     state: SenderState,
     /// Message seqs, in channel-sequence order.
@@ -258,7 +258,7 @@ struct Arrivals {
 
 /// What to do once a link's write is durable.
 #[derive(Debug)]
-pub enum LinkWrite {
+pub(crate) enum LinkWrite {
     /// A `ChannelSend` of `state`: assignments below its `next_seq` are durable.
     Assigned {
         neighbour: ManagerName,
