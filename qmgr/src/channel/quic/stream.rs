@@ -189,12 +189,23 @@ impl Writer {
                 written = self.send.write_all_chunks(&mut self.chunks) => written,
             };
             if written.is_err() {
-                return;
+                return self.after_write_failure().await;
             }
             self.chunks.clear();
             if let Some(close) = then {
                 return self.close(&close, true).await;
             }
+        }
+    }
+
+    /// The stream failed, perhaps not the connection (a peer may stop just the stream). Sends
+    /// fail from now on, as to a writer that is gone, so the core closes the channel; that
+    /// close must still end the connection, as when the core closed it itself.
+    async fn after_write_failure(&mut self) {
+        self.queue.close();
+        tokio::select! {
+            close = self.close_now.requested() => self.close(&close, false).await,
+            _ = self.connection.closed() => {}
         }
     }
 
