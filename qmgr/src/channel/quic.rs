@@ -1,6 +1,6 @@
-//! The QUIC driver of the channels: moves [`ChannelFrame`]s between quinn streams and the
-//! manager core, and nothing else (every protocol decision is the core's and the state
-//! machines').
+//! The QUIC driver of the channels: moves [`ChannelFrame`](frame::ChannelFrame)s between
+//! quinn streams and the manager core, and nothing else (every protocol decision is the core's
+//! and the state machines').
 //!
 //! One endpoint per manager, on its topology address. For each neighbour a dialler keeps one
 //! outgoing connection up (backoff with jitter from [`RECONNECT_DELAY_MIN`] to
@@ -26,25 +26,40 @@
 //!   handshakes at once (more are refused), each within [`HANDSHAKE_TIMEOUT`], and quinn's
 //!   incoming buffers are capped;
 //! - frames are decoded with [`frame::take_frame`], which checks the length prefix before
-//!   anything is allocated; a malformed frame closes that connection with a logged reason.
+//!   anything is allocated; a malformed frame closes that connection with a logged reason;
+//! - the core holds no QUIC type: it queues frames and closes for a connection's writer, and
+//!   reads a round-trip time the driver keeps up to date (see [`super::connection`]).
+//!
+//! This module owns the driver's shared state and the topology it follows; its children own
+//! one concern each: `endpoint` (the socket and the TLS and transport settings), `accept`
+//! (admitting incoming peers), `dial` (the dialler of one neighbour) and `stream` (moving one
+//! connection's frames both ways).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hopmq_routing::{ManagerName, PeerAddress, Topology};
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{Endpoint, TransportConfig, VarInt};
+use quinn::{Endpoint, VarInt};
 use rustls_pki_types::CertificateDer;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use super::connection::{Channel, ChannelDirection, Event};
-use super::frame::{self, ChannelFrame};
+use super::connection::Event;
+use super::frame;
 use crate::tls::{self, LinkTls};
+
+mod accept;
+mod dial;
+mod endpoint;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+pub use endpoint::bind_endpoint;
 
 /// Handshakes in progress at once; more incoming connections are refused until one ends.
 pub const HANDSHAKES_MAX: usize = 64;
@@ -200,8 +215,14 @@ impl<E: Sink> Driver<E> {
             events: config.events,
             ids: AtomicU64::new(0),
             inbound_ids: AtomicU64::new(0),
+            #[cfg(test)]
+            opened: Arc::default(),
         });
-        tokio::spawn(accept(endpoint.clone(), shared.clone(), shutdown.clone()));
+        tokio::spawn(accept::accept(
+            endpoint.clone(),
+            shared.clone(),
+            shutdown.clone(),
+        ));
         let mut driver = Driver {
             endpoint,
             client,
@@ -308,14 +329,14 @@ impl<E: Sink> Driver<E> {
             .live()
             .wakes
             .insert(neighbour.clone(), wake.clone());
-        let task = tokio::spawn(dial(
+        let task = tokio::spawn(dial::dial(
             self.endpoint.clone(),
             self.client.clone(),
             self.shared.clone(),
             neighbour,
             address.clone(),
             self.shutdown.clone(),
-            DiallerSignals {
+            dial::DiallerSignals {
                 stop: stopped,
                 wake,
             },
@@ -367,6 +388,10 @@ struct Shared<E> {
     ids: AtomicU64,
     /// Keys of [`Live::inbound`] entries.
     inbound_ids: AtomicU64,
+    /// Every QUIC connection a channel was opened on, for the tests that look at the
+    /// connections themselves now that the core's `Channel` holds none.
+    #[cfg(test)]
+    opened: Arc<Mutex<Vec<quinn::Connection>>>,
 }
 
 struct Live {
@@ -386,120 +411,6 @@ impl<E> Shared<E> {
         // remove or swap), so the data is still good.
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// An admitted incoming connection's entry in [`Live::inbound`], removed when dropped: after
-/// its `run`, or when the handshake times out or fails after admission.
-struct Registered<E: Sink> {
-    shared: Arc<Shared<E>>,
-    neighbour: ManagerName,
-    key: u64,
-}
-
-impl<E: Sink> Drop for Registered<E> {
-    fn drop(&mut self) {
-        let mut live = self.shared.live();
-        if let Some(connections) = live.inbound.get_mut(&self.neighbour) {
-            connections.remove(&self.key);
-            if connections.is_empty() {
-                live.inbound.remove(&self.neighbour);
-            }
-        }
-    }
-}
-
-/// Stateless resets and connection ids keyed by `secret`, stable across restarts: a
-/// restarted manager recognises the connection ids its previous run issued and resets those
-/// connections, so a peer of a `kill -9`ed manager notices the restart at its first packet
-/// instead of after [`IDLE_TIMEOUT`].
-fn endpoint_config(secret: &[u8; 32]) -> quinn::EndpointConfig {
-    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
-    let cid_key = u64::from_le_bytes([
-        secret[24], secret[25], secret[26], secret[27], secret[28], secret[29], secret[30],
-        secret[31],
-    ]);
-    config.cid_generator(move || {
-        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
-    });
-    // What this endpoint accepts (and tells peers): discovery never probes past it.
-    config
-        .max_udp_payload_size(UDP_PAYLOAD_BYTES_MAX)
-        .unwrap_or_else(|e| {
-            unreachable!("{UDP_PAYLOAD_BYTES_MAX} is a valid UDP payload size: {e}")
-        });
-    config
-}
-
-/// A channel endpoint bound to `bind`, accepting links, and the configuration it dials with:
-/// mutual TLS from `tls`, [`transport_config`], [`udp_socket`]. Must be called inside a tokio
-/// runtime, which then drives the endpoint.
-pub fn bind_endpoint(
-    tls: &LinkTls,
-    bind: SocketAddr,
-) -> Result<(Endpoint, quinn::ClientConfig), QuicError> {
-    let transport = Arc::new(transport_config());
-    let server_crypto = QuicServerConfig::try_from(tls.server.clone())
-        .map_err(|e| QuicError::Tls(e.to_string()))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
-    server
-        .transport_config(transport.clone())
-        .max_incoming(HANDSHAKES_MAX)
-        .incoming_buffer_size(64 * 1024)
-        .incoming_buffer_size_total(HANDSHAKES_MAX as u64 * 64 * 1024)
-        .migration(false);
-    let client_crypto = QuicClientConfig::try_from(tls.client.clone())
-        .map_err(|e| QuicError::Tls(e.to_string()))?;
-    let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
-    client.transport_config(transport);
-    let socket = udp_socket(bind).map_err(|source| QuicError::Bind {
-        address: bind,
-        source,
-    })?;
-    let endpoint = Endpoint::new(
-        endpoint_config(&tls.reset_secret),
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|source| QuicError::Bind {
-        address: bind,
-        source,
-    })?;
-    Ok((endpoint, client))
-}
-
-fn transport_config() -> TransportConfig {
-    let mut transport = TransportConfig::default();
-    transport
-        .max_concurrent_bidi_streams(VarInt::from_u32(1))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
-        .max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(IDLE_TIMEOUT)
-                .unwrap_or_else(|e| unreachable!("{IDLE_TIMEOUT:?} is a valid idle timeout: {e}")),
-        ))
-        .stream_receive_window(VarInt::from_u32(RECEIVE_WINDOW_BYTES))
-        .receive_window(VarInt::from_u32(RECEIVE_WINDOW_BYTES))
-        .send_window(u64::from(RECEIVE_WINDOW_BYTES));
-    let mut discovery = quinn::MtuDiscoveryConfig::default();
-    discovery.upper_bound(UDP_PAYLOAD_BYTES_MAX);
-    transport.mtu_discovery_config(Some(discovery));
-    transport
-}
-
-fn udp_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let domain = socket2::Domain::for_address(address);
-    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    // The kernel caps these at net.core.[rw]mem_max; a smaller buffer still works.
-    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES) {
-        warn!(error = %e, "cannot enlarge the UDP receive buffer");
-    }
-    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES) {
-        warn!(error = %e, "cannot enlarge the UDP send buffer");
-    }
-    socket.bind(&address.into())?;
-    Ok(socket.into())
 }
 
 async fn resolve(address: &PeerAddress) -> Result<SocketAddr, QuicError> {
@@ -528,605 +439,4 @@ fn peer_name(connection: &quinn::Connection) -> Result<ManagerName, String> {
         .downcast::<Vec<CertificateDer<'static>>>()
         .map_err(|_| "peer identity is not a certificate chain".to_owned())?;
     tls::peer_manager_name(&certs).map_err(|e| e.to_string())
-}
-
-async fn accept<E: Sink>(
-    endpoint: Endpoint,
-    shared: Arc<Shared<E>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let handshakes = Arc::new(Semaphore::new(HANDSHAKES_MAX));
-    loop {
-        let incoming = tokio::select! {
-            incoming = endpoint.accept() => incoming,
-            _ = shutdown.changed() => return,
-        };
-        let Some(incoming) = incoming else {
-            return; // endpoint closed
-        };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            warn!(peer = %incoming.remote_address(), "too many handshakes in progress; connection refused");
-            incoming.refuse();
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            let admitted = tokio::time::timeout(HANDSHAKE_TIMEOUT, admit(incoming, &shared)).await;
-            drop(permit);
-            match admitted {
-                Ok(Ok((neighbour, connection, send, recv, _registered))) => {
-                    run(
-                        &shared,
-                        neighbour,
-                        ChannelDirection::Inbound,
-                        connection,
-                        send,
-                        recv,
-                    )
-                    .await;
-                }
-                Ok(Err(reason)) => warn!(peer = %remote, %reason, "incoming channel refused"),
-                Err(_) => {
-                    warn!(peer = %remote, "incoming channel refused: handshake not done within {HANDSHAKE_TIMEOUT:?}")
-                }
-            }
-        });
-    }
-}
-
-type Admitted<E> = (
-    ManagerName,
-    quinn::Connection,
-    quinn::SendStream,
-    quinn::RecvStream,
-    Registered<E>,
-);
-
-/// The TLS handshake, the admission check, and the peer's stream.
-async fn admit<E: Sink>(
-    incoming: quinn::Incoming,
-    shared: &Arc<Shared<E>>,
-) -> Result<Admitted<E>, String> {
-    let connection = incoming
-        .await
-        .map_err(|e| format!("handshake failed: {e}"))?;
-    let peer = match peer_name(&connection) {
-        Ok(peer) => peer,
-        Err(reason) => {
-            connection.close(VarInt::from_u32(code::REFUSED), reason.as_bytes());
-            return Err(reason);
-        }
-    };
-    // Checked and registered under one lock, so an apply either comes first (and this check
-    // sees its topology) or finds the connection registered and closes it.
-    let admitted = {
-        let mut live = shared.live();
-        tls::admit(&peer, &live.topology, &shared.me).map(|()| {
-            let key = shared.inbound_ids.fetch_add(1, Ordering::Relaxed);
-            live.inbound
-                .entry(peer.clone())
-                .or_default()
-                .insert(key, connection.clone());
-            if let Some(wake) = live.wakes.get(&peer) {
-                wake.notify_one();
-            }
-            Registered {
-                shared: shared.clone(),
-                neighbour: peer.clone(),
-                key,
-            }
-        })
-    };
-    let registered = match admitted {
-        Ok(registered) => registered,
-        Err(refusal) => {
-            let reason = refusal.to_string();
-            connection.close(VarInt::from_u32(code::REFUSED), reason.as_bytes());
-            return Err(reason);
-        }
-    };
-    let (send, recv) = connection
-        .accept_bi()
-        .await
-        .map_err(|e| format!("`{peer}` opened no stream: {e}"))?;
-    Ok((peer, connection, send, recv, registered))
-}
-
-/// What a dialler listens to besides shutdown.
-struct DiallerSignals {
-    /// `true`: close the connection and end (see [`DiallerHandle::stop`]).
-    stop: watch::Receiver<bool>,
-    /// The neighbour dialled in: retry now instead of after the backoff.
-    wake: Arc<tokio::sync::Notify>,
-}
-
-async fn dial<E: Sink>(
-    endpoint: Endpoint,
-    client: quinn::ClientConfig,
-    shared: Arc<Shared<E>>,
-    neighbour: ManagerName,
-    address: PeerAddress,
-    mut shutdown: watch::Receiver<bool>,
-    signals: DiallerSignals,
-) {
-    let DiallerSignals { mut stop, wake } = signals;
-    let mut delay = RECONNECT_DELAY_MIN;
-    let mut failures = 0u64;
-    loop {
-        if *shutdown.borrow() || *stop.borrow() {
-            return;
-        }
-        let attempt = async {
-            let remote = resolve(&address).await.map_err(|e| e.to_string())?;
-            let server_name = tls::server_name(&neighbour).map_err(|e| e.to_string())?;
-            let server_name = match &server_name {
-                rustls_pki_types::ServerName::DnsName(name) => name.as_ref().to_owned(),
-                _ => neighbour.to_string(),
-            };
-            let connecting = endpoint
-                .connect_with(client.clone(), remote, &server_name)
-                .map_err(|e| e.to_string())?;
-            let connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
-                .await
-                .map_err(|_| format!("no handshake within {HANDSHAKE_TIMEOUT:?}"))?
-                .map_err(|e| e.to_string())?;
-            let peer = peer_name(&connection)?;
-            if peer != neighbour {
-                let reason = format!("certificate names `{peer}`, not `{neighbour}`");
-                connection.close(VarInt::from_u32(code::REFUSED), reason.as_bytes());
-                return Err(reason);
-            }
-            let (send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((connection, send, recv))
-        };
-        // A stop before the connection is up leaves nothing to report: the core heard of no
-        // connection yet. Stops first: a stopping endpoint also fails the attempt, which is
-        // no reason to warn.
-        let attempt = tokio::select! {
-            biased;
-            _ = shutdown.changed() => return,
-            _ = stop.changed() => return,
-            attempt = attempt => attempt,
-            // An attempt begun while the neighbour was down waits for QUIC's retransmission
-            // backoff (seconds); the neighbour that just dialled in answers a fresh one now.
-            () = wake.notified() => {
-                debug!(%neighbour, "the neighbour dialled in; dialling it again now");
-                delay = RECONNECT_DELAY_MIN;
-                continue;
-            }
-        };
-        match attempt {
-            Ok((connection, send, recv)) => {
-                if failures > 0 {
-                    info!(%neighbour, failures, "channel reconnected");
-                }
-                failures = 0;
-                delay = RECONNECT_DELAY_MIN;
-                let lasted = Instant::now();
-                let running = run(
-                    &shared,
-                    neighbour.clone(),
-                    ChannelDirection::Outbound,
-                    connection.clone(),
-                    send,
-                    recv,
-                );
-                tokio::pin!(running);
-                tokio::select! {
-                    () = &mut running => {}
-                    _ = shutdown.changed() => return,
-                    _ = stop.changed() => {
-                        // Not dropped mid-run: closing ends its reads, and it then tells the
-                        // core the connection is gone.
-                        connection.close(VarInt::from_u32(code::NORMAL), LINK_REMOVED.as_bytes());
-                        running.await;
-                        return;
-                    }
-                }
-                // A connection that dies at once (a peer refusing us) must not be redialled
-                // in a tight loop.
-                if lasted.elapsed() < Duration::from_secs(1) {
-                    delay = RECONNECT_DELAY_MIN * 4;
-                }
-            }
-            Err(reason) => {
-                failures += 1;
-                // The first failure says why; later ones only at debug, so a neighbour that
-                // is down for hours does not flood the log.
-                if failures == 1 || failures.is_power_of_two() {
-                    warn!(%neighbour, %address, %reason, failures, "cannot connect channel; retrying");
-                } else {
-                    debug!(%neighbour, %reason, failures, "cannot connect channel");
-                }
-            }
-        }
-        let jittered = jitter(delay);
-        tokio::select! {
-            () = tokio::time::sleep(jittered) => delay = (delay * 2).min(RECONNECT_DELAY_MAX),
-            () = wake.notified() => {
-                debug!(%neighbour, "the neighbour dialled in; dialling it back now");
-                delay = RECONNECT_DELAY_MIN;
-            }
-            _ = shutdown.changed() => return,
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// `delay` scaled by a random factor in [0.5, 1.0), so managers restarted together do not
-/// redial in lockstep.
-fn jitter(delay: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    let fraction = (hasher.finish() % 1000) as f64 / 2000.0 + 0.5;
-    delay.mul_f64(fraction)
-}
-
-/// Moves frames both ways until the connection or the core ends it.
-async fn run<E: Sink>(
-    shared: &Shared<E>,
-    neighbour: ManagerName,
-    direction: ChannelDirection,
-    connection: quinn::Connection,
-    send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-) {
-    let id = shared.ids.fetch_add(1, Ordering::Relaxed) + 1;
-    let (frames_tx, frames_rx) = mpsc::channel(super::connection::CHANNEL_FRAMES_MAX);
-    let channel = Channel {
-        id,
-        frames: frames_tx,
-        quic: Some(connection.clone()),
-    };
-    let opened = Event::Opened {
-        neighbour: neighbour.clone(),
-        direction,
-        channel,
-    };
-    if shared.events.send(opened.into()).await.is_err() {
-        return;
-    }
-    let writer = tokio::spawn(write_frames(send, frames_rx, connection.clone()));
-    let reason = read_frames(&mut recv, id, &shared.events).await;
-    match &reason {
-        ReadEnd::Malformed(why) => {
-            warn!(%neighbour, ?direction, connection = id, reason = %why, "closing channel: malformed frame");
-            connection.close(VarInt::from_u32(code::PROTOCOL), why.as_bytes());
-        }
-        ReadEnd::Closed(why) => {
-            debug!(%neighbour, ?direction, connection = id, reason = %why, "channel stream ended");
-            connection.close(VarInt::from_u32(code::NORMAL), b"stream ended");
-        }
-    }
-    writer.abort();
-    let reason = match reason {
-        ReadEnd::Malformed(why) => format!("malformed frame: {why}"),
-        ReadEnd::Closed(why) => why,
-    };
-    let closed = Event::Closed {
-        connection: id,
-        reason,
-    };
-    let _ = shared.events.send(closed.into()).await;
-}
-
-enum ReadEnd {
-    Malformed(String),
-    Closed(String),
-}
-
-async fn read_frames<E: Sink>(
-    recv: &mut quinn::RecvStream,
-    connection: u64,
-    events: &mpsc::Sender<E>,
-) -> ReadEnd {
-    let mut buffer = bytes::BytesMut::new();
-    loop {
-        loop {
-            match frame::take_frame(&mut buffer) {
-                Ok(Some(frame)) => {
-                    if events
-                        .send(Event::Frame { connection, frame }.into())
-                        .await
-                        .is_err()
-                    {
-                        return ReadEnd::Closed("manager stopping".into());
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return ReadEnd::Malformed(e.to_string()),
-            }
-        }
-        // Once a frame's prefix is in (checked against the limit by `take_frame`), its whole
-        // size is reserved and no more than its rest is read: the buffer never grows by
-        // copying, and never holds more than one frame plus a chunk.
-        let mut read_max = READ_CHUNK_BYTES;
-        if let Some(prefix) = buffer.first_chunk::<{ frame::LENGTH_PREFIX_BYTES }>() {
-            let frame_bytes = frame::LENGTH_PREFIX_BYTES + u32::from_le_bytes(*prefix) as usize;
-            buffer.reserve(frame_bytes - buffer.len());
-            read_max = frame_bytes - buffer.len();
-        }
-        match recv.read_chunk(read_max, true).await {
-            Ok(Some(chunk)) => buffer.extend_from_slice(&chunk.bytes),
-            Ok(None) => return ReadEnd::Closed("peer finished its stream".into()),
-            Err(e) => return ReadEnd::Closed(e.to_string()),
-        }
-    }
-}
-
-async fn write_frames(
-    mut send: quinn::SendStream,
-    mut frames: mpsc::Receiver<ChannelFrame>,
-    connection: quinn::Connection,
-) {
-    let mut chunks: Vec<bytes::Bytes> = Vec::new();
-    while let Some(first) = frames.recv().await {
-        // Each frame is encoded into a buffer of its own size, and the frames waiting are
-        // handed to quinn in one call: one growing buffer re-copied every batch it held.
-        let mut bytes = 0;
-        let mut next = Some(first);
-        while let Some(frame) = next.take() {
-            match frame::encode(&frame) {
-                Ok(encoded) => {
-                    bytes += encoded.len();
-                    chunks.push(bytes::Bytes::from(encoded));
-                }
-                Err(e) => {
-                    warn!(error = %e, "a frame could not be encoded; closing the channel");
-                    connection.close(VarInt::from_u32(code::PROTOCOL), b"encoding error");
-                    return;
-                }
-            }
-            if bytes < WRITE_COALESCE_BYTES {
-                next = frames.try_recv().ok();
-            }
-        }
-        if send.write_all_chunks(&mut chunks).await.is_err() {
-            return;
-        }
-        chunks.clear();
-    }
-    // The core dropped the channel: it is done with this connection.
-    let _ = send.finish();
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use std::path::Path;
-
-    use time::OffsetDateTime;
-
-    use super::*;
-    use crate::config::TlsSettings;
-
-    /// Generous for a loopback handshake on a loaded machine; only a bug waits this long.
-    const DEADLINE: Duration = Duration::from_secs(20);
-
-    fn name(s: &str) -> ManagerName {
-        ManagerName::new(s).unwrap()
-    }
-
-    fn free_udp_port() -> u16 {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.local_addr().unwrap().port()
-    }
-
-    fn topology(alpha: u16, bravo: u16, linked: bool) -> Topology {
-        let mut text = format!(
-            "[managers.alpha]\naddress = \"127.0.0.1:{alpha}\"\n\
-             [managers.bravo]\naddress = \"127.0.0.1:{bravo}\"\n"
-        );
-        if linked {
-            text.push_str("[[links]]\nbetween = [\"alpha\", \"bravo\"]\n");
-        }
-        hopmq_routing::parse(&text, "t.toml").unwrap().topology
-    }
-
-    /// A connection event as the core sees it.
-    #[derive(Debug, PartialEq, Eq)]
-    enum Seen {
-        Opened(ChannelDirection, u64),
-        Closed(u64),
-    }
-
-    /// One manager's driver, with a stand-in for its core that reports connection events.
-    struct Side {
-        driver: Driver<Event>,
-        seen: mpsc::UnboundedReceiver<Seen>,
-        /// The QUIC connections of every channel opened.
-        connections: Arc<Mutex<Vec<quinn::Connection>>>,
-        _shutdown: watch::Sender<bool>,
-    }
-
-    /// What the core does with connections, reduced to what the driver needs: it keeps each
-    /// channel (dropping it would finish the stream) and sends a first frame on outbound ones
-    /// (a stream is seen by the peer only once something is sent on it, as the Hello is).
-    async fn stand_in_core(
-        mut commands: mpsc::Receiver<Event>,
-        seen: mpsc::UnboundedSender<Seen>,
-        connections: Arc<Mutex<Vec<quinn::Connection>>>,
-    ) {
-        let mut channels = Vec::new();
-        while let Some(command) = commands.recv().await {
-            let event = match command {
-                Event::Opened {
-                    direction, channel, ..
-                } => {
-                    let id = channel.id;
-                    connections.lock().unwrap().extend(channel.quic.clone());
-                    if direction == ChannelDirection::Outbound {
-                        let _ = channel.frames.try_send(ChannelFrame::Ping { nonce: id });
-                    }
-                    channels.push(channel);
-                    Seen::Opened(direction, id)
-                }
-                Event::Closed { connection, .. } => {
-                    channels.retain(|c| c.id != connection);
-                    Seen::Closed(connection)
-                }
-                _ => continue,
-            };
-            if seen.send(event).is_err() {
-                return;
-            }
-        }
-    }
-
-    impl Side {
-        async fn start(me: &str, topology: &Topology, certs: &Path) -> Side {
-            let me = name(me);
-            let settings = TlsSettings {
-                ca: Some(certs.join("ca.pem")),
-                cert: Some(certs.join(format!("{me}.pem"))),
-                key: Some(certs.join(format!("{me}.key"))),
-            };
-            let tls = tls::load_for(&settings, &me).unwrap();
-            let (commands_tx, commands) = mpsc::channel(64);
-            let (seen_tx, seen) = mpsc::unbounded_channel();
-            let connections = Arc::new(Mutex::new(Vec::new()));
-            tokio::spawn(stand_in_core(commands, seen_tx, Arc::clone(&connections)));
-            let (shutdown_tx, shutdown) = watch::channel(false);
-            let driver = Driver::start(
-                DriverConfig {
-                    me,
-                    topology: topology.clone(),
-                    tls,
-                    events: commands_tx,
-                },
-                shutdown,
-            )
-            .await
-            .unwrap();
-            Side {
-                driver,
-                seen,
-                connections,
-                _shutdown: shutdown_tx,
-            }
-        }
-
-        /// The next connection event, within `wait`.
-        async fn next(&mut self, wait: Duration) -> Option<Seen> {
-            tokio::time::timeout(wait, self.seen.recv()).await.ok()?
-        }
-
-        /// Waits until one connection is open each way; returns (outbound, inbound) ids.
-        async fn both_open(&mut self) -> (u64, u64) {
-            let (mut outbound, mut inbound) = (None, None);
-            while outbound.is_none() || inbound.is_none() {
-                match self.next(DEADLINE).await {
-                    Some(Seen::Opened(ChannelDirection::Outbound, id)) => outbound = Some(id),
-                    Some(Seen::Opened(ChannelDirection::Inbound, id)) => inbound = Some(id),
-                    Some(Seen::Closed(id)) => {
-                        if outbound == Some(id) {
-                            outbound = None;
-                        }
-                        if inbound == Some(id) {
-                            inbound = None;
-                        }
-                    }
-                    None => panic!("no channel opened within {DEADLINE:?}"),
-                }
-            }
-            (outbound.unwrap(), inbound.unwrap())
-        }
-
-        /// Waits until every one of `ids` is reported closed.
-        async fn closed(&mut self, ids: &[u64]) {
-            let mut left: Vec<u64> = ids.to_vec();
-            while !left.is_empty() {
-                match self.next(DEADLINE).await {
-                    Some(Seen::Closed(id)) => left.retain(|&l| l != id),
-                    Some(Seen::Opened(..)) => {}
-                    None => panic!("connections {left:?} not closed within {DEADLINE:?}"),
-                }
-            }
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn apply_follows_links_and_addresses() {
-        let (alpha_port, bravo_port) = (free_udp_port(), free_udp_port());
-        let linked = topology(alpha_port, bravo_port, true);
-        let unlinked = topology(alpha_port, bravo_port, false);
-        let certs = tempfile::tempdir().unwrap();
-        crate::certs::init(&linked, certs.path(), false, OffsetDateTime::now_utc()).unwrap();
-        let mut alpha = Side::start("alpha", &linked, certs.path()).await;
-        let mut bravo = Side::start("bravo", &linked, certs.path()).await;
-        let (outbound, inbound) = alpha.both_open().await;
-        bravo.both_open().await;
-
-        // The link leaves alpha's topology: both connections are closed and reported, and
-        // bravo's redials are refused.
-        alpha.driver.apply(&unlinked).await.unwrap();
-        alpha.closed(&[outbound, inbound]).await;
-        let quiet = alpha.next(Duration::from_millis(1500)).await;
-        assert!(
-            !matches!(quiet, Some(Seen::Opened(..))),
-            "an unlinked neighbour got a channel: {quiet:?}"
-        );
-
-        // Back in: dialled again and admitted again.
-        alpha.driver.apply(&linked).await.unwrap();
-        let (outbound, _) = alpha.both_open().await;
-
-        // bravo "moves" (to a port nobody listens on): alpha redials it there, so the
-        // connection to the old address goes.
-        let moved = topology(alpha_port, free_udp_port(), true);
-        alpha.driver.apply(&moved).await.unwrap();
-        alpha.closed(&[outbound]).await;
-
-        // alpha itself cannot move.
-        let error = alpha
-            .driver
-            .apply(&topology(free_udp_port(), bravo_port, true))
-            .await
-            .unwrap_err();
-        assert!(matches!(error, QuicError::AddressChanged { .. }), "{error}");
-        assert!(error.to_string().contains("needs a restart"), "{error}");
-
-        alpha.driver.close().await;
-        bravo.driver.close().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_loopback_link_grows_its_datagrams_past_an_ethernet_paths() {
-        let (alpha_port, bravo_port) = (free_udp_port(), free_udp_port());
-        let linked = topology(alpha_port, bravo_port, true);
-        let certs = tempfile::tempdir().unwrap();
-        crate::certs::init(&linked, certs.path(), false, OffsetDateTime::now_utc()).unwrap();
-        let mut alpha = Side::start("alpha", &linked, certs.path()).await;
-        let mut bravo = Side::start("bravo", &linked, certs.path()).await;
-        alpha.both_open().await;
-        bravo.both_open().await;
-        // Discovery runs by itself once the handshake is confirmed; loopback carries anything.
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let mtus: Vec<u16> = alpha
-                .connections
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|connection| connection.stats().path.current_mtu)
-                .collect();
-            if !mtus.is_empty() && mtus.iter().all(|&mtu| mtu == UDP_PAYLOAD_BYTES_MAX) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "datagrams of {mtus:?} bytes, not {UDP_PAYLOAD_BYTES_MAX}, after {DEADLINE:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        alpha.driver.close().await;
-        bravo.driver.close().await;
-    }
 }

@@ -94,6 +94,15 @@ fn op_with_rollbacks() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Makes the frame at the head of `queue` arrive twice, if `duplicable` says it may.
+fn duplicate_head(queue: &mut VecDeque<Vec<u8>>, duplicable: impl Fn(&ChannelFrame) -> bool) {
+    if let Some(bytes) = queue.front().cloned() {
+        if matches!(decode(&bytes), Ok(Some((frame, _))) if duplicable(&frame)) {
+            queue.push_front(bytes);
+        }
+    }
+}
+
 const SENDER_EPOCH: u64 = 0x5e4d;
 
 struct World {
@@ -154,155 +163,170 @@ impl World {
 
     fn apply(&mut self, op: &Op) {
         match *op {
-            Op::Put => {
-                self.next_id += 1;
-                // Ids look like real ones: spread over the whole range.
-                let id = self
-                    .next_id
-                    .wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
-                let payload = format!("message {}", self.next_id).into_bytes();
-                self.put_order.push(id);
-                self.sender_queue.push(QueuedMessage {
-                    id,
-                    payload: payload.clone(),
-                    seq: None,
-                });
-                self.unpushed.push_back((id, payload));
-            }
-            Op::Feed(n) => {
-                for _ in 0..n {
-                    let Some((id, payload)) = self.unpushed.front().cloned() else {
-                        break;
-                    };
-                    if !self.sender.can_push(payload.len()) {
-                        break;
-                    }
-                    let seq = self.sender.push(id, payload.into()).unwrap();
-                    self.unpushed.pop_front();
-                    self.sender_writes.push(SenderWrite::Assign { id, seq });
-                    self.sender_writes
-                        .push(SenderWrite::State(self.sender.state()));
-                }
-            }
+            Op::Put => self.put(),
+            Op::Feed(n) => self.feed(n),
             Op::PersistSender => self.persist_sender(),
-            Op::Connect => {
-                if !self.connected {
-                    self.connected = true;
-                    self.sender.handle_connecting(self.now);
-                    self.receiver.handle_disconnected();
-                }
-            }
-            Op::Transmit(n) => {
-                for _ in 0..n {
-                    let Some(frame) = self.sender.poll_transmit(self.now) else {
-                        break;
-                    };
-                    assert!(self.connected, "a frame without a connection: {frame:?}");
-                    self.to_receiver.push_back(encode(&frame).unwrap());
-                }
-            }
-            Op::DeliverToReceiver(n) => {
-                for _ in 0..n {
-                    let Some(bytes) = self.to_receiver.pop_front() else {
-                        break;
-                    };
-                    let (frame, used) = decode(&bytes).unwrap().unwrap();
-                    assert_eq!(used, bytes.len());
-                    match self.receiver.handle_frame(frame).unwrap() {
-                        ReceiverOutput::Send(reply) => {
-                            self.to_sender.push_back(encode(&reply).unwrap());
-                        }
-                        ReceiverOutput::Store(store) => self.receiver_writes.push_back(store),
-                    }
-                }
-            }
-            Op::DeliverToSender(n) => {
-                for _ in 0..n {
-                    let Some(bytes) = self.to_sender.pop_front() else {
-                        break;
-                    };
-                    let (frame, _) = decode(&bytes).unwrap().unwrap();
-                    let before = self.sender.state();
-                    let deletable = self.sender.handle_frame(self.now, frame).unwrap();
-                    for seq in deletable {
-                        self.sender_writes.push(SenderWrite::Delete { seq });
-                    }
-                    if self.sender.state() != before {
-                        self.sender_writes
-                            .push(SenderWrite::State(self.sender.state()));
-                    }
-                }
-            }
+            Op::Connect => self.connect(),
+            Op::Transmit(n) => self.transmit(n),
+            Op::DeliverToReceiver(n) => self.deliver_to_receiver(n),
+            Op::DeliverToSender(n) => self.deliver_to_sender(n),
             Op::PersistReceiver(n) => {
                 for _ in 0..n.min(self.receiver_writes.len()) {
                     self.persist_receiver_one();
                 }
             }
             Op::DuplicateBatch => {
-                if let Some(bytes) = self.to_receiver.front().cloned() {
-                    if matches!(decode(&bytes), Ok(Some((ChannelFrame::Batch(_), _)))) {
-                        self.to_receiver.push_front(bytes);
-                    }
-                }
+                duplicate_head(&mut self.to_receiver, |frame| {
+                    matches!(frame, ChannelFrame::Batch(_))
+                });
             }
             Op::DuplicateAck => {
-                if let Some(bytes) = self.to_sender.front().cloned() {
-                    if matches!(decode(&bytes), Ok(Some((ChannelFrame::Ack { .. }, _)))) {
-                        self.to_sender.push_front(bytes);
-                    }
-                }
+                duplicate_head(&mut self.to_sender, |frame| {
+                    matches!(frame, ChannelFrame::Ack { .. })
+                });
             }
             Op::Reset => self.reset(),
-            Op::Tick(ms) => {
-                self.now += Duration::from_millis(ms);
-                if let Some(at) = self.sender.poll_timeout() {
-                    if self.now >= at {
-                        self.sender.handle_timeout(self.now);
-                    }
-                }
-                if self.sender.is_dead() {
-                    self.reset();
-                }
-            }
+            Op::Tick(ms) => self.tick(ms),
             Op::CrashReceiver => {
                 self.reset();
                 self.receiver_writes.clear();
                 self.restart_receiver(self.receiver_state);
             }
-            Op::CrashSender => {
-                self.reset();
-                self.sender_writes.clear();
-                let mut held: Vec<HeldMessage> = self
-                    .sender_queue
-                    .iter()
-                    .filter_map(|m| {
-                        m.seq.map(|seq| HeldMessage {
-                            seq,
-                            id: m.id,
-                            payload: m.payload.clone().into(),
-                        })
-                    })
-                    .collect();
-                held.sort_by_key(|m| m.seq);
-                self.sender =
-                    Sender::new("alpha", "bravo", self.sender_state, held, self.now).unwrap();
-                self.unpushed = self
-                    .sender_queue
-                    .iter()
-                    .filter(|m| m.seq.is_none())
-                    .map(|m| (m.id, m.payload.clone()))
-                    .collect();
+            Op::CrashSender => self.crash_sender(),
+            Op::RollBackReceiver(pick) => self.roll_back_receiver(pick),
+        }
+    }
+
+    fn put(&mut self) {
+        self.next_id += 1;
+        // Ids look like real ones: spread over the whole range.
+        let id = self
+            .next_id
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+        let payload = format!("message {}", self.next_id).into_bytes();
+        self.put_order.push(id);
+        self.sender_queue.push(QueuedMessage {
+            id,
+            payload: payload.clone(),
+            seq: None,
+        });
+        self.unpushed.push_back((id, payload));
+    }
+
+    fn feed(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some((id, payload)) = self.unpushed.front().cloned() else {
+                break;
+            };
+            if !self.sender.can_push(payload.len()) {
+                break;
             }
-            Op::RollBackReceiver(pick) => {
-                self.reset();
-                self.receiver_writes.clear();
-                let old = self.receiver_history[pick % self.receiver_history.len()];
-                let state = old.restored(self.receiver_state.epoch + 1);
-                self.receiver_state = state;
-                self.receiver_history.push(state);
-                self.restart_receiver(state);
+            let seq = self.sender.push(id, payload.into()).unwrap();
+            self.unpushed.pop_front();
+            self.sender_writes.push(SenderWrite::Assign { id, seq });
+            self.sender_writes
+                .push(SenderWrite::State(self.sender.state()));
+        }
+    }
+
+    fn connect(&mut self) {
+        if !self.connected {
+            self.connected = true;
+            self.sender.handle_connecting(self.now);
+            self.receiver.handle_disconnected();
+        }
+    }
+
+    fn transmit(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(frame) = self.sender.poll_transmit(self.now) else {
+                break;
+            };
+            assert!(self.connected, "a frame without a connection: {frame:?}");
+            self.to_receiver.push_back(encode(&frame).unwrap());
+        }
+    }
+
+    fn deliver_to_receiver(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(bytes) = self.to_receiver.pop_front() else {
+                break;
+            };
+            let (frame, used) = decode(&bytes).unwrap().unwrap();
+            assert_eq!(used, bytes.len());
+            match self.receiver.handle_frame(frame).unwrap() {
+                ReceiverOutput::Send(reply) => {
+                    self.to_sender.push_back(encode(&reply).unwrap());
+                }
+                ReceiverOutput::Store(store) => self.receiver_writes.push_back(store),
             }
         }
+    }
+
+    fn deliver_to_sender(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(bytes) = self.to_sender.pop_front() else {
+                break;
+            };
+            let (frame, _) = decode(&bytes).unwrap().unwrap();
+            let before = self.sender.state();
+            let deletable = self.sender.handle_frame(self.now, frame).unwrap();
+            for seq in deletable {
+                self.sender_writes.push(SenderWrite::Delete { seq });
+            }
+            if self.sender.state() != before {
+                self.sender_writes
+                    .push(SenderWrite::State(self.sender.state()));
+            }
+        }
+    }
+
+    fn tick(&mut self, ms: u64) {
+        self.now += Duration::from_millis(ms);
+        if let Some(at) = self.sender.poll_timeout() {
+            if self.now >= at {
+                self.sender.handle_timeout(self.now);
+            }
+        }
+        if self.sender.is_dead() {
+            self.reset();
+        }
+    }
+
+    /// The sender restarts from its durable queue: what had a durable sequence number is
+    /// held again, the rest waits to be fed.
+    fn crash_sender(&mut self) {
+        self.reset();
+        self.sender_writes.clear();
+        let mut held: Vec<HeldMessage> = self
+            .sender_queue
+            .iter()
+            .filter_map(|m| {
+                m.seq.map(|seq| HeldMessage {
+                    seq,
+                    id: m.id,
+                    payload: m.payload.clone().into(),
+                })
+            })
+            .collect();
+        held.sort_by_key(|m| m.seq);
+        self.sender = Sender::new("alpha", "bravo", self.sender_state, held, self.now).unwrap();
+        self.unpushed = self
+            .sender_queue
+            .iter()
+            .filter(|m| m.seq.is_none())
+            .map(|m| (m.id, m.payload.clone()))
+            .collect();
+    }
+
+    fn roll_back_receiver(&mut self, pick: usize) {
+        self.reset();
+        self.receiver_writes.clear();
+        let old = self.receiver_history[pick % self.receiver_history.len()];
+        let state = old.restored(self.receiver_state.epoch + 1);
+        self.receiver_state = state;
+        self.receiver_history.push(state);
+        self.restart_receiver(state);
     }
 
     fn restart_receiver(&mut self, state: ReceiverState) {

@@ -7,10 +7,9 @@
 //! from it; a [`Commit`] resolves `Ok` only once its whole group is durable.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,20 +21,20 @@ use tokio::sync::oneshot;
 
 use super::error::{RecordCount, StoreError};
 use super::format::{
-    BATCH_BYTES_MAX, Decoded, END_MARKER_BYTES, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES,
-    RECORD_PAYLOAD_BYTES_MAX, SEAL_BYTES, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
-    SEGMENT_HEADER_BYTES, SegmentHeaderError, decode_record, decode_segment_header,
-    encode_end_marker, encode_padding, encode_seal, record_bytes_padded, reserve_bytes,
+    BATCH_BYTES_MAX, Decoded, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
+    SEAL_BYTES, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, decode_record,
+    record_bytes_padded, reserve_bytes,
 };
-use super::recovery::{
-    RecoveryReport, SalvagedRange, TORN_WRITE_BYTES_MAX, TruncatedTail, scan_segment,
-};
+use super::recovery::RecoveryReport;
 use super::requests::Request;
 use super::requests::Requests;
-use super::segment::{create_segment, list_segments, segment_path};
+use super::segment::segment_path;
 use super::shared::{SPARES_MAX, SegmentEntry, Shared, Spare};
 use super::writer::{ActiveSegment, SharedWriter, Writer};
 use super::{JournalConfig, Location};
+use reopen::Recovered;
+
+mod reopen;
 
 /// Appends queued for the writer before `append` blocks its caller: backpressure when the disk
 /// is the bottleneck. Each holds one group, so this bounds queued memory to what callers
@@ -151,177 +150,48 @@ impl Future for Commit {
 /// an atomic group are delivered only if the whole group is intact. A torn tail is truncated
 /// (and reported); corruption anywhere else refuses to open with [`StoreError::Corrupt`],
 /// unless `config.salvage` is set, in which case it is skipped and reported.
-pub fn open<F, E>(
-    config: JournalConfig,
-    mut replay: F,
-) -> Result<(Journal, RecoveryReport), StoreError>
+pub fn open<F, E>(config: JournalConfig, replay: F) -> Result<(Journal, RecoveryReport), StoreError>
 where
     F: FnMut(Location, &[u8]) -> Result<(), E>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     validate(&config)?;
-    let dir = config.dir.clone();
-    if !dir.exists() {
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::io(&dir, source))?;
-        // The new directory's own name must be durable too, or segment 1 could vanish with it.
-        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-            super::segment::sync_dir(parent)?;
-        }
-    }
-    let ids = list_segments(&dir)?;
-    let mut report = RecoveryReport::default();
-    let mut segments = BTreeMap::new();
-    let active = match ids.last() {
-        None => {
-            if let Some(limit) = config.disk_bytes_max {
-                if config.segment_bytes > limit {
-                    return Err(StoreError::DiskFull {
-                        dir,
-                        segment: 1,
-                        segment_bytes: config.segment_bytes,
-                        journal_bytes: 0,
-                    });
-                }
-            }
-            let file = Arc::new(create_segment(&dir, 1, config.segment_bytes, 0)?);
-            segments.insert(
-                1,
-                SegmentEntry {
-                    file: Arc::clone(&file),
-                    bytes_on_disk: config.segment_bytes,
-                    bytes_written: SEGMENT_HEADER_BYTES,
-                },
-            );
-            ActiveSegment {
-                id: 1,
-                file,
-                write_offset: SEGMENT_HEADER_BYTES,
-                capacity: config.segment_bytes,
-                records: 0,
-                sealed: false,
-            }
-        }
-        Some(&last) => {
-            check_contiguous(&config, &ids, &mut report)?;
-            let mut deliver = |location: Location, payload: &[u8]| {
-                replay(location, payload).map_err(|source| StoreError::Replay {
-                    segment: location.segment,
-                    offset: location.offset,
-                    source: source.into(),
-                })
-            };
-            let mut buffer = Vec::new();
-            let mut active = None;
-            for &id in &ids {
-                let path = segment_path(&dir, id);
-                let mut file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(|source| StoreError::io(&path, source))?;
-                let bytes_on_disk = file
-                    .metadata()
-                    .map_err(|source| StoreError::io(&path, source))?
-                    .len();
-                if bytes_on_disk > SEGMENT_BYTES_MAX {
-                    return Err(StoreError::BadSegmentHeader {
-                        path,
-                        reason: format!("larger than the segment limit of {SEGMENT_BYTES_MAX}"),
-                    });
-                }
-                buffer.clear();
-                file.read_to_end(&mut buffer)
-                    .map_err(|source| StoreError::io(&path, source))?;
-                let version = check_header(&buffer, id, &path)?;
-                let is_last = id == last;
-                let scanned = scan_segment(
-                    &buffer,
-                    id,
-                    version,
-                    &path,
-                    is_last,
-                    config.salvage,
-                    &mut deliver,
-                )?;
-                report.segments += 1;
-                report.records += scanned.records;
-                report.payload_bytes += scanned.payload_bytes;
-                if !scanned.salvaged.is_empty() || scanned.reseal {
-                    pad_salvaged(&file, id, &scanned.salvaged)
-                        .and_then(|()| {
-                            if scanned.reseal {
-                                let at = scanned.seal.unwrap_or(scanned.end);
-                                reseal(&file, id, at, scanned.records, bytes_on_disk)?;
-                            }
-                            file.sync_data()
-                        })
-                        .map_err(|source| StoreError::io(&path, source))?;
-                }
-                report.salvaged.extend(scanned.salvaged);
-                // Appends resume at the end of the last segment's data, unless it is sealed.
-                let resumes = is_last
-                    && !scanned.reseal
-                    && (scanned.torn_tail.is_some() || scanned.seal.is_none());
-                if resumes {
-                    clear_past_end(&file, id, &buffer, scanned.end, scanned.torn_tail.as_ref())
-                        .map_err(|source| StoreError::io(&path, source))?;
-                }
-                report.truncated_tail = scanned.torn_tail;
-                let file = Arc::new(file);
-                segments.insert(
-                    id,
-                    SegmentEntry {
-                        file: Arc::clone(&file),
-                        bytes_on_disk,
-                        bytes_written: scanned.end,
-                    },
-                );
-                if is_last {
-                    active = Some(ActiveSegment {
-                        id,
-                        file,
-                        write_offset: scanned.end,
-                        // A sealed segment takes no more records: the first append rolls.
-                        capacity: if scanned.seal.is_some() {
-                            scanned.end
-                        } else {
-                            bytes_on_disk - bytes_on_disk % RECORD_ALIGN_BYTES
-                        },
-                        records: scanned.records,
-                        sealed: scanned.seal.is_some(),
-                    });
-                }
-            }
-            let Some(active) = active else {
-                return Err(StoreError::Config {
-                    reason: "no active segment after recovery".to_owned(),
-                });
-            };
-            active
-        }
-    };
+    create_dir(&config.dir)?;
+    let Recovered {
+        segments,
+        active,
+        report,
+    } = reopen::recover(&config, replay)?;
     tracing::info!(
-        dir = %dir.display(),
+        dir = %config.dir.display(),
         segments = report.segments,
         records = report.records,
         active_segment = active.id,
         "journal recovered"
     );
-    let shared = Arc::new(Shared {
-        dir,
-        segments: Mutex::new(segments),
-        spares: Mutex::new(Vec::new()),
-        active_segment: AtomicU64::new(active.id),
-        active_written: AtomicU64::new(active.write_offset),
-        commits: AtomicU64::new(0),
-        commits_inline: AtomicU64::new(0),
-        records: AtomicU64::new(0),
-        batch_records_last: AtomicU64::new(0),
-        fsyncs: AtomicU64::new(0),
-        fsync_nanos_total: AtomicU64::new(0),
-        fsync_nanos_max: AtomicU64::new(0),
-        fsync_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-    });
+    let journal = start(&config, segments, active)?;
+    Ok((journal, report))
+}
+
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::io(dir, source))?;
+        // The new directory's own name must be durable too, or segment 1 could vanish with it.
+        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            super::segment::sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// The journal over the recovered `segments`, appending to `active`, with its writer thread
+/// started.
+fn start(
+    config: &JournalConfig,
+    segments: BTreeMap<u64, SegmentEntry>,
+    active: ActiveSegment,
+) -> Result<Journal, StoreError> {
+    let shared = Arc::new(new_shared(config.dir.clone(), segments, &active));
     let writer = Writer {
         shared: Arc::clone(&shared),
         sync: config.sync,
@@ -345,7 +215,7 @@ where
             move || super::writer::run(state, requests)
         })
         .map_err(|source| StoreError::io(&config.dir, source))?;
-    let journal = Journal {
+    Ok(Journal {
         inner: Arc::new(Inner {
             shared,
             requests,
@@ -360,8 +230,30 @@ where
             ),
             segment_bytes: config.segment_bytes,
         }),
-    };
-    Ok((journal, report))
+    })
+}
+
+/// What producers, readers and the writer share, with every counter at zero.
+fn new_shared(
+    dir: PathBuf,
+    segments: BTreeMap<u64, SegmentEntry>,
+    active: &ActiveSegment,
+) -> Shared {
+    Shared {
+        dir,
+        segments: Mutex::new(segments),
+        spares: Mutex::new(Vec::new()),
+        active_segment: AtomicU64::new(active.id),
+        active_written: AtomicU64::new(active.write_offset),
+        commits: AtomicU64::new(0),
+        commits_inline: AtomicU64::new(0),
+        records: AtomicU64::new(0),
+        batch_records_last: AtomicU64::new(0),
+        fsyncs: AtomicU64::new(0),
+        fsync_nanos_total: AtomicU64::new(0),
+        fsync_nanos_max: AtomicU64::new(0),
+        fsync_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+    }
 }
 
 fn validate(config: &JournalConfig) -> Result<(), StoreError> {
@@ -374,124 +266,6 @@ fn validate(config: &JournalConfig) -> Result<(), StoreError> {
                  {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX}"
             ),
         });
-    }
-    Ok(())
-}
-
-fn check_contiguous(
-    config: &JournalConfig,
-    ids: &[u64],
-    report: &mut RecoveryReport,
-) -> Result<(), StoreError> {
-    for pair in ids.windows(2) {
-        let (before, after) = (pair[0], pair[1]);
-        if after == before + 1 {
-            continue;
-        }
-        if !config.salvage {
-            return Err(StoreError::MissingSegment {
-                dir: config.dir.clone(),
-                segment: before + 1,
-                before,
-                after,
-            });
-        }
-        tracing::warn!(
-            before,
-            after,
-            "salvage: journal segments between these are missing"
-        );
-        report.missing_segments.push(before + 1..after);
-    }
-    Ok(())
-}
-
-/// The segment's format version, once its header checks out.
-fn check_header(bytes: &[u8], segment: u64, path: &std::path::Path) -> Result<u32, StoreError> {
-    let bad = |reason: String| StoreError::BadSegmentHeader {
-        path: path.to_owned(),
-        reason,
-    };
-    decode_segment_header(bytes, segment).map_err(|error| match error {
-        SegmentHeaderError::UnsupportedVersion(version) => StoreError::UnsupportedVersion {
-            path: path.to_owned(),
-            version,
-            oldest: super::format::FORMAT_VERSION_MIN,
-            supported: super::format::FORMAT_VERSION,
-        },
-        SegmentHeaderError::NotASegment => bad("no journal segment magic".to_owned()),
-        SegmentHeaderError::BadCrc => bad("segment header CRC mismatch".to_owned()),
-        SegmentHeaderError::WrongSegment(named) => bad(format!("the header names segment {named}")),
-    })
-}
-
-/// Makes salvage's decisions durable: each skipped range becomes padding.
-fn pad_salvaged(file: &File, segment: u64, ranges: &[SalvagedRange]) -> std::io::Result<()> {
-    for range in ranges {
-        let bytes = range.offsets.end - range.offsets.start;
-        match encode_padding(segment, range.offsets.start, bytes) {
-            Some(image) => file.write_all_at(&image, range.offsets.start)?,
-            // Too short for a header: it stays, and the next open reports it again.
-            None => tracing::warn!(segment, ?range.offsets, "cannot pad a salvaged range"),
-        }
-    }
-    Ok(())
-}
-
-/// Writes the seal salvage decided on, so that later opens accept the segment as it now is.
-fn reseal(file: &File, segment: u64, at: u64, records: u64, bytes: u64) -> std::io::Result<()> {
-    if at + SEAL_BYTES > bytes {
-        // No room: the next open reports the same loss again.
-        tracing::warn!(segment, at, "no room to reseal a salvaged journal segment");
-        return Ok(());
-    }
-    file.write_all_at(&encode_seal(segment, at, records), at)
-}
-
-/// Makes sure nothing past `end`, where appends to the last segment resume, is ever read as a
-/// record. The last write, never acknowledged, may have left records there that validate: its
-/// later pages reached the disk, the one holding the previous end marker did not, so the scan
-/// ended cleanly before them. Appends over them would bring them back once a later write lost
-/// its own end marker. So whatever is there is zeroed as far as one write reaches (a torn tail
-/// as far as it was found), made durable, and only then is the end marker written, if it is
-/// not already there. Zeroed, not cut: the segment stays pre-allocated.
-fn clear_past_end(
-    file: &File,
-    segment: u64,
-    bytes: &[u8],
-    end: u64,
-    torn: Option<&TruncatedTail>,
-) -> std::io::Result<()> {
-    let len = bytes.len() as u64;
-    let marked = torn.is_none()
-        && usize::try_from(end)
-            .is_ok_and(|at| decode_record(bytes, segment, 0, at) == Decoded::EndMarker);
-    let from = if marked { end + END_MARKER_BYTES } else { end };
-    let reach = (end + TORN_WRITE_BYTES_MAX)
-        .max(torn.map_or(0, |tail| tail.offset + tail.bytes_dropped))
-        .min(len);
-    if from < reach
-        && bytes[from as usize..reach as usize]
-            .iter()
-            .any(|&byte| byte != 0)
-    {
-        zero_range(file, from, reach - from)?;
-        file.sync_data()?;
-    }
-    if !marked && end + END_MARKER_BYTES <= len {
-        file.write_all_at(&encode_end_marker(segment, end), end)?;
-        file.sync_data()?;
-    }
-    Ok(())
-}
-
-fn zero_range(file: &File, offset: u64, bytes: u64) -> std::io::Result<()> {
-    let zeros = vec![0u8; bytes.min(1024 * 1024) as usize];
-    let mut done = 0;
-    while done < bytes {
-        let piece = (bytes - done).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..piece], offset + done)?;
-        done += piece as u64;
     }
     Ok(())
 }

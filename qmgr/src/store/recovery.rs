@@ -114,9 +114,15 @@ pub fn scan_segment<F>(
 where
     F: FnMut(Location, &[u8]) -> Result<(), StoreError>,
 {
-    // Past this everything is zero, so no record can start there: bounds every scan. (A
-    // recycled file's earlier life may reach to its end: its bytes never validate.)
-    let written_end = written_end(bytes);
+    let scan = Scan {
+        bytes,
+        segment,
+        version,
+        path,
+        is_last,
+        salvage,
+        written_end: written_end(bytes),
+    };
     let mut scanned = ScannedSegment::default();
     let mut group = Vec::new();
     let mut pos = SEGMENT_HEADER_BYTES as usize;
@@ -125,16 +131,7 @@ where
     loop {
         let (bad_at, reason) = match read_group(bytes, segment, pos, &mut group) {
             GroupRead::Complete { next } => {
-                for (offset, payload) in group.drain(..) {
-                    let location = Location {
-                        segment,
-                        offset: offset as u64,
-                        len: payload.len() as u32,
-                    };
-                    deliver(location, &bytes[payload.clone()])?;
-                    scanned.records += 1;
-                    scanned.payload_bytes += payload.len() as u64;
-                }
+                scan.deliver(&mut group, &mut scanned, deliver)?;
                 pos = next;
                 seal = None;
                 continue;
@@ -149,127 +146,182 @@ where
                 if version < 2 {
                     continue;
                 }
-                return finish(scanned, seal, pos, is_last, salvage, segment, path);
+                return scan.finish(scanned, seal, pos);
             }
-            GroupRead::EndMarker => {
-                return finish(scanned, seal, pos, is_last, salvage, segment, path);
-            }
-            GroupRead::End if pos >= written_end => {
-                return finish(scanned, seal, pos, is_last, salvage, segment, path);
-            }
+            GroupRead::EndMarker => return scan.finish(scanned, seal, pos),
+            GroupRead::End if pos >= scan.written_end => return scan.finish(scanned, seal, pos),
             GroupRead::End => (pos, "zeros where a record should start"),
             GroupRead::Bad { at, reason } => (at, reason),
         };
         // The whole group starting at `pos` is lost, whatever record of it is damaged.
-        if is_last
-            && find(
-                bytes,
-                segment,
-                bad_at + 1,
-                written_end,
-                Landmark::WriteStart,
-            )
-            .is_none()
-        {
-            let tail_end = if version < 2 {
-                written_end
-            } else {
-                written_end.min(pos.saturating_add(TORN_WRITE_BYTES_MAX as usize))
-            };
-            let tail = TruncatedTail {
-                segment,
-                offset: pos as u64,
-                bytes_dropped: (tail_end.max(pos) - pos) as u64,
-            };
-            tracing::warn!(
-                segment = %path.display(),
-                offset = pos,
-                bytes_dropped = tail.bytes_dropped,
-                reason,
-                "truncating the journal's torn tail (a write that was never acknowledged)"
-            );
+        if let Some(tail) = scan.torn_tail(pos, bad_at, reason) {
             scanned.end = pos as u64;
             scanned.torn_tail = Some(tail);
             return Ok(scanned);
         }
-        let resume = find(
-            bytes,
-            segment,
-            bad_at + 1,
-            written_end,
-            Landmark::GroupStart,
-        );
-        let range_end = resume.unwrap_or(written_end);
-        lose(
-            &mut scanned,
-            SalvagedRange {
-                segment,
-                offsets: pos as u64..range_end as u64,
-                reason,
-                records_lost: count_records(bytes, pos, range_end),
-            },
-            resume.map_or(0, |at| count_chain(bytes, segment, at)),
-            salvage,
-            path,
-            "salvage: skipping a corrupt journal range; its records are lost",
-        )?;
-        match resume {
+        match scan.skip_damage(&mut scanned, pos, bad_at, reason)? {
             Some(at) => pos = at,
-            None => {
-                // A cut file can end unaligned; appends must not.
-                scanned.end = align_up(range_end as u64);
-                scanned.reseal = !is_last;
-                return Ok(scanned);
-            }
+            None => return Ok(scanned),
         }
     }
 }
 
-/// The data of the segment ends at `pos`: checks a non-last segment's seal.
-fn finish(
-    mut scanned: ScannedSegment,
-    seal: Option<(usize, u64)>,
-    pos: usize,
+/// One segment under [`scan_segment`], and what its decisions depend on.
+struct Scan<'a> {
+    bytes: &'a [u8],
+    segment: u64,
+    version: u32,
+    path: &'a Path,
     is_last: bool,
     salvage: bool,
-    segment: u64,
-    path: &Path,
-) -> Result<ScannedSegment, StoreError> {
-    scanned.end = pos as u64;
-    scanned.seal = seal.map(|(at, _)| at as u64);
-    if is_last {
-        return Ok(scanned);
-    }
-    // Damage elsewhere in the segment already called for a new seal.
-    let reason = match seal {
-        _ if !scanned.salvaged.is_empty() => None,
-        None => Some("the segment has a successor but no seal: its last records are lost"),
-        Some((_, records)) if records != scanned.records => {
-            Some("the segment's seal counts other records than it holds")
+    /// Past this everything is zero, so no record can start there: bounds every scan. (A
+    /// recycled file's earlier life may reach to its end: its bytes never validate.)
+    written_end: usize,
+}
+
+impl Scan<'_> {
+    /// Hands every record of a complete `group` to `deliver`, in order.
+    fn deliver<F>(
+        &self,
+        group: &mut Vec<(usize, Range<usize>)>,
+        scanned: &mut ScannedSegment,
+        deliver: &mut F,
+    ) -> Result<(), StoreError>
+    where
+        F: FnMut(Location, &[u8]) -> Result<(), StoreError>,
+    {
+        for (offset, payload) in group.drain(..) {
+            let location = Location {
+                segment: self.segment,
+                offset: offset as u64,
+                len: payload.len() as u32,
+            };
+            deliver(location, &self.bytes[payload.clone()])?;
+            scanned.records += 1;
+            scanned.payload_bytes += payload.len() as u64;
         }
-        Some(_) => None,
-    };
-    if let Some(reason) = reason {
-        let records_lost = match seal {
-            Some((_, records)) => RecordCount::Known(records.saturating_sub(scanned.records)),
-            None => RecordCount::Unknown,
-        };
-        lose(
-            &mut scanned,
-            SalvagedRange {
-                segment,
-                offsets: pos as u64..pos as u64,
-                reason,
-                records_lost,
-            },
-            0,
-            salvage,
-            path,
-            "salvage: accepting a journal segment's lost tail",
-        )?;
+        Ok(())
     }
-    scanned.reseal = !scanned.salvaged.is_empty();
-    Ok(scanned)
+
+    /// The group at `pos`, damaged at `bad_at`, as a torn tail: only in the last segment, and
+    /// only if no later write starts after the damage (see the module documentation).
+    fn torn_tail(&self, pos: usize, bad_at: usize, reason: &'static str) -> Option<TruncatedTail> {
+        if !self.is_last {
+            return None;
+        }
+        let later_write = find(
+            self.bytes,
+            self.segment,
+            bad_at + 1,
+            self.written_end,
+            Landmark::WriteStart,
+        );
+        if later_write.is_some() {
+            return None;
+        }
+        let tail_end = if self.version < 2 {
+            self.written_end
+        } else {
+            self.written_end
+                .min(pos.saturating_add(TORN_WRITE_BYTES_MAX as usize))
+        };
+        let tail = TruncatedTail {
+            segment: self.segment,
+            offset: pos as u64,
+            bytes_dropped: (tail_end.max(pos) - pos) as u64,
+        };
+        tracing::warn!(
+            segment = %self.path.display(),
+            offset = pos,
+            bytes_dropped = tail.bytes_dropped,
+            reason,
+            "truncating the journal's torn tail (a write that was never acknowledged)"
+        );
+        Some(tail)
+    }
+
+    /// Loses the group at `pos`, damaged at `bad_at`, as corruption (see [`lose`]). Returns
+    /// where the scan resumes, or `None` if nothing intact follows: then the segment's data
+    /// ends there.
+    fn skip_damage(
+        &self,
+        scanned: &mut ScannedSegment,
+        pos: usize,
+        bad_at: usize,
+        reason: &'static str,
+    ) -> Result<Option<usize>, StoreError> {
+        let resume = find(
+            self.bytes,
+            self.segment,
+            bad_at + 1,
+            self.written_end,
+            Landmark::GroupStart,
+        );
+        let range_end = resume.unwrap_or(self.written_end);
+        lose(
+            scanned,
+            SalvagedRange {
+                segment: self.segment,
+                offsets: pos as u64..range_end as u64,
+                reason,
+                records_lost: count_records(self.bytes, pos, range_end),
+            },
+            resume.map_or(0, |at| count_chain(self.bytes, self.segment, at)),
+            self.salvage,
+            self.path,
+            "salvage: skipping a corrupt journal range; its records are lost",
+        )?;
+        if resume.is_none() {
+            // A cut file can end unaligned; appends must not.
+            scanned.end = align_up(range_end as u64);
+            scanned.reseal = !self.is_last;
+        }
+        Ok(resume)
+    }
+
+    /// The data of the segment ends at `pos`: checks a non-last segment's seal.
+    fn finish(
+        &self,
+        mut scanned: ScannedSegment,
+        seal: Option<(usize, u64)>,
+        pos: usize,
+    ) -> Result<ScannedSegment, StoreError> {
+        scanned.end = pos as u64;
+        scanned.seal = seal.map(|(at, _)| at as u64);
+        if self.is_last {
+            return Ok(scanned);
+        }
+        // Damage elsewhere in the segment already called for a new seal.
+        let reason = match seal {
+            _ if !scanned.salvaged.is_empty() => None,
+            None => Some("the segment has a successor but no seal: its last records are lost"),
+            Some((_, records)) if records != scanned.records => {
+                Some("the segment's seal counts other records than it holds")
+            }
+            Some(_) => None,
+        };
+        if let Some(reason) = reason {
+            let records_lost = match seal {
+                Some((_, records)) => RecordCount::Known(records.saturating_sub(scanned.records)),
+                None => RecordCount::Unknown,
+            };
+            lose(
+                &mut scanned,
+                SalvagedRange {
+                    segment: self.segment,
+                    offsets: pos as u64..pos as u64,
+                    reason,
+                    records_lost,
+                },
+                0,
+                self.salvage,
+                self.path,
+                "salvage: accepting a journal segment's lost tail",
+            )?;
+        }
+        scanned.reseal = !scanned.salvaged.is_empty();
+        Ok(scanned)
+    }
 }
 
 /// Records of `lost` are gone: without `salvage` that is corruption (naming the

@@ -737,9 +737,14 @@ fn a_replay_error_stops_open_and_names_the_record() {
 fn measure() {
     let base = std::env::var_os("HOPMQ_MEASURE_DIR").map_or_else(std::env::temp_dir, Into::into);
     let dir = tempfile::tempdir_in(base).expect("tempdir");
+    // One after the other, not as two tests: run in parallel they would slow each other.
+    measure_group_commit(dir.path());
+    measure_replay(dir.path());
+}
 
-    // Group commit: 8 appenders, one 1 KiB record per append, fdatasync per batch.
-    let mut synced = JournalConfig::new(dir.path().join("synced"));
+/// Group commit: 8 appenders, one 1 KiB record per append, fdatasync per batch.
+fn measure_group_commit(dir: &Path) {
+    let mut synced = JournalConfig::new(dir.join("synced"));
     synced.sync = SyncPolicy::Always;
     let (journal, _) = open(synced, |_, _| Ok::<(), std::convert::Infallible>(())).expect("open");
     let appends_per_thread = 4000;
@@ -781,9 +786,11 @@ fn measure() {
     );
     journal.close();
     drop(journal);
+}
 
-    // Replay: 1M records of 1 KiB (about 1 GiB over 16 segments), written unsynced.
-    let mut unsynced = JournalConfig::new(dir.path().join("replay"));
+/// Replay: 1M records of 1 KiB (about 1 GiB over 16 segments), written unsynced.
+fn measure_replay(dir: &Path) {
+    let mut unsynced = JournalConfig::new(dir.join("replay"));
     unsynced.sync = SyncPolicy::Never;
     let (journal, _) = open(unsynced.clone(), |_, _| {
         Ok::<(), std::convert::Infallible>(())

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use qmgr::channel::connection::{CHANNEL_FRAMES_MAX, Channel};
+use qmgr::channel::connection::{CHANNEL_FRAMES_MAX, Channel, ChannelOut};
 use qmgr::channel::frame::ChannelFrame;
 use qmgr::manager::{ChannelDirection, Command};
 use tokio::sync::mpsc;
@@ -26,9 +26,10 @@ struct Connection {
     acceptor: usize,
     /// The connection's id at the dialler and at the acceptor.
     ids: (u64, u64),
-    /// What each core queued for the other: the dialler's frames, the acceptor's.
-    from_dialler: mpsc::Receiver<ChannelFrame>,
-    from_acceptor: mpsc::Receiver<ChannelFrame>,
+    /// What each core queued for the other: the dialler's frames, the acceptor's (a close
+    /// queued is its goodbye frame, the end itself comes when the core drops the channel).
+    from_dialler: mpsc::Receiver<ChannelOut>,
+    from_acceptor: mpsc::Receiver<ChannelOut>,
     /// Frames in flight, with when they arrive.
     to_acceptor: VecDeque<(u64, ChannelFrame)>,
     to_dialler: VecDeque<(u64, ChannelFrame)>,
@@ -138,7 +139,7 @@ impl Sim {
             (&mut connection.from_acceptor, &mut connection.to_dialler),
         ] {
             loop {
-                match receiver.try_recv() {
+                match receiver.try_recv().map(ChannelOut::into_frame) {
                     Ok(frame) => {
                         if blocked {
                             continue;
@@ -303,11 +304,7 @@ impl Sim {
             Command::ChannelOpened {
                 neighbour: dialler_name,
                 direction: ChannelDirection::Inbound,
-                channel: Channel {
-                    id: ids.1,
-                    frames: acceptor_frames,
-                    quic: None,
-                },
+                channel: Channel::new(ids.1, acceptor_frames),
             },
         );
         self.handle(
@@ -315,11 +312,7 @@ impl Sim {
             Command::ChannelOpened {
                 neighbour: acceptor_name,
                 direction: ChannelDirection::Outbound,
-                channel: Channel {
-                    id: ids.0,
-                    frames: dialler_frames,
-                    quic: None,
-                },
+                channel: Channel::new(ids.0, dialler_frames),
             },
         );
     }

@@ -166,8 +166,8 @@ impl Link {
         let rtt = self
             .outbound
             .as_ref()
-            .and_then(|c| c.quic.as_ref())
-            .map_or(std::time::Duration::ZERO, quinn::Connection::rtt);
+            .and_then(Channel::rtt)
+            .unwrap_or_default();
         !self.assigned.is_empty()
             && now.saturating_duration_since(self.progress_at) >= ACK_STALL_MAX + rtt * 4
     }
@@ -709,8 +709,8 @@ impl Core {
                     rtt_us: link
                         .outbound
                         .as_ref()
-                        .and_then(|c| c.quic.as_ref())
-                        .map(|q| q.rtt().as_micros() as u64),
+                        .and_then(Channel::rtt)
+                        .map(|rtt| rtt.as_micros() as u64),
                     transmission_depth: queued + link.assigned.len() as u64,
                     transmission_oldest_age_ms: oldest.map(|at| now.wall_ms.saturating_sub(at)),
                     in_flight: link.assigned.len() as u64,

@@ -9,7 +9,7 @@ use hopmq::ManagerName;
 use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
 use tokio::sync::mpsc;
 
-use crate::channel::connection::{CHANNEL_FRAMES_MAX, Channel};
+use crate::channel::connection::{CHANNEL_FRAMES_MAX, Channel, ChannelOut};
 use crate::channel::frame::ChannelFrame;
 use crate::manager::core::COMPACT_AGE_MS;
 use crate::manager::outbox::{self, Outgoing};
@@ -177,9 +177,9 @@ impl Node {
 /// One connection each way between alpha (sender) and bravo (receiver).
 struct Wire {
     /// Frames alpha sends, to bravo's inbound connection.
-    to_bravo: mpsc::Receiver<ChannelFrame>,
+    to_bravo: mpsc::Receiver<ChannelOut>,
     /// Frames bravo sends back, to alpha's outbound connection.
-    to_alpha: mpsc::Receiver<ChannelFrame>,
+    to_alpha: mpsc::Receiver<ChannelOut>,
     outbound: u64,
     inbound: u64,
 }
@@ -192,11 +192,7 @@ fn connect(alpha: &mut Node, bravo: &mut Node, id: u64) -> Wire {
         Command::ChannelOpened {
             neighbour: ManagerName::new("alpha").expect("name"),
             direction: ChannelDirection::Inbound,
-            channel: Channel {
-                id: inbound,
-                frames: b_tx,
-                quic: None,
-            },
+            channel: Channel::new(inbound, b_tx),
         },
         at(NOW),
     );
@@ -204,11 +200,7 @@ fn connect(alpha: &mut Node, bravo: &mut Node, id: u64) -> Wire {
         Command::ChannelOpened {
             neighbour: ManagerName::new("bravo").expect("name"),
             direction: ChannelDirection::Outbound,
-            channel: Channel {
-                id: outbound,
-                frames: a_tx,
-                quic: None,
-            },
+            channel: Channel::new(outbound, a_tx),
         },
         at(NOW),
     );
@@ -226,7 +218,7 @@ impl Wire {
     async fn run(&mut self, alpha: &mut Node, bravo: &mut Node, deliver_acks: bool) {
         loop {
             let mut moved = alpha.settle().await | bravo.settle().await;
-            while let Ok(frame) = self.to_bravo.try_recv() {
+            while let Ok(frame) = self.to_bravo.try_recv().map(ChannelOut::into_frame) {
                 moved = true;
                 bravo.core.on_command(
                     Command::ChannelFrame {
@@ -236,7 +228,7 @@ impl Wire {
                     at(NOW),
                 );
             }
-            while let Ok(frame) = self.to_alpha.try_recv() {
+            while let Ok(frame) = self.to_alpha.try_recv().map(ChannelOut::into_frame) {
                 moved = true;
                 let is_ack = matches!(frame, ChannelFrame::Ack { .. });
                 if is_ack && !deliver_acks {
