@@ -17,8 +17,8 @@ pub mod adjacency;
 pub mod connection;
 pub mod frame;
 pub mod quic;
-pub mod receiver;
-pub mod sender;
+pub(crate) mod receiver;
+pub(crate) mod sender;
 
 #[cfg(test)]
 mod simulation;

@@ -28,7 +28,7 @@ use super::frame::{
 /// How many of the most recently stored message ids the receiver remembers for dedup after a
 /// rollback: 100k ids cost ~3 MiB and cover far more than one window of resends
 /// ([`super::sender::HELD_MESSAGES_MAX`]).
-pub const RECENT_IDS_MAX: usize = 100_000;
+pub(crate) const RECENT_IDS_MAX: usize = 100_000;
 
 const _: () = assert!(super::sender::HELD_MESSAGES_MAX <= RECENT_IDS_MAX);
 
@@ -50,7 +50,7 @@ pub struct ReceiverState {
 /// `reconcile_until` of a state restored from a backup (or otherwise rolled back) and not yet
 /// greeted: the next `Hello` replaces it with the sender's `next_seq`, below which the sender
 /// may resend anything.
-pub const RECONCILE_AT_NEXT_HELLO: u64 = u64::MAX;
+pub(crate) const RECONCILE_AT_NEXT_HELLO: u64 = u64::MAX;
 
 impl ReceiverState {
     /// The state to start from after restoring this one from a backup: a new epoch (so a sender
@@ -68,7 +68,7 @@ impl ReceiverState {
 
 /// One message to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMessage {
+pub(crate) struct StoredMessage {
     /// Its channel sequence number.
     pub seq: u64,
     /// Its id.
@@ -80,7 +80,7 @@ pub struct StoredMessage {
 /// Effect: write these messages and this channel state in one atomic journal group, then call
 /// [`Receiver::handle_stored`] with `state`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Store {
+pub(crate) struct Store {
     /// New messages, in sequence order (possibly none: a batch of resends still moves nothing,
     /// but a skip by id or a resync moves `state`).
     pub messages_to_store: Vec<StoredMessage>,
@@ -89,15 +89,16 @@ pub struct Store {
 }
 
 impl Store {
+    #[cfg(test)]
     /// `state.stored_up_to`, for short.
-    pub fn stored_up_to(&self) -> u64 {
+    pub(crate) fn stored_up_to(&self) -> u64 {
         self.state.stored_up_to
     }
 }
 
 /// Expected operating errors: each means "close this connection".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReceiverError {
+pub(crate) enum ReceiverError {
     /// The peer speaks another protocol version.
     #[error("sender speaks channel protocol {theirs}, this manager {ours}")]
     Version {
@@ -199,7 +200,7 @@ impl RecentIds {
 
 /// What answering one frame asks of the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReceiverOutput {
+pub(crate) enum ReceiverOutput {
     /// Send this frame.
     Send(ChannelFrame),
     /// Persist this, then call [`Receiver::handle_stored`].
@@ -208,7 +209,7 @@ pub enum ReceiverOutput {
 
 /// The receiving side's state machine; see the module documentation.
 #[derive(Debug)]
-pub struct Receiver {
+pub(crate) struct Receiver {
     /// The accepted state: everything handed to the driver to store, durable or not.
     state: ReceiverState,
     /// `stored_up_to` known durable (what `Welcome` reports).
@@ -222,7 +223,10 @@ impl Receiver {
     /// Restarts from the journal: the durable channel state and the ids of the messages most
     /// recently stored through this channel, oldest first (only the last [`RECENT_IDS_MAX`] are
     /// kept).
-    pub fn new(state: ReceiverState, recent_ids: impl IntoIterator<Item = u128>) -> Receiver {
+    pub(crate) fn new(
+        state: ReceiverState,
+        recent_ids: impl IntoIterator<Item = u128>,
+    ) -> Receiver {
         let mut recent = RecentIds::default();
         for id in recent_ids {
             recent.insert(id);
@@ -236,33 +240,38 @@ impl Receiver {
         }
     }
 
+    #[cfg(test)]
     /// The accepted channel state (what the next [`Store`] carries).
-    pub fn state(&self) -> ReceiverState {
+    pub(crate) fn state(&self) -> ReceiverState {
         self.state
     }
 
+    #[cfg(test)]
     /// Highest sequence number known durable.
-    pub fn durable_up_to(&self) -> u64 {
+    pub(crate) fn durable_up_to(&self) -> u64 {
         self.durable_up_to
     }
 
     /// Whether messages may still be skipped by id.
-    pub fn is_reconciling(&self) -> bool {
+    pub(crate) fn is_reconciling(&self) -> bool {
         self.state.reconcile_until > self.state.stored_up_to + 1
     }
 
     /// How many messages were discarded because their id was recently stored.
-    pub fn duplicates_skipped_by_id(&self) -> u64 {
+    pub(crate) fn duplicates_skipped_by_id(&self) -> u64 {
         self.duplicates_skipped_by_id
     }
 
     /// The connection is gone; the next one starts with a `Hello`.
-    pub fn handle_disconnected(&mut self) {
+    pub(crate) fn handle_disconnected(&mut self) {
         self.greeted = false;
     }
 
     /// Any frame from the sender.
-    pub fn handle_frame(&mut self, frame: ChannelFrame) -> Result<ReceiverOutput, ReceiverError> {
+    pub(crate) fn handle_frame(
+        &mut self,
+        frame: ChannelFrame,
+    ) -> Result<ReceiverOutput, ReceiverError> {
         match frame {
             ChannelFrame::Hello(hello) => Ok(ReceiverOutput::Send(ChannelFrame::Welcome(
                 self.handle_hello(hello)?,
@@ -287,7 +296,7 @@ impl Receiver {
     /// The handshake. A sender with a new epoch was wiped (or is new): its numbering starts
     /// over, so this side starts over too and reconciles by id for the next
     /// [`RECENT_IDS_MAX`] sequence numbers.
-    pub fn handle_hello(&mut self, hello: Hello) -> Result<Welcome, ReceiverError> {
+    pub(crate) fn handle_hello(&mut self, hello: Hello) -> Result<Welcome, ReceiverError> {
         if hello.protocol_version != CHANNEL_PROTOCOL_VERSION {
             return Err(ReceiverError::Version {
                 theirs: hello.protocol_version,
@@ -338,7 +347,7 @@ impl Receiver {
 
     /// The sender holds nothing below `next_seq` (this side was rolled back): move there (never
     /// backwards), and deduplicate by id below `reconcile_until`.
-    pub fn handle_resync(&mut self, resync: Resync) -> Result<Store, ReceiverError> {
+    pub(crate) fn handle_resync(&mut self, resync: Resync) -> Result<Store, ReceiverError> {
         if !self.greeted {
             return Err(ReceiverError::Unexpected { frame: "Resync" });
         }
@@ -367,7 +376,7 @@ impl Receiver {
 
     /// A batch: returns what to store. Resends (at or below the accepted point) are skipped;
     /// while reconciling, so are recently stored ids.
-    pub fn handle_batch(
+    pub(crate) fn handle_batch(
         &mut self,
         first_seq: u64,
         messages: Vec<WireMessage>,
@@ -453,7 +462,7 @@ impl Receiver {
     /// state `durable`, forgetting the ids of the messages that were not stored (their resends
     /// must be taken), but keeping the rest of the window. The connection must be closed; the
     /// sender resends from the next handshake.
-    pub fn handle_store_failed(&mut self, durable: ReceiverState, failed_ids: &[u128]) {
+    pub(crate) fn handle_store_failed(&mut self, durable: ReceiverState, failed_ids: &[u128]) {
         let failed: FxHashSet<u128> = failed_ids.iter().copied().collect();
         self.recent.remove(&failed);
         self.state = durable;
@@ -463,14 +472,14 @@ impl Receiver {
 
     /// The ids of the recently stored messages, oldest first (for a state record that must
     /// carry the window across the deletion of older records).
-    pub fn recent_ids(&self) -> impl Iterator<Item = u128> + '_ {
+    pub(crate) fn recent_ids(&self) -> impl Iterator<Item = u128> + '_ {
         self.recent.order.iter().copied()
     }
 
     /// The driver made `stored` (the state of a [`Store`]) durable: acknowledge it. `None` if
     /// that store belongs to a sender epoch since replaced (its numbering means nothing now), or
     /// if no connection is greeted.
-    pub fn handle_stored(&mut self, stored: &ReceiverState) -> Option<ChannelFrame> {
+    pub(crate) fn handle_stored(&mut self, stored: &ReceiverState) -> Option<ChannelFrame> {
         if stored.sender_epoch != self.state.sender_epoch {
             return None;
         }

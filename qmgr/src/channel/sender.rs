@@ -32,19 +32,19 @@ use super::frame::{
 
 /// The most messages sent and not yet acked on one connection: enough to keep a 1 Gbit/s,
 /// 100 ms link busy with ~4 KiB messages (3000 in flight), rounded up.
-pub const WINDOW_MESSAGES_MAX: usize = 4096;
+pub(crate) const WINDOW_MESSAGES_MAX: usize = 4096;
 
 /// The most messages the sender keeps in memory; the transmission queue keeps the rest on disk.
-pub const HELD_MESSAGES_MAX: usize = 4 * WINDOW_MESSAGES_MAX;
+pub(crate) const HELD_MESSAGES_MAX: usize = 4 * WINDOW_MESSAGES_MAX;
 
 /// The most payload bytes the sender keeps in memory (a lone larger message is still taken).
-pub const HELD_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub(crate) const HELD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Without any frame from the peer for this long, the sender pings.
-pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+pub(crate) const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
 
 /// Without any frame from the peer for this long, the link is dead.
-pub const KEEP_ALIVE_DEAD: Duration = Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE_DEAD: Duration = Duration::from_secs(15);
 
 const _: () = assert!(BATCH_MESSAGES_MAX <= WINDOW_MESSAGES_MAX);
 const _: () = assert!(WINDOW_MESSAGES_MAX <= HELD_MESSAGES_MAX);
@@ -65,7 +65,7 @@ pub struct SenderState {
 
 /// A message handed to the sender, with its sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldMessage {
+pub(crate) struct HeldMessage {
     /// The channel sequence number.
     pub seq: u64,
     /// The message id.
@@ -77,7 +77,7 @@ pub struct HeldMessage {
 /// Expected operating errors: each means "close this connection" (and, for a restore error,
 /// "do not start the channel").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SenderError {
+pub(crate) enum SenderError {
     /// The held messages given at restart break the invariants.
     #[error("restored channel state is inconsistent: {reason}")]
     Restore {
@@ -126,7 +126,7 @@ pub enum SenderError {
 
 /// Why [`Sender::push`] refused a message; the caller keeps it in the transmission queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PushError {
+pub(crate) enum PushError {
     /// [`HELD_MESSAGES_MAX`] or [`HELD_BYTES_MAX`] reached: push again after acks.
     #[error("the sender holds its limit of messages; retry after acks")]
     Full,
@@ -150,7 +150,7 @@ enum Link {
 
 /// The sending side's state machine; see the module documentation.
 #[derive(Debug)]
-pub struct Sender {
+pub(crate) struct Sender {
     from: String,
     to: String,
     state: SenderState,
@@ -176,7 +176,7 @@ pub struct Sender {
 impl Sender {
     /// Restarts from the journal: the channel state and the held messages (pushed, not yet
     /// deleted), in sequence order.
-    pub fn new(
+    pub(crate) fn new(
         from: impl Into<String>,
         to: impl Into<String>,
         state: SenderState,
@@ -231,44 +231,41 @@ impl Sender {
 
     /// The channel state to persist (with the next assignment or deletion record): it changes
     /// on push (`next_seq`) and on handshake (`receiver_epoch`).
-    pub fn state(&self) -> SenderState {
+    pub(crate) fn state(&self) -> SenderState {
         self.state
     }
 
     /// The highest sequence number whose assignment is durable.
-    pub fn durable_up_to(&self) -> u64 {
+    pub(crate) fn durable_up_to(&self) -> u64 {
         self.seq_durable_up_to
     }
 
+    #[cfg(test)]
     /// How many messages are held (pushed, not yet acked).
-    pub fn held_len(&self) -> usize {
+    pub(crate) fn held_len(&self) -> usize {
         self.held.len()
     }
 
-    /// The held messages, oldest first.
-    pub fn held(&self) -> impl Iterator<Item = &HeldMessage> {
-        self.held.iter()
-    }
-
     /// Whether [`Sender::push`] would accept a message of `bytes`.
-    pub fn can_push(&self, bytes: usize) -> bool {
+    pub(crate) fn can_push(&self, bytes: usize) -> bool {
         self.held.len() < HELD_MESSAGES_MAX
             && (self.held.is_empty() || self.held_bytes + bytes <= HELD_BYTES_MAX)
     }
 
+    #[cfg(test)]
     /// Whether the receiver may still hold some held messages under an older numbering.
-    pub fn is_reconciling(&self) -> bool {
+    pub(crate) fn is_reconciling(&self) -> bool {
         self.reconcile_until.is_some()
     }
 
     /// Whether the keep-alive declared the link dead: the driver closes the connection and
     /// calls [`Sender::handle_disconnected`].
-    pub fn is_dead(&self) -> bool {
+    pub(crate) fn is_dead(&self) -> bool {
         self.dead
     }
 
     /// Whether the handshake is done and batches may flow.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.link == Link::Connected
     }
 
@@ -276,7 +273,7 @@ impl Sender {
     /// which is returned. Effect: the driver persists the assignment (`id → seq` and
     /// [`Sender::state`]) and then calls [`Sender::handle_seq_durable`]; until then the message
     /// is not transmitted.
-    pub fn push(&mut self, id: u128, payload: bytes::Bytes) -> Result<u64, PushError> {
+    pub(crate) fn push(&mut self, id: u128, payload: bytes::Bytes) -> Result<u64, PushError> {
         if payload.len() > WIRE_MESSAGE_BYTES_MAX {
             return Err(PushError::TooLarge {
                 bytes: payload.len(),
@@ -294,7 +291,7 @@ impl Sender {
     }
 
     /// The driver made the assignments up to `up_to` durable.
-    pub fn handle_seq_durable(&mut self, up_to: u64) {
+    pub(crate) fn handle_seq_durable(&mut self, up_to: u64) {
         debug_assert!(
             up_to < self.state.next_seq,
             "durable beyond what was assigned"
@@ -307,7 +304,7 @@ impl Sender {
     /// The driver could not make the assignments above the durable point durable (the write
     /// failed): those messages were never transmitted, so they are handed back (oldest first)
     /// and their sequence numbers are reused. Returns their ids.
-    pub fn handle_seq_lost(&mut self) -> Vec<u128> {
+    pub(crate) fn handle_seq_lost(&mut self) -> Vec<u128> {
         let mut lost = Vec::new();
         while self
             .held
@@ -327,7 +324,7 @@ impl Sender {
 
     /// A new connection is open: the handshake starts ([`Hello`] comes out of
     /// [`Sender::poll_transmit`]).
-    pub fn handle_connecting(&mut self, now: Instant) {
+    pub(crate) fn handle_connecting(&mut self, now: Instant) {
         self.reset_link();
         self.link = Link::AwaitingWelcome;
         self.hello_pending = true;
@@ -335,7 +332,7 @@ impl Sender {
     }
 
     /// The connection is gone: everything unacked becomes unsent again.
-    pub fn handle_disconnected(&mut self) {
+    pub(crate) fn handle_disconnected(&mut self) {
         self.reset_link();
     }
 
@@ -356,7 +353,7 @@ impl Sender {
 
     /// Any frame from the receiver. Returns the sequence numbers now deletable from the
     /// transmission queue (effect: the driver deletes them).
-    pub fn handle_frame(
+    pub(crate) fn handle_frame(
         &mut self,
         now: Instant,
         frame: ChannelFrame,
@@ -386,7 +383,7 @@ impl Sender {
     /// (same epoch, `stored_up_to`) are deletable and returned; transmission resumes at the
     /// oldest message still held. If the receiver is behind what was already deleted, or its
     /// epoch changed, it was restored or wiped: log it, queue a [`Resync`], and carry on.
-    pub fn handle_connected(
+    pub(crate) fn handle_connected(
         &mut self,
         now: Instant,
         welcome: Welcome,
@@ -446,7 +443,7 @@ impl Sender {
     /// The receiver holds everything up to `up_to` durably. Returns the sequence numbers now
     /// deletable from the transmission queue. An ack at or below an earlier one changes nothing
     /// (it may come from a store that completed across a reconnect).
-    pub fn handle_ack(&mut self, now: Instant, up_to: u64) -> Result<Vec<u64>, SenderError> {
+    pub(crate) fn handle_ack(&mut self, now: Instant, up_to: u64) -> Result<Vec<u64>, SenderError> {
         if self.link != Link::Connected {
             return Err(SenderError::Unexpected { frame: "Ack" });
         }
@@ -482,7 +479,7 @@ impl Sender {
 
     /// The next frame to send, if any: the handshake, a resync, keep-alives, then batches while
     /// the window has room.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<ChannelFrame> {
+    pub(crate) fn poll_transmit(&mut self, now: Instant) -> Option<ChannelFrame> {
         match self.link {
             Link::Disconnected => return None,
             Link::AwaitingWelcome => {
@@ -547,8 +544,9 @@ impl Sender {
         }))
     }
 
+    #[cfg(test)]
     /// When [`Sender::handle_timeout`] should next be called, if ever.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         if self.link == Link::Disconnected || self.dead {
             return None;
         }
@@ -563,7 +561,7 @@ impl Sender {
     }
 
     /// Time passed: ping an idle link, declare a silent one dead.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.link == Link::Disconnected || self.dead {
             return;
         }

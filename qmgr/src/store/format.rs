@@ -52,48 +52,48 @@ const END_MARKER_KIND: u32 = 2;
 /// is issued only after the previous one was synced, so damage followed by the start of a
 /// later write was synced once (corruption), while damage with no later write start can only
 /// be the torn remains of the last write (a torn tail).
-pub const WRITE_START_FLAG: u32 = 1 << 31;
+pub(crate) const WRITE_START_FLAG: u32 = 1 << 31;
 
 /// First bytes of every segment file.
-pub const SEGMENT_MAGIC: [u8; 8] = *b"hopmqJNL";
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"hopmqJNL";
 /// The format this build writes; bump it on any layout change.
-pub const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 /// The oldest format this build reads: format 1 lacks end markers, so its segments are read as
 /// zero-filled past their data (which they are). Once dead, their files are recycled as
 /// format-2 segments like any other.
-pub const FORMAT_VERSION_MIN: u32 = 1;
+pub(crate) const FORMAT_VERSION_MIN: u32 = 1;
 /// Size of the segment header; records start right after it.
-pub const SEGMENT_HEADER_BYTES: u64 = 32;
+pub(crate) const SEGMENT_HEADER_BYTES: u64 = 32;
 /// Size of a record header.
-pub const RECORD_HEADER_BYTES: u64 = 16;
+pub(crate) const RECORD_HEADER_BYTES: u64 = 16;
 /// Records start at multiples of this, which lets recovery scan for them.
-pub const RECORD_ALIGN_BYTES: u64 = 8;
+pub(crate) const RECORD_ALIGN_BYTES: u64 = 8;
 
 /// Largest payload of one record: the daemon's largest message body (16 MiB, DESIGN.md
 /// `max_message_bytes`) plus room for the caller's own record fields.
-pub const RECORD_PAYLOAD_BYTES_MAX: u64 = 17 * 1024 * 1024;
+pub(crate) const RECORD_PAYLOAD_BYTES_MAX: u64 = 17 * 1024 * 1024;
 /// Largest encoded record, header and padding included.
-pub const RECORD_BYTES_MAX: u64 = align_up(RECORD_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX);
+pub(crate) const RECORD_BYTES_MAX: u64 = align_up(RECORD_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX);
 /// Space every segment keeps for its seal, which also holds the end marker of the last write
 /// before it.
-pub const SEAL_BYTES: u64 = record_bytes_padded(8);
+pub(crate) const SEAL_BYTES: u64 = record_bytes_padded(8);
 /// Size of an end marker: a record header with no payload.
-pub const END_MARKER_BYTES: u64 = RECORD_HEADER_BYTES;
+pub(crate) const END_MARKER_BYTES: u64 = RECORD_HEADER_BYTES;
 /// Largest single write (and so largest atomic group): everything not yet fdatasync'd when the
 /// process dies lies within this many bytes, which is what recovery's torn-tail rule relies on.
-pub const BATCH_BYTES_MAX: u64 = 24 * 1024 * 1024;
+pub(crate) const BATCH_BYTES_MAX: u64 = 24 * 1024 * 1024;
 /// The writer stops gathering a batch once it holds this much (DESIGN.md: cap ~1 MiB).
-pub const BATCH_BYTES_TARGET: u64 = 1024 * 1024;
+pub(crate) const BATCH_BYTES_TARGET: u64 = 1024 * 1024;
 /// The writer stops gathering a batch once it holds this many records (DESIGN.md: ~256).
-pub const BATCH_RECORDS_TARGET: usize = 256;
+pub(crate) const BATCH_RECORDS_TARGET: usize = 256;
 /// The tail of every segment kept for appends that free space (removals, acks): when the disk
 /// is full, consumers can still record what they took, so that segments die and space
 /// returns. 64 KiB holds over a thousand removal records.
-pub const RESERVE_BYTES_MAX: u64 = 64 * 1024;
+pub(crate) const RESERVE_BYTES_MAX: u64 = 64 * 1024;
 
 /// The reserve of a segment of `segment_bytes`: a sixteenth, at most [`RESERVE_BYTES_MAX`], so
 /// the small segments of tests keep most of their room.
-pub const fn reserve_bytes(segment_bytes: u64) -> u64 {
+pub(crate) const fn reserve_bytes(segment_bytes: u64) -> u64 {
     let sixteenth = align_up(segment_bytes / 16);
     if sixteenth < RESERVE_BYTES_MAX {
         sixteenth
@@ -107,13 +107,13 @@ pub const fn reserve_bytes(segment_bytes: u64) -> u64 {
 /// was, a fresh journal zero-fills half as much before it has spares to recycle, and less of
 /// the disk and the page cache is held by segments kept for a few live records (3-hop bench:
 /// 71k / 81k msg/s against 66k / 71k, BENCHMARKS.md, session 15).
-pub const SEGMENT_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
+pub(crate) const SEGMENT_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
 /// Smallest accepted segment size: small segments are for tests; below this the header and
 /// one small record would barely fit.
-pub const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
+pub(crate) const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
 /// Largest accepted segment size: recovery reads a whole segment into one buffer, so this
 /// bounds recovery's memory.
-pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+pub(crate) const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
 const _: () = assert!(RECORD_BYTES_MAX <= BATCH_BYTES_MAX);
 const _: () = assert!(BATCH_BYTES_TARGET <= BATCH_BYTES_MAX);
@@ -130,17 +130,17 @@ const _: () = assert!(SEGMENT_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
 const _: () = assert!(END_MARKER_BYTES <= SEAL_BYTES);
 
 /// Rounds `value` up to the record alignment.
-pub const fn align_up(value: u64) -> u64 {
+pub(crate) const fn align_up(value: u64) -> u64 {
     value.div_ceil(RECORD_ALIGN_BYTES) * RECORD_ALIGN_BYTES
 }
 
 /// Bytes one record with a payload of `payload_bytes` takes in a segment, padding included.
-pub const fn record_bytes_padded(payload_bytes: u64) -> u64 {
+pub(crate) const fn record_bytes_padded(payload_bytes: u64) -> u64 {
     align_up(RECORD_HEADER_BYTES + payload_bytes)
 }
 
 /// Encodes the header of segment `segment`.
-pub fn encode_segment_header(segment: u64) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+pub(crate) fn encode_segment_header(segment: u64) -> [u8; SEGMENT_HEADER_BYTES as usize] {
     let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
     header[0..8].copy_from_slice(&SEGMENT_MAGIC);
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -152,7 +152,7 @@ pub fn encode_segment_header(segment: u64) -> [u8; SEGMENT_HEADER_BYTES as usize
 
 /// Why a segment header was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SegmentHeaderError {
+pub(crate) enum SegmentHeaderError {
     /// Shorter than a header, or not starting with [`SEGMENT_MAGIC`].
     NotASegment,
     /// Written by another format version.
@@ -164,7 +164,7 @@ pub enum SegmentHeaderError {
 }
 
 /// Checks a segment header against the id its file name gives; returns its format version.
-pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<u32, SegmentHeaderError> {
+pub(crate) fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<u32, SegmentHeaderError> {
     let Some(header) = bytes.get(0..SEGMENT_HEADER_BYTES as usize) else {
         return Err(SegmentHeaderError::NotASegment);
     };
@@ -189,7 +189,7 @@ pub fn decode_segment_header(bytes: &[u8], segment: u64) -> Result<u32, SegmentH
 
 /// Appends one record (header, payload, padding) to `buffer`; the record will be written at
 /// segment offset `offset` of segment `segment`, which its CRC covers.
-pub fn encode_record(
+pub(crate) fn encode_record(
     buffer: &mut Vec<u8>,
     segment: u64,
     offset: u64,
@@ -230,7 +230,7 @@ fn record_crc(segment: u64, offset: u64, fields: &[u8], payload: &[u8]) -> u32 {
 
 /// One valid record found in a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordView {
+pub(crate) struct RecordView {
     /// Records in the record's group.
     pub group_len: u32,
     /// Position in the group.
@@ -245,7 +245,7 @@ pub struct RecordView {
 
 /// What lies at a record position.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     /// A record whose CRC matches.
     Record(RecordView),
     /// A padding record, to be skipped.
@@ -262,7 +262,7 @@ pub enum Decoded {
 
 /// Decodes the record at `at` in `bytes`, which holds segment `segment` from segment offset
 /// `base` onwards (so the record's segment offset is `base + at`).
-pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decoded {
+pub(crate) fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decoded {
     let Some(header) = bytes.get(at..at + RECORD_HEADER_BYTES as usize) else {
         return Decoded::End;
     };
@@ -325,7 +325,7 @@ pub fn decode_record(bytes: &[u8], segment: u64, base: u64, at: usize) -> Decode
 }
 
 /// The end marker at `offset` of segment `segment` (see the module documentation).
-pub fn encode_end_marker(segment: u64, offset: u64) -> [u8; END_MARKER_BYTES as usize] {
+pub(crate) fn encode_end_marker(segment: u64, offset: u64) -> [u8; END_MARKER_BYTES as usize] {
     let mut fields = [0u8; 12];
     fields[0..4].copy_from_slice(&(END_MARKER_BYTES as u32).to_le_bytes());
     fields[8..12].copy_from_slice(&END_MARKER_KIND.to_le_bytes());
@@ -337,7 +337,7 @@ pub fn encode_end_marker(segment: u64, offset: u64) -> [u8; END_MARKER_BYTES as 
 }
 
 /// The seal of segment `segment` holding `records` records, to be written at `offset`.
-pub fn encode_seal(segment: u64, offset: u64, records: u64) -> Vec<u8> {
+pub(crate) fn encode_seal(segment: u64, offset: u64, records: u64) -> Vec<u8> {
     let mut fields = [0u8; 12];
     fields[0..4].copy_from_slice(&((RECORD_HEADER_BYTES + 8) as u32).to_le_bytes());
     fields[8..12].copy_from_slice(&1u32.to_le_bytes());
@@ -356,7 +356,7 @@ const PADDING_BYTES_MAX: u64 = RECORD_BYTES_MAX / RECORD_ALIGN_BYTES * RECORD_AL
 
 /// The bytes that cover `offset..offset + bytes` of segment `segment` with padding records,
 /// or `None` if the range is too short to hold one (or not aligned).
-pub fn encode_padding(segment: u64, offset: u64, bytes: u64) -> Option<Vec<u8>> {
+pub(crate) fn encode_padding(segment: u64, offset: u64, bytes: u64) -> Option<Vec<u8>> {
     if bytes < RECORD_HEADER_BYTES || bytes % RECORD_ALIGN_BYTES != 0 {
         return None;
     }

@@ -39,7 +39,7 @@ mod reopen;
 /// Appends queued for the writer before `append` blocks its caller: backpressure when the disk
 /// is the bottleneck. Each holds one group, so this bounds queued memory to what callers
 /// themselves bound (the daemon limits message sizes and in-flight puts).
-pub const REQUEST_QUEUE_MAX: usize = 4096;
+pub(crate) const REQUEST_QUEUE_MAX: usize = 4096;
 pub use super::shared::FSYNC_BUCKETS;
 
 /// A durable, segmented, append-only journal of opaque payloads. Cheap to clone; all clones

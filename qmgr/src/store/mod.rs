@@ -19,15 +19,15 @@
 //! when worth it), [`writer`] (the group-commit thread), [`journal`] (the shared handle and
 //! `open`).
 
-pub mod error;
-pub mod format;
-pub mod journal;
+pub(crate) mod error;
+pub(crate) mod format;
+pub(crate) mod journal;
 mod pace;
-pub mod recovery;
+pub(crate) mod recovery;
 mod requests;
-pub mod segment;
+pub(crate) mod segment;
 mod shared;
-pub mod writer;
+pub(crate) mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -35,7 +35,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use error::{RecordCount, StoreError};
-pub use journal::{Commit, Journal, JournalStats, SegmentStats, open};
+pub use journal::{Commit, FSYNC_BUCKETS, Journal, JournalStats, SegmentStats, open};
 pub use recovery::{RecoveryReport, SalvagedRange, TruncatedTail};
 
 /// Whether the writer makes each batch durable before acknowledging it.

@@ -27,7 +27,7 @@ const PARK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Shared by the writer and the helper thread preparing the next segment.
 #[derive(Debug)]
-pub struct Pace {
+pub(crate) struct Pace {
     /// Offset in the segment being prepared below which zeros may be written.
     allowed: AtomicU64,
     /// What `allowed` must reach for the parked helper to go on; `u64::MAX` when not parked.
@@ -40,13 +40,13 @@ pub struct Pace {
 
 /// The helper was told to stop: the segment it was writing will not be used.
 #[derive(Debug)]
-pub struct Cancelled;
+pub(crate) struct Cancelled;
 
 impl Pace {
     /// A pace for a segment of `segment_bytes` succeeding an active segment already filled to
     /// `active_written`, to be complete once that one is filled to `ready_at`
     /// (0: at any time, so no pacing).
-    pub fn new(segment_bytes: u64, ready_at: u64, active_written: u64) -> Pace {
+    pub(crate) fn new(segment_bytes: u64, ready_at: u64, active_written: u64) -> Pace {
         let pace = Pace {
             allowed: AtomicU64::new(0),
             waiting_for: AtomicU64::new(u64::MAX),
@@ -74,20 +74,20 @@ impl Pace {
     /// The writer has filled the active segment to `active_written`. True if the helper is
     /// parked waiting for no more than what is now allowed: the caller unparks it.
     #[must_use]
-    pub fn filled_to(&self, active_written: u64) -> bool {
+    pub(crate) fn filled_to(&self, active_written: u64) -> bool {
         self.raise(self.allowance(active_written))
     }
 
     /// No more pacing: the writer needs the segment now. True if the caller must unpark.
     #[must_use]
-    pub fn hurry(&self) -> bool {
+    pub(crate) fn hurry(&self) -> bool {
         self.raise(u64::MAX)
     }
 
     /// The segment will not be used: the helper stops at its next chunk. True if the caller
     /// must unpark.
     #[must_use]
-    pub fn cancel(&self) -> bool {
+    pub(crate) fn cancel(&self) -> bool {
         self.cancelled.store(true, Ordering::SeqCst);
         self.raise(u64::MAX)
     }
@@ -99,7 +99,7 @@ impl Pace {
 
     /// Called by the helper before writing the chunk that starts at `offset`: returns once it
     /// may, parking meanwhile.
-    pub fn wait_to_write(&self, offset: u64) -> Result<(), Cancelled> {
+    pub(crate) fn wait_to_write(&self, offset: u64) -> Result<(), Cancelled> {
         loop {
             if self.cancelled.load(Ordering::SeqCst) {
                 return Err(Cancelled);
@@ -125,7 +125,7 @@ impl Pace {
 
     /// Whether the helper is parked (or about to park) waiting for more allowance.
     #[cfg(test)]
-    pub fn is_waiting(&self) -> bool {
+    pub(crate) fn is_waiting(&self) -> bool {
         self.waiting_for.load(Ordering::SeqCst) != u64::MAX
     }
 }

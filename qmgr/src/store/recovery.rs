@@ -66,7 +66,7 @@ pub struct SalvagedRange {
 
 /// The outcome of scanning one segment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ScannedSegment {
+pub(crate) struct ScannedSegment {
     pub records: u64,
     pub payload_bytes: u64,
     /// Where the valid written data ends: where appends resume in the last segment.
@@ -94,7 +94,7 @@ enum GroupRead {
 /// write and its end marker (under `SyncPolicy::Always` one write at a time is unsynced). Open
 /// zeroes this far past the end of the last segment, torn or not, not to the file's last
 /// non-zero byte, which in a recycled file is its earlier life's data.
-pub const TORN_WRITE_BYTES_MAX: u64 = BATCH_BYTES_MAX + SEAL_BYTES;
+pub(crate) const TORN_WRITE_BYTES_MAX: u64 = BATCH_BYTES_MAX + SEAL_BYTES;
 
 /// Scans segment `segment` (its whole file in `bytes`, of format `version`), delivering every
 /// record of every intact group in order to `deliver`.
@@ -102,7 +102,7 @@ pub const TORN_WRITE_BYTES_MAX: u64 = BATCH_BYTES_MAX + SEAL_BYTES;
 /// A format-2 segment's data ends at its end marker or its seal; what follows may be the
 /// stale bytes of a recycled file, never read as records (their CRCs name another segment).
 /// A format-1 segment's data ends where only zeros follow.
-pub fn scan_segment<F>(
+pub(crate) fn scan_segment<F>(
     bytes: &[u8],
     segment: u64,
     version: u32,

@@ -24,7 +24,7 @@ const SPARE_SUFFIX: &str = ".seg.spare";
 const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// The path of segment `segment` in `dir`.
-pub fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}{SEGMENT_SUFFIX}"))
 }
 
@@ -35,7 +35,7 @@ fn temporary_path(dir: &Path, segment: u64) -> PathBuf {
 /// Keeps dead segment `segment` as a spare for [`prepare_segment`] to recycle, instead of
 /// removing it: the caller syncs the directory, and a crash before the spare is used only
 /// means `open` removes it.
-pub fn retire_segment(dir: &Path, segment: u64) -> Result<PathBuf, StoreError> {
+pub(crate) fn retire_segment(dir: &Path, segment: u64) -> Result<PathBuf, StoreError> {
     let spare = dir.join(format!("{segment:020}{SPARE_SUFFIX}"));
     std::fs::rename(segment_path(dir, segment), &spare)
         .map_err(|source| StoreError::io(&spare, source))?;
@@ -44,7 +44,7 @@ pub fn retire_segment(dir: &Path, segment: u64) -> Result<PathBuf, StoreError> {
 
 /// The segment ids present in `dir`, ascending. Leftover temporary files of an interrupted
 /// creation, and spares, are removed on the way.
-pub fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
     let entries = std::fs::read_dir(dir).map_err(|source| StoreError::io(dir, source))?;
     let mut segments = Vec::new();
     let mut removed_any = false;
@@ -84,7 +84,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
 
 /// Creates segment `segment` of `segment_bytes` bytes, zero-filled and synced, and makes its
 /// name durable: [`prepare_segment`] then [`install_segment`].
-pub fn create_segment(
+pub(crate) fn create_segment(
     dir: &Path,
     segment: u64,
     segment_bytes: u64,
@@ -112,7 +112,7 @@ pub fn create_segment(
 /// next is begun, so a miss at the start rarely costs a whole segment of zeros). On failure
 /// nothing is left behind (the spares included); running out of space is reported as
 /// [`StoreError::DiskFull`].
-pub fn prepare_segment(
+pub(crate) fn prepare_segment(
     dir: &Path,
     segment: u64,
     segment_bytes: u64,
@@ -160,7 +160,7 @@ pub fn prepare_segment(
 
 /// Gives a prepared segment its real name and makes that durable; on failure the prepared
 /// file is removed.
-pub fn install_segment(dir: &Path, segment: u64) -> Result<(), StoreError> {
+pub(crate) fn install_segment(dir: &Path, segment: u64) -> Result<(), StoreError> {
     let temporary = temporary_path(dir, segment);
     let path = segment_path(dir, segment);
     if let Err(source) = std::fs::rename(&temporary, &path) {
@@ -175,7 +175,7 @@ pub fn install_segment(dir: &Path, segment: u64) -> Result<(), StoreError> {
 }
 
 /// Removes a prepared segment that will not be used.
-pub fn discard_prepared(dir: &Path, segment: u64) {
+pub(crate) fn discard_prepared(dir: &Path, segment: u64) {
     // Best effort: open removes leftovers anyway.
     let _ = std::fs::remove_file(temporary_path(dir, segment));
 }
@@ -282,7 +282,7 @@ fn write_zeros(
 }
 
 /// Whether `error` means the filesystem is out of space (or quota).
-pub fn is_disk_full(error: &std::io::Error) -> bool {
+pub(crate) fn is_disk_full(error: &std::io::Error) -> bool {
     matches!(
         error.kind(),
         ErrorKind::StorageFull | ErrorKind::QuotaExceeded
@@ -290,7 +290,7 @@ pub fn is_disk_full(error: &std::io::Error) -> bool {
 }
 
 /// Makes creations, renames and removals in `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|handle| handle.sync_all())
         .map_err(|source| StoreError::io(dir, source))

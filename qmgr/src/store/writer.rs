@@ -573,7 +573,7 @@ impl Drop for Writer {
 /// so a retry could "succeed" without the data ever reaching the disk (the PostgreSQL
 /// fsyncgate lesson). Nothing written since the last good sync is acknowledged; restart
 /// recovers the rest.
-pub fn fatal(operation: &str, path: &Path, error: &std::io::Error) -> ! {
+pub(crate) fn fatal(operation: &str, path: &Path, error: &std::io::Error) -> ! {
     tracing::error!(
         operation,
         segment = %path.display(),

@@ -269,7 +269,7 @@ impl Storage for Disk {
             fsyncs: state.commits,
             fsync_nanos_total: 0,
             fsync_nanos_max: 0,
-            fsync_micros_log2_buckets: [0; qmgr::store::journal::FSYNC_BUCKETS],
+            fsync_micros_log2_buckets: [0; qmgr::store::FSYNC_BUCKETS],
         }
     }
 
