@@ -13,6 +13,12 @@ pub enum Error {
     /// The mount point is missing or not a directory.
     #[error("mount point {path} is not a directory")]
     Mountpoint { path: PathBuf },
+    /// The mount point is inside the backing folder: the filesystem would serve itself.
+    #[error("mount point {mountpoint} is inside the backing folder {backing}")]
+    Nested {
+        backing: PathBuf,
+        mountpoint: PathBuf,
+    },
     /// The backing folder is missing or not a directory.
     #[error("backing folder {path} is not a directory")]
     Backing { path: PathBuf },

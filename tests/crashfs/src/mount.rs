@@ -28,21 +28,28 @@ pub(crate) fn config() -> Config {
     config
 }
 
-/// Why FUSE cannot be used here, if it cannot: `/dev/fuse` missing or unopenable, or no
-/// way to mount (neither root nor a `fusermount`). A mount may still be refused (a
-/// container without `CAP_SYS_ADMIN`); [`Mount::new`] reports that as
+/// Why FUSE cannot be used here, if it cannot: no `/dev/fuse`, or no way to mount with it
+/// (root who cannot open it; not root and no `fusermount3`/`fusermount`). A mount may
+/// still be refused (a container without `CAP_SYS_ADMIN`); [`Mount::new`] reports that as
 /// [`Error::Unavailable`] too.
 pub fn unavailable() -> Option<String> {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-    {
-        return Some(format!("cannot open /dev/fuse: {e}"));
+    if let Err(e) = std::fs::metadata("/dev/fuse") {
+        return Some(format!(
+            "no /dev/fuse ({e}): the kernel has no FUSE or it is not passed in"
+        ));
     }
-    let root = rustix::process::geteuid().is_root();
-    if !root && find_in_path("fusermount3").is_none() && find_in_path("fusermount").is_none() {
-        return Some("not root, and no fusermount3 or fusermount to mount with".to_owned());
+    if rustix::process::geteuid().is_root() {
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse");
+        return opened.err().map(|e| format!("cannot open /dev/fuse: {e}"));
+    }
+    if find_in_path("fusermount3").is_none() && find_in_path("fusermount").is_none() {
+        return Some(
+            "not root, and no fusermount3 (Debian package fuse3) or fusermount to mount with"
+                .to_owned(),
+        );
     }
     None
 }
@@ -60,14 +67,26 @@ pub(crate) fn session(
     backing: &Path,
     mountpoint: &Path,
 ) -> Result<(Session<CrashFs>, Arc<Shared>), Error> {
+    // First: where FUSE is unavailable, that is the answer, whatever the arguments.
+    if let Some(reason) = unavailable() {
+        return Err(Error::Unavailable(reason));
+    }
     if !mountpoint.is_dir() {
         return Err(Error::Mountpoint {
             path: mountpoint.to_owned(),
         });
     }
     let backing = backing.canonicalize().map_err(|e| Error::io(backing, e))?;
-    if let Some(reason) = unavailable() {
-        return Err(Error::Unavailable(reason));
+    let canonical = mountpoint
+        .canonicalize()
+        .map_err(|e| Error::io(mountpoint, e))?;
+    if canonical.starts_with(&backing) {
+        // Listing the backing folder would then ask this very filesystem, which waits on
+        // itself.
+        return Err(Error::Nested {
+            backing,
+            mountpoint: canonical,
+        });
     }
     let shared = Shared::new(&backing)?;
     let filesystem = CrashFs::new(Arc::clone(&shared));

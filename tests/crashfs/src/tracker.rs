@@ -90,7 +90,7 @@ impl Tracker {
 
     pub(crate) fn pending(&self) -> Pending {
         Pending {
-            files: self.files.len(),
+            files: self.files.values().filter(|t| t.log.records() > 0).count(),
             records: self.files.values().map(|t| t.log.records()).sum(),
             entries: self.dirs.pending(),
             memory_bytes: self.files.values().map(|t| t.log.memory()).sum(),

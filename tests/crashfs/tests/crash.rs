@@ -406,3 +406,46 @@ fn a_clean_unmount_keeps_everything() {
     let trash = backing.join(crashfs::HIDDEN).join("trash");
     assert!(std::fs::read_dir(trash).unwrap().next().is_none());
 }
+
+#[test]
+fn fallocate_is_undone_unless_synced() {
+    use rustix::fs::FallocateFlags;
+    let Some(f) = mount("fallocate_is_undone_unless_synced") else {
+        return;
+    };
+    f.durable("file", b"abcdef");
+    let file = f.open_rw("file");
+    rustix::fs::fallocate(&file, FallocateFlags::empty(), 0, 8192).unwrap();
+    assert_eq!(file.metadata().unwrap().len(), 8192);
+    let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    rustix::fs::fallocate(&file, punch, 0, 3).unwrap();
+    assert_eq!(&f.read("file")[..6], b"\0\0\0def");
+    drop(file);
+    f.crash();
+    assert_eq!(f.read("file"), b"abcdef");
+}
+
+#[test]
+fn an_unlinked_open_file_still_works_until_the_crash() {
+    let Some(f) = mount("an_unlinked_open_file_still_works_until_the_crash") else {
+        return;
+    };
+    f.durable("segment", b"12345");
+    let file = f.open_rw("segment");
+    std::fs::remove_file(f.path("segment")).unwrap();
+    assert_eq!(
+        file.metadata().unwrap().len(),
+        5,
+        "fstat of an unlinked file"
+    );
+    file.write_all_at(b"more", 5).unwrap();
+    let mut got = [0u8; 9];
+    file.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(&got, b"12345more");
+    f.crash();
+    assert_eq!(
+        f.read("segment"),
+        b"12345",
+        "the removal and the write were never synced"
+    );
+}

@@ -171,8 +171,19 @@ impl State {
         if let Some(Handle::File(open)) = fh.and_then(|fh| self.handles.get(&fh)) {
             return Ok(attr(id, &open.file.metadata()?));
         }
-        let meta = std::fs::symlink_metadata(self.full(&self.path_of(id)?))?;
-        Ok(attr(id, &meta))
+        if let Some(relative) = self.nodes.path(id) {
+            return Ok(attr(id, &std::fs::symlink_metadata(self.full(relative))?));
+        }
+        // No name left, but maybe still open (fstat(2) of an unlinked file comes without
+        // its handle).
+        let open = self.handles.values().find_map(|handle| match handle {
+            Handle::File(open) if open.node == id => Some(open),
+            _ => None,
+        });
+        match open {
+            Some(open) => Ok(attr(id, &open.file.metadata()?)),
+            None => Err(Errno::ENOENT),
+        }
     }
 
     pub(super) fn set_attr(
