@@ -133,13 +133,18 @@ impl Nodes {
     }
 
     /// After a crash: `names` maps every inode number in the backing folder to its path.
-    /// Nodes follow their inode; those whose inode has no name any more lose theirs.
+    /// Named nodes follow their inode, or lose their name with it. Nodes already without a
+    /// name stay so (an object the crash brought back gets a new node at its next lookup):
+    /// their inode number may since belong to another object.
     pub(crate) fn rename_all(&mut self, names: &HashMap<u64, PathBuf>) {
-        self.by_ino.clear();
-        for (&id, node) in &mut self.nodes {
-            node.path = names.get(&node.ino).cloned();
-            if node.path.is_some() {
-                self.by_ino.insert(node.ino, id);
+        let named = std::mem::take(&mut self.by_ino);
+        for node in self.nodes.values_mut() {
+            node.path = None;
+        }
+        for (ino, id) in named {
+            if let (Some(path), Some(node)) = (names.get(&ino), self.nodes.get_mut(&id)) {
+                node.path = Some(path.clone());
+                self.by_ino.insert(ino, id);
             }
         }
         self.nodes
@@ -164,11 +169,22 @@ mod tests {
         assert_eq!(nodes.path(file), None);
         // The number may be reused by a new object: a new node.
         assert_ne!(nodes.at(Path::new("e/g"), 102, true), file);
-        nodes.forget(file, 2);
-        assert!(nodes.get(file).is_none());
-        let names = HashMap::from([(100, PathBuf::new()), (101, PathBuf::from("back"))]);
+        nodes.forget(file, 1);
+        assert!(nodes.get(file).is_some(), "the kernel still holds it");
+        let names = HashMap::from([
+            (100, PathBuf::new()),
+            (101, PathBuf::from("back")),
+            (102, PathBuf::from("back/g")),
+        ]);
         nodes.rename_all(&names);
         assert_eq!(nodes.path(dir), Some(Path::new("back")));
         assert_eq!(nodes.path(ROOT), Some(Path::new("")));
+        // 102 belongs to the newer node; the unnamed old one stays unnamed.
+        assert_eq!(nodes.path(file), None);
+        let newer = nodes.at(Path::new("back/g"), 102, false);
+        assert_ne!(newer, file);
+        assert_eq!(nodes.path(newer), Some(Path::new("back/g")));
+        nodes.forget(file, 1);
+        assert!(nodes.get(file).is_none(), "forgotten without a name: gone");
     }
 }
