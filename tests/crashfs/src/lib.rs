@@ -9,7 +9,7 @@
 //!
 //! A crashfs is a passthrough over a backing folder, which always holds the current state:
 //! reads and writes go straight to the backing files. Beside it crashfs keeps undo logs of
-//! what is not yet durable ([`tracker`](crate::tracker) has the model):
+//! what is not yet durable (the private module `tracker` has the model):
 //!
 //! - per file, what each write and size change since the file's last `fsync`/`fdatasync`
 //!   overwrote (old bytes and old size; runs of zeros only counted), cleared by either
@@ -27,6 +27,20 @@
 //!
 //! A crash is asked for through a control file in the mount's root ([`control`]), by
 //! [`Mount::crash`] in-process, or with `crashfs crash MOUNTPOINT`.
+//!
+//! It models the harshest disk POSIX allows: nothing unsynced survives but the torn prefix.
+//! A real disk may keep more (ext4 commits a new file's name with its first `fsync`), so a
+//! program correct on crashfs is correct there, not the other way round.
+//!
+//! # Limitations
+//!
+//! Not undone by a crash: mode, owner and time changes. Refused: hard links (`EPERM`),
+//! `RENAME_EXCHANGE`/`RENAME_WHITEOUT`, the `fallocate` modes that shift data, extended
+//! attributes, and shared writable `mmap` (files are opened for direct I/O). `O_SYNC` and
+//! `O_DSYNC` writes act as an `fdatasync` of the whole file after each write. One thread
+//! serves all requests, under one lock. The backing folder must have no other writer, and
+//! the cut part of a file shrunk without a sync is held in memory until the next sync or
+//! crash (runs of zeros only counted).
 //!
 //! # Use from tests
 //!
