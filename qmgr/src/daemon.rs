@@ -103,7 +103,7 @@ fn load_link_tls(
 
 /// Creates and locks the data directory; the returned file holds the lock.
 fn prepare_data_dir(settings: &Settings) -> anyhow::Result<fs::File> {
-    fs::create_dir_all(&settings.data_dir).with_context(|| {
+    crate::store::create_dir_durably(&settings.data_dir).with_context(|| {
         format!(
             "cannot create data directory {}",
             settings.data_dir.display()

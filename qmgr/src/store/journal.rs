@@ -174,14 +174,8 @@ where
 }
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {
-    if !dir.exists() {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::io(dir, source))?;
-        // The new directory's own name must be durable too, or segment 1 could vanish with it.
-        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-            super::segment::sync_dir(parent)?;
-        }
-    }
-    Ok(())
+    // The new directory's own name must be durable too, or segment 1 could vanish with it.
+    super::segment::create_dir_durably(dir)
 }
 
 /// The journal over the recovered `segments`, appending to `active`, with its writer thread

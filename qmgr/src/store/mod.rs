@@ -37,6 +37,7 @@ use std::path::PathBuf;
 pub use error::{RecordCount, StoreError};
 pub use journal::{Commit, FSYNC_BUCKETS, Journal, JournalStats, SegmentStats, open};
 pub use recovery::{RecoveryReport, SalvagedRange, TruncatedTail};
+pub use segment::create_dir_durably;
 
 /// Whether the writer makes each batch durable before acknowledging it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

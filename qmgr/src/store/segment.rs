@@ -296,6 +296,25 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|source| StoreError::io(dir, source))
 }
 
+/// Creates `dir` and any missing parents so that each new name is durable: a directory's entry
+/// lives in its parent, so each parent that gained one is synced. Without it a power cut may
+/// take a freshly made data directory away, with every message acknowledged in it.
+pub fn create_dir_durably(dir: &Path) -> Result<(), StoreError> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|path| !path.exists()).collect();
+    for path in missing.iter().rev() {
+        match std::fs::create_dir(path) {
+            Ok(()) => {}
+            // Made meanwhile by someone else: its name is theirs to make durable, but syncing
+            // the parent again costs little and covers them.
+            Err(source) if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(StoreError::io(*path, source)),
+        }
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        sync_dir(parent.unwrap_or(Path::new(".")))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
