@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use hopmq::Client;
 use hopmq::protocol::Status;
 
+use super::verify::Origin;
 use qmgr::config::SyncMode;
 
 /// How long managers get to answer on their sockets, and then to bring their channels up.
@@ -287,6 +288,19 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Fails unless every manager's status reports the sync policy it was started with;
+    /// `clients` as for [`Cluster::wait_links_up`].
+    pub(super) async fn check_sync(&self, clients: &[Client]) -> anyhow::Result<()> {
+        for (client, node) in clients.iter().zip(&self.nodes) {
+            let status = client
+                .status()
+                .await
+                .with_context(|| format!("status of manager {}", node.name))?;
+            super::verify::check_sync(&node.name, &status, Origin::Started(self.sync), true)?;
+        }
+        Ok(())
     }
 
     /// Each manager's links, one line each, for a stall report; `clients` as for

@@ -6,9 +6,12 @@
 //! `alpha-charlie` and `charlie-delta` cost 2, the queue `bench` homed on `delta`, every
 //! manager with `QMGR_LINK_DEAD_INTERVAL_MS` set to `--dead-interval-ms`. One producer puts to
 //! `bench` at `alpha`, one message at a time (a window of them in flight) paced at `--rate`;
-//! each persistent body carries its sequence number and put time. One consumer at `delta`
-//! records each message's sequence number, arrival time and relay (the middle entry of its
-//! trace, `[alpha, relay, delta]`). All times are taken by this process on one monotonic clock.
+//! each persistent body carries a [`Header`]: its sequence number and the time the pacing
+//! schedule says it is due, stamped before it waits for room in the window (see
+//! [`Schedule`]), so a put that stalls shows in the latency of the messages due behind it. One
+//! consumer at `delta` records each message's header, arrival time and relay (the middle entry
+//! of its trace, `[alpha, relay, delta]`). All times are taken by this process on one
+//! monotonic clock. Every manager's status must report the sync policy asked for.
 //!
 //! After `--warmup-secs` it checks that everything so far came via `bravo` (the cheaper path),
 //! then kills `bravo` and notes the instant. Production goes on. `bravo` stays down
@@ -16,13 +19,17 @@
 //! `--after-secs` more. Then production stops and the run waits until every message put has
 //! arrived (those that were given to `bravo`'s channel before it died, or were stored on
 //! `bravo`, can only arrive once it is back), until every link is empty, and a little longer
-//! for any duplicate.
+//! for any duplicate; if none arrives for [`PROGRESS_DEADLINE`] first, the missing ones are
+//! lost.
 //!
 //! Reported: the failover time (from the kill to the first arrival via `charlie`); the longest
 //! gap between arrivals during the outage; when messages put after the kill flow again and
 //! their put→get latency; the messages stranded with `bravo` until its return; the time from
-//! the restart to the first new message via `bravo`; and messages put, lost and duplicated.
-//! The exit code is 1 when any message is lost or duplicated, or none ever went via `charlie`.
+//! the restart to the first new message via `bravo`; and the [`super::verify`] line: messages
+//! put, lost, duplicated, reordered and unexpected. Reordering is expected here (the messages
+//! stranded with `bravo` arrive after later ones that went via `charlie`) and reported only.
+//! The exit code is 1 when any message is lost, duplicated or unexpected, or none ever went
+//! via `charlie`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::ExitCode;
@@ -35,7 +42,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::cluster::{Cluster, START_DEADLINE, Spec};
-use super::local::{STAMP_BYTES, stamp};
+use super::traffic::{PutsInFlight, Schedule, send_put};
+use super::verify::{HEADER_BYTES, Header, Ledger, Verdict, run_id, sync_label};
 use qmgr::config::SyncMode;
 
 /// The queue the messages go to, homed on [`DELTA`].
@@ -48,34 +56,32 @@ const BRAVO: &str = "bravo";
 const CHARLIE: &str = "charlie";
 /// Where the queue is homed and the consumer gets.
 const DELTA: &str = "delta";
-/// The sequence number rides in the body right after the put time.
-const SEQUENCE_BYTES: usize = 8;
-const BODY_BYTES_MIN: usize = STAMP_BYTES + SEQUENCE_BYTES;
 /// Puts the producer keeps in flight: each waits for a sync at `alpha` (a few ms at most on
 /// ordinary disks), so 64 keep the default 1000 msg/s, and far more, on schedule.
 const PUTS_IN_FLIGHT_MAX: usize = 64;
-/// How often the producer puts what is due: a tokio timer's resolution.
-const PRODUCER_TICK: Duration = Duration::from_millis(1);
 /// How often the run takes in arrivals and checks on its tasks and managers.
 const WATCH_TICK: Duration = Duration::from_millis(10);
 /// Arrivals buffered between the consumer and the run: over a minute at the default rate,
 /// while the run is busy restarting `bravo`.
 const ARRIVALS_BUFFERED_MAX: usize = 65_536;
-/// Waiting for the last messages with none arriving for this long is a stall.
+/// Waiting for the last messages with none arriving for this long ends the drain: the ones
+/// still missing are lost.
 const PROGRESS_DEADLINE: Duration = Duration::from_secs(60);
 /// How long every link gets to empty once every message has arrived.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
 /// How long the consumer goes on once everything is settled, for a late duplicate.
 const DUPLICATE_GRACE: Duration = Duration::from_millis(500);
-/// Sequence numbers listed when some are lost or duplicated.
-const LISTED_MAX: usize = 10;
+/// Why the verdict does not count reordering against a failover run.
+const REORDERING_EXPECTED: &str = "the route changes mid-run, and order is promised per \
+    origin only while routes stay put";
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct FailoverBench {
     /// Messages per second the producer puts at alpha.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
-    /// Body size in bytes (the put time and the sequence number ride in the first 16).
+    /// Body size in bytes (the put time, run, producer and sequence number ride in the first
+    /// 24).
     #[arg(long, default_value_t = 1024)]
     size: usize,
     /// Seconds of traffic before bravo is killed.
@@ -113,22 +119,17 @@ enum Via {
 /// One message got at `delta`. Times are microseconds since the run's start.
 #[derive(Debug)]
 struct Arrival {
-    seq: u64,
-    put_us: u64,
+    /// Its header; `sent_us` is its put time, in microseconds since the run's start.
+    header: Header,
     arrived_us: u64,
     via: Via,
 }
 
 impl Arrival {
     fn of(message: &Message, arrived_us: u64) -> anyhow::Result<Self> {
-        let Some(seq) = message
-            .body
-            .get(STAMP_BYTES..BODY_BYTES_MIN)
-            .and_then(|bytes| bytes.try_into().ok())
-            .map(u64::from_le_bytes)
-        else {
+        let Some(header) = Header::read(&message.body) else {
             bail!(
-                "message {} of {} bytes carries no sequence number",
+                "message {} of {} bytes carries no header",
                 message.id,
                 message.body.len()
             );
@@ -140,17 +141,26 @@ impl Arrival {
             other => Via::Other(other.join("-")),
         };
         Ok(Self {
-            seq,
-            put_us: stamp(&message.body),
+            header,
             arrived_us,
             via,
         })
+    }
+
+    /// When it was put (due), in microseconds since the run's start.
+    fn put_us(&self) -> u64 {
+        self.header.sent_us
     }
 }
 
 /// Microseconds from `base` to now.
 fn micros_since(base: Instant) -> u64 {
-    u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX)
+    micros_between(base, Instant::now())
+}
+
+/// Microseconds from `base` to `instant` (0 if it came first).
+fn micros_between(base: Instant, instant: Instant) -> u64 {
+    u64::try_from(instant.saturating_duration_since(base).as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The instants of the run, in microseconds since its start.
@@ -170,6 +180,8 @@ struct Watch {
     arrivals: Vec<Arrival>,
     distinct: HashSet<u64>,
     last_arrival: Instant,
+    /// The run's number, in every header.
+    run: u32,
     producer: Option<JoinHandle<anyhow::Result<u64>>>,
     consumer: JoinHandle<anyhow::Result<()>>,
 }
@@ -191,7 +203,7 @@ impl Watch {
     /// error.
     async fn check(&mut self, cluster: &mut Cluster) -> anyhow::Result<()> {
         while let Ok(arrival) = self.arrivals_rx.try_recv() {
-            self.distinct.insert(arrival.seq);
+            self.distinct.insert(arrival.header.seq);
             self.arrivals.push(arrival);
             self.last_arrival = Instant::now();
         }
@@ -223,19 +235,21 @@ impl Watch {
         Ok(())
     }
 
-    /// Waits until every message put has arrived; a long silence meanwhile is a stall.
-    async fn wait_all_arrived(&mut self, cluster: &mut Cluster, put: u64) -> anyhow::Result<()> {
+    /// Waits until every message put has arrived: true if they all did, false if none arrived
+    /// for [`PROGRESS_DEADLINE`] first (the ones missing are then lost).
+    async fn wait_all_arrived(&mut self, cluster: &mut Cluster, put: u64) -> anyhow::Result<bool> {
         loop {
             self.check(cluster).await?;
             if self.distinct.len() as u64 >= put {
-                return Ok(());
+                return Ok(true);
             }
             if self.last_arrival.elapsed() > PROGRESS_DEADLINE {
-                bail!(
-                    "stalled: {} of {put} messages arrived, none for {} s",
+                println!(
+                    "drain: {} of {put} messages arrived, none for {} s; what is missing is lost",
                     self.distinct.len(),
                     PROGRESS_DEADLINE.as_secs()
                 );
+                return Ok(false);
             }
             tokio::time::sleep(WATCH_TICK).await;
         }
@@ -244,10 +258,10 @@ impl Watch {
 
 impl FailoverBench {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
-        if self.size < BODY_BYTES_MIN {
+        if self.size < HEADER_BYTES {
             bail!(
-                "--size must be at least {BODY_BYTES_MIN} bytes (the put time and the sequence \
-                 number ride in the body)"
+                "--size must be at least {HEADER_BYTES} bytes (the put time, run, producer and \
+                 sequence number ride in the body)"
             );
         }
         if self.rate == 0 || self.warmup_secs == 0 {
@@ -308,6 +322,7 @@ impl FailoverBench {
 
     async fn measure(&self, cluster: &mut Cluster, clients: &[Client]) -> anyhow::Result<ExitCode> {
         cluster.wait_links_up(clients).await?;
+        cluster.check_sync(clients).await?;
         wait_route_via(&clients[0], BRAVO).await?;
 
         let base = Instant::now();
@@ -339,15 +354,17 @@ impl FailoverBench {
         let producer = watch.producer.take().context("the producer is started")?;
         let put = producer.await?.context("the producer failed")?;
 
-        watch.wait_all_arrived(cluster, put).await?;
+        let all_arrived = watch.wait_all_arrived(cluster, put).await?;
         let drained_us = watch
             .arrivals
             .last()
             .map_or_else(|| micros_since(base), |a| a.arrived_us);
-        wait_settled(cluster, &mut watch, clients).await?;
-        watch
-            .until(cluster, Instant::now() + DUPLICATE_GRACE)
-            .await?;
+        if all_arrived {
+            wait_settled(cluster, &mut watch, clients).await?;
+            watch
+                .until(cluster, Instant::now() + DUPLICATE_GRACE)
+                .await?;
+        }
         watch.consumer.abort();
 
         let timeline = Timeline {
@@ -358,7 +375,7 @@ impl FailoverBench {
             drained_us,
             dead_interval_us: self.dead_interval_ms * 1000,
         };
-        Ok(self.report(&timeline, put, &mut watch.arrivals))
+        Ok(self.report(&timeline, put, watch.run, &mut watch.arrivals))
     }
 
     /// Starts the consumer at `delta` and the producer at `alpha`; the sender stops the
@@ -377,11 +394,15 @@ impl FailoverBench {
         ));
         let (stop, stop_rx) = watch::channel(false);
         let producer_client = Client::connect_to(&cluster.node(ALPHA)?.socket).await?;
+        let run = run_id();
         let producer = tokio::spawn(produce(
             producer_client,
-            self.rate,
-            self.size,
-            base,
+            Pacing {
+                rate: self.rate,
+                size: self.size,
+                base,
+                run,
+            },
             stop_rx,
         ));
         let watch = Watch {
@@ -389,6 +410,7 @@ impl FailoverBench {
             arrivals: Vec::new(),
             distinct: HashSet::new(),
             last_arrival: Instant::now(),
+            run,
             producer: Some(producer),
             consumer,
         };
@@ -397,7 +419,14 @@ impl FailoverBench {
 
     /// Prints the report; the exit code says whether the run kept every message exactly once
     /// and failed over at all.
-    fn report(&self, timeline: &Timeline, put: u64, arrivals: &mut [Arrival]) -> ExitCode {
+    fn report(
+        &self,
+        timeline: &Timeline,
+        put: u64,
+        run: u32,
+        arrivals: &mut [Arrival],
+    ) -> ExitCode {
+        // Stable: arrivals were taken in one at a time, in the order they came.
         arrivals.sort_by_key(|a| a.arrived_us);
         let findings = Findings { timeline, arrivals };
         self.print_header(timeline);
@@ -407,8 +436,9 @@ impl FailoverBench {
         findings.stranded();
         findings.back_via_bravo();
         findings.paths();
-        let exactly_once = findings.exactly_once(put);
-        if exactly_once && failed_over {
+        let verdict = findings.verdict(run, put);
+        verdict.print();
+        if verdict.passed() && failed_over {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
@@ -419,10 +449,10 @@ impl FailoverBench {
     fn print_header(&self, timeline: &Timeline) {
         println!(
             "failover: diamond {ALPHA}-{BRAVO}-{DELTA} (cost 2) and {ALPHA}-{CHARLIE}-{DELTA} \
-             (cost 4), {} msg/s x {} B, persistent, sync {}, dead interval {} ms",
+             (cost 4), {} msg/s x {} B, persistent, {}, dead interval {} ms",
             self.rate,
             self.size,
-            self.sync.as_str(),
+            sync_label(self.sync.as_str()),
             self.dead_interval_ms
         );
         println!(
@@ -514,13 +544,13 @@ impl Findings<'_> {
         match self
             .arrivals
             .iter()
-            .find(|a| a.via == Via::Charlie && a.put_us >= kill_us)
+            .find(|a| a.via == Via::Charlie && a.put_us() >= kill_us)
         {
             Some(a) => println!(
                 "flowing again: first message put after the kill got via {CHARLIE} {:.1} ms \
                  after the kill ({:.1} ms after it was put)",
                 self.after_kill(a.arrived_us),
-                ms(a.arrived_us - a.put_us)
+                ms(a.arrived_us.saturating_sub(a.put_us()))
             ),
             None => println!("flowing again: no message put after the kill got via {CHARLIE}"),
         }
@@ -540,8 +570,8 @@ impl Findings<'_> {
     fn latencies(&self, from_us: u64, to_us: u64) -> Vec<u64> {
         self.arrivals
             .iter()
-            .filter(|a| (from_us..to_us).contains(&a.put_us))
-            .map(|a| a.arrived_us.saturating_sub(a.put_us))
+            .filter(|a| (from_us..to_us).contains(&a.put_us()))
+            .map(|a| a.arrived_us.saturating_sub(a.put_us()))
             .collect()
     }
 
@@ -560,16 +590,22 @@ impl Findings<'_> {
             .filter(|a| {
                 a.via == Via::Bravo
                     && a.arrived_us >= restart_us
-                    && a.put_us < kill_us + dead_interval_us
+                    && a.put_us() < kill_us + dead_interval_us
             })
             .collect();
-        match (stranded.iter().map(|a| a.put_us).min(), stranded.last()) {
+        match (stranded.iter().map(|a| a.put_us()).min(), stranded.last()) {
             (Some(first_put), Some(last)) => println!(
                 "stranded with {BRAVO}: {} message(s), put from {} to {} the kill, got via \
                  {BRAVO} {:.1} ms to {:.1} ms after its restart",
                 stranded.len(),
                 self.around_kill(first_put),
-                self.around_kill(stranded.iter().map(|a| a.put_us).max().unwrap_or(first_put)),
+                self.around_kill(
+                    stranded
+                        .iter()
+                        .map(|a| a.put_us())
+                        .max()
+                        .unwrap_or(first_put)
+                ),
                 ms(stranded[0].arrived_us - restart_us),
                 ms(last.arrived_us - restart_us),
             ),
@@ -579,7 +615,8 @@ impl Findings<'_> {
             .arrivals
             .iter()
             .filter(|a| {
-                a.via == Via::Bravo && (kill_us + dead_interval_us..restart_us).contains(&a.put_us)
+                a.via == Via::Bravo
+                    && (kill_us + dead_interval_us..restart_us).contains(&a.put_us())
             })
             .count();
         if late > 0 {
@@ -596,7 +633,7 @@ impl Findings<'_> {
         match self
             .arrivals
             .iter()
-            .find(|a| a.via == Via::Bravo && a.put_us >= restart_us)
+            .find(|a| a.via == Via::Bravo && a.put_us() >= restart_us)
         {
             Some(a) => println!(
                 "back via {BRAVO}: first message put after the restart got via {BRAVO} {:.1} ms \
@@ -624,47 +661,18 @@ impl Findings<'_> {
         println!("paths: {}", paths.join(", "));
     }
 
-    /// (6) Exactly once: true if no message was lost or duplicated and none came that was
-    /// never put.
-    fn exactly_once(&self, put: u64) -> bool {
-        let mut seen = HashSet::with_capacity(self.arrivals.len());
-        let mut duplicated = Vec::new();
-        let mut unknown = 0u64;
+    /// (6) Exactly once: every message put got once, none that was not put, checked against a
+    /// ledger in the order they arrived. Reordering is counted, and expected.
+    fn verdict(&self, run: u32, put: u64) -> Verdict {
+        let ledger = Arc::new(Ledger::new(run, &[put]));
+        let mut reader = ledger.reader();
         for a in self.arrivals {
-            if a.seq >= put {
-                unknown += 1;
-            } else if !seen.insert(a.seq) {
-                duplicated.push(a.seq);
-            }
+            reader.take_header(Some(a.header));
         }
-        let lost: Vec<u64> = (0..put).filter(|seq| !seen.contains(seq)).collect();
-        println!(
-            "messages: {put} put, {} got ({} distinct): {} lost, {} duplicated{}",
-            self.arrivals.len(),
-            seen.len(),
-            lost.len(),
-            duplicated.len(),
-            if unknown > 0 {
-                format!(", {unknown} with a sequence number never put")
-            } else {
-                String::new()
-            }
-        );
-        if !lost.is_empty() {
-            println!("lost: {}", listed(&lost));
-        }
-        if !duplicated.is_empty() {
-            println!("duplicated: {}", listed(&duplicated));
-        }
-        lost.is_empty() && duplicated.is_empty() && unknown == 0
+        ledger
+            .verdict(&[put], reader.reordered())
+            .reordering_expected(REORDERING_EXPECTED)
     }
-}
-
-/// The first [`LISTED_MAX`] sequence numbers, and `...` if there are more.
-fn listed(seqs: &[u64]) -> String {
-    let shown: Vec<String> = seqs.iter().take(LISTED_MAX).map(u64::to_string).collect();
-    let more = if seqs.len() > LISTED_MAX { ", ..." } else { "" };
-    format!("{}{more}", shown.join(", "))
 }
 
 /// Median, 99th percentile and maximum of `samples` in microseconds, printed in ms.
@@ -758,39 +766,52 @@ async fn wait_settled(
     }
 }
 
-/// Puts one message at a time to the queue at `alpha`, paced at `rate` per second, until
-/// told to stop; returns how many were put (sequence numbers 0 to that, exclusive). Each body
-/// carries its put time (microseconds since `base`) and its sequence number.
-async fn produce(
-    client: Client,
+/// How the producer puts: `rate` messages per second of `size` bytes, stamped with their due
+/// time in microseconds since `base`, for run `run`.
+struct Pacing {
     rate: u64,
     size: usize,
     base: Instant,
-    stop: watch::Receiver<bool>,
+    run: u32,
+}
+
+/// Puts one message at a time to the queue at `alpha`, paced at `pacing.rate` per second,
+/// until told to stop; returns how many were put and acknowledged (sequence numbers 0 to
+/// that, exclusive).
+async fn produce(
+    client: Client,
+    pacing: Pacing,
+    mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<u64> {
     let window = Arc::new(tokio::sync::Semaphore::new(PUTS_IN_FLIGHT_MAX));
-    let mut in_flight = tokio::task::JoinSet::new();
-    let mut ticker = tokio::time::interval(PRODUCER_TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let started = Instant::now();
+    let mut in_flight = PutsInFlight::new();
+    let mut schedule = Schedule::new(Duration::from_secs_f64(1.0 / pacing.rate as f64));
     let mut next = 0u64;
-    while !*stop.borrow() {
-        ticker.tick().await;
-        // What is due by now at `rate`: a late tick catches up at once.
-        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
-        while next < due && !*stop.borrow() {
-            let permit = window.clone().acquire_owned().await?;
-            let mut body = vec![0u8; size];
-            body[..STAMP_BYTES].copy_from_slice(&micros_since(base).to_le_bytes());
-            body[STAMP_BYTES..BODY_BYTES_MIN].copy_from_slice(&next.to_le_bytes());
-            next += 1;
-            let client = client.clone();
-            in_flight.spawn(async move {
-                let result = client.put(QUEUE, Message::new(body)).await;
-                drop(permit);
-                result.map(|_| ())
-            });
+    loop {
+        let due = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => break,
+            due = schedule.next() => due?,
+        };
+        // Stamped before waiting for room in the window: a put that stalls shows in the
+        // latency of the ones due behind it.
+        let permit = Arc::clone(&window).acquire_owned().await?;
+        let mut body = vec![0u8; pacing.size];
+        Header {
+            sent_us: micros_between(pacing.base, due.into_std()),
+            run: pacing.run,
+            producer: 0,
+            seq: next,
         }
+        .write(&mut body);
+        next += 1;
+        send_put(
+            &client,
+            vec![(QUEUE.to_owned(), Message::new(body))],
+            permit,
+            &mut in_flight,
+        )
+        .await?;
         while let Some(done) = in_flight.try_join_next() {
             done?.context("a put failed")?;
         }

@@ -7,29 +7,26 @@
 //! certificate per manager; one data folder, API socket and log (`<folder>/<name>.log`) per
 //! manager. Once every manager answers on its socket and every declared link's channel is up,
 //! producers put to the address `bench` at `m0` and consumers take from `bench` at the last
-//! manager, so every message crosses every hop. Each body carries its put time; consumers
-//! compute put→get latency from it into an HDR histogram. Throughput is the count over the
-//! time from the first put to the last get. At the end, the links' sent and acknowledged
-//! message counters show resends (sent > acked).
+//! manager, so every message crosses every hop. Every manager's status must report the sync
+//! policy asked for (`--sync never` is labelled as not durable). The traffic is
+//! [`super::traffic`]'s: numbered messages checked by the consumers against the run's ledger,
+//! put→get latency into an HDR histogram. Throughput is the count over the time from the first
+//! put to the last get. At the end, the links' sent and acknowledged message counters show
+//! resends (sent > acked).
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hdrhistogram::Histogram;
 use hopmq::Client;
-use tokio::sync::Mutex;
 
 use super::cluster::{Cluster, CpuUse, Node, Spec, describe_cpu};
-use super::local::{ProducerSpec, STAMP_BYTES, now_micros, produce, stamp};
+use super::traffic::{DRAIN_DEADLINE, Drained, Traffic, TrafficSpec, print_results};
+use super::verify::{HEADER_BYTES, sync_label};
 use qmgr::config::SyncMode;
 
 /// The queue the messages go to, homed on the last manager.
 const QUEUE: &str = "bench";
-/// A run without a single message got for this long is stalled.
-const PROGRESS_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ForwardBench {
@@ -71,8 +68,11 @@ pub(crate) struct ForwardBench {
 
 impl ForwardBench {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
-        if self.size < STAMP_BYTES {
-            bail!("--size must be at least {STAMP_BYTES} bytes (the send time rides in the body)");
+        if self.size < HEADER_BYTES {
+            bail!(
+                "--size must be at least {HEADER_BYTES} bytes (the send time, producer and \
+                 sequence number ride in the body)"
+            );
         }
         if self.producers == 0 || self.consumers == 0 || self.batch == 0 || self.window == 0 {
             bail!("--producers, --consumers, --batch and --window must be at least 1");
@@ -133,57 +133,55 @@ impl ForwardBench {
             );
         }
         line.wait_links_up(&clients).await?;
+        line.check_sync(&clients).await?;
         self.measure(line, &clients).await
     }
 
     async fn measure(&self, line: &mut Cluster, clients: &[Client]) -> anyhow::Result<ExitCode> {
         let commits_before = commits(line, clients).await?;
-        let received = Arc::new(AtomicU64::new(0));
-        let latencies = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-            1, 60_000_000, 3,
-        )?));
-        // Set once every message is got: consumers still waiting for one stop, and every
-        // consumer merges its samples into the shared histogram as it ends.
-        let (done, done_rx) = tokio::sync::watch::channel(false);
-        let mut consumers = tokio::task::JoinSet::new();
+        let mut consumers = Vec::with_capacity(self.consumers);
         for _ in 0..self.consumers {
-            let client = Client::connect_to(&last(line).socket).await?;
-            consumers.spawn(consume(
-                client.consumer(QUEUE, self.prefetch),
-                received.clone(),
-                latencies.clone(),
-                self.count,
-                done_rx.clone(),
-            ));
+            consumers.push(Client::connect_to(&last(line).socket).await?);
         }
-        let mut producer_clients = Vec::with_capacity(self.producers);
+        let mut producers = Vec::with_capacity(self.producers);
         for _ in 0..self.producers {
-            producer_clients.push(Client::connect_to(&first(line).socket).await?);
+            producers.push(Client::connect_to(&first(line).socket).await?);
         }
         let cpu_before = line.cpu_use();
         let client_before = CpuUse::of(std::process::id());
-        let started = Instant::now();
-        let mut tasks = Tasks {
-            producers: self.start_producers(producer_clients),
-            consumers,
-        };
-        let put_elapsed = self
-            .watch_run(line, clients, &received, &mut tasks, started)
+        let mut traffic = Traffic::start(&self.traffic_spec(), producers, consumers)?;
+        let drained = traffic
+            .drain(|| match line.exited() {
+                Some(exited) => bail!("{exited} during the run"),
+                None => Ok(()),
+            })
             .await?;
-        let elapsed = started.elapsed();
         let cpu_after = line.cpu_use();
         let client_use = CpuUse::of(std::process::id())
             .zip(client_before)
             .map(|(after, before)| after.since(before));
-        let _ = done.send(true);
-        tasks.join().await?;
-        let put_elapsed = put_elapsed.unwrap_or(elapsed);
+        let stalled = match drained {
+            Drained::Stalled => Some(line.link_summary(clients).await),
+            _ => None,
+        };
+        let outcome = traffic.finish(drained).await?;
 
-        let histogram = latencies.lock().await;
-        let rate = self.count as f64 / elapsed.as_secs_f64();
         self.print_setup();
-        super::local::print_results(rate, self.size, put_elapsed, elapsed, &histogram);
-        drop(histogram);
+        if let Some(links) = stalled {
+            println!(
+                "drain: nothing got for {} s after the last put; what is missing is lost\n{}",
+                DRAIN_DEADLINE.as_secs(),
+                links.trim_end()
+            );
+        }
+        let rate = self.count as f64 / outcome.elapsed.as_secs_f64();
+        print_results(
+            rate,
+            self.size,
+            outcome.put_elapsed,
+            outcome.elapsed,
+            &outcome.histogram,
+        );
         println!(
             "{}",
             describe_cpu(&cpu_before, &cpu_after, client_use, self.count)
@@ -191,75 +189,29 @@ impl ForwardBench {
         let commits_after = commits(line, clients).await?;
         self.print_journal_writes(line, &commits_before, &commits_after);
         println!("{}", first_link_line(line, &clients[0]).await?);
-        Ok(ExitCode::SUCCESS)
+        let verdict = outcome.verdict.context("a forward run has consumers")?;
+        verdict.print();
+        Ok(verdict.exit_code())
     }
 
-    /// Starts each producer on its share of the messages.
-    fn start_producers(&self, clients: Vec<Client>) -> tokio::task::JoinSet<anyhow::Result<()>> {
-        let mut producers = tokio::task::JoinSet::new();
-        let per_producer = self.count.div_ceil(self.producers as u64);
-        for (p, client) in clients.into_iter().enumerate() {
-            let share = per_producer.min(self.count.saturating_sub(per_producer * p as u64));
-            let spec = ProducerSpec {
-                queue: QUEUE.to_owned(),
-                size: self.size,
-                batch: self.batch,
-                window: self.window,
-                persistent: true,
-                interval: self
-                    .rate
-                    .map(|rate| super::local::put_interval(rate, self.producers, self.batch)),
-            };
-            producers.spawn(produce(client, spec, share));
+    /// What the producers and consumers send and how.
+    fn traffic_spec(&self) -> TrafficSpec {
+        TrafficSpec {
+            queue: QUEUE.to_owned(),
+            count: self.count,
+            size: self.size,
+            batch: self.batch,
+            window: self.window,
+            prefetch: self.prefetch,
+            persistent: true,
+            rate: self.rate,
         }
-        producers
-    }
-
-    /// Watches over the run until every message is got: errors of producers and consumers,
-    /// managers that exit, stalls. Returns how long the puts took, if they all returned.
-    async fn watch_run(
-        &self,
-        line: &mut Cluster,
-        clients: &[Client],
-        received: &AtomicU64,
-        tasks: &mut Tasks,
-        started: Instant,
-    ) -> anyhow::Result<Option<Duration>> {
-        let mut put_elapsed = None;
-        let mut last = (received.load(Ordering::Relaxed), Instant::now());
-        while received.load(Ordering::Relaxed) < self.count {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            tasks.check()?;
-            if put_elapsed.is_none() && tasks.producers.is_empty() {
-                put_elapsed = Some(started.elapsed());
-            }
-            if let Some(exited) = line.exited() {
-                bail!("{exited} during the run");
-            }
-            let now = received.load(Ordering::Relaxed);
-            if now != last.0 {
-                last = (now, Instant::now());
-            } else if last.1.elapsed() > PROGRESS_DEADLINE {
-                bail!(
-                    "stalled: {now} of {} messages got, none for {} s, puts {}\n{}",
-                    self.count,
-                    PROGRESS_DEADLINE.as_secs(),
-                    if put_elapsed.is_some() {
-                        "done"
-                    } else {
-                        "still running"
-                    },
-                    line.link_summary(clients).await.trim_end(),
-                );
-            }
-        }
-        Ok(put_elapsed)
     }
 
     /// The line saying what was run.
     fn print_setup(&self) {
         println!(
-            "forward: {} hop(s), {} producers, {} consumers, {} x {} B, batch {}, window {}, prefetch {}, persistent, sync {}{}",
+            "forward: {} hop(s), {} producers, {} consumers, {} x {} B, batch {}, window {}, prefetch {}, persistent, {}{}",
             self.hops,
             self.producers,
             self.consumers,
@@ -268,7 +220,7 @@ impl ForwardBench {
             self.batch,
             self.window,
             self.prefetch,
-            self.sync.as_str(),
+            sync_label(self.sync.as_str()),
             self.rate
                 .map_or(String::new(), |r| format!(", paced at {r} msg/s")),
         );
@@ -287,61 +239,6 @@ impl ForwardBench {
             .collect();
         println!("journal writes per 1000 messages: {}", writes.join(", "));
     }
-}
-
-/// The producer and consumer tasks of a run.
-struct Tasks {
-    producers: tokio::task::JoinSet<anyhow::Result<()>>,
-    consumers: tokio::task::JoinSet<anyhow::Result<()>>,
-}
-
-impl Tasks {
-    /// Fails if a task that has ended failed.
-    fn check(&mut self) -> anyhow::Result<()> {
-        while let Some(done) = self.producers.try_join_next() {
-            done?.context("a producer failed")?;
-        }
-        while let Some(done) = self.consumers.try_join_next() {
-            done?.context("a consumer failed")?;
-        }
-        Ok(())
-    }
-
-    /// Waits for every task once every message is got, for their results.
-    async fn join(mut self) -> anyhow::Result<()> {
-        while let Some(ended) = self.consumers.join_next().await {
-            ended?.context("a consumer failed")?;
-        }
-        // Every message was got, so every put returned; join them for their results.
-        while let Some(done) = self.producers.join_next().await {
-            done?.context("a producer failed")?;
-        }
-        Ok(())
-    }
-}
-
-/// Takes messages until `count` are got in all or `done` is set, then merges its latencies
-/// into the shared histogram.
-async fn consume(
-    mut consumer: hopmq::Consumer,
-    received: Arc<AtomicU64>,
-    latencies: Arc<Mutex<Histogram<u64>>>,
-    count: u64,
-    mut done: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    while received.load(Ordering::Relaxed) < count {
-        let message = tokio::select! {
-            biased;
-            _ = done.wait_for(|done| *done) => break,
-            message = consumer.next() => message?,
-        };
-        let micros = now_micros().saturating_sub(stamp(&message.body));
-        local.saturating_record(micros.max(1));
-        received.fetch_add(1, Ordering::Relaxed);
-    }
-    latencies.lock().await.add(&local)?;
-    Ok(())
 }
 
 /// Every manager's group commits so far, in the line's order.

@@ -1,5 +1,9 @@
 //! `qmgr bench ...`: benchmarks that print figures for BENCHMARKS.md. Timing lives here and
 //! never in tests.
+//!
+//! Every bench that moves messages checks them before its figures count ([`verify`]): each
+//! message carries its producer and sequence number, and a run that lost, duplicated or
+//! reordered any says so and exits with 1.
 
 mod cluster;
 pub(crate) mod failover;
@@ -7,7 +11,9 @@ pub(crate) mod flooding;
 pub(crate) mod forward;
 pub(crate) mod local;
 pub(crate) mod routes;
+mod traffic;
 pub(crate) mod transport;
+mod verify;
 
 use std::process::ExitCode;
 

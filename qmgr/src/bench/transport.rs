@@ -6,18 +6,21 @@
 //! and socket buffers), each on its own thread with a single-threaded runtime, like a manager
 //! with `runtime_threads = 1`. The first writes `count` messages of `size` bytes, each behind a
 //! 4-byte length as channel frames are, on one stream; each relay copies what it reads to the
-//! next link's stream without parsing it; the last counts bytes. No journal, no channel
-//! protocol, no API, no acks: what a `bench forward` run costs beyond this is the product's own.
+//! next link's stream without parsing it; the last counts bytes and checks each message's
+//! [`Header`] (its sequence number) against the run's ledger, as every bench's consumers do.
+//! No journal, no channel protocol, no API, no acks: what a `bench forward` run costs beyond
+//! this is the product's own.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use hopmq::ManagerName;
 
+use super::verify::{HEADER_BYTES, Header, Ledger, Reader};
 use qmgr::channel::quic;
 use qmgr::config::TlsSettings;
 use qmgr::tls;
@@ -39,7 +42,8 @@ pub(crate) struct TransportBench {
     /// Messages in all.
     #[arg(long, default_value_t = 400_000)]
     count: u64,
-    /// Body size in bytes (each message also carries a 4-byte length).
+    /// Body size in bytes (each message also carries a 4-byte length); the run, producer and
+    /// sequence number ride in the first 24.
     #[arg(long, default_value_t = 1024)]
     size: usize,
 }
@@ -51,6 +55,19 @@ struct NodeReport {
     /// From its first byte to its last.
     elapsed: Duration,
     bytes: u64,
+    /// Messages got out of order (the last endpoint's count).
+    reordered: u64,
+}
+
+/// What every endpoint of a run is told.
+#[derive(Clone)]
+struct Job {
+    count: u64,
+    size: u32,
+    total_bytes: u64,
+    /// Written into by the first endpoint's headers, checked by the last endpoint.
+    ledger: Arc<Ledger>,
+    run: u32,
 }
 
 /// What an endpoint does with the stream it gets.
@@ -63,8 +80,14 @@ enum Role {
 
 impl TransportBench {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
-        if self.count == 0 || self.size == 0 {
-            bail!("--count and --size must be at least 1");
+        if self.count == 0 {
+            bail!("--count must be at least 1");
+        }
+        if self.size < HEADER_BYTES {
+            bail!(
+                "--size must be at least {HEADER_BYTES} bytes (the run, producer and sequence \
+                 number ride in the body)"
+            );
         }
         if self.size > SIZE_MAX {
             bail!("--size is at most {SIZE_MAX} bytes, a manager's default largest message");
@@ -81,6 +104,14 @@ impl TransportBench {
 
         // Endpoints start last first, so that each one's next neighbour is already listening.
         let total_bytes = self.count * (u64::from(size) + 4);
+        let run = super::verify::run_id();
+        let job = Job {
+            count: self.count,
+            size,
+            total_bytes,
+            ledger: Arc::new(Ledger::new(run, &[self.count])),
+            run,
+        };
         let mut next: Option<(ManagerName, SocketAddr)> = None;
         let mut nodes = Vec::with_capacity(names.len());
         for (index, (name, tls)) in names.iter().zip(link_tls).enumerate().rev() {
@@ -91,13 +122,10 @@ impl TransportBench {
             };
             let (bound, address) = mpsc::channel();
             let dial = next.clone();
-            let count = self.count;
+            let job = job.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("transport-{name}"))
-                .spawn(move || {
-                    node(role, &tls, dial, count, size, total_bytes, &bound)
-                        .map_err(|e| format!("{e:#}"))
-                })
+                .spawn(move || node(role, &tls, dial, &job, &bound).map_err(|e| format!("{e:#}")))
                 .context("cannot start an endpoint thread")?;
             let address = address
                 .recv_timeout(STEP_TIMEOUT)
@@ -108,6 +136,7 @@ impl TransportBench {
         nodes.reverse();
 
         let mut reports = Vec::with_capacity(nodes.len());
+        let mut reordered = 0;
         for (name, thread) in nodes {
             let report = thread
                 .join()
@@ -119,10 +148,13 @@ impl TransportBench {
                     report.bytes
                 );
             }
+            reordered += report.reordered;
             reports.push((name, report));
         }
         self.print(&reports);
-        Ok(ExitCode::SUCCESS)
+        let verdict = job.ledger.verdict(&[self.count], reordered);
+        verdict.print();
+        Ok(verdict.exit_code())
     }
 
     fn print(&self, reports: &[(ManagerName, NodeReport)]) {
@@ -188,9 +220,7 @@ fn node(
     role: Role,
     tls: &tls::LinkTls,
     dial: Option<(ManagerName, SocketAddr)>,
-    count: u64,
-    size: u32,
-    total_bytes: u64,
+    job: &Job,
     bound: &mpsc::Sender<SocketAddr>,
 ) -> anyhow::Result<NodeReport> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -207,10 +237,12 @@ fn node(
             None => None,
         };
         let report = match (role, outgoing) {
-            (Role::First, Some((connection, send))) => {
-                send_all(&connection, send, count, size, total_bytes).await?
+            (Role::First, Some((connection, send))) => send_all(&connection, send, job).await?,
+            (Role::Relay, outgoing) => pass_on(&endpoint, outgoing, None).await?,
+            (Role::Last, outgoing) => {
+                let frames = Frames::new(job.ledger.reader(), job.size);
+                pass_on(&endpoint, outgoing, Some(frames)).await?
             }
-            (Role::Relay | Role::Last, outgoing) => pass_on(&endpoint, outgoing).await?,
             (Role::First, None) => bail!("the first endpoint has no one to send to"),
         };
         endpoint.wait_idle().await;
@@ -239,10 +271,15 @@ async fn connect(
 async fn send_all(
     connection: &quinn::Connection,
     mut send: quinn::SendStream,
-    count: u64,
-    size: u32,
-    total_bytes: u64,
+    job: &Job,
 ) -> anyhow::Result<NodeReport> {
+    let Job {
+        count,
+        size,
+        total_bytes,
+        run,
+        ..
+    } = *job;
     let started = Instant::now();
     let cpu = thread_cpu();
     let mut block = Vec::with_capacity(WRITE_MESSAGES * (size as usize + 4));
@@ -250,9 +287,18 @@ async fn send_all(
     while sent < count {
         block.clear();
         let messages = (count - sent).min(WRITE_MESSAGES as u64);
-        for _ in 0..messages {
+        for seq in sent..sent + messages {
             block.extend_from_slice(&size.to_le_bytes());
-            block.resize(block.len() + size as usize, 0x5a);
+            let body = block.len();
+            block.resize(body + size as usize, 0x5a);
+            // No send time: this bench measures no latency.
+            Header {
+                sent_us: 0,
+                run,
+                producer: 0,
+                seq,
+            }
+            .write(&mut block[body..]);
         }
         send.write_all(&block).await?;
         sent += messages;
@@ -267,14 +313,65 @@ async fn send_all(
         cpu: thread_cpu().saturating_sub(cpu),
         elapsed: started.elapsed(),
         bytes: total_bytes,
+        reordered: 0,
     })
 }
 
+/// The last endpoint's reading of the stream: frames of a 4-byte length and a body of `size`
+/// bytes, each body's header checked against the run's ledger.
+struct Frames {
+    reader: Reader,
+    frame_bytes: usize,
+    /// Where the next byte falls in its frame.
+    at: usize,
+    /// The current frame's length and header, as far as they have come.
+    head: Vec<u8>,
+}
+
+impl Frames {
+    /// Bytes of a frame up to the end of its header.
+    const HEAD_BYTES: usize = 4 + HEADER_BYTES;
+
+    fn new(reader: Reader, size: u32) -> Self {
+        Self {
+            reader,
+            frame_bytes: 4 + size as usize,
+            at: 0,
+            head: Vec::with_capacity(Self::HEAD_BYTES),
+        }
+    }
+
+    /// Reads the next bytes of the stream, which may end anywhere in a frame.
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let end = if self.at < Self::HEAD_BYTES {
+                Self::HEAD_BYTES
+            } else {
+                self.frame_bytes
+            };
+            let take = (end - self.at).min(bytes.len());
+            if self.at < Self::HEAD_BYTES {
+                self.head.extend_from_slice(&bytes[..take]);
+            }
+            self.at += take;
+            bytes = &bytes[take..];
+            if self.at == Self::HEAD_BYTES {
+                self.reader.take(&self.head[4..]);
+                self.head.clear();
+            }
+            if self.at == self.frame_bytes {
+                self.at = 0;
+            }
+        }
+    }
+}
+
 /// A relay or the last endpoint: takes the neighbour's stream and copies it to `outgoing`,
-/// if there is one, counting bytes.
+/// if there is one, counting bytes; the last endpoint checks its `frames` too.
 async fn pass_on(
     endpoint: &quinn::Endpoint,
     mut outgoing: Option<(quinn::Connection, quinn::SendStream)>,
+    mut frames: Option<Frames>,
 ) -> anyhow::Result<NodeReport> {
     let incoming = tokio::time::timeout(STEP_TIMEOUT, endpoint.accept())
         .await
@@ -287,6 +384,9 @@ async fn pass_on(
     while let Some(chunk) = receive.read_chunk(READ_CHUNK_BYTES, true).await? {
         first.get_or_insert_with(|| (Instant::now(), thread_cpu()));
         bytes += chunk.bytes.len() as u64;
+        if let Some(frames) = frames.as_mut() {
+            frames.feed(&chunk.bytes);
+        }
         if let Some((_, send)) = outgoing.as_mut() {
             send.write_chunk(Bytes::clone(&chunk.bytes)).await?;
         }
@@ -305,6 +405,7 @@ async fn pass_on(
         cpu,
         elapsed,
         bytes,
+        reordered: frames.map_or(0, |frames| frames.reader.reordered()),
     })
 }
 
@@ -316,6 +417,34 @@ fn thread_cpu() -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_read_across_any_chunking() {
+        let (count, size) = (5u64, 30u32);
+        let ledger = Arc::new(Ledger::new(7, &[count]));
+        let mut stream = Vec::new();
+        for seq in [0, 1, 3, 2, 3] {
+            stream.extend_from_slice(&size.to_le_bytes());
+            let body = stream.len();
+            stream.resize(body + size as usize, 0);
+            Header {
+                sent_us: 0,
+                run: 7,
+                producer: 0,
+                seq,
+            }
+            .write(&mut stream[body..]);
+        }
+        let mut frames = Frames::new(ledger.reader(), size);
+        for chunk in stream.chunks(7) {
+            frames.feed(chunk);
+        }
+        let verdict = ledger.verdict(&[count], frames.reader.reordered());
+        assert_eq!(
+            (verdict.lost, verdict.duplicated, verdict.reordered),
+            (1, 1, 1)
+        );
+    }
 
     #[test]
     fn every_byte_crosses_the_line() {
