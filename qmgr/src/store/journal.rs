@@ -29,7 +29,7 @@ use super::recovery::RecoveryReport;
 use super::requests::Request;
 use super::requests::Requests;
 use super::segment::segment_path;
-use super::shared::{SPARES_MAX, SegmentEntry, Shared, Spare};
+use super::shared::{SPARES_MAX, SegmentEntry, Shared, Spare, spare_bytes};
 use super::writer::{ActiveSegment, SharedWriter, Writer};
 use super::{JournalConfig, Location};
 use reopen::Recovered;
@@ -474,10 +474,13 @@ impl Journal {
             return Err(error);
         }
         // Only once its new name is durable may a spare be rewritten as another segment: else
-        // a crash could bring back the old name over the new segment's header.
+        // a crash could bring back the old name over the new segment's header. Moved under both
+        // locks at once: pushed and removed one lock at a time, `stats` could read the segment
+        // before its removal and the spare after its push, counting its bytes twice.
         for (id, spare) in retired {
-            shared.spares().push(spare);
-            shared.segments().remove(&id);
+            let (mut segments, mut spares) = shared.tables();
+            spares.push(spare);
+            segments.remove(&id);
         }
         Ok(())
     }
@@ -499,8 +502,10 @@ impl Journal {
         let shared = &self.inner.shared;
         let active_segment = shared.active_segment.load(Ordering::Acquire);
         let active_written = shared.active_written.load(Ordering::Relaxed);
-        let segments: Vec<SegmentStats> = shared
-            .segments()
+        // Both tables under their locks at once, so a segment being retired as a spare is in
+        // exactly one of them and its bytes are counted once.
+        let (table, spares) = shared.tables();
+        let segments: Vec<SegmentStats> = table
             .iter()
             .map(|(&segment, entry)| SegmentStats {
                 segment,
@@ -512,13 +517,15 @@ impl Journal {
                 },
             })
             .collect();
+        let bytes_on_disk = segments
+            .iter()
+            .map(|segment| segment.bytes_on_disk)
+            .sum::<u64>()
+            + spare_bytes(&spares);
+        drop((table, spares));
         JournalStats {
             active_segment,
-            bytes_on_disk: segments
-                .iter()
-                .map(|segment| segment.bytes_on_disk)
-                .sum::<u64>()
-                + shared.spare_bytes(),
+            bytes_on_disk,
             segments,
             commits: shared.commits.load(Ordering::Relaxed),
             commits_inline: shared.commits_inline.load(Ordering::Relaxed),

@@ -28,7 +28,9 @@ pub(crate) fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}{SEGMENT_SUFFIX}"))
 }
 
-fn temporary_path(dir: &Path, segment: u64) -> PathBuf {
+/// Where segment `segment` is prepared before [`install_segment`] names it: also where a spare
+/// being recycled as that segment is renamed to.
+pub(crate) fn temporary_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}{TEMPORARY_SUFFIX}"))
 }
 
@@ -95,49 +97,50 @@ pub(crate) fn create_segment(
         segment,
         segment_bytes,
         journal_bytes,
+        false,
         None,
-        None,
-        &mut || None,
+        &mut |_| false,
     )?;
     install_segment(dir, segment)?;
     Ok(file)
 }
 
-/// Writes segment `segment` under its temporary name, synced, ready for [`install_segment`]:
-/// from `spare` (a dead segment of the same size, see [`retire_segment`]) if there is one, by
-/// rewriting its header and end marker, else zero-filled. Zero-filling is slow (it writes the
-/// whole segment), so the writer runs this ahead of time on a helper thread, at the `pace` it
-/// sets; before each piece of zeros it asks `late_spare` for a spare that has come since, and
+/// Writes segment `segment` under its temporary name ([`temporary_path`]), synced, ready for
+/// [`install_segment`]: from a spare (a dead segment of the same size, see [`retire_segment`])
+/// if one was already renamed there (`spare_claimed`), by rewriting its header and end marker,
+/// else zero-filled. Zero-filling is slow (it writes the whole segment), so the writer runs
+/// this ahead of time on a helper thread, at the `pace` it sets; before each piece of zeros it
+/// asks `claim_spare` to rename a spare that has come since over the temporary file, and
 /// recycles that one instead (the segments of a journal in steady state die soon after the
-/// next is begun, so a miss at the start rarely costs a whole segment of zeros). On failure
-/// nothing is left behind (the spares included); running out of space is reported as
-/// [`StoreError::DiskFull`].
+/// next is begun, so a miss at the start rarely costs a whole segment of zeros). The claim is
+/// the caller's so that it can move the spare out of its accounting in the same step as the
+/// rename (`Shared::claim_spare`). On failure nothing is left behind (the spares claimed
+/// included); running out of space is reported as [`StoreError::DiskFull`].
 pub(crate) fn prepare_segment(
     dir: &Path,
     segment: u64,
     segment_bytes: u64,
     journal_bytes: u64,
-    spare: Option<PathBuf>,
+    spare_claimed: bool,
     pace: Option<&Pace>,
-    late_spare: &mut dyn FnMut() -> Option<PathBuf>,
+    claim_spare: &mut dyn FnMut(&Path) -> bool,
 ) -> Result<File, StoreError> {
     let temporary = temporary_path(dir, segment);
-    let mut spare = spare;
+    let mut claimed = spare_claimed;
     loop {
-        if let Some(spare) = spare.take() {
-            match recycle(&spare, &temporary, segment, segment_bytes) {
+        if std::mem::take(&mut claimed) {
+            match recycle(&temporary, segment, segment_bytes) {
                 Ok(file) => return Ok(file),
                 Err(error) => {
-                    tracing::warn!(spare = %spare.display(), %error, "cannot recycle a journal segment; writing a new one");
-                    let _ = std::fs::remove_file(&spare);
+                    tracing::warn!(segment = %temporary.display(), %error, "cannot recycle a journal segment; writing a new one");
                     let _ = std::fs::remove_file(&temporary);
                 }
             }
         }
-        match write_segment(&temporary, segment, segment_bytes, pace, late_spare) {
+        match write_segment(&temporary, segment, segment_bytes, pace, claim_spare) {
             Ok(Written::Zeros(file)) => return Ok(file),
-            // Renamed over the zeros written so far. Each spare is tried once, so this ends.
-            Ok(Written::SpareCame(came)) => spare = Some(came),
+            // Renamed over the zeros written so far. Each claim uses up a spare, so this ends.
+            Ok(Written::SpareClaimed) => claimed = true,
             Err(source) => {
                 // Best effort: the file may not exist, and a failed removal changes nothing for
                 // the caller, whose error is the one that matters (open removes leftovers
@@ -187,15 +190,9 @@ fn segment_head(segment: u64) -> Vec<u8> {
     head
 }
 
-/// Renames `spare` to `temporary` and makes it segment `segment`. Its old records stay where
+/// Makes the spare already renamed to `temporary` segment `segment`. Its old records stay where
 /// they are: their CRCs name the old segment, so they never validate as this one's.
-fn recycle(
-    spare: &Path,
-    temporary: &Path,
-    segment: u64,
-    segment_bytes: u64,
-) -> std::io::Result<File> {
-    std::fs::rename(spare, temporary)?;
+fn recycle(temporary: &Path, segment: u64, segment_bytes: u64) -> std::io::Result<File> {
     let file = OpenOptions::new().read(true).write(true).open(temporary)?;
     let bytes = file.metadata()?.len();
     if bytes != segment_bytes {
@@ -212,8 +209,8 @@ fn recycle(
 enum Written {
     /// Zero-filled to its full size and synced.
     Zeros(File),
-    /// A spare came before the zeros were done: recycle it instead.
-    SpareCame(PathBuf),
+    /// A spare came before the zeros were done and was renamed over them: recycle it instead.
+    SpareClaimed,
 }
 
 fn write_segment(
@@ -221,7 +218,7 @@ fn write_segment(
     segment: u64,
     segment_bytes: u64,
     pace: Option<&Pace>,
-    late_spare: &mut dyn FnMut() -> Option<PathBuf>,
+    claim_spare: &mut dyn FnMut(&Path) -> bool,
 ) -> std::io::Result<Written> {
     let mut file = OpenOptions::new()
         .read(true)
@@ -234,22 +231,24 @@ fn write_segment(
     // creation, instead of in the middle of a batch.
     let head = segment_head(segment);
     file.write_all(&head)?;
-    if let Some(spare) = write_zeros(
+    let claimed = write_zeros(
         &mut file,
+        path,
         head.len() as u64,
         segment_bytes,
         pace,
-        late_spare,
-    )? {
-        return Ok(Written::SpareCame(spare));
+        claim_spare,
+    )?;
+    if claimed {
+        return Ok(Written::SpareClaimed);
     }
     file.sync_all()?;
     Ok(Written::Zeros(file))
 }
 
 /// Writes zeros from `from` (the file's current position) to `to`, syncing after each piece,
-/// each piece only once `pace` allows it. Stops early, returning it, if `late_spare` yields a
-/// spare before a piece.
+/// each piece only once `pace` allows it. Stops early, returning true, if `claim_spare` renames
+/// a spare over `path` (the file being written) before a piece.
 ///
 /// A device cache flush makes every write before it durable, whoever asked: left to one
 /// `fsync` at the end, a segment's 64 MiB of zeros stalled every journal's `fdatasync` on
@@ -257,11 +256,12 @@ fn write_segment(
 /// piece at a time, each commit waits for at most one piece.
 fn write_zeros(
     file: &mut File,
+    path: &Path,
     from: u64,
     to: u64,
     pace: Option<&Pace>,
-    late_spare: &mut dyn FnMut() -> Option<PathBuf>,
-) -> std::io::Result<Option<PathBuf>> {
+    claim_spare: &mut dyn FnMut(&Path) -> bool,
+) -> std::io::Result<bool> {
     let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(to.saturating_sub(from) as usize)];
     let mut at = from;
     while at < to {
@@ -270,15 +270,15 @@ fn write_zeros(
                 std::io::Error::new(ErrorKind::Interrupted, "the segment is no longer wanted")
             })?;
         }
-        if let Some(spare) = late_spare() {
-            return Ok(Some(spare));
+        if claim_spare(path) {
+            return Ok(true);
         }
         let piece = (to - at).min(zeros.len() as u64) as usize;
         file.write_all(&zeros[..piece])?;
         file.sync_data()?;
         at += piece as u64;
     }
-    Ok(None)
+    Ok(false)
 }
 
 /// Whether `error` means the filesystem is out of space (or quota).
@@ -349,12 +349,20 @@ mod tests {
         let spare = retire_segment(dir.path(), 1).expect("retire");
         // No spare for the first piece of zeros; then it comes.
         let mut asked = 0;
-        let mut late_spare = || {
+        let mut claim_spare = |to: &Path| {
             asked += 1;
-            (asked == 2).then(|| spare.clone())
+            asked == 2 && std::fs::rename(&spare, to).is_ok()
         };
-        let file = prepare_segment(dir.path(), 2, segment_bytes, 0, None, None, &mut late_spare)
-            .expect("prepare");
+        let file = prepare_segment(
+            dir.path(),
+            2,
+            segment_bytes,
+            0,
+            false,
+            None,
+            &mut claim_spare,
+        )
+        .expect("prepare");
         assert_eq!(asked, 2, "asked before each piece until one came");
         let mut byte = [0u8; 1];
         file.read_exact_at(&mut byte, marker_at).expect("read");

@@ -1,12 +1,17 @@
 //! The journal's state shared by its handles and its writer: the segment table, the spares
 //! kept for recycling, the active segment's write offset, and the counters `stats` reports.
 //!
-//! Invariant: every table is changed by single inserts, removals or swaps under its lock, so a
-//! panic never leaves one half-changed.
+//! Invariants: every table is changed by single inserts, removals or swaps under its lock, so a
+//! panic never leaves one half-changed; a segment retired as a spare moves from one table to
+//! the other under both locks at once, so a reader holding both counts it once; a spare leaves
+//! its table under its lock in the same step as its file is renamed to the temporary name of
+//! the segment being prepared (counted again once installed), so a `.seg.spare` file is never
+//! left out of the count (save one that can be neither renamed nor removed). Locked together,
+//! `segments` is always taken first.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -54,6 +59,11 @@ pub(super) struct SegmentEntry {
     pub(super) bytes_written: u64,
 }
 
+/// What `spares` hold of the disk.
+pub(super) fn spare_bytes(spares: &[Spare]) -> u64 {
+    spares.iter().map(|spare| spare.bytes).sum()
+}
+
 impl Shared {
     pub(super) fn segments(&self) -> MutexGuard<'_, BTreeMap<u64, SegmentEntry>> {
         // The table stays consistent under every panic point (single inserts and removals).
@@ -64,23 +74,50 @@ impl Shared {
         self.spares.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A dead segment's file to recycle as the next segment, if one is kept.
-    pub(crate) fn take_spare(&self) -> Option<PathBuf> {
-        self.spares().pop().map(|spare| spare.path)
+    /// Both tables, for a reader that needs them consistent with each other (a segment retired
+    /// as a spare is in exactly one of them), in the one order they are ever locked together.
+    pub(super) fn tables(
+        &self,
+    ) -> (
+        MutexGuard<'_, BTreeMap<u64, SegmentEntry>>,
+        MutexGuard<'_, Vec<Spare>>,
+    ) {
+        let segments = self.segments();
+        (segments, self.spares())
     }
 
-    /// The segments' files and the spares: what the journal holds of the disk.
+    /// Recycles a kept spare as the segment being prepared: renames its file to `to` (that
+    /// segment's temporary file, `segment::temporary_path`), true if there was one to rename.
+    ///
+    /// The rename is made under the spares' lock: popping the spare first and renaming it after
+    /// the lock was let go left a moment (longer on a loaded machine, the helper thread being
+    /// preempted in between) when its file was still a `.seg.spare` on disk but no longer
+    /// counted, so `stats` reported a spare fewer than the directory held. A spare that cannot
+    /// be renamed is removed (best effort; `open` removes leftover spares anyway), so it does
+    /// not stay on disk uncounted, and the next one is tried. A rename is a change of the
+    /// directory, not a sync, so those waiting for the lock (`stats`) wait little.
+    pub(crate) fn claim_spare(&self, to: &Path) -> bool {
+        let mut spares = self.spares();
+        while let Some(spare) = spares.pop() {
+            match std::fs::rename(&spare.path, to) {
+                Ok(()) => return true,
+                Err(error) => {
+                    tracing::warn!(spare = %spare.path.display(), %error, "cannot recycle a journal segment");
+                    let _ = std::fs::remove_file(&spare.path);
+                }
+            }
+        }
+        false
+    }
+
+    /// The segments' files and the spares: what the journal holds of the disk. The segment
+    /// being prepared ahead (a spare recycled for it included) counts only once installed: the
+    /// writer checks `disk_bytes_max` only while no prepared file is on disk, before preparing
+    /// one or once the last one is installed or removed.
     pub(crate) fn bytes_on_disk(&self) -> u64 {
-        let segments: u64 = self
-            .segments()
-            .values()
-            .map(|entry| entry.bytes_on_disk)
-            .sum();
-        segments + self.spare_bytes()
-    }
-
-    pub(super) fn spare_bytes(&self) -> u64 {
-        self.spares().iter().map(|spare| spare.bytes).sum()
+        let (segments, spares) = self.tables();
+        let segment_bytes: u64 = segments.values().map(|entry| entry.bytes_on_disk).sum();
+        segment_bytes + spare_bytes(&spares)
     }
 
     pub(crate) fn seal_and_add_segment(

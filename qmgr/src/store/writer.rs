@@ -23,7 +23,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,7 +39,9 @@ use super::format::{
 };
 use super::pace::Pace;
 use super::requests::{Completion, Request, Requests, Woken};
-use super::segment::{discard_prepared, install_segment, prepare_segment, segment_path};
+use super::segment::{
+    discard_prepared, install_segment, prepare_segment, segment_path, temporary_path,
+};
 use super::shared::Shared;
 use super::{Location, SyncPolicy};
 
@@ -416,16 +418,16 @@ impl Writer {
         let file = match prepared {
             Some(file) => file,
             None => {
-                let spare = self.spare_or_room(next, journal_bytes)?;
+                let spare_claimed = self.spare_or_room(next, journal_bytes)?;
                 let shared = &self.shared;
                 prepare_segment(
                     &shared.dir,
                     next,
                     self.segment_bytes,
                     journal_bytes,
-                    spare,
+                    spare_claimed,
                     None,
-                    &mut || shared.take_spare(),
+                    &mut |to| shared.claim_spare(to),
                 )?
             }
         };
@@ -488,12 +490,9 @@ impl Writer {
     fn prepare_ahead(&mut self) {
         let next = self.active.id + 1;
         let journal_bytes = self.shared.bytes_on_disk();
-        let Ok(spare) = self.spare_or_room(next, journal_bytes) else {
+        let Ok(spare_claimed) = self.spare_or_room(next, journal_bytes) else {
             return;
         };
-        // Moved into the helper thread; removed here if that thread cannot start, so it does
-        // not stay on disk uncounted.
-        let taken = spare.clone();
         let (sender, result) = std::sync::mpsc::channel();
         let dir = self.shared.dir.clone();
         let segment_bytes = self.segment_bytes;
@@ -509,9 +508,9 @@ impl Writer {
                     next,
                     segment_bytes,
                     journal_bytes,
-                    spare,
+                    spare_claimed,
                     Some(&helper_pace),
-                    &mut || shared.take_spare(),
+                    &mut |to| shared.claim_spare(to),
                 ));
             });
         match spawned {
@@ -525,19 +524,24 @@ impl Writer {
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot prepare journal segments ahead");
-                if let Some(spare) = taken {
-                    let _ = std::fs::remove_file(spare);
+                // A spare claimed for the thread is removed, so it does not stay on disk
+                // uncounted.
+                if spare_claimed {
+                    discard_prepared(&self.shared.dir, next);
                 }
             }
         }
     }
 
-    /// A spare to recycle as segment `next` (`None`: a new file), or `DiskFull` when no spare
-    /// is kept and a new file would take the journal past `disk_bytes_max`. A spare is already
-    /// counted, so recycling it takes no more of the disk.
-    fn spare_or_room(&self, next: u64, journal_bytes: u64) -> Result<Option<PathBuf>, StoreError> {
-        let spare = self.shared.take_spare();
-        if let (None, Some(limit)) = (&spare, self.disk_bytes_max) {
+    /// True once a spare is renamed to segment `next`'s temporary file, to be recycled as it
+    /// (false: a new file), or `DiskFull` when no spare is kept and a new file would take the
+    /// journal past `disk_bytes_max`. A spare is already counted in `journal_bytes`, so
+    /// recycling it takes no more of the disk.
+    fn spare_or_room(&self, next: u64, journal_bytes: u64) -> Result<bool, StoreError> {
+        let spare_claimed = self
+            .shared
+            .claim_spare(&temporary_path(&self.shared.dir, next));
+        if let (false, Some(limit)) = (spare_claimed, self.disk_bytes_max) {
             if journal_bytes + self.segment_bytes > limit {
                 return Err(StoreError::DiskFull {
                     dir: self.shared.dir.clone(),
@@ -547,7 +551,7 @@ impl Writer {
                 });
             }
         }
-        Ok(spare)
+        Ok(spare_claimed)
     }
 
     fn discard(&self, prepared: Prepared) {
