@@ -122,17 +122,49 @@ fn a_capped_journal_takes_puts_again_after_a_drain() {
 /// A tmpfs mounted for one test, unmounted when dropped.
 struct Tmpfs(PathBuf);
 
+/// Why a tmpfs could not be mounted.
+#[derive(Debug)]
+enum MountRefused {
+    /// This machine does not let the test mount one: no `mount` command, no permission (not
+    /// root, or a container without the capability), or no tmpfs in the kernel.
+    Unavailable(String),
+    /// Anything else: a mistake of the test's, or a broken machine.
+    Failed(String),
+}
+
+/// What `mount` says when the machine, not the request, is the reason (util-linux and
+/// busybox wordings, lowercased).
+const UNAVAILABLE: [&str; 6] = [
+    "must be superuser",
+    "only root",
+    "permission denied",
+    "operation not permitted",
+    "unknown filesystem type",
+    "not supported",
+];
+
 impl Tmpfs {
     /// Mounts a tmpfs of `size` at `dir`, or says why not.
-    fn mount(dir: &Path, size: &str) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    fn mount(dir: &Path, size: &str) -> Result<Self, MountRefused> {
+        std::fs::create_dir_all(dir).map_err(|e| MountRefused::Failed(e.to_string()))?;
         let output = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
             .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    MountRefused::Unavailable(format!("cannot run mount: {e}"))
+                }
+                _ => MountRefused::Failed(format!("cannot run mount: {e}")),
+            })?;
         if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+            let why = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+            let lower = why.to_lowercase();
+            return Err(if UNAVAILABLE.iter().any(|u| lower.contains(u)) {
+                MountRefused::Unavailable(why)
+            } else {
+                MountRefused::Failed(format!("{why} ({})", output.status))
+            });
         }
         Ok(Self(dir.to_owned()))
     }
@@ -151,9 +183,15 @@ fn a_full_tmpfs_refuses_puts_as_disk_full_and_recovers_when_space_returns() {
     // Declared before the manager, so it is unmounted after the manager is killed.
     let _tmpfs = match Tmpfs::mount(&data, "8m") {
         Ok(tmpfs) => tmpfs,
-        Err(why) => {
-            eprintln!("skipped: cannot mount a tmpfs at {}: {why}", data.display());
+        Err(MountRefused::Unavailable(why)) => {
+            eprintln!(
+                "SKIPPED: this machine lets no test mount a tmpfs (at {}): {why}",
+                data.display()
+            );
             return;
+        }
+        Err(MountRefused::Failed(why)) => {
+            panic!("mounting a tmpfs at {} failed: {why}", data.display())
         }
     };
     // Ballast that the test deletes to give the space back, as an operator would.

@@ -6,11 +6,61 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 
 use hopmq::Message;
 use support::network::{Network, Spec, link_of, receive};
-use support::{SOON, wait_until};
+use support::{SOON, wait_until, wall_ms};
+
+/// The rows of the table whose header line starts with `header` in a `qmgr status` text:
+/// the lines after it with as many columns as the header, split at whitespace.
+fn table<'a>(text: &'a str, header: &str) -> Vec<Vec<&'a str>> {
+    let mut lines = text.lines().skip_while(|l| !l.starts_with(header));
+    let columns = lines
+        .next()
+        .unwrap_or_else(|| panic!("no `{header}` table in:\n{text}"))
+        .split_whitespace()
+        .count();
+    lines
+        .filter(|l| !l.starts_with(' '))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .take_while(|row| row.len() == columns)
+        .collect()
+}
+
+/// The row of `name` in the links table of a `qmgr status` text.
+#[track_caller]
+fn link_row<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    table(text, "link ")
+        .into_iter()
+        .find(|row| row[0] == name)
+        .unwrap_or_else(|| panic!("no link to {name} in:\n{text}"))
+}
+
+/// When `manager` stored `message` on its way, from its trace.
+fn hop_at(message: &Message, manager: &str) -> Option<u64> {
+    message
+        .trace
+        .iter()
+        .find(|hop| hop.manager == manager)
+        .map(|hop| hop.at_ms)
+}
+
+/// Waits until nothing is on its way anywhere, then checks that `queue` holds nothing more:
+/// no duplicate is still coming.
+#[track_caller]
+fn assert_no_more(network: &mut Network, client: &hopmq::blocking::Client, queue: &str) {
+    network.wait_drained();
+    let extra = client.poll(queue).expect("a poll succeeds");
+    assert!(
+        extra.is_none(),
+        "a duplicate arrived: {:?}",
+        extra.map(|m| m.text().map(str::to_owned))
+    );
+}
 
 #[test]
 fn a_put_at_one_end_is_got_at_the_other_with_its_hops_traced() {
@@ -52,59 +102,79 @@ fn a_put_at_one_end_is_got_at_the_other_with_its_hops_traced() {
         .expect("a route to charlie");
     assert_eq!(route["next_hop"], "bravo");
     assert_eq!(route["cost"], 2);
+    // The text has them in columns: link, state, routing, inbound, rtt, waiting, oldest,
+    // sent, acked, received.
     let text = network.manager("alpha").cli(&["status"]);
-    assert!(
-        text.stdout.contains("bravo") && text.stdout.contains("up"),
-        "{}",
-        text.stdout
-    );
+    text.expect_code(0);
+    let row = link_row(&text.stdout, "bravo");
+    assert_eq!(row[1..4], ["up", "up", "up"], "{}", text.stdout);
+    assert_eq!((row[5], row[8]), ("0", "1"), "{}", text.stdout);
 }
 
-#[test]
-fn a_relay_killed_twice_mid_transfer_loses_and_duplicates_nothing() {
-    const PRODUCERS: usize = 4;
-    const EACH: usize = 5_000;
-    let spec = Spec::line(&["alpha", "bravo", "charlie"], "orders");
-    let mut network = Network::start(&spec);
-    network.wait_all_links_up(&spec);
-    let socket = network.manager("alpha").socket().to_owned();
-    let producers: Vec<_> = (0..PRODUCERS)
+/// Producers putting `{producer}:{n}` for `orders@charlie` at the manager of `socket` until
+/// `stop`; each returns how many of its puts were acknowledged.
+fn start_producers(socket: &Path, stop: &Arc<AtomicBool>, count: usize) -> Vec<JoinHandle<usize>> {
+    (0..count)
         .map(|producer| {
-            let socket = socket.clone();
+            let socket = socket.to_owned();
+            let stop = Arc::clone(stop);
             std::thread::spawn(move || {
                 let client =
                     hopmq::blocking::Client::connect_to(&socket).expect("a producer connects");
-                for n in 0..EACH {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
                     client
                         .put("orders@charlie", Message::new(format!("{producer}:{n}")))
                         .expect("a put at alpha succeeds");
+                    n += 1;
                 }
+                n
             })
         })
-        .collect();
-    let charlie = network.manager("charlie").client();
-    let mut got = receive(&charlie, "orders", 2_000);
-    for _ in 0..2 {
-        network.manager("bravo").kill9();
-        network.manager("bravo").restart();
-        got.extend(receive(&charlie, "orders", 2_000));
-    }
-    for producer in producers {
-        producer.join().expect("a producer finished");
-    }
-    got.extend(receive(&charlie, "orders", PRODUCERS * EACH - got.len()));
-    // Nothing more comes: no duplicates are on their way.
-    let extra = charlie
-        .get("orders", Duration::from_secs(2))
-        .expect("a get succeeds");
-    assert!(
-        extra.is_none(),
-        "a duplicate arrived: {:?}",
-        extra.map(|m| m.text().map(str::to_owned))
-    );
+        .collect()
+}
 
+/// One `kill -9` of a relay and its restart, as wall-clock times.
+struct Outage {
+    killed_ms: u64,
+    restarted_ms: u64,
+}
+
+impl Outage {
+    /// How many of `got` the relay had stored before the kill and charlie got only after the
+    /// restart: they were in the relay's custody across the crash, and came out of its journal.
+    fn carried_across(&self, got: &[Message], relay: &str) -> usize {
+        got.iter()
+            .filter(|m| hop_at(m, relay).is_some_and(|at| at <= self.killed_ms))
+            .filter(|m| hop_at(m, "charlie").is_some_and(|at| at >= self.restarted_ms))
+            .count()
+    }
+}
+
+/// Kills bravo once its status shows messages it took from alpha in flight to charlie, and
+/// restarts it.
+fn kill_relay_in_flight(network: &mut Network) -> Outage {
+    let bravo = network.manager("bravo");
+    wait_until("bravo has messages in flight to charlie", SOON, || {
+        link_of(&bravo.status(), "charlie")["in_flight"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    });
+    let killed_ms = wall_ms();
+    bravo.kill9();
+    let restarted_ms = wall_ms();
+    bravo.restart();
+    Outage {
+        killed_ms,
+        restarted_ms,
+    }
+}
+
+/// Each producer's messages arrived once each, in order, all `counts[producer]` of them.
+#[track_caller]
+fn assert_in_order_once(got: &[Message], counts: &[usize]) {
     let mut next: BTreeMap<usize, usize> = BTreeMap::new();
-    for message in &got {
+    for message in got {
         let text = message.text().expect("text bodies");
         let (producer, n) = text.split_once(':').expect("producer:n");
         let (producer, n): (usize, usize) = (producer.parse().unwrap(), n.parse().unwrap());
@@ -115,8 +185,56 @@ fn a_relay_killed_twice_mid_transfer_loses_and_duplicates_nothing() {
         );
         *expected += 1;
     }
-    assert_eq!(next.values().sum::<usize>(), PRODUCERS * EACH);
-    assert!(next.values().all(|&n| n == EACH));
+    for (producer, &count) in counts.iter().enumerate() {
+        assert_eq!(
+            next.get(&producer).copied().unwrap_or(0),
+            count,
+            "producer {producer}"
+        );
+    }
+}
+
+#[test]
+fn a_relay_killed_twice_mid_transfer_loses_and_duplicates_nothing() {
+    /// Kills tried at most to get two that caught messages in bravo's custody.
+    const KILLS_MAX: usize = 6;
+    let spec = Spec::line(&["alpha", "bravo", "charlie"], "orders");
+    let mut network = Network::start(&spec);
+    network.wait_all_links_up(&spec);
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers = start_producers(network.manager("alpha").socket(), &stop, 4);
+    let charlie = network.manager("charlie").client();
+    let mut got = receive(&charlie, "orders", 1_000);
+    let mut outages: Vec<Outage> = Vec::new();
+    let carried = |got: &[Message], outages: &[Outage]| -> Vec<usize> {
+        outages
+            .iter()
+            .map(|o| o.carried_across(got, "bravo"))
+            .collect()
+    };
+    // What bravo held goes first once it is back, so it is among the next thousand.
+    while carried(&got, &outages).iter().filter(|&&n| n > 0).count() < 2
+        && outages.len() < KILLS_MAX
+    {
+        outages.push(kill_relay_in_flight(&mut network));
+        got.extend(receive(&charlie, "orders", 1_000));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let counts: Vec<usize> = producers
+        .into_iter()
+        .map(|p| p.join().expect("a producer finished"))
+        .collect();
+    let total: usize = counts.iter().sum();
+    got.extend(receive(&charlie, "orders", total.saturating_sub(got.len())));
+    let carried = carried(&got, &outages);
+    eprintln!("messages carried across each kill of bravo: {carried:?}");
+    assert!(
+        carried.iter().filter(|&&n| n > 0).count() >= 2,
+        "in {} kills, fewer than two caught messages in bravo's custody: {carried:?}",
+        carried.len()
+    );
+    assert_no_more(&mut network, &charlie, "orders");
+    assert_in_order_once(&got, &counts);
 }
 
 #[test]
@@ -136,8 +254,15 @@ fn messages_wait_at_the_relay_while_the_destination_is_down_and_survive_restarts
         wait_until("100 messages wait at bravo for charlie", SOON, || {
             link_of(&bravo.status(), "charlie")["transmission_depth"] == 100
         });
+        // The text's links table shows them (waiting, in the sixth column).
         let text = bravo.cli(&["status"]);
-        assert!(text.stdout.contains("charlie"), "{}", text.stdout);
+        text.expect_code(0);
+        assert_eq!(
+            link_row(&text.stdout, "charlie")[5],
+            "100",
+            "{}",
+            text.stdout
+        );
     }
     // Alpha and bravo restart meanwhile, one of them without warning.
     network.manager("alpha").kill9();
@@ -154,18 +279,7 @@ fn messages_wait_at_the_relay_while_the_destination_is_down_and_survive_restarts
     let bodies: Vec<String> = got.iter().map(|m| m.text().unwrap().to_owned()).collect();
     let expected: Vec<String> = (0..100).map(|n| format!("m{n}")).collect();
     assert_eq!(bodies, expected);
-    assert!(
-        charlie
-            .get("orders", Duration::from_secs(1))
-            .unwrap()
-            .is_none()
-    );
-    let bravo = network.manager("bravo");
-    wait_until(
-        "bravo's transmission queue for charlie empties",
-        SOON,
-        || link_of(&bravo.status(), "charlie")["transmission_depth"] == 0,
-    );
+    assert_no_more(&mut network, &charlie, "orders");
 }
 
 #[test]
@@ -191,12 +305,7 @@ fn a_message_that_expires_while_its_next_hop_is_down_is_never_delivered() {
     let bravo = network.manager("bravo").client();
     let got = receive(&bravo, "orders", 1);
     assert_eq!(got[0].text(), Some("lasting"));
-    assert!(
-        bravo
-            .get("orders", Duration::from_secs(1))
-            .unwrap()
-            .is_none()
-    );
+    assert_no_more(&mut network, &bravo, "orders");
 }
 
 #[test]
@@ -214,17 +323,30 @@ fn a_put_with_no_route_waits_and_is_delivered_once_the_topology_gains_one() {
         .expect_code(0);
     assert_eq!(network.manager("alpha").depth("hopmq.held"), Some(1));
 
+    // The running managers take the edit from the file; none restarts. (A `qmgr reload`
+    // first, which changes nothing, takes the place of the file's read after start-up, which
+    // would otherwise see the edit too.)
+    for name in ["alpha", "bravo"] {
+        let run = network.manager(name).cli(&["reload"]);
+        assert!(run.stdout.contains("no changes"), "{}", run.stdout);
+    }
+    let version = network.manager("alpha").status()["topology"]["version"].clone();
     spec.links.push(("bravo", "charlie", 1));
     network.write_topology(&spec);
-    network.manager("alpha").terminate();
-    network.manager("alpha").restart();
-    network.manager("bravo").terminate();
-    network.manager("bravo").restart();
+    for name in ["alpha", "bravo"] {
+        let manager = network.manager(name);
+        wait_until(&format!("{name} applies the new link"), SOON, || {
+            manager.status()["topology"]["version"] != version
+        });
+    }
     network.start_manager("charlie");
     let charlie = network.manager("charlie").client();
     let got = receive(&charlie, "orders", 1);
     assert_eq!(got[0].text(), Some("patient"));
     assert_eq!(network.manager("alpha").depth("hopmq.held"), Some(0));
+    for name in ["alpha", "bravo"] {
+        assert_eq!(network.manager(name).starts(), 1, "{name} was restarted");
+    }
 }
 
 #[test]
@@ -271,37 +393,56 @@ fn numbered(tag: &str, count: usize) -> Vec<String> {
     (0..count).map(|n| format!("{tag}{n}")).collect()
 }
 
-/// alpha - bravo after ten messages crossed; then `wiped` loses its data directory to a
-/// `kill -9` and restarts; ten more cross, each once. Returns the network for its logs.
-fn ten_more_after_wiping(wiped: &str) -> Network {
+/// Ten messages `{tag}{try}-{n}` in flight from alpha to a frozen bravo; see
+/// `Network::hold_in_flight`.
+fn in_flight_to_frozen_bravo(network: &mut Network, tag: &str, home: &str) -> Vec<String> {
+    network.hold_in_flight(("alpha", "bravo"), ("orders", home), tag)
+}
+
+/// `kill -9`, the data directory removed, and a restart.
+fn wipe(manager: &mut support::Manager) {
+    manager.kill9();
+    std::fs::remove_dir_all(manager.data_dir()).expect("the data directory is wiped");
+    manager.restart();
+}
+
+/// How many messages alpha sent to bravo more than once: its sends less its acks, once bravo
+/// acknowledged everything.
+fn resends(network: &mut Network) -> u64 {
+    let link = link_of(&network.manager("alpha").status(), "bravo");
+    assert_eq!(link["transmission_depth"], 0, "{link}");
+    link["messages_sent"].as_u64().unwrap() - link["messages_acked"].as_u64().unwrap()
+}
+
+/// alpha - bravo after ten messages `a` crossed, acknowledged.
+fn ten_acked() -> Network {
     let spec = Spec::line(&["alpha", "bravo"], "orders");
     let mut network = Network::start(&spec);
     put_numbered(&mut network, "alpha", "a", 10);
     let got = receive(&network.manager("bravo").client(), "orders", 10);
     assert_eq!(texts(&got), numbered("a", 10));
-    // Acknowledged, so alpha holds nothing: a wiped receiver cannot recognise a message it
-    // no longer remembers, so anything unacknowledged at the wipe would come again.
     wait_acked(&mut network);
-
-    let manager = network.manager(wiped);
-    manager.kill9();
-    std::fs::remove_dir_all(manager.data_dir()).expect("the data directory is wiped");
-    manager.restart();
-    put_numbered(&mut network, "alpha", "b", 10);
-    let bravo = network.manager("bravo").client();
-    assert_eq!(texts(&receive(&bravo, "orders", 10)), numbered("b", 10));
-    assert!(
-        bravo
-            .get("orders", Duration::from_secs(1))
-            .unwrap()
-            .is_none()
-    );
     network
 }
 
 #[test]
 fn a_receiver_with_a_wiped_data_directory_needs_no_manual_reset() {
-    let mut network = ten_more_after_wiping("bravo");
+    let mut network = ten_acked();
+    // Ten more alpha sent and holds unacknowledged (bravo never stored them) when bravo loses
+    // its data directory: alpha sends them again, under bravo's new channel state.
+    let unacked = in_flight_to_frozen_bravo(&mut network, "b", "bravo");
+    wipe(network.manager("bravo"));
+    put_numbered(&mut network, "alpha", "c", 10);
+    let bravo = network.manager("bravo").client();
+    let mut expected = unacked;
+    expected.extend(numbered("c", 10));
+    assert_eq!(texts(&receive(&bravo, "orders", 20)), expected);
+    assert_no_more(&mut network, &bravo, "orders");
+    let resent = resends(&mut network);
+    assert!(
+        resent >= 10,
+        "the unacknowledged ten went again: {resent} resends"
+    );
     let alpha = network.manager("alpha").log();
     assert!(
         alpha.contains("receiver's channel state was rolled back"),
@@ -311,18 +452,51 @@ fn a_receiver_with_a_wiped_data_directory_needs_no_manual_reset() {
 
 #[test]
 fn a_sender_with_a_wiped_data_directory_needs_no_manual_reset() {
-    let mut network = ten_more_after_wiping("alpha");
+    // (What a wiped sender held unacknowledged is lost with it; a wiped relay whose upstream
+    // sends it again is the next test.)
+    let mut network = ten_acked();
+    wipe(network.manager("alpha"));
+    put_numbered(&mut network, "alpha", "b", 10);
+    let bravo = network.manager("bravo").client();
+    assert_eq!(texts(&receive(&bravo, "orders", 10)), numbered("b", 10));
+    assert_no_more(&mut network, &bravo, "orders");
     let log = network.manager("bravo").log();
     assert!(log.contains("sender's channel state is new"), "{log}");
 }
 
 #[test]
-fn a_receiver_restored_from_a_backup_resynchronises_without_duplicates() {
-    let spec = Spec::line(&["alpha", "bravo"], "orders");
+fn a_wiped_relay_sent_again_what_it_had_passed_on_is_deduplicated_by_id_downstream() {
+    let spec = Spec::line(&["alpha", "bravo", "charlie"], "orders");
     let mut network = Network::start(&spec);
-    put_numbered(&mut network, "alpha", "a", 10);
-    receive(&network.manager("bravo").client(), "orders", 10);
-    wait_acked(&mut network);
+    network.wait_all_links_up(&spec);
+    // alpha holds ten unacknowledged, in flight to a frozen bravo; alpha freezes before it can
+    // read bravo's acks, and bravo thaws, stores the ten and passes them on to charlie.
+    let unacked = in_flight_to_frozen_bravo(&mut network, "d", "charlie");
+    network.manager("alpha").freeze();
+    network.manager("bravo").thaw();
+    let charlie = network.manager("charlie");
+    wait_until("charlie stores the ten", SOON, || {
+        charlie.depth("orders") == Some(10)
+    });
+    // bravo loses its data directory; alpha dies without having read an ack and sends the
+    // ten again after its restart. The wiped bravo takes them as new and passes them on under
+    // a new channel state: only charlie's memory of recent ids can recognise them.
+    wipe(network.manager("bravo"));
+    let alpha = network.manager("alpha");
+    alpha.kill9();
+    alpha.restart();
+    network.wait_drained();
+    let link = link_of(&network.manager("charlie").status(), "bravo");
+    assert_eq!(link["duplicates_dropped"], 10, "{link}");
+    let client = network.manager("charlie").client();
+    assert_eq!(texts(&support::drain(&client, "orders")), unacked);
+    let log = network.manager("charlie").log();
+    assert!(log.contains("sender's channel state is new"), "{log}");
+}
+
+#[test]
+fn a_receiver_restored_from_a_backup_resynchronises_without_duplicates() {
+    let mut network = ten_acked();
     // A cold backup of bravo, then more traffic it will not remember.
     let backup = network.manager("bravo").scratch().join("backup");
     {
@@ -333,23 +507,27 @@ fn a_receiver_restored_from_a_backup_resynchronises_without_duplicates() {
     }
     put_numbered(&mut network, "alpha", "b", 20);
     receive(&network.manager("bravo").client(), "orders", 20);
-    // (Restoring a backup loses what came after it; what alpha still held would come again.)
+    // (Restoring a backup loses what came after it, taken or not.)
     wait_acked(&mut network);
+    // Ten that alpha holds unacknowledged as bravo is restored: alpha sends them again.
+    let unacked = in_flight_to_frozen_bravo(&mut network, "c", "bravo");
     {
         let bravo = network.manager("bravo");
-        bravo.terminate();
+        bravo.kill9();
         std::fs::remove_dir_all(bravo.data_dir()).unwrap();
         copy_dir(&backup, bravo.data_dir());
         bravo.restart();
     }
-    put_numbered(&mut network, "alpha", "c", 10);
+    put_numbered(&mut network, "alpha", "d", 10);
     let client = network.manager("bravo").client();
-    assert_eq!(texts(&receive(&client, "orders", 10)), numbered("c", 10));
+    let mut expected = unacked;
+    expected.extend(numbered("d", 10));
+    assert_eq!(texts(&receive(&client, "orders", 20)), expected);
+    assert_no_more(&mut network, &client, "orders");
+    let resent = resends(&mut network);
     assert!(
-        client
-            .get("orders", Duration::from_secs(1))
-            .unwrap()
-            .is_none()
+        resent >= 10,
+        "the unacknowledged ten went again: {resent} resends"
     );
     let alpha = network.manager("alpha").log();
     assert!(
@@ -433,4 +611,93 @@ fn metrics_show_each_link() {
     ] {
         assert!(text.contains(expected), "missing {expected}:\n{text}");
     }
+}
+
+#[test]
+fn a_message_that_expires_at_a_relay_is_dropped_there_and_never_delivered() {
+    let spec = Spec::line(&["alpha", "bravo", "charlie"], "orders");
+    // A long dead interval: charlie stays in the routes while it is down, so messages for it
+    // travel to bravo and wait there (rather than at alpha, with no route).
+    let mut network = Network::prepare(&spec);
+    let (topology, certs) = (network.topology(), network.certs());
+    for name in ["alpha", "bravo", "charlie"] {
+        let env = [("QMGR_LINK_DEAD_INTERVAL_MS", "600000")];
+        network.start_manager_with(name, &topology, &certs, &env);
+    }
+    network.wait_all_links_up(&spec);
+    network.manager("charlie").kill9();
+    // Once bravo knows, it gives charlie's channel nothing: what comes waits in its queue.
+    let bravo = network.manager("bravo");
+    wait_until("bravo sees its link to charlie down", SOON, || {
+        link_of(&bravo.status(), "charlie")["state"] == "down"
+    });
+    {
+        let alpha = network.manager("alpha");
+        alpha
+            .cli(&["put", "orders", "short-lived", "--ttl", "5s"])
+            .expect_code(0);
+        alpha.cli(&["put", "orders", "lasting"]).expect_code(0);
+    }
+    // Both cross to bravo and wait there for charlie; the short-lived one expires there.
+    let bravo = network.manager("bravo");
+    wait_until("both wait at bravo for charlie", SOON, || {
+        link_of(&bravo.status(), "charlie")["transmission_depth"] == 2
+    });
+    wait_until("bravo drops the expired message", SOON, || {
+        bravo.status()["messages_expired"] == 1
+    });
+    assert_eq!(link_of(&bravo.status(), "charlie")["transmission_depth"], 1);
+    let alpha = network.manager("alpha").status();
+    assert_eq!(alpha["messages_expired"], 0, "it expired at the relay");
+    network.manager("charlie").restart();
+    let charlie = network.manager("charlie").client();
+    let got = receive(&charlie, "orders", 1);
+    assert_eq!(got[0].text(), Some("lasting"));
+    assert_no_more(&mut network, &charlie, "orders");
+}
+
+#[test]
+fn a_message_for_a_full_queue_at_its_home_is_dead_lettered_there() {
+    let spec = Spec::line(&["alpha", "bravo"], "orders");
+    let mut network = Network::prepare(&spec);
+    // orders holds two messages at most.
+    let text = network
+        .topology_text(&spec)
+        .replace("home = \"bravo\"", "home = \"bravo\"\nmax_depth = 2");
+    assert!(text.contains("max_depth = 2"), "{text}");
+    std::fs::write(network.topology(), text).unwrap();
+    network.start_manager("alpha");
+    network.start_manager("bravo");
+    put_numbered(&mut network, "alpha", "m", 3);
+    let bravo = network.manager("bravo").client();
+    let dead = receive(&bravo, "DLQ", 1);
+    assert_eq!(dead[0].text(), Some("m2"));
+    let reason = &dead[0].headers["hopmq.dead_letter_reason"];
+    assert!(
+        reason.contains("queue `orders` is full (max_depth 2)"),
+        "{reason}"
+    );
+    assert_eq!(texts(&receive(&bravo, "orders", 2)), numbered("m", 2));
+    assert_no_more(&mut network, &bravo, "orders");
+    assert!(bravo.poll("DLQ").unwrap().is_none());
+}
+
+#[test]
+fn a_non_persistent_message_leaving_its_origin_is_journaled_and_survives_a_crash() {
+    let spec = Spec::line(&["alpha", "bravo"], "orders");
+    let mut network = Network::prepare(&spec);
+    // bravo is not running: the message waits at alpha.
+    let alpha = network.start_manager("alpha");
+    alpha
+        .cli(&["put", "orders", "travelling", "--non-persistent"])
+        .expect_code(0);
+    assert_eq!(link_of(&alpha.status(), "bravo")["transmission_depth"], 1);
+    alpha.kill9();
+    alpha.restart();
+    assert_eq!(link_of(&alpha.status(), "bravo")["transmission_depth"], 1);
+    network.start_manager("bravo");
+    let bravo = network.manager("bravo").client();
+    let got = receive(&bravo, "orders", 1);
+    assert_eq!(got[0].text(), Some("travelling"));
+    assert_no_more(&mut network, &bravo, "orders");
 }

@@ -392,3 +392,42 @@ fn messages_with_large_headers_are_got_and_browsed_a_frame_at_a_time() {
     }
     assert_eq!(manager.depth("headers"), Some(0));
 }
+
+#[test]
+fn a_non_persistent_message_skips_the_journal_and_is_lost_when_the_manager_stops() {
+    let mut manager = Manager::start();
+    let commits = || manager.status()["store"]["commits"].as_u64().unwrap();
+    manager.cli(&["put", "notes", "kept"]).expect_code(0);
+    let before = commits();
+    manager
+        .cli(&["put", "notes", "fleeting", "--non-persistent"])
+        .expect_code(0);
+    assert_eq!(commits(), before, "a non-persistent put writes nothing");
+    manager.cli(&["put", "notes", "kept too"]).expect_code(0);
+    assert!(commits() > before, "a persistent put is a commit");
+    // Delivered like any other while the manager runs, and marked as what it is.
+    let browse = manager.cli(&["browse", "notes", "--json"]);
+    let listed = browse.json_lines();
+    let persistent: Vec<_> = listed.iter().map(|m| m["persistent"].clone()).collect();
+    assert_eq!(persistent, [true, false, true], "{}", browse.stdout);
+    // Even a clean stop loses it.
+    manager.terminate();
+    manager.restart();
+    let browse = manager.cli(&["browse", "notes"]);
+    browse.expect_code(0);
+    assert_eq!(browse.stdout, "kept\nkept too\n");
+}
+
+#[test]
+fn the_cli_finds_the_manager_through_hopmq_socket() {
+    let manager = Manager::start();
+    // No `--socket`: the variable names the socket.
+    let put = std::process::Command::new(support::qmgr_path())
+        .args(["put", "mailbox", "found you"])
+        .env("HOPMQ_SOCKET", manager.socket())
+        .current_dir(manager.scratch())
+        .output()
+        .unwrap();
+    support::Run::from(put).expect_code(0);
+    assert_eq!(manager.depth("mailbox"), Some(1));
+}

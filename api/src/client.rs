@@ -123,7 +123,13 @@ pub enum ClientError {
 
 /// The socket [`Client::connect`] uses: `$HOPMQ_SOCKET`, else [`SOCKET_PATH_DEFAULT`].
 pub fn socket_path_default() -> PathBuf {
-    std::env::var_os(SOCKET_ENV)
+    socket_path_from(std::env::var_os(SOCKET_ENV))
+}
+
+/// The socket for a value of [`SOCKET_ENV`] (`None` when unset): the value unless empty, else
+/// [`SOCKET_PATH_DEFAULT`].
+fn socket_path_from(value: Option<std::ffi::OsString>) -> PathBuf {
+    value
         .filter(|path| !path.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(SOCKET_PATH_DEFAULT))

@@ -339,6 +339,11 @@ pub struct Status {
     /// Every link of the topology, with its state as this manager knows it (its own links
     /// first-hand, the others from link-state advertisements).
     pub network: Vec<NetworkLinkStatus>,
+    /// Waiting messages (in a transmission queue or `hopmq.held`) moved to another queue by
+    /// re-routing since start: after a route change, a topology edit or a drain. Appended;
+    /// absent from an older manager's status.
+    #[serde(default)]
+    pub messages_rerouted: u64,
 }
 
 /// The topology a manager runs with.

@@ -133,8 +133,8 @@ const QUEUES: [Family<QueueStatus>; 3] = [
     ),
 ];
 
-/// The manager's counters of messages that left it other than by delivery.
-const PASSED_ON: [Family<Status>; 2] = [
+/// The manager's counters of messages on their way: handed on, expired, re-routed.
+const PASSED_ON: [Family<Status>; 3] = [
     family(
         "hopmq_messages_forwarded_total",
         "counter",
@@ -146,6 +146,12 @@ const PASSED_ON: [Family<Status>; 2] = [
         "counter",
         "Messages dropped because they expired before reaching their queue.",
         |s| count(s.messages_expired),
+    ),
+    family(
+        "hopmq_messages_rerouted_total",
+        "counter",
+        "Waiting messages moved to another queue by re-routing, since start.",
+        |s| count(s.messages_rerouted),
     ),
 ];
 

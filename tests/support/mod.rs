@@ -133,12 +133,25 @@ pub fn wait_exit(child: &mut Child, what: &str, deadline: Duration) -> ExitStatu
 
 /// Sends SIGTERM to a process (no libc: the `kill` command).
 pub fn send_sigterm(pid: u32) {
+    send_signal(pid, "TERM");
+}
+
+/// Sends `SIG{signal}` to a process with the `kill` command.
+pub fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
-        .arg("-TERM")
+        .arg(format!("-{signal}"))
         .arg(pid.to_string())
         .status()
         .expect("the kill command runs");
-    assert!(status.success(), "kill -TERM {pid} failed");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Milliseconds since the Unix epoch, as the managers stamp a message's trace.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_millis() as u64
 }
 
 /// How to start a [`Manager`]: environment variables and flags on top of the defaults.
@@ -309,6 +322,22 @@ impl Manager {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGSTOP: the daemon freezes where it is (it answers nothing, reads nothing off its
+    /// sockets) until [`thaw`](Self::thaw); a `kill9` still ends it.
+    pub fn freeze(&mut self) {
+        send_signal(self.pid(), "STOP");
+    }
+
+    /// SIGCONT after [`freeze`](Self::freeze).
+    pub fn thaw(&mut self) {
+        send_signal(self.pid(), "CONT");
+    }
+
+    /// How many times the daemon was started (by `start`, `restart` and the like).
+    pub fn starts(&self) -> u32 {
+        self.starts
     }
 
     /// SIGTERM, then waits for the daemon to exit; returns how it exited.

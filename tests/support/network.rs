@@ -212,6 +212,107 @@ impl Network {
         });
     }
 
+    /// Waits until nothing is on its way anywhere: on every running manager, every link's
+    /// transmission queue (messages in flight on its channel included) and `hopmq.held` are
+    /// empty, on two rounds of status in a row. A sender lets go of a message only once the
+    /// next hop acknowledged it stored, so after this every message is in its home queue (or a
+    /// dead-letter queue), and a duplicate still on its way would have shown here.
+    #[track_caller]
+    pub fn wait_drained(&mut self) {
+        let start = std::time::Instant::now();
+        let mut clean_rounds = 0;
+        while clean_rounds < 2 {
+            let mut left = None;
+            for (name, manager) in &mut self.managers {
+                if manager.is_running() {
+                    if let Some(waiting) = waiting(&manager.status()) {
+                        left = Some(format!("{name}: {waiting}"));
+                        break;
+                    }
+                }
+            }
+            match left {
+                None => clean_rounds += 1,
+                Some(left) => {
+                    clean_rounds = 0;
+                    assert!(
+                        start.elapsed() < DELIVERY_DEADLINE,
+                        "not drained after {DELIVERY_DEADLINE:?}: {left}"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Freezes `receiver` (SIGSTOP), then puts `bodies` at `sender` for `address` (whose next
+    /// hop is `receiver`): `sender` sends them to the frozen manager, which neither stores nor
+    /// acknowledges them, so they stay in flight on `sender`'s channel. Returns whether all of
+    /// them are (the receiver stays frozen). If not, `sender` had stopped counting on the
+    /// frozen receiver before the put; the receiver is thawed and the messages go their way.
+    #[track_caller]
+    pub fn put_in_flight_to_frozen(
+        &mut self,
+        sender: &str,
+        receiver: &str,
+        address: &str,
+        bodies: &[String],
+    ) -> bool {
+        let client = self.manager(sender).client();
+        let messages = bodies
+            .iter()
+            .map(|body| (address.to_owned(), hopmq::Message::new(body.as_str())))
+            .collect();
+        self.manager(receiver).freeze();
+        client
+            .put_batch(messages)
+            .expect("a put at the sender succeeds");
+        let count = bodies.len() as u64;
+        let manager = self.manager(sender);
+        let mut in_flight = 0;
+        // A sender gives a channel nothing new once its neighbour was quiet for 750 ms.
+        wait_until(
+            &format!("{sender} sends the messages to {receiver}"),
+            SOON,
+            || {
+                let link = link_of(&manager.status(), receiver);
+                in_flight = link["in_flight"].as_u64().expect("a count");
+                in_flight == count || link["heard_ms_ago"].as_u64().is_some_and(|ms| ms > 1_500)
+            },
+        );
+        if in_flight == count {
+            return true;
+        }
+        eprintln!("only {in_flight} of {count} messages went to frozen {receiver}; again");
+        self.manager(receiver).thaw();
+        false
+    }
+
+    /// Ten messages `{tag}{try}-{n}` for `queue` that `sender` sent to `receiver` while
+    /// `receiver` was frozen, and holds unacknowledged (see
+    /// [`put_in_flight_to_frozen`](Self::put_in_flight_to_frozen)); `receiver` stays frozen.
+    /// A try that fails lets its messages through to `queue` at `home`, where they are taken
+    /// out of the way.
+    #[track_caller]
+    pub fn hold_in_flight(
+        &mut self,
+        (sender, receiver): (&str, &str),
+        (queue, home): (&str, &str),
+        tag: &str,
+    ) -> Vec<String> {
+        for attempt in 0..3 {
+            let bodies: Vec<String> = (0..10).map(|n| format!("{tag}{attempt}-{n}")).collect();
+            if self.put_in_flight_to_frozen(sender, receiver, queue, &bodies) {
+                return bodies;
+            }
+            let through = receive(&self.manager(home).client(), queue, bodies.len());
+            let through: Vec<&str> = through.iter().filter_map(|m| m.text()).collect();
+            assert_eq!(through, bodies);
+            self.wait_drained();
+        }
+        panic!("{sender} never sent messages to {receiver} while {receiver} was frozen");
+    }
+
     /// Waits until every declared link is up both ways.
     #[track_caller]
     pub fn wait_all_links_up(&mut self, spec: &Spec) {
@@ -220,6 +321,25 @@ impl Network {
             self.wait_link_up(b, a);
         }
     }
+}
+
+/// What still waits or is in flight at the manager of `status`, if anything.
+fn waiting(status: &serde_json::Value) -> Option<String> {
+    for link in status["links"].as_array().expect("status lists links") {
+        if link["transmission_depth"] != 0 || link["in_flight"] != 0 {
+            return Some(format!(
+                "{} waiting for {} ({} in flight)",
+                link["transmission_depth"], link["neighbour"], link["in_flight"]
+            ));
+        }
+    }
+    let held = status["queues"]
+        .as_array()
+        .expect("status lists queues")
+        .iter()
+        .find(|q| q["name"] == "hopmq.held")
+        .map_or(0, |q| q["depth"].as_u64().expect("a depth"));
+    (held > 0).then(|| format!("{held} held"))
 }
 
 /// The link to `neighbour` in a parsed status.

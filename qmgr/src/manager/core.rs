@@ -182,6 +182,8 @@ struct Totals {
     forwarded: u64,
     /// Expired on their way (in a transmission queue, or arriving expired).
     expired: u64,
+    /// Waiting messages moved to another queue by re-routing.
+    rerouted: u64,
 }
 
 /// Unique message ids: the incarnation's entropy in the high half, a counter in the low half.

@@ -117,6 +117,7 @@ impl Core {
             messages_expired: self.totals.expired,
             topology: self.topology_status(),
             network: self.network_status(),
+            messages_rerouted: self.totals.rerouted,
         }
     }
 }

@@ -489,6 +489,7 @@ impl Core {
         }
         self.routing.rerouted.0 += moved;
         self.routing.rerouted.1 += dead;
+        self.totals.rerouted += moved;
         if self.routing.rerouting.is_empty() && self.routing.rerouted != (0, 0) {
             let (moved, dead) = std::mem::take(&mut self.routing.rerouted);
             info!(
