@@ -802,12 +802,14 @@ fn kill_alpha_as_it_reroutes(network: &mut Network, spec: &mut Spec, count: u64)
         std::thread::sleep(Duration::from_millis(1));
     };
     if waiting == 0 {
+        network.manager("alpha").slow_syncs(Duration::ZERO);
         eprintln!("alpha moved all {count} before it could be killed");
         return false;
     }
     // A re-routing is in progress: alpha runs with the edit, messages still wait for bravo.
     let alpha = network.manager("alpha");
     alpha.kill9();
+    alpha.slow_syncs(Duration::ZERO);
     alpha.restart();
     wait_until("the restarted alpha moves what was left", SOON, || {
         link_of(&alpha.status(), "bravo")["transmission_depth"] == 0
