@@ -12,10 +12,11 @@ import hopmq
 from conftest import DEADLINE, MAX_DELIVERIES, Manager, wait_until
 
 
-def depth(client: hopmq.Client, queue: str) -> int:
+def depth(client: hopmq.Client, queue: str, what: str = "depth") -> int:
+    """The queue's depth (messages waiting) from the manager's status, or another count."""
     for status in client.status()["queues"]:
         if status["name"] == queue:
-            return status["depth"]
+            return status[what]
     return 0
 
 
@@ -212,9 +213,10 @@ def test_a_leased_message_is_gone_once_acked(client: hopmq.Client, queue: str) -
     assert message is not None
     assert isinstance(message.lease, int)
     assert "lease=" in repr(message)
-    assert depth(client, queue) == 1  # leased, not yet settled
-    message.ack()
+    assert depth(client, queue, "leased") == 1
     assert depth(client, queue) == 0
+    message.ack()
+    assert depth(client, queue, "leased") == 0
     with pytest.raises(hopmq.UnknownLease) as raised:
         message.ack()
     assert raised.value.lease == message.lease

@@ -56,11 +56,23 @@ def test_ctrl_c_interrupts_a_wait_and_leaves_no_get_behind(
 ) -> None:
     assert threading.current_thread() is threading.main_thread()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    interrupter = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    waiting = threading.Event()
+
+    def interrupt() -> None:
+        # Only into the wait: a get that kept the GIL would run this only once it returned.
+        if waiting.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    interrupter = threading.Timer(0.3, interrupt)
     start = time.monotonic()
+    waiting.set()
     interrupter.start()
-    with pytest.raises(KeyboardInterrupt):
-        client.get(queue)  # no timeout: until a message comes, or Ctrl-C
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            # Would wait until a message comes, but for Ctrl-C.
+            client.get(queue, timeout=DEADLINE)
+    finally:
+        waiting.clear()
     assert time.monotonic() - start < DEADLINE / 3
     interrupter.join()
     # A get abandoned in the manager would take this message, and the next get would see
