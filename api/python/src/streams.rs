@@ -9,6 +9,7 @@
 //! manager; such locks are taken inside `detach`, so a thread waiting for one never holds the
 //! GIL that the holder needs.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -114,9 +115,12 @@ impl PySubscription {
 
     /// Unsubscribes and waits for the manager to confirm; idempotent.
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| match lock(&self.inner).take() {
-            Some(subscription) => subscription.cancel(),
-            None => Ok(()),
+        py.detach(|| {
+            let taken = lock(&self.inner).take();
+            match taken {
+                Some(subscription) => subscription.cancel(),
+                None => Ok(()),
+            }
         })
         .map_err(|error| to_py(py, error))
     }
@@ -150,6 +154,17 @@ impl PySubscription {
 
 type SharedHandle = Arc<Mutex<Option<blocking::NotifyHandle>>>;
 
+thread_local! {
+    /// Which handler this thread is running a callback of (its handle's address), 0 if none:
+    /// a callback that cancels its own handler would wait for itself forever.
+    static CALLING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// What identifies a handler in [`CALLING`].
+fn handler_id(handle: &SharedHandle) -> usize {
+    Arc::as_ptr(handle) as usize
+}
+
 /// Every notify handler started, to stop at exit; dead entries are pruned as new ones come.
 static RUNNING: Mutex<Vec<Weak<Mutex<Option<blocking::NotifyHandle>>>>> = Mutex::new(Vec::new());
 
@@ -168,13 +183,17 @@ impl PyNotifyHandle {
         queue: &str,
         callback: Py<PyAny>,
     ) -> PyResult<Self> {
-        let handle = py
+        let handle: SharedHandle = Arc::new(Mutex::new(None));
+        let id = handler_id(&handle);
+        let started = py
             .detach(|| {
                 client.notify(queue, move |message| {
                     // `try_attach`: nothing to call once the interpreter is going away.
                     let _ = Python::try_attach(|py| {
+                        CALLING.set(id);
                         let called = PyMessage::new(py, message, None)
                             .and_then(|message| callback.call1(py, (message,)));
+                        CALLING.set(0);
                         // As for an exception in a thread's target: reported, and the
                         // next message still comes.
                         if let Err(error) = called {
@@ -184,7 +203,7 @@ impl PyNotifyHandle {
                 })
             })
             .map_err(|error| to_py(py, error))?;
-        let handle = Arc::new(Mutex::new(Some(handle)));
+        *lock(&handle) = Some(started);
         let mut running = lock(&RUNNING);
         running.retain(|entry| entry.strong_count() > 0);
         running.push(Arc::downgrade(&handle));
@@ -197,7 +216,10 @@ impl PyNotifyHandle {
 
 /// Stops the handler of `handle` and waits for it; idempotent.
 fn cancel_handle(handle: &SharedHandle) -> Result<(), ClientError> {
-    match lock(handle).take() {
+    // Taken out first: `is_finished` on another thread must not wait, holding the GIL, for
+    // the lock while this waits for a callback that needs the GIL.
+    let taken = lock(handle).take();
+    match taken {
         Some(handle) => handle.cancel(),
         None => Ok(()),
     }
@@ -214,6 +236,12 @@ impl PyNotifyHandle {
     /// Stops the callback and waits until the manager has ended the subscription; a callback
     /// running now finishes first. Must not be called from the callback itself.
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
+        if CALLING.get() == handler_id(&self.handle) {
+            return Err(errors::InvalidArgument::new_err(
+                "a notify callback cannot cancel its own handler (it would wait for itself); \
+                 cancel it from another thread",
+            ));
+        }
         py.detach(|| cancel_handle(&self.handle))
             .map_err(|error| to_py(py, error))
     }

@@ -369,6 +369,25 @@ def test_an_exception_in_a_callback_is_reported_and_the_next_message_still_comes
     assert isinstance(reported[0].exc_value, RuntimeError)
 
 
+def test_a_callback_cannot_cancel_its_own_handler(client: hopmq.Client, queue: str) -> None:
+    errors: List[BaseException] = []
+    handles: List[hopmq.NotifyHandle] = []
+
+    def callback(message: hopmq.Message) -> None:
+        try:
+            handles[0].cancel()
+        except hopmq.InvalidArgument as error:
+            errors.append(error)
+
+    handles.append(client.notify(queue, callback))
+    client.put(queue, "cancel yourself")
+    wait_until("the callback ran", lambda: len(errors) == 1)
+    assert "cannot cancel its own handler" in str(errors[0])
+    assert not handles[0].is_finished()
+    handles[0].cancel()
+    assert handles[0].is_finished()
+
+
 def test_notify_needs_a_callable(client: hopmq.Client, queue: str) -> None:
     with pytest.raises(TypeError, match="callable"):
         client.notify(queue, "not a function")  # type: ignore[arg-type]
