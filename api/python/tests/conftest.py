@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -59,7 +59,7 @@ class Manager:
         self.data_dir = home / "data"
         self.log = home / "qmgr.log"
         self.settings = settings or {}
-        self.process: Optional[subprocess.Popen] = None
+        self.process: "Optional[subprocess.Popen[bytes]]" = None
 
     def start(self) -> "Manager":
         binary = qmgr_binary()
@@ -127,7 +127,7 @@ def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Manager]:
 @pytest.fixture
 def start_manager(tmp_path: Path) -> Iterator[Callable[..., Manager]]:
     """Starts managers of the test's own, stopped at its end."""
-    started = []
+    started: List[Manager] = []
 
     def start(**settings: str) -> Manager:
         home = tmp_path / f"m{len(started)}"

@@ -4,7 +4,8 @@ leases, subscriptions, notify, queue management and status."""
 import datetime
 import threading
 import time
-from typing import List
+from pathlib import Path
+from typing import Any, List, Optional
 
 import pytest
 
@@ -16,7 +17,7 @@ def depth(client: hopmq.Client, queue: str, what: str = "depth") -> int:
     """The queue's depth (messages waiting) from the manager's status, or another count."""
     for status in client.status()["queues"]:
         if status["name"] == queue:
-            return status[what]
+            return int(status[what])
     return 0
 
 
@@ -96,13 +97,13 @@ def test_a_get_on_an_empty_queue_waits_its_timeout(client: hopmq.Client, queue: 
 
 
 def test_a_waiting_get_takes_a_message_put_meanwhile(client: hopmq.Client, queue: str) -> None:
-    got: List[hopmq.Message] = []
+    got: List[Optional[hopmq.Message]] = []
     getter = threading.Thread(target=lambda: got.append(client.get(queue)))
     getter.start()
     client.put(queue, "late")
     getter.join(DEADLINE)
     assert not getter.is_alive()
-    assert [message.text for message in got] == ["late"]
+    assert [message.text for message in got if message] == ["late"]
 
 
 def test_poll_never_waits(client: hopmq.Client, queue: str) -> None:
@@ -241,12 +242,14 @@ def test_acks_and_nacks_by_lease_id_and_in_bulk(client: hopmq.Client, queue: str
         client.put(queue, str(n))
     leased = client.get_many(queue, 4, timeout=DEADLINE, lease=30)
     assert len(leased) == 4
+    assert leased[1].lease is not None
     client.nack([leased[0], leased[1].lease])
     client.ack(leased[2:])
     client.ack([])
     again = client.get_many(queue, 4, timeout=DEADLINE, lease=30)
     assert sorted(message.text for message in again) == ["0", "1"]
     assert all(message.delivery_count == 2 for message in again)
+    assert again[0].lease is not None
     client.ack(again[0].lease)
     client.ack(again[1])
 
@@ -352,7 +355,7 @@ def test_a_notify_callback_may_call_the_client(client: hopmq.Client, queue: str)
 def test_an_exception_in_a_callback_is_reported_and_the_next_message_still_comes(
     client: hopmq.Client, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reported = []
+    reported: List[Any] = []
     monkeypatch.setattr("sys.unraisablehook", reported.append)
     seen: List[str] = []
 
@@ -434,7 +437,7 @@ def test_a_closed_client_refuses_calls(manager: Manager, queue: str) -> None:
 
 
 def test_the_socket_comes_from_the_environment(
-    manager: Manager, monkeypatch: pytest.MonkeyPatch, tmp_path, queue: str
+    manager: Manager, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, queue: str
 ) -> None:
     monkeypatch.setenv("HOPMQ_SOCKET", manager.socket)
     assert hopmq.default_socket_path() == manager.socket

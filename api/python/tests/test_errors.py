@@ -4,6 +4,7 @@ not there or goes away, and the exception classes themselves."""
 import errno
 import socket
 from pathlib import Path
+from typing import Callable, List
 
 import pytest
 
@@ -62,7 +63,7 @@ def test_an_invalid_queue_name_is_a_clear_error(client: hopmq.Client) -> None:
         client.poll("hopmq.held")
 
 
-def test_an_unknown_queue_without_auto_creation(start_manager) -> None:
+def test_an_unknown_queue_without_auto_creation(start_manager: Callable[..., Manager]) -> None:
     manager = start_manager(QMGR_AUTO_CREATE_QUEUES="false")
     with hopmq.Client(manager.socket) as client:
         with pytest.raises(hopmq.UnknownQueue) as raised:
@@ -87,33 +88,33 @@ def test_put_arguments_are_checked(client: hopmq.Client, queue: str) -> None:
     with pytest.raises(ValueError, match="priority must be 0 to 9"):
         client.put(queue, "x", priority=-1)
     with pytest.raises(TypeError, match="priority must be an int, not str"):
-        client.put(queue, "x", priority="high")
+        client.put(queue, "x", priority="high")  # type: ignore
     with pytest.raises(TypeError, match="body must be bytes or str"):
-        client.put(queue, 42)
+        client.put(queue, 42)  # type: ignore
     with pytest.raises(TypeError, match="body must be bytes or str"):
-        client.put(queue, None)
+        client.put(queue, None)  # type: ignore
     with pytest.raises(ValueError, match="ttl must be zero or more seconds"):
         client.put(queue, "x", ttl=-5)
     with pytest.raises(TypeError, match="ttl must be a number of seconds"):
-        client.put(queue, "x", ttl="1h")
+        client.put(queue, "x", ttl="1h")  # type: ignore
     with pytest.raises(TypeError, match="header `n` must be a str, not int"):
-        client.put(queue, "x", headers={"n": 1})
+        client.put(queue, "x", headers={"n": 1})  # type: ignore
     with pytest.raises(TypeError, match="headers must be a mapping"):
-        client.put(queue, "x", headers=["a"])
+        client.put(queue, "x", headers=["a"])  # type: ignore
     with pytest.raises(TypeError, match="correlation_id must be a str"):
-        client.put(queue, "x", correlation_id=7)
+        client.put(queue, "x", correlation_id=7)  # type: ignore
     with pytest.raises(TypeError, match="persistent must be a bool"):
-        client.put(queue, "x", persistent="yes")
+        client.put(queue, "x", persistent="yes")  # type: ignore
     with pytest.raises(TypeError, match="unknown put option `priorty`"):
-        client.put(queue, "x", priorty=3)
+        client.put(queue, "x", priorty=3)  # type: ignore
     with pytest.raises(TypeError, match="each put_batch item"):
-        client.put_batch(["just a string"])
+        client.put_batch(["just a string"])  # type: ignore
     with pytest.raises(TypeError, match="each put_batch item"):
-        client.put_batch([(queue,)])
+        client.put_batch([(queue,)])  # type: ignore
     with pytest.raises(TypeError, match="options must be a dict"):
-        client.put_batch([(queue, "x", ["priority"])])
+        client.put_batch([(queue, "x", ["priority"])])  # type: ignore
     with pytest.raises(TypeError, match="put_batch takes an iterable"):
-        client.put_batch(5)
+        client.put_batch(5)  # type: ignore
     # Nothing of the refused calls reached the queue.
     assert client.poll(queue) is None
 
@@ -124,7 +125,7 @@ def test_get_arguments_are_checked(client: hopmq.Client, queue: str) -> None:
     with pytest.raises(ValueError, match="timeout must be zero or more seconds"):
         client.get(queue, timeout=float("nan"))
     with pytest.raises(TypeError, match="timeout must be a number of seconds"):
-        client.get(queue, timeout="soon")
+        client.get(queue, timeout="soon")  # type: ignore
     with pytest.raises(ValueError, match="too long"):
         client.get(queue, timeout=1e300)
     with pytest.raises(hopmq.InvalidArgument, match="max is 0; it must be 1 to 4096"):
@@ -148,16 +149,18 @@ def test_settling_needs_a_lease(client: hopmq.Client, queue: str) -> None:
     with pytest.raises(hopmq.InvalidArgument, match="is not leased"):
         client.nack(message)
     with pytest.raises(TypeError, match="expected a leased Message"):
-        client.ack("lease")
+        client.ack("lease")  # type: ignore
     with pytest.raises(TypeError, match="expected a leased Message"):
-        client.ack([1.5])
+        client.ack([1.5])  # type: ignore
     with pytest.raises(hopmq.InvalidArgument, match="no lease has the id -3"):
         client.ack(-3)
     with pytest.raises(hopmq.UnknownLease):
         client.ack(123456789)
 
 
-def test_a_manager_that_stops_and_comes_back(start_manager, queue: str) -> None:
+def test_a_manager_that_stops_and_comes_back(
+    start_manager: Callable[..., Manager], queue: str
+) -> None:
     manager = start_manager()
     client = hopmq.Client(manager.socket)
     client.put(queue, "before")
@@ -208,9 +211,9 @@ def test_the_exception_classes() -> None:
     assert set(hopmq.__all__) <= set(dir(hopmq))
 
 
-def test_too_many_connections_is_a_handshake_error(start_manager) -> None:
+def test_too_many_connections_is_a_handshake_error(start_manager: Callable[..., Manager]) -> None:
     manager = start_manager(QMGR_MAX_CONNECTIONS="1")
-    first = []
+    first: List[hopmq.Client] = []
 
     def connect() -> bool:
         # The connection start_manager checked with may not be gone yet.

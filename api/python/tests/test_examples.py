@@ -89,8 +89,9 @@ def test_work_queues(env: Dict[str, str]) -> None:
         assert run("new_task.py", task.split(), env) == f" [x] Sent {task}\n"
     worker = Running("worker.py", [], env)
     for task in ["First task", "Second task."]:
-        worker.expect(lambda line, task=task: line == f" [x] Received {task}", f"for {task}")
-        worker.expect(lambda line: line == " [x] Done", "finishing the task")
+        received = f" [x] Received {task}"
+        worker.expect(received.__eq__, f"receiving {task}")
+        worker.expect(" [x] Done".__eq__, "finishing the task")
     worker.interrupt()
     # Acked: nothing is left for another worker.
     with hopmq.Client(env["HOPMQ_SOCKET"]) as client:

@@ -6,6 +6,43 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Optional
 
 from hopmq._types import Body, PutOptions, Seconds
 
+__all__ = [
+    "Client",
+    "Message",
+    "Trace",
+    "MessageIterator",
+    "Subscription",
+    "NotifyHandle",
+    "Error",
+    "ConnectError",
+    "HandshakeError",
+    "ConnectionLost",
+    "ProtocolError",
+    "InvalidArgument",
+    "ClientClosed",
+    "ManagerError",
+    "BadAddress",
+    "NoRoute",
+    "UnknownQueue",
+    "QueueFull",
+    "MessageTooLarge",
+    "BatchTooLarge",
+    "UnknownLease",
+    "UnknownSubscription",
+    "QueueNotEmpty",
+    "DiskFull",
+    "StorageError",
+    "ShuttingDown",
+    "BadRequest",
+    "VersionMismatch",
+    "TooManyConnections",
+    "default_socket_path",
+    "stop_notifications",
+    "PRIORITY_DEFAULT",
+    "PRIORITY_MAX",
+    "__version__",
+]
+
 __version__: str
 PRIORITY_DEFAULT: int
 """The priority of a message put without one: 4."""
@@ -33,7 +70,7 @@ class Client:
     Use it as a context manager to close it at the end of a block.
     """
 
-    def __init__(self, socket: Optional[Union[str, "os.PathLike[str]"]] = None) -> None:
+    def __new__(cls, socket: Optional[Union[str, "os.PathLike[str]"]] = None) -> "Client":
         """Connects to the manager listening at `socket`; without one, at $HOPMQ_SOCKET, else
         ./qmgr-data/qmgr.sock."""
 
@@ -50,7 +87,7 @@ class Client:
         address: str,
         body: Body,
         *,
-        priority: Optional[int] = None,
+        priority: int = 4,
         ttl: Optional[Seconds] = None,
         headers: Optional[Mapping[str, str]] = None,
         correlation_id: Optional[str] = None,
