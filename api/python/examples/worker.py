@@ -19,6 +19,8 @@ def main() -> None:
             print(f" [x] Received {task}", flush=True)
             time.sleep(task.count("."))
             print(" [x] Done", flush=True)
+            # Until this ack, the task is not done for the queue: stopped before it, the
+            # worker gives the task back and another worker does it again.
             message.ack()
 
 

@@ -282,9 +282,16 @@ def test_too_many_deliveries_dead_letter_a_message(client: hopmq.Client, queue: 
         assert message is not None
         message.nack()
     assert client.poll(queue) is None
-    dead = [message for message in client.browse("DLQ", max=4096) if message.id == message_id]
-    assert len(dead) == 1
+    dead: List[hopmq.Message] = []
+
+    def dead_lettered() -> bool:
+        # The move to DLQ becomes visible once its journal write completes, after the nack.
+        dead[:] = [m for m in client.browse("DLQ", max=4096) if m.id == message_id]
+        return len(dead) == 1
+
+    wait_until("the message is in DLQ", dead_lettered)
     assert "hopmq.dead_letter_reason" in dead[0].headers
+    assert dead[0].text == "poison"
 
 
 def test_iterating_with_leases(client: hopmq.Client, queue: str) -> None:

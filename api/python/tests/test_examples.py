@@ -13,7 +13,7 @@ from typing import Callable, Dict, List
 import pytest
 
 import hopmq
-from conftest import DEADLINE, Manager
+from conftest import DEADLINE, Manager, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -92,9 +92,16 @@ def test_work_queues(env: Dict[str, str]) -> None:
         received = f" [x] Received {task}"
         worker.expect(received.__eq__, f"receiving {task}")
         worker.expect(" [x] Done".__eq__, "finishing the task")
-    worker.interrupt()
-    # Acked: nothing is left for another worker.
     with hopmq.Client(env["HOPMQ_SOCKET"]) as client:
+
+        def settled() -> bool:
+            [tasks] = [q for q in client.status()["queues"] if q["name"] == "task_queue"]
+            return bool(tasks["depth"] == 0 and tasks["leased"] == 0)
+
+        # The worker acks after printing "Done"; a Ctrl-C before its ack would rightly give
+        # the task back, to be done again.
+        wait_until("the worker acked both tasks", settled)
+        worker.interrupt()
         assert client.poll("task_queue") is None
 
 
