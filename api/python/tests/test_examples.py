@@ -29,6 +29,9 @@ class Running:
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
+            # Ctrl-C must reach Python even if this run ignores SIGINT (as a background job
+            # of a shell does), which a child would inherit.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.lines: "queues.Queue[str]" = queues.Queue()
         self.seen: List[str] = []

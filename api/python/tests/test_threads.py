@@ -55,7 +55,9 @@ def test_ctrl_c_interrupts_a_wait_and_leaves_no_get_behind(
     client: hopmq.Client, queue: str
 ) -> None:
     assert threading.current_thread() is threading.main_thread()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own Ctrl-C handler, even if this run was started with SIGINT ignored (as a
+    # background job of a shell is).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     waiting = threading.Event()
 
     def interrupt() -> None:
@@ -73,6 +75,7 @@ def test_ctrl_c_interrupts_a_wait_and_leaves_no_get_behind(
             client.get(queue, timeout=DEADLINE)
     finally:
         waiting.clear()
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - start < DEADLINE / 3
     interrupter.join()
     # A get abandoned in the manager would take this message, and the next get would see
