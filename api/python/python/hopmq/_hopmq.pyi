@@ -1,0 +1,480 @@
+"""Type stubs of the extension module hopmq._hopmq (implemented in Rust, api/python/src)."""
+
+import os
+from types import TracebackType
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Union, final
+
+from hopmq._types import Body, PutOptions, Seconds
+
+__all__ = [
+    "Client",
+    "Message",
+    "Trace",
+    "MessageIterator",
+    "Subscription",
+    "NotifyHandle",
+    "Error",
+    "ConnectError",
+    "HandshakeError",
+    "ConnectionLost",
+    "ProtocolError",
+    "InvalidArgument",
+    "ClientClosed",
+    "ManagerError",
+    "BadAddress",
+    "NoRoute",
+    "UnknownQueue",
+    "QueueFull",
+    "MessageTooLarge",
+    "BatchTooLarge",
+    "UnknownLease",
+    "UnknownSubscription",
+    "QueueNotEmpty",
+    "DiskFull",
+    "StorageError",
+    "ShuttingDown",
+    "BadRequest",
+    "VersionMismatch",
+    "TooManyConnections",
+    "default_socket_path",
+    "stop_notifications",
+    "PRIORITY_DEFAULT",
+    "PRIORITY_MAX",
+    "__version__",
+]
+
+__version__: str
+PRIORITY_DEFAULT: int
+"""The priority of a message put without one: 4."""
+PRIORITY_MAX: int
+"""The highest priority: 9 (0 is the lowest)."""
+
+def default_socket_path() -> str:
+    """The socket Client() connects to without an argument: $HOPMQ_SOCKET, else
+    ./qmgr-data/qmgr.sock (relative to the current directory)."""
+
+def stop_notifications() -> None:
+    """Stops every notify callback still running (registered with atexit by hopmq)."""
+
+_Leases = Union["Message", int, Iterable[Union["Message", int]]]
+
+@final
+class Client:
+    """A connection to the queue manager on this host.
+
+    Connects at once; raises ConnectError if no manager listens on the socket. One client may
+    be shared by threads: their calls are multiplexed on its one connection. Every call that
+    talks to the manager releases the GIL. If the connection drops (the manager restarted),
+    calls in flight raise ConnectionLost and the next call reconnects.
+
+    Use it as a context manager to close it at the end of a block.
+    """
+
+    def __new__(cls, socket: Optional[Union[str, "os.PathLike[str]"]] = None) -> "Client":
+        """Connects to the manager listening at `socket`; without one, at $HOPMQ_SOCKET, else
+        ./qmgr-data/qmgr.sock."""
+
+    @property
+    def socket(self) -> str:
+        """The socket this client connects to."""
+
+    @property
+    def manager(self) -> str:
+        """The name of the manager of the current connection."""
+
+    def put(
+        self,
+        address: str,
+        body: Body,
+        *,
+        priority: int = 4,
+        ttl: Optional[Seconds] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        correlation_id: Optional[str] = None,
+        reply_to: Optional[str] = None,
+        persistent: bool = True,
+    ) -> str:
+        """Puts one message to `address` (QUEUE, or QUEUE@MANAGER) and returns its id (32 hex
+        digits) once the manager has it on disk, or in memory if persistent=False.
+
+        priority: 0 (lowest) to 9 (highest), default 4. ttl: seconds (or a timedelta) until it
+        expires, default never. headers: str to str. correlation_id ties a reply to its
+        request; reply_to says where replies go. persistent=False skips the disk: faster, but
+        lost if the manager stops.
+        """
+
+    def put_batch(
+        self,
+        messages: Iterable[Union[tuple[str, Body], tuple[str, Body, PutOptions]]],
+    ) -> list[str]:
+        """Puts several messages atomically: all are stored, or none. Each item is
+        (address, body) or (address, body, options), options being put's keywords as a dict.
+        Returns their ids in order."""
+
+    def get(
+        self,
+        queue: str,
+        timeout: Optional[Seconds] = None,
+        *,
+        correlation_id: Optional[str] = None,
+        lease: Optional[Seconds] = None,
+    ) -> Optional["Message"]:
+        """Takes one message from local `queue`, waiting up to `timeout` seconds (None: until
+        one comes); None if none came.
+
+        correlation_id: only a message with that correlation id. lease: lease the message for
+        that many seconds instead of removing it (see get_leased).
+        """
+
+    def poll(self, queue: str, *, correlation_id: Optional[str] = None) -> Optional["Message"]:
+        """Takes one message from local `queue` if one is there; never waits."""
+
+    def get_leased(
+        self,
+        queue: str,
+        timeout: Optional[Seconds] = None,
+        *,
+        lease: Optional[Seconds] = None,
+        correlation_id: Optional[str] = None,
+    ) -> Optional["Message"]:
+        """Leases one message from local `queue`, waiting up to `timeout` seconds (None: until
+        one comes); None if none came.
+
+        The message stays the queue's until acked (message.ack() or client.ack(message)). If
+        it is not acked within `lease` seconds (default 30), or this client disconnects, it
+        returns to the queue with delivery_count one higher; after the manager's
+        max_deliveries it goes to the dead-letter queue DLQ. message.nack() returns it at once.
+        """
+
+    def get_many(
+        self,
+        queue: str,
+        max: int,
+        timeout: Optional[Seconds] = None,
+        *,
+        correlation_id: Optional[str] = None,
+        lease: Optional[Seconds] = None,
+    ) -> list["Message"]:
+        """Takes (or, with `lease`, leases) up to `max` messages (1 to 4096) from local
+        `queue`, waiting up to `timeout` seconds for a first one (None: until one comes); an
+        empty list if none came."""
+
+    def messages(
+        self,
+        queue: str,
+        timeout: Optional[Seconds] = None,
+        *,
+        lease: Optional[Seconds] = None,
+        correlation_id: Optional[str] = None,
+        batch: int = 1,
+    ) -> "MessageIterator":
+        """Iterates over the messages of local `queue`, taking each one (or leasing it, with
+        `lease`: ack each). The iteration ends once no message came for `timeout` seconds;
+        with None it never ends.
+
+        batch > 1 fetches up to that many messages per request: faster, but the messages
+        fetched leave the queue (destructive gets) before the loop reaches them, and are lost
+        if it stops early.
+        """
+
+    def ack(self, leases: _Leases) -> None:
+        """Settles leased deliveries: they are removed for good. Takes a leased Message, a
+        lease id, or an iterable of them."""
+
+    def nack(self, leases: _Leases) -> None:
+        """Returns leased deliveries to their queue at once. Takes a leased Message, a lease
+        id, or an iterable of them."""
+
+    def browse(self, queue: str, max: int = 100) -> list["Message"]:
+        """Copies of up to `max` messages (1 to 4096) of local `queue`, in delivery order;
+        none is removed."""
+
+    def subscribe(self, queue: str) -> "Subscription":
+        """A copy of each message put into local `queue` from now on (the messages stay in
+        the queue). Iterate over it, or call recv(timeout); cancel() it when done (or use it
+        as a context manager).
+
+        Keep taking its messages: while 1024 wait unread, the whole connection waits."""
+
+    def notify(self, queue: str, callback: Callable[["Message"], Any]) -> "NotifyHandle":
+        """Calls `callback(message)` with a copy of each message put into local `queue` from
+        now on (the messages stay in the queue), on a thread of the client's, one message at a
+        time. An exception in the callback is reported through sys.unraisablehook and the
+        next message still comes. The callback may call the client (to put a reply, say).
+
+        Returns a handle: cancel() it, or use it as a context manager, to stop. The
+        notification ends if the connection drops; notify again after reconnecting.
+        """
+
+    def declare(self, queue: str, max_depth: Optional[int] = None) -> None:
+        """Creates local `queue` if it does not exist, holding at most `max_depth` messages
+        (None: the manager's default)."""
+
+    def delete(self, queue: str) -> None:
+        """Deletes local `queue`, which must be empty (else QueueNotEmpty)."""
+
+    def status(self) -> dict[str, Any]:
+        """The manager's state: manager, version, uptime_secs, queues (a list of dicts with
+        name, depth, leased, bytes, oldest_age_ms, max_depth), message counters, store, links,
+        routes and topology."""
+
+    def close(self) -> None:
+        """Closes the client: its calls then raise ClientClosed. The connection itself ends
+        once nothing made from the client (a leased message, a subscription) holds it."""
+
+    def __enter__(self) -> "Client": ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> Literal[False]: ...
+
+@final
+class Message:
+    """A message received by get, poll, browse, a subscription or a notify callback. Not
+    constructed directly: put takes a body and options."""
+
+    @property
+    def body(self) -> bytes:
+        """The payload."""
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8; raises UnicodeDecodeError if it is not UTF-8."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Application headers (a new dict on each access)."""
+
+    @property
+    def id(self) -> str:
+        """The id the manager gave it at put: 32 hexadecimal digits."""
+
+    @property
+    def priority(self) -> int:
+        """0 (lowest) to 9 (highest)."""
+
+    @property
+    def correlation_id(self) -> Optional[str]:
+        """Ties a reply to its request."""
+
+    @property
+    def reply_to(self) -> Optional[str]:
+        """Where replies should go."""
+
+    @property
+    def persistent(self) -> bool:
+        """Whether it was stored on disk."""
+
+    @property
+    def expires_at_ms(self) -> Optional[int]:
+        """When it expires, in milliseconds since the Unix epoch; None if never."""
+
+    @property
+    def origin(self) -> str:
+        """The manager where it was first put."""
+
+    @property
+    def delivery_count(self) -> int:
+        """How many times it has been handed out, this time included."""
+
+    @property
+    def trace(self) -> list["Trace"]:
+        """The managers it passed through, and when it arrived at each, oldest first."""
+
+    @property
+    def lease(self) -> Optional[int]:
+        """The lease id of a leased get, to ack or nack; None otherwise."""
+
+    def ack(self) -> None:
+        """Settles this leased message: removed for good. InvalidArgument if not leased."""
+
+    def nack(self) -> None:
+        """Returns this leased message to its queue at once. InvalidArgument if not leased."""
+
+    def __bytes__(self) -> bytes: ...
+
+@final
+class Trace:
+    """One hop of a message's journey."""
+
+    @property
+    def manager(self) -> str:
+        """The manager."""
+
+    @property
+    def at_ms(self) -> int:
+        """When the message arrived there, in milliseconds since the Unix epoch."""
+
+@final
+class MessageIterator(Iterator[Message]):
+    """What Client.messages returns: each step takes (or leases) the next message."""
+
+    def __iter__(self) -> "MessageIterator": ...
+    def __next__(self) -> Message: ...
+
+@final
+class Subscription(Iterator[Message]):
+    """Copies of the messages put into one queue, from Client.subscribe. Iterating waits for
+    each next message and ends with the subscription."""
+
+    @property
+    def queue(self) -> str:
+        """The queue subscribed to."""
+
+    def recv(self, timeout: Optional[Seconds] = None) -> Optional[Message]:
+        """The next message put into the queue, waiting up to `timeout` seconds (None: until
+        one comes); None if none came. Raises ConnectionLost once the subscription has ended
+        (cancelled, or its connection dropped)."""
+
+    def cancel(self) -> None:
+        """Unsubscribes and waits for the manager to confirm; idempotent."""
+
+    def __iter__(self) -> "Subscription": ...
+    def __next__(self) -> Message: ...
+    def __enter__(self) -> "Subscription": ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> Literal[False]: ...
+
+@final
+class NotifyHandle:
+    """Stops a Client.notify callback: cancel(), or the end of its `with` block."""
+
+    @property
+    def queue(self) -> str:
+        """The queue watched."""
+
+    def cancel(self) -> None:
+        """Stops the callback and waits until the manager has ended the subscription; a
+        callback running now finishes first. Must not be called from the callback itself."""
+
+    def is_finished(self) -> bool:
+        """Whether the callback has stopped (cancelled, or its connection dropped)."""
+
+    def __enter__(self) -> "NotifyHandle": ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> Literal[False]: ...
+
+class Error(Exception):
+    """Base class of every error the hopmq client raises.
+
+    Each has `kind` (the Rust error's variant in snake case, e.g. "queue_full") and the
+    variant's fields as attributes (queue, max_depth, address, reason, ...)."""
+
+    kind: str
+
+class ConnectError(Error):
+    """The manager's socket could not be reached: no manager runs there, or the path is
+    wrong."""
+
+    path: str
+    errno: Optional[int]
+
+class HandshakeError(Error):
+    """The manager did not accept the connection: it refused the handshake or did not answer
+    it."""
+
+class VersionMismatch(HandshakeError):
+    """The client and the manager share no protocol version."""
+
+    client: int
+    server: int
+
+class TooManyConnections(HandshakeError):
+    """The manager serves its maximum number of client connections (max_connections)."""
+
+    limit: int
+
+class ConnectionLost(Error):
+    """The connection ended while the call was in flight; whether the manager carried it out
+    is unknown. The next call reconnects."""
+
+class ProtocolError(Error):
+    """The manager sent something the protocol does not allow."""
+
+class InvalidArgument(Error):
+    """The call's arguments are invalid; nothing was sent."""
+
+class ClientClosed(Error):
+    """The client was closed (close(), or the end of its `with` block)."""
+
+class ManagerError(Error):
+    """The manager refused or failed the operation."""
+
+class BadAddress(ManagerError):
+    """The address is not QUEUE or QUEUE@MANAGER with valid names."""
+
+    address: str
+    reason: str
+
+class NoRoute(ManagerError):
+    """The address names a manager or queue the topology cannot resolve."""
+
+    address: str
+    reason: str
+
+class UnknownQueue(ManagerError):
+    """The queue does not exist on this manager."""
+
+    queue: str
+
+class QueueFull(ManagerError):
+    """The queue holds its maximum number of messages."""
+
+    queue: str
+    max_depth: int
+
+class MessageTooLarge(ManagerError):
+    """The message body is over the size limit."""
+
+    bytes: int
+    limit: int
+
+class BatchTooLarge(ManagerError):
+    """The request holds more messages than one request may."""
+
+    count: int
+    limit: int
+
+class UnknownLease(ManagerError):
+    """No such lease is held by this connection (settled, expired, or never given)."""
+
+    lease: int
+
+class UnknownSubscription(ManagerError):
+    """No such subscription exists on this connection."""
+
+    subscription: int
+
+class QueueNotEmpty(ManagerError):
+    """A queue must be empty to be deleted."""
+
+    queue: str
+    depth: int
+
+class DiskFull(ManagerError):
+    """The manager's disk (or journal quota) is full; retry once space returns."""
+
+    detail: str
+
+class StorageError(ManagerError):
+    """The manager's store failed; nothing was stored."""
+
+    detail: str
+
+class ShuttingDown(ManagerError):
+    """The manager is stopping; the operation was not carried out."""
+
+class BadRequest(ManagerError):
+    """The request is malformed (an invalid queue name, a zero max...)."""
+
+    reason: str
