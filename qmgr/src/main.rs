@@ -5,6 +5,7 @@
 
 mod bench;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -35,10 +36,15 @@ fn main() -> ExitCode {
         Command::Manager(command) => command.run(),
         Command::Bench(command) => command.run(),
     };
+    // What a command printed last may still be buffered: a reader gone by now is noticed here.
+    let outcome = outcome.and_then(|code| Ok(qmgr::cli::output::flush().map(|()| code)?));
     match outcome {
         Ok(code) => code,
+        // `qmgr ... | head -1`: the reader took what it wanted; that is not a failure.
+        Err(error) if qmgr::cli::output::closed_early(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Not `eprintln!`, which panics if stderr is gone too.
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -5,14 +5,15 @@
 //! `poll`, `watch` and `browse` print bodies only, one per line. A get that times out prints
 //! nothing and exits 0.
 
-use std::io::{BufRead, IsTerminal, Write};
+use super::output::{self, OutputError};
+use crate::outln;
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
-use hopmq::protocol::{QueueStatus, RouteStatus, Status};
 use hopmq::{Client, GetOptions, Message};
 
 /// The most messages `put` sends in one atomic batch when reading stdin.
@@ -136,7 +137,7 @@ impl PutArgs {
             };
             if let Some(body) = single {
                 let id = client.put(&self.address, self.message(body)).await?;
-                println!("{id}");
+                outln!("{id}")?;
                 return Ok(ExitCode::SUCCESS);
             }
             let progress = std::io::stderr().is_terminal();
@@ -178,16 +179,15 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    fn print(&self, message: &Message) -> anyhow::Result<()> {
-        let mut out = std::io::stdout().lock();
+    /// Prints one message, flushed at once: a `watch` may wait long for the next.
+    fn print(&self, message: &Message) -> Result<(), OutputError> {
         if self.json {
-            writeln!(out, "{}", to_json(message))?;
+            outln!("{}", to_json(message))?;
         } else {
-            out.write_all(&message.body)?;
-            out.write_all(b"\n")?;
+            output::write_bytes(&message.body)?;
+            outln!()?;
         }
-        out.flush()?;
-        Ok(())
+        output::flush()
     }
 }
 
@@ -365,149 +365,6 @@ impl BrowseArgs {
             }
             Ok(ExitCode::SUCCESS)
         })
-    }
-}
-
-/// Show the manager's queues, depths, store, links and routes.
-#[derive(Debug, clap::Args)]
-pub struct StatusArgs {
-    /// The status as one JSON object.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    connection: Connection,
-}
-
-impl StatusArgs {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
-        Connection::runtime()?.block_on(async {
-            let status = self.connection.client().await?.status().await?;
-            if self.json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            print_status(&status);
-            Ok(ExitCode::SUCCESS)
-        })
-    }
-}
-
-/// The human-readable status: a summary, then a table each of queues, links and routes.
-fn print_status(status: &Status) {
-    print_summary(status);
-    print_queues(&status.queues);
-    print_links(status);
-    print_routes(&status.routes);
-}
-
-/// The manager, its counters, its topology and its store.
-fn print_summary(status: &Status) {
-    println!(
-        "manager {} (hopmq {}), up {}s",
-        status.manager, status.version, status.uptime_secs
-    );
-    println!(
-        "messages put {}, delivered {}",
-        status.messages_put, status.messages_delivered
-    );
-    let topology = &status.topology;
-    if let Some(file) = &topology.file {
-        println!(
-            "topology {file}, version {} ({} managers)",
-            topology.version,
-            topology.managers.len()
-        );
-    }
-    if let Some(refused) = &topology.refused {
-        println!(
-            "refused edit, version {}: {}",
-            refused.version, refused.error
-        );
-    }
-    let store = &status.store;
-    println!(
-        "store: {} segments, {} bytes, {} commits, last batch {} records, sync {}",
-        store.segments, store.bytes, store.commits, store.last_batch_records, store.sync
-    );
-}
-
-fn print_queues(queues: &[QueueStatus]) {
-    println!(
-        "{:<32} {:>10} {:>8} {:>12} {:>12}",
-        "queue", "depth", "leased", "bytes", "oldest"
-    );
-    for q in queues {
-        let oldest = q
-            .oldest_age_ms
-            .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
-        println!(
-            "{:<32} {:>10} {:>8} {:>12} {:>12}",
-            q.name, q.depth, q.leased, q.bytes, oldest
-        );
-    }
-}
-
-/// The links table (under the forwarding counters), with a link's last error under it while
-/// it is not up; nothing for a manager without links.
-fn print_links(status: &Status) {
-    if !status.links.is_empty() {
-        println!(
-            "forwarded {}, expired in transit {}",
-            status.messages_forwarded, status.messages_expired
-        );
-        println!(
-            "{:<20} {:<12} {:<8} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
-            "link",
-            "state",
-            "routing",
-            "inbound",
-            "rtt",
-            "waiting",
-            "oldest",
-            "sent",
-            "acked",
-            "received"
-        );
-    }
-    for link in &status.links {
-        let rtt = link
-            .rtt_us
-            .map_or("-".to_owned(), |us| format!("{:.2}ms", us as f64 / 1000.0));
-        let oldest = link
-            .transmission_oldest_age_ms
-            .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
-        println!(
-            "{:<20} {:<12} {:<8} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
-            link.neighbour,
-            link.state,
-            link.routing,
-            if link.inbound { "up" } else { "down" },
-            rtt,
-            link.transmission_depth,
-            oldest,
-            link.messages_sent,
-            link.messages_acked,
-            link.messages_received,
-        );
-        if link.state != "up" {
-            if let Some(error) = &link.last_error {
-                println!("{:<20} last error: {error}", "");
-            }
-        }
-    }
-}
-
-fn print_routes(routes: &[RouteStatus]) {
-    if !routes.is_empty() {
-        println!("{:<20} {:<20} {:>6}", "route to", "next hop", "cost");
-    }
-    for route in routes {
-        println!(
-            "{:<20} {:<20} {:>6}",
-            route.destination,
-            route.next_hop.as_deref().unwrap_or("(unreachable)"),
-            route.cost.map_or("-".to_owned(), |c| c.to_string()),
-        );
     }
 }
 
