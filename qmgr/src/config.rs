@@ -159,7 +159,7 @@ pub struct Overrides {
 pub enum ConfigError {
     /// The `config` crate refused a layer.
     #[error("invalid settings: {0}")]
-    Layer(#[from] config::ConfigError),
+    Layer(config::ConfigError),
     /// A value is out of range or invalid.
     #[error("invalid setting `{key}`: {reason}")]
     Invalid {
@@ -168,6 +168,13 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+}
+
+// Not `#[from]`, which would make the cause the `source` too: the message states it already.
+impl From<config::ConfigError> for ConfigError {
+    fn from(error: config::ConfigError) -> Self {
+        Self::Layer(error)
+    }
 }
 
 impl Settings {

@@ -85,12 +85,12 @@ fn load_link_tls(
         .is_some_and(|m| m.address.is_some());
     let link_tls = if topology.neighbours(name).next().is_some() {
         Some(crate::tls::load_for(&settings.tls, name).with_context(|| {
-            format!("manager `{name}` has links in its topology, so it needs usable TLS files (tls.ca, tls.cert, tls.key)")
+            format!("manager `{name}` has links in its topology, so it needs TLS")
         })?)
     } else if has_address && settings.topology.is_some() && crate::tls::configured(&settings.tls) {
         // Named files that do not work would only fail later, at the edit adding links.
         Some(crate::tls::load_for(&settings.tls, name).with_context(|| {
-            format!("manager `{name}` has no links yet, but the TLS files it names are not usable (tls.ca, tls.cert, tls.key)")
+            format!("manager `{name}` has no links yet, but the TLS files it names are not usable")
         })?)
     } else {
         None

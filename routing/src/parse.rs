@@ -36,9 +36,9 @@ pub struct Checked {
 
 /// Reads and checks a topology file.
 pub fn load(path: &Path) -> Result<Checked, TopologyError> {
-    let io = |source| TopologyError::Io {
+    let io = |error| TopologyError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let bytes = file.metadata().map_err(io)?.len();

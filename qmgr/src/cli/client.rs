@@ -14,37 +14,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
-use hopmq::{Client, GetOptions, Message};
+use hopmq::{GetOptions, Message};
 
 /// The most messages `put` sends in one atomic batch when reading stdin.
 const STDIN_BATCH_MAX: usize = 256;
 
-/// Where the manager is: `--socket`, else `$HOPMQ_SOCKET`, else ./qmgr-data/qmgr.sock.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Connection {
-    /// The manager's API socket.
-    #[arg(long, global = true, value_name = "PATH")]
-    socket: Option<PathBuf>,
-}
-
-impl Connection {
-    pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")
-    }
-
-    pub(crate) async fn client(&self) -> anyhow::Result<Client> {
-        let path = self
-            .socket
-            .clone()
-            .unwrap_or_else(hopmq::client::socket_path_default);
-        Client::connect_to(&path)
-            .await
-            .with_context(|| format!("cannot reach the manager at {}", path.display()))
-    }
-}
+pub(crate) use super::connection::Connection;
 
 /// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {

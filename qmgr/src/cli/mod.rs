@@ -2,6 +2,7 @@
 
 pub(crate) mod certs;
 pub(crate) mod client;
+pub(crate) mod connection;
 pub(crate) mod network;
 pub mod output;
 pub(crate) mod run;
