@@ -106,3 +106,120 @@ fn a_refused_start_states_each_cause_once() {
         run.stderr
     );
 }
+
+/// `qmgr run` with TLS files for `solo` of the topology `t.toml` in `dir`, whose address is
+/// `port`, and `extra` flags; waits for it to exit (it is expected to fail).
+fn run_solo(dir: &std::path::Path, port: u16, extra: &[&str]) -> Run {
+    std::fs::write(
+        dir.join("t.toml"),
+        format!("[managers.solo]\naddress = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    if !dir.join("certs").exists() {
+        qmgr_in(
+            dir,
+            &["certs", "init", "--topology", "t.toml", "--out", "certs"],
+            &[],
+        )
+        .expect_code(0);
+    }
+    let file = |name: &str| dir.join("certs").join(name).to_str().unwrap().to_owned();
+    let mut args = vec!["run", "--name", "solo", "--topology", "t.toml"];
+    args.extend_from_slice(extra);
+    qmgr_in(
+        dir,
+        &args,
+        &[
+            ("QMGR_TLS__CA", &file("ca.pem")),
+            ("QMGR_TLS__CERT", &file("solo.pem")),
+            ("QMGR_TLS__KEY", &file("solo.key")),
+        ],
+    )
+}
+
+/// Every file under `dir`, as paths relative to it, sorted.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            if path.is_dir() {
+                folders.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_failed_start_leaves_no_socket_and_no_new_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    // A fresh data directory, two levels deep: all of it goes.
+    run_solo(dir.path(), port, &["--data-dir", "new/data"]).expect_code(1);
+    assert!(!dir.path().join("new").exists(), "{:?}", tree(dir.path()));
+    // The default one, with the socket inside.
+    run_solo(dir.path(), port, &[]).expect_code(1);
+    assert!(
+        !dir.path().join("qmgr-data").exists(),
+        "{:?}",
+        tree(dir.path())
+    );
+    // A data directory that exists with files of its own: only what the start made goes.
+    let own = dir.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::write(own.join("notes.txt"), "mine").unwrap();
+    let socket = dir.path().join("elsewhere.sock");
+    let run = run_solo(
+        dir.path(),
+        port,
+        &["--data-dir", "own", "--socket", socket.to_str().unwrap()],
+    );
+    run.expect_code(1);
+    assert_eq!(tree(&own), ["notes.txt"]);
+    assert!(!socket.exists());
+    // A metrics port in use fails later, after the socket is bound: the same holds.
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_address = metrics.local_addr().unwrap().to_string();
+    drop(taken);
+    let run = run_solo(
+        dir.path(),
+        port,
+        &["--data-dir", "own", "--metrics", &metrics_address],
+    );
+    run.expect_code(1);
+    assert!(run.stderr.contains("metrics"), "{}", run.stderr);
+    assert_eq!(tree(&own), ["notes.txt"]);
+}
+
+#[test]
+fn a_failed_start_keeps_the_data_that_was_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A manager that ran once, holding a message.
+    let mut manager = support::Manager::builder()
+        .data_dir(dir.path().join("data"))
+        .start();
+    manager.cli(&["put", "kept", "precious"]).expect_code(0);
+    manager.terminate();
+    let before = tree(&dir.path().join("data"));
+    assert!(
+        before.iter().any(|f| f.starts_with("journal/")),
+        "{before:?}"
+    );
+    // Its port taken, it cannot start: its data stays as it was.
+    let taken = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    run_solo(dir.path(), port, &["--data-dir", "data"]).expect_code(1);
+    drop(taken);
+    assert_eq!(tree(&dir.path().join("data")), before);
+    manager.restart();
+    assert_eq!(manager.depth("kept"), Some(1));
+}
