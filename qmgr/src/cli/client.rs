@@ -6,6 +6,7 @@
 //! nothing and exits 0.
 
 use super::output::{self, OutputError};
+use super::units;
 use crate::outln;
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -115,34 +116,77 @@ impl PutArgs {
                 outln!("{id}")?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let progress = std::io::stderr().is_terminal();
-            let mut total = 0usize;
-            let mut batch = Vec::with_capacity(STDIN_BATCH_MAX);
-            let stdin = std::io::stdin().lock();
-            let mut lines = stdin.lines();
-            loop {
-                let line = lines.next().transpose().context("cannot read stdin")?;
-                let end = line.is_none();
-                if let Some(line) = line {
-                    batch.push((self.address.clone(), self.message(line.into_bytes())));
-                }
-                if batch.len() == STDIN_BATCH_MAX || (end && !batch.is_empty()) {
-                    total += client.put_batch(std::mem::take(&mut batch)).await?.len();
-                    if progress {
-                        eprint!("\rput {total} messages");
-                    }
-                }
-                if end {
-                    break;
-                }
-            }
-            if progress {
-                eprintln!();
-            }
-            eprintln!("put {total} messages to {}", self.address);
-            Ok(ExitCode::SUCCESS)
+            self.put_lines(&client).await
         })
     }
+
+    /// Puts each line of stdin as one message, in batches; a line that is not UTF-8 stops it,
+    /// named by its number.
+    async fn put_lines(&self, client: &hopmq::Client) -> anyhow::Result<ExitCode> {
+        let mut stdin = std::io::stdin().lock();
+        if stdin.is_terminal() {
+            // Otherwise a newcomer sees a command that hangs.
+            eprintln!(
+                "reading messages for {} from standard input, one per line; end with Ctrl-D",
+                self.address
+            );
+        }
+        let progress = std::io::stderr().is_terminal();
+        let mut total = 0u64;
+        let mut number = 0u64;
+        let mut batch = Vec::with_capacity(STDIN_BATCH_MAX);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let end = stdin
+                .read_until(b'\n', &mut line)
+                .context("cannot read stdin")?
+                == 0;
+            if !end {
+                number += 1;
+                let text = String::from_utf8(strip_line_end(std::mem::take(&mut line)))
+                    .map_err(|e| not_utf8(number, e.utf8_error().valid_up_to(), total))?;
+                batch.push((self.address.clone(), self.message(text.into_bytes())));
+            }
+            if batch.len() == STDIN_BATCH_MAX || (end && !batch.is_empty()) {
+                total += client.put_batch(std::mem::take(&mut batch)).await?.len() as u64;
+                if progress {
+                    eprint!("\rput {}", units::count(total, "message", "messages"));
+                }
+            }
+            if end {
+                break;
+            }
+        }
+        if progress {
+            eprintln!();
+        }
+        let put = units::count(total, "message", "messages");
+        eprintln!("put {put} to {}", self.address);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// A line without its `\n` or `\r\n`, as `BufRead::lines` gives it.
+fn strip_line_end(mut line: Vec<u8>) -> Vec<u8> {
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+    line
+}
+
+/// Why `put` stopped at line `number` of stdin, and what it had put by then.
+fn not_utf8(number: u64, valid_up_to: usize, put: u64) -> anyhow::Error {
+    anyhow::anyhow!(
+        "stdin line {number} is not valid UTF-8 (from byte {}): each line is one text message, \
+         a binary body goes with --file; {} put before it, none from line {} on",
+        valid_up_to + 1,
+        units::count(put, "message was", "messages were"),
+        put + 1
+    )
 }
 
 /// How to print received messages.
@@ -261,6 +305,19 @@ fn take(
 ) -> anyhow::Result<ExitCode> {
     Connection::runtime()?.block_on(async {
         let client = connection.client().await?;
+        let existed = queue_exists(&client, queue).await?;
+        if !existed {
+            // Asked first: a queue homed on another manager is refused at once, naming it,
+            // and the note below would be wrong then.
+            client.browse(queue, 1).await?;
+            if !timeout.is_zero() {
+                eprintln!(
+                    "no queue `{queue}` on this manager yet; waiting up to {} for a put to \
+                     create it",
+                    units::duration(timeout)
+                );
+            }
+        }
         let mut left = count;
         while left > 0 {
             let max = left.min(u64::from(hopmq::protocol::BATCH_MESSAGES_MAX)) as u32;
@@ -279,8 +336,27 @@ fn take(
                 output.print(message)?;
             }
         }
+        if left == count && !existed && !queue_exists(&client, queue).await? {
+            return Err(no_queue(queue));
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Whether the manager holds `queue` now (a read never creates one).
+async fn queue_exists(client: &hopmq::Client, queue: &str) -> anyhow::Result<bool> {
+    // `QUEUE@MANAGER` is read only at MANAGER: its queue is the part before the `@`.
+    let name = queue.split('@').next().unwrap_or(queue);
+    let status = client.status().await?;
+    Ok(status.queues.iter().any(|q| q.name == name))
+}
+
+/// What a read of a queue that does not exist says (it is not created by the read).
+fn no_queue(queue: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no queue `{queue}` on this manager: nothing was ever put to it here (a put creates \
+         it, as does `qmgr declare {queue}`)"
+    )
 }
 
 /// Print every message put into a queue from now on (they stay in the queue).
@@ -303,7 +379,14 @@ impl WatchArgs {
             let client = self.connection.client().await?;
             let mut subscription = client.subscribe(&self.queue).await?;
             // Scripts wait for this line before putting, so no message is missed.
-            eprintln!("watching {}", self.queue);
+            if queue_exists(&client, &self.queue).await? {
+                eprintln!("watching {}", self.queue);
+            } else {
+                eprintln!(
+                    "watching {} (no such queue here yet: the first put creates it)",
+                    self.queue
+                );
+            }
             let mut seen = 0;
             while self.count.is_none_or(|count| seen < count) {
                 let Some(message) = subscription.next().await else {
@@ -335,8 +418,12 @@ impl BrowseArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         Connection::runtime()?.block_on(async {
             let client = self.connection.client().await?;
-            for message in client.browse(&self.queue, self.max).await? {
-                self.output.print(&message)?;
+            let messages = client.browse(&self.queue, self.max).await?;
+            if messages.is_empty() && !queue_exists(&client, &self.queue).await? {
+                return Err(no_queue(&self.queue));
+            }
+            for message in &messages {
+                self.output.print(message)?;
             }
             Ok(ExitCode::SUCCESS)
         })

@@ -8,6 +8,7 @@ pub mod output;
 pub(crate) mod run;
 pub(crate) mod status;
 pub(crate) mod topology;
+pub(crate) mod units;
 
 use std::process::ExitCode;
 

@@ -2,11 +2,13 @@
 //! summary, then a table each) or as one JSON object.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use hopmq::protocol::{QueueStatus, RouteStatus, Status};
 
 use super::client::Connection;
 use super::output::OutputError;
+use super::units;
 use crate::outln;
 
 /// Show the manager's queues, depths, store, links and routes.
@@ -44,10 +46,10 @@ fn print_status(status: &Status) -> Result<(), OutputError> {
 /// The manager, its counters, its topology and its store.
 fn print_summary(status: &Status) -> Result<(), OutputError> {
     outln!(
-        "manager {} (hopmq {}), up {}s",
+        "manager {} (hopmq {}), up {}",
         status.manager,
         status.version,
-        status.uptime_secs
+        units::duration(Duration::from_secs(status.uptime_secs))
     )?;
     outln!(
         "messages put {}, delivered {}",
@@ -71,9 +73,9 @@ fn print_summary(status: &Status) -> Result<(), OutputError> {
     }
     let store = &status.store;
     outln!(
-        "store: {} segments, {} bytes, {} commits, last batch {} records, sync {}",
+        "store: {} segments, {}, {} commits, last batch {} records, sync {}",
         store.segments,
-        store.bytes,
+        units::bytes(store.bytes),
         store.commits,
         store.last_batch_records,
         store.sync
@@ -91,15 +93,13 @@ fn print_queues(queues: &[QueueStatus]) -> Result<(), OutputError> {
         "oldest"
     )?;
     for q in queues {
-        let oldest = q
-            .oldest_age_ms
-            .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+        let oldest = q.oldest_age_ms.map_or("-".to_owned(), units::duration_cell);
         outln!(
             "{:<32} {:>10} {:>8} {:>12} {:>12}",
             q.name,
             q.depth,
             q.leased,
-            q.bytes,
+            units::bytes_cell(q.bytes),
             oldest
         )?;
     }
@@ -135,7 +135,7 @@ fn print_links(status: &Status) -> Result<(), OutputError> {
             .map_or("-".to_owned(), |us| format!("{:.2}ms", us as f64 / 1000.0));
         let oldest = link
             .transmission_oldest_age_ms
-            .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+            .map_or("-".to_owned(), units::duration_cell);
         outln!(
             "{:<20} {:<12} {:<8} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
             link.neighbour,
