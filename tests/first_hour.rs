@@ -223,3 +223,102 @@ fn a_failed_start_keeps_the_data_that_was_there() {
     manager.restart();
     assert_eq!(manager.depth("kept"), Some(1));
 }
+
+#[test]
+fn put_from_stdin_counts_in_words_and_names_a_bad_line() {
+    let manager = support::Manager::start();
+    let one = manager.cli_with_stdin(&["put", "lines"], b"only\n");
+    one.expect_code(0);
+    assert!(
+        one.stderr.contains("put 1 message to lines"),
+        "{}",
+        one.stderr
+    );
+    let two = manager.cli_with_stdin(&["put", "lines"], b"a\r\nb");
+    two.expect_code(0);
+    assert!(
+        two.stderr.contains("put 2 messages to lines"),
+        "{}",
+        two.stderr
+    );
+    let bad = manager.cli_with_stdin(
+        &["put", "lines"],
+        b"fine\nalso fine\nbad \xff here\nnever\n",
+    );
+    bad.expect_code(1);
+    assert!(
+        bad.stderr.contains("stdin line 3 is not valid UTF-8"),
+        "{}",
+        bad.stderr
+    );
+    assert!(bad.stderr.contains("--file"), "{}", bad.stderr);
+    // Lines are put in batches: the one holding the bad line is not.
+    assert!(
+        bad.stderr
+            .contains("0 messages were put before it, none from line 1 on"),
+        "{}",
+        bad.stderr
+    );
+    let got = manager.cli(&["get", "lines", "--count", "9", "--timeout", "200ms"]);
+    assert_eq!(got.stdout, "only\na\nb\n");
+}
+
+/// Runs `command` (a shell command line) with a terminal for its stdin, stdout and stderr,
+/// through util-linux's `script`, typing `input`; `None` where `script` is missing.
+fn at_a_terminal(command: &str, input: &[u8]) -> Option<String> {
+    use std::io::Write;
+    let mut script = match Command::new("script")
+        .args(["-q", "-e", "-c", command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) => {
+            eprintln!("SKIPPED: no `script` command to give a terminal ({error})");
+            return None;
+        }
+    };
+    script.stdin.take().unwrap().write_all(input).unwrap();
+    let output = script.wait_with_output().unwrap();
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn put_at_a_terminal_says_how_to_end() {
+    let manager = support::Manager::start();
+    let command = format!(
+        "{} put typed --socket {}",
+        qmgr_path().display(),
+        manager.socket().display()
+    );
+    // A line, then Ctrl-D (end of input at a terminal).
+    let Some(screen) = at_a_terminal(&command, b"hello\n\x04") else {
+        return;
+    };
+    assert!(screen.contains("one per line; end with Ctrl-D"), "{screen}");
+    assert!(screen.contains("put 1 message to typed"), "{screen}");
+    assert_eq!(manager.depth("typed"), Some(1));
+}
+
+#[test]
+fn a_relative_data_directory_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Command::new(qmgr_path())
+        .args(["run", "--data-dir", "data", "--socket", "s.sock"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let socket = dir.path().join("s.sock");
+    support::wait_until("the manager listens", support::START_DEADLINE, || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            || run.try_wait().unwrap().is_some()
+    });
+    let started = run.try_wait().unwrap().is_none();
+    let _ = run.kill();
+    let output = run.wait_with_output().unwrap();
+    assert!(started, "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(dir.path().join("data/journal").is_dir());
+}

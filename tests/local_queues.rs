@@ -240,13 +240,11 @@ fn a_put_over_the_size_limit_fails_naming_the_limit() {
 fn a_blocked_get_returns_as_soon_as_another_client_puts() {
     let manager = Manager::start();
     let mut get = manager.spawn_cli(&["get", "later", "--timeout", "60s"]);
-    // A get on an undeclared queue creates nothing: it says it waits for a put to create it.
-    // The put may come before the get is registered: the get then finds the message.
-    let mut note = String::new();
-    BufReader::new(get.stderr.as_mut().unwrap())
-        .read_line(&mut note)
-        .unwrap();
-    assert!(note.contains("waiting up to 1m 00s"), "{note}");
+    // A get on an undeclared queue creates nothing: it waits for a put to create it.
+    wait_until("the get is waiting", SOON, || {
+        manager.status()["gets_waiting"] == 1
+    });
+    assert_eq!(manager.depth("later"), None);
     manager
         .client()
         .put("later", hopmq::Message::new("wake up"))

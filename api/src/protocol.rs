@@ -344,6 +344,10 @@ pub struct Status {
     /// absent from an older manager's status.
     #[serde(default)]
     pub messages_rerouted: u64,
+    /// Gets waiting for a message (or for the put that creates their queue) right now.
+    /// Appended; absent from an older manager's status.
+    #[serde(default)]
+    pub gets_waiting: u64,
 }
 
 /// The topology a manager runs with.

@@ -52,9 +52,10 @@ fn print_summary(status: &Status) -> Result<(), OutputError> {
         units::duration(Duration::from_secs(status.uptime_secs))
     )?;
     outln!(
-        "messages put {}, delivered {}",
+        "messages put {}, delivered {}; gets waiting {}",
         status.messages_put,
-        status.messages_delivered
+        status.messages_delivered,
+        status.gets_waiting
     )?;
     let topology = &status.topology;
     if let Some(file) = &topology.file {

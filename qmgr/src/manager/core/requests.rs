@@ -134,6 +134,7 @@ impl Core {
             topology: self.topology_status(),
             network: self.network_status(),
             messages_rerouted: self.totals.rerouted,
+            gets_waiting: self.waiters.len() as u64,
         }
     }
 }
