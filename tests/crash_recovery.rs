@@ -397,7 +397,10 @@ fn sigterm_ends_waiting_gets_with_an_error_exits_0_and_keeps_every_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     // After the note that it waits for a put to create its queue.
     assert!(
-        stderr.lines().last().is_some_and(|l| l.starts_with("error: ")),
+        stderr
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("error: ")),
         "{stderr}"
     );
     assert!(manager.log().contains("stopped"), "{}", manager.log());

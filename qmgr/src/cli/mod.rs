@@ -3,6 +3,7 @@
 pub(crate) mod certs;
 pub(crate) mod client;
 pub(crate) mod connection;
+pub mod docs;
 pub(crate) mod network;
 pub mod output;
 pub(crate) mod run;

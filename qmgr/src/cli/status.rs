@@ -74,8 +74,8 @@ fn print_summary(status: &Status) -> Result<(), OutputError> {
     }
     let store = &status.store;
     outln!(
-        "store: {} segments, {}, {} commits, last batch {} records, sync {}",
-        store.segments,
+        "store: {}, {}, {} commits, last batch {} records, sync {}",
+        units::count(store.segments, "segment", "segments"),
         units::bytes(store.bytes),
         store.commits,
         store.last_batch_records,
