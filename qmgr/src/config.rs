@@ -77,7 +77,7 @@ pub struct Settings {
     pub max_depth: u64,
     /// Deliveries of a leased message before it goes to the dead-letter queue.
     pub max_deliveries: u32,
-    /// Whether a put or get on an undeclared local queue creates it.
+    /// Whether a put to an undeclared local queue creates it (a read never does).
     pub auto_create_queues: bool,
     /// The size of a journal segment.
     pub segment_bytes: u64,
