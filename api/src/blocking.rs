@@ -80,9 +80,9 @@ impl Client {
             .thread_name("hopmq-client")
             .enable_all()
             .build()
-            .map_err(|source| ClientError::Connect {
+            .map_err(|error| ClientError::Connect {
                 path: path.as_ref().to_path_buf(),
-                source,
+                error,
             })?;
         let runtime = Arc::new(OwnedRuntime(Some(runtime)));
         let inner = runtime.block_on(client::Client::connect_to(path))?;

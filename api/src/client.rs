@@ -81,17 +81,16 @@ pub const CONSUMER_GETS_IN_FLIGHT: usize = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The manager's socket could not be reached.
-    #[error("cannot connect to the manager at {path}: {source}")]
+    #[error("cannot connect to the manager at {path}: {error}")]
     Connect {
         /// The socket's path.
         path: PathBuf,
         /// What the system said.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The manager refused the handshake (a protocol version mismatch names both versions).
     #[error("the manager refused the connection: {0}")]
-    Handshake(#[source] ApiError),
+    Handshake(ApiError),
     /// The manager did not answer the handshake within [`HANDSHAKE_TIMEOUT`].
     #[error("the manager did not answer the handshake within {0:?}")]
     HandshakeTimeout(Duration),

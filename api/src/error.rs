@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Why a manager refused or failed an operation. Sent over the wire, so variants are only ever
-/// appended.
+/// appended (a client older than a variant cannot decode it: `QueueElsewhere` and `NotLocal`
+/// answer only reads that older managers answered by creating a local queue).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ApiError {
     /// The client and the manager share no protocol version.
@@ -108,4 +109,71 @@ pub enum ApiError {
         /// The manager's limit.
         limit: u64,
     },
+    /// A get, browse or watch named a queue that the topology homes on another manager:
+    /// messages put to it end there, never here, so this manager has none to give.
+    #[error("`{queue}` lives on {home}; get it there")]
+    QueueElsewhere {
+        /// The queue.
+        queue: String,
+        /// Its home in the topology.
+        home: String,
+    },
+    /// A get, browse or watch named `QUEUE@MANAGER` for another manager: reads are local, so
+    /// they go to that manager.
+    #[error(
+        "gets are local: `{queue}@{manager}` is a queue of {manager}; get `{queue}` from {manager}'s manager"
+    )]
+    NotLocal {
+        /// The queue.
+        queue: String,
+        /// The manager named.
+        manager: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// postcard numbers variants by position: appending must leave every older encoding as
+    /// it was, so clients built before a new variant still read the old ones.
+    #[test]
+    fn variants_keep_their_wire_numbers() {
+        let encode = |error: &ApiError| postcard::to_allocvec(error).expect("encodes");
+        assert_eq!(encode(&ApiError::ShuttingDown), [12]);
+        assert_eq!(encode(&ApiError::TooManyConnections { limit: 1 }), [14, 1]);
+        let elsewhere = ApiError::QueueElsewhere {
+            queue: "orders".into(),
+            home: "delta".into(),
+        };
+        assert_eq!(encode(&elsewhere)[0], 15);
+        let not_local = ApiError::NotLocal {
+            queue: "orders".into(),
+            manager: "delta".into(),
+        };
+        assert_eq!(encode(&not_local)[0], 16);
+        for error in [elsewhere, not_local] {
+            let back: ApiError = postcard::from_bytes(&encode(&error)).expect("decodes");
+            assert_eq!(back, error);
+        }
+    }
+
+    #[test]
+    fn read_refusals_say_where_to_read() {
+        let elsewhere = ApiError::QueueElsewhere {
+            queue: "orders".into(),
+            home: "delta".into(),
+        };
+        assert_eq!(
+            elsewhere.to_string(),
+            "`orders` lives on delta; get it there"
+        );
+        let not_local = ApiError::NotLocal {
+            queue: "orders".into(),
+            manager: "delta".into(),
+        };
+        let text = not_local.to_string();
+        assert!(text.starts_with("gets are local: "), "{text}");
+        assert!(text.contains("delta's manager"), "{text}");
+    }
 }

@@ -344,6 +344,10 @@ pub struct Status {
     /// absent from an older manager's status.
     #[serde(default)]
     pub messages_rerouted: u64,
+    /// Gets waiting for a message (or for the put that creates their queue) right now.
+    /// Appended; absent from an older manager's status.
+    #[serde(default)]
+    pub gets_waiting: u64,
 }
 
 /// The topology a manager runs with.
@@ -567,10 +571,24 @@ pub enum FrameError {
     },
     /// The bytes are not a valid frame.
     #[error("malformed frame: {0}")]
-    Malformed(#[from] postcard::Error),
+    Malformed(postcard::Error),
     /// The connection failed, or ended inside a frame.
     #[error("connection error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+// Not `#[from]`: that would also make the cause the error's `source`, and the message already
+// states it, so a chain printed whole (anyhow's `{:#}`) would say it twice.
+impl From<postcard::Error> for FrameError {
+    fn from(error: postcard::Error) -> Self {
+        Self::Malformed(error)
+    }
+}
+
+impl From<std::io::Error> for FrameError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Io(error)
+    }
 }
 
 /// Encodes `frame` with its length prefix.

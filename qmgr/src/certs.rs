@@ -54,12 +54,8 @@ const CA_COMMON_NAME: &str = "hopmq development CA";
 #[derive(Debug, thiserror::Error)]
 pub enum CertsError {
     /// A file or folder could not be read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
     /// A file exists but is not what it should be.
     #[error("{}: {reason}", path.display())]
     BadFile { path: PathBuf, reason: String },
@@ -75,11 +71,10 @@ pub enum CertsError {
         advice: &'static str,
     },
     /// rcgen refused to make a key or a certificate.
-    #[error("cannot make the certificate for {subject}: {source}")]
+    #[error("cannot make the certificate for {subject}: {error}")]
     Generate {
         subject: String,
-        #[source]
-        source: rcgen::Error,
+        error: rcgen::Error,
     },
     /// A manager name that a certificate cannot carry as a DNS name.
     #[error(
@@ -176,9 +171,9 @@ impl CertificateAuthority {
     /// A new CA in memory, valid from `now` for [`VALIDITY_DAYS`]; returns it with its
     /// certificate and key in PEM.
     pub fn generate(now: OffsetDateTime) -> Result<(Self, String, String), CertsError> {
-        let generate = |source| CertsError::Generate {
+        let generate = |error| CertsError::Generate {
             subject: CA_COMMON_NAME.to_owned(),
-            source,
+            error,
         };
         let key = KeyPair::generate().map_err(generate)?;
         let params = validity(ca_params(), now);
@@ -204,9 +199,9 @@ impl CertificateAuthority {
         manager: &ManagerName,
         now: OffsetDateTime,
     ) -> Result<(String, String), CertsError> {
-        let generate = |source| CertsError::Generate {
+        let generate = |error| CertsError::Generate {
             subject: format!("manager `{manager}`"),
-            source,
+            error,
         };
         if rustls_pki_types::DnsName::try_from(manager.as_str()).is_err() {
             return Err(CertsError::NotADnsName {
@@ -297,9 +292,9 @@ fn create_folder(folder: &Path) -> Result<(), CertsError> {
         .recursive(true)
         .mode(0o700)
         .create(folder)
-        .map_err(|source| CertsError::Io {
+        .map_err(|error| CertsError::Io {
             path: folder.to_owned(),
-            source,
+            error,
         })
 }
 
@@ -410,16 +405,16 @@ fn check_key_matches(
 }
 
 fn exists(path: &Path) -> Result<bool, CertsError> {
-    path.try_exists().map_err(|source| CertsError::Io {
+    path.try_exists().map_err(|error| CertsError::Io {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
 fn read_to_string(path: &Path) -> Result<String, CertsError> {
-    fs::read_to_string(path).map_err(|source| CertsError::Io {
+    fs::read_to_string(path).map_err(|error| CertsError::Io {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -429,7 +424,7 @@ fn read_to_string(path: &Path) -> Result<String, CertsError> {
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertsError> {
     let io_error = |path: &Path| {
         let path = path.to_owned();
-        move |source| CertsError::Io { path, source }
+        move |error| CertsError::Io { path, error }
     };
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");

@@ -77,7 +77,7 @@ pub struct Settings {
     pub max_depth: u64,
     /// Deliveries of a leased message before it goes to the dead-letter queue.
     pub max_deliveries: u32,
-    /// Whether a put or get on an undeclared local queue creates it.
+    /// Whether a put to an undeclared local queue creates it (a read never does).
     pub auto_create_queues: bool,
     /// The size of a journal segment.
     pub segment_bytes: u64,
@@ -159,7 +159,7 @@ pub struct Overrides {
 pub enum ConfigError {
     /// The `config` crate refused a layer.
     #[error("invalid settings: {0}")]
-    Layer(#[from] config::ConfigError),
+    Layer(config::ConfigError),
     /// A value is out of range or invalid.
     #[error("invalid setting `{key}`: {reason}")]
     Invalid {
@@ -168,6 +168,13 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+}
+
+// Not `#[from]`, which would make the cause the `source` too: the message states it already.
+impl From<config::ConfigError> for ConfigError {
+    fn from(error: config::ConfigError) -> Self {
+        Self::Layer(error)
+    }
 }
 
 impl Settings {

@@ -10,6 +10,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use hopmq_routing::{ManagerName, Topology};
@@ -23,6 +24,11 @@ use crate::manager::{self, COMMANDS_MAX, Core, CoreLimits};
 use crate::reload::{self, Reloader, Running};
 use crate::store::{JournalConfig, SyncPolicy};
 
+/// The journal's folder under the data directory.
+const JOURNAL_DIR: &str = "journal";
+/// The file under the data directory whose lock a running manager holds.
+const LOCK_FILE: &str = "qmgr.lock";
+
 /// How long a stopping manager waits for its last replies to reach the clients.
 const WRITERS_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -31,7 +37,29 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
     let name = settings.manager_name();
     let (topology, version) = load_topology(&settings, &name)?;
     let link_tls = load_link_tls(&settings, &topology, &name)?;
-    let _lock = prepare_data_dir(&settings)?;
+    let made = Made::note(&settings);
+    let lock = prepare_data_dir(&settings)?;
+    let ready = AtomicBool::new(false);
+    let outcome = recover_and_serve(settings, salvage, topology, version, link_tls, &ready);
+    // A start that failed leaves nothing of its own behind; the lock is still held, so no
+    // other manager is using what is removed.
+    if outcome.is_err() && !ready.load(Ordering::Relaxed) {
+        made.undo();
+    }
+    drop(lock);
+    outcome
+}
+
+/// Everything after the data directory is locked. By the time it returns, its runtime, the
+/// journal and their threads are gone.
+fn recover_and_serve(
+    settings: Settings,
+    salvage: bool,
+    topology: Topology,
+    version: String,
+    link_tls: Option<crate::tls::LinkTls>,
+    ready: &AtomicBool,
+) -> anyhow::Result<()> {
     let journal_config = journal_config(&settings, salvage);
     let runtime = build_runtime(&settings)?;
     let started = std::time::Instant::now();
@@ -40,14 +68,57 @@ pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
     info!(report = ?recovered.report, elapsed_ms = started.elapsed().as_millis() as u64, "journal recovered");
 
     runtime.block_on(serve(
-        settings,
-        name.to_string(),
-        topology,
-        version,
-        journal,
-        recovered,
-        link_tls,
+        settings, topology, version, journal, recovered, link_tls, ready,
     ))
+}
+
+/// What a start creates on disk that was not there before, so that a start that fails can
+/// remove exactly that: never anything that existed already.
+#[derive(Debug)]
+struct Made {
+    /// The outermost folder of the data directory's path that did not exist (the data
+    /// directory itself, or one of its parents).
+    data_root: Option<PathBuf>,
+    /// In a data directory that existed: the journal folder, if it did not.
+    journal: Option<PathBuf>,
+    /// In a data directory that existed: the lock file, if it did not.
+    lock: Option<PathBuf>,
+}
+
+impl Made {
+    fn note(settings: &Settings) -> Self {
+        let missing = |path: PathBuf| (!path.exists()).then_some(path);
+        let data_root = settings
+            .data_dir
+            .ancestors()
+            .take_while(|path| !path.as_os_str().is_empty() && !path.exists())
+            .last()
+            .map(Path::to_path_buf);
+        let fresh = data_root.is_some();
+        Self {
+            journal: missing(settings.data_dir.join(JOURNAL_DIR)).filter(|_| !fresh),
+            lock: missing(settings.data_dir.join(LOCK_FILE)).filter(|_| !fresh),
+            data_root,
+        }
+    }
+
+    fn undo(self) {
+        let removed = |what: &Path, result: std::io::Result<()>| match result {
+            Ok(()) => info!(path = %what.display(), "removed what the failed start created"),
+            Err(error) => {
+                warn!(path = %what.display(), %error, "cannot remove what the failed start created")
+            }
+        };
+        if let Some(root) = &self.data_root {
+            removed(root, fs::remove_dir_all(root));
+        }
+        if let Some(journal) = &self.journal {
+            removed(journal, fs::remove_dir_all(journal));
+        }
+        if let Some(lock) = &self.lock {
+            removed(lock, fs::remove_file(lock));
+        }
+    }
 }
 
 /// The topology this manager starts with and the version edits are compared with; a manager
@@ -85,12 +156,12 @@ fn load_link_tls(
         .is_some_and(|m| m.address.is_some());
     let link_tls = if topology.neighbours(name).next().is_some() {
         Some(crate::tls::load_for(&settings.tls, name).with_context(|| {
-            format!("manager `{name}` has links in its topology, so it needs usable TLS files (tls.ca, tls.cert, tls.key)")
+            format!("manager `{name}` has links in its topology, so it needs TLS")
         })?)
     } else if has_address && settings.topology.is_some() && crate::tls::configured(&settings.tls) {
         // Named files that do not work would only fail later, at the edit adding links.
         Some(crate::tls::load_for(&settings.tls, name).with_context(|| {
-            format!("manager `{name}` has no links yet, but the TLS files it names are not usable (tls.ca, tls.cert, tls.key)")
+            format!("manager `{name}` has no links yet, but the TLS files it names are not usable")
         })?)
     } else {
         None
@@ -120,7 +191,7 @@ fn prepare_data_dir(settings: &Settings) -> anyhow::Result<fs::File> {
 
 fn journal_config(settings: &Settings, salvage: bool) -> JournalConfig {
     JournalConfig {
-        dir: settings.data_dir.join("journal"),
+        dir: settings.data_dir.join(JOURNAL_DIR),
         sync: match settings.sync {
             SyncMode::Always => SyncPolicy::Always,
             SyncMode::Never => SyncPolicy::Never,
@@ -156,18 +227,21 @@ fn build_runtime(settings: &Settings) -> anyhow::Result<tokio::runtime::Runtime>
 
 async fn serve(
     settings: Settings,
-    name: String,
     topology: Topology,
     version: String,
     journal: crate::store::Journal,
     recovered: manager::Recovered,
     link_tls: Option<crate::tls::LinkTls>,
+    ready: &AtomicBool,
 ) -> anyhow::Result<()> {
     let socket = settings.socket_path();
+    let name = settings.manager_name().to_string();
     // Before the socket is bound: a client or a test that sees the manager listening may stop
     // it at once, and a SIGTERM before these exist would kill it without a clean stop.
     let stop = StopSignals::install()?;
     let listener = bind(&socket)?;
+    // Removed when serving ends, however it ends (a failed start included).
+    let socket_file = SocketFile(socket.clone());
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_MAX);
     let me = settings.manager_name();
@@ -225,6 +299,7 @@ async fn serve(
         shutdown.clone(),
     ));
     info!(manager = %name, socket = %socket.display(), "ready");
+    ready.store(true, Ordering::Relaxed);
 
     stop.wait().await;
     let stopping = Stopping {
@@ -233,7 +308,7 @@ async fn serve(
         core_task: started.task,
         journal,
         writers_done,
-        socket,
+        socket_file,
     };
     stopping.stop().await
 }
@@ -342,7 +417,7 @@ struct Stopping {
     core_task: tokio::task::JoinHandle<Core>,
     journal: crate::store::Journal,
     writers_done: mpsc::Receiver<()>,
-    socket: PathBuf,
+    socket_file: SocketFile,
 }
 
 impl Stopping {
@@ -363,9 +438,19 @@ impl Stopping {
         {
             warn!("some clients did not take their last replies within {WRITERS_DRAIN_TIMEOUT:?}");
         }
-        let _ = fs::remove_file(&self.socket);
+        drop(self.socket_file);
         info!("stopped");
         Ok(())
+    }
+}
+
+/// The API socket this manager bound: its file goes when the manager stops, or fails to
+/// start, so no client finds a socket nobody answers on.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
     }
 }
 
@@ -416,7 +501,7 @@ fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
 /// Holds an exclusive lock on the data directory for the manager's life, so two managers never
 /// share a journal.
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<fs::File> {
-    let path: PathBuf = data_dir.join("qmgr.lock");
+    let path: PathBuf = data_dir.join(LOCK_FILE);
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)

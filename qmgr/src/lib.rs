@@ -10,6 +10,8 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(test)]
+mod error_chains;
 pub mod generate;
 pub mod manager;
 pub(crate) mod metrics;

@@ -5,9 +5,10 @@
 
 mod bench;
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[global_allocator]
 static ALLOCATOR: qmgr::allocator::Allocator = qmgr::allocator::Allocator;
@@ -27,6 +28,10 @@ enum Command {
     /// Measure hopmq's speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print a shell's completion script (bash, zsh, fish, elvish, powershell).
+    Completions(qmgr::cli::docs::CompletionsArgs),
+    /// Print the manual page, or write one per subcommand with --dir.
+    Man(qmgr::cli::docs::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,11 +39,18 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Manager(command) => command.run(),
         Command::Bench(command) => command.run(),
+        Command::Completions(args) => args.run(Cli::command()),
+        Command::Man(args) => args.run(Cli::command()),
     };
+    // What a command printed last may still be buffered: a reader gone by now is noticed here.
+    let outcome = outcome.and_then(|code| Ok(qmgr::cli::output::flush().map(|()| code)?));
     match outcome {
         Ok(code) => code,
+        // `qmgr ... | head -1`: the reader took what it wanted; that is not a failure.
+        Err(error) if qmgr::cli::output::closed_early(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Not `eprintln!`, which panics if stderr is gone too.
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -138,7 +138,14 @@ pub enum RecordError {
     Empty,
     /// The bytes do not decode.
     #[error("undecodable journal record: {0}")]
-    Malformed(#[from] postcard::Error),
+    Malformed(postcard::Error),
+}
+
+// Not `#[from]`, which would make the cause the `source` too: the message states it already.
+impl From<postcard::Error> for RecordError {
+    fn from(error: postcard::Error) -> Self {
+        Self::Malformed(error)
+    }
 }
 
 /// Encodes `record` with its version byte.

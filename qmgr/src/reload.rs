@@ -80,11 +80,10 @@ impl fmt::Display for Location {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ReloadError {
     /// The file could not be read.
-    #[error("cannot read topology file {}: {source}", file.display())]
+    #[error("cannot read topology file {}: {error}", file.display())]
     Read {
         file: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is larger than [`TOPOLOGY_BYTES_MAX`].
     #[error("topology file {} is {bytes} bytes or more; the limit is {limit}", file.display())]
@@ -129,12 +128,8 @@ pub(crate) enum ReloadError {
         neighbours: String,
     },
     /// The QUIC driver refused the topology.
-    #[error("{file}: error: the channel driver cannot apply it: {source}")]
-    Driver {
-        file: String,
-        #[source]
-        source: Box<QuicError>,
-    },
+    #[error("{file}: error: the channel driver cannot apply it: {error}")]
+    Driver { file: String, error: Box<QuicError> },
 }
 
 /// A manager's address before and after an edit.
@@ -176,9 +171,9 @@ pub(crate) fn version(bytes: &[u8]) -> String {
 
 /// The bytes of the topology file, at most [`TOPOLOGY_BYTES_MAX`].
 pub(crate) fn read(file: &Path) -> Result<Vec<u8>, ReloadError> {
-    let failed = |source| ReloadError::Read {
+    let failed = |error| ReloadError::Read {
         file: file.to_owned(),
-        source,
+        error,
     };
     let opened = std::fs::File::open(file).map_err(failed)?;
     let mut bytes = Vec::new();
@@ -616,7 +611,7 @@ impl Task {
                 String::new(),
                 Err(ReloadError::Read {
                     file: self.file.clone(),
-                    source: std::io::Error::other(e.to_string()),
+                    error: std::io::Error::other(e.to_string()),
                 }),
             ),
         }
@@ -647,9 +642,9 @@ impl Task {
                 .apply(&checked.topology)
                 .await
                 .map(|()| checked.topology)
-                .map_err(|source| ReloadError::Driver {
+                .map_err(|error| ReloadError::Driver {
                     file: self.file_name.clone(),
-                    source: Box::new(source),
+                    error: Box::new(error),
                 }),
             None => Ok(checked.topology),
         }

@@ -39,42 +39,34 @@ pub const PEM_CERTS_MAX: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A `tls.*` setting is missing while the manager has links.
-    #[error("tls.{setting} is not set; a manager with links needs tls.ca, tls.cert and tls.key")]
+    #[error(
+        "tls.{setting} is not set; a manager with links needs tls.ca, tls.cert and tls.key \
+         (`qmgr certs init` makes development ones)"
+    )]
     Missing { setting: &'static str },
     /// A PEM file could not be read or parsed.
     #[error("{}: {reason}", path.display())]
     File { path: PathBuf, reason: String },
     /// rustls refused the files (e.g. the key does not match the certificate).
-    #[error("cannot configure TLS: {source}")]
-    Config {
-        #[source]
-        source: rustls::Error,
-    },
+    #[error("cannot configure TLS: {error}")]
+    Config { error: rustls::Error },
     /// The CA file cannot be used to verify clients.
-    #[error("cannot verify clients with the CA: {source}")]
+    #[error("cannot verify clients with the CA: {error}")]
     Verifier {
-        #[source]
-        source: rustls::server::VerifierBuilderError,
+        error: rustls::server::VerifierBuilderError,
     },
     /// The peer presented no certificate.
     #[error("the peer presented no certificate")]
     NoPeerCertificate,
     /// The peer's certificate cannot be parsed.
-    #[error("the peer's certificate cannot be parsed: {source}")]
-    BadPeerCertificate {
-        #[source]
-        source: webpki::Error,
-    },
+    #[error("the peer's certificate cannot be parsed: {error}")]
+    BadPeerCertificate { error: webpki::Error },
     /// The peer's certificate does not carry exactly one DNS name.
     #[error("the peer's certificate names {count} DNS names; a manager's names exactly one")]
     PeerNameCount { count: usize },
     /// The peer's certificate names something that is not a manager name.
-    #[error("the peer's certificate names `{name}`, which is not a manager name: {source}")]
-    PeerNameInvalid {
-        name: String,
-        #[source]
-        source: NameError,
-    },
+    #[error("the peer's certificate names `{name}`, which is not a manager name: {error}")]
+    PeerNameInvalid { name: String, error: NameError },
     /// This manager's certificate names another manager.
     #[error("{} names manager `{named}`, but this manager is `{me}`", path.display())]
     NotMyCertificate {
@@ -286,7 +278,7 @@ fn roots(ca: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, TlsError>
     for cert in ca {
         roots
             .add(cert.clone())
-            .map_err(|source| TlsError::Config { source })?;
+            .map_err(|error| TlsError::Config { error })?;
     }
     Ok(Arc::new(roots))
 }
@@ -298,13 +290,13 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(&files.ca)?, provider.clone())
         .build()
-        .map_err(|source| TlsError::Verifier { source })?;
+        .map_err(|error| TlsError::Verifier { error })?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|source| TlsError::Config { source })?
+        .map_err(|error| TlsError::Config { error })?
         .with_client_cert_verifier(verifier)
         .with_single_cert(files.chain.clone(), files.key.clone_key())
-        .map_err(|source| TlsError::Config { source })?;
+        .map_err(|error| TlsError::Config { error })?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.max_early_data_size = 0;
     Ok(Arc::new(config))
@@ -316,10 +308,10 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|source| TlsError::Config { source })?
+        .map_err(|error| TlsError::Config { error })?
         .with_root_certificates(roots(&files.ca)?)
         .with_client_auth_cert(files.chain.clone(), files.key.clone_key())
-        .map_err(|source| TlsError::Config { source })?;
+        .map_err(|error| TlsError::Config { error })?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.enable_early_data = false;
     Ok(Arc::new(config))
@@ -344,12 +336,12 @@ pub fn server_name(manager: &ManagerName) -> Result<ServerName<'static>, TlsErro
 pub fn peer_manager_name(certs: &[CertificateDer<'_>]) -> Result<ManagerName, TlsError> {
     let leaf = certs.first().ok_or(TlsError::NoPeerCertificate)?;
     let leaf = webpki::EndEntityCert::try_from(leaf)
-        .map_err(|source| TlsError::BadPeerCertificate { source })?;
+        .map_err(|error| TlsError::BadPeerCertificate { error })?;
     let mut names = leaf.valid_dns_names();
     match (names.next(), names.next()) {
-        (Some(name), None) => ManagerName::new(name).map_err(|source| TlsError::PeerNameInvalid {
+        (Some(name), None) => ManagerName::new(name).map_err(|error| TlsError::PeerNameInvalid {
             name: name.to_owned(),
-            source,
+            error,
         }),
         (None, _) => Err(TlsError::PeerNameCount { count: 0 }),
         (Some(_), Some(_)) => Err(TlsError::PeerNameCount {

@@ -65,13 +65,12 @@ impl Diagnostic {
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
     /// The file could not be read.
-    #[error("cannot read topology file {}: {source}", path.display())]
+    #[error("cannot read topology file {}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// What the operating system said.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is larger than [`crate::TOPOLOGY_BYTES_MAX`].
     #[error("topology file {} is {bytes} bytes; the limit is {limit}", path.display())]

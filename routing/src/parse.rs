@@ -1,8 +1,8 @@
 //! Turns the text of `topology.toml` into a [`Topology`], or into every error it holds.
 //!
-//! Two passes: serde with spans (syntax, unknown keys, wrong types: the first such error stops
-//! it), then the semantic checks, which collect every error so an operator fixes a file in one
-//! round. Warnings come from [`crate::analysis`] once the file is valid.
+//! Three passes: every unknown key (a walk of the parsed document, since serde stops at the
+//! first), serde with spans (syntax, wrong types: the first such error stops it), then the
+//! semantic checks, which collect every error so an operator fixes a file in one round. Warnings come from [`crate::analysis`] once the file is valid.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -36,9 +36,9 @@ pub struct Checked {
 
 /// Reads and checks a topology file.
 pub fn load(path: &Path) -> Result<Checked, TopologyError> {
-    let io = |source| TopologyError::Io {
+    let io = |error| TopologyError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let bytes = file.metadata().map_err(io)?.len();
@@ -67,6 +67,10 @@ pub fn load(path: &Path) -> Result<Checked, TopologyError> {
 /// Checks the text of a topology file; `file` is the name used in diagnostics.
 pub fn parse(text: &str, file: &str) -> Result<Checked, TopologyError> {
     let map = SourceMap::new(file, text);
+    let unknown = unknown_keys(text, &map);
+    if !unknown.is_empty() {
+        return Err(TopologyError::Invalid { errors: unknown });
+    }
     let raw: RawTopology = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let mut message = e.message().trim_end().to_owned();
@@ -95,6 +99,76 @@ pub fn parse(text: &str, file: &str) -> Result<Checked, TopologyError> {
         .map(|finding| warning(&map, &spans, finding))
         .collect();
     Ok(Checked { topology, warnings })
+}
+
+/// The keys of each kind of table, as the `Raw*` types below declare them.
+const TOP_KEYS: &[&str] = &["managers", "links", "queues"];
+const MANAGER_KEYS: &[&str] = &["address"];
+const LINK_KEYS: &[&str] = &["between", "cost"];
+const QUEUE_KEYS: &[&str] = &["home", "max_depth", "max_message_bytes"];
+
+/// Every key of `text` the format does not know, in file order, worded as serde words the
+/// first one. Nothing when the text does not parse: serde reports the syntax error.
+fn unknown_keys(text: &str, map: &SourceMap<'_>) -> Vec<Diagnostic> {
+    use toml::de::{DeTable, DeValue};
+    let Ok(document) = DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let mut errors = Vec::new();
+    let mut check = |table: &DeTable<'_>, allowed: &[&str]| {
+        for key in table.keys() {
+            let name: &str = key.get_ref();
+            if !allowed.contains(&name) {
+                let expected = match allowed {
+                    [one] => format!("expected `{one}`"),
+                    _ => format!(
+                        "expected one of {}",
+                        allowed
+                            .iter()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                errors.push(map.error(
+                    key.span().start,
+                    format!("unknown field `{name}`, {expected}"),
+                ));
+            }
+        }
+    };
+    let document = document.get_ref();
+    check(document, TOP_KEYS);
+    let tables = |key: &str| -> Vec<&DeTable<'_>> {
+        match document.get(key).map(|v| v.get_ref()) {
+            Some(DeValue::Table(named)) => named
+                .values()
+                .filter_map(|v| match v.get_ref() {
+                    DeValue::Table(t) => Some(t),
+                    _ => None,
+                })
+                .collect(),
+            Some(DeValue::Array(items)) => items
+                .iter()
+                .filter_map(|v| match v.get_ref() {
+                    DeValue::Table(t) => Some(t),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    for table in tables("managers") {
+        check(table, MANAGER_KEYS);
+    }
+    for table in tables("links") {
+        check(table, LINK_KEYS);
+    }
+    for table in tables("queues") {
+        check(table, QUEUE_KEYS);
+    }
+    errors.sort_by_key(|d| (d.line, d.column));
+    errors
 }
 
 #[derive(Deserialize)]

@@ -88,6 +88,34 @@ fn unknown_keys() {
 }
 
 #[test]
+fn every_unknown_key_is_reported_at_once() {
+    let text = format!(
+        "{HEADER}[managers.charlie]\naddress = \"127.0.0.1:1\"\nport = 3\n\
+         [[links]]\nbetween = [\"alpha\", \"charlie\"]\nweight = 2\n[servers.x]\n"
+    );
+    let errors = errors(&text);
+    let found: Vec<(usize, &str)> = errors
+        .iter()
+        .map(|e| (e.line, e.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (11, "unknown field `port`, expected `address`"),
+            (
+                14,
+                "unknown field `weight`, expected one of `between`, `cost`"
+            ),
+            (
+                15,
+                "unknown field `servers`, expected one of `managers`, `links`, `queues`"
+            ),
+        ],
+        "{errors:#?}"
+    );
+}
+
+#[test]
 fn missing_address() {
     refused(
         &format!("{HEADER}[managers.charlie]\n"),

@@ -70,13 +70,12 @@ impl Routes {
 impl Connection {
     pub(super) async fn open(path: &Path, client_name: &str) -> Result<Self, ClientError> {
         let handshake = async {
-            let stream =
-                UnixStream::connect(path)
-                    .await
-                    .map_err(|source| ClientError::Connect {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
+            let stream = UnixStream::connect(path)
+                .await
+                .map_err(|error| ClientError::Connect {
+                    path: path.to_path_buf(),
+                    error,
+                })?;
             let (reader, writer) = stream.into_split();
             // Buffered both ways: a busy connection reads and writes many frames per syscall.
             let mut reader = BufReader::with_capacity(protocol::SOCKET_BUFFER_BYTES, reader);

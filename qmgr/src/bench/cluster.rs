@@ -11,6 +11,7 @@
 //!
 //! Timing is the caller's: nothing here measures.
 
+use qmgr::outln;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -460,7 +461,7 @@ pub(super) fn run_on<T>(
     let dir = cluster.dir().to_path_buf();
     drop(cluster);
     if keep {
-        println!("run folder: {}", dir.display());
+        outln!("run folder: {}", dir.display())?;
     }
     result
 }

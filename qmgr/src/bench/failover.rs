@@ -31,6 +31,8 @@
 //! The exit code is 1 when any message is lost, duplicated or unexpected, or none ever went
 //! via `charlie`.
 
+use qmgr::cli::output::OutputError;
+use qmgr::outln;
 use std::collections::{BTreeMap, HashSet};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -247,11 +249,11 @@ impl Watch {
                 return Ok(true);
             }
             if self.last_arrival.elapsed() > PROGRESS_DEADLINE {
-                println!(
+                outln!(
                     "drain: {} of {put} messages arrived, none for {} s; what is missing is lost",
                     self.distinct.len(),
                     PROGRESS_DEADLINE.as_secs()
-                );
+                )?;
                 return Ok(false);
             }
             tokio::time::sleep(WATCH_TICK).await;
@@ -378,7 +380,7 @@ impl FailoverBench {
             drained_us,
             dead_interval_us: self.dead_interval_ms * 1000,
         };
-        Ok(self.report(&timeline, put, watch.run, &mut watch.arrivals))
+        Ok(self.report(&timeline, put, watch.run, &mut watch.arrivals)?)
     }
 
     /// Starts the consumer at `delta` and the producer at `alpha`; the sender stops the
@@ -428,37 +430,37 @@ impl FailoverBench {
         put: u64,
         run: u32,
         arrivals: &mut [Arrival],
-    ) -> ExitCode {
+    ) -> Result<ExitCode, OutputError> {
         // Stable: arrivals were taken in one at a time, in the order they came.
         arrivals.sort_by_key(|a| a.arrived_us);
         let findings = Findings { timeline, arrivals };
-        self.print_header(timeline);
-        let failed_over = findings.failover();
-        findings.longest_gap();
-        findings.flowing_again();
-        findings.stranded();
-        findings.back_via_bravo();
-        findings.paths();
+        self.print_header(timeline)?;
+        let failed_over = findings.failover()?;
+        findings.longest_gap()?;
+        findings.flowing_again()?;
+        findings.stranded()?;
+        findings.back_via_bravo()?;
+        findings.paths()?;
         let verdict = findings.verdict(run, put);
-        verdict.print();
-        if verdict.passed() && failed_over {
+        verdict.print()?;
+        Ok(if verdict.passed() && failed_over {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
-        }
+        })
     }
 
     /// What was run, and when each step happened.
-    fn print_header(&self, timeline: &Timeline) {
-        println!(
+    fn print_header(&self, timeline: &Timeline) -> Result<(), OutputError> {
+        outln!(
             "failover: diamond {ALPHA}-{BRAVO}-{DELTA} (cost 2) and {ALPHA}-{CHARLIE}-{DELTA} \
              (cost 4), {} msg/s x {} B, persistent, {}, dead interval {} ms",
             self.rate,
             self.size,
             sync_label(self.sync.as_str()),
             self.dead_interval_ms
-        );
-        println!(
+        )?;
+        outln!(
             "run: {BRAVO} killed (SIGKILL) at {:.2} s, restarted at {:.2} s (answering after \
              {:.0} ms), puts stopped at {:.2} s, last message got at {:.2} s",
             ms(timeline.kill_us) / 1000.0,
@@ -466,7 +468,8 @@ impl FailoverBench {
             ms(timeline.answered_us - timeline.restart_us),
             ms(timeline.stopped_us) / 1000.0,
             ms(timeline.drained_us) / 1000.0,
-        );
+        )?;
+        Ok(())
     }
 }
 

@@ -16,6 +16,7 @@
 //! time. The CPU figures are real: wall-clock time of each `receive`, each `down_links` and each
 //! `routes_from` the simulation performs on this mesh.
 
+use qmgr::outln;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::process::ExitCode;
@@ -82,24 +83,24 @@ impl FloodingBench {
             repaired.push(sim.change(link, true)?);
         }
 
-        println!(
+        outln!(
             "flooding (simulated, {} µs per hop): {} managers / {} links, seed {}, {} failures then repairs",
             self.hop_delay_us,
             sim.names.len(),
             sim.ends.len(),
             self.seed,
             self.failures
-        );
-        println!("  failure: {}", failed.report());
-        println!("  repair:  {}", repaired.report());
-        println!(
+        )?;
+        outln!("  failure: {}", failed.report())?;
+        outln!("  repair:  {}", repaired.report())?;
+        outln!(
             "  cpu: receive {} ({} calls); down_links {}; routes_from {} ({} recomputations)",
             micros(&mut sim.receive_times),
             sim.receive_times.len(),
             micros(&mut sim.down_links_times),
             micros(&mut sim.routes_times),
             sim.routes_times.len()
-        );
+        )?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -14,6 +14,7 @@
 //! put to the last get. At the end, the links' sent and acknowledged message counters show
 //! resends (sent > acked).
 
+use qmgr::outln;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -166,13 +167,13 @@ impl ForwardBench {
         };
         let outcome = traffic.finish(drained).await?;
 
-        self.print_setup();
+        self.print_setup()?;
         if let Some(links) = stalled {
-            println!(
+            outln!(
                 "drain: nothing got for {} s after the last put; what is missing is lost\n{}",
                 DRAIN_DEADLINE.as_secs(),
                 links.trim_end()
-            );
+            )?;
         }
         let rate = self.count as f64 / outcome.elapsed.as_secs_f64();
         print_results(
@@ -181,16 +182,16 @@ impl ForwardBench {
             outcome.put_elapsed,
             outcome.elapsed,
             &outcome.histogram,
-        );
-        println!(
+        )?;
+        outln!(
             "{}",
             describe_cpu(&cpu_before, &cpu_after, client_use, self.count)
-        );
+        )?;
         let commits_after = commits(line, clients).await?;
-        self.print_journal_writes(line, &commits_before, &commits_after);
-        println!("{}", first_link_line(line, &clients[0]).await?);
+        self.print_journal_writes(line, &commits_before, &commits_after)?;
+        outln!("{}", first_link_line(line, &clients[0]).await?)?;
         let verdict = outcome.verdict.context("a forward run has consumers")?;
-        verdict.print();
+        verdict.print()?;
         Ok(verdict.exit_code())
     }
 
@@ -209,8 +210,8 @@ impl ForwardBench {
     }
 
     /// The line saying what was run.
-    fn print_setup(&self) {
-        println!(
+    fn print_setup(&self) -> Result<(), qmgr::cli::output::OutputError> {
+        outln!(
             "forward: {} hop(s), {} producers, {} consumers, {} x {} B, batch {}, window {}, prefetch {}, persistent, {}{}",
             self.hops,
             self.producers,
@@ -223,11 +224,17 @@ impl ForwardBench {
             sync_label(self.sync.as_str()),
             self.rate
                 .map_or(String::new(), |r| format!(", paced at {r} msg/s")),
-        );
+        )?;
+        Ok(())
     }
 
     /// Each manager's group commits during the run, per 1000 messages.
-    fn print_journal_writes(&self, line: &Cluster, before: &[u64], after: &[u64]) {
+    fn print_journal_writes(
+        &self,
+        line: &Cluster,
+        before: &[u64],
+        after: &[u64],
+    ) -> Result<(), qmgr::cli::output::OutputError> {
         let writes: Vec<String> = line
             .nodes()
             .iter()
@@ -237,7 +244,8 @@ impl ForwardBench {
                 format!("{} {per:.1}", node.name)
             })
             .collect();
-        println!("journal writes per 1000 messages: {}", writes.join(", "));
+        outln!("journal writes per 1000 messages: {}", writes.join(", "))?;
+        Ok(())
     }
 }
 

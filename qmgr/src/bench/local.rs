@@ -6,6 +6,8 @@
 //! labelled as not durable). The traffic is [`super::traffic`]'s: numbered messages checked
 //! by the consumers against the run's ledger, and put→get latency into an HDR histogram.
 
+use qmgr::cli::output::OutputError;
+use qmgr::outln;
 use std::path::PathBuf;
 use std::process::{Child, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -148,28 +150,33 @@ impl LocalBench {
         let mut traffic = Traffic::start(&spec, producers, consumers)?;
         let drained = traffic.drain(|| Ok(())).await?;
         let outcome = traffic.finish(drained).await?;
-        Ok(self.report(drained, &outcome, &sync_label(&status.store.sync)))
+        Ok(self.report(drained, &outcome, &sync_label(&status.store.sync))?)
     }
 
     /// Prints the run's figures and verdict; the exit code is the verdict's.
-    fn report(&self, drained: Drained, outcome: &Outcome, sync: &str) -> ExitCode {
+    fn report(
+        &self,
+        drained: Drained,
+        outcome: &Outcome,
+        sync: &str,
+    ) -> Result<ExitCode, OutputError> {
         let put_secs = outcome.put_elapsed.as_secs_f64();
         let Some(verdict) = &outcome.verdict else {
-            println!(
+            outln!(
                 "filled: {} x {} B in {put_secs:.2} s, {:.0} msg/s, {sync} (not verified: no \
                  consumers)",
                 self.count,
                 self.size,
                 self.count as f64 / put_secs
-            );
-            return ExitCode::SUCCESS;
+            )?;
+            return Ok(ExitCode::SUCCESS);
         };
-        self.print_setup(sync);
+        self.print_setup(sync)?;
         if drained == Drained::Stalled {
-            println!(
+            outln!(
                 "drain: nothing got for {} s after the last put; what is missing is lost",
                 super::traffic::DRAIN_DEADLINE.as_secs()
-            );
+            )?;
         }
         let rate = self.count as f64 / outcome.elapsed.as_secs_f64();
         print_results(
@@ -178,14 +185,14 @@ impl LocalBench {
             outcome.put_elapsed,
             outcome.elapsed,
             &outcome.histogram,
-        );
-        verdict.print();
-        verdict.exit_code()
+        )?;
+        verdict.print()?;
+        Ok(verdict.exit_code())
     }
 
     /// The line saying what was run.
-    fn print_setup(&self, sync: &str) {
-        println!(
+    fn print_setup(&self, sync: &str) -> Result<(), OutputError> {
+        outln!(
             "local: {} producers, {} consumers, {} x {} B, batch {}, window {}, prefetch {}, {}, {sync}{}",
             self.producers,
             self.consumers,
@@ -201,6 +208,7 @@ impl LocalBench {
             },
             self.rate
                 .map_or(String::new(), |r| format!(", paced at {r} msg/s")),
-        );
+        )?;
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Route computation speed on generated meshes: what a manager pays on start-up, on every
 //! topology edit and on every link-state change.
 
+use qmgr::outln;
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -44,12 +45,12 @@ impl RoutesBench {
             black_box(network.routes_from(source.as_str(), &down));
             samples.push(start.elapsed());
         }
-        println!(
+        outln!(
             "one manager's table, {} managers / {} links: {}",
             self.managers,
             network.graph().edge_count(),
             super::summary(&mut samples)
-        );
+        )?;
 
         let network = self.network(self.all_pairs_managers, self.all_pairs_links)?;
         let mut samples = Vec::with_capacity(self.runs);
@@ -58,12 +59,12 @@ impl RoutesBench {
             black_box(network.all_routes(&down));
             samples.push(start.elapsed());
         }
-        println!(
+        outln!(
             "all-pairs tables, {} managers / {} links: {}",
             self.all_pairs_managers,
             network.graph().edge_count(),
             super::summary(&mut samples)
-        );
+        )?;
         Ok(ExitCode::SUCCESS)
     }
 

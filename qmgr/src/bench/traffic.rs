@@ -14,6 +14,7 @@
 //! returned, when none has come for [`DRAIN_DEADLINE`]: what is still missing then is lost.
 //! Every consumer's samples are merged when it stops, so no sample is dropped.
 
+use qmgr::outln;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
@@ -480,24 +481,25 @@ pub(super) fn print_results(
     put_elapsed: Duration,
     elapsed: Duration,
     histogram: &Histogram<u64>,
-) {
-    println!(
+) -> Result<(), qmgr::cli::output::OutputError> {
+    outln!(
         "throughput: {rate:.0} msg/s, {:.1} MB/s (puts done in {:.2} s, all got in {:.2} s)",
         rate * size as f64 / 1e6,
         put_elapsed.as_secs_f64(),
         elapsed.as_secs_f64()
-    );
+    )?;
     if !histogram.is_empty() {
         let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-        println!(
+        outln!(
             "latency put->get: p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms ({} samples)",
             ms(0.5),
             ms(0.99),
             ms(0.999),
             histogram.max() as f64 / 1000.0,
             histogram.len()
-        );
+        )?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

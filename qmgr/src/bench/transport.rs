@@ -11,6 +11,7 @@
 //! No journal, no channel protocol, no API, no acks: what a `bench forward` run costs beyond
 //! this is the product's own.
 
+use qmgr::outln;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, mpsc};
@@ -151,26 +152,31 @@ impl TransportBench {
             reordered += report.reordered;
             reports.push((name, report));
         }
-        self.print(&reports);
+        self.print(&reports)?;
         let verdict = job.ledger.verdict(&[self.count], reordered);
-        verdict.print();
+        verdict.print()?;
         Ok(verdict.exit_code())
     }
 
-    fn print(&self, reports: &[(ManagerName, NodeReport)]) {
+    fn print(
+        &self,
+        reports: &[(ManagerName, NodeReport)],
+    ) -> Result<(), qmgr::cli::output::OutputError> {
         let count = self.count as f64;
         let elapsed = reports
             .last()
             .map_or(Duration::ZERO, |(_, last)| last.elapsed);
         let rate = count / elapsed.as_secs_f64().max(1e-9);
-        println!(
+        outln!(
             "transport: {} hop(s), {} x {} B on one stream per link, mutual TLS, no journal",
-            self.hops, self.count, self.size
-        );
-        println!(
+            self.hops,
+            self.count,
+            self.size
+        )?;
+        outln!(
             "throughput: {rate:.0} msg/s, {:.1} MB/s (last endpoint, first byte to last)",
             rate * (self.size as f64 + 4.0) / 1e6
-        );
+        )?;
         let mut line = String::from("cpu per message:");
         let mut total = 0.0;
         for (name, report) in reports {
@@ -178,7 +184,8 @@ impl TransportBench {
             total += micros;
             line.push_str(&format!(" {name} {micros:.1} µs,"));
         }
-        println!("{line} all {total:.1} µs (each endpoint's own thread, 10 ms resolution)");
+        outln!("{line} all {total:.1} µs (each endpoint's own thread, 10 ms resolution)")?;
+        Ok(())
     }
 }
 

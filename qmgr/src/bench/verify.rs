@@ -22,6 +22,7 @@
 //! claim: `always` for a manager the bench was given, the one asked for where the bench started
 //! the managers itself.
 
+use qmgr::outln;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -343,10 +344,11 @@ impl Verdict {
     }
 
     /// Prints [`Verdict::lines`].
-    pub(super) fn print(&self) {
+    pub(super) fn print(&self) -> Result<(), qmgr::cli::output::OutputError> {
         for line in self.lines() {
-            println!("{line}");
+            outln!("{line}")?;
         }
+        Ok(())
     }
 }
 

@@ -168,7 +168,7 @@ pub enum FrameError {
     },
     /// The bytes are not a valid frame.
     #[error("malformed channel frame: {0}")]
-    Malformed(#[source] postcard::Error),
+    Malformed(postcard::Error),
     /// The frame decoded but left bytes unread inside its length.
     #[error("channel frame has {bytes} trailing bytes")]
     Trailing {

@@ -120,11 +120,10 @@ pub enum QuicError {
     #[error("cannot resolve {address}: {reason}")]
     Resolve { address: String, reason: String },
     /// The UDP socket could not be set up.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}: {error}")]
     Bind {
         address: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// rustls configurations quinn cannot use.
     #[error("TLS configuration unusable for QUIC: {0}")]

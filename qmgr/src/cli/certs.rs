@@ -1,6 +1,7 @@
 //! `qmgr certs ...`: make the development certificates that managers' links authenticate
 //! with. Offline: reads a topology file, writes a folder, never talks to a manager.
 
+use crate::outln;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -69,10 +70,10 @@ fn init(topology_file: &Path, out: &Path, force: bool) -> anyhow::Result<ExitCod
         certs::Fate::Created => format!(" (development CA, valid for {VALIDITY_DAYS} days)"),
         _ => String::new(),
     };
-    println!("{}: {CA_CERT_FILE}, {CA_KEY_FILE}{ca_note}", report.ca);
+    outln!("{}: {CA_CERT_FILE}, {CA_KEY_FILE}{ca_note}", report.ca)?;
     for (manager, fate) in &report.managers {
-        println!("{fate}: {manager}.pem, {manager}.key");
+        outln!("{fate}: {manager}.pem, {manager}.key")?;
     }
-    println!("in {}", out.display());
+    outln!("in {}", out.display())?;
     Ok(ExitCode::SUCCESS)
 }

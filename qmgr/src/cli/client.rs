@@ -5,45 +5,22 @@
 //! `poll`, `watch` and `browse` print bodies only, one per line. A get that times out prints
 //! nothing and exits 0.
 
-use std::io::{BufRead, IsTerminal, Write};
+use super::output::{self, OutputError};
+use super::units;
+use crate::outln;
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
-use hopmq::protocol::{QueueStatus, RouteStatus, Status};
-use hopmq::{Client, GetOptions, Message};
+use hopmq::{GetOptions, Message};
 
 /// The most messages `put` sends in one atomic batch when reading stdin.
 const STDIN_BATCH_MAX: usize = 256;
 
-/// Where the manager is: `--socket`, else `$HOPMQ_SOCKET`, else ./qmgr-data/qmgr.sock.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Connection {
-    /// The manager's API socket.
-    #[arg(long, global = true, value_name = "PATH")]
-    socket: Option<PathBuf>,
-}
-
-impl Connection {
-    pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")
-    }
-
-    pub(crate) async fn client(&self) -> anyhow::Result<Client> {
-        let path = self
-            .socket
-            .clone()
-            .unwrap_or_else(hopmq::client::socket_path_default);
-        Client::connect_to(&path)
-            .await
-            .with_context(|| format!("cannot reach the manager at {}", path.display()))
-    }
-}
+pub(crate) use super::connection::Connection;
 
 /// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -136,37 +113,80 @@ impl PutArgs {
             };
             if let Some(body) = single {
                 let id = client.put(&self.address, self.message(body)).await?;
-                println!("{id}");
+                outln!("{id}")?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let progress = std::io::stderr().is_terminal();
-            let mut total = 0usize;
-            let mut batch = Vec::with_capacity(STDIN_BATCH_MAX);
-            let stdin = std::io::stdin().lock();
-            let mut lines = stdin.lines();
-            loop {
-                let line = lines.next().transpose().context("cannot read stdin")?;
-                let end = line.is_none();
-                if let Some(line) = line {
-                    batch.push((self.address.clone(), self.message(line.into_bytes())));
-                }
-                if batch.len() == STDIN_BATCH_MAX || (end && !batch.is_empty()) {
-                    total += client.put_batch(std::mem::take(&mut batch)).await?.len();
-                    if progress {
-                        eprint!("\rput {total} messages");
-                    }
-                }
-                if end {
-                    break;
-                }
-            }
-            if progress {
-                eprintln!();
-            }
-            eprintln!("put {total} messages to {}", self.address);
-            Ok(ExitCode::SUCCESS)
+            self.put_lines(&client).await
         })
     }
+
+    /// Puts each line of stdin as one message, in batches; a line that is not UTF-8 stops it,
+    /// named by its number.
+    async fn put_lines(&self, client: &hopmq::Client) -> anyhow::Result<ExitCode> {
+        let mut stdin = std::io::stdin().lock();
+        if stdin.is_terminal() {
+            // Otherwise a newcomer sees a command that hangs.
+            eprintln!(
+                "reading messages for {} from standard input, one per line; end with Ctrl-D",
+                self.address
+            );
+        }
+        let progress = std::io::stderr().is_terminal();
+        let mut total = 0u64;
+        let mut number = 0u64;
+        let mut batch = Vec::with_capacity(STDIN_BATCH_MAX);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let end = stdin
+                .read_until(b'\n', &mut line)
+                .context("cannot read stdin")?
+                == 0;
+            if !end {
+                number += 1;
+                let text = String::from_utf8(strip_line_end(std::mem::take(&mut line)))
+                    .map_err(|e| not_utf8(number, e.utf8_error().valid_up_to(), total))?;
+                batch.push((self.address.clone(), self.message(text.into_bytes())));
+            }
+            if batch.len() == STDIN_BATCH_MAX || (end && !batch.is_empty()) {
+                total += client.put_batch(std::mem::take(&mut batch)).await?.len() as u64;
+                if progress {
+                    eprint!("\rput {}", units::count(total, "message", "messages"));
+                }
+            }
+            if end {
+                break;
+            }
+        }
+        if progress {
+            eprintln!();
+        }
+        let put = units::count(total, "message", "messages");
+        eprintln!("put {put} to {}", self.address);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// A line without its `\n` or `\r\n`, as `BufRead::lines` gives it.
+fn strip_line_end(mut line: Vec<u8>) -> Vec<u8> {
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+    line
+}
+
+/// Why `put` stopped at line `number` of stdin, and what it had put by then.
+fn not_utf8(number: u64, valid_up_to: usize, put: u64) -> anyhow::Error {
+    anyhow::anyhow!(
+        "stdin line {number} is not valid UTF-8 (from byte {}): each line is one text message, \
+         a binary body goes with --file; {} put before it, none from line {} on",
+        valid_up_to + 1,
+        units::count(put, "message was", "messages were"),
+        put + 1
+    )
 }
 
 /// How to print received messages.
@@ -178,16 +198,15 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    fn print(&self, message: &Message) -> anyhow::Result<()> {
-        let mut out = std::io::stdout().lock();
+    /// Prints one message, flushed at once: a `watch` may wait long for the next.
+    fn print(&self, message: &Message) -> Result<(), OutputError> {
         if self.json {
-            writeln!(out, "{}", to_json(message))?;
+            outln!("{}", to_json(message))?;
         } else {
-            out.write_all(&message.body)?;
-            out.write_all(b"\n")?;
+            output::write_bytes(&message.body)?;
+            outln!()?;
         }
-        out.flush()?;
-        Ok(())
+        output::flush()
     }
 }
 
@@ -286,6 +305,19 @@ fn take(
 ) -> anyhow::Result<ExitCode> {
     Connection::runtime()?.block_on(async {
         let client = connection.client().await?;
+        let existed = queue_exists(&client, queue).await?;
+        if !existed {
+            // Asked first: a queue homed on another manager is refused at once, naming it,
+            // and the note below would be wrong then.
+            client.browse(queue, 1).await?;
+            if !timeout.is_zero() {
+                eprintln!(
+                    "no queue `{queue}` on this manager yet; waiting up to {} for a put to \
+                     create it",
+                    units::duration(timeout)
+                );
+            }
+        }
         let mut left = count;
         while left > 0 {
             let max = left.min(u64::from(hopmq::protocol::BATCH_MESSAGES_MAX)) as u32;
@@ -304,8 +336,27 @@ fn take(
                 output.print(message)?;
             }
         }
+        if left == count && !existed && !queue_exists(&client, queue).await? {
+            return Err(no_queue(queue));
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Whether the manager holds `queue` now (a read never creates one).
+async fn queue_exists(client: &hopmq::Client, queue: &str) -> anyhow::Result<bool> {
+    // `QUEUE@MANAGER` is read only at MANAGER: its queue is the part before the `@`.
+    let name = queue.split('@').next().unwrap_or(queue);
+    let status = client.status().await?;
+    Ok(status.queues.iter().any(|q| q.name == name))
+}
+
+/// What a read of a queue that does not exist says (it is not created by the read).
+fn no_queue(queue: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no queue `{queue}` on this manager: nothing was ever put to it here (a put creates \
+         it, as does `qmgr declare {queue}`)"
+    )
 }
 
 /// Print every message put into a queue from now on (they stay in the queue).
@@ -328,7 +379,14 @@ impl WatchArgs {
             let client = self.connection.client().await?;
             let mut subscription = client.subscribe(&self.queue).await?;
             // Scripts wait for this line before putting, so no message is missed.
-            eprintln!("watching {}", self.queue);
+            if queue_exists(&client, &self.queue).await? {
+                eprintln!("watching {}", self.queue);
+            } else {
+                eprintln!(
+                    "watching {} (no such queue here yet: the first put creates it)",
+                    self.queue
+                );
+            }
             let mut seen = 0;
             while self.count.is_none_or(|count| seen < count) {
                 let Some(message) = subscription.next().await else {
@@ -360,154 +418,15 @@ impl BrowseArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         Connection::runtime()?.block_on(async {
             let client = self.connection.client().await?;
-            for message in client.browse(&self.queue, self.max).await? {
-                self.output.print(&message)?;
+            let messages = client.browse(&self.queue, self.max).await?;
+            if messages.is_empty() && !queue_exists(&client, &self.queue).await? {
+                return Err(no_queue(&self.queue));
+            }
+            for message in &messages {
+                self.output.print(message)?;
             }
             Ok(ExitCode::SUCCESS)
         })
-    }
-}
-
-/// Show the manager's queues, depths, store, links and routes.
-#[derive(Debug, clap::Args)]
-pub struct StatusArgs {
-    /// The status as one JSON object.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    connection: Connection,
-}
-
-impl StatusArgs {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
-        Connection::runtime()?.block_on(async {
-            let status = self.connection.client().await?.status().await?;
-            if self.json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            print_status(&status);
-            Ok(ExitCode::SUCCESS)
-        })
-    }
-}
-
-/// The human-readable status: a summary, then a table each of queues, links and routes.
-fn print_status(status: &Status) {
-    print_summary(status);
-    print_queues(&status.queues);
-    print_links(status);
-    print_routes(&status.routes);
-}
-
-/// The manager, its counters, its topology and its store.
-fn print_summary(status: &Status) {
-    println!(
-        "manager {} (hopmq {}), up {}s",
-        status.manager, status.version, status.uptime_secs
-    );
-    println!(
-        "messages put {}, delivered {}",
-        status.messages_put, status.messages_delivered
-    );
-    let topology = &status.topology;
-    if let Some(file) = &topology.file {
-        println!(
-            "topology {file}, version {} ({} managers)",
-            topology.version,
-            topology.managers.len()
-        );
-    }
-    if let Some(refused) = &topology.refused {
-        println!(
-            "refused edit, version {}: {}",
-            refused.version, refused.error
-        );
-    }
-    let store = &status.store;
-    println!(
-        "store: {} segments, {} bytes, {} commits, last batch {} records, sync {}",
-        store.segments, store.bytes, store.commits, store.last_batch_records, store.sync
-    );
-}
-
-fn print_queues(queues: &[QueueStatus]) {
-    println!(
-        "{:<32} {:>10} {:>8} {:>12} {:>12}",
-        "queue", "depth", "leased", "bytes", "oldest"
-    );
-    for q in queues {
-        let oldest = q
-            .oldest_age_ms
-            .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
-        println!(
-            "{:<32} {:>10} {:>8} {:>12} {:>12}",
-            q.name, q.depth, q.leased, q.bytes, oldest
-        );
-    }
-}
-
-/// The links table (under the forwarding counters), with a link's last error under it while
-/// it is not up; nothing for a manager without links.
-fn print_links(status: &Status) {
-    if !status.links.is_empty() {
-        println!(
-            "forwarded {}, expired in transit {}",
-            status.messages_forwarded, status.messages_expired
-        );
-        println!(
-            "{:<20} {:<12} {:<8} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
-            "link",
-            "state",
-            "routing",
-            "inbound",
-            "rtt",
-            "waiting",
-            "oldest",
-            "sent",
-            "acked",
-            "received"
-        );
-    }
-    for link in &status.links {
-        let rtt = link
-            .rtt_us
-            .map_or("-".to_owned(), |us| format!("{:.2}ms", us as f64 / 1000.0));
-        let oldest = link
-            .transmission_oldest_age_ms
-            .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
-        println!(
-            "{:<20} {:<12} {:<8} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
-            link.neighbour,
-            link.state,
-            link.routing,
-            if link.inbound { "up" } else { "down" },
-            rtt,
-            link.transmission_depth,
-            oldest,
-            link.messages_sent,
-            link.messages_acked,
-            link.messages_received,
-        );
-        if link.state != "up" {
-            if let Some(error) = &link.last_error {
-                println!("{:<20} last error: {error}", "");
-            }
-        }
-    }
-}
-
-fn print_routes(routes: &[RouteStatus]) {
-    if !routes.is_empty() {
-        println!("{:<20} {:<20} {:>6}", "route to", "next hop", "cost");
-    }
-    for route in routes {
-        println!(
-            "{:<20} {:<20} {:>6}",
-            route.destination,
-            route.next_hop.as_deref().unwrap_or("(unreachable)"),
-            route.cost.map_or("-".to_owned(), |c| c.to_string()),
-        );
     }
 }
 

@@ -2,9 +2,14 @@
 
 pub(crate) mod certs;
 pub(crate) mod client;
+pub(crate) mod connection;
+pub mod docs;
 pub(crate) mod network;
+pub mod output;
 pub(crate) mod run;
+pub(crate) mod status;
 pub(crate) mod topology;
+pub(crate) mod units;
 
 use std::process::ExitCode;
 
@@ -27,7 +32,7 @@ pub enum Command {
     /// Print the messages waiting in a local queue without taking them.
     Browse(client::BrowseArgs),
     /// Show the manager's queues, depths and store.
-    Status(client::StatusArgs),
+    Status(status::StatusArgs),
     /// Create a local queue.
     Declare(client::DeclareArgs),
     /// Delete an empty local queue.

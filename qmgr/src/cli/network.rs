@@ -1,6 +1,7 @@
 //! The commands that look at and steer a running manager's routing: `qmgr routes`,
 //! `qmgr link up|down NAME` and `qmgr reload`. Thin uses of the `hopmq` client.
 
+use crate::{out, outln};
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -35,9 +36,9 @@ impl RoutesArgs {
                     })).collect::<Vec<_>>(),
                     "network": status.network,
                 });
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                outln!("{}", serde_json::to_string_pretty(&value)?)?;
             } else {
-                print!("{}", routes_text(&status));
+                out!("{}", routes_text(&status))?;
             }
             Ok(ExitCode::SUCCESS)
         })
@@ -146,20 +147,22 @@ impl ReloadArgs {
         Connection::runtime()?.block_on(async {
             let outcome = self.connection.client().await?.reload().await?;
             if outcome.changes.is_empty() {
-                println!("topology version {}: no changes", outcome.version);
+                outln!("topology version {}: no changes", outcome.version)?;
             } else {
-                println!(
+                outln!(
                     "topology version {} applied; {} waiting messages moved",
-                    outcome.version, outcome.moved
-                );
+                    outcome.version,
+                    outcome.moved
+                )?;
                 for change in &outcome.changes {
-                    println!("{change}");
+                    outln!("{change}")?;
                 }
                 for s in &outcome.stranded {
-                    println!(
+                    outln!(
                         "{} messages in flight to {} wait for that link to return",
-                        s.messages, s.neighbour
-                    );
+                        s.messages,
+                        s.neighbour
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)

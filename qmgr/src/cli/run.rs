@@ -56,14 +56,19 @@ impl RunArgs {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); colours only on a terminal, so a
-/// log file stays plain text.
+/// log file stays plain text, and never with `NO_COLOR` set (no-color.org).
 fn init_logging() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal() && !no_color())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Whether the user asked for no colours: `NO_COLOR` set to anything but the empty string.
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty())
 }

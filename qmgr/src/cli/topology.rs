@@ -3,6 +3,7 @@
 //! network with its live link states (`dot --live`) or show what an edit would change before
 //! it is made (`plan`).
 
+use crate::{out, outln};
 use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -94,7 +95,7 @@ pub enum TopologyCommand {
 impl TopologyCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
-            Self::Check { file } => Ok(check(&file)),
+            Self::Check { file } => check(&file),
             Self::Routes {
                 file,
                 from,
@@ -124,7 +125,7 @@ impl TopologyCommand {
                 base_port,
                 cost_max,
             } => {
-                print!(
+                out!(
                     "{}",
                     mesh(MeshSpec {
                         managers,
@@ -133,7 +134,7 @@ impl TopologyCommand {
                         base_port,
                         cost_max
                     })?
-                );
+                )?;
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -144,7 +145,7 @@ impl TopologyCommand {
 fn print_routes(file: &Path, from: &str, down: &[String], json: bool) -> anyhow::Result<ExitCode> {
     let topology = load(file)?;
     let down = down_links(&topology, down)?;
-    print!("{}", routes(&topology, from, &down, json)?);
+    out!("{}", routes(&topology, from, &down, json)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -158,7 +159,7 @@ fn print_live_dot(connection: &Connection) -> anyhow::Result<ExitCode> {
             .await
             .map_err(anyhow::Error::from)
     })?;
-    print!("{}", live_dot(&status)?);
+    out!("{}", live_dot(&status)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -166,7 +167,7 @@ fn print_live_dot(connection: &Connection) -> anyhow::Result<ExitCode> {
 fn print_dot(file: &Path, from: Option<&str>, down: &[String]) -> anyhow::Result<ExitCode> {
     let topology = load(file)?;
     let down = down_links(&topology, down)?;
-    print!("{}", dot(&topology, from, &down)?);
+    out!("{}", dot(&topology, from, &down)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -183,48 +184,45 @@ fn print_plan(file: &Path, connection: &Connection) -> anyhow::Result<ExitCode> 
             .await
             .map_err(anyhow::Error::from)
     })?;
-    print!("{}", plan_text(&plan));
+    out!("{}", plan_text(&plan))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_diff(old: &Path, new: &Path) -> anyhow::Result<ExitCode> {
     let diff = TopologyDiff::between(&load(old)?, &load(new)?);
     if diff.is_empty() {
-        println!("no changes");
+        outln!("no changes")?;
     } else {
-        print!("{diff}");
+        out!("{diff}")?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Prints every finding with its source line; exit code 1 when the file is refused.
-fn check(file: &Path) -> ExitCode {
+fn check(file: &Path) -> anyhow::Result<ExitCode> {
     match hopmq_routing::load(file) {
         Ok(Checked { topology, warnings }) => {
             for warning in &warnings {
                 eprint!("{}", warning.render());
             }
-            println!(
+            outln!(
                 "{}: ok: {} managers, {} links, {} queues, {} warnings",
                 file.display(),
                 topology.managers().len(),
                 topology.links().len(),
                 topology.queues().len(),
                 warnings.len()
-            );
-            ExitCode::SUCCESS
+            )?;
+            Ok(ExitCode::SUCCESS)
         }
         Err(TopologyError::Invalid { errors }) => {
             for error in &errors {
                 eprint!("{}", error.render());
             }
             eprintln!("{}: refused: {} error(s)", file.display(), errors.len());
-            ExitCode::FAILURE
+            Ok(ExitCode::FAILURE)
         }
-        Err(other) => {
-            eprintln!("error: {other}");
-            ExitCode::FAILURE
-        }
+        Err(other) => Err(other.into()),
     }
 }
 

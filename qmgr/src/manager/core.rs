@@ -329,24 +329,60 @@ impl Core {
             .unwrap_or_else(|| unreachable!("inserted above"))
     }
 
-    /// A local queue an application may use, created on first use when allowed.
-    /// A local queue an application may take from, subscribe to or delete: not one of the
-    /// manager's own (`hopmq.*`), whose messages are on their way elsewhere.
-    fn app_queue(&mut self, name: &str) -> Result<QueueName, ApiError> {
+    /// A local queue an application may take from or subscribe to: not one of the manager's
+    /// own (`hopmq.*`), whose messages are on their way elsewhere. Never created here.
+    fn app_queue(&self, name: &str) -> Result<QueueName, ApiError> {
         if name.starts_with(SYSTEM_QUEUE_PREFIX) {
             return Err(ApiError::BadRequest {
                 reason: format!("queue `{name}` belongs to the manager; it can only be browsed"),
             });
         }
-        self.local_queue(name)
+        self.read_queue(name)
     }
 
-    /// A local queue, created on first use when allowed (never a `hopmq.*` one).
-    fn local_queue(&mut self, name: &str) -> Result<QueueName, ApiError> {
-        let queue = QueueName::new(name).map_err(|e| ApiError::BadRequest {
-            reason: e.to_string(),
-        })?;
-        self.local_queue_named(queue)
+    /// The local queue a read (get, browse, watch) names. A read never creates a queue (puts
+    /// and `declare` do), so the queue may not exist yet: a get then waits for a put to make
+    /// it, a poll or a browse finds nothing. `QUEUE@MANAGER` is this manager's `QUEUE`, or
+    /// refused if it names another (reads are local); a queue the topology homes elsewhere is
+    /// refused naming its home, unless this manager holds one by that name (an old home keeps
+    /// its messages).
+    fn read_queue(&self, name: &str) -> Result<QueueName, ApiError> {
+        let address: Address =
+            name.parse()
+                .map_err(|e: hopmq::NameError| ApiError::BadRequest {
+                    reason: e.to_string(),
+                })?;
+        let named_here = match &address.manager {
+            Some(manager) if *manager != self.name => {
+                return Err(ApiError::NotLocal {
+                    queue: address.queue.to_string(),
+                    manager: manager.to_string(),
+                });
+            }
+            Some(_) => true,
+            None => false,
+        };
+        let queue = address.queue;
+        if self.queues.contains_key(&queue) {
+            return Ok(queue);
+        }
+        let home = self
+            .routing
+            .topology()
+            .queue(queue.as_str())
+            .map(|q| &q.home);
+        if let Some(home) = home.filter(|home| !named_here && **home != self.name) {
+            return Err(ApiError::QueueElsewhere {
+                queue: queue.to_string(),
+                home: home.to_string(),
+            });
+        }
+        if queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) || !self.limits.auto_create_queues {
+            return Err(ApiError::UnknownQueue {
+                queue: queue.to_string(),
+            });
+        }
+        Ok(queue)
     }
 
     /// `queue` if it exists here, or may be created (and then is).

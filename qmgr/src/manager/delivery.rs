@@ -98,9 +98,22 @@ pub(crate) fn stored(payload: &[u8]) -> Result<StoredMessage<'_>, RecordError> {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ReplyError {
     #[error("cannot decode a queued message: {0}")]
-    Decode(#[from] RecordError),
+    Decode(RecordError),
     #[error("the messages make too large a reply ({0}); ask for fewer")]
-    TooLarge(#[from] FrameError),
+    TooLarge(FrameError),
+}
+
+// Not `#[from]`, which would make the cause the `source` too: the messages state it already.
+impl From<RecordError> for ReplyError {
+    fn from(error: RecordError) -> Self {
+        Self::Decode(error)
+    }
+}
+
+impl From<FrameError> for ReplyError {
+    fn from(error: FrameError) -> Self {
+        Self::TooLarge(error)
+    }
 }
 
 /// The frame answering get request `request` with `messages`: each a payload, its entry, its

@@ -71,15 +71,14 @@ pub enum RecoverError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A record passed its checksum but does not decode: written by another build.
-    #[error("journal record at segment {segment} offset {offset}: {source}")]
+    #[error("journal record at segment {segment} offset {offset}: {error}")]
     Record {
         /// Its segment.
         segment: u64,
         /// Its offset.
         offset: u64,
         /// Why.
-        #[source]
-        source: RecordError,
+        error: RecordError,
     },
     /// A record names an invalid queue.
     #[error("journal record at segment {segment} offset {offset} names invalid queue `{queue}`")]
@@ -119,10 +118,10 @@ pub struct Replay {
 impl Replay {
     /// Applies one intact record.
     pub fn record(&mut self, location: Location, payload: &[u8]) -> Result<(), RecoverError> {
-        let at = |source| RecoverError::Record {
+        let at = |error| RecoverError::Record {
             segment: location.segment,
             offset: location.offset,
-            source,
+            error,
         };
         match record::decode(payload).map_err(at)? {
             Record::Enqueue(message) => self.enqueue(location, &message)?,

@@ -15,6 +15,8 @@ use super::{Command, Core, Now, ToClient, recover};
 use crate::config::SyncMode;
 use crate::store::{JournalConfig, SyncPolicy};
 
+mod reads;
+
 const NOW: u64 = 1_000_000;
 
 /// The moment `ms` milliseconds into a test, on both clocks.

@@ -8,11 +8,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A file operation failed.
-    #[error("journal I/O on {path}: {source}")]
+    #[error("journal I/O on {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A new segment could not be created: no space left (or the configured `disk_bytes_max`
     /// reached). Everything already stored is intact; appends work again once space returns.
@@ -90,12 +89,11 @@ pub enum StoreError {
     #[error("the journal is closed")]
     Closed,
     /// The caller's replay function refused a record during recovery.
-    #[error("replaying the record at segment {segment} offset {offset}: {source}")]
+    #[error("replaying the record at segment {segment} offset {offset}: {error}")]
     Replay {
         segment: u64,
         offset: u64,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -116,19 +114,19 @@ impl std::fmt::Display for RecordCount {
 }
 
 impl StoreError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 
     /// A copy for the next waiter of the same failed batch (io::Error is not Clone).
     pub(crate) fn duplicate(&self) -> Self {
         match self {
-            Self::Io { path, source } => Self::Io {
+            Self::Io { path, error } => Self::Io {
                 path: path.clone(),
-                source: std::io::Error::new(source.kind(), source.to_string()),
+                error: std::io::Error::new(error.kind(), error.to_string()),
             },
             Self::DiskFull {
                 dir,

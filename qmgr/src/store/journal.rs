@@ -397,11 +397,11 @@ impl Journal {
             .ok_or_else(|| not_found("no such segment (deleted?)"))?;
         let mut bytes = vec![0u8; (RECORD_HEADER_BYTES + u64::from(location.len)) as usize];
         file.read_exact_at(&mut bytes, location.offset)
-            .map_err(|source| match source.kind() {
+            .map_err(|error| match error.kind() {
                 std::io::ErrorKind::UnexpectedEof => not_found("past the end of the segment"),
                 _ => StoreError::io(
                     segment_path(&self.inner.shared.dir, location.segment),
-                    source,
+                    error,
                 ),
             })?;
         match decode_record(&bytes, location.segment, location.offset, 0) {

@@ -300,7 +300,11 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// lives in its parent, so each parent that gained one is synced. Without it a power cut may
 /// take a freshly made data directory away, with every message acknowledged in it.
 pub fn create_dir_durably(dir: &Path) -> Result<(), StoreError> {
-    let missing: Vec<&Path> = dir.ancestors().take_while(|path| !path.exists()).collect();
+    // A relative path ends in "", which never exists and is no folder to make.
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|path| !path.as_os_str().is_empty() && !path.exists())
+        .collect();
     for path in missing.iter().rev() {
         match std::fs::create_dir(path) {
             Ok(()) => {}

@@ -23,25 +23,22 @@ pub enum Error {
     #[error("backing folder {path} is not a directory")]
     Backing { path: PathBuf },
     /// An I/O error on a named file.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The mount syscall (or the session set-up after it) failed.
-    #[error("cannot mount {mountpoint}: {source}")]
+    #[error("cannot mount {mountpoint}: {error}")]
     Mount {
         mountpoint: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Unmounting failed.
-    #[error("cannot unmount {mountpoint}: {source}")]
+    #[error("cannot unmount {mountpoint}: {error}")]
     Unmount {
         mountpoint: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A control command was not understood.
     #[error("bad control command {command:?}: {reason}")]
@@ -63,10 +60,10 @@ pub enum Error {
 
 impl Error {
     /// An [`Error::Io`] on `path`.
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 }

@@ -90,16 +90,16 @@ pub(crate) fn session(
     }
     let shared = Shared::new(&backing)?;
     let filesystem = CrashFs::new(Arc::clone(&shared));
-    let session = Session::new(filesystem, mountpoint, &config()).map_err(|source| {
+    let session = Session::new(filesystem, mountpoint, &config()).map_err(|error| {
         // Refused by the kernel (EPERM without CAP_SYS_ADMIN), then no fusermount to fall
         // back to (NotFound): this machine does not let us mount.
-        match source.kind() {
+        match error.kind() {
             std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => {
-                Error::Unavailable(format!("mounting is not permitted: {source}"))
+                Error::Unavailable(format!("mounting is not permitted: {error}"))
             }
             _ => Error::Mount {
                 mountpoint: mountpoint.to_owned(),
-                source,
+                error,
             },
         }
     })?;
@@ -121,9 +121,9 @@ impl Mount {
     /// from a background thread; it is ready when this returns.
     pub fn new(backing: &Path, mountpoint: &Path) -> Result<Self, Error> {
         let (session, shared) = session(backing, mountpoint)?;
-        let session = session.spawn().map_err(|source| Error::Mount {
+        let session = session.spawn().map_err(|error| Error::Mount {
             mountpoint: mountpoint.to_owned(),
-            source,
+            error,
         })?;
         Ok(Self {
             session: Some(session),
@@ -164,13 +164,13 @@ impl Mount {
         };
         match session.umount_and_join() {
             Ok(()) => Ok(()),
-            Err(source) => {
+            Err(error) => {
                 // Busy (a file still open): detach it; the kernel ends the session when the
                 // last user lets go, and the serving thread with it.
-                warn!(mountpoint = %self.mountpoint.display(), error = %source, "unmount failed; detaching");
+                warn!(mountpoint = %self.mountpoint.display(), error = %error, "unmount failed; detaching");
                 detach(&self.mountpoint).map_err(|_| Error::Unmount {
                     mountpoint: self.mountpoint.clone(),
-                    source,
+                    error,
                 })
             }
         }
@@ -200,9 +200,9 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), Error> {
     } else {
         rustix::mount::UnmountFlags::empty()
     };
-    let failed = |source: std::io::Error| Error::Unmount {
+    let failed = |error: std::io::Error| Error::Unmount {
         mountpoint: mountpoint.to_owned(),
-        source,
+        error,
     };
     match rustix::mount::unmount(mountpoint, flags) {
         Ok(()) => Ok(()),

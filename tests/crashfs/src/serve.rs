@@ -26,9 +26,9 @@ pub struct ServeOptions {
 pub fn serve(backing: &Path, mountpoint: &Path, options: ServeOptions) -> Result<(), Error> {
     let (mut session, _shared) = mount::session(backing, mountpoint)?;
     let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|source| Error::Mount {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|error| Error::Mount {
         mountpoint: mountpoint.to_owned(),
-        source,
+        error,
     })?;
     let signals_handle = signals.handle();
     {
@@ -53,9 +53,9 @@ pub fn serve(backing: &Path, mountpoint: &Path, options: ServeOptions) -> Result
     let served = session.run();
     signals_handle.close();
     info!(mountpoint = %mountpoint.display(), "unmounted");
-    served.map_err(|source| Error::Mount {
+    served.map_err(|error| Error::Mount {
         mountpoint: mountpoint.to_owned(),
-        source,
+        error,
     })
 }
 

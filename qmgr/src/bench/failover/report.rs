@@ -2,6 +2,8 @@
 //! bench prints.
 
 use super::*;
+use qmgr::cli::output::OutputError;
+use qmgr::outln;
 
 /// The arrivals of a run, in the order they arrived, read against its timeline.
 pub(super) struct Findings<'a> {
@@ -26,23 +28,23 @@ impl Findings<'_> {
     }
 
     /// (1) The first arrival via charlie, whenever it was put; false if there was none.
-    pub(super) fn failover(&self) -> bool {
+    pub(super) fn failover(&self) -> Result<bool, OutputError> {
         let failover = self
             .arrivals
             .iter()
             .find(|a| a.via == Via::Charlie && a.arrived_us >= self.timeline.kill_us);
         match failover {
-            Some(a) => println!(
+            Some(a) => outln!(
                 "failover: first arrival via {CHARLIE} {:.1} ms after the kill",
                 self.after_kill(a.arrived_us)
-            ),
-            None => println!("failover: no message ever arrived via {CHARLIE}"),
+            )?,
+            None => outln!("failover: no message ever arrived via {CHARLIE}")?,
         }
-        failover.is_some()
+        Ok(failover.is_some())
     }
 
     /// (2) The longest silence at delta that overlaps the outage.
-    pub(super) fn longest_gap(&self) {
+    pub(super) fn longest_gap(&self) -> Result<(), OutputError> {
         let Timeline {
             kill_us,
             restart_us,
@@ -55,17 +57,18 @@ impl Findings<'_> {
             .map(|pair| (pair[1].arrived_us - pair[0].arrived_us, pair))
             .max_by_key(|(gap, _)| *gap);
         if let Some((gap, pair)) = gap {
-            println!(
+            outln!(
                 "longest gap at {DELTA} during the outage: {:.1} ms (from {} the kill to {} it)",
                 ms(gap),
                 self.around_kill(pair[0].arrived_us),
                 self.around_kill(pair[1].arrived_us),
-            );
+            )?;
         }
+        Ok(())
     }
 
     /// (3) Messages put after the kill: when the first got through, and their latency.
-    pub(super) fn flowing_again(&self) {
+    pub(super) fn flowing_again(&self) -> Result<(), OutputError> {
         let Timeline {
             kill_us,
             restart_us,
@@ -77,24 +80,25 @@ impl Findings<'_> {
             .iter()
             .find(|a| a.via == Via::Charlie && a.put_us() >= kill_us)
         {
-            Some(a) => println!(
+            Some(a) => outln!(
                 "flowing again: first message put after the kill got via {CHARLIE} {:.1} ms \
                  after the kill ({:.1} ms after it was put)",
                 self.after_kill(a.arrived_us),
                 ms(a.arrived_us.saturating_sub(a.put_us()))
-            ),
-            None => println!("flowing again: no message put after the kill got via {CHARLIE}"),
+            )?,
+            None => outln!("flowing again: no message put after the kill got via {CHARLIE}")?,
         }
         let outage = self.latencies(kill_us, restart_us);
         let steady = self.latencies(kill_us + dead_interval_us, restart_us);
-        println!(
+        outln!(
             "latency put->get of the {} put while {BRAVO} was down: {}; of the {} put after \
              kill + dead interval: {}",
             outage.len(),
             latency_summary(outage),
             steady.len(),
             latency_summary(steady),
-        );
+        )?;
+        Ok(())
     }
 
     /// Put→get latencies of the messages put from `from_us` to `to_us`.
@@ -108,7 +112,7 @@ impl Findings<'_> {
 
     /// (4) Messages that waited with bravo (in flight on its channel, or stored on it), and
     /// any that went via bravo when it should have been routed around.
-    pub(super) fn stranded(&self) {
+    pub(super) fn stranded(&self) -> Result<(), OutputError> {
         let Timeline {
             kill_us,
             restart_us,
@@ -125,7 +129,7 @@ impl Findings<'_> {
             })
             .collect();
         match (stranded.iter().map(|a| a.put_us()).min(), stranded.last()) {
-            (Some(first_put), Some(last)) => println!(
+            (Some(first_put), Some(last)) => outln!(
                 "stranded with {BRAVO}: {} message(s), put from {} to {} the kill, got via \
                  {BRAVO} {:.1} ms to {:.1} ms after its restart",
                 stranded.len(),
@@ -139,8 +143,8 @@ impl Findings<'_> {
                 ),
                 ms(stranded[0].arrived_us - restart_us),
                 ms(last.arrived_us - restart_us),
-            ),
-            _ => println!("stranded with {BRAVO}: none"),
+            )?,
+            _ => outln!("stranded with {BRAVO}: none")?,
         }
         let late = self
             .arrivals
@@ -151,32 +155,34 @@ impl Findings<'_> {
             })
             .count();
         if late > 0 {
-            println!(
+            outln!(
                 "unexpected: {late} message(s) put after kill + dead interval, before the \
                  restart, went via {BRAVO}"
-            );
+            )?;
         }
+        Ok(())
     }
 
     /// (5) Routing back through the cheaper path.
-    pub(super) fn back_via_bravo(&self) {
+    pub(super) fn back_via_bravo(&self) -> Result<(), OutputError> {
         let restart_us = self.timeline.restart_us;
         match self
             .arrivals
             .iter()
             .find(|a| a.via == Via::Bravo && a.put_us() >= restart_us)
         {
-            Some(a) => println!(
+            Some(a) => outln!(
                 "back via {BRAVO}: first message put after the restart got via {BRAVO} {:.1} ms \
                  after the restart",
                 ms(a.arrived_us - restart_us)
-            ),
-            None => println!("back via {BRAVO}: no message put after the restart went via it"),
+            )?,
+            None => outln!("back via {BRAVO}: no message put after the restart went via it")?,
         }
+        Ok(())
     }
 
     /// How many messages came each way.
-    pub(super) fn paths(&self) {
+    pub(super) fn paths(&self) -> Result<(), OutputError> {
         let mut paths: BTreeMap<&Via, u64> = BTreeMap::new();
         for a in self.arrivals {
             *paths.entry(&a.via).or_default() += 1;
@@ -189,7 +195,8 @@ impl Findings<'_> {
                 Via::Other(path) => format!("{n} by {path}"),
             })
             .collect();
-        println!("paths: {}", paths.join(", "));
+        outln!("paths: {}", paths.join(", "))?;
+        Ok(())
     }
 
     /// (6) Exactly once: every message put got once, none that was not put, checked against a

@@ -60,9 +60,9 @@ pub fn bind_endpoint(
         .map_err(|e| QuicError::Tls(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
     client.transport_config(transport);
-    let socket = udp_socket(bind).map_err(|source| QuicError::Bind {
+    let socket = udp_socket(bind).map_err(|error| QuicError::Bind {
         address: bind,
-        source,
+        error,
     })?;
     let endpoint = Endpoint::new(
         endpoint_config(&tls.reset_secret),
@@ -70,9 +70,9 @@ pub fn bind_endpoint(
         socket,
         Arc::new(quinn::TokioRuntime),
     )
-    .map_err(|source| QuicError::Bind {
+    .map_err(|error| QuicError::Bind {
         address: bind,
-        source,
+        error,
     })?;
     Ok((endpoint, client))
 }

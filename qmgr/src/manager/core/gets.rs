@@ -351,9 +351,13 @@ impl Core {
     }
 
     pub(super) fn browse(&mut self, queue: &str, max: u32, now: Now) -> Result<Reply, ApiError> {
-        let queue = self.local_queue(queue)?;
+        let queue = self.read_queue(queue)?;
+        let Some(slot) = self.queues.get(&queue) else {
+            // Not created yet: nothing to see, and a look creates nothing.
+            return Ok(Reply::Messages(Vec::new()));
+        };
         let payloads = &self.payloads;
-        let entries = self.queues[&queue].queue.peek(
+        let entries = slot.queue.peek(
             now.wall_ms,
             max.min(BATCH_MESSAGES_MAX) as usize,
             REPLY_RECORD_BYTES_MAX,

@@ -51,8 +51,24 @@ impl Core {
     }
 
     pub(super) fn delete(&mut self, queue: &str) -> Result<Reply, ApiError> {
-        let queue = self.app_queue(queue)?;
-        let slot = &self.queues[&queue];
+        if queue.starts_with(SYSTEM_QUEUE_PREFIX) {
+            return Err(ApiError::BadRequest {
+                reason: format!("queue `{queue}` belongs to the manager; it cannot be deleted"),
+            });
+        }
+        let queue = QueueName::new(queue).map_err(|e| ApiError::BadRequest {
+            reason: e.to_string(),
+        })?;
+        let Some(slot) = self.queues.get(&queue) else {
+            // Gone already (or never made): with queues made on demand, that is what was asked.
+            return if self.limits.auto_create_queues {
+                Ok(Reply::Done)
+            } else {
+                Err(ApiError::UnknownQueue {
+                    queue: queue.to_string(),
+                })
+            };
+        };
         let held = slot.held(self.leases.leased(queue.as_str()));
         if held > 0 {
             return Err(ApiError::QueueNotEmpty {
@@ -118,6 +134,7 @@ impl Core {
             topology: self.topology_status(),
             network: self.network_status(),
             messages_rerouted: self.totals.rerouted,
+            gets_waiting: self.waiters.len() as u64,
         }
     }
 }

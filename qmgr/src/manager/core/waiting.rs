@@ -122,6 +122,11 @@ impl Waiters {
         ids
     }
 
+    /// How many gets wait.
+    pub(super) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
     /// Every waiter, in id order.
     pub(super) fn all(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.by_id.keys().copied().collect();

@@ -48,10 +48,10 @@ where
     let mut report = RecoveryReport::default();
     check_contiguous(config, &ids, &mut report)?;
     let mut deliver = |location: Location, payload: &[u8]| {
-        replay(location, payload).map_err(|source| StoreError::Replay {
+        replay(location, payload).map_err(|error| StoreError::Replay {
             segment: location.segment,
             offset: location.offset,
-            source: source.into(),
+            error: error.into(),
         })
     };
     let mut segments = BTreeMap::new();
