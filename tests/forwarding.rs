@@ -264,10 +264,10 @@ fn messages_wait_at_the_relay_while_the_destination_is_down_and_survive_restarts
             text.stdout
         );
     }
-    // Alpha and bravo restart meanwhile, one of them without warning.
-    network.manager("alpha").kill9();
+    // Alpha and bravo restart meanwhile, bravo, which holds them, by a power cut.
+    network.manager("alpha").terminate();
     network.manager("alpha").restart();
-    network.manager("bravo").terminate();
+    network.manager("bravo").kill9();
     network.manager("bravo").restart();
     assert_eq!(
         link_of(&network.manager("bravo").status(), "charlie")["transmission_depth"],

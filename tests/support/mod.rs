@@ -3,9 +3,13 @@
 //! [`Manager`] runs one `qmgr run` daemon in its own temporary folder (data directory, API
 //! socket and a log of its stderr), so tests run in parallel. Everything that waits polls a
 //! condition against a generous deadline: the tests must hold on a loaded 2-core machine.
+//!
+//! A manager's data directory lives on a [`disk::Disk`] (a crashfs) unless the test gives it
+//! one, so that [`Manager::kill9`] is a power cut: what the manager had not synced is gone.
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own subset
 
+pub mod disk;
 pub mod network;
 
 use std::fs;
@@ -14,6 +18,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use disk::Disk;
 
 /// How long a manager may take to start listening, or to stop after SIGTERM.
 pub const START_DEADLINE: Duration = Duration::from_secs(20);
@@ -160,6 +166,7 @@ pub struct ManagerBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     data_dir: Option<PathBuf>,
+    plain_disk: bool,
 }
 
 impl ManagerBuilder {
@@ -175,9 +182,17 @@ impl ManagerBuilder {
         self
     }
 
-    /// Keeps the data in `dir` instead of the manager's temporary folder.
+    /// Keeps the data in `dir` instead of the manager's temporary folder (a plain disk:
+    /// `kill9` is then only a kill).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Keeps the data on the machine's disk rather than a crashfs, for a test that never
+    /// kills and moves much data without syncs (a crashfs holds what it would undo).
+    pub fn plain_disk(mut self) -> Self {
+        self.plain_disk = true;
         self
     }
 
@@ -185,8 +200,22 @@ impl ManagerBuilder {
     #[track_caller]
     pub fn start(self) -> Manager {
         let home = tempfile::tempdir().expect("a temporary folder");
-        let data_dir = self.data_dir.unwrap_or_else(|| home.path().join("data"));
+        let (disk, plain_disk_why) = match (self.data_dir.is_some(), self.plain_disk) {
+            (true, _) => (None, "the test chose the data directory".to_owned()),
+            (false, true) => (None, "the test asked for a plain disk".to_owned()),
+            (false, false) => match Disk::mount(&home.path().join("disk")) {
+                Ok(disk) => (Some(disk), String::new()),
+                Err(why) => (None, format!("crashfs cannot be mounted here: {why}")),
+            },
+        };
+        let data_dir = match (self.data_dir, &disk) {
+            (Some(dir), _) => dir,
+            (None, Some(disk)) => disk.path("data"),
+            (None, None) => home.path().join("data"),
+        };
         let mut manager = Manager {
+            disk,
+            plain_disk_why,
             socket: home.path().join("qmgr.sock"),
             log: home.path().join("qmgr.log"),
             data_dir,
@@ -204,6 +233,10 @@ impl ManagerBuilder {
 /// One running `qmgr run` daemon, killed when dropped; its log is printed if the test failed.
 #[derive(Debug)]
 pub struct Manager {
+    // Dropped before `home`, which holds its mount point.
+    disk: Option<Disk>,
+    /// Why `disk` is `None`.
+    plain_disk_why: String,
     home: tempfile::TempDir,
     data_dir: PathBuf,
     socket: PathBuf,
@@ -316,8 +349,34 @@ impl Manager {
             .is_some_and(|c| c.try_wait().expect("waiting works").is_none())
     }
 
-    /// SIGKILL: the daemon stops at once, mid-write if it was writing.
+    /// SIGKILL, then a power cut: the daemon stops at once, mid-write if it was writing,
+    /// and every write it had not synced is forgotten (on a plain disk, only the kill: says so
+    /// loudly).
     pub fn kill9(&mut self) {
+        self.stop_now();
+        match &self.disk {
+            Some(disk) => disk.power_cut(),
+            None => eprintln!(
+                "kill -9 without a power cut ({}): missing syncs go unnoticed",
+                self.plain_disk_why
+            ),
+        }
+    }
+
+    /// Makes each sync of its disk take `latency` (a crashfs syncs as fast as memory); no
+    /// effect on a plain disk.
+    pub fn slow_syncs(&self, latency: Duration) {
+        if let Some(disk) = &self.disk {
+            disk.slow_syncs(latency);
+        }
+    }
+
+    /// Whether `kill9` is a power cut.
+    pub fn power_cuts(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    fn stop_now(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -469,7 +528,7 @@ impl Manager {
 
 impl Drop for Manager {
     fn drop(&mut self) {
-        self.kill9();
+        self.stop_now();
         if std::thread::panicking() {
             eprintln!(
                 "----- qmgr log ({}) -----\n{}",

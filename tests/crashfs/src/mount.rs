@@ -142,6 +142,12 @@ impl Mount {
         self.shared.lock().crash(&options)
     }
 
+    /// Makes every later `fsync` take `latency`, as a real disk's flush does (a crashfs
+    /// otherwise syncs as fast as memory, which can close a window a test means to hit).
+    pub fn set_sync_latency(&self, latency: std::time::Duration) {
+        self.shared.set_sync_latency(latency);
+    }
+
     /// What a crash now would discard.
     pub fn pending(&self) -> Pending {
         self.shared.lock().pending()

@@ -255,6 +255,7 @@ impl Filesystem for CrashFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.shared.sync_delay();
         empty(reply, self.shared.lock().sync_file(ino.0, fh.0));
     }
 
@@ -305,6 +306,7 @@ impl Filesystem for CrashFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.shared.sync_delay();
         empty(reply, self.shared.lock().sync_dir(ino.0));
     }
 

@@ -24,6 +24,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -89,7 +90,12 @@ pub(crate) struct State {
 
 /// The state, shared by the FUSE session and the [`crate::Mount`] handle.
 #[derive(Debug)]
-pub(crate) struct Shared(Mutex<State>);
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// How long each `fsync` takes, in microseconds, as a real disk's flush would: a test
+    /// that must act while a program waits on its syncs gets the window a disk gives.
+    sync_latency_us: AtomicU64,
+}
 
 impl Shared {
     /// A crashfs over `backing` (canonical), its trash emptied.
@@ -110,13 +116,30 @@ impl Shared {
             tracker: Tracker::new(trash),
             crashes: 0,
         };
-        Ok(Arc::new(Self(Mutex::new(state))))
+        Ok(Arc::new(Self {
+            state: Mutex::new(state),
+            sync_latency_us: AtomicU64::new(0),
+        }))
+    }
+
+    /// Makes every later `fsync` and `fsyncdir` take `latency` (zero: as fast as memory).
+    pub(crate) fn set_sync_latency(&self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.sync_latency_us.store(micros, Ordering::Relaxed);
+    }
+
+    /// Waits as long as a sync takes (outside the state's lock, though one thread serves).
+    pub(crate) fn sync_delay(&self) {
+        let micros = self.sync_latency_us.load(Ordering::Relaxed);
+        if micros > 0 {
+            std::thread::sleep(Duration::from_micros(micros));
+        }
     }
 
     /// The state, even if a request panicked while holding it (the kernel got no answer
     /// to that one; the rest is consistent enough for a test to go on and fail clearly).
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
