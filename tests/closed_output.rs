@@ -48,7 +48,10 @@ fn offline_commands_end_quietly() {
     let out = tempfile::tempdir().unwrap();
     let certs = out.path().join("certs");
     for args in [
-        &["topology", "dot", "topology.toml"][..],
+        &["--help"][..],
+        &["man"],
+        &["completions", "bash"],
+        &["topology", "dot", "topology.toml"],
         &["topology", "dot", "topology.toml", "--from", "alpha"],
         &["topology", "generate", "--managers", "50"],
         &["topology", "routes", "topology.toml", "--from", "alpha"],

@@ -105,6 +105,16 @@ fn a_refused_start_states_each_cause_once() {
         "{}",
         run.stderr
     );
+    // A data directory that cannot be made (no folder can be made in /proc).
+    let run = qmgr_in(dir.path(), &["run", "--data-dir", "/proc/no/data"], &[]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("error: cannot create data directory /proc/no/data: /proc/no: "),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("journal I/O"), "{}", run.stderr);
 }
 
 /// `qmgr run` with TLS files for `solo` of the topology `t.toml` in `dir`, whose address is

@@ -22,7 +22,7 @@ use crate::channel::quic::{Driver, DriverConfig};
 use crate::config::{Settings, SyncMode};
 use crate::manager::{self, COMMANDS_MAX, Core, CoreLimits};
 use crate::reload::{self, Reloader, Running};
-use crate::store::{JournalConfig, SyncPolicy};
+use crate::store::{JournalConfig, StoreError, SyncPolicy};
 
 /// The journal's folder under the data directory.
 const JOURNAL_DIR: &str = "journal";
@@ -174,11 +174,21 @@ fn load_link_tls(
 
 /// Creates and locks the data directory; the returned file holds the lock.
 fn prepare_data_dir(settings: &Settings) -> anyhow::Result<fs::File> {
-    crate::store::create_dir_durably(&settings.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory {}",
-            settings.data_dir.display()
-        )
+    let data_dir = &settings.data_dir;
+    crate::store::create_dir_durably(data_dir).map_err(|error| match error {
+        // Not "journal I/O on ...": the store's words for its own files, and the path again.
+        StoreError::Io { path, error } if path == *data_dir => {
+            anyhow::anyhow!("cannot create data directory {}: {error}", path.display())
+        }
+        StoreError::Io { path, error } => anyhow::anyhow!(
+            "cannot create data directory {}: {}: {error}",
+            data_dir.display(),
+            path.display()
+        ),
+        other => anyhow::anyhow!(
+            "cannot create data directory {}: {other}",
+            data_dir.display()
+        ),
     })?;
     let lock = lock_data_dir(&settings.data_dir)?;
     if settings.sync == SyncMode::Never {
