@@ -80,6 +80,18 @@ create_exception!(
 );
 create_exception!(
     hopmq,
+    QueueElsewhere,
+    ManagerError,
+    "The topology homes the queue on another manager: read it there."
+);
+create_exception!(
+    hopmq,
+    NotLocal,
+    ManagerError,
+    "A read named another manager's queue (`QUEUE@MANAGER`): reads are local to a manager."
+);
+create_exception!(
+    hopmq,
     QueueFull,
     ManagerError,
     "The queue holds its maximum number of messages."
@@ -165,6 +177,8 @@ pub(crate) fn classes(py: Python<'_>) -> Vec<(&'static str, Bound<'_, pyo3::type
         ("BadAddress", py.get_type::<BadAddress>()),
         ("NoRoute", py.get_type::<NoRoute>()),
         ("UnknownQueue", py.get_type::<UnknownQueue>()),
+        ("QueueElsewhere", py.get_type::<QueueElsewhere>()),
+        ("NotLocal", py.get_type::<NotLocal>()),
         ("QueueFull", py.get_type::<QueueFull>()),
         ("MessageTooLarge", py.get_type::<MessageTooLarge>()),
         ("BatchTooLarge", py.get_type::<BatchTooLarge>()),
@@ -224,9 +238,9 @@ pub(crate) fn to_py(py: Python<'_>, error: ClientError) -> PyErr {
     match error {
         ClientError::Connect {
             ref path,
-            ref source,
+            error: ref cause,
         } => {
-            let errno = source.raw_os_error().map_or(Field::None, |n| {
+            let errno = cause.raw_os_error().map_or(Field::None, |n| {
                 Field::Int(u64::try_from(n).unwrap_or_default())
             });
             let message = format!(
@@ -290,6 +304,40 @@ fn text(s: &str) -> Field {
 
 /// The exception for what the manager reported; `message` says it (with context for a
 /// refused handshake).
+/// A queue this manager does not have: unknown, or another manager's to read.
+fn no_such_queue_here(py: Python<'_>, api: &ApiError, message: String) -> PyErr {
+    match api {
+        ApiError::UnknownQueue { queue } => raise(
+            py,
+            py.get_type::<UnknownQueue>(),
+            message,
+            "unknown_queue",
+            vec![("queue", text(queue))],
+        ),
+        ApiError::QueueElsewhere { queue, home } => raise(
+            py,
+            py.get_type::<QueueElsewhere>(),
+            message,
+            "queue_elsewhere",
+            vec![("queue", text(queue)), ("home", text(home))],
+        ),
+        ApiError::NotLocal { queue, manager } => raise(
+            py,
+            py.get_type::<NotLocal>(),
+            message,
+            "not_local",
+            vec![("queue", text(queue)), ("manager", text(manager))],
+        ),
+        other => raise(
+            py,
+            py.get_type::<ManagerError>(),
+            message,
+            "manager",
+            vec![("detail", text(&other.to_string()))],
+        ),
+    }
+}
+
 fn api_error(py: Python<'_>, api: &ApiError, message: String) -> PyErr {
     let (class, kind, fields) = match api {
         ApiError::VersionMismatch { client, server } => (
@@ -310,11 +358,9 @@ fn api_error(py: Python<'_>, api: &ApiError, message: String) -> PyErr {
             "no_route",
             vec![("address", text(address)), ("reason", text(reason))],
         ),
-        ApiError::UnknownQueue { queue } => (
-            py.get_type::<UnknownQueue>(),
-            "unknown_queue",
-            vec![("queue", text(queue))],
-        ),
+        ApiError::UnknownQueue { .. }
+        | ApiError::QueueElsewhere { .. }
+        | ApiError::NotLocal { .. } => return no_such_queue_here(py, api, message),
         ApiError::QueueFull { queue, max_depth } => (
             py.get_type::<QueueFull>(),
             "queue_full",

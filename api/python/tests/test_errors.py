@@ -192,6 +192,8 @@ def test_the_exception_classes() -> None:
         "BadAddress",
         "NoRoute",
         "UnknownQueue",
+        "QueueElsewhere",
+        "NotLocal",
         "QueueFull",
         "MessageTooLarge",
         "BatchTooLarge",

@@ -24,6 +24,8 @@ __all__ = [
     "BadAddress",
     "NoRoute",
     "UnknownQueue",
+    "QueueElsewhere",
+    "NotLocal",
     "QueueFull",
     "MessageTooLarge",
     "BatchTooLarge",
@@ -426,6 +428,18 @@ class UnknownQueue(ManagerError):
     """The queue does not exist on this manager."""
 
     queue: str
+
+class QueueElsewhere(ManagerError):
+    """The topology homes the queue on another manager: read it there."""
+
+    queue: str
+    home: str
+
+class NotLocal(ManagerError):
+    """A read named another manager's queue (`QUEUE@MANAGER`): reads are local to a manager."""
+
+    queue: str
+    manager: str
 
 class QueueFull(ManagerError):
     """The queue holds its maximum number of messages."""
