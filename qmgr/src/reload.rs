@@ -7,7 +7,7 @@
 //! own beyond the version it last sent.
 //!
 //! Invariants:
-//! - the file is watched through its folder (DESIGN.md: editors replace files by rename, which
+//! - the file is watched through its folder (editors replace files by rename, which
 //!   a watch on the file itself would lose), and only events naming the file count; a burst
 //!   of events is read once, [`QUIET`] after its last event (or [`BURST_MAX`] after its
 //!   first, so a file rewritten without pause is still read);

@@ -23,7 +23,7 @@ pub const CHANNEL_PROTOCOL_VERSION: u32 = 2;
 pub const WIRE_MESSAGE_BYTES_MAX: usize = RECORD_PAYLOAD_BYTES_MAX as usize;
 
 /// The most messages one [`Batch`] carries. 256 matches the journal writer's batch target
-/// (DESIGN.md: ~256 records per group commit), so one batch is about one fsync at the receiver.
+/// (~256 records per group commit), so one batch is about one fsync at the receiver.
 pub const BATCH_MESSAGES_MAX: usize = 256;
 
 /// The sender stops filling a batch at this many payload bytes (a lone message larger than this

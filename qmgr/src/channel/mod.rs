@@ -7,7 +7,7 @@
 //!
 //! Nothing but [`quic`] touches a socket, a file or the clock: time is an argument, and what must be
 //! made durable is handed back as an effect for the I/O layer (the quinn driver and the journal)
-//! to carry out. The promise these machines keep together is DESIGN.md's "exactly once per hop":
+//! to carry out. The promise these machines keep together is "exactly once per hop":
 //! the receiver makes a batch and its channel state durable in one journal write before it acks;
 //! the sender deletes only acked messages; resent messages are discarded by sequence number, and
 //! after a rollback of the receiver's channel state (restore from backup, wipe) by message id

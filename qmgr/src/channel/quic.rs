@@ -6,7 +6,7 @@
 //! outgoing connection up (backoff with jitter from [`RECONNECT_DELAY_MIN`] to
 //! [`RECONNECT_DELAY_MAX`]); the neighbour's own dialler makes the connection that comes the
 //! other way. Each connection carries one long-lived bidirectional stream, opened by the
-//! dialler, which sends on it (DESIGN.md: never a stream per message).
+//! dialler, which sends on it (never a stream per message: streams cost more than frames).
 //!
 //! The topology is live: [`Driver::apply`] swaps the one admission checks, starts diallers
 //! for new neighbours, stops those of removed ones (and restarts the dialler of a neighbour
@@ -71,10 +71,10 @@ pub const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
 pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(30);
 /// QUIC keep-alive: a ping this often keeps an idle link warm and measured.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(500);
-/// A link silent this long is dead (a `kill -9`ed peer sends nothing): "within a few
-/// seconds" (DESIGN.md), and several keep-alives must be lost first.
+/// A link silent this long is dead (a `kill -9`ed peer sends nothing): within a few
+/// seconds, and several keep-alives must be lost first.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
-/// UDP socket buffers: the default lost 1–1.6% of packets on loopback (DESIGN.md).
+/// UDP socket buffers: the default lost 1–1.6% of packets on loopback (measured).
 pub const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Per-stream and per-connection receive window: a full batch and more, so one stream keeps a
 /// LAN link busy (16 MiB at 1 Gbit/s is ~130 ms of data).

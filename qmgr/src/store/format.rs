@@ -69,7 +69,7 @@ pub(crate) const RECORD_HEADER_BYTES: u64 = 16;
 /// Records start at multiples of this, which lets recovery scan for them.
 pub(crate) const RECORD_ALIGN_BYTES: u64 = 8;
 
-/// Largest payload of one record: the daemon's largest message body (16 MiB, DESIGN.md
+/// Largest payload of one record: the daemon's largest message body (16 MiB,
 /// `max_message_bytes`) plus room for the caller's own record fields.
 pub(crate) const RECORD_PAYLOAD_BYTES_MAX: u64 = 17 * 1024 * 1024;
 /// Largest encoded record, header and padding included.
@@ -82,9 +82,9 @@ pub(crate) const END_MARKER_BYTES: u64 = RECORD_HEADER_BYTES;
 /// Largest single write (and so largest atomic group): everything not yet fdatasync'd when the
 /// process dies lies within this many bytes, which is what recovery's torn-tail rule relies on.
 pub(crate) const BATCH_BYTES_MAX: u64 = 24 * 1024 * 1024;
-/// The writer stops gathering a batch once it holds this much (DESIGN.md: cap ~1 MiB).
+/// The writer stops gathering a batch once it holds this much (~1 MiB).
 pub(crate) const BATCH_BYTES_TARGET: u64 = 1024 * 1024;
-/// The writer stops gathering a batch once it holds this many records (DESIGN.md: ~256).
+/// The writer stops gathering a batch once it holds this many records (~256).
 pub(crate) const BATCH_RECORDS_TARGET: usize = 256;
 /// The tail of every segment kept for appends that free space (removals, acks): when the disk
 /// is full, consumers can still record what they took, so that segments die and space

@@ -226,7 +226,7 @@ fn write_segment(
         .create(true)
         .truncate(true)
         .open(path)?;
-    // Zero-filled rather than sparse or fallocated: DESIGN.md measured pre-written segments to
+    // Zero-filled rather than sparse or fallocated: pre-written segments were measured to
     // sync about twice as fast, and writing every block is what surfaces ENOSPC here, at
     // creation, instead of in the middle of a batch.
     let head = segment_head(segment);

@@ -4,7 +4,7 @@
 //! It blocks for the first request, drains whatever else is queued (up to
 //! [`BATCH_RECORDS_TARGET`] records or [`BATCH_BYTES_TARGET`] bytes), writes the batch with one
 //! positioned write, `fdatasync`s once, and only then completes the batch's waiters. There is
-//! no waiting window: DESIGN.md measured a 1 ms window to cut throughput by 3x.
+//! no waiting window: a 1 ms window was measured to cut throughput by 3x.
 //!
 //! A deferred group (a removal whose loss in a crash is harmless, see
 //! [`super::Journal::append_deferred`]) is not written on its own: it waits in the buffer for the

@@ -118,7 +118,7 @@ impl Core {
             return;
         }
         // At most one advertisement per manager of the topology makes sense in a frame; more,
-        // or a malformed one, is a broken peer (DESIGN.md: disconnected and logged).
+        // or a malformed one, is a broken peer: disconnected and logged.
         let invalid = if lsas.len() > self.routing.topology.managers().len() {
             Some(format!(
                 "{} link-state advertisements in one frame, for {} managers",
