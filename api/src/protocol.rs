@@ -348,6 +348,14 @@ pub struct Status {
     /// Appended; absent from an older manager's status.
     #[serde(default)]
     pub gets_waiting: u64,
+    /// Copies of messages dropped by custody because the first copy had arrived (a resend
+    /// around a failed relay, or a relay returning), since start. Appended.
+    #[serde(default)]
+    pub duplicates_dropped: u64,
+    /// Messages in flight to a neighbour that the route moved away from, sent again along
+    /// the new route, since start. Appended.
+    #[serde(default)]
+    pub messages_resent: u64,
 }
 
 /// The topology a manager runs with.

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod custody;
 pub mod daemon;
 #[cfg(test)]
 mod error_chains;

@@ -134,7 +134,7 @@ const QUEUES: [Family<QueueStatus>; 3] = [
 ];
 
 /// The manager's counters of messages on their way: handed on, expired, re-routed.
-const PASSED_ON: [Family<Status>; 3] = [
+const PASSED_ON: [Family<Status>; 5] = [
     family(
         "hopmq_messages_forwarded_total",
         "counter",
@@ -152,6 +152,18 @@ const PASSED_ON: [Family<Status>; 3] = [
         "counter",
         "Waiting messages moved to another queue by re-routing, since start.",
         |s| count(s.messages_rerouted),
+    ),
+    family(
+        "hopmq_messages_resent_total",
+        "counter",
+        "Messages in flight on a link the route left, sent again along the new route.",
+        |s| count(s.messages_resent),
+    ),
+    family(
+        "hopmq_duplicates_dropped_total",
+        "counter",
+        "Second copies of messages dropped at their destination by custody, since start.",
+        |s| count(s.duplicates_dropped),
     ),
 ];
 

@@ -15,14 +15,18 @@ pub enum Mutation {
     /// A leased delivery is written as a removal at once, so a crash loses the unacknowledged
     /// message instead of returning it.
     UnrecordedLease,
+    /// The destination stores every stamped copy that reaches it, so a message copied around
+    /// a failed relay can be delivered twice.
+    SkipCustodyDedup,
 }
 
 impl Mutation {
     /// Every mutation, with the name `scripts/sim --mutation` takes.
-    pub const ALL: [(&'static str, Mutation); 3] = [
+    pub const ALL: [(&'static str, Mutation); 4] = [
         ("ack-before-durable", Mutation::AckBeforeDurable),
         ("skip-dedup", Mutation::SkipDedup),
         ("unrecorded-lease", Mutation::UnrecordedLease),
+        ("skip-custody-dedup", Mutation::SkipCustodyDedup),
     ];
 
     /// The mutation called `name`.
@@ -42,6 +46,7 @@ pub fn set(mutation: Option<Mutation>) {
         Some(Mutation::AckBeforeDurable) => 1,
         Some(Mutation::SkipDedup) => 2,
         Some(Mutation::UnrecordedLease) => 3,
+        Some(Mutation::SkipCustodyDedup) => 4,
     };
     ACTIVE.store(code, std::sync::atomic::Ordering::Relaxed);
 }
@@ -55,6 +60,7 @@ pub fn active(mutation: Mutation) -> bool {
             Mutation::AckBeforeDurable => 1,
             Mutation::SkipDedup => 2,
             Mutation::UnrecordedLease => 3,
+            Mutation::SkipCustodyDedup => 4,
         };
         ACTIVE.load(std::sync::atomic::Ordering::Relaxed) == code
     }

@@ -15,9 +15,13 @@ mod passing;
 
 pub use passing::{Passing, dedup_key, enqueue_dedup_key, enqueue_id};
 
-/// The record format this build writes. Version 2 appended the channel records; version 1
-/// payloads decode unchanged.
-pub const RECORD_FORMAT_VERSION: u8 = 2;
+/// The newest record format this build reads and writes. Version 2 appended the channel
+/// records, version 3 the custody summary; older payloads decode unchanged.
+pub const RECORD_FORMAT_VERSION: u8 = 3;
+
+/// The version written on records that version 2 already had (a message's `Enqueue` is also
+/// its wire form, so a neighbour running the previous release still reads it).
+pub const RECORD_FORMAT_VERSION_2: u8 = 2;
 
 /// The oldest record format this build reads.
 pub const RECORD_FORMAT_VERSION_MIN: u8 = 1;
@@ -44,6 +48,10 @@ pub enum Record<'a> {
     /// compaction lets go. Changes no sender state.
     #[serde(borrow)]
     ChannelAssigned(AssignedRecord<'a>),
+    /// What this manager accepted of every custody stream that reached it (see
+    /// `crate::custody`): written again at the journal's head before the records it covers
+    /// may go. Version 3.
+    Custody(crate::custody::CustodyRecord),
 }
 
 /// Assignments carried with relocated messages.
@@ -153,7 +161,10 @@ pub fn encode(record: &Record<'_>) -> Vec<u8> {
     // Sized up front: growing from one byte re-copied a message's body several times (a
     // tenth of a relay's CPU in a profile).
     let mut out = Vec::with_capacity(size_hint(record));
-    out.push(RECORD_FORMAT_VERSION);
+    out.push(match record {
+        Record::Custody(_) => RECORD_FORMAT_VERSION,
+        _ => RECORD_FORMAT_VERSION_2,
+    });
     // A Vec sink cannot fail and every field type serialises; an error here is a bug.
     // `to_io`: a Vec's `Write` copies a body with one memcpy, `Extend` byte by byte.
     postcard::to_io(record, out).unwrap_or_else(|e| unreachable!("records always serialise: {e}"))
@@ -184,6 +195,11 @@ fn size_hint(record: &Record<'_>) -> usize {
         Record::ChannelAssigned(assigned) => {
             4 * FIELD + assigned.to.len() + assigned.pairs.len() * 2 * FIELD
         }
+        Record::Custody(custody) => custody
+            .accepted
+            .iter()
+            .map(|(origin, destination, _)| origin.len() + destination.len() + 64 * FIELD)
+            .sum(),
     }
 }
 

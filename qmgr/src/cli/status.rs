@@ -57,6 +57,13 @@ fn print_summary(status: &Status) -> Result<(), OutputError> {
         status.messages_delivered,
         status.gets_waiting
     )?;
+    if status.messages_resent > 0 || status.duplicates_dropped > 0 {
+        outln!(
+            "custody: resent {} around failed links, second copies dropped {}",
+            status.messages_resent,
+            status.duplicates_dropped
+        )?;
+    }
     let topology = &status.topology;
     if let Some(file) = &topology.file {
         outln!(

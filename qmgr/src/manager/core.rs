@@ -9,6 +9,7 @@
 mod apply;
 mod clients;
 mod commits;
+mod custody;
 mod forward;
 mod gets;
 mod payloads;
@@ -20,7 +21,7 @@ mod slot;
 mod upkeep;
 mod waiting;
 
-pub(crate) use self::forward::{HELD_QUEUE, LinkWrite};
+pub(crate) use self::forward::{HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX};
 
 use self::clients::{Clients, Undelivered};
 use self::commits::Commits;
@@ -106,6 +107,9 @@ pub(crate) enum Continuation {
         /// The `Messages` reply, encoded.
         reply: Vec<u8>,
     },
+    /// The custody record written at the head; `covered` are the segments whose stamped
+    /// messages it covers, which may go once it is durable.
+    Custody { covered: Vec<u64> },
     /// Leased messages acknowledged.
     Ack {
         connection: u64,
@@ -184,6 +188,8 @@ struct Totals {
     expired: u64,
     /// Waiting messages moved to another queue by re-routing.
     rerouted: u64,
+    /// Messages in flight on a link the route left, sent again along the new route.
+    resent: u64,
 }
 
 /// Unique message ids: the incarnation's entropy in the high half, a counter in the low half.
@@ -240,6 +246,8 @@ pub struct Core {
     /// manager without a topology file.
     reloader: Option<mpsc::Sender<super::ReloadRequest>>,
     routing: routes::Routing,
+    /// Custody: the stamps of what leaves, what arrived for good, and their journal record.
+    custody: custody::CustodyState,
 }
 
 fn api_error(error: &StoreError) -> ApiError {
@@ -287,6 +295,7 @@ impl Core {
             links: forward::Links::new(entropy),
             reloader: None,
             routing: routes::Routing::new(&name_for_routing, topology, now.wall_ms),
+            custody: custody::CustodyState::new(recovered.custody, now),
         };
         core.declare_homed_queues();
         core.ensure_slot(&dead_letter_queue());

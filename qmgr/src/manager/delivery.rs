@@ -21,6 +21,8 @@ pub(crate) struct Envelope<'a> {
     pub destination: &'a str,
     pub origin: &'a str,
     pub put_at_ms: u64,
+    /// The custody stamp of a message for another manager.
+    pub stamp: Option<&'a str>,
 }
 
 /// The journal payload of a newly put message.
@@ -36,17 +38,27 @@ pub(crate) fn encode_put(envelope: &Envelope<'_>, message: &OutgoingMessage) -> 
             .ttl_ms
             .map(|ttl| envelope.put_at_ms.saturating_add(ttl)),
         priority: message.priority,
-        headers: message
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect(),
+        headers: headers(message, envelope.stamp),
         correlation_id: message.correlation_id.as_deref(),
         reply_to: message.reply_to.as_deref(),
         trace: vec![(envelope.origin, envelope.put_at_ms)],
         body: &message.body,
     };
     record::encode(&Record::Enqueue(stored))
+}
+
+/// A put message's headers, sorted by key, with its custody stamp among them.
+fn headers<'a>(message: &'a OutgoingMessage, stamp: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+    let mut headers: Vec<(&str, &str)> = message
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Some(stamp) = stamp {
+        let at = headers.partition_point(|(k, _)| *k < crate::custody::STAMP_HEADER);
+        headers.insert(at, (crate::custody::STAMP_HEADER, stamp));
+    }
+    headers
 }
 
 /// The payload of `payload`'s message moved to `queue` under `seq`, with extra headers.

@@ -49,6 +49,7 @@ fn kind(payload: &[u8]) -> &'static str {
         Ok(Record::ChannelSend(_)) => "channel send",
         Ok(Record::ChannelReceive(_)) => "channel receive",
         Ok(Record::ChannelAssigned(_)) => "channel assigned",
+        Ok(Record::Custody(_)) => "custody",
         Err(_) => "garbage",
     }
 }

@@ -10,13 +10,15 @@
 //! sequence number, so it leaves its transmission queue and is handed back to that sender as
 //! held (it must be resent under that number, never renumbered).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use hopmq::QueueName;
 
 use super::liveness::Liveness;
 use crate::channel::receiver::{RECENT_IDS_MAX, ReceiverState};
 use crate::channel::sender::SenderState;
+use crate::custody::{Accepted, STAMP_HEADER, Stamp};
+use crate::manager::core::{HELD_QUEUE, TRANSMISSION_QUEUE_PREFIX};
 use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
 use crate::record::{self, Record, RecordError};
 use crate::store::{self, Journal, JournalConfig, Location, RecoveryReport, StoreError};
@@ -48,6 +50,20 @@ pub struct RecoveredReceiver {
     pub recent_ids: Vec<u128>,
 }
 
+/// What the journal held of custody (see `crate::custody`).
+#[derive(Debug, Default)]
+pub struct RecoveredCustody {
+    /// The highest epoch an incarnation of this manager wrote.
+    pub epoch: u64,
+    /// Every stream's accepted numbers: the custody records' and those of stamped messages.
+    pub(crate) accepted: Accepted,
+    /// The last custody record.
+    pub location: Option<Location>,
+    /// Segments holding stamped messages (their acceptance is not yet in a custody record
+    /// written after them: the manager writes one at start).
+    pub pins: BTreeSet<u64>,
+}
+
 /// What the journal held.
 pub struct Recovered {
     /// Each queue's entries.
@@ -62,6 +78,8 @@ pub struct Recovered {
     pub senders: Vec<RecoveredSender>,
     /// Channel receivers, by neighbour.
     pub receivers: Vec<RecoveredReceiver>,
+    /// Custody state.
+    pub custody: RecoveredCustody,
 }
 
 /// Why recovery failed.
@@ -113,6 +131,7 @@ pub struct Replay {
     /// Message seq -> (neighbour, channel seq).
     assigned: HashMap<u64, (String, u64)>,
     receivers: HashMap<String, (ReceiverState, Location, VecDeque<u128>)>,
+    custody: RecoveredCustody,
 }
 
 impl Replay {
@@ -171,6 +190,11 @@ impl Replay {
                     slot.2.push_back(id);
                 }
             }
+            Record::Custody(custody) => {
+                self.custody.epoch = self.custody.epoch.max(custody.epoch);
+                self.custody.accepted.merge(custody.accepted);
+                self.custody.location = Some(location);
+            }
         }
         Ok(())
     }
@@ -196,6 +220,7 @@ impl Replay {
             }
         };
         self.max_seq = self.max_seq.max(message.seq);
+        self.stamped(location, message);
         let entry = Entry {
             seq: message.seq,
             body: BodyRef::journal(location),
@@ -210,6 +235,22 @@ impl Replay {
         Ok(())
     }
 
+    /// A stamped message stored for good here (not waiting to leave) was accepted.
+    fn stamped(&mut self, location: Location, message: &record::StoredMessage<'_>) {
+        if message.queue.starts_with(TRANSMISSION_QUEUE_PREFIX) || message.queue == HELD_QUEUE {
+            return;
+        }
+        let stamp = message
+            .headers
+            .iter()
+            .find(|(key, _)| *key == STAMP_HEADER)
+            .and_then(|(_, value)| Stamp::parse(value));
+        if let Some(stamp) = stamp {
+            self.custody.accepted.recovered(message.origin, stamp);
+            self.custody.pins.insert(location.segment);
+        }
+    }
+
     /// The state the records left, with what the store's own recovery found.
     pub fn finish(self, report: RecoveryReport) -> Recovered {
         let Self {
@@ -219,9 +260,16 @@ impl Replay {
             senders,
             mut assigned,
             receivers,
+            custody,
             ..
         } = self;
         let mut liveness = Liveness::default();
+        if let Some(location) = custody.location {
+            liveness.add(location.segment, location.len);
+        }
+        for &segment in &custody.pins {
+            liveness.add(segment, 0);
+        }
         let mut sizes = vec![0usize; names.len()];
         for (index, _) in live.values() {
             sizes[*index as usize] += 1;
@@ -286,6 +334,7 @@ impl Replay {
             report,
             senders,
             receivers,
+            custody,
         }
     }
 }

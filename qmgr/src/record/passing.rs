@@ -11,7 +11,9 @@
 
 use std::ops::Range;
 
-use super::{RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSION_MIN, RecordError};
+use super::{
+    RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSION_2, RECORD_FORMAT_VERSION_MIN, RecordError,
+};
 
 /// `Record::Enqueue`'s variant index: postcard writes it as a varint, one byte for 0.
 const ENQUEUE_VARIANT: u8 = 0;
@@ -23,6 +25,10 @@ pub struct Passing<'a> {
     pub id: u128,
     /// Where it is going.
     pub destination: &'a str,
+    /// The manager where it was first put.
+    pub origin: &'a str,
+    /// Its custody stamp's header value, if it has one (see `crate::custody`).
+    pub stamp: Option<&'a str>,
     /// When it expires, in milliseconds since the epoch.
     pub expires_at_ms: Option<u64>,
     /// 0 to 9.
@@ -57,15 +63,19 @@ impl<'a> Passing<'a> {
         let middle_start = offset(rest);
         let id: u128 = take(&mut rest)?;
         let destination: &str = take(&mut rest)?;
-        let _origin: &str = take(&mut rest)?;
+        let origin: &str = take(&mut rest)?;
         let _put_at_ms: u64 = take(&mut rest)?;
         let expires_at_ms: Option<u64> = take(&mut rest)?;
         let priority: u8 = take(&mut rest)?;
         // Counts come from the bytes: each entry read consumes some, so a false count ends in
         // an error, never in a long loop or an allocation.
         let headers: u64 = take(&mut rest)?;
+        let mut stamp = None;
         for _ in 0..headers {
-            let _header: (&str, &str) = take(&mut rest)?;
+            let (key, value): (&str, &str) = take(&mut rest)?;
+            if key == crate::custody::STAMP_HEADER {
+                stamp = Some(value);
+            }
         }
         let correlation_id: Option<&str> = take(&mut rest)?;
         let _reply_to: Option<&str> = take(&mut rest)?;
@@ -82,6 +92,8 @@ impl<'a> Passing<'a> {
         Ok(Self {
             id,
             destination,
+            origin,
+            stamp,
             expires_at_ms,
             priority,
             correlation_id,
@@ -109,7 +121,7 @@ impl<'a> Passing<'a> {
                 + 10
                 + self.body.len(),
         );
-        out.push(RECORD_FORMAT_VERSION);
+        out.push(RECORD_FORMAT_VERSION_2);
         out.push(ENQUEUE_VARIANT);
         // A Vec sink cannot fail and these types always serialise.
         let written = postcard::to_io(&(seq, queue), &mut out)

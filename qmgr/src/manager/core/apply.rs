@@ -93,6 +93,7 @@ impl Core {
                 }
             }
             Continuation::Link(write) => self.on_link_write(write, result, now),
+            Continuation::Custody { covered } => self.on_custody_written(covered, result),
             Continuation::Relocated {
                 seq,
                 assigned,

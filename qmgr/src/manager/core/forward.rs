@@ -28,6 +28,7 @@ use hopmq::protocol::{LinkStatus, RouteStatus};
 use hopmq::{ManagerName, QueueName};
 use tracing::{debug, error, info, warn};
 
+use super::custody::Admission;
 use super::{Core, DEAD_LETTER_QUEUE, Handoff, PutItem, dead_letter_queue};
 use crate::channel::adjacency::Adjacency;
 use crate::channel::connection::code;
@@ -35,6 +36,7 @@ use crate::channel::connection::{Channel, ChannelDirection};
 use crate::channel::frame::ChannelFrame;
 use crate::channel::receiver::{Receiver, ReceiverOutput, ReceiverState, Store};
 use crate::channel::sender::{HeldMessage, Sender, SenderState};
+use crate::custody::Admitted;
 use crate::manager::clock::Now;
 use crate::manager::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER};
 use crate::manager::recovery;
@@ -44,6 +46,7 @@ use crate::store::{Location, StoreError};
 
 mod links;
 mod receive;
+mod resend;
 mod send;
 
 pub(super) use self::links::Links;
@@ -118,6 +121,8 @@ pub(super) struct Link {
     sender_broken: Option<String>,
     /// Messages given to the sender and not yet acked, in channel-sequence order.
     assigned: VecDeque<(u64, QueueName, Entry)>,
+    /// Seqs of messages in `assigned` copied along another route (see `resend`).
+    resent: rustc_hash::FxHashSet<u64>,
     assigning: bool,
     persisted_sender: Option<SenderState>,
     send_record: Option<Location>,
@@ -188,6 +193,7 @@ impl Link {
             sender: None,
             sender_broken: None,
             assigned: VecDeque::new(),
+            resent: rustc_hash::FxHashSet::default(),
             assigning: false,
             persisted_sender: None,
             send_record: None,
@@ -254,6 +260,8 @@ struct Arrivals {
     open: rustc_hash::FxHashMap<QueueName, usize>,
     handed_off: Vec<u64>,
     direct: Vec<DirectLink>,
+    /// Stamped arrivals admitted by custody.
+    admitted: Vec<Admitted>,
 }
 
 /// What to do once a link's write is durable.
@@ -273,6 +281,8 @@ pub(crate) enum LinkWrite {
         direct: Vec<DirectLink>,
         /// The ids of the messages of the write, forgotten by the receiver if it fails.
         ids: Vec<u128>,
+        /// Its stamped arrivals, forgotten by custody if it fails.
+        admitted: Vec<Admitted>,
     },
     /// A `ChannelReceive` written again at the head (no messages).
     ReceiveState {

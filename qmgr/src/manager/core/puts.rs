@@ -6,16 +6,22 @@
 use super::*;
 
 impl Core {
-    /// Where a put to `address` goes: a local queue, or the queue of messages waiting to leave.
-    pub(super) fn resolve(&mut self, address: &str) -> Result<QueueName, ApiError> {
+    /// Where a put to `address` goes: a local queue, or the queue of messages waiting to leave
+    /// with the manager they go to.
+    pub(super) fn resolve(
+        &mut self,
+        address: &str,
+    ) -> Result<(QueueName, Option<ManagerName>), ApiError> {
         // Remembered per address, as arrivals are: parsing it and finding its route was a
         // fifth of a put's work per message.
         match self.routing.puts.get(address) {
-            Some(routes::PutPlace::Local(queue)) => return self.local_queue_named(queue.clone()),
-            Some(routes::PutPlace::Waiting(queue)) => {
-                let queue = queue.clone();
+            Some(routes::PutPlace::Local(queue)) => {
+                return Ok((self.local_queue_named(queue.clone())?, None));
+            }
+            Some(routes::PutPlace::Waiting(queue, home)) => {
+                let (queue, home) = (queue.clone(), home.clone());
                 self.ensure_slot(&queue);
-                return Ok(queue);
+                return Ok((queue, Some(home)));
             }
             None => {}
         }
@@ -42,7 +48,7 @@ impl Core {
             let queue = self.local_queue_named(parsed.queue)?;
             self.routing
                 .remember_put(address, routes::PutPlace::Local(queue.clone()));
-            return Ok(queue);
+            return Ok((queue, None));
         }
         // Store and forward: the message waits in the transmission queue of its next hop, or
         // with the held messages while no route exists, until a channel takes it.
@@ -50,9 +56,11 @@ impl Core {
             address: address.to_owned(),
             reason: format!("no manager `{home}` in the topology"),
         })?;
-        self.routing
-            .remember_put(address, routes::PutPlace::Waiting(queue.clone()));
-        Ok(queue)
+        self.routing.remember_put(
+            address,
+            routes::PutPlace::Waiting(queue.clone(), home.clone()),
+        );
+        Ok((queue, Some(home)))
     }
 
     pub(super) fn put(
@@ -78,11 +86,15 @@ impl Core {
         // Per queue, the hand-off still taking this put's messages.
         let mut open: FxHashMap<QueueName, usize> = FxHashMap::default();
         let mut direct = Vec::new();
-        for ((address, message), queue) in messages.iter().zip(targets) {
-            let (seq, id, payload, entry) = self.stored_put(address, message, &queue, now);
+        for ((address, message), (queue, home)) in messages.iter().zip(targets) {
             // A message leaving this manager is always journaled: a channel sequence number
             // may only name a message that survives a crash (non-persistence ends here).
             let persistent = message.persistent || queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX);
+            let stamp = home
+                .filter(|_| persistent)
+                .map(|home| self.stamp_for(&home));
+            let (seq, id, payload, entry) =
+                self.stored_put(address, message, &queue, stamp.as_deref(), now);
             let handoff = if persistent {
                 journal_payloads.push(payload.clone());
                 self.hand_off(
@@ -151,7 +163,7 @@ impl Core {
     fn put_targets(
         &mut self,
         messages: &[(String, OutgoingMessage)],
-    ) -> Result<Vec<QueueName>, ApiError> {
+    ) -> Result<Vec<(QueueName, Option<ManagerName>)>, ApiError> {
         let mut targets = Vec::with_capacity(messages.len());
         let mut added: FxHashMap<QueueName, u64> = FxHashMap::default();
         for (address, message) in messages {
@@ -167,7 +179,8 @@ impl Core {
                     reason: format!("priority {} is over {PRIORITY_MAX}", message.priority),
                 });
             }
-            let queue = self.resolve(address)?;
+            custody::check_headers(&message.headers)?;
+            let (queue, home) = self.resolve(address)?;
             if let Some(limit) = self
                 .routing
                 .topology()
@@ -188,7 +201,7 @@ impl Core {
                     max_depth: slot.max_depth(),
                 });
             }
-            targets.push(queue);
+            targets.push((queue, home));
         }
         Ok(targets)
     }
@@ -199,6 +212,7 @@ impl Core {
         address: &str,
         message: &OutgoingMessage,
         queue: &QueueName,
+        stamp: Option<&str>,
         now: Now,
     ) -> (u64, MessageId, Bytes, Entry) {
         let seq = self.next_seq;
@@ -211,6 +225,7 @@ impl Core {
             destination: address,
             origin: self.name.as_str(),
             put_at_ms: now.wall_ms,
+            stamp,
         };
         let payload = Bytes::from(delivery::encode_put(&envelope, message));
         let entry = Entry {

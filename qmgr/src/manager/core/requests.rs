@@ -135,6 +135,8 @@ impl Core {
             network: self.network_status(),
             messages_rerouted: self.totals.rerouted,
             gets_waiting: self.waiters.len() as u64,
+            duplicates_dropped: self.custody.duplicates(),
+            messages_resent: self.totals.resent,
         }
     }
 }

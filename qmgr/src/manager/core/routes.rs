@@ -86,8 +86,8 @@ pub(super) struct Routing {
 pub(super) enum PutPlace {
     /// A queue of this manager.
     Local(QueueName),
-    /// A transmission queue, or the held messages.
-    Waiting(QueueName),
+    /// A transmission queue, or the held messages, on the way to this manager.
+    Waiting(QueueName, ManagerName),
 }
 
 impl Routing {
@@ -392,6 +392,7 @@ impl Core {
         self.routing.recheck_after = self.commits.made_count();
         let (moved, _) = self.reexamine(&affected, now);
         self.routing.recheck.extend(affected);
+        self.resend_in_flight(now);
         moved
     }
 

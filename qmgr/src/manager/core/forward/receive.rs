@@ -106,6 +106,7 @@ impl Core {
                 arrivals.handed_off,
             ))));
         }
+
         self.commit(
             payloads,
             crate::manager::core::Continuation::Link(LinkWrite::Received {
@@ -115,6 +116,7 @@ impl Core {
                 handoffs: arrivals.handoffs,
                 direct: arrivals.direct,
                 ids,
+                admitted: arrivals.admitted,
             }),
         );
     }
@@ -143,7 +145,7 @@ impl Core {
         let seq = self.next_seq;
         self.next_seq += 1;
         let (queue, encoded, body_bytes) =
-            self.arrival_record(from, payload, &passing, seq, now)?;
+            self.arrival_record(from, payload, &passing, (seq, &mut arrivals.admitted), now)?;
         let entry = Entry {
             seq,
             body: BodyRef::Memory,
@@ -194,7 +196,7 @@ impl Core {
         from: &ManagerName,
         payload: &[u8],
         passing: &record::Passing<'_>,
-        seq: u64,
+        (seq, admitted): (u64, &mut Vec<Admitted>),
         now: Now,
     ) -> Option<(QueueName, Vec<u8>, usize)> {
         let hops = passing.hops;
@@ -211,6 +213,14 @@ impl Core {
                 Ok(queue) => (queue, None),
                 Err(reason) => (dead_letter_queue(), Some(reason)),
             }
+        };
+        let (queue, reason) = match self.admit(passing.origin, passing.stamp, &queue) {
+            Admission::Store(token) => {
+                admitted.extend(token);
+                (queue, reason)
+            }
+            Admission::Drop => return None,
+            Admission::DeadLetter(why) => (dead_letter_queue(), Some(why)),
         };
         let hop = (self.name.as_str(), now.wall_ms);
         let encoded = match &reason {
@@ -304,8 +314,15 @@ impl Core {
                 handoffs,
                 direct,
                 ids,
+                admitted,
             } => {
                 let placing = (items, handoffs, direct);
+                let segment = result
+                    .as_ref()
+                    .ok()
+                    .and_then(|l| l.last())
+                    .map(|l| l.segment);
+                self.admitted_written(&admitted, segment);
                 self.on_batch_stored(&neighbour, placing, state, &ids, result, now);
             }
         }

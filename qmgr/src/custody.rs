@@ -1,0 +1,492 @@
+//! End-to-end custody: the stamp a message carries from its origin, and what a manager that
+//! stores messages for good remembers of them so that a second copy is never delivered.
+//!
+//! A message leaving its origin for another manager is stamped (`hopmq.custody` header) with
+//! a *stream* and its number in it. A stream is one incarnation of an origin (its `epoch`, the
+//! wall-clock millisecond it started, so streams of one origin are ordered) sending to one
+//! destination manager; numbers start at 1 and are dense, so what a destination accepted of a
+//! stream compacts to a few ranges. Copies of one message (a channel's resend after a rollback,
+//! a copy sent around a dead relay) carry the same stamp.
+//!
+//! [`Accepted`] is a pure state machine: the manager asks it about each stamped arrival before
+//! storing it ([`Accepted::admit`]), tells it when the store is durable or failed, and writes
+//! its summary ([`Accepted::summary`]) to the journal so that it outlives the records of the
+//! messages themselves.
+//!
+//! Invariants:
+//! - a number is in a stream's ranges exactly when a copy was admitted and its store did not
+//!   fail; the summary leaves out stores still in flight, so a summary never claims a message
+//!   its journal may lack;
+//! - memory is bounded: at most [`RANGES_MAX`] ranges per stream and [`EPOCHS_MAX`] streams
+//!   per origin and destination. What is let go is remembered as a floor (numbers below it, or
+//!   epochs at or below it, are *forgotten*), and a copy that falls there is dead-lettered,
+//!   never delivered: at the limit a message may wait in the dead-letter queue for an
+//!   operator, but it is never delivered twice.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+/// The header that carries a message's stamp.
+pub(crate) const STAMP_HEADER: &str = "hopmq.custody";
+
+/// Ranges of accepted numbers kept per stream; each is a gap some copy may still fill.
+pub(crate) const RANGES_MAX: usize = 1024;
+
+/// Streams (incarnations of an origin) kept per origin and destination.
+pub(crate) const EPOCHS_MAX: usize = 16;
+
+/// A message's place in its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp<'a> {
+    /// The origin's incarnation.
+    pub epoch: u64,
+    /// The message's number in the stream, from 1.
+    pub number: u64,
+    /// The destination manager the stream goes to.
+    pub destination: &'a str,
+}
+
+impl<'a> Stamp<'a> {
+    /// Reads a stamp header's value (`EPOCH.NUMBER@DESTINATION`).
+    pub(crate) fn parse(value: &'a str) -> Option<Self> {
+        let (numbers, destination) = value.split_once('@')?;
+        let (epoch, number) = numbers.split_once('.')?;
+        Some(Self {
+            epoch: epoch.parse().ok()?,
+            number: number.parse().ok()?,
+            destination,
+        })
+    }
+
+    /// The header's value.
+    pub(crate) fn value(&self) -> String {
+        format!("{}.{}@{}", self.epoch, self.number, self.destination)
+    }
+}
+
+/// What to do with a stamped arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The first copy: store it.
+    New,
+    /// A copy of a message already accepted: drop it (and count it).
+    Duplicate,
+    /// Older than what is remembered: it may or may not have been accepted, so it goes to the
+    /// dead-letter queue rather than risk a second delivery.
+    Forgotten,
+}
+
+/// One stream's accepted numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stream {
+    /// Sorted, disjoint, non-adjacent half-open ranges.
+    ranges: Vec<(u64, u64)>,
+    /// Numbers below this that are not in `ranges` are forgotten.
+    forgotten_below: u64,
+}
+
+impl Stream {
+    fn contains(&self, number: u64) -> bool {
+        let i = self.ranges.partition_point(|&(_, end)| end <= number);
+        self.ranges
+            .get(i)
+            .is_some_and(|&(start, _)| start <= number)
+    }
+
+    fn verdict(&self, number: u64) -> Verdict {
+        if self.contains(number) {
+            Verdict::Duplicate
+        } else if number < self.forgotten_below {
+            Verdict::Forgotten
+        } else {
+            Verdict::New
+        }
+    }
+
+    /// Adds `number`; lets the lowest range go past [`RANGES_MAX`].
+    fn insert(&mut self, number: u64) {
+        let i = self.ranges.partition_point(|&(_, end)| end < number);
+        let next = number + 1;
+        match self.ranges.get_mut(i) {
+            Some(range) if range.0 <= number && number < range.1 => return,
+            Some(range) if range.1 == number => {
+                range.1 = next;
+                if self.ranges.get(i + 1).is_some_and(|r| r.0 == next) {
+                    let merged = self.ranges.remove(i + 1);
+                    self.ranges[i].1 = merged.1;
+                }
+            }
+            Some(range) if range.0 == next => range.0 = number,
+            _ => self.ranges.insert(i, (number, next)),
+        }
+        if self.ranges.len() > RANGES_MAX {
+            let (_, end) = self.ranges.remove(0);
+            self.forgotten_below = self.forgotten_below.max(end);
+        }
+    }
+
+    /// Takes `number` out again (its store failed).
+    fn remove(&mut self, number: u64) {
+        let i = self.ranges.partition_point(|&(_, end)| end <= number);
+        let Some(&(start, end)) = self.ranges.get(i) else {
+            return;
+        };
+        if number < start {
+            return;
+        }
+        match (start == number, end == number + 1) {
+            (true, true) => {
+                self.ranges.remove(i);
+            }
+            (true, false) => self.ranges[i].0 = number + 1,
+            (false, true) => self.ranges[i].1 = number,
+            (false, false) => {
+                self.ranges[i].1 = number;
+                self.ranges.insert(i + 1, (number + 1, end));
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &Stream) {
+        for &(start, end) in &other.ranges {
+            let mut merged = (start, end);
+            self.ranges.retain(|&(s, e)| {
+                // Overlapping or adjacent ranges become one.
+                let touches = s <= merged.1 && merged.0 <= e;
+                if touches {
+                    merged = (merged.0.min(s), merged.1.max(e));
+                }
+                !touches
+            });
+            let i = self.ranges.partition_point(|&(s, _)| s < merged.0);
+            self.ranges.insert(i, merged);
+        }
+        while self.ranges.len() > RANGES_MAX {
+            let (_, end) = self.ranges.remove(0);
+            self.forgotten_below = self.forgotten_below.max(end);
+        }
+        self.forgotten_below = self.forgotten_below.max(other.forgotten_below);
+    }
+}
+
+/// The streams of one origin to one destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pair {
+    /// By epoch.
+    streams: BTreeMap<u64, Stream>,
+    /// Epochs at or below this without a stream are forgotten.
+    forgotten_epochs_up_to: Option<u64>,
+}
+
+impl Pair {
+    fn verdict(&self, epoch: u64, number: u64) -> Verdict {
+        match self.streams.get(&epoch) {
+            Some(stream) => stream.verdict(number),
+            None if self
+                .forgotten_epochs_up_to
+                .is_some_and(|up_to| epoch <= up_to) =>
+            {
+                Verdict::Forgotten
+            }
+            None => Verdict::New,
+        }
+    }
+
+    fn stream(&mut self, epoch: u64) -> &mut Stream {
+        if !self.streams.contains_key(&epoch) && self.streams.len() >= EPOCHS_MAX {
+            if let Some((oldest, _)) = self.streams.pop_first() {
+                self.forgotten_epochs_up_to = self.forgotten_epochs_up_to.max(Some(oldest));
+            }
+        }
+        self.streams.entry(epoch).or_default()
+    }
+}
+
+/// The durable form of [`Accepted`]: `(origin, destination, pair)`.
+pub type Summary = Vec<(String, String, Pair)>;
+
+/// The journal's custody record: this manager's epoch (so the next incarnation's is higher,
+/// whatever its clock says) and what it accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustodyRecord {
+    /// The epoch of the incarnation that wrote it.
+    pub epoch: u64,
+    /// What was durably accepted when it was written.
+    pub accepted: Summary,
+}
+
+/// Stamps what this manager sends to other managers: one stream per destination.
+#[derive(Debug)]
+pub(crate) struct Stamper {
+    epoch: u64,
+    next: FxHashMap<Box<str>, u64>,
+}
+
+impl Stamper {
+    /// Streams of the incarnation `epoch`, which must be above every earlier incarnation's.
+    pub(crate) fn new(epoch: u64) -> Self {
+        Self {
+            epoch,
+            next: FxHashMap::default(),
+        }
+    }
+
+    /// This incarnation's epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The stamp header's value for the next message to `destination`.
+    pub(crate) fn stamp(&mut self, destination: &str) -> String {
+        let number = match self.next.get_mut(destination) {
+            Some(next) => next,
+            None => self.next.entry(destination.into()).or_insert(1),
+        };
+        let stamp = Stamp {
+            epoch: self.epoch,
+            number: *number,
+            destination,
+        };
+        *number += 1;
+        stamp.value()
+    }
+}
+
+/// A copy admitted and not yet durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Admitted {
+    origin: Box<str>,
+    destination: Box<str>,
+    epoch: u64,
+    number: u64,
+}
+
+/// What this manager accepted of every stream that reached it; see the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct Accepted {
+    pairs: FxHashMap<(Box<str>, Box<str>), Pair>,
+    /// Admitted, their stores still in flight; left out of summaries.
+    pending: Vec<Admitted>,
+    /// Copies dropped since start.
+    duplicates: u64,
+}
+
+impl Accepted {
+    /// Decides on a stamped arrival from `origin`; a new one is admitted at once (a second
+    /// copy in the same batch is a duplicate) and must later be [`Self::stored`] or
+    /// [`Self::failed`].
+    pub(crate) fn admit(&mut self, origin: &str, stamp: Stamp<'_>) -> (Verdict, Option<Admitted>) {
+        let key = (
+            Box::<str>::from(origin),
+            Box::<str>::from(stamp.destination),
+        );
+        let pair = self.pairs.entry(key).or_default();
+        let verdict = pair.verdict(stamp.epoch, stamp.number);
+        match verdict {
+            Verdict::New => {
+                pair.stream(stamp.epoch).insert(stamp.number);
+                let admitted = Admitted {
+                    origin: origin.into(),
+                    destination: stamp.destination.into(),
+                    epoch: stamp.epoch,
+                    number: stamp.number,
+                };
+                self.pending.push(admitted.clone());
+                (verdict, Some(admitted))
+            }
+            Verdict::Duplicate => {
+                self.duplicates += 1;
+                (verdict, None)
+            }
+            Verdict::Forgotten => (verdict, None),
+        }
+    }
+
+    /// The stores of `admitted` are durable.
+    pub(crate) fn stored(&mut self, admitted: &[Admitted]) {
+        for done in admitted {
+            if let Some(i) = self.pending.iter().position(|p| p == done) {
+                self.pending.swap_remove(i);
+            }
+        }
+    }
+
+    /// The stores of `admitted` failed: their numbers are free for the next copy.
+    pub(crate) fn failed(&mut self, admitted: &[Admitted]) {
+        self.stored(admitted);
+        for done in admitted {
+            let key = (done.origin.clone(), done.destination.clone());
+            if let Some(stream) = self
+                .pairs
+                .get_mut(&key)
+                .and_then(|pair| pair.streams.get_mut(&done.epoch))
+            {
+                stream.remove(done.number);
+            }
+        }
+    }
+
+    /// A stamped message found durable at recovery.
+    pub(crate) fn recovered(&mut self, origin: &str, stamp: Stamp<'_>) {
+        let key = (
+            Box::<str>::from(origin),
+            Box::<str>::from(stamp.destination),
+        );
+        self.pairs
+            .entry(key)
+            .or_default()
+            .stream(stamp.epoch)
+            .insert(stamp.number);
+    }
+
+    /// A summary found at recovery: merged with what is known.
+    pub(crate) fn merge(&mut self, summary: Summary) {
+        for (origin, destination, pair) in summary {
+            let mine = self
+                .pairs
+                .entry((origin.into(), destination.into()))
+                .or_default();
+            mine.forgotten_epochs_up_to =
+                mine.forgotten_epochs_up_to.max(pair.forgotten_epochs_up_to);
+            for (epoch, stream) in &pair.streams {
+                mine.stream(*epoch).merge(stream);
+            }
+        }
+    }
+
+    /// What is durably accepted, for the journal, in a stable order.
+    pub(crate) fn summary(&self) -> Summary {
+        let mut summary: Summary = self
+            .pairs
+            .iter()
+            .map(|((origin, destination), pair)| {
+                let mut pair = pair.clone();
+                for pending in self
+                    .pending
+                    .iter()
+                    .filter(|p| p.origin == *origin && p.destination == *destination)
+                {
+                    if let Some(stream) = pair.streams.get_mut(&pending.epoch) {
+                        stream.remove(pending.number);
+                    }
+                }
+                (origin.to_string(), destination.to_string(), pair)
+            })
+            .collect();
+        summary.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        summary
+    }
+
+    /// Copies dropped since start.
+    pub(crate) fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn stamp(epoch: u64, number: u64) -> Stamp<'static> {
+        Stamp {
+            epoch,
+            number,
+            destination: "south",
+        }
+    }
+
+    #[test]
+    fn stamps_round_trip_and_garbage_is_none() {
+        let s = Stamp {
+            epoch: 1_765_000_000_123,
+            number: 42,
+            destination: "so.uth-1",
+        };
+        assert_eq!(Stamp::parse(&s.value()), Some(s));
+        for bad in ["", "1.2", "1@x", "a.2@x", "1.b@x", "1.2.3@x"] {
+            assert_eq!(Stamp::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_second_copy_is_a_duplicate_and_a_failed_store_frees_its_number() {
+        let mut accepted = Accepted::default();
+        let (verdict, admitted) = accepted.admit("north", stamp(7, 1));
+        assert_eq!(verdict, Verdict::New);
+        assert_eq!(accepted.admit("north", stamp(7, 1)).0, Verdict::Duplicate);
+        // Another origin, epoch or destination is another stream.
+        assert_eq!(accepted.admit("west", stamp(7, 1)).0, Verdict::New);
+        assert_eq!(accepted.admit("north", stamp(8, 1)).0, Verdict::New);
+        accepted.failed(&[admitted.unwrap()]);
+        assert_eq!(accepted.admit("north", stamp(7, 1)).0, Verdict::New);
+        assert_eq!(accepted.duplicates(), 1);
+    }
+
+    #[test]
+    fn summaries_leave_out_stores_in_flight() {
+        let mut accepted = Accepted::default();
+        let (_, first) = accepted.admit("north", stamp(7, 1));
+        accepted.stored(&[first.unwrap()]);
+        accepted.admit("north", stamp(7, 2));
+        let mut recovered = Accepted::default();
+        recovered.merge(accepted.summary());
+        assert_eq!(recovered.admit("north", stamp(7, 1)).0, Verdict::Duplicate);
+        assert_eq!(recovered.admit("north", stamp(7, 2)).0, Verdict::New);
+    }
+
+    #[test]
+    fn past_the_limits_copies_are_forgotten_never_new() {
+        let mut accepted = Accepted::default();
+        // Every other number: each one is a range of its own.
+        for number in (1..=2 * (RANGES_MAX as u64 + 10)).step_by(2) {
+            accepted.admit("north", stamp(1, number));
+        }
+        assert_eq!(accepted.admit("north", stamp(1, 1)).0, Verdict::Forgotten);
+        assert_eq!(accepted.admit("north", stamp(1, 2)).0, Verdict::Forgotten);
+        let last = 2 * (RANGES_MAX as u64 + 10) - 1;
+        assert_eq!(
+            accepted.admit("north", stamp(1, last)).0,
+            Verdict::Duplicate
+        );
+        assert_eq!(accepted.admit("north", stamp(1, last + 1)).0, Verdict::New);
+        for epoch in 2..=EPOCHS_MAX as u64 + 1 {
+            accepted.admit("north", stamp(epoch, 1));
+        }
+        assert_eq!(accepted.admit("north", stamp(1, 9)).0, Verdict::Forgotten);
+        assert_eq!(
+            accepted.admit("north", stamp(EPOCHS_MAX as u64 + 2, 1)).0,
+            Verdict::New
+        );
+    }
+
+    proptest! {
+        /// Against a plain set: a number is a duplicate exactly when it was admitted before
+        /// and not failed; a summary merged into an empty state says the same of stored ones.
+        #[test]
+        fn ranges_behave_as_a_set(ops in proptest::collection::vec((1u64..200, any::<bool>()), 1..400)) {
+            let mut accepted = Accepted::default();
+            let mut model = std::collections::BTreeSet::new();
+            for (number, fail) in ops {
+                let (verdict, admitted) = accepted.admit("north", stamp(3, number));
+                prop_assert_eq!(verdict == Verdict::Duplicate, model.contains(&number));
+                if let Some(admitted) = admitted {
+                    if fail {
+                        accepted.failed(&[admitted]);
+                    } else {
+                        accepted.stored(&[admitted]);
+                        model.insert(number);
+                    }
+                }
+            }
+            let mut recovered = Accepted::default();
+            recovered.merge(accepted.summary());
+            for number in 1..200 {
+                let (verdict, _) = recovered.admit("north", stamp(3, number));
+                prop_assert_eq!(verdict == Verdict::Duplicate, model.contains(&number));
+            }
+        }
+    }
+}

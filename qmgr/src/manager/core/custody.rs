@@ -1,0 +1,192 @@
+//! The core's side of custody (see `crate::custody`): stamping what leaves for another
+//! manager, deciding on stamped arrivals, and keeping the custody record at the journal's head.
+//!
+//! Invariants: a record with this incarnation's epoch is appended before the first message
+//! stamped with it (commits are durable in append order), so a crash can never leave a stamped
+//! message durable and its epoch not, and the next incarnation's epoch is higher;
+//! a segment holding the record of a stamped arrival stays (it is pinned in [`Retention`]) until
+//! a custody record written after the arrival was durable, so the arrival is never forgotten
+//! with its segment.
+
+// The core's types and imports: these handlers are part of `Core`, split by concern.
+use super::*;
+use crate::custody::{Accepted, Admitted, CustodyRecord, STAMP_HEADER, Stamp, Stamper, Verdict};
+use crate::manager::recovery::RecoveredCustody;
+
+/// See the module documentation.
+pub(super) struct CustodyState {
+    stamper: Stamper,
+    accepted: Accepted,
+    /// The last custody record written.
+    record: Option<Location>,
+    writing: bool,
+    /// Whether a record with this incarnation's epoch was appended (stamps wait for it).
+    epoch_appended: bool,
+    /// Segments holding stamped arrivals no durable custody record covers yet, each pinned
+    /// once in retention.
+    pins: Vec<u64>,
+}
+
+impl CustodyState {
+    pub(super) fn new(recovered: RecoveredCustody, now: Now) -> Self {
+        // Above every earlier incarnation's, even if the clock went back.
+        let epoch = now.wall_ms.max(recovered.epoch + 1);
+        Self {
+            stamper: Stamper::new(epoch),
+            accepted: recovered.accepted,
+            record: recovered.location,
+            writing: false,
+            epoch_appended: false,
+            pins: recovered.pins.into_iter().collect(),
+        }
+    }
+
+    /// Copies of stamped messages dropped since start.
+    pub(super) fn duplicates(&self) -> u64 {
+        self.accepted.duplicates()
+    }
+}
+
+/// What happens to a stamped arrival resolved to a queue where it stays.
+pub(super) enum Admission {
+    /// Store it; the token goes with its write.
+    Store(Option<Admitted>),
+    /// A copy of one already here: drop it.
+    Drop,
+    /// Dead-letter it, for this reason.
+    DeadLetter(String),
+}
+
+impl Core {
+    /// The stamp header value for a message put here for `home`.
+    pub(super) fn stamp_for(&mut self, home: &ManagerName) -> String {
+        if !self.custody.epoch_appended {
+            // Appended before the message: commits are durable in append order.
+            self.write_custody();
+        }
+        self.custody.stamper.stamp(home.as_str())
+    }
+
+    /// Decides on an arrival from `origin` with the stamp header value `stamp`, for `queue`.
+    pub(super) fn admit(
+        &mut self,
+        origin: &str,
+        stamp: Option<&str>,
+        queue: &QueueName,
+    ) -> Admission {
+        let stays = !queue
+            .as_str()
+            .starts_with(forward::TRANSMISSION_QUEUE_PREFIX)
+            && queue.as_str() != forward::HELD_QUEUE;
+        let Some(stamp) = stamp.filter(|_| stays).and_then(Stamp::parse) else {
+            return Admission::Store(None);
+        };
+        if mutation::active(Mutation::SkipCustodyDedup) {
+            return Admission::Store(None);
+        }
+        match self.custody.accepted.admit(origin, stamp) {
+            (Verdict::New, admitted) => Admission::Store(admitted),
+            (Verdict::Duplicate, _) => {
+                debug!(%origin, stamp = stamp.value(), "a second copy arrived; dropped");
+                Admission::Drop
+            }
+            (Verdict::Forgotten, _) => Admission::DeadLetter(format!(
+                "custody: stream {}.*@{} from {origin} is older than what this manager \
+                 remembers, so this may be a second copy",
+                stamp.epoch, stamp.destination
+            )),
+        }
+    }
+
+    /// The writes of `admitted` ended: durable at `segment`, or failed.
+    pub(super) fn admitted_written(&mut self, admitted: &[Admitted], segment: Option<u64>) {
+        if admitted.is_empty() {
+            return;
+        }
+        match segment {
+            Some(segment) => {
+                self.custody.accepted.stored(admitted);
+                if !self.custody.pins.contains(&segment) {
+                    self.custody.pins.push(segment);
+                    self.retention.live(segment, 0);
+                }
+            }
+            None => self.custody.accepted.failed(admitted),
+        }
+    }
+
+    /// Writes the custody record at the journal's head.
+    pub(super) fn write_custody(&mut self) {
+        let record = CustodyRecord {
+            epoch: self.custody.stamper.epoch(),
+            accepted: self.custody.accepted.summary(),
+        };
+        self.custody.writing = true;
+        self.custody.epoch_appended = true;
+        let covered = std::mem::take(&mut self.custody.pins);
+        self.commit_freeing(
+            vec![Bytes::from(record::encode(&Record::Custody(record)))],
+            Continuation::Custody { covered },
+        );
+    }
+
+    /// Rewrites the custody record when it, or a stamped arrival it does not cover, sits in a
+    /// sealed segment, so old segments can go.
+    pub(super) fn on_custody_maintenance(&mut self) {
+        let active = self.storage.active_segment();
+        let custody = &self.custody;
+        if !custody.writing
+            && (custody.record.is_some_and(|l| l.segment < active)
+                || custody.pins.iter().any(|&segment| segment < active))
+        {
+            self.write_custody();
+        }
+    }
+
+    /// The custody record was written (or not).
+    pub(super) fn on_custody_written(
+        &mut self,
+        covered: Vec<u64>,
+        result: Result<Vec<Location>, StoreError>,
+    ) {
+        self.custody.writing = false;
+        match result {
+            Ok(locations) => {
+                let location = locations.first().copied();
+                let old = std::mem::replace(&mut self.custody.record, location);
+                if let Some(new) = location {
+                    self.retention.live(new.segment, new.len);
+                }
+                if let Some(old) = old {
+                    self.retention.dead(old.segment, old.len);
+                }
+                for segment in covered {
+                    self.retention.dead(segment, 0);
+                }
+            }
+            Err(error) => {
+                warn!(%error, "writing the custody record failed; the next tick tries again");
+                self.custody.epoch_appended = false;
+                for segment in covered {
+                    if self.custody.pins.contains(&segment) {
+                        self.retention.dead(segment, 0);
+                    } else {
+                        self.custody.pins.push(segment);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A user's header may not pass for a stamp.
+pub(super) fn check_headers(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    if headers.contains_key(STAMP_HEADER) {
+        return Err(ApiError::BadRequest {
+            reason: format!("header `{STAMP_HEADER}` is set by managers, not by applications"),
+        });
+    }
+    Ok(())
+}

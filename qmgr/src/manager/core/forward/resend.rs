@@ -1,0 +1,111 @@
+//! Re-sending around a failure: when the routes change, a stamped message in flight on a link
+//! the route to its destination no longer takes is copied at once to the place the new route
+//! gives (another neighbour's transmission queue, or the held messages).
+//!
+//! The original stays with its channel, under its channel sequence number, so the channel's
+//! invariants hold and a returning neighbour is simply given it again; whichever copy reaches
+//! the destination second is dropped there by custody (both carry the same stamp). Messages
+//! without a stamp (put by an older release) are never copied: nothing could tell the two
+//! copies apart.
+//!
+//! Invariant: a message in flight is copied at most once per incarnation (`Link::resent`);
+//! after a restart it may be copied again, which the destination's dedup absorbs.
+
+// The forwarding types and imports: these handlers are part of `Core`, split by concern.
+use super::*;
+
+/// The header a re-sent copy carries, so that `qmgr get --json` shows it took another way.
+pub(crate) const RESENT_HEADER: &str = "hopmq.resent";
+
+impl Core {
+    /// Copies the stamped messages in flight on links the routes in force no longer lead
+    /// them through; called after every change of the route table.
+    pub(in crate::manager::core) fn resend_in_flight(&mut self, now: Now) {
+        let neighbours: Vec<ManagerName> = self
+            .links
+            .iter()
+            .filter(|(_, link)| !link.assigned.is_empty())
+            .map(|(neighbour, _)| neighbour.clone())
+            .collect();
+        for neighbour in neighbours {
+            self.resend_from(&neighbour, now);
+        }
+    }
+
+    fn resend_from(&mut self, neighbour: &ManagerName, now: Now) {
+        let own = transmission_queue(neighbour);
+        let Some(link) = self.links.get_mut(neighbour) else {
+            return;
+        };
+        let in_flight: Vec<Entry> = link
+            .assigned
+            .iter()
+            .filter(|(_, _, entry)| !link.resent.contains(&entry.seq))
+            .map(|(_, _, entry)| *entry)
+            .collect();
+        let still: rustc_hash::FxHashSet<u64> =
+            link.assigned.iter().map(|(_, _, e)| e.seq).collect();
+        link.resent.retain(|seq| still.contains(seq));
+        for entry in in_flight {
+            let payload = match self.payloads.get(&entry, &*self.storage) {
+                Ok(payload) => payload,
+                Err(error) => {
+                    warn!(%neighbour, seq = entry.seq, %error, "cannot read a message in flight to send it around; it waits for its link");
+                    continue;
+                }
+            };
+            let Ok(passing) = record::Passing::read(&payload) else {
+                continue;
+            };
+            if passing.stamp.is_none() {
+                continue;
+            }
+            let destination = passing.destination.to_owned();
+            let target = match self.resolve_arrival(&destination) {
+                Ok(target) if target != own && transmission_neighbour(&target).is_some() => target,
+                Ok(target) if target.as_str() == HELD_QUEUE => target,
+                // Still this link, here, or nowhere: it waits for its link.
+                _ => continue,
+            };
+            if let Some(link) = self.links.get_mut(neighbour) {
+                link.resent.insert(entry.seq);
+            }
+            debug!(%neighbour, seq = entry.seq, %target, "a message in flight is sent again along the new route");
+            self.totals.resent += 1;
+            self.copy_message(&payload, entry, &target, now);
+        }
+    }
+
+    /// Writes a copy of `entry` (whose record is `payload`) into `target`, marked re-sent.
+    fn copy_message(&mut self, payload: &[u8], entry: Entry, target: &QueueName, now: Now) {
+        let seq = self.next_seq;
+        let copy =
+            match delivery::encode_moved(payload, target.as_str(), seq, &[(RESENT_HEADER, "1")]) {
+                Ok(copy) => Bytes::from(copy),
+                Err(error) => {
+                    warn!(seq = entry.seq, %error, "cannot copy a message in flight");
+                    return;
+                }
+            };
+        self.next_seq += 1;
+        self.ensure_slot(target).accept(false);
+        let item = PutItem {
+            queue: target.clone(),
+            entry: Entry {
+                seq,
+                body: BodyRef::Memory,
+                delivery_count: 0,
+                put_at_ms: now.wall_ms,
+                ..entry
+            },
+            payload: copy.clone(),
+            persistent: true,
+            handoff: None,
+            channel_seq: None,
+        };
+        self.commit(
+            vec![copy],
+            super::super::Continuation::Moved { item, old: None },
+        );
+    }
+}
