@@ -31,16 +31,24 @@ use serde::{Deserialize, Serialize};
 /// The header that carries a message's stamp.
 pub(crate) const STAMP_HEADER: &str = "hopmq.custody";
 
+/// The header a destination adds when it passes a message on to the queue's new home under a
+/// stamp of its own: the stamp it accepted the message under, so that its journal still
+/// shows the acceptance.
+pub(crate) const ACCEPTED_HEADER: &str = "hopmq.custody.accepted";
+
 /// Ranges of accepted numbers kept per stream; each is a gap some copy may still fill.
 pub(crate) const RANGES_MAX: usize = 1024;
 
 /// Streams (incarnations of an origin) kept per origin and destination.
-pub(crate) const EPOCHS_MAX: usize = 16;
+pub(crate) const EPOCHS_MAX: usize = 64;
 
 /// A message's place in its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp<'a> {
-    /// The origin's incarnation.
+    /// The manager that keeps custody of the message until its destination has it: its
+    /// origin, or the destination of an earlier leg that passed it on (its queue had moved).
+    pub custodian: &'a str,
+    /// The custodian's incarnation.
     pub epoch: u64,
     /// The message's number in the stream, from 1.
     pub number: u64,
@@ -49,11 +57,13 @@ pub(crate) struct Stamp<'a> {
 }
 
 impl<'a> Stamp<'a> {
-    /// Reads a stamp header's value (`EPOCH.NUMBER@DESTINATION`).
+    /// Reads a stamp header's value (`CUSTODIAN/EPOCH.NUMBER@DESTINATION`).
     pub(crate) fn parse(value: &'a str) -> Option<Self> {
-        let (numbers, destination) = value.split_once('@')?;
+        let (custodian, rest) = value.split_once('/')?;
+        let (numbers, destination) = rest.split_once('@')?;
         let (epoch, number) = numbers.split_once('.')?;
         Some(Self {
+            custodian,
             epoch: epoch.parse().ok()?,
             number: number.parse().ok()?,
             destination,
@@ -62,7 +72,10 @@ impl<'a> Stamp<'a> {
 
     /// The header's value.
     pub(crate) fn value(&self) -> String {
-        format!("{}.{}@{}", self.epoch, self.number, self.destination)
+        format!(
+            "{}/{}.{}@{}",
+            self.custodian, self.epoch, self.number, self.destination
+        )
     }
 }
 
@@ -220,14 +233,16 @@ pub struct CustodyRecord {
 /// Stamps what this manager sends to other managers: one stream per destination.
 #[derive(Debug)]
 pub(crate) struct Stamper {
+    custodian: Box<str>,
     epoch: u64,
     next: FxHashMap<Box<str>, u64>,
 }
 
 impl Stamper {
     /// Streams of the incarnation `epoch`, which must be above every earlier incarnation's.
-    pub(crate) fn new(epoch: u64) -> Self {
+    pub(crate) fn new(custodian: &str, epoch: u64) -> Self {
         Self {
+            custodian: custodian.into(),
             epoch,
             next: FxHashMap::default(),
         }
@@ -245,6 +260,7 @@ impl Stamper {
             None => self.next.entry(destination.into()).or_insert(1),
         };
         let stamp = Stamp {
+            custodian: &self.custodian,
             epoch: self.epoch,
             number: *number,
             destination,
@@ -274,10 +290,10 @@ pub(crate) struct Accepted {
 }
 
 impl Accepted {
-    /// Decides on a stamped arrival from `origin`; a new one is admitted at once (a second
-    /// copy in the same batch is a duplicate) and must later be [`Self::stored`] or
-    /// [`Self::failed`].
-    pub(crate) fn admit(&mut self, origin: &str, stamp: Stamp<'_>) -> (Verdict, Option<Admitted>) {
+    /// Decides on a stamped arrival; a new one is admitted at once (a second copy in the same
+    /// batch is a duplicate) and must later be [`Self::stored`] or [`Self::failed`].
+    pub(crate) fn admit(&mut self, stamp: Stamp<'_>) -> (Verdict, Option<Admitted>) {
+        let origin = stamp.custodian;
         let key = (
             Box::<str>::from(origin),
             Box::<str>::from(stamp.destination),
@@ -329,9 +345,9 @@ impl Accepted {
     }
 
     /// A stamped message found durable at recovery.
-    pub(crate) fn recovered(&mut self, origin: &str, stamp: Stamp<'_>) {
+    pub(crate) fn recovered(&mut self, stamp: Stamp<'_>) {
         let key = (
-            Box::<str>::from(origin),
+            Box::<str>::from(stamp.custodian),
             Box::<str>::from(stamp.destination),
         );
         self.pairs
@@ -392,6 +408,7 @@ mod tests {
 
     fn stamp(epoch: u64, number: u64) -> Stamp<'static> {
         Stamp {
+            custodian: "north",
             epoch,
             number,
             destination: "south",
@@ -401,12 +418,21 @@ mod tests {
     #[test]
     fn stamps_round_trip_and_garbage_is_none() {
         let s = Stamp {
+            custodian: "no.rth",
             epoch: 1_765_000_000_123,
             number: 42,
             destination: "so.uth-1",
         };
         assert_eq!(Stamp::parse(&s.value()), Some(s));
-        for bad in ["", "1.2", "1@x", "a.2@x", "1.b@x", "1.2.3@x"] {
+        for bad in [
+            "",
+            "1.2@x",
+            "n/1.2",
+            "n/1@x",
+            "n/a.2@x",
+            "n/1.b@x",
+            "n/1.2.3@x",
+        ] {
             assert_eq!(Stamp::parse(bad), None, "{bad}");
         }
     }
@@ -414,27 +440,31 @@ mod tests {
     #[test]
     fn a_second_copy_is_a_duplicate_and_a_failed_store_frees_its_number() {
         let mut accepted = Accepted::default();
-        let (verdict, admitted) = accepted.admit("north", stamp(7, 1));
+        let (verdict, admitted) = accepted.admit(stamp(7, 1));
         assert_eq!(verdict, Verdict::New);
-        assert_eq!(accepted.admit("north", stamp(7, 1)).0, Verdict::Duplicate);
-        // Another origin, epoch or destination is another stream.
-        assert_eq!(accepted.admit("west", stamp(7, 1)).0, Verdict::New);
-        assert_eq!(accepted.admit("north", stamp(8, 1)).0, Verdict::New);
+        assert_eq!(accepted.admit(stamp(7, 1)).0, Verdict::Duplicate);
+        // Another custodian, epoch or destination is another stream.
+        let west = Stamp {
+            custodian: "west",
+            ..stamp(7, 1)
+        };
+        assert_eq!(accepted.admit(west).0, Verdict::New);
+        assert_eq!(accepted.admit(stamp(8, 1)).0, Verdict::New);
         accepted.failed(&[admitted.unwrap()]);
-        assert_eq!(accepted.admit("north", stamp(7, 1)).0, Verdict::New);
+        assert_eq!(accepted.admit(stamp(7, 1)).0, Verdict::New);
         assert_eq!(accepted.duplicates(), 1);
     }
 
     #[test]
     fn summaries_leave_out_stores_in_flight() {
         let mut accepted = Accepted::default();
-        let (_, first) = accepted.admit("north", stamp(7, 1));
+        let (_, first) = accepted.admit(stamp(7, 1));
         accepted.stored(&[first.unwrap()]);
-        accepted.admit("north", stamp(7, 2));
+        accepted.admit(stamp(7, 2));
         let mut recovered = Accepted::default();
         recovered.merge(accepted.summary());
-        assert_eq!(recovered.admit("north", stamp(7, 1)).0, Verdict::Duplicate);
-        assert_eq!(recovered.admit("north", stamp(7, 2)).0, Verdict::New);
+        assert_eq!(recovered.admit(stamp(7, 1)).0, Verdict::Duplicate);
+        assert_eq!(recovered.admit(stamp(7, 2)).0, Verdict::New);
     }
 
     #[test]
@@ -442,22 +472,19 @@ mod tests {
         let mut accepted = Accepted::default();
         // Every other number: each one is a range of its own.
         for number in (1..=2 * (RANGES_MAX as u64 + 10)).step_by(2) {
-            accepted.admit("north", stamp(1, number));
+            accepted.admit(stamp(1, number));
         }
-        assert_eq!(accepted.admit("north", stamp(1, 1)).0, Verdict::Forgotten);
-        assert_eq!(accepted.admit("north", stamp(1, 2)).0, Verdict::Forgotten);
+        assert_eq!(accepted.admit(stamp(1, 1)).0, Verdict::Forgotten);
+        assert_eq!(accepted.admit(stamp(1, 2)).0, Verdict::Forgotten);
         let last = 2 * (RANGES_MAX as u64 + 10) - 1;
-        assert_eq!(
-            accepted.admit("north", stamp(1, last)).0,
-            Verdict::Duplicate
-        );
-        assert_eq!(accepted.admit("north", stamp(1, last + 1)).0, Verdict::New);
+        assert_eq!(accepted.admit(stamp(1, last)).0, Verdict::Duplicate);
+        assert_eq!(accepted.admit(stamp(1, last + 1)).0, Verdict::New);
         for epoch in 2..=EPOCHS_MAX as u64 + 1 {
-            accepted.admit("north", stamp(epoch, 1));
+            accepted.admit(stamp(epoch, 1));
         }
-        assert_eq!(accepted.admit("north", stamp(1, 9)).0, Verdict::Forgotten);
+        assert_eq!(accepted.admit(stamp(1, 9)).0, Verdict::Forgotten);
         assert_eq!(
-            accepted.admit("north", stamp(EPOCHS_MAX as u64 + 2, 1)).0,
+            accepted.admit(stamp(EPOCHS_MAX as u64 + 2, 1)).0,
             Verdict::New
         );
     }
@@ -470,7 +497,7 @@ mod tests {
             let mut accepted = Accepted::default();
             let mut model = std::collections::BTreeSet::new();
             for (number, fail) in ops {
-                let (verdict, admitted) = accepted.admit("north", stamp(3, number));
+                let (verdict, admitted) = accepted.admit(stamp(3, number));
                 prop_assert_eq!(verdict == Verdict::Duplicate, model.contains(&number));
                 if let Some(admitted) = admitted {
                     if fail {
@@ -484,7 +511,7 @@ mod tests {
             let mut recovered = Accepted::default();
             recovered.merge(accepted.summary());
             for number in 1..200 {
-                let (verdict, _) = recovered.admit("north", stamp(3, number));
+                let (verdict, _) = recovered.admit(stamp(3, number));
                 prop_assert_eq!(verdict == Verdict::Duplicate, model.contains(&number));
             }
         }

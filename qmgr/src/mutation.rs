@@ -10,7 +10,9 @@
 pub enum Mutation {
     /// A put is acknowledged before its record is durable.
     AckBeforeDurable,
-    /// The channel receiver keeps resent messages instead of dropping them.
+    /// The channel receiver keeps resent messages instead of dropping them. Since custody
+    /// the destination drops those copies by their stamp, so the whole network still keeps
+    /// its promise: the simulator shows that second line of defence holds.
     SkipDedup,
     /// A leased delivery is written as a removal at once, so a crash loses the unacknowledged
     /// message instead of returning it.
@@ -28,6 +30,9 @@ impl Mutation {
         ("unrecorded-lease", Mutation::UnrecordedLease),
         ("skip-custody-dedup", Mutation::SkipCustodyDedup),
     ];
+
+    /// Mutations a second mechanism masks: the checker must *not* see them break a promise.
+    pub const MASKED: [Mutation; 1] = [Mutation::SkipDedup];
 
     /// The mutation called `name`.
     pub fn named(name: &str) -> Option<Mutation> {

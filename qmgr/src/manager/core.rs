@@ -295,7 +295,7 @@ impl Core {
             links: forward::Links::new(entropy),
             reloader: None,
             routing: routes::Routing::new(&name_for_routing, topology, now.wall_ms),
-            custody: custody::CustodyState::new(recovered.custody, now),
+            custody: custody::CustodyState::new(&name_for_routing, recovered.custody, now),
         };
         core.declare_homed_queues();
         core.ensure_slot(&dead_letter_queue());

@@ -17,7 +17,7 @@ use hopmq::QueueName;
 use super::liveness::Liveness;
 use crate::channel::receiver::{RECENT_IDS_MAX, ReceiverState};
 use crate::channel::sender::SenderState;
-use crate::custody::{Accepted, STAMP_HEADER, Stamp};
+use crate::custody::{ACCEPTED_HEADER, Accepted, STAMP_HEADER, Stamp};
 use crate::manager::core::{HELD_QUEUE, TRANSMISSION_QUEUE_PREFIX};
 use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
 use crate::record::{self, Record, RecordError};
@@ -235,18 +235,23 @@ impl Replay {
         Ok(())
     }
 
-    /// A stamped message stored for good here (not waiting to leave) was accepted.
+    /// A stamped message stored for good here (not waiting to leave), or passed on to its
+    /// queue's new home after it was accepted here, was accepted.
     fn stamped(&mut self, location: Location, message: &record::StoredMessage<'_>) {
-        if message.queue.starts_with(TRANSMISSION_QUEUE_PREFIX) || message.queue == HELD_QUEUE {
-            return;
-        }
+        let waiting =
+            message.queue.starts_with(TRANSMISSION_QUEUE_PREFIX) || message.queue == HELD_QUEUE;
+        let key = if waiting {
+            ACCEPTED_HEADER
+        } else {
+            STAMP_HEADER
+        };
         let stamp = message
             .headers
             .iter()
-            .find(|(key, _)| *key == STAMP_HEADER)
+            .find(|(name, _)| *name == key)
             .and_then(|(_, value)| Stamp::parse(value));
         if let Some(stamp) = stamp {
-            self.custody.accepted.recovered(message.origin, stamp);
+            self.custody.accepted.recovered(stamp);
             self.custody.pins.insert(location.segment);
         }
     }

@@ -24,8 +24,8 @@ struct Args {
     /// Steps of workload and faults per run.
     #[arg(long, default_value_t = 3_000)]
     steps: u64,
-    /// Break the core on purpose (ack-before-durable, skip-dedup, unrecorded-lease): the
-    /// checker must catch it.
+    /// Break the core on purpose (ack-before-durable, skip-dedup, unrecorded-lease,
+    /// skip-custody-dedup): the checker must catch it (skip-dedup excepted: custody masks it).
     #[arg(long)]
     mutation: Option<String>,
     /// Print each run's event trace.

@@ -10,7 +10,9 @@
 
 // The core's types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
-use crate::custody::{Accepted, Admitted, CustodyRecord, STAMP_HEADER, Stamp, Stamper, Verdict};
+use crate::custody::{
+    ACCEPTED_HEADER, Accepted, Admitted, CustodyRecord, STAMP_HEADER, Stamp, Stamper, Verdict,
+};
 use crate::manager::recovery::RecoveredCustody;
 
 /// See the module documentation.
@@ -25,18 +27,22 @@ pub(super) struct CustodyState {
     /// Segments holding stamped arrivals no durable custody record covers yet, each pinned
     /// once in retention.
     pins: Vec<u64>,
+    /// A message that went round a loop was held: the held messages are examined again at
+    /// the next tick, whether or not the routes changed meanwhile.
+    looped: bool,
 }
 
 impl CustodyState {
-    pub(super) fn new(recovered: RecoveredCustody, now: Now) -> Self {
+    pub(super) fn new(name: &ManagerName, recovered: RecoveredCustody, now: Now) -> Self {
         // Above every earlier incarnation's, even if the clock went back.
         let epoch = now.wall_ms.max(recovered.epoch + 1);
         Self {
-            stamper: Stamper::new(epoch),
+            stamper: Stamper::new(name.as_str(), epoch),
             accepted: recovered.accepted,
             record: recovered.location,
             writing: false,
             epoch_appended: false,
+            looped: false,
             pins: recovered.pins.into_iter().collect(),
         }
     }
@@ -47,14 +53,35 @@ impl CustodyState {
     }
 }
 
-/// What happens to a stamped arrival resolved to a queue where it stays.
+/// What happens to a stamped message arriving here.
 pub(super) enum Admission {
-    /// Store it; the token goes with its write.
+    /// Store it where it was resolved to; the token (if custody admitted it here) goes with
+    /// its write.
     Store(Option<Admitted>),
+    /// This manager was its destination, and its queue has moved on: admitted here, it leaves
+    /// again with these headers (a stamp of this manager's, and the one it was accepted under).
+    HandOver(Admitted, Vec<(&'static str, String)>),
     /// A copy of one already here: drop it.
     Drop,
     /// Dead-letter it, for this reason.
     DeadLetter(String),
+}
+
+/// Whether a message in `queue` stays here (a local queue, or the dead-letter queue) rather
+/// than waiting to leave.
+pub(super) fn stays(queue: &QueueName) -> bool {
+    !queue
+        .as_str()
+        .starts_with(forward::TRANSMISSION_QUEUE_PREFIX)
+        && queue.as_str() != forward::HELD_QUEUE
+}
+
+/// The stamp among `headers`.
+pub(super) fn stamp_in<'a>(headers: &[(&'a str, &'a str)]) -> Option<Stamp<'a>> {
+    headers
+        .iter()
+        .find(|(key, _)| *key == STAMP_HEADER)
+        .and_then(|(_, value)| Stamp::parse(value))
 }
 
 impl Core {
@@ -67,35 +94,72 @@ impl Core {
         self.custody.stamper.stamp(home.as_str())
     }
 
-    /// Decides on an arrival from `origin` with the stamp header value `stamp`, for `queue`.
+    /// Where a message for `destination` goes from here: a stamped one towards its stamp's
+    /// destination while that is another manager (every copy of a message ends at the same
+    /// manager, whatever the topology says meanwhile of its queue's home, and only there may
+    /// it be dead-lettered), else where the address leads.
+    pub(super) fn stamped_place(
+        &mut self,
+        destination: &str,
+        stamp: Option<Stamp<'_>>,
+    ) -> Result<QueueName, String> {
+        if let Some(stamp) = stamp.filter(|s| s.destination != self.name.as_str()) {
+            // A destination this topology does not know (yet): held, like an address this
+            // manager cannot place, never dead-lettered at a relay.
+            return Ok(ManagerName::new(stamp.destination)
+                .ok()
+                .and_then(|manager| self.route_to(&manager))
+                .unwrap_or_else(forward::held_queue));
+        }
+        self.resolve_arrival(destination)
+    }
+
+    /// Decides on a stamped message arriving here for `queue` (see [`Admission`]).
     pub(super) fn admit(
         &mut self,
-        origin: &str,
-        stamp: Option<&str>,
+        stamp: Option<Stamp<'_>>,
+        destination: &str,
         queue: &QueueName,
     ) -> Admission {
-        let stays = !queue
-            .as_str()
-            .starts_with(forward::TRANSMISSION_QUEUE_PREFIX)
-            && queue.as_str() != forward::HELD_QUEUE;
-        let Some(stamp) = stamp.filter(|_| stays).and_then(Stamp::parse) else {
+        let Some(stamp) = stamp else {
             return Admission::Store(None);
         };
-        if mutation::active(Mutation::SkipCustodyDedup) {
+        let mine = stamp.destination == self.name.as_str();
+        if (!mine && !stays(queue)) || mutation::active(Mutation::SkipCustodyDedup) {
             return Admission::Store(None);
         }
-        match self.custody.accepted.admit(origin, stamp) {
+        match self.custody.accepted.admit(stamp) {
+            (Verdict::New, Some(admitted)) if mine && !stays(queue) => {
+                let mut headers = vec![(ACCEPTED_HEADER, stamp.value())];
+                headers.extend(self.handover_stamp(destination));
+                Admission::HandOver(admitted, headers)
+            }
             (Verdict::New, admitted) => Admission::Store(admitted),
             (Verdict::Duplicate, _) => {
-                debug!(%origin, stamp = stamp.value(), "a second copy arrived; dropped");
+                debug!(stamp = stamp.value(), "a second copy arrived; dropped");
                 Admission::Drop
             }
             (Verdict::Forgotten, _) => Admission::DeadLetter(format!(
-                "custody: stream {}.*@{} from {origin} is older than what this manager \
-                 remembers, so this may be a second copy",
-                stamp.epoch, stamp.destination
+                "custody: stream {}/{}.*@{} is older than what this manager remembers, so \
+                 this may be a second copy",
+                stamp.custodian, stamp.epoch, stamp.destination
             )),
         }
+    }
+
+    /// A stamp of this manager's for the home `destination` now has, if it has one elsewhere.
+    pub(super) fn handover_stamp(&mut self, destination: &str) -> Option<(&'static str, String)> {
+        let address: Address = destination.parse().ok()?;
+        let home = match address.manager {
+            Some(manager) => manager,
+            None => self
+                .routing
+                .topology()
+                .queue(address.queue.as_str())?
+                .home
+                .clone(),
+        };
+        (home != self.name).then(|| (STAMP_HEADER, self.stamp_for(&home)))
     }
 
     /// The writes of `admitted` ended: durable at `segment`, or failed.
@@ -130,9 +194,17 @@ impl Core {
         );
     }
 
+    /// A stamped message past twice the hop limit was held (see `forward::receive`).
+    pub(super) fn held_a_looping_message(&mut self) {
+        self.custody.looped = true;
+    }
+
     /// Rewrites the custody record when it, or a stamped arrival it does not cover, sits in a
-    /// sealed segment, so old segments can go.
-    pub(super) fn on_custody_maintenance(&mut self) {
+    /// sealed segment, so old segments can go; sends looping messages that were held on again.
+    pub(super) fn on_custody_maintenance(&mut self, now: Now) {
+        if std::mem::take(&mut self.custody.looped) {
+            self.reexamine(&BTreeSet::from([forward::held_queue()]), now);
+        }
         let active = self.storage.active_segment();
         let custody = &self.custody;
         if !custody.writing

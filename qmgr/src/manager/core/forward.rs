@@ -36,7 +36,7 @@ use crate::channel::connection::{Channel, ChannelDirection};
 use crate::channel::frame::ChannelFrame;
 use crate::channel::receiver::{Receiver, ReceiverOutput, ReceiverState, Store};
 use crate::channel::sender::{HeldMessage, Sender, SenderState};
-use crate::custody::Admitted;
+use crate::custody::{Admitted, Stamp};
 use crate::manager::clock::Now;
 use crate::manager::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER};
 use crate::manager::recovery;

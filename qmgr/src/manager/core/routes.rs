@@ -35,7 +35,7 @@ use hopmq_routing::{DownLinks, LinkStateDb, Lsa, Network, Received, RouteTable, 
 use tracing::{error, info, warn};
 
 use super::forward::{held_queue, transmission_neighbour, transmission_queue};
-use super::{Core, SYSTEM_QUEUE_PREFIX};
+use super::{Core, SYSTEM_QUEUE_PREFIX, custody};
 use crate::channel::adjacency::Change;
 use crate::channel::frame::ChannelFrame;
 use crate::manager::ChannelDirection;
@@ -416,7 +416,7 @@ impl Core {
     /// [`REROUTE_PASS_MAX`]), the rest in later passes. Messages already given to a channel are
     /// not in these queues: they stay with it (they must be resent under their sequence
     /// number). Returns what this first pass moved and dead-lettered.
-    fn reexamine(&mut self, queues: &BTreeSet<QueueName>, now: Now) -> (u64, u64) {
+    pub(super) fn reexamine(&mut self, queues: &BTreeSet<QueueName>, now: Now) -> (u64, u64) {
         for queue in queues {
             // From the start again: the routes changed since any pass in progress.
             self.routing.rerouting.insert(queue.clone(), 0);
@@ -450,17 +450,8 @@ impl Core {
             }
             budget -= entries.len();
             for entry in entries {
-                let destination = self
-                    .payloads
-                    .get(&entry, &*self.storage)
-                    .map_err(|e| e.to_string())
-                    .and_then(|payload| {
-                        delivery::stored(&payload)
-                            .map(|stored| stored.destination.to_owned())
-                            .map_err(|e| e.to_string())
-                    });
-                let target = match destination {
-                    Ok(destination) => self.resolve_arrival(&destination),
+                let (target, restamp) = match self.waiting_target(&entry) {
+                    Ok(found) => found,
                     Err(reason) => {
                         error!(%queue, seq = entry.seq, %reason, "cannot read a waiting message to route it; it stays");
                         continue;
@@ -479,7 +470,9 @@ impl Core {
                 match target {
                     Ok(target) => {
                         moved += 1;
-                        self.move_message(&queue, entry, &target, &[], now);
+                        let headers: Vec<(&str, &str)> =
+                            restamp.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                        self.move_message(&queue, entry, &target, &headers, now);
                     }
                     Err(reason) => {
                         dead += 1;
@@ -500,6 +493,30 @@ impl Core {
             );
         }
         (moved, dead)
+    }
+
+    /// Where a waiting message goes with the routes in force, and the stamp it takes if this
+    /// manager is its stamp's destination and it leaves for its queue's new home.
+    fn waiting_target(
+        &mut self,
+        entry: &Entry,
+    ) -> Result<(Result<QueueName, String>, Option<(&'static str, String)>), String> {
+        let payload = self
+            .payloads
+            .get(entry, &*self.storage)
+            .map_err(|e| e.to_string())?;
+        let stored = delivery::stored(&payload).map_err(|e| e.to_string())?;
+        let stamp = custody::stamp_in(&stored.headers);
+        let target = self.stamped_place(stored.destination, stamp);
+        let restamp = match (&target, stamp) {
+            (Ok(target), Some(stamp))
+                if stamp.destination == self.name.as_str() && !custody::stays(target) =>
+            {
+                self.handover_stamp(stored.destination)
+            }
+            _ => None,
+        };
+        Ok((target, restamp))
     }
 
     /// After a commit: a re-routing in progress takes its next pass once the journal has

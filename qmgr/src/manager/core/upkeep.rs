@@ -29,7 +29,7 @@ impl Core {
         self.event_now = now;
         self.on_link_maintenance(now);
         self.on_routing_maintenance(now);
-        self.on_custody_maintenance();
+        self.on_custody_maintenance(now);
         let names: Vec<QueueName> = self.queues.keys().cloned().collect();
         for name in names {
             let expired = match self.queues.get_mut(&name) {

@@ -200,7 +200,14 @@ impl Core {
         now: Now,
     ) -> Option<(QueueName, Vec<u8>, usize)> {
         let hops = passing.hops;
-        let (queue, reason) = if hops > self.limits.max_hops as usize {
+        let stamp = passing.stamp.and_then(Stamp::parse);
+        // A stamped message is dead-lettered only at its destination, where custody sees
+        // every copy (two copies dead-lettered at two relays would be two): past the hop limit
+        // it still goes towards it, and past twice the limit (a loop while managers disagree
+        // on the topology) it is held until the routes change.
+        let passing_on = stamp.is_some_and(|s| s.destination != self.name.as_str());
+        let looping = hops > self.limits.max_hops as usize;
+        let (queue, reason) = if looping && !passing_on {
             (
                 dead_letter_queue(),
                 Some(format!(
@@ -208,15 +215,24 @@ impl Core {
                     self.limits.max_hops
                 )),
             )
+        } else if looping && hops > 2 * self.limits.max_hops as usize {
+            self.held_a_looping_message();
+            (held_queue(), None)
         } else {
-            match self.resolve_arrival(passing.destination) {
+            match self.stamped_place(passing.destination, stamp) {
                 Ok(queue) => (queue, None),
                 Err(reason) => (dead_letter_queue(), Some(reason)),
             }
         };
-        let (queue, reason) = match self.admit(passing.origin, passing.stamp, &queue) {
+        let mut handover = Vec::new();
+        let (queue, reason) = match self.admit(stamp, passing.destination, &queue) {
             Admission::Store(token) => {
                 admitted.extend(token);
+                (queue, reason)
+            }
+            Admission::HandOver(token, headers) => {
+                admitted.push(token);
+                handover = headers;
                 (queue, reason)
             }
             Admission::Drop => return None,
@@ -225,7 +241,12 @@ impl Core {
         let hop = (self.name.as_str(), now.wall_ms);
         let encoded = match &reason {
             // The common case, rewritten around the bytes it keeps.
-            None => passing.rewrite(queue.as_str(), seq, hop),
+            None if handover.is_empty() => passing.rewrite(queue.as_str(), seq, hop),
+            None => {
+                let headers: Vec<(&str, &str)> =
+                    handover.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                delivery::encode_arrived(&whole(payload, from)?, queue.as_str(), seq, hop, &headers)
+            }
             Some(reason) => {
                 warn!(id = passing.id, destination = passing.destination, %reason, "message dead-lettered on arrival");
                 dead_lettered(&whole(payload, from)?, seq, hop, reason)

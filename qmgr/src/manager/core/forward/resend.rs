@@ -1,6 +1,7 @@
 //! Re-sending around a failure: when the routes change, a stamped message in flight on a link
-//! the route to its destination no longer takes is copied at once to the place the new route
-//! gives (another neighbour's transmission queue, or the held messages).
+//! that is out of use (its neighbour dead, the link drained or removed) and that the route to
+//! its destination no longer takes is copied at once to the place the new route gives
+//! (another neighbour's transmission queue, or the held messages).
 //!
 //! The original stays with its channel, under its channel sequence number, so the channel's
 //! invariants hold and a returning neighbour is simply given it again; whichever copy reaches
@@ -13,6 +14,7 @@
 
 // The forwarding types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
+use crate::custody::Stamp;
 
 /// The header a re-sent copy carries, so that `qmgr get --json` shows it took another way.
 pub(crate) const RESENT_HEADER: &str = "hopmq.resent";
@@ -28,7 +30,11 @@ impl Core {
             .map(|(neighbour, _)| neighbour.clone())
             .collect();
         for neighbour in neighbours {
-            self.resend_from(&neighbour, now);
+            // A neighbour that is alive passes on what it was given, whatever the routes now
+            // prefer: copying would only make more copies to drop.
+            if !self.link_usable(&neighbour) {
+                self.resend_from(&neighbour, now);
+            }
         }
     }
 
@@ -57,11 +63,11 @@ impl Core {
             let Ok(passing) = record::Passing::read(&payload) else {
                 continue;
             };
-            if passing.stamp.is_none() {
+            let Some(stamp) = passing.stamp.and_then(Stamp::parse) else {
                 continue;
-            }
+            };
             let destination = passing.destination.to_owned();
-            let target = match self.resolve_arrival(&destination) {
+            let target = match self.stamped_place(&destination, Some(stamp)) {
                 Ok(target) if target != own && transmission_neighbour(&target).is_some() => target,
                 Ok(target) if target.as_str() == HELD_QUEUE => target,
                 // Still this link, here, or nowhere: it waits for its link.

@@ -1,0 +1,83 @@
+//! Custody between real managers on loopback: messages in flight to a relay that dies are sent
+//! around it along the new route at once, without waiting for the relay's return.
+
+#![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
+
+mod support;
+
+use support::network::{Network, Spec, receive};
+
+/// alpha–bravo–delta costs 2, alpha–charlie–delta costs 4: traffic for delta goes via bravo.
+fn diamond() -> Spec {
+    Spec {
+        managers: vec!["alpha", "bravo", "charlie", "delta"],
+        links: vec![
+            ("alpha", "bravo", 1),
+            ("bravo", "delta", 1),
+            ("alpha", "charlie", 2),
+            ("charlie", "delta", 2),
+        ],
+        queues: vec![("orders", "delta")],
+    }
+}
+
+fn start(spec: &Spec) -> Network {
+    let mut network = Network::prepare(spec);
+    let topology = network.topology();
+    let certs = network.certs();
+    for name in spec.managers.clone() {
+        network.start_manager_with(
+            name,
+            &topology,
+            &certs,
+            &[("QMGR_LINK_DEAD_INTERVAL_MS", "2000")],
+        );
+    }
+    network.wait_all_links_up(spec);
+    network
+}
+
+fn texts(messages: &[hopmq::Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m.text().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn messages_in_flight_to_a_relay_lost_for_good_go_around_it_once() {
+    let spec = diamond();
+    let mut network = start(&spec);
+    // Sent to bravo and never acknowledged: bravo is stopped, then killed and never restarted.
+    let held = network.hold_in_flight(("alpha", "bravo"), ("orders", "delta"), "held");
+    network.manager("bravo").kill9();
+    let consumer = network.manager("delta").client();
+    let got = receive(&consumer, "orders", held.len());
+    assert_eq!(texts(&got), held, "all of them, once, in put order");
+    for message in &got {
+        let path: Vec<&str> = message.trace.iter().map(|t| t.manager.as_str()).collect();
+        assert_eq!(path, ["alpha", "charlie", "delta"], "around bravo");
+        assert_eq!(
+            message.headers.get("hopmq.resent").map(String::as_str),
+            Some("1"),
+            "marked as sent again"
+        );
+    }
+    let alpha = network.manager("alpha").status();
+    assert!(alpha["messages_resent"].as_u64().unwrap() >= held.len() as u64);
+    // New messages take the new route too, and nothing more arrives.
+    let after: Vec<String> = (0..20).map(|i| format!("after-{i}")).collect();
+    let client = network.manager("alpha").client();
+    for body in &after {
+        client
+            .put("orders", hopmq::Message::new(body.as_str()))
+            .unwrap();
+    }
+    assert_eq!(texts(&receive(&consumer, "orders", after.len())), after);
+    assert!(
+        consumer
+            .get("orders", std::time::Duration::from_millis(500))
+            .unwrap()
+            .is_none()
+    );
+}
