@@ -159,7 +159,8 @@ impl ReloadArgs {
                 }
                 for s in &outcome.stranded {
                     outln!(
-                        "{} messages in flight to {} wait for that link to return",
+                        "{} messages in flight to {} sent again along the new routes \
+                         (copies it returns with are dropped at their destination)",
                         s.messages,
                         s.neighbour
                     )?;

@@ -380,7 +380,8 @@ fn plan_text(plan: &TopologyPlan) -> String {
     for s in &plan.stranded {
         let _ = writeln!(
             out,
-            "{} messages in flight to {} would wait for that link to return",
+            "{} messages in flight to {} would be sent again along the new routes \
+             (copies it returns with are dropped at their destination)",
             s.messages, s.neighbour
         );
     }

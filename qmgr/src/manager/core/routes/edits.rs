@@ -139,7 +139,7 @@ impl Core {
         let moved = self.recompute_routes(true, now);
         let stranded = self.stranded(&self.routing.topology);
         for s in &stranded {
-            warn!(neighbour = %s.neighbour, in_flight = s.messages, "link removed with messages in flight on it; they wait for the link to return");
+            warn!(neighbour = %s.neighbour, in_flight = s.messages, "link removed with messages in flight on it; they are sent again along the new routes, and the link's copies wait for it");
         }
         ReloadOutcome {
             version,
