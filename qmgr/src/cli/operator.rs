@@ -32,7 +32,12 @@ impl PurgeArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         run(&self.connection, async |client| {
             let outcome = client.purge(&self.queue).await?;
-            report(&outcome, self.json, &format!("purged from {}", self.queue))
+            report(
+                &outcome,
+                false,
+                self.json,
+                &format!("purged from {}", self.queue),
+            )
         })
     }
 }
@@ -58,7 +63,12 @@ impl DeleteMessageArgs {
             let outcome = client
                 .remove_messages(&self.queue, Selection::Ids(self.ids.clone()))
                 .await?;
-            report(&outcome, self.json, &format!("deleted from {}", self.queue))
+            report(
+                &outcome,
+                true,
+                self.json,
+                &format!("deleted from {}", self.queue),
+            )
         })
     }
 }
@@ -104,6 +114,7 @@ pub struct MoveArgs {
 
 impl MoveArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        let by_id = !self.select.ids.is_empty();
         let request = MoveRequest {
             from: self.queue.clone(),
             selection: self.select.selection().unwrap_or(Selection::All),
@@ -113,7 +124,7 @@ impl MoveArgs {
         run(&self.connection, async |client| {
             let outcome = client.move_messages(request).await?;
             let done = format!("moved from {} to {}", self.queue, self.to);
-            report(&outcome, self.json, &done)
+            report(&outcome, by_id, self.json, &done)
         })
     }
 }
@@ -217,6 +228,7 @@ pub struct DlqReplayArgs {
 impl DlqReplayArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         run(&self.connection, async |client| {
+            let by_id = !self.which.ids.is_empty();
             let outcome = client
                 .replay_dead_letters(self.which.selection(), self.to.as_deref())
                 .await?;
@@ -224,7 +236,7 @@ impl DlqReplayArgs {
                 Some(to) => format!("replayed to {to}"),
                 None => "replayed to their addresses".to_owned(),
             };
-            report(&outcome, self.json, &done)
+            report(&outcome, by_id, self.json, &done)
         })
     }
 }
@@ -252,9 +264,10 @@ impl DlqMoveArgs {
             to: MoveTarget::Address(self.to.clone()),
             replay: false,
         };
+        let by_id = !self.which.ids.is_empty();
         run(&self.connection, async |client| {
             let outcome = client.move_messages(request).await?;
-            report(&outcome, self.json, &format!("moved to {}", self.to))
+            report(&outcome, by_id, self.json, &format!("moved to {}", self.to))
         })
     }
 }
@@ -271,8 +284,8 @@ fn run(
 }
 
 /// Prints what a removal or move did (`done`: "moved to X", ...); exit 1 if any selected
-/// message was left behind, or it stopped early.
-fn report(outcome: &MoveOutcome, json: bool, done: &str) -> anyhow::Result<ExitCode> {
+/// message was left behind (a leased one only if it was named by id), or it stopped early.
+fn report(outcome: &MoveOutcome, by_id: bool, json: bool, done: &str) -> anyhow::Result<ExitCode> {
     if json {
         outln!("{}", outcome_json(outcome))?;
     } else {
@@ -315,7 +328,10 @@ fn report(outcome: &MoveOutcome, json: bool, done: &str) -> anyhow::Result<ExitC
             "stopped before the end: {why} (what was done stays done; run it again for the rest)"
         );
     }
-    let complete = outcome.leased == 0 && outcome.left.is_empty() && outcome.missing.is_empty();
+    // Leased messages are a consumer's: a purge or a move of a whole queue leaves them as
+    // RabbitMQ's purge does; one asked for by id is a failure.
+    let named_leased = outcome.leased > 0 && by_id;
+    let complete = !named_leased && outcome.left.is_empty() && outcome.missing.is_empty();
     Ok(if complete {
         ExitCode::SUCCESS
     } else {

@@ -144,14 +144,14 @@ impl Core {
         Ok(None)
     }
 
-    /// The next moment a job wants a pass: at once, when one is ready.
+    /// The next moment a job wants a pass.
     pub(super) fn jobs_deadline_ms(&self) -> Option<u64> {
-        self.jobs.any_ready().then_some(0)
+        self.jobs.next_pass_ms()
     }
 
     /// Runs a pass of every job that is ready for one.
     pub(super) fn run_jobs(&mut self, now: Now) {
-        for id in self.jobs.ready() {
+        for id in self.jobs.ready(now.mono_ms) {
             self.job_pass(id, now);
         }
     }
@@ -289,7 +289,7 @@ impl Core {
         }
         if payloads.is_empty() {
             let empty = batch.moved.is_empty() && batch.removed.is_empty();
-            self.jobs.put_back(id, job);
+            self.jobs.put_back(id, job, self.event_now.mono_ms);
             if !empty {
                 self.apply_operator(batch, Ok(Vec::new()), now);
             } else {
@@ -300,7 +300,7 @@ impl Core {
         job.in_flight = true;
         // A removal frees what it takes: it may use the journal's reserve.
         let freeing = matches!(job.action, Action::Remove);
-        self.jobs.put_back(id, job);
+        self.jobs.put_back(id, job, self.event_now.mono_ms);
         let continuation = Continuation::Operator(batch);
         if freeing {
             self.commit_freeing(payloads, continuation);
@@ -350,7 +350,7 @@ impl Core {
                 for entry in &batch.removed {
                     self.forget(entry);
                 }
-                self.jobs.put_back(batch.job, job);
+                self.jobs.put_back(batch.job, job, self.event_now.mono_ms);
                 for queue in touched {
                     self.serve_waiters(&queue, now);
                 }
@@ -366,7 +366,7 @@ impl Core {
                     self.insert(&source, entry);
                 }
                 job.stop(format!("the journal refused a write: {error}"));
-                self.jobs.put_back(batch.job, job);
+                self.jobs.put_back(batch.job, job, self.event_now.mono_ms);
                 self.serve_waiters(&source, now);
             }
         }
@@ -379,7 +379,7 @@ impl Core {
             return;
         };
         if job.in_flight || !job.pending.is_empty() {
-            self.jobs.put_back(id, job);
+            self.jobs.put_back(id, job, self.event_now.mono_ms);
             return;
         }
         self.finish_job(job);
@@ -425,7 +425,7 @@ impl Core {
             if let Some(mut job) = self.jobs.take(id) {
                 if job.in_flight {
                     job.stop("the operator left".into());
-                    self.jobs.put_back(id, job);
+                    self.jobs.put_back(id, job, self.event_now.mono_ms);
                 }
             }
         }
@@ -437,7 +437,7 @@ impl Core {
             if let Some(mut job) = self.jobs.take(id) {
                 job.stop("the manager is shutting down".into());
                 if job.in_flight {
-                    self.jobs.put_back(id, job);
+                    self.jobs.put_back(id, job, self.event_now.mono_ms);
                 } else {
                     self.finish_job(job);
                 }

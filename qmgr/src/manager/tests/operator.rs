@@ -12,10 +12,11 @@ impl Harness {
     async fn finish_jobs(&mut self) {
         loop {
             self.settle().await;
-            if self.core.next_deadline_ms() != Some(0) {
-                return;
+            match self.core.next_deadline_ms() {
+                // A job's next pass (leases and waits in these tests are far longer).
+                Some(due) if due <= NOW + 1 => self.core.on_timer(at(due)),
+                _ => return,
             }
-            self.core.on_timer(at(NOW));
         }
     }
 

@@ -1,11 +1,11 @@
 //! Operator jobs in progress: what each was asked, what it has left to examine, and what it
 //! found so far.
 //!
-//! Invariants: a job is in `ready` exactly when it has no write in flight and is neither
-//! finished nor cancelled (the timer then runs its next pass); `pending` holds only seqs that
-//! were in the queue when the job began, in delivery order, and shrinks at every pass.
+//! Invariants: a job is in `ready` exactly when it has no write in flight (the timer then runs
+//! its next pass); `pending` holds only seqs that were in the queue when the job began, in
+//! delivery order, and shrinks at every pass.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use hopmq::protocol::{
     DEAD_LETTER_REASON_HEADER, LeftMessages, Listing, MessageSummary, MoveOutcome, MoveTarget,
@@ -208,15 +208,19 @@ impl Job {
 pub(in crate::manager::core) struct Jobs {
     next_id: u64,
     jobs: BTreeMap<u64, Job>,
-    ready: BTreeSet<u64>,
+    /// The jobs ready for a pass, with when (monotonic milliseconds).
+    ready: BTreeMap<u64, u64>,
 }
 
+/// The pause before a job's next pass: the core's task then waits on its timer, so the tasks
+/// that carry other clients' requests run between two passes.
+const PASS_PAUSE_MS: u64 = 1;
+
 impl Jobs {
-    /// Adds a job, ready for its first pass; its id.
+    /// Adds a job (its first pass is run at once by the caller); its id.
     pub(in crate::manager::core) fn add(&mut self, job: Job) -> u64 {
         self.next_id += 1;
         self.jobs.insert(self.next_id, job);
-        self.ready.insert(self.next_id);
         self.next_id
     }
 
@@ -226,21 +230,27 @@ impl Jobs {
         self.jobs.remove(&id)
     }
 
-    /// Returns a job taken out; ready for its next pass unless a write is in flight.
-    pub(in crate::manager::core) fn put_back(&mut self, id: u64, job: Job) {
+    /// Returns a job taken out at `now_ms`; ready for its next pass a moment later unless a
+    /// write is in flight.
+    pub(in crate::manager::core) fn put_back(&mut self, id: u64, job: Job, now_ms: u64) {
         if !job.in_flight {
-            self.ready.insert(id);
+            self.ready.insert(id, now_ms + PASS_PAUSE_MS);
         }
         self.jobs.insert(id, job);
     }
 
-    /// The jobs ready for a pass.
-    pub(in crate::manager::core) fn ready(&self) -> Vec<u64> {
-        self.ready.iter().copied().collect()
+    /// The jobs ready for a pass at `now_ms`.
+    pub(in crate::manager::core) fn ready(&self, now_ms: u64) -> Vec<u64> {
+        self.ready
+            .iter()
+            .filter(|&(_, &at)| at <= now_ms)
+            .map(|(&id, _)| id)
+            .collect()
     }
 
-    pub(in crate::manager::core) fn any_ready(&self) -> bool {
-        !self.ready.is_empty()
+    /// When the next pass is due.
+    pub(in crate::manager::core) fn next_pass_ms(&self) -> Option<u64> {
+        self.ready.values().min().copied()
     }
 
     /// Every job's id.
