@@ -343,3 +343,39 @@ fn a_power_cut_during_a_large_replay_loses_and_doubles_nothing() {
     let all = drain(&client, "retry");
     assert_eq!(once_each(&all), numbered(0..LARGE).into_iter().collect());
 }
+
+#[test]
+fn a_move_to_another_manager_goes_the_way_a_put_does() {
+    let spec = support::network::Spec::line(&["alpha", "bravo"], "orders");
+    let mut network = support::network::Network::start(&spec);
+    let alpha = network.manager("alpha");
+    put_numbered(alpha, "parked", 100);
+    // A queue at alpha moved to a queue at bravo: through alpha's transmission queue and the
+    // channel, exactly once, in order.
+    let run = alpha.cli(&["move", "parked", "orders@bravo"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("100 messages: moved"), "{run:?}");
+    assert_eq!(alpha.depth("parked"), Some(0));
+    // Dead letters replayed to `orders`, which the topology homes on bravo.
+    let client = alpha.client();
+    client
+        .put_batch(
+            (0..3)
+                .map(|n| ("DLQ".to_owned(), Message::new(format!("late{n}"))))
+                .collect(),
+        )
+        .unwrap();
+    let replay = alpha.cli(&["dlq", "replay", "--all", "--to", "orders"]);
+    replay.expect_code(0);
+    let bravo = network.manager("bravo");
+    let got = support::network::receive(&bravo.client(), "orders", 103);
+    let mut expected = numbered(0..100);
+    expected.extend(["late0", "late1", "late2"].map(String::from));
+    assert_eq!(bodies(&got), expected);
+    let hops: Vec<&str> = got[0]
+        .trace
+        .iter()
+        .map(|hop| hop.manager.as_str())
+        .collect();
+    assert_eq!(hops, ["alpha", "bravo"]);
+}

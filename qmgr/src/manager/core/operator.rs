@@ -162,16 +162,18 @@ impl Core {
         let Some(mut job) = self.jobs.take(id) else {
             return;
         };
-        let mut batch = OperatorBatch {
-            job: id,
-            moved: Vec::new(),
-            removed: Vec::new(),
+        let mut pass = Pass {
+            batch: OperatorBatch {
+                job: id,
+                moved: Vec::new(),
+                removed: Vec::new(),
+            },
+            copies: Vec::new(),
+            copy_bytes: 0,
+            group_max: self.storage.group_bytes_max() / 2,
         };
-        let mut copies = Vec::new();
-        let mut copy_bytes = 0u64;
         let mut examined = 0;
-        let group_max = self.storage.group_bytes_max() / 2;
-        while examined < PASS_EXAMINED_MAX && batch.moved.len() < PASS_MOVED_MAX {
+        while examined < PASS_EXAMINED_MAX && pass.batch.moved.len() < PASS_MOVED_MAX {
             let Some(&seq) = job.pending.front() else {
                 break;
             };
@@ -182,83 +184,92 @@ impl Core {
             };
             examined += 1;
             job.outcome.examined += 1;
-            if !job.selected.reads() && matches!(job.action, Action::Remove) {
-                job.pending.pop_front();
-                self.take_entry(&job.queue, seq);
-                batch.removed.push(entry);
-                continue;
-            }
-            let payload = match self.payloads.get(&entry, &*self.storage) {
-                Ok(payload) => payload,
-                Err(error) => {
+            match self.examine(&mut job, entry, &mut pass) {
+                Step::Next => {
                     job.pending.pop_front();
-                    error!(queue = %job.queue, seq, %error, "cannot read a message for an operator's request");
-                    job.leave(0, format!("cannot read it back: {error}"));
-                    continue;
                 }
-            };
-            let stored = match delivery::stored(&payload) {
-                Ok(stored) => stored,
-                Err(error) => {
-                    job.pending.pop_front();
-                    job.leave(0, format!("cannot decode it: {error}"));
-                    continue;
+                Step::Full => {
+                    // The next pass takes it.
+                    job.outcome.examined -= 1;
+                    break;
                 }
-            };
-            if !job.selected.matches(&stored) {
-                job.pending.pop_front();
-                continue;
+                Step::Stop => break,
             }
-            job.selected.found(stored.id);
-            match &job.action {
-                Action::List { max } => {
-                    let max = *max;
-                    job.list(&stored, entry.delivery_count, max);
-                }
-                Action::Remove => {
-                    self.take_entry(&job.queue, seq);
-                    batch.removed.push(entry);
-                }
-                Action::Move { to, replay } => {
-                    let (to, replay) = (to.clone(), *replay);
-                    let copy = match self.move_copy(&job, entry, &stored, &to, replay) {
-                        Ok(copy) => copy,
-                        Err(Left::Message(reason)) => {
-                            job.pending.pop_front();
-                            job.leave(stored.id, reason);
-                            continue;
-                        }
-                        Err(Left::All(reason)) => {
-                            job.stop(reason);
-                            break;
-                        }
-                    };
-                    let bytes = copy.payload.len() as u64;
-                    if !batch.moved.is_empty()
-                        && (copy_bytes + bytes > group_max
-                            || copy_bytes + bytes > PASS_MOVED_BYTES_MAX)
-                    {
-                        // The next pass takes it: this group is full.
-                        if let Some(slot) = self.queues.get_mut(&copy.queue) {
-                            slot.settle(false);
-                        }
-                        break;
-                    }
-                    copy_bytes += bytes;
-                    self.take_entry(&job.queue, seq);
-                    if copy.persistent {
-                        copies.push(copy.payload.clone());
-                    }
-                    batch.moved.push(copy);
-                    batch.removed.push(entry);
-                }
-            }
-            job.pending.pop_front();
             if job.selected.complete() {
                 job.pending.clear();
             }
         }
-        self.write_pass(id, job, batch, copies, now);
+        self.write_pass(id, job, pass, now);
+    }
+
+    /// What job `job` does with `entry`, the next message it examines.
+    fn examine(&mut self, job: &mut Job, entry: Entry, pass: &mut Pass) -> Step {
+        if !job.selected.reads() && matches!(job.action, Action::Remove) {
+            // A purge: no need to read what is removed.
+            self.take_entry(&job.queue, entry.seq);
+            pass.batch.removed.push(entry);
+            return Step::Next;
+        }
+        let payload = match self.payloads.get(&entry, &*self.storage) {
+            Ok(payload) => payload,
+            Err(error) => {
+                error!(queue = %job.queue, seq = entry.seq, %error, "cannot read a message for an operator's request");
+                job.leave(0, format!("cannot read it back: {error}"));
+                return Step::Next;
+            }
+        };
+        let stored = match delivery::stored(&payload) {
+            Ok(stored) => stored,
+            Err(error) => {
+                job.leave(0, format!("cannot decode it: {error}"));
+                return Step::Next;
+            }
+        };
+        if !job.selected.matches(&stored) {
+            return Step::Next;
+        }
+        job.selected.found(stored.id);
+        let (to, replay) = match &job.action {
+            Action::List { max } => {
+                let max = *max;
+                job.list(&stored, entry.delivery_count, max);
+                return Step::Next;
+            }
+            Action::Remove => {
+                self.take_entry(&job.queue, entry.seq);
+                pass.batch.removed.push(entry);
+                return Step::Next;
+            }
+            Action::Move { to, replay } => (to.clone(), *replay),
+        };
+        let copy = match self.move_copy(job, entry, &stored, &to, replay) {
+            Ok(copy) => copy,
+            Err(Left::Message(reason)) => {
+                job.leave(stored.id, reason);
+                return Step::Next;
+            }
+            Err(Left::All(reason)) => {
+                job.stop(reason);
+                return Step::Stop;
+            }
+        };
+        let bytes = copy.payload.len() as u64;
+        let total = pass.copy_bytes + bytes;
+        if !pass.batch.moved.is_empty() && (total > pass.group_max || total > PASS_MOVED_BYTES_MAX)
+        {
+            if let Some(slot) = self.queues.get_mut(&copy.queue) {
+                slot.settle(false);
+            }
+            return Step::Full;
+        }
+        pass.copy_bytes = total;
+        self.take_entry(&job.queue, entry.seq);
+        if copy.persistent {
+            pass.copies.push(copy.payload.clone());
+        }
+        pass.batch.moved.push(copy);
+        pass.batch.removed.push(entry);
+        Step::Next
     }
 
     /// Takes message `seq` out of `queue` for a job (it is in the queue: the job just saw it).
@@ -270,14 +281,12 @@ impl Core {
 
     /// Writes a pass's group (the copies, then the removal of the originals), or finishes the
     /// job if the pass wrote nothing and nothing is left.
-    fn write_pass(
-        &mut self,
-        id: u64,
-        mut job: Job,
-        batch: OperatorBatch,
-        mut payloads: Vec<Bytes>,
-        now: Now,
-    ) {
+    fn write_pass(&mut self, id: u64, mut job: Job, pass: Pass, now: Now) {
+        let Pass {
+            batch,
+            copies: mut payloads,
+            ..
+        } = pass;
         let removed: Vec<u64> = batch
             .removed
             .iter()
@@ -444,6 +453,25 @@ impl Core {
             }
         }
     }
+}
+
+/// A pass in the making: its group, and the bytes of copies it holds.
+struct Pass {
+    batch: OperatorBatch,
+    /// The records of the persistent copies, in `batch.moved` order.
+    copies: Vec<Bytes>,
+    copy_bytes: u64,
+    group_max: u64,
+}
+
+/// What became of a message a pass examined.
+enum Step {
+    /// Dealt with (or not selected): on to the next.
+    Next,
+    /// The pass's group is full: this one waits for the next pass.
+    Full,
+    /// The job stops here.
+    Stop,
 }
 
 /// Why a selected message is not moved.
