@@ -279,7 +279,17 @@ fn run(
 ) -> anyhow::Result<ExitCode> {
     Connection::runtime()?.block_on(async {
         let client = connection.client().await?;
-        command(client).await
+        let manager = client.manager();
+        command(client).await.map_err(|error| {
+            // A manager that cannot read an operation closes the connection on it.
+            match error.downcast_ref::<hopmq::ClientError>() {
+                Some(hopmq::ClientError::ConnectionLost) => anyhow::anyhow!(
+                    "{error}: if manager `{manager}` is still running, it is an older build \
+                     that does not know this command (its log says `malformed frame`)"
+                ),
+                _ => error,
+            }
+        })
     })
 }
 
