@@ -18,6 +18,10 @@ use crate::record::StoredMessage;
 /// The first ids kept per reason a message is left.
 const LEFT_IDS_MAX: usize = 10;
 
+/// Bytes of summaries (headers, addresses) a listing holds at most, far within a frame
+/// whatever the headers of the messages listed; the rest are counted, not listed.
+const LISTING_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 /// Which messages a job acts on.
 #[derive(Debug)]
 pub(in crate::manager::core) enum Selected {
@@ -107,6 +111,8 @@ pub(in crate::manager::core) struct Job {
     pub outcome: MoveOutcome,
     left: BTreeMap<String, LeftMessages>,
     pub listing: Listing,
+    /// Bytes of the summaries in `listing`, roughly.
+    listing_bytes: usize,
     reasons: BTreeMap<String, u64>,
     pub in_flight: bool,
 }
@@ -129,6 +135,7 @@ impl Job {
             outcome: MoveOutcome::default(),
             left: BTreeMap::new(),
             listing: Listing::default(),
+            listing_bytes: 0,
             reasons: BTreeMap::new(),
             in_flight: false,
         }
@@ -159,7 +166,16 @@ impl Job {
             .reasons
             .entry(reason(stored).unwrap_or_default().to_owned())
             .or_default() += 1;
-        if self.listing.messages.len() < max {
+        let bytes = 128
+            + stored.destination.len()
+            + stored.origin.len()
+            + stored
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
+        if self.listing.messages.len() < max && self.listing_bytes + bytes <= LISTING_BYTES_MAX {
+            self.listing_bytes += bytes;
             self.listing.messages.push(MessageSummary {
                 id: MessageId(stored.id),
                 destination: stored.destination.to_owned(),
