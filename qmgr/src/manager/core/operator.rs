@@ -31,6 +31,8 @@ const PASS_MOVED_BYTES_MAX: u64 = 8 * 1024 * 1024;
 #[derive(Debug)]
 pub(crate) struct OperatorBatch {
     job: u64,
+    /// The queue the originals were in.
+    source: QueueName,
     /// The copies written (their records first in the group, in this order if persistent).
     moved: Vec<PutItem>,
     /// The originals removed (their `Remove` record last).
@@ -165,6 +167,7 @@ impl Core {
         let mut pass = Pass {
             batch: OperatorBatch {
                 job: id,
+                source: job.queue.clone(),
                 moved: Vec::new(),
                 removed: Vec::new(),
             },
@@ -326,60 +329,74 @@ impl Core {
         result: Result<Vec<Location>, StoreError>,
         now: Now,
     ) {
-        let Some(mut job) = self.jobs.take(batch.job) else {
-            return;
-        };
-        job.in_flight = false;
-        let source = job.queue.clone();
-        match result {
+        // Carried out whether or not the job is still there: the journal says what it says.
+        let outcome = match result {
             Ok(locations) => {
-                let mut locations = locations.into_iter();
-                let mut touched = BTreeSet::new();
-                let moved = batch.moved.len() as u64;
-                for mut item in batch.moved {
-                    if let Some(slot) = self.queues.get_mut(&item.queue) {
-                        slot.settle(false);
-                    }
-                    if item.persistent {
-                        if let Some(location) = locations.next() {
-                            item.entry.body = journal_ref(location);
-                            self.retention.live(location.segment, location.len);
-                        }
-                    }
-                    self.payloads.keep(&item.entry, item.payload.clone());
-                    self.insert(&item.queue, item.entry);
-                    self.notify_subscribers(&item);
-                    touched.insert(item.queue);
-                }
-                job.outcome.done += if matches!(job.action, Action::Remove) {
-                    batch.removed.len() as u64
+                let done = if batch.moved.is_empty() {
+                    batch.removed.len()
                 } else {
-                    moved
+                    batch.moved.len()
                 };
-                for entry in &batch.removed {
-                    self.forget(entry);
-                }
-                self.jobs.put_back(batch.job, job, self.event_now.mono_ms);
-                for queue in touched {
-                    self.serve_waiters(&queue, now);
-                }
+                self.place_moved(batch.moved, locations, &batch.removed, now);
+                Ok(done as u64)
             }
             Err(error) => {
-                warn!(%error, queue = %source, "an operator's write failed; its messages stay where they were");
+                warn!(%error, queue = %batch.source, "an operator's write failed; its messages stay where they were");
                 for item in batch.moved {
                     if let Some(slot) = self.queues.get_mut(&item.queue) {
                         slot.settle(false);
                     }
                 }
                 for entry in batch.removed {
-                    self.insert(&source, entry);
+                    self.insert(&batch.source, entry);
                 }
-                job.stop(format!("the journal refused a write: {error}"));
-                self.jobs.put_back(batch.job, job, self.event_now.mono_ms);
-                self.serve_waiters(&source, now);
+                self.serve_waiters(&batch.source, now);
+                Err(format!("the journal refused a write: {error}"))
             }
+        };
+        let Some(mut job) = self.jobs.take(batch.job) else {
+            return;
+        };
+        job.in_flight = false;
+        match outcome {
+            Ok(done) => job.outcome.done += done,
+            Err(why) => job.stop(why),
         }
+        self.jobs.put_back(batch.job, job, self.event_now.mono_ms);
         self.job_checkpoint(batch.job);
+    }
+
+    /// Durable copies into their queues (and to their waiting gets), originals forgotten.
+    fn place_moved(
+        &mut self,
+        moved: Vec<PutItem>,
+        locations: Vec<Location>,
+        removed: &[Entry],
+        now: Now,
+    ) {
+        let mut locations = locations.into_iter();
+        let mut touched = BTreeSet::new();
+        for mut item in moved {
+            if let Some(slot) = self.queues.get_mut(&item.queue) {
+                slot.settle(false);
+            }
+            if item.persistent {
+                if let Some(location) = locations.next() {
+                    item.entry.body = journal_ref(location);
+                    self.retention.live(location.segment, location.len);
+                }
+            }
+            self.payloads.keep(&item.entry, item.payload.clone());
+            self.insert(&item.queue, item.entry);
+            self.notify_subscribers(&item);
+            touched.insert(item.queue);
+        }
+        for entry in removed {
+            self.forget(entry);
+        }
+        for queue in touched {
+            self.serve_waiters(&queue, now);
+        }
     }
 
     /// Finishes job `id` if it has nothing left to examine and no write in flight.
