@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::{self, ClientError, GetOptions};
 use crate::message::{Message, MessageId};
-use crate::protocol::Status;
+use crate::protocol::{Listing, MoveOutcome, MoveRequest, Selection, Status};
 
 /// A blocking connection to the local queue manager. Cheap to clone; clones share the
 /// connection and its runtime. See [`crate::Client`] for what each call does.
@@ -247,6 +247,52 @@ impl Client {
     pub fn set_link(&self, neighbour: &str, drained: bool) -> Result<(), ClientError> {
         self.runtime
             .block_on(self.inner.set_link(neighbour, drained))
+    }
+
+    /// See [`crate::Client::list_messages`].
+    pub fn list_messages(
+        &self,
+        queue: &str,
+        selection: Selection,
+        max: u32,
+    ) -> Result<Listing, ClientError> {
+        self.runtime
+            .block_on(self.inner.list_messages(queue, selection, max))
+    }
+
+    /// See [`crate::Client::remove_messages`].
+    pub fn remove_messages(
+        &self,
+        queue: &str,
+        selection: Selection,
+    ) -> Result<MoveOutcome, ClientError> {
+        self.runtime
+            .block_on(self.inner.remove_messages(queue, selection))
+    }
+
+    /// See [`crate::Client::purge`].
+    pub fn purge(&self, queue: &str) -> Result<MoveOutcome, ClientError> {
+        self.runtime.block_on(self.inner.purge(queue))
+    }
+
+    /// See [`crate::Client::delete_message`].
+    pub fn delete_message(&self, queue: &str, id: MessageId) -> Result<MoveOutcome, ClientError> {
+        self.runtime.block_on(self.inner.delete_message(queue, id))
+    }
+
+    /// See [`crate::Client::move_messages`].
+    pub fn move_messages(&self, request: MoveRequest) -> Result<MoveOutcome, ClientError> {
+        self.runtime.block_on(self.inner.move_messages(request))
+    }
+
+    /// See [`crate::Client::replay_dead_letters`].
+    pub fn replay_dead_letters(
+        &self,
+        selection: Selection,
+        to: Option<&str>,
+    ) -> Result<MoveOutcome, ClientError> {
+        self.runtime
+            .block_on(self.inner.replay_dead_letters(selection, to))
     }
 }
 

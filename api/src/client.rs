@@ -42,6 +42,7 @@ use crate::protocol::{
 
 mod connection;
 mod consumer;
+mod operator;
 mod subscription;
 #[cfg(test)]
 mod tests;
@@ -588,6 +589,8 @@ fn unexpected(operation: &'static str, reply: &Reply) -> ClientError {
         Reply::Status(_) => "Status".to_string(),
         Reply::Reloaded(_) => "Reloaded".to_string(),
         Reply::Plan(_) => "Plan".to_string(),
+        Reply::Moved(_) => "Moved".to_string(),
+        Reply::Listing(_) => "Listing".to_string(),
     };
     ClientError::UnexpectedReply { operation, reply }
 }

@@ -21,6 +21,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::error::ApiError;
 use crate::message::{MessageId, Trace};
 
+mod operator;
+mod plan;
+
+pub use operator::{
+    DEAD_LETTER_QUEUE, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER, LeftMessages, Listing,
+    MessageSummary, MoveOutcome, MoveRequest, MoveTarget, Selection,
+};
+pub use plan::{
+    PlannedMove, ReloadOutcome, RouteChange, StrandedMessages, TopologyPlan, UnreachableQueue,
+};
+
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 3;
 
@@ -206,6 +217,26 @@ pub enum Operation {
         /// True to drain, false to return it to service.
         drained: bool,
     },
+    /// Remove the selected messages of a local queue (leased ones excepted). Reply:
+    /// [`Reply::Moved`].
+    RemoveMessages {
+        /// A local queue.
+        queue: String,
+        /// Which messages.
+        selection: Selection,
+    },
+    /// Move the selected messages of a local queue to an address. Reply: [`Reply::Moved`].
+    MoveMessages(MoveRequest),
+    /// Summaries (no bodies) of the selected messages of a local queue. Reply:
+    /// [`Reply::Listing`].
+    ListMessages {
+        /// A local queue.
+        queue: String,
+        /// Which messages.
+        selection: Selection,
+        /// At most this many summaries (all are counted).
+        max: u32,
+    },
 }
 
 /// A manager's answer to one request.
@@ -225,6 +256,10 @@ pub enum Reply {
     Reloaded(ReloadOutcome),
     /// What a topology would change.
     Plan(TopologyPlan),
+    /// What a removal or a move of messages did.
+    Moved(MoveOutcome),
+    /// A queue's messages, without bodies.
+    Listing(Listing),
 }
 
 /// A message as an application submits it.
@@ -395,87 +430,6 @@ pub struct NetworkLinkStatus {
     pub state: String,
     /// The ends that report it down or drained.
     pub reported_by: Vec<String>,
-}
-
-/// What a reload applied.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReloadOutcome {
-    /// The fingerprint now in force.
-    pub version: String,
-    /// One line per change (`+`, `-`, `~`); empty when the file had not changed.
-    pub changes: Vec<String>,
-    /// Waiting messages moved to a new place at once (a deep backlog goes on moving, a pass
-    /// at a time, after the reply).
-    pub moved: u64,
-    /// Messages already handed to links the edit removed: they stay with those channels and
-    /// are delivered if the link returns.
-    pub stranded: Vec<StrandedMessages>,
-}
-
-/// Messages in flight on a link that is no longer in the topology.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StrandedMessages {
-    /// The neighbour at the other end.
-    pub neighbour: String,
-    /// How many.
-    pub messages: u64,
-}
-
-/// What applying a topology would change at this manager.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopologyPlan {
-    /// The fingerprint of the planned contents.
-    pub version: String,
-    /// One line per change (`+`, `-`, `~`).
-    pub changes: Vec<String>,
-    /// Routes whose next hop or cost would change, by destination.
-    pub routes: Vec<RouteChange>,
-    /// Waiting messages that would move, per (from, to) queue.
-    pub moves: Vec<PlannedMove>,
-    /// Declared queues this manager could no longer reach.
-    pub unreachable: Vec<UnreachableQueue>,
-    /// Messages in flight on links the edit would remove (they would wait for the link).
-    pub stranded: Vec<StrandedMessages>,
-    /// Waiting messages the plan did not resolve (it looks at a bounded number), so `moves`
-    /// counts only part of a deep backlog.
-    pub not_examined: u64,
-}
-
-/// A route before and after.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteChange {
-    /// The destination manager.
-    pub destination: String,
-    /// Next hop now.
-    pub old_next_hop: Option<String>,
-    /// Next hop after.
-    pub new_next_hop: Option<String>,
-    /// Cost now.
-    pub old_cost: Option<u64>,
-    /// Cost after.
-    pub new_cost: Option<u64>,
-}
-
-/// Waiting messages that would move from one queue to another.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlannedMove {
-    /// Where they wait now (a transmission queue or `hopmq.held`).
-    pub from: String,
-    /// Where they would wait (or `DLQ`).
-    pub to: String,
-    /// How many.
-    pub messages: u64,
-}
-
-/// A declared queue out of this manager's reach under a planned topology.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnreachableQueue {
-    /// The queue.
-    pub queue: String,
-    /// Its home in the planned topology.
-    pub home: String,
-    /// Why it cannot be reached.
-    pub reason: String,
 }
 
 /// One link to a neighbour, as this manager sees it.

@@ -256,6 +256,11 @@ async fn handle(
             })
         }
         Operation::Status => Ok(status(state)),
+        Operation::RemoveMessages { .. }
+        | Operation::MoveMessages(_)
+        | Operation::ListMessages { .. } => Err(ApiError::BadRequest {
+            reason: "the fake manager has no operator's commands".into(),
+        }),
     }
 }
 

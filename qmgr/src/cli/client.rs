@@ -199,7 +199,7 @@ pub(crate) struct Output {
 
 impl Output {
     /// Prints one message, flushed at once: a `watch` may wait long for the next.
-    fn print(&self, message: &Message) -> Result<(), OutputError> {
+    pub(crate) fn print(&self, message: &Message) -> Result<(), OutputError> {
         if self.json {
             outln!("{}", to_json(message))?;
         } else {
@@ -249,6 +249,27 @@ pub struct GetArgs {
     /// Only messages with this correlation id.
     #[arg(long)]
     correlation_id: Option<String>,
+    /// Lease each message for DURATION instead of removing it at once: it is acked only once
+    /// handled (see --exec and --then), and goes back to the queue if this command ends first
+    /// or the lease runs out.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    lease: Option<Duration>,
+    /// With --lease: run CMD (with `sh -c`) for each message, its body on CMD's stdin and its
+    /// fields in HOPMQ_MESSAGE_ID, HOPMQ_QUEUE, HOPMQ_DELIVERY_COUNT, HOPMQ_PRIORITY,
+    /// HOPMQ_ORIGIN, HOPMQ_CORRELATION_ID, HOPMQ_REPLY_TO and HOPMQ_HEADER_<NAME>; exit 0 acks
+    /// it, anything else nacks it (exit code 1 then).
+    #[arg(long, requires = "lease", value_name = "CMD")]
+    exec: Option<String>,
+    /// With --lease and without --exec: once a message is printed, ack it (removed only once
+    /// written out) or nack it (back to its queue, its delivery counted).
+    #[arg(
+        long,
+        value_enum,
+        requires = "lease",
+        conflicts_with = "exec",
+        default_value = "ack"
+    )]
+    then: super::lease::Settle,
     #[command(flatten)]
     output: Output,
     #[command(flatten)]
@@ -257,14 +278,35 @@ pub struct GetArgs {
 
 impl GetArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        take(
-            &self.connection,
-            &self.queue,
-            self.timeout,
-            self.count,
-            self.correlation_id,
-            self.output,
-        )
+        let Some(lease) = self.lease else {
+            return take(
+                &self.connection,
+                &self.queue,
+                self.timeout,
+                self.count,
+                self.correlation_id,
+                self.output,
+            );
+        };
+        let leased = super::lease::LeasedGet {
+            queue: &self.queue,
+            timeout: self.timeout,
+            count: self.count,
+            correlation_id: self.correlation_id.clone(),
+            lease,
+            exec: self.exec.as_deref(),
+            then: self.then,
+            output: self.output,
+        };
+        Connection::runtime()?.block_on(async {
+            let client = self.connection.client().await?;
+            let existed = queue_exists(&client, &self.queue).await?;
+            let (taken, code) = leased.run(&client).await?;
+            if taken == 0 && !existed && !queue_exists(&client, &self.queue).await? {
+                return Err(no_queue(&self.queue));
+            }
+            Ok(code)
+        })
     }
 }
 

@@ -4,7 +4,9 @@ pub(crate) mod certs;
 pub(crate) mod client;
 pub(crate) mod connection;
 pub mod docs;
+pub(crate) mod lease;
 pub(crate) mod network;
+pub(crate) mod operator;
 pub mod output;
 pub(crate) mod run;
 pub(crate) mod status;
@@ -23,7 +25,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Put messages to an address (QUEUE or QUEUE@MANAGER).
     Put(client::PutArgs),
-    /// Take messages from a local queue, waiting up to --timeout for each.
+    /// Take messages from a local queue, waiting up to --timeout for each; with --lease, each
+    /// is acked only once handled (--exec CMD, or --then ack|nack).
     Get(client::GetArgs),
     /// Take messages from a local queue without waiting.
     Poll(client::PollArgs),
@@ -37,6 +40,15 @@ pub enum Command {
     Declare(client::DeclareArgs),
     /// Delete an empty local queue.
     Delete(client::DeleteArgs),
+    /// Remove every message of a local queue (those leased to consumers stay).
+    Purge(operator::PurgeArgs),
+    /// Remove messages of a local queue by id.
+    DeleteMessage(operator::DeleteMessageArgs),
+    /// Move the messages of a local queue to another address, atomically per message.
+    Move(operator::MoveArgs),
+    /// The dead-letter queue: list dead letters, replay them, move them.
+    #[command(subcommand)]
+    Dlq(operator::DlqCommand),
     /// Show the live route table and the state of every link, as the manager sees them.
     Routes(network::RoutesArgs),
     /// Take a link out of service (`down`, a drain) or return it (`up`).
@@ -65,6 +77,10 @@ impl Command {
             Command::Status(args) => args.run(),
             Command::Declare(args) => args.run(),
             Command::Delete(args) => args.run(),
+            Command::Purge(args) => args.run(),
+            Command::DeleteMessage(args) => args.run(),
+            Command::Move(args) => args.run(),
+            Command::Dlq(command) => command.run(),
             Command::Routes(args) => args.run(),
             Command::Link(command) => command.run(),
             Command::Reload(args) => args.run(),

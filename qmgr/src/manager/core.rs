@@ -12,6 +12,7 @@ mod commits;
 mod custody;
 mod forward;
 mod gets;
+mod operator;
 mod payloads;
 mod puts;
 mod requests;
@@ -57,7 +58,7 @@ use crate::record::{self, Record};
 use crate::store::{Location, StoreError};
 
 /// The dead-letter queue every manager has.
-pub const DEAD_LETTER_QUEUE: &str = "DLQ";
+pub use hopmq::protocol::DEAD_LETTER_QUEUE;
 /// Queue names starting with this are the manager's own (transmission queues, held messages).
 pub const SYSTEM_QUEUE_PREFIX: &str = "hopmq.";
 /// Expired messages removed per queue per maintenance tick, so a sweep never stalls the core.
@@ -141,6 +142,8 @@ pub(crate) enum Continuation {
         old_segment: u64,
         old_len: u32,
     },
+    /// A pass of an operator's request (a removal or a move of messages) written.
+    Operator(operator::OperatorBatch),
 }
 
 /// One message on its way into a queue.
@@ -248,6 +251,8 @@ pub struct Core {
     routing: routes::Routing,
     /// Custody: the stamps of what leaves, what arrived for good, and their journal record.
     custody: custody::CustodyState,
+    /// Operators' requests on the messages of a queue, in progress.
+    jobs: operator::OperatorJobs,
 }
 
 fn api_error(error: &StoreError) -> ApiError {
@@ -296,6 +301,7 @@ impl Core {
             reloader: None,
             routing: routes::Routing::new(&name_for_routing, topology, now.wall_ms),
             custody: custody::CustodyState::new(&name_for_routing, recovered.custody, now),
+            jobs: operator::OperatorJobs::default(),
         };
         core.declare_homed_queues();
         core.ensure_slot(&dead_letter_queue());
@@ -557,6 +563,15 @@ impl Core {
             Op::Declare { queue, max_depth } => self.declare(&queue, max_depth).map(Some),
             Op::Delete { queue } => self.delete(&queue).map(Some),
             Op::Status => Ok(Some(Reply::Status(Box::new(self.status(now))))),
+            Op::RemoveMessages { queue, selection } => {
+                self.remove_messages((connection, id), &queue, selection)
+            }
+            Op::MoveMessages(request) => self.move_messages((connection, id), request),
+            Op::ListMessages {
+                queue,
+                selection,
+                max,
+            } => self.list_messages((connection, id), &queue, selection, max),
         };
         // `None`: the reply comes later (after a commit, or when a waiting get is served).
         match result {
@@ -581,6 +596,7 @@ impl Core {
         for lease in self.leases.release_connection(connection) {
             self.give_back(lease.queue, lease.entry, now);
         }
+        self.cancel_jobs(connection);
     }
 
     /// Removes a waiting get and answers it with `result` (if its connection is still there).
@@ -671,6 +687,7 @@ impl Core {
         for waiter in self.waiters.all() {
             self.end_waiter(waiter, Err(ApiError::ShuttingDown));
         }
+        self.stop_jobs();
     }
 
     /// The storage, for tests and simulations that inspect it.

@@ -8,10 +8,10 @@ use hopmq::protocol::{Delivery, DeliveryRef, FrameError, OutgoingMessage, encode
 use crate::queue::local::Entry;
 use crate::record::{self, Record, RecordError, StoredMessage};
 
-/// The header a manager adds to a dead-lettered message, saying why.
-pub(crate) const DEAD_LETTER_REASON_HEADER: &str = "hopmq.dead_letter_reason";
-/// The header naming the queue a dead-lettered message came from.
-pub(crate) const DEAD_LETTER_QUEUE_HEADER: &str = "hopmq.dead_letter_queue";
+pub(crate) use hopmq::protocol::{DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER};
+
+/// The prefix of the headers a manager adds to a dead letter.
+const DEAD_LETTER_HEADER_PREFIX: &str = "hopmq.dead_letter_";
 
 /// What is known about a new message besides the application's part.
 pub(crate) struct Envelope<'a> {
@@ -75,6 +75,27 @@ pub(crate) fn encode_moved(
     headers.extend(extra_headers.iter().copied());
     stored.headers = headers.into_iter().collect();
     Ok(record::encode(&Record::Enqueue(stored)))
+}
+
+/// The payload of `stored` moved by an operator to `queue` under `seq`, addressed to
+/// `destination`; a `replay` leaves its dead-letter headers behind.
+pub(crate) fn encode_relocated(
+    stored: &StoredMessage<'_>,
+    queue: &str,
+    seq: u64,
+    destination: &str,
+    replay: bool,
+) -> Vec<u8> {
+    let mut stored = stored.clone();
+    stored.queue = queue;
+    stored.seq = seq;
+    stored.destination = destination;
+    if replay {
+        stored
+            .headers
+            .retain(|(key, _)| !key.starts_with(DEAD_LETTER_HEADER_PREFIX));
+    }
+    record::encode(&Record::Enqueue(stored))
 }
 
 /// The payload of a message that arrived from a neighbour, stored in `queue` under `seq`: this

@@ -211,6 +211,8 @@ impl Bench {
                         "messages"
                     }
                     Ok(Reply::Done) => "done",
+                    Ok(Reply::Moved(outcome)) if outcome.stopped.is_some() => "stopped",
+                    Ok(Reply::Moved(_)) => "moved",
                     Ok(_) => "other",
                     Err(ApiError::Storage { .. }) => "storage error",
                     Err(_) => "error",
@@ -378,5 +380,53 @@ fn a_drain_is_answered_only_once_it_is_saved() {
             Failed,
             Replied(4, "storage error")
         ]
+    );
+}
+
+fn move_orders() -> Operation {
+    Operation::MoveMessages(hopmq::protocol::MoveRequest {
+        from: "orders".into(),
+        selection: hopmq::protocol::Selection::All,
+        to: hopmq::protocol::MoveTarget::Address("parked".into()),
+        replay: false,
+    })
+}
+
+#[test]
+fn a_move_writes_copies_and_removals_in_one_group_and_answers_once_it_is_durable() {
+    let mut bench = Bench::new();
+    bench.put(1, "one");
+    bench.put(2, "two");
+    bench.complete(true);
+    bench.complete(true);
+    bench.clear();
+    bench.request(3, move_orders());
+    assert_eq!(
+        bench.effects(),
+        [Append(
+            Durability::Synced,
+            vec!["enqueue", "enqueue", "remove"]
+        )],
+        "the copies and the removal of the originals are one atomic group, answered later"
+    );
+    bench.complete(true);
+    assert_eq!(&bench.effects()[1..], [Durable, Replied(3, "moved")]);
+}
+
+#[test]
+fn a_move_whose_write_failed_leaves_every_message_where_it_was() {
+    let mut bench = Bench::new();
+    bench.put(1, "one");
+    bench.complete(true);
+    bench.clear();
+    bench.request(2, move_orders());
+    bench.complete(false);
+    assert_eq!(&bench.effects()[1..], [Failed, Replied(2, "stopped")]);
+    bench.clear();
+    bench.get(3, Some(60_000));
+    assert_eq!(
+        bench.effects(),
+        [Replied(3, "messages")],
+        "still in its queue"
     );
 }

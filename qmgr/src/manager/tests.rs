@@ -15,6 +15,7 @@ use super::{Command, Core, Now, ToClient, recover};
 use crate::config::SyncMode;
 use crate::store::{JournalConfig, SyncPolicy};
 
+mod operator;
 mod reads;
 
 const NOW: u64 = 1_000_000;

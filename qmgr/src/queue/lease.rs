@@ -132,6 +132,15 @@ impl Leases {
         self.by_deadline.first().map(|&(at, _)| at)
     }
 
+    /// The messages leased out of `queue`, in the order they were leased.
+    pub(crate) fn entries_of(&self, queue: &str) -> Vec<Entry> {
+        self.by_id
+            .values()
+            .filter(|lease| lease.queue.as_str() == queue)
+            .map(|lease| lease.entry)
+            .collect()
+    }
+
     /// Leases held on `queue`.
     pub(crate) fn leased(&self, queue: &str) -> u64 {
         self.leased_per_queue.get(queue).copied().unwrap_or(0)

@@ -277,6 +277,17 @@ impl LocalQueue {
         self.by_priority.iter().flat_map(|q| q.iter())
     }
 
+    /// Entry `seq` (of any priority); `None` if it is not here.
+    pub fn get(&self, seq: u64) -> Option<Entry> {
+        self.by_priority.iter().find_map(|queue| {
+            // Entries are in seq order within a priority.
+            queue
+                .binary_search_by_key(&seq, |e| e.seq)
+                .ok()
+                .map(|i| queue[i])
+        })
+    }
+
     /// Removes entry `seq` (of any priority); `None` if it is not here.
     pub fn remove(&mut self, seq: u64) -> Option<Entry> {
         for queue in &mut self.by_priority {

@@ -101,6 +101,7 @@ impl Core {
                 old_len,
             } => self.apply_relocated(seq, assigned, (old_segment, old_len), result),
             Continuation::Moved { item, old } => self.apply_moved(item, old, result, now),
+            Continuation::Operator(batch) => self.apply_operator(batch, result, now),
         }
     }
 

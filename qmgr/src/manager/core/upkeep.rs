@@ -9,7 +9,11 @@ impl Core {
     pub fn next_deadline_ms(&self) -> Option<u64> {
         let waiter = self.waiters.next_deadline_ms();
         let lease = self.leases.next_deadline_ms();
-        waiter.into_iter().chain(lease).min()
+        waiter
+            .into_iter()
+            .chain(lease)
+            .chain(self.jobs_deadline_ms())
+            .min()
     }
 
     /// Ends what is due at `now`.
@@ -22,6 +26,7 @@ impl Core {
             debug!(lease = lease.id, queue = %lease.queue, "lease expired");
             self.give_back(lease.queue, lease.entry, now);
         }
+        self.run_jobs(now);
     }
 
     /// Periodic work: sweep expired messages, delete journal segments nothing lives in.
