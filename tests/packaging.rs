@@ -312,11 +312,16 @@ fn scripts_deb_lays_out_the_package() {
         "files not owned by root:\n{contents}"
     );
 
-    // Unpacked: the files are the repository's, and the binary runs.
-    let root = out.path().join("root");
+    check_unpacked(&deb, out.path(), &version);
+}
+
+/// The package `deb`, unpacked under `out`: the files are the repository's, the binary runs
+/// and says `version`, the maintainer scripts are valid shell.
+fn check_unpacked(deb: &Path, out: &Path, version: &str) {
+    let root = out.join("root");
     let extract = Command::new("dpkg-deb")
         .arg("--extract")
-        .arg(&deb)
+        .arg(deb)
         .arg(&root)
         .status()
         .unwrap();
@@ -336,10 +341,10 @@ fn scripts_deb_lays_out_the_package() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8(packaged.stdout).unwrap(), version);
-    let control = out.path().join("control");
+    let control = out.join("control");
     let control_extract = Command::new("dpkg-deb")
         .arg("--control")
-        .arg(&deb)
+        .arg(deb)
         .arg(&control)
         .status()
         .unwrap();
