@@ -3,7 +3,8 @@
 //! would (its `ExecStart`, `Environment` and directories, with readiness), the unit passes
 //! `systemd-analyze verify` and its hardening check, `scripts/deb` lays out a package with the
 //! unit, the settings file, manual pages and completions, and the container image definition
-//! runs what the unit runs.
+//! runs what the unit runs. The operations guide's certificate example, run with OpenSSL
+//! against an operator's CA, makes certificates two managers accept.
 //!
 //! No test here needs systemd running or a container runtime: where a tool is missing
 //! (`systemd-analyze`, `dpkg-deb`), the test says so and passes. The package is built from the
@@ -412,4 +413,71 @@ fn the_container_image_runs_what_the_unit_runs() {
     assert!(file.contains("VOLUME [\"/var/lib/hopmq\"]"), "{file}");
     let ignore = fs::read_to_string(packaging().join("Containerfile.dockerignore")).unwrap();
     assert!(ignore.lines().any(|line| line == "target/"), "{ignore}");
+}
+
+/// The commands of docs/operations.md's certificate example (the ```sh block with
+/// `openssl req`), for manager `alpha`.
+fn certificate_recipe() -> String {
+    let guide = fs::read_to_string(repo_root().join("docs").join("operations.md")).unwrap();
+    let blocks: Vec<&str> = guide.split("```").collect();
+    blocks
+        .iter()
+        .filter_map(|block| block.strip_prefix("sh\n"))
+        .find(|block| block.contains("openssl req"))
+        .expect("docs/operations.md has a ```sh block with the openssl commands")
+        .to_owned()
+}
+
+#[test]
+fn the_operations_guide_certificates_from_a_ca_are_accepted_by_managers() {
+    // `openssl version`: it takes no `--version`.
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIPPED: openssl is not installed here (Debian: package openssl)");
+        return;
+    }
+    let spec = support::network::Spec::line(&["alpha", "bravo"], "q");
+    let mut network = support::network::Network::prepare(&spec);
+    // An operator's own CA, not `qmgr certs init`'s.
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-subj",
+            "/CN=operators-ca",
+            "-days",
+            "30",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        .current_dir(certs.path())
+        .output()
+        .unwrap();
+    assert!(ca.status.success(), "{ca:?}");
+    for name in ["alpha", "bravo"] {
+        let recipe = certificate_recipe().replace("alpha", name);
+        let issue = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &recipe])
+            .current_dir(certs.path())
+            .output()
+            .unwrap();
+        assert!(issue.status.success(), "{recipe}\n{issue:?}");
+    }
+    let topology = network.topology();
+    network.start_manager_with("alpha", &topology, certs.path(), &[]);
+    network.start_manager_with("bravo", &topology, certs.path(), &[]);
+    network.wait_link_up("alpha", "bravo");
+    network.wait_link_up("bravo", "alpha");
 }
