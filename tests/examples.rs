@@ -2,55 +2,79 @@
 //! say: a README's examples that stop working fail here, not in a user's hands.
 //!
 //! The examples are the ones cargo built for this test run (`cargo test` and `cargo nextest`
-//! of the workspace build every example); a run that selected only this package builds them
-//! first with `cargo build -p hopmq --examples`.
+//! of the workspace build every example) when they are newer than the crate's sources. A run
+//! that did not build them (`-p qmgr`, or `cargo test --tests`) builds them with
+//! `cargo build -p hopmq --examples` into a target folder of their own: the run's own may be
+//! locked by the cargo that runs this test.
 
 #![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
 
 mod support;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::SystemTime;
 
 use support::{Manager, Run, repo_root};
 
 const EXAMPLES: [&str; 4] = ["put_get", "worker_pool", "notify", "blocking"];
 
-/// The folder cargo puts examples in: beside this test's `deps` folder.
-fn examples_dir() -> PathBuf {
+/// This run's target profile folder (`target/debug`): the test runs from its `deps`.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples")
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
-/// Whether the built example `name` is missing or older than its source.
-fn stale(name: &str) -> bool {
-    let modified = |path: PathBuf| fs::metadata(path).and_then(|m| m.modified()).ok();
-    let built = modified(examples_dir().join(name));
-    let source = modified(repo_root().join("api/examples").join(format!("{name}.rs")));
-    match (built, source) {
-        (Some(built), Some(source)) => built < source,
-        _ => true,
+/// When `path` or anything under it last changed.
+fn newest(path: &Path) -> SystemTime {
+    let metadata = fs::metadata(path).unwrap();
+    if !metadata.is_dir() {
+        return metadata.modified().unwrap();
     }
+    fs::read_dir(path)
+        .unwrap()
+        .map(|entry| newest(&entry.unwrap().path()))
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
-/// The path of an example, built first if this run did not build it from its current source.
-fn example(name: &str) -> PathBuf {
-    let path = examples_dir().join(name);
-    if EXAMPLES.iter().any(|name| stale(name)) {
-        eprintln!("building the hopmq examples (this run did not)");
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "hopmq", "--examples"])
-            .current_dir(repo_root())
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build -p hopmq --examples failed");
+/// Whether every example in `dir` is newer than the crate's sources.
+fn fresh(dir: &Path) -> bool {
+    let api = repo_root().join("api");
+    let sources = newest(&api.join("src"))
+        .max(newest(&api.join("examples")))
+        .max(newest(&api.join("Cargo.toml")));
+    EXAMPLES.iter().all(|name| {
+        fs::metadata(dir.join(name))
+            .and_then(|m| m.modified())
+            .is_ok_and(|built| built > sources)
+    })
+}
+
+/// The folder of the examples to run, built first if this run did not build them.
+fn examples_dir() -> PathBuf {
+    let built = profile_dir().join("examples");
+    if fresh(&built) {
+        return built;
     }
-    path
+    let target = profile_dir().parent().unwrap().join("hopmq-examples");
+    eprintln!(
+        "building the hopmq examples into {} (this run did not build them)",
+        target.display()
+    );
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-p", "hopmq", "--examples", "--target-dir"])
+        .arg(&target)
+        .current_dir(repo_root())
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo build -p hopmq --examples failed");
+    target.join("debug").join("examples")
 }
 
-fn run_example(manager: &Manager, name: &str, args: &[&str]) -> Run {
-    let run: Run = Command::new(example(name))
+fn run_example(examples: &Path, manager: &Manager, name: &str, args: &[&str]) -> Run {
+    let run: Run = Command::new(examples.join(name))
         .args(args)
         .env("HOPMQ_SOCKET", manager.socket())
         .output()
@@ -62,9 +86,10 @@ fn run_example(manager: &Manager, name: &str, args: &[&str]) -> Run {
 
 #[test]
 fn every_example_runs_against_a_real_manager() {
+    let examples = examples_dir();
     let manager = Manager::builder().plain_disk().start();
 
-    let run = run_example(&manager, "put_get", &[]);
+    let run = run_example(&examples, &manager, "put_get", &[]);
     assert!(run.stdout.contains("put "), "{}", run.stdout);
     assert!(
         run.stdout
@@ -73,7 +98,7 @@ fn every_example_runs_against_a_real_manager() {
         run.stdout
     );
 
-    let run = run_example(&manager, "worker_pool", &["12", "3"]);
+    let run = run_example(&examples, &manager, "worker_pool", &["12", "3"]);
     assert!(run.stdout.contains("12 of 12 jobs done"), "{}", run.stdout);
     // Jobs 0, 5 and 10 were nacked once, then done on their second delivery.
     for job in [0, 5, 10] {
@@ -89,7 +114,7 @@ fn every_example_runs_against_a_real_manager() {
         );
     }
 
-    let run = run_example(&manager, "notify", &["3"]);
+    let run = run_example(&examples, &manager, "notify", &["3"]);
     for n in 0..3 {
         assert!(
             run.stdout.contains(&format!("notified: event {n}")),
@@ -103,11 +128,16 @@ fn every_example_runs_against_a_real_manager() {
         run.stdout
     );
 
-    let run = run_example(&manager, "blocking", &["put", "script", "one", "two"]);
+    let run = run_example(
+        &examples,
+        &manager,
+        "blocking",
+        &["put", "script", "one", "two"],
+    );
     assert_eq!(run.stdout.lines().count(), 2, "{}", run.stdout);
-    let run = run_example(&manager, "blocking", &["get", "script", "1"]);
+    let run = run_example(&examples, &manager, "blocking", &["get", "script", "1"]);
     assert_eq!(run.stdout, "one\ntwo\n");
-    let bad: Run = Command::new(example("blocking"))
+    let bad: Run = Command::new(examples.join("blocking"))
         .env("HOPMQ_SOCKET", manager.socket())
         .output()
         .unwrap()
