@@ -332,3 +332,51 @@ fn bad_usage_exits_2_with_a_usage_line() {
     }
     assert!(!cluster.run.exists());
 }
+
+/// On a fresh machine `up` compiles for minutes: it says so and lets cargo's progress through
+/// (here a stand-in `cargo` on PATH that prints a progress line unless `--quiet`, as cargo does,
+/// and "builds" by linking this run's binary where the release build would be).
+#[test]
+fn a_build_says_so_and_shows_cargos_progress() {
+    let home = tempfile::tempdir().unwrap();
+    let bin = home.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let target = home.path().join("target");
+    let fake_cargo = bin.join("cargo");
+    fs::write(
+        &fake_cargo,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *' --quiet '*) ;; *) echo '   Compiling qmgr v0.1.0 (stand-in)' >&2 ;; esac\nmkdir -p {release}\nln -sf {qmgr} {release}/qmgr\n",
+            release = target.join("release").display(),
+            qmgr = qmgr_path().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&fake_cargo, fs::Permissions::from_mode(0o755)).unwrap();
+    let topology = home.path().join("topology.toml");
+    fs::write(&topology, line_topology()).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let run: Run = Command::new(repo_root().join("scripts").join("cluster"))
+        .args(["status", topology.to_str().unwrap()])
+        .env_remove("QMGR_BIN")
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", &target)
+        .env("HOPMQ_RUN_DIR", home.path().join("run"))
+        .current_dir(home.path())
+        .output()
+        .unwrap()
+        .into();
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("building qmgr (release)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Compiling qmgr v0.1.0 (stand-in)"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("alpha: stopped"), "{}", run.stdout);
+}

@@ -17,8 +17,15 @@ pub mod message;
 pub mod protocol;
 
 pub use client::{
-    Client, ClientError, Consumer, GetOptions, NotifyHandle, Subscription, socket_path_default,
+    Client, ClientError, Consumer, GetOptions, NotifyHandle, SOCKET_ENV, SOCKET_PATH_DEFAULT,
+    Subscription, socket_path_default,
 };
 pub use error::ApiError;
 pub use hopmq_routing::names::{Address, ManagerName, NameError, QueueName};
 pub use message::{Message, MessageId, PRIORITY_DEFAULT, PRIORITY_MAX, Trace};
+
+/// The crate README's code, compiled as a doctest so that the first lines a user copies keep
+/// working.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

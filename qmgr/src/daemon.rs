@@ -310,6 +310,14 @@ async fn serve(
     ));
     info!(manager = %name, socket = %socket.display(), "ready");
     ready.store(true, Ordering::Relaxed);
+    // A service manager waiting for readiness (systemd's Type=notify) learns it only now. A
+    // failed notification does not stop a manager that serves: systemd then times the start
+    // out and says why, and the warning names the socket.
+    match crate::readiness::notify(crate::readiness::READY) {
+        Ok(true) => info!("told the service manager it is ready"),
+        Ok(false) => {}
+        Err(error) => warn!(%error, "cannot report readiness"),
+    }
 
     stop.wait().await;
     let stopping = Stopping {
@@ -433,6 +441,9 @@ struct Stopping {
 impl Stopping {
     async fn stop(mut self) -> anyhow::Result<()> {
         info!("stopping: finishing in-flight writes");
+        if let Err(error) = crate::readiness::notify(crate::readiness::STOPPING) {
+            warn!(%error, "cannot report the stop");
+        }
         let _ = self.shutdown.send(true);
         if let Some(driver) = &self.driver {
             driver.close().await;

@@ -18,6 +18,7 @@ pub mod manager;
 pub(crate) mod metrics;
 pub mod mutation;
 pub(crate) mod queue;
+pub mod readiness;
 pub mod record;
 pub(crate) mod reload;
 pub mod store;

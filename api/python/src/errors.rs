@@ -243,9 +243,13 @@ pub(crate) fn to_py(py: Python<'_>, error: ClientError) -> PyErr {
             let errno = cause.raw_os_error().map_or(Field::None, |n| {
                 Field::Int(u64::try_from(n).unwrap_or_default())
             });
+            // The Rust client's rule and default, named from its constants so the hint
+            // cannot drift from what `Client()` does.
             let message = format!(
                 "{error}. Is a manager (`qmgr run`) listening there? The socket is \
-                 Client(socket=...), else $HOPMQ_SOCKET, else ./qmgr-data/qmgr.sock"
+                 Client(socket=...), else ${}, else {}",
+                hopmq::SOCKET_ENV,
+                hopmq::SOCKET_PATH_DEFAULT,
             );
             let path = Field::Str(path.display().to_string());
             raise(
