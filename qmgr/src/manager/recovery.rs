@@ -64,6 +64,20 @@ pub struct RecoveredCustody {
     pub pins: BTreeSet<u64>,
 }
 
+impl RecoveredCustody {
+    /// What custody keeps live: the last custody record and the pinned segments.
+    fn liveness(&self) -> Liveness {
+        let mut liveness = Liveness::default();
+        if let Some(location) = self.location {
+            liveness.add(location.segment, location.len);
+        }
+        for &segment in &self.pins {
+            liveness.add(segment, 0);
+        }
+        liveness
+    }
+}
+
 /// What the journal held.
 pub struct Recovered {
     /// Each queue's entries.
@@ -268,13 +282,7 @@ impl Replay {
             custody,
             ..
         } = self;
-        let mut liveness = Liveness::default();
-        if let Some(location) = custody.location {
-            liveness.add(location.segment, location.len);
-        }
-        for &segment in &custody.pins {
-            liveness.add(segment, 0);
-        }
+        let mut liveness = custody.liveness();
         let mut sizes = vec![0usize; names.len()];
         for (index, _) in live.values() {
             sizes[*index as usize] += 1;

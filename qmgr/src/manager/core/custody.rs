@@ -67,6 +67,9 @@ pub(super) enum Admission {
     DeadLetter(String),
 }
 
+/// A header a message takes when it leaves for its queue's new home.
+pub(super) type Restamp = Option<(&'static str, String)>;
+
 /// Whether a message in `queue` stays here (a local queue, or the dead-letter queue) rather
 /// than waiting to leave.
 pub(super) fn stays(queue: &QueueName) -> bool {
@@ -148,7 +151,7 @@ impl Core {
     }
 
     /// A stamp of this manager's for the home `destination` now has, if it has one elsewhere.
-    pub(super) fn handover_stamp(&mut self, destination: &str) -> Option<(&'static str, String)> {
+    pub(super) fn handover_stamp(&mut self, destination: &str) -> Restamp {
         let address: Address = destination.parse().ok()?;
         let home = match address.manager {
             Some(manager) => manager,

@@ -500,7 +500,7 @@ impl Core {
     fn waiting_target(
         &mut self,
         entry: &Entry,
-    ) -> Result<(Result<QueueName, String>, Option<(&'static str, String)>), String> {
+    ) -> Result<(Result<QueueName, String>, custody::Restamp), String> {
         let payload = self
             .payloads
             .get(entry, &*self.storage)
