@@ -415,3 +415,36 @@ impl Core {
         }
     }
 }
+
+/// The whole message of an arrival `record::Passing` already read, for the rare paths that
+/// change more than its queue, seq and trace (a dead letter's headers, a dropped body).
+fn whole<'a>(payload: &'a [u8], from: &ManagerName) -> Option<record::StoredMessage<'a>> {
+    match delivery::stored(payload) {
+        Ok(stored) => Some(stored),
+        // `Passing::read` checked every field, so this is a bug rather than a peer's garbage.
+        Err(e) => {
+            error!(%from, error = %e, "an arrival read in part does not decode whole; dropped");
+            None
+        }
+    }
+}
+
+/// An arrival stored in this manager's dead-letter queue under `seq`, with `hop` joined to its
+/// trace and headers saying why and where it was going.
+fn dead_lettered(
+    stored: &record::StoredMessage<'_>,
+    seq: u64,
+    hop: (&str, u64),
+    reason: &str,
+) -> Vec<u8> {
+    delivery::encode_arrived(
+        stored,
+        DEAD_LETTER_QUEUE,
+        seq,
+        hop,
+        &[
+            (DEAD_LETTER_REASON_HEADER, reason),
+            (DEAD_LETTER_QUEUE_HEADER, stored.destination),
+        ],
+    )
+}
