@@ -81,3 +81,27 @@ fn messages_in_flight_to_a_relay_lost_for_good_go_around_it_once() {
             .is_none()
     );
 }
+
+#[test]
+fn a_message_an_operator_moves_on_to_another_manager_arrives_there() {
+    // Accepted at delta under alpha's stamp, then moved by delta's operator back to alpha: it
+    // travels under a stamp of delta's, or delta would drop it as a copy it already has.
+    let spec = Spec::line(&["alpha", "delta"], "orders");
+    let mut network = start(&spec);
+    let bodies: Vec<String> = (0..10).map(|i| format!("m-{i}")).collect();
+    let client = network.manager("alpha").client();
+    for body in &bodies {
+        client
+            .put("orders", hopmq::Message::new(body.as_str()))
+            .unwrap();
+    }
+    let delta = network.manager("delta");
+    support::wait_until("the ten reach delta", support::SOON, || {
+        delta.depth("orders") == Some(10)
+    });
+    delta
+        .cli(&["move", "orders", "returned@alpha"])
+        .expect_code(0);
+    let alpha = network.manager("alpha").client();
+    assert_eq!(texts(&receive(&alpha, "returned", bodies.len())), bodies);
+}

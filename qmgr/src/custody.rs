@@ -36,6 +36,12 @@ pub(crate) const STAMP_HEADER: &str = "hopmq.custody";
 /// shows the acceptance.
 pub(crate) const ACCEPTED_HEADER: &str = "hopmq.custody.accepted";
 
+/// The header a copy sent again around a failure carries.
+pub(crate) const RESENT_HEADER: &str = "hopmq.resent";
+
+/// Every header custody sets: an operator's move replaces them all.
+pub(crate) const HEADERS: [&str; 3] = [STAMP_HEADER, ACCEPTED_HEADER, RESENT_HEADER];
+
 /// Ranges of accepted numbers kept per stream; each is a gap some copy may still fill.
 pub(crate) const RANGES_MAX: usize = 1024;
 

@@ -78,22 +78,30 @@ pub(crate) fn encode_moved(
 }
 
 /// The payload of `stored` moved by an operator to `queue` under `seq`, addressed to
-/// `destination`; a `replay` leaves its dead-letter headers behind.
+/// `destination`; a `replay` leaves its dead-letter headers behind. Its custody headers are
+/// replaced by `stamp` (a message leaving for another manager) or dropped.
 pub(crate) fn encode_relocated(
     stored: &StoredMessage<'_>,
-    queue: &str,
-    seq: u64,
+    (queue, seq): (&str, u64),
     destination: &str,
     replay: bool,
+    stamp: Option<&str>,
 ) -> Vec<u8> {
     let mut stored = stored.clone();
     stored.queue = queue;
     stored.seq = seq;
     stored.destination = destination;
-    if replay {
+    stored.headers.retain(|(key, _)| {
+        let dead_letter = replay && key.starts_with(DEAD_LETTER_HEADER_PREFIX);
+        !dead_letter && !crate::custody::HEADERS.contains(key)
+    });
+    if let Some(stamp) = stamp {
+        let at = stored
+            .headers
+            .partition_point(|(key, _)| *key < crate::custody::STAMP_HEADER);
         stored
             .headers
-            .retain(|(key, _)| !key.starts_with(DEAD_LETTER_HEADER_PREFIX));
+            .insert(at, (crate::custody::STAMP_HEADER, stamp));
     }
     record::encode(&Record::Enqueue(stored))
 }

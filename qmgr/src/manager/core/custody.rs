@@ -107,12 +107,23 @@ impl Core {
         stamp: Option<Stamp<'_>>,
     ) -> Result<QueueName, String> {
         if let Some(stamp) = stamp.filter(|s| s.destination != self.name.as_str()) {
+            // Remembered: per message, a relay would otherwise validate a name and make a
+            // queue name.
+            if let Some(queue) = self.routing.towards(stamp.destination) {
+                let queue = queue.clone();
+                self.ensure_slot(&queue);
+                return Ok(queue);
+            }
             // A destination this topology does not know (yet): held, like an address this
             // manager cannot place, never dead-lettered at a relay.
-            return Ok(ManagerName::new(stamp.destination)
+            let queue = ManagerName::new(stamp.destination)
                 .ok()
                 .and_then(|manager| self.route_to(&manager))
-                .unwrap_or_else(forward::held_queue));
+                .unwrap_or_else(forward::held_queue);
+            self.routing
+                .remember_towards(stamp.destination, queue.clone());
+            self.ensure_slot(&queue);
+            return Ok(queue);
         }
         self.resolve_arrival(destination)
     }

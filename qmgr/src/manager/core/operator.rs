@@ -514,7 +514,7 @@ impl Core {
             MoveTarget::Original => stored.destination,
             MoveTarget::Address(address) => address.as_str(),
         };
-        let (target, _) = self.resolve(address).map_err(|e| match to {
+        let (target, home) = self.resolve(address).map_err(|e| match to {
             MoveTarget::Original => Left::Message(e.to_string()),
             MoveTarget::Address(_) => Left::All(e.to_string()),
         })?;
@@ -532,7 +532,16 @@ impl Core {
             });
         }
         let seq = self.next_seq;
-        let payload = delivery::encode_relocated(stored, target.as_str(), seq, address, replay);
+        // Sent on as a new custody leg from here: the stamp it came with was spent where it
+        // was accepted, and a copy bearing it would be dropped there as a second one.
+        let stamp = home.map(|home| self.stamp_for(&home));
+        let payload = delivery::encode_relocated(
+            stored,
+            (target.as_str(), seq),
+            address,
+            replay,
+            stamp.as_deref(),
+        );
         if payload.len() as u64 > crate::store::format::RECORD_PAYLOAD_BYTES_MAX {
             return Err(Left::Message(
                 "its copy, with its new address, is over the journal's record limit".into(),

@@ -78,6 +78,9 @@ pub(super) struct Routing {
     /// The same for puts (`Core::resolve`): the local queue an address names, or the waiting
     /// queue of another manager's.
     pub(super) puts: rustc_hash::FxHashMap<Box<str>, PutPlace>,
+    /// Where stamped messages for each destination manager go from here (see
+    /// `Core::stamped_place`), remembered like `places`.
+    towards: rustc_hash::FxHashMap<Box<str>, QueueName>,
 }
 
 /// Where a put to an address goes, before any check of the moment (the local queue's
@@ -95,6 +98,17 @@ impl Routing {
     fn forget_places(&mut self) {
         self.places.clear();
         self.puts.clear();
+        self.towards.clear();
+    }
+
+    /// Where stamped messages for `manager` go, if remembered.
+    pub(super) fn towards(&self, manager: &str) -> Option<&QueueName> {
+        self.towards.get(manager)
+    }
+
+    /// Remembers where stamped messages for `manager` go.
+    pub(super) fn remember_towards(&mut self, manager: &str, queue: QueueName) {
+        remember(&mut self.towards, manager, queue);
     }
 
     /// Remembers where puts to `address` go.
@@ -167,6 +181,7 @@ impl Routing {
             changes: 0,
             places: rustc_hash::FxHashMap::default(),
             puts: rustc_hash::FxHashMap::default(),
+            towards: rustc_hash::FxHashMap::default(),
         }
     }
 

@@ -14,10 +14,7 @@
 
 // The forwarding types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
-use crate::custody::Stamp;
-
-/// The header a re-sent copy carries, so that `qmgr get --json` shows it took another way.
-pub(crate) const RESENT_HEADER: &str = "hopmq.resent";
+use crate::custody::{RESENT_HEADER, Stamp};
 
 impl Core {
     /// Copies the stamped messages in flight on links the routes in force no longer lead
