@@ -277,45 +277,75 @@ impl Stamper {
 }
 
 /// A copy admitted and not yet durable.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Admitted {
-    origin: Box<str>,
-    destination: Box<str>,
+    /// Its pair's index in `Accepted::pairs`.
+    pair: u32,
     epoch: u64,
     number: u64,
+}
+
+/// One custodian and destination, and their streams.
+#[derive(Debug)]
+struct PairSlot {
+    custodian: Box<str>,
+    destination: Box<str>,
+    pair: Pair,
 }
 
 /// What this manager accepted of every stream that reached it; see the module documentation.
 #[derive(Debug, Default)]
 pub(crate) struct Accepted {
-    pairs: FxHashMap<(Box<str>, Box<str>), Pair>,
-    /// Admitted, their stores still in flight; left out of summaries.
-    pending: Vec<Admitted>,
+    /// Never shrinks: `Admitted` tokens name pairs by index.
+    pairs: Vec<PairSlot>,
+    /// By custodian, then destination: the index in `pairs` (looked up per message without
+    /// allocating).
+    index: FxHashMap<Box<str>, FxHashMap<Box<str>, u32>>,
+    /// Admitted, their stores still in flight, in admission order (stores complete in that
+    /// order, so the front is what completes); left out of summaries.
+    pending: std::collections::VecDeque<Admitted>,
     /// Copies dropped since start.
     duplicates: u64,
 }
 
 impl Accepted {
+    /// The index of the pair of `custodian` and `destination`, made if new.
+    fn pair_index(&mut self, custodian: &str, destination: &str) -> u32 {
+        if let Some(&i) = self
+            .index
+            .get(custodian)
+            .and_then(|destinations| destinations.get(destination))
+        {
+            return i;
+        }
+        let i = self.pairs.len() as u32;
+        self.pairs.push(PairSlot {
+            custodian: custodian.into(),
+            destination: destination.into(),
+            pair: Pair::default(),
+        });
+        self.index
+            .entry(custodian.into())
+            .or_default()
+            .insert(destination.into(), i);
+        i
+    }
+
     /// Decides on a stamped arrival; a new one is admitted at once (a second copy in the same
     /// batch is a duplicate) and must later be [`Self::stored`] or [`Self::failed`].
     pub(crate) fn admit(&mut self, stamp: Stamp<'_>) -> (Verdict, Option<Admitted>) {
-        let origin = stamp.custodian;
-        let key = (
-            Box::<str>::from(origin),
-            Box::<str>::from(stamp.destination),
-        );
-        let pair = self.pairs.entry(key).or_default();
+        let index = self.pair_index(stamp.custodian, stamp.destination);
+        let pair = &mut self.pairs[index as usize].pair;
         let verdict = pair.verdict(stamp.epoch, stamp.number);
         match verdict {
             Verdict::New => {
                 pair.stream(stamp.epoch).insert(stamp.number);
                 let admitted = Admitted {
-                    origin: origin.into(),
-                    destination: stamp.destination.into(),
+                    pair: index,
                     epoch: stamp.epoch,
                     number: stamp.number,
                 };
-                self.pending.push(admitted.clone());
+                self.pending.push_back(admitted);
                 (verdict, Some(admitted))
             }
             Verdict::Duplicate => {
@@ -329,8 +359,10 @@ impl Accepted {
     /// The stores of `admitted` are durable.
     pub(crate) fn stored(&mut self, admitted: &[Admitted]) {
         for done in admitted {
-            if let Some(i) = self.pending.iter().position(|p| p == done) {
-                self.pending.swap_remove(i);
+            if self.pending.front() == Some(done) {
+                self.pending.pop_front();
+            } else if let Some(i) = self.pending.iter().position(|p| p == done) {
+                self.pending.remove(i);
             }
         }
     }
@@ -339,11 +371,10 @@ impl Accepted {
     pub(crate) fn failed(&mut self, admitted: &[Admitted]) {
         self.stored(admitted);
         for done in admitted {
-            let key = (done.origin.clone(), done.destination.clone());
             if let Some(stream) = self
                 .pairs
-                .get_mut(&key)
-                .and_then(|pair| pair.streams.get_mut(&done.epoch))
+                .get_mut(done.pair as usize)
+                .and_then(|slot| slot.pair.streams.get_mut(&done.epoch))
             {
                 stream.remove(done.number);
             }
@@ -352,24 +383,18 @@ impl Accepted {
 
     /// A stamped message found durable at recovery.
     pub(crate) fn recovered(&mut self, stamp: Stamp<'_>) {
-        let key = (
-            Box::<str>::from(stamp.custodian),
-            Box::<str>::from(stamp.destination),
-        );
-        self.pairs
-            .entry(key)
-            .or_default()
+        let index = self.pair_index(stamp.custodian, stamp.destination);
+        self.pairs[index as usize]
+            .pair
             .stream(stamp.epoch)
             .insert(stamp.number);
     }
 
     /// A summary found at recovery: merged with what is known.
     pub(crate) fn merge(&mut self, summary: Summary) {
-        for (origin, destination, pair) in summary {
-            let mine = self
-                .pairs
-                .entry((origin.into(), destination.into()))
-                .or_default();
+        for (custodian, destination, pair) in summary {
+            let index = self.pair_index(&custodian, &destination);
+            let mine = &mut self.pairs[index as usize].pair;
             mine.forgotten_epochs_up_to =
                 mine.forgotten_epochs_up_to.max(pair.forgotten_epochs_up_to);
             for (epoch, stream) in &pair.streams {
@@ -383,18 +408,19 @@ impl Accepted {
         let mut summary: Summary = self
             .pairs
             .iter()
-            .map(|((origin, destination), pair)| {
-                let mut pair = pair.clone();
-                for pending in self
-                    .pending
-                    .iter()
-                    .filter(|p| p.origin == *origin && p.destination == *destination)
-                {
+            .enumerate()
+            .map(|(i, slot)| {
+                let mut pair = slot.pair.clone();
+                for pending in self.pending.iter().filter(|p| p.pair as usize == i) {
                     if let Some(stream) = pair.streams.get_mut(&pending.epoch) {
                         stream.remove(pending.number);
                     }
                 }
-                (origin.to_string(), destination.to_string(), pair)
+                (
+                    slot.custodian.to_string(),
+                    slot.destination.to_string(),
+                    pair,
+                )
             })
             .collect();
         summary.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
