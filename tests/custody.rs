@@ -7,20 +7,6 @@ mod support;
 
 use support::network::{Network, Spec, receive};
 
-/// alpha–bravo–delta costs 2, alpha–charlie–delta costs 4: traffic for delta goes via bravo.
-fn diamond() -> Spec {
-    Spec {
-        managers: vec!["alpha", "bravo", "charlie", "delta"],
-        links: vec![
-            ("alpha", "bravo", 1),
-            ("bravo", "delta", 1),
-            ("alpha", "charlie", 2),
-            ("charlie", "delta", 2),
-        ],
-        queues: vec![("orders", "delta")],
-    }
-}
-
 fn start(spec: &Spec) -> Network {
     let mut network = Network::prepare(spec);
     let topology = network.topology();
@@ -46,7 +32,7 @@ fn texts(messages: &[hopmq::Message]) -> Vec<String> {
 
 #[test]
 fn messages_in_flight_to_a_relay_lost_for_good_go_around_it_once() {
-    let spec = diamond();
+    let spec = Spec::diamond();
     let mut network = start(&spec);
     // Sent to bravo and never acknowledged: bravo is stopped, then killed and never restarted.
     let held = network.hold_in_flight(("alpha", "bravo"), ("orders", "delta"), "held");

@@ -21,20 +21,6 @@ use support::{SOON, wait_until};
 /// heartbeats long.
 const DEAD_INTERVAL_MS: &str = "2000";
 
-/// alpha–bravo–delta costs 2, alpha–charlie–delta costs 4: traffic for delta goes via bravo.
-fn diamond() -> Spec {
-    Spec {
-        managers: vec!["alpha", "bravo", "charlie", "delta"],
-        links: vec![
-            ("alpha", "bravo", 1),
-            ("bravo", "delta", 1),
-            ("alpha", "charlie", 2),
-            ("charlie", "delta", 2),
-        ],
-        queues: vec![("orders", "delta")],
-    }
-}
-
 fn start(spec: &Spec, env: &[(&str, &str)]) -> Network {
     let mut network = Network::prepare(spec);
     let topology = network.topology();
@@ -278,7 +264,7 @@ fn outage(
 
 #[test]
 fn a_killed_relay_is_routed_around_and_used_again_when_it_returns() {
-    let spec = diamond();
+    let spec = Spec::diamond();
     let mut network = start(&spec, &[("QMGR_LINK_DEAD_INTERVAL_MS", DEAD_INTERVAL_MS)]);
     let consumer = network.manager("delta").client();
     put(&mut network, "alpha", "orders", "before", 50);
@@ -308,7 +294,7 @@ fn a_killed_relay_is_routed_around_and_used_again_when_it_returns() {
 
 #[test]
 fn a_drain_alpha_cannot_see_reaches_it_by_flooding() {
-    let spec = diamond();
+    let spec = Spec::diamond();
     let mut network = start(&spec, &[]);
     let consumer = network.manager("delta").client();
     wait_next_hop(&mut network, "alpha", "delta", "bravo");
@@ -459,7 +445,7 @@ fn a_relay_failure_alpha_cannot_see_reaches_it_by_flooding() {
 
 #[test]
 fn draining_a_link_moves_the_messages_already_waiting_for_it() {
-    let spec = diamond();
+    let spec = Spec::diamond();
     // A long dead interval: only the drain may move them, not the link-state machinery.
     let mut network = start(&spec, &[("QMGR_LINK_DEAD_INTERVAL_MS", "600000")]);
     let consumer = network.manager("delta").client();
@@ -501,7 +487,7 @@ fn draining_a_link_moves_the_messages_already_waiting_for_it() {
 
 #[test]
 fn editing_the_file_reroutes_new_and_waiting_messages_without_a_restart() {
-    let mut spec = diamond();
+    let mut spec = Spec::diamond();
     // A long dead interval: only the edit may reroute here, not the link-state machinery.
     let mut network = start(&spec, &[("QMGR_LINK_DEAD_INTERVAL_MS", "600000")]);
     let consumer = network.manager("delta").client();
@@ -835,7 +821,7 @@ fn kill_alpha_as_it_reroutes(network: &mut Network, spec: &mut Spec, count: u64)
 #[test]
 fn a_manager_killed_as_it_reroutes_loses_and_duplicates_nothing() {
     const COUNT: usize = 20_000;
-    let mut spec = diamond();
+    let mut spec = Spec::diamond();
     let mut network = start(&spec, &[("QMGR_LINK_DEAD_INTERVAL_MS", "600000")]);
     network.manager("bravo").terminate();
     let mut expected = Vec::new();
@@ -864,7 +850,7 @@ fn a_manager_killed_as_it_reroutes_loses_and_duplicates_nothing() {
 
 #[test]
 fn a_neighbour_that_reaches_us_but_that_we_cannot_reach_attracts_no_traffic() {
-    let spec = diamond();
+    let spec = Spec::diamond();
     let mut network = Network::prepare(&spec);
     // alpha's copy of the file has bravo at a port nobody listens on: bravo dials alpha
     // fine, alpha never reaches bravo.

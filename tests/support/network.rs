@@ -23,6 +23,21 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// alpha–bravo–delta costs 2, alpha–charlie–delta costs 4: traffic for `orders`, homed
+    /// on delta, goes via bravo.
+    pub fn diamond() -> Spec {
+        Spec {
+            managers: vec!["alpha", "bravo", "charlie", "delta"],
+            links: vec![
+                ("alpha", "bravo", 1),
+                ("bravo", "delta", 1),
+                ("alpha", "charlie", 2),
+                ("charlie", "delta", 2),
+            ],
+            queues: vec![("orders", "delta")],
+        }
+    }
+
     /// `names[0] - names[1] - ...`, cost 1 each, with `queue` homed on the last.
     pub fn line(names: &[&'static str], queue: &'static str) -> Spec {
         Spec {
