@@ -85,6 +85,20 @@ impl<'a> Stamp<'a> {
     }
 }
 
+/// The stamp in the header `key` (`STAMP_HEADER`, or `ACCEPTED_HEADER`) among `headers`.
+pub(crate) fn stamp_among<'a>(headers: &[(&'a str, &'a str)], key: &str) -> Option<Stamp<'a>> {
+    headers
+        .iter()
+        .find(|(name, _)| *name == key)
+        .and_then(|(_, value)| Stamp::parse(value))
+}
+
+/// Inserts `stamp` as the stamp header among `headers`, which are sorted by key.
+pub(crate) fn insert_stamp<'a>(headers: &mut Vec<(&'a str, &'a str)>, stamp: &'a str) {
+    let at = headers.partition_point(|(key, _)| *key < STAMP_HEADER);
+    headers.insert(at, (STAMP_HEADER, stamp));
+}
+
 /// What to do with a stamped arrival.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {

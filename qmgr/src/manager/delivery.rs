@@ -55,8 +55,7 @@ fn headers<'a>(message: &'a OutgoingMessage, stamp: Option<&'a str>) -> Vec<(&'a
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     if let Some(stamp) = stamp {
-        let at = headers.partition_point(|(k, _)| *k < crate::custody::STAMP_HEADER);
-        headers.insert(at, (crate::custody::STAMP_HEADER, stamp));
+        crate::custody::insert_stamp(&mut headers, stamp);
     }
     headers
 }
@@ -96,12 +95,7 @@ pub(crate) fn encode_relocated(
         !dead_letter && !crate::custody::HEADERS.contains(key)
     });
     if let Some(stamp) = stamp {
-        let at = stored
-            .headers
-            .partition_point(|(key, _)| *key < crate::custody::STAMP_HEADER);
-        stored
-            .headers
-            .insert(at, (crate::custody::STAMP_HEADER, stamp));
+        crate::custody::insert_stamp(&mut stored.headers, stamp);
     }
     record::encode(&Record::Enqueue(stored))
 }

@@ -17,7 +17,7 @@ use hopmq::QueueName;
 use super::liveness::Liveness;
 use crate::channel::receiver::{RECENT_IDS_MAX, ReceiverState};
 use crate::channel::sender::SenderState;
-use crate::custody::{ACCEPTED_HEADER, Accepted, STAMP_HEADER, Stamp};
+use crate::custody::{ACCEPTED_HEADER, Accepted, STAMP_HEADER, stamp_among};
 use crate::manager::core::{HELD_QUEUE, TRANSMISSION_QUEUE_PREFIX};
 use crate::queue::local::{BodyRef, Entry, LocalQueue, correlation_hash};
 use crate::record::{self, Record, RecordError};
@@ -259,12 +259,7 @@ impl Replay {
         } else {
             STAMP_HEADER
         };
-        let stamp = message
-            .headers
-            .iter()
-            .find(|(name, _)| *name == key)
-            .and_then(|(_, value)| Stamp::parse(value));
-        if let Some(stamp) = stamp {
+        if let Some(stamp) = stamp_among(&message.headers, key) {
             self.custody.accepted.recovered(stamp);
             self.custody.pins.insert(location.segment);
         }

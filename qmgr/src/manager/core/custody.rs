@@ -79,14 +79,6 @@ pub(super) fn stays(queue: &QueueName) -> bool {
         && queue.as_str() != forward::HELD_QUEUE
 }
 
-/// The stamp among `headers`.
-pub(super) fn stamp_in<'a>(headers: &[(&'a str, &'a str)]) -> Option<Stamp<'a>> {
-    headers
-        .iter()
-        .find(|(key, _)| *key == STAMP_HEADER)
-        .and_then(|(_, value)| Stamp::parse(value))
-}
-
 impl Core {
     /// The stamp header value for a message put here for `home`.
     pub(super) fn stamp_for(&mut self, home: &ManagerName) -> String {

@@ -521,7 +521,7 @@ impl Core {
             .get(entry, &*self.storage)
             .map_err(|e| e.to_string())?;
         let stored = delivery::stored(&payload).map_err(|e| e.to_string())?;
-        let stamp = custody::stamp_in(&stored.headers);
+        let stamp = crate::custody::stamp_among(&stored.headers, crate::custody::STAMP_HEADER);
         let target = self.stamped_place(stored.destination, stamp);
         let restamp = match (&target, stamp) {
             (Ok(target), Some(stamp))
