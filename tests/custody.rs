@@ -8,6 +8,10 @@ mod support;
 use support::network::{Network, Spec, receive};
 
 fn start(spec: &Spec) -> Network {
+    start_with(spec, "2000")
+}
+
+fn start_with(spec: &Spec, dead_interval_ms: &str) -> Network {
     let mut network = Network::prepare(spec);
     let topology = network.topology();
     let certs = network.certs();
@@ -16,7 +20,10 @@ fn start(spec: &Spec) -> Network {
             name,
             &topology,
             &certs,
-            &[("QMGR_LINK_DEAD_INTERVAL_MS", "2000")],
+            &[
+                ("QMGR_LINK_DEAD_INTERVAL_MS", dead_interval_ms),
+                ("QMGR_CUSTODY_TIMEOUT_MS", "2000"),
+            ],
         );
     }
     network.wait_all_links_up(spec);
@@ -65,6 +72,128 @@ fn messages_in_flight_to_a_relay_lost_for_good_go_around_it_once() {
             .get("orders", std::time::Duration::from_millis(500))
             .unwrap()
             .is_none()
+    );
+}
+
+/// Freezes `destination`, puts `bodies` at `origin` for `orders` and waits until `relay` has
+/// acknowledged them all: they wait at the relay for the frozen destination, and the origin
+/// keeps them for its confirmation.
+fn put_acknowledged_by(
+    network: &mut Network,
+    (origin, relay, destination): (&str, &str, &str),
+    bodies: &[String],
+) {
+    network.manager(destination).freeze();
+    // A relay gives a quiet neighbour's channel nothing new (else the frozen destination's
+    // socket would take the messages in, to read once it thaws).
+    let relay_manager = network.manager(relay);
+    support::wait_until(
+        &format!("{relay} finds {destination} quiet"),
+        support::SOON,
+        || {
+            support::network::link_of(&relay_manager.status(), destination)["heard_ms_ago"]
+                .as_u64()
+                .is_some_and(|ms| ms > 1_000)
+        },
+    );
+    let client = network.manager(origin).client();
+    for body in bodies {
+        client
+            .put("orders", hopmq::Message::new(body.as_str()))
+            .unwrap();
+    }
+    let origin = network.manager(origin);
+    support::wait_until(&format!("{relay} acknowledges them"), support::SOON, || {
+        kept_for(&origin.status(), destination) == bodies.len() as u64
+    });
+    let link = support::network::link_of(&network.manager(relay).status(), destination);
+    assert_eq!(link["in_flight"], 0, "{relay} sent nothing on: {link}");
+}
+
+/// Messages `status`'s manager keeps until `destination` confirms them.
+fn kept_for(status: &serde_json::Value, destination: &str) -> u64 {
+    status["custody"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|kept| kept["destination"] == destination)
+        .map_or(0, |kept| kept["messages"].as_u64().unwrap())
+}
+
+#[test]
+fn messages_a_relay_acknowledged_and_took_with_it_are_sent_again_by_their_origin() {
+    let spec = Spec::diamond();
+    // Long enough for bravo to hold messages for a quiet delta without routing around it.
+    let mut network = start_with(&spec, "8000");
+    // Unhindered, the destination confirms and the origin lets go.
+    let before: Vec<String> = (0..5).map(|i| format!("before-{i}")).collect();
+    let client = network.manager("alpha").client();
+    for body in &before {
+        client
+            .put("orders", hopmq::Message::new(body.as_str()))
+            .unwrap();
+    }
+    let consumer = network.manager("delta").client();
+    assert_eq!(texts(&receive(&consumer, "orders", before.len())), before);
+    let alpha = network.manager("alpha");
+    support::wait_until("delta confirms the first five", support::SOON, || {
+        let status = alpha.status();
+        status["messages_confirmed"] == 5 && kept_for(&status, "delta") == 0
+    });
+    // Stored by bravo, which then dies with them for good.
+    let bodies: Vec<String> = (0..10).map(|i| format!("m-{i}")).collect();
+    put_acknowledged_by(&mut network, ("alpha", "bravo", "delta"), &bodies);
+    network.manager("bravo").kill9();
+    network.manager("delta").thaw();
+    let got = receive(&consumer, "orders", bodies.len());
+    assert_eq!(texts(&got), bodies, "all of them, once, in put order");
+    for message in &got {
+        let path: Vec<&str> = message.trace.iter().map(|t| t.manager.as_str()).collect();
+        assert_eq!(path, ["alpha", "charlie", "delta"], "around bravo");
+        assert_eq!(
+            message.headers.get("hopmq.resent").map(String::as_str),
+            Some("1")
+        );
+    }
+    let alpha = network.manager("alpha");
+    support::wait_until("delta confirms the copies", support::SOON, || {
+        kept_for(&alpha.status(), "delta") == 0
+    });
+    let status = alpha.status();
+    assert_eq!(status["messages_confirmed"], 15, "{status}");
+    assert!(
+        consumer
+            .get("orders", std::time::Duration::from_millis(500))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn an_origin_cut_off_while_it_keeps_messages_still_sees_each_arrive_once() {
+    let spec = Spec::diamond();
+    let mut network = start_with(&spec, "8000");
+    let bodies: Vec<String> = (0..10).map(|i| format!("m-{i}")).collect();
+    put_acknowledged_by(&mut network, ("alpha", "bravo", "delta"), &bodies);
+    // A power cut at the origin: what it kept comes back from its journal, and goes again
+    // after the custody timeout unless delta's confirmation comes first.
+    network.manager("alpha").kill9();
+    network.manager("alpha").restart();
+    network.manager("delta").thaw();
+    let consumer = network.manager("delta").client();
+    assert_eq!(texts(&receive(&consumer, "orders", bodies.len())), bodies);
+    let alpha = network.manager("alpha");
+    support::wait_until(
+        "alpha lets go of what delta confirmed",
+        support::network::DELIVERY_DEADLINE,
+        || kept_for(&alpha.status(), "delta") == 0,
+    );
+    assert!(
+        consumer
+            .get("orders", std::time::Duration::from_millis(2500))
+            .unwrap()
+            .is_none(),
+        "no copy delivered"
     );
 }
 

@@ -391,6 +391,26 @@ pub struct Status {
     /// the new route, since start. Appended.
     #[serde(default)]
     pub messages_resent: u64,
+    /// This manager's own messages that a neighbour acknowledged and their destination has
+    /// not confirmed yet, per destination manager. Appended.
+    #[serde(default)]
+    pub custody: Vec<CustodyStatus>,
+    /// This manager's own messages their destination confirmed, since start. Appended.
+    #[serde(default)]
+    pub messages_confirmed: u64,
+}
+
+/// What a manager keeps for one destination manager until it confirms.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustodyStatus {
+    /// The destination manager.
+    pub destination: String,
+    /// Messages kept for its confirmation.
+    pub messages: u64,
+    /// How long the oldest has waited, in milliseconds.
+    pub oldest_ms: Option<u64>,
+    /// Copies sent again to it since start (its way broke, or it answered without them).
+    pub resent: u64,
 }
 
 /// The topology a manager runs with.

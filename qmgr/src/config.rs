@@ -90,6 +90,10 @@ pub struct Settings {
     /// A neighbour not heard for this long (milliseconds) is dead: routes leave its link out
     /// until it is heard again. At least [`crate::channel::adjacency::DEAD_INTERVAL_MIN`].
     pub link_dead_interval_ms: u64,
+    /// How long (milliseconds) this manager's own message waits for its destination's
+    /// confirmation before it is sent again (if the way it went broke) or the destination is
+    /// asked. `None`: twice `link_dead_interval_ms`.
+    pub custody_timeout_ms: Option<u64>,
     /// Local client connections served at once; more are refused at their handshake.
     pub max_connections: u64,
     /// Threads of the manager's async runtime (its core, connections and channels; the
@@ -289,7 +293,24 @@ impl Settings {
                 ),
             });
         }
+        if let Some(timeout) = self.custody_timeout_ms {
+            if !(dead_min..=86_400_000).contains(&timeout) {
+                return Err(ConfigError::Invalid {
+                    key: "custody_timeout_ms",
+                    reason: format!("{timeout} is not between {dead_min} and 86400000"),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// How long a kept message waits for its confirmation: `custody_timeout_ms`, or twice the
+    /// dead interval.
+    pub fn custody_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.custody_timeout_ms
+                .unwrap_or(2 * self.link_dead_interval_ms),
+        )
     }
 
     /// The largest body a put accepts: `max_message_bytes`, lowered when small segments could

@@ -23,10 +23,15 @@
 //!   never delivered: at the limit a message may wait in the dead-letter queue for an
 //!   operator, but it is never delivered twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+
+mod kept;
+
+pub use kept::Confirmation;
+pub(crate) use kept::{CONFIRM_RANGES_MAX, Kept};
 
 /// The header that carries a message's stamp.
 pub(crate) const STAMP_HEADER: &str = "hopmq.custody";
@@ -320,6 +325,9 @@ pub(crate) struct Accepted {
     pending: std::collections::VecDeque<Admitted>,
     /// Copies dropped since start.
     duplicates: u64,
+    /// Streams whose confirmation is due (something of theirs arrived, or their custodian
+    /// asked), by pair index and epoch.
+    dirty: BTreeSet<(u32, u64)>,
 }
 
 impl Accepted {
@@ -364,14 +372,32 @@ impl Accepted {
             }
             Verdict::Duplicate => {
                 self.duplicates += 1;
+                // The custodian sent it again: it may have missed the confirmation.
+                self.dirty.insert((index, stamp.epoch));
                 (verdict, None)
             }
-            Verdict::Forgotten => (verdict, None),
+            Verdict::Forgotten => {
+                self.dirty.insert((index, stamp.epoch));
+                (verdict, None)
+            }
         }
     }
 
     /// The stores of `admitted` are durable.
     pub(crate) fn stored(&mut self, admitted: &[Admitted]) {
+        self.settled(admitted);
+        let mut last = None;
+        for done in admitted {
+            // A batch is mostly one stream: one insertion for a run of it.
+            if last != Some((done.pair, done.epoch)) {
+                last = Some((done.pair, done.epoch));
+                self.dirty.insert((done.pair, done.epoch));
+            }
+        }
+    }
+
+    /// `admitted` are no longer in flight.
+    fn settled(&mut self, admitted: &[Admitted]) {
         for done in admitted {
             if self.pending.front() == Some(done) {
                 self.pending.pop_front();
@@ -383,7 +409,7 @@ impl Accepted {
 
     /// The stores of `admitted` failed: their numbers are free for the next copy.
     pub(crate) fn failed(&mut self, admitted: &[Admitted]) {
-        self.stored(admitted);
+        self.settled(admitted);
         for done in admitted {
             if let Some(stream) = self
                 .pairs
@@ -444,6 +470,52 @@ impl Accepted {
     /// Copies dropped since start.
     pub(crate) fn duplicates(&self) -> u64 {
         self.duplicates
+    }
+
+    /// `custodian` asks what `destination` has of its streams.
+    pub(crate) fn ask(&mut self, custodian: &str, destination: &str) {
+        let index = self.pair_index(custodian, destination);
+        for &epoch in self.pairs[index as usize].pair.streams.keys() {
+            self.dirty.insert((index, epoch));
+        }
+    }
+
+    /// The confirmations due from `me` (streams to other destinations are not this
+    /// manager's to confirm), each its stream's durable view.
+    pub(crate) fn confirmations(&mut self, me: &str) -> Vec<Confirmation> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut confirmations = Vec::with_capacity(dirty.len());
+        for (index, epoch) in dirty {
+            let slot = &self.pairs[index as usize];
+            if &*slot.destination != me {
+                continue;
+            }
+            let (settled_below, ranges) = match slot.pair.streams.get(&epoch) {
+                Some(stream) => {
+                    let mut durable = stream.clone();
+                    for pending in self
+                        .pending
+                        .iter()
+                        .filter(|p| p.pair == index && p.epoch == epoch)
+                    {
+                        durable.remove(pending.number);
+                    }
+                    durable.ranges.truncate(CONFIRM_RANGES_MAX);
+                    (durable.forgotten_below, durable.ranges)
+                }
+                // Forgotten whole: everything of it is settled, one way or the other.
+                None if slot.pair.verdict(epoch, 1) == Verdict::Forgotten => (u64::MAX, Vec::new()),
+                None => continue,
+            };
+            confirmations.push(Confirmation {
+                custodian: slot.custodian.to_string(),
+                destination: slot.destination.to_string(),
+                epoch,
+                settled_below,
+                ranges,
+            });
+        }
+        confirmations
     }
 }
 

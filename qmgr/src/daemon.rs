@@ -372,6 +372,7 @@ fn start_core(
         drained,
         clock.now(),
     );
+    core.set_custody_timeout(settings.custody_timeout());
     // Standalone managers (no file) have nothing to read again.
     let reload_requests = settings.topology.as_ref().map(|_| {
         let (requests_tx, requests) = mpsc::channel(reload::REQUESTS_MAX);

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use hopmq::protocol::{LinkStatus, QueueStatus, Status};
+use hopmq::protocol::{CustodyStatus, LinkStatus, QueueStatus, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -134,7 +134,7 @@ const QUEUES: [Family<QueueStatus>; 3] = [
 ];
 
 /// The manager's counters of messages on their way: handed on, expired, re-routed.
-const PASSED_ON: [Family<Status>; 5] = [
+const PASSED_ON: [Family<Status>; 6] = [
     family(
         "hopmq_messages_forwarded_total",
         "counter",
@@ -156,7 +156,7 @@ const PASSED_ON: [Family<Status>; 5] = [
     family(
         "hopmq_messages_resent_total",
         "counter",
-        "Messages in flight on a link the route left, sent again along the new route.",
+        "Messages sent again around a failure (in flight on a link the route left, or not confirmed by their destination).",
         |s| count(s.messages_resent),
     ),
     family(
@@ -164,6 +164,33 @@ const PASSED_ON: [Family<Status>; 5] = [
         "counter",
         "Second copies of messages dropped at their destination by custody, since start.",
         |s| count(s.duplicates_dropped),
+    ),
+    family(
+        "hopmq_messages_confirmed_total",
+        "counter",
+        "This manager's own messages their destination manager confirmed, since start.",
+        |s| count(s.messages_confirmed),
+    ),
+];
+
+const CUSTODY: [Family<CustodyStatus>; 3] = [
+    family(
+        "hopmq_custody_messages",
+        "gauge",
+        "This manager's own messages kept until their destination manager confirms them.",
+        |c| count(c.messages),
+    ),
+    family(
+        "hopmq_custody_oldest_seconds",
+        "gauge",
+        "How long the oldest message kept for the destination has waited.",
+        |c| c.oldest_ms.map(|ms| ms as f64 / 1000.0),
+    ),
+    family(
+        "hopmq_custody_resent_total",
+        "counter",
+        "Copies sent again to the destination because its confirmation did not come.",
+        |c| count(c.resent),
     ),
 ];
 
@@ -278,6 +305,8 @@ pub(crate) fn render(status: &Status, journal: &JournalStats) -> String {
     out.families(&QUEUES, &status.queues, |q| Some(queues(q)));
     out.families(&PASSED_ON, std::slice::from_ref(status), |_| None);
     out.families(&LINKS, &status.links, |l| Some(links(l)));
+    let destinations = |c: &CustodyStatus| format!("destination=\"{}\"", c.destination);
+    out.families(&CUSTODY, &status.custody, |c| Some(destinations(c)));
     out.families(&STORE, std::slice::from_ref(journal), |_| None);
     out.fsync_histogram(journal);
     out.text

@@ -16,7 +16,7 @@ mod passing;
 pub use passing::{Passing, dedup_key, enqueue_dedup_key, enqueue_id};
 
 /// The newest record format this build reads and writes. Version 2 appended the channel
-/// records, version 3 the custody summary; older payloads decode unchanged.
+/// records, version 3 custody's summary and kept messages; older payloads decode unchanged.
 pub const RECORD_FORMAT_VERSION: u8 = 3;
 
 /// The version written on records that version 2 already had (a message's `Enqueue` is also
@@ -52,6 +52,22 @@ pub enum Record<'a> {
     /// `crate::custody`): written again at the journal's head before the records it covers
     /// may go. Version 3.
     Custody(crate::custody::CustodyRecord),
+    /// This manager's own stamped messages that a neighbour acknowledged: no longer the
+    /// channel's, they stay (live, out of every queue) until their destination confirms them,
+    /// then a `Remove` names them. Version 3.
+    #[serde(borrow)]
+    Kept(KeptRecord<'a>),
+}
+
+/// Messages of one custody stream kept for their confirmation (see [`Record::Kept`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptRecord<'a> {
+    /// The stream's destination manager.
+    pub destination: &'a str,
+    /// The stream's epoch.
+    pub epoch: u64,
+    /// `(message seq, number in the stream)`.
+    pub pairs: Vec<(u64, u64)>,
 }
 
 /// Assignments carried with relocated messages.
@@ -162,7 +178,7 @@ pub fn encode(record: &Record<'_>) -> Vec<u8> {
     // tenth of a relay's CPU in a profile).
     let mut out = Vec::with_capacity(size_hint(record));
     out.push(match record {
-        Record::Custody(_) => RECORD_FORMAT_VERSION,
+        Record::Custody(_) | Record::Kept(_) => RECORD_FORMAT_VERSION,
         _ => RECORD_FORMAT_VERSION_2,
     });
     // A Vec sink cannot fail and every field type serialises; an error here is a bug.
@@ -200,6 +216,7 @@ fn size_hint(record: &Record<'_>) -> usize {
             .iter()
             .map(|(origin, destination, _)| origin.len() + destination.len() + 64 * FIELD)
             .sum(),
+        Record::Kept(kept) => 4 * FIELD + kept.destination.len() + kept.pairs.len() * 2 * FIELD,
     }
 }
 

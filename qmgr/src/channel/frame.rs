@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::format::RECORD_PAYLOAD_BYTES_MAX;
 
 /// The channel protocol version this build speaks.
-pub const CHANNEL_PROTOCOL_VERSION: u32 = 2;
+pub const CHANNEL_PROTOCOL_VERSION: u32 = 3;
 
 /// Largest payload of one message on the wire: a message travels as the payload of one journal
 /// record at both ends, so the journal's record limit is the message limit.
@@ -93,6 +93,33 @@ pub enum ChannelFrame {
     /// Either way, on every connection: link-state advertisements to store and flood, or,
     /// empty, a heartbeat (see [`crate::channel::adjacency`]).
     LinkState(Vec<hopmq_routing::Lsa>),
+    /// Either way, passed on hop by hop towards the manager it names: custody's
+    /// confirmations and questions (see `crate::custody`). Since protocol version 3.
+    Custody(CustodyFrame),
+}
+
+/// Custody's control messages, which travel towards a manager rather than over one link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CustodyFrame {
+    /// Destination → custodian: what the destination durably has of these streams.
+    Confirm(Vec<crate::custody::Confirmation>),
+    /// Custodian → destination: please confirm what you have of my streams.
+    Query {
+        /// The custodian asking.
+        custodian: String,
+        /// The destination asked.
+        destination: String,
+    },
+}
+
+impl CustodyFrame {
+    /// The manager it goes to.
+    pub fn towards(&self) -> Option<&str> {
+        match self {
+            Self::Confirm(confirmations) => confirmations.first().map(|c| c.custodian.as_str()),
+            Self::Query { destination, .. } => Some(destination),
+        }
+    }
 }
 
 /// The sender's handshake.
@@ -376,6 +403,17 @@ mod tests {
             ChannelFrame::Resync(Resync {
                 next_seq: 5,
                 reconcile_until: 9,
+            }),
+            ChannelFrame::Custody(CustodyFrame::Confirm(vec![crate::custody::Confirmation {
+                custodian: "alpha".into(),
+                destination: "delta".into(),
+                epoch: 1_765_000_000_000,
+                settled_below: 0,
+                ranges: vec![(1, 4000), (4001, 4002)],
+            }])),
+            ChannelFrame::Custody(CustodyFrame::Query {
+                custodian: "alpha".into(),
+                destination: "delta".into(),
             }),
         ]
     }

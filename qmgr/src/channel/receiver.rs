@@ -290,6 +290,7 @@ impl Receiver {
             ChannelFrame::Ack { .. } => Err(ReceiverError::Unexpected { frame: "Ack" }),
             // Routing's frame: the core hands it to the link-state database, never here.
             ChannelFrame::LinkState(_) => Err(ReceiverError::Unexpected { frame: "LinkState" }),
+            ChannelFrame::Custody(_) => Err(ReceiverError::Unexpected { frame: "Custody" }),
         }
     }
 

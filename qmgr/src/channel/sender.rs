@@ -376,6 +376,7 @@ impl Sender {
             ChannelFrame::Resync(_) => Err(SenderError::Unexpected { frame: "Resync" }),
             // Routing's frame: the core hands it to the link-state database, never here.
             ChannelFrame::LinkState(_) => Err(SenderError::Unexpected { frame: "LinkState" }),
+            ChannelFrame::Custody(_) => Err(SenderError::Unexpected { frame: "Custody" }),
         }
     }
 

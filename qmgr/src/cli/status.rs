@@ -59,9 +59,18 @@ fn print_summary(status: &Status) -> Result<(), OutputError> {
     )?;
     if status.messages_resent > 0 || status.duplicates_dropped > 0 {
         outln!(
-            "custody: resent {} around failed links, second copies dropped {}",
+            "custody: resent {} around failures, second copies dropped {}",
             status.messages_resent,
             status.duplicates_dropped
+        )?;
+    }
+    for kept in status.custody.iter().filter(|kept| kept.messages > 0) {
+        outln!(
+            "custody: {} kept until {} confirms (oldest {}), {} sent again",
+            units::count(kept.messages, "message", "messages"),
+            kept.destination,
+            units::duration(Duration::from_millis(kept.oldest_ms.unwrap_or(0))),
+            kept.resent
         )?;
     }
     let topology = &status.topology;

@@ -191,8 +191,11 @@ struct Totals {
     expired: u64,
     /// Waiting messages moved to another queue by re-routing.
     rerouted: u64,
-    /// Messages in flight on a link the route left, sent again along the new route.
+    /// Messages sent again around a failure: in flight on a link the route left, or kept
+    /// here and not confirmed by their destination.
     resent: u64,
+    /// This manager's own messages its destinations confirmed.
+    confirmed: u64,
 }
 
 /// Unique message ids: the incarnation's entropy in the high half, a counter in the low half.

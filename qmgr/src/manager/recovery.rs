@@ -62,6 +62,9 @@ pub struct RecoveredCustody {
     /// Segments holding stamped messages (their acceptance is not yet in a custody record
     /// written after them: the manager writes one at start).
     pub pins: BTreeSet<u64>,
+    /// This manager's own messages kept for their destination's confirmation, in seq order:
+    /// `(destination, epoch, number, entry)`.
+    pub kept: Vec<(String, u64, u64, Entry)>,
 }
 
 impl RecoveredCustody {
@@ -146,6 +149,8 @@ pub struct Replay {
     assigned: HashMap<u64, (String, u64)>,
     receivers: HashMap<String, (ReceiverState, Location, VecDeque<u128>)>,
     custody: RecoveredCustody,
+    /// Message seq -> (destination, epoch, number) of kept messages.
+    kept: HashMap<u64, (String, u64, u64)>,
 }
 
 impl Replay {
@@ -163,6 +168,15 @@ impl Replay {
                     self.max_seq = self.max_seq.max(seq);
                     self.live.remove(&seq);
                     self.assigned.remove(&seq);
+                    self.kept.remove(&seq);
+                }
+            }
+            Record::Kept(kept) => {
+                for (seq, number) in kept.pairs {
+                    // No longer the channel's: a neighbour has it.
+                    self.assigned.remove(&seq);
+                    self.kept
+                        .insert(seq, (kept.destination.to_owned(), kept.epoch, number));
                 }
             }
             Record::ChannelSend(send) => {
@@ -274,7 +288,8 @@ impl Replay {
             senders,
             mut assigned,
             receivers,
-            custody,
+            mut custody,
+            mut kept,
             ..
         } = self;
         let mut liveness = custody.liveness();
@@ -287,6 +302,10 @@ impl Replay {
         for (seq, (index, entry)) in live {
             if let Some(location) = entry.body.location() {
                 liveness.add(location.segment, location.len);
+            }
+            if let Some((destination, epoch, number)) = kept.remove(&seq) {
+                custody.kept.push((destination, epoch, number, entry));
+                continue;
             }
             match assigned.remove(&seq) {
                 Some((to, channel_seq)) => held.entry(to).or_default().push((
@@ -311,21 +330,12 @@ impl Replay {
                 }
             })
             .collect();
+        custody
+            .kept
+            .sort_unstable_by_key(|(_, _, _, entry)| entry.seq);
         // In name order, whatever the hash maps' order: a simulation must replay exactly.
         senders.sort_unstable_by(|a, b| a.to.cmp(&b.to));
-        let mut receivers: Vec<RecoveredReceiver> = receivers
-            .into_iter()
-            .map(|(from, (state, location, ids))| {
-                liveness.add(location.segment, location.len);
-                RecoveredReceiver {
-                    from,
-                    state,
-                    location,
-                    recent_ids: ids.into(),
-                }
-            })
-            .collect();
-        receivers.sort_unstable_by(|a, b| a.from.cmp(&b.from));
+        let receivers = recovered_receivers(receivers, &mut liveness);
         let mut queues: Vec<(QueueName, LocalQueue)> = names
             .into_iter()
             .zip(per_queue)
@@ -345,4 +355,25 @@ impl Replay {
             custody,
         }
     }
+}
+
+/// The receivers' states, in name order (whatever the hash map's), their records live.
+fn recovered_receivers(
+    receivers: HashMap<String, (ReceiverState, Location, VecDeque<u128>)>,
+    liveness: &mut Liveness,
+) -> Vec<RecoveredReceiver> {
+    let mut receivers: Vec<RecoveredReceiver> = receivers
+        .into_iter()
+        .map(|(from, (state, location, ids))| {
+            liveness.add(location.segment, location.len);
+            RecoveredReceiver {
+                from,
+                state,
+                location,
+                recent_ids: ids.into(),
+            }
+        })
+        .collect();
+    receivers.sort_unstable_by(|a, b| a.from.cmp(&b.from));
+    receivers
 }

@@ -169,7 +169,8 @@ impl Core {
         }) || self
             .queues
             .values_mut()
-            .any(|slot| slot.queue.relocate(seq, new_body));
+            .any(|slot| slot.queue.relocate(seq, new_body))
+            || self.custody.kept.relocate(seq, new_body);
         if moved {
             self.retention.dead(old_segment, old_len);
             self.retention.live(location.segment, location.len);

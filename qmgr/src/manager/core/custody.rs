@@ -11,9 +11,16 @@
 // The core's types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
 use crate::custody::{
-    ACCEPTED_HEADER, Accepted, Admitted, CustodyRecord, STAMP_HEADER, Stamp, Stamper, Verdict,
+    ACCEPTED_HEADER, Accepted, Admitted, CustodyRecord, Kept, STAMP_HEADER, Stamp, Stamper, Verdict,
 };
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+mod origin;
+
 use crate::manager::recovery::RecoveredCustody;
+pub(super) use origin::kept_record_of;
 
 /// See the module documentation.
 pub(super) struct CustodyState {
@@ -30,13 +37,29 @@ pub(super) struct CustodyState {
     /// A message that went round a loop was held: the held messages are examined again at
     /// the next tick, whether or not the routes changed meanwhile.
     looped: bool,
+    /// This manager's own messages a neighbour acknowledged, kept for their confirmation.
+    pub(super) kept: Kept,
+    /// The path to each destination with kept messages, as last seen (`None`: unreachable).
+    paths: BTreeMap<String, Option<Vec<ManagerName>>>,
+    /// How long a kept message waits for its confirmation before it is sent again (if its
+    /// way broke) or its destination is asked.
+    pub(super) timeout: Duration,
 }
 
 impl CustodyState {
     pub(super) fn new(name: &ManagerName, recovered: RecoveredCustody, now: Now) -> Self {
         // Above every earlier incarnation's, even if the clock went back.
         let epoch = now.wall_ms.max(recovered.epoch + 1);
+        let mut kept = Kept::default();
+        for (destination, epoch, number, entry) in recovered.kept {
+            // Which neighbour has it is not recorded: it goes again after the timeout unless
+            // confirmed meanwhile.
+            kept.recovered(&destination, (epoch, number), entry, now.mono_ms);
+        }
         Self {
+            kept,
+            paths: BTreeMap::new(),
+            timeout: 2 * Duration::from_millis(crate::config::defaults::LINK_DEAD_INTERVAL_MS),
             stamper: Stamper::new(name.as_str(), epoch),
             accepted: recovered.accepted,
             record: recovered.location,
@@ -80,6 +103,12 @@ pub(super) fn stays(queue: &QueueName) -> bool {
 }
 
 impl Core {
+    /// How long this manager's own message, acknowledged by a neighbour, waits for its
+    /// destination's confirmation (see `crate::custody::Kept`).
+    pub fn set_custody_timeout(&mut self, timeout: Duration) {
+        self.custody.timeout = timeout;
+    }
+
     /// The stamp header value for a message put here for `home`.
     pub(super) fn stamp_for(&mut self, home: &ManagerName) -> String {
         if !self.custody.epoch_appended {
@@ -183,6 +212,7 @@ impl Core {
             }
             None => self.custody.accepted.failed(admitted),
         }
+        self.flush_confirmations();
     }
 
     /// Writes the custody record at the journal's head.
@@ -211,6 +241,8 @@ impl Core {
         if std::mem::take(&mut self.custody.looped) {
             self.reexamine(&BTreeSet::from([forward::held_queue()]), now);
         }
+        self.flush_confirmations();
+        self.on_kept_maintenance(now);
         let active = self.storage.active_segment();
         let custody = &self.custody;
         if !custody.writing

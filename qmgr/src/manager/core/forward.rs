@@ -526,6 +526,10 @@ impl Core {
                 self.on_link_state(&neighbour, direction, advertisements, now);
                 return;
             }
+            ChannelFrame::Custody(custody) => {
+                self.on_custody_frame(custody, now);
+                return;
+            }
             frame => frame,
         };
         match direction {
@@ -571,7 +575,6 @@ impl Core {
         if !deletable.is_empty() {
             link.progress_at = now.instant;
             let mut entries = Vec::with_capacity(deletable.len());
-            let mut seqs = Vec::with_capacity(deletable.len());
             for channel_seq in deletable {
                 while let Some((seq, _, entry)) = link.assigned.front() {
                     if *seq > channel_seq {
@@ -581,21 +584,33 @@ impl Core {
                     link.assigned.pop_front();
                     link.counters.messages_acked += 1;
                     link.counters.bytes_acked += u64::from(entry.bytes);
-                    if !matches!(entry.body, BodyRef::Memory) {
-                        seqs.push(entry.seq);
-                    }
                     entries.push(entry);
                 }
             }
             self.totals.forwarded += entries.len() as u64;
-            if seqs.is_empty() {
+            let (entries, mut records) = self.keep_acknowledged(neighbour, entries, now);
+            let seqs: Vec<u64> = entries
+                .iter()
+                .filter(|entry| !matches!(entry.body, BodyRef::Memory))
+                .map(|entry| entry.seq)
+                .collect();
+            if seqs.is_empty() && records.is_empty() {
                 for entry in &entries {
                     self.forget(entry);
                 }
             } else {
+                // One group: a crash keeps all or none of what the acknowledgement settled,
+                // so the messages still assigned at restart run consecutively.
+                if !seqs.is_empty() {
+                    records.push(Bytes::from(record::encode(&Record::Remove(seqs))));
+                }
                 // Deferred: if a crash undoes it, the messages are held again at restart and
-                // the neighbour's welcome (it stores them durably) deletes them at once.
-                self.commit_deferred_removal(seqs, super::Continuation::Removed { entries });
+                // the neighbour's welcome (it stores them durably) settles them at once.
+                self.append(
+                    crate::manager::Durability::Deferred,
+                    records,
+                    super::Continuation::Removed { entries },
+                );
             }
         }
         self.pump(neighbour, now);

@@ -137,6 +137,8 @@ impl Core {
             gets_waiting: self.waiters.len() as u64,
             duplicates_dropped: self.custody.duplicates(),
             messages_resent: self.totals.resent,
+            custody: self.custody_status(now),
+            messages_confirmed: self.totals.confirmed,
         }
     }
 }

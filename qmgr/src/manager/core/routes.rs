@@ -194,6 +194,13 @@ impl Routing {
     pub(super) fn routes(&self) -> &RouteTable {
         &self.routes
     }
+
+    /// The managers a message from `from` to `to` passes now, as this manager sees the
+    /// network (`None`: unreachable).
+    pub(super) fn path(&self, from: &str, to: &str) -> Option<Vec<ManagerName>> {
+        let down = self.linkstate.down_links(&self.topology);
+        self.network.path(from, to, &down).map(|path| path.hops)
+    }
 }
 
 /// Where a message for a destination goes from here, before any local check.
@@ -408,6 +415,7 @@ impl Core {
         let (moved, _) = self.reexamine(&affected, now);
         self.routing.recheck.extend(affected);
         self.resend_in_flight(now);
+        self.resend_kept_off_links(now);
         moved
     }
 

@@ -95,6 +95,29 @@ impl Core {
         let assigned = self
             .assigned_entries()
             .map(|(entry, neighbour, channel_seq)| (entry, Some((neighbour, channel_seq))));
+        // Kept messages move with their `Kept` record, as assigned ones with their assignment.
+        let mut kept_records = Vec::new();
+        for (destination, epoch, number, entry) in self.custody.kept.entries() {
+            if entry.body.location().is_some_and(|l| l.segment == segment) {
+                kept_records.push((
+                    *entry,
+                    custody::kept_record_of(destination, epoch, number, entry.seq),
+                ));
+            }
+        }
+        for (entry, kept) in kept_records {
+            match self.payloads.get(&entry, &*self.storage) {
+                Ok(payload) => {
+                    let len = entry.body.location().map_or(0, |l| l.len);
+                    payloads.push(vec![payload, kept]);
+                    moves.push((entry.seq, None, len));
+                }
+                Err(error) => {
+                    warn!(%error, segment, seq = entry.seq, "cannot read a kept message to compact its segment");
+                    return;
+                }
+            }
+        }
         for (entry, assigned) in queued.chain(assigned) {
             let Some(location) = entry.body.location() else {
                 continue;

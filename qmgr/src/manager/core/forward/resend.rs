@@ -80,7 +80,13 @@ impl Core {
     }
 
     /// Writes a copy of `entry` (whose record is `payload`) into `target`, marked re-sent.
-    fn copy_message(&mut self, payload: &[u8], entry: Entry, target: &QueueName, now: Now) {
+    pub(in crate::manager::core) fn copy_message(
+        &mut self,
+        payload: &[u8],
+        entry: Entry,
+        target: &QueueName,
+        now: Now,
+    ) {
         let seq = self.next_seq;
         let copy =
             match delivery::encode_moved(payload, target.as_str(), seq, &[(RESENT_HEADER, "1")]) {

@@ -1,0 +1,538 @@
+//! The custodian's side of custody: its own stamped messages that a neighbour acknowledged
+//! and that their destination has not yet confirmed, kept (their records stay in the journal)
+//! until a [`Confirmation`] covers them, and sent again when the way they went broke.
+//!
+//! A pure state machine, time passed in as milliseconds. The core tells it what a neighbour
+//! acknowledged ([`Kept::keep`]), what arrived from destinations ([`Kept::confirm`]), when a
+//! link went out of use ([`Kept::off_link`]) and when the path to a destination changed
+//! ([`Kept::path_changed`]); at each tick [`Kept::due`] says what to send again and which
+//! destinations to ask for a confirmation.
+//!
+//! Invariants:
+//! - a message is kept until a confirmation covers its number (or it expires): confirmations
+//!   are cumulative (the destination's whole durable view of a stream), so a lost one is made
+//!   good by any later one, and one that arrives before the neighbour's acknowledgement (a
+//!   copy sent around a failure got there first) is remembered, so the message is let go at
+//!   once when it comes;
+//! - a kept message is sent again only while no copy made here is still on its way (waiting
+//!   or in flight here: the routes take care of it), and once a neighbour acknowledges a copy,
+//!   that copy alone is kept; copies share the stamp, so a destination drops all but the
+//!   first.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::local::Entry;
+
+/// Ranges a confirmation carries at most: the lowest ones, where the custodian's oldest
+/// messages are; the next confirmation carries the rest once those have closed up.
+pub(crate) const CONFIRM_RANGES_MAX: usize = 64;
+
+/// A destination's durable view of one stream, sent back to its custodian hop by hop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The stream's custodian, where the confirmation goes.
+    pub custodian: String,
+    /// The destination manager that confirms.
+    pub destination: String,
+    /// The stream's epoch.
+    pub epoch: u64,
+    /// Every number below this is settled: accepted, or dead-lettered at the destination as
+    /// older than what it remembers.
+    pub settled_below: u64,
+    /// Accepted numbers above `settled_below`, as sorted half-open ranges.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+impl Confirmation {
+    pub(crate) fn covers(&self, number: u64) -> bool {
+        number < self.settled_below
+            || self
+                .ranges
+                .iter()
+                .any(|&(start, end)| start <= number && number < end)
+    }
+
+    /// Whether it is well formed (sorted, disjoint, non-empty ranges, at most
+    /// [`CONFIRM_RANGES_MAX`]): a malformed one from a peer is ignored.
+    pub(crate) fn is_valid(&self) -> bool {
+        self.ranges.len() <= CONFIRM_RANGES_MAX
+            && self.ranges.iter().all(|&(start, end)| start < end)
+            && self.ranges.windows(2).all(|w| w[0].1 <= w[1].0)
+    }
+}
+
+/// One kept copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    entry: Entry,
+    /// The neighbour that acknowledged it; `None` after a restart.
+    via: Option<Box<str>>,
+    /// When it was acknowledged, or last sent again.
+    since_ms: u64,
+    /// When it was first kept.
+    kept_ms: u64,
+    /// The destination's path generation when it left.
+    generation: u64,
+    /// A copy was made here and no neighbour has acknowledged it yet: the copy is on its way
+    /// (re-routed like any waiting message), so this one is not sent again meanwhile.
+    copy_out: bool,
+}
+
+/// What is kept for one destination.
+#[derive(Debug, Default)]
+struct Destination {
+    /// By `(epoch, number, seq)`: a message and its copies sit side by side.
+    held: BTreeMap<(u64, u64, u64), Held>,
+    /// The last confirmation of each epoch, for acknowledgements that come after it.
+    confirmed: BTreeMap<u64, Confirmation>,
+    /// Bumped whenever the path to the destination changes.
+    generation: u64,
+    /// When this destination was last asked for a confirmation.
+    queried_ms: Option<u64>,
+    /// When a confirmation last came from it.
+    answered_ms: Option<u64>,
+    /// Copies sent again since start.
+    resent: u64,
+}
+
+/// What a tick asks of the core.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Due {
+    /// `(destination, entry)`: send a copy along the current route.
+    pub resend: Vec<(String, Entry)>,
+    /// Expired while kept: remove.
+    pub expired: Vec<Entry>,
+    /// Ask these destinations for a confirmation (the way looks whole, yet nothing came).
+    pub query: Vec<String>,
+}
+
+/// What one destination's kept messages look like, for status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeptStatus {
+    pub destination: String,
+    pub messages: u64,
+    pub oldest_ms: Option<u64>,
+    pub resent: u64,
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct Kept {
+    destinations: BTreeMap<Box<str>, Destination>,
+    len: usize,
+}
+
+impl Kept {
+    /// Messages kept.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// A neighbour (`via`, or `None` for one found at recovery) acknowledged `entry`, the
+    /// message `number` of stream `epoch` to `destination`. Returns what can go now: `entry`
+    /// itself if a confirmation already covers it, else the copies of the same message kept
+    /// before it (the latest acknowledged copy carries custody on).
+    pub(crate) fn keep(
+        &mut self,
+        destination: &str,
+        (epoch, number): (u64, u64),
+        entry: Entry,
+        via: Option<&str>,
+        now_ms: u64,
+    ) -> Vec<Entry> {
+        let slot = match self.destinations.get_mut(destination) {
+            Some(slot) => slot,
+            None => self.destinations.entry(destination.into()).or_default(),
+        };
+        if slot
+            .confirmed
+            .get(&epoch)
+            .is_some_and(|confirmation| confirmation.covers(number))
+        {
+            return vec![entry];
+        }
+        let earlier: Vec<(u64, u64, u64)> = slot
+            .held
+            .range((epoch, number, 0)..=(epoch, number, u64::MAX))
+            .map(|(key, _)| *key)
+            .collect();
+        let superseded: Vec<Entry> = earlier
+            .iter()
+            .filter_map(|key| slot.held.remove(key))
+            .map(|held| held.entry)
+            .collect();
+        self.len -= superseded.len();
+        let held = Held {
+            entry,
+            via: via.map(Into::into),
+            since_ms: now_ms,
+            kept_ms: now_ms,
+            generation: slot.generation,
+            copy_out: false,
+        };
+        if slot.held.insert((epoch, number, entry.seq), held).is_none() {
+            self.len += 1;
+        }
+        superseded
+    }
+
+    /// A kept message found at recovery (copies of one message may both be there: each is
+    /// kept until confirmed).
+    pub(crate) fn recovered(
+        &mut self,
+        destination: &str,
+        (epoch, number): (u64, u64),
+        entry: Entry,
+        now_ms: u64,
+    ) {
+        let slot = match self.destinations.get_mut(destination) {
+            Some(slot) => slot,
+            None => self.destinations.entry(destination.into()).or_default(),
+        };
+        let held = Held {
+            entry,
+            via: None,
+            since_ms: now_ms,
+            kept_ms: now_ms,
+            generation: slot.generation,
+            copy_out: false,
+        };
+        if slot.held.insert((epoch, number, entry.seq), held).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// A confirmation for this custodian: the kept copies it covers, to remove, and how many
+    /// messages they are (a message and its copies count once).
+    pub(crate) fn confirm(&mut self, confirmation: Confirmation, now_ms: u64) -> (Vec<Entry>, u64) {
+        let Some(slot) = self.destinations.get_mut(confirmation.destination.as_str()) else {
+            return (Vec::new(), 0);
+        };
+        slot.answered_ms = Some(now_ms);
+        let epoch = confirmation.epoch;
+        let covered: Vec<(u64, u64, u64)> = slot
+            .held
+            .range((epoch, 0, 0)..=(epoch, u64::MAX, u64::MAX))
+            .map(|(key, _)| *key)
+            .filter(|&(_, number, _)| confirmation.covers(number))
+            .collect();
+        let mut messages = 0;
+        let mut last = None;
+        for &(_, number, _) in &covered {
+            if last != Some(number) {
+                last = Some(number);
+                messages += 1;
+            }
+        }
+        let entries: Vec<Entry> = covered
+            .iter()
+            .filter_map(|key| slot.held.remove(key))
+            .map(|held| held.entry)
+            .collect();
+        self.len -= entries.len();
+        // Cumulative: the later view of a stream includes the earlier one, but two may cross
+        // on different paths, so the one that settles more is kept.
+        match slot.confirmed.get(&epoch) {
+            Some(known) if known.settled_below > confirmation.settled_below => {}
+            _ => {
+                slot.confirmed.insert(epoch, confirmation);
+            }
+        }
+        // Epochs with nothing kept need no memory once nothing of theirs can still come.
+        if slot.held.is_empty() && slot.confirmed.len() > 1 {
+            let newest = slot.confirmed.keys().next_back().copied();
+            slot.confirmed.retain(|e, _| Some(*e) == newest);
+        }
+        (entries, messages)
+    }
+
+    /// `neighbour`'s link went out of use: the messages it acknowledged are sent again at once
+    /// (it may never pass them on).
+    pub(crate) fn off_link(&mut self, neighbour: &str, now_ms: u64) -> Vec<(String, Entry)> {
+        let mut resend = Vec::new();
+        for (destination, slot) in &mut self.destinations {
+            for held in slot.held.values_mut() {
+                if !held.copy_out && held.via.as_deref() == Some(neighbour) {
+                    held.copy_out = true;
+                    held.since_ms = now_ms;
+                    slot.resent += 1;
+                    resend.push((destination.to_string(), held.entry));
+                }
+            }
+        }
+        resend
+    }
+
+    /// The path to `destination` changed: what left before may be stranded on the old one.
+    pub(crate) fn path_changed(&mut self, destination: &str) {
+        if let Some(slot) = self.destinations.get_mut(destination) {
+            slot.generation += 1;
+        }
+    }
+
+    /// Destinations with kept messages.
+    pub(crate) fn destinations(&self) -> impl Iterator<Item = &str> {
+        self.destinations
+            .iter()
+            .filter(|(_, slot)| !slot.held.is_empty())
+            .map(|(destination, _)| &**destination)
+    }
+
+    /// What is due at `now_ms` (monotonic; `wall_ms` for expiry). Kept past `timeout_ms`:
+    /// a copy along the current route if it left before the path changed, before a restart,
+    /// through a link now out of use, or if its destination answered a later question without
+    /// it; otherwise (the way looks whole) a question to the destination, at most one per
+    /// timeout. `usable` says whether a neighbour's link is in use.
+    pub(crate) fn due(
+        &mut self,
+        (now_ms, wall_ms): (u64, u64),
+        timeout_ms: u64,
+        usable: impl Fn(&str) -> bool,
+    ) -> Due {
+        let mut due = Due::default();
+        for (destination, slot) in &mut self.destinations {
+            let mut stale = false;
+            let mut gone = Vec::new();
+            for (key, held) in &mut slot.held {
+                if held.entry.expired(wall_ms) {
+                    gone.push(*key);
+                    continue;
+                }
+                if held.copy_out || now_ms.saturating_sub(held.since_ms) < timeout_ms {
+                    continue;
+                }
+                let whole =
+                    held.generation == slot.generation && held.via.as_deref().is_some_and(&usable);
+                // The destination answered a question asked after this one was due, and
+                // still lacks it: the way lost it (a relay that came back without its disk
+                // before anyone noticed it gone).
+                let missed = slot.queried_ms.is_some_and(|asked| {
+                    asked >= held.since_ms + timeout_ms
+                        && slot.answered_ms.is_some_and(|answered| answered >= asked)
+                });
+                if whole && !missed {
+                    stale = true;
+                } else {
+                    held.copy_out = true;
+                    held.since_ms = now_ms;
+                    slot.resent += 1;
+                    due.resend.push((destination.to_string(), held.entry));
+                }
+            }
+            for key in gone {
+                if let Some(held) = slot.held.remove(&key) {
+                    self.len -= 1;
+                    due.expired.push(held.entry);
+                }
+            }
+            if stale
+                && slot
+                    .queried_ms
+                    .is_none_or(|at| now_ms.saturating_sub(at) >= timeout_ms)
+            {
+                slot.queried_ms = Some(now_ms);
+                due.query.push(destination.to_string());
+            }
+        }
+        due
+    }
+
+    /// A kept message's record moved (compaction); false if it is not kept.
+    pub(crate) fn relocate(&mut self, seq: u64, body: crate::queue::local::BodyRef) -> bool {
+        for slot in self.destinations.values_mut() {
+            if let Some(held) = slot.held.values_mut().find(|held| held.entry.seq == seq) {
+                held.entry.body = body;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Every kept entry with its destination and stream place, for compaction.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, u64, u64, &Entry)> {
+        self.destinations.iter().flat_map(|(destination, slot)| {
+            slot.held.iter().map(move |(&(epoch, number, _), held)| {
+                (&**destination, epoch, number, &held.entry)
+            })
+        })
+    }
+
+    /// Per destination with kept messages: how many, the oldest's age, copies sent again.
+    pub(crate) fn status(&self, now_ms: u64) -> Vec<KeptStatus> {
+        self.destinations
+            .iter()
+            .filter(|(_, slot)| !slot.held.is_empty() || slot.resent > 0)
+            .map(|(destination, slot)| KeptStatus {
+                destination: destination.to_string(),
+                messages: slot.held.len() as u64,
+                oldest_ms: slot
+                    .held
+                    .values()
+                    .map(|held| now_ms.saturating_sub(held.kept_ms))
+                    .max(),
+                resent: slot.resent,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::local::BodyRef;
+
+    fn entry(seq: u64) -> Entry {
+        Entry {
+            seq,
+            body: BodyRef::Memory,
+            bytes: 1,
+            priority: 4,
+            expires_at_ms: u64::MAX,
+            put_at_ms: 0,
+            correlation: 0,
+            delivery_count: 0,
+        }
+    }
+
+    fn confirmation(epoch: u64, settled_below: u64, ranges: &[(u64, u64)]) -> Confirmation {
+        Confirmation {
+            custodian: "north".into(),
+            destination: "south".into(),
+            epoch,
+            settled_below,
+            ranges: ranges.to_vec(),
+        }
+    }
+
+    fn seqs(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.seq).collect()
+    }
+
+    fn resent(due: &Due) -> Vec<u64> {
+        due.resend.iter().map(|(_, e)| e.seq).collect()
+    }
+
+    #[test]
+    fn a_confirmation_lets_go_what_it_covers_and_one_that_came_first_is_remembered() {
+        let mut kept = Kept::default();
+        for n in 1..=5 {
+            assert!(
+                kept.keep("south", (7, n), entry(100 + n), Some("east"), 0)
+                    .is_empty()
+            );
+        }
+        let (gone, messages) = kept.confirm(confirmation(7, 0, &[(1, 3), (4, 5)]), 0);
+        assert_eq!(messages, 3);
+        assert_eq!(seqs(&gone), [101, 102, 104]);
+        assert_eq!(kept.len(), 2);
+        // Another epoch's confirmation covers nothing of this one.
+        assert!(kept.confirm(confirmation(8, 10, &[]), 0).0.is_empty());
+        // A copy acknowledged after its confirmation came is let go at once.
+        assert_eq!(
+            kept.keep("south", (7, 1), entry(200), Some("west"), 0),
+            [entry(200)]
+        );
+        let (gone, _) = kept.confirm(confirmation(7, 6, &[]), 0);
+        assert_eq!(seqs(&gone), [103, 105]);
+        assert_eq!(kept.len(), 0);
+    }
+
+    #[test]
+    fn an_older_view_crossing_a_newer_one_does_not_undo_it() {
+        let mut kept = Kept::default();
+        kept.keep("south", (7, 1), entry(1), Some("east"), 0);
+        kept.confirm(confirmation(7, 5, &[]), 0);
+        kept.confirm(confirmation(7, 0, &[(1, 2)]), 0);
+        assert_eq!(
+            kept.keep("south", (7, 4), entry(4), Some("east"), 0),
+            [entry(4)]
+        );
+    }
+
+    #[test]
+    fn a_dead_link_sends_its_messages_again_at_once_and_only_once() {
+        let mut kept = Kept::default();
+        kept.keep("south", (7, 1), entry(1), Some("east"), 0);
+        kept.keep("south", (7, 2), entry(2), Some("west"), 0);
+        let resend = kept.off_link("east", 10);
+        assert_eq!(resend, vec![("south".to_owned(), entry(1))]);
+        assert!(kept.off_link("east", 20).is_empty());
+        let status = kept.status(30);
+        assert_eq!(status[0].messages, 2);
+        assert_eq!(status[0].resent, 1);
+        assert_eq!(status[0].oldest_ms, Some(30));
+    }
+
+    #[test]
+    fn past_the_timeout_a_whole_path_is_asked_and_a_changed_one_sent_again() {
+        let mut kept = Kept::default();
+        kept.keep("south", (7, 1), entry(1), Some("east"), 0);
+        let usable = |_: &str| true;
+        assert_eq!(kept.due((999, 0), 1000, usable), Due::default());
+        let due = kept.due((1000, 0), 1000, usable);
+        assert_eq!(due.query, ["south"]);
+        assert!(due.resend.is_empty());
+        // One query per timeout.
+        assert!(kept.due((1500, 0), 1000, usable).query.is_empty());
+        kept.path_changed("south");
+        let due = kept.due((1600, 0), 1000, usable);
+        assert_eq!(resent(&due), [1]);
+        // Its copy is on its way: nothing more until a neighbour acknowledges it, which
+        // leaves the copy alone kept, with a timeout of its own.
+        assert!(kept.due((5000, 0), 1000, usable).resend.is_empty());
+        assert_eq!(
+            kept.keep("south", (7, 1), entry(9), Some("west"), 5000),
+            [entry(1)]
+        );
+        assert_eq!(kept.len(), 1);
+        assert!(kept.due((5999, 0), 1000, usable).resend.is_empty());
+        assert_eq!(kept.due((6000, 0), 1000, usable).query, ["south"]);
+    }
+
+    #[test]
+    fn a_destination_that_answers_without_it_gets_it_again() {
+        let mut kept = Kept::default();
+        kept.keep("south", (7, 1), entry(1), Some("east"), 0);
+        kept.keep("south", (7, 2), entry(2), Some("east"), 0);
+        let usable = |_: &str| true;
+        assert_eq!(kept.due((1000, 0), 1000, usable).query, ["south"]);
+        // The answer has 2 but not 1 (a relay lost it); 1 goes again at the next tick.
+        kept.confirm(confirmation(7, 0, &[(2, 3)]), 1100);
+        assert_eq!(resent(&kept.due((1200, 0), 1000, usable)), [1]);
+    }
+
+    #[test]
+    fn a_message_kept_through_a_restart_or_a_dead_link_goes_again_after_the_timeout() {
+        let mut kept = Kept::default();
+        kept.keep("south", (7, 1), entry(1), None, 0);
+        kept.keep("south", (7, 2), entry(2), Some("east"), 0);
+        let due = kept.due((1000, 0), 1000, |neighbour| neighbour != "east");
+        assert_eq!(resent(&due), [1, 2]);
+        assert!(due.query.is_empty());
+    }
+
+    #[test]
+    fn expired_messages_are_let_go_not_sent_again() {
+        let mut kept = Kept::default();
+        let mut short = entry(1);
+        short.expires_at_ms = 50;
+        kept.keep("south", (7, 1), short, None, 0);
+        let due = kept.due((1000, 60), 1000, |_| true);
+        assert_eq!(seqs(&due.expired), [1]);
+        assert!(due.resend.is_empty());
+        assert_eq!(kept.len(), 0);
+    }
+
+    #[test]
+    fn malformed_confirmations_are_told_apart() {
+        assert!(confirmation(1, 0, &[(1, 3), (3, 4)]).is_valid());
+        assert!(!confirmation(1, 0, &[(3, 3)]).is_valid());
+        assert!(!confirmation(1, 0, &[(3, 5), (1, 2)]).is_valid());
+        let many: Vec<(u64, u64)> = (0..=CONFIRM_RANGES_MAX as u64)
+            .map(|i| (2 * i + 1, 2 * i + 2))
+            .collect();
+        assert!(!confirmation(1, 0, &many).is_valid());
+    }
+}

@@ -1,0 +1,285 @@
+//! The custodian's side in the core (see `crate::custody::Kept`): its own stamped messages
+//! acknowledged by a neighbour are kept (a `Kept` record instead of a removal) until their
+//! destination confirms them; confirmations and questions travel hop by hop as
+//! [`CustodyFrame`]s; what the way lost is sent again.
+//!
+//! Invariant: a kept message's record stays live in the journal (its segment is not retired
+//! and compaction copies it with its `Kept` record) until a `Remove` follows its confirmation.
+
+// The core's types and imports: these handlers are part of `Core`, split by concern.
+use super::*;
+use crate::channel::frame::{ChannelFrame, CustodyFrame};
+use crate::custody::{Confirmation, Stamp};
+use crate::record::KeptRecord;
+use hopmq::protocol::CustodyStatus;
+
+/// Kept messages of one stream: destination, epoch, `(seq, number)` pairs.
+type KeptRun = (String, u64, Vec<(u64, u64)>);
+
+impl Core {
+    /// `neighbour` acknowledged `entries`: this manager's own stamped ones are kept for their
+    /// destination's confirmation. Returns the entries to remove (the others, and copies a
+    /// later one supersedes) and the `Kept` records to write in the same group as their
+    /// removal.
+    pub(in crate::manager::core) fn keep_acknowledged(
+        &mut self,
+        neighbour: &ManagerName,
+        entries: Vec<Entry>,
+        now: Now,
+    ) -> (Vec<Entry>, Vec<Bytes>) {
+        let mut removable = Vec::with_capacity(entries.len());
+        // By (destination, epoch): the `Kept` records to write.
+        let mut records: Vec<KeptRun> = Vec::new();
+        for entry in entries {
+            let Some((destination, epoch, number)) = self.own_stamp(&entry) else {
+                removable.push(entry);
+                continue;
+            };
+            let kept = self.custody.kept.keep(
+                &destination,
+                (epoch, number),
+                entry,
+                Some(neighbour.as_str()),
+                now.mono_ms,
+            );
+            // Confirmed already (a copy went around and got there first), or copies kept
+            // before this one.
+            let kept_now = !kept.contains(&entry);
+            removable.extend(kept);
+            if kept_now {
+                // Its bytes are on disk; memory is for what is still to be sent.
+                self.payloads.forget(&entry);
+                match records.last_mut() {
+                    Some((d, e, pairs)) if *d == destination && *e == epoch => {
+                        pairs.push((entry.seq, number));
+                    }
+                    _ => records.push((destination, epoch, vec![(entry.seq, number)])),
+                }
+            }
+        }
+        let records = records
+            .into_iter()
+            .map(|(destination, epoch, pairs)| kept_record(&destination, epoch, pairs))
+            .collect();
+        (removable, records)
+    }
+
+    /// `(destination, epoch, number)` of a message stamped by this manager.
+    fn own_stamp(&mut self, entry: &Entry) -> Option<(String, u64, u64)> {
+        let payload = match self.payloads.get(entry, &*self.storage) {
+            Ok(payload) => payload,
+            Err(error) => {
+                warn!(seq = entry.seq, %error, "cannot read an acknowledged message; it is not kept for its destination's confirmation");
+                return None;
+            }
+        };
+        let passing = record::Passing::read(&payload).ok()?;
+        let stamp = passing.stamp.and_then(Stamp::parse)?;
+        (stamp.custodian == self.name.as_str())
+            .then(|| (stamp.destination.to_owned(), stamp.epoch, stamp.number))
+    }
+
+    /// A custody frame from a neighbour: this manager's to act on, or passed on towards the
+    /// manager it names.
+    pub(in crate::manager::core) fn on_custody_frame(&mut self, frame: CustodyFrame, now: Now) {
+        match frame {
+            CustodyFrame::Confirm(confirmations) => {
+                let (mine, others): (Vec<_>, Vec<_>) = confirmations
+                    .into_iter()
+                    .filter(Confirmation::is_valid)
+                    .partition(|c| c.custodian == self.name.as_str());
+                for confirmation in mine {
+                    self.on_confirmation(confirmation, now);
+                }
+                self.send_confirmations(others);
+            }
+            CustodyFrame::Query {
+                custodian,
+                destination,
+            } => {
+                if destination == self.name.as_str() {
+                    self.custody.accepted.ask(&custodian, &destination);
+                    self.flush_confirmations();
+                } else {
+                    self.send_towards(
+                        &destination,
+                        CustodyFrame::Query {
+                            custodian,
+                            destination: destination.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn on_confirmation(&mut self, confirmation: Confirmation, now: Now) {
+        let (entries, messages) = self.custody.kept.confirm(confirmation, now.mono_ms);
+        self.totals.confirmed += messages;
+        self.remove_kept(entries);
+    }
+
+    /// Removes kept messages for good (confirmed, or expired).
+    fn remove_kept(&mut self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let seqs = entries.iter().map(|entry| entry.seq).collect();
+        self.commit_deferred_removal(seqs, Continuation::Removed { entries });
+    }
+
+    /// Sends the confirmations due from this manager as a destination.
+    pub(in crate::manager::core) fn flush_confirmations(&mut self) {
+        let confirmations = self.custody.accepted.confirmations(self.name.as_str());
+        self.send_confirmations(confirmations);
+    }
+
+    /// Sends `confirmations` on towards their custodians, one frame per custodian. One that
+    /// finds no way is dropped: the custodian asks again, or sends the message again, whose
+    /// copy is confirmed.
+    fn send_confirmations(&mut self, mut confirmations: Vec<Confirmation>) {
+        confirmations.sort_by(|a, b| a.custodian.cmp(&b.custodian));
+        let mut rest = confirmations.as_slice();
+        while let Some(first) = rest.first() {
+            let n = rest.partition_point(|c| c.custodian == first.custodian);
+            let (group, after) = rest.split_at(n);
+            let custodian = first.custodian.clone();
+            self.send_towards(&custodian, CustodyFrame::Confirm(group.to_vec()));
+            rest = after;
+        }
+    }
+
+    /// Sends `frame` to the next hop towards `manager`; false if there is none with a
+    /// connection.
+    fn send_towards(&mut self, manager: &str, frame: CustodyFrame) -> bool {
+        let Some(hop) = self
+            .routing
+            .routes()
+            .route(manager)
+            .and_then(|route| route.next_hop.clone())
+        else {
+            return false;
+        };
+        match self.link_state_channel(&hop) {
+            Some(channel) => {
+                channel.send(ChannelFrame::Custody(frame));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Kept messages whose neighbour's link went out of use are sent again at once; called
+    /// after every change of the route table.
+    pub(in crate::manager::core) fn resend_kept_off_links(&mut self, now: Now) {
+        let neighbours: Vec<ManagerName> = self.links.keys().cloned().collect();
+        for neighbour in neighbours {
+            if !self.link_usable(&neighbour) {
+                let resend = self.custody.kept.off_link(neighbour.as_str(), now.mono_ms);
+                self.resend_kept(resend, now);
+            }
+        }
+    }
+
+    /// The custody tick: paths checked, what is due sent again, destinations asked.
+    pub(in crate::manager::core) fn on_kept_maintenance(&mut self, now: Now) {
+        if self.custody.kept.len() == 0 {
+            return;
+        }
+        let destinations: Vec<String> = self
+            .custody
+            .kept
+            .destinations()
+            .map(str::to_owned)
+            .collect();
+        for destination in destinations {
+            let path = self.routing.path(self.name.as_str(), &destination);
+            let known = self.custody.paths.get(&destination);
+            if known != Some(&path) {
+                if known.is_some() {
+                    self.custody.kept.path_changed(&destination);
+                }
+                self.custody.paths.insert(destination, path);
+            }
+        }
+        let timeout_ms = self.custody.timeout.as_millis() as u64;
+        let usable: BTreeSet<String> = self
+            .links
+            .keys()
+            .filter(|neighbour| self.link_usable(neighbour))
+            .map(ManagerName::to_string)
+            .collect();
+        let due = self
+            .custody
+            .kept
+            .due((now.mono_ms, now.wall_ms), timeout_ms, |neighbour| {
+                usable.contains(neighbour)
+            });
+        self.remove_kept(due.expired);
+        self.resend_kept(due.resend, now);
+        for destination in due.query {
+            let query = CustodyFrame::Query {
+                custodian: self.name.to_string(),
+                destination: destination.clone(),
+            };
+            self.send_towards(&destination, query);
+        }
+    }
+
+    /// What is kept per destination, for status.
+    pub(in crate::manager::core) fn custody_status(&self, now: Now) -> Vec<CustodyStatus> {
+        self.custody
+            .kept
+            .status(now.mono_ms)
+            .into_iter()
+            .map(|kept| CustodyStatus {
+                destination: kept.destination,
+                messages: kept.messages,
+                oldest_ms: kept.oldest_ms,
+                resent: kept.resent,
+            })
+            .collect()
+    }
+
+    /// Writes a copy of each kept message towards its destination along the route in force.
+    fn resend_kept(&mut self, resend: Vec<(String, Entry)>, now: Now) {
+        for (destination, entry) in resend {
+            let payload = match self.payloads.get(&entry, &*self.storage) {
+                Ok(payload) => payload,
+                Err(error) => {
+                    warn!(seq = entry.seq, %error, "cannot read a kept message to send it again; the next timeout tries again");
+                    continue;
+                }
+            };
+            let stamp = record::Passing::read(&payload)
+                .ok()
+                .and_then(|passing| passing.stamp.and_then(Stamp::parse));
+            let target = match self.stamped_place(&destination, stamp) {
+                Ok(target) => target,
+                Err(_) => forward::held_queue(),
+            };
+            debug!(seq = entry.seq, %destination, %target, "a message its destination has not confirmed is sent again");
+            self.totals.resent += 1;
+            self.copy_message(&payload, entry, &target, now);
+        }
+    }
+}
+
+/// A `Kept` record's payload.
+fn kept_record(destination: &str, epoch: u64, pairs: Vec<(u64, u64)>) -> Bytes {
+    Bytes::from(record::encode(&Record::Kept(KeptRecord {
+        destination,
+        epoch,
+        pairs,
+    })))
+}
+
+/// The `Kept` record of one message, written with its copy when compaction moves it.
+pub(in crate::manager::core) fn kept_record_of(
+    destination: &str,
+    epoch: u64,
+    number: u64,
+    seq: u64,
+) -> Bytes {
+    kept_record(destination, epoch, vec![(seq, number)])
+}
