@@ -220,3 +220,50 @@ fn a_message_an_operator_moves_on_to_another_manager_arrives_there() {
     let alpha = network.manager("alpha").client();
     assert_eq!(texts(&receive(&alpha, "returned", bodies.len())), bodies);
 }
+
+#[test]
+fn a_put_that_waits_for_arrival_returns_once_the_destination_has_it() {
+    let spec = Spec::line(&["alpha", "delta"], "orders");
+    let mut network = start(&spec);
+    let alpha = network.manager("alpha");
+    let run = alpha.cli(&["put", "orders", "first", "--wait", "arrived"]);
+    run.expect_code(0);
+    assert!(!run.stdout.trim().is_empty(), "prints the id");
+    // Arrived means durably in delta's queue already: no waiting here.
+    assert_eq!(network.manager("delta").depth("orders"), Some(1));
+    // From the client library, and for a local queue (there once durable).
+    let client = network.manager("alpha").client();
+    let timeout = std::time::Duration::from_secs(30);
+    client
+        .put_arrived("orders", hopmq::Message::new("second"), timeout)
+        .unwrap();
+    assert_eq!(network.manager("delta").depth("orders"), Some(2));
+    client
+        .put_arrived("scratch", hopmq::Message::new("here"), timeout)
+        .unwrap();
+    // A destination that does not confirm in time: a clear failure, and nothing lost.
+    network.manager("delta").freeze();
+    let run = network.manager("alpha").cli(&[
+        "put",
+        "orders",
+        "third",
+        "--wait",
+        "arrived",
+        "--timeout",
+        "1s",
+    ]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("not confirmed by their destination within 1000 ms")
+            && run.stderr.contains("still on their way"),
+        "{}",
+        run.stderr
+    );
+    network.manager("delta").thaw();
+    let consumer = network.manager("delta").client();
+    assert_eq!(
+        texts(&receive(&consumer, "orders", 3)),
+        ["first", "second", "third"]
+    );
+}

@@ -107,6 +107,27 @@ impl Client {
         self.runtime.block_on(self.inner.put_batch(messages))
     }
 
+    /// See [`crate::Client::put_arrived`].
+    pub fn put_arrived(
+        &self,
+        address: &str,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<MessageId, ClientError> {
+        self.runtime
+            .block_on(self.inner.put_arrived(address, message, timeout))
+    }
+
+    /// See [`crate::Client::put_batch_arrived`].
+    pub fn put_batch_arrived(
+        &self,
+        messages: Vec<(String, Message)>,
+        timeout: Duration,
+    ) -> Result<Vec<MessageId>, ClientError> {
+        self.runtime
+            .block_on(self.inner.put_batch_arrived(messages, timeout))
+    }
+
     /// See [`crate::Client::get`].
     pub fn get(&self, queue: &str, timeout: Duration) -> Result<Option<Message>, ClientError> {
         self.runtime.block_on(self.inner.get(queue, timeout))

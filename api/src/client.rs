@@ -274,6 +274,55 @@ impl Client {
         }
     }
 
+    /// Puts `message` to `address` and returns only once it is durably in its destination
+    /// manager (its queue there, or that manager's `DLQ`): an arrival receipt, where
+    /// [`put`](Self::put) returns once the message is durable here. A message for a local
+    /// queue has arrived once durable.
+    ///
+    /// Past `timeout` without the destination's confirmation the call fails with
+    /// [`ApiError::NotArrived`](crate::ApiError::NotArrived): the message is durable here and
+    /// still on its way (it arrives once; do not put it again).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: hopmq::Client) -> Result<(), hopmq::ClientError> {
+    /// use std::time::Duration;
+    /// let message = hopmq::Message::new("order 42");
+    /// let id = client.put_arrived("orders@charlie", message, Duration::from_secs(10)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_arrived(
+        &self,
+        address: &str,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<MessageId, ClientError> {
+        let ids = self
+            .put_batch_arrived(vec![(address.to_string(), message)], timeout)
+            .await?;
+        Ok(ids[0])
+    }
+
+    /// [`put_batch`](Self::put_batch) that returns once every message arrived, as
+    /// [`put_arrived`](Self::put_arrived).
+    pub async fn put_batch_arrived(
+        &self,
+        messages: Vec<(String, Message)>,
+        timeout: Duration,
+    ) -> Result<Vec<MessageId>, ClientError> {
+        let count = messages.len();
+        let operation = Operation::PutArrived {
+            messages: messages
+                .into_iter()
+                .map(|(address, message)| (address, message.into_outgoing()))
+                .collect(),
+            timeout_ms: millis(timeout),
+        };
+        match self.call(operation).await? {
+            Reply::Put(ids) if ids.len() == count && count > 0 => Ok(ids),
+            reply => Err(unexpected("put_arrived", &reply)),
+        }
+    }
+
     /// Takes one message from local `queue`, waiting up to `timeout` for one; `None` if none
     /// came.
     ///

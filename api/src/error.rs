@@ -129,6 +129,17 @@ pub enum ApiError {
         /// The manager named.
         manager: String,
     },
+    /// A put that waited for arrival: stored durably here, but not all of it was confirmed by
+    /// its destination in time. Nothing is lost: the messages are still on their way.
+    #[error(
+        "stored durably here, but {pending} message(s) were not confirmed by their destination within {timeout_ms} ms; they are still on their way and arrive once"
+    )]
+    NotArrived {
+        /// Messages of the put not confirmed yet.
+        pending: u64,
+        /// How long the put waited.
+        timeout_ms: u64,
+    },
 }
 
 #[cfg(test)]

@@ -237,6 +237,16 @@ pub enum Operation {
         /// At most this many summaries (all are counted).
         max: u32,
     },
+    /// Put several messages atomically, as [`Operation::PutBatch`], and answer only once each
+    /// is durably in its destination manager (confirmed back through custody; a message for a
+    /// local queue is there once durable). Reply: [`Reply::Put`]; past `timeout_ms`,
+    /// [`crate::ApiError::NotArrived`] (the messages are durable here and still on their way).
+    PutArrived {
+        /// (address, message) pairs, at most [`BATCH_MESSAGES_MAX`].
+        messages: Vec<(String, OutgoingMessage)>,
+        /// How long to wait for the confirmations.
+        timeout_ms: u64,
+    },
 }
 
 /// A manager's answer to one request.

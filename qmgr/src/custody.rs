@@ -28,8 +28,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+mod arrivals;
 mod kept;
 
+pub(crate) use arrivals::{Answer, Arrivals};
 pub use kept::Confirmation;
 pub(crate) use kept::{CONFIRM_RANGES_MAX, Kept};
 

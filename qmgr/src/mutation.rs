@@ -20,15 +20,19 @@ pub enum Mutation {
     /// The destination stores every stamped copy that reaches it, so a message copied around
     /// a failed relay can be delivered twice.
     SkipCustodyDedup,
+    /// Destinations never confirm what they stored, so origins keep their messages for ever
+    /// (and send them again, and again).
+    SkipConfirmations,
 }
 
 impl Mutation {
     /// Every mutation, with the name `scripts/sim --mutation` takes.
-    pub const ALL: [(&'static str, Mutation); 4] = [
+    pub const ALL: [(&'static str, Mutation); 5] = [
         ("ack-before-durable", Mutation::AckBeforeDurable),
         ("skip-dedup", Mutation::SkipDedup),
         ("unrecorded-lease", Mutation::UnrecordedLease),
         ("skip-custody-dedup", Mutation::SkipCustodyDedup),
+        ("skip-confirmations", Mutation::SkipConfirmations),
     ];
 
     /// Mutations a second mechanism masks: the checker must *not* see them break a promise.
@@ -52,6 +56,7 @@ pub fn set(mutation: Option<Mutation>) {
         Some(Mutation::SkipDedup) => 2,
         Some(Mutation::UnrecordedLease) => 3,
         Some(Mutation::SkipCustodyDedup) => 4,
+        Some(Mutation::SkipConfirmations) => 5,
     };
     ACTIVE.store(code, std::sync::atomic::Ordering::Relaxed);
 }
@@ -66,6 +71,7 @@ pub fn active(mutation: Mutation) -> bool {
             Mutation::SkipDedup => 2,
             Mutation::UnrecordedLease => 3,
             Mutation::SkipCustodyDedup => 4,
+            Mutation::SkipConfirmations => 5,
         };
         ACTIVE.load(std::sync::atomic::Ordering::Relaxed) == code
     }

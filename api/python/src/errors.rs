@@ -128,6 +128,12 @@ create_exception!(
 );
 create_exception!(
     hopmq,
+    NotArrived,
+    ManagerError,
+    "A put that waited for arrival: stored durably, not yet confirmed by its destination in time (it is still on its way)."
+);
+create_exception!(
+    hopmq,
     DiskFull,
     ManagerError,
     "The manager's disk (or journal quota) is full; retry once space returns."
@@ -185,6 +191,7 @@ pub(crate) fn classes(py: Python<'_>) -> Vec<(&'static str, Bound<'_, pyo3::type
         ("UnknownLease", py.get_type::<UnknownLease>()),
         ("UnknownSubscription", py.get_type::<UnknownSubscription>()),
         ("QueueNotEmpty", py.get_type::<QueueNotEmpty>()),
+        ("NotArrived", py.get_type::<NotArrived>()),
         ("DiskFull", py.get_type::<DiskFull>()),
         ("StorageError", py.get_type::<StorageError>()),
         ("ShuttingDown", py.get_type::<ShuttingDown>()),
@@ -344,14 +351,9 @@ fn no_such_queue_here(py: Python<'_>, api: &ApiError, message: String) -> PyErr 
 
 fn api_error(py: Python<'_>, api: &ApiError, message: String) -> PyErr {
     let (class, kind, fields) = match api {
-        ApiError::VersionMismatch { client, server } => (
-            py.get_type::<VersionMismatch>(),
-            "version_mismatch",
-            vec![
-                ("client", Field::Int(u64::from(*client))),
-                ("server", Field::Int(u64::from(*server))),
-            ],
-        ),
+        ApiError::VersionMismatch { .. }
+        | ApiError::TooManyConnections { .. }
+        | ApiError::NotArrived { .. } => return rest_api_error(py, api, message),
         ApiError::BadAddress { address, reason } => (
             py.get_type::<BadAddress>(),
             "bad_address",
@@ -414,10 +416,41 @@ fn api_error(py: Python<'_>, api: &ApiError, message: String) -> PyErr {
             "bad_request",
             vec![("reason", text(reason))],
         ),
+    };
+    raise(py, class, message, kind, fields)
+}
+
+/// The handshake's errors, and a put's that waited for arrival.
+fn rest_api_error(py: Python<'_>, api: &ApiError, message: String) -> PyErr {
+    let (class, kind, fields) = match api {
+        ApiError::VersionMismatch { client, server } => (
+            py.get_type::<VersionMismatch>(),
+            "version_mismatch",
+            vec![
+                ("client", Field::Int(u64::from(*client))),
+                ("server", Field::Int(u64::from(*server))),
+            ],
+        ),
         ApiError::TooManyConnections { limit } => (
             py.get_type::<TooManyConnections>(),
             "too_many_connections",
             vec![("limit", Field::Int(*limit))],
+        ),
+        ApiError::NotArrived {
+            pending,
+            timeout_ms,
+        } => (
+            py.get_type::<NotArrived>(),
+            "not_arrived",
+            vec![
+                ("pending", Field::Int(*pending)),
+                ("timeout_ms", Field::Int(*timeout_ms)),
+            ],
+        ),
+        other => (
+            py.get_type::<ManagerError>(),
+            "manager",
+            vec![("detail", text(&other.to_string()))],
         ),
     };
     raise(py, class, message, kind, fields)

@@ -200,6 +200,7 @@ def test_the_exception_classes() -> None:
         "UnknownLease",
         "UnknownSubscription",
         "QueueNotEmpty",
+        "NotArrived",
         "DiskFull",
         "StorageError",
         "ShuttingDown",

@@ -206,12 +206,15 @@ async fn handle(
 ) -> Result<Reply, ApiError> {
     match operation {
         Operation::Put { address, message } => Ok(Reply::Put(vec![put(state, &address, message)])),
-        Operation::PutBatch { messages } => Ok(Reply::Put(
-            messages
-                .into_iter()
-                .map(|(address, message)| put(state, &address, message))
-                .collect(),
-        )),
+        // A fake of one manager: every queue is local, so a message has arrived once stored.
+        Operation::PutBatch { messages } | Operation::PutArrived { messages, .. } => {
+            Ok(Reply::Put(
+                messages
+                    .into_iter()
+                    .map(|(address, message)| put(state, &address, message))
+                    .collect(),
+            ))
+        }
         Operation::Get {
             queue,
             timeout_ms,

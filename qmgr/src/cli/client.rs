@@ -75,8 +75,25 @@ pub struct PutArgs {
     /// Keep the message in memory only (lost if a manager stops).
     #[arg(long)]
     non_persistent: bool,
+    /// When to return: `stored` (durable on this manager, the default) or `arrived` (durably
+    /// in its destination manager, confirmed back).
+    #[arg(long, value_enum, default_value_t = Wait::Stored)]
+    wait: Wait,
+    /// With `--wait arrived`: how long to wait for the confirmation, e.g. 30s. Past it the
+    /// command fails (exit 1) and the message is still on its way.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", requires = "wait")]
+    timeout: Duration,
     #[command(flatten)]
     connection: Connection,
+}
+
+/// When `qmgr put` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Wait {
+    /// Durable on this manager.
+    Stored,
+    /// Durably in its destination manager.
+    Arrived,
 }
 
 impl PutArgs {
@@ -112,7 +129,15 @@ impl PutArgs {
                 (None, None) => None,
             };
             if let Some(body) = single {
-                let id = client.put(&self.address, self.message(body)).await?;
+                let message = self.message(body);
+                let id = match self.wait {
+                    Wait::Stored => client.put(&self.address, message).await?,
+                    Wait::Arrived => {
+                        client
+                            .put_arrived(&self.address, message, self.timeout)
+                            .await?
+                    }
+                };
                 outln!("{id}")?;
                 return Ok(ExitCode::SUCCESS);
             }
@@ -149,7 +174,12 @@ impl PutArgs {
                 batch.push((self.address.clone(), self.message(text.into_bytes())));
             }
             if batch.len() == STDIN_BATCH_MAX || (end && !batch.is_empty()) {
-                total += client.put_batch(std::mem::take(&mut batch)).await?.len() as u64;
+                let batch = std::mem::take(&mut batch);
+                total += match self.wait {
+                    Wait::Stored => client.put_batch(batch).await?,
+                    Wait::Arrived => client.put_batch_arrived(batch, self.timeout).await?,
+                }
+                .len() as u64;
                 if progress {
                     eprint!("\rput {}", units::count(total, "message", "messages"));
                 }

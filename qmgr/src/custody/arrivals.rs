@@ -27,6 +27,7 @@ struct Waiter {
     /// Stamps not confirmed yet.
     pending: Vec<Key>,
     deadline_ms: u64,
+    timeout_ms: u64,
 }
 
 /// A waiter's answer.
@@ -38,11 +39,13 @@ pub(crate) enum Answer {
         request: u64,
         ids: Vec<MessageId>,
     },
-    /// The deadline passed with `pending` messages not confirmed.
+    /// The deadline (`timeout_ms` after the put) passed with `pending` messages not
+    /// confirmed.
     NotYet {
         connection: u64,
         request: u64,
         pending: u64,
+        timeout_ms: u64,
     },
 }
 
@@ -62,7 +65,7 @@ impl Arrivals {
         &mut self,
         (connection, request): (u64, u64),
         stamps: Vec<(String, u64, u64)>,
-        deadline_ms: u64,
+        (now_ms, timeout_ms): (u64, u64),
     ) -> u64 {
         self.next += 1;
         let token = self.next;
@@ -80,7 +83,8 @@ impl Arrivals {
                 request,
                 ids: None,
                 pending,
-                deadline_ms,
+                deadline_ms: now_ms.saturating_add(timeout_ms),
+                timeout_ms,
             },
         );
         token
@@ -133,6 +137,7 @@ impl Arrivals {
                 connection: waiter.connection,
                 request: waiter.request,
                 pending: waiter.pending.len() as u64,
+                timeout_ms: waiter.timeout_ms,
             })
             .collect()
     }
@@ -203,11 +208,19 @@ mod tests {
     fn answered_once_durable_and_every_destination_confirmed_in_either_order() {
         let mut arrivals = Arrivals::default();
         let ids = vec![MessageId(1), MessageId(2)];
-        let token = arrivals.wait((1, 10), stamps(&[("south", 1), ("west", 1)]), 1000);
+        let token = arrivals.wait((1, 10), stamps(&[("south", 1), ("west", 1)]), (0, 1000));
         // Confirmed before the put is durable here: remembered, not answered.
-        assert!(arrivals.confirm(&confirmation("south", 7, &[(1, 2)])).is_empty());
+        assert!(
+            arrivals
+                .confirm(&confirmation("south", 7, &[(1, 2)]))
+                .is_empty()
+        );
         assert_eq!(arrivals.durable(token, ids.clone()), None);
-        assert!(arrivals.confirm(&confirmation("south", 8, &[(1, 2)])).is_empty());
+        assert!(
+            arrivals
+                .confirm(&confirmation("south", 8, &[(1, 2)]))
+                .is_empty()
+        );
         assert_eq!(
             arrivals.confirm(&confirmation("west", 7, &[(1, 5)])),
             [Answer::Arrived {
@@ -222,7 +235,7 @@ mod tests {
     #[test]
     fn a_put_with_nothing_leaving_is_answered_when_durable() {
         let mut arrivals = Arrivals::default();
-        let token = arrivals.wait((1, 10), Vec::new(), 1000);
+        let token = arrivals.wait((1, 10), Vec::new(), (0, 1000));
         assert!(matches!(
             arrivals.durable(token, vec![MessageId(1)]),
             Some(Answer::Arrived { .. })
@@ -232,7 +245,7 @@ mod tests {
     #[test]
     fn the_deadline_says_how_many_are_still_on_their_way() {
         let mut arrivals = Arrivals::default();
-        let token = arrivals.wait((1, 10), stamps(&[("south", 1), ("south", 2)]), 1000);
+        let token = arrivals.wait((1, 10), stamps(&[("south", 1), ("south", 2)]), (0, 1000));
         // Not durable yet: no deadline runs (the put's own answer comes first).
         assert_eq!(arrivals.next_deadline_ms(), None);
         arrivals.durable(token, vec![MessageId(1), MessageId(2)]);
@@ -244,17 +257,22 @@ mod tests {
             [Answer::NotYet {
                 connection: 1,
                 request: 10,
-                pending: 1
+                pending: 1,
+                timeout_ms: 1000
             }]
         );
-        assert!(arrivals.confirm(&confirmation("south", 7, &[(1, 3)])).is_empty());
+        assert!(
+            arrivals
+                .confirm(&confirmation("south", 7, &[(1, 3)]))
+                .is_empty()
+        );
     }
 
     #[test]
     fn a_failed_put_or_a_closed_connection_leaves_nothing_behind() {
         let mut arrivals = Arrivals::default();
-        let failed = arrivals.wait((1, 10), stamps(&[("south", 1)]), 1000);
-        arrivals.wait((2, 11), stamps(&[("south", 2)]), 1000);
+        let failed = arrivals.wait((1, 10), stamps(&[("south", 1)]), (0, 1000));
+        arrivals.wait((2, 11), stamps(&[("south", 2)]), (0, 1000));
         arrivals.failed(failed);
         arrivals.disconnected(2);
         assert!(arrivals.waiters.is_empty() && arrivals.by_stamp.is_empty());

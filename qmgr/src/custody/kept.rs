@@ -248,11 +248,21 @@ impl Kept {
         (entries, messages)
     }
 
-    /// `neighbour`'s link went out of use: the messages it acknowledged are sent again at once
-    /// (it may never pass them on).
-    pub(crate) fn off_link(&mut self, neighbour: &str, now_ms: u64) -> Vec<(String, Entry)> {
+    /// `neighbour`'s link went out of use: the messages it acknowledged for the destinations
+    /// `around` says another way leads to are sent again at once (it may never pass them
+    /// on). Where no other way leads, a copy would only queue behind the originals: the path
+    /// change sends them again after the timeout if they are still not confirmed.
+    pub(crate) fn off_link(
+        &mut self,
+        neighbour: &str,
+        around: impl Fn(&str) -> bool,
+        now_ms: u64,
+    ) -> Vec<(String, Entry)> {
         let mut resend = Vec::new();
         for (destination, slot) in &mut self.destinations {
+            if !around(destination) {
+                continue;
+            }
             for held in slot.held.values_mut() {
                 if !held.copy_out && held.via.as_deref() == Some(neighbour) {
                     held.copy_out = true;
@@ -456,9 +466,13 @@ mod tests {
         let mut kept = Kept::default();
         kept.keep("south", (7, 1), entry(1), Some("east"), 0);
         kept.keep("south", (7, 2), entry(2), Some("west"), 0);
-        let resend = kept.off_link("east", 10);
+        assert!(
+            kept.off_link("east", |_| false, 10).is_empty(),
+            "no other way"
+        );
+        let resend = kept.off_link("east", |_| true, 10);
         assert_eq!(resend, vec![("south".to_owned(), entry(1))]);
-        assert!(kept.off_link("east", 20).is_empty());
+        assert!(kept.off_link("east", |_| true, 20).is_empty());
         let status = kept.status(30);
         assert_eq!(status[0].messages, 2);
         assert_eq!(status[0].resent, 1);

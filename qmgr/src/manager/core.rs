@@ -98,6 +98,8 @@ pub(crate) enum Continuation {
         ids: Vec<MessageId>,
         handoffs: Vec<Handoff>,
         direct: Vec<forward::DirectLink>,
+        /// For a put that waits for arrival, its token in `custody::Arrivals`.
+        arrival: Option<u64>,
     },
     /// Messages got destructively: hand them over.
     Get {
@@ -538,8 +540,14 @@ impl Core {
             Op::SetLink { neighbour, drained } => {
                 self.set_link_drained((connection, id), &neighbour, drained)
             }
-            Op::Put { address, message } => self.put(connection, id, vec![(address, message)], now),
-            Op::PutBatch { messages } => self.put(connection, id, messages, now),
+            Op::Put { address, message } => {
+                self.put(connection, id, vec![(address, message)], None, now)
+            }
+            Op::PutBatch { messages } => self.put(connection, id, messages, None, now),
+            Op::PutArrived {
+                messages,
+                timeout_ms,
+            } => self.put(connection, id, messages, Some(timeout_ms), now),
             Op::Get {
                 queue,
                 timeout_ms,
@@ -600,6 +608,7 @@ impl Core {
             self.give_back(lease.queue, lease.entry, now);
         }
         self.cancel_jobs(connection);
+        self.custody.arrivals.disconnected(connection);
     }
 
     /// Removes a waiting get and answers it with `result` (if its connection is still there).

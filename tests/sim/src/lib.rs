@@ -26,7 +26,7 @@ mod shape;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use qmgr::manager::Now;
+use qmgr::manager::{Core, Now};
 
 use crate::checker::Checker;
 use crate::network::Network;
@@ -38,6 +38,10 @@ use crate::shape::Shape;
 pub const LIVENESS_MS: u64 = 120_000;
 /// Simulated time a run goes on once everything arrived, for late duplicates to show.
 const LATE_COPY_MS: u64 = 5_000;
+
+/// How long after everything arrived the origins may still keep messages: a few custody
+/// timeouts (twice the dead interval by default), for a lost confirmation to be asked again.
+const CUSTODY_SETTLE_MS: u64 = 8 * qmgr::config::defaults::LINK_DEAD_INTERVAL_MS;
 
 /// What one run simulates.
 #[derive(Debug, Clone)]
@@ -84,14 +88,27 @@ pub fn run(options: &Options) -> Outcome {
     }
     sim.stop_faults();
     let mut deadline = sim.now_ms + LIVENESS_MS;
+    let mut settle_by = 0;
     let mut arrived = false;
-    while sim.now_ms < deadline && sim.checker.violations().is_empty() {
+    while sim.checker.violations().is_empty()
+        && (sim.now_ms < deadline || (sim.now_ms < settle_by && sim.kept() > 0))
+    {
         sim.step(false);
         if !arrived && sim.checker.outstanding() == 0 {
-            // Everything arrived: a little longer, for a late second copy to show itself.
+            // Everything arrived: a little longer, for a late second copy to show itself and
+            // for the destinations' confirmations to reach the origins (a confirmation lost
+            // with a connection comes when the origin asks, after its custody timeout).
             arrived = true;
             deadline = deadline.min(sim.now_ms + LATE_COPY_MS);
+            settle_by = sim.now_ms + CUSTODY_SETTLE_MS;
         }
+    }
+    if sim.checker.violations().is_empty() && arrived && sim.kept() > 0 {
+        let kept = sim.kept();
+        sim.checker.violation(format!(
+            "custody never settled: {kept} message(s) still kept by their origins for a \
+             confirmation once everything had arrived"
+        ));
     }
     if options.trace {
         sim.dump();
@@ -314,6 +331,15 @@ impl Sim {
                 println!("  route {} via {:?}", route.destination, route.next_hop);
             }
         }
+    }
+
+    /// Messages the origins still keep for a confirmation.
+    fn kept(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.core.as_ref())
+            .map(Core::kept_messages)
+            .sum()
     }
 
     fn stop_faults(&mut self) {

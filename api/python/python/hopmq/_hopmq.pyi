@@ -32,6 +32,7 @@ __all__ = [
     "UnknownLease",
     "UnknownSubscription",
     "QueueNotEmpty",
+    "NotArrived",
     "DiskFull",
     "StorageError",
     "ShuttingDown",
@@ -474,6 +475,13 @@ class QueueNotEmpty(ManagerError):
 
     queue: str
     depth: int
+
+class NotArrived(ManagerError):
+    """A put that waited for arrival: stored durably, not yet confirmed by its destination
+    in time (it is still on its way)."""
+
+    pending: int
+    timeout_ms: int
 
 class DiskFull(ManagerError):
     """The manager's disk (or journal quota) is full; retry once space returns."""

@@ -4,6 +4,14 @@
 // The core's types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
 
+/// What a put placed: its items, their ids, hand-offs and direct channel assignments.
+type PutParts = (
+    Vec<PutItem>,
+    Vec<MessageId>,
+    Vec<Handoff>,
+    Vec<forward::DirectLink>,
+);
+
 impl Core {
     /// Applies the outcome of the oldest commit in flight: commits complete in the order
     /// they were made.
@@ -34,22 +42,14 @@ impl Core {
                 ids,
                 handoffs,
                 direct,
-            } => match result {
-                Err(error) => {
-                    warn!(%error, "put failed");
-                    self.place_failed(items, handoffs, direct);
-                    self.reply(connection, request, Err(api_error(&error)));
-                }
-                Ok(locations) => {
-                    let placed =
-                        self.place(items, &mut locations.into_iter(), handoffs, direct, now);
-                    self.totals.put += ids.len() as u64;
-                    if !mutation::active(Mutation::AckBeforeDurable) {
-                        self.reply(connection, request, Ok(Reply::Put(ids)));
-                    }
-                    self.finish_placing(placed, now);
-                }
-            },
+                arrival,
+            } => self.apply_put(
+                (connection, request),
+                (items, ids, handoffs, direct),
+                arrival,
+                result,
+                now,
+            ),
             Continuation::Get {
                 connection,
                 request,
@@ -102,6 +102,39 @@ impl Core {
             } => self.apply_relocated(seq, assigned, (old_segment, old_len), result),
             Continuation::Moved { item, old } => self.apply_moved(item, old, result, now),
             Continuation::Operator(batch) => self.apply_operator(batch, result, now),
+        }
+    }
+
+    /// A put is durable (or failed): its messages take their places, and it is answered, or
+    /// waits for their arrival.
+    fn apply_put(
+        &mut self,
+        (connection, request): (u64, u64),
+        (items, ids, handoffs, direct): PutParts,
+        arrival: Option<u64>,
+        result: Result<Vec<Location>, StoreError>,
+        now: Now,
+    ) {
+        match result {
+            Err(error) => {
+                warn!(%error, "put failed");
+                self.place_failed(items, handoffs, direct);
+                if let Some(token) = arrival {
+                    self.custody.arrivals.failed(token);
+                }
+                self.reply(connection, request, Err(api_error(&error)));
+            }
+            Ok(locations) => {
+                let placed = self.place(items, &mut locations.into_iter(), handoffs, direct, now);
+                self.totals.put += ids.len() as u64;
+                if let Some(token) = arrival {
+                    let answer = self.custody.arrivals.durable(token, ids);
+                    self.answer_arrivals(answer);
+                } else if !mutation::active(Mutation::AckBeforeDurable) {
+                    self.reply(connection, request, Ok(Reply::Put(ids)));
+                }
+                self.finish_placing(placed, now);
+            }
         }
     }
 

@@ -11,7 +11,8 @@
 // The core's types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
 use crate::custody::{
-    ACCEPTED_HEADER, Accepted, Admitted, CustodyRecord, Kept, STAMP_HEADER, Stamp, Stamper, Verdict,
+    ACCEPTED_HEADER, Accepted, Admitted, Answer, Arrivals, CustodyRecord, Kept, STAMP_HEADER,
+    Stamp, Stamper, Verdict,
 };
 
 use std::collections::BTreeMap;
@@ -39,6 +40,8 @@ pub(super) struct CustodyState {
     looped: bool,
     /// This manager's own messages a neighbour acknowledged, kept for their confirmation.
     pub(super) kept: Kept,
+    /// Puts waiting for their messages' arrival.
+    pub(super) arrivals: Arrivals,
     /// The path to each destination with kept messages, as last seen (`None`: unreachable).
     paths: BTreeMap<String, Option<Vec<ManagerName>>>,
     /// How long a kept message waits for its confirmation before it is sent again (if its
@@ -58,6 +61,7 @@ impl CustodyState {
         }
         Self {
             kept,
+            arrivals: Arrivals::default(),
             paths: BTreeMap::new(),
             timeout: 2 * Duration::from_millis(crate::config::defaults::LINK_DEAD_INTERVAL_MS),
             stamper: Stamper::new(name.as_str(), epoch),
@@ -107,6 +111,37 @@ impl Core {
     /// destination's confirmation (see `crate::custody::Kept`).
     pub fn set_custody_timeout(&mut self, timeout: Duration) {
         self.custody.timeout = timeout;
+    }
+
+    /// This manager's own messages kept until their destination confirms them.
+    pub fn kept_messages(&self) -> usize {
+        self.custody.kept.len()
+    }
+
+    /// Answers puts that waited for arrival.
+    pub(super) fn answer_arrivals(&mut self, answers: impl IntoIterator<Item = Answer>) {
+        for answer in answers {
+            let _delivered = match answer {
+                Answer::Arrived {
+                    connection,
+                    request,
+                    ids,
+                } => self.reply(connection, request, Ok(Reply::Put(ids))),
+                Answer::NotYet {
+                    connection,
+                    request,
+                    pending,
+                    timeout_ms,
+                } => self.reply(
+                    connection,
+                    request,
+                    Err(ApiError::NotArrived {
+                        pending,
+                        timeout_ms,
+                    }),
+                ),
+            };
+        }
     }
 
     /// The stamp header value for a message put here for `home`.

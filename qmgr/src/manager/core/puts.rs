@@ -68,6 +68,7 @@ impl Core {
         connection: u64,
         request: u64,
         messages: Vec<(String, OutgoingMessage)>,
+        arrival_timeout_ms: Option<u64>,
         now: Now,
     ) -> Result<Option<Reply>, ApiError> {
         if messages.is_empty() || messages.len() > BATCH_MESSAGES_MAX as usize {
@@ -86,6 +87,8 @@ impl Core {
         // Per queue, the hand-off still taking this put's messages.
         let mut open: FxHashMap<QueueName, usize> = FxHashMap::default();
         let mut direct = Vec::new();
+        // The streams of the messages that leave, for a put that waits for their arrival.
+        let mut leaving = Vec::new();
         for ((address, message), (queue, home)) in messages.iter().zip(targets) {
             // A message leaving this manager is always journaled: a channel sequence number
             // may only name a message that survives a crash (non-persistence ends here).
@@ -93,6 +96,11 @@ impl Core {
             let stamp = home
                 .filter(|_| persistent)
                 .map(|home| self.stamp_for(&home));
+            if arrival_timeout_ms.is_some() {
+                if let Some(stamp) = stamp.as_deref().and_then(crate::custody::Stamp::parse) {
+                    leaving.push((stamp.destination.to_owned(), stamp.epoch, stamp.number));
+                }
+            }
             let (seq, id, payload, entry) =
                 self.stored_put(address, message, &queue, stamp.as_deref(), now);
             let handoff = if persistent {
@@ -133,6 +141,12 @@ impl Core {
         }
         // Right after the messages, so the locations of both come first, in order.
         journal_payloads.extend(forward::direct_records(&direct));
+        // Registered before the write: a confirmation can never come before its waiter.
+        let arrival = arrival_timeout_ms.map(|timeout_ms| {
+            self.custody
+                .arrivals
+                .wait((connection, request), leaving, (now.mono_ms, timeout_ms))
+        });
         let continuation = Continuation::Put {
             connection,
             request,
@@ -140,10 +154,31 @@ impl Core {
             ids,
             handoffs,
             direct,
+            arrival,
         };
-        if mutation::active(Mutation::AckBeforeDurable) {
-            if let Continuation::Put { ids, .. } = &continuation {
-                self.reply(connection, request, Ok(Reply::Put(ids.clone())));
+        self.commit_put(continuation, journal_payloads, handed_off, now);
+        Ok(None)
+    }
+
+    /// Writes a put's records (the messages, their channel assignments, then the removal of
+    /// those handed off), or applies it at once if nothing needs writing.
+    fn commit_put(
+        &mut self,
+        continuation: Continuation,
+        mut journal_payloads: Vec<Bytes>,
+        handed_off: Vec<u64>,
+        now: Now,
+    ) {
+        if let Continuation::Put {
+            connection,
+            request,
+            ids,
+            arrival: None,
+            ..
+        } = &continuation
+        {
+            if mutation::active(Mutation::AckBeforeDurable) {
+                self.reply(*connection, *request, Ok(Reply::Put(ids.clone())));
             }
         }
         if journal_payloads.is_empty() {
@@ -155,7 +190,6 @@ impl Core {
             }
             self.commit(journal_payloads, continuation);
         }
-        Ok(None)
     }
 
     /// The queue each message of a put goes to, once every message passed every check (size,

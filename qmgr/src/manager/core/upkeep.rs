@@ -13,6 +13,7 @@ impl Core {
             .into_iter()
             .chain(lease)
             .chain(self.jobs_deadline_ms())
+            .chain(self.custody.arrivals.next_deadline_ms())
             .min()
     }
 
@@ -27,6 +28,8 @@ impl Core {
             self.give_back(lease.queue, lease.entry, now);
         }
         self.run_jobs(now);
+        let answers = self.custody.arrivals.expire(now.mono_ms);
+        self.answer_arrivals(answers);
     }
 
     /// Periodic work: sweep expired messages, delete journal segments nothing lives in.

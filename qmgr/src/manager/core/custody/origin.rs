@@ -114,6 +114,8 @@ impl Core {
     }
 
     fn on_confirmation(&mut self, confirmation: Confirmation, now: Now) {
+        let answers = self.custody.arrivals.confirm(&confirmation);
+        self.answer_arrivals(answers);
         let (entries, messages) = self.custody.kept.confirm(confirmation, now.mono_ms);
         self.totals.confirmed += messages;
         self.remove_kept(entries);
@@ -131,7 +133,9 @@ impl Core {
     /// Sends the confirmations due from this manager as a destination.
     pub(in crate::manager::core) fn flush_confirmations(&mut self) {
         let confirmations = self.custody.accepted.confirmations(self.name.as_str());
-        self.send_confirmations(confirmations);
+        if !mutation::active(Mutation::SkipConfirmations) {
+            self.send_confirmations(confirmations);
+        }
     }
 
     /// Sends `confirmations` on towards their custodians, one frame per custodian. One that
@@ -174,10 +178,29 @@ impl Core {
     pub(in crate::manager::core) fn resend_kept_off_links(&mut self, now: Now) {
         let neighbours: Vec<ManagerName> = self.links.keys().cloned().collect();
         for neighbour in neighbours {
-            if !self.link_usable(&neighbour) {
-                let resend = self.custody.kept.off_link(neighbour.as_str(), now.mono_ms);
-                self.resend_kept(resend, now);
+            if self.link_usable(&neighbour) {
+                continue;
             }
+            // Destinations the routes now reach through another neighbour in use.
+            let around: BTreeSet<String> = self
+                .custody
+                .kept
+                .destinations()
+                .filter(|destination| {
+                    self.routing
+                        .routes()
+                        .route(destination)
+                        .and_then(|route| route.next_hop.as_ref())
+                        .is_some_and(|hop| *hop != neighbour && self.link_usable(hop))
+                })
+                .map(str::to_owned)
+                .collect();
+            let resend = self.custody.kept.off_link(
+                neighbour.as_str(),
+                |destination| around.contains(destination),
+                now.mono_ms,
+            );
+            self.resend_kept(resend, now);
         }
     }
 
