@@ -280,6 +280,11 @@ impl Stamper {
         self.epoch
     }
 
+    /// The number of the last message stamped for `destination`.
+    pub(crate) fn last(&self, destination: &str) -> Option<u64> {
+        self.next.get(destination).map(|next| next - 1)
+    }
+
     /// The stamp header's value for the next message to `destination`.
     pub(crate) fn stamp(&mut self, destination: &str) -> String {
         let number = match self.next.get_mut(destination) {

@@ -153,11 +153,19 @@ impl Kept {
         {
             return vec![entry];
         }
-        let earlier: Vec<(u64, u64, u64)> = slot
+        // Acknowledgements mostly come in stream order: then nothing can be superseded.
+        let in_order = slot
             .held
-            .range((epoch, number, 0)..=(epoch, number, u64::MAX))
-            .map(|(key, _)| *key)
-            .collect();
+            .last_key_value()
+            .is_none_or(|(&last, _)| last < (epoch, number, 0));
+        let earlier: Vec<(u64, u64, u64)> = if in_order {
+            Vec::new()
+        } else {
+            slot.held
+                .range((epoch, number, 0)..=(epoch, number, u64::MAX))
+                .map(|(key, _)| *key)
+                .collect()
+        };
         let superseded: Vec<Entry> = earlier
             .iter()
             .filter_map(|key| slot.held.remove(key))
@@ -212,12 +220,23 @@ impl Kept {
         };
         slot.answered_ms = Some(now_ms);
         let epoch = confirmation.epoch;
-        let covered: Vec<(u64, u64, u64)> = slot
+        // Only what the confirmation covers is visited: most of what is kept is usually
+        // above it, still on its way.
+        let mut covered: Vec<(u64, u64, u64)> = slot
             .held
-            .range((epoch, 0, 0)..=(epoch, u64::MAX, u64::MAX))
+            .range((epoch, 0, 0)..(epoch, confirmation.settled_below, 0))
             .map(|(key, _)| *key)
-            .filter(|&(_, number, _)| confirmation.covers(number))
             .collect();
+        for &(start, end) in &confirmation.ranges {
+            let start = start.max(confirmation.settled_below);
+            if start < end {
+                covered.extend(
+                    slot.held
+                        .range((epoch, start, 0)..(epoch, end, 0))
+                        .map(|(key, _)| *key),
+                );
+            }
+        }
         let mut messages = 0;
         let mut last = None;
         for &(_, number, _) in &covered {

@@ -305,7 +305,12 @@ impl Core {
             links: forward::Links::new(entropy),
             reloader: None,
             routing: routes::Routing::new(&name_for_routing, topology, now.wall_ms),
-            custody: custody::CustodyState::new(&name_for_routing, recovered.custody, now),
+            custody: custody::CustodyState::new(
+                &name_for_routing,
+                recovered.custody,
+                recovered.next_seq,
+                now,
+            ),
             jobs: operator::OperatorJobs::default(),
         };
         core.declare_homed_queues();

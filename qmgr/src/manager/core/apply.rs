@@ -430,6 +430,7 @@ impl Core {
     /// Drops a message's payload and its claim on its segment.
     pub(super) fn forget(&mut self, entry: &Entry) {
         self.payloads.forget(entry);
+        self.custody.forget_sent(entry.seq);
         if let Some(location) = entry.body.location() {
             self.retention.dead(location.segment, location.len);
         }

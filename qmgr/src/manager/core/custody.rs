@@ -47,10 +47,23 @@ pub(super) struct CustodyState {
     /// How long a kept message waits for its confirmation before it is sent again (if its
     /// way broke) or its destination is asked.
     pub(super) timeout: Duration,
+    /// This incarnation's own stamped messages given to a channel, by seq: `(destination's
+    /// index in `names`, epoch, number)`, noted when the message is put or sent (its record
+    /// is read then anyway), so an acknowledgement needs no second read of the record.
+    sent: FxHashMap<u64, (u32, u64, u64)>,
+    names: Vec<Box<str>>,
+    name_index: FxHashMap<Box<str>, u32>,
+    /// Messages with a lower seq were made by an earlier incarnation: not in `sent`.
+    first_seq: u64,
 }
 
 impl CustodyState {
-    pub(super) fn new(name: &ManagerName, recovered: RecoveredCustody, now: Now) -> Self {
+    pub(super) fn new(
+        name: &ManagerName,
+        recovered: RecoveredCustody,
+        first_seq: u64,
+        now: Now,
+    ) -> Self {
         // Above every earlier incarnation's, even if the clock went back.
         let epoch = now.wall_ms.max(recovered.epoch + 1);
         let mut kept = Kept::default();
@@ -61,6 +74,10 @@ impl CustodyState {
         }
         Self {
             kept,
+            sent: FxHashMap::default(),
+            names: Vec::new(),
+            name_index: FxHashMap::default(),
+            first_seq,
             arrivals: Arrivals::default(),
             paths: BTreeMap::new(),
             timeout: 2 * Duration::from_millis(crate::config::defaults::LINK_DEAD_INTERVAL_MS),
@@ -71,6 +88,84 @@ impl CustodyState {
             epoch_appended: false,
             looped: false,
             pins: recovered.pins.into_iter().collect(),
+        }
+    }
+
+    /// Notes message `seq`, stamped by this manager `number` in its stream `epoch` to
+    /// `destination`.
+    pub(super) fn note_own(&mut self, seq: u64, destination: &str, (epoch, number): (u64, u64)) {
+        let index = match self.name_index.get(destination) {
+            Some(&index) => index,
+            None => {
+                let index = self.names.len() as u32;
+                self.names.push(destination.into());
+                self.name_index.insert(destination.into(), index);
+                index
+            }
+        };
+        self.sent.insert(seq, (index, epoch, number));
+    }
+
+    /// Message `seq` is gone for good (it may have been noted and never acknowledged).
+    pub(super) fn forget_sent(&mut self, seq: u64) {
+        if !self.sent.is_empty() {
+            self.sent.remove(&seq);
+        }
+    }
+
+    /// Message `seq` (whose record is `payload`) is given to a channel: its dedup key, and,
+    /// if this manager stamped it and has not noted it yet, it is noted (one read of the
+    /// record for both).
+    pub(super) fn note_sent(&mut self, me: &str, seq: u64, payload: &[u8]) -> u128 {
+        let Ok(passing) = record::Passing::read(payload) else {
+            return 0; // the receiver then skips it by sequence number only
+        };
+        if !self.sent.contains_key(&seq) {
+            // A copy of an earlier incarnation's message has a new seq and the old epoch.
+            // A relay passes other custodians' stamps: told apart by their first bytes.
+            let own = passing
+                .stamp
+                .filter(|stamp| {
+                    stamp.starts_with(me) && stamp.as_bytes().get(me.len()) == Some(&b'/')
+                })
+                .and_then(Stamp::parse)
+                .filter(|stamp| stamp.custodian == me);
+            if let Some(stamp) = own {
+                self.note_own(seq, stamp.destination, (stamp.epoch, stamp.number));
+            }
+        }
+        record::dedup_key(passing.id, passing.hops)
+    }
+
+    /// What was noted of message `seq`, now acknowledged: `Some(Some(..))` for one of this
+    /// manager's own, `Some(None)` for one known not to be, `None` if unknown (made by an
+    /// earlier incarnation: its record must be read).
+    pub(super) fn take_sent(&mut self, seq: u64) -> Option<Option<(String, u64, u64)>> {
+        match self.sent.remove(&seq) {
+            Some((index, epoch, number)) => {
+                let destination = self.names.get(index as usize)?.to_string();
+                Some(Some((destination, epoch, number)))
+            }
+            None if seq >= self.first_seq => Some(None),
+            None => None,
+        }
+    }
+
+    /// Message `seq` was just put and stamped for `destination`: noted, and its stream place
+    /// added to `leaving` for a put that waits for arrival.
+    pub(super) fn stamped_put(
+        &mut self,
+        seq: u64,
+        destination: &str,
+        leaving: Option<&mut Vec<(String, u64, u64)>>,
+    ) {
+        let Some(number) = self.stamper.last(destination) else {
+            return;
+        };
+        let epoch = self.stamper.epoch();
+        self.note_own(seq, destination, (epoch, number));
+        if let Some(leaving) = leaving {
+            leaving.push((destination.to_owned(), epoch, number));
         }
     }
 

@@ -93,16 +93,14 @@ impl Core {
             // A message leaving this manager is always journaled: a channel sequence number
             // may only name a message that survives a crash (non-persistence ends here).
             let persistent = message.persistent || queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX);
-            let stamp = home
-                .filter(|_| persistent)
-                .map(|home| self.stamp_for(&home));
-            if arrival_timeout_ms.is_some() {
-                if let Some(stamp) = stamp.as_deref().and_then(crate::custody::Stamp::parse) {
-                    leaving.push((stamp.destination.to_owned(), stamp.epoch, stamp.number));
-                }
-            }
+            let home = home.filter(|_| persistent);
+            let stamp = home.as_ref().map(|home| self.stamp_for(home));
             let (seq, id, payload, entry) =
                 self.stored_put(address, message, &queue, stamp.as_deref(), now);
+            if let Some(home) = &home {
+                let leaving = arrival_timeout_ms.is_some().then_some(&mut leaving);
+                self.custody.stamped_put(seq, home.as_str(), leaving);
+            }
             let handoff = if persistent {
                 journal_payloads.push(payload.clone());
                 self.hand_off(

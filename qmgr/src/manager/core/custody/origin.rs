@@ -66,6 +66,9 @@ impl Core {
 
     /// `(destination, epoch, number)` of a message stamped by this manager.
     fn own_stamp(&mut self, entry: &Entry) -> Option<(String, u64, u64)> {
+        if let Some(noted) = self.custody.take_sent(entry.seq) {
+            return noted;
+        }
         let payload = match self.payloads.get(entry, &*self.storage) {
             Ok(payload) => payload,
             Err(error) => {

@@ -49,7 +49,10 @@ impl Core {
                         break;
                     }
                 };
-                match sender.push(entry_id(&payload), payload) {
+                let key = self
+                    .custody
+                    .note_sent(self.name.as_str(), entry.seq, &payload);
+                match sender.push(key, payload) {
                     Ok(channel_seq) => {
                         if link.assigned.is_empty() {
                             link.progress_at = now.instant;
