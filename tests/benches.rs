@@ -309,6 +309,40 @@ fn failover_loses_and_duplicates_nothing() {
 }
 
 #[test]
+fn failover_with_a_relay_lost_for_good_strands_nothing() {
+    // Bravo never returns: everything it held or had in flight comes from alpha's custody.
+    let run = bench(&[
+        "failover",
+        "--for-good",
+        "--rate",
+        "500",
+        "--size",
+        "64",
+        "--warmup-secs",
+        "1",
+        "--down-secs",
+        "1",
+        "--after-secs",
+        "1",
+        "--dead-interval-ms",
+        "1000",
+    ]);
+    let verified = verified(&run);
+    assert!(verified.sent > 0, "{}", run.stdout);
+    assert_eq!(
+        (verified.lost, verified.duplicated, verified.unexpected),
+        (0, 0, 0),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("stranded with bravo (never back)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn transport_gets_every_message_once_in_order() {
     let run = bench(&[
         "transport",

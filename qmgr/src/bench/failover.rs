@@ -30,6 +30,11 @@
 //! stranded with `bravo` arrive after later ones that went via `charlie`) and reported only.
 //! The exit code is 1 when any message is lost, duplicated or unexpected, or none ever went
 //! via `charlie`.
+//!
+//! With `--for-good`, `bravo` is never started again (a relay lost with its disk): what it
+//! held comes from `alpha`, which kept custody of it, and the report says how many messages
+//! put before the kill arrived after it, and when the last of them did (the target: the dead
+//! interval plus a second).
 
 use qmgr::cli::output::OutputError;
 use qmgr::outln;
@@ -110,6 +115,10 @@ pub(crate) struct FailoverBench {
     /// Keep the run folder (topology, certificates, data, logs) and print where it is.
     #[arg(long)]
     keep: bool,
+    /// Never start bravo again: a relay lost for good, disk and all. What it held comes from
+    /// alpha's custody; reports when the last of it arrived.
+    #[arg(long)]
+    for_good: bool,
 }
 
 /// Which way a message came.
@@ -344,15 +353,26 @@ impl FailoverBench {
             .until(cluster, killed + Duration::from_secs(self.down_secs))
             .await?;
 
-        let restart_us = micros_since(base);
-        let restarted = Instant::now();
-        // Waiting for the socket blocks this thread only; the consumer and producer run on
-        // the runtime's workers and keep their own times.
-        tokio::task::block_in_place(|| cluster.restart(BRAVO))?;
-        let answered_us = micros_since(base);
-        watch
-            .until(cluster, restarted + Duration::from_secs(self.after_secs))
-            .await?;
+        let (restart_us, answered_us) = if self.for_good {
+            watch
+                .until(
+                    cluster,
+                    Instant::now() + Duration::from_secs(self.after_secs),
+                )
+                .await?;
+            (u64::MAX, u64::MAX)
+        } else {
+            let restart_us = micros_since(base);
+            let restarted = Instant::now();
+            // Waiting for the socket blocks this thread only; the consumer and producer run
+            // on the runtime's workers and keep their own times.
+            tokio::task::block_in_place(|| cluster.restart(BRAVO))?;
+            let answered_us = micros_since(base);
+            watch
+                .until(cluster, restarted + Duration::from_secs(self.after_secs))
+                .await?;
+            (restart_us, answered_us)
+        };
 
         let _ = stop.send(true);
         let stopped_us = micros_since(base);
@@ -365,7 +385,9 @@ impl FailoverBench {
             .last()
             .map_or_else(|| micros_since(base), |a| a.arrived_us);
         if all_arrived {
-            wait_settled(cluster, &mut watch, clients).await?;
+            // Bravo's copies stay with alpha's channel to it for as long as it is gone.
+            let gone = self.for_good.then_some(BRAVO);
+            wait_settled(cluster, &mut watch, clients, gone).await?;
             watch
                 .until(cluster, Instant::now() + DUPLICATE_GRACE)
                 .await?;
@@ -438,8 +460,12 @@ impl FailoverBench {
         let failed_over = findings.failover()?;
         findings.longest_gap()?;
         findings.flowing_again()?;
-        findings.stranded()?;
-        findings.back_via_bravo()?;
+        if self.for_good {
+            findings.stranded_for_good()?;
+        } else {
+            findings.stranded()?;
+            findings.back_via_bravo()?;
+        }
         findings.paths()?;
         let verdict = findings.verdict(run, put);
         verdict.print()?;
@@ -460,6 +486,15 @@ impl FailoverBench {
             sync_label(self.sync.as_str()),
             self.dead_interval_ms
         )?;
+        if self.for_good {
+            return outln!(
+                "run: {BRAVO} killed (SIGKILL) at {:.2} s and never started again, puts \
+                 stopped at {:.2} s, last message got at {:.2} s",
+                ms(timeline.kill_us) / 1000.0,
+                ms(timeline.stopped_us) / 1000.0,
+                ms(timeline.drained_us) / 1000.0,
+            );
+        }
         outln!(
             "run: {BRAVO} killed (SIGKILL) at {:.2} s, restarted at {:.2} s (answering after \
              {:.0} ms), puts stopped at {:.2} s, last message got at {:.2} s",
@@ -509,17 +544,24 @@ async fn wait_settled(
     cluster: &mut Cluster,
     watch: &mut Watch,
     clients: &[Client],
+    gone: Option<&str>,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + SETTLE_DEADLINE;
     loop {
         watch.check(cluster).await?;
         let mut pending = Vec::new();
         for (client, node) in clients.iter().zip(cluster.nodes()) {
+            if Some(node.name.as_str()) == gone {
+                continue;
+            }
             let status = client
                 .status()
                 .await
                 .with_context(|| format!("status of manager {}", node.name))?;
             for link in &status.links {
+                if Some(link.neighbour.as_str()) == gone {
+                    continue;
+                }
                 if link.transmission_depth > 0 || link.in_flight > 0 {
                     pending.push(format!(
                         "{}->{}: {} waiting, {} in flight",

@@ -163,6 +163,40 @@ impl Findings<'_> {
         Ok(())
     }
 
+    /// (4) With bravo lost for good: the messages put before the kill that arrived after
+    /// it (what bravo held or had in flight, sent again by alpha), and when the last came.
+    pub(super) fn stranded_for_good(&self) -> Result<(), OutputError> {
+        let Timeline {
+            kill_us,
+            dead_interval_us,
+            ..
+        } = *self.timeline;
+        let rescued: Vec<&Arrival> = self
+            .arrivals
+            .iter()
+            .filter(|a| a.put_us() < kill_us && a.arrived_us >= kill_us)
+            .collect();
+        match rescued.last() {
+            Some(last) => {
+                let after = last.arrived_us - kill_us;
+                outln!(
+                    "stranded with {BRAVO} (never back): {} message(s) put before the kill \
+                     arrived after it, via {CHARLIE}; the last {:.1} ms after the kill \
+                     (target: the dead interval + 1 s = {:.0} ms: {})",
+                    rescued.len(),
+                    ms(after),
+                    ms(dead_interval_us + 1_000_000),
+                    if after <= dead_interval_us + 1_000_000 {
+                        "met"
+                    } else {
+                        "missed"
+                    }
+                )
+            }
+            None => outln!("stranded with {BRAVO} (never back): none"),
+        }
+    }
+
     /// (5) Routing back through the cheaper path.
     pub(super) fn back_via_bravo(&self) -> Result<(), OutputError> {
         let restart_us = self.timeline.restart_us;
