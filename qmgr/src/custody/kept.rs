@@ -172,6 +172,23 @@ impl Kept {
             .map(|held| held.entry)
             .collect();
         self.len -= superseded.len();
+        self.hold(destination, (epoch, number), entry, via, now_ms);
+        superseded
+    }
+
+    /// Adds `entry` to what is kept for `destination`.
+    fn hold(
+        &mut self,
+        destination: &str,
+        (epoch, number): (u64, u64),
+        entry: Entry,
+        via: Option<&str>,
+        now_ms: u64,
+    ) {
+        let slot = match self.destinations.get_mut(destination) {
+            Some(slot) => slot,
+            None => self.destinations.entry(destination.into()).or_default(),
+        };
         let held = Held {
             entry,
             via: via.map(Into::into),
@@ -183,7 +200,6 @@ impl Kept {
         if slot.held.insert((epoch, number, entry.seq), held).is_none() {
             self.len += 1;
         }
-        superseded
     }
 
     /// A kept message found at recovery (copies of one message may both be there: each is
@@ -195,20 +211,17 @@ impl Kept {
         entry: Entry,
         now_ms: u64,
     ) {
-        let slot = match self.destinations.get_mut(destination) {
-            Some(slot) => slot,
-            None => self.destinations.entry(destination.into()).or_default(),
-        };
-        let held = Held {
-            entry,
-            via: None,
-            since_ms: now_ms,
-            kept_ms: now_ms,
-            generation: slot.generation,
-            copy_out: false,
-        };
-        if slot.held.insert((epoch, number, entry.seq), held).is_none() {
-            self.len += 1;
+        self.hold(destination, (epoch, number), entry, None, now_ms);
+    }
+
+    /// The copy of `seq` that was due could not be made: it is due again at the next tick.
+    pub(crate) fn copy_not_made(&mut self, destination: &str, seq: u64) {
+        if let Some(held) = self
+            .destinations
+            .get_mut(destination)
+            .and_then(|slot| slot.held.values_mut().find(|held| held.entry.seq == seq))
+        {
+            held.copy_out = false;
         }
     }
 

@@ -273,17 +273,22 @@ impl Core {
             let payload = match self.payloads.get(&entry, &*self.storage) {
                 Ok(payload) => payload,
                 Err(error) => {
-                    warn!(seq = entry.seq, %error, "cannot read a kept message to send it again; the next timeout tries again");
+                    warn!(seq = entry.seq, %error, "cannot read a kept message to send it again; the next tick tries again");
+                    self.custody.kept.copy_not_made(&destination, entry.seq);
                     continue;
                 }
             };
-            let stamp = record::Passing::read(&payload)
-                .ok()
-                .and_then(|passing| passing.stamp.and_then(Stamp::parse));
-            let target = match self.stamped_place(&destination, stamp) {
-                Ok(target) => target,
-                Err(_) => forward::held_queue(),
+            let Ok(passing) = record::Passing::read(&payload) else {
+                warn!(
+                    seq = entry.seq,
+                    "a kept message's record does not decode; it is not sent again"
+                );
+                continue;
             };
+            let stamp = passing.stamp.and_then(Stamp::parse);
+            let target = self
+                .stamped_place(passing.destination, stamp)
+                .unwrap_or_else(|_| forward::held_queue());
             debug!(seq = entry.seq, %destination, %target, "a message its destination has not confirmed is sent again");
             self.totals.resent += 1;
             self.copy_message(&payload, entry, &target, now);
