@@ -169,6 +169,32 @@ impl PyClient {
             .map_err(|error| to_py(py, error))
     }
 
+    /// Puts one message like put, but returns only once it is durably in its destination
+    /// manager (confirmed back through custody), waiting up to `timeout` seconds (None: 30);
+    /// past it, NotArrived (the message is durable here and still on its way: do not put it
+    /// again).
+    #[pyo3(signature = (address, body, timeout=None, **options))]
+    #[pyo3(
+        text_signature = "($self, address, body, timeout=None, *, priority=4, ttl=None, \
+                          headers=None, correlation_id=None, reply_to=None, persistent=True)"
+    )]
+    fn put_arrived(
+        &self,
+        py: Python<'_>,
+        address: &str,
+        body: &Bound<'_, PyAny>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<String> {
+        let timeout =
+            convert::optional_duration(timeout, "timeout")?.unwrap_or(Duration::from_secs(30));
+        let message = convert::outgoing(body, options)?;
+        let client = self.client()?;
+        py.detach(|| client.put_arrived(address, message, timeout))
+            .map(|id| id.to_string())
+            .map_err(|error| to_py(py, error))
+    }
+
     /// Puts several messages atomically (all or none); each item is (address, body) or
     /// (address, body, options) with the options of put as a dict. Returns their ids in order.
     fn put_batch(&self, py: Python<'_>, messages: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {

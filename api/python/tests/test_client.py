@@ -129,6 +129,19 @@ def test_a_non_persistent_put(client: hopmq.Client, queue: str) -> None:
     assert message is not None and message.persistent is False
 
 
+def test_put_arrived_returns_once_the_message_is_in_its_queue(
+    client: hopmq.Client, queue: str
+) -> None:
+    # A local queue: the message has arrived once it is durable here.
+    message_id = client.put_arrived(queue, b"arrived", 10, priority=6)
+    assert depth(client, queue) == 1
+    message = client.get(queue, timeout=DEADLINE)
+    assert message is not None
+    assert message.id == message_id and message.body == b"arrived"
+    assert message.priority == 6
+    assert issubclass(hopmq.NotArrived, hopmq.ManagerError)
+
+
 def test_put_batch_puts_all_in_order(client: hopmq.Client, queue: str) -> None:
     ids = client.put_batch(
         [

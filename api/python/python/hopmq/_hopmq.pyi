@@ -106,6 +106,26 @@ class Client:
         lost if the manager stops.
         """
 
+    def put_arrived(
+        self,
+        address: str,
+        body: Body,
+        timeout: Optional[Seconds] = None,
+        *,
+        priority: int = 4,
+        ttl: Optional[Seconds] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        correlation_id: Optional[str] = None,
+        reply_to: Optional[str] = None,
+        persistent: bool = True,
+    ) -> str:
+        """Puts one message like put, but returns its id only once it is durably in its
+        destination manager (its queue there, or that manager's DLQ), as confirmed back
+        through custody; a message for a local queue has arrived once durable. Past `timeout`
+        seconds (None: 30) it raises NotArrived: the message is durable here and still on its way (it
+        arrives once; putting it again would make a second message).
+        """
+
     def put_batch(
         self,
         messages: Iterable[Union[tuple[str, Body], tuple[str, Body, PutOptions]]],
