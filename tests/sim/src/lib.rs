@@ -345,14 +345,6 @@ impl Sim {
     fn stop_faults(&mut self) {
         self.digest.add("faults stop");
         self.network.heal_all();
-        if self.shape.restore_removed() {
-            self.edits += 1;
-            self.digest
-                .add(&format!("edit {}: removed links return", self.edits));
-            for node in &mut self.nodes {
-                node.rollout = Some((0, self.shape.clone(), self.edits));
-            }
-        }
         for index in 0..self.nodes.len() {
             self.roll_out_now(index);
             if self.nodes[index].core.is_none() {

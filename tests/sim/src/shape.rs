@@ -21,12 +21,9 @@ pub(crate) struct Shape {
     managers: usize,
     /// Links as (lower index, higher index) with their cost.
     links: BTreeMap<(usize, usize), u32>,
-    /// Queue `i`'s home.
+    /// Queue `i`'s home. Links an edit removes stay removed: what was given to their
+    /// channels goes around them (custody), so nothing waits for their return.
     homes: Vec<usize>,
-    /// Chords edits removed, with their cost: restored before faults stop, since messages
-    /// given to a removed link's channel wait for the link's return (custody across relays
-    /// is not built yet).
-    removed: BTreeMap<(usize, usize), u32>,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -40,7 +37,6 @@ impl Shape {
             managers,
             links: BTreeMap::new(),
             homes: (0..managers).collect(),
-            removed: BTreeMap::new(),
         };
         for i in 0..managers {
             let j = (i + 1) % managers;
@@ -81,9 +77,7 @@ impl Shape {
                     .filter(|&l| !self.in_ring(l))
                     .collect();
                 let chord = *chords.get(rng.index(chords.len()))?;
-                if let Some(cost) = self.links.remove(&chord) {
-                    self.removed.insert(chord, cost);
-                }
+                self.links.remove(&chord);
                 Some(format!("remove link {chord:?}"))
             }
             7..=8 => {
@@ -100,16 +94,6 @@ impl Shape {
                 Some(format!("q{queue} moves to m{home}"))
             }
         }
-    }
-
-    /// Puts back every link an edit removed; false if there was none.
-    pub(crate) fn restore_removed(&mut self) -> bool {
-        let removed = std::mem::take(&mut self.removed);
-        let any = !removed.is_empty();
-        for (link, cost) in removed {
-            self.links.entry(link).or_insert(cost);
-        }
-        any
     }
 
     /// Whether managers `a` and `b` are linked.
