@@ -196,8 +196,9 @@ fn assert_in_order_once(got: &[Message], counts: &[usize]) {
 
 #[test]
 fn a_relay_killed_twice_mid_transfer_loses_and_duplicates_nothing() {
-    /// Kills tried at most to get two that caught messages in bravo's custody.
-    const KILLS_MAX: usize = 6;
+    /// Kills tried at most to get two that caught messages in bravo's custody (a kill lands
+    /// while bravo holds some about one time in four on a loaded 2-core machine).
+    const KILLS_MAX: usize = 12;
     let spec = Spec::line(&["alpha", "bravo", "charlie"], "orders");
     let mut network = Network::start(&spec);
     network.wait_all_links_up(&spec);

@@ -97,6 +97,37 @@ struct Destination {
     resent: u64,
 }
 
+impl Destination {
+    /// Whether a confirmation already came for message `number` of stream `epoch`.
+    fn confirms(&self, epoch: u64, number: u64) -> bool {
+        self.confirmed
+            .get(&epoch)
+            .is_some_and(|confirmation| confirmation.covers(number))
+    }
+
+    /// Takes out the copies of message `number` of stream `epoch` kept so far.
+    fn supersede(&mut self, epoch: u64, number: u64) -> Vec<Entry> {
+        // Acknowledgements mostly come in stream order: then nothing can be superseded.
+        let in_order = self
+            .held
+            .last_key_value()
+            .is_none_or(|(&last, _)| last < (epoch, number, 0));
+        if in_order {
+            return Vec::new();
+        }
+        let earlier: Vec<(u64, u64, u64)> = self
+            .held
+            .range((epoch, number, 0)..=(epoch, number, u64::MAX))
+            .map(|(key, _)| *key)
+            .collect();
+        earlier
+            .iter()
+            .filter_map(|key| self.held.remove(key))
+            .map(|held| held.entry)
+            .collect()
+    }
+}
+
 /// What a tick asks of the core.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Due {
@@ -142,35 +173,11 @@ impl Kept {
         via: Option<&str>,
         now_ms: u64,
     ) -> Vec<Entry> {
-        let slot = match self.destinations.get_mut(destination) {
-            Some(slot) => slot,
-            None => self.destinations.entry(destination.into()).or_default(),
+        let superseded = match self.destinations.get_mut(destination) {
+            Some(slot) if slot.confirms(epoch, number) => return vec![entry],
+            Some(slot) => slot.supersede(epoch, number),
+            None => Vec::new(),
         };
-        if slot
-            .confirmed
-            .get(&epoch)
-            .is_some_and(|confirmation| confirmation.covers(number))
-        {
-            return vec![entry];
-        }
-        // Acknowledgements mostly come in stream order: then nothing can be superseded.
-        let in_order = slot
-            .held
-            .last_key_value()
-            .is_none_or(|(&last, _)| last < (epoch, number, 0));
-        let earlier: Vec<(u64, u64, u64)> = if in_order {
-            Vec::new()
-        } else {
-            slot.held
-                .range((epoch, number, 0)..=(epoch, number, u64::MAX))
-                .map(|(key, _)| *key)
-                .collect()
-        };
-        let superseded: Vec<Entry> = earlier
-            .iter()
-            .filter_map(|key| slot.held.remove(key))
-            .map(|held| held.entry)
-            .collect();
         self.len -= superseded.len();
         self.hold(destination, (epoch, number), entry, via, now_ms);
         superseded

@@ -122,14 +122,9 @@ impl CustodyState {
         };
         if !self.sent.contains_key(&seq) {
             // A copy of an earlier incarnation's message has a new seq and the old epoch.
-            // A relay passes other custodians' stamps: told apart by their first bytes.
             let own = passing
                 .stamp
-                .filter(|stamp| {
-                    stamp.starts_with(me) && stamp.as_bytes().get(me.len()) == Some(&b'/')
-                })
-                .and_then(Stamp::parse)
-                .filter(|stamp| stamp.custodian == me);
+                .and_then(|value| Stamp::of_custodian(value, me));
             if let Some(stamp) = own {
                 self.note_own(seq, stamp.destination, (stamp.epoch, stamp.number));
             }

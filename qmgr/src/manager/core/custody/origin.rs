@@ -77,9 +77,8 @@ impl Core {
             }
         };
         let passing = record::Passing::read(&payload).ok()?;
-        let stamp = passing.stamp.and_then(Stamp::parse)?;
-        (stamp.custodian == self.name.as_str())
-            .then(|| (stamp.destination.to_owned(), stamp.epoch, stamp.number))
+        let stamp = Stamp::of_custodian(passing.stamp?, self.name.as_str())?;
+        Some((stamp.destination.to_owned(), stamp.epoch, stamp.number))
     }
 
     /// A custody frame from a neighbour: this manager's to act on, or passed on towards the
