@@ -408,6 +408,25 @@ pub struct Status {
     /// This manager's own messages their destination confirmed, since start. Appended.
     #[serde(default)]
     pub messages_confirmed: u64,
+    /// Arrivals held here, per origin, until an earlier message of the same origin, queue
+    /// and priority arrives (it took a slower way round a failure). Appended.
+    #[serde(default)]
+    pub held_for_order: Vec<HeldStatus>,
+    /// Held arrivals that went on without the earlier message, at the custody timeout, since
+    /// start (each carries the `hopmq.unordered` header). Appended.
+    #[serde(default)]
+    pub messages_unordered: u64,
+}
+
+/// What a destination holds for one origin, to keep its put order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldStatus {
+    /// The manager that sent them (their custodian).
+    pub origin: String,
+    /// Messages held.
+    pub messages: u64,
+    /// How long the oldest has been held, in milliseconds.
+    pub oldest_ms: u64,
 }
 
 /// What a manager keeps for one destination manager until it confirms.

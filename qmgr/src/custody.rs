@@ -30,10 +30,16 @@ use serde::{Deserialize, Serialize};
 
 mod arrivals;
 mod kept;
+mod resequence;
+mod stamp;
 
 pub(crate) use arrivals::{Answer, Arrivals};
 pub use kept::Confirmation;
 pub(crate) use kept::{CONFIRM_RANGES_MAX, Kept};
+pub(crate) use resequence::{Holding, Release, Resequencer, Waiting};
+#[cfg(test)]
+use stamp::Afters;
+pub(crate) use stamp::{After, Chain, Stamp, Stamper};
 
 /// The header that carries a message's stamp.
 pub(crate) const STAMP_HEADER: &str = "hopmq.custody";
@@ -43,64 +49,27 @@ pub(crate) const STAMP_HEADER: &str = "hopmq.custody";
 /// shows the acceptance.
 pub(crate) const ACCEPTED_HEADER: &str = "hopmq.custody.accepted";
 
-/// The header a copy sent again around a failure carries.
+/// The header a copy sent again around a failure carries: how many copies were made of the
+/// message, this one included.
 pub(crate) const RESENT_HEADER: &str = "hopmq.resent";
 
+/// The header a message carries when its destination stopped holding it for an earlier one
+/// (see `resequence`): the earlier one's stamp, and why. Order may be broken just there.
+pub(crate) const UNORDERED_HEADER: &str = "hopmq.unordered";
+
 /// Every header custody sets: an operator's move replaces them all.
-pub(crate) const HEADERS: [&str; 3] = [STAMP_HEADER, ACCEPTED_HEADER, RESENT_HEADER];
+pub(crate) const HEADERS: [&str; 4] = [
+    STAMP_HEADER,
+    ACCEPTED_HEADER,
+    RESENT_HEADER,
+    UNORDERED_HEADER,
+];
 
 /// Ranges of accepted numbers kept per stream; each is a gap some copy may still fill.
 pub(crate) const RANGES_MAX: usize = 1024;
 
 /// Streams (incarnations of an origin) kept per origin and destination.
 pub(crate) const EPOCHS_MAX: usize = 64;
-
-/// A message's place in its stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stamp<'a> {
-    /// The manager that keeps custody of the message until its destination has it: its
-    /// origin, or the destination of an earlier leg that passed it on (its queue had moved).
-    pub custodian: &'a str,
-    /// The custodian's incarnation.
-    pub epoch: u64,
-    /// The message's number in the stream, from 1.
-    pub number: u64,
-    /// The destination manager the stream goes to.
-    pub destination: &'a str,
-}
-
-impl<'a> Stamp<'a> {
-    /// Reads a stamp header's value (`CUSTODIAN/EPOCH.NUMBER@DESTINATION`).
-    pub(crate) fn parse(value: &'a str) -> Option<Self> {
-        let (custodian, rest) = value.split_once('/')?;
-        let (numbers, destination) = rest.split_once('@')?;
-        let (epoch, number) = numbers.split_once('.')?;
-        Some(Self {
-            custodian,
-            epoch: epoch.parse().ok()?,
-            number: number.parse().ok()?,
-            destination,
-        })
-    }
-
-    /// The stamp in a header's `value` if `custodian` made it; others are told apart by their
-    /// first bytes, without parsing (a relay passes thousands of other custodians' stamps).
-    pub(crate) fn of_custodian(value: &'a str, custodian: &str) -> Option<Self> {
-        let mine =
-            value.starts_with(custodian) && value.as_bytes().get(custodian.len()) == Some(&b'/');
-        mine.then(|| Self::parse(value))
-            .flatten()
-            .filter(|stamp| stamp.custodian == custodian)
-    }
-
-    /// The header's value.
-    pub(crate) fn value(&self) -> String {
-        format!(
-            "{}/{}.{}@{}",
-            self.custodian, self.epoch, self.number, self.destination
-        )
-    }
-}
 
 /// The stamp in the header `key` (`STAMP_HEADER`, or `ACCEPTED_HEADER`) among `headers`.
 pub(crate) fn stamp_among<'a>(headers: &[(&'a str, &'a str)], key: &str) -> Option<Stamp<'a>> {
@@ -126,6 +95,8 @@ pub(crate) enum Verdict {
     /// Older than what is remembered: it may or may not have been accepted, so it goes to the
     /// dead-letter queue rather than risk a second delivery.
     Forgotten,
+    /// New, but this earlier message it must not overtake is not here yet: hold it.
+    Wait(After),
 }
 
 /// One stream's accepted numbers.
@@ -267,51 +238,6 @@ pub struct CustodyRecord {
     pub accepted: Summary,
 }
 
-/// Stamps what this manager sends to other managers: one stream per destination.
-#[derive(Debug)]
-pub(crate) struct Stamper {
-    custodian: Box<str>,
-    epoch: u64,
-    next: FxHashMap<Box<str>, u64>,
-}
-
-impl Stamper {
-    /// Streams of the incarnation `epoch`, which must be above every earlier incarnation's.
-    pub(crate) fn new(custodian: &str, epoch: u64) -> Self {
-        Self {
-            custodian: custodian.into(),
-            epoch,
-            next: FxHashMap::default(),
-        }
-    }
-
-    /// This incarnation's epoch.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// The number of the last message stamped for `destination`.
-    pub(crate) fn last(&self, destination: &str) -> Option<u64> {
-        self.next.get(destination).map(|next| next - 1)
-    }
-
-    /// The stamp header's value for the next message to `destination`.
-    pub(crate) fn stamp(&mut self, destination: &str) -> String {
-        let number = match self.next.get_mut(destination) {
-            Some(next) => next,
-            None => self.next.entry(destination.into()).or_insert(1),
-        };
-        let stamp = Stamp {
-            custodian: &self.custodian,
-            epoch: self.epoch,
-            number: *number,
-            destination,
-        };
-        *number += 1;
-        stamp.value()
-    }
-}
-
 /// A copy admitted and not yet durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Admitted {
@@ -371,12 +297,28 @@ impl Accepted {
     }
 
     /// Decides on a stamped arrival; a new one is admitted at once (a second copy in the same
-    /// batch is a duplicate) and must later be [`Self::stored`] or [`Self::failed`].
-    pub(crate) fn admit(&mut self, stamp: Stamp<'_>) -> (Verdict, Option<Admitted>) {
+    /// batch is a duplicate) and must later be [`Self::stored`] or [`Self::failed`]. With
+    /// `ordered_at` (the wall clock now), a new one whose earlier message is neither here
+    /// (admitted, or forgotten) nor expired must wait: it is not admitted.
+    pub(crate) fn admit(
+        &mut self,
+        stamp: Stamp<'_>,
+        ordered_at: Option<u64>,
+    ) -> (Verdict, Option<Admitted>) {
         let index = self.pair_index(stamp.custodian, stamp.destination);
         let pair = &mut self.pairs[index as usize].pair;
-        let verdict = pair.verdict(stamp.epoch, stamp.number);
+        let mut verdict = pair.verdict(stamp.epoch, stamp.number);
+        if let (Verdict::New, Some(now_ms)) = (verdict, ordered_at) {
+            let missing = stamp.after.iter().find(|after| {
+                let expired = after.expires_ms.is_some_and(|at| at <= now_ms);
+                !expired && pair.verdict(stamp.epoch, after.number) == Verdict::New
+            });
+            if let Some(after) = missing {
+                verdict = Verdict::Wait(after);
+            }
+        }
         match verdict {
+            Verdict::Wait(_) => (verdict, None),
             Verdict::New => {
                 pair.stream(stamp.epoch).insert(stamp.number);
                 let admitted = Admitted {
@@ -547,59 +489,80 @@ mod tests {
             epoch,
             number,
             destination: "south",
-        }
-    }
-
-    #[test]
-    fn stamps_round_trip_and_garbage_is_none() {
-        let s = Stamp {
-            custodian: "no.rth",
-            epoch: 1_765_000_000_123,
-            number: 42,
-            destination: "so.uth-1",
-        };
-        assert_eq!(Stamp::parse(&s.value()), Some(s));
-        for bad in [
-            "",
-            "1.2@x",
-            "n/1.2",
-            "n/1@x",
-            "n/a.2@x",
-            "n/1.b@x",
-            "n/1.2.3@x",
-        ] {
-            assert_eq!(Stamp::parse(bad), None, "{bad}");
+            after: Afters::default(),
         }
     }
 
     #[test]
     fn a_second_copy_is_a_duplicate_and_a_failed_store_frees_its_number() {
         let mut accepted = Accepted::default();
-        let (verdict, admitted) = accepted.admit(stamp(7, 1));
+        let (verdict, admitted) = accepted.admit(stamp(7, 1), None);
         assert_eq!(verdict, Verdict::New);
-        assert_eq!(accepted.admit(stamp(7, 1)).0, Verdict::Duplicate);
+        assert_eq!(accepted.admit(stamp(7, 1), None).0, Verdict::Duplicate);
         // Another custodian, epoch or destination is another stream.
         let west = Stamp {
             custodian: "west",
             ..stamp(7, 1)
         };
-        assert_eq!(accepted.admit(west).0, Verdict::New);
-        assert_eq!(accepted.admit(stamp(8, 1)).0, Verdict::New);
+        assert_eq!(accepted.admit(west, None).0, Verdict::New);
+        assert_eq!(accepted.admit(stamp(8, 1), None).0, Verdict::New);
         accepted.failed(&[admitted.unwrap()]);
-        assert_eq!(accepted.admit(stamp(7, 1)).0, Verdict::New);
+        assert_eq!(accepted.admit(stamp(7, 1), None).0, Verdict::New);
         assert_eq!(accepted.duplicates(), 1);
+    }
+
+    #[test]
+    fn a_message_waits_for_the_earlier_ones_it_names_unless_they_expired() {
+        let mut accepted = Accepted::default();
+        let value = |number: u64, afters: &str| format!("north/7.{number}@south{afters}");
+        let admit = |accepted: &mut Accepted, value: &str, now| {
+            accepted.admit(Stamp::parse(value).unwrap(), now).0
+        };
+        let waits_for = |number| {
+            Verdict::Wait(After {
+                number,
+                expires_ms: None,
+            })
+        };
+        assert_eq!(
+            admit(&mut accepted, &value(3, "<2"), Some(50)),
+            waits_for(2)
+        );
+        // Waiting admits nothing; unordered, it is admitted.
+        assert_eq!(admit(&mut accepted, &value(3, "<2"), None), Verdict::New);
+        assert_eq!(
+            admit(&mut accepted, &value(3, "<2"), Some(50)),
+            Verdict::Duplicate
+        );
+        // An expired one is not waited for, the next one named is.
+        assert_eq!(
+            admit(&mut accepted, &value(5, "<4~50<1"), Some(50)),
+            waits_for(1)
+        );
+        assert_eq!(
+            admit(&mut accepted, &value(5, "<4~51<1"), Some(50)).clone(),
+            Verdict::Wait(After {
+                number: 4,
+                expires_ms: Some(51)
+            })
+        );
+        accepted.admit(stamp(7, 1), None);
+        assert_eq!(
+            admit(&mut accepted, &value(5, "<4~50<1"), Some(50)),
+            Verdict::New
+        );
     }
 
     #[test]
     fn summaries_leave_out_stores_in_flight() {
         let mut accepted = Accepted::default();
-        let (_, first) = accepted.admit(stamp(7, 1));
+        let (_, first) = accepted.admit(stamp(7, 1), None);
         accepted.stored(&[first.unwrap()]);
-        accepted.admit(stamp(7, 2));
+        accepted.admit(stamp(7, 2), None);
         let mut recovered = Accepted::default();
         recovered.merge(accepted.summary());
-        assert_eq!(recovered.admit(stamp(7, 1)).0, Verdict::Duplicate);
-        assert_eq!(recovered.admit(stamp(7, 2)).0, Verdict::New);
+        assert_eq!(recovered.admit(stamp(7, 1), None).0, Verdict::Duplicate);
+        assert_eq!(recovered.admit(stamp(7, 2), None).0, Verdict::New);
     }
 
     #[test]
@@ -607,19 +570,19 @@ mod tests {
         let mut accepted = Accepted::default();
         // Every other number: each one is a range of its own.
         for number in (1..=2 * (RANGES_MAX as u64 + 10)).step_by(2) {
-            accepted.admit(stamp(1, number));
+            accepted.admit(stamp(1, number), None);
         }
-        assert_eq!(accepted.admit(stamp(1, 1)).0, Verdict::Forgotten);
-        assert_eq!(accepted.admit(stamp(1, 2)).0, Verdict::Forgotten);
+        assert_eq!(accepted.admit(stamp(1, 1), None).0, Verdict::Forgotten);
+        assert_eq!(accepted.admit(stamp(1, 2), None).0, Verdict::Forgotten);
         let last = 2 * (RANGES_MAX as u64 + 10) - 1;
-        assert_eq!(accepted.admit(stamp(1, last)).0, Verdict::Duplicate);
-        assert_eq!(accepted.admit(stamp(1, last + 1)).0, Verdict::New);
+        assert_eq!(accepted.admit(stamp(1, last), None).0, Verdict::Duplicate);
+        assert_eq!(accepted.admit(stamp(1, last + 1), None).0, Verdict::New);
         for epoch in 2..=EPOCHS_MAX as u64 + 1 {
-            accepted.admit(stamp(epoch, 1));
+            accepted.admit(stamp(epoch, 1), None);
         }
-        assert_eq!(accepted.admit(stamp(1, 9)).0, Verdict::Forgotten);
+        assert_eq!(accepted.admit(stamp(1, 9), None).0, Verdict::Forgotten);
         assert_eq!(
-            accepted.admit(stamp(EPOCHS_MAX as u64 + 2, 1)).0,
+            accepted.admit(stamp(EPOCHS_MAX as u64 + 2, 1), None).0,
             Verdict::New
         );
     }
@@ -632,7 +595,7 @@ mod tests {
             let mut accepted = Accepted::default();
             let mut model = std::collections::BTreeSet::new();
             for (number, fail) in ops {
-                let (verdict, admitted) = accepted.admit(stamp(3, number));
+                let (verdict, admitted) = accepted.admit(stamp(3, number), None);
                 prop_assert_eq!(verdict == Verdict::Duplicate, model.contains(&number));
                 if let Some(admitted) = admitted {
                     if fail {
@@ -646,7 +609,7 @@ mod tests {
             let mut recovered = Accepted::default();
             recovered.merge(accepted.summary());
             for number in 1..200 {
-                let (verdict, _) = recovered.admit(stamp(3, number));
+                let (verdict, _) = recovered.admit(stamp(3, number), None);
                 prop_assert_eq!(verdict == Verdict::Duplicate, model.contains(&number));
             }
         }

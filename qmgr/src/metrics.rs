@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use hopmq::protocol::{CustodyStatus, LinkStatus, QueueStatus, Status};
+use hopmq::protocol::{CustodyStatus, HeldStatus, LinkStatus, QueueStatus, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -134,7 +134,7 @@ const QUEUES: [Family<QueueStatus>; 3] = [
 ];
 
 /// The manager's counters of messages on their way: handed on, expired, re-routed.
-const PASSED_ON: [Family<Status>; 6] = [
+const PASSED_ON: [Family<Status>; 7] = [
     family(
         "hopmq_messages_forwarded_total",
         "counter",
@@ -170,6 +170,27 @@ const PASSED_ON: [Family<Status>; 6] = [
         "counter",
         "This manager's own messages their destination manager confirmed, since start.",
         |s| count(s.messages_confirmed),
+    ),
+    family(
+        "hopmq_messages_unordered_total",
+        "counter",
+        "Arrivals held for an earlier message of their origin and queue that went on without it at the custody timeout, since start.",
+        |s| count(s.messages_unordered),
+    ),
+];
+
+const HELD: [Family<HeldStatus>; 2] = [
+    family(
+        "hopmq_held_for_order_messages",
+        "gauge",
+        "Arrivals held until an earlier message of the same origin, queue and priority arrives.",
+        |h| count(h.messages),
+    ),
+    family(
+        "hopmq_held_for_order_oldest_seconds",
+        "gauge",
+        "How long the oldest arrival held for the origin has waited.",
+        |h| Some(h.oldest_ms as f64 / 1000.0),
     ),
 ];
 
@@ -307,6 +328,8 @@ pub(crate) fn render(status: &Status, journal: &JournalStats) -> String {
     out.families(&LINKS, &status.links, |l| Some(links(l)));
     let destinations = |c: &CustodyStatus| format!("destination=\"{}\"", c.destination);
     out.families(&CUSTODY, &status.custody, |c| Some(destinations(c)));
+    let origins = |h: &HeldStatus| format!("origin=\"{}\"", h.origin);
+    out.families(&HELD, &status.held_for_order, |h| Some(origins(h)));
     out.families(&STORE, std::slice::from_ref(journal), |_| None);
     out.fsync_histogram(journal);
     out.text

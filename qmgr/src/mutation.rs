@@ -23,16 +23,20 @@ pub enum Mutation {
     /// Destinations never confirm what they stored, so origins keep their messages for ever
     /// (and send them again, and again).
     SkipConfirmations,
+    /// Destinations never hold a message for an earlier one of its origin and queue, so a
+    /// message sent around a failed relay is overtaken by later ones.
+    SkipResequencing,
 }
 
 impl Mutation {
     /// Every mutation, with the name `scripts/sim --mutation` takes.
-    pub const ALL: [(&'static str, Mutation); 5] = [
+    pub const ALL: [(&'static str, Mutation); 6] = [
         ("ack-before-durable", Mutation::AckBeforeDurable),
         ("skip-dedup", Mutation::SkipDedup),
         ("unrecorded-lease", Mutation::UnrecordedLease),
         ("skip-custody-dedup", Mutation::SkipCustodyDedup),
         ("skip-confirmations", Mutation::SkipConfirmations),
+        ("skip-resequencing", Mutation::SkipResequencing),
     ];
 
     /// Mutations a second mechanism masks: the checker must *not* see them break a promise.
@@ -57,6 +61,7 @@ pub fn set(mutation: Option<Mutation>) {
         Some(Mutation::UnrecordedLease) => 3,
         Some(Mutation::SkipCustodyDedup) => 4,
         Some(Mutation::SkipConfirmations) => 5,
+        Some(Mutation::SkipResequencing) => 6,
     };
     ACTIVE.store(code, std::sync::atomic::Ordering::Relaxed);
 }
@@ -72,6 +77,7 @@ pub fn active(mutation: Mutation) -> bool {
             Mutation::UnrecordedLease => 3,
             Mutation::SkipCustodyDedup => 4,
             Mutation::SkipConfirmations => 5,
+            Mutation::SkipResequencing => 6,
         };
         ACTIVE.load(std::sync::atomic::Ordering::Relaxed) == code
     }

@@ -73,6 +73,20 @@ fn print_summary(status: &Status) -> Result<(), OutputError> {
             kept.resent
         )?;
     }
+    for held in &status.held_for_order {
+        outln!(
+            "order: {} from {} held for an earlier one (oldest {})",
+            units::count(held.messages, "message", "messages"),
+            held.origin,
+            units::duration(Duration::from_millis(held.oldest_ms)),
+        )?;
+    }
+    if status.messages_unordered > 0 {
+        outln!(
+            "order: {} went on without an earlier one at the custody timeout",
+            units::count(status.messages_unordered, "message", "messages"),
+        )?;
+    }
     let topology = &status.topology;
     if let Some(file) = &topology.file {
         outln!(

@@ -29,6 +29,8 @@ pub struct Passing<'a> {
     pub origin: &'a str,
     /// Its custody stamp's header value, if it has one (see `crate::custody`).
     pub stamp: Option<&'a str>,
+    /// How many times it was copied around a failure (its `hopmq.resent` header; 0 if none).
+    pub resent: u32,
     /// When it expires, in milliseconds since the epoch.
     pub expires_at_ms: Option<u64>,
     /// 0 to 9.
@@ -71,10 +73,13 @@ impl<'a> Passing<'a> {
         // an error, never in a long loop or an allocation.
         let headers: u64 = take(&mut rest)?;
         let mut stamp = None;
+        let mut resent = 0;
         for _ in 0..headers {
             let (key, value): (&str, &str) = take(&mut rest)?;
             if key == crate::custody::STAMP_HEADER {
                 stamp = Some(value);
+            } else if key == crate::custody::RESENT_HEADER {
+                resent = value.parse().unwrap_or(0);
             }
         }
         let correlation_id: Option<&str> = take(&mut rest)?;
@@ -94,6 +99,7 @@ impl<'a> Passing<'a> {
             destination,
             origin,
             stamp,
+            resent,
             expires_at_ms,
             priority,
             correlation_id,
@@ -104,6 +110,12 @@ impl<'a> Passing<'a> {
             trace,
             body: body_start..body_end,
         })
+    }
+
+    /// Its [`dedup_key`] once it has passed `more` managers besides those of its trace.
+    pub fn key(&self, more: usize) -> u128 {
+        dedup_key(self.id, self.hops + more)
+            ^ u128::from(self.resent).wrapping_mul(0xD6E8_FEB8_6659_FD93_A5B4_3B5D_C3F1_D2C7)
     }
 
     /// The payload of this message stored in `queue` under `seq`, with `hop` (this manager,
@@ -147,9 +159,12 @@ pub fn enqueue_id(payload: &[u8]) -> Result<u128, RecordError> {
 }
 
 /// What a channel deduplicates a message by: its id, mixed with how many managers it has
-/// passed through. A resend of one stored copy carries the same key; a copy that comes back
-/// through a routing loop while routes converge has a longer trace, hence another key, and is
-/// a message to deliver, not a duplicate to drop. At its origin (no hops) the key is the id.
+/// passed through (and, by [`Passing::key`], how many times custody copied it). A resend of
+/// one stored copy carries the same key; a copy that comes back through a routing loop while
+/// routes converge has a longer trace, and a copy custody made around a failure has another
+/// count, hence another key: each is a message to pass on, not a duplicate to drop (its
+/// destination drops second copies by their stamp). At its origin (no hops, never copied)
+/// the key is the id.
 pub fn dedup_key(id: u128, hops: usize) -> u128 {
     // An odd multiplier spreads the hop count over all 128 bits.
     id ^ (hops as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
@@ -157,7 +172,7 @@ pub fn dedup_key(id: u128, hops: usize) -> u128 {
 
 /// The [`dedup_key`] of the message in an `Enqueue` payload.
 pub fn enqueue_dedup_key(payload: &[u8]) -> Result<u128, RecordError> {
-    Passing::read(payload).map(|passing| dedup_key(passing.id, passing.hops))
+    Passing::read(payload).map(|passing| passing.key(0))
 }
 
 /// The rest of an `Enqueue` payload after its version, variant, seq and queue (the fields an

@@ -3,9 +3,13 @@
 //! - no acknowledged persistent put is lost: once faults stop, each is delivered (a
 //!   destructive get's answer, or an ack's `Done`) or dead-lettered within a bounded time;
 //! - nothing is delivered twice (deliveries and dead letters of one message count together);
-//! - per origin, queue and priority, messages are first handed out in put order while no
-//!   fault happened between the earlier one's put and the later one's delivery (a route can
-//!   only change through a fault here);
+//! - per origin, queue and priority, messages are first handed out in put order whatever
+//!   the routes, relays and links did meanwhile, unless the origin restarted between the two
+//!   puts (a new incarnation starts new streams), the queue's home moved after the earlier
+//!   one's put or managers still disagreed on it then (the old home passes messages on as
+//!   their new custodian, and keeps those it had stored), or a
+//!   message between them went on without its earlier one at the custody timeout (it says
+//!   so in its `hopmq.unordered` header);
 //! - every dead-lettered message says why.
 //!
 //! A message is *in doubt*, and excused from the loss check, when a crash kept the unsynced
@@ -35,9 +39,12 @@ struct Message {
     persistent: bool,
     expires: bool,
     put: PutState,
-    /// The fault count when it was put.
-    put_epoch: u64,
+    /// Its origin's incarnation, the simulated time, and whether every manager saw the
+    /// queue's home in one place, when it was put.
+    put_at: (u64, u64, bool),
     first_seen: bool,
+    /// It was handed out with the `hopmq.unordered` header.
+    unordered: bool,
     /// Deliveries plus dead letters.
     resolved: u32,
     dead_lettered: bool,
@@ -51,11 +58,14 @@ type Stream = (String, String, u8);
 pub struct Checker {
     messages: BTreeMap<String, Message>,
     streams: BTreeMap<Stream, (usize, Vec<String>)>,
-    faults: u64,
+    /// Restarts per origin.
+    restarts: BTreeMap<String, u64>,
+    /// When topology edits moved a queue's home (simulated ms).
+    home_moves: Vec<u64>,
     violations: Vec<String>,
-    /// (later, earlier): `later` was handed out while `earlier`, put before it with no fault
-    /// since, was not. A violation unless `earlier` turns out to have been dead-lettered
-    /// (a full queue at its home), which is known only once the dead letter is got.
+    /// (later, earlier): `later` was handed out while `earlier`, put before it, was not. A
+    /// violation unless `earlier` turns out to have been dead-lettered (a full queue at its
+    /// home), or a message between them went on unordered, which is known only later.
     overtaken: Vec<(String, String)>,
     /// Counters for the run's summary line.
     pub delivered: u64,
@@ -64,20 +74,24 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// A put request was sent.
+    /// A put request was sent, at `now_ms`, while every manager agreed on its queue's home
+    /// or not.
     pub fn put(
         &mut self,
         key: &str,
-        origin: &str,
-        queue: &str,
-        priority: u8,
-        persistent: bool,
-        expires: bool,
+        (origin, queue, priority): (&str, &str, u8),
+        (persistent, expires): (bool, bool),
+        (now_ms, homes_agree): (u64, bool),
     ) {
         let stream = (origin.to_owned(), queue.to_owned(), priority);
         let (_, keys) = self.streams.entry(stream.clone()).or_default();
         keys.push(key.to_owned());
         let index = keys.len() - 1;
+        let put_at = (
+            self.restarts.get(origin).copied().unwrap_or(0),
+            now_ms,
+            homes_agree,
+        );
         self.messages.insert(
             key.to_owned(),
             Message {
@@ -86,8 +100,9 @@ impl Checker {
                 persistent,
                 expires,
                 put: PutState::Pending,
-                put_epoch: self.faults,
+                put_at,
                 first_seen: false,
+                unordered: false,
                 resolved: 0,
                 dead_lettered: false,
                 in_doubt: false,
@@ -117,13 +132,19 @@ impl Checker {
         }
     }
 
-    /// Something that can change routes happened (a crash, a partition, a flap, a drain).
-    pub fn fault(&mut self) {
-        self.faults += 1;
+    /// Manager `origin` restarted (its streams start again).
+    pub fn restarted(&mut self, origin: &str) {
+        *self.restarts.entry(origin.to_owned()).or_default() += 1;
     }
 
-    /// `key` was handed out (leased or not) from an application queue.
-    pub fn handed_out(&mut self, key: &str) {
+    /// A topology edit moved a queue's home at `now_ms`.
+    pub fn home_moved(&mut self, now_ms: u64) {
+        self.home_moves.push(now_ms);
+    }
+
+    /// `key` was handed out (leased or not) from an application queue; `unordered` if it
+    /// went on without an earlier message.
+    pub fn handed_out(&mut self, key: &str, unordered: bool, now_ms: u64) {
         let Some(message) = self.messages.get_mut(key) else {
             self.violations
                 .push(format!("a message nobody put was handed out: {key:?}"));
@@ -133,8 +154,15 @@ impl Checker {
             return;
         }
         message.first_seen = true;
+        message.unordered = unordered;
         let (stream, index) = (message.stream.clone(), message.index);
-        let faults = self.faults;
+        let life = message.put_at.0;
+        // A home moved while the earlier one was on its way.
+        let moved = |put_ms: u64| {
+            self.home_moves
+                .iter()
+                .any(|&at| (put_ms..=now_ms).contains(&at))
+        };
         let Some((cursor, keys)) = self.streams.get_mut(&stream) else {
             return;
         };
@@ -148,7 +176,9 @@ impl Checker {
                 && !a.expires
                 && !a.in_doubt
                 && !a.dead_lettered
-                && a.put_epoch == faults;
+                && a.put_at.0 == life
+                && a.put_at.2
+                && !moved(a.put_at.1);
             if checkable {
                 self.overtaken.push((key.to_owned(), earlier.clone()));
             }
@@ -243,14 +273,10 @@ impl Checker {
     /// Everything found wrong, the never-delivered messages included.
     pub fn finish(mut self) -> Vec<String> {
         for (later, earlier) in std::mem::take(&mut self.overtaken) {
-            let excused = self
-                .messages
-                .get(&earlier)
-                .is_none_or(|m| m.dead_lettered || m.in_doubt);
-            if !excused {
+            if !self.excused(&later, &earlier) {
                 let stream = &self.messages[&earlier].stream;
                 self.violations.push(format!(
-                    "order: {later} was handed out before {earlier}, put earlier to {} from {} with no fault since",
+                    "order: {later} was handed out before {earlier}, put earlier to {} from {}",
                     stream.1, stream.0
                 ));
             }
@@ -273,6 +299,23 @@ impl Checker {
             ));
         }
         self.violations
+    }
+
+    /// Whether `later` may have overtaken `earlier`: `earlier` was dead-lettered or is in
+    /// doubt, or a message after `earlier` up to `later` went on without its earlier one.
+    fn excused(&self, later: &str, earlier: &str) -> bool {
+        let (Some(a), Some(b)) = (self.messages.get(earlier), self.messages.get(later)) else {
+            return true;
+        };
+        if a.dead_lettered || a.in_doubt {
+            return true;
+        }
+        let Some((_, keys)) = self.streams.get(&a.stream) else {
+            return true;
+        };
+        keys[a.index + 1..=b.index]
+            .iter()
+            .any(|key| self.messages.get(key).is_some_and(|m| m.unordered))
     }
 
     /// Something else found wrong.

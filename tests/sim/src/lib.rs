@@ -36,6 +36,8 @@ use crate::shape::Shape;
 
 /// Simulated time allowed, once faults stop, for every acknowledged message to arrive.
 pub const LIVENESS_MS: u64 = 120_000;
+/// Simulated time within which every running manager applies a topology edit.
+const ROLLOUT_MS: u64 = 2_000;
 /// Simulated time a run goes on once everything arrived, for late duplicates to show.
 const LATE_COPY_MS: u64 = 5_000;
 
@@ -235,7 +237,6 @@ impl Sim {
         }
         self.move_frames();
         self.dial();
-        self.watch_routes();
         for index in 0..self.nodes.len() {
             self.read_client(index);
         }
@@ -370,8 +371,11 @@ impl Sim {
         };
         self.edits += 1;
         self.digest.add(&format!("edit {}: {what}", self.edits));
+        if what.contains(" moves to ") {
+            self.checker.home_moved(self.now_ms);
+        }
         for index in 0..self.nodes.len() {
-            let at = self.now_ms + self.rng.between(0, 2_000);
+            let at = self.now_ms + self.rng.between(0, ROLLOUT_MS);
             self.nodes[index].rollout = Some((at, self.shape.clone(), self.edits));
         }
     }
@@ -384,7 +388,6 @@ impl Sim {
         let (a, b) = links[self.rng.index(links.len())];
         if self.network.block(a, b) {
             self.digest.add(&format!("partition {a}-{b}"));
-            self.checker.fault();
             let close_at = self.now_ms + self.rng.between(0, 3_000);
             self.network.close_between(a, b, close_at);
         }
@@ -398,13 +401,11 @@ impl Sim {
         let (a, b) = blocked[self.rng.index(blocked.len())];
         self.network.unblock(a, b);
         self.digest.add(&format!("heal {a}-{b}"));
-        self.checker.fault();
     }
 
     fn drop_random_connection(&mut self) {
         if let Some(id) = self.network.random_connection(&mut self.rng) {
             self.digest.add(&format!("drop connection {id}"));
-            self.checker.fault();
             self.network.close(id, self.now_ms);
         }
     }

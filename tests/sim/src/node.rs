@@ -64,8 +64,6 @@ pub(crate) struct Node {
     /// Messages put here so far (for their keys).
     put_count: u64,
     drained: Vec<ManagerName>,
-    /// The core's route changes last seen.
-    route_changes: u64,
 }
 
 fn limits() -> CoreLimits {
@@ -99,7 +97,6 @@ impl Node {
             next_connection: 0,
             put_count: 0,
             drained: Vec::new(),
-            route_changes: 0,
         }
     }
 }
@@ -126,7 +123,6 @@ impl Sim {
             entropy,
         );
         node.core = Some(core);
-        node.route_changes = 0;
         // As `qmgr run` does: the drains the disk kept stay in force.
         let drained = node.disk.drained();
         if let Some(core) = node.core.as_mut() {
@@ -145,7 +141,6 @@ impl Sim {
             leases: Vec::new(),
         });
         self.digest.add(&format!("start {index} #{incarnation}"));
-        self.checker.fault();
         self.handle(
             index,
             Command::Connected {
@@ -165,7 +160,7 @@ impl Sim {
             "crash"
         };
         self.digest.add(&format!("{why} {index}"));
-        self.checker.fault();
+        self.checker.restarted(self.nodes[index].name.as_str());
         let node = &mut self.nodes[index];
         node.core = None;
         if let Some(client) = node.client.take() {
@@ -184,21 +179,6 @@ impl Sim {
         self.nodes[index].restart_at = Some((restart, recovered));
         let close_at = self.now_ms + self.rng.between(0, 3_000);
         self.network.crashed(index, close_at);
-    }
-
-    /// Tells the checker when any manager's routes changed: order is promised only while
-    /// they stay put.
-    pub(crate) fn watch_routes(&mut self) {
-        for node in &mut self.nodes {
-            let changes = node
-                .core
-                .as_ref()
-                .map_or(node.route_changes, Core::route_changes);
-            if changes != node.route_changes {
-                node.route_changes = changes;
-                self.checker.fault();
-            }
-        }
     }
 
     /// Hands `command` to manager `index`'s core, if it runs.
@@ -248,7 +228,6 @@ impl Sim {
             return; // read at its start
         }
         self.digest.add(&format!("m{index} applies edit {edit}"));
-        self.checker.fault();
         // As the QUIC driver does first: connections of links the file no longer has close.
         let gone: Vec<usize> = (0..self.nodes.len())
             .filter(|&other| other != index && !shape.linked(index, other))
@@ -365,11 +344,9 @@ impl Sim {
             let ttl_ms = self.rng.chance(30).then(|| self.rng.between(50, 3_000));
             self.checker.put(
                 &key,
-                self.nodes[index].name.as_str(),
-                &queue,
-                priority,
-                persistent,
-                ttl_ms.is_some(),
+                (self.nodes[index].name.as_str(), &queue, priority),
+                (persistent, ttl_ms.is_some()),
+                (self.now_ms, self.homes_agree(&queue)),
             );
             messages.push((
                 queue.clone(),
@@ -393,6 +370,13 @@ impl Sim {
             // Not sent: the client has too much outstanding.
             self.checker.put_answered(&keys, false);
         }
+    }
+
+    /// Whether every manager's topology (or the one it will start with) homes `queue` where
+    /// the newest edit does.
+    fn homes_agree(&self, queue: &str) -> bool {
+        let home = self.shape.home(queue);
+        self.nodes.iter().all(|node| node.shape.home(queue) == home)
     }
 
     /// A get (destructive or leased) from a queue at a random manager, or its dead-letter
@@ -493,7 +477,6 @@ impl Sim {
         }
         self.digest
             .add(&format!("drain {index} {neighbour} {drained}"));
-        self.checker.fault();
         if drained {
             self.nodes[index].drained.push(neighbour);
         } else {
@@ -505,7 +488,6 @@ impl Sim {
     pub(crate) fn undrain_all(&mut self, index: usize) {
         let drained = std::mem::take(&mut self.nodes[index].drained);
         for neighbour in drained {
-            self.checker.fault();
             self.request(
                 index,
                 Operation::SetLink {
@@ -562,7 +544,8 @@ impl Sim {
                         self.checker.dead_letter(&key, reason.map(String::as_str));
                         continue;
                     }
-                    self.checker.handed_out(&key);
+                    let unordered = delivery.headers.contains_key("hopmq.unordered");
+                    self.checker.handed_out(&key, unordered, self.now_ms);
                     match delivery.lease {
                         Some(lease) => {
                             if let Some(client) = self.nodes[index].client.as_mut() {

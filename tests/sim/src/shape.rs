@@ -96,6 +96,12 @@ impl Shape {
         }
     }
 
+    /// The home of queue `name` (`qI`), if it is one of the shape's.
+    pub(crate) fn home(&self, name: &str) -> Option<usize> {
+        let index: usize = name.strip_prefix('q')?.parse().ok()?;
+        self.homes.get(index).copied()
+    }
+
     /// Whether managers `a` and `b` are linked.
     pub(crate) fn linked(&self, a: usize, b: usize) -> bool {
         self.links.contains_key(&pair(a, b))

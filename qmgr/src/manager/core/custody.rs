@@ -11,8 +11,8 @@
 // The core's types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
 use crate::custody::{
-    ACCEPTED_HEADER, Accepted, Admitted, Answer, Arrivals, CustodyRecord, Kept, STAMP_HEADER,
-    Stamp, Stamper, Verdict,
+    ACCEPTED_HEADER, Accepted, Admitted, Answer, Arrivals, Chain, CustodyRecord, Kept, Resequencer,
+    STAMP_HEADER, Stamp, Stamper, Verdict,
 };
 
 use std::collections::BTreeMap;
@@ -25,7 +25,7 @@ pub(super) use origin::kept_record_of;
 
 /// See the module documentation.
 pub(super) struct CustodyState {
-    stamper: Stamper,
+    pub(super) stamper: Stamper,
     accepted: Accepted,
     /// The last custody record written.
     record: Option<Location>,
@@ -42,6 +42,8 @@ pub(super) struct CustodyState {
     pub(super) kept: Kept,
     /// Puts waiting for their messages' arrival.
     pub(super) arrivals: Arrivals,
+    /// Arrivals held for an earlier message of their origin and queue.
+    pub(super) resequencer: Resequencer,
     /// The path to each destination with kept messages, as last seen (`None`: unreachable).
     paths: BTreeMap<String, Option<Vec<ManagerName>>>,
     /// How long a kept message waits for its confirmation before it is sent again (if its
@@ -79,6 +81,7 @@ impl CustodyState {
             name_index: FxHashMap::default(),
             first_seq,
             arrivals: Arrivals::default(),
+            resequencer: Resequencer::default(),
             paths: BTreeMap::new(),
             timeout: 2 * Duration::from_millis(crate::config::defaults::LINK_DEAD_INTERVAL_MS),
             stamper: Stamper::new(name.as_str(), epoch),
@@ -129,7 +132,7 @@ impl CustodyState {
                 self.note_own(seq, stamp.destination, (stamp.epoch, stamp.number));
             }
         }
-        record::dedup_key(passing.id, passing.hops)
+        passing.key(0)
     }
 
     /// What was noted of message `seq`, now acknowledged: `Some(Some(..))` for one of this
@@ -166,7 +169,7 @@ impl CustodyState {
 
     /// Copies of stamped messages dropped since start.
     pub(super) fn duplicates(&self) -> u64 {
-        self.accepted.duplicates()
+        self.accepted.duplicates() + self.resequencer.duplicates()
     }
 }
 
@@ -180,6 +183,8 @@ pub(super) enum Admission {
     HandOver(Admitted, Vec<(&'static str, String)>),
     /// A copy of one already here: drop it.
     Drop,
+    /// This earlier message it must not overtake is not here yet: hold it.
+    Hold(crate::custody::After),
     /// Dead-letter it, for this reason.
     DeadLetter(String),
 }
@@ -234,13 +239,13 @@ impl Core {
         }
     }
 
-    /// The stamp header value for a message put here for `home`.
-    pub(super) fn stamp_for(&mut self, home: &ManagerName) -> String {
+    /// The stamp header value for a message put here for `home`, in `chain`.
+    pub(super) fn stamp_for(&mut self, home: &ManagerName, chain: Chain<'_>) -> String {
         if !self.custody.epoch_appended {
             // Appended before the message: commits are durable in append order.
             self.write_custody();
         }
-        self.custody.stamper.stamp(home.as_str())
+        self.custody.stamper.stamp(home.as_str(), chain)
     }
 
     /// Where a message for `destination` goes from here: a stamped one towards its stamp's
@@ -274,13 +279,17 @@ impl Core {
         self.resolve_arrival(destination)
     }
 
-    /// Decides on a stamped message arriving here for `queue` (see [`Admission`]).
+    /// Decides on a stamped message arriving here for `queue` (see [`Admission`]): with
+    /// `ordered_at` (the wall clock now), one that came before the message it must not
+    /// overtake is held.
     pub(super) fn admit(
         &mut self,
         stamp: Option<Stamp<'_>>,
-        destination: &str,
+        passing: &record::Passing<'_>,
         queue: &QueueName,
+        ordered_at: Option<u64>,
     ) -> Admission {
+        let destination = passing.destination;
         let Some(stamp) = stamp else {
             return Admission::Store(None);
         };
@@ -288,10 +297,17 @@ impl Core {
         if (!mine && !stays(queue)) || mutation::active(Mutation::SkipCustodyDedup) {
             return Admission::Store(None);
         }
-        match self.custody.accepted.admit(stamp) {
+        let ordered_at =
+            ordered_at.filter(|_| mine && !mutation::active(Mutation::SkipResequencing));
+        match self.custody.accepted.admit(stamp, ordered_at) {
+            (Verdict::Wait(after), _) => Admission::Hold(after),
             (Verdict::New, Some(admitted)) if mine && !stays(queue) => {
                 let mut headers = vec![(ACCEPTED_HEADER, stamp.value())];
-                headers.extend(self.handover_stamp(destination));
+                headers.extend(self.handover_stamp(
+                    destination,
+                    passing.priority,
+                    passing.expires_at_ms,
+                ));
                 Admission::HandOver(admitted, headers)
             }
             (Verdict::New, admitted) => Admission::Store(admitted),
@@ -308,7 +324,12 @@ impl Core {
     }
 
     /// A stamp of this manager's for the home `destination` now has, if it has one elsewhere.
-    pub(super) fn handover_stamp(&mut self, destination: &str) -> Restamp {
+    pub(super) fn handover_stamp(
+        &mut self,
+        destination: &str,
+        priority: u8,
+        expires_ms: Option<u64>,
+    ) -> Restamp {
         let address: Address = destination.parse().ok()?;
         let home = match address.manager {
             Some(manager) => manager,
@@ -319,7 +340,12 @@ impl Core {
                 .home
                 .clone(),
         };
-        (home != self.name).then(|| (STAMP_HEADER, self.stamp_for(&home)))
+        let chain = Chain {
+            queue: address.queue.as_str(),
+            priority,
+            expires_ms,
+        };
+        (home != self.name).then(|| (STAMP_HEADER, self.stamp_for(&home, chain)))
     }
 
     /// The writes of `admitted` ended: durable at `segment`, or failed.
@@ -368,6 +394,8 @@ impl Core {
         }
         self.flush_confirmations();
         self.on_kept_maintenance(now);
+        self.release_due(now);
+        self.custody.stamper.forget_settled();
         let active = self.storage.active_segment();
         let custody = &self.custody;
         if !custody.writing

@@ -36,7 +36,7 @@ use crate::channel::connection::{Channel, ChannelDirection};
 use crate::channel::frame::ChannelFrame;
 use crate::channel::receiver::{Receiver, ReceiverOutput, ReceiverState, Store};
 use crate::channel::sender::{HeldMessage, Sender, SenderState};
-use crate::custody::{Admitted, Stamp};
+use crate::custody::{Admitted, Stamp, UNORDERED_HEADER, Waiting};
 use crate::manager::clock::Now;
 use crate::manager::delivery::{self, DEAD_LETTER_QUEUE_HEADER, DEAD_LETTER_REASON_HEADER};
 use crate::manager::recovery;
@@ -44,6 +44,7 @@ use crate::queue::local::{BodyRef, Entry, correlation_hash};
 use crate::record::{self, AssignedRecord, ReceiveRecord, Record, SendRecord};
 use crate::store::{Location, StoreError};
 
+mod hold;
 mod links;
 mod receive;
 mod resend;
@@ -262,6 +263,12 @@ struct Arrivals {
     direct: Vec<DirectLink>,
     /// Stamped arrivals admitted by custody.
     admitted: Vec<Admitted>,
+    /// Held arrivals released by what this batch admitted, still to be placed in it.
+    released: Vec<Waiting>,
+    /// The arrival being placed leaves its hold without what it waited for, for this reason.
+    unordered: Option<String>,
+    /// The arrival being placed was held since then (if held again, it keeps its deadline).
+    held_since_ms: Option<u64>,
 }
 
 /// What to do once a link's write is durable.
@@ -284,6 +291,8 @@ pub(crate) enum LinkWrite {
         /// Its stamped arrivals, forgotten by custody if it fails.
         admitted: Vec<Admitted>,
     },
+    /// Held arrivals released at their deadline (see `hold`).
+    Released(hold::Released),
     /// A `ChannelReceive` written again at the head (no messages).
     ReceiveState {
         neighbour: ManagerName,

@@ -534,7 +534,12 @@ impl Core {
         let seq = self.next_seq;
         // Sent on as a new custody leg from here: the stamp it came with was spent where it
         // was accepted, and a copy bearing it would be dropped there as a second one.
-        let stamp = home.map(|home| self.stamp_for(&home));
+        let chain = crate::custody::Chain {
+            queue: address.split('@').next().unwrap_or(address),
+            priority: stored.priority,
+            expires_ms: stored.expires_at_ms,
+        };
+        let stamp = home.map(|home| self.stamp_for(&home, chain));
         let payload = delivery::encode_relocated(
             stored,
             (target.as_str(), seq),

@@ -4,6 +4,7 @@
 
 // The core's types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
+use crate::custody::Chain;
 
 impl Core {
     /// Where a put to `address` goes: a local queue, or the queue of messages waiting to leave
@@ -94,7 +95,9 @@ impl Core {
             // may only name a message that survives a crash (non-persistence ends here).
             let persistent = message.persistent || queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX);
             let home = home.filter(|_| persistent);
-            let stamp = home.as_ref().map(|home| self.stamp_for(home));
+            let stamp = home
+                .as_ref()
+                .map(|home| self.put_stamp(home, address, message, now));
             let (seq, id, payload, entry) =
                 self.stored_put(address, message, &queue, stamp.as_deref(), now);
             if let Some(home) = &home {
@@ -236,6 +239,22 @@ impl Core {
             targets.push((queue, home));
         }
         Ok(targets)
+    }
+
+    /// The stamp of `message`, put for `address` whose home is the manager `home`.
+    fn put_stamp(
+        &mut self,
+        home: &ManagerName,
+        address: &str,
+        message: &OutgoingMessage,
+        now: Now,
+    ) -> String {
+        let chain = Chain {
+            queue: address.split('@').next().unwrap_or(address),
+            priority: message.priority,
+            expires_ms: message.ttl_ms.map(|ttl| now.wall_ms.saturating_add(ttl)),
+        };
+        self.stamp_for(home, chain)
     }
 
     /// A new message's seq, id, record (as journaled and forwarded) and queue entry.

@@ -139,6 +139,8 @@ impl Core {
             messages_resent: self.totals.resent,
             custody: self.custody_status(now),
             messages_confirmed: self.totals.confirmed,
+            held_for_order: self.held_status(now),
+            messages_unordered: self.custody.resequencer.timed_out(),
         }
     }
 }

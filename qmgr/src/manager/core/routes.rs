@@ -69,8 +69,6 @@ pub(super) struct Routing {
     rerouting: std::collections::BTreeMap<QueueName, u64>,
     /// Moved and dead-lettered by the re-routing in progress, logged when it ends.
     rerouted: (u64, u64),
-    /// How often the route table changed a next hop since start.
-    changes: u64,
     /// `place` per destination address of arrivals, for the topology and route table in
     /// force: emptied whenever either changes (`forget_places`), and when it reaches
     /// [`PLACES_MAX`], so a neighbour sending to many addresses cannot grow it without bound.
@@ -178,7 +176,6 @@ impl Routing {
             recheck_after: 0,
             rerouting: std::collections::BTreeMap::new(),
             rerouted: (0, 0),
-            changes: 0,
             places: rustc_hash::FxHashMap::default(),
             puts: rustc_hash::FxHashMap::default(),
             towards: rustc_hash::FxHashMap::default(),
@@ -319,12 +316,6 @@ impl Core {
         self.refresh_routes(now);
     }
 
-    /// How often a next hop changed since this core started: per-origin order is promised
-    /// only while routes stay put, which is what a simulation's checker needs to know.
-    pub fn route_changes(&self) -> u64 {
-        self.routing.changes
-    }
-
     /// Whether routing may use the link to `neighbour`: declared, not drained, and heard
     /// within the dead interval.
     pub(super) fn link_usable(&self, neighbour: &ManagerName) -> bool {
@@ -404,7 +395,6 @@ impl Core {
         }
         if !changes.is_empty() {
             info!(changes = ?changes, "routes changed");
-            self.routing.changes += 1;
         }
         self.routing.routes = table;
         self.routing.forget_places();
@@ -535,7 +525,7 @@ impl Core {
             (Ok(target), Some(stamp))
                 if stamp.destination == self.name.as_str() && !custody::stays(target) =>
             {
-                self.handover_stamp(stored.destination)
+                self.handover_stamp(stored.destination, stored.priority, stored.expires_at_ms)
             }
             _ => None,
         };

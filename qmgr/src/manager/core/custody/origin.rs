@@ -116,6 +116,7 @@ impl Core {
     }
 
     fn on_confirmation(&mut self, confirmation: Confirmation, now: Now) {
+        self.custody.stamper.settled(&confirmation);
         let answers = self.custody.arrivals.confirm(&confirmation);
         self.answer_arrivals(answers);
         let (entries, messages) = self.custody.kept.confirm(confirmation, now.mono_ms);

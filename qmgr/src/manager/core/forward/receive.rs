@@ -6,6 +6,9 @@
 // The forwarding types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
 
+/// Where an arrival goes, why if it is dead-lettered, and the headers it takes there.
+type Placing = (QueueName, Option<String>, Vec<(&'static str, String)>);
+
 impl Core {
     /// Handles frames from `neighbour`'s inbound connection, in order; the stores they ask for
     /// become one journal write.
@@ -80,6 +83,7 @@ impl Core {
             if let Some(item) = self.arrival(neighbour, &message.payload, now, &mut arrivals) {
                 items.push(item);
             }
+            self.place_released(&mut arrivals, &mut items, now);
         }
         let Some(link) = self.links.get_mut(neighbour) else {
             return;
@@ -89,23 +93,16 @@ impl Core {
         let state = store.state;
         // Messages, then direct assignments, then the channel state: `place` takes the
         // locations in that order. The removal of handed-off messages comes last.
-        let mut payloads: Vec<Bytes> = items.iter().map(|item| item.payload.clone()).collect();
-        payloads.extend(direct_records(&arrivals.direct));
-        payloads.push(Bytes::from(record::encode(&Record::ChannelReceive(
-            ReceiveRecord {
-                from: neighbour.as_str(),
-                epoch: state.epoch,
-                sender_epoch: state.sender_epoch,
-                stored_up_to: state.stored_up_to,
-                reconcile_until: state.reconcile_until,
-                ids: ids.clone(),
-            },
-        ))));
-        if !arrivals.handed_off.is_empty() {
-            payloads.push(Bytes::from(record::encode(&Record::Remove(
-                arrivals.handed_off,
-            ))));
-        }
+        let receive = Record::ChannelReceive(ReceiveRecord {
+            from: neighbour.as_str(),
+            epoch: state.epoch,
+            sender_epoch: state.sender_epoch,
+            stored_up_to: state.stored_up_to,
+            reconcile_until: state.reconcile_until,
+            ids: ids.clone(),
+        });
+        let receive = Bytes::from(record::encode(&receive));
+        let payloads = hold::arrival_group(&items, &mut arrivals, Some(receive));
 
         self.commit(
             payloads,
@@ -123,7 +120,7 @@ impl Core {
 
     /// Where a message arriving from `from` goes, re-encoded for this manager's journal; `None`
     /// when it is dropped (expired, or not a message at all).
-    fn arrival(
+    pub(super) fn arrival(
         &mut self,
         from: &ManagerName,
         payload: &[u8],
@@ -145,7 +142,7 @@ impl Core {
         let seq = self.next_seq;
         self.next_seq += 1;
         let (queue, encoded, body_bytes) =
-            self.arrival_record(from, payload, &passing, (seq, &mut arrivals.admitted), now)?;
+            self.arrival_record(from, payload, &passing, (seq, &mut *arrivals), now)?;
         let entry = Entry {
             seq,
             body: BodyRef::Memory,
@@ -170,7 +167,7 @@ impl Core {
         let channel_seq = match handoff {
             Some(_) => None,
             None => {
-                let key = record::dedup_key(passing.id, passing.hops + 1);
+                let key = passing.key(1);
                 self.assign_direct(&queue, seq, key, &payload, &mut arrivals.direct, now)
             }
         };
@@ -196,7 +193,7 @@ impl Core {
         from: &ManagerName,
         payload: &[u8],
         passing: &record::Passing<'_>,
-        (seq, admitted): (u64, &mut Vec<Admitted>),
+        (seq, arrivals): (u64, &mut Arrivals),
         now: Now,
     ) -> Option<(QueueName, Vec<u8>, usize)> {
         let hops = passing.hops;
@@ -224,20 +221,14 @@ impl Core {
                 Err(reason) => (dead_letter_queue(), Some(reason)),
             }
         };
-        let mut handover = Vec::new();
-        let (queue, reason) = match self.admit(stamp, passing.destination, &queue) {
-            Admission::Store(token) => {
-                admitted.extend(token);
-                (queue, reason)
-            }
-            Admission::HandOver(token, headers) => {
-                admitted.push(token);
-                handover = headers;
-                (queue, reason)
-            }
-            Admission::Drop => return None,
-            Admission::DeadLetter(why) => (dead_letter_queue(), Some(why)),
-        };
+        let (queue, reason, handover) = self.admission(
+            from,
+            (payload, passing),
+            stamp,
+            (queue, reason),
+            arrivals,
+            now,
+        )?;
         let hop = (self.name.as_str(), now.wall_ms);
         let encoded = match &reason {
             // The common case, rewritten around the bytes it keeps.
@@ -273,6 +264,54 @@ impl Core {
             dead_lettered(&stored, seq, hop, &reason),
             0,
         ))
+    }
+
+    /// What custody makes of an arrival resolved to `queue` (or dead-lettered for `reason`):
+    /// where it goes, why, and the headers it takes; `None` if it is dropped or held.
+    fn admission(
+        &mut self,
+        from: &ManagerName,
+        (payload, passing): (&[u8], &record::Passing<'_>),
+        stamp: Option<Stamp<'_>>,
+        (queue, reason): (QueueName, Option<String>),
+        arrivals: &mut Arrivals,
+        now: Now,
+    ) -> Option<Placing> {
+        let mut headers = Vec::new();
+        let ordered_at = arrivals.unordered.is_none().then_some(now.wall_ms);
+        let (queue, reason) = match self.admit(stamp, passing, &queue, ordered_at) {
+            Admission::Store(token) => {
+                arrivals.admitted.extend(token);
+                (queue, reason)
+            }
+            Admission::HandOver(token, handover) => {
+                arrivals.admitted.push(token);
+                headers = handover;
+                (queue, reason)
+            }
+            Admission::Drop => return None,
+            Admission::Hold(after) => {
+                if let Some(stamp) = stamp {
+                    let since = arrivals.held_since_ms.take();
+                    let waiting = Waiting {
+                        from: from.clone(),
+                        payload: Bytes::copy_from_slice(payload),
+                        expires_ms: passing.expires_at_ms,
+                        since_ms: since.unwrap_or(now.mono_ms),
+                    };
+                    self.hold_arrival(stamp, after, waiting);
+                }
+                return None;
+            }
+            Admission::DeadLetter(why) => (dead_letter_queue(), Some(why)),
+        };
+        if let Some(stamp) = stamp.filter(|s| s.destination == self.name.as_str()) {
+            self.release_after(stamp, arrivals);
+            if let Some(why) = arrivals.unordered.take() {
+                headers.push((UNORDERED_HEADER, why));
+            }
+        }
+        Some((queue, reason, headers))
     }
 
     /// A link write finished.
@@ -328,6 +367,7 @@ impl Core {
                 }
                 self.receive_inbox(&neighbour, now);
             }
+            LinkWrite::Released(released) => self.on_released_written(released, result, now),
             LinkWrite::Received {
                 neighbour,
                 items,

@@ -88,14 +88,22 @@ impl Core {
         now: Now,
     ) {
         let seq = self.next_seq;
-        let copy =
-            match delivery::encode_moved(payload, target.as_str(), seq, &[(RESENT_HEADER, "1")]) {
-                Ok(copy) => Bytes::from(copy),
-                Err(error) => {
-                    warn!(seq = entry.seq, %error, "cannot copy a message in flight");
-                    return;
-                }
-            };
+        // Counted, so that each copy passes relays that stored an earlier one (see
+        // `record::Passing::key`).
+        let copies = record::Passing::read(payload).map_or(0, |p| p.resent) + 1;
+        let copies = copies.to_string();
+        let copy = match delivery::encode_moved(
+            payload,
+            target.as_str(),
+            seq,
+            &[(RESENT_HEADER, &copies)],
+        ) {
+            Ok(copy) => Bytes::from(copy),
+            Err(error) => {
+                warn!(seq = entry.seq, %error, "cannot copy a message in flight");
+                return;
+            }
+        };
         self.next_seq += 1;
         self.ensure_slot(target).accept(false);
         let item = PutItem {
