@@ -1,5 +1,6 @@
-//! Custody between real managers on loopback: messages in flight to a relay that dies are sent
-//! around it along the new route at once, without waiting for the relay's return.
+//! Custody between real managers on loopback: messages a relay took or was sending when it
+//! died are sent around it by their origin, without waiting for its return, and arrive once
+//! each and in put order.
 
 #![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
 
@@ -265,5 +266,175 @@ fn a_put_that_waits_for_arrival_returns_once_the_destination_has_it() {
     assert_eq!(
         texts(&receive(&consumer, "orders", 3)),
         ["first", "second", "third"]
+    );
+}
+
+/// `got` is `expected`: all once, in put order.
+#[track_caller]
+fn assert_in_put_order(got: &[String], expected: &[String]) {
+    let length = got.len().max(expected.len());
+    if let Some(at) = (0..length).find(|&i| got.get(i) != expected.get(i)) {
+        let around = |list: &[String]| list[at.min(list.len())..(at + 3).min(list.len())].to_vec();
+        panic!(
+            "not all once in put order: {} of {} arrived; from #{at}, {:?} where {:?} was put",
+            got.len(),
+            expected.len(),
+            around(got),
+            around(expected)
+        );
+    }
+}
+
+/// What becomes of bravo after its `kill -9` in [`a_relay_lost_with_what_it_held`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Afterwards {
+    /// Never restarted.
+    Gone,
+    /// Restarted once everything arrived: it still holds what it took, and sends it on.
+    Restarted,
+    /// Restarted at once with its data directory deleted (its disk lost).
+    Wiped,
+}
+
+/// Puts `bodies` at `manager` for `orders`, in batches, in order.
+fn put_in_batches(network: &mut Network, manager: &str, bodies: &[String]) {
+    let client = network.manager(manager).client();
+    for batch in bodies.chunks(100) {
+        let messages = batch
+            .iter()
+            .map(|body| ("orders".to_owned(), hopmq::Message::new(body.as_str())))
+            .collect();
+        client.put_batch(messages).unwrap();
+    }
+}
+
+/// The README's diamond: 2,000 messages put at alpha for delta, all taken by bravo (delta
+/// frozen meanwhile), then bravo's `kill -9`, then 2,000 more put at alpha: all 4,000 reach
+/// delta once each and in put order, whatever becomes of bravo.
+fn a_relay_lost_with_what_it_held(afterwards: Afterwards) {
+    let spec = Spec::diamond();
+    // Long enough for bravo to hold messages for a quiet delta without routing around it.
+    let mut network = start_with(&spec, "8000");
+    let first: Vec<String> = (0..2_000).map(|i| format!("m-{i:04}")).collect();
+    let second: Vec<String> = (2_000..4_000).map(|i| format!("m-{i:04}")).collect();
+    network.manager("delta").freeze();
+    let bravo = network.manager("bravo");
+    support::wait_until("bravo finds delta quiet", support::SOON, || {
+        support::network::link_of(&bravo.status(), "delta")["heard_ms_ago"]
+            .as_u64()
+            .is_some_and(|ms| ms > 1_000)
+    });
+    put_in_batches(&mut network, "alpha", &first);
+    let alpha = network.manager("alpha");
+    support::wait_until("bravo acknowledges the first 2,000", support::SOON, || {
+        kept_for(&alpha.status(), "delta") == first.len() as u64
+    });
+    if afterwards == Afterwards::Wiped {
+        wipe(network.manager("bravo"));
+    } else {
+        network.manager("bravo").kill9();
+    }
+    network.manager("delta").thaw();
+    // Given to bravo's channel until alpha finds it dead (or taken by the empty bravo).
+    put_in_batches(&mut network, "alpha", &second);
+    let consumer = network.manager("delta").client();
+    let got = texts(&receive(&consumer, "orders", first.len() + second.len()));
+    let expected: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_in_put_order(&got, &expected);
+    let status = network.manager("delta").status();
+    assert_eq!(status["messages_unordered"], 0, "{status}");
+    if afterwards == Afterwards::Restarted {
+        network.manager("bravo").restart();
+        let delta = network.manager("delta");
+        support::wait_until(
+            "bravo's stale copies reach delta and are dropped",
+            support::network::DELIVERY_DEADLINE,
+            || delta.status()["duplicates_dropped"].as_u64() >= Some(first.len() as u64),
+        );
+    }
+    let alpha = network.manager("alpha");
+    support::wait_until(
+        "delta confirms everything",
+        support::network::DELIVERY_DEADLINE,
+        || kept_for(&alpha.status(), "delta") == 0,
+    );
+    assert!(
+        consumer
+            .get("orders", std::time::Duration::from_millis(1_000))
+            .unwrap()
+            .is_none(),
+        "nothing delivered twice"
+    );
+}
+
+#[test]
+fn four_thousand_messages_round_a_relay_lost_for_good_arrive_once_in_put_order() {
+    a_relay_lost_with_what_it_held(Afterwards::Gone);
+}
+
+#[test]
+fn a_relay_that_returns_with_what_it_held_delivers_nothing_twice() {
+    a_relay_lost_with_what_it_held(Afterwards::Restarted);
+}
+
+#[test]
+fn a_relay_that_returns_with_its_disk_lost_loses_nothing() {
+    a_relay_lost_with_what_it_held(Afterwards::Wiped);
+}
+
+/// `kill -9`, the data directory removed, and a restart.
+fn wipe(manager: &mut support::Manager) {
+    manager.kill9();
+    std::fs::remove_dir_all(manager.data_dir()).unwrap();
+    manager.restart();
+}
+
+#[test]
+fn twenty_thousand_messages_through_a_relay_killed_and_wiped_arrive_once_in_put_order() {
+    // alpha–bravo–charlie–delta costs 3, alpha–echo–delta costs 4.
+    let spec = Spec {
+        managers: vec!["alpha", "bravo", "charlie", "delta", "echo"],
+        links: vec![
+            ("alpha", "bravo", 1),
+            ("bravo", "charlie", 1),
+            ("charlie", "delta", 1),
+            ("alpha", "echo", 2),
+            ("echo", "delta", 2),
+        ],
+        queues: vec![("orders", "delta")],
+    };
+    let mut network = start(&spec);
+    let bodies: Vec<String> = (0..20_000).map(|i| format!("m-{i:05}")).collect();
+    let socket = network.manager("alpha").socket().to_owned();
+    let producer = {
+        let bodies = bodies.clone();
+        std::thread::spawn(move || {
+            let client = hopmq::blocking::Client::connect_to(&socket).unwrap();
+            for batch in bodies.chunks(50) {
+                let messages = batch
+                    .iter()
+                    .map(|body| ("orders".to_owned(), hopmq::Message::new(body.as_str())))
+                    .collect();
+                client.put_batch(messages).unwrap();
+            }
+        })
+    };
+    let consumer = network.manager("delta").client();
+    let mut got = texts(&receive(&consumer, "orders", 2_000));
+    // Mid-flow: charlie holds some, has passed some on, and loses all it had.
+    wipe(network.manager("charlie"));
+    producer.join().unwrap();
+    got.extend(texts(&receive(
+        &consumer,
+        "orders",
+        bodies.len() - got.len(),
+    )));
+    assert_in_put_order(&got, &bodies);
+    assert!(
+        consumer
+            .get("orders", std::time::Duration::from_millis(1_000))
+            .unwrap()
+            .is_none(),
+        "nothing delivered twice"
     );
 }

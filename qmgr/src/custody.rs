@@ -439,6 +439,13 @@ impl Accepted {
         }
     }
 
+    /// A later message of `custodian`'s stream `epoch` to `destination` is held for an
+    /// earlier one: a confirmation goes, saying which (see [`Confirmation::waiting_for`]).
+    pub(crate) fn waiting(&mut self, custodian: &str, destination: &str, epoch: u64) {
+        let index = self.pair_index(custodian, destination);
+        self.dirty.insert((index, epoch));
+    }
+
     /// The confirmations due from `me` (streams to other destinations are not this
     /// manager's to confirm), each its stream's durable view.
     pub(crate) fn confirmations(&mut self, me: &str) -> Vec<Confirmation> {
@@ -464,7 +471,8 @@ impl Accepted {
                 }
                 // Forgotten whole: everything of it is settled, one way or the other.
                 None if slot.pair.verdict(epoch, 1) == Verdict::Forgotten => (u64::MAX, Vec::new()),
-                None => continue,
+                // Nothing of it here (yet): what a later message is held for, if anything.
+                None => (0, Vec::new()),
             };
             confirmations.push(Confirmation {
                 custodian: slot.custodian.to_string(),
@@ -472,6 +480,7 @@ impl Accepted {
                 epoch,
                 settled_below,
                 ranges,
+                waiting_for: Vec::new(),
             });
         }
         confirmations

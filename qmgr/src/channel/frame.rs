@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::format::RECORD_PAYLOAD_BYTES_MAX;
 
 /// The channel protocol version this build speaks.
-pub const CHANNEL_PROTOCOL_VERSION: u32 = 3;
+pub const CHANNEL_PROTOCOL_VERSION: u32 = 4;
 
 /// Largest payload of one message on the wire: a message travels as the payload of one journal
 /// record at both ends, so the journal's record limit is the message limit.
@@ -405,6 +405,7 @@ mod tests {
                 reconcile_until: 9,
             }),
             ChannelFrame::Custody(CustodyFrame::Confirm(vec![crate::custody::Confirmation {
+                waiting_for: Vec::new(),
                 custodian: "alpha".into(),
                 destination: "delta".into(),
                 epoch: 1_765_000_000_000,

@@ -192,6 +192,7 @@ mod tests {
 
     fn confirmation(destination: &str, epoch: u64, ranges: &[(u64, u64)]) -> Confirmation {
         Confirmation {
+            waiting_for: Vec::new(),
             custodian: "north".into(),
             destination: destination.into(),
             epoch,

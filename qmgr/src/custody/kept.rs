@@ -43,6 +43,9 @@ pub struct Confirmation {
     pub settled_below: u64,
     /// Accepted numbers above `settled_below`, as sorted half-open ranges.
     pub ranges: Vec<(u64, u64)>,
+    /// Numbers the destination holds later messages for (see `super::resequence`): its
+    /// custodian sends them again without waiting for a question.
+    pub waiting_for: Vec<u64>,
 }
 
 impl Confirmation {
@@ -58,6 +61,7 @@ impl Confirmation {
     /// [`CONFIRM_RANGES_MAX`]): a malformed one from a peer is ignored.
     pub(crate) fn is_valid(&self) -> bool {
         self.ranges.len() <= CONFIRM_RANGES_MAX
+            && self.waiting_for.len() <= CONFIRM_RANGES_MAX
             && self.ranges.iter().all(|&(start, end)| start < end)
             && self.ranges.windows(2).all(|w| w[0].1 <= w[1].0)
     }
@@ -125,6 +129,20 @@ impl Destination {
             .filter_map(|key| self.held.remove(key))
             .map(|held| held.entry)
             .collect()
+    }
+}
+
+/// Marks `held` sent again and adds it to `due`, unless a copy is on its way or went lately.
+fn resend_quiet(
+    held: &mut Held,
+    (now_ms, quiet_ms): (u64, u64),
+    destination: &str,
+    due: &mut Vec<(String, Entry)>,
+) {
+    if !held.copy_out && now_ms.saturating_sub(held.since_ms) >= quiet_ms {
+        held.copy_out = true;
+        held.since_ms = now_ms;
+        due.push((destination.to_owned(), held.entry));
     }
 }
 
@@ -388,6 +406,43 @@ impl Kept {
         due
     }
 
+    /// The destination holds later messages for `numbers` of stream `epoch`: those and
+    /// every earlier one still kept (the confirmation this came with lacked them), not sent
+    /// again within `quiet_ms` and with no copy on its way, are due at once.
+    pub(crate) fn waited_for(
+        &mut self,
+        destination: &str,
+        (epoch, numbers): (u64, &[u64]),
+        now_ms: u64,
+        quiet_ms: u64,
+    ) -> Vec<(String, Entry)> {
+        let (Some(slot), Some(&up_to)) =
+            (self.destinations.get_mut(destination), numbers.iter().max())
+        else {
+            return Vec::new();
+        };
+        let mut due: Vec<(String, Entry)> = Vec::new();
+        let mut last: Option<(u64, &mut Held)> = None;
+        // The newest copy of each number stands for the message.
+        for (&(_, number, _), held) in slot
+            .held
+            .range_mut((epoch, 0, 0)..=(epoch, up_to, u64::MAX))
+        {
+            match last.take() {
+                Some((previous, newest)) if previous != number => {
+                    resend_quiet(newest, (now_ms, quiet_ms), destination, &mut due);
+                }
+                _ => {} // none yet, or an older copy of this message
+            }
+            last = Some((number, held));
+        }
+        if let Some((_, newest)) = last {
+            resend_quiet(newest, (now_ms, quiet_ms), destination, &mut due);
+        }
+        slot.resent += due.len() as u64;
+        due
+    }
+
     /// A kept message's record moved (compaction); false if it is not kept.
     pub(crate) fn relocate(&mut self, seq: u64, body: crate::queue::local::BodyRef) -> bool {
         for slot in self.destinations.values_mut() {
@@ -447,6 +502,7 @@ mod tests {
 
     fn confirmation(epoch: u64, settled_below: u64, ranges: &[(u64, u64)]) -> Confirmation {
         Confirmation {
+            waiting_for: Vec::new(),
             custodian: "north".into(),
             destination: "south".into(),
             epoch,

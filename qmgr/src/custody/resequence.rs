@@ -185,6 +185,35 @@ impl Resequencer {
         due
     }
 
+    /// The earlier numbers of `custodian`'s stream `epoch` that held messages wait for, at
+    /// most `max`.
+    pub(crate) fn waiting_for(&self, custodian: &str, epoch: u64, max: usize) -> Vec<u64> {
+        let Some(waiters) = self.waiters.get(custodian) else {
+            return Vec::new();
+        };
+        waiters
+            .range((epoch, 0)..=(epoch, u64::MAX))
+            .map(|(&(_, number), _)| number)
+            .take(max)
+            .collect()
+    }
+
+    /// The streams with messages held: `(custodian, epoch)`.
+    pub(crate) fn streams(&self) -> Vec<(String, u64)> {
+        let mut streams: Vec<(String, u64)> = Vec::new();
+        for (custodian, held) in &self.held {
+            for &(epoch, _) in held.keys() {
+                if streams
+                    .last()
+                    .is_none_or(|last| last.0 != **custodian || last.1 != epoch)
+                {
+                    streams.push((custodian.to_string(), epoch));
+                }
+            }
+        }
+        streams
+    }
+
     /// Messages held now.
     pub(crate) fn len(&self) -> usize {
         self.messages

@@ -398,6 +398,7 @@ mod tests {
         }
         stamper.stamp("south", chain("b", 0, None));
         let confirmation = |epoch, ranges: Vec<(u64, u64)>| Confirmation {
+            waiting_for: Vec::new(),
             custodian: "north".into(),
             destination: "south".into(),
             epoch,

@@ -26,7 +26,7 @@ pub(super) use origin::kept_record_of;
 /// See the module documentation.
 pub(super) struct CustodyState {
     pub(super) stamper: Stamper,
-    accepted: Accepted,
+    pub(super) accepted: Accepted,
     /// The last custody record written.
     record: Option<Location>,
     writing: bool,
@@ -391,6 +391,12 @@ impl Core {
     pub(super) fn on_custody_maintenance(&mut self, now: Now) {
         if std::mem::take(&mut self.custody.looped) {
             self.reexamine(&BTreeSet::from([forward::held_queue()]), now);
+        }
+        // While messages are held, their custodians hear each tick what is missing (a
+        // notice may be lost, or come before the missing message could be sent again).
+        for (custodian, epoch) in self.custody.resequencer.streams() {
+            let me = self.name.as_str();
+            self.custody.accepted.waiting(&custodian, me, epoch);
         }
         self.flush_confirmations();
         self.on_kept_maintenance(now);

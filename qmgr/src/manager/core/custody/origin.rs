@@ -9,7 +9,7 @@
 // The core's types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
 use crate::channel::frame::{ChannelFrame, CustodyFrame};
-use crate::custody::{Confirmation, Stamp};
+use crate::custody::{CONFIRM_RANGES_MAX, Confirmation, Stamp};
 use crate::record::KeptRecord;
 use hopmq::protocol::CustodyStatus;
 
@@ -115,13 +115,27 @@ impl Core {
         }
     }
 
-    fn on_confirmation(&mut self, confirmation: Confirmation, now: Now) {
+    fn on_confirmation(&mut self, mut confirmation: Confirmation, now: Now) {
         self.custody.stamper.settled(&confirmation);
         let answers = self.custody.arrivals.confirm(&confirmation);
         self.answer_arrivals(answers);
+        let waiting_for = std::mem::take(&mut confirmation.waiting_for);
+        let (destination, epoch) = (confirmation.destination.clone(), confirmation.epoch);
         let (entries, messages) = self.custody.kept.confirm(confirmation, now.mono_ms);
         self.totals.confirmed += messages;
         self.remove_kept(entries);
+        if !waiting_for.is_empty() {
+            // Later messages got there without these: their way lost them, or is slower. A
+            // copy goes at once, unless one went lately.
+            let quiet_ms = self.custody.timeout.as_millis() as u64 / 2;
+            let due = self.custody.kept.waited_for(
+                &destination,
+                (epoch, &waiting_for),
+                now.mono_ms,
+                quiet_ms,
+            );
+            self.resend_kept(due, now);
+        }
     }
 
     /// Removes kept messages for good (confirmed, or expired).
@@ -135,7 +149,16 @@ impl Core {
 
     /// Sends the confirmations due from this manager as a destination.
     pub(in crate::manager::core) fn flush_confirmations(&mut self) {
-        let confirmations = self.custody.accepted.confirmations(self.name.as_str());
+        let mut confirmations = self.custody.accepted.confirmations(self.name.as_str());
+        if self.custody.resequencer.len() > 0 {
+            for confirmation in &mut confirmations {
+                confirmation.waiting_for = self.custody.resequencer.waiting_for(
+                    &confirmation.custodian,
+                    confirmation.epoch,
+                    CONFIRM_RANGES_MAX,
+                );
+            }
+        }
         if !mutation::active(Mutation::SkipConfirmations) {
             self.send_confirmations(confirmations);
         }

@@ -22,6 +22,9 @@ impl Core {
     pub(super) fn hold_arrival(&mut self, stamp: Stamp<'_>, after: After, waiting: Waiting) {
         match self.custody.resequencer.hold(stamp, after, waiting) {
             Holding::Held => {
+                // Its custodian hears at once what is missing.
+                let accepted = &mut self.custody.accepted;
+                accepted.waiting(stamp.custodian, stamp.destination, stamp.epoch);
                 debug!(
                     stamp = stamp.value(),
                     waits_for = after.number,
@@ -68,7 +71,10 @@ impl Core {
         if self.custody.resequencer.len() == 0 {
             return;
         }
-        let timeout_ms = self.custody.timeout.as_millis() as u64;
+        // The earlier message's custodian sends it again within about its custody timeout
+        // of its own wait, which began before this one's (it was sent earlier), plus a
+        // question and its answer when its way looked whole: twice the timeout covers that.
+        let timeout_ms = 2 * self.custody.timeout.as_millis() as u64;
         let due = self
             .custody
             .resequencer

@@ -236,6 +236,13 @@ impl Core {
             None => {
                 let headers: Vec<(&str, &str)> =
                     handover.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let own = crate::custody::stamp_among(&headers, crate::custody::STAMP_HEADER);
+                if let Some(own) = own {
+                    // It leaves in this manager's custody, perhaps assigned to a channel at
+                    // once: noted, so that its acknowledgement keeps it.
+                    self.custody
+                        .note_own(seq, own.destination, (own.epoch, own.number));
+                }
                 delivery::encode_arrived(&whole(payload, from)?, queue.as_str(), seq, hop, &headers)
             }
             Some(reason) => {
