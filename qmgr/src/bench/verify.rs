@@ -15,8 +15,7 @@
 //! - **unexpected**: got, but not put by this run (another run's leftovers, a sequence number
 //!   its producer never acknowledged, a body too short to carry a header).
 //!
-//! Any of them non-zero fails the run (exit code 1), except reordering where a bench says why
-//! it is expected (failover: order is promised per origin only while routes stay put).
+//! Any of them non-zero fails the run (exit code 1).
 //!
 //! [`check_sync`] refuses a manager whose `status` does not report the sync policy the figures
 //! claim: `always` for a manager the bench was given, the one asked for where the bench started
@@ -223,7 +222,6 @@ impl Ledger {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
-            reordering_expected: None,
         }
     }
 }
@@ -278,24 +276,12 @@ pub(super) struct Verdict {
     pub(super) unexpected: u64,
     lost_first: Vec<(u32, u64)>,
     duplicated_first: Vec<(u32, u64)>,
-    /// Why reordering does not fail this run, if it does not.
-    reordering_expected: Option<&'static str>,
 }
 
 impl Verdict {
-    /// Reordering is expected in this run, for the reason given: it is reported, and does not
-    /// fail the run.
-    pub(super) fn reordering_expected(mut self, why: &'static str) -> Self {
-        self.reordering_expected = Some(why);
-        self
-    }
-
-    /// True if nothing was lost, duplicated, unexpected, or (unless expected) reordered.
+    /// True if nothing was lost, duplicated, reordered or unexpected.
     pub(super) fn passed(&self) -> bool {
-        self.lost == 0
-            && self.duplicated == 0
-            && self.unexpected == 0
-            && (self.reordered == 0 || self.reordering_expected.is_some())
+        self.lost == 0 && self.duplicated == 0 && self.unexpected == 0 && self.reordered == 0
     }
 
     /// The exit code the run ends with, as far as its messages go.
@@ -313,15 +299,13 @@ impl Verdict {
         let mut lines = vec![format!(
             "verify: {} sent and acknowledged, {} got; lost {} (never got), duplicated {} \
              (copies beyond the first), reordered {} (first copies got after a higher sequence \
-             number from the same producer on the same consumer{}), unexpected {} (not put by \
+             number from the same producer on the same consumer), unexpected {} (not put by \
              this run)",
             self.acknowledged,
             self.got,
             self.lost,
             self.duplicated,
             self.reordered,
-            self.reordering_expected
-                .map_or(String::new(), |why| format!("; expected here: {why}")),
             self.unexpected,
         )];
         if !self.passed() {
@@ -514,14 +498,13 @@ mod tests {
         assert!(lines[1].starts_with("VERIFY FAILED: 2 lost, 3 duplicated, 2 reordered, 6 "));
         assert_eq!(lines[2], "lost: p0#5, p1#1");
         assert_eq!(lines[3], "duplicated: p0#2, p0#2, p1#0");
-        // Expected reordering alone does not fail a run.
+        // Reordering alone fails a run.
         let only_reordered = Arc::new(Ledger::new(1, &[2]));
         let mut c = only_reordered.reader();
         c.take(&body(1, 0, 1));
         c.take(&body(1, 0, 0));
         let verdict = only_reordered.verdict(&[2], c.reordered());
         assert!(!verdict.passed());
-        assert!(verdict.reordering_expected("routes change").passed());
     }
 
     #[test]

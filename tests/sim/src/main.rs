@@ -25,7 +25,7 @@ struct Args {
     #[arg(long, default_value_t = 3_000)]
     steps: u64,
     /// Break the core on purpose (ack-before-durable, skip-dedup, unrecorded-lease,
-    /// skip-custody-dedup, skip-confirmations): the checker must catch it (skip-dedup excepted: custody masks it).
+    /// skip-custody-dedup, skip-confirmations, skip-resequencing): the checker must catch it (skip-dedup excepted: custody masks it).
     #[arg(long)]
     mutation: Option<String>,
     /// Print each run's event trace.
