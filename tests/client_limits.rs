@@ -75,8 +75,15 @@ fn a_frame_larger_than_a_hello_before_the_handshake_is_refused_unread() {
 #[test]
 fn past_max_connections_a_client_is_refused_with_the_reason_until_one_leaves() {
     let manager = Manager::builder().env("QMGR_MAX_CONNECTIONS", 2).start();
-    let first = manager.client();
-    let second = manager.client();
+    // The start's readiness probe holds a slot until the manager has seen it leave.
+    let mut clients = Vec::new();
+    wait_until("two clients are let in", SOON, || {
+        if let Ok(client) = hopmq::blocking::Client::connect_to(manager.socket()) {
+            clients.push(client);
+        }
+        clients.len() == 2
+    });
+    let (first, second) = (clients.remove(0), clients.remove(0));
     let third = hopmq::blocking::Client::connect_to(manager.socket());
     match third {
         Err(ClientError::Handshake(ApiError::TooManyConnections { limit: 2 })) => {}

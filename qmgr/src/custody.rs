@@ -432,9 +432,13 @@ impl Accepted {
     }
 
     /// `custodian` asks what `destination` has of its streams.
-    pub(crate) fn ask(&mut self, custodian: &str, destination: &str) {
+    pub(crate) fn ask(&mut self, custodian: &str, destination: &str, epochs: &[u64]) {
         let index = self.pair_index(custodian, destination);
         for &epoch in self.pairs[index as usize].pair.streams.keys() {
+            self.dirty.insert((index, epoch));
+        }
+        // Bounded like a confirmation: a peer's list is not trusted to be short.
+        for &epoch in epochs.iter().take(EPOCHS_MAX) {
             self.dirty.insert((index, epoch));
         }
     }
@@ -560,6 +564,19 @@ mod tests {
             admit(&mut accepted, &value(5, "<4~50<1"), Some(50)),
             Verdict::New
         );
+    }
+
+    #[test]
+    fn a_destination_that_lost_everything_still_answers_a_question_and_says_what_it_waits_for() {
+        let mut accepted = Accepted::default();
+        accepted.ask("north", "south", &[7]);
+        let answers = accepted.confirmations("south");
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_eq!((answers[0].epoch, answers[0].settled_below), (7, 0));
+        assert!(answers[0].ranges.is_empty(), "it has nothing of stream 7");
+        accepted.waiting("north", "south", 8);
+        assert_eq!(accepted.confirmations("south")[0].epoch, 8);
+        assert!(accepted.confirmations("south").is_empty(), "said once");
     }
 
     #[test]

@@ -109,6 +109,9 @@ pub enum CustodyFrame {
         custodian: String,
         /// The destination asked.
         destination: String,
+        /// The custodian's streams it asks about (a destination that lost its disk knows of
+        /// none, and answers for these that it has nothing of them).
+        epochs: Vec<u64>,
     },
 }
 
@@ -415,6 +418,7 @@ mod tests {
             ChannelFrame::Custody(CustodyFrame::Query {
                 custodian: "alpha".into(),
                 destination: "delta".into(),
+                epochs: vec![1_765_000_000_000],
             }),
         ]
     }

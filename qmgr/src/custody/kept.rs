@@ -339,6 +339,16 @@ impl Kept {
         }
     }
 
+    /// The streams (epochs) of the messages kept for `destination`.
+    pub(crate) fn epochs(&self, destination: &str) -> Vec<u64> {
+        let Some(slot) = self.destinations.get(destination) else {
+            return Vec::new();
+        };
+        let mut epochs: Vec<u64> = slot.held.keys().map(|&(epoch, _, _)| epoch).collect();
+        epochs.dedup();
+        epochs
+    }
+
     /// Destinations with kept messages.
     pub(crate) fn destinations(&self) -> impl Iterator<Item = &str> {
         self.destinations
@@ -542,6 +552,26 @@ mod tests {
         let (gone, _) = kept.confirm(confirmation(7, 6, &[]), 0);
         assert_eq!(seqs(&gone), [103, 105]);
         assert_eq!(kept.len(), 0);
+    }
+
+    #[test]
+    fn what_a_destination_waits_for_goes_again_at_once_with_everything_kept_before_it() {
+        let mut kept = Kept::default();
+        for n in 1..=4 {
+            kept.keep("south", (7, n), entry(100 + n), Some("east"), 0);
+        }
+        // A copy of 2 on its way and acknowledged: it stands for 2.
+        kept.keep("south", (7, 2), entry(202), Some("west"), 0);
+        kept.keep("south", (8, 1), entry(300), Some("east"), 0);
+        assert_eq!(kept.epochs("south"), [7, 8]);
+        // Sent or acknowledged too lately: not yet.
+        assert!(kept.waited_for("south", (7, &[3]), 500, 1_000).is_empty());
+        let due = kept.waited_for("south", (7, &[3]), 1_000, 1_000);
+        let seqs: Vec<u64> = due.iter().map(|(_, e)| e.seq).collect();
+        assert_eq!(seqs, [101, 202, 103], "up to 3, the newest copy of each");
+        // Once a copy is out, it is not sent again until acknowledged.
+        assert!(kept.waited_for("south", (7, &[3]), 5_000, 1_000).is_empty());
+        assert_eq!(kept.status(5_000)[0].resent, 3);
     }
 
     #[test]

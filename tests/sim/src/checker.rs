@@ -12,6 +12,12 @@
 //!   so in its `hopmq.unordered` header);
 //! - every dead-lettered message says why.
 //!
+//! A message is *lost with a disk* when a manager's disk was destroyed while the message was
+//! its own (put there) or its queue's home was there: hopmq keeps no replicas, so it may be
+//! lost, and a destination that forgot what it stored may deliver it again. It is excused
+//! from the loss, duplicate and order checks; everything else must survive the disk's loss
+//! (a relay lost with its disk strands nothing: custody).
+//!
 //! A message is *in doubt*, and excused from the loss check, when a crash kept the unsynced
 //! removal of it from an application queue: the get or ack that wrote it never got its
 //! answer, so the client cannot know (the documented at-most-once edge of a destructive get
@@ -49,6 +55,8 @@ struct Message {
     resolved: u32,
     dead_lettered: bool,
     in_doubt: bool,
+    /// Lost with a manager's disk (see the module documentation).
+    lost_with_disk: bool,
 }
 
 type Stream = (String, String, u8);
@@ -58,6 +66,8 @@ type Stream = (String, String, u8);
 pub struct Checker {
     messages: BTreeMap<String, Message>,
     streams: BTreeMap<Stream, (usize, Vec<String>)>,
+    /// Per manager, the queues it ever homed.
+    homed: BTreeMap<String, BTreeSet<String>>,
     /// Restarts per origin.
     restarts: BTreeMap<String, u64>,
     /// When topology edits moved a queue's home (simulated ms).
@@ -106,6 +116,7 @@ impl Checker {
                 resolved: 0,
                 dead_lettered: false,
                 in_doubt: false,
+                lost_with_disk: false,
             },
         );
     }
@@ -175,6 +186,7 @@ impl Checker {
                 && a.persistent
                 && !a.expires
                 && !a.in_doubt
+                && !a.lost_with_disk
                 && !a.dead_lettered
                 && a.put_at.0 == life
                 && a.put_at.2
@@ -219,9 +231,29 @@ impl Checker {
             return;
         };
         message.resolved += 1;
-        if message.resolved == 2 {
+        if message.resolved == 2 && !message.lost_with_disk {
             self.violations
                 .push(format!("twice: {key} was {how} a second time"));
+        }
+    }
+
+    /// An edit homes `queue` on `manager`.
+    pub fn homed(&mut self, queue: &str, manager: &str) {
+        self.homed
+            .entry(manager.to_owned())
+            .or_default()
+            .insert(queue.to_owned());
+    }
+
+    /// `manager`'s disk was destroyed: what it originated, and what was put so far to the
+    /// queues it ever homed (it may have been their destination, or passed them on), may be
+    /// lost, or delivered again.
+    pub fn disk_lost(&mut self, manager: &str) {
+        let queues = self.homed.get(manager).cloned().unwrap_or_default();
+        for message in self.messages.values_mut() {
+            if message.stream.0 == manager || queues.contains(&message.stream.1) {
+                message.lost_with_disk = true;
+            }
         }
     }
 
@@ -307,7 +339,7 @@ impl Checker {
         let (Some(a), Some(b)) = (self.messages.get(earlier), self.messages.get(later)) else {
             return true;
         };
-        if a.dead_lettered || a.in_doubt {
+        if a.dead_lettered || a.in_doubt || a.lost_with_disk || b.lost_with_disk {
             return true;
         }
         let Some((_, keys)) = self.streams.get(&a.stream) else {
@@ -334,5 +366,6 @@ fn must_arrive(message: &Message) -> bool {
         && message.persistent
         && !message.expires
         && !message.in_doubt
+        && !message.lost_with_disk
         && message.resolved == 0
 }

@@ -11,7 +11,8 @@
 //!
 //! A run: `steps` steps of workload and faults (puts from every manager to queues homed
 //! anywhere, destructive and leased gets, acks, nacks, expiries, priorities; crashes at any
-//! step with unsynced writes lost or kept, failed syncs, partitions, connection drops, drains),
+//! step with unsynced writes lost or kept, failed syncs, disks lost whole, partitions,
+//! connection drops, drains),
 //! then the faults stop and the run continues until every acknowledged message is delivered
 //! or [`LIVENESS_MS`] of simulated time have passed.
 
@@ -195,6 +196,7 @@ impl Sim {
             edits: 0,
             shape: shape.clone(),
         };
+        sim.note_homes();
         for index in 0..managers {
             let name = hopmq::ManagerName::new(format!("m{index}"))
                 .unwrap_or_else(|e| unreachable!("a valid name: {e}"));
@@ -261,6 +263,7 @@ impl Sim {
             931..=940 => self.drop_random_connection(),
             941..=944 => self.drain_random(),
             945..=947 => self.edit_topology(),
+            948 => self.lose_random_disk(),
             _ => {}
         }
     }
@@ -331,6 +334,12 @@ impl Sim {
             for route in &status.routes {
                 println!("  route {} via {:?}", route.destination, route.next_hop);
             }
+            for kept in &status.custody {
+                println!(
+                    "  custody: {} kept for {} (oldest {:?} ms), {} sent again",
+                    kept.messages, kept.destination, kept.oldest_ms, kept.resent
+                );
+            }
         }
     }
 
@@ -355,6 +364,22 @@ impl Sim {
         }
     }
 
+    /// Tells the checker where the newest edit homes each queue.
+    fn note_homes(&mut self) {
+        for (queue, home) in self.shape.queues() {
+            self.checker.homed(&queue, &format!("m{home}"));
+        }
+    }
+
+    /// A manager's machine is lost with its disk, and replaced by an empty one.
+    fn lose_random_disk(&mut self) {
+        let index = self.rng.index(self.nodes.len());
+        if self.nodes[index].core.is_some() {
+            self.crashes += 1;
+            self.lose_disk(index);
+        }
+    }
+
     fn crash_random(&mut self, failed_sync: bool) {
         let index = self.rng.index(self.nodes.len());
         if self.nodes[index].core.is_some() {
@@ -373,6 +398,7 @@ impl Sim {
         self.digest.add(&format!("edit {}: {what}", self.edits));
         if what.contains(" moves to ") {
             self.checker.home_moved(self.now_ms);
+            self.note_homes();
         }
         for index in 0..self.nodes.len() {
             let at = self.now_ms + self.rng.between(0, ROLLOUT_MS);

@@ -181,6 +181,21 @@ impl Sim {
         self.network.crashed(index, close_at);
     }
 
+    /// Kills manager `index` and destroys its disk: it restarts empty, as a new machine with
+    /// the same name and certificate.
+    pub(crate) fn lose_disk(&mut self, index: usize) {
+        let name = self.nodes[index].name.as_str().to_owned();
+        self.checker.disk_lost(&name);
+        self.crash(index, false);
+        self.digest.add(&format!("disk lost {index}"));
+        let node = &mut self.nodes[index];
+        node.disk = Disk::new();
+        if let Some((at, _)) = node.restart_at.take() {
+            let empty = qmgr::manager::Replay::default().finish(Default::default());
+            node.restart_at = Some((at, empty));
+        }
+    }
+
     /// Hands `command` to manager `index`'s core, if it runs.
     pub(crate) fn handle(&mut self, index: usize, command: Command) {
         let now = self.now();

@@ -98,18 +98,18 @@ impl Core {
             CustodyFrame::Query {
                 custodian,
                 destination,
+                epochs,
             } => {
                 if destination == self.name.as_str() {
-                    self.custody.accepted.ask(&custodian, &destination);
+                    self.custody.accepted.ask(&custodian, &destination, &epochs);
                     self.flush_confirmations();
                 } else {
-                    self.send_towards(
-                        &destination,
-                        CustodyFrame::Query {
-                            custodian,
-                            destination: destination.clone(),
-                        },
-                    );
+                    let query = CustodyFrame::Query {
+                        custodian,
+                        destination: destination.clone(),
+                        epochs,
+                    };
+                    self.send_towards(&destination, query);
                 }
             }
         }
@@ -269,6 +269,7 @@ impl Core {
         for destination in due.query {
             let query = CustodyFrame::Query {
                 custodian: self.name.to_string(),
+                epochs: self.custody.kept.epochs(&destination),
                 destination: destination.clone(),
             };
             self.send_towards(&destination, query);
