@@ -68,12 +68,7 @@ fn messages_in_flight_to_a_relay_lost_for_good_go_around_it_once() {
             .unwrap();
     }
     assert_eq!(texts(&receive(&consumer, "orders", after.len())), after);
-    assert!(
-        consumer
-            .get("orders", std::time::Duration::from_millis(500))
-            .unwrap()
-            .is_none()
-    );
+    assert_nothing_more(&consumer, 500);
 }
 
 /// Freezes `destination`, puts `bodies` at `origin` for `orders` and waits until `relay` has
@@ -109,6 +104,25 @@ fn put_acknowledged_by(
     });
     let link = support::network::link_of(&network.manager(relay).status(), destination);
     assert_eq!(link["in_flight"], 0, "{relay} sent nothing on: {link}");
+}
+
+/// Waits until `origin` keeps nothing more for `destination`: all confirmed.
+fn wait_confirmed(network: &mut Network, origin: &str, destination: &str) {
+    let origin = network.manager(origin);
+    support::wait_until(
+        &format!("{destination} confirms everything"),
+        support::network::DELIVERY_DEADLINE,
+        || kept_for(&origin.status(), destination) == 0,
+    );
+}
+
+/// Fails if anything more is got from `orders` within `wait_ms`.
+#[track_caller]
+fn assert_nothing_more(consumer: &hopmq::blocking::Client, wait_ms: u64) {
+    let more = consumer
+        .get("orders", std::time::Duration::from_millis(wait_ms))
+        .unwrap();
+    assert!(more.is_none(), "delivered a second time: {more:?}");
 }
 
 /// Messages `status`'s manager keeps until `destination` confirms them.
@@ -156,18 +170,10 @@ fn messages_a_relay_acknowledged_and_took_with_it_are_sent_again_by_their_origin
             Some("1")
         );
     }
-    let alpha = network.manager("alpha");
-    support::wait_until("delta confirms the copies", support::SOON, || {
-        kept_for(&alpha.status(), "delta") == 0
-    });
-    let status = alpha.status();
+    wait_confirmed(&mut network, "alpha", "delta");
+    let status = network.manager("alpha").status();
     assert_eq!(status["messages_confirmed"], 15, "{status}");
-    assert!(
-        consumer
-            .get("orders", std::time::Duration::from_millis(500))
-            .unwrap()
-            .is_none()
-    );
+    assert_nothing_more(&consumer, 500);
 }
 
 #[test]
@@ -183,19 +189,8 @@ fn an_origin_cut_off_while_it_keeps_messages_still_sees_each_arrive_once() {
     network.manager("delta").thaw();
     let consumer = network.manager("delta").client();
     assert_eq!(texts(&receive(&consumer, "orders", bodies.len())), bodies);
-    let alpha = network.manager("alpha");
-    support::wait_until(
-        "alpha lets go of what delta confirmed",
-        support::network::DELIVERY_DEADLINE,
-        || kept_for(&alpha.status(), "delta") == 0,
-    );
-    assert!(
-        consumer
-            .get("orders", std::time::Duration::from_millis(2500))
-            .unwrap()
-            .is_none(),
-        "no copy delivered"
-    );
+    wait_confirmed(&mut network, "alpha", "delta");
+    assert_nothing_more(&consumer, 2_500);
 }
 
 #[test]
@@ -298,8 +293,12 @@ enum Afterwards {
 
 /// Puts `bodies` at `manager` for `orders`, in batches, in order.
 fn put_in_batches(network: &mut Network, manager: &str, bodies: &[String]) {
-    let client = network.manager(manager).client();
-    for batch in bodies.chunks(100) {
+    put_with(&network.manager(manager).client(), bodies, 100);
+}
+
+/// Puts `bodies` for `orders` through `client`, `size` at a time, in order.
+fn put_with(client: &hopmq::blocking::Client, bodies: &[String], size: usize) {
+    for batch in bodies.chunks(size) {
         let messages = batch
             .iter()
             .map(|body| ("orders".to_owned(), hopmq::Message::new(body.as_str())))
@@ -352,19 +351,8 @@ fn a_relay_lost_with_what_it_held(afterwards: Afterwards) {
             || delta.status()["duplicates_dropped"].as_u64() >= Some(first.len() as u64),
         );
     }
-    let alpha = network.manager("alpha");
-    support::wait_until(
-        "delta confirms everything",
-        support::network::DELIVERY_DEADLINE,
-        || kept_for(&alpha.status(), "delta") == 0,
-    );
-    assert!(
-        consumer
-            .get("orders", std::time::Duration::from_millis(1_000))
-            .unwrap()
-            .is_none(),
-        "nothing delivered twice"
-    );
+    wait_confirmed(&mut network, "alpha", "delta");
+    assert_nothing_more(&consumer, 1_000);
 }
 
 #[test]
@@ -410,13 +398,7 @@ fn twenty_thousand_messages_through_a_relay_killed_and_wiped_arrive_once_in_put_
         let bodies = bodies.clone();
         std::thread::spawn(move || {
             let client = hopmq::blocking::Client::connect_to(&socket).unwrap();
-            for batch in bodies.chunks(50) {
-                let messages = batch
-                    .iter()
-                    .map(|body| ("orders".to_owned(), hopmq::Message::new(body.as_str())))
-                    .collect();
-                client.put_batch(messages).unwrap();
-            }
+            put_with(&client, &bodies, 50);
         })
     };
     let consumer = network.manager("delta").client();
@@ -430,11 +412,5 @@ fn twenty_thousand_messages_through_a_relay_killed_and_wiped_arrive_once_in_put_
         bodies.len() - got.len(),
     )));
     assert_in_put_order(&got, &bodies);
-    assert!(
-        consumer
-            .get("orders", std::time::Duration::from_millis(1_000))
-            .unwrap()
-            .is_none(),
-        "nothing delivered twice"
-    );
+    assert_nothing_more(&consumer, 1_000);
 }
