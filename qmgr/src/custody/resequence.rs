@@ -80,10 +80,8 @@ pub(crate) struct Resequencer {
     bytes: usize,
     /// Second copies of held messages dropped since start.
     duplicates: u64,
-    /// Released at the custody timeout, without what they waited for, since start.
+    /// Released at their deadline without what they waited for, since start.
     timed_out: u64,
-    /// Not held because memory was full, since start.
-    dropped: u64,
 }
 
 /// What became of an arrival offered to [`Resequencer::hold`].
@@ -110,7 +108,6 @@ impl Resequencer {
         }
         let bytes = waiting.payload.len();
         if self.messages >= HELD_MESSAGES_MAX || self.bytes + bytes > HELD_BYTES_MAX {
-            self.dropped += 1;
             return Holding::Full;
         }
         self.messages += 1;
@@ -156,7 +153,7 @@ impl Resequencer {
     /// number, why)`. They stay held until [`Self::take`]n (an earlier one's release may
     /// release a later one first).
     pub(crate) fn due(
-        &mut self,
+        &self,
         (now_mono_ms, now_wall_ms): (u64, u64),
         timeout_ms: u64,
     ) -> Vec<(String, u64, u64, Release)> {
@@ -178,22 +175,20 @@ impl Resequencer {
                 due.push((custodian.to_string(), epoch, number, why));
             }
         }
-        self.timed_out += due
-            .iter()
-            .filter(|d| matches!(d.3, Release::TimedOut(_)))
-            .count() as u64;
         due
     }
 
-    /// The earlier numbers of `custodian`'s stream `epoch` that held messages wait for, at
-    /// most `max`.
+    /// The earlier numbers of `custodian`'s stream `epoch` that held messages wait for and
+    /// that are not held here themselves (missing), at most `max`.
     pub(crate) fn waiting_for(&self, custodian: &str, epoch: u64, max: usize) -> Vec<u64> {
-        let Some(waiters) = self.waiters.get(custodian) else {
+        let (Some(waiters), Some(held)) = (self.waiters.get(custodian), self.held.get(custodian))
+        else {
             return Vec::new();
         };
         waiters
             .range((epoch, 0)..=(epoch, u64::MAX))
             .map(|(&(_, number), _)| number)
+            .filter(|&number| !held.contains_key(&(epoch, number)))
             .take(max)
             .collect()
     }
@@ -224,15 +219,14 @@ impl Resequencer {
         self.duplicates
     }
 
+    /// A held message was released without what it waited for.
+    pub(crate) fn went_unordered(&mut self) {
+        self.timed_out += 1;
+    }
+
     /// Held messages released without what they waited for, since start.
     pub(crate) fn timed_out(&self) -> u64 {
         self.timed_out
-    }
-
-    /// Arrivals dropped because too much was held, since start.
-    #[cfg(test)]
-    pub(crate) fn dropped(&self) -> u64 {
-        self.dropped
     }
 
     /// Per custodian: held messages and the oldest's time.
@@ -301,6 +295,11 @@ mod tests {
         assert_eq!(hold("north", 3, b"3"), Holding::Duplicate);
         assert_eq!(hold("east", 3, b"e3"), Holding::Held);
         assert_eq!(resequencer.len(), 3);
+        assert_eq!(
+            resequencer.waiting_for("north", 7, 64),
+            [2],
+            "3 is here, held"
+        );
         assert!(
             resequencer.waiter("north", 7, 1).is_none(),
             "nothing waits for 1"
@@ -331,6 +330,7 @@ mod tests {
         resequencer.take("north", 7, 2).unwrap();
         let due = resequencer.due((1100, 500), 1000);
         assert!(matches!(due.as_slice(), [(_, 7, 5, Release::TimedOut(_))]));
+        resequencer.went_unordered();
         assert_eq!(resequencer.timed_out(), 1);
         resequencer.take("north", 7, 5).unwrap();
         assert_eq!(resequencer.len(), 0);
@@ -346,6 +346,5 @@ mod tests {
         }
         let held = resequencer.hold(stamp("north", u64::MAX), after(1), waiting(b"m", 0));
         assert_eq!(held, Holding::Full);
-        assert_eq!(resequencer.dropped(), 1);
     }
 }

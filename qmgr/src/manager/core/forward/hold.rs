@@ -88,6 +88,7 @@ impl Core {
             };
             if let Release::TimedOut(why) = why {
                 warn!(from = %custodian, %why, "a held message goes on without the earlier one");
+                self.custody.resequencer.went_unordered();
                 arrivals.unordered = Some(why);
             }
             arrivals.held_since_ms = Some(waiting.since_ms);
