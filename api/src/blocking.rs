@@ -19,8 +19,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::client::{self, ClientError, GetOptions};
+
+mod pubsub;
+
 use crate::message::{Message, MessageId};
 use crate::protocol::{Listing, MoveOutcome, MoveRequest, Selection, Status};
+pub use pubsub::TopicSubscription;
 
 /// A blocking connection to the local queue manager. Cheap to clone; clones share the
 /// connection and its runtime. See [`crate::Client`] for what each call does.

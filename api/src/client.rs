@@ -43,13 +43,14 @@ use crate::protocol::{
 mod connection;
 mod consumer;
 mod operator;
+mod pubsub;
 mod subscription;
 #[cfg(test)]
 mod tests;
 
 use connection::{Connection, lock};
 pub use consumer::Consumer;
-pub use subscription::{NotifyHandle, Subscription};
+pub use subscription::{NotifyHandle, Publication, Subscription, TopicSubscription};
 
 /// The environment variable that names the manager's socket.
 pub const SOCKET_ENV: &str = "HOPMQ_SOCKET";
@@ -640,6 +641,7 @@ fn unexpected(operation: &'static str, reply: &Reply) -> ClientError {
         Reply::Plan(_) => "Plan".to_string(),
         Reply::Moved(_) => "Moved".to_string(),
         Reply::Listing(_) => "Listing".to_string(),
+        Reply::Subscriptions(_) => "Subscriptions".to_string(),
     };
     ClientError::UnexpectedReply { operation, reply }
 }

@@ -17,8 +17,8 @@ pub mod message;
 pub mod protocol;
 
 pub use client::{
-    Client, ClientError, Consumer, GetOptions, NotifyHandle, SOCKET_ENV, SOCKET_PATH_DEFAULT,
-    Subscription, socket_path_default,
+    Client, ClientError, Consumer, GetOptions, NotifyHandle, Publication, SOCKET_ENV,
+    SOCKET_PATH_DEFAULT, Subscription, TopicSubscription, socket_path_default,
 };
 pub use error::ApiError;
 pub use hopmq_routing::names::{Address, ManagerName, NameError, QueueName};

@@ -145,6 +145,14 @@ impl Message {
         std::str::from_utf8(&self.body).ok()
     }
 
+    /// The topic a publication was published to (its `hopmq.topic` header); `None` for a
+    /// queue message.
+    pub fn topic(&self) -> Option<&str> {
+        self.headers
+            .get(crate::protocol::TOPIC_HEADER)
+            .map(String::as_str)
+    }
+
     /// What goes on the wire for a put.
     pub fn to_outgoing(&self) -> OutgoingMessage {
         self.clone().into_outgoing()

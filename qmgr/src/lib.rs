@@ -17,6 +17,7 @@ pub mod generate;
 pub mod manager;
 pub(crate) mod metrics;
 pub mod mutation;
+pub mod pubsub;
 pub(crate) mod queue;
 pub mod readiness;
 pub mod record;

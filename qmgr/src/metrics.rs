@@ -215,7 +215,7 @@ const CUSTODY: [Family<CustodyStatus>; 3] = [
     ),
 ];
 
-const LINKS: [Family<LinkStatus>; 11] = [
+const LINKS: [Family<LinkStatus>; 13] = [
     family(
         "hopmq_link_up",
         "gauge",
@@ -281,6 +281,18 @@ const LINKS: [Family<LinkStatus>; 11] = [
         "counter",
         "Resent messages recognised by id and not stored again.",
         |l| count(l.duplicates_dropped),
+    ),
+    family(
+        "hopmq_link_publications_received_total",
+        "counter",
+        "Publications received from the neighbour (one copy each, whatever the managers beyond).",
+        |l| count(l.publications_received),
+    ),
+    family(
+        "hopmq_link_publications_sent_total",
+        "counter",
+        "Copies of publications given to the link (one per publication that needs it).",
+        |l| count(l.publications_sent),
     ),
 ];
 

@@ -16,8 +16,12 @@ mod passing;
 pub use passing::{Passing, dedup_key, enqueue_dedup_key, enqueue_id};
 
 /// The newest record format this build reads and writes. Version 2 appended the channel
-/// records, version 3 custody's summary and kept messages; older payloads decode unchanged.
-pub const RECORD_FORMAT_VERSION: u8 = 3;
+/// records, version 3 custody's summary and kept messages, version 4 the durable
+/// subscriptions; older payloads decode unchanged.
+pub const RECORD_FORMAT_VERSION: u8 = 4;
+
+/// The version written on custody's records (see [`RECORD_FORMAT_VERSION`]).
+pub const RECORD_FORMAT_VERSION_3: u8 = 3;
 
 /// The version written on records that version 2 already had (a message's `Enqueue` is also
 /// its wire form, so a neighbour running the previous release still reads it).
@@ -57,6 +61,21 @@ pub enum Record<'a> {
     /// then a `Remove` names them. Version 3.
     #[serde(borrow)]
     Kept(KeptRecord<'a>),
+    /// Every durable subscription of this manager, whole: the last one written is in force.
+    /// Written again at the journal's head before its segment may go. Version 4.
+    #[serde(borrow)]
+    Subscriptions(Vec<SubscriptionRecord<'a>>),
+}
+
+/// One durable subscription (see [`Record::Subscriptions`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionRecord<'a> {
+    /// Its name, also its queue's.
+    pub name: &'a str,
+    /// Its topic filter.
+    pub filter: &'a str,
+    /// Its queue's depth limit, if set.
+    pub max_depth: Option<u64>,
 }
 
 /// Messages of one custody stream kept for their confirmation (see [`Record::Kept`]).
@@ -178,7 +197,8 @@ pub fn encode(record: &Record<'_>) -> Vec<u8> {
     // tenth of a relay's CPU in a profile).
     let mut out = Vec::with_capacity(size_hint(record));
     out.push(match record {
-        Record::Custody(_) | Record::Kept(_) => RECORD_FORMAT_VERSION,
+        Record::Subscriptions(_) => RECORD_FORMAT_VERSION,
+        Record::Custody(_) | Record::Kept(_) => RECORD_FORMAT_VERSION_3,
         _ => RECORD_FORMAT_VERSION_2,
     });
     // A Vec sink cannot fail and every field type serialises; an error here is a bug.
@@ -217,6 +237,10 @@ fn size_hint(record: &Record<'_>) -> usize {
             .map(|(origin, destination, _)| origin.len() + destination.len() + 64 * FIELD)
             .sum(),
         Record::Kept(kept) => 4 * FIELD + kept.destination.len() + kept.pairs.len() * 2 * FIELD,
+        Record::Subscriptions(list) => list
+            .iter()
+            .map(|s| s.name.len() + s.filter.len() + 3 * FIELD)
+            .sum(),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod names;
 pub mod network;
 #[cfg(feature = "topology")]
 pub mod parse;
+pub mod topic;
 #[cfg(feature = "topology")]
 pub mod topology;
 
@@ -34,5 +35,6 @@ pub use names::{Address, ManagerName, NameError, QueueName};
 pub use network::{DownLinks, Network, Path, Route, RouteTable};
 #[cfg(feature = "topology")]
 pub use parse::{Checked, load, parse};
+pub use topic::{Filter, FilterTree, Topic, TopicError};
 #[cfg(feature = "topology")]
 pub use topology::{Link, LinkKey, Manager, PeerAddress, Queue, Topology};

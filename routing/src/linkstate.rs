@@ -29,12 +29,20 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::names::ManagerName;
 use crate::network::DownLinks;
+use crate::topic::Filter;
 use crate::topology::{LinkKey, MANAGERS_MAX, Topology};
 
 /// The highest sequence number an advertisement may carry. Wall-clock milliseconds (what the
 /// daemon starts from) reach 2^63 in about 292 million years; the headroom above lets a manager
 /// jump past any valid advertisement of its own without overflowing.
 pub const SEQ_MAX: u64 = u64::MAX / 2;
+
+/// The most filters one advertisement may carry (a manager's subscriptions' distinct filters).
+pub const INTEREST_FILTERS_MAX: usize = 1024;
+
+/// The most bytes of filters one advertisement may carry, so the whole database of a large
+/// network still floods in frames of bounded size.
+pub const INTEREST_BYTES_MAX: usize = 64 * 1024;
 
 /// One manager's advertisement of the state of its own links.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -46,6 +54,9 @@ pub struct Lsa {
     /// Per neighbour of the origin (sorted by name, unique): whether the origin considers the
     /// link usable (alive and not drained).
     pub links: Vec<(ManagerName, bool)>,
+    /// The topic filters of the origin's subscriptions (sorted, unique): publications matching
+    /// one of them go to it. Flooded with the links, a whole set at a time.
+    pub interest: Vec<Filter>,
 }
 
 /// Why an advertisement is malformed: a peer sending one is broken or hostile.
@@ -81,6 +92,26 @@ pub enum LsaError {
         /// The advertisement's origin.
         origin: ManagerName,
     },
+    /// More filters, or more bytes of them, than an advertisement may carry.
+    #[error(
+        "advertisement of {origin} carries {count} filters of {bytes} bytes; the limits are {INTEREST_FILTERS_MAX} and {INTEREST_BYTES_MAX}"
+    )]
+    TooMuchInterest {
+        /// The advertisement's origin.
+        origin: ManagerName,
+        /// How many filters it carries.
+        count: usize,
+        /// Their bytes.
+        bytes: usize,
+    },
+    /// The filters are not sorted, or one appears twice.
+    #[error("advertisement of {origin} lists filter `{filter}` out of order or twice")]
+    UnsortedInterest {
+        /// The advertisement's origin.
+        origin: ManagerName,
+        /// The first filter out of place.
+        filter: Filter,
+    },
 }
 
 impl Lsa {
@@ -112,6 +143,20 @@ impl Lsa {
                 origin: self.origin.clone(),
             });
         }
+        let bytes = interest_bytes(&self.interest);
+        if self.interest.len() > INTEREST_FILTERS_MAX || bytes > INTEREST_BYTES_MAX {
+            return Err(LsaError::TooMuchInterest {
+                origin: self.origin.clone(),
+                count: self.interest.len(),
+                bytes,
+            });
+        }
+        if let Some(pair) = self.interest.windows(2).find(|pair| pair[0] >= pair[1]) {
+            return Err(LsaError::UnsortedInterest {
+                origin: self.origin.clone(),
+                filter: pair[1].clone(),
+            });
+        }
         Ok(())
     }
 
@@ -131,8 +176,13 @@ impl Lsa {
     /// what lets every manager settle on the same one (and the origin then renews past both).
     pub fn is_newer_than(&self, other: &Lsa) -> bool {
         debug_assert_eq!(self.origin, other.origin);
-        (self.seq, &self.links) > (other.seq, &other.links)
+        (self.seq, &self.links, &self.interest) > (other.seq, &other.links, &other.interest)
     }
+}
+
+/// The bytes `filters` take (their text), as [`INTEREST_BYTES_MAX`] counts them.
+pub fn interest_bytes(filters: &[Filter]) -> usize {
+    filters.iter().map(|f| f.as_str().len()).sum()
 }
 
 /// What [`LinkStateDb::receive`] made of an advertisement.
@@ -157,6 +207,8 @@ pub struct LinkStateDb {
     seq: u64,
     /// Per neighbour, whether this manager's link to it is usable.
     links: BTreeMap<ManagerName, bool>,
+    /// This manager's subscriptions' filters, sorted and unique.
+    interest: Vec<Filter>,
     /// The newest advertisement of every other manager heard from.
     others: BTreeMap<ManagerName, Lsa>,
     /// The managers of the last topology given; advertisements from anyone else are dropped.
@@ -176,6 +228,7 @@ impl LinkStateDb {
             me,
             seq: first_seq.min(SEQ_MAX),
             links: BTreeMap::new(),
+            interest: Vec::new(),
             others: BTreeMap::new(),
             managers: BTreeSet::new(),
         }
@@ -199,6 +252,25 @@ impl LinkStateDb {
             }
             _ => false,
         }
+    }
+
+    /// Sets the filters this manager advertises (sorted and deduplicated here). Returns true if
+    /// the own advertisement changed (its seq then incremented). The caller keeps them within
+    /// [`INTEREST_FILTERS_MAX`] and [`INTEREST_BYTES_MAX`]; past them, the set is cut to fit,
+    /// so this manager never floods an advertisement its neighbours refuse.
+    pub fn set_interest(&mut self, mut filters: Vec<Filter>) -> bool {
+        filters.sort_unstable();
+        filters.dedup();
+        filters.truncate(INTEREST_FILTERS_MAX);
+        while interest_bytes(&filters) > INTEREST_BYTES_MAX {
+            filters.pop();
+        }
+        if filters == self.interest {
+            return false;
+        }
+        self.interest = filters;
+        self.bump();
+        true
     }
 
     /// After a topology change: the own links become exactly `neighbours` (new ones start with
@@ -242,6 +314,7 @@ impl LinkStateDb {
             origin: self.me.clone(),
             seq: self.seq,
             links: self.links.iter().map(|(n, u)| (n.clone(), *u)).collect(),
+            interest: self.interest.clone(),
         };
         debug_assert!(own.links.len() < MANAGERS_MAX && own.link(self.me.as_str()).is_none());
         own
@@ -279,7 +352,8 @@ impl LinkStateDb {
     fn receive_own(&mut self, lsa: &Lsa) -> Received {
         let from_earlier_run = lsa.seq > self.seq
             || (lsa.seq == self.seq
-                && !lsa.links.iter().map(|(n, u)| (n, u)).eq(self.links.iter()));
+                && (!lsa.links.iter().map(|(n, u)| (n, u)).eq(self.links.iter())
+                    || lsa.interest != self.interest));
         if !from_earlier_run {
             return Received::Ignored;
         }
@@ -407,6 +481,7 @@ mod tests {
             origin: name(origin),
             seq,
             links: links.iter().map(|&(n, u)| (name(n), u)).collect(),
+            interest: Vec::new(),
         }
     }
 
@@ -578,6 +653,57 @@ mod tests {
         assert_eq!(db.receive(bravo), Received::Ignored);
     }
 
+    fn filters(list: &[&str]) -> Vec<Filter> {
+        list.iter().map(|f| Filter::new(*f).unwrap()).collect()
+    }
+
+    #[test]
+    fn interest_travels_in_the_own_advertisement_and_a_change_is_newer() {
+        let topology = triangle();
+        let mut alpha = db("alpha", &topology, 1);
+        let before = alpha.own();
+        assert!(alpha.set_interest(filters(&["b.>", "a.*", "a.*"])));
+        assert!(
+            !alpha.set_interest(filters(&["a.*", "b.>"])),
+            "same set, no change"
+        );
+        let after = alpha.own();
+        assert_eq!(after.interest, filters(&["a.*", "b.>"]));
+        assert!(after.is_newer_than(&before));
+        let mut bravo = db("bravo", &topology, 1);
+        assert_eq!(bravo.receive(after.clone()), Received::New);
+        assert_eq!(bravo.get("alpha").unwrap().interest, after.interest);
+        // An earlier run's advertisement at the same number but other filters is renewed past.
+        let mut restarted = db("alpha", &topology, after.seq - 1);
+        assert_eq!(restarted.receive(after), Received::OwnRenewed);
+    }
+
+    #[test]
+    fn too_much_or_unsorted_interest_is_malformed() {
+        let mut lsa = lsa("bravo", 3, &[]);
+        lsa.interest = filters(&["b", "a"]);
+        assert!(matches!(
+            lsa.validate(),
+            Err(LsaError::UnsortedInterest { .. })
+        ));
+        lsa.interest = (0..=INTEREST_FILTERS_MAX)
+            .map(|i| Filter::new(format!("f{i:05}")).unwrap())
+            .collect();
+        assert!(matches!(
+            lsa.validate(),
+            Err(LsaError::TooMuchInterest { .. })
+        ));
+        let mut db = LinkStateDb::new(name("alpha"), 1);
+        let long: Vec<Filter> = (0..INTEREST_FILTERS_MAX)
+            .map(|i| Filter::new(format!("{i:05}.{}", "x".repeat(200))).unwrap())
+            .collect();
+        assert!(db.set_interest(long));
+        assert!(
+            db.own().validate().is_ok(),
+            "the own set is cut to what neighbours accept"
+        );
+    }
+
     #[test]
     fn malformed_advertisements_are_ignored() {
         let topology = triangle();
@@ -614,6 +740,7 @@ mod tests {
             links: (0..MANAGERS_MAX)
                 .map(|i| (name(&format!("m{i:05}")), true))
                 .collect(),
+            interest: Vec::new(),
         };
         assert!(matches!(
             too_many.validate(),

@@ -48,13 +48,22 @@ struct Routes {
     /// Set once; from then on the maps stay empty.
     closed: bool,
     pending: HashMap<u64, Pending>,
-    subscriptions: HashMap<u64, mpsc::Sender<Delivery>>,
+    subscriptions: HashMap<u64, mpsc::Sender<Event>>,
+}
+
+/// What a subscription's channel carries.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A message (a queue's new one, or a publication).
+    Message(Delivery),
+    /// Publications a topic subscription lost (its client fell behind).
+    Missed(u64),
 }
 
 struct Pending {
     reply: oneshot::Sender<Result<Reply, ApiError>>,
     /// For a subscribe: where the subscription's events go once the manager accepts it.
-    events: Option<mpsc::Sender<Delivery>>,
+    events: Option<mpsc::Sender<Event>>,
 }
 
 impl Routes {
@@ -133,7 +142,7 @@ impl Connection {
     pub(super) async fn call(
         &self,
         operation: Operation,
-        events: Option<mpsc::Sender<Delivery>>,
+        events: Option<mpsc::Sender<Event>>,
     ) -> Result<Reply, ClientError> {
         self.send(operation, events).await?.wait().await
     }
@@ -143,7 +152,7 @@ impl Connection {
     pub(super) async fn send(
         &self,
         operation: Operation,
-        events: Option<mpsc::Sender<Delivery>>,
+        events: Option<mpsc::Sender<Event>>,
     ) -> Result<Sent, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
@@ -254,19 +263,25 @@ async fn read_loop(mut reader: BufReader<OwnedReadHalf>, routes: Arc<Mutex<Route
             ServerFrame::Event {
                 subscription,
                 message,
-            } => {
-                let events = lock(&routes).subscriptions.get(&subscription).cloned();
-                // Events for a subscription ended on this side are stale, not an error.
-                if let Some(events) = events {
-                    if events.send(message).await.is_err() {
-                        lock(&routes).subscriptions.remove(&subscription);
-                    }
-                }
-            }
+            } => route_event(&routes, subscription, Event::Message(message)).await,
+            ServerFrame::Missed {
+                subscription,
+                messages,
+            } => route_event(&routes, subscription, Event::Missed(messages)).await,
             ServerFrame::Welcome(_) | ServerFrame::Refused(_) => break,
         }
     }
     lock(&routes).close();
+}
+
+async fn route_event(routes: &Mutex<Routes>, subscription: u64, event: Event) {
+    let events = lock(routes).subscriptions.get(&subscription).cloned();
+    // Events for a subscription ended on this side are stale, not an error.
+    if let Some(events) = events {
+        if events.send(event).await.is_err() {
+            lock(routes).subscriptions.remove(&subscription);
+        }
+    }
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -281,5 +296,6 @@ fn frame_kind(frame: &ServerFrame) -> &'static str {
         ServerFrame::Refused(_) => "Refused",
         ServerFrame::Reply { .. } => "Reply",
         ServerFrame::Event { .. } => "Event",
+        ServerFrame::Missed { .. } => "Missed",
     }
 }

@@ -8,10 +8,10 @@ use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::connection::Connection;
+use super::connection::{Connection, Event};
 use super::{ClientError, done};
 use crate::message::Message;
-use crate::protocol::{Delivery, Operation};
+use crate::protocol::Operation;
 
 /// Stops a [`Client::notify`](super::Client::notify) handler when dropped or cancelled.
 #[derive(Debug)]
@@ -85,18 +85,14 @@ where
 pub struct Subscription {
     /// `None` once unsubscribed.
     id: Option<u64>,
-    events: mpsc::Receiver<Delivery>,
+    events: mpsc::Receiver<Event>,
     /// The subscription lives on this connection only, not on the client's latest one.
     connection: Arc<Connection>,
 }
 
 impl Subscription {
     /// Subscription `id`, accepted on `connection`, whose events arrive on `events`.
-    pub(super) fn new(
-        id: u64,
-        events: mpsc::Receiver<Delivery>,
-        connection: Arc<Connection>,
-    ) -> Self {
+    pub(super) fn new(id: u64, events: mpsc::Receiver<Event>, connection: Arc<Connection>) -> Self {
         Self {
             id: Some(id),
             events,
@@ -106,7 +102,17 @@ impl Subscription {
 
     /// The next message put into the queue; `None` once the subscription has ended.
     pub async fn next(&mut self) -> Option<Message> {
-        self.events.recv().await.map(Message::from)
+        loop {
+            match self.events.recv().await? {
+                Event::Message(delivery) => return Some(Message::from(delivery)),
+                // Only topic subscriptions are told of losses; see `TopicSubscription`.
+                Event::Missed(_) => {}
+            }
+        }
+    }
+
+    async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
     }
 
     /// The subscription's id on its connection.
@@ -134,9 +140,59 @@ impl futures_core::Stream for Subscription {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.events
-            .poll_recv(cx)
-            .map(|event| event.map(Message::from))
+        loop {
+            match self.events.poll_recv(cx) {
+                Poll::Ready(Some(Event::Missed(_))) => {}
+                Poll::Ready(Some(Event::Message(delivery))) => {
+                    return Poll::Ready(Some(Message::from(delivery)));
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// What a [`TopicSubscription`] yields: a publication, or how many it lost.
+#[derive(Debug, Clone)]
+pub enum Publication {
+    /// A publication matching the filter (its topic is [`Message::topic`]); boxed, as a
+    /// message is much larger than a count.
+    Message(Box<Message>),
+    /// This many publications were not sent because this client fell behind (its manager
+    /// never lets a slow subscriber hold a publisher up, nor grow its memory): a gap, said.
+    Missed(u64),
+}
+
+/// The publications matching a filter while this connection lasts, from
+/// [`Client::subscribe_topic`](super::Client::subscribe_topic). Ends (`None`) when the
+/// connection drops; dropping it unsubscribes.
+#[derive(Debug)]
+pub struct TopicSubscription {
+    inner: Subscription,
+}
+
+impl TopicSubscription {
+    pub(super) fn new(inner: Subscription) -> Self {
+        Self { inner }
+    }
+
+    /// The next publication, or a report of those lost before it; `None` once ended.
+    pub async fn next(&mut self) -> Option<Publication> {
+        Some(match self.inner.next_event().await? {
+            Event::Message(delivery) => Publication::Message(Box::new(Message::from(delivery))),
+            Event::Missed(count) => Publication::Missed(count),
+        })
+    }
+
+    /// The subscription's id on its connection.
+    pub fn id(&self) -> Option<u64> {
+        self.inner.id()
+    }
+
+    /// Unsubscribes and waits for the manager to confirm.
+    pub async fn cancel(self) -> Result<(), ClientError> {
+        self.inner.cancel().await
     }
 }
 

@@ -264,6 +264,13 @@ async fn handle(
         | Operation::ListMessages { .. } => Err(ApiError::BadRequest {
             reason: "the fake manager has no operator's commands".into(),
         }),
+        Operation::Publish { .. }
+        | Operation::SubscribeTopic { .. }
+        | Operation::CreateSubscription { .. }
+        | Operation::DeleteSubscription { .. }
+        | Operation::ListSubscriptions => Err(ApiError::BadRequest {
+            reason: "the fake manager has no publish/subscribe".into(),
+        }),
     }
 }
 

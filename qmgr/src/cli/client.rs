@@ -52,11 +52,48 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
 pub struct PutArgs {
     /// `QUEUE` or `QUEUE@MANAGER`.
     address: String,
+    #[command(flatten)]
+    body: BodyArgs,
+    #[command(flatten)]
+    options: MessageOptions,
+    /// When to return: `stored` (durable on this manager, the default) or `arrived` (durably
+    /// in its destination manager, confirmed back).
+    #[arg(long, value_enum, default_value_t = Wait::Stored)]
+    wait: Wait,
+    /// With `--wait arrived`: how long to wait for the confirmation, e.g. 30s. Past it the
+    /// command fails (exit 1) and the message is still on its way.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", requires = "wait")]
+    timeout: Duration,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// Where a message's body comes from: the argument, `--file`, or each line of stdin.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BodyArgs {
     /// The body; without it (and without --file) each line of stdin is one message.
     body: Option<String>,
     /// Read the body from this file.
     #[arg(long, conflicts_with = "body", value_name = "FILE")]
     file: Option<PathBuf>,
+}
+
+impl BodyArgs {
+    /// The one body given by argument or file; `None` when the bodies are stdin's lines.
+    pub(crate) fn single(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(match (&self.body, &self.file) {
+            (Some(body), _) => Some(body.clone().into_bytes()),
+            (None, Some(file)) => Some(
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?,
+            ),
+            (None, None) => None,
+        })
+    }
+}
+
+/// A message's properties, as `put` and `publish` take them.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MessageOptions {
     /// A header, as key=value; repeatable.
     #[arg(short = 'H', long = "header", value_parser = parse_header, value_name = "KEY=VALUE")]
     headers: Vec<(String, String)>,
@@ -75,29 +112,10 @@ pub struct PutArgs {
     /// Keep the message in memory only (lost if a manager stops).
     #[arg(long)]
     non_persistent: bool,
-    /// When to return: `stored` (durable on this manager, the default) or `arrived` (durably
-    /// in its destination manager, confirmed back).
-    #[arg(long, value_enum, default_value_t = Wait::Stored)]
-    wait: Wait,
-    /// With `--wait arrived`: how long to wait for the confirmation, e.g. 30s. Past it the
-    /// command fails (exit 1) and the message is still on its way.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", requires = "wait")]
-    timeout: Duration,
-    #[command(flatten)]
-    connection: Connection,
 }
 
-/// When `qmgr put` returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Wait {
-    /// Durable on this manager.
-    Stored,
-    /// Durably in its destination manager.
-    Arrived,
-}
-
-impl PutArgs {
-    fn message(&self, body: Vec<u8>) -> Message {
+impl MessageOptions {
+    pub(crate) fn message(&self, body: Vec<u8>) -> Message {
         let mut message = Message::new(body).priority(self.priority);
         for (key, value) in &self.headers {
             message = message.header(key, value);
@@ -116,20 +134,23 @@ impl PutArgs {
         }
         message
     }
+}
 
+/// When `qmgr put` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Wait {
+    /// Durable on this manager.
+    Stored,
+    /// Durably in its destination manager.
+    Arrived,
+}
+
+impl PutArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         Connection::runtime()?.block_on(async {
             let client = self.connection.client().await?;
-            let single = match (&self.body, &self.file) {
-                (Some(body), _) => Some(body.clone().into_bytes()),
-                (None, Some(file)) => Some(
-                    std::fs::read(file)
-                        .with_context(|| format!("cannot read {}", file.display()))?,
-                ),
-                (None, None) => None,
-            };
-            if let Some(body) = single {
-                let message = self.message(body);
+            if let Some(body) = self.body.single()? {
+                let message = self.options.message(body);
                 let id = match self.wait {
                     Wait::Stored => client.put(&self.address, message).await?,
                     Wait::Arrived => {
@@ -141,60 +162,65 @@ impl PutArgs {
                 outln!("{id}")?;
                 return Ok(ExitCode::SUCCESS);
             }
-            self.put_lines(&client).await
-        })
-    }
-
-    /// Puts each line of stdin as one message, in batches; a line that is not UTF-8 stops it,
-    /// named by its number.
-    async fn put_lines(&self, client: &hopmq::Client) -> anyhow::Result<ExitCode> {
-        let mut stdin = std::io::stdin().lock();
-        if stdin.is_terminal() {
-            // Otherwise a newcomer sees a command that hangs.
-            eprintln!(
-                "reading messages for {} from standard input, one per line; end with Ctrl-D",
-                self.address
-            );
-        }
-        let progress = std::io::stderr().is_terminal();
-        let mut total = 0u64;
-        let mut number = 0u64;
-        let mut batch = Vec::with_capacity(STDIN_BATCH_MAX);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let end = stdin
-                .read_until(b'\n', &mut line)
-                .context("cannot read stdin")?
-                == 0;
-            if !end {
-                number += 1;
-                let text = String::from_utf8(strip_line_end(std::mem::take(&mut line)))
-                    .map_err(|e| not_utf8(number, e.utf8_error().valid_up_to(), total))?;
-                batch.push((self.address.clone(), self.message(text.into_bytes())));
-            }
-            if batch.len() == STDIN_BATCH_MAX || (end && !batch.is_empty()) {
-                let batch = std::mem::take(&mut batch);
-                total += match self.wait {
+            let total = send_lines(&self.address, &self.options, "put", async |batch| {
+                Ok(match self.wait {
                     Wait::Stored => client.put_batch(batch).await?,
                     Wait::Arrived => client.put_batch_arrived(batch, self.timeout).await?,
                 }
-                .len() as u64;
-                if progress {
-                    eprint!("\rput {}", units::count(total, "message", "messages"));
-                }
-            }
-            if end {
-                break;
-            }
-        }
-        if progress {
-            eprintln!();
-        }
-        let put = units::count(total, "message", "messages");
-        eprintln!("put {put} to {}", self.address);
-        Ok(ExitCode::SUCCESS)
+                .len())
+            })
+            .await?;
+            let put = units::count(total, "message", "messages");
+            eprintln!("put {put} to {}", self.address);
+            Ok(ExitCode::SUCCESS)
+        })
     }
+}
+
+/// Sends each line of stdin as one message to `to`, in batches through `send`; a line that is
+/// not UTF-8 stops it, named by its number. Returns how many were sent.
+pub(crate) async fn send_lines(
+    to: &str,
+    options: &MessageOptions,
+    verb: &str,
+    mut send: impl AsyncFnMut(Vec<(String, Message)>) -> anyhow::Result<usize>,
+) -> anyhow::Result<u64> {
+    let mut stdin = std::io::stdin().lock();
+    if stdin.is_terminal() {
+        // Otherwise a newcomer sees a command that hangs.
+        eprintln!("reading messages for {to} from standard input, one per line; end with Ctrl-D");
+    }
+    let progress = std::io::stderr().is_terminal();
+    let mut total = 0u64;
+    let mut number = 0u64;
+    let mut batch = Vec::with_capacity(STDIN_BATCH_MAX);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let end = stdin
+            .read_until(b'\n', &mut line)
+            .context("cannot read stdin")?
+            == 0;
+        if !end {
+            number += 1;
+            let text = String::from_utf8(strip_line_end(std::mem::take(&mut line)))
+                .map_err(|e| not_utf8(number, e.utf8_error().valid_up_to(), total))?;
+            batch.push((to.to_owned(), options.message(text.into_bytes())));
+        }
+        if batch.len() == STDIN_BATCH_MAX || (end && !batch.is_empty()) {
+            total += send(std::mem::take(&mut batch)).await? as u64;
+            if progress {
+                eprint!("\r{verb} {}", units::count(total, "message", "messages"));
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    Ok(total)
 }
 
 /// A line without its `\n` or `\r\n`, as `BufRead::lines` gives it.

@@ -8,6 +8,7 @@ pub(crate) mod lease;
 pub(crate) mod network;
 pub(crate) mod operator;
 pub mod output;
+pub(crate) mod pubsub;
 pub(crate) mod run;
 pub(crate) mod status;
 pub(crate) mod topology;
@@ -34,6 +35,13 @@ pub enum Command {
     Watch(client::WatchArgs),
     /// Print the messages waiting in a local queue without taking them.
     Browse(client::BrowseArgs),
+    /// Publish messages to a topic: every matching subscription, on any manager, gets a copy.
+    Publish(pubsub::PublishArgs),
+    /// Print each publication matching a filter while this runs (a transient subscription).
+    Subscribe(pubsub::SubscribeArgs),
+    /// Durable subscriptions: create, delete, list.
+    #[command(subcommand)]
+    Subscription(pubsub::SubscriptionCommand),
     /// Show the manager's queues, depths and store.
     Status(status::StatusArgs),
     /// Create a local queue.
@@ -74,6 +82,9 @@ impl Command {
             Command::Poll(args) => args.run(),
             Command::Watch(args) => args.run(),
             Command::Browse(args) => args.run(),
+            Command::Publish(args) => args.run(),
+            Command::Subscribe(args) => args.run(),
+            Command::Subscription(command) => command.run(),
             Command::Status(args) => args.run(),
             Command::Declare(args) => args.run(),
             Command::Delete(args) => args.run(),

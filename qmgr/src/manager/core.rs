@@ -14,6 +14,8 @@ mod forward;
 mod gets;
 mod operator;
 mod payloads;
+mod publish;
+mod pubsub;
 mod puts;
 mod requests;
 mod retention;
@@ -146,6 +148,13 @@ pub(crate) enum Continuation {
     },
     /// A pass of an operator's request (a removal or a move of messages) written.
     Operator(operator::OperatorBatch),
+    /// The durable subscriptions written whole: these requests are answered.
+    Subscriptions { answers: Vec<(u64, u64)> },
+    /// A waiting publication split again along new routes: its copies, and its old place.
+    Fanned {
+        items: Vec<PutItem>,
+        old: (QueueName, Entry),
+    },
 }
 
 /// One message on its way into a queue.
@@ -258,6 +267,8 @@ pub struct Core {
     custody: custody::CustodyState,
     /// Operators' requests on the messages of a queue, in progress.
     jobs: operator::OperatorJobs,
+    /// Subscriptions, interest and publications' counters.
+    pubsub: pubsub::PubSub,
 }
 
 fn api_error(error: &StoreError) -> ApiError {
@@ -312,12 +323,14 @@ impl Core {
                 now,
             ),
             jobs: operator::OperatorJobs::default(),
+            pubsub: pubsub::PubSub::recovered(recovered.subscriptions),
         };
         core.declare_homed_queues();
         core.ensure_slot(&dead_letter_queue());
         for (queue, local) in recovered.queues {
             core.ensure_slot(&queue).queue = local;
         }
+        core.restore_subscriptions();
         core.restore_links(recovered.senders, recovered.receivers, now);
         core.reexamine_waiting(now);
         core
@@ -588,6 +601,17 @@ impl Core {
                 selection,
                 max,
             } => self.list_messages((connection, id), &queue, selection, max),
+            Op::Publish { publications } => self.publish((connection, id), publications, now),
+            Op::SubscribeTopic { filter } => self.subscribe_topic(connection, &filter).map(Some),
+            Op::CreateSubscription {
+                name,
+                filter,
+                max_depth,
+            } => self.create_subscription((connection, id), &name, &filter, max_depth),
+            Op::DeleteSubscription { name } => {
+                self.delete_subscription((connection, id), &name, now)
+            }
+            Op::ListSubscriptions => Ok(Some(self.list_subscriptions())),
         };
         // `None`: the reply comes later (after a commit, or when a waiting get is served).
         match result {
@@ -614,6 +638,7 @@ impl Core {
         }
         self.cancel_jobs(connection);
         self.custody.arrivals.disconnected(connection);
+        self.topic_subscriber_left(connection);
     }
 
     /// Removes a waiting get and answers it with `result` (if its connection is still there).

@@ -50,6 +50,7 @@ fn kind(payload: &[u8]) -> &'static str {
         Ok(Record::ChannelReceive(_)) => "channel receive",
         Ok(Record::ChannelAssigned(_)) => "channel assigned",
         Ok(Record::Custody(_)) => "custody",
+        Ok(Record::Subscriptions(_)) => "subscriptions",
         Ok(Record::Kept(_)) => "kept",
         Err(_) => "garbage",
     }

@@ -81,6 +81,15 @@ impl RecoveredCustody {
     }
 }
 
+/// The durable subscriptions the journal held: its last `Subscriptions` record.
+#[derive(Debug, Default)]
+pub struct RecoveredSubscriptions {
+    /// Every durable subscription, by name.
+    pub defs: Vec<crate::pubsub::SubscriptionDef>,
+    /// Where that record is (it stays live until written again at the head).
+    pub location: Option<Location>,
+}
+
 /// What the journal held.
 pub struct Recovered {
     /// Each queue's entries.
@@ -97,6 +106,8 @@ pub struct Recovered {
     pub receivers: Vec<RecoveredReceiver>,
     /// Custody state.
     pub custody: RecoveredCustody,
+    /// Durable subscriptions.
+    pub subscriptions: RecoveredSubscriptions,
 }
 
 /// Why recovery failed.
@@ -151,6 +162,7 @@ pub struct Replay {
     custody: RecoveredCustody,
     /// Message seq -> (destination, epoch, number) of kept messages.
     kept: HashMap<u64, (String, u64, u64)>,
+    subscriptions: RecoveredSubscriptions,
 }
 
 impl Replay {
@@ -223,6 +235,12 @@ impl Replay {
                 self.custody.accepted.merge(custody.accepted);
                 self.custody.location = Some(location);
             }
+            Record::Subscriptions(list) => {
+                self.subscriptions = RecoveredSubscriptions {
+                    defs: subscription_defs(&list),
+                    location: Some(location),
+                };
+            }
         }
         Ok(())
     }
@@ -290,9 +308,13 @@ impl Replay {
             receivers,
             mut custody,
             mut kept,
+            subscriptions,
             ..
         } = self;
         let mut liveness = custody.liveness();
+        if let Some(location) = subscriptions.location {
+            liveness.add(location.segment, location.len);
+        }
         let mut sizes = vec![0usize; names.len()];
         for (index, _) in live.values() {
             sizes[*index as usize] += 1;
@@ -353,8 +375,37 @@ impl Replay {
             senders,
             receivers,
             custody,
+            subscriptions,
         }
     }
+}
+
+/// The subscriptions of a record; one whose name or filter no longer validates (written by a
+/// build with other rules) is left out, loudly.
+fn subscription_defs(
+    list: &[record::SubscriptionRecord<'_>],
+) -> Vec<crate::pubsub::SubscriptionDef> {
+    list.iter()
+        .filter_map(|s| {
+            let name = QueueName::new(s.name);
+            let filter = hopmq_routing::topic::Filter::new(s.filter);
+            match (name, filter) {
+                (Ok(name), Ok(filter)) => Some(crate::pubsub::SubscriptionDef {
+                    name,
+                    filter,
+                    max_depth: s.max_depth,
+                }),
+                (Err(e), _) => {
+                    tracing::error!(name = s.name, error = %e, "a recorded subscription's name is invalid; it is dropped");
+                    None
+                }
+                (_, Err(e)) => {
+                    tracing::error!(name = s.name, error = %e, "a recorded subscription's filter is invalid; it is dropped");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// The receivers' states, in name order (whatever the hash map's), their records live.

@@ -108,6 +108,19 @@ impl Clients {
         Some(subscription)
     }
 
+    /// A new subscription id for `connection` that is not tied to a queue (a topic
+    /// subscription, kept by the publish/subscribe registry); `None` if the connection is gone.
+    pub(super) fn new_subscription_id(&mut self, connection: u64) -> Option<u64> {
+        self.connections.get(&connection)?;
+        self.next_subscription += 1;
+        Some(self.next_subscription)
+    }
+
+    /// Bytes queued for `connection`'s writer; `None` if it is gone.
+    pub(super) fn queued_bytes(&self, connection: u64) -> Option<usize> {
+        Some(self.connections.get(&connection)?.frames.queued_bytes())
+    }
+
     /// Ends one subscription of `connection`; false if it has no such subscription.
     pub(super) fn unsubscribe(&mut self, connection: u64, subscription: u64) -> bool {
         let Some(queue) = self

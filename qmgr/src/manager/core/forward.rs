@@ -764,6 +764,7 @@ impl Core {
                         .adjacency
                         .silent_for(now.instant)
                         .map(|d| d.as_millis() as u64),
+                    ..LinkStatus::default()
                 }
             })
             .collect()

@@ -163,7 +163,7 @@ impl Core {
 
     /// Writes a put's records (the messages, their channel assignments, then the removal of
     /// those handed off), or applies it at once if nothing needs writing.
-    fn commit_put(
+    pub(super) fn commit_put(
         &mut self,
         continuation: Continuation,
         mut journal_payloads: Vec<Bytes>,
@@ -203,18 +203,7 @@ impl Core {
         let mut added: FxHashMap<QueueName, u64> = FxHashMap::default();
         for (address, message) in messages {
             let bytes = message.body.len() as u64;
-            if bytes > self.limits.max_message_bytes {
-                return Err(ApiError::MessageTooLarge {
-                    bytes,
-                    limit: self.limits.max_message_bytes,
-                });
-            }
-            if message.priority > PRIORITY_MAX {
-                return Err(ApiError::BadRequest {
-                    reason: format!("priority {} is over {PRIORITY_MAX}", message.priority),
-                });
-            }
-            custody::check_headers(&message.headers)?;
+            self.check_message(message)?;
             let (queue, home) = self.resolve(address)?;
             if let Some(limit) = self
                 .routing
@@ -239,6 +228,23 @@ impl Core {
             targets.push((queue, home));
         }
         Ok(targets)
+    }
+
+    /// The checks every message a client submits passes: its size, priority and headers.
+    pub(super) fn check_message(&self, message: &OutgoingMessage) -> Result<(), ApiError> {
+        let bytes = message.body.len() as u64;
+        if bytes > self.limits.max_message_bytes {
+            return Err(ApiError::MessageTooLarge {
+                bytes,
+                limit: self.limits.max_message_bytes,
+            });
+        }
+        if message.priority > PRIORITY_MAX {
+            return Err(ApiError::BadRequest {
+                reason: format!("priority {} is over {PRIORITY_MAX}", message.priority),
+            });
+        }
+        custody::check_headers(&message.headers)
     }
 
     /// The stamp of `message`, put for `address` whose home is the manager `home`.

@@ -18,7 +18,9 @@ impl Core {
         connection: u64,
         subscription: u64,
     ) -> Result<Reply, ApiError> {
-        if self.clients.unsubscribe(connection, subscription) {
+        if self.clients.unsubscribe(connection, subscription)
+            || self.unsubscribe_topic(connection, subscription)
+        {
             Ok(Reply::Done)
         } else {
             Err(ApiError::UnknownSubscription { subscription })
@@ -127,7 +129,7 @@ impl Core {
                 commits: stats.commits,
                 sync: self.limits.sync.as_str().to_owned(),
             },
-            links: self.link_status(now),
+            links: self.with_publication_counts(self.link_status(now)),
             routes: self.route_status(),
             messages_forwarded: self.totals.forwarded,
             messages_expired: self.totals.expired,

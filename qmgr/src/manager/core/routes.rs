@@ -183,6 +183,16 @@ impl Routing {
     }
 
     /// The topology in force.
+    /// Sets the filters this manager advertises: its new advertisement if they changed.
+    pub(super) fn set_interest(
+        &mut self,
+        filters: Vec<hopmq_routing::topic::Filter>,
+    ) -> Option<Lsa> {
+        self.linkstate
+            .set_interest(filters)
+            .then(|| self.linkstate.own())
+    }
+
     pub(super) fn topology(&self) -> &Topology {
         &self.topology
     }
@@ -258,7 +268,7 @@ const LINK_STATE_FRAME_BYTES: usize = 1024 * 1024;
 
 /// `advertisements` cut into frames of at most [`LINK_STATE_FRAME_BYTES`] (estimated from the
 /// names' lengths; one advertisement always fits, since a manager's links are bounded by
-/// `MANAGERS_MAX` names of at most 64 bytes).
+/// `MANAGERS_MAX` names of at most 64 bytes, and its interest by `INTEREST_BYTES_MAX`).
 fn link_state_frames(advertisements: Vec<Lsa>) -> Vec<ChannelFrame> {
     let size = |lsa: &Lsa| {
         16 + lsa.origin.as_str().len()
@@ -267,6 +277,8 @@ fn link_state_frames(advertisements: Vec<Lsa>) -> Vec<ChannelFrame> {
                 .iter()
                 .map(|(n, _)| 2 + n.as_str().len())
                 .sum::<usize>()
+            + lsa.interest.len() * 2
+            + hopmq_routing::linkstate::interest_bytes(&lsa.interest)
     };
     let mut frames = Vec::new();
     let mut current: Vec<Lsa> = Vec::new();
@@ -289,6 +301,7 @@ fn link_state_frames(advertisements: Vec<Lsa>) -> Vec<ChannelFrame> {
 // The largest single advertisement, plus a full frame's worth before it, fits one frame.
 const _: () = assert!(
     hopmq_routing::topology::MANAGERS_MAX * (2 + hopmq_routing::names::NAME_BYTES_MAX)
+        + 3 * hopmq_routing::linkstate::INTEREST_BYTES_MAX
         + 2 * LINK_STATE_FRAME_BYTES
         < crate::channel::frame::CHANNEL_FRAME_BYTES_MAX
 );
@@ -463,6 +476,10 @@ impl Core {
             }
             budget -= entries.len();
             for entry in entries {
+                if let Some(fanned) = self.reroute_publication(&queue, &entry, now) {
+                    moved += u64::from(fanned);
+                    continue;
+                }
                 let (target, restamp) = match self.waiting_target(&entry) {
                     Ok(found) => found,
                     Err(reason) => {
@@ -761,6 +778,7 @@ mod tests {
             links: (0..100)
                 .map(|j| (name(&format!("n{j:060}")), true))
                 .collect(),
+            interest: Vec::new(),
         };
         let advertisements: Vec<Lsa> = (0..1000).map(lsa).collect();
         let frames = link_state_frames(advertisements.clone());

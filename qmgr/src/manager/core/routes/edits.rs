@@ -134,6 +134,7 @@ impl Core {
         self.routing
             .linkstate
             .set_topology(&self.routing.topology, usable);
+        self.interest_topology_changed();
         let own = self.routing.linkstate.own();
         self.flood(&[own], None);
         let moved = self.recompute_routes(true, now);

@@ -163,6 +163,7 @@ impl Core {
             }
         }
         if !new.is_empty() {
+            self.interest_heard(&new);
             self.flood(&new, Some(neighbour));
         }
         if renewed {

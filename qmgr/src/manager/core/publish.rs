@@ -1,0 +1,466 @@
+//! Publications: published here, arriving from a neighbour, or waiting when the routes change,
+//! a publication is split by [`Destinations::split`]: a copy into every matching durable
+//! subscription of this manager and to its transient subscribers if this manager is in its
+//! set, and one copy per next hop carrying that hop's share of the set (a `#…` destination).
+//!
+//! Invariants: every copy of one publication here is written in one journal group (with the
+//! channel's state, for an arrival), so a crash keeps all or none; a full subscription's copy
+//! goes to the dead-letter queue, never back to the publisher as an error (a subscriber never
+//! blocks a publisher); transient subscribers are sent a publication only while their
+//! connection's backlog is under [`TRANSIENT_BUFFER_BYTES`], and what they miss is counted and
+//! reported before their next publication.
+
+use super::*;
+use crate::pubsub::{Destinations, TRANSIENT_BUFFER_BYTES};
+use crate::record::StoredMessage;
+use hopmq::protocol::TOPIC_HEADER;
+use hopmq_routing::topic::Topic;
+
+use super::forward::{held_queue, transmission_queue};
+
+/// A publication's copy's record: `stored` under `queue` and `seq`, going to `destination`,
+/// with `hop` joined to its trace and `extra` headers.
+fn copy_record(
+    stored: &StoredMessage<'_>,
+    (queue, seq, destination): (&str, u64, &str),
+    hop: Option<(&str, u64)>,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
+    let mut copy = stored.clone();
+    copy.queue = queue;
+    copy.seq = seq;
+    copy.destination = destination;
+    if let Some(hop) = hop {
+        copy.trace.push(hop);
+    }
+    for &(key, value) in extra {
+        match copy.headers.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => copy.headers[i].1 = value,
+            Err(i) => copy.headers.insert(i, (key, value)),
+        }
+    }
+    record::encode(&Record::Enqueue(copy))
+}
+
+/// The topic a publication's record names, or why it names none.
+fn topic_of(stored: &StoredMessage<'_>) -> Result<Topic, String> {
+    let topic = stored
+        .headers
+        .iter()
+        .find(|(k, _)| *k == TOPIC_HEADER)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| format!("a publication without its `{TOPIC_HEADER}` header"))?;
+    Topic::new(topic).map_err(|e| e.to_string())
+}
+
+impl Core {
+    /// `Publish`: every copy of every publication in one journal group, answered once durable.
+    pub(super) fn publish(
+        &mut self,
+        (connection, request): (u64, u64),
+        publications: Vec<(String, OutgoingMessage)>,
+        now: Now,
+    ) -> Result<Option<Reply>, ApiError> {
+        if publications.is_empty() || publications.len() > BATCH_MESSAGES_MAX as usize {
+            return Err(ApiError::BatchTooLarge {
+                count: publications.len() as u64,
+                limit: u64::from(BATCH_MESSAGES_MAX),
+            });
+        }
+        let mut topics = Vec::with_capacity(publications.len());
+        for (topic, message) in &publications {
+            topics.push(
+                Topic::new(topic.as_str()).map_err(|e| ApiError::BadRequest {
+                    reason: e.to_string(),
+                })?,
+            );
+            self.check_message(message)?;
+        }
+        let mut items = Vec::new();
+        let mut ids = Vec::with_capacity(publications.len());
+        for ((_, mut message), topic) in publications.into_iter().zip(topics) {
+            message
+                .headers
+                .insert(TOPIC_HEADER.to_owned(), topic.as_str().to_owned());
+            let id = self.ids.next();
+            ids.push(id);
+            self.pubsub.totals.published += 1;
+            let mut managers = BTreeSet::new();
+            self.pubsub.interest.matching(&topic, &mut managers);
+            managers.remove(&self.name);
+            if self.pubsub.registry.wants(&topic) {
+                managers.insert(self.name.clone());
+            }
+            if managers.is_empty() {
+                self.pubsub.totals.unmatched += 1;
+                continue;
+            }
+            let destinations = Destinations::new(managers);
+            let destination = destinations.encode();
+            let envelope = Envelope {
+                seq: 0,
+                queue: "",
+                id,
+                destination: &destination,
+                origin: self.name.as_str(),
+                put_at_ms: now.wall_ms,
+                stamp: None,
+            };
+            let base = delivery::encode_put(&envelope, &message);
+            let stored = delivery::stored(&base).map_err(|e| ApiError::Storage {
+                detail: e.to_string(),
+            })?;
+            let copies = (&stored, &destinations, &topic);
+            self.fan_out(copies, None, message.persistent, &mut items, now);
+        }
+        let journal: Vec<Bytes> = items
+            .iter()
+            .filter(|item| item.persistent)
+            .map(|item| item.payload.clone())
+            .collect();
+        let continuation = Continuation::Put {
+            connection,
+            request,
+            items,
+            ids,
+            handoffs: Vec::new(),
+            direct: Vec::new(),
+            arrival: None,
+        };
+        self.commit_put(continuation, journal, Vec::new(), now);
+        Ok(None)
+    }
+
+    /// The copies of one publication this manager makes, into `items`: one per matching
+    /// durable subscription here, one per next hop; and its transient subscribers are sent it.
+    fn fan_out(
+        &mut self,
+        (stored, destinations, topic): (&StoredMessage<'_>, &Destinations, &Topic),
+        hop: Option<(&str, u64)>,
+        persistent: bool,
+        items: &mut Vec<PutItem>,
+        now: Now,
+    ) {
+        let routes = self.routing.routes();
+        let (here, groups) = destinations.split(self.name.as_str(), |manager| {
+            routes
+                .route(manager.as_str())
+                .and_then(|route| route.next_hop.clone())
+        });
+        if here {
+            let mut queues = BTreeSet::new();
+            self.pubsub.registry.durable_matching(topic, &mut queues);
+            for queue in queues {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let slot = self.ensure_slot(&queue);
+                let full = slot.held(0) >= slot.max_depth();
+                let record = if full {
+                    let reason = format!(
+                        "subscription `{queue}` is full (max_depth {})",
+                        slot.max_depth()
+                    );
+                    warn!(%queue, "publication dead-lettered: its subscription is full");
+                    let headers = [
+                        (DEAD_LETTER_REASON_HEADER, reason.as_str()),
+                        (DEAD_LETTER_QUEUE_HEADER, queue.as_str()),
+                    ];
+                    copy_record(
+                        stored,
+                        (DEAD_LETTER_QUEUE, seq, queue.as_str()),
+                        hop,
+                        &headers,
+                    )
+                } else {
+                    self.pubsub.totals.delivered += 1;
+                    copy_record(stored, (queue.as_str(), seq, queue.as_str()), hop, &[])
+                };
+                let target = if full { dead_letter_queue() } else { queue };
+                items.push(self.publication_item(target, stored, (seq, record), persistent, now));
+            }
+            self.send_transient(topic, stored, persistent);
+        }
+        for (next_hop, share) in groups {
+            let queue = match &next_hop {
+                Some(neighbour) => transmission_queue(neighbour),
+                None => held_queue(),
+            };
+            if let Some(neighbour) = next_hop {
+                self.pubsub.links.entry(neighbour).or_default().1 += 1;
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let record = copy_record(stored, (queue.as_str(), seq, &share.encode()), hop, &[]);
+            // What leaves this manager is always journaled: a channel sequence number may only
+            // name a message that survives a crash.
+            items.push(self.publication_item(queue, stored, (seq, record), true, now));
+        }
+    }
+
+    fn publication_item(
+        &mut self,
+        queue: QueueName,
+        stored: &StoredMessage<'_>,
+        (seq, record): (u64, Vec<u8>),
+        persistent: bool,
+        now: Now,
+    ) -> PutItem {
+        self.ensure_slot(&queue).accept(false);
+        PutItem {
+            queue,
+            entry: Entry {
+                seq,
+                body: BodyRef::Memory,
+                bytes: stored.body.len() as u32,
+                priority: stored.priority,
+                expires_at_ms: stored.expires_at_ms.unwrap_or(u64::MAX),
+                put_at_ms: now.wall_ms,
+                correlation: correlation_hash(stored.correlation_id),
+                delivery_count: 0,
+            },
+            payload: Bytes::from(record),
+            persistent,
+            handoff: None,
+            channel_seq: None,
+        }
+    }
+
+    /// Sends a publication to the transient subscriptions it matches, each while its client
+    /// keeps up; a client that fell behind is told how many it missed before its next one.
+    fn send_transient(&mut self, topic: &Topic, stored: &StoredMessage<'_>, persistent: bool) {
+        let mut keys = BTreeSet::new();
+        self.pubsub.registry.transient_matching(topic, &mut keys);
+        if keys.is_empty() {
+            return;
+        }
+        let delivery = hopmq::protocol::Delivery {
+            id: MessageId(stored.id),
+            body: stored.body.to_vec(),
+            headers: stored
+                .headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            priority: stored.priority,
+            expires_at_ms: stored.expires_at_ms,
+            correlation_id: stored.correlation_id.map(str::to_owned),
+            reply_to: stored.reply_to.map(str::to_owned),
+            persistent,
+            origin: stored.origin.to_owned(),
+            delivery_count: 1,
+            trace: stored
+                .trace
+                .iter()
+                .map(|(manager, at_ms)| hopmq::Trace {
+                    manager: (*manager).to_owned(),
+                    at_ms: *at_ms,
+                })
+                .chain(std::iter::once(hopmq::Trace {
+                    manager: self.name.to_string(),
+                    at_ms: self.event_now.wall_ms,
+                }))
+                .collect(),
+            lease: None,
+        };
+        let message = match postcard::to_allocvec(&delivery) {
+            Ok(message) => Bytes::from(message),
+            Err(error) => {
+                error!(%error, "cannot encode a publication for its subscribers");
+                return;
+            }
+        };
+        for (connection, subscription) in keys {
+            self.send_one_transient((connection, subscription), &message);
+        }
+    }
+
+    fn send_one_transient(&mut self, (connection, subscription): (u64, u64), message: &Bytes) {
+        let behind = self
+            .clients
+            .queued_bytes(connection)
+            .is_none_or(|bytes| bytes >= TRANSIENT_BUFFER_BYTES);
+        let Some(transient) = self
+            .pubsub
+            .registry
+            .transient_mut((connection, subscription))
+        else {
+            return;
+        };
+        if !behind && transient.unreported > 0 {
+            let missed = ToClient::Frame(ServerFrame::Missed {
+                subscription,
+                messages: transient.unreported,
+            });
+            if self.clients.send(connection, missed).is_ok() {
+                transient.unreported = 0;
+            }
+        }
+        let event = ToClient::Event {
+            subscription,
+            message: message.clone(),
+        };
+        let sent =
+            !behind && transient.unreported == 0 && self.clients.send(connection, event).is_ok();
+        if sent {
+            transient.delivered += 1;
+            self.pubsub.totals.transient_delivered += 1;
+        } else {
+            transient.missed += 1;
+            transient.unreported += 1;
+            self.pubsub.totals.transient_missed += 1;
+        }
+    }
+
+    /// A publication arriving from `from`: its copies, into `items`. False if `payload` is not
+    /// a publication (a queue message, placed as such).
+    pub(super) fn publication_arrival(
+        &mut self,
+        from: &ManagerName,
+        payload: &[u8],
+        items: &mut Vec<PutItem>,
+        now: Now,
+    ) -> bool {
+        let Ok(passing) = record::Passing::read(payload) else {
+            return false;
+        };
+        let Some(destinations) = Destinations::parse(passing.destination) else {
+            return false;
+        };
+        self.pubsub.links.entry(from.clone()).or_default().0 += 1;
+        if passing.expires_at_ms.is_some_and(|at| at <= now.wall_ms) {
+            self.totals.expired += 1;
+            return true;
+        }
+        let stored = match delivery::stored(payload) {
+            Ok(stored) => stored,
+            Err(error) => {
+                error!(%from, %error, "a publication does not decode whole; dropped");
+                return true;
+            }
+        };
+        let hop = (self.name.as_str(), now.wall_ms);
+        let problem = if passing.hops > self.limits.max_hops as usize {
+            Some(format!(
+                "hop limit of {} exceeded (after {} hops)",
+                self.limits.max_hops, passing.hops
+            ))
+        } else {
+            None
+        };
+        let checked = destinations
+            .map_err(|e| e.to_string())
+            .and_then(|d| topic_of(&stored).map(|t| (d, t)));
+        match (problem, checked) {
+            (None, Ok((destinations, topic))) => {
+                // Counted by `publication_item`'s slot: the copies are made under this hop.
+                let name = self.name.clone();
+                let copies = (&stored, &destinations, &topic);
+                self.fan_out(copies, Some((name.as_str(), now.wall_ms)), true, items, now);
+            }
+            (Some(reason), _) | (None, Err(reason)) => {
+                warn!(%from, %reason, "publication dead-lettered on arrival");
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let record = copy_record(
+                    &stored,
+                    (DEAD_LETTER_QUEUE, seq, stored.destination),
+                    Some(hop),
+                    &[
+                        (DEAD_LETTER_REASON_HEADER, &reason),
+                        (DEAD_LETTER_QUEUE_HEADER, stored.destination),
+                    ],
+                );
+                items.push(self.publication_item(
+                    dead_letter_queue(),
+                    &stored,
+                    (seq, record),
+                    true,
+                    now,
+                ));
+            }
+        }
+        true
+    }
+
+    /// A publication waiting in `queue` when the routes changed: split again with the routes
+    /// in force. `None` if `entry` is not a publication; else whether it moved.
+    pub(super) fn reroute_publication(
+        &mut self,
+        queue: &QueueName,
+        entry: &Entry,
+        now: Now,
+    ) -> Option<bool> {
+        let payload = self.payloads.get(entry, &*self.storage).ok()?;
+        let stored = delivery::stored(&payload).ok()?;
+        let destinations = Destinations::parse(stored.destination)?.ok()?;
+        let topic = topic_of(&stored).ok()?;
+        let routes = self.routing.routes();
+        let (here, groups) = destinations.split(self.name.as_str(), |manager| {
+            routes
+                .route(manager.as_str())
+                .and_then(|route| route.next_hop.clone())
+        });
+        let stays = !here
+            && groups.len() == 1
+            && groups.keys().next().is_some_and(|next| {
+                let target = match next {
+                    Some(neighbour) => transmission_queue(neighbour),
+                    None => held_queue(),
+                };
+                target == *queue
+            });
+        if stays {
+            return Some(false);
+        }
+        let old = self
+            .queues
+            .get_mut(queue)
+            .and_then(|slot| slot.queue.remove(entry.seq))?;
+        let mut items = Vec::new();
+        self.fan_out(
+            (&stored, &destinations, &topic),
+            None,
+            true,
+            &mut items,
+            now,
+        );
+        let mut journal: Vec<Bytes> = items.iter().map(|item| item.payload.clone()).collect();
+        journal.push(record::encode(&Record::Remove(vec![old.seq])).into());
+        self.commit(
+            journal,
+            Continuation::Fanned {
+                items,
+                old: (queue.clone(), old),
+            },
+        );
+        Some(true)
+    }
+
+    /// A re-routed publication's copies are durable (or not).
+    pub(super) fn apply_fanned(
+        &mut self,
+        items: Vec<PutItem>,
+        (queue, old): (QueueName, Entry),
+        result: Result<Vec<Location>, StoreError>,
+        now: Now,
+    ) {
+        match result {
+            Ok(locations) => {
+                let placed = self.place(
+                    items,
+                    &mut locations.into_iter(),
+                    Vec::new(),
+                    Vec::new(),
+                    now,
+                );
+                self.forget(&old);
+                self.finish_placing(placed, now);
+            }
+            Err(error) => {
+                error!(%error, %queue, "re-routing a publication failed; it stays where it was");
+                self.place_failed(items, Vec::new(), Vec::new());
+                self.insert(&queue, old);
+            }
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! Subscriptions: durable ones made and deleted (the whole set written as one `Subscriptions`
+//! record, kept at the journal's head like custody's), transient ones made and ended with
+//! their connection, the interest this manager advertises, and the interest of the others as
+//! link state floods it.
+//!
+//! Invariants: a durable subscription's change is answered only once a record holding it is
+//! durable; the last record written is always live in retention (rewritten at the head when
+//! its segment seals); the advertised interest follows every change of the registry.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::pubsub::{Interest, Registry, SubscriptionDef};
+use crate::record::SubscriptionRecord;
+use hopmq::protocol::{DurableSubscription, SubscriptionListing, TransientSubscription};
+use hopmq_routing::Lsa;
+use hopmq_routing::topic::Filter;
+
+/// Publish/subscribe's counters, since start.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct PubTotals {
+    /// Publications published here.
+    pub(super) published: u64,
+    /// Copies stored into this manager's durable subscriptions.
+    pub(super) delivered: u64,
+    /// Publications handed to transient subscribers here.
+    pub(super) transient_delivered: u64,
+    /// Publications transient subscribers here were too far behind to be sent.
+    pub(super) transient_missed: u64,
+    /// Publications published here that no subscription anywhere wanted.
+    pub(super) unmatched: u64,
+}
+
+/// See the module documentation.
+#[derive(Default)]
+pub(super) struct PubSub {
+    pub(super) registry: Registry,
+    pub(super) interest: Interest,
+    /// Where the last `Subscriptions` record is.
+    record: Option<Location>,
+    /// A record is being written.
+    writing: bool,
+    /// The set changed since the record in flight was made: write again once it lands.
+    dirty: bool,
+    /// Requests answered when the next record is durable.
+    next_answers: Vec<(u64, u64)>,
+    pub(super) totals: PubTotals,
+    /// Per neighbour, publications received from it and copies given to its transmission
+    /// queue, since start.
+    pub(super) links: BTreeMap<ManagerName, (u64, u64)>,
+}
+
+impl PubSub {
+    /// The recovered durable subscriptions.
+    pub(super) fn recovered(recovered: crate::manager::recovery::RecoveredSubscriptions) -> Self {
+        let mut pubsub = Self {
+            record: recovered.location,
+            ..Self::default()
+        };
+        for def in recovered.defs {
+            if let Err(error) = pubsub.registry.create(def) {
+                error!(%error, "a recorded subscription does not fit this build's limits; it is dropped");
+            }
+        }
+        pubsub
+    }
+}
+
+fn bad(reason: impl ToString) -> ApiError {
+    ApiError::BadRequest {
+        reason: reason.to_string(),
+    }
+}
+
+impl Core {
+    /// Makes the recovered subscriptions' queues and advertises their interest.
+    pub(super) fn restore_subscriptions(&mut self) {
+        let defs: Vec<SubscriptionDef> = self.pubsub.registry.durables().cloned().collect();
+        for def in defs {
+            let slot = self.ensure_slot(&def.name);
+            if let Some(max_depth) = def.max_depth {
+                slot.set_max_depth(max_depth);
+            }
+        }
+        self.routing.set_interest(self.pubsub.registry.interest());
+    }
+
+    /// `CreateSubscription`: answered once the subscription is durable.
+    pub(super) fn create_subscription(
+        &mut self,
+        asker: (u64, u64),
+        name: &str,
+        filter: &str,
+        max_depth: Option<u64>,
+    ) -> Result<Option<Reply>, ApiError> {
+        let name = QueueName::new(name).map_err(bad)?;
+        if name.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
+            return Err(bad(format!(
+                "queue names starting with `{SYSTEM_QUEUE_PREFIX}` are reserved"
+            )));
+        }
+        if let Some(queue) = self.routing.topology().queue(name.as_str()) {
+            if queue.home != self.name {
+                return Err(bad(format!(
+                    "the topology homes queue `{name}` on `{}`; a subscription's queue lives on its subscriber's manager",
+                    queue.home
+                )));
+            }
+        }
+        let filter = Filter::new(filter).map_err(bad)?;
+        if max_depth == Some(0) {
+            return Err(bad("max_depth must be at least 1"));
+        }
+        if self.pubsub.registry.durable(&name).is_none() {
+            if let Some(slot) = self.queues.get(&name) {
+                let held = slot.held(self.leases.leased(name.as_str()));
+                if held > 0 {
+                    return Err(bad(format!(
+                        "queue `{name}` holds {held} messages and is not a subscription; choose another name"
+                    )));
+                }
+            }
+        }
+        let changed = self
+            .pubsub
+            .registry
+            .create(SubscriptionDef {
+                name: name.clone(),
+                filter,
+                max_depth,
+            })
+            .map_err(bad)?;
+        let slot = self.ensure_slot(&name);
+        let depth_changed = max_depth.is_some_and(|m| m != slot.max_depth());
+        if let Some(max_depth) = max_depth {
+            slot.set_max_depth(max_depth);
+        }
+        if !changed && !depth_changed {
+            return Ok(Some(Reply::Done));
+        }
+        self.subscriptions_changed(Some(asker));
+        Ok(None)
+    }
+
+    /// `DeleteSubscription`: the feed stops once durable; what the queue held goes with it.
+    pub(super) fn delete_subscription(
+        &mut self,
+        asker: (u64, u64),
+        name: &str,
+        now: Now,
+    ) -> Result<Option<Reply>, ApiError> {
+        let name = QueueName::new(name).map_err(bad)?;
+        if self.pubsub.registry.durable(&name).is_none() {
+            return Err(bad(format!("no subscription `{name}` on this manager")));
+        }
+        let leased = self.leases.leased(name.as_str());
+        if leased > 0 {
+            return Err(bad(format!(
+                "subscription `{name}` has {leased} leased messages; ack or nack them first"
+            )));
+        }
+        self.pubsub.registry.delete(&name);
+        self.subscriptions_changed(Some(asker));
+        if let Some(mut slot) = self.queues.remove(&name) {
+            let entries = slot.queue.drain();
+            for waiter in self.waiters.line(&name) {
+                self.end_waiter(
+                    waiter,
+                    Err(ApiError::UnknownQueue {
+                        queue: name.to_string(),
+                    }),
+                );
+            }
+            self.clients.queue_deleted(&name);
+            self.remove_entries(entries, now);
+        }
+        Ok(None)
+    }
+
+    /// Removes `entries` (out of every queue already) for good.
+    fn remove_entries(&mut self, entries: Vec<Entry>, _now: Now) {
+        if entries.is_empty() {
+            return;
+        }
+        let seqs: Vec<u64> = entries
+            .iter()
+            .filter(|e| !matches!(e.body, BodyRef::Memory))
+            .map(|e| e.seq)
+            .collect();
+        if seqs.is_empty() {
+            for entry in &entries {
+                self.payloads.forget(entry);
+            }
+        } else {
+            self.commit_removal(seqs, Continuation::Removed { entries });
+        }
+    }
+
+    /// `SubscribeTopic`: a transient subscription of `connection`.
+    pub(super) fn subscribe_topic(
+        &mut self,
+        connection: u64,
+        filter: &str,
+    ) -> Result<Reply, ApiError> {
+        let filter = Filter::new(filter).map_err(bad)?;
+        let id = self
+            .clients
+            .new_subscription_id(connection)
+            .ok_or(ApiError::ShuttingDown)?;
+        self.pubsub
+            .registry
+            .subscribe((connection, id), filter)
+            .map_err(bad)?;
+        self.advertise_interest();
+        Ok(Reply::Subscribed(id))
+    }
+
+    /// Ends transient subscription `subscription` of `connection`; false if there is none.
+    pub(super) fn unsubscribe_topic(&mut self, connection: u64, subscription: u64) -> bool {
+        let ended = self.pubsub.registry.unsubscribe((connection, subscription));
+        if ended {
+            self.advertise_interest();
+        }
+        ended
+    }
+
+    /// A client left: its transient subscriptions end.
+    pub(super) fn topic_subscriber_left(&mut self, connection: u64) {
+        self.pubsub.registry.disconnect(connection);
+        self.advertise_interest();
+    }
+
+    /// The durable set changed: it is written whole (answering `asker` once durable), and the
+    /// interest advertised.
+    fn subscriptions_changed(&mut self, asker: Option<(u64, u64)>) {
+        self.pubsub.next_answers.extend(asker);
+        if self.pubsub.writing {
+            self.pubsub.dirty = true;
+        } else {
+            self.write_subscriptions();
+        }
+        self.advertise_interest();
+    }
+
+    /// Floods this manager's advertisement if its interest changed.
+    fn advertise_interest(&mut self) {
+        let interest = self.pubsub.registry.interest();
+        if let Some(own) = self.routing.set_interest(interest) {
+            self.flood(&[own], None);
+        }
+    }
+
+    fn write_subscriptions(&mut self) {
+        let defs: Vec<SubscriptionDef> = self.pubsub.registry.durables().cloned().collect();
+        let list: Vec<SubscriptionRecord<'_>> = defs
+            .iter()
+            .map(|def| SubscriptionRecord {
+                name: def.name.as_str(),
+                filter: def.filter.as_str(),
+                max_depth: def.max_depth,
+            })
+            .collect();
+        let payload = Bytes::from(record::encode(&Record::Subscriptions(list)));
+        self.pubsub.writing = true;
+        self.pubsub.dirty = false;
+        let answers = std::mem::take(&mut self.pubsub.next_answers);
+        self.commit_freeing(vec![payload], Continuation::Subscriptions { answers });
+    }
+
+    /// A `Subscriptions` record landed (or not).
+    pub(super) fn on_subscriptions_written(
+        &mut self,
+        answers: Vec<(u64, u64)>,
+        result: Result<Vec<Location>, StoreError>,
+    ) {
+        self.pubsub.writing = false;
+        let answer = match result {
+            Ok(locations) => {
+                if let Some(&new) = locations.first() {
+                    self.retention.live(new.segment, new.len);
+                    if let Some(old) = self.pubsub.record.replace(new) {
+                        self.retention.dead(old.segment, old.len);
+                    }
+                }
+                Ok(Reply::Done)
+            }
+            Err(error) => {
+                warn!(%error, "writing the subscriptions failed; the next tick tries again");
+                self.pubsub.dirty = true;
+                Err(api_error(&error))
+            }
+        };
+        for (connection, request) in answers {
+            self.reply(connection, request, answer.clone());
+        }
+        if self.pubsub.dirty && !self.pubsub.next_answers.is_empty() {
+            self.write_subscriptions();
+        }
+    }
+
+    /// Rewrites the subscriptions record when its segment sealed, or a failed write.
+    pub(super) fn on_subscriptions_maintenance(&mut self) {
+        if self.pubsub.writing {
+            return;
+        }
+        let active = self.storage.active_segment();
+        if self.pubsub.dirty || self.pubsub.record.is_some_and(|l| l.segment < active) {
+            self.write_subscriptions();
+        }
+    }
+
+    /// Link state brought new advertisements: the interest they carry.
+    pub(super) fn interest_heard(&mut self, advertisements: &[Lsa]) {
+        for lsa in advertisements {
+            if lsa.origin != self.name {
+                self.pubsub.interest.set(&lsa.origin, &lsa.interest);
+            }
+        }
+    }
+
+    /// The topology changed: managers no longer in it want nothing.
+    pub(super) fn interest_topology_changed(&mut self) {
+        let topology = self.routing.topology();
+        let gone: Vec<ManagerName> = self
+            .pubsub
+            .interest
+            .by_manager()
+            .keys()
+            .filter(|m| topology.manager(m.as_str()).is_none())
+            .cloned()
+            .collect();
+        self.pubsub.interest.retain(|m| !gone.contains(m));
+    }
+
+    /// `links` with their publications in and out.
+    pub(super) fn with_publication_counts(
+        &self,
+        mut links: Vec<hopmq::protocol::LinkStatus>,
+    ) -> Vec<hopmq::protocol::LinkStatus> {
+        for link in &mut links {
+            if let Some(&(received, sent)) = self.pubsub.links.get(link.neighbour.as_str()) {
+                link.publications_received = received;
+                link.publications_sent = sent;
+            }
+        }
+        links
+    }
+
+    /// `ListSubscriptions`.
+    pub(super) fn list_subscriptions(&self) -> Reply {
+        let durable = self
+            .pubsub
+            .registry
+            .durables()
+            .map(|def| {
+                let slot = self.queues.get(&def.name);
+                DurableSubscription {
+                    name: def.name.to_string(),
+                    filter: def.filter.to_string(),
+                    depth: slot.map_or(0, |s| s.queue.depth()),
+                    max_depth: slot.map_or(self.limits.max_depth, Slot::max_depth),
+                }
+            })
+            .collect();
+        let transient = self
+            .pubsub
+            .registry
+            .transients()
+            .map(|(_, t)| TransientSubscription {
+                filter: t.filter.to_string(),
+                delivered: t.delivered,
+                missed: t.missed,
+            })
+            .collect();
+        let interest = self
+            .pubsub
+            .interest
+            .by_manager()
+            .iter()
+            .map(|(manager, filters)| hopmq::protocol::Interest {
+                manager: manager.to_string(),
+                filters: filters.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        Reply::Subscriptions(SubscriptionListing {
+            durable,
+            transient,
+            interest,
+        })
+    }
+}

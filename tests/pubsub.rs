@@ -1,0 +1,247 @@
+//! Publish/subscribe with real managers: filter semantics and durable subscriptions on one
+//! manager (through a `kill -9`), a transient subscriber that stops reading, and a diamond
+//! where publications reach durable subscriptions on two managers once each, in order, one
+//! copy per link, through the `kill -9` of a subscriber's manager and of a relay.
+
+#![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
+
+mod support;
+
+use std::time::Duration;
+
+use hopmq::{Message, Publication};
+use support::network::{Network, Spec, link_of, receive};
+use support::{Manager, SOON, drain, wait_until};
+
+fn texts(messages: &[Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m.text().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn filters_match_once_per_subscription_and_durable_ones_outlive_their_manager() {
+    let mut manager = Manager::start();
+    let client = manager.client();
+    client.create_subscription("one", "a.*", None).unwrap();
+    client.create_subscription("rest", "a.>", None).unwrap();
+    client.create_subscription("exact", "a.b", None).unwrap();
+    // Idempotent with its filter; refused with another, and precise about bad filters.
+    client.create_subscription("one", "a.*", None).unwrap();
+    let other = client.create_subscription("one", "b.*", None).unwrap_err();
+    assert!(
+        other.to_string().contains("exists with filter `a.*`"),
+        "{other}"
+    );
+    let bad = manager.cli(&["subscription", "create", "x", "a.>.b"]);
+    bad.expect_code(1);
+    assert!(
+        bad.stderr.contains("may only be the last token"),
+        "{}",
+        bad.stderr
+    );
+    let bad = manager.cli(&["publish", "a.*", "x"]);
+    bad.expect_code(1);
+    assert!(bad.stderr.contains("wildcards"), "{}", bad.stderr);
+
+    client.publish("a.b", Message::new("ab")).unwrap();
+    client.publish("a.c", Message::new("ac")).unwrap();
+    client.publish("a.b.c", Message::new("abc")).unwrap();
+    client.publish("a", Message::new("a")).unwrap();
+    client.publish("z.b", Message::new("zb")).unwrap();
+    manager
+        .cli_with_stdin(&["publish", "a.b"], b"line 1\nline 2\n")
+        .expect_code(0);
+
+    // Collected while nobody reads, and kept through a power cut.
+    manager.kill9();
+    manager.restart();
+    let client = manager.client();
+    let listing = client.list_subscriptions().unwrap();
+    let names: Vec<&str> = listing.durable.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["exact", "one", "rest"]);
+    assert_eq!(
+        texts(&drain(&client, "one")),
+        ["ab", "ac", "line 1", "line 2"]
+    );
+    assert_eq!(
+        texts(&drain(&client, "rest")),
+        ["ab", "ac", "abc", "line 1", "line 2"]
+    );
+    let exact = drain(&client, "exact");
+    assert_eq!(texts(&exact), ["ab", "line 1", "line 2"]);
+    assert_eq!(exact[0].topic(), Some("a.b"));
+
+    // A deleted subscription takes its queue and stops collecting.
+    client.publish("a.b", Message::new("late")).unwrap();
+    manager
+        .cli(&["subscription", "delete", "exact"])
+        .expect_code(0);
+    client.publish("a.b", Message::new("later")).unwrap();
+    let listing = manager.cli(&["subscription", "list"]);
+    assert!(!listing.stdout.contains("exact"), "{}", listing.stdout);
+    assert_eq!(manager.depth("exact"), None);
+    assert_eq!(texts(&drain(&client, "one")), ["late", "later"]);
+}
+
+#[test]
+fn a_transient_subscriber_that_stops_reading_loses_counted_publications_only() {
+    let manager = Manager::start();
+    let subscriber = manager.client();
+    let mut subscription = subscriber.subscribe_topic("load.>").unwrap();
+    let publisher = manager.client();
+    // Nothing reads the subscription: 128 MiB published must neither block the publisher nor
+    // pile up in the manager beyond the subscriber's buffer (the client library itself holds
+    // up to 1,024 of them, 64 MiB, before its socket stops being read).
+    let body = vec![b'x'; 64 * 1024];
+    let published = 2048;
+    for batch in 0..published / 16 {
+        let messages = (0..16)
+            .map(|i| {
+                let message = Message::new(body.clone()).header("n", (batch * 16 + i).to_string());
+                ("load.data".to_owned(), message)
+            })
+            .collect();
+        publisher.publish_batch(messages).unwrap();
+    }
+    let listing = publisher.list_subscriptions().unwrap();
+    let transient = listing.transient[0].clone();
+    assert_eq!(transient.filter, "load.>");
+    assert!(transient.missed > 0, "{transient:?}");
+    assert_eq!(transient.delivered + transient.missed, published);
+    // Reading now: what was sent, in order, each loss reported as soon as the subscriber
+    // could take a frame again; the last one with the next publication.
+    let (mut received, mut missed, mut last) = (0, 0, None);
+    while received < transient.delivered {
+        match subscription.recv_timeout(SOON).unwrap().unwrap() {
+            Publication::Message(message) => {
+                let n: u64 = message.headers["n"].parse().unwrap();
+                assert!(last.is_none_or(|last| n > last), "in order");
+                last = Some(n);
+                received += 1;
+            }
+            Publication::Missed(count) => missed += count,
+        }
+    }
+    publisher
+        .publish("load.data", Message::new("after"))
+        .unwrap();
+    loop {
+        match subscription.recv_timeout(SOON).unwrap().unwrap() {
+            Publication::Missed(count) => missed += count,
+            Publication::Message(m) => {
+                assert_eq!(m.text(), Some("after"));
+                break;
+            }
+        }
+    }
+    assert_eq!(missed, transient.missed, "every loss reported, once");
+    // Interest goes with the last subscriber.
+    drop(subscription);
+    wait_until("the transient subscription ends", SOON, || {
+        publisher.list_subscriptions().unwrap().transient.is_empty()
+    });
+}
+
+fn start(spec: &Spec) -> Network {
+    let mut network = Network::prepare(spec);
+    let topology = network.topology();
+    let certs = network.certs();
+    for name in spec.managers.clone() {
+        // Dead only after long silence: a relay killed and restarted at once keeps its
+        // routes, so what it took is delivered from its journal when it returns.
+        let env = [("QMGR_LINK_DEAD_INTERVAL_MS", "60000")];
+        network.start_manager_with(name, &topology, &certs, &env);
+    }
+    network.wait_all_links_up(spec);
+    network
+}
+
+/// Publishes `bodies` at `alpha` to `prices.eu.btc`, in batches.
+fn publish(network: &mut Network, bodies: &[String]) {
+    let client = network.manager("alpha").client();
+    for chunk in bodies.chunks(250) {
+        let batch = chunk
+            .iter()
+            .map(|body| ("prices.eu.btc".to_owned(), Message::new(body.as_str())))
+            .collect();
+        client.publish_batch(batch).unwrap();
+    }
+}
+
+#[test]
+fn the_diamond_delivers_each_publication_once_in_order_one_copy_per_link() {
+    let spec = Spec::diamond();
+    let mut network = start(&spec);
+    network
+        .manager("delta")
+        .client()
+        .create_subscription("eu", "prices.eu.*", None)
+        .unwrap();
+    network
+        .manager("charlie")
+        .client()
+        .create_subscription("all", "prices.>", None)
+        .unwrap();
+    let bravo = network.manager("bravo").client();
+    let mut transient = bravo.subscribe_topic("prices.>").unwrap();
+    let alpha = network.manager("alpha").client();
+    wait_until("alpha knows every subscriber's interest", SOON, || {
+        alpha.list_subscriptions().unwrap().interest.len() == 3
+    });
+
+    let bodies: Vec<String> = (0..5000).map(|i| format!("p{i:05}")).collect();
+    publish(&mut network, &bodies[..1000]);
+    // The transient subscriber on bravo, the relay towards delta, sees them.
+    for body in &bodies[..1000] {
+        match transient.recv_timeout(SOON).unwrap().unwrap() {
+            Publication::Message(m) => assert_eq!(m.text(), Some(body.as_str())),
+            Publication::Missed(n) => panic!("a reading subscriber missed {n}"),
+        }
+    }
+    drop(transient);
+    publish(&mut network, &bodies[1000..2000]);
+    network.manager("charlie").kill9();
+    publish(&mut network, &bodies[2000..3000]);
+    network.manager("charlie").restart();
+    publish(&mut network, &bodies[3000..4000]);
+    network.manager("bravo").kill9();
+    publish(&mut network, &bodies[4000..]);
+    network.manager("bravo").restart();
+
+    for (manager, subscription) in [("delta", "eu"), ("charlie", "all")] {
+        let consumer = network.manager(manager).client();
+        let got = receive(&consumer, subscription, bodies.len());
+        assert_eq!(
+            texts(&got),
+            bodies,
+            "{subscription} on {manager}: once each, in order"
+        );
+        assert!(
+            consumer
+                .get(subscription, Duration::from_millis(500))
+                .unwrap()
+                .is_none(),
+            "nothing more"
+        );
+        if manager == "delta" {
+            for message in &got {
+                let path: Vec<&str> = message.trace.iter().map(|t| t.manager.as_str()).collect();
+                assert_eq!(path, ["alpha", "bravo", "delta"]);
+            }
+        }
+    }
+    // One copy per link: alpha gave each publication once to bravo (for bravo and delta) and
+    // once to charlie; nothing went round through charlie to delta.
+    let alpha = network.manager("alpha").status();
+    for neighbour in ["bravo", "charlie"] {
+        let link = link_of(&alpha, neighbour);
+        assert_eq!(
+            link["publications_sent"], 5000,
+            "alpha → {neighbour}: {link}"
+        );
+    }
+    let delta = network.manager("delta").status();
+    assert_eq!(link_of(&delta, "charlie")["publications_received"], 0);
+}
