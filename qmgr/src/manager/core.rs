@@ -148,8 +148,12 @@ pub(crate) enum Continuation {
     },
     /// A pass of an operator's request (a removal or a move of messages) written.
     Operator(operator::OperatorBatch),
-    /// The durable subscriptions written whole: these requests are answered.
-    Subscriptions { answers: Vec<(u64, u64)> },
+    /// The durable subscriptions written whole: these requests are answered, the queues of
+    /// these deleted subscriptions go.
+    Subscriptions {
+        answers: Vec<(u64, u64)>,
+        deleted: Vec<QueueName>,
+    },
     /// A waiting publication split again along new routes: its copies, and its old place.
     Fanned {
         items: Vec<PutItem>,
@@ -608,9 +612,7 @@ impl Core {
                 filter,
                 max_depth,
             } => self.create_subscription((connection, id), &name, &filter, max_depth),
-            Op::DeleteSubscription { name } => {
-                self.delete_subscription((connection, id), &name, now)
-            }
+            Op::DeleteSubscription { name } => self.delete_subscription((connection, id), &name),
             Op::ListSubscriptions => Ok(Some(self.list_subscriptions())),
         };
         // `None`: the reply comes later (after a commit, or when a waiting get is served).

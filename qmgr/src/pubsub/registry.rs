@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use hopmq::QueueName;
 use hopmq_routing::topic::{Filter, FilterTree, Topic};
 
+use hopmq_routing::linkstate::INTEREST_BYTES_MAX;
+
 use super::{DURABLE_SUBSCRIPTIONS_MAX, FILTERS_MAX, TRANSIENT_PER_CONNECTION_MAX};
 
 /// A durable subscription as the journal keeps it.
@@ -159,7 +161,12 @@ impl Registry {
     }
 
     fn check_filter_room(&self, filter: &Filter) -> Result<(), RegistryError> {
-        if self.filters.len() >= FILTERS_MAX && !self.filters.contains_key(filter) {
+        if self.filters.contains_key(filter) {
+            return Ok(());
+        }
+        // Within what an advertisement carries: a filter accepted here is always advertised.
+        let bytes: usize = self.filters.keys().map(|f| f.as_str().len()).sum();
+        if self.filters.len() >= FILTERS_MAX || bytes + filter.as_str().len() > INTEREST_BYTES_MAX {
             return Err(RegistryError::TooManyFilters);
         }
         Ok(())

@@ -44,6 +44,10 @@ pub(super) struct PubSub {
     dirty: bool,
     /// Requests answered when the next record is durable.
     next_answers: Vec<(u64, u64)>,
+    /// Subscriptions deleted since the record in flight was made: their queues go once the
+    /// next record is durable (every copy accepted for them before is placed by then, since
+    /// commits complete in order).
+    next_deleted: Vec<QueueName>,
     pub(super) totals: PubTotals,
     /// Per neighbour, publications received from it and copies given to its transmission
     /// queue, since start.
@@ -135,19 +139,20 @@ impl Core {
         if let Some(max_depth) = max_depth {
             slot.set_max_depth(max_depth);
         }
-        if !changed && !depth_changed {
+        // Unchanged, but answered only once a record holding it is durable.
+        if !changed && !depth_changed && !self.pubsub.writing && !self.pubsub.dirty {
             return Ok(Some(Reply::Done));
         }
         self.subscriptions_changed(Some(asker));
         Ok(None)
     }
 
-    /// `DeleteSubscription`: the feed stops once durable; what the queue held goes with it.
+    /// `DeleteSubscription`: the feed stops at once; once that is durable, the queue goes
+    /// with what it holds.
     pub(super) fn delete_subscription(
         &mut self,
         asker: (u64, u64),
         name: &str,
-        now: Now,
     ) -> Result<Option<Reply>, ApiError> {
         let name = QueueName::new(name).map_err(bad)?;
         if self.pubsub.registry.durable(&name).is_none() {
@@ -160,25 +165,35 @@ impl Core {
             )));
         }
         self.pubsub.registry.delete(&name);
+        self.pubsub.next_deleted.push(name);
         self.subscriptions_changed(Some(asker));
-        if let Some(mut slot) = self.queues.remove(&name) {
-            let entries = slot.queue.drain();
-            for waiter in self.waiters.line(&name) {
-                self.end_waiter(
-                    waiter,
-                    Err(ApiError::UnknownQueue {
-                        queue: name.to_string(),
-                    }),
-                );
-            }
-            self.clients.queue_deleted(&name);
-            self.remove_entries(entries, now);
-        }
         Ok(None)
     }
 
+    /// The queue of deleted subscription `name` goes, with what it holds (unless it was made
+    /// again meanwhile, or holds messages leased since).
+    fn remove_subscription_queue(&mut self, name: &QueueName) {
+        if self.pubsub.registry.durable(name).is_some() || self.leases.leased(name.as_str()) > 0 {
+            return;
+        }
+        let Some(mut slot) = self.queues.remove(name) else {
+            return;
+        };
+        let entries = slot.queue.drain();
+        for waiter in self.waiters.line(name) {
+            self.end_waiter(
+                waiter,
+                Err(ApiError::UnknownQueue {
+                    queue: name.to_string(),
+                }),
+            );
+        }
+        self.clients.queue_deleted(name);
+        self.remove_entries(entries);
+    }
+
     /// Removes `entries` (out of every queue already) for good.
-    fn remove_entries(&mut self, entries: Vec<Entry>, _now: Now) {
+    fn remove_entries(&mut self, entries: Vec<Entry>) {
         if entries.is_empty() {
             return;
         }
@@ -264,13 +279,17 @@ impl Core {
         self.pubsub.writing = true;
         self.pubsub.dirty = false;
         let answers = std::mem::take(&mut self.pubsub.next_answers);
-        self.commit_freeing(vec![payload], Continuation::Subscriptions { answers });
+        let deleted = std::mem::take(&mut self.pubsub.next_deleted);
+        self.commit_freeing(
+            vec![payload],
+            Continuation::Subscriptions { answers, deleted },
+        );
     }
 
     /// A `Subscriptions` record landed (or not).
     pub(super) fn on_subscriptions_written(
         &mut self,
-        answers: Vec<(u64, u64)>,
+        (answers, deleted): (Vec<(u64, u64)>, Vec<QueueName>),
         result: Result<Vec<Location>, StoreError>,
     ) {
         self.pubsub.writing = false;
@@ -282,11 +301,15 @@ impl Core {
                         self.retention.dead(old.segment, old.len);
                     }
                 }
+                for name in &deleted {
+                    self.remove_subscription_queue(name);
+                }
                 Ok(Reply::Done)
             }
             Err(error) => {
                 warn!(%error, "writing the subscriptions failed; the next tick tries again");
                 self.pubsub.dirty = true;
+                self.pubsub.next_deleted.extend(deleted);
                 Err(api_error(&error))
             }
         };
