@@ -170,18 +170,59 @@ fn publish(network: &mut Network, bodies: &[String]) {
     }
 }
 
+/// `manager`'s count of publications `sent` to or `received` from `neighbour`.
+fn publications(network: &mut Network, manager: &str, neighbour: &str, way: &str) -> u64 {
+    let status = network.manager(manager).status();
+    link_of(&status, neighbour)[format!("publications_{way}")]
+        .as_u64()
+        .unwrap()
+}
+
+/// The one-copy-per-link counters of the diamond: alpha → bravo, alpha → charlie, and what
+/// delta received from charlie.
+fn diamond_counters(network: &mut Network) -> [u64; 3] {
+    [
+        publications(network, "alpha", "bravo", "sent"),
+        publications(network, "alpha", "charlie", "sent"),
+        publications(network, "delta", "charlie", "received"),
+    ]
+}
+
+/// `subscription` on `manager` holds `bodies`, once each and in order, and nothing more.
+fn assert_received(
+    network: &mut Network,
+    (manager, subscription): (&str, &str),
+    bodies: &[String],
+) {
+    let consumer = network.manager(manager).client();
+    let got = receive(&consumer, subscription, bodies.len());
+    assert_eq!(
+        texts(&got),
+        bodies,
+        "{subscription} on {manager}: once each, in order"
+    );
+    let more = consumer
+        .get(subscription, Duration::from_millis(500))
+        .unwrap();
+    assert!(more.is_none(), "nothing more");
+    if manager == "delta" {
+        for message in &got {
+            let path: Vec<&str> = message.trace.iter().map(|t| t.manager.as_str()).collect();
+            assert_eq!(path, ["alpha", "bravo", "delta"]);
+        }
+    }
+}
+
 #[test]
 fn the_diamond_delivers_each_publication_once_in_order_one_copy_per_link() {
     let spec = Spec::diamond();
     let mut network = start(&spec);
-    network
-        .manager("delta")
-        .client()
+    let delta = network.manager("delta").client();
+    delta
         .create_subscription("eu", "prices.eu.*", None)
         .unwrap();
-    network
-        .manager("charlie")
-        .client()
+    let charlie = network.manager("charlie").client();
+    charlie
         .create_subscription("all", "prices.>", None)
         .unwrap();
     let bravo = network.manager("bravo").client();
@@ -190,6 +231,8 @@ fn the_diamond_delivers_each_publication_once_in_order_one_copy_per_link() {
     wait_until("alpha knows every subscriber's interest", SOON, || {
         alpha.list_subscriptions().unwrap().interest.len() == 3
     });
+    // Counted from here: making a subscription sends a request for retained publications.
+    let before = diamond_counters(&mut network);
 
     let bodies: Vec<String> = (0..5000).map(|i| format!("p{i:05}")).collect();
     publish(&mut network, &bodies[..1000]);
@@ -210,38 +253,88 @@ fn the_diamond_delivers_each_publication_once_in_order_one_copy_per_link() {
     publish(&mut network, &bodies[4000..]);
     network.manager("bravo").restart();
 
-    for (manager, subscription) in [("delta", "eu"), ("charlie", "all")] {
-        let consumer = network.manager(manager).client();
-        let got = receive(&consumer, subscription, bodies.len());
-        assert_eq!(
-            texts(&got),
-            bodies,
-            "{subscription} on {manager}: once each, in order"
-        );
-        assert!(
-            consumer
-                .get(subscription, Duration::from_millis(500))
-                .unwrap()
-                .is_none(),
-            "nothing more"
-        );
-        if manager == "delta" {
-            for message in &got {
-                let path: Vec<&str> = message.trace.iter().map(|t| t.manager.as_str()).collect();
-                assert_eq!(path, ["alpha", "bravo", "delta"]);
-            }
-        }
-    }
+    assert_received(&mut network, ("delta", "eu"), &bodies);
+    assert_received(&mut network, ("charlie", "all"), &bodies);
     // One copy per link: alpha gave each publication once to bravo (for bravo and delta) and
     // once to charlie; nothing went round through charlie to delta.
-    let alpha = network.manager("alpha").status();
-    for neighbour in ["bravo", "charlie"] {
-        let link = link_of(&alpha, neighbour);
-        assert_eq!(
-            link["publications_sent"], 5000,
-            "alpha → {neighbour}: {link}"
-        );
+    let after = diamond_counters(&mut network);
+    let carried: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        carried,
+        [5000, 5000, 0],
+        "alpha → bravo, alpha → charlie, charlie → delta"
+    );
+}
+
+#[test]
+fn retained_publications_reach_each_later_subscription_once() {
+    let spec = Spec::diamond();
+    let mut network = Network::start(&spec);
+    let alpha = network.manager("alpha").client();
+    alpha
+        .publish_retained("prices.eu.btc", Message::new("1"))
+        .unwrap();
+    alpha
+        .publish_retained("prices.eu.btc", Message::new("2"))
+        .unwrap();
+    alpha
+        .publish_retained("prices.eu.eth", Message::new("e"))
+        .unwrap();
+    network
+        .manager("alpha")
+        .cli(&["publish", "--retain", "other.x", "o"])
+        .expect_code(0);
+    alpha
+        .publish("prices.eu.btc", Message::new("not retained"))
+        .unwrap();
+
+    // A new durable subscription elsewhere gets the last retained of each matching topic.
+    let delta = network.manager("delta").client();
+    delta
+        .create_subscription("eu", "prices.eu.*", None)
+        .unwrap();
+    let got = receive(&delta, "eu", 2);
+    assert_eq!(texts(&got), ["2", "e"]);
+    assert!(got.iter().all(|m| m.headers["hopmq.retained"] == "true"));
+    // Another one gets its own; the first gets nothing more.
+    delta
+        .create_subscription("btc", "prices.eu.btc", None)
+        .unwrap();
+    assert_eq!(texts(&receive(&delta, "btc", 1)), ["2"]);
+    assert!(
+        delta
+            .get("eu", Duration::from_millis(500))
+            .unwrap()
+            .is_none()
+    );
+
+    // A transient subscriber, and a subscription on the publisher's own manager.
+    let charlie = network.manager("charlie").client();
+    let mut transient = charlie.subscribe_topic("prices.>").unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        match transient.recv_timeout(SOON).unwrap().unwrap() {
+            Publication::Message(m) => seen.push(m.text().unwrap().to_owned()),
+            Publication::Missed(n) => panic!("missed {n}"),
+        }
     }
-    let delta = network.manager("delta").status();
-    assert_eq!(link_of(&delta, "charlie")["publications_received"], 0);
+    seen.sort();
+    assert_eq!(seen, ["2", "e"]);
+    alpha.create_subscription("mine", "other.*", None).unwrap();
+    assert_eq!(texts(&receive(&alpha, "mine", 1)), ["o"]);
+
+    // Retained publications outlive a power cut of their manager.
+    network.manager("alpha").kill9();
+    network.manager("alpha").restart();
+    network.wait_all_links_up(&spec);
+    delta
+        .create_subscription("again", "prices.eu.*", None)
+        .unwrap();
+    assert_eq!(texts(&receive(&delta, "again", 2)), ["2", "e"]);
+    assert!(
+        delta
+            .get("again", Duration::from_millis(500))
+            .unwrap()
+            .is_none()
+    );
 }

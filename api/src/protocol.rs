@@ -271,6 +271,9 @@ pub enum Operation {
     Publish {
         /// (topic, message) pairs, at most [`BATCH_MESSAGES_MAX`].
         publications: Vec<(String, OutgoingMessage)>,
+        /// Keep each as its topic's retained publication at this manager: every subscription
+        /// made later, anywhere, whose filter matches the topic receives it once.
+        retain: bool,
     },
     /// Receive the publications that match `filter` while this connection lasts. Reply:
     /// [`Reply::Subscribed`], then [`ServerFrame::Event`]s and, if the client falls behind,

@@ -15,10 +15,26 @@
 pub mod fanout;
 pub mod interest;
 pub mod registry;
+pub mod retained;
 
 pub use fanout::{Destinations, PUBLICATION_MARK};
 pub use interest::Interest;
 pub use registry::{Registry, SubscriptionDef, Transient};
+pub use retained::{RETAINED_TOPICS_MAX, Retained};
+
+/// The system queue holding this manager's retained publications.
+pub const RETAINED_QUEUE: &str = "hopmq.retained";
+
+/// On a retained publication sent to a new subscription: which one it is for (`d:NAME` for a
+/// durable subscription, `t:CONNECTION:ID` for a transient one). Only that subscription gets it.
+pub const RETAINED_FOR_HEADER: &str = "hopmq.retained_for";
+
+/// On the request a subscriber's manager sends every other manager when a subscription is
+/// made: the filter whose retained publications it asks for.
+pub const RETAINED_REQUEST_HEADER: &str = "hopmq.retained_request";
+
+/// On a retained publication as a subscriber receives it.
+pub const RETAINED_HEADER: &str = "hopmq.retained";
 
 /// Durable subscriptions one manager may hold.
 pub const DURABLE_SUBSCRIPTIONS_MAX: usize = 1024;

@@ -23,6 +23,26 @@ impl Client {
             .block_on(self.inner.publish_batch(publications))
     }
 
+    /// See [`crate::Client::publish_retained`].
+    pub fn publish_retained(
+        &self,
+        topic: &str,
+        message: Message,
+    ) -> Result<MessageId, ClientError> {
+        self.runtime
+            .block_on(self.inner.publish_retained(topic, message))
+    }
+
+    /// See [`crate::Client::publish_with`].
+    pub fn publish_with(
+        &self,
+        publications: Vec<(String, Message)>,
+        retain: bool,
+    ) -> Result<Vec<MessageId>, ClientError> {
+        self.runtime
+            .block_on(self.inner.publish_with(publications, retain))
+    }
+
     /// See [`crate::Client::subscribe_topic`].
     pub fn subscribe_topic(&self, filter: &str) -> Result<TopicSubscription, ClientError> {
         let inner = self.runtime.block_on(self.inner.subscribe_topic(filter))?;

@@ -33,12 +33,38 @@ impl Client {
         &self,
         publications: Vec<(String, Message)>,
     ) -> Result<Vec<MessageId>, ClientError> {
+        self.publish_with(publications, false).await
+    }
+
+    /// Publishes `message` to `topic` as [`publish`](Self::publish) does, and keeps it as the
+    /// topic's retained publication at this manager (replacing the one before): every
+    /// subscription made later, on any manager, whose filter matches `topic` receives it once,
+    /// with the header `hopmq.retained: true`.
+    pub async fn publish_retained(
+        &self,
+        topic: &str,
+        message: Message,
+    ) -> Result<MessageId, ClientError> {
+        let mut ids = self
+            .publish_with(vec![(topic.to_owned(), message)], true)
+            .await?;
+        ids.pop()
+            .ok_or_else(|| unexpected("publish", &Reply::Put(Vec::new())))
+    }
+
+    /// Publishes a batch, retained or not.
+    pub async fn publish_with(
+        &self,
+        publications: Vec<(String, Message)>,
+        retain: bool,
+    ) -> Result<Vec<MessageId>, ClientError> {
         let count = publications.len();
         let operation = Operation::Publish {
             publications: publications
                 .into_iter()
                 .map(|(topic, message)| (topic, message.into_outgoing()))
                 .collect(),
+            retain,
         };
         match self.call(operation).await? {
             Reply::Put(ids) if ids.len() == count => Ok(ids),

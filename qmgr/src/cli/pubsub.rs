@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use hopmq::Publication;
 
 use super::client::{BodyArgs, Connection, MessageOptions, Output, send_lines};
@@ -20,6 +20,10 @@ pub struct PublishArgs {
     body: BodyArgs,
     #[command(flatten)]
     options: MessageOptions,
+    /// Keep it as the topic's retained publication here: subscriptions made later, on any
+    /// manager, receive it once.
+    #[arg(long)]
+    retain: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -29,14 +33,19 @@ impl PublishArgs {
         Connection::runtime()?.block_on(async {
             let client = self.connection.client().await?;
             if let Some(body) = self.body.single()? {
-                let id = client
-                    .publish(&self.topic, self.options.message(body))
+                let message = self.options.message(body);
+                let topic = self.topic.clone();
+                let mut ids = client
+                    .publish_with(vec![(topic, message)], self.retain)
                     .await?;
+                let id = ids
+                    .pop()
+                    .context("the manager answered a publish without its id")?;
                 outln!("{id}")?;
                 return Ok(ExitCode::SUCCESS);
             }
             let total = send_lines(&self.topic, &self.options, "published", async |batch| {
-                Ok(client.publish_batch(batch).await?.len())
+                Ok(client.publish_with(batch, self.retain).await?.len())
             })
             .await?;
             let published = units::count(total, "message", "messages");

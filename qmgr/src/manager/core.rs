@@ -18,6 +18,7 @@ mod publish;
 mod pubsub;
 mod puts;
 mod requests;
+mod retained;
 mod retention;
 mod routes;
 mod slot;
@@ -154,10 +155,11 @@ pub(crate) enum Continuation {
         answers: Vec<(u64, u64)>,
         deleted: Vec<QueueName>,
     },
-    /// A waiting publication split again along new routes: its copies, and its old place.
+    /// Publication copies this manager made on its own: a waiting one split again along new
+    /// routes (with its old place), retained ones for a new subscription.
     Fanned {
         items: Vec<PutItem>,
-        old: (QueueName, Entry),
+        old: Option<(QueueName, Entry)>,
     },
 }
 
@@ -335,6 +337,7 @@ impl Core {
             core.ensure_slot(&queue).queue = local;
         }
         core.restore_subscriptions();
+        core.restore_retained();
         core.restore_links(recovered.senders, recovered.receivers, now);
         core.reexamine_waiting(now);
         core
@@ -605,13 +608,16 @@ impl Core {
                 selection,
                 max,
             } => self.list_messages((connection, id), &queue, selection, max),
-            Op::Publish { publications } => self.publish((connection, id), publications, now),
-            Op::SubscribeTopic { filter } => self.subscribe_topic(connection, &filter).map(Some),
+            Op::Publish {
+                publications,
+                retain,
+            } => self.publish((connection, id), (publications, retain), now),
+            Op::SubscribeTopic { filter } => self.subscribe_topic((connection, id), &filter, now),
             Op::CreateSubscription {
                 name,
                 filter,
                 max_depth,
-            } => self.create_subscription((connection, id), &name, &filter, max_depth),
+            } => self.create_subscription((connection, id), (&name, &filter, max_depth), now),
             Op::DeleteSubscription { name } => self.delete_subscription((connection, id), &name),
             Op::ListSubscriptions => Ok(Some(self.list_subscriptions())),
         };

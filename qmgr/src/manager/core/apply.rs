@@ -23,6 +23,7 @@ impl Core {
         };
         self.apply(continuation, result, now);
         self.after_commit(now);
+        self.retire_retained();
         self.retire_dead_segments();
     }
 

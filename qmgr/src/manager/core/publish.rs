@@ -11,16 +11,19 @@
 //! reported before their next publication.
 
 use super::*;
-use crate::pubsub::{Destinations, TRANSIENT_BUFFER_BYTES};
+use crate::pubsub::{
+    Destinations, RETAINED_FOR_HEADER, RETAINED_REQUEST_HEADER, TRANSIENT_BUFFER_BYTES,
+};
 use crate::record::StoredMessage;
 use hopmq::protocol::TOPIC_HEADER;
 use hopmq_routing::topic::Topic;
 
 use super::forward::{held_queue, transmission_queue};
+use super::retained::{Token, header_of};
 
 /// A publication's copy's record: `stored` under `queue` and `seq`, going to `destination`,
 /// with `hop` joined to its trace and `extra` headers.
-fn copy_record(
+pub(super) fn copy_record(
     stored: &StoredMessage<'_>,
     (queue, seq, destination): (&str, u64, &str),
     hop: Option<(&str, u64)>,
@@ -43,7 +46,7 @@ fn copy_record(
 }
 
 /// The topic a publication's record names, or why it names none.
-fn topic_of(stored: &StoredMessage<'_>) -> Result<Topic, String> {
+pub(super) fn topic_of(stored: &StoredMessage<'_>) -> Result<Topic, String> {
     let topic = stored
         .headers
         .iter()
@@ -58,24 +61,11 @@ impl Core {
     pub(super) fn publish(
         &mut self,
         (connection, request): (u64, u64),
-        publications: Vec<(String, OutgoingMessage)>,
+        (publications, retain): (Vec<(String, OutgoingMessage)>, bool),
         now: Now,
     ) -> Result<Option<Reply>, ApiError> {
-        if publications.is_empty() || publications.len() > BATCH_MESSAGES_MAX as usize {
-            return Err(ApiError::BatchTooLarge {
-                count: publications.len() as u64,
-                limit: u64::from(BATCH_MESSAGES_MAX),
-            });
-        }
-        let mut topics = Vec::with_capacity(publications.len());
-        for (topic, message) in &publications {
-            topics.push(
-                Topic::new(topic.as_str()).map_err(|e| ApiError::BadRequest {
-                    reason: e.to_string(),
-                })?,
-            );
-            self.check_message(message)?;
-        }
+        let topics = self.check_publications(&publications, retain)?;
+        let mut removed = Vec::new();
         let mut items = Vec::new();
         let mut ids = Vec::with_capacity(publications.len());
         for ((_, mut message), topic) in publications.into_iter().zip(topics) {
@@ -93,7 +83,9 @@ impl Core {
             }
             if managers.is_empty() {
                 self.pubsub.totals.unmatched += 1;
-                continue;
+                if !retain {
+                    continue;
+                }
             }
             let destinations = Destinations::new(managers);
             let destination = destinations.encode();
@@ -112,6 +104,10 @@ impl Core {
             })?;
             let copies = (&stored, &destinations, &topic);
             self.fan_out(copies, None, message.persistent, &mut items, now);
+            if retain {
+                let kept = (&mut items, &mut removed);
+                self.retain_publication((&stored, &topic), message.persistent, kept, now);
+            }
         }
         let journal: Vec<Bytes> = items
             .iter()
@@ -127,13 +123,42 @@ impl Core {
             direct: Vec::new(),
             arrival: None,
         };
-        self.commit_put(continuation, journal, Vec::new(), now);
+        let retire = removed.clone();
+        self.commit_put(continuation, journal, removed, now);
+        self.retire_retained_after_commit(retire);
         Ok(None)
+    }
+
+    /// The topics of a publish, once every publication passed every check: a batch is stored
+    /// whole or not at all.
+    fn check_publications(
+        &self,
+        publications: &[(String, OutgoingMessage)],
+        retain: bool,
+    ) -> Result<Vec<Topic>, ApiError> {
+        if publications.is_empty() || publications.len() > BATCH_MESSAGES_MAX as usize {
+            return Err(ApiError::BatchTooLarge {
+                count: publications.len() as u64,
+                limit: u64::from(BATCH_MESSAGES_MAX),
+            });
+        }
+        let mut topics = Vec::with_capacity(publications.len());
+        for (topic, message) in publications {
+            let topic = Topic::new(topic.as_str()).map_err(|e| ApiError::BadRequest {
+                reason: e.to_string(),
+            })?;
+            self.check_message(message)?;
+            if retain {
+                self.check_retain(&topic)?;
+            }
+            topics.push(topic);
+        }
+        Ok(topics)
     }
 
     /// The copies of one publication this manager makes, into `items`: one per matching
     /// durable subscription here, one per next hop; and its transient subscribers are sent it.
-    fn fan_out(
+    pub(super) fn fan_out(
         &mut self,
         (stored, destinations, topic): (&StoredMessage<'_>, &Destinations, &Topic),
         hop: Option<(&str, u64)>,
@@ -148,37 +173,16 @@ impl Core {
                 .and_then(|route| route.next_hop.clone())
         });
         if here {
-            let mut queues = BTreeSet::new();
-            self.pubsub.registry.durable_matching(topic, &mut queues);
-            for queue in queues {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                let slot = self.ensure_slot(&queue);
-                let full = slot.held(0) >= slot.max_depth();
-                let record = if full {
-                    let reason = format!(
-                        "subscription `{queue}` is full (max_depth {})",
-                        slot.max_depth()
-                    );
-                    warn!(%queue, "publication dead-lettered: its subscription is full");
-                    let headers = [
-                        (DEAD_LETTER_REASON_HEADER, reason.as_str()),
-                        (DEAD_LETTER_QUEUE_HEADER, queue.as_str()),
-                    ];
-                    copy_record(
-                        stored,
-                        (DEAD_LETTER_QUEUE, seq, queue.as_str()),
-                        hop,
-                        &headers,
-                    )
-                } else {
-                    self.pubsub.totals.delivered += 1;
-                    copy_record(stored, (queue.as_str(), seq, queue.as_str()), hop, &[])
-                };
-                let target = if full { dead_letter_queue() } else { queue };
-                items.push(self.publication_item(target, stored, (seq, record), persistent, now));
+            let copies = (stored, topic);
+            if let Some(filter) = header_of(stored, RETAINED_REQUEST_HEADER) {
+                self.answer_retained_request(stored, filter, items, now);
+            } else if let Some(token) = header_of(stored, RETAINED_FOR_HEADER) {
+                if let Some(token) = Token::parse(token) {
+                    self.deliver_here(copies, hop, persistent, Some(&token), items, now);
+                }
+            } else {
+                self.deliver_here(copies, hop, persistent, None, items, now);
             }
-            self.send_transient(topic, stored, persistent);
         }
         for (next_hop, share) in groups {
             let queue = match &next_hop {
@@ -197,7 +201,67 @@ impl Core {
         }
     }
 
-    fn publication_item(
+    /// The copies of a publication for this manager's subscriptions (only `only`'s, for a
+    /// retained publication sent to a new subscription), into `items`; transient subscribers
+    /// are sent it.
+    pub(super) fn deliver_here(
+        &mut self,
+        (stored, topic): (&StoredMessage<'_>, &Topic),
+        hop: Option<(&str, u64)>,
+        persistent: bool,
+        only: Option<&Token>,
+        items: &mut Vec<PutItem>,
+        now: Now,
+    ) {
+        let mut queues = BTreeSet::new();
+        let mut keys = BTreeSet::new();
+        match only {
+            None => {
+                self.pubsub.registry.durable_matching(topic, &mut queues);
+                self.pubsub.registry.transient_matching(topic, &mut keys);
+            }
+            Some(Token::Durable(name)) => {
+                let wants = self.pubsub.registry.durable(name);
+                if wants.is_some_and(|def| def.filter.matches(topic)) {
+                    queues.insert(name.clone());
+                }
+            }
+            Some(Token::Transient(connection, id)) => {
+                keys.insert((*connection, *id));
+            }
+        }
+        for queue in queues {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let slot = self.ensure_slot(&queue);
+            let full = slot.held(0) >= slot.max_depth();
+            let record = if full {
+                let reason = format!(
+                    "subscription `{queue}` is full (max_depth {})",
+                    slot.max_depth()
+                );
+                warn!(%queue, "publication dead-lettered: its subscription is full");
+                let headers = [
+                    (DEAD_LETTER_REASON_HEADER, reason.as_str()),
+                    (DEAD_LETTER_QUEUE_HEADER, queue.as_str()),
+                ];
+                copy_record(
+                    stored,
+                    (DEAD_LETTER_QUEUE, seq, queue.as_str()),
+                    hop,
+                    &headers,
+                )
+            } else {
+                self.pubsub.totals.delivered += 1;
+                copy_record(stored, (queue.as_str(), seq, queue.as_str()), hop, &[])
+            };
+            let target = if full { dead_letter_queue() } else { queue };
+            items.push(self.publication_item(target, stored, (seq, record), persistent, now));
+        }
+        self.send_transient(&keys, stored, persistent);
+    }
+
+    pub(super) fn publication_item(
         &mut self,
         queue: QueueName,
         stored: &StoredMessage<'_>,
@@ -227,9 +291,12 @@ impl Core {
 
     /// Sends a publication to the transient subscriptions it matches, each while its client
     /// keeps up; a client that fell behind is told how many it missed before its next one.
-    fn send_transient(&mut self, topic: &Topic, stored: &StoredMessage<'_>, persistent: bool) {
-        let mut keys = BTreeSet::new();
-        self.pubsub.registry.transient_matching(topic, &mut keys);
+    fn send_transient(
+        &mut self,
+        keys: &BTreeSet<(u64, u64)>,
+        stored: &StoredMessage<'_>,
+        persistent: bool,
+    ) {
         if keys.is_empty() {
             return;
         }
@@ -269,7 +336,7 @@ impl Core {
                 return;
             }
         };
-        for (connection, subscription) in keys {
+        for &(connection, subscription) in keys {
             self.send_one_transient((connection, subscription), &message);
         }
     }
@@ -430,17 +497,19 @@ impl Core {
             journal,
             Continuation::Fanned {
                 items,
-                old: (queue.clone(), old),
+                old: Some((queue.clone(), old)),
             },
         );
         Some(true)
     }
 
-    /// A re-routed publication's copies are durable (or not).
+    /// Copies made by this manager on its own (a re-routed publication's, with its old place;
+    /// retained ones for a new subscription, and its request for the others') are durable
+    /// (or not).
     pub(super) fn apply_fanned(
         &mut self,
         items: Vec<PutItem>,
-        (queue, old): (QueueName, Entry),
+        old: Option<(QueueName, Entry)>,
         result: Result<Vec<Location>, StoreError>,
         now: Now,
     ) {
@@ -453,13 +522,17 @@ impl Core {
                     Vec::new(),
                     now,
                 );
-                self.forget(&old);
+                if let Some((_, old)) = old {
+                    self.forget(&old);
+                }
                 self.finish_placing(placed, now);
             }
             Err(error) => {
-                error!(%error, %queue, "re-routing a publication failed; it stays where it was");
+                error!(%error, "writing a publication's copies failed");
                 self.place_failed(items, Vec::new(), Vec::new());
-                self.insert(&queue, old);
+                if let Some((queue, old)) = old {
+                    self.insert(&queue, old);
+                }
             }
         }
     }

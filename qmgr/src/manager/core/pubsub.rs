@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use super::retained::Token;
 use super::*;
 use crate::pubsub::{Interest, Registry, SubscriptionDef};
 use crate::record::SubscriptionRecord;
@@ -36,6 +37,7 @@ pub(super) struct PubTotals {
 pub(super) struct PubSub {
     pub(super) registry: Registry,
     pub(super) interest: Interest,
+    pub(super) retained: crate::pubsub::Retained,
     /// Where the last `Subscriptions` record is.
     record: Option<Location>,
     /// A record is being written.
@@ -93,9 +95,8 @@ impl Core {
     pub(super) fn create_subscription(
         &mut self,
         asker: (u64, u64),
-        name: &str,
-        filter: &str,
-        max_depth: Option<u64>,
+        (name, filter, max_depth): (&str, &str, Option<u64>),
+        now: Now,
     ) -> Result<Option<Reply>, ApiError> {
         let name = QueueName::new(name).map_err(bad)?;
         if name.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
@@ -130,7 +131,7 @@ impl Core {
             .registry
             .create(SubscriptionDef {
                 name: name.clone(),
-                filter,
+                filter: filter.clone(),
                 max_depth,
             })
             .map_err(bad)?;
@@ -144,6 +145,9 @@ impl Core {
             return Ok(Some(Reply::Done));
         }
         self.subscriptions_changed(Some(asker));
+        if changed {
+            self.send_retained(&Token::Durable(name), &filter, now);
+        }
         Ok(None)
     }
 
@@ -214,9 +218,10 @@ impl Core {
     /// `SubscribeTopic`: a transient subscription of `connection`.
     pub(super) fn subscribe_topic(
         &mut self,
-        connection: u64,
+        (connection, request): (u64, u64),
         filter: &str,
-    ) -> Result<Reply, ApiError> {
+        now: Now,
+    ) -> Result<Option<Reply>, ApiError> {
         let filter = Filter::new(filter).map_err(bad)?;
         let id = self
             .clients
@@ -224,10 +229,13 @@ impl Core {
             .ok_or(ApiError::ShuttingDown)?;
         self.pubsub
             .registry
-            .subscribe((connection, id), filter)
+            .subscribe((connection, id), filter.clone())
             .map_err(bad)?;
         self.advertise_interest();
-        Ok(Reply::Subscribed(id))
+        // Answered first: the client routes events only to subscriptions it was told of.
+        self.reply(connection, request, Ok(Reply::Subscribed(id)));
+        self.send_retained(&Token::Transient(connection, id), &filter, now);
+        Ok(None)
     }
 
     /// Ends transient subscription `subscription` of `connection`; false if there is none.
