@@ -377,6 +377,22 @@ impl Core {
         links
     }
 
+    /// The managers a publication to `topic` published here now would go to (this one
+    /// included if a subscription of its own matches): what a simulation's checker expects
+    /// to reach. Empty for a topic that is not valid.
+    pub fn publication_destinations(&self, topic: &str) -> Vec<ManagerName> {
+        let Ok(topic) = hopmq_routing::topic::Topic::new(topic) else {
+            return Vec::new();
+        };
+        let mut managers = BTreeSet::new();
+        self.pubsub.interest.matching(&topic, &mut managers);
+        managers.remove(&self.name);
+        if self.pubsub.registry.wants(&topic) {
+            managers.insert(self.name.clone());
+        }
+        managers.into_iter().collect()
+    }
+
     /// `ListSubscriptions`.
     pub(super) fn list_subscriptions(&self) -> Reply {
         let durable = self
