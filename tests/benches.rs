@@ -291,6 +291,79 @@ fn forward_paced_across_two_hops() {
     assert_eq!(samples(&run), 200, "{}", run.stdout);
 }
 
+/// Panics unless every subscription of a `bench pubsub` run got `sent` publications, each
+/// once and in order, and each of alpha's links carried one copy per publication.
+#[track_caller]
+fn assert_pubsub_exact(run: &Run, sent: u64) {
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|line| line.contains(": verify: ") && !line.starts_with("queue:"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{}", run.stdout);
+    for line in lines {
+        let verify = &line[line.find("verify: ").unwrap_or(0)..];
+        let counts = [
+            figure(verify, "verify:"),
+            figure(verify, "lost"),
+            figure(verify, "duplicated"),
+            figure(verify, "reordered"),
+            figure(verify, "unexpected"),
+        ];
+        assert_eq!(counts, [sent, 0, 0, 0, 0], "{}", run.stdout);
+    }
+    for neighbour in ["bravo", "charlie"] {
+        let link = format!("link alpha->{neighbour}: 1.000 copies");
+        assert!(run.stdout.contains(&link), "{}", run.stdout);
+    }
+}
+
+#[test]
+fn pubsub_delivers_each_publication_once_per_subscription_one_copy_per_link() {
+    let args = [
+        "pubsub",
+        "--count",
+        "2000",
+        "--size",
+        "64",
+        "--producers",
+        "2",
+    ];
+    assert_pubsub_exact(&bench(&args), 2000);
+    let transient: Vec<&str> = args.iter().copied().chain(["--transient"]).collect();
+    assert_pubsub_exact(&bench(&transient), 2000);
+}
+
+#[test]
+fn pubsub_paced_compares_with_a_queue_message() {
+    let run = bench(&[
+        "pubsub",
+        "--count",
+        "200",
+        "--size",
+        "64",
+        "--rate",
+        "500",
+        "--producers",
+        "1",
+        "--batch",
+        "1",
+        "--compare-queue",
+    ]);
+    assert_pubsub_exact(&run, 200);
+    assert!(
+        run.stdout.contains("latency queue put->get"),
+        "{}",
+        run.stdout
+    );
+    let queue = run
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("queue: verify: "))
+        .unwrap_or_else(|| panic!("no queue verify line:\n{}", run.stdout));
+    assert_eq!(figure(queue, "lost"), 0, "{queue}");
+}
+
 #[test]
 fn failover_loses_and_duplicates_nothing() {
     // Exit code 0 also says that traffic went via charlie while bravo was down.

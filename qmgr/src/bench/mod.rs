@@ -10,6 +10,7 @@ pub(crate) mod failover;
 pub(crate) mod flooding;
 pub(crate) mod forward;
 pub(crate) mod local;
+pub(crate) mod pubsub;
 pub(crate) mod routes;
 mod traffic;
 pub(crate) mod transport;
@@ -36,6 +37,9 @@ pub(crate) enum BenchCommand {
     /// Failover around a relay killed with SIGKILL on a diamond of managers: time to reroute,
     /// the gap in arrivals, messages stranded until the relay returns, lost and duplicated.
     Failover(failover::FailoverBench),
+    /// Publish→deliver throughput and latency on a diamond: one publisher, four durable (or
+    /// transient) subscriptions on three managers, one copy per link.
+    Pubsub(pubsub::PubsubBench),
 }
 
 impl BenchCommand {
@@ -47,6 +51,7 @@ impl BenchCommand {
             Self::Flooding(bench) => bench.run(),
             Self::Failover(bench) => bench.run(),
             Self::Transport(bench) => bench.run(),
+            Self::Pubsub(bench) => bench.run(),
         }
     }
 }

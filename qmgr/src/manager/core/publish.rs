@@ -67,6 +67,7 @@ impl Core {
         let topics = self.check_publications(&publications, retain)?;
         let mut removed = Vec::new();
         let mut items = Vec::new();
+        let mut direct = Vec::new();
         let mut ids = Vec::with_capacity(publications.len());
         for ((_, mut message), topic) in publications.into_iter().zip(topics) {
             message
@@ -103,24 +104,27 @@ impl Core {
                 detail: e.to_string(),
             })?;
             let copies = (&stored, &destinations, &topic);
-            self.fan_out(copies, None, message.persistent, &mut items, now);
+            let out = (&mut items, Some(&mut direct));
+            self.fan_out(copies, None, message.persistent, out, now);
             if retain {
                 let kept = (&mut items, &mut removed);
                 self.retain_publication((&stored, &topic), message.persistent, kept, now);
             }
         }
-        let journal: Vec<Bytes> = items
+        let mut journal: Vec<Bytes> = items
             .iter()
             .filter(|item| item.persistent)
             .map(|item| item.payload.clone())
             .collect();
+        // Right after the copies, so the locations of both come first, in order.
+        journal.extend(forward::direct_records(&direct));
         let continuation = Continuation::Put {
             connection,
             request,
             items,
             ids,
             handoffs: Vec::new(),
-            direct: Vec::new(),
+            direct,
             arrival: None,
         };
         let retire = removed.clone();
@@ -158,12 +162,15 @@ impl Core {
 
     /// The copies of one publication this manager makes, into `items`: one per matching
     /// durable subscription here, one per next hop; and its transient subscribers are sent it.
+    ///
+    /// With `direct`, a copy for an idle link is given to its channel in the same group (as a
+    /// put or an arrival for another manager is: one write instead of two before it leaves).
     pub(super) fn fan_out(
         &mut self,
         (stored, destinations, topic): (&StoredMessage<'_>, &Destinations, &Topic),
         hop: Option<(&str, u64)>,
         persistent: bool,
-        items: &mut Vec<PutItem>,
+        (items, mut direct): (&mut Vec<PutItem>, Option<&mut Vec<forward::DirectLink>>),
         now: Now,
     ) {
         let routes = self.routing.routes();
@@ -197,7 +204,13 @@ impl Core {
             let record = copy_record(stored, (queue.as_str(), seq, &share.encode()), hop, &[]);
             // What leaves this manager is always journaled: a channel sequence number may only
             // name a message that survives a crash.
-            items.push(self.publication_item(queue, stored, (seq, record), true, now));
+            let mut item = self.publication_item(queue, stored, (seq, record), true, now);
+            if let Some(direct) = direct.as_deref_mut() {
+                let key = record::enqueue_dedup_key(&item.payload).unwrap_or(stored.id);
+                let payload = item.payload.clone();
+                item.channel_seq = self.assign_direct(&item.queue, seq, key, &payload, direct, now);
+            }
+            items.push(item);
         }
     }
 
@@ -384,7 +397,7 @@ impl Core {
         &mut self,
         from: &ManagerName,
         payload: &[u8],
-        items: &mut Vec<PutItem>,
+        (items, direct): (&mut Vec<PutItem>, &mut Vec<forward::DirectLink>),
         now: Now,
     ) -> bool {
         let Ok(passing) = record::Passing::read(payload) else {
@@ -422,7 +435,8 @@ impl Core {
                 // Counted by `publication_item`'s slot: the copies are made under this hop.
                 let name = self.name.clone();
                 let copies = (&stored, &destinations, &topic);
-                self.fan_out(copies, Some((name.as_str(), now.wall_ms)), true, items, now);
+                let hop = Some((name.as_str(), now.wall_ms));
+                self.fan_out(copies, hop, true, (items, Some(direct)), now);
             }
             (Some(reason), _) | (None, Err(reason)) => {
                 warn!(%from, %reason, "publication dead-lettered on arrival");
@@ -484,13 +498,8 @@ impl Core {
             .get_mut(queue)
             .and_then(|slot| slot.queue.remove(entry.seq))?;
         let mut items = Vec::new();
-        self.fan_out(
-            (&stored, &destinations, &topic),
-            None,
-            true,
-            &mut items,
-            now,
-        );
+        let copies = (&stored, &destinations, &topic);
+        self.fan_out(copies, None, true, (&mut items, None), now);
         let mut journal: Vec<Bytes> = items.iter().map(|item| item.payload.clone()).collect();
         journal.push(record::encode(&Record::Remove(vec![old.seq])).into());
         self.commit(

@@ -254,7 +254,13 @@ impl Core {
         let (Ok(stored), Ok(topic)) = (delivery::stored(&base), Topic::new(RETAINED_QUEUE)) else {
             return;
         };
-        self.fan_out((&stored, &destinations, &topic), None, true, items, now);
+        self.fan_out(
+            (&stored, &destinations, &topic),
+            None,
+            true,
+            (items, None),
+            now,
+        );
     }
 
     /// A request for this manager's retained publications matching `filter`: each goes to the
@@ -297,7 +303,13 @@ impl Core {
             let Ok(topic) = topic_of(&stored) else {
                 continue;
             };
-            self.fan_out((&stored, &destinations, &topic), None, true, items, now);
+            self.fan_out(
+                (&stored, &destinations, &topic),
+                None,
+                true,
+                (items, None),
+                now,
+            );
         }
     }
 }

@@ -80,7 +80,8 @@ impl Core {
         let mut arrivals = Arrivals::default();
         for message in store.messages_to_store {
             ids.push(message.id);
-            if self.publication_arrival(neighbour, &message.payload, &mut items, now) {
+            let out = (&mut items, &mut arrivals.direct);
+            if self.publication_arrival(neighbour, &message.payload, out, now) {
                 // Its copies take no hand-off: a later message must not overtake them.
                 arrivals.open.clear();
             } else if let Some(item) = self.arrival(neighbour, &message.payload, now, &mut arrivals)
