@@ -56,6 +56,24 @@ pub(super) fn topic_of(stored: &StoredMessage<'_>) -> Result<Topic, String> {
     Topic::new(topic).map_err(|e| e.to_string())
 }
 
+/// Where the copies a manager makes of a publication go besides `items`: the channel
+/// assignments of its idle links, and the waiting gets its copies are handed to (their
+/// removals written in the same group). Either may be absent: a publication split again when
+/// routes change, or retained ones sent to a new subscription, take neither.
+#[derive(Default)]
+pub(super) struct Placing<'a> {
+    pub(super) direct: Option<&'a mut Vec<forward::DirectLink>>,
+    pub(super) handoffs: Option<Handoffs<'a>>,
+}
+
+/// A write's hand-offs to waiting gets (see [`Core::hand_off`]).
+pub(super) struct Handoffs<'a> {
+    pub(super) handoffs: &'a mut Vec<Handoff>,
+    pub(super) open: &'a mut FxHashMap<QueueName, usize>,
+    /// Seqs of the messages handed off, removed in the same group.
+    pub(super) handed_off: &'a mut Vec<u64>,
+}
+
 impl Core {
     /// `Publish`: every copy of every publication in one journal group, answered once durable.
     pub(super) fn publish(
@@ -68,6 +86,8 @@ impl Core {
         let mut removed = Vec::new();
         let mut items = Vec::new();
         let mut direct = Vec::new();
+        let (mut handoffs, mut open, mut handed_off) =
+            (Vec::new(), FxHashMap::default(), Vec::new());
         let mut ids = Vec::with_capacity(publications.len());
         for ((_, mut message), topic) in publications.into_iter().zip(topics) {
             message
@@ -104,8 +124,15 @@ impl Core {
                 detail: e.to_string(),
             })?;
             let copies = (&stored, &destinations, &topic);
-            let out = (&mut items, Some(&mut direct));
-            self.fan_out(copies, None, message.persistent, out, now);
+            let placing = Placing {
+                direct: Some(&mut direct),
+                handoffs: Some(Handoffs {
+                    handoffs: &mut handoffs,
+                    open: &mut open,
+                    handed_off: &mut handed_off,
+                }),
+            };
+            self.fan_out(copies, None, message.persistent, (&mut items, placing), now);
             if retain {
                 let kept = (&mut items, &mut removed);
                 self.retain_publication((&stored, &topic), message.persistent, kept, now);
@@ -123,11 +150,13 @@ impl Core {
             request,
             items,
             ids,
-            handoffs: Vec::new(),
+            handoffs,
             direct,
             arrival: None,
         };
         let retire = removed.clone();
+        // Removed in the same group: replaced retained publications and copies handed off.
+        removed.extend(handed_off);
         self.commit_put(continuation, journal, removed, now);
         self.retire_retained_after_commit(retire);
         Ok(None)
@@ -170,7 +199,7 @@ impl Core {
         (stored, destinations, topic): (&StoredMessage<'_>, &Destinations, &Topic),
         hop: Option<(&str, u64)>,
         persistent: bool,
-        (items, mut direct): (&mut Vec<PutItem>, Option<&mut Vec<forward::DirectLink>>),
+        (items, mut placing): (&mut Vec<PutItem>, Placing<'_>),
         now: Now,
     ) {
         let routes = self.routing.routes();
@@ -185,10 +214,12 @@ impl Core {
                 self.answer_retained_request(stored, filter, items, now);
             } else if let Some(token) = header_of(stored, RETAINED_FOR_HEADER) {
                 if let Some(token) = Token::parse(token) {
-                    self.deliver_here(copies, hop, persistent, Some(&token), items, now);
+                    let out = (&mut *items, placing.handoffs.as_mut());
+                    self.deliver_here(copies, hop, persistent, Some(&token), out, now);
                 }
             } else {
-                self.deliver_here(copies, hop, persistent, None, items, now);
+                let out = (&mut *items, placing.handoffs.as_mut());
+                self.deliver_here(copies, hop, persistent, None, out, now);
             }
         }
         for (next_hop, share) in groups {
@@ -204,8 +235,8 @@ impl Core {
             let record = copy_record(stored, (queue.as_str(), seq, &share.encode()), hop, &[]);
             // What leaves this manager is always journaled: a channel sequence number may only
             // name a message that survives a crash.
-            let mut item = self.publication_item(queue, stored, (seq, record), true, now);
-            if let Some(direct) = direct.as_deref_mut() {
+            let mut item = self.publication_item(queue, stored, (seq, record), (true, None), now);
+            if let Some(direct) = placing.direct.as_deref_mut() {
                 let key = record::enqueue_dedup_key(&item.payload).unwrap_or(stored.id);
                 let payload = item.payload.clone();
                 item.channel_seq = self.assign_direct(&item.queue, seq, key, &payload, direct, now);
@@ -223,7 +254,7 @@ impl Core {
         hop: Option<(&str, u64)>,
         persistent: bool,
         only: Option<&Token>,
-        items: &mut Vec<PutItem>,
+        (items, mut hand): (&mut Vec<PutItem>, Option<&mut Handoffs<'_>>),
         now: Now,
     ) {
         let mut queues = BTreeSet::new();
@@ -269,7 +300,24 @@ impl Core {
                 copy_record(stored, (queue.as_str(), seq, queue.as_str()), hop, &[])
             };
             let target = if full { dead_letter_queue() } else { queue };
-            items.push(self.publication_item(target, stored, (seq, record), persistent, now));
+            // A waiting get takes it in the same group; only a journaled copy can be handed
+            // off, its removal written with it.
+            let handoff = match hand.as_deref_mut() {
+                Some(hand) if persistent && !full => {
+                    let correlation = stored.correlation_id;
+                    let handoff = self.hand_off(&target, correlation, hand.handoffs, hand.open);
+                    match handoff {
+                        Some(_) => hand.handed_off.push(seq),
+                        // A later copy must not overtake this one through a hand-off.
+                        None => _ = hand.open.remove(&target),
+                    }
+                    handoff
+                }
+                _ => None,
+            };
+            let item =
+                self.publication_item(target, stored, (seq, record), (persistent, handoff), now);
+            items.push(item);
         }
         self.send_transient(&keys, stored, persistent);
     }
@@ -279,10 +327,10 @@ impl Core {
         queue: QueueName,
         stored: &StoredMessage<'_>,
         (seq, record): (u64, Vec<u8>),
-        persistent: bool,
+        (persistent, handoff): (bool, Option<usize>),
         now: Now,
     ) -> PutItem {
-        self.ensure_slot(&queue).accept(false);
+        self.ensure_slot(&queue).accept(handoff.is_some());
         PutItem {
             queue,
             entry: Entry {
@@ -297,7 +345,7 @@ impl Core {
             },
             payload: Bytes::from(record),
             persistent,
-            handoff: None,
+            handoff,
             channel_seq: None,
         }
     }
@@ -397,7 +445,7 @@ impl Core {
         &mut self,
         from: &ManagerName,
         payload: &[u8],
-        (items, direct): (&mut Vec<PutItem>, &mut Vec<forward::DirectLink>),
+        (items, placing): (&mut Vec<PutItem>, Placing<'_>),
         now: Now,
     ) -> bool {
         let Ok(passing) = record::Passing::read(payload) else {
@@ -436,7 +484,7 @@ impl Core {
                 let name = self.name.clone();
                 let copies = (&stored, &destinations, &topic);
                 let hop = Some((name.as_str(), now.wall_ms));
-                self.fan_out(copies, hop, true, (items, Some(direct)), now);
+                self.fan_out(copies, hop, true, (items, placing), now);
             }
             (Some(reason), _) | (None, Err(reason)) => {
                 warn!(%from, %reason, "publication dead-lettered on arrival");
@@ -451,13 +499,8 @@ impl Core {
                         (DEAD_LETTER_QUEUE_HEADER, stored.destination),
                     ],
                 );
-                items.push(self.publication_item(
-                    dead_letter_queue(),
-                    &stored,
-                    (seq, record),
-                    true,
-                    now,
-                ));
+                let (queue, kept) = (dead_letter_queue(), (true, None));
+                items.push(self.publication_item(queue, &stored, (seq, record), kept, now));
             }
         }
         true
@@ -499,7 +542,7 @@ impl Core {
             .and_then(|slot| slot.queue.remove(entry.seq))?;
         let mut items = Vec::new();
         let copies = (&stored, &destinations, &topic);
-        self.fan_out(copies, None, true, (&mut items, None), now);
+        self.fan_out(copies, None, true, (&mut items, Placing::default()), now);
         let mut journal: Vec<Bytes> = items.iter().map(|item| item.payload.clone()).collect();
         journal.push(record::encode(&Record::Remove(vec![old.seq])).into());
         self.commit(

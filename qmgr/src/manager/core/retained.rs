@@ -9,7 +9,7 @@
 //! ([`RETAINED_FOR_HEADER`]) and reaches that subscription only, never the others of its
 //! manager (which had it, or did not want it, when it was published).
 
-use super::publish::{copy_record, topic_of};
+use super::publish::{Placing, copy_record, topic_of};
 use super::*;
 use crate::pubsub::{
     Destinations, RETAINED_FOR_HEADER, RETAINED_HEADER, RETAINED_QUEUE, RETAINED_REQUEST_HEADER,
@@ -113,7 +113,7 @@ impl Core {
         let seq = self.next_seq;
         self.next_seq += 1;
         let record = copy_record(stored, (RETAINED_QUEUE, seq, stored.destination), None, &[]);
-        items.push(self.publication_item(queue, stored, (seq, record), persistent, now));
+        items.push(self.publication_item(queue, stored, (seq, record), (persistent, None), now));
         if let Some(old) = self.pubsub.retained.retain(topic.clone(), seq) {
             removed.push(old);
         }
@@ -181,14 +181,8 @@ impl Core {
             let Ok(topic) = topic_of(&stored) else {
                 continue;
             };
-            self.deliver_here(
-                (&stored, &topic),
-                None,
-                persistent,
-                Some(token),
-                &mut items,
-                now,
-            );
+            let out = (&mut items, None);
+            self.deliver_here((&stored, &topic), None, persistent, Some(token), out, now);
         }
         self.request_retained(token, filter, &mut items, now);
         if items.is_empty() {
@@ -254,13 +248,8 @@ impl Core {
         let (Ok(stored), Ok(topic)) = (delivery::stored(&base), Topic::new(RETAINED_QUEUE)) else {
             return;
         };
-        self.fan_out(
-            (&stored, &destinations, &topic),
-            None,
-            true,
-            (items, None),
-            now,
-        );
+        let copies = (&stored, &destinations, &topic);
+        self.fan_out(copies, None, true, (items, Placing::default()), now);
     }
 
     /// A request for this manager's retained publications matching `filter`: each goes to the
@@ -303,13 +292,8 @@ impl Core {
             let Ok(topic) = topic_of(&stored) else {
                 continue;
             };
-            self.fan_out(
-                (&stored, &destinations, &topic),
-                None,
-                true,
-                (items, None),
-                now,
-            );
+            let copies = (&stored, &destinations, &topic);
+            self.fan_out(copies, None, true, (&mut *items, Placing::default()), now);
         }
     }
 }

@@ -80,10 +80,16 @@ impl Core {
         let mut arrivals = Arrivals::default();
         for message in store.messages_to_store {
             ids.push(message.id);
-            let out = (&mut items, &mut arrivals.direct);
-            if self.publication_arrival(neighbour, &message.payload, out, now) {
-                // Its copies take no hand-off: a later message must not overtake them.
-                arrivals.open.clear();
+            let placing = super::super::publish::Placing {
+                direct: Some(&mut arrivals.direct),
+                handoffs: Some(super::super::publish::Handoffs {
+                    handoffs: &mut arrivals.handoffs,
+                    open: &mut arrivals.open,
+                    handed_off: &mut arrivals.handed_off,
+                }),
+            };
+            if self.publication_arrival(neighbour, &message.payload, (&mut items, placing), now) {
+                // Placed, copies and all.
             } else if let Some(item) = self.arrival(neighbour, &message.payload, now, &mut arrivals)
             {
                 items.push(item);
