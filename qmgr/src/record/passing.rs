@@ -113,9 +113,19 @@ impl<'a> Passing<'a> {
     }
 
     /// Its [`dedup_key`] once it has passed `more` managers besides those of its trace.
+    ///
+    /// A publication's copies share an id and may cross one link twice, each with its own
+    /// share of the managers to reach (routes changed between them): its destination is mixed
+    /// in, so a receiver that deduplicates by key never takes one share for the other.
     pub fn key(&self, more: usize) -> u128 {
-        dedup_key(self.id, self.hops + more)
-            ^ u128::from(self.resent).wrapping_mul(0xD6E8_FEB8_6659_FD93_A5B4_3B5D_C3F1_D2C7)
+        let key = dedup_key(self.id, self.hops + more)
+            ^ u128::from(self.resent).wrapping_mul(0xD6E8_FEB8_6659_FD93_A5B4_3B5D_C3F1_D2C7);
+        if self.destination.starts_with('#') {
+            let share = crc32c::crc32c(self.destination.as_bytes());
+            key ^ u128::from(share).wrapping_mul(0xA076_1D64_78BD_642F_E703_7ED1_A0B4_28DB)
+        } else {
+            key
+        }
     }
 
     /// The payload of this message stored in `queue` under `seq`, with `hop` (this manager,

@@ -22,11 +22,36 @@
 //! removal of it from an application queue: the get or ack that wrote it never got its
 //! answer, so the client cannot know (the documented at-most-once edge of a destructive get
 //! whose client loses its manager before the answer).
+//!
+//! Publications (module `publications`) are held against exactly-once per durable subscription.
+//! When a publish is handed to its manager's core, the core says which managers it sends the
+//! publication to; it must reach every subscription on those managers that was answered
+//! `Done` by then and whose filter matches its topic. It must never reach a subscription
+//! whose filter does not match, nor one on a manager it was not sent to, nor any subscription
+//! twice (a leased copy handed out again after a nack or an expiry is not a second delivery).
+//! Once faults stop, each acknowledged persistent publication must have been delivered from,
+//! or dead-lettered out of, each of its subscriptions (non-persistent ones are checked for
+//! duplicates only). Per publisher and subscription, publications are first handed out in
+//! publish order, unless the publisher restarted between the two publishes or a manager's
+//! routes changed (or a manager started or stopped) between the earlier's publish and the
+//! later's arrival there: publications are not resequenced. A manager's lost disk takes its
+//! subscriptions with it, excuses every publication published before it from the duplicate
+//! and order checks, and excuses publication losses for the rest of the run (publications
+//! have no end-to-end custody: a relay lost with its disk loses what it held, and its
+//! neighbours' reconciliation by id loses more, see
+//! `Checker::publications_disk_lost`). A share of a publication left on the channel of a
+//! link a topology edit removed waits for that link's return, which the run does not see:
+//! its managers' subscriptions are excused from it. A crash keeping the unsynced removal of
+//! a copy puts that copy *in doubt*, as for queue messages.
+
+mod publications;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use qmgr::record::{self, Record};
+
+pub use publications::is_publication;
 
 /// Where a message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +102,8 @@ pub struct Checker {
     /// violation unless `earlier` turns out to have been dead-lettered (a full queue at its
     /// home), or a message between them went on unordered, which is known only later.
     overtaken: Vec<(String, String)>,
+    /// Subscriptions and publications (module `publications`).
+    publications: publications::Publications,
     /// Counters for the run's summary line.
     pub delivered: u64,
     /// Dead letters seen.
@@ -249,6 +276,7 @@ impl Checker {
     /// queues it ever homed (it may have been their destination, or passed them on), may be
     /// lost, or delivered again.
     pub fn disk_lost(&mut self, manager: &str) {
+        self.publications_disk_lost(manager);
         let queues = self.homed.get(manager).cloned().unwrap_or_default();
         for message in self.messages.values_mut() {
             if message.stream.0 == manager || queues.contains(&message.stream.1) {
@@ -276,7 +304,16 @@ impl Checker {
                 let application = !message
                     .queue
                     .starts_with(qmgr::manager::SYSTEM_QUEUE_PREFIX);
-                if application && removed.contains(&message.seq) {
+                if !removed.contains(&message.seq) {
+                    continue;
+                }
+                if let Ok(key) = std::str::from_utf8(message.body) {
+                    if is_publication(key) {
+                        self.publication_removal_kept(key, message.queue, message.destination);
+                        continue;
+                    }
+                }
+                if application {
                     if let Some(tracked) = std::str::from_utf8(message.body)
                         .ok()
                         .and_then(|key| self.messages.get_mut(key))
@@ -294,12 +331,13 @@ impl Checker {
             .iter()
             .filter(|(_, m)| must_arrive(m))
             .map(|(key, _)| key.clone())
+            .chain(self.publications_missing())
             .collect()
     }
 
-    /// Messages that must still be delivered or dead-lettered.
+    /// Messages (and publications' copies) that must still be delivered or dead-lettered.
     pub fn outstanding(&self) -> usize {
-        self.messages.values().filter(|m| must_arrive(m)).count()
+        self.messages.values().filter(|m| must_arrive(m)).count() + self.publications_outstanding()
     }
 
     /// Everything found wrong, the never-delivered messages included.
@@ -313,6 +351,7 @@ impl Checker {
                 ));
             }
         }
+        self.publication_order();
         if !self.violations.is_empty() {
             // The run stopped at the first violation: what had not arrived yet is not lost.
             return self.violations;
@@ -330,6 +369,7 @@ impl Checker {
                 lost.len()
             ));
         }
+        self.publication_losses();
         self.violations
     }
 

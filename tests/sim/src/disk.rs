@@ -81,6 +81,14 @@ impl Disk {
         self.lock().history = Some(Vec::new());
     }
 
+    /// An empty disk in this one's place (the machine replaced), keeping its history: a
+    /// traced run's last words say where a message went before the loss too.
+    pub fn replaced(&self) -> Disk {
+        let disk = Disk::new();
+        disk.lock().history = self.lock().history.take();
+        disk
+    }
+
     /// Every record ever appended (when kept), in append order.
     pub fn history(&self) -> Vec<Bytes> {
         self.lock().history.clone().unwrap_or_default()
@@ -249,8 +257,14 @@ impl Storage for Disk {
 
     fn stats(&self) -> JournalStats {
         let state = self.lock();
-        let mut segments: Vec<u64> = state.records.keys().map(|&(s, _)| s).collect();
-        segments.dedup();
+        // Segment by segment, jumping over each one's records: status asks for this often
+        // (the simulator watches every manager's routes each step).
+        let mut segments: Vec<u64> = Vec::new();
+        let mut from = 0;
+        while let Some((&(segment, _), _)) = state.records.range((from, 0)..).next() {
+            segments.push(segment);
+            from = segment + 1;
+        }
         JournalStats {
             active_segment: state.active_segment,
             segments: segments

@@ -10,9 +10,9 @@
 //! the digest of the run's event trace shows.
 //!
 //! A run: `steps` steps of workload and faults (puts from every manager to queues homed
-//! anywhere, destructive and leased gets, acks, nacks, expiries, priorities; crashes at any
-//! step with unsynced writes lost or kept, failed syncs, disks lost whole, partitions,
-//! connection drops, drains),
+//! anywhere, durable subscriptions and publications to them, destructive and leased gets,
+//! acks, nacks, expiries, priorities; crashes at any step with unsynced writes lost or kept,
+//! failed syncs, disks lost whole, partitions, connection drops, drains, topology edits),
 //! then the faults stop and the run continues until every acknowledged message is delivered
 //! or [`LIVENESS_MS`] of simulated time have passed.
 
@@ -22,6 +22,7 @@ pub mod rng;
 
 mod network;
 mod node;
+mod pubsub;
 mod shape;
 
 use std::collections::BTreeSet;
@@ -57,6 +58,9 @@ pub struct Options {
     pub steps: u64,
     /// Print the event trace as it happens.
     pub trace: bool,
+    /// Durable subscriptions and publications join the workload (and their promises the
+    /// checks). Off, a seed runs as it did before publish/subscribe existed.
+    pub pubsub: bool,
 }
 
 /// What one run found.
@@ -68,6 +72,10 @@ pub struct Outcome {
     pub violations: Vec<String>,
     /// Messages put (requests sent).
     pub puts: u64,
+    /// Publications published (requests sent).
+    pub published: u64,
+    /// Publication copies delivered for good, from any subscription.
+    pub publications_delivered: u64,
     /// Messages delivered for good.
     pub delivered: u64,
     /// Dead letters got.
@@ -90,6 +98,7 @@ pub fn run(options: &Options) -> Outcome {
         }
     }
     sim.stop_faults();
+    sim.note_stranded();
     let mut deadline = sim.now_ms + LIVENESS_MS;
     let mut settle_by = 0;
     let mut arrived = false;
@@ -106,6 +115,8 @@ pub fn run(options: &Options) -> Outcome {
             settle_by = sim.now_ms + CUSTODY_SETTLE_MS;
         }
     }
+    // Again, now that every disk synced what it was given.
+    sim.note_stranded();
     if sim.checker.violations().is_empty() && arrived && sim.kept() > 0 {
         let kept = sim.kept();
         sim.checker.violation(format!(
@@ -126,10 +137,14 @@ pub fn run(options: &Options) -> Outcome {
         ..
     } = sim;
     let (delivered, dead_lettered) = (checker.delivered, checker.dead_lettered);
+    let published = checker.publications_published();
+    let publications_delivered = checker.publications_delivered();
     Outcome {
         digest: digest.0,
         violations: checker.finish(),
         puts,
+        published,
+        publications_delivered,
         delivered,
         dead_lettered,
         crashes,
@@ -157,6 +172,8 @@ impl Digest {
 /// The whole simulated world.
 pub(crate) struct Sim {
     pub(crate) rng: Rng,
+    /// See [`Options::pubsub`].
+    pubsub: bool,
     seed: u64,
     origin: Instant,
     pub(crate) now_ms: u64,
@@ -174,7 +191,7 @@ pub(crate) struct Sim {
 }
 
 /// The wall clock at the simulation's start (2026-12-01): stored timestamps look real.
-const WALL_START_MS: u64 = 1_796_083_200_000;
+pub(crate) const WALL_START_MS: u64 = 1_796_083_200_000;
 
 impl Sim {
     fn new(options: &Options) -> Self {
@@ -183,6 +200,7 @@ impl Sim {
         let shape = Shape::random(&mut rng, managers);
         let mut sim = Sim {
             rng,
+            pubsub: options.pubsub,
             seed: options.seed,
             origin: Instant::now(),
             now_ms: 0,
@@ -207,6 +225,12 @@ impl Sim {
                 sim.nodes[index].disk.keep_history();
             }
             sim.start(index);
+        }
+        // Early subscriptions, so that most publications have somewhere to go.
+        for index in 0..sim.nodes.len() * usize::from(sim.pubsub) {
+            for _ in 0..sim.rng.between(1, 2) {
+                sim.subscribe_at(index);
+            }
         }
         sim
     }
@@ -242,20 +266,37 @@ impl Sim {
         for index in 0..self.nodes.len() {
             self.read_client(index);
         }
-        if !faults {
+        if faults {
+            self.random_action();
+        } else {
             // Faults have stopped: every client takes and settles what is there, in bigger
             // bites, so that a backlog drains well within the liveness bound.
             for index in 0..self.nodes.len() {
                 self.get_at(index, 32);
                 self.settle_at(index);
             }
-            return;
         }
+        self.watch_routes();
+    }
+
+    /// One random action of the workload or a fault.
+    fn random_action(&mut self) {
         let action = self.rng.below(1000);
+        if !self.pubsub {
+            // The workload before publish/subscribe, so that earlier seeds replay as they did.
+            match action {
+                0..=399 => return self.random_put(),
+                400..=749 => return self.random_get(),
+                750..=899 => return self.random_settle(),
+                900..=948 => {}
+                _ => return,
+            }
+        }
         match action {
-            0..=399 => self.random_put(),
-            400..=749 => self.random_get(),
-            750..=899 => self.random_settle(),
+            0..=279 => self.random_put(),
+            280..=499 => self.random_publish(),
+            500..=779 => self.random_get(),
+            780..=899 => self.random_settle(),
             900..=905 => self.crash_random(false),
             906..=907 => self.crash_random(true),
             908..=915 => self.partition_random(),
@@ -264,6 +305,7 @@ impl Sim {
             941..=944 => self.drain_random(),
             945..=947 => self.edit_topology(),
             948 => self.lose_random_disk(),
+            949..=953 => self.random_subscribe(),
             _ => {}
         }
     }
@@ -280,7 +322,10 @@ impl Sim {
                     if let Ok(qmgr::record::Record::Enqueue(m)) = qmgr::record::decode(payload) {
                         if m.body == key.as_bytes() {
                             seqs.push(m.seq);
-                            println!("  m{index}: enqueued in {} as seq {}", m.queue, m.seq);
+                            println!(
+                                "  m{index}: enqueued in {} as seq {} for {}",
+                                m.queue, m.seq, m.destination
+                            );
                         }
                     }
                 }

@@ -25,12 +25,16 @@ struct Args {
     #[arg(long, default_value_t = 3_000)]
     steps: u64,
     /// Break the core on purpose (ack-before-durable, skip-dedup, unrecorded-lease,
-    /// skip-custody-dedup, skip-confirmations, skip-resequencing): the checker must catch it (skip-dedup excepted: custody masks it).
+    /// skip-custody-dedup, skip-confirmations, skip-resequencing): the checker must catch it
+    /// (skip-dedup through publications only: custody masks it for queue messages).
     #[arg(long)]
     mutation: Option<String>,
     /// Print each run's event trace.
     #[arg(long)]
     trace: bool,
+    /// Durable subscriptions and publications in the workload, and their promises checked.
+    #[arg(long)]
+    pubsub: bool,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
             managers: args.managers,
             steps: args.steps,
             trace: args.trace,
+            pubsub: args.pubsub,
         };
         let outcome = run(&options);
         manager_steps += outcome.manager_steps;
@@ -76,9 +81,11 @@ fn main() -> ExitCode {
             }
         };
         println!(
-            "seed {seed}: {verdict} (puts {}, delivered {}, dead letters {}, crashes {}, {} manager steps, {:.1} simulated s) digest {:016x}",
+            "seed {seed}: {verdict} (puts {}, delivered {}, published {}, publications delivered {}, dead letters {}, crashes {}, {} manager steps, {:.1} simulated s) digest {:016x}",
             outcome.puts,
             outcome.delivered,
+            outcome.published,
+            outcome.publications_delivered,
             outcome.dead_lettered,
             outcome.crashes,
             outcome.manager_steps,

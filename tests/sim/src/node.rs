@@ -1,5 +1,6 @@
 //! One simulated manager: its core (absent while crashed), its disk, its timers and its one
-//! client, which puts, gets, acks and nacks as an application would.
+//! client, which puts, gets, acks and nacks as an application would (and subscribes and
+//! publishes, see [`crate::pubsub`]).
 
 use std::collections::BTreeMap;
 
@@ -8,9 +9,11 @@ use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
 use qmgr::manager::CoreLimits;
 use qmgr::manager::{Command, Core, MAINTENANCE_INTERVAL, Recovered, ToClient, TopologyUpdate};
 
-use crate::Sim;
+use crate::checker::is_publication;
 use crate::disk::{self, Disk};
+use crate::pubsub::{RoutesSeen, Wanted};
 use crate::shape::Shape;
+use crate::{Sim, WALL_START_MS};
 
 /// Heartbeats, as the run loop ticks them.
 const HEARTBEAT_MS: u64 = qmgr::channel::adjacency::HEARTBEAT_INTERVAL.as_millis() as u64;
@@ -26,10 +29,15 @@ const CLIENT_REQUESTS_MAX: usize = 16;
 
 /// What a request in flight was.
 #[derive(Debug)]
-enum Request {
+pub(crate) enum Request {
     Put(Vec<String>),
-    Get { queue: String },
-    Ack(Vec<String>),
+    Publish(Vec<String>),
+    Subscribe(String),
+    Get {
+        queue: String,
+    },
+    /// The leases' (queue, key) pairs.
+    Ack(Vec<(String, String)>),
     Other,
 }
 
@@ -40,8 +48,8 @@ pub(crate) struct Client {
     frames: qmgr::manager::outbox::Outgoing,
     next_request: u64,
     requests: BTreeMap<u64, Request>,
-    /// Leased messages not yet settled: (lease, key).
-    leases: Vec<(u64, String)>,
+    /// Leased messages not yet settled: (lease, queue, key).
+    leases: Vec<(u64, String, String)>,
 }
 
 /// See the module documentation.
@@ -63,6 +71,13 @@ pub(crate) struct Node {
     next_connection: u64,
     /// Messages put here so far (for their keys).
     put_count: u64,
+    /// Publications published here so far (for their keys).
+    pub(crate) publish_count: u64,
+    /// Durable subscriptions its client wants, and how many it ever made (for their names).
+    pub(crate) subscriptions: Vec<Wanted>,
+    pub(crate) subscription_count: u64,
+    /// Its routes at the last look (see [`Sim::watch_routes`]).
+    pub(crate) routes_seen: Option<RoutesSeen>,
     drained: Vec<ManagerName>,
 }
 
@@ -96,8 +111,17 @@ impl Node {
             sync_at_ms: None,
             next_connection: 0,
             put_count: 0,
+            publish_count: 0,
+            subscriptions: Vec::new(),
+            subscription_count: 0,
+            routes_seen: None,
             drained: Vec::new(),
         }
+    }
+
+    /// Whether its client is connected (its manager runs).
+    pub(crate) fn serves(&self) -> bool {
+        self.client.is_some()
     }
 }
 
@@ -141,6 +165,7 @@ impl Sim {
             leases: Vec::new(),
         });
         self.digest.add(&format!("start {index} #{incarnation}"));
+        self.checker.route_changed(self.now_ms);
         self.handle(
             index,
             Command::Connected {
@@ -161,16 +186,19 @@ impl Sim {
         };
         self.digest.add(&format!("{why} {index}"));
         self.checker.restarted(self.nodes[index].name.as_str());
-        let node = &mut self.nodes[index];
-        node.core = None;
-        if let Some(client) = node.client.take() {
+        self.checker.route_changed(self.now_ms);
+        self.nodes[index].core = None;
+        if let Some(client) = self.nodes[index].client.take() {
             for request in client.requests.into_values() {
-                if let Request::Put(keys) = request {
-                    self.checker.put_unanswered(&keys);
+                match request {
+                    Request::Put(keys) => self.checker.put_unanswered(&keys),
+                    Request::Publish(keys) => self.checker.publish_unanswered(&keys),
+                    Request::Subscribe(name) => self.subscription_answered(index, &name, false),
+                    _ => {}
                 }
             }
         }
-        let (disk, survived, recovered) = node.disk.crash(&mut self.rng);
+        let (disk, survived, recovered) = self.nodes[index].disk.crash(&mut self.rng);
         self.checker.crash(&disk.records(), &survived);
         let node = &mut self.nodes[index];
         node.disk = disk;
@@ -189,7 +217,9 @@ impl Sim {
         self.crash(index, false);
         self.digest.add(&format!("disk lost {index}"));
         let node = &mut self.nodes[index];
-        node.disk = Disk::new();
+        node.disk = node.disk.replaced();
+        // Its subscriptions went with the disk; it may make new ones.
+        node.subscriptions.clear();
         if let Some((at, _)) = node.restart_at.take() {
             let empty = qmgr::manager::Replay::default().finish(Default::default());
             node.restart_at = Some((at, empty));
@@ -316,7 +346,7 @@ impl Sim {
     }
 
     /// Sends a request from manager `index`'s client.
-    fn request(&mut self, index: usize, operation: Operation, kind: Request) -> bool {
+    pub(crate) fn request(&mut self, index: usize, operation: Operation, kind: Request) -> bool {
         let Some(client) = self.nodes[index].client.as_mut() else {
             return false;
         };
@@ -405,11 +435,17 @@ impl Sim {
     pub(crate) fn get_at(&mut self, index: usize, max_most: u64) {
         // Every queue, not only those homed here now: a queue whose home moved keeps what
         // it held where it was.
+        let subscriptions = self.nodes[index]
+            .subscriptions
+            .iter()
+            .filter(|s| s.made == crate::pubsub::Made::Live)
+            .map(|s| s.name.clone());
         let homed: Vec<String> = self
             .shape
             .queues()
             .map(|(queue, _)| queue)
             .chain(["DLQ".to_owned()])
+            .chain(subscriptions)
             .collect();
         let queue = homed[self.rng.index(homed.len())].clone();
         // One get per queue at a time: answers then come in the order the queue handed its
@@ -459,9 +495,12 @@ impl Sim {
             return;
         }
         let count = 1 + self.rng.index(client.leases.len());
-        let settled: Vec<(u64, String)> = client.leases.drain(..count).collect();
-        let leases: Vec<u64> = settled.iter().map(|(lease, _)| *lease).collect();
-        let keys: Vec<String> = settled.into_iter().map(|(_, key)| key).collect();
+        let settled: Vec<(u64, String, String)> = client.leases.drain(..count).collect();
+        let leases: Vec<u64> = settled.iter().map(|(lease, _, _)| *lease).collect();
+        let keys: Vec<(String, String)> = settled
+            .into_iter()
+            .map(|(_, queue, key)| (queue, key))
+            .collect();
         if self.rng.chance(850) {
             self.digest.add(&format!("ack {index} {leases:?}"));
             self.request(index, Operation::Ack { leases }, Request::Ack(keys));
@@ -551,32 +590,63 @@ impl Sim {
     fn on_reply(&mut self, index: usize, request: Request, result: Result<Reply, hopmq::ApiError>) {
         match (request, result) {
             (Request::Put(keys), result) => self.checker.put_answered(&keys, result.is_ok()),
+            (Request::Publish(keys), result) => self.publish_answered(&keys, &result),
+            (Request::Subscribe(name), result) => {
+                let done = matches!(result, Ok(Reply::Done));
+                self.subscription_answered(index, &name, done);
+            }
             (Request::Get { queue }, Ok(Reply::Messages(deliveries))) => {
                 for delivery in deliveries {
-                    let key = String::from_utf8_lossy(&delivery.body).into_owned();
-                    if queue == "DLQ" {
-                        let reason = delivery.headers.get("hopmq.dead_letter_reason");
-                        self.checker.dead_letter(&key, reason.map(String::as_str));
-                        continue;
-                    }
-                    let unordered = delivery.headers.contains_key("hopmq.unordered");
-                    self.checker.handed_out(&key, unordered, self.now_ms);
-                    match delivery.lease {
-                        Some(lease) => {
-                            if let Some(client) = self.nodes[index].client.as_mut() {
-                                client.leases.push((lease, key));
-                            }
-                        }
-                        None => self.checker.delivered(&key),
-                    }
+                    self.on_delivery(index, &queue, delivery);
                 }
             }
             (Request::Ack(keys), Ok(Reply::Done)) => {
-                for key in &keys {
-                    self.checker.delivered(key);
+                for (queue, key) in &keys {
+                    if is_publication(key) {
+                        self.checker.publication_delivered(key, queue);
+                    } else {
+                        self.checker.delivered(key);
+                    }
                 }
             }
             _ => {}
+        }
+    }
+
+    /// One message a get from `queue` at manager `index` handed out.
+    fn on_delivery(&mut self, index: usize, queue: &str, delivery: hopmq::protocol::Delivery) {
+        let key = String::from_utf8_lossy(&delivery.body).into_owned();
+        let publication = is_publication(&key);
+        if queue == "DLQ" {
+            let reason = delivery.headers.get("hopmq.dead_letter_reason");
+            let reason = reason.map(String::as_str);
+            if publication {
+                let from = delivery.headers.get("hopmq.dead_letter_queue");
+                let from = from.map_or("", String::as_str);
+                self.checker.publication_dead_letter(&key, reason, from);
+            } else {
+                self.checker.dead_letter(&key, reason);
+            }
+            return;
+        }
+        if publication {
+            // Its last hop's time: where it arrived, as that manager's clock (the simulated
+            // wall clock) said.
+            let arrived_ms = delivery.trace.iter().map(|hop| hop.at_ms).max();
+            let arrived_ms = arrived_ms.map_or(self.now_ms, |at| at.saturating_sub(WALL_START_MS));
+            self.checker.publication_handed_out(&key, queue, arrived_ms);
+        } else {
+            let unordered = delivery.headers.contains_key("hopmq.unordered");
+            self.checker.handed_out(&key, unordered, self.now_ms);
+        }
+        match delivery.lease {
+            Some(lease) => {
+                if let Some(client) = self.nodes[index].client.as_mut() {
+                    client.leases.push((lease, queue.to_owned(), key));
+                }
+            }
+            None if publication => self.checker.publication_delivered(&key, queue),
+            None => self.checker.delivered(&key),
         }
     }
 }

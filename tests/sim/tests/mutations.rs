@@ -18,6 +18,7 @@ fn every_mutation_is_caught_within_100_seeds() {
                 managers: 4,
                 steps: 2_000,
                 trace: false,
+                pubsub: false,
             });
             outcome.violations.first().map(|v| (seed, v.clone()))
         });

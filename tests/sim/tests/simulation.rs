@@ -5,6 +5,11 @@ use hopmq_sim::{Options, run};
 
 /// Runs `seeds` with `managers` managers and fails with every failing seed's replay command.
 fn pass(seeds: std::ops::Range<u64>, managers: usize, steps: u64) {
+    pass_with(seeds, (managers, steps), false);
+}
+
+/// [`pass`], with publications and subscriptions in the workload if `pubsub`.
+fn pass_with(seeds: std::ops::Range<u64>, (managers, steps): (usize, u64), pubsub: bool) {
     let mut failures = Vec::new();
     for seed in seeds {
         let outcome = run(&Options {
@@ -12,10 +17,12 @@ fn pass(seeds: std::ops::Range<u64>, managers: usize, steps: u64) {
             managers,
             steps,
             trace: false,
+            pubsub,
         });
         if let Some(violation) = outcome.violations.first() {
             failures.push(format!(
-                "seed {seed}: {violation}\n    replay: scripts/sim --seed {seed} --managers {managers} --steps {steps}"
+                "seed {seed}: {violation}\n    replay: scripts/sim --seed {seed} --managers {managers} --steps {steps}{}",
+                if pubsub { " --pubsub" } else { "" }
             ));
         }
     }
@@ -43,12 +50,23 @@ fn six_managers_keep_every_promise() {
 }
 
 #[test]
+fn publications_and_queues_keep_every_promise() {
+    pass_with(5_001..5_201, (3, 3_000), true);
+}
+
+#[test]
+fn publications_and_queues_keep_every_promise_with_four_managers() {
+    pass_with(6_001..6_151, (4, 3_000), true);
+}
+
+#[test]
 fn a_seed_replays_exactly_and_seeds_differ() {
     let options = |seed| Options {
         seed,
         managers: 4,
         steps: 2_000,
         trace: false,
+        pubsub: true,
     };
     let first = run(&options(7));
     let again = run(&options(7));

@@ -64,6 +64,8 @@ pub(super) fn topic_of(stored: &StoredMessage<'_>) -> Result<Topic, String> {
 pub(super) struct Placing<'a> {
     pub(super) direct: Option<&'a mut Vec<forward::DirectLink>>,
     pub(super) handoffs: Option<Handoffs<'a>>,
+    /// The shares for other managers go to the held messages, not to their next hops.
+    pub(super) hold: bool,
 }
 
 /// A write's hand-offs to waiting gets (see [`Core::hand_off`]).
@@ -131,6 +133,7 @@ impl Core {
                     open: &mut open,
                     handed_off: &mut handed_off,
                 }),
+                hold: false,
             };
             self.fan_out(copies, None, message.persistent, (&mut items, placing), now);
             if retain {
@@ -223,6 +226,7 @@ impl Core {
             }
         }
         for (next_hop, share) in groups {
+            let next_hop = next_hop.filter(|_| !placing.hold);
             let queue = match &next_hop {
                 Some(neighbour) => transmission_queue(neighbour),
                 None => held_queue(),
@@ -467,26 +471,25 @@ impl Core {
             }
         };
         let hop = (self.name.as_str(), now.wall_ms);
-        let problem = if passing.hops > self.limits.max_hops as usize {
-            Some(format!(
-                "hop limit of {} exceeded (after {} hops)",
-                self.limits.max_hops, passing.hops
-            ))
-        } else {
-            None
-        };
         let checked = destinations
             .map_err(|e| e.to_string())
             .and_then(|d| topic_of(&stored).map(|t| (d, t)));
-        match (problem, checked) {
-            (None, Ok((destinations, topic))) => {
-                // Counted by `publication_item`'s slot: the copies are made under this hop.
+        match checked {
+            Ok((destinations, topic)) => {
+                let mut placing = placing;
+                // Past the hop limit it has been going round while managers disagree on the
+                // routes (routes are loop-free once they agree): what is for others waits
+                // with the held messages for the routes to change, rather than be lost.
+                if passing.hops > self.limits.max_hops as usize {
+                    placing.hold = true;
+                    self.held_a_looping_message();
+                }
                 let name = self.name.clone();
                 let copies = (&stored, &destinations, &topic);
                 let hop = Some((name.as_str(), now.wall_ms));
                 self.fan_out(copies, hop, true, (items, placing), now);
             }
-            (Some(reason), _) | (None, Err(reason)) => {
+            Err(reason) => {
                 warn!(%from, %reason, "publication dead-lettered on arrival");
                 let seq = self.next_seq;
                 self.next_seq += 1;

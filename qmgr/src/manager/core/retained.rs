@@ -286,9 +286,12 @@ impl Core {
             let marked = delivery::stored(&payload)
                 .map(|s| copy_record(&s, ("", 0, &destination), None, &headers));
             let Ok(marked) = marked else { continue };
-            let Ok(stored) = delivery::stored(&marked) else {
+            let Ok(mut stored) = delivery::stored(&marked) else {
                 continue;
             };
+            // An id of its own: answers to two subscriptions of one manager would otherwise be
+            // copies of one message on one link, and a receiver deduplicating by id keeps one.
+            stored.id = self.ids.next().0;
             let Ok(topic) = topic_of(&stored) else {
                 continue;
             };

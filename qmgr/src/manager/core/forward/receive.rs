@@ -87,6 +87,7 @@ impl Core {
                     open: &mut arrivals.open,
                     handed_off: &mut arrivals.handed_off,
                 }),
+                hold: false,
             };
             if self.publication_arrival(neighbour, &message.payload, (&mut items, placing), now) {
                 // Placed, copies and all.
