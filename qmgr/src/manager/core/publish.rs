@@ -66,6 +66,8 @@ pub(super) struct Placing<'a> {
     pub(super) handoffs: Option<Handoffs<'a>>,
     /// The shares for other managers go to the held messages, not to their next hops.
     pub(super) hold: bool,
+    /// Bytes left in the journal group the copies join (`None`: no bound but the journal's).
+    pub(super) room: Option<u64>,
 }
 
 /// A write's hand-offs to waiting gets (see [`Core::hand_off`]).
@@ -134,6 +136,7 @@ impl Core {
                     handed_off: &mut handed_off,
                 }),
                 hold: false,
+                room: None,
             };
             self.fan_out(copies, None, message.persistent, (&mut items, placing), now);
             if retain {
@@ -477,6 +480,26 @@ impl Core {
         match checked {
             Ok((destinations, topic)) => {
                 let mut placing = placing;
+                // Copies of many publications of one batch may not fit one journal group
+                // together (each fits alone): past the room left, a publication waits whole
+                // with the held messages and is split in a write of its own, rather than fail
+                // the batch on every resend and wedge the link.
+                let estimate = self.copies_of(&destinations, &topic) * (payload.len() as u64 + 256);
+                if placing.room.is_some_and(|room| estimate > room) {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    let record = passing.rewrite(super::HELD_QUEUE, seq, hop);
+                    let kept = (true, None);
+                    items.push(self.publication_item(
+                        held_queue(),
+                        &stored,
+                        (seq, record),
+                        kept,
+                        now,
+                    ));
+                    self.held_a_looping_message();
+                    return true;
+                }
                 // Past the hop limit it has been going round while managers disagree on the
                 // routes (routes are loop-free once they agree): what is for others waits
                 // with the held messages for the routes to change, rather than be lost.
@@ -507,6 +530,21 @@ impl Core {
             }
         }
         true
+    }
+
+    /// How many copies of a publication to `topic` for `destinations` this manager would make.
+    fn copies_of(&self, destinations: &Destinations, topic: &Topic) -> u64 {
+        let routes = self.routing.routes();
+        let (here, groups) = destinations.split(self.name.as_str(), |manager| {
+            routes
+                .route(manager.as_str())
+                .and_then(|route| route.next_hop.clone())
+        });
+        let mut local = BTreeSet::new();
+        if here {
+            self.pubsub.registry.durable_matching(topic, &mut local);
+        }
+        (groups.len() + local.len()) as u64
     }
 
     /// A publication waiting in `queue` when the routes changed: split again with the routes

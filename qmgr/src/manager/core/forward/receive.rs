@@ -78,8 +78,17 @@ impl Core {
         let mut items = Vec::with_capacity(store.messages_to_store.len());
         let mut ids = Vec::with_capacity(store.messages_to_store.len());
         let mut arrivals = Arrivals::default();
+        // Bytes of the items so far (counted up to `counted`): a publication's copies must
+        // leave the group within the journal's limit.
+        let (mut written, mut counted) = (0u64, 0);
+        let group_max = self.storage.group_bytes_max();
         for message in store.messages_to_store {
             ids.push(message.id);
+            written += items[counted..]
+                .iter()
+                .map(|item: &PutItem| item.payload.len() as u64)
+                .sum::<u64>();
+            counted = items.len();
             let placing = super::super::publish::Placing {
                 direct: Some(&mut arrivals.direct),
                 handoffs: Some(super::super::publish::Handoffs {
@@ -88,6 +97,7 @@ impl Core {
                     handed_off: &mut arrivals.handed_off,
                 }),
                 hold: false,
+                room: Some(group_max.saturating_sub(ARRIVAL_GROUP_ROOM_BYTES + written)),
             };
             if self.publication_arrival(neighbour, &message.payload, (&mut items, placing), now) {
                 // Placed, copies and all.
