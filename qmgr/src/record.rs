@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod passing;
 
-pub use passing::{Passing, dedup_key, enqueue_dedup_key, enqueue_id};
+pub use passing::{Passing, dedup_key, enqueue_dedup_key, enqueue_destination, enqueue_id};
 
 /// The newest record format this build reads and writes. Version 2 appended the channel
 /// records, version 3 custody's summary and kept messages, version 4 the durable

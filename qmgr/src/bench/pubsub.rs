@@ -25,7 +25,7 @@ use hopmq::{Client, GetOptions, Message, Publication};
 use tokio::task::JoinHandle;
 
 use super::cluster::{Cluster, Spec};
-use super::traffic::{Schedule, clock_us, latency_histogram, put_interval};
+use super::traffic::{Schedule, clock_us, clock_us_at, latency_histogram, put_interval};
 use super::verify::{HEADER_BYTES, Header, Ledger, Take, run_id, sync_label};
 use qmgr::config::SyncMode;
 
@@ -234,7 +234,7 @@ impl PubsubBench {
                 let mut seq = 0;
                 while seq < share {
                     let stamp = match &mut schedule {
-                        Some(schedule) => clock_at(schedule.next().await?),
+                        Some(schedule) => clock_us_at(schedule.next().await?.into_std()),
                         None => clock_us(),
                     };
                     let end = (seq + batch as u64).min(share);
@@ -318,14 +318,6 @@ impl PubsubBench {
         )?;
         Ok(())
     }
-}
-
-/// A producer's due instant on the bench's clock.
-fn clock_at(instant: tokio::time::Instant) -> u64 {
-    let now = tokio::time::Instant::now();
-    clock_us().saturating_sub(
-        u64::try_from(now.saturating_duration_since(instant).as_micros()).unwrap_or(0),
-    )
 }
 
 /// How one subscription is read.

@@ -45,7 +45,7 @@ pub(super) fn clock_us() -> u64 {
 }
 
 /// `instant` on the bench's clock.
-fn clock_us_at(instant: Instant) -> u64 {
+pub(super) fn clock_us_at(instant: Instant) -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = *START.get_or_init(Instant::now);
     u64::try_from(instant.saturating_duration_since(start).as_micros()).unwrap_or(u64::MAX)

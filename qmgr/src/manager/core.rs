@@ -713,10 +713,18 @@ impl Core {
     }
 
     fn remove_expired(&mut self, expired: Vec<Entry>) {
+        if !expired.is_empty() {
+            debug!(count = expired.len(), "expired messages removed");
+        }
+        self.remove_entries(expired);
+    }
+
+    /// Removes `entries` (out of every queue already) for good: a `Remove` of the journaled
+    /// ones, the memory of the others.
+    fn remove_entries(&mut self, expired: Vec<Entry>) {
         if expired.is_empty() {
             return;
         }
-        debug!(count = expired.len(), "expired messages removed");
         let seqs: Vec<u64> = expired
             .iter()
             .filter(|e| !matches!(e.body, BodyRef::Memory))

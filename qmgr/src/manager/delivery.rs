@@ -190,8 +190,22 @@ pub(crate) fn to_delivery(
     lease: Option<u64>,
     persistent: bool,
 ) -> Result<Delivery, RecordError> {
-    let stored = stored(payload)?;
-    Ok(Delivery {
+    Ok(delivery_of(
+        &stored(payload)?,
+        entry.delivery_count,
+        lease,
+        persistent,
+    ))
+}
+
+/// What an application receives of `stored`, handed out for the `delivery_count`th time.
+pub(crate) fn delivery_of(
+    stored: &StoredMessage<'_>,
+    delivery_count: u32,
+    lease: Option<u64>,
+    persistent: bool,
+) -> Delivery {
+    Delivery {
         id: MessageId(stored.id),
         body: stored.body.to_vec(),
         headers: stored
@@ -205,7 +219,7 @@ pub(crate) fn to_delivery(
         reply_to: stored.reply_to.map(str::to_owned),
         persistent,
         origin: stored.origin.to_owned(),
-        delivery_count: entry.delivery_count,
+        delivery_count,
         trace: stored
             .trace
             .iter()
@@ -215,5 +229,5 @@ pub(crate) fn to_delivery(
             })
             .collect(),
         lease,
-    })
+    }
 }

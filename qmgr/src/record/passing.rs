@@ -168,6 +168,13 @@ pub fn enqueue_id(payload: &[u8]) -> Result<u128, RecordError> {
     take(&mut past_queue(payload)?)
 }
 
+/// Where the message in an `Enqueue` payload is going, read no further than that.
+pub fn enqueue_destination(payload: &[u8]) -> Result<&str, RecordError> {
+    let mut rest = past_queue(payload)?;
+    let _id: u128 = take(&mut rest)?;
+    take(&mut rest)
+}
+
 /// What a channel deduplicates a message by: its id, mixed with how many managers it has
 /// passed through (and, by [`Passing::key`], how many times custody copied it). A resend of
 /// one stored copy carries the same key; a copy that comes back through a routing loop while

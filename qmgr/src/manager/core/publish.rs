@@ -19,6 +19,7 @@ use hopmq::protocol::TOPIC_HEADER;
 use hopmq_routing::topic::Topic;
 
 use super::forward::{held_queue, transmission_queue};
+use super::puts::check_batch;
 use super::retained::{Token, header_of};
 
 /// A publication's copy's record: `stored` under `queue` and `seq`, going to `destination`,
@@ -175,12 +176,7 @@ impl Core {
         publications: &[(String, OutgoingMessage)],
         retain: bool,
     ) -> Result<Vec<Topic>, ApiError> {
-        if publications.is_empty() || publications.len() > BATCH_MESSAGES_MAX as usize {
-            return Err(ApiError::BatchTooLarge {
-                count: publications.len() as u64,
-                limit: u64::from(BATCH_MESSAGES_MAX),
-            });
-        }
+        check_batch(publications.len())?;
         let mut topics = Vec::with_capacity(publications.len());
         for (topic, message) in publications {
             let topic = Topic::new(topic.as_str()).map_err(|e| ApiError::BadRequest {
@@ -208,12 +204,7 @@ impl Core {
         (items, mut placing): (&mut Vec<PutItem>, Placing<'_>),
         now: Now,
     ) {
-        let routes = self.routing.routes();
-        let (here, groups) = destinations.split(self.name.as_str(), |manager| {
-            routes
-                .route(manager.as_str())
-                .and_then(|route| route.next_hop.clone())
-        });
+        let (here, groups) = self.split(destinations);
         if here {
             let copies = (stored, topic);
             if let Some(filter) = header_of(stored, RETAINED_REQUEST_HEADER) {
@@ -368,35 +359,11 @@ impl Core {
         if keys.is_empty() {
             return;
         }
-        let delivery = hopmq::protocol::Delivery {
-            id: MessageId(stored.id),
-            body: stored.body.to_vec(),
-            headers: stored
-                .headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            priority: stored.priority,
-            expires_at_ms: stored.expires_at_ms,
-            correlation_id: stored.correlation_id.map(str::to_owned),
-            reply_to: stored.reply_to.map(str::to_owned),
-            persistent,
-            origin: stored.origin.to_owned(),
-            delivery_count: 1,
-            trace: stored
-                .trace
-                .iter()
-                .map(|(manager, at_ms)| hopmq::Trace {
-                    manager: (*manager).to_owned(),
-                    at_ms: *at_ms,
-                })
-                .chain(std::iter::once(hopmq::Trace {
-                    manager: self.name.to_string(),
-                    at_ms: self.event_now.wall_ms,
-                }))
-                .collect(),
-            lease: None,
-        };
+        let mut delivery = delivery::delivery_of(stored, 1, None, persistent);
+        delivery.trace.push(hopmq::Trace {
+            manager: self.name.to_string(),
+            at_ms: self.event_now.wall_ms,
+        });
         let message = match postcard::to_allocvec(&delivery) {
             Ok(message) => Bytes::from(message),
             Err(error) => {
@@ -455,6 +422,12 @@ impl Core {
         (items, placing): (&mut Vec<PutItem>, Placing<'_>),
         now: Now,
     ) -> bool {
+        // Most arrivals are queue messages: told apart by their destination alone.
+        let is_publication =
+            record::enqueue_destination(payload).is_ok_and(Destinations::is_publication);
+        if !is_publication {
+            return false;
+        }
         let Ok(passing) = record::Passing::read(payload) else {
             return false;
         };
@@ -532,14 +505,26 @@ impl Core {
         true
     }
 
-    /// How many copies of a publication to `topic` for `destinations` this manager would make.
-    fn copies_of(&self, destinations: &Destinations, topic: &Topic) -> u64 {
+    /// Whether this manager is among `destinations`, and the others by the next hop the routes
+    /// in force give them (`None`: no route now).
+    fn split(
+        &self,
+        destinations: &Destinations,
+    ) -> (
+        bool,
+        std::collections::BTreeMap<Option<ManagerName>, Destinations>,
+    ) {
         let routes = self.routing.routes();
-        let (here, groups) = destinations.split(self.name.as_str(), |manager| {
+        destinations.split(self.name.as_str(), |manager| {
             routes
                 .route(manager.as_str())
                 .and_then(|route| route.next_hop.clone())
-        });
+        })
+    }
+
+    /// How many copies of a publication to `topic` for `destinations` this manager would make.
+    fn copies_of(&self, destinations: &Destinations, topic: &Topic) -> u64 {
+        let (here, groups) = self.split(destinations);
         let mut local = BTreeSet::new();
         if here {
             self.pubsub.registry.durable_matching(topic, &mut local);
@@ -559,12 +544,7 @@ impl Core {
         let stored = delivery::stored(&payload).ok()?;
         let destinations = Destinations::parse(stored.destination)?.ok()?;
         let topic = topic_of(&stored).ok()?;
-        let routes = self.routing.routes();
-        let (here, groups) = destinations.split(self.name.as_str(), |manager| {
-            routes
-                .route(manager.as_str())
-                .and_then(|route| route.next_hop.clone())
-        });
+        let (here, groups) = self.split(&destinations);
         let stays = !here
             && groups.len() == 1
             && groups.keys().next().is_some_and(|next| {

@@ -196,25 +196,6 @@ impl Core {
         self.remove_entries(entries);
     }
 
-    /// Removes `entries` (out of every queue already) for good.
-    fn remove_entries(&mut self, entries: Vec<Entry>) {
-        if entries.is_empty() {
-            return;
-        }
-        let seqs: Vec<u64> = entries
-            .iter()
-            .filter(|e| !matches!(e.body, BodyRef::Memory))
-            .map(|e| e.seq)
-            .collect();
-        if seqs.is_empty() {
-            for entry in &entries {
-                self.payloads.forget(entry);
-            }
-        } else {
-            self.commit_removal(seqs, Continuation::Removed { entries });
-        }
-    }
-
     /// `SubscribeTopic`: a transient subscription of `connection`.
     pub(super) fn subscribe_topic(
         &mut self,
@@ -352,15 +333,9 @@ impl Core {
     /// The topology changed: managers no longer in it want nothing.
     pub(super) fn interest_topology_changed(&mut self) {
         let topology = self.routing.topology();
-        let gone: Vec<ManagerName> = self
-            .pubsub
+        self.pubsub
             .interest
-            .by_manager()
-            .keys()
-            .filter(|m| topology.manager(m.as_str()).is_none())
-            .cloned()
-            .collect();
-        self.pubsub.interest.retain(|m| !gone.contains(m));
+            .retain(|m| topology.manager(m.as_str()).is_some());
     }
 
     /// `links` with their publications in and out.

@@ -6,6 +6,17 @@
 use super::*;
 use crate::custody::Chain;
 
+/// A request's messages: at least one, at most [`BATCH_MESSAGES_MAX`].
+pub(super) fn check_batch(count: usize) -> Result<(), ApiError> {
+    if count == 0 || count > BATCH_MESSAGES_MAX as usize {
+        return Err(ApiError::BatchTooLarge {
+            count: count as u64,
+            limit: u64::from(BATCH_MESSAGES_MAX),
+        });
+    }
+    Ok(())
+}
+
 impl Core {
     /// Where a put to `address` goes: a local queue, or the queue of messages waiting to leave
     /// with the manager they go to.
@@ -72,12 +83,7 @@ impl Core {
         arrival_timeout_ms: Option<u64>,
         now: Now,
     ) -> Result<Option<Reply>, ApiError> {
-        if messages.is_empty() || messages.len() > BATCH_MESSAGES_MAX as usize {
-            return Err(ApiError::BatchTooLarge {
-                count: messages.len() as u64,
-                limit: u64::from(BATCH_MESSAGES_MAX),
-            });
-        }
+        check_batch(messages.len())?;
         // Validate everything first: a batch is stored whole or not at all.
         let targets = self.put_targets(&messages)?;
         let mut items = Vec::with_capacity(messages.len());
