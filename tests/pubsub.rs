@@ -1,7 +1,8 @@
 //! Publish/subscribe with real managers: filter semantics and durable subscriptions on one
 //! manager (through a `kill -9`), a transient subscriber that stops reading, and a diamond
 //! where publications reach durable subscriptions on two managers once each, in order, one
-//! copy per link, through the `kill -9` of a subscriber's manager and of a relay.
+//! copy per link, through the `kill -9` of a subscriber's manager and of a relay; and
+//! non-persistent publications crossing the same diamond without a single journal write.
 
 #![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
 
@@ -213,10 +214,10 @@ fn assert_received(
     }
 }
 
-#[test]
-fn the_diamond_delivers_each_publication_once_in_order_one_copy_per_link() {
-    let spec = Spec::diamond();
-    let mut network = start(&spec);
+/// The diamond with durable subscriptions `eu` (`prices.eu.*`) on delta and `all`
+/// (`prices.>`) on charlie, and a transient one (`prices.>`) on bravo, once alpha knows them.
+fn diamond_with_subscribers() -> (Network, hopmq::blocking::TopicSubscription) {
+    let mut network = start(&Spec::diamond());
     let delta = network.manager("delta").client();
     delta
         .create_subscription("eu", "prices.eu.*", None)
@@ -226,11 +227,31 @@ fn the_diamond_delivers_each_publication_once_in_order_one_copy_per_link() {
         .create_subscription("all", "prices.>", None)
         .unwrap();
     let bravo = network.manager("bravo").client();
-    let mut transient = bravo.subscribe_topic("prices.>").unwrap();
+    let transient = bravo.subscribe_topic("prices.>").unwrap();
     let alpha = network.manager("alpha").client();
     wait_until("alpha knows every subscriber's interest", SOON, || {
         alpha.list_subscriptions().unwrap().interest.len() == 3
     });
+    (network, transient)
+}
+
+/// Publishes `bodies` non-persistent at `alpha` to `prices.eu.btc`, in batches of `batch`.
+fn publish_non_persistent(alpha: &hopmq::blocking::Client, bodies: &[String], batch: usize) {
+    for chunk in bodies.chunks(batch) {
+        let publications = chunk
+            .iter()
+            .map(|body| {
+                let message = Message::new(body.as_str()).non_persistent();
+                ("prices.eu.btc".to_owned(), message)
+            })
+            .collect();
+        alpha.publish_batch(publications).unwrap();
+    }
+}
+
+#[test]
+fn the_diamond_delivers_each_publication_once_in_order_one_copy_per_link() {
+    let (mut network, mut transient) = diamond_with_subscribers();
     // Counted from here: making a subscription sends a request for retained publications.
     let before = diamond_counters(&mut network);
 
@@ -337,4 +358,80 @@ fn retained_publications_reach_each_later_subscription_once() {
             .unwrap()
             .is_none()
     );
+}
+
+/// Records `manager` has made durable since it started.
+fn records(network: &mut Network, manager: &str) -> u64 {
+    network.manager(manager).status()["store"]["records"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn non_persistent_publications_cross_the_diamond_without_a_journal_write() {
+    let (mut network, mut transient) = diamond_with_subscribers();
+    let alpha = network.manager("alpha").client();
+    let managers = ["alpha", "bravo", "charlie", "delta"];
+    let counters = diamond_counters(&mut network);
+    let written = managers.map(|m| records(&mut network, m));
+
+    // 1 KiB each: 2,000 of them journaled anywhere would be 2,000 records there.
+    let bodies: Vec<String> = (0..2000)
+        .map(|i| format!("v{i:05}{}", "x".repeat(1018)))
+        .collect();
+    publish_non_persistent(&alpha, &bodies, 250);
+    for body in &bodies {
+        match transient.recv_timeout(SOON).unwrap().unwrap() {
+            Publication::Message(m) => {
+                assert_eq!(m.text(), Some(body.as_str()));
+                assert!(!m.persistent);
+            }
+            Publication::Missed(n) => panic!("a reading subscriber missed {n}"),
+        }
+    }
+    for (manager, subscription) in [("delta", "eu"), ("charlie", "all")] {
+        let got = receive(
+            &network.manager(manager).client(),
+            subscription,
+            bodies.len(),
+        );
+        assert_eq!(texts(&got), bodies, "{subscription} on {manager}: in order");
+        assert!(got.iter().all(|m| !m.persistent));
+    }
+    let after = diamond_counters(&mut network);
+    let carried: Vec<u64> = after.iter().zip(counters).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        carried,
+        [2000, 2000, 0],
+        "one copy per link, as persistent ones"
+    );
+    for (manager, before) in managers.into_iter().zip(written) {
+        let grew = records(&mut network, manager) - before;
+        assert!(
+            grew < 100,
+            "{manager} wrote {grew} records for 2,000 non-persistent publications"
+        );
+    }
+
+    // Their copies lived in memory only: a power cut of a subscriber's manager loses them,
+    // where a persistent publication would survive it.
+    publish_non_persistent(&alpha, &bodies[..100], 50);
+    alpha
+        .publish("prices.eu.btc", Message::new("kept"))
+        .unwrap();
+    wait_until("charlie holds all 101", SOON, || {
+        network.manager("charlie").depth("all") == Some(101)
+    });
+    network.manager("charlie").kill9();
+    network.manager("charlie").restart();
+    assert_eq!(
+        texts(&receive(&network.manager("charlie").client(), "all", 1)),
+        ["kept"]
+    );
+    let more = network
+        .manager("charlie")
+        .client()
+        .get("all", Duration::from_millis(500))
+        .unwrap();
+    assert!(more.is_none(), "nothing but the persistent one survived");
 }

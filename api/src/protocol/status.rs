@@ -151,7 +151,8 @@ pub struct LinkStatus {
     pub transmission_oldest_age_ms: Option<u64>,
     /// Messages sent and not yet acknowledged.
     pub in_flight: u64,
-    /// Messages sent since start (resends included).
+    /// Messages sent since start (resends included, and non-persistent publications, which
+    /// are never acknowledged).
     pub messages_sent: u64,
     /// Their body bytes.
     pub bytes_sent: u64,
@@ -221,6 +222,8 @@ pub struct StoreStatus {
     pub last_batch_records: u64,
     /// Group commits since start.
     pub commits: u64,
+    /// Records made durable since start.
+    pub records: u64,
     /// `always` or `never`.
     pub sync: String,
 }

@@ -51,9 +51,13 @@ pub(crate) struct PubsubBench {
     /// Body size in bytes.
     #[arg(long, default_value_t = 1024)]
     size: usize,
-    /// Transient subscriptions instead of durable ones (publications are persistent either way).
+    /// Transient subscriptions instead of durable ones.
     #[arg(long)]
     transient: bool,
+    /// Non-persistent publications: they skip every journal (and may be lost: the run counts
+    /// any loss and fails on it).
+    #[arg(long)]
+    non_persistent: bool,
     /// Producer tasks at alpha, each with its own connection and one request in flight.
     #[arg(long, default_value_t = 8)]
     producers: usize,
@@ -224,7 +228,7 @@ impl PubsubBench {
         for (producer, &share) in shares.iter().enumerate() {
             let client = Client::connect_to(&cluster.node("alpha")?.socket).await?;
             let acknowledged = Arc::new(AtomicU64::new(0));
-            let (size, batch) = (self.size, self.batch);
+            let (size, batch, persistent) = (self.size, self.batch, !self.non_persistent);
             let every = self
                 .rate
                 .map(|rate| put_interval(rate, shares.len(), batch));
@@ -253,7 +257,9 @@ impl PubsubBench {
                             } else {
                                 QUEUE
                             };
-                            (to.to_owned(), Message::new(body))
+                            let mut message = Message::new(body);
+                            message.persistent = persistent;
+                            (to.to_owned(), message)
                         })
                         .collect();
                     let sent = match target {
@@ -299,10 +305,15 @@ impl PubsubBench {
 
     fn print_setup(&self) -> Result<(), qmgr::cli::output::OutputError> {
         outln!(
-            "pubsub: diamond, {} producers at alpha, {} x {} B persistent, batch {}, {} subscriptions ({}), {}{}",
+            "pubsub: diamond, {} producers at alpha, {} x {} B {}, batch {}, {} subscriptions ({}), {}{}",
             self.producers,
             self.count,
             self.size,
+            if self.non_persistent {
+                "non-persistent"
+            } else {
+                "persistent"
+            },
             self.batch,
             if self.transient {
                 "transient"

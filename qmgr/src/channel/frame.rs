@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::format::RECORD_PAYLOAD_BYTES_MAX;
 
 /// The channel protocol version this build speaks.
-pub const CHANNEL_PROTOCOL_VERSION: u32 = 5;
+pub const CHANNEL_PROTOCOL_VERSION: u32 = 6;
 
 /// Largest payload of one message on the wire: a message travels as the payload of one journal
 /// record at both ends, so the journal's record limit is the message limit.
@@ -96,6 +96,12 @@ pub enum ChannelFrame {
     /// Either way, passed on hop by hop towards the manager it names: custody's
     /// confirmations and questions (see `crate::custody`). Since protocol version 3.
     Custody(CustodyFrame),
+    /// Either way, on whichever connection carries link state: non-persistent publications,
+    /// each a publication's record carrying the receiver's share of its destinations. Outside
+    /// the sequence: never stored, acknowledged or sent again, so lost with the connection
+    /// (what non-persistent means). At most [`BATCH_MESSAGES_MAX`] and about
+    /// [`BATCH_BYTES_MAX`] bytes, as a batch. Since protocol version 6.
+    Publications(Vec<WireMessage>),
 }
 
 /// Custody's control messages, which travel towards a manager rather than over one link.
@@ -420,6 +426,10 @@ mod tests {
                 destination: "delta".into(),
                 epochs: vec![1_765_000_000_000],
             }),
+            ChannelFrame::Publications(vec![WireMessage {
+                id: 7,
+                payload: vec![1, 2, 3].into(),
+            }]),
         ]
     }
 

@@ -291,6 +291,9 @@ impl Receiver {
             // Routing's frame: the core hands it to the link-state database, never here.
             ChannelFrame::LinkState(_) => Err(ReceiverError::Unexpected { frame: "LinkState" }),
             ChannelFrame::Custody(_) => Err(ReceiverError::Unexpected { frame: "Custody" }),
+            ChannelFrame::Publications(_) => Err(ReceiverError::Unexpected {
+                frame: "Publications",
+            }),
         }
     }
 

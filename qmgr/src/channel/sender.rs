@@ -377,6 +377,9 @@ impl Sender {
             // Routing's frame: the core hands it to the link-state database, never here.
             ChannelFrame::LinkState(_) => Err(SenderError::Unexpected { frame: "LinkState" }),
             ChannelFrame::Custody(_) => Err(SenderError::Unexpected { frame: "Custody" }),
+            ChannelFrame::Publications(_) => Err(SenderError::Unexpected {
+                frame: "Publications",
+            }),
         }
     }
 

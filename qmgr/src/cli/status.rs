@@ -104,10 +104,11 @@ fn print_summary(status: &Status) -> Result<(), OutputError> {
     }
     let store = &status.store;
     outln!(
-        "store: {}, {}, {} commits, last batch {} records, sync {}",
+        "store: {}, {}, {} commits of {} records, last batch {} records, sync {}",
         units::count(store.segments, "segment", "segments"),
         units::bytes(store.bytes),
         store.commits,
+        store.records,
         store.last_batch_records,
         store.sync
     )?;

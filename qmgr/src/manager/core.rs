@@ -23,6 +23,7 @@ mod retention;
 mod routes;
 mod slot;
 mod upkeep;
+mod volatile;
 mod waiting;
 
 pub(crate) use self::forward::{HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX};

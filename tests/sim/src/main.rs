@@ -100,8 +100,9 @@ fn main() -> ExitCode {
                 .mutation
                 .as_ref()
                 .map_or(String::new(), |m| format!(" --mutation {m}"));
+            let pubsub = if args.pubsub { " --pubsub" } else { "" };
             println!(
-                "    replay: scripts/sim --seed {seed} --managers {} --steps {}{mutation}",
+                "    replay: scripts/sim --seed {seed} --managers {} --steps {}{pubsub}{mutation}",
                 args.managers, args.steps
             );
         }

@@ -105,9 +105,9 @@ pub(super) fn held_queue() -> QueueName {
 
 /// Counters of one link, for status and metrics.
 #[derive(Debug, Default, Clone, Copy)]
-struct LinkCounters {
-    messages_sent: u64,
-    bytes_sent: u64,
+pub(super) struct LinkCounters {
+    pub(super) messages_sent: u64,
+    pub(super) bytes_sent: u64,
     messages_acked: u64,
     bytes_acked: u64,
     messages_received: u64,
@@ -136,7 +136,7 @@ pub(super) struct Link {
     /// Payload bytes of the batches in `inbox`.
     inbox_bytes: usize,
     pub(super) inbound: Option<Channel>,
-    counters: LinkCounters,
+    pub(super) counters: LinkCounters,
     last_error: Option<String>,
     /// Whether routing may count on the neighbour (heard within the dead interval).
     pub(super) adjacency: Adjacency,
@@ -535,9 +535,9 @@ impl Core {
                 self.on_link_state(&neighbour, direction, advertisements, now);
                 return;
             }
-            ChannelFrame::Custody(custody) => {
-                self.on_custody_frame(custody, now);
-                return;
+            ChannelFrame::Custody(custody) => return self.on_custody_frame(custody, now),
+            ChannelFrame::Publications(publications) => {
+                return self.on_volatile_publications(&neighbour, publications, now);
             }
             frame => frame,
         };

@@ -166,6 +166,7 @@ impl Core {
         removed.extend(handed_off);
         self.commit_put(continuation, journal, removed, now);
         self.retire_retained_after_commit(retire);
+        self.flush_volatile();
         Ok(None)
     }
 
@@ -220,6 +221,10 @@ impl Core {
             }
         }
         for (next_hop, share) in groups {
+            if !persistent {
+                self.send_volatile(next_hop, stored, &share, hop);
+                continue;
+            }
             let next_hop = next_hop.filter(|_| !placing.hold);
             let queue = match &next_hop {
                 Some(neighbour) => transmission_queue(neighbour),
@@ -231,8 +236,8 @@ impl Core {
             let seq = self.next_seq;
             self.next_seq += 1;
             let record = copy_record(stored, (queue.as_str(), seq, &share.encode()), hop, &[]);
-            // What leaves this manager is always journaled: a channel sequence number may only
-            // name a message that survives a crash.
+            // A persistent copy that leaves this manager is journaled: a channel sequence
+            // number may only name a message that survives a crash.
             let mut item = self.publication_item(queue, stored, (seq, record), (true, None), now);
             if let Some(direct) = placing.direct.as_deref_mut() {
                 let key = record::enqueue_dedup_key(&item.payload).unwrap_or(stored.id);

@@ -30,6 +30,9 @@ pub(super) struct PubTotals {
     pub(super) transient_missed: u64,
     /// Publications published here that no subscription anywhere wanted.
     pub(super) unmatched: u64,
+    /// Shares of non-persistent publications dropped: no route, no connection taking them,
+    /// or past the hop limit.
+    pub(super) volatile_dropped: u64,
 }
 
 /// See the module documentation.
@@ -52,8 +55,10 @@ pub(super) struct PubSub {
     next_deleted: Vec<QueueName>,
     pub(super) totals: PubTotals,
     /// Per neighbour, publications received from it and copies given to its transmission
-    /// queue, since start.
+    /// queue (or, non-persistent, to its connection), since start.
     pub(super) links: BTreeMap<ManagerName, (u64, u64)>,
+    /// Non-persistent shares for other managers, sent when the event making them ends.
+    pub(super) outgoing: super::volatile::Outgoing,
 }
 
 impl PubSub {

@@ -127,6 +127,7 @@ impl Core {
                 bytes: stats.bytes_on_disk,
                 last_batch_records: stats.batch_records_last,
                 commits: stats.commits,
+                records: stats.records,
                 sync: self.limits.sync.as_str().to_owned(),
             },
             links: self.with_publication_counts(self.link_status(now)),
