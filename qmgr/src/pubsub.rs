@@ -14,6 +14,7 @@
 
 pub mod fanout;
 pub mod interest;
+pub mod recent;
 pub mod registry;
 pub mod retained;
 

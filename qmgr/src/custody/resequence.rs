@@ -10,6 +10,10 @@
 //! - at most one message is held per stamp (a second copy is dropped), and each held message
 //!   leaves exactly once: released when the one it waits for is admitted, or at its deadline
 //!   (the custody timeout after it was held, its earlier message's expiry, or its own);
+//! - a held message never goes on past an earlier one held here: when its wait times out
+//!   while what it waits for is held too (that one came later, say again after a crash
+//!   here), the first held message of that chain goes on without the one missing before it,
+//!   and releases the rest in order;
 //! - only messages of the custodian that made the gap wait: other custodians' streams never
 //!   wait behind it;
 //! - memory is bounded by [`HELD_MESSAGES_MAX`] and [`HELD_BYTES_MAX`]; past them an arrival
@@ -151,7 +155,9 @@ impl Resequencer {
 
     /// Held messages whose deadline passed, in stream order, with why: `(custodian, epoch,
     /// number, why)`. They stay held until [`Self::take`]n (an earlier one's release may
-    /// release a later one first).
+    /// release a later one first). A message whose wait timed out while what it waits for is
+    /// held here too is not due itself: the first held message of its chain is, without the
+    /// one missing before that (its release releases the chain in order).
     pub(crate) fn due(
         &self,
         (now_mono_ms, now_wall_ms): (u64, u64),
@@ -159,21 +165,30 @@ impl Resequencer {
     ) -> Vec<(String, u64, u64, Release)> {
         let mut due = Vec::new();
         for (custodian, held) in &self.held {
+            let mut mine: Vec<(u64, u64, Release)> = Vec::new();
             for (&(epoch, number), h) in held {
                 let expired = |at: Option<u64>| at.is_some_and(|at| at <= now_wall_ms);
-                let why = if expired(h.after.expires_ms) || expired(h.waiting.expires_ms) {
-                    Release::Expired
+                if expired(h.after.expires_ms) || expired(h.waiting.expires_ms) {
+                    mine.push((epoch, number, Release::Expired));
                 } else if now_mono_ms.saturating_sub(h.waiting.since_ms) >= timeout_ms {
-                    Release::TimedOut(format!(
-                        "held {} ms for {custodian}/{epoch}.{}, which had not arrived",
+                    // Numbers waited for are lower: the walk ends.
+                    let (mut first, mut missing) = (number, h.after.number);
+                    while let Some(earlier) = held.get(&(epoch, missing)) {
+                        (first, missing) = (missing, earlier.after.number);
+                    }
+                    let why = Release::TimedOut(format!(
+                        "held {} ms for {custodian}/{epoch}.{missing}, which had not arrived",
                         now_mono_ms - h.waiting.since_ms,
-                        h.after.number
-                    ))
-                } else {
-                    continue;
-                };
-                due.push((custodian.to_string(), epoch, number, why));
+                    ));
+                    mine.push((epoch, first, why));
+                }
             }
+            mine.sort_by_key(|&(epoch, number, _)| (epoch, number));
+            mine.dedup_by_key(|&mut (epoch, number, _)| (epoch, number));
+            due.extend(
+                mine.into_iter()
+                    .map(|(epoch, number, why)| (custodian.to_string(), epoch, number, why)),
+            );
         }
         due
     }
@@ -335,6 +350,35 @@ mod tests {
         resequencer.take("north", 7, 5).unwrap();
         assert_eq!(resequencer.len(), 0);
         assert!(resequencer.status().is_empty());
+    }
+
+    #[test]
+    fn a_timed_out_chain_goes_on_from_its_first_held_message_never_past_one_held_here() {
+        let mut resequencer = Resequencer::default();
+        // 64 came first and waits for 58; 52..=58 came later (again, after a crash here),
+        // waiting in turn for 51, which never comes.
+        resequencer.hold(stamp("north", 64), after(58), waiting(b"64", 0));
+        for number in 52..=58 {
+            resequencer.hold(
+                stamp("north", number),
+                after(number - 1),
+                waiting(b"m", 500),
+            );
+        }
+        assert!(resequencer.due((999, 0), 1000).is_empty());
+        let due = resequencer.due((1000, 0), 1000);
+        let [(custodian, 7, 52, Release::TimedOut(why))] = due.as_slice() else {
+            panic!("{due:?}");
+        };
+        assert_eq!(custodian, "north");
+        assert!(why.contains("north/7.51,"), "{why}");
+        resequencer.take("north", 7, 52).unwrap();
+        for number in 52..58 {
+            assert!(resequencer.waiter("north", 7, number).is_some());
+        }
+        let last = resequencer.waiter("north", 7, 58).unwrap();
+        assert_eq!(&last.payload[..], b"64", "after 58, not before it");
+        assert_eq!(resequencer.len(), 0);
     }
 
     #[test]

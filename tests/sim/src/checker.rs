@@ -31,8 +31,8 @@
 //! twice (a leased copy handed out again after a nack or an expiry is not a second delivery).
 //! Once faults stop, each acknowledged persistent publication must have been delivered from,
 //! or dead-lettered out of, each of its subscriptions (non-persistent ones are checked for
-//! duplicates only). Per publisher and subscription, publications are first handed out in
-//! publish order, unless the publisher restarted between the two publishes or a manager's
+//! duplicates only). Per publisher and subscription, persistent publications are first handed
+//! out in publish order, unless the publisher restarted between the two publishes or a manager's
 //! routes changed (or a manager started or stopped) between the earlier's publish and the
 //! later's arrival there: publications are not resequenced. A manager's lost disk takes its
 //! subscriptions with it, excuses every publication published before it from the duplicate

@@ -58,7 +58,7 @@ pub(super) struct PubSub {
     /// queue (or, non-persistent, to its connection), since start.
     pub(super) links: BTreeMap<ManagerName, (u64, u64)>,
     /// Non-persistent shares for other managers, sent when the event making them ends.
-    pub(super) outgoing: super::volatile::Outgoing,
+    pub(super) volatile: super::volatile::Volatile,
 }
 
 impl PubSub {

@@ -7,7 +7,8 @@
 //! Invariants: nothing here writes to the journal; what cannot go on at once (no route, no
 //! connection, a connection's queue full, past the hop limit) is dropped and counted, never
 //! held, so a non-persistent publication costs no memory once the event that made it is over;
-//! shares waiting in [`Outgoing`] are sent before the event that queued them ends.
+//! shares waiting in [`Volatile`] are sent before the event that queued them ends; a share that
+//! arrives again (a transport's copy) is dropped by its id.
 
 use std::collections::BTreeMap;
 
@@ -15,14 +16,17 @@ use super::publish::{Placing, copy_record, topic_of};
 use super::*;
 use crate::channel::frame::{BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, ChannelFrame, WireMessage};
 use crate::pubsub::Destinations;
+use crate::pubsub::recent::RecentIds;
 use crate::record::StoredMessage;
 use hopmq_routing::topic::Topic;
 
-/// Shares of non-persistent publications made during one event, per next hop, sent as frames
-/// when it ends.
+/// Non-persistent publications' state: the shares made during one event, per next hop (sent
+/// as frames when it ends), and the ids of those that arrived last.
 #[derive(Default)]
-pub(super) struct Outgoing {
+pub(super) struct Volatile {
     pending: BTreeMap<ManagerName, Vec<WireMessage>>,
+    /// What arrived last, so a copy is dropped (at most once, whatever the transport does).
+    recent: RecentIds,
 }
 
 impl Core {
@@ -46,7 +50,7 @@ impl Core {
             payload: Bytes::from(record),
         };
         self.pubsub
-            .outgoing
+            .volatile
             .pending
             .entry(neighbour)
             .or_default()
@@ -56,10 +60,10 @@ impl Core {
     /// Sends the shares queued during this event, as few frames as the batch limits allow;
     /// what no connection takes is dropped and counted.
     pub(super) fn flush_volatile(&mut self) {
-        if self.pubsub.outgoing.pending.is_empty() {
+        if self.pubsub.volatile.pending.is_empty() {
             return;
         }
-        for (neighbour, messages) in std::mem::take(&mut self.pubsub.outgoing.pending) {
+        for (neighbour, messages) in std::mem::take(&mut self.pubsub.volatile.pending) {
             let (mut sent, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
             let channel = self.link_state_channel(&neighbour);
             for frame in frames(messages) {
@@ -96,6 +100,9 @@ impl Core {
         self.pubsub.links.entry(from.clone()).or_default().0 += messages.len() as u64;
         let mut items = Vec::new();
         for message in &messages {
+            if !self.pubsub.volatile.recent.first_time(message.id) {
+                continue;
+            }
             match self.volatile_arrival(&message.payload, now) {
                 Ok(Some((stored, destinations, topic))) => {
                     let name = self.name.clone();

@@ -313,6 +313,9 @@ impl Checker {
             return;
         }
         let (publisher, index, life) = (p.publisher.clone(), p.index, p.published_at.0);
+        // Order holds among persistent publications: a non-persistent one skips the journals
+        // and the channels' numbered streams, so it may pass persistent ones on the way.
+        let later_persistent = p.persistent;
         let Some(keys) = pubs.streams.get(&publisher) else {
             return;
         };
@@ -324,7 +327,8 @@ impl Checker {
             let Some(a) = pubs.publications.get(earlier) else {
                 continue;
             };
-            let checkable = a.expected.contains(subscription)
+            let checkable = later_persistent
+                && a.expected.contains(subscription)
                 && !a.seen.contains(subscription)
                 && a.persistent
                 && !matches!(a.put, PutState::Failed | PutState::Unknown)
