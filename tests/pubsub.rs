@@ -435,3 +435,57 @@ fn non_persistent_publications_cross_the_diamond_without_a_journal_write() {
         .unwrap();
     assert!(more.is_none(), "nothing but the persistent one survived");
 }
+
+#[test]
+fn copies_that_cannot_fit_one_journal_write_are_refused_or_dead_lettered_with_why() {
+    // bravo's journal writes hold about 1 MiB: three copies of 400 KiB do not fit one.
+    let spec = Spec::line(&["alpha", "bravo"], "orders");
+    let mut network = Network::prepare(&spec);
+    let (topology, certs) = (network.topology(), network.certs());
+    network.start_manager_with("alpha", &topology, &certs, &[]);
+    let small = [("QMGR_SEGMENT_BYTES", "1048576")];
+    network.start_manager_with("bravo", &topology, &certs, &small);
+    network.wait_all_links_up(&spec);
+    let bravo = network.manager("bravo").client();
+    for name in ["one", "two", "three"] {
+        bravo.create_subscription(name, "big.>", None).unwrap();
+    }
+    let large = "x".repeat(400 * 1024);
+
+    // Published at bravo itself: refused, with why, and nothing stored.
+    let error = bravo
+        .publish("big.one", Message::new(large.as_str()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("more than one journal write holds"),
+        "{error}"
+    );
+    assert!(
+        bravo
+            .get("one", Duration::from_millis(200))
+            .unwrap()
+            .is_none()
+    );
+
+    // Published at alpha, where it is one copy: bravo cannot store its three, so it goes to
+    // bravo's DLQ with the reason, and the link goes on (it does not wedge on the resend).
+    let alpha = network.manager("alpha").client();
+    wait_until("alpha knows bravo's interest", SOON, || {
+        !alpha.list_subscriptions().unwrap().interest.is_empty()
+    });
+    alpha
+        .publish("big.one", Message::new(large.as_str()))
+        .unwrap();
+    alpha.publish("big.two", Message::new("small")).unwrap();
+    let dead = receive(&bravo, "DLQ", 1);
+    let reason = &dead[0].headers["hopmq.dead_letter_reason"];
+    assert!(
+        reason.contains("more than one journal write holds"),
+        "{reason}"
+    );
+    assert_eq!(dead[0].body.len(), large.len(), "kept whole: nothing lost");
+    for name in ["one", "two", "three"] {
+        assert_eq!(texts(&receive(&bravo, name, 1)), ["small"], "{name}");
+    }
+}

@@ -69,7 +69,7 @@ pub(super) const INBOX_BYTES_MAX: usize =
 const RECEIVE_MERGE_BYTES_MAX: usize = crate::channel::frame::BATCH_BYTES_MAX;
 
 /// Room kept in a journal group beside an arriving message's record (the channel records).
-const ARRIVAL_GROUP_ROOM_BYTES: u64 = 64 * 1024;
+pub(super) const ARRIVAL_GROUP_ROOM_BYTES: u64 = 64 * 1024;
 
 /// The prefix of a transmission queue's name; the neighbour's name follows.
 pub(crate) const TRANSMISSION_QUEUE_PREFIX: &str = "hopmq.xmit.";

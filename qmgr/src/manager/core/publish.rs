@@ -46,6 +46,12 @@ pub(super) fn copy_record(
     record::encode(&Record::Enqueue(copy))
 }
 
+/// About what one copy of a publication of `bytes` (body and headers) takes in the journal:
+/// its record adds the envelope and the trace.
+fn copy_bytes(bytes: u64) -> u64 {
+    bytes + 256
+}
+
 /// The topic a publication's record names, or why it names none.
 pub(super) fn topic_of(stored: &StoredMessage<'_>) -> Result<Topic, String> {
     let topic = stored
@@ -101,12 +107,7 @@ impl Core {
             let id = self.ids.next();
             ids.push(id);
             self.pubsub.totals.published += 1;
-            let mut managers = BTreeSet::new();
-            self.pubsub.interest.matching(&topic, &mut managers);
-            managers.remove(&self.name);
-            if self.pubsub.registry.wants(&topic) {
-                managers.insert(self.name.clone());
-            }
+            let managers = self.publication_managers(&topic);
             if managers.is_empty() {
                 self.pubsub.totals.unmatched += 1;
                 if !retain {
@@ -189,7 +190,48 @@ impl Core {
             }
             topics.push(topic);
         }
+        self.check_copies_fit(publications, &topics, retain)?;
         Ok(topics)
+    }
+
+    /// Every journaled copy of a publish goes in one write: refused, with why, if they would
+    /// not fit (a large publication matching many subscriptions here, or a large batch).
+    fn check_copies_fit(
+        &self,
+        publications: &[(String, OutgoingMessage)],
+        topics: &[Topic],
+        retain: bool,
+    ) -> Result<(), ApiError> {
+        let mut bytes = 0u64;
+        for ((_, message), topic) in publications.iter().zip(topics) {
+            let copies = if message.persistent {
+                let destinations = Destinations::new(self.publication_managers(topic));
+                self.copies_of(&destinations, topic)
+            } else {
+                0
+            } + u64::from(retain);
+            let headers: usize = message.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+            bytes += copies * copy_bytes((message.body.len() + headers) as u64);
+        }
+        let room = self.copies_room();
+        if bytes > room {
+            return Err(ApiError::BadRequest {
+                reason: format!(
+                    "this publish makes about {bytes} bytes of copies here (one per matching \
+                     subscription and per next hop, all written at once), more than one \
+                     journal write holds ({room} bytes): publish fewer or smaller \
+                     publications at a time"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes of one journal write that a publication's copies may take.
+    fn copies_room(&self) -> u64 {
+        self.storage
+            .group_bytes_max()
+            .saturating_sub(forward::ARRIVAL_GROUP_ROOM_BYTES)
     }
 
     /// The copies of one publication this manager makes, into `items`: one per matching
@@ -454,15 +496,18 @@ impl Core {
         let hop = (self.name.as_str(), now.wall_ms);
         let checked = destinations
             .map_err(|e| e.to_string())
-            .and_then(|d| topic_of(&stored).map(|t| (d, t)));
+            .and_then(|d| topic_of(&stored).map(|t| (d, t)))
+            .and_then(|(d, t)| {
+                let estimate = self.copies_estimate(&d, &t, payload.len());
+                self.copies_fit(estimate).map(|()| (d, t, estimate))
+            });
         match checked {
-            Ok((destinations, topic)) => {
+            Ok((destinations, topic, estimate)) => {
                 let mut placing = placing;
                 // Copies of many publications of one batch may not fit one journal group
                 // together (each fits alone): past the room left, a publication waits whole
                 // with the held messages and is split in a write of its own, rather than fail
                 // the batch on every resend and wedge the link.
-                let estimate = self.copies_of(&destinations, &topic) * (payload.len() as u64 + 256);
                 if placing.room.is_some_and(|room| estimate > room) {
                     let seq = self.next_seq;
                     self.next_seq += 1;
@@ -527,6 +572,26 @@ impl Core {
         })
     }
 
+    /// About the journal bytes of the copies this manager would make of a publication to
+    /// `topic` for `destinations`, whose record is `len` bytes.
+    fn copies_estimate(&self, destinations: &Destinations, topic: &Topic, len: usize) -> u64 {
+        self.copies_of(destinations, topic) * copy_bytes(len as u64)
+    }
+
+    /// Whether copies of `estimate` bytes fit one journal write; if not, why, for the
+    /// dead-letter queue: they could never be written together, and written apart a crash
+    /// could leave some and lose the others.
+    fn copies_fit(&self, estimate: u64) -> Result<(), String> {
+        let room = self.copies_room();
+        if estimate <= room {
+            return Ok(());
+        }
+        Err(format!(
+            "its copies here (one per matching subscription and per next hop) take about \
+             {estimate} bytes, more than one journal write holds ({room} bytes)"
+        ))
+    }
+
     /// How many copies of a publication to `topic` for `destinations` this manager would make.
     fn copies_of(&self, destinations: &Destinations, topic: &Topic) -> u64 {
         let (here, groups) = self.split(destinations);
@@ -561,6 +626,16 @@ impl Core {
             });
         if stays {
             return Some(false);
+        }
+        if let Err(reason) =
+            self.copies_fit(self.copies_estimate(&destinations, &topic, payload.len()))
+        {
+            let old = self
+                .queues
+                .get_mut(queue)
+                .and_then(|slot| slot.queue.remove(entry.seq))?;
+            self.dead_letter(queue, old, &reason, now);
+            return Some(true);
         }
         let old = self
             .queues

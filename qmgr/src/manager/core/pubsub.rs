@@ -364,13 +364,22 @@ impl Core {
         let Ok(topic) = hopmq_routing::topic::Topic::new(topic) else {
             return Vec::new();
         };
+        self.publication_managers(&topic).into_iter().collect()
+    }
+
+    /// The managers a publication to `topic` published here goes to: those whose advertised
+    /// interest matches it, and this one if a subscription of its own does.
+    pub(super) fn publication_managers(
+        &self,
+        topic: &hopmq_routing::topic::Topic,
+    ) -> BTreeSet<ManagerName> {
         let mut managers = BTreeSet::new();
-        self.pubsub.interest.matching(&topic, &mut managers);
+        self.pubsub.interest.matching(topic, &mut managers);
         managers.remove(&self.name);
-        if self.pubsub.registry.wants(&topic) {
+        if self.pubsub.registry.wants(topic) {
             managers.insert(self.name.clone());
         }
-        managers.into_iter().collect()
+        managers
     }
 
     /// `ListSubscriptions`.
