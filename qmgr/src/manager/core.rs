@@ -22,6 +22,7 @@ mod retained;
 mod retention;
 mod routes;
 mod slot;
+mod transient;
 mod upkeep;
 mod volatile;
 mod waiting;
@@ -500,6 +501,7 @@ impl Core {
         // Read before the append: its records land in this segment or a later one.
         let segment = self.storage.active_segment();
         self.commits.made(continuation, segment);
+        self.transient_with_write();
         self.storage.append(durability, payloads);
     }
 
@@ -507,6 +509,18 @@ impl Core {
 
     /// Handles one command from a connection.
     pub fn on_command(&mut self, command: Command, now: Now) {
+        self.command(command, now);
+        self.end_event();
+    }
+
+    /// What every event ends with: what it queued for links and transient subscribers that
+    /// waits for no write goes.
+    pub(super) fn end_event(&mut self) {
+        self.flush_volatile();
+        self.transient_at_event_end();
+    }
+
+    fn command(&mut self, command: Command, now: Now) {
         self.event_now = now;
         match command {
             Command::Connected {

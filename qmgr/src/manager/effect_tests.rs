@@ -27,6 +27,8 @@ enum Effect {
     Failed,
     /// A reply queued for the client: its request id and what it says.
     Reply(u64, &'static str),
+    /// A publication sent to a transient subscriber: its body.
+    Published(String),
 }
 
 #[derive(Default)]
@@ -220,6 +222,9 @@ impl Bench {
                     Err(_) => "error",
                 };
                 self.effects_mut().effects.push(Effect::Reply(id, said));
+            } else if let ServerFrame::Event { message, .. } = frame {
+                let body = String::from_utf8_lossy(&message.body).into_owned();
+                self.effects_mut().effects.push(Effect::Published(body));
             }
         }
     }
@@ -261,7 +266,7 @@ impl Bench {
     }
 }
 
-use Effect::{Append, Durable, Failed, Reply as Replied};
+use Effect::{Append, Durable, Failed, Published, Reply as Replied};
 
 #[test]
 fn a_put_is_acknowledged_only_after_its_record_is_durable() {
@@ -430,5 +435,60 @@ fn a_move_whose_write_failed_leaves_every_message_where_it_was() {
         bench.effects(),
         [Replied(3, "messages")],
         "still in its queue"
+    );
+}
+
+/// A bench with a durable subscription and a transient one to `news.>`, then `news.a`
+/// published persistent as request 3: its copy is written, nothing answered or sent yet.
+fn published_to_both() -> Bench {
+    let mut bench = Bench::new();
+    let durable = Operation::CreateSubscription {
+        name: "kept".into(),
+        filter: "news.>".into(),
+        max_depth: None,
+    };
+    bench.request(1, durable);
+    bench.complete(true);
+    let transient = Operation::SubscribeTopic {
+        filter: "news.>".into(),
+    };
+    bench.request(2, transient);
+    bench.clear();
+    let message = OutgoingMessage {
+        body: b"first".to_vec(),
+        persistent: true,
+        ..OutgoingMessage::default()
+    };
+    let publish = Operation::Publish {
+        publications: vec![("news.a".into(), message)],
+        retain: false,
+    };
+    bench.request(3, publish);
+    assert_eq!(
+        bench.effects(),
+        [Append(Durability::Synced, vec!["enqueue"])],
+        "nothing answered or sent before the copy is durable"
+    );
+    bench
+}
+
+#[test]
+fn a_transient_subscriber_is_sent_a_persistent_publication_once_it_is_durable() {
+    let mut bench = published_to_both();
+    bench.complete(true);
+    assert_eq!(
+        &bench.effects()[1..],
+        [Durable, Replied(3, "put"), Published("first".into())]
+    );
+}
+
+#[test]
+fn a_publication_whose_write_failed_reaches_no_transient_subscriber() {
+    let mut bench = published_to_both();
+    bench.complete(false);
+    assert_eq!(
+        &bench.effects()[1..],
+        [Failed, Replied(3, "storage error")],
+        "a publish that fails and is repeated reaches its subscribers once"
     );
 }

@@ -21,10 +21,13 @@ impl Core {
             error!("a commit completed that the core did not make; ignored");
             return;
         };
+        let durable = result.is_ok();
         self.apply(continuation, result, now);
+        self.transient_after_write(self.commits.done(), durable);
         self.after_commit(now);
         self.retire_retained();
         self.retire_dead_segments();
+        self.end_event();
     }
 
     /// Makes a durable effect visible and acknowledges it; also the path of effects that

@@ -6,14 +6,11 @@
 //! Invariants: every copy of one publication here is written in one journal group (with the
 //! channel's state, for an arrival), so a crash keeps all or none; a full subscription's copy
 //! goes to the dead-letter queue, never back to the publisher as an error (a subscriber never
-//! blocks a publisher); transient subscribers are sent a publication only while their
-//! connection's backlog is under [`TRANSIENT_BUFFER_BYTES`], and what they miss is counted and
-//! reported before their next publication.
+//! blocks a publisher); transient subscribers are sent a persistent publication once its copies
+//! here are durable (see `core::transient`).
 
 use super::*;
-use crate::pubsub::{
-    Destinations, RETAINED_FOR_HEADER, RETAINED_REQUEST_HEADER, TRANSIENT_BUFFER_BYTES,
-};
+use crate::pubsub::{Destinations, RETAINED_FOR_HEADER, RETAINED_REQUEST_HEADER};
 use crate::record::StoredMessage;
 use hopmq::protocol::TOPIC_HEADER;
 use hopmq_routing::topic::Topic;
@@ -167,7 +164,6 @@ impl Core {
         removed.extend(handed_off);
         self.commit_put(continuation, journal, removed, now);
         self.retire_retained_after_commit(retire);
-        self.flush_volatile();
         Ok(None)
     }
 
@@ -392,71 +388,6 @@ impl Core {
             persistent,
             handoff,
             channel_seq: None,
-        }
-    }
-
-    /// Sends a publication to the transient subscriptions it matches, each while its client
-    /// keeps up; a client that fell behind is told how many it missed before its next one.
-    fn send_transient(
-        &mut self,
-        keys: &BTreeSet<(u64, u64)>,
-        stored: &StoredMessage<'_>,
-        persistent: bool,
-    ) {
-        if keys.is_empty() {
-            return;
-        }
-        let mut delivery = delivery::delivery_of(stored, 1, None, persistent);
-        delivery.trace.push(hopmq::Trace {
-            manager: self.name.to_string(),
-            at_ms: self.event_now.wall_ms,
-        });
-        let message = match postcard::to_allocvec(&delivery) {
-            Ok(message) => Bytes::from(message),
-            Err(error) => {
-                error!(%error, "cannot encode a publication for its subscribers");
-                return;
-            }
-        };
-        for &(connection, subscription) in keys {
-            self.send_one_transient((connection, subscription), &message);
-        }
-    }
-
-    fn send_one_transient(&mut self, (connection, subscription): (u64, u64), message: &Bytes) {
-        let behind = self
-            .clients
-            .queued_bytes(connection)
-            .is_none_or(|bytes| bytes >= TRANSIENT_BUFFER_BYTES);
-        let Some(transient) = self
-            .pubsub
-            .registry
-            .transient_mut((connection, subscription))
-        else {
-            return;
-        };
-        if !behind && transient.unreported > 0 {
-            let missed = ToClient::Frame(ServerFrame::Missed {
-                subscription,
-                messages: transient.unreported,
-            });
-            if self.clients.send(connection, missed).is_ok() {
-                transient.unreported = 0;
-            }
-        }
-        let event = ToClient::Event {
-            subscription,
-            message: message.clone(),
-        };
-        let sent =
-            !behind && transient.unreported == 0 && self.clients.send(connection, event).is_ok();
-        if sent {
-            transient.delivered += 1;
-            self.pubsub.totals.transient_delivered += 1;
-        } else {
-            transient.missed += 1;
-            transient.unreported += 1;
-            self.pubsub.totals.transient_missed += 1;
         }
     }
 

@@ -59,6 +59,8 @@ pub(super) struct PubSub {
     pub(super) links: BTreeMap<ManagerName, (u64, u64)>,
     /// Non-persistent shares for other managers, sent when the event making them ends.
     pub(super) volatile: super::volatile::Volatile,
+    /// Publications waiting to be sent to transient subscribers.
+    pub(super) transient: super::transient::TransientSends,
 }
 
 impl PubSub {

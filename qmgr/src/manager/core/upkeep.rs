@@ -30,6 +30,7 @@ impl Core {
         self.run_jobs(now);
         let answers = self.custody.arrivals.expire(now.mono_ms);
         self.answer_arrivals(answers);
+        self.end_event();
     }
 
     /// Periodic work: sweep expired messages, delete journal segments nothing lives in.
@@ -61,6 +62,7 @@ impl Core {
             // The cut-off client's frames were encoded here; their memory is free by now.
             crate::allocator::release_free_memory();
         }
+        self.end_event();
     }
 
     /// Where the journal's head and the oldest commit in flight are, for [`Retention`].

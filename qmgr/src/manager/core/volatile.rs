@@ -7,7 +7,7 @@
 //! Invariants: nothing here writes to the journal; what cannot go on at once (no route, no
 //! connection, a connection's queue full, past the hop limit) is dropped and counted, never
 //! held, so a non-persistent publication costs no memory once the event that made it is over;
-//! shares waiting in [`Volatile`] are sent before the event that queued them ends; a share that
+//! shares waiting in [`Volatile`] are sent when the event that queued them ends; a share that
 //! arrives again (a transport's copy) is dropped by its id.
 
 use std::collections::BTreeMap;
@@ -121,7 +121,6 @@ impl Core {
         if !items.is_empty() {
             self.apply_fanned(items, None, Ok(Vec::new()), now);
         }
-        self.flush_volatile();
     }
 
     /// What a non-persistent publication from a neighbour is: its destinations and topic, or
