@@ -60,6 +60,11 @@ fn publications_and_queues_keep_every_promise_with_four_managers() {
 }
 
 #[test]
+fn publications_and_queues_keep_every_promise_over_long_runs() {
+    pass_with(8_001..8_031, (4, 12_000), true);
+}
+
+#[test]
 fn a_seed_replays_exactly_and_seeds_differ() {
     let options = |seed| Options {
         seed,

@@ -269,6 +269,9 @@ struct Arrivals {
     unordered: Option<String>,
     /// The arrival being placed was held since then (if held again, it keeps its deadline).
     held_since_ms: Option<u64>,
+    /// Seqs of the publications waiting whole with the held messages, split once the batch
+    /// is durable (see `publish::Placing::held_whole`).
+    held_whole: Vec<u64>,
 }
 
 /// What to do once a link's write is durable.
@@ -290,6 +293,9 @@ pub(crate) enum LinkWrite {
         ids: Vec<u128>,
         /// Its stamped arrivals, forgotten by custody if it fails.
         admitted: Vec<Admitted>,
+        /// Its publications that wait whole with the held messages, to split once it is
+        /// durable.
+        held_whole: Vec<u64>,
     },
     /// Held arrivals released at their deadline (see `hold`).
     Released(hold::Released),

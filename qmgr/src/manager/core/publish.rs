@@ -72,6 +72,11 @@ pub(super) struct Placing<'a> {
     pub(super) hold: bool,
     /// Bytes left in the journal group the copies join (`None`: no bound but the journal's).
     pub(super) room: Option<u64>,
+    /// The seqs of the publications of a received batch that wait whole with the held
+    /// messages for want of `room`. Once one does, every later publication of the batch does
+    /// too, and the batch's write splits them, in order, before the link's next batch (see
+    /// [`Core::split_held_whole`]): a later publication never overtakes an earlier one there.
+    pub(super) held_whole: Option<&'a mut Vec<u64>>,
 }
 
 /// A write's hand-offs to waiting gets (see [`Core::hand_off`]).
@@ -136,6 +141,7 @@ impl Core {
                 }),
                 hold: false,
                 room: None,
+                held_whole: None,
             };
             self.fan_out(copies, None, message.persistent, (&mut items, placing), now);
             if retain {
@@ -438,8 +444,10 @@ impl Core {
                 // Copies of many publications of one batch may not fit one journal group
                 // together (each fits alone): past the room left, a publication waits whole
                 // with the held messages and is split in a write of its own, rather than fail
-                // the batch on every resend and wedge the link.
-                if placing.room.is_some_and(|room| estimate > room) {
+                // the batch on every resend and wedge the link. The later publications of the
+                // batch wait behind it, whatever their size: they must not pass it.
+                let behind_held = placing.held_whole.as_ref().is_some_and(|h| !h.is_empty());
+                if behind_held || placing.room.is_some_and(|room| estimate > room) {
                     let seq = self.next_seq;
                     self.next_seq += 1;
                     let record = passing.rewrite(super::HELD_QUEUE, seq, hop);
@@ -451,6 +459,10 @@ impl Core {
                         kept,
                         now,
                     ));
+                    if let Some(held_whole) = placing.held_whole.as_deref_mut() {
+                        held_whole.push(seq);
+                    }
+                    // The tick looks again should its split fail.
                     self.held_a_looping_message();
                     return true;
                 }
@@ -585,6 +597,22 @@ impl Core {
             },
         );
         Some(true)
+    }
+
+    /// Splits the publications a received batch left waiting whole with the held messages
+    /// (`seqs`, in arrival order) once that batch is durable, before the link's next batch is
+    /// handled: each in a write of its own, and commits complete in order, so no later
+    /// arrival's copy goes before theirs (nor is a later one handed to a waiting get or given
+    /// to an idle link first: both wait while copies are on their way into the queue). A
+    /// share with no route stays with the held messages, as it would have at arrival.
+    pub(super) fn split_held_whole(&mut self, seqs: &[u64], now: Now) {
+        let queue = held_queue();
+        for &seq in seqs {
+            let entry = self.queues.get(&queue).and_then(|slot| slot.queue.get(seq));
+            if let Some(entry) = entry {
+                self.reroute_publication(&queue, &entry, now);
+            }
+        }
     }
 
     /// Copies made by this manager on its own (a re-routed publication's, with its old place;

@@ -98,6 +98,7 @@ impl Core {
                 }),
                 hold: false,
                 room: Some(group_max.saturating_sub(ARRIVAL_GROUP_ROOM_BYTES + written)),
+                held_whole: Some(&mut arrivals.held_whole),
             };
             if self.publication_arrival(neighbour, &message.payload, (&mut items, placing), now) {
                 // Placed, copies and all.
@@ -136,6 +137,7 @@ impl Core {
                 direct: arrivals.direct,
                 ids,
                 admitted: arrivals.admitted,
+                held_whole: arrivals.held_whole,
             }),
         );
     }
@@ -405,8 +407,9 @@ impl Core {
                 direct,
                 ids,
                 admitted,
+                held_whole,
             } => {
-                let placing = (items, handoffs, direct);
+                let placing = (items, handoffs, direct, held_whole);
                 let segment = result
                     .as_ref()
                     .ok()
@@ -423,7 +426,12 @@ impl Core {
     fn on_batch_stored(
         &mut self,
         neighbour: &ManagerName,
-        (items, handoffs, direct): (Vec<PutItem>, Vec<Handoff>, Vec<DirectLink>),
+        (items, handoffs, direct, held_whole): (
+            Vec<PutItem>,
+            Vec<Handoff>,
+            Vec<DirectLink>,
+            Vec<u64>,
+        ),
         state: ReceiverState,
         ids: &[u128],
         result: Result<Vec<Location>, StoreError>,
@@ -463,6 +471,8 @@ impl Core {
             self.close_channel(neighbour, ChannelDirection::Inbound, "peer stopped reading");
         }
         self.finish_placing(placed, now);
+        // Before the link's next batch: its publications' copies must come after these.
+        self.split_held_whole(&held_whole, now);
         self.receive_inbox(neighbour, now);
     }
 

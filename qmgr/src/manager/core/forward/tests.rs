@@ -449,3 +449,75 @@ async fn a_message_too_large_for_the_receivers_journal_is_dead_lettered_not_wedg
     assert_eq!(dead, vec![String::new()], "a notice without the body");
     assert_eq!(alpha.transmission_depth(), 0);
 }
+
+impl Node {
+    fn request(&mut self, id: u64, operation: Operation) {
+        let request = Command::Request {
+            connection: 0,
+            id,
+            operation,
+        };
+        self.core.on_command(request, at(NOW));
+    }
+
+    /// Publishes persistent `bodies` to topic `t.x`, in one request.
+    fn publish(&mut self, bodies: impl IntoIterator<Item = String>) {
+        let publications = bodies
+            .into_iter()
+            .map(|body| {
+                let message = OutgoingMessage {
+                    body: body.into_bytes(),
+                    persistent: true,
+                    ..Default::default()
+                };
+                ("t.x".to_owned(), message)
+            })
+            .collect();
+        let retain = false;
+        self.request(
+            3,
+            Operation::Publish {
+                publications,
+                retain,
+            },
+        );
+    }
+}
+
+#[tokio::test]
+async fn publications_that_wait_whole_for_room_in_a_received_batch_keep_their_order() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut alpha, mut bravo, mut wire) = connected(dirs.0.path(), dirs.1.path()).await;
+    // Four subscriptions at bravo: every publication arriving there makes four copies.
+    for n in 0..4 {
+        let operation = Operation::CreateSubscription {
+            name: format!("s{n}"),
+            filter: "t.>".into(),
+            max_depth: None,
+        };
+        bravo.request(10 + n, operation);
+    }
+    // The subscriptions are durable, and alpha heard of their interest.
+    wire.run(&mut alpha, &mut bravo, true).await;
+    // One batch: the copies of the first large publications fill the journal group of its
+    // write at bravo (1 MiB segments), so the last large one waits whole with the held
+    // messages; the small one after it fits, but must not pass it. Then a later batch.
+    let large = "x".repeat(60 * 1024);
+    let first = (0..4).map(|n| format!("p{n} {large}"));
+    alpha.publish(first.chain(["p4".to_owned()]));
+    wire.run(&mut alpha, &mut bravo, true).await;
+    alpha.publish(["p5".to_owned()]);
+    wire.run(&mut alpha, &mut bravo, true).await;
+    let names = |bodies: Vec<String>| -> Vec<String> {
+        bodies
+            .iter()
+            .map(|b| b.split(' ').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let expected: Vec<String> = (0..6).map(|n| format!("p{n}")).collect();
+    // Without a maintenance tick: nothing waits for one.
+    for n in 0..4 {
+        let got = names(bravo.take_all_from(&format!("s{n}")).await);
+        assert_eq!(got, expected, "subscription s{n}");
+    }
+}
