@@ -332,6 +332,16 @@ fn pubsub_delivers_each_publication_once_per_subscription_one_copy_per_link() {
     assert_pubsub_exact(&bench(&args), 2000);
     let transient: Vec<&str> = args.iter().copied().chain(["--transient"]).collect();
     assert_pubsub_exact(&bench(&transient), 2000);
+    // Non-persistent: nothing journaled, and still one copy per link; 2,000 small ones are
+    // far below any buffer, so none is missed.
+    let volatile: Vec<&str> = transient
+        .iter()
+        .copied()
+        .chain(["--non-persistent"])
+        .collect();
+    let run = bench(&volatile);
+    assert!(run.stdout.contains("non-persistent"), "{}", run.stdout);
+    assert_pubsub_exact(&run, 2000);
 }
 
 #[test]

@@ -175,7 +175,7 @@ impl PubsubBench {
             verdict.lost += g.missed;
             let lines = verdict.lines();
             let p50 = g.histogram.value_at_quantile(0.5) as f64 / 1000.0;
-            outln!("{name} on {manager}: p50 {p50:.3} ms; {}", lines.join("; "))?;
+            outln!("{name} on {manager}: {}; p50 {p50:.3} ms", lines.join("; "))?;
             if !verdict.passed() || g.missed > 0 {
                 code = ExitCode::FAILURE;
             }
