@@ -152,10 +152,12 @@ pub(crate) enum Continuation {
     /// A pass of an operator's request (a removal or a move of messages) written.
     Operator(operator::OperatorBatch),
     /// The durable subscriptions written whole: these requests are answered, the queues of
-    /// these deleted subscriptions go.
+    /// these deleted subscriptions go, and `items` (new subscriptions' retained publications
+    /// and requests for the others', written in the same group) are placed.
     Subscriptions {
         answers: Vec<(u64, u64)>,
         deleted: Vec<QueueName>,
+        items: Vec<PutItem>,
     },
     /// Publication copies this manager made on its own: a waiting one split again along new
     /// routes (with its old place), retained ones for a new subscription.

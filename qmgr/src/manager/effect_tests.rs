@@ -492,3 +492,48 @@ fn a_publication_whose_write_failed_reaches_no_transient_subscriber() {
         "a publish that fails and is repeated reaches its subscribers once"
     );
 }
+
+#[test]
+fn a_new_subscription_and_its_retained_publications_are_written_in_one_group() {
+    let mut bench = Bench::new();
+    let message = OutgoingMessage {
+        body: b"last".to_vec(),
+        persistent: true,
+        ..OutgoingMessage::default()
+    };
+    let publish = Operation::Publish {
+        publications: vec![("news.a".into(), message)],
+        retain: true,
+    };
+    bench.request(1, publish);
+    bench.complete(true);
+    bench.clear();
+    let create = Operation::CreateSubscription {
+        name: "kept".into(),
+        filter: "news.>".into(),
+        max_depth: None,
+    };
+    bench.request(2, create);
+    assert_eq!(
+        bench.effects(),
+        [Append(Durability::Synced, vec!["subscriptions", "enqueue"])],
+        "a crash keeps both or neither: never a subscription without its retained copy"
+    );
+    bench.complete(true);
+    assert_eq!(&bench.effects()[1..], [Durable, Replied(2, "done")]);
+    bench.clear();
+    let get = Operation::Get {
+        queue: "kept".into(),
+        timeout_ms: 0,
+        max: 10,
+        selector: Selector::default(),
+        lease_ms: None,
+    };
+    bench.request(3, get);
+    bench.complete(true);
+    assert_eq!(
+        &bench.effects()[1..],
+        [Durable, Replied(3, "messages")],
+        "the retained publication is in the subscription"
+    );
+}

@@ -106,9 +106,11 @@ impl Core {
             } => self.apply_relocated(seq, assigned, (old_segment, old_len), result),
             Continuation::Moved { item, old } => self.apply_moved(item, old, result, now),
             Continuation::Operator(batch) => self.apply_operator(batch, result, now),
-            Continuation::Subscriptions { answers, deleted } => {
-                self.on_subscriptions_written((answers, deleted), result);
-            }
+            Continuation::Subscriptions {
+                answers,
+                deleted,
+                items,
+            } => self.on_subscriptions_written((answers, deleted, items), result, now),
             Continuation::Fanned { items, old } => self.apply_fanned(items, old, result, now),
         }
     }

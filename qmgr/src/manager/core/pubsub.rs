@@ -53,6 +53,10 @@ pub(super) struct PubSub {
     /// next record is durable (every copy accepted for them before is placed by then, since
     /// commits complete in order).
     next_deleted: Vec<QueueName>,
+    /// New subscriptions' retained publications and requests for the others', written with
+    /// the next record: a subscription is answered only once they are durable too, so a crash
+    /// cannot leave one that never receives them.
+    next_items: Vec<PutItem>,
     pub(super) totals: PubTotals,
     /// Per neighbour, publications received from it and copies given to its transmission
     /// queue (or, non-persistent, to its connection), since start.
@@ -151,10 +155,11 @@ impl Core {
         if !changed && !depth_changed && !self.pubsub.writing && !self.pubsub.dirty {
             return Ok(Some(Reply::Done));
         }
-        self.subscriptions_changed(Some(asker));
         if changed {
-            self.send_retained(&Token::Durable(name), &filter, now);
+            let items = self.retained_items(&Token::Durable(name), &filter, now);
+            self.pubsub.next_items.extend(items);
         }
+        self.subscriptions_changed(Some(asker));
         Ok(None)
     }
 
@@ -276,22 +281,39 @@ impl Core {
         self.pubsub.dirty = false;
         let answers = std::mem::take(&mut self.pubsub.next_answers);
         let deleted = std::mem::take(&mut self.pubsub.next_deleted);
-        self.commit_freeing(
-            vec![payload],
-            Continuation::Subscriptions { answers, deleted },
+        let items = std::mem::take(&mut self.pubsub.next_items);
+        let mut payloads = vec![payload];
+        payloads.extend(
+            items
+                .iter()
+                .filter(|item| item.persistent)
+                .map(|item| item.payload.clone()),
         );
+        let continuation = Continuation::Subscriptions {
+            answers,
+            deleted,
+            items,
+        };
+        if payloads.len() == 1 {
+            self.commit_freeing(payloads, continuation);
+        } else {
+            // New messages do not take the reserve kept for freeing writes.
+            self.commit(payloads, continuation);
+        }
     }
 
     /// A `Subscriptions` record landed (or not).
     pub(super) fn on_subscriptions_written(
         &mut self,
-        (answers, deleted): (Vec<(u64, u64)>, Vec<QueueName>),
+        (answers, deleted, items): (Vec<(u64, u64)>, Vec<QueueName>, Vec<PutItem>),
         result: Result<Vec<Location>, StoreError>,
+        now: Now,
     ) {
         self.pubsub.writing = false;
         let answer = match result {
             Ok(locations) => {
-                if let Some(&new) = locations.first() {
+                let mut locations = locations.into_iter();
+                if let Some(new) = locations.next() {
                     self.retention.live(new.segment, new.len);
                     if let Some(old) = self.pubsub.record.replace(new) {
                         self.retention.dead(old.segment, old.len);
@@ -300,12 +322,18 @@ impl Core {
                 for name in &deleted {
                     self.remove_subscription_queue(name);
                 }
+                if !items.is_empty() {
+                    self.apply_fanned(items, None, Ok(locations.collect()), now);
+                }
                 Ok(Reply::Done)
             }
             Err(error) => {
                 warn!(%error, "writing the subscriptions failed; the next tick tries again");
                 self.pubsub.dirty = true;
                 self.pubsub.next_deleted.extend(deleted);
+                // Written with the next attempt: the subscription exists here, so asking
+                // again would not make them again.
+                self.pubsub.next_items.extend(items);
                 Err(api_error(&error))
             }
         };

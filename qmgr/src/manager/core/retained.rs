@@ -159,9 +159,35 @@ impl Core {
         }
     }
 
-    /// A subscription was just made: it receives this manager's retained publications that
-    /// match, and every other manager is asked for theirs.
+    /// A transient subscription was just made: it receives this manager's retained
+    /// publications that match, and every other manager is asked for theirs.
     pub(super) fn send_retained(&mut self, token: &Token, filter: &Filter, now: Now) {
+        let items = self.retained_items(token, filter, now);
+        if items.is_empty() {
+            return;
+        }
+        let journal: Vec<Bytes> = items
+            .iter()
+            .filter(|item| item.persistent)
+            .map(|item| item.payload.clone())
+            .collect();
+        let continuation = Continuation::Fanned { items, old: None };
+        if journal.is_empty() {
+            self.apply(continuation, Ok(Vec::new()), now);
+        } else {
+            self.commit(journal, continuation);
+        }
+    }
+
+    /// What a new subscription's retained publications here and its request for the others'
+    /// take: copies into `token`'s subscription (a transient one is sent them instead) and a
+    /// request to every other manager.
+    pub(super) fn retained_items(
+        &mut self,
+        token: &Token,
+        filter: &Filter,
+        now: Now,
+    ) -> Vec<PutItem> {
         let mut items = Vec::new();
         let queue = retained_queue();
         for seq in self.pubsub.retained.matching(filter) {
@@ -185,20 +211,7 @@ impl Core {
             self.deliver_here((&stored, &topic), None, persistent, Some(token), out, now);
         }
         self.request_retained(token, filter, &mut items, now);
-        if items.is_empty() {
-            return;
-        }
-        let journal: Vec<Bytes> = items
-            .iter()
-            .filter(|item| item.persistent)
-            .map(|item| item.payload.clone())
-            .collect();
-        let continuation = Continuation::Fanned { items, old: None };
-        if journal.is_empty() {
-            self.apply(continuation, Ok(Vec::new()), now);
-        } else {
-            self.commit(journal, continuation);
-        }
+        items
     }
 
     /// The request for other managers' retained publications matching `filter`, a publication
