@@ -406,6 +406,11 @@ fn non_persistent_publications_cross_the_diamond_without_a_journal_write() {
         "one copy per link, as persistent ones"
     );
     for (manager, before) in managers.into_iter().zip(written) {
+        let status = network.manager(manager).status();
+        assert_eq!(
+            status["publications_dropped"], 0,
+            "{manager}: every link was up"
+        );
         let grew = records(&mut network, manager) - before;
         assert!(
             grew < 100,

@@ -134,7 +134,7 @@ const QUEUES: [Family<QueueStatus>; 3] = [
 ];
 
 /// The manager's counters of messages on their way: handed on, expired, re-routed.
-const PASSED_ON: [Family<Status>; 7] = [
+const PASSED_ON: [Family<Status>; 8] = [
     family(
         "hopmq_messages_forwarded_total",
         "counter",
@@ -176,6 +176,12 @@ const PASSED_ON: [Family<Status>; 7] = [
         "counter",
         "Arrivals held for an earlier message of their origin and queue that went on without it at the custody timeout, since start.",
         |s| count(s.messages_unordered),
+    ),
+    family(
+        "hopmq_publications_dropped_total",
+        "counter",
+        "Non-persistent publications dropped here (no route, no connection taking them, past the hop limit), since start.",
+        |s| count(s.publications_dropped),
     ),
 ];
 

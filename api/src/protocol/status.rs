@@ -67,6 +67,10 @@ pub struct Status {
     /// start (each carries the `hopmq.unordered` header). Appended.
     #[serde(default)]
     pub messages_unordered: u64,
+    /// Non-persistent publications (shares of one, for other managers) dropped here since
+    /// start: no route, no connection taking them, or past the hop limit. Appended.
+    #[serde(default)]
+    pub publications_dropped: u64,
 }
 
 /// What a destination holds for one origin, to keep its put order.

@@ -81,6 +81,12 @@ fn print_summary(status: &Status) -> Result<(), OutputError> {
             units::duration(Duration::from_millis(held.oldest_ms)),
         )?;
     }
+    if status.publications_dropped > 0 {
+        outln!(
+            "non-persistent publications dropped: {}",
+            status.publications_dropped
+        )?;
+    }
     if status.messages_unordered > 0 {
         outln!(
             "order: {} went on without an earlier one at the custody timeout",

@@ -144,6 +144,7 @@ impl Core {
             messages_confirmed: self.totals.confirmed,
             held_for_order: self.held_status(now),
             messages_unordered: self.custody.resequencer.timed_out(),
+            publications_dropped: self.pubsub.totals.volatile_dropped,
         }
     }
 }
