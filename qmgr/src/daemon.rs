@@ -530,13 +530,28 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).with_context(
-        || {
-            format!(
-                "data directory {} is in use by another manager",
-                data_dir.display()
-            )
-        },
-    )?;
-    Ok(file)
+    // A manager killed moments ago holds its lock until the kernel has torn it down, a little
+    // after it stopped running (its command line is gone before its files are closed): a
+    // restart right after `kill -9` waits that long rather than fail. A live manager keeps
+    // the lock, and this one is refused once the wait is over.
+    let deadline = std::time::Instant::now() + DATA_DIR_LOCK_WAIT;
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!(
+                        "data directory {} is in use by another manager",
+                        data_dir.display()
+                    )
+                });
+            }
+        }
+    }
 }
+
+/// How long a manager waits for the lock of its data directory before it refuses to start.
+const DATA_DIR_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
