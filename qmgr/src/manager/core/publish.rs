@@ -43,6 +43,15 @@ pub(super) fn copy_record(
     record::encode(&Record::Enqueue(copy))
 }
 
+/// The records of the copies in `items` that are journaled (the non-persistent ones live in
+/// memory only).
+pub(super) fn journaled(items: &[PutItem]) -> impl Iterator<Item = Bytes> + '_ {
+    items
+        .iter()
+        .filter(|item| item.persistent)
+        .map(|item| item.payload.clone())
+}
+
 /// About what one copy of a publication of `bytes` (body and headers) takes in the journal:
 /// its record adds the envelope and the trace.
 fn copy_bytes(bytes: u64) -> u64 {
@@ -149,11 +158,7 @@ impl Core {
                 self.retain_publication((&stored, &topic), message.persistent, kept, now);
             }
         }
-        let mut journal: Vec<Bytes> = items
-            .iter()
-            .filter(|item| item.persistent)
-            .map(|item| item.payload.clone())
-            .collect();
+        let mut journal: Vec<Bytes> = journaled(&items).collect();
         // Right after the copies, so the locations of both come first, in order.
         journal.extend(forward::direct_records(&direct));
         let continuation = Continuation::Put {

@@ -283,12 +283,7 @@ impl Core {
         let deleted = std::mem::take(&mut self.pubsub.next_deleted);
         let items = std::mem::take(&mut self.pubsub.next_items);
         let mut payloads = vec![payload];
-        payloads.extend(
-            items
-                .iter()
-                .filter(|item| item.persistent)
-                .map(|item| item.payload.clone()),
-        );
+        payloads.extend(super::publish::journaled(&items));
         let continuation = Continuation::Subscriptions {
             answers,
             deleted,

@@ -166,11 +166,7 @@ impl Core {
         if items.is_empty() {
             return;
         }
-        let journal: Vec<Bytes> = items
-            .iter()
-            .filter(|item| item.persistent)
-            .map(|item| item.payload.clone())
-            .collect();
+        let journal: Vec<Bytes> = super::publish::journaled(&items).collect();
         let continuation = Continuation::Fanned { items, old: None };
         if journal.is_empty() {
             self.apply(continuation, Ok(Vec::new()), now);
