@@ -216,8 +216,10 @@ impl Writer {
         let mut bytes = 0;
         let mut next = Some(first);
         while let Some(item) = next.take() {
+            // An unwindowed frame's reservation ends here: once encoded its bytes are this
+            // write's, which the coalescing limit bounds.
             let frame = match item {
-                ChannelOut::Frame(frame) => frame,
+                ChannelOut::Frame(frame) | ChannelOut::Unwindowed(frame, _) => frame,
                 ChannelOut::Close(close) => return Ok(Some(close)),
             };
             let encoded = frame::encode(&frame)?;

@@ -6,7 +6,8 @@
 //!
 //! Invariants: nothing here writes to the journal; what cannot go on at once (no route, no
 //! connection, a connection's queue full, past the hop limit) is dropped and counted, never
-//! held, so a non-persistent publication costs no memory once the event that made it is over;
+//! held, so a non-persistent publication costs no memory once the event that made it is over
+//! beyond its connection's bounded queue (`channel::connection::UNWINDOWED_BYTES_MAX`);
 //! shares waiting in [`Volatile`] are sent when the event that queued them ends; a share that
 //! arrives again (a transport's copy) is dropped by its id.
 
@@ -58,7 +59,8 @@ impl Core {
     }
 
     /// Sends the shares queued during this event, as few frames as the batch limits allow;
-    /// what no connection takes is dropped and counted.
+    /// what no connection takes, or its budget for frames outside the window has no room for
+    /// (a peer that cannot keep up), is dropped and counted.
     pub(super) fn flush_volatile(&mut self) {
         if self.pubsub.volatile.pending.is_empty() {
             return;
@@ -70,7 +72,9 @@ impl Core {
                 let count = frame.len() as u64;
                 let size: usize = frame.iter().map(|m| m.payload.len()).sum();
                 match channel {
-                    Some(channel) if channel.send(ChannelFrame::Publications(frame)) => {
+                    Some(channel)
+                        if channel.send_unwindowed(ChannelFrame::Publications(frame), size) =>
+                    {
                         sent += count;
                         bytes += size as u64;
                     }
@@ -82,7 +86,7 @@ impl Core {
                 link.counters.bytes_sent += bytes;
             }
             if dropped > 0 {
-                debug!(%neighbour, dropped, "non-persistent publications dropped: no connection takes them");
+                debug!(%neighbour, dropped, "non-persistent publications dropped: no connection takes them, or it is too far behind");
             }
             self.pubsub.links.entry(neighbour).or_default().1 += sent;
             self.pubsub.totals.volatile_dropped += dropped;

@@ -9,7 +9,7 @@ use hopmq::ManagerName;
 use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
 use tokio::sync::mpsc;
 
-use crate::channel::connection::{CHANNEL_FRAMES_MAX, Channel, ChannelOut};
+use crate::channel::connection::{CHANNEL_FRAMES_MAX, Channel, ChannelOut, UNWINDOWED_BYTES_MAX};
 use crate::channel::frame::ChannelFrame;
 use crate::manager::core::COMPACT_AGE_MS;
 use crate::manager::outbox::{self, Outgoing};
@@ -462,12 +462,17 @@ impl Node {
 
     /// Publishes persistent `bodies` to topic `t.x`, in one request.
     fn publish(&mut self, bodies: impl IntoIterator<Item = String>) {
+        self.publish_as(bodies, true);
+    }
+
+    /// Publishes `bodies` to topic `t.x`, persistent or not, in one request.
+    fn publish_as(&mut self, bodies: impl IntoIterator<Item = String>, persistent: bool) {
         let publications = bodies
             .into_iter()
             .map(|body| {
                 let message = OutgoingMessage {
                     body: body.into_bytes(),
-                    persistent: true,
+                    persistent,
                     ..Default::default()
                 };
                 ("t.x".to_owned(), message)
@@ -484,12 +489,9 @@ impl Node {
     }
 }
 
-#[tokio::test]
-async fn publications_that_wait_whole_for_room_in_a_received_batch_keep_their_order() {
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (mut alpha, mut bravo, mut wire) = connected(dirs.0.path(), dirs.1.path()).await;
-    // Four subscriptions at bravo: every publication arriving there makes four copies.
-    for n in 0..4 {
+/// Makes `count` durable subscriptions to `t.>` at bravo, and lets alpha hear of them.
+async fn subscribed(alpha: &mut Node, bravo: &mut Node, wire: &mut Wire, count: u64) {
+    for n in 0..count {
         let operation = Operation::CreateSubscription {
             name: format!("s{n}"),
             filter: "t.>".into(),
@@ -497,8 +499,15 @@ async fn publications_that_wait_whole_for_room_in_a_received_batch_keep_their_or
         };
         bravo.request(10 + n, operation);
     }
-    // The subscriptions are durable, and alpha heard of their interest.
-    wire.run(&mut alpha, &mut bravo, true).await;
+    wire.run(alpha, bravo, true).await;
+}
+
+#[tokio::test]
+async fn publications_that_wait_whole_for_room_in_a_received_batch_keep_their_order() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut alpha, mut bravo, mut wire) = connected(dirs.0.path(), dirs.1.path()).await;
+    // Four subscriptions at bravo: every publication arriving there makes four copies.
+    subscribed(&mut alpha, &mut bravo, &mut wire, 4).await;
     // One batch: the copies of the first large publications fill the journal group of its
     // write at bravo (1 MiB segments), so the last large one waits whole with the held
     // messages; the small one after it fits, but must not pass it. Then a later batch.
@@ -520,4 +529,37 @@ async fn publications_that_wait_whole_for_room_in_a_received_batch_keep_their_or
         let got = names(bravo.take_all_from(&format!("s{n}")).await);
         assert_eq!(got, expected, "subscription s{n}");
     }
+}
+
+#[tokio::test]
+async fn non_persistent_publications_for_a_peer_that_stops_reading_are_dropped_past_a_byte_budget()
+{
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut alpha, mut bravo, mut wire) = connected(dirs.0.path(), dirs.1.path()).await;
+    subscribed(&mut alpha, &mut bravo, &mut wire, 1).await;
+    // bravo stops reading: nothing carries alpha's frames any more. 40 MiB is published.
+    let body = "x".repeat(64 * 1024);
+    for _ in 0..160 {
+        alpha.publish_as(vec![body.clone(); 4], false);
+    }
+    let mut queued = 0;
+    while let Ok(frame) = wire.to_bravo.try_recv().map(ChannelOut::into_frame) {
+        if let ChannelFrame::Publications(messages) = frame {
+            queued += messages.iter().map(|m| m.payload.len()).sum::<usize>();
+        }
+    }
+    assert!(queued > 0, "what the budget has room for is sent");
+    assert!(
+        queued <= UNWINDOWED_BYTES_MAX,
+        "{queued} bytes queued for a peer that stopped reading"
+    );
+    let dropped = alpha.core.pubsub.totals.volatile_dropped;
+    assert!(
+        dropped >= 160 * 4 - (UNWINDOWED_BYTES_MAX / body.len()) as u64,
+        "the rest is dropped and counted, not held: {dropped}"
+    );
+    // Taken by the writer, the budget is free again: the next publications go.
+    alpha.publish_as(vec![body.clone(); 4], false);
+    wire.run(&mut alpha, &mut bravo, true).await;
+    assert_eq!(bravo.take_all_from("s0").await.len(), 4);
 }
