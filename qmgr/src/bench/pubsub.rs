@@ -137,6 +137,7 @@ impl PubsubBench {
         let consumers = self.subscribe(cluster).await?;
         wait_for_interest(alpha).await?;
         let before = alpha.status().await?;
+        let commits = commits_now(&clients).await?;
         let run = run_id();
         let (ledgers, shares) = self.ledgers(run, SUBSCRIPTIONS.len());
         let started = Instant::now();
@@ -148,6 +149,7 @@ impl PubsubBench {
         let acknowledged = self.produce(cluster, Target::Topic, run, &shares).await?;
         let got = finish(consumers).await?;
         let after = alpha.status().await?;
+        let commits = per_message(&commits, &commits_now(&clients).await?, self.count);
 
         self.print_setup()?;
         let deliveries = self.count * SUBSCRIPTIONS.len() as u64;
@@ -169,6 +171,7 @@ impl PubsubBench {
         }
         print_latency("publish->deliver", &all)?;
         print_links(&before, &after, self.count)?;
+        print_commits(&commits)?;
         let mut code = ExitCode::SUCCESS;
         for ((g, ledger), (manager, name, _)) in got.iter().zip(&ledgers).zip(SUBSCRIPTIONS) {
             let mut verdict = ledger.verdict(&acknowledged, g.reordered);
@@ -181,7 +184,7 @@ impl PubsubBench {
             }
         }
         if self.compare_queue {
-            let queue = self.compare(cluster, &all).await?;
+            let queue = self.compare(cluster, &clients, &all).await?;
             if queue != ExitCode::SUCCESS {
                 code = queue;
             }
@@ -287,8 +290,10 @@ impl PubsubBench {
     async fn compare(
         &self,
         cluster: &Cluster,
+        clients: &[Client],
         publications: &Histogram<u64>,
     ) -> anyhow::Result<ExitCode> {
+        let before = commits_now(clients).await?;
         let run = run_id();
         let (ledgers, shares) = self.ledgers(run, 1);
         let delta = Client::connect_to(&cluster.node("delta")?.socket).await?;
@@ -296,6 +301,11 @@ impl PubsubBench {
         let acknowledged = self.produce(cluster, Target::Queue, run, &shares).await?;
         let got = finish(vec![consumer]).await?;
         print_latency("queue put->get (same path to delta)", &got[0].histogram)?;
+        print_commits(&per_message(
+            &before,
+            &commits_now(clients).await?,
+            self.count,
+        ))?;
         let ratio = publications.value_at_quantile(0.5) as f64
             / got[0].histogram.value_at_quantile(0.5).max(1) as f64;
         outln!("publication p50 / queue message p50: {ratio:.2}")?;
@@ -429,6 +439,43 @@ fn print_latency(
         histogram.len()
     )?;
     Ok(())
+}
+
+/// Each manager's name and journal commits so far.
+async fn commits_now(clients: &[Client]) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut commits = Vec::new();
+    for client in clients {
+        let status = client.status().await?;
+        commits.push((status.manager, status.store.commits));
+    }
+    Ok(commits)
+}
+
+/// Each manager's journal commits between `before` and `after`, per message of `count`.
+fn per_message(
+    before: &[(String, u64)],
+    after: &[(String, u64)],
+    count: u64,
+) -> Vec<(String, f64)> {
+    before
+        .iter()
+        .zip(after)
+        .map(|((name, old), (_, new))| (name.clone(), (new - old) as f64 / count as f64))
+        .collect()
+}
+
+/// Journal commits per message on each manager: with `sync always` each is a synced write,
+/// and the managers of a bench share one disk.
+fn print_commits(commits: &[(String, f64)]) -> Result<(), qmgr::cli::output::OutputError> {
+    let each: Vec<String> = commits
+        .iter()
+        .map(|(name, c)| format!("{name} {c:.2}"))
+        .collect();
+    let total: f64 = commits.iter().map(|(_, c)| c).sum();
+    outln!(
+        "journal commits per message: {} (in all {total:.2})",
+        each.join(", ")
+    )
 }
 
 /// Copies and bytes each of alpha's links carried per publication during the run.

@@ -285,14 +285,17 @@ impl Core {
             let seq = self.next_seq;
             self.next_seq += 1;
             let record = copy_record(stored, (queue.as_str(), seq, &share.encode()), hop, &[]);
+            let record = Bytes::from(record);
+            // Asked before the copy is counted as on its way into the queue, which makes the
+            // link look busy: the assignment goes in this write, not in one of its own after.
+            let channel_seq = placing.direct.as_deref_mut().and_then(|direct| {
+                let key = record::enqueue_dedup_key(&record).unwrap_or(stored.id);
+                self.assign_direct(&queue, seq, key, &record, direct, now)
+            });
             // A persistent copy that leaves this manager is journaled: a channel sequence
             // number may only name a message that survives a crash.
             let mut item = self.publication_item(queue, stored, (seq, record), (true, None), now);
-            if let Some(direct) = placing.direct.as_deref_mut() {
-                let key = record::enqueue_dedup_key(&item.payload).unwrap_or(stored.id);
-                let payload = item.payload.clone();
-                item.channel_seq = self.assign_direct(&item.queue, seq, key, &payload, direct, now);
-            }
+            item.channel_seq = channel_seq;
             items.push(item);
         }
     }
@@ -378,7 +381,7 @@ impl Core {
         &mut self,
         queue: QueueName,
         stored: &StoredMessage<'_>,
-        (seq, record): (u64, Vec<u8>),
+        (seq, record): (u64, impl Into<Bytes>),
         (persistent, handoff): (bool, Option<usize>),
         now: Now,
     ) -> PutItem {
@@ -395,7 +398,7 @@ impl Core {
                 correlation: correlation_hash(stored.correlation_id),
                 delivery_count: 0,
             },
-            payload: Bytes::from(record),
+            payload: record.into(),
             persistent,
             handoff,
             channel_seq: None,

@@ -563,3 +563,32 @@ async fn non_persistent_publications_for_a_peer_that_stops_reading_are_dropped_p
     wire.run(&mut alpha, &mut bravo, true).await;
     assert_eq!(bravo.take_all_from("s0").await.len(), 4);
 }
+
+#[tokio::test]
+async fn a_publication_for_an_idle_link_is_given_its_channel_in_the_write_that_stores_it() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut alpha, mut bravo, mut wire) = connected(dirs.0.path(), dirs.1.path()).await;
+    subscribed(&mut alpha, &mut bravo, &mut wire, 1).await;
+    alpha.publish(["p0".to_owned()]);
+    let write = alpha
+        .commits
+        .next_commit()
+        .expect("the publication's write");
+    alpha.core.on_commit(write.await, at(NOW));
+    assert!(
+        alpha.commits.next_commit().is_none(),
+        "a second write before the copy leaves: its channel assignment was not in the first"
+    );
+    let mut sent = 0;
+    while let Ok(frame) = wire.to_bravo.try_recv().map(ChannelOut::into_frame) {
+        if let ChannelFrame::Batch(batch) = &frame {
+            sent += batch.messages.len();
+        }
+        let connection = wire.inbound;
+        let frame = Command::ChannelFrame { connection, frame };
+        bravo.core.on_command(frame, at(NOW));
+    }
+    assert_eq!(sent, 1, "the copy left with the write that stored it");
+    wire.run(&mut alpha, &mut bravo, true).await;
+    assert_eq!(bravo.take_all_from("s0").await, ["p0"]);
+}
