@@ -168,6 +168,23 @@ impl Client {
         self.runtime.block_on(self.inner.nack(leases))
     }
 
+    /// See [`crate::Client::request`]. Many requests at once need the async client (or one
+    /// thread each).
+    pub fn request(
+        &self,
+        address: &str,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<Message, ClientError> {
+        self.runtime
+            .block_on(self.inner.request(address, message, timeout))
+    }
+
+    /// See [`crate::Client::reply`].
+    pub fn reply(&self, request: &Message, message: Message) -> Result<MessageId, ClientError> {
+        self.runtime.block_on(self.inner.reply(request, message))
+    }
+
     /// See [`crate::Client::browse`].
     pub fn browse(&self, queue: &str, max: u32) -> Result<Vec<Message>, ClientError> {
         self.runtime.block_on(self.inner.browse(queue, max))

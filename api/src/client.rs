@@ -42,6 +42,7 @@ use crate::protocol::{
 
 mod connection;
 mod consumer;
+mod conversation;
 mod operator;
 mod pubsub;
 mod subscription;
@@ -120,6 +121,9 @@ pub enum ClientError {
     /// The call's arguments are invalid; nothing was sent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A request's reply did not come within its timeout (a late one is dead-lettered).
+    #[error("no reply within {0:?}")]
+    NoReply(Duration),
 }
 
 /// The socket [`Client::connect`] uses: `$HOPMQ_SOCKET`, else [`SOCKET_PATH_DEFAULT`].

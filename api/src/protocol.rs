@@ -301,7 +301,34 @@ pub enum Operation {
     /// This manager's subscriptions and the interest it knows of. Reply:
     /// [`Reply::Subscriptions`].
     ListSubscriptions,
+    /// Put `message` to `address` as a request and wait for its reply: the manager sets its
+    /// `reply_to` to this connection's private reply queue (made on first use, removed when the
+    /// connection ends) and its correlation id (unless given, its id), and answers with the
+    /// message put back to that queue with that correlation id. Reply: [`Reply::Messages`]
+    /// with the reply, or empty if none came within `timeout_ms` (a reply that comes later is
+    /// dead-lettered, never delivered to anyone).
+    Request {
+        /// `QUEUE` or `QUEUE@MANAGER`.
+        address: String,
+        /// The request.
+        message: OutgoingMessage,
+        /// How long to wait for the reply, from now.
+        timeout_ms: u64,
+    },
+    /// Reply to a request this connection holds leased: `message` goes to the request's
+    /// `reply_to` with its correlation id, and the request is acknowledged, in one atomic
+    /// write (both or neither). Reply: [`Reply::Put`].
+    Reply {
+        /// The request's lease, from [`Delivery::lease`].
+        lease: u64,
+        /// The reply.
+        message: OutgoingMessage,
+    },
 }
+
+/// Queue names of private reply queues (see [`Operation::Request`]) start with this; the
+/// queue's name follows, so a reply's address is `hopmq.reply.…@MANAGER`.
+pub const REPLY_QUEUE_PREFIX: &str = "hopmq.reply.";
 
 /// A manager's answer to one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -50,6 +50,12 @@ create_exception!(
 );
 create_exception!(
     hopmq,
+    NoReply,
+    Error,
+    "A request's reply did not come within its timeout (a late one is dead-lettered)."
+);
+create_exception!(
+    hopmq,
     ClientClosed,
     Error,
     "The client was closed (close(), or the end of its `with` block)."
@@ -178,6 +184,7 @@ pub(crate) fn classes(py: Python<'_>) -> Vec<(&'static str, Bound<'_, pyo3::type
         ("ConnectionLost", py.get_type::<ConnectionLost>()),
         ("ProtocolError", py.get_type::<ProtocolError>()),
         ("InvalidArgument", py.get_type::<InvalidArgument>()),
+        ("NoReply", py.get_type::<NoReply>()),
         ("ClientClosed", py.get_type::<ClientClosed>()),
         ("ManagerError", py.get_type::<ManagerError>()),
         ("BadAddress", py.get_type::<BadAddress>()),
@@ -298,6 +305,13 @@ pub(crate) fn to_py(py: Python<'_>, error: ClientError) -> PyErr {
         ClientError::InvalidArgument(_) => {
             simple::<InvalidArgument>(py, &error, "invalid_argument")
         }
+        ClientError::NoReply(timeout) => raise(
+            py,
+            py.get_type::<NoReply>(),
+            error.to_string(),
+            "no_reply",
+            vec![("timeout", Field::Float(timeout.as_secs_f64()))],
+        ),
     }
 }
 

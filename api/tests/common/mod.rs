@@ -271,6 +271,9 @@ async fn handle(
         | Operation::ListSubscriptions => Err(ApiError::BadRequest {
             reason: "the fake manager has no publish/subscribe".into(),
         }),
+        Operation::Request { .. } | Operation::Reply { .. } => Err(ApiError::BadRequest {
+            reason: "the fake manager has no requests".into(),
+        }),
     }
 }
 

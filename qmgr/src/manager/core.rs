@@ -3,12 +3,13 @@
 //! concern: [`puts`], [`gets`] (and leases), [`requests`] (the rest of a client's), [`apply`]
 //! (completed commits), [`upkeep`] (timers and the maintenance tick); forwarding to and from
 //! neighbours is in [`forward`]; the topology in force, link states and the route table are
-//! in [`routes`]. Owners of one concern each: [`waiting`] (waiting gets), [`commits`]
+//! in [`routes`]; requests and their replies in [`conversations`]. Owners of one concern each: [`waiting`] (waiting gets), [`commits`]
 //! (commits in flight), [`payloads`] (bodies kept in memory).
 
 mod apply;
 mod clients;
 mod commits;
+mod conversations;
 mod custody;
 mod forward;
 mod gets;
@@ -32,6 +33,7 @@ pub(crate) use self::forward::{HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX}
 use self::clients::{Clients, Undelivered};
 use self::commits::Commits;
 use self::payloads::Payloads;
+use self::puts::PutKind;
 #[cfg(test)]
 pub(super) use self::retention::COMPACT_AGE_MS;
 use self::retention::{Head, Retention};
@@ -103,8 +105,8 @@ pub(crate) enum Continuation {
         ids: Vec<MessageId>,
         handoffs: Vec<Handoff>,
         direct: Vec<forward::DirectLink>,
-        /// For a put that waits for arrival, its token in `custody::Arrivals`.
-        arrival: Option<u64>,
+        /// What its commit leads to besides placing its messages.
+        then: AfterPut,
     },
     /// Messages got destructively: hand them over.
     Get {
@@ -240,6 +242,19 @@ impl IdGenerator {
     }
 }
 
+/// What a put's commit leads to besides placing its messages.
+#[derive(Debug)]
+pub(crate) enum AfterPut {
+    /// The put is answered with its messages' ids.
+    Answer,
+    /// A put that waits for arrival: its token in `custody::Arrivals`.
+    Arrival(u64),
+    /// A request: once it is durable its reply is waited for (see [`conversations`]).
+    AwaitReply(Waiter),
+    /// A reply: the leased request it answers, removed in the same group.
+    Settle(Lease),
+}
+
 /// The manager core. See the module documentation of [`super`].
 pub struct Core {
     name: ManagerName,
@@ -279,6 +294,8 @@ pub struct Core {
     jobs: operator::OperatorJobs,
     /// Subscriptions, interest and publications' counters.
     pubsub: pubsub::PubSub,
+    /// Each connection's private reply queue, for its requests.
+    reply_queues: conversations::ReplyQueues,
 }
 
 fn api_error(error: &StoreError) -> ApiError {
@@ -334,6 +351,7 @@ impl Core {
             ),
             jobs: operator::OperatorJobs::default(),
             pubsub: pubsub::PubSub::recovered(recovered.subscriptions),
+            reply_queues: conversations::ReplyQueues::default(),
         };
         core.declare_homed_queues();
         core.ensure_slot(&dead_letter_queue());
@@ -436,7 +454,9 @@ impl Core {
 
     /// `queue` if it exists here, or may be created (and then is).
     fn local_queue_named(&mut self, queue: QueueName) -> Result<QueueName, ApiError> {
-        if self.queues.contains_key(&queue) {
+        // A reply queue takes every put: one nobody waits for is dead-lettered there with why.
+        if self.queues.contains_key(&queue) || conversations::is_reply_queue(&queue) {
+            self.ensure_slot(&queue);
             return Ok(queue);
         }
         if queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) || !self.limits.auto_create_queues {
@@ -582,14 +602,21 @@ impl Core {
             Op::SetLink { neighbour, drained } => {
                 self.set_link_drained((connection, id), &neighbour, drained)
             }
-            Op::Put { address, message } => {
-                self.put(connection, id, vec![(address, message)], None, now)
-            }
-            Op::PutBatch { messages } => self.put(connection, id, messages, None, now),
+            Op::Put { address, message } => self.put(
+                connection,
+                id,
+                vec![(address, message)],
+                PutKind::Plain,
+                now,
+            ),
+            Op::PutBatch { messages } => self.put(connection, id, messages, PutKind::Plain, now),
             Op::PutArrived {
                 messages,
                 timeout_ms,
-            } => self.put(connection, id, messages, Some(timeout_ms), now),
+            } => self.put(connection, id, messages, PutKind::Arrived(timeout_ms), now),
+            op @ (Op::Request { .. } | Op::Reply { .. }) => {
+                self.conversation((connection, id), op, now)
+            }
             Op::Get {
                 queue,
                 timeout_ms,
@@ -664,6 +691,7 @@ impl Core {
         self.cancel_jobs(connection);
         self.custody.arrivals.disconnected(connection);
         self.topic_subscriber_left(connection);
+        self.reply_queue_closed(connection, now);
     }
 
     /// Removes a waiting get and answers it with `result` (if its connection is still there).
@@ -702,6 +730,9 @@ impl Core {
             if self.try_serve(&waiter, now) {
                 self.waiters.remove(waiter_id);
             }
+        }
+        if conversations::is_reply_queue(queue) {
+            self.dead_letter_unclaimed_replies(queue, now);
         }
     }
 

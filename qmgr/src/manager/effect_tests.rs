@@ -537,3 +537,79 @@ fn a_new_subscription_and_its_retained_publications_are_written_in_one_group() {
         "the retained publication is in the subscription"
     );
 }
+
+/// Connection 0 asks (a request to `orders`, waiting 10 s for its reply) and serves: the
+/// request is stored, then leased.
+fn asked_and_leased() -> Bench {
+    let mut bench = Bench::new();
+    let message = OutgoingMessage {
+        body: b"question".to_vec(),
+        persistent: true,
+        ..Default::default()
+    };
+    let request = Operation::Request {
+        address: "orders".into(),
+        message,
+        timeout_ms: 10_000,
+    };
+    bench.request(1, request);
+    assert_eq!(
+        bench.effects(),
+        [Append(Durability::Synced, vec!["enqueue"])]
+    );
+    bench.complete(true);
+    assert_eq!(
+        bench.effects().last(),
+        Some(&Durable),
+        "no answer before the reply"
+    );
+    bench.get(2, Some(30_000));
+    assert_eq!(bench.leases.len(), 1);
+    bench.clear();
+    bench
+}
+
+fn reply(bench: &mut Bench, id: u64) {
+    let lease = bench.leases[0];
+    let message = OutgoingMessage {
+        body: b"answer".to_vec(),
+        persistent: true,
+        ..Default::default()
+    };
+    bench.request(id, Operation::Reply { lease, message });
+}
+
+#[test]
+fn a_reply_and_the_removal_of_its_request_are_one_write() {
+    let mut bench = asked_and_leased();
+    reply(&mut bench, 3);
+    assert_eq!(
+        bench.effects(),
+        [Append(Durability::Synced, vec!["enqueue", "remove"])],
+        "the reply, handed to the waiting request, and the request's removal: both or neither"
+    );
+    bench.complete(true);
+    assert_eq!(
+        &bench.effects()[1..],
+        [Durable, Replied(3, "put"), Replied(1, "messages")]
+    );
+}
+
+#[test]
+fn a_reply_whose_write_failed_leaves_its_request_to_be_answered_again() {
+    let mut bench = asked_and_leased();
+    reply(&mut bench, 3);
+    bench.complete(false);
+    assert_eq!(&bench.effects()[1..], [Failed, Replied(3, "storage error")]);
+    // The request is back in its queue, and its asker still waits.
+    bench.clear();
+    bench.get(4, Some(30_000));
+    assert_eq!(bench.effects(), [Replied(4, "messages")]);
+    bench.clear();
+    reply(&mut bench, 5);
+    bench.complete(true);
+    assert_eq!(
+        &bench.effects()[1..],
+        [Durable, Replied(5, "put"), Replied(1, "messages")]
+    );
+}

@@ -98,6 +98,24 @@ impl Leases {
         }
     }
 
+    /// Lease `id`, if `connection` holds it.
+    pub(crate) fn held(&self, id: u64, connection: u64) -> Option<&Lease> {
+        self.by_id
+            .get(&id)
+            .filter(|lease| lease.connection == connection)
+    }
+
+    /// Puts back a lease just settled, as it was (its id and deadline): what settled it did
+    /// not happen after all.
+    pub(crate) fn restore(&mut self, lease: Lease) {
+        *self
+            .leased_per_queue
+            .entry(lease.queue.clone())
+            .or_default() += 1;
+        self.by_deadline.insert((lease.deadline_ms, lease.id));
+        self.by_id.insert(lease.id, lease);
+    }
+
     /// True if lease `id` exists and is held by `connection`.
     pub(crate) fn held_by(&self, id: u64, connection: u64) -> bool {
         self.by_id

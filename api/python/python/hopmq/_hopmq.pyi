@@ -19,6 +19,7 @@ __all__ = [
     "ConnectionLost",
     "ProtocolError",
     "InvalidArgument",
+    "NoReply",
     "ClientClosed",
     "ManagerError",
     "BadAddress",
@@ -426,6 +427,9 @@ class ProtocolError(Error):
 
 class InvalidArgument(Error):
     """The call's arguments are invalid; nothing was sent."""
+
+class NoReply(Error):
+    """A request's reply did not come within its timeout (a late one is dead-lettered)."""
 
 class ClientClosed(Error):
     """The client was closed (close(), or the end of its `with` block)."""

@@ -46,11 +46,11 @@ impl Core {
                 ids,
                 handoffs,
                 direct,
-                arrival,
+                then,
             } => self.apply_put(
                 (connection, request),
                 (items, ids, handoffs, direct),
-                arrival,
+                then,
                 result,
                 now,
             ),
@@ -121,7 +121,7 @@ impl Core {
         &mut self,
         (connection, request): (u64, u64),
         (items, ids, handoffs, direct): PutParts,
-        arrival: Option<u64>,
+        then: AfterPut,
         result: Result<Vec<Location>, StoreError>,
         now: Now,
     ) {
@@ -129,19 +129,33 @@ impl Core {
             Err(error) => {
                 warn!(%error, "put failed");
                 self.place_failed(items, handoffs, direct);
-                if let Some(token) = arrival {
-                    self.custody.arrivals.failed(token);
+                match then {
+                    AfterPut::Arrival(token) => self.custody.arrivals.failed(token),
+                    AfterPut::Settle(lease) => self.give_back(lease.queue, lease.entry, now),
+                    AfterPut::Answer | AfterPut::AwaitReply(_) => {}
                 }
                 self.reply(connection, request, Err(api_error(&error)));
             }
             Ok(locations) => {
                 let placed = self.place(items, &mut locations.into_iter(), handoffs, direct, now);
                 self.totals.put += ids.len() as u64;
-                if let Some(token) = arrival {
-                    let answer = self.custody.arrivals.durable(token, ids);
-                    self.answer_arrivals(answer);
-                } else if !mutation::active(Mutation::AckBeforeDurable) {
-                    self.reply(connection, request, Ok(Reply::Put(ids)));
+                match then {
+                    AfterPut::Arrival(token) => {
+                        let answer = self.custody.arrivals.durable(token, ids);
+                        self.answer_arrivals(answer);
+                    }
+                    // Before the messages go on (`finish_placing`): no reply can come before
+                    // its waiter.
+                    AfterPut::AwaitReply(waiter) => self.await_reply(waiter),
+                    AfterPut::Settle(lease) => {
+                        self.forget(&lease.entry);
+                        self.reply(connection, request, Ok(Reply::Put(ids)));
+                    }
+                    AfterPut::Answer => {
+                        if !mutation::active(Mutation::AckBeforeDurable) {
+                            self.reply(connection, request, Ok(Reply::Put(ids)));
+                        }
+                    }
                 }
                 self.finish_placing(placed, now);
             }

@@ -168,7 +168,7 @@ impl Core {
             ids,
             handoffs,
             direct,
-            arrival: None,
+            then: AfterPut::Answer,
         };
         let retire = removed.clone();
         // Removed in the same group: replaced retained publications and copies handed off.

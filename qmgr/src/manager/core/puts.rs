@@ -17,6 +17,18 @@ pub(super) fn check_batch(count: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What kind of put a client asked for: what its commit leads to besides placing it.
+pub(super) enum PutKind {
+    /// Answered once durable.
+    Plain,
+    /// Answered once its messages arrived at their destinations, waiting up to this long.
+    Arrived(u64),
+    /// A request: its reply is waited for by this get (see `core::conversations`).
+    Request(Waiter),
+    /// A reply to this leased request, which is removed in the same write.
+    Reply(Lease),
+}
+
 impl Core {
     /// Where a put to `address` goes: a local queue, or the queue of messages waiting to leave
     /// with the manager they go to.
@@ -44,7 +56,9 @@ impl Core {
         let parsed: Address = address
             .parse()
             .map_err(|e: hopmq::NameError| bad(e.to_string()))?;
-        if parsed.queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
+        if parsed.queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX)
+            && !conversations::is_reply_queue(&parsed.queue)
+        {
             return Err(bad(format!(
                 "queue names starting with `{SYSTEM_QUEUE_PREFIX}` are reserved"
             )));
@@ -80,9 +94,13 @@ impl Core {
         connection: u64,
         request: u64,
         messages: Vec<(String, OutgoingMessage)>,
-        arrival_timeout_ms: Option<u64>,
+        kind: PutKind,
         now: Now,
     ) -> Result<Option<Reply>, ApiError> {
+        let arrival_timeout_ms = match kind {
+            PutKind::Arrived(timeout_ms) => Some(timeout_ms),
+            _ => None,
+        };
         check_batch(messages.len())?;
         // Validate everything first: a batch is stored whole or not at all.
         let targets = self.put_targets(&messages)?;
@@ -148,12 +166,7 @@ impl Core {
         }
         // Right after the messages, so the locations of both come first, in order.
         journal_payloads.extend(forward::direct_records(&direct));
-        // Registered before the write: a confirmation can never come before its waiter.
-        let arrival = arrival_timeout_ms.map(|timeout_ms| {
-            self.custody
-                .arrivals
-                .wait((connection, request), leaving, (now.mono_ms, timeout_ms))
-        });
+        let then = self.after_put(kind, (connection, request), leaving, &mut handed_off, now);
         let continuation = Continuation::Put {
             connection,
             request,
@@ -161,10 +174,39 @@ impl Core {
             ids,
             handoffs,
             direct,
-            arrival,
+            then,
         };
         self.commit_put(continuation, journal_payloads, handed_off, now);
         Ok(None)
+    }
+
+    /// What a put's commit leads to: an answer, an arrival to wait for (registered now,
+    /// before the write: a confirmation can never come before its waiter), a reply to wait
+    /// for, or a leased request to settle (removed in the same group, with `handed_off`).
+    fn after_put(
+        &mut self,
+        kind: PutKind,
+        asker: (u64, u64),
+        leaving: Vec<(String, u64, u64)>,
+        handed_off: &mut Vec<u64>,
+        now: Now,
+    ) -> AfterPut {
+        match kind {
+            PutKind::Plain => AfterPut::Answer,
+            PutKind::Arrived(timeout_ms) => AfterPut::Arrival(self.custody.arrivals.wait(
+                asker,
+                leaving,
+                (now.mono_ms, timeout_ms),
+            )),
+            PutKind::Request(waiter) => AfterPut::AwaitReply(waiter),
+            PutKind::Reply(lease) => {
+                // The request goes in the reply's group: a reply is sent once per request.
+                if !matches!(lease.entry.body, BodyRef::Memory) {
+                    handed_off.push(lease.entry.seq);
+                }
+                AfterPut::Settle(lease)
+            }
+        }
     }
 
     /// Writes a put's records (the messages, their channel assignments, then the removal of
@@ -180,7 +222,7 @@ impl Core {
             connection,
             request,
             ids,
-            arrival: None,
+            then: AfterPut::Answer,
             ..
         } = &continuation
         {
@@ -188,7 +230,7 @@ impl Core {
                 self.reply(*connection, *request, Ok(Reply::Put(ids.clone())));
             }
         }
-        if journal_payloads.is_empty() {
+        if journal_payloads.is_empty() && handed_off.is_empty() {
             self.apply(continuation, Ok(Vec::new()), now);
         } else {
             if !handed_off.is_empty() {

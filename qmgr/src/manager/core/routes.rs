@@ -35,7 +35,7 @@ use hopmq_routing::{DownLinks, LinkStateDb, Lsa, Network, Received, RouteTable, 
 use tracing::{error, info, warn};
 
 use super::forward::{held_queue, transmission_neighbour, transmission_queue};
-use super::{Core, SYSTEM_QUEUE_PREFIX, custody};
+use super::{Core, SYSTEM_QUEUE_PREFIX, conversations, custody};
 use crate::channel::adjacency::Change;
 use crate::channel::frame::ChannelFrame;
 use crate::manager::ChannelDirection;
@@ -248,7 +248,9 @@ pub(super) fn place(
         },
     };
     if home == *me {
-        if address.queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX) {
+        if address.queue.as_str().starts_with(SYSTEM_QUEUE_PREFIX)
+            && !conversations::is_reply_queue(&address.queue)
+        {
             return Place::Dead(format!("queue `{}` is reserved", address.queue));
         }
         return Place::Here(address.queue);
@@ -589,7 +591,10 @@ impl Core {
 
     /// The local queue an arrival for `queue` goes to, if it may.
     fn local_arrival(&mut self, queue: QueueName) -> Result<QueueName, String> {
-        if !self.queues.contains_key(&queue) && !self.limits.auto_create_queues {
+        // A reply queue takes every arrival: one nobody waits for is dead-lettered there with
+        // why (see `core::conversations`).
+        let made_here = conversations::is_reply_queue(&queue);
+        if !self.queues.contains_key(&queue) && !self.limits.auto_create_queues && !made_here {
             return Err(format!(
                 "unknown queue `{queue}` at its home `{}`",
                 self.name

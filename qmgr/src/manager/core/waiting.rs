@@ -14,7 +14,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 /// One waiting get.
 #[derive(Debug, Clone)]
-pub(super) struct Waiter {
+pub(crate) struct Waiter {
     pub(super) connection: u64,
     pub(super) request: u64,
     pub(super) queue: QueueName,

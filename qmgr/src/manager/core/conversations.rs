@@ -1,0 +1,207 @@
+//! Requests and their replies: each connection's private reply queue, a request as a put
+//! whose commit leads to a waiting get for its reply, and a reply that acknowledges the leased
+//! request it answers in the same write.
+//!
+//! Invariants: a reply queue (`hopmq.reply.…`) belongs to one connection for that
+//! connection's life and is never given to another (its name carries an id unique to this
+//! manager across restarts); a request's waiter exists before its message can leave, so no
+//! reply comes before it; a reply queue keeps nothing: a message there that no waiting
+//! request takes (its request timed out, or its client or this manager's previous life is
+//! gone) is dead-lettered with why, never delivered to anyone else.
+
+use super::*;
+use hopmq::protocol::{Operation, REPLY_QUEUE_PREFIX};
+
+/// True if `queue` is a private reply queue.
+pub(super) fn is_reply_queue(queue: &QueueName) -> bool {
+    queue.as_str().starts_with(REPLY_QUEUE_PREFIX)
+}
+
+/// Each connection's reply queue, made by its first request.
+#[derive(Debug, Default)]
+pub(super) struct ReplyQueues {
+    by_connection: FxHashMap<u64, QueueName>,
+}
+
+impl Core {
+    /// A request or a reply.
+    pub(super) fn conversation(
+        &mut self,
+        (connection, request): (u64, u64),
+        operation: Operation,
+        now: Now,
+    ) -> Result<Option<Reply>, ApiError> {
+        match operation {
+            Operation::Request {
+                address,
+                message,
+                timeout_ms,
+            } => self.request((connection, request), (address, message), timeout_ms, now),
+            Operation::Reply { lease, message } => {
+                self.reply_to_request((connection, request), lease, message, now)
+            }
+            other => Err(ApiError::BadRequest {
+                reason: format!("not a request or a reply: {other:?}"),
+            }),
+        }
+    }
+
+    /// `Request`: `message` put to `address` with this connection's reply queue as its
+    /// `reply_to` and a correlation id (a fresh one unless given); answered with the reply,
+    /// or with nothing once `timeout_ms` passed.
+    fn request(
+        &mut self,
+        (connection, request): (u64, u64),
+        (address, mut message): (String, OutgoingMessage),
+        timeout_ms: u64,
+        now: Now,
+    ) -> Result<Option<Reply>, ApiError> {
+        if timeout_ms == 0 {
+            return Err(ApiError::BadRequest {
+                reason: "a request needs a timeout for its reply (more than 0 ms)".into(),
+            });
+        }
+        let queue = self.reply_queue(connection);
+        let correlation = match message.correlation_id.take() {
+            Some(correlation) => correlation,
+            None => self.ids.next().to_string(),
+        };
+        message.reply_to = Some(format!("{queue}@{}", self.name));
+        message.correlation_id = Some(correlation.clone());
+        let waiter = Waiter {
+            connection,
+            request,
+            queue,
+            max: 1,
+            correlation_id: Some(correlation),
+            lease_ms: None,
+            deadline_ms: now.mono_ms.saturating_add(timeout_ms),
+        };
+        let messages = vec![(address, message)];
+        self.put(connection, request, messages, PutKind::Request(waiter), now)
+    }
+
+    /// A request is durable: its reply is waited for, unless its client left meanwhile.
+    pub(super) fn await_reply(&mut self, waiter: Waiter) {
+        if self.clients.is_connected(waiter.connection) {
+            self.waiters.add(waiter, false);
+        }
+    }
+
+    /// `Reply`: `message` to the `reply_to` of the request leased as `lease`, with its
+    /// correlation id (its id, if it has none), and the request removed in the same write.
+    fn reply_to_request(
+        &mut self,
+        (connection, request): (u64, u64),
+        lease: u64,
+        mut message: OutgoingMessage,
+        now: Now,
+    ) -> Result<Option<Reply>, ApiError> {
+        let held = self
+            .leases
+            .held(lease, connection)
+            .ok_or(ApiError::UnknownLease { lease })?;
+        let payload = self
+            .payloads
+            .get(&held.entry, &*self.storage)
+            .map_err(|error| ApiError::Storage {
+                detail: format!("cannot read the request back: {error}"),
+            })?;
+        let stored = delivery::stored(&payload).map_err(|error| ApiError::Storage {
+            detail: format!("cannot read the request back: {error}"),
+        })?;
+        let reply_to = stored
+            .reply_to
+            .ok_or_else(|| ApiError::BadRequest {
+                reason: format!(
+                    "the request (lease {lease}) has no reply_to: there is nowhere to reply"
+                ),
+            })?
+            .to_owned();
+        message.correlation_id = Some(match stored.correlation_id {
+            Some(correlation) => correlation.to_owned(),
+            None => MessageId(stored.id).to_string(),
+        });
+        let settled = self
+            .leases
+            .settle(lease, connection)
+            .map_err(|_| ApiError::UnknownLease { lease })?;
+        let messages = vec![(reply_to, message)];
+        let kind = PutKind::Reply(settled.clone());
+        self.put(connection, request, messages, kind, now)
+            .inspect_err(|_| self.leases.restore(settled))
+    }
+
+    /// This connection's reply queue, made now if it has none.
+    fn reply_queue(&mut self, connection: u64) -> QueueName {
+        if let Some(queue) = self.reply_queues.by_connection.get(&connection) {
+            return queue.clone();
+        }
+        let name = format!("{REPLY_QUEUE_PREFIX}{}", self.ids.next());
+        let queue = QueueName::new(&name)
+            .unwrap_or_else(|e| unreachable!("a reply queue's name is valid: {e}"));
+        self.ensure_slot(&queue);
+        self.reply_queues
+            .by_connection
+            .insert(connection, queue.clone());
+        queue
+    }
+
+    /// The connection ended: its reply queue goes (its waiting requests were answered
+    /// already), and a reply that comes later is dead-lettered.
+    pub(super) fn reply_queue_closed(&mut self, connection: u64, now: Now) {
+        if let Some(queue) = self.reply_queues.by_connection.remove(&connection) {
+            self.dead_letter_unclaimed_replies(&queue, now);
+            self.drop_empty_reply_queue(&queue);
+        }
+    }
+
+    /// Whatever `queue`, a reply queue, holds once its waiting requests took theirs: nobody
+    /// waits for it, so it goes to the dead-letter queue with why.
+    pub(super) fn dead_letter_unclaimed_replies(&mut self, queue: &QueueName, now: Now) {
+        let Some(slot) = self.queues.get_mut(queue) else {
+            return;
+        };
+        if slot.queue.depth() == 0 {
+            return;
+        }
+        let owned = self.reply_queues.by_connection.values().any(|q| q == queue);
+        let reason = if owned {
+            "a reply that no request waits for (its request timed out, or its correlation id \
+             matches none)"
+        } else {
+            "a reply whose requester is gone (its client disconnected, or its manager \
+             restarted)"
+        };
+        for entry in slot.queue.drain() {
+            self.dead_letter(queue, entry, reason, now);
+        }
+        if !owned {
+            self.drop_empty_reply_queue(queue);
+        }
+    }
+
+    /// Forgets a reply queue nobody owns once nothing of it is left in flight.
+    fn drop_empty_reply_queue(&mut self, queue: &QueueName) {
+        if self.queues.get(queue).is_some_and(Slot::is_idle)
+            && self.leases.leased(queue.as_str()) == 0
+        {
+            self.queues.remove(queue);
+        }
+    }
+
+    /// Every reply queue that no connection owns but still holds messages (recovered after a
+    /// restart): dead-lettered, since their requesters are gone.
+    pub(super) fn sweep_orphan_reply_queues(&mut self, now: Now) {
+        let orphans: Vec<QueueName> = self
+            .queues
+            .iter()
+            .filter(|(queue, slot)| is_reply_queue(queue) && slot.queue.depth() > 0)
+            .map(|(queue, _)| queue.clone())
+            .filter(|queue| !self.reply_queues.by_connection.values().any(|q| q == queue))
+            .collect();
+        for queue in orphans {
+            self.dead_letter_unclaimed_replies(&queue, now);
+        }
+    }
+}

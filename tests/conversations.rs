@@ -1,0 +1,321 @@
+//! Request/reply with real managers: requests across three hops answered exactly once through
+//! the `kill -9` of the server's manager, a request that times out and whose late reply is
+//! dead-lettered with why (as is one for a client that went away), two servers sharing a
+//! queue where one dies mid-request, and the errors of a reply that cannot be made.
+
+#![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use hopmq::{ApiError, ClientError, Message};
+use support::network::{Network, Spec};
+use support::{Manager, SOON, drain, wait_until};
+
+const LEASE: Duration = Duration::from_secs(30);
+const REASON: &str = "hopmq.dead_letter_reason";
+
+/// The one message the dead-letter queue of `manager` holds, taken once it is there (a late
+/// reply is dead-lettered by a write of its own after the one that stored it).
+#[track_caller]
+fn dead_letter(manager: &Manager) -> Message {
+    wait_until("a dead letter", SOON, || manager.depth("DLQ") == Some(1));
+    let mut dead = drain(&manager.client(), "DLQ");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    dead.remove(0)
+}
+
+/// Serves `queue` on `socket` until `stop`: each request leased, answered after `pace` with
+/// `re: BODY` by `reply` (reply and ack in one write). Rides out its manager's restarts: a
+/// failed call is tried again on a new connection.
+fn serve(
+    socket: std::path::PathBuf,
+    queue: &'static str,
+    pace: Duration,
+    stop: Arc<AtomicBool>,
+) -> usize {
+    let mut answered = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(client) = hopmq::blocking::Client::connect_to(&socket) else {
+            thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let request = match client.get_leased(queue, Duration::from_millis(200), LEASE) {
+                Ok(Some(request)) => request,
+                Ok(None) => continue,
+                Err(_) => break,
+            };
+            let body = format!("re: {}", request.text().unwrap_or_default());
+            thread::sleep(pace);
+            if client.reply(&request, Message::new(body)).is_err() {
+                break;
+            }
+            answered += 1;
+        }
+    }
+    answered
+}
+
+#[test]
+fn requests_across_three_hops_are_answered_exactly_once_through_a_kill_of_the_servers_manager() {
+    let spec = Spec::line(&["alpha", "bravo", "charlie", "delta"], "service");
+    let mut network = Network::start(&spec);
+    network.wait_link_up("alpha", "bravo");
+    network.wait_link_up("charlie", "delta");
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let socket = network.manager("delta").socket().to_owned();
+        let stop = Arc::clone(&stop);
+        // Slow enough that delta is killed with requests leased, queued and on their way.
+        thread::spawn(move || serve(socket, "service", Duration::from_millis(10), stop))
+    };
+
+    // 60 requests outstanding at once on one client (deferred synchronous: each future is
+    // held and collected later), with delta killed once the first replies came back.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let socket = network.manager("alpha").socket().to_owned();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let requests = {
+        let answered = Arc::clone(&answered);
+        runtime.spawn(async move {
+            let client = hopmq::Client::connect_to(&socket).await.unwrap();
+            let mut calls = Vec::new();
+            for n in 0..60 {
+                let client = client.clone();
+                let answered = Arc::clone(&answered);
+                calls.push(tokio::spawn(async move {
+                    let question = Message::new(format!("q{n}"));
+                    let reply = client.request("service", question, 4 * SOON).await;
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    (n, reply)
+                }));
+            }
+            let mut replies = BTreeMap::new();
+            for call in calls {
+                let (n, reply) = call.await.unwrap();
+                replies.insert(n, reply);
+            }
+            replies
+        })
+    };
+    wait_until("the first replies", SOON, || {
+        answered.load(Ordering::Relaxed) >= 5
+    });
+    let delta = network.manager("delta");
+    delta.kill9();
+    assert!(answered.load(Ordering::Relaxed) < 30, "killed mid-stream");
+    delta.restart();
+    let replies = runtime.block_on(requests).unwrap();
+    for (n, reply) in &replies {
+        let reply = reply
+            .as_ref()
+            .unwrap_or_else(|e| panic!("request q{n}: {e}"));
+        assert_eq!(reply.text(), Some(format!("re: q{n}").as_str()));
+        assert!(reply.correlation_id.is_some(), "q{n}: {reply:?}");
+        assert_eq!(reply.origin, "delta");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let served = server.join().unwrap();
+    assert!(served >= 60, "every request was served ({served})");
+    // No reply came twice: a second one would have found no request waiting and been
+    // dead-lettered where the requests came from; none is left unanswered either.
+    network.wait_drained();
+    let alpha = network.manager("alpha").client();
+    assert!(drain(&alpha, "DLQ").is_empty(), "a reply came twice");
+    assert_eq!(network.manager("delta").depth("service"), Some(0));
+}
+
+#[test]
+fn a_late_reply_is_dead_lettered_with_why_never_delivered() {
+    let manager = Manager::start();
+    let requester = manager.client();
+    let server = manager.client();
+
+    let waited = requester
+        .request("slow", Message::new("q1"), Duration::from_millis(300))
+        .unwrap_err();
+    assert!(matches!(waited, ClientError::NoReply(_)), "{waited}");
+    let request = server.get_leased("slow", SOON, LEASE).unwrap().unwrap();
+    let reply_to = request.reply_to.clone().unwrap();
+    assert!(reply_to.starts_with("hopmq.reply."), "{reply_to}");
+    server.reply(&request, Message::new("late 1")).unwrap();
+    let dead = dead_letter(&manager);
+    assert_eq!(dead.text(), Some("late 1"));
+    assert_eq!(dead.correlation_id, request.correlation_id);
+    assert!(
+        dead.headers[REASON].contains("no request waits"),
+        "{:?}",
+        dead.headers
+    );
+    // The request was acknowledged with its reply.
+    assert_eq!(manager.depth("slow"), Some(0));
+    // The same client's next request is answered in time, through the same reply queue.
+    let answering = {
+        let socket = manager.socket().to_owned();
+        thread::spawn(move || {
+            let server = hopmq::blocking::Client::connect_to(&socket).unwrap();
+            let request = server.get_leased("slow", SOON, LEASE).unwrap().unwrap();
+            server.reply(&request, Message::new("in time")).unwrap();
+            request
+        })
+    };
+    let reply = requester.request("slow", Message::new("q2"), SOON).unwrap();
+    let request = answering.join().unwrap();
+    assert_eq!(reply.text(), Some("in time"));
+    assert_eq!(request.reply_to, Some(reply_to));
+    assert_eq!(reply.correlation_id, request.correlation_id);
+
+    // A requester that went away: its reply queue went with it.
+    let gone = manager.client();
+    let waited = gone
+        .request("slow", Message::new("q3"), Duration::from_millis(200))
+        .unwrap_err();
+    assert!(matches!(waited, ClientError::NoReply(_)), "{waited}");
+    let request = server.get_leased("slow", SOON, LEASE).unwrap().unwrap();
+    let reply_to = request.reply_to.clone().unwrap();
+    let queue = reply_to.split('@').next().unwrap();
+    assert_eq!(
+        manager.depth(queue),
+        Some(0),
+        "{reply_to} is there while its client is"
+    );
+    drop(gone);
+    wait_until("the reply queue gone with its client", SOON, || {
+        manager.depth(queue).is_none()
+    });
+    server.reply(&request, Message::new("late 2")).unwrap();
+    let dead = dead_letter(&manager);
+    assert!(
+        dead.headers[REASON].contains("requester is gone"),
+        "{:?}",
+        dead.headers
+    );
+    // And through a restart: the reply queue of a client of the manager's previous life.
+    let waited = requester
+        .request("slow", Message::new("q4"), Duration::from_millis(200))
+        .unwrap_err();
+    assert!(matches!(waited, ClientError::NoReply(_)), "{waited}");
+    let mut manager = manager;
+    manager.kill9();
+    manager.restart();
+    let server = manager.client();
+    let request = server.get_leased("slow", SOON, LEASE).unwrap().unwrap();
+    server.reply(&request, Message::new("late 3")).unwrap();
+    assert_eq!(dead_letter(&manager).text(), Some("late 3"));
+}
+
+#[test]
+fn two_servers_share_requests_and_one_that_dies_mid_request_leaves_it_to_the_other() {
+    let manager = Manager::start();
+    // The first server takes a request and dies before replying (its connection ends).
+    let asking = {
+        let socket = manager.socket().to_owned();
+        thread::spawn(move || {
+            let requester = hopmq::blocking::Client::connect_to(&socket).unwrap();
+            requester.request("work", Message::new("job"), 2 * SOON)
+        })
+    };
+    let dying = manager.client();
+    let taken = dying.get_leased("work", SOON, LEASE).unwrap().unwrap();
+    assert_eq!(taken.text(), Some("job"));
+    drop(dying);
+    let other = manager.client();
+    let again = other.get_leased("work", SOON, LEASE).unwrap().unwrap();
+    assert_eq!(again.id, taken.id);
+    assert_eq!(again.delivery_count, 2);
+    other
+        .reply(&again, Message::new("done by the other"))
+        .unwrap();
+    let reply = asking.join().unwrap().unwrap();
+    assert_eq!(reply.text(), Some("done by the other"));
+
+    // Two servers on one queue share a stream of requests, each answered once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers: Vec<_> = (0..2)
+        .map(|_| {
+            let socket = manager.socket().to_owned();
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || serve(socket, "work", Duration::ZERO, stop))
+        })
+        .collect();
+    let askers: Vec<_> = (0..8)
+        .map(|n| {
+            let socket = manager.socket().to_owned();
+            thread::spawn(move || {
+                let requester = hopmq::blocking::Client::connect_to(&socket).unwrap();
+                (0..10)
+                    .map(|i| {
+                        let question = Message::new(format!("{n}.{i}"));
+                        let reply = requester.request("work", question, SOON).unwrap();
+                        assert_eq!(reply.text(), Some(format!("re: {n}.{i}").as_str()));
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let asked: usize = askers.into_iter().map(|a| a.join().unwrap()).sum();
+    stop.store(true, Ordering::Relaxed);
+    let served: Vec<usize> = servers.into_iter().map(|s| s.join().unwrap()).collect();
+    assert_eq!(asked, 80);
+    assert_eq!(served.iter().sum::<usize>(), 80, "{served:?}");
+    assert!(
+        served.iter().all(|&s| s > 0),
+        "both servers answered: {served:?}"
+    );
+    assert!(drain(&manager.client(), "DLQ").is_empty());
+}
+
+#[test]
+fn a_reply_that_cannot_be_made_is_refused_and_leaves_the_request_leased() {
+    let manager = Manager::start();
+    let client = manager.client();
+    client.put("plain", Message::new("no reply_to")).unwrap();
+    let request = client.get_leased("plain", SOON, LEASE).unwrap().unwrap();
+    let refused = client.reply(&request, Message::new("x")).unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Api(ApiError::BadRequest { reason }) if reason.contains("no reply_to")),
+        "{refused}"
+    );
+    // Still leased to us: the ack settles it.
+    client.ack(request.lease.into_iter().collect()).unwrap();
+    assert_eq!(manager.depth("plain"), Some(0));
+
+    // A reply to an address that cannot be resolved keeps the lease too.
+    let message = Message::new("ask").reply_to("nowhere@nomanager");
+    client.put("plain", message).unwrap();
+    let request = client.get_leased("plain", SOON, LEASE).unwrap().unwrap();
+    let refused = client.reply(&request, Message::new("x")).unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Api(ApiError::NoRoute { .. })),
+        "{refused}"
+    );
+    client.nack(request.lease.into_iter().collect()).unwrap();
+    assert_eq!(manager.depth("plain"), Some(1));
+
+    // Not leased: refused before anything is sent.
+    let got = client.get("plain", SOON).unwrap().unwrap();
+    let refused = client.reply(&got, Message::new("x")).unwrap_err();
+    assert!(
+        matches!(refused, ClientError::InvalidArgument(_)),
+        "{refused}"
+    );
+    let refused = client
+        .request("plain", Message::new("x"), Duration::ZERO)
+        .unwrap_err();
+    assert!(
+        matches!(refused, ClientError::InvalidArgument(_)),
+        "{refused}"
+    );
+    // Reply queues are the manager's: an application cannot read one.
+    let taken = client.get("hopmq.reply.x", Duration::ZERO).unwrap_err();
+    assert!(
+        taken.to_string().contains("belongs to the manager"),
+        "{taken}"
+    );
+}
