@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use hopmq::{ApiError, ClientError, Message};
 use support::network::{Network, Spec};
-use support::{Manager, SOON, drain, wait_until};
+use support::{Manager, SOON, drain, wait_exit, wait_until};
 
 const LEASE: Duration = Duration::from_secs(30);
 const REASON: &str = "hopmq.dead_letter_reason";
@@ -317,5 +317,48 @@ fn a_reply_that_cannot_be_made_is_refused_and_leaves_the_request_leased() {
     assert!(
         taken.to_string().contains("belongs to the manager"),
         "{taken}"
+    );
+}
+
+#[test]
+fn qmgr_reply_answers_with_a_commands_output_and_qmgr_request_prints_it() {
+    let manager = Manager::start();
+    let mut upper =
+        manager.spawn_cli_then(&["reply", "upper", "--count", "2"], &["tr", "a-z", "A-Z"]);
+    let run = manager.cli(&["request", "upper", "hello", "--timeout", "30s"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "HELLO\n");
+    let run = manager.cli_with_stdin(&["request", "upper", "--json"], b"from stdin");
+    run.expect_code(0);
+    let reply = &run.json_lines()[0];
+    assert_eq!(reply["body"], "FROM STDIN", "{reply}");
+    assert_eq!(reply["origin"], manager.status()["manager"], "{reply}");
+    assert!(wait_exit(&mut upper, "qmgr reply --count 2", SOON).success());
+
+    // A command that fails still answers, flagged with why; the request is not served again.
+    let script = "cat >/dev/null; echo \"half done, $HOPMQ_QUEUE\"; exit 3";
+    let mut failing =
+        manager.spawn_cli_then(&["reply", "broken", "--count", "1"], &["sh", "-c", script]);
+    let run = manager.cli(&["request", "broken", "x"]);
+    run.expect_code(1);
+    assert_eq!(run.stdout, "half done, broken\n");
+    assert!(run.stderr.contains("exited with 3"), "{}", run.stderr);
+    assert!(wait_exit(&mut failing, "qmgr reply --count 1", SOON).success());
+    assert_eq!(manager.depth("broken"), Some(0));
+
+    // Nobody serves: the request times out with a clear error.
+    let run = manager.cli(&["request", "nobody", "x", "--timeout", "200ms"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("no reply from nobody within"),
+        "{}",
+        run.stderr
+    );
+    let run = manager.cli(&["request", "nobody", "x", "--reply-to", "elsewhere"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("leave out --reply-to"),
+        "{}",
+        run.stderr
     );
 }

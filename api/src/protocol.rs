@@ -330,6 +330,10 @@ pub enum Operation {
 /// queue's name follows, so a reply's address is `hopmq.reply.…@MANAGER`.
 pub const REPLY_QUEUE_PREFIX: &str = "hopmq.reply.";
 
+/// A reply's header saying that its server failed the request, and how (`qmgr reply` sets it
+/// when its command exits non-zero); the body is what the server had to say nonetheless.
+pub const REPLY_ERROR_HEADER: &str = "hopmq.error";
+
 /// A manager's answer to one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Reply {

@@ -484,7 +484,17 @@ impl Manager {
 
     /// Starts a client command without waiting; stdout and stderr are piped.
     pub fn spawn_cli(&self, args: &[&str]) -> Child {
-        self.command(args)
+        self.spawn_cli_then(args, &[])
+    }
+
+    /// [`spawn_cli`](Self::spawn_cli) with `last` after a `--`, after every option (the
+    /// command that `qmgr reply` runs).
+    pub fn spawn_cli_then(&self, args: &[&str], last: &[&str]) -> Child {
+        let mut command = self.command(args);
+        if !last.is_empty() {
+            command.arg("--").args(last);
+        }
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -94,21 +94,8 @@ impl LeasedGet<'_> {
         child
             .arg("-c")
             .arg(command)
-            .stdin(std::process::Stdio::piped())
-            .env("HOPMQ_QUEUE", self.queue)
-            .env("HOPMQ_MESSAGE_ID", message.id.to_string())
-            .env("HOPMQ_DELIVERY_COUNT", message.delivery_count.to_string())
-            .env("HOPMQ_PRIORITY", message.priority.to_string())
-            .env("HOPMQ_ORIGIN", &message.origin);
-        if let Some(id) = &message.correlation_id {
-            child.env("HOPMQ_CORRELATION_ID", id);
-        }
-        if let Some(to) = &message.reply_to {
-            child.env("HOPMQ_REPLY_TO", to);
-        }
-        for (key, value) in &message.headers {
-            child.env(header_variable(key), value);
-        }
+            .stdin(std::process::Stdio::piped());
+        describe(&mut child, self.queue, message);
         let body = message.body.clone();
         let command = command.to_owned();
         // On the blocking pool: the connection's tasks keep running meanwhile.
@@ -135,6 +122,25 @@ impl LeasedGet<'_> {
     }
 }
 
+/// Gives `child` the fields of `message`, taken from `queue`, as `HOPMQ_*` variables.
+pub(crate) fn describe(child: &mut std::process::Command, queue: &str, message: &Message) {
+    child
+        .env("HOPMQ_QUEUE", queue)
+        .env("HOPMQ_MESSAGE_ID", message.id.to_string())
+        .env("HOPMQ_DELIVERY_COUNT", message.delivery_count.to_string())
+        .env("HOPMQ_PRIORITY", message.priority.to_string())
+        .env("HOPMQ_ORIGIN", &message.origin);
+    if let Some(id) = &message.correlation_id {
+        child.env("HOPMQ_CORRELATION_ID", id);
+    }
+    if let Some(to) = &message.reply_to {
+        child.env("HOPMQ_REPLY_TO", to);
+    }
+    for (key, value) in &message.headers {
+        child.env(header_variable(key), value);
+    }
+}
+
 /// `HOPMQ_HEADER_` and the header's name in capitals, other characters as `_`.
 fn header_variable(key: &str) -> String {
     let name: String = key
@@ -150,7 +156,7 @@ fn header_variable(key: &str) -> String {
     format!("HOPMQ_HEADER_{name}")
 }
 
-fn exit_status(status: std::process::ExitStatus) -> String {
+pub(crate) fn exit_status(status: std::process::ExitStatus) -> String {
     match status.code() {
         Some(code) => format!("exited with {code}"),
         None => "was killed by a signal".to_owned(),

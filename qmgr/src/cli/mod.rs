@@ -3,6 +3,7 @@
 pub(crate) mod certs;
 pub(crate) mod client;
 pub(crate) mod connection;
+pub(crate) mod conversation;
 pub mod docs;
 pub(crate) mod lease;
 pub(crate) mod network;
@@ -42,6 +43,11 @@ pub enum Command {
     /// Durable subscriptions: create, delete, list.
     #[command(subcommand)]
     Subscription(pubsub::SubscriptionCommand),
+    /// Send a request to an address and print its reply.
+    Request(conversation::RequestArgs),
+    /// Serve a queue of requests: run a command per request (body on stdin) and reply with
+    /// its stdout.
+    Reply(conversation::ReplyArgs),
     /// Show the manager's queues, depths and store.
     Status(status::StatusArgs),
     /// Create a local queue.
@@ -85,6 +91,8 @@ impl Command {
             Command::Publish(args) => args.run(),
             Command::Subscribe(args) => args.run(),
             Command::Subscription(command) => command.run(),
+            Command::Request(args) => args.run(),
+            Command::Reply(args) => args.run(),
             Command::Status(args) => args.run(),
             Command::Declare(args) => args.run(),
             Command::Delete(args) => args.run(),

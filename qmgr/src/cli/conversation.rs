@@ -1,0 +1,200 @@
+//! Request/reply from the command line: `qmgr request ADDRESS [BODY]` sends a request and
+//! prints its reply; `qmgr reply QUEUE -- COMMAND [ARGS...]` serves a queue of requests by
+//! running the command once per request (the request's body on its stdin, its fields in
+//! `HOPMQ_*` variables) and replying with its stdout (less one final line end, as `$(…)`
+//! takes it). A command that exits non-zero still
+//! answers: its reply carries the `hopmq.error` header, and `qmgr request` exits 1 on it.
+//!
+//! Each request is leased while its command runs and answered with `reply`, which acks it in
+//! the same write: if `qmgr reply` dies mid-request, the request goes back to be served again,
+//! and once answered it is never answered twice.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hopmq::protocol::REPLY_ERROR_HEADER;
+use hopmq::{ApiError, Client, ClientError, Message};
+
+use super::client::{BodyArgs, Connection, MessageOptions, Output, parse_duration};
+use super::lease::{describe, exit_status};
+use super::units;
+
+/// Send a request and print its reply.
+#[derive(Debug, clap::Args)]
+pub struct RequestArgs {
+    /// `QUEUE` or `QUEUE@MANAGER`.
+    address: String,
+    #[command(flatten)]
+    body: BodyArgs,
+    #[command(flatten)]
+    options: MessageOptions,
+    /// How long to wait for the reply, e.g. 5s. Past it the command fails (exit 1); a reply
+    /// that comes later is dead-lettered.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    timeout: Duration,
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+impl RequestArgs {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let body = match self.body.single()? {
+            Some(body) => body,
+            None => {
+                // A request is one message: all of stdin is its body.
+                let mut body = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut body)
+                    .context("cannot read the request's body from stdin")?;
+                body
+            }
+        };
+        let message = self.options.message(body);
+        if message.reply_to.is_some() {
+            bail!("a request's reply_to is its own reply queue: leave out --reply-to");
+        }
+        Connection::runtime()?.block_on(async {
+            let client = self.connection.client().await?;
+            let reply = match client.request(&self.address, message, self.timeout).await {
+                Ok(reply) => reply,
+                Err(ClientError::NoReply(_)) => bail!(
+                    "no reply from {} within {} (a reply that comes later is dead-lettered)",
+                    self.address,
+                    units::duration(self.timeout)
+                ),
+                Err(error) => return Err(error.into()),
+            };
+            self.output.print(&reply)?;
+            if let Some(error) = reply.headers.get(REPLY_ERROR_HEADER) {
+                eprintln!("the server failed the request: {error}");
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        })
+    }
+}
+
+/// Serve requests: run a command per request and reply with its output.
+#[derive(Debug, clap::Args)]
+pub struct ReplyArgs {
+    /// A local queue of requests.
+    queue: String,
+    /// Stop after this many requests (by default, serve until stopped).
+    #[arg(long)]
+    count: Option<u64>,
+    /// How long the command may take per request: past it, the request goes back to its
+    /// queue to be served again (and this answer is refused).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    lease: Duration,
+    /// The command and its arguments (after `--`), run once per request.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+impl ReplyArgs {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        Connection::runtime()?.block_on(async {
+            let client = self.connection.client().await?;
+            let mut served = 0u64;
+            while self.count.is_none_or(|count| served < count) {
+                let wait = Duration::from_secs(60);
+                let Some(request) = client.get_leased(&self.queue, wait, self.lease).await? else {
+                    continue;
+                };
+                served += 1;
+                self.answer(&client, &request).await?;
+            }
+            eprintln!("served {}", units::count(served, "request", "requests"));
+            Ok(ExitCode::SUCCESS)
+        })
+    }
+
+    /// Runs the command for `request` and replies with what it wrote; a request that cannot
+    /// be answered (no `reply_to`) is nacked, so it ends in the dead-letter queue once
+    /// delivered `max_deliveries` times, never lost.
+    async fn answer(&self, client: &Client, request: &Message) -> anyhow::Result<()> {
+        let run = self.execute(request).await?;
+        let mut reply = Message::new(run.stdout);
+        if let Some(error) = run.error {
+            eprintln!("request {}: {error}", request.id);
+            reply = reply.header(REPLY_ERROR_HEADER, error);
+        }
+        match client.reply(request, reply).await {
+            Ok(_) => Ok(()),
+            Err(ClientError::Api(ApiError::BadRequest { reason })) => {
+                eprintln!(
+                    "request {}: cannot be answered: {reason}; nacked",
+                    request.id
+                );
+                client.nack(request.lease.into_iter().collect()).await?;
+                Ok(())
+            }
+            Err(ClientError::Api(ApiError::UnknownLease { .. })) => {
+                eprintln!(
+                    "request {}: the command took longer than --lease {}; the request went \
+                     back to be served again",
+                    request.id,
+                    units::duration(self.lease)
+                );
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Runs the command with the request's body on its stdin; its stdout, and why it failed
+    /// if it did.
+    async fn execute(&self, request: &Message) -> anyhow::Result<Ran> {
+        let (program, args) = self.command.split_first().context("no command to run")?;
+        let mut child = std::process::Command::new(program);
+        child
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        describe(&mut child, &self.queue, request);
+        let body = request.body.clone();
+        let program = program.clone();
+        // On the blocking pool: the connection's tasks keep running meanwhile.
+        let output = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let mut child = child.spawn()?;
+            let writer = child.stdin.take().map(|mut stdin| {
+                // A thread of its own: a command that writes before it reads all of its
+                // stdin would otherwise block on a full pipe while this blocks on its stdin.
+                std::thread::spawn(move || {
+                    use std::io::Write;
+                    // A command that does not read its stdin is fine.
+                    let _ = stdin.write_all(&body);
+                })
+            });
+            let output = child.wait_with_output()?;
+            if let Some(writer) = writer {
+                let _ = writer.join();
+            }
+            Ok(output)
+        })
+        .await
+        .context("the command's thread failed")?
+        .with_context(|| format!("cannot run `{program}`"))?;
+        let error = (!output.status.success())
+            .then(|| format!("`{program}` {}", exit_status(output.status)));
+        let mut stdout = output.stdout;
+        // As `$(…)` does: `qmgr request` prints a reply with a line end of its own.
+        if stdout.last() == Some(&b'\n') {
+            stdout.pop();
+        }
+        Ok(Ran { stdout, error })
+    }
+}
+
+/// What the command made of a request.
+struct Ran {
+    stdout: Vec<u8>,
+    error: Option<String>,
+}
