@@ -461,3 +461,28 @@ fn flooding_runs() {
     let run = bench(&["flooding", "--managers", "10", "--failures", "2"]);
     assert!(!run.stdout.is_empty());
 }
+
+#[test]
+fn request_answers_every_request_once_at_zero_and_two_hops() {
+    for hops in ["0", "2"] {
+        let run = bench(&["request", "--hops", hops, "--count", "400", "--size", "64"]);
+        let verify = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("verify:"))
+            .unwrap_or_else(|| panic!("no verify line: {}", run.stdout));
+        assert_eq!(
+            verify, "verify: 400 replies, 0 wrong, 0 missing, 0 in the requesters' DLQ",
+            "{}",
+            run.stdout
+        );
+        assert!(run.stdout.contains("400 served"), "{}", run.stdout);
+    }
+    let run = bench(&["request", "--count", "100", "--rate", "500", "--size", "64"]);
+    assert!(run.stdout.contains("paced at 500/s"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("latency request->reply: p50"),
+        "{}",
+        run.stdout
+    );
+}

@@ -11,6 +11,7 @@ pub(crate) mod flooding;
 pub(crate) mod forward;
 pub(crate) mod local;
 pub(crate) mod pubsub;
+pub(crate) mod request;
 pub(crate) mod routes;
 mod traffic;
 pub(crate) mod transport;
@@ -40,6 +41,9 @@ pub(crate) enum BenchCommand {
     /// Publish→deliver throughput and latency on a diamond: one publisher, four durable (or
     /// transient) subscriptions on three managers, one copy per link.
     Pubsub(pubsub::PubsubBench),
+    /// Request/reply round trips along a line of managers: throughput with requests
+    /// outstanding, and latency paced.
+    Request(request::RequestBench),
 }
 
 impl BenchCommand {
@@ -52,6 +56,7 @@ impl BenchCommand {
             Self::Failover(bench) => bench.run(),
             Self::Transport(bench) => bench.run(),
             Self::Pubsub(bench) => bench.run(),
+            Self::Request(bench) => bench.run(),
         }
     }
 }
