@@ -195,6 +195,51 @@ impl PyClient {
             .map_err(|error| to_py(py, error))
     }
 
+    /// Sends `body` to `address` as a request and returns its reply (a Message), waiting up to
+    /// `timeout` seconds (None: 30); NoReply if none came (a late reply is dead-lettered). The
+    /// manager sets reply_to (this client's private reply queue) and the correlation id.
+    #[pyo3(signature = (address, body, timeout=None, **options))]
+    #[pyo3(
+        text_signature = "($self, address, body, timeout=None, *, priority=4, ttl=None, \
+                          headers=None, correlation_id=None, persistent=True)"
+    )]
+    fn request(
+        &self,
+        py: Python<'_>,
+        address: &str,
+        body: &Bound<'_, PyAny>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyMessage>> {
+        let timeout =
+            convert::optional_duration(timeout, "timeout")?.unwrap_or(Duration::from_secs(30));
+        let message = convert::outgoing(body, options)?;
+        let client = self.client()?;
+        let reply = py
+            .detach(|| client.request(address, message, timeout))
+            .map_err(|error| to_py(py, error))?;
+        PyMessage::new(py, reply, Some(&client))
+    }
+
+    /// Replies to `request`, a Message this client holds leased: `body` goes to its reply_to
+    /// with its correlation id, and the request is acked, in one atomic write. Returns the
+    /// reply's id.
+    #[pyo3(signature = (request, body, **options))]
+    fn reply(
+        &self,
+        py: Python<'_>,
+        request: &Bound<'_, PyMessage>,
+        body: &Bound<'_, PyAny>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<String> {
+        let request = request.borrow().request()?;
+        let message = convert::outgoing(body, options)?;
+        let client = self.client()?;
+        py.detach(|| client.reply(&request, message))
+            .map(|id| id.to_string())
+            .map_err(|error| to_py(py, error))
+    }
+
     /// Puts several messages atomically (all or none); each item is (address, body) or
     /// (address, body, options) with the options of put as a dict. Returns their ids in order.
     fn put_batch(&self, py: Python<'_>, messages: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {

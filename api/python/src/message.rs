@@ -43,6 +43,12 @@ impl PyMessage {
         )
     }
 
+    /// The message without its body, for a reply to it (which needs its lease).
+    pub(crate) fn request(&self) -> PyResult<hopmq::Message> {
+        self.lease_id()?;
+        Ok(self.message.clone())
+    }
+
     /// Its lease id, or `InvalidArgument` if it was not leased.
     pub(crate) fn lease_id(&self) -> PyResult<u64> {
         self.message.lease.ok_or_else(|| {

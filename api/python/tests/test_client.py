@@ -472,3 +472,36 @@ def test_the_socket_comes_from_the_environment(
     # An empty variable counts as unset, as for the Rust client.
     monkeypatch.setenv("HOPMQ_SOCKET", "")
     assert hopmq.default_socket_path() == "./qmgr-data/qmgr.sock"
+
+
+def test_a_request_gets_the_reply_of_a_server_and_a_late_one_is_dead_lettered(
+    manager: Manager, client: hopmq.Client, queue: str
+) -> None:
+    def serve() -> None:
+        with hopmq.Client(manager.socket) as server:
+            request = server.get(queue, timeout=DEADLINE, lease=30)
+            assert request is not None
+            assert request.reply_to is not None and request.reply_to.startswith("hopmq.reply.")
+            server.reply(request, b"re: " + request.body, headers={"served-by": "test"})
+
+    server = threading.Thread(target=serve)
+    server.start()
+    reply = client.request(queue, "question", timeout=DEADLINE)
+    server.join()
+    assert reply.body == b"re: question"
+    assert reply.headers["served-by"] == "test"
+    assert reply.correlation_id is not None
+    assert client.get(queue, timeout=0) is None, "the request was acked with its reply"
+
+    with pytest.raises(hopmq.NoReply) as raised:
+        client.request(queue, "nobody answers", timeout=0.2)
+    assert raised.value.kind == "no_reply"
+    request = client.get(queue, timeout=DEADLINE, lease=30)
+    assert request is not None
+    client.reply(request, "too late")
+    not_leased = client.put(queue, "plain")
+    assert not_leased
+    plain = client.get(queue, timeout=DEADLINE)
+    assert plain is not None
+    with pytest.raises(hopmq.InvalidArgument):
+        client.reply(plain, "x")

@@ -127,6 +127,39 @@ class Client:
         arrives once; putting it again would make a second message).
         """
 
+    def request(
+        self,
+        address: str,
+        body: Body,
+        timeout: Optional[Seconds] = None,
+        *,
+        priority: int = 4,
+        ttl: Optional[Seconds] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        correlation_id: Optional[str] = None,
+        persistent: bool = True,
+    ) -> Message:
+        """Sends `body` to `address` as a request and returns its reply, waiting up to
+        `timeout` seconds (None: 30); raises NoReply if none came (a reply that comes later is
+        dead-lettered, never given to anyone). The manager sets the request's reply_to (this
+        client's private reply queue) and its correlation id (unless given).
+        """
+
+    def reply(
+        self,
+        request: Message,
+        body: Body,
+        *,
+        priority: int = 4,
+        ttl: Optional[Seconds] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        persistent: bool = True,
+    ) -> str:
+        """Replies to `request`, a message this client holds leased (get with lease=):
+        `body` goes to its reply_to with its correlation id and the request is acked, in one
+        atomic write. Returns the reply's id.
+        """
+
     def put_batch(
         self,
         messages: Iterable[Union[tuple[str, Body], tuple[str, Body, PutOptions]]],

@@ -17,10 +17,17 @@ pub(super) fn is_reply_queue(queue: &QueueName) -> bool {
     queue.as_str().starts_with(REPLY_QUEUE_PREFIX)
 }
 
-/// Each connection's reply queue, made by its first request.
+/// Each connection's reply queue, made by its first request, and the other way round.
 #[derive(Debug, Default)]
 pub(super) struct ReplyQueues {
     by_connection: FxHashMap<u64, QueueName>,
+    owners: FxHashMap<QueueName, u64>,
+}
+
+impl ReplyQueues {
+    fn owned(&self, queue: &QueueName) -> bool {
+        self.owners.contains_key(queue)
+    }
 }
 
 impl Core {
@@ -144,6 +151,7 @@ impl Core {
         self.reply_queues
             .by_connection
             .insert(connection, queue.clone());
+        self.reply_queues.owners.insert(queue.clone(), connection);
         queue
     }
 
@@ -151,6 +159,7 @@ impl Core {
     /// already), and a reply that comes later is dead-lettered.
     pub(super) fn reply_queue_closed(&mut self, connection: u64, now: Now) {
         if let Some(queue) = self.reply_queues.by_connection.remove(&connection) {
+            self.reply_queues.owners.remove(&queue);
             self.dead_letter_unclaimed_replies(&queue, now);
             self.drop_empty_reply_queue(&queue);
         }
@@ -165,7 +174,7 @@ impl Core {
         if slot.queue.depth() == 0 {
             return;
         }
-        let owned = self.reply_queues.by_connection.values().any(|q| q == queue);
+        let owned = self.reply_queues.owned(queue);
         let reason = if owned {
             "a reply that no request waits for (its request timed out, or its correlation id \
              matches none)"
@@ -197,8 +206,8 @@ impl Core {
             .queues
             .iter()
             .filter(|(queue, slot)| is_reply_queue(queue) && slot.queue.depth() > 0)
+            .filter(|(queue, _)| !self.reply_queues.owned(queue))
             .map(|(queue, _)| queue.clone())
-            .filter(|queue| !self.reply_queues.by_connection.values().any(|q| q == queue))
             .collect();
         for queue in orphans {
             self.dead_letter_unclaimed_replies(&queue, now);
