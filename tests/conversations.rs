@@ -362,3 +362,72 @@ fn qmgr_reply_answers_with_a_commands_output_and_qmgr_request_prints_it() {
         run.stderr
     );
 }
+
+#[test]
+fn qmgr_trace_shows_each_hop_or_where_and_why_the_probe_stopped() {
+    let spec = Spec::line(&["alpha", "bravo", "charlie"], "orders");
+    let mut network = Network::start(&spec);
+    network.wait_link_up("alpha", "bravo");
+    network.wait_link_up("bravo", "charlie");
+    network.wait_link_up("charlie", "bravo");
+    let alpha = network.manager("alpha");
+    let mut run = alpha.cli(&["trace", "orders"]);
+    // Until alpha's routes know of charlie's queue home.
+    wait_until("a route to charlie", SOON, || {
+        run = alpha.cli(&["trace", "orders", "--timeout", "5s"]);
+        run.code == 0
+    });
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines[0], "trace to orders: arrived at charlie after 2 hops",
+        "{}",
+        run.stdout
+    );
+    let managers: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(managers, ["alpha", "bravo", "charlie"], "{}", run.stdout);
+    assert!(
+        lines[1..].iter().all(|l| l.trim_end().ends_with(" ms")),
+        "{}",
+        run.stdout
+    );
+    let json = alpha.cli(&["trace", "orders", "--json"]);
+    json.expect_code(0);
+    let answer = &json.json_lines()[0];
+    assert_eq!(answer["result"], "arrived", "{answer}");
+    assert_eq!(answer["hops"].as_array().unwrap().len(), 3, "{answer}");
+    let here = alpha.cli(&["trace", "anything@alpha"]);
+    here.expect_code(0);
+    assert!(
+        here.stdout
+            .starts_with("trace to anything@alpha: arrived at alpha after 0 hops"),
+        "{}",
+        here.stdout
+    );
+    // The probe is never enqueued.
+    network.wait_drained();
+    assert!(network.manager("charlie").depth("orders").unwrap_or(0) == 0);
+
+    // Charlie dies: once bravo sees it, the probe stops there (or at alpha, once the news
+    // reached it), saying why.
+    network.manager("charlie").kill9();
+    let alpha = network.manager("alpha");
+    wait_until("the probe stopped, with why", SOON, || {
+        run = alpha.cli(&["trace", "orders", "--timeout", "2s"]);
+        run.stdout.contains("stopped after")
+    });
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("no route towards `orders`")
+            || run.stdout.contains("the link to charlie is down"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("at bravo") || run.stdout.contains("at alpha"),
+        "{}",
+        run.stdout
+    );
+}

@@ -330,6 +330,19 @@ pub enum Operation {
 /// queue's name follows, so a reply's address is `hopmq.reply.…@MANAGER`.
 pub const REPLY_QUEUE_PREFIX: &str = "hopmq.reply.";
 
+/// A request whose correlation id starts with this is a trace-route probe (`qmgr trace`): it
+/// travels like a message, is never enqueued, and is answered by the manager where it arrives
+/// or stops, with [`PROBE_RESULT_HEADER`], [`PROBE_REASON_HEADER`] and, as its body, one line
+/// `MANAGER AT_MS` per manager it reached (milliseconds since the epoch), the answering one
+/// last. Send it non-persistent.
+pub const PROBE_CORRELATION_PREFIX: &str = "hopmq.probe.";
+
+/// A probe's answer: `arrived` or `stopped`.
+pub const PROBE_RESULT_HEADER: &str = "hopmq.probe_result";
+
+/// A stopped probe's answer: where and why it stopped.
+pub const PROBE_REASON_HEADER: &str = "hopmq.probe_reason";
+
 /// A reply's header saying that its server failed the request, and how (`qmgr reply` sets it
 /// when its command exits non-zero); the body is what the server had to say nonetheless.
 pub const REPLY_ERROR_HEADER: &str = "hopmq.error";

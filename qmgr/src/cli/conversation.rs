@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hopmq::protocol::REPLY_ERROR_HEADER;
+use hopmq::protocol::{
+    PROBE_CORRELATION_PREFIX, PROBE_REASON_HEADER, PROBE_RESULT_HEADER, REPLY_ERROR_HEADER,
+};
 use hopmq::{ApiError, Client, ClientError, Message};
 
 use super::client::{BodyArgs, Connection, MessageOptions, Output, parse_duration};
@@ -191,6 +193,104 @@ impl ReplyArgs {
         }
         Ok(Ran { stdout, error })
     }
+}
+
+/// Show the path a message to an address would take now, hop by hop.
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    /// `QUEUE` or `QUEUE@MANAGER`.
+    address: String,
+    /// How long to wait for the probe's answer, e.g. 5s.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    timeout: Duration,
+    /// One JSON object: the result, the reason if it stopped, and the hops.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+impl TraceArgs {
+    /// Exit 0 if the probe arrived, 1 if it stopped (or never answered).
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let correlation = format!("{PROBE_CORRELATION_PREFIX}{}.{nanos}", std::process::id());
+        let probe = Message::new(Vec::new())
+            .correlation_id(correlation)
+            .non_persistent();
+        Connection::runtime()?.block_on(async {
+            let client = self.connection.client().await?;
+            let answer = match client.request(&self.address, probe, self.timeout).await {
+                Ok(answer) => answer,
+                Err(ClientError::NoReply(_)) => bail!(
+                    "no answer from the probe to {} within {}: it was lost on its way (a \
+                     manager on the path stopped?)",
+                    self.address,
+                    units::duration(self.timeout)
+                ),
+                Err(error) => return Err(error.into()),
+            };
+            let hops = probe_hops(&answer.body);
+            let arrived = answer.headers.get(PROBE_RESULT_HEADER).map(String::as_str) == Some("arrived");
+            let reason = answer.headers.get(PROBE_REASON_HEADER);
+            if self.json {
+                let hops: Vec<_> = hops
+                    .iter()
+                    .map(|(manager, at_ms)| serde_json::json!({"manager": manager, "at_ms": at_ms}))
+                    .collect();
+                let result = if arrived { "arrived" } else { "stopped" };
+                crate::outln!(
+                    "{}",
+                    serde_json::json!({"address": self.address, "result": result, "reason": reason, "hops": hops})
+                )?;
+            } else {
+                print_hops(&self.address, &hops, reason.filter(|_| !arrived))?;
+            }
+            Ok(if arrived {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        })
+    }
+}
+
+/// A probe answer's hops: `(manager, at_ms)` per line of `MANAGER AT_MS`.
+fn probe_hops(body: &[u8]) -> Vec<(String, u64)> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter_map(|line| {
+            let (manager, at) = line.split_once(' ')?;
+            Some((manager.to_owned(), at.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The hops one per line with the time from the one before, and how the probe ended.
+fn print_hops(
+    address: &str,
+    hops: &[(String, u64)],
+    stopped: Option<&String>,
+) -> Result<(), super::output::OutputError> {
+    let last = hops.last().map_or("?", |(manager, _)| manager.as_str());
+    let count = hops.len().saturating_sub(1);
+    let hops_text = units::count(count as u64, "hop", "hops");
+    match stopped {
+        None => crate::outln!("trace to {address}: arrived at {last} after {hops_text}")?,
+        Some(reason) => {
+            crate::outln!("trace to {address}: stopped after {hops_text}, {reason}")?;
+        }
+    }
+    let width = hops.iter().map(|(m, _)| m.len()).max().unwrap_or(0);
+    let mut previous = None;
+    for (manager, at_ms) in hops {
+        let step = previous.map_or(0, |p| at_ms.saturating_sub(p));
+        crate::outln!("  {manager:<width$}  +{step} ms")?;
+        previous = Some(*at_ms);
+    }
+    Ok(())
 }
 
 /// What the command made of a request.

@@ -48,6 +48,9 @@ pub enum Command {
     /// Serve a queue of requests: run a command per request (body on stdin) and reply with
     /// its stdout.
     Reply(conversation::ReplyArgs),
+    /// Show the path a message to an address would take now, hop by hop, or where and why it
+    /// would stop.
+    Trace(conversation::TraceArgs),
     /// Show the manager's queues, depths and store.
     Status(status::StatusArgs),
     /// Create a local queue.
@@ -93,6 +96,7 @@ impl Command {
             Command::Subscription(command) => command.run(),
             Command::Request(args) => args.run(),
             Command::Reply(args) => args.run(),
+            Command::Trace(args) => args.run(),
             Command::Status(args) => args.run(),
             Command::Declare(args) => args.run(),
             Command::Delete(args) => args.run(),

@@ -15,6 +15,7 @@ mod forward;
 mod gets;
 mod operator;
 mod payloads;
+mod probe;
 mod publish;
 mod pubsub;
 mod puts;

@@ -73,6 +73,13 @@ impl Core {
             Some(correlation) => correlation,
             None => self.ids.next().to_string(),
         };
+        if probe::is_probe(&address, Some(&correlation)) {
+            if let Some(answer) = self.probe_at_origin(&address, &correlation, now)? {
+                return Ok(Some(answer));
+            }
+            // Never stamped, so any manager on its way may consume it.
+            message.persistent = false;
+        }
         message.reply_to = Some(format!("{queue}@{}", self.name));
         message.correlation_id = Some(correlation.clone());
         let waiter = Waiter {

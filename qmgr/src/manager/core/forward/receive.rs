@@ -220,6 +220,11 @@ impl Core {
         (seq, arrivals): (u64, &mut Arrivals),
         now: Now,
     ) -> Option<(QueueName, Vec<u8>, usize)> {
+        if super::super::probe::is_probe(passing.destination, passing.correlation_id) {
+            if let Some(answer) = self.probe_arrival(payload, passing, seq, now) {
+                return answer;
+            }
+        }
         let hops = passing.hops;
         let stamp = passing.stamp.and_then(Stamp::parse);
         // A stamped message is dead-lettered only at its destination, where custody sees
