@@ -34,7 +34,7 @@ pub(crate) use self::forward::{HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX}
 use self::clients::{Clients, Undelivered};
 use self::commits::Commits;
 use self::payloads::Payloads;
-use self::puts::PutKind;
+use self::puts::{AfterPut, PutKind};
 #[cfg(test)]
 pub(super) use self::retention::COMPACT_AGE_MS;
 use self::retention::{Head, Retention};
@@ -241,19 +241,6 @@ impl IdGenerator {
         self.counter += 1;
         MessageId(u128::from(self.high) << 64 | u128::from(self.counter))
     }
-}
-
-/// What a put's commit leads to besides placing its messages.
-#[derive(Debug)]
-pub(crate) enum AfterPut {
-    /// The put is answered with its messages' ids.
-    Answer,
-    /// A put that waits for arrival: its token in `custody::Arrivals`.
-    Arrival(u64),
-    /// A request: once it is durable its reply is waited for (see [`conversations`]).
-    AwaitReply(Waiter),
-    /// A reply: the leased request it answers, removed in the same group.
-    Settle(Lease),
 }
 
 /// The manager core. See the module documentation of [`super`].

@@ -17,6 +17,19 @@ pub(super) fn check_batch(count: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What a put's commit leads to besides placing its messages.
+#[derive(Debug)]
+pub(crate) enum AfterPut {
+    /// The put is answered with its messages' ids.
+    Answer,
+    /// A put that waits for arrival: its token in `custody::Arrivals`.
+    Arrival(u64),
+    /// A request: once it is durable its reply is waited for (see `core::conversations`).
+    AwaitReply(Waiter),
+    /// A reply: the leased request it answers, removed in the same group.
+    Settle(Lease),
+}
+
 /// What kind of put a client asked for: what its commit leads to besides placing it.
 pub(super) enum PutKind {
     /// Answered once durable.
