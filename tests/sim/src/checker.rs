@@ -43,7 +43,11 @@
 //! link a topology edit removed waits for that link's return, which the run does not see:
 //! its managers' subscriptions are excused from it. A crash keeping the unsynced removal of
 //! a copy puts that copy *in doubt*, as for queue messages.
+//!
+//! Requests and their replies (module `conversations`) are held against at most one reply per
+//! request, each delivered only to its requester, and their arrival once faults stop.
 
+mod conversations;
 mod publications;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,6 +55,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use qmgr::record::{self, Record};
 
+pub use conversations::{REPLY_MARK, REQUEST_MARK, is_conversation};
 pub use publications::is_publication;
 
 /// Where a message stands.
@@ -104,6 +109,8 @@ pub struct Checker {
     overtaken: Vec<(String, String)>,
     /// Subscriptions and publications (module `publications`).
     publications: publications::Publications,
+    /// Requests and replies (module `conversations`).
+    conversations: conversations::Conversations,
     /// Counters for the run's summary line.
     pub delivered: u64,
     /// Dead letters seen.
@@ -277,6 +284,7 @@ impl Checker {
     /// lost, or delivered again.
     pub fn disk_lost(&mut self, manager: &str) {
         self.publications_disk_lost(manager);
+        self.conversations_disk_lost(manager);
         let queues = self.homed.get(manager).cloned().unwrap_or_default();
         for message in self.messages.values_mut() {
             if message.stream.0 == manager || queues.contains(&message.stream.1) {
@@ -308,6 +316,10 @@ impl Checker {
                     continue;
                 }
                 if let Ok(key) = std::str::from_utf8(message.body) {
+                    if is_conversation(key) {
+                        self.conversation_removal_kept(key, message.queue);
+                        continue;
+                    }
                     if is_publication(key) {
                         self.publication_removal_kept(key, message.queue, message.destination);
                         continue;
@@ -332,12 +344,15 @@ impl Checker {
             .filter(|(_, m)| must_arrive(m))
             .map(|(key, _)| key.clone())
             .chain(self.publications_missing())
+            .chain(self.conversations_missing())
             .collect()
     }
 
     /// Messages (and publications' copies) that must still be delivered or dead-lettered.
     pub fn outstanding(&self) -> usize {
-        self.messages.values().filter(|m| must_arrive(m)).count() + self.publications_outstanding()
+        self.messages.values().filter(|m| must_arrive(m)).count()
+            + self.publications_outstanding()
+            + self.conversations_owed()
     }
 
     /// Everything found wrong, the never-delivered messages included.
@@ -370,7 +385,13 @@ impl Checker {
             ));
         }
         self.publication_losses();
+        self.conversation_losses();
         self.violations
+    }
+
+    /// Requests sent, and replies delivered to their requesters.
+    pub fn conversations_counted(&self) -> (u64, u64) {
+        (self.conversations.sent, self.conversations.replied)
     }
 
     /// Whether `later` may have overtaken `earlier`: `earlier` was dead-lettered or is in

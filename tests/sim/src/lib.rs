@@ -11,8 +11,9 @@
 //!
 //! A run: `steps` steps of workload and faults (puts from every manager to queues homed
 //! anywhere, durable subscriptions and publications to them, destructive and leased gets,
-//! acks, nacks, expiries, priorities; crashes at any step with unsynced writes lost or kept,
-//! failed syncs, disks lost whole, partitions, connection drops, drains, topology edits),
+//! acks, nacks, expiries, priorities, requests and their replies; crashes at any step with
+//! unsynced writes lost or kept, failed syncs, disks lost whole, partitions, connection
+//! drops, drains, topology edits),
 //! then the faults stop and the run continues until every acknowledged message is delivered
 //! or [`LIVENESS_MS`] of simulated time have passed.
 
@@ -23,6 +24,7 @@ pub mod rng;
 mod network;
 mod node;
 mod pubsub;
+mod requests;
 mod shape;
 
 use std::collections::BTreeSet;
@@ -61,6 +63,9 @@ pub struct Options {
     /// Durable subscriptions and publications join the workload (and their promises the
     /// checks). Off, a seed runs as it did before publish/subscribe existed.
     pub pubsub: bool,
+    /// Requesters and servers of a service queue join the workload (and request/reply's
+    /// promises the checks). Off, a seed runs as it did before request/reply existed.
+    pub requests: bool,
 }
 
 /// What one run found.
@@ -80,6 +85,10 @@ pub struct Outcome {
     pub delivered: u64,
     /// Dead letters got.
     pub dead_lettered: u64,
+    /// Requests sent (with `--requests`).
+    pub requests: u64,
+    /// Replies delivered to their requesters.
+    pub replies: u64,
     /// Crashes (failed syncs included).
     pub crashes: u64,
     /// Events handled by cores (commands, commits, timers).
@@ -98,14 +107,22 @@ pub fn run(options: &Options) -> Outcome {
         }
     }
     sim.stop_faults();
+    sim.conversations_quiet();
     sim.note_stranded();
-    let mut deadline = sim.now_ms + LIVENESS_MS;
+    let liveness_deadline = sim.now_ms + LIVENESS_MS;
+    let mut deadline = liveness_deadline;
     let mut settle_by = 0;
     let mut arrived = false;
     while sim.checker.violations().is_empty()
         && (sim.now_ms < deadline || (sim.now_ms < settle_by && sim.kept() > 0))
     {
         sim.step(false);
+        if arrived && sim.checker.outstanding() > 0 {
+            // Something owed again: a server answered a request that came late (its reply
+            // must still turn up). Only request/reply owes anything new once faults stop.
+            arrived = false;
+            deadline = liveness_deadline;
+        }
         if !arrived && sim.checker.outstanding() == 0 {
             // Everything arrived: a little longer, for a late second copy to show itself and
             // for the destinations' confirmations to reach the origins (a confirmation lost
@@ -139,6 +156,7 @@ pub fn run(options: &Options) -> Outcome {
     let (delivered, dead_lettered) = (checker.delivered, checker.dead_lettered);
     let published = checker.publications_published();
     let publications_delivered = checker.publications_delivered();
+    let (requests, replies) = checker.conversations_counted();
     Outcome {
         digest: digest.0,
         violations: checker.finish(),
@@ -147,6 +165,8 @@ pub fn run(options: &Options) -> Outcome {
         publications_delivered,
         delivered,
         dead_lettered,
+        requests,
+        replies,
         crashes,
         manager_steps,
         simulated_ms: now_ms,
@@ -184,6 +204,8 @@ pub(crate) struct Sim {
     pub(crate) nodes: Vec<Node>,
     pub(crate) network: Network,
     pub(crate) checker: Checker,
+    /// Requesters and servers (see [`requests`]).
+    pub(crate) conversations: requests::Conversations,
     pub(crate) digest: Digest,
     pub(crate) puts: u64,
     crashes: u64,
@@ -207,6 +229,7 @@ impl Sim {
             nodes: Vec::new(),
             network: Network::default(),
             checker: Checker::default(),
+            conversations: requests::Conversations::default(),
             digest: Digest(0xcbf2_9ce4_8422_2325, options.trace),
             puts: 0,
             crashes: 0,
@@ -231,6 +254,11 @@ impl Sim {
             for _ in 0..sim.rng.between(1, 2) {
                 sim.subscribe_at(index);
             }
+        }
+        // Last, so that a seed without requests draws what it drew before.
+        if options.requests {
+            let home = sim.rng.index(managers);
+            sim.conversations = requests::Conversations::new(home);
         }
         sim
     }
@@ -266,6 +294,8 @@ impl Sim {
         for index in 0..self.nodes.len() {
             self.read_client(index);
         }
+        // Every answer is read before anything is sent (see `requests`).
+        self.converse(faults);
         if faults {
             self.random_action();
         } else {
@@ -281,6 +311,9 @@ impl Sim {
 
     /// One random action of the workload or a fault.
     fn random_action(&mut self) {
+        if self.conversations.active() && self.rng.chance(250) {
+            return self.random_conversation();
+        }
         let action = self.rng.below(1000);
         if !self.pubsub {
             // The workload before publish/subscribe, so that earlier seeds replay as they did.

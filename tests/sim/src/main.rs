@@ -35,6 +35,10 @@ struct Args {
     /// Durable subscriptions and publications in the workload, and their promises checked.
     #[arg(long)]
     pubsub: bool,
+    /// Requesters and servers of a service queue in the workload, and request/reply's
+    /// promises checked.
+    #[arg(long)]
+    requests: bool,
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
             steps: args.steps,
             trace: args.trace,
             pubsub: args.pubsub,
+            requests: args.requests,
         };
         let outcome = run(&options);
         manager_steps += outcome.manager_steps;
@@ -81,11 +86,13 @@ fn main() -> ExitCode {
             }
         };
         println!(
-            "seed {seed}: {verdict} (puts {}, delivered {}, published {}, publications delivered {}, dead letters {}, crashes {}, {} manager steps, {:.1} simulated s) digest {:016x}",
+            "seed {seed}: {verdict} (puts {}, delivered {}, published {}, publications delivered {}, requests {}, replies {}, dead letters {}, crashes {}, {} manager steps, {:.1} simulated s) digest {:016x}",
             outcome.puts,
             outcome.delivered,
             outcome.published,
             outcome.publications_delivered,
+            outcome.requests,
+            outcome.replies,
             outcome.dead_lettered,
             outcome.crashes,
             outcome.manager_steps,
@@ -96,15 +103,7 @@ fn main() -> ExitCode {
             for violation in outcome.violations.iter().skip(1).take(4) {
                 println!("    also: {violation}");
             }
-            let mutation = args
-                .mutation
-                .as_ref()
-                .map_or(String::new(), |m| format!(" --mutation {m}"));
-            let pubsub = if args.pubsub { " --pubsub" } else { "" };
-            println!(
-                "    replay: scripts/sim --seed {seed} --managers {} --steps {}{pubsub}{mutation}",
-                args.managers, args.steps
-            );
+            println!("    replay: {}", replay(&args, seed));
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -119,6 +118,20 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The command that runs `seed` again as `args` ran it.
+fn replay(args: &Args, seed: u64) -> String {
+    let mutation = args
+        .mutation
+        .as_ref()
+        .map_or(String::new(), |m| format!(" --mutation {m}"));
+    let pubsub = if args.pubsub { " --pubsub" } else { "" };
+    let requests = if args.requests { " --requests" } else { "" };
+    format!(
+        "scripts/sim --seed {seed} --managers {} --steps {}{pubsub}{requests}{mutation}",
+        args.managers, args.steps
+    )
 }
 
 #[cfg(feature = "mutations")]

@@ -9,7 +9,7 @@ use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
 use qmgr::manager::CoreLimits;
 use qmgr::manager::{Command, Core, MAINTENANCE_INTERVAL, Recovered, ToClient, TopologyUpdate};
 
-use crate::checker::is_publication;
+use crate::checker::{is_conversation, is_publication};
 use crate::disk::{self, Disk};
 use crate::pubsub::{RoutesSeen, Wanted};
 use crate::shape::Shape;
@@ -68,7 +68,8 @@ pub(crate) struct Node {
     next_heartbeat_ms: u64,
     next_maintenance_ms: u64,
     sync_at_ms: Option<u64>,
-    next_connection: u64,
+    /// The last client connection's id (requesters and servers take theirs from it too).
+    pub(crate) next_connection: u64,
     /// Messages put here so far (for their keys).
     put_count: u64,
     /// Publications published here so far (for their keys).
@@ -198,6 +199,7 @@ impl Sim {
                 }
             }
         }
+        self.conversations_crashed(index);
         let (disk, survived, recovered) = self.nodes[index].disk.crash(&mut self.rng);
         self.checker.crash(&disk.records(), &survived);
         let node = &mut self.nodes[index];
@@ -620,7 +622,9 @@ impl Sim {
         if queue == "DLQ" {
             let reason = delivery.headers.get("hopmq.dead_letter_reason");
             let reason = reason.map(String::as_str);
-            if publication {
+            if is_conversation(&key) {
+                self.checker.conversation_dead_letter(&key, reason);
+            } else if publication {
                 let from = delivery.headers.get("hopmq.dead_letter_queue");
                 let from = from.map_or("", String::as_str);
                 self.checker.publication_dead_letter(&key, reason, from);

@@ -19,6 +19,7 @@ fn every_mutation_is_caught_within_100_seeds() {
                 steps: 2_000,
                 trace: false,
                 pubsub: false,
+                requests: false,
             });
             outcome.violations.first().map(|v| (seed, v.clone()))
         });

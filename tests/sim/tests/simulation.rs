@@ -5,11 +5,30 @@ use hopmq_sim::{Options, run};
 
 /// Runs `seeds` with `managers` managers and fails with every failing seed's replay command.
 fn pass(seeds: std::ops::Range<u64>, managers: usize, steps: u64) {
-    pass_with(seeds, (managers, steps), false);
+    pass_with(seeds, (managers, steps), Workload::default());
 }
 
-/// [`pass`], with publications and subscriptions in the workload if `pubsub`.
-fn pass_with(seeds: std::ops::Range<u64>, (managers, steps): (usize, u64), pubsub: bool) {
+/// What joins queue messages in the workload.
+#[derive(Debug, Clone, Copy, Default)]
+struct Workload {
+    /// Publications and subscriptions.
+    pubsub: bool,
+    /// Requests and their replies.
+    requests: bool,
+}
+
+const PUBSUB: Workload = Workload {
+    pubsub: true,
+    requests: false,
+};
+
+const REQUESTS: Workload = Workload {
+    pubsub: false,
+    requests: true,
+};
+
+/// [`pass`], with `workload` added.
+fn pass_with(seeds: std::ops::Range<u64>, (managers, steps): (usize, u64), workload: Workload) {
     let mut failures = Vec::new();
     for seed in seeds {
         let outcome = run(&Options {
@@ -17,12 +36,14 @@ fn pass_with(seeds: std::ops::Range<u64>, (managers, steps): (usize, u64), pubsu
             managers,
             steps,
             trace: false,
-            pubsub,
+            pubsub: workload.pubsub,
+            requests: workload.requests,
         });
         if let Some(violation) = outcome.violations.first() {
             failures.push(format!(
-                "seed {seed}: {violation}\n    replay: scripts/sim --seed {seed} --managers {managers} --steps {steps}{}",
-                if pubsub { " --pubsub" } else { "" }
+                "seed {seed}: {violation}\n    replay: scripts/sim --seed {seed} --managers {managers} --steps {steps}{}{}",
+                if workload.pubsub { " --pubsub" } else { "" },
+                if workload.requests { " --requests" } else { "" },
             ));
         }
     }
@@ -51,17 +72,27 @@ fn six_managers_keep_every_promise() {
 
 #[test]
 fn publications_and_queues_keep_every_promise() {
-    pass_with(5_001..5_201, (3, 3_000), true);
+    pass_with(5_001..5_201, (3, 3_000), PUBSUB);
 }
 
 #[test]
 fn publications_and_queues_keep_every_promise_with_four_managers() {
-    pass_with(6_001..6_151, (4, 3_000), true);
+    pass_with(6_001..6_151, (4, 3_000), PUBSUB);
 }
 
 #[test]
 fn publications_and_queues_keep_every_promise_over_long_runs() {
-    pass_with(8_001..8_031, (4, 12_000), true);
+    pass_with(8_001..8_031, (4, 12_000), PUBSUB);
+}
+
+#[test]
+fn requests_and_replies_keep_every_promise() {
+    pass_with(9_001..9_151, (3, 3_000), REQUESTS);
+}
+
+#[test]
+fn requests_and_replies_keep_every_promise_with_four_managers() {
+    pass_with(9_501..9_601, (4, 3_000), REQUESTS);
 }
 
 #[test]
@@ -72,6 +103,7 @@ fn a_seed_replays_exactly_and_seeds_differ() {
         steps: 2_000,
         trace: false,
         pubsub: true,
+        requests: true,
     };
     let first = run(&options(7));
     let again = run(&options(7));
