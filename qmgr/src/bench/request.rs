@@ -189,11 +189,10 @@ impl RequestBench {
         for task in 0..self.outstanding {
             let client = requesters[task % requesters.len()].clone();
             let (next, count, size) = (Arc::clone(&next), self.count, self.size);
-            let mut schedule = every.map(|every| {
-                // Spread over the interval, so the paced requests do not come in bursts.
-                let offset = every.mul_f64(task as f64 / self.outstanding as f64);
-                (Schedule::new(every), offset)
-            });
+            // Each task's schedule starts its share of the interval later than the one
+            // before, so the paced requests come evenly rather than in bursts.
+            let pace =
+                every.map(|every| (every, every.mul_f64(task as f64 / self.outstanding as f64)));
             tasks.spawn(async move {
                 let mut seen = Seen {
                     histogram: latency_histogram()?,
@@ -201,16 +200,20 @@ impl RequestBench {
                     missing: 0,
                     elapsed: Duration::ZERO,
                 };
-                if let Some((_, offset)) = &schedule {
-                    tokio::time::sleep(*offset).await;
-                }
+                let mut schedule = match pace {
+                    Some((every, offset)) => {
+                        tokio::time::sleep(offset).await;
+                        Some(Schedule::new(every))
+                    }
+                    None => None,
+                };
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= count {
                         return anyhow::Ok(seen);
                     }
                     let due = match &mut schedule {
-                        Some((schedule, _)) => schedule.next().await?,
+                        Some(schedule) => schedule.next().await?,
                         None => tokio::time::Instant::now(),
                     };
                     let mut body = format!("request {n} ").into_bytes();
@@ -264,9 +267,12 @@ impl RequestBench {
 }
 
 /// One server: leases requests and replies to each with its body, until `stop`; how many it
-/// answered.
+/// answered. Its next leased get goes out while its replies are still being written, as a
+/// server that takes work while it finishes the last would: a request that arrives meanwhile
+/// finds a get waiting.
 async fn serve(client: Client, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
     let mut served = 0;
+    let mut replies = JoinSet::new();
     while !stop.load(Ordering::Relaxed) {
         let options = GetOptions {
             timeout: Duration::from_millis(100),
@@ -275,7 +281,6 @@ async fn serve(client: Client, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
             ..Default::default()
         };
         let requests = client.get_with(QUEUE, options).await?;
-        let mut replies = JoinSet::new();
         for request in requests {
             let client = client.clone();
             replies.spawn(async move {
@@ -283,10 +288,14 @@ async fn serve(client: Client, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
                 client.reply(&request, reply).await
             });
         }
-        while let Some(reply) = replies.join_next().await {
+        while let Some(reply) = replies.try_join_next() {
             reply.context("a reply task panicked")??;
             served += 1;
         }
+    }
+    while let Some(reply) = replies.join_next().await {
+        reply.context("a reply task panicked")??;
+        served += 1;
     }
     Ok(served)
 }
