@@ -561,21 +561,17 @@ impl Sim {
             let Some(client) = self.nodes[index].client.as_mut() else {
                 return;
             };
-            let frame = match client.frames.try_recv() {
-                Ok(ToClient::Frame(frame)) => frame,
-                Ok(ToClient::Encoded(bytes)) => {
-                    match hopmq::protocol::decode::<ServerFrame>(&bytes[4..]) {
-                        Ok(frame) => frame,
-                        Err(error) => {
-                            let violation = format!("a reply that does not decode: {error}");
-                            self.checker.violation(violation);
-                            continue;
-                        }
-                    }
+            let Ok(item) = client.frames.try_recv() else {
+                return;
+            };
+            // The simulated clients subscribe to nothing.
+            let frame = match reply_frame(item) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => continue,
+                Err(violation) => {
+                    self.checker.violation(violation);
+                    continue;
                 }
-                // The simulated clients subscribe to nothing.
-                Ok(ToClient::Event { .. }) => continue,
-                Err(_) => return,
             };
             let ServerFrame::Reply { id, result } = frame else {
                 continue;
@@ -667,5 +663,17 @@ fn summary(result: &Result<Reply, hopmq::ApiError>) -> String {
         Ok(Reply::Put(ids)) => format!("put {}", ids.len()),
         Ok(other) => format!("{other:?}").chars().take(40).collect(),
         Err(error) => format!("error {error}"),
+    }
+}
+
+/// The frame a simulated client reads in `item`: `None` for an event (they act on replies
+/// only), or why it is a violation (bytes that do not decode).
+pub(crate) fn reply_frame(item: ToClient) -> Result<Option<ServerFrame>, String> {
+    match item {
+        ToClient::Frame(frame) => Ok(Some(frame)),
+        ToClient::Encoded(bytes) => hopmq::protocol::decode::<ServerFrame>(&bytes[4..])
+            .map(Some)
+            .map_err(|error| format!("a reply that does not decode: {error}")),
+        ToClient::Event { .. } => Ok(None),
     }
 }

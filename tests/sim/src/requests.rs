@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use hopmq::protocol::{Delivery, Operation, OutgoingMessage, Reply, Selector, ServerFrame};
-use qmgr::manager::{Command, ToClient};
+use qmgr::manager::Command;
 
 use crate::Sim;
 use crate::checker::{REPLY_MARK, REQUEST_MARK};
@@ -499,20 +499,16 @@ impl Sim {
             let Some(connection) = self.conversations.connections.get_mut(&id) else {
                 return;
             };
-            let frame = match connection.frames.try_recv() {
-                Ok(ToClient::Frame(frame)) => frame,
-                Ok(ToClient::Encoded(bytes)) => {
-                    match hopmq::protocol::decode::<ServerFrame>(&bytes[4..]) {
-                        Ok(frame) => frame,
-                        Err(error) => {
-                            let violation = format!("a reply that does not decode: {error}");
-                            self.checker.violation(violation);
-                            continue;
-                        }
-                    }
+            let Ok(item) = connection.frames.try_recv() else {
+                return;
+            };
+            let frame = match crate::node::reply_frame(item) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => continue,
+                Err(violation) => {
+                    self.checker.violation(violation);
+                    continue;
                 }
-                Ok(ToClient::Event { .. }) => continue,
-                Err(_) => return,
             };
             let ServerFrame::Reply {
                 id: request,
