@@ -18,7 +18,13 @@ use std::time::SystemTime;
 
 use support::{Manager, Run, repo_root};
 
-const EXAMPLES: [&str; 4] = ["put_get", "worker_pool", "notify", "blocking"];
+const EXAMPLES: [&str; 5] = [
+    "put_get",
+    "worker_pool",
+    "notify",
+    "blocking",
+    "request_reply",
+];
 
 /// This run's target profile folder (`target/debug`): the test runs from its `deps`.
 fn profile_dir() -> PathBuf {
@@ -113,6 +119,20 @@ fn every_example_runs_against_a_real_manager() {
             run.stdout
         );
     }
+
+    let run = run_example(&examples, &manager, "request_reply", &["4"]);
+    let replies: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        replies,
+        [
+            "reply: item 0 costs 106",
+            "reply: item 1 costs 106",
+            "reply: item 2 costs 106",
+            "reply: item 3 costs 106"
+        ],
+        "{}",
+        run.stdout
+    );
 
     let run = run_example(&examples, &manager, "notify", &["3"]);
     for n in 0..3 {
