@@ -177,6 +177,38 @@ impl Cluster {
         &self.nodes
     }
 
+    /// Every manager's journal commits so far, in the spec's order (`clients` one per
+    /// manager, in that order).
+    pub(super) async fn commits(&self, clients: &[Client]) -> anyhow::Result<Vec<u64>> {
+        let mut commits = Vec::with_capacity(clients.len());
+        for (node, client) in self.nodes.iter().zip(clients) {
+            let status = client
+                .status()
+                .await
+                .with_context(|| format!("status of manager {}", node.name))?;
+            commits.push(status.store.commits);
+        }
+        Ok(commits)
+    }
+
+    /// Each manager's name and journal commits between `before` and `after` (from
+    /// [`Cluster::commits`]), per one of `count`.
+    pub(super) fn commits_per(
+        &self,
+        before: &[u64],
+        after: &[u64],
+        count: u64,
+    ) -> Vec<(String, f64)> {
+        self.nodes
+            .iter()
+            .zip(before.iter().zip(after))
+            .map(|(node, (old, new))| {
+                let per = new.saturating_sub(*old) as f64 / count.max(1) as f64;
+                (node.name.clone(), per)
+            })
+            .collect()
+    }
+
     /// The manager named `name`.
     pub(super) fn node(&self, name: &str) -> anyhow::Result<&Node> {
         Ok(&self.nodes[self.index(name)?])

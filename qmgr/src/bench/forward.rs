@@ -139,7 +139,7 @@ impl ForwardBench {
     }
 
     async fn measure(&self, line: &mut Cluster, clients: &[Client]) -> anyhow::Result<ExitCode> {
-        let commits_before = commits(line, clients).await?;
+        let commits_before = line.commits(clients).await?;
         let mut consumers = Vec::with_capacity(self.consumers);
         for _ in 0..self.consumers {
             consumers.push(Client::connect_to(&last(line).socket).await?);
@@ -187,7 +187,7 @@ impl ForwardBench {
             "{}",
             describe_cpu(&cpu_before, &cpu_after, client_use, self.count)
         )?;
-        let commits_after = commits(line, clients).await?;
+        let commits_after = line.commits(clients).await?;
         self.print_journal_writes(line, &commits_before, &commits_after)?;
         outln!("{}", first_link_line(line, &clients[0]).await?)?;
         let verdict = outcome.verdict.context("a forward run has consumers")?;
@@ -247,19 +247,6 @@ impl ForwardBench {
         outln!("journal writes per 1000 messages: {}", writes.join(", "))?;
         Ok(())
     }
-}
-
-/// Every manager's group commits so far, in the line's order.
-async fn commits(line: &Cluster, clients: &[Client]) -> anyhow::Result<Vec<u64>> {
-    let mut commits = Vec::with_capacity(clients.len());
-    for (node, client) in line.nodes().iter().zip(clients) {
-        let status = client
-            .status()
-            .await
-            .with_context(|| format!("status of manager {}", node.name))?;
-        commits.push(status.store.commits);
-    }
-    Ok(commits)
 }
 
 /// The first manager's link after the run: messages sent against messages acknowledged.

@@ -140,7 +140,7 @@ impl PubsubBench {
         let consumers = self.subscribe(cluster).await?;
         wait_for_interest(alpha).await?;
         let before = alpha.status().await?;
-        let commits = commits_now(&clients).await?;
+        let commits = cluster.commits(&clients).await?;
         let run = run_id();
         let (ledgers, shares) = self.ledgers(run, SUBSCRIPTIONS.len());
         let started = Instant::now();
@@ -152,7 +152,8 @@ impl PubsubBench {
         let acknowledged = self.produce(cluster, Target::Topic, run, &shares).await?;
         let got = finish(consumers).await?;
         let after = alpha.status().await?;
-        let commits = per_message(&commits, &commits_now(&clients).await?, self.count);
+        let commits_after = cluster.commits(&clients).await?;
+        let commits = cluster.commits_per(&commits, &commits_after, self.count);
 
         self.print_setup()?;
         let deliveries = self.count * SUBSCRIPTIONS.len() as u64;
@@ -308,7 +309,7 @@ impl PubsubBench {
         clients: &[Client],
         publications: &Histogram<u64>,
     ) -> anyhow::Result<ExitCode> {
-        let before = commits_now(clients).await?;
+        let before = cluster.commits(clients).await?;
         let run = run_id();
         let (ledgers, shares) = self.ledgers(run, 1);
         let delta = Client::connect_to(&cluster.node("delta")?.socket).await?;
@@ -316,11 +317,8 @@ impl PubsubBench {
         let acknowledged = self.produce(cluster, Target::Queue, run, &shares).await?;
         let got = finish(vec![consumer]).await?;
         print_latency("queue put->get (same path to delta)", &got[0].histogram)?;
-        print_commits(&per_message(
-            &before,
-            &commits_now(clients).await?,
-            self.count,
-        ))?;
+        let after = cluster.commits(clients).await?;
+        print_commits(&cluster.commits_per(&before, &after, self.count))?;
         let ratio = publications.value_at_quantile(0.5) as f64
             / got[0].histogram.value_at_quantile(0.5).max(1) as f64;
         outln!("publication p50 / queue message p50: {ratio:.2}")?;
@@ -463,29 +461,6 @@ fn print_latency(
         histogram.len()
     )?;
     Ok(())
-}
-
-/// Each manager's name and journal commits so far.
-async fn commits_now(clients: &[Client]) -> anyhow::Result<Vec<(String, u64)>> {
-    let mut commits = Vec::new();
-    for client in clients {
-        let status = client.status().await?;
-        commits.push((status.manager, status.store.commits));
-    }
-    Ok(commits)
-}
-
-/// Each manager's journal commits between `before` and `after`, per message of `count`.
-fn per_message(
-    before: &[(String, u64)],
-    after: &[(String, u64)],
-    count: u64,
-) -> Vec<(String, f64)> {
-    before
-        .iter()
-        .zip(after)
-        .map(|((name, old), (_, new))| (name.clone(), (new - old) as f64 / count as f64))
-        .collect()
 }
 
 /// Journal commits per message on each manager: with `sync always` each is a synced write,

@@ -123,7 +123,7 @@ impl RequestBench {
         for _ in 0..self.requesters {
             requesters.push(Client::connect_to(first).await?);
         }
-        let before = commits(&clients).await?;
+        let before = line.commits(&clients).await?;
         let seen = self.request(&requesters).await;
         stop.store(true, Ordering::Relaxed);
         let mut served = 0;
@@ -131,7 +131,7 @@ impl RequestBench {
             served += server.context("a server panicked")??;
         }
         let seen = seen?;
-        let after = commits(&clients).await?;
+        let after = line.commits(&clients).await?;
         let dead = clients[0].status().await?;
         let dead_letters = dead
             .queues
@@ -155,12 +155,9 @@ impl RequestBench {
             h.len()
         )?;
         let per: Vec<String> = line
-            .nodes()
+            .commits_per(&before, &after, self.count)
             .iter()
-            .zip(before.iter().zip(&after))
-            .map(|(node, (b, a))| {
-                format!("{} {:.2}", node.name, (a - b) as f64 / self.count as f64)
-            })
+            .map(|(name, per)| format!("{name} {per:.2}"))
             .collect();
         outln!("journal commits per round trip: {}", per.join(", "))?;
         outln!(
@@ -298,13 +295,4 @@ async fn serve(client: Client, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
         served += 1;
     }
     Ok(served)
-}
-
-/// Each manager's journal commits so far, in the line's order.
-async fn commits(clients: &[Client]) -> anyhow::Result<Vec<u64>> {
-    let mut commits = Vec::with_capacity(clients.len());
-    for client in clients {
-        commits.push(client.status().await?.store.commits);
-    }
-    Ok(commits)
 }
