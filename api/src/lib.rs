@@ -4,6 +4,7 @@
 //! - [`protocol`]: the frames and their codec, shared with the manager (`qmgr`).
 //! - [`Message`], [`MessageId`]: messages as applications build and receive them.
 //! - [`ApiError`]: the typed errors a manager reports.
+//! - [`report`]: delivery reports a put may ask for.
 //! - [`Client`]: the async client (tokio); [`blocking::Client`]: the same calls, blocking.
 //!
 //! This crate must never depend on the daemon (`qmgr`).
@@ -15,6 +16,7 @@ pub mod client;
 pub mod error;
 pub mod message;
 pub mod protocol;
+pub mod report;
 
 pub use client::{
     Client, ClientError, Consumer, GetOptions, NotifyHandle, Publication, SOCKET_ENV,
@@ -23,6 +25,7 @@ pub use client::{
 pub use error::ApiError;
 pub use hopmq_routing::names::{Address, ManagerName, NameError, QueueName};
 pub use message::{Message, MessageId, PRIORITY_DEFAULT, PRIORITY_MAX, Trace};
+pub use report::{Report, Reports};
 
 /// The crate README's code, compiled as a doctest so that the first lines a user copies keep
 /// working.

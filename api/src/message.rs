@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{Delivery, OutgoingMessage};
+use crate::report::{REPORT_HEADER, REPORTS_HEADER, Report, Reports};
 
 /// A message's unique id, assigned by the manager where it was put.
 #[derive(
@@ -132,6 +133,24 @@ impl Message {
     pub fn reply_to(mut self, address: impl Into<String>) -> Self {
         self.reply_to = Some(address.into());
         self
+    }
+
+    /// Asks the managers for reports of what becomes of the message, sent to its `reply_to`
+    /// (which a put with reports must have); [`Reports::NONE`] asks for none.
+    pub fn reports(mut self, reports: Reports) -> Self {
+        if reports.is_empty() {
+            self.headers.remove(REPORTS_HEADER);
+        } else {
+            self.headers
+                .insert(REPORTS_HEADER.to_owned(), reports.to_string());
+        }
+        self
+    }
+
+    /// The kind of report this message is (its `hopmq.report` header); `None` for any other
+    /// message.
+    pub fn report(&self) -> Option<Report> {
+        self.headers.get(REPORT_HEADER)?.parse().ok()
     }
 
     /// Marks the message non-persistent: faster, but lost if a manager stops.

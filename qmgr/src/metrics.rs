@@ -134,7 +134,7 @@ const QUEUES: [Family<QueueStatus>; 3] = [
 ];
 
 /// The manager's counters of messages on their way: handed on, expired, re-routed.
-const PASSED_ON: [Family<Status>; 8] = [
+const PASSED_ON: [Family<Status>; 9] = [
     family(
         "hopmq_messages_forwarded_total",
         "counter",
@@ -164,6 +164,12 @@ const PASSED_ON: [Family<Status>; 8] = [
         "counter",
         "Second copies of messages dropped at their destination by custody, since start.",
         |s| count(s.duplicates_dropped),
+    ),
+    family(
+        "hopmq_reports_made_total",
+        "counter",
+        "Delivery reports made (arrival, delivery, exception) for messages that asked for them.",
+        |s| count(s.reports_made),
     ),
     family(
         "hopmq_messages_confirmed_total",

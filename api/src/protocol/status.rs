@@ -71,6 +71,10 @@ pub struct Status {
     /// start: no route, no connection taking them, or past the hop limit. Appended.
     #[serde(default)]
     pub publications_dropped: u64,
+    /// Delivery reports this manager made (arrivals, deliveries and exceptions of messages
+    /// that asked for them), since start. Appended.
+    #[serde(default)]
+    pub reports_made: u64,
 }
 
 /// What a destination holds for one origin, to keep its put order.

@@ -64,6 +64,11 @@ pub struct PutArgs {
     /// command fails (exit 1) and the message is still on its way.
     #[arg(long, value_parser = parse_duration, default_value = "30s", requires = "wait")]
     timeout: Duration,
+    /// Ask for reports to the message's --reply-to, comma-separated: `arrival` (stored in its
+    /// destination queue), `delivery` (taken by an application there), `exception`
+    /// (dead-lettered anywhere). Each report's correlation id is the message's id.
+    #[arg(long, value_name = "KINDS", requires = "reply_to")]
+    report: Option<hopmq::Reports>,
     #[command(flatten)]
     connection: Connection,
 }
@@ -149,8 +154,9 @@ impl PutArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         Connection::runtime()?.block_on(async {
             let client = self.connection.client().await?;
+            let reports = self.report.unwrap_or_default();
             if let Some(body) = self.body.single()? {
-                let message = self.options.message(body);
+                let message = self.options.message(body).reports(reports);
                 let id = match self.wait {
                     Wait::Stored => client.put(&self.address, message).await?,
                     Wait::Arrived => {
@@ -163,6 +169,10 @@ impl PutArgs {
                 return Ok(ExitCode::SUCCESS);
             }
             let total = send_lines(&self.address, &self.options, "put", async |batch| {
+                let batch = batch
+                    .into_iter()
+                    .map(|(to, message)| (to, message.reports(reports)))
+                    .collect();
                 Ok(match self.wait {
                     Wait::Stored => client.put_batch(batch).await?,
                     Wait::Arrived => client.put_batch_arrived(batch, self.timeout).await?,

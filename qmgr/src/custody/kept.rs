@@ -503,6 +503,7 @@ mod tests {
             body: BodyRef::Memory,
             bytes: 1,
             priority: 4,
+            reports: hopmq::Reports::NONE,
             expires_at_ms: u64::MAX,
             put_at_ms: 0,
             correlation: 0,

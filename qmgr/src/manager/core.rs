@@ -13,12 +13,14 @@ mod conversations;
 mod custody;
 mod forward;
 mod gets;
+mod ids;
 mod operator;
 mod payloads;
 mod probe;
 mod publish;
 mod pubsub;
 mod puts;
+mod reports;
 mod requests;
 mod retained;
 mod retention;
@@ -30,9 +32,11 @@ mod volatile;
 mod waiting;
 
 pub(crate) use self::forward::{HELD_QUEUE, LinkWrite, TRANSMISSION_QUEUE_PREFIX};
+pub(crate) use self::reports::requested as reports_requested;
 
 use self::clients::{Clients, Undelivered};
 use self::commits::Commits;
+use self::ids::IdGenerator;
 use self::payloads::Payloads;
 use self::puts::{AfterPut, PutKind};
 #[cfg(test)]
@@ -222,27 +226,6 @@ struct Totals {
     confirmed: u64,
 }
 
-/// Unique message ids: the incarnation's entropy in the high half, a counter in the low half.
-struct IdGenerator {
-    high: u64,
-    counter: u64,
-}
-
-impl IdGenerator {
-    fn new(name: &ManagerName, entropy: u64) -> Self {
-        // Two managers started with the same entropy still differ by name.
-        Self {
-            high: entropy ^ u64::from(crc32c::crc32c(name.as_str().as_bytes())) << 32,
-            counter: 0,
-        }
-    }
-
-    fn next(&mut self) -> MessageId {
-        self.counter += 1;
-        MessageId(u128::from(self.high) << 64 | u128::from(self.counter))
-    }
-}
-
 /// The manager core. See the module documentation of [`super`].
 pub struct Core {
     name: ManagerName,
@@ -284,6 +267,8 @@ pub struct Core {
     pubsub: pubsub::PubSub,
     /// Each connection's private reply queue, for its requests.
     reply_queues: conversations::ReplyQueues,
+    /// Delivery reports on their way into the journal.
+    reporting: reports::Reporting,
 }
 
 fn api_error(error: &StoreError) -> ApiError {
@@ -340,6 +325,7 @@ impl Core {
             jobs: operator::OperatorJobs::default(),
             pubsub: pubsub::PubSub::recovered(recovered.subscriptions),
             reply_queues: conversations::ReplyQueues::default(),
+            reporting: reports::Reporting::default(),
         };
         core.declare_homed_queues();
         core.ensure_slot(&dead_letter_queue());
@@ -507,10 +493,18 @@ impl Core {
         self.append(Durability::Freeing, payloads, continuation);
     }
 
-    fn append(&mut self, durability: Durability, payloads: Vec<Bytes>, continuation: Continuation) {
+    fn append(
+        &mut self,
+        durability: Durability,
+        mut payloads: Vec<Bytes>,
+        continuation: Continuation,
+    ) {
+        let custody = matches!(continuation, Continuation::Custody { .. });
+        let reports = self.reporting.board(custody, &mut payloads);
         // Read before the append: its records land in this segment or a later one.
         let segment = self.storage.active_segment();
         self.commits.made(continuation, segment);
+        self.reporting.ride(self.commits.made_count(), reports);
         self.transient_with_write();
         self.storage.append(durability, payloads);
     }
@@ -526,6 +520,7 @@ impl Core {
     /// What every event ends with: what it queued for links and transient subscribers that
     /// waits for no write goes.
     pub(super) fn end_event(&mut self) {
+        self.write_pending_reports();
         self.flush_volatile();
         self.transient_at_event_end();
     }

@@ -126,6 +126,8 @@ struct Bench {
     client: Outgoing,
     /// The lease ids of the last messages handed over.
     leases: Vec<u64>,
+    /// The last messages handed over.
+    messages: Vec<hopmq::protocol::Delivery>,
     _dir: tempfile::TempDir,
 }
 
@@ -169,6 +171,7 @@ impl Bench {
             log,
             client,
             leases: Vec::new(),
+            messages: Vec::new(),
             _dir: dir,
         }
     }
@@ -212,6 +215,7 @@ impl Bench {
                     Ok(Reply::Messages(m)) if m.is_empty() => "no messages",
                     Ok(Reply::Messages(m)) => {
                         self.leases = m.iter().filter_map(|d| d.lease).collect();
+                        self.messages = m;
                         "messages"
                     }
                     Ok(Reply::Done) => "done",
@@ -267,6 +271,8 @@ impl Bench {
 }
 
 use Effect::{Append, Durable, Failed, Published, Reply as Replied};
+
+mod reports;
 
 #[test]
 fn a_put_is_acknowledged_only_after_its_record_is_durable() {

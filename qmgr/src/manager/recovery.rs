@@ -272,6 +272,7 @@ impl Replay {
             body: BodyRef::journal(location),
             bytes: message.body.len() as u32,
             priority: message.priority,
+            reports: reports_requested(message),
             expires_at_ms: message.expires_at_ms.unwrap_or(u64::MAX),
             put_at_ms: message.put_at_ms,
             correlation: correlation_hash(message.correlation_id),
@@ -427,4 +428,14 @@ fn recovered_receivers(
         .collect();
     receivers.sort_unstable_by(|a, b| a.from.cmp(&b.from));
     receivers
+}
+
+/// The reports a recovered message still owes, from its record's header.
+fn reports_requested(message: &record::StoredMessage<'_>) -> hopmq::Reports {
+    let header = message
+        .headers
+        .iter()
+        .find(|(key, _)| *key == hopmq::report::REPORTS_HEADER)
+        .map(|(_, value)| *value);
+    super::core::reports_requested(header, message.queue)
 }

@@ -66,6 +66,8 @@ pub struct Entry {
     pub bytes: u32,
     /// 0 to 9.
     pub priority: u8,
+    /// The reports its put asked for that may still be due (none once it is dead-lettered).
+    pub reports: hopmq::Reports,
     /// Milliseconds since the epoch; `u64::MAX` for never.
     pub expires_at_ms: u64,
     /// When it was put, in milliseconds since the epoch.
@@ -339,6 +341,7 @@ mod tests {
             body: BodyRef::Memory,
             bytes: 10,
             priority,
+            reports: hopmq::Reports::NONE,
             expires_at_ms: u64::MAX,
             put_at_ms: seq,
             correlation: 0,

@@ -37,6 +37,10 @@ pub struct Passing<'a> {
     pub priority: u8,
     /// As put.
     pub correlation_id: Option<&'a str>,
+    /// As put.
+    pub reply_to: Option<&'a str>,
+    /// The reports its put asked for (its `hopmq.reports` header), unparsed.
+    pub reports: Option<&'a str>,
     /// Managers it has passed through (its trace's length).
     pub hops: usize,
     /// Bytes of its body.
@@ -74,16 +78,19 @@ impl<'a> Passing<'a> {
         let headers: u64 = take(&mut rest)?;
         let mut stamp = None;
         let mut resent = 0;
+        let mut reports = None;
         for _ in 0..headers {
             let (key, value): (&str, &str) = take(&mut rest)?;
             if key == crate::custody::STAMP_HEADER {
                 stamp = Some(value);
             } else if key == crate::custody::RESENT_HEADER {
                 resent = value.parse().unwrap_or(0);
+            } else if key == hopmq::report::REPORTS_HEADER {
+                reports = Some(value);
             }
         }
         let correlation_id: Option<&str> = take(&mut rest)?;
-        let _reply_to: Option<&str> = take(&mut rest)?;
+        let reply_to: Option<&str> = take(&mut rest)?;
         let middle = middle_start..offset(rest);
         let hops: u64 = take(&mut rest)?;
         let trace_start = offset(rest);
@@ -103,6 +110,8 @@ impl<'a> Passing<'a> {
             expires_at_ms,
             priority,
             correlation_id,
+            reply_to,
+            reports,
             hops: hops as usize,
             body_bytes: body.len(),
             payload,

@@ -21,8 +21,12 @@ impl Core {
             error!("a commit completed that the core did not make; ignored");
             return;
         };
+        let (result, reports) = self.reporting.landed(self.commits.done(), result);
         let durable = result.is_ok();
         self.apply(continuation, result, now);
+        if let Some(reports) = reports {
+            self.place_reports(reports, now);
+        }
         self.transient_after_write(self.commits.done(), durable);
         self.after_commit(now);
         self.retire_retained();

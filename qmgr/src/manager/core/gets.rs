@@ -4,6 +4,7 @@
 
 // The core's types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
+use hopmq::Report;
 
 impl Core {
     #[allow(clippy::too_many_arguments)]
@@ -125,6 +126,8 @@ impl Core {
             .filter(|e| !matches!(e.body, BodyRef::Memory))
             .map(|e| e.seq)
             .collect();
+        // Right before the removal's write, which carries them.
+        self.report_entries(Report::Delivery, &queue, &entries, None, now);
         let continuation = Continuation::Get {
             connection,
             request,
@@ -218,6 +221,10 @@ impl Core {
             .filter(|l| !matches!(l.entry.body, BodyRef::Memory))
             .map(|l| l.entry.seq)
             .collect();
+        for lease in &leases {
+            let entries = std::iter::once(&lease.entry);
+            self.report_entries(Report::Delivery, &lease.queue, entries, None, now);
+        }
         let continuation = Continuation::Ack {
             connection,
             request,
@@ -281,6 +288,8 @@ impl Core {
 
     pub(super) fn dead_letter(&mut self, from: &QueueName, entry: Entry, reason: &str, now: Now) {
         warn!(queue = %from, seq = entry.seq, %reason, "message dead-lettered");
+        // Right before the move's write, which carries it.
+        self.report_entries(Report::Exception, from, [&entry], Some(reason), now);
         self.move_message(
             from,
             entry,
@@ -326,6 +335,12 @@ impl Core {
             seq,
             body: BodyRef::Memory,
             delivery_count: 0,
+            // A dead letter owes no more reports.
+            reports: if *to == dead_letter_queue() {
+                hopmq::Reports::NONE
+            } else {
+                entry.reports
+            },
             put_at_ms: now.wall_ms,
             ..entry
         };

@@ -192,6 +192,7 @@ impl Core {
                 reason: e.to_string(),
             })?;
             self.check_message(message)?;
+            super::reports::check_publication(message)?;
             if retain {
                 self.check_retain(&topic)?;
             }
@@ -393,6 +394,7 @@ impl Core {
                 body: BodyRef::Memory,
                 bytes: stored.body.len() as u32,
                 priority: stored.priority,
+                reports: hopmq::Reports::NONE,
                 expires_at_ms: stored.expires_at_ms.unwrap_or(u64::MAX),
                 put_at_ms: now.wall_ms,
                 correlation: correlation_hash(stored.correlation_id),

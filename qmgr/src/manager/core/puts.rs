@@ -5,6 +5,8 @@
 // The core's types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
 use crate::custody::Chain;
+use hopmq::Report;
+use hopmq::report::REPORTS_HEADER;
 
 /// A request's messages: at least one, at most [`BATCH_MESSAGES_MAX`].
 pub(super) fn check_batch(count: usize) -> Result<(), ApiError> {
@@ -167,6 +169,9 @@ impl Core {
             if handoff.is_some() {
                 handed_off.push(seq);
             }
+            if home.is_none() && !entry.reports.is_empty() {
+                self.put_reports((id, message), &queue, &entry, handoff.is_some(), now);
+            }
             items.push(PutItem {
                 queue,
                 entry,
@@ -193,6 +198,33 @@ impl Core {
         Ok(None)
     }
 
+    /// The reports a message put to a local queue owes at once: its arrival, and its
+    /// delivery if a waiting get took it.
+    fn put_reports(
+        &mut self,
+        (id, message): (MessageId, &OutgoingMessage),
+        queue: &QueueName,
+        entry: &Entry,
+        handed: bool,
+        now: Now,
+    ) {
+        let Some(reply_to) = message.reply_to.as_deref() else {
+            return;
+        };
+        let about = reports::About {
+            id: id.0,
+            reply_to,
+            queue: queue.as_str(),
+            priority: message.priority,
+        };
+        if entry.reports.has(Report::Arrival) && reports::is_destination(queue) {
+            self.report(Report::Arrival, &about, None, now);
+        }
+        if handed && entry.reports.has(Report::Delivery) {
+            self.report(Report::Delivery, &about, None, now);
+        }
+    }
+
     /// What a put's commit leads to: an answer, an arrival to wait for (registered now,
     /// before the write: a confirmation can never come before its waiter), a reply to wait
     /// for, or a leased request to settle (removed in the same group, with `handed_off`).
@@ -213,6 +245,8 @@ impl Core {
             )),
             PutKind::Request(waiter) => AfterPut::AwaitReply(waiter),
             PutKind::Reply(lease) => {
+                let request = std::iter::once(&lease.entry);
+                self.report_entries(Report::Delivery, &lease.queue, request, None, now);
                 // The request goes in the reply's group: a reply is sent once per request.
                 if !matches!(lease.entry.body, BodyRef::Memory) {
                     handed_off.push(lease.entry.seq);
@@ -305,7 +339,8 @@ impl Core {
                 reason: format!("priority {} is over {PRIORITY_MAX}", message.priority),
             });
         }
-        custody::check_headers(&message.headers)
+        custody::check_headers(&message.headers)?;
+        reports::check(message)
     }
 
     /// The stamp of `message`, put for `address` whose home is the manager `home`.
@@ -325,7 +360,7 @@ impl Core {
     }
 
     /// A new message's seq, id, record (as journaled and forwarded) and queue entry.
-    fn stored_put(
+    pub(super) fn stored_put(
         &mut self,
         address: &str,
         message: &OutgoingMessage,
@@ -351,6 +386,10 @@ impl Core {
             body: BodyRef::Memory,
             bytes: message.body.len() as u32,
             priority: message.priority,
+            reports: reports::requested(
+                message.headers.get(REPORTS_HEADER).map(String::as_str),
+                queue.as_str(),
+            ),
             expires_at_ms: message
                 .ttl_ms
                 .map_or(u64::MAX, |ttl| now.wall_ms.saturating_add(ttl)),

@@ -139,6 +139,7 @@ impl Core {
             messages_rerouted: self.totals.rerouted,
             gets_waiting: self.waiters.len() as u64,
             duplicates_dropped: self.custody.duplicates(),
+            reports_made: self.reporting.made(),
             messages_resent: self.totals.resent,
             custody: self.custody_status(now),
             messages_confirmed: self.totals.confirmed,

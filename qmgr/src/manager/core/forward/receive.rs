@@ -5,6 +5,8 @@
 
 // The forwarding types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
+use crate::manager::core::reports;
+use hopmq::Report;
 
 /// Where an arrival goes, why if it is dead-lettered, and the headers it takes there.
 type Placing = (QueueName, Option<String>, Vec<(&'static str, String)>);
@@ -165,13 +167,15 @@ impl Core {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let (queue, encoded, body_bytes) =
+        let (queue, encoded, body_bytes, reason) =
             self.arrival_record(from, payload, &passing, (seq, &mut *arrivals), now)?;
+        let reports = reports::requested(passing.reports, queue.as_str());
         let entry = Entry {
             seq,
             body: BodyRef::Memory,
             bytes: body_bytes as u32,
             priority: passing.priority,
+            reports,
             expires_at_ms: passing.expires_at_ms.unwrap_or(u64::MAX),
             put_at_ms: now.wall_ms,
             correlation: correlation_hash(passing.correlation_id),
@@ -199,6 +203,7 @@ impl Core {
         if handoff.is_some() {
             arrivals.handed_off.push(seq);
         }
+        self.arrival_reports(&passing, &queue, reason.as_deref(), handoff.is_some(), now);
         Some(PutItem {
             queue,
             entry,
@@ -209,9 +214,47 @@ impl Core {
         })
     }
 
+    /// The reports an arrival in `queue` owes: its arrival in its destination queue (and its
+    /// delivery if a waiting get took it at once), or its dead-lettering, for `reason`.
+    fn arrival_reports(
+        &mut self,
+        passing: &record::Passing<'_>,
+        queue: &QueueName,
+        reason: Option<&str>,
+        handed: bool,
+        now: Now,
+    ) {
+        let (Some(header), Some(reply_to)) = (passing.reports, passing.reply_to) else {
+            return;
+        };
+        let reports: hopmq::Reports = header.parse().unwrap_or_default();
+        let mut about = reports::About {
+            id: passing.id,
+            reply_to,
+            queue: queue.as_str(),
+            priority: passing.priority,
+        };
+        if reason.is_some() {
+            about.queue = passing.destination.split('@').next().unwrap_or_default();
+            if reports.has(Report::Exception) {
+                self.report(Report::Exception, &about, reason, now);
+            }
+            return;
+        }
+        if !reports::is_destination(queue) {
+            return;
+        }
+        if reports.has(Report::Arrival) {
+            self.report(Report::Arrival, &about, None, now);
+        }
+        if handed && reports.has(Report::Delivery) {
+            self.report(Report::Delivery, &about, None, now);
+        }
+    }
+
     /// Where an arrival goes (its queue here, or the dead-letter queue: past the hop limit, no
-    /// place for it, or too large for this journal's groups), its record under `seq`, and its
-    /// body's size as stored.
+    /// place for it, or too large for this journal's groups), its record under `seq`, its
+    /// body's size as stored, and why it was dead-lettered.
     fn arrival_record(
         &mut self,
         from: &ManagerName,
@@ -219,10 +262,10 @@ impl Core {
         passing: &record::Passing<'_>,
         (seq, arrivals): (u64, &mut Arrivals),
         now: Now,
-    ) -> Option<(QueueName, Vec<u8>, usize)> {
+    ) -> Option<(QueueName, Vec<u8>, usize, Option<String>)> {
         if super::super::probe::is_probe(passing.destination, passing.correlation_id) {
             if let Some(answer) = self.probe_arrival(payload, passing, seq, now) {
-                return answer;
+                return answer.map(|(queue, record, bytes)| (queue, record, bytes, None));
             }
         }
         let hops = passing.hops;
@@ -259,7 +302,7 @@ impl Core {
             now,
         )?;
         let hop = (self.name.as_str(), now.wall_ms);
-        let encoded = match &reason {
+        let encoded = match reason.as_deref() {
             // The common case, rewritten around the bytes it keeps.
             None if handover.is_empty() => passing.rewrite(queue.as_str(), seq, hop),
             None => {
@@ -284,7 +327,7 @@ impl Core {
         // resend and wedge the link. It is dead-lettered without its body and headers instead.
         let group_bytes_max = self.storage.group_bytes_max();
         if encoded.len() as u64 + ARRIVAL_GROUP_ROOM_BYTES <= group_bytes_max {
-            return Some((queue, encoded, passing.body_bytes));
+            return Some((queue, encoded, passing.body_bytes, reason));
         }
         let reason = format!(
             "message of {} bytes is too large for this manager's journal (groups of at most \
@@ -295,11 +338,8 @@ impl Core {
         let mut stored = whole(payload, from)?;
         stored.body = &[];
         stored.headers.clear();
-        Some((
-            dead_letter_queue(),
-            dead_lettered(&stored, seq, hop, &reason),
-            0,
-        ))
+        let record = dead_lettered(&stored, seq, hop, &reason);
+        Some((dead_letter_queue(), record, 0, Some(reason)))
     }
 
     /// What custody makes of an arrival resolved to `queue` (or dead-lettered for `reason`):
