@@ -1,7 +1,8 @@
 //! Request/reply with real managers: requests across three hops answered exactly once through
 //! the `kill -9` of the server's manager, a request that times out and whose late reply is
 //! dead-lettered with why (as is one for a client that went away), two servers sharing a
-//! queue where one dies mid-request, and the errors of a reply that cannot be made.
+//! queue where one dies mid-request, the errors of a reply that cannot be made, and a
+//! multicast request gathering its subscribers' replies.
 
 #![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
 
@@ -298,7 +299,21 @@ fn a_reply_that_cannot_be_made_is_refused_and_leaves_the_request_leased() {
     client.nack(request.lease.into_iter().collect()).unwrap();
     assert_eq!(manager.depth("plain"), Some(1));
 
-    // Not leased: refused before anything is sent.
+    // Not leased: a put to its reply_to with its correlation id (its id, if it has none).
+    let got = client.get("plain", SOON).unwrap().unwrap();
+    let refused = client.reply(&got, Message::new("x")).unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Api(ApiError::NoRoute { .. })),
+        "{refused}"
+    );
+    client
+        .put("plain", Message::new("ask").reply_to("answers"))
+        .unwrap();
+    let got = client.get("plain", SOON).unwrap().unwrap();
+    client.reply(&got, Message::new("told")).unwrap();
+    let answer = client.get("answers", SOON).unwrap().unwrap();
+    assert_eq!(answer.correlation_id, Some(got.id.to_string()));
+    client.put("plain", Message::new("no reply_to")).unwrap();
     let got = client.get("plain", SOON).unwrap().unwrap();
     let refused = client.reply(&got, Message::new("x")).unwrap_err();
     assert!(
@@ -345,6 +360,47 @@ fn qmgr_reply_answers_with_a_commands_output_and_qmgr_request_prints_it() {
     assert!(run.stderr.contains("exited with 3"), "{}", run.stderr);
     assert!(wait_exit(&mut failing, "qmgr reply --count 1", SOON).success());
     assert_eq!(manager.depth("broken"), Some(0));
+
+    // A request to a topic's subscribers, gathered: one serves, and says so.
+    manager
+        .cli(&["subscription", "create", "shouting", "ask.*"])
+        .expect_code(0);
+    let mut shouter = manager.spawn_cli_then(
+        &["reply", "shouting", "--count", "1"],
+        &["tr", "a-z", "A-Z"],
+    );
+    let run = manager.cli(&[
+        "request",
+        "ask.upper",
+        "all",
+        "--many",
+        "5",
+        "--timeout",
+        "2s",
+    ]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "ALL\n");
+    assert!(
+        run.stderr.contains("1 reply from subscribers of ask.upper"),
+        "{}",
+        run.stderr
+    );
+    assert!(wait_exit(&mut shouter, "qmgr reply --count 1", SOON).success());
+    let run = manager.cli(&[
+        "request",
+        "ask.upper",
+        "x",
+        "--many",
+        "5",
+        "--timeout",
+        "200ms",
+    ]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("no reply to ask.upper within"),
+        "{}",
+        run.stderr
+    );
 
     // Nobody serves: the request times out with a clear error.
     let run = manager.cli(&["request", "nobody", "x", "--timeout", "200ms"]);
@@ -430,4 +486,112 @@ fn qmgr_trace_shows_each_hop_or_where_and_why_the_probe_stopped() {
         "{}",
         run.stdout
     );
+}
+
+/// Answers requests from the durable subscription `queue` (leased, replied to in one write
+/// with its ack) until `stop`.
+fn serve_subscription(socket: std::path::PathBuf, queue: &'static str, stop: Arc<AtomicBool>) {
+    let client = hopmq::blocking::Client::connect_to(&socket).unwrap();
+    while !stop.load(Ordering::Relaxed) {
+        let wait = Duration::from_millis(200);
+        if let Some(request) = client.get_leased(queue, wait, LEASE).unwrap() {
+            client.reply(&request, Message::new("charlie")).unwrap();
+        }
+    }
+}
+
+/// Answers requests from a transient subscription to `filter` (replied to with a put) until
+/// `stop`.
+fn serve_topic(
+    socket: std::path::PathBuf,
+    filter: &'static str,
+    name: &'static str,
+    stop: Arc<AtomicBool>,
+    subscribed: Arc<AtomicUsize>,
+) {
+    let client = hopmq::blocking::Client::connect_to(&socket).unwrap();
+    let mut subscription = client.subscribe_topic(filter).unwrap();
+    subscribed.fetch_add(1, Ordering::Relaxed);
+    while !stop.load(Ordering::Relaxed) {
+        let wait = Duration::from_millis(200);
+        if let Some(hopmq::Publication::Message(request)) = subscription.recv_timeout(wait).unwrap()
+        {
+            client.reply(&request, Message::new(name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_multicast_request_gathers_every_servers_reply_within_its_timeout() {
+    let spec = Spec::line(&["alpha", "bravo", "charlie"], "orders");
+    let mut network = Network::start(&spec);
+    network.wait_link_up("alpha", "bravo");
+    network.wait_link_up("bravo", "charlie");
+    network
+        .manager("charlie")
+        .client()
+        .create_subscription("stock", "stock.*", None)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let subscribed = Arc::new(AtomicUsize::new(0));
+    let mut servers = Vec::new();
+    for name in ["alpha", "bravo"] {
+        let socket = network.manager(name).socket().to_owned();
+        let (stop, subscribed) = (Arc::clone(&stop), Arc::clone(&subscribed));
+        servers.push(thread::spawn(move || {
+            serve_topic(socket, "stock.*", name, stop, subscribed);
+        }));
+    }
+    let socket = network.manager("charlie").socket().to_owned();
+    let charlie_stop = Arc::clone(&stop);
+    servers.push(thread::spawn(move || {
+        serve_subscription(socket, "stock", charlie_stop);
+    }));
+    let alpha = network.manager("alpha").client();
+    // Its own subscription, and the other two managers' interest.
+    wait_until("alpha knows every server's interest", SOON, || {
+        subscribed.load(Ordering::Relaxed) == 2
+            && alpha.list_subscriptions().unwrap().interest.len() == 2
+    });
+
+    // Every server answers, once; the call returns as soon as the third reply came.
+    let question = Message::new("who has 42?");
+    let replies = alpha
+        .request_many("stock.query", question, 4 * SOON, 3)
+        .unwrap();
+    let mut who: Vec<&str> = replies.iter().map(|r| r.text().unwrap()).collect();
+    who.sort_unstable();
+    assert_eq!(who, ["alpha", "bravo", "charlie"]);
+    let correlation = replies[0].correlation_id.clone();
+    assert!(replies.iter().all(|r| r.correlation_id == correlation));
+
+    // Room for two: the third reply is dead-lettered once the request's time is up.
+    let replies = alpha
+        .request_many(
+            "stock.query",
+            Message::new("again"),
+            Duration::from_secs(2),
+            2,
+        )
+        .unwrap();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    let alpha_manager = network.manager("alpha");
+    let late = dead_letter(alpha_manager);
+    let reason = &late.headers[REASON];
+    assert!(reason.contains("max_replies"), "{reason}");
+
+    // Nobody subscribes: nothing comes, and the call ends at its timeout.
+    let nobody = alpha
+        .request_many(
+            "weather.query",
+            Message::new("?"),
+            Duration::from_millis(300),
+            5,
+        )
+        .unwrap();
+    assert!(nobody.is_empty());
+    stop.store(true, Ordering::Relaxed);
+    for server in servers {
+        server.join().unwrap();
+    }
 }

@@ -14,8 +14,8 @@ use hopmq::report::{
     REPORT_HEADER, REPORT_MANAGER_HEADER, REPORT_QUEUE_HEADER, REPORT_REASON_HEADER,
 };
 use hopmq::{Message, Report, Reports};
-use support::network::{Network, Spec, receive};
 use support::SOON;
+use support::network::{Network, Spec, receive};
 
 /// Reports in `queue` of `client`, taken once `count` are there: by kind, the correlation ids.
 fn take_reports(

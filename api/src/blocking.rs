@@ -180,6 +180,20 @@ impl Client {
             .block_on(self.inner.request(address, message, timeout))
     }
 
+    /// See [`crate::Client::request_many`].
+    pub fn request_many(
+        &self,
+        topic: &str,
+        message: Message,
+        timeout: Duration,
+        max_replies: u32,
+    ) -> Result<Vec<Message>, ClientError> {
+        self.runtime.block_on(
+            self.inner
+                .request_many(topic, message, timeout, max_replies),
+        )
+    }
+
     /// See [`crate::Client::reply`].
     pub fn reply(&self, request: &Message, message: Message) -> Result<MessageId, ClientError> {
         self.runtime.block_on(self.inner.reply(request, message))

@@ -324,6 +324,33 @@ pub enum Operation {
         /// The reply.
         message: OutgoingMessage,
     },
+    /// Publish `message` to `topic` as a request (scatter) and gather the replies of its
+    /// subscribers for `timeout_ms` (gather): the manager sets its `reply_to` and correlation
+    /// id as for [`Operation::Request`]. Reply: [`Reply::Messages`] with the first replies to
+    /// come (at most `max_replies`), or empty if none came within `timeout_ms`; ask for the
+    /// others with [`Operation::Replies`] until then. Replies that come after `timeout_ms`, or
+    /// past `max_replies`, are dead-lettered with why.
+    RequestMany {
+        /// The topic its servers subscribe to.
+        topic: String,
+        /// The request.
+        message: OutgoingMessage,
+        /// How long replies are gathered, from now.
+        timeout_ms: u64,
+        /// The most replies wanted.
+        max_replies: u32,
+    },
+    /// More replies to this connection's [`Operation::RequestMany`] with this correlation id,
+    /// waiting up to `timeout_ms` (never past the request's own timeout). Reply:
+    /// [`Reply::Messages`], empty once no more came or the gathering ended.
+    Replies {
+        /// The request's correlation id, as its replies carry it.
+        correlation_id: String,
+        /// How long to wait for one, from now.
+        timeout_ms: u64,
+        /// The most replies to take.
+        max: u32,
+    },
 }
 
 /// Queue names of private reply queues (see [`Operation::Request`]) start with this; the

@@ -271,7 +271,10 @@ async fn handle(
         | Operation::ListSubscriptions => Err(ApiError::BadRequest {
             reason: "the fake manager has no publish/subscribe".into(),
         }),
-        Operation::Request { .. } | Operation::Reply { .. } => Err(ApiError::BadRequest {
+        Operation::Request { .. }
+        | Operation::Reply { .. }
+        | Operation::RequestMany { .. }
+        | Operation::Replies { .. } => Err(ApiError::BadRequest {
             reason: "the fake manager has no requests".into(),
         }),
     }

@@ -26,7 +26,7 @@ use super::units;
 /// Send a request and print its reply.
 #[derive(Debug, clap::Args)]
 pub struct RequestArgs {
-    /// `QUEUE` or `QUEUE@MANAGER`.
+    /// `QUEUE` or `QUEUE@MANAGER`; with --many, a topic.
     address: String,
     #[command(flatten)]
     body: BodyArgs,
@@ -36,6 +36,10 @@ pub struct RequestArgs {
     /// that comes later is dead-lettered.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     timeout: Duration,
+    /// Publish the request to the topic ADDRESS and print the replies of its subscribers
+    /// that come within --timeout, at most this many (scatter/gather); exits 1 if none came.
+    #[arg(long, value_name = "MAX_REPLIES")]
+    many: Option<u32>,
     #[command(flatten)]
     output: Output,
     #[command(flatten)]
@@ -61,6 +65,9 @@ impl RequestArgs {
         }
         Connection::runtime()?.block_on(async {
             let client = self.connection.client().await?;
+            if let Some(max_replies) = self.many {
+                return self.gather(&client, message, max_replies).await;
+            }
             let reply = match client.request(&self.address, message, self.timeout).await {
                 Ok(reply) => reply,
                 Err(ClientError::NoReply(_)) => bail!(
@@ -76,6 +83,51 @@ impl RequestArgs {
                 return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
+        })
+    }
+}
+
+impl RequestArgs {
+    /// `--many`: the replies to a request published to a topic, each printed as it would be
+    /// alone.
+    async fn gather(
+        &self,
+        client: &Client,
+        message: Message,
+        max_replies: u32,
+    ) -> anyhow::Result<ExitCode> {
+        let replies = client
+            .request_many(&self.address, message, self.timeout, max_replies)
+            .await?;
+        for reply in &replies {
+            self.output.print(reply)?;
+        }
+        if replies.is_empty() {
+            eprintln!(
+                "no reply to {} within {} (a reply that comes later is dead-lettered)",
+                self.address,
+                units::duration(self.timeout)
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        let failed = replies
+            .iter()
+            .filter(|r| r.headers.contains_key(REPLY_ERROR_HEADER))
+            .count();
+        eprintln!(
+            "{} from subscribers of {}{}",
+            units::count(replies.len() as u64, "reply", "replies"),
+            self.address,
+            if failed > 0 {
+                format!(", {failed} failed")
+            } else {
+                String::new()
+            }
+        );
+        Ok(if failed > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
         })
     }
 }

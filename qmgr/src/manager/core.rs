@@ -597,9 +597,10 @@ impl Core {
                 messages,
                 timeout_ms,
             } => self.put(connection, id, messages, PutKind::Arrived(timeout_ms), now),
-            op @ (Op::Request { .. } | Op::Reply { .. }) => {
-                self.conversation((connection, id), op, now)
-            }
+            op @ (Op::Request { .. }
+            | Op::Reply { .. }
+            | Op::RequestMany { .. }
+            | Op::Replies { .. }) => self.conversation((connection, id), op, now),
             Op::Get {
                 queue,
                 timeout_ms,
@@ -635,18 +636,11 @@ impl Core {
                 selection,
                 max,
             } => self.list_messages((connection, id), &queue, selection, max),
-            Op::Publish {
-                publications,
-                retain,
-            } => self.publish((connection, id), (publications, retain), now),
-            Op::SubscribeTopic { filter } => self.subscribe_topic((connection, id), &filter, now),
-            Op::CreateSubscription {
-                name,
-                filter,
-                max_depth,
-            } => self.create_subscription((connection, id), (&name, &filter, max_depth), now),
-            Op::DeleteSubscription { name } => self.delete_subscription((connection, id), &name),
-            Op::ListSubscriptions => Ok(Some(self.list_subscriptions())),
+            op @ (Op::Publish { .. }
+            | Op::SubscribeTopic { .. }
+            | Op::CreateSubscription { .. }
+            | Op::DeleteSubscription { .. }
+            | Op::ListSubscriptions) => self.pubsub_request((connection, id), op, now),
         };
         // `None`: the reply comes later (after a commit, or when a waiting get is served).
         match result {

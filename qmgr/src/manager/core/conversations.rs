@@ -17,16 +17,60 @@ pub(super) fn is_reply_queue(queue: &QueueName) -> bool {
     queue.as_str().starts_with(REPLY_QUEUE_PREFIX)
 }
 
-/// Each connection's reply queue, made by its first request, and the other way round.
+/// Each connection's reply queue, made by its first request, and the other way round; and
+/// the replies each connection gathers.
 #[derive(Debug, Default)]
 pub(super) struct ReplyQueues {
     by_connection: FxHashMap<u64, QueueName>,
     owners: FxHashMap<QueueName, u64>,
+    /// Per connection, its multicast requests still gathering replies.
+    gathering: FxHashMap<u64, Vec<Gathering>>,
+}
+
+/// A multicast request gathering replies until its deadline: replies with its correlation
+/// id wait in the reply queue for the client's next call until then.
+#[derive(Debug, Clone)]
+struct Gathering {
+    correlation_id: String,
+    /// Its [`correlation_hash`], as queue entries carry it.
+    hash: u32,
+    /// On the monotonic clock.
+    deadline_ms: u64,
 }
 
 impl ReplyQueues {
     fn owned(&self, queue: &QueueName) -> bool {
         self.owners.contains_key(queue)
+    }
+
+    /// The gathering of `connection` with this correlation id, if it goes on.
+    fn gathering(&self, connection: u64, correlation_id: &str) -> Option<&Gathering> {
+        self.gathering
+            .get(&connection)?
+            .iter()
+            .find(|g| g.correlation_id == correlation_id)
+    }
+
+    /// True if a reply with correlation `hash` in `queue` may still be gathered.
+    fn awaited(&self, queue: &QueueName, hash: u32) -> bool {
+        self.owners
+            .get(queue)
+            .and_then(|connection| self.gathering.get(connection))
+            .is_some_and(|all| all.iter().any(|g| g.hash == hash))
+    }
+
+    /// Ends the gatherings past their deadline at `now_ms`: the reply queues they leave.
+    fn end_due(&mut self, now_ms: u64) -> Vec<QueueName> {
+        let mut ended = Vec::new();
+        self.gathering.retain(|connection, all| {
+            let before = all.len();
+            all.retain(|g| g.deadline_ms > now_ms);
+            if all.len() < before {
+                ended.extend(self.by_connection.get(connection).cloned());
+            }
+            !all.is_empty()
+        });
+        ended
     }
 }
 
@@ -47,6 +91,25 @@ impl Core {
             Operation::Reply { lease, message } => {
                 self.reply_to_request((connection, request), lease, message, now)
             }
+            Operation::RequestMany {
+                topic,
+                message,
+                timeout_ms,
+                max_replies,
+            } => {
+                let request = (connection, request);
+                self.request_many(request, (topic, message), (timeout_ms, max_replies), now)
+            }
+            Operation::Replies {
+                correlation_id,
+                timeout_ms,
+                max,
+            } => self.more_replies(
+                (connection, request),
+                correlation_id,
+                (timeout_ms, max),
+                now,
+            ),
             other => Err(ApiError::BadRequest {
                 reason: format!("not a request or a reply: {other:?}"),
             }),
@@ -93,6 +156,110 @@ impl Core {
         };
         let messages = vec![(address, message)];
         self.put(connection, request, messages, PutKind::Request(waiter), now)
+    }
+
+    /// `RequestMany`: `message` published to `topic` as a request, like [`Core::request`],
+    /// then gathering its replies for `timeout_ms`: the first are its answer, the others wait
+    /// for the client's `Replies`.
+    fn request_many(
+        &mut self,
+        (connection, request): (u64, u64),
+        (topic, mut message): (String, OutgoingMessage),
+        (timeout_ms, max_replies): (u64, u32),
+        now: Now,
+    ) -> Result<Option<Reply>, ApiError> {
+        if timeout_ms == 0 || max_replies == 0 {
+            return Err(ApiError::BadRequest {
+                reason: "a multicast request needs a timeout (more than 0 ms) and room for one                          reply at least"
+                    .into(),
+            });
+        }
+        let queue = self.reply_queue(connection);
+        let correlation = match message.correlation_id.take() {
+            Some(correlation) => correlation,
+            None => self.ids.next().to_string(),
+        };
+        if self
+            .reply_queues
+            .gathering(connection, &correlation)
+            .is_some()
+        {
+            return Err(ApiError::BadRequest {
+                reason: format!("correlation id `{correlation}` already gathers replies"),
+            });
+        }
+        message.reply_to = Some(format!("{queue}@{}", self.name));
+        message.correlation_id = Some(correlation.clone());
+        let deadline_ms = now.mono_ms.saturating_add(timeout_ms);
+        let waiter = Waiter {
+            connection,
+            request,
+            queue,
+            max: max_replies.min(BATCH_MESSAGES_MAX) as usize,
+            correlation_id: Some(correlation.clone()),
+            lease_ms: None,
+            deadline_ms,
+        };
+        let gathering = Gathering {
+            hash: correlation_hash(Some(&correlation)),
+            correlation_id: correlation,
+            deadline_ms,
+        };
+        let publications = (vec![(topic, message)], false);
+        let then = AfterPut::AwaitReply(waiter);
+        self.publish((connection, request), publications, then, now)?;
+        // Once the publish is accepted (its copies cannot be stored before this event ends).
+        let all = self.reply_queues.gathering.entry(connection).or_default();
+        all.push(gathering);
+        Ok(None)
+    }
+
+    /// `Replies`: a waiting get on this connection's reply queue for more replies to a
+    /// multicast request, never past its deadline; empty at once if it ended.
+    fn more_replies(
+        &mut self,
+        (connection, request): (u64, u64),
+        correlation_id: String,
+        (timeout_ms, max): (u64, u32),
+        now: Now,
+    ) -> Result<Option<Reply>, ApiError> {
+        if max == 0 || max > BATCH_MESSAGES_MAX {
+            return Err(ApiError::BadRequest {
+                reason: format!("max must be 1 to {BATCH_MESSAGES_MAX}, not {max}"),
+            });
+        }
+        let Some(gathering) = self.reply_queues.gathering(connection, &correlation_id) else {
+            return Ok(Some(Reply::Messages(Vec::new())));
+        };
+        let deadline_ms = now
+            .mono_ms
+            .saturating_add(timeout_ms)
+            .min(gathering.deadline_ms);
+        let waiter = Waiter {
+            connection,
+            request,
+            queue: self.reply_queue(connection),
+            max: max as usize,
+            correlation_id: Some(correlation_id),
+            lease_ms: None,
+            deadline_ms,
+        };
+        if self.try_serve(&waiter, now) {
+            return Ok(None);
+        }
+        if deadline_ms <= now.mono_ms {
+            return Ok(Some(Reply::Messages(Vec::new())));
+        }
+        self.waiters.add(waiter, false);
+        Ok(None)
+    }
+
+    /// Ends the multicast requests whose time is up: their replies still waiting, and those
+    /// that come later, are dead-lettered.
+    pub(super) fn end_gatherings(&mut self, now: Now) {
+        for queue in self.reply_queues.end_due(now.mono_ms) {
+            self.dead_letter_unclaimed_replies(&queue, now);
+        }
     }
 
     /// A request is durable: its reply is waited for, unless its client left meanwhile.
@@ -167,6 +334,7 @@ impl Core {
     pub(super) fn reply_queue_closed(&mut self, connection: u64, now: Now) {
         if let Some(queue) = self.reply_queues.by_connection.remove(&connection) {
             self.reply_queues.owners.remove(&queue);
+            self.reply_queues.gathering.remove(&connection);
             self.dead_letter_unclaimed_replies(&queue, now);
             self.drop_empty_reply_queue(&queue);
         }
@@ -183,13 +351,18 @@ impl Core {
         }
         let owned = self.reply_queues.owned(queue);
         let reason = if owned {
-            "a reply that no request waits for (its request timed out, or its correlation id \
-             matches none)"
+            "a reply that no request waits for (its request timed out, its correlation id \
+             matches none, or it came past a multicast request's max_replies)"
         } else {
             "a reply whose requester is gone (its client disconnected, or its manager \
              restarted)"
         };
         for entry in slot.queue.drain() {
+            if self.reply_queues.awaited(queue, entry.correlation) {
+                // Gathered by the client's next call.
+                self.insert(queue, entry);
+                continue;
+            }
             self.dead_letter(queue, entry, reason, now);
         }
         if !owned {

@@ -102,6 +102,7 @@ impl Core {
         &mut self,
         (connection, request): (u64, u64),
         (publications, retain): (Vec<(String, OutgoingMessage)>, bool),
+        then: AfterPut,
         now: Now,
     ) -> Result<Option<Reply>, ApiError> {
         let topics = self.check_publications(&publications, retain)?;
@@ -168,7 +169,7 @@ impl Core {
             ids,
             handoffs,
             direct,
-            then: AfterPut::Answer,
+            then,
         };
         let retire = removed.clone();
         // Removed in the same group: replaced retained publications and copies handed off.

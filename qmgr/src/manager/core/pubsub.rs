@@ -90,6 +90,36 @@ fn bad(reason: impl ToString) -> ApiError {
 }
 
 impl Core {
+    /// A publish/subscribe request of a client.
+    pub(super) fn pubsub_request(
+        &mut self,
+        (connection, id): (u64, u64),
+        operation: hopmq::protocol::Operation,
+        now: Now,
+    ) -> Result<Option<Reply>, ApiError> {
+        use hopmq::protocol::Operation as Op;
+        match operation {
+            Op::Publish {
+                publications,
+                retain,
+            } => {
+                let publications = (publications, retain);
+                self.publish((connection, id), publications, AfterPut::Answer, now)
+            }
+            Op::SubscribeTopic { filter } => self.subscribe_topic((connection, id), &filter, now),
+            Op::CreateSubscription {
+                name,
+                filter,
+                max_depth,
+            } => self.create_subscription((connection, id), (&name, &filter, max_depth), now),
+            Op::DeleteSubscription { name } => self.delete_subscription((connection, id), &name),
+            Op::ListSubscriptions => Ok(Some(self.list_subscriptions())),
+            other => Err(ApiError::BadRequest {
+                reason: format!("not a publish/subscribe request: {other:?}"),
+            }),
+        }
+    }
+
     /// Makes the recovered subscriptions' queues and advertises their interest.
     pub(super) fn restore_subscriptions(&mut self) {
         let defs: Vec<SubscriptionDef> = self.pubsub.registry.durables().cloned().collect();

@@ -41,6 +41,7 @@ impl Core {
         self.on_custody_maintenance(now);
         self.on_subscriptions_maintenance();
         self.sweep_orphan_reply_queues(now);
+        self.end_gatherings(now);
         let names: Vec<QueueName> = self.queues.keys().cloned().collect();
         for name in names {
             let expired = match self.queues.get_mut(&name) {
