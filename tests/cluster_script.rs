@@ -1,6 +1,7 @@
 //! `scripts/cluster up|down|status` as a developer uses it: every manager of a topology started
 //! and serving, `up` again changing nothing, a killed manager (and only it) started again,
-//! `status`, `down` stopping them all but keeping their data, and an invalid topology refused.
+//! `status`, `down` stopping them all but keeping their data, and an invalid topology refused;
+//! every manager's web console on a port of its own, kept across ups.
 //!
 //! Each test has its own run folder and topology, with free UDP ports, so tests run in
 //! parallel with anything. A guard runs `down` when a test ends, failed or not.
@@ -144,6 +145,13 @@ fn line_of<'a>(output: &'a str, manager: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line for {manager} in:\n{output}"))
 }
 
+/// The console URL of an `up` line (`..., console http://127.0.0.1:PORT/`).
+fn console_url(line: &str) -> String {
+    line.split_once(", console ")
+        .map(|(_, url)| url.to_owned())
+        .unwrap_or_else(|| panic!("no console URL in: {line}"))
+}
+
 #[test]
 fn up_starts_every_manager_and_up_again_starts_none() {
     let cluster = Cluster::new(&line_topology());
@@ -202,9 +210,25 @@ fn up_starts_every_manager_and_up_again_starts_none() {
     get.expect_code(0);
     assert_eq!(get.stdout, "hello\n");
 
+    // Each manager serves its web console on a port of its own, printed by up.
+    let mut consoles = Vec::new();
+    for manager in MANAGERS {
+        let url = console_url(line_of(&up.stdout, manager));
+        let port: u16 = url
+            .trim_start_matches("http://127.0.0.1:")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        let status = support::http::get(port, "/api/status", None).expect("the console answers");
+        assert_eq!(status.json()["manager"], manager);
+        assert!(!consoles.contains(&url), "{url} twice");
+        consoles.push(url);
+    }
+
     let again = cluster.up();
-    for (manager, pid) in MANAGERS.into_iter().zip(pids) {
+    for ((manager, pid), url) in MANAGERS.into_iter().zip(pids).zip(consoles) {
         let line = line_of(&again.stdout, manager);
+        assert_eq!(console_url(line), url, "{manager}'s console kept its port");
         assert!(line.contains("already running"), "{line}");
         assert!(line.contains(&format!("pid {pid}")), "{line}");
         assert_eq!(cluster.pid(manager), pid, "{manager} was not started again");

@@ -21,10 +21,13 @@ pub const SEGMENT_BYTES_MIN: u64 = 1024 * 1024;
 pub const SEGMENT_BYTES_MAX: u64 = crate::store::format::SEGMENT_BYTES_MAX;
 
 const _: () = assert!(MESSAGE_BYTES_LIMIT as usize <= hopmq::protocol::MESSAGE_BYTES_MAX);
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+/// The longest `http_token` accepted.
+pub const HTTP_TOKEN_BYTES_MAX: usize = 256;
 
 /// Whether an acknowledged write has reached stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncMode {
     /// `fdatasync` before acknowledging: the default, and the only safe choice.
@@ -45,7 +48,7 @@ impl SyncMode {
 }
 
 /// TLS files for the links between managers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsSettings {
     /// The CA that signs every manager's certificate.
     pub ca: Option<PathBuf>,
@@ -55,8 +58,9 @@ pub struct TlsSettings {
     pub key: Option<PathBuf>,
 }
 
-/// Everything a manager is configured with.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Everything a manager is configured with. Serialized (for the web console's manager page)
+/// without its secret, `http_token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// The manager's name in the topology.
@@ -69,6 +73,12 @@ pub struct Settings {
     pub api_socket: Option<PathBuf>,
     /// Where to serve Prometheus metrics; off by default.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve the web console, its JSON API and the metrics; off by default.
+    pub http_listen: Option<SocketAddr>,
+    /// When set, the console's JSON API and metrics on `http_listen` need
+    /// `Authorization: Bearer <token>`. A secret: never serialized.
+    #[serde(skip_serializing)]
+    pub http_token: Option<String>,
     /// When acknowledged writes are synced.
     pub sync: SyncMode,
     /// The largest message body accepted at put.
@@ -154,6 +164,8 @@ pub struct Overrides {
     pub api_socket: Option<PathBuf>,
     /// `--metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// `--http`.
+    pub http_listen: Option<SocketAddr>,
     /// `--sync`.
     pub sync: Option<SyncMode>,
 }
@@ -233,6 +245,7 @@ impl Settings {
                 "metrics_listen",
                 overrides.metrics_listen.map(|a| a.to_string()),
             )?
+            .set_override_option("http_listen", overrides.http_listen.map(|a| a.to_string()))?
             .set_override_option("sync", overrides.sync.map(|s| s.as_str()))?;
         let settings: Self = builder.build()?.try_deserialize()?;
         settings.validate()?;
@@ -280,6 +293,17 @@ impl Settings {
                 return Err(ConfigError::Invalid {
                     key: "runtime_threads",
                     reason: format!("{threads} is not between 1 and {RUNTIME_THREADS_MAX}"),
+                });
+            }
+        }
+        if let Some(token) = &self.http_token {
+            let printable = token.bytes().all(|b| b.is_ascii_graphic());
+            if token.is_empty() || token.len() > HTTP_TOKEN_BYTES_MAX || !printable {
+                return Err(ConfigError::Invalid {
+                    key: "http_token",
+                    reason: format!(
+                        "must be 1 to {HTTP_TOKEN_BYTES_MAX} printable ASCII characters, no spaces"
+                    ),
                 });
             }
         }
@@ -441,5 +465,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("nmae"), "{error}");
+    }
+
+    #[test]
+    fn the_console_settings_load_and_the_token_is_never_serialized() {
+        let settings = Settings::load(
+            &Overrides {
+                http_listen: Some("127.0.0.1:8081".parse().unwrap()),
+                ..Default::default()
+            },
+            env(&[("QMGR_HTTP_TOKEN", "s3cret-token")]),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.http_listen,
+            Some("127.0.0.1:8081".parse().unwrap())
+        );
+        assert_eq!(settings.http_token.as_deref(), Some("s3cret-token"));
+        let json = serde_json::to_string(&settings).unwrap();
+        assert!(
+            json.contains("\"http_listen\":\"127.0.0.1:8081\""),
+            "{json}"
+        );
+        assert!(
+            !json.contains("s3cret") && !json.contains("http_token"),
+            "{json}"
+        );
+        let bad = Settings::load(&Overrides::default(), env(&[("QMGR_HTTP_TOKEN", "a b")]));
+        assert!(bad.unwrap_err().to_string().contains("`http_token`"));
+        let off = Settings::load(&Overrides::default(), env(&[])).unwrap();
+        assert_eq!((off.http_listen, off.http_token), (None, None));
     }
 }

@@ -267,7 +267,7 @@ async fn serve(
         commands_rx,
         &shutdown,
     )?;
-    serve_metrics(&settings, &commands_tx, &journal, &shutdown).await?;
+    serve_http(&settings, &commands_tx, &journal, &shutdown).await?;
     let driver = match link_tls {
         Some(tls) => Some(Arc::new(
             Driver::start(
@@ -406,6 +406,17 @@ fn core_limits(settings: &Settings) -> CoreLimits {
     }
 }
 
+/// Starts the metrics endpoint and the web console, those that are configured.
+async fn serve_http(
+    settings: &Settings,
+    commands_tx: &mpsc::Sender<manager::Command>,
+    journal: &crate::store::Journal,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    serve_metrics(settings, commands_tx, journal, shutdown).await?;
+    serve_console(settings, commands_tx, journal, shutdown).await
+}
+
 /// Starts the metrics endpoint, if one is configured.
 async fn serve_metrics(
     settings: &Settings,
@@ -425,6 +436,33 @@ async fn serve_metrics(
             shutdown.clone(),
         ));
     }
+    Ok(())
+}
+
+/// Starts the web console, if an address is configured.
+async fn serve_console(
+    settings: &Settings,
+    commands_tx: &mpsc::Sender<manager::Command>,
+    journal: &crate::store::Journal,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(address) = settings.http_listen else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen for the web console on {address}"))?;
+    if settings.http_token.is_none() && !address.ip().is_loopback() {
+        warn!(%address, "the web console is open to the network without a token (http_token)");
+    }
+    info!(%address, token = settings.http_token.is_some(), "serving the web console");
+    let console = crate::console::Console {
+        commands: commands_tx.clone(),
+        journal: journal.clone(),
+        token: settings.http_token.clone(),
+        settings: serde_json::to_value(settings).unwrap_or_default(),
+    };
+    tokio::spawn(crate::console::serve(listener, console, shutdown.clone()));
     Ok(())
 }
 

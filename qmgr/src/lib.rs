@@ -9,6 +9,7 @@ pub mod certs;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub(crate) mod console;
 pub mod custody;
 pub mod daemon;
 #[cfg(test)]

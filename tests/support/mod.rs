@@ -9,7 +9,9 @@
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own subset
 
+pub mod browser;
 pub mod disk;
+pub mod http;
 pub mod network;
 
 use std::fs;

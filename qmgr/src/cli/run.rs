@@ -28,6 +28,10 @@ pub struct RunArgs {
     /// Serve Prometheus metrics on this address (QMGR_METRICS_LISTEN; default off).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Serve the web console, its JSON API and the metrics on this address (QMGR_HTTP_LISTEN;
+    /// default off). Read-only; use a loopback address unless QMGR_HTTP_TOKEN is set.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
     /// `always` (default: acknowledged means on disk) or `never` (UNSAFE; for measuring).
     #[arg(long, value_enum)]
     sync: Option<SyncMode>,
@@ -47,6 +51,7 @@ impl RunArgs {
             data_dir: self.data_dir,
             api_socket: self.socket,
             metrics_listen: self.metrics,
+            http_listen: self.http,
             sync: self.sync,
         };
         let settings = Settings::load(&overrides, None)?;

@@ -549,9 +549,8 @@ impl Core {
                 self.on_channel_closed(connection, &reason);
             }
             Command::Topology(update) => self.on_topology(update, now),
-            Command::Snapshot { reply } => {
-                let _ = reply.send(self.status(now));
-            }
+            Command::Snapshot { reply } => self.snapshot(reply, now),
+            Command::Console(query) => self.console(query, now),
             Command::Request {
                 connection,
                 id,

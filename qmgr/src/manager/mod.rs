@@ -142,6 +142,40 @@ pub enum Command {
         /// Where to send it.
         reply: tokio::sync::oneshot::Sender<hopmq::protocol::Status>,
     },
+    /// A read of the web console (`crate::console`); never changes anything.
+    Console(ConsoleQuery),
+}
+
+/// What the web console asks the core: reads only, answered at once.
+#[derive(Debug)]
+pub enum ConsoleQuery {
+    /// Each local queue's counters of messages in and out, by name.
+    QueueCounters {
+        /// Where to send them.
+        reply: tokio::sync::oneshot::Sender<Vec<QueueCounters>>,
+    },
+    /// Copies of up to `max` messages of a local queue in delivery order, as
+    /// [`Operation::Browse`] answers them (at most one reply's worth of bytes).
+    Browse {
+        /// The queue.
+        queue: String,
+        /// At most this many.
+        max: u32,
+        /// Where to send them, or why not (an invalid queue name).
+        reply:
+            tokio::sync::oneshot::Sender<Result<Vec<hopmq::protocol::Delivery>, hopmq::ApiError>>,
+    },
+}
+
+/// One local queue's counters since the manager started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueCounters {
+    /// The queue.
+    pub name: String,
+    /// Messages that entered it: puts, arrivals, lease returns.
+    pub entered: u64,
+    /// Messages handed out by gets.
+    pub taken: u64,
 }
 
 /// A topology file read again by [`crate::reload`].

@@ -96,6 +96,10 @@ pub struct LocalQueue {
     by_priority: [VecDeque<Entry>; PRIORITY_MAX as usize + 1],
     depth: u64,
     bytes: u64,
+    /// Entries inserted since start (puts, arrivals, lease returns), for the console's rates.
+    entered_total: u64,
+    /// Entries handed out by takes since start (expired ones not counted).
+    taken_total: u64,
 }
 
 /// What a take found besides the messages it returns.
@@ -116,6 +120,17 @@ impl LocalQueue {
     /// Bytes of the waiting messages' bodies.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Entries inserted since the queue was built (recovered ones not counted): puts,
+    /// arrivals and lease returns.
+    pub fn entered_total(&self) -> u64 {
+        self.entered_total
+    }
+
+    /// Entries handed out by takes since the queue was built.
+    pub fn taken_total(&self) -> u64 {
+        self.taken_total
     }
 
     /// The put time of the oldest waiting message.
@@ -152,6 +167,8 @@ impl LocalQueue {
         for entry in entries {
             queue.insert(entry);
         }
+        // Recovered, not entered: the counters count what happens from now on.
+        queue.entered_total = 0;
         queue
     }
 
@@ -168,6 +185,7 @@ impl LocalQueue {
         }
         self.depth += 1;
         self.bytes += u64::from(entry.bytes);
+        self.entered_total += 1;
     }
 
     /// Removes and returns up to `max` unexpired entries, highest priority first, FIFO within
@@ -227,6 +245,7 @@ impl LocalQueue {
             self.depth -= 1;
             self.bytes -= u64::from(entry.bytes);
         }
+        self.taken_total += taken.entries.len() as u64;
         taken
     }
 
@@ -455,6 +474,23 @@ mod tests {
         q.insert(first[1]);
         q.insert(first[0]);
         assert_eq!(seqs(&q.take(0, 10, None, |_| true).entries), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn counters_count_entries_in_and_out_but_not_recovered_or_expired() {
+        let recovered = LocalQueue::from_sorted(vec![entry(1, 0), entry(2, 5)]);
+        assert_eq!((recovered.entered_total(), recovered.taken_total()), (0, 0));
+        let mut q = LocalQueue::default();
+        q.insert(entry(1, 4));
+        q.insert(Entry {
+            expires_at_ms: 100,
+            ..entry(2, 4)
+        });
+        q.insert(entry(3, 4));
+        let taken = q.take(150, 1, None, |_| true);
+        assert_eq!(seqs(&taken.entries), [1]);
+        q.insert(taken.entries[0]);
+        assert_eq!((q.entered_total(), q.taken_total()), (4, 1));
     }
 
     #[test]

@@ -148,4 +148,36 @@ impl Core {
             publications_dropped: self.pubsub.totals.volatile_dropped,
         }
     }
+
+    /// Answers a read of the status (metrics, the web console).
+    pub(super) fn snapshot(&self, reply: tokio::sync::oneshot::Sender<Status>, now: Now) {
+        let _ = reply.send(self.status(now));
+    }
+
+    /// Answers a read of the web console.
+    pub(super) fn console(&mut self, query: crate::manager::ConsoleQuery, now: Now) {
+        use crate::manager::{ConsoleQuery, QueueCounters};
+        match query {
+            ConsoleQuery::QueueCounters { reply } => {
+                let counters = self
+                    .queues
+                    .iter()
+                    .map(|(name, slot)| QueueCounters {
+                        name: name.to_string(),
+                        entered: slot.queue.entered_total(),
+                        taken: slot.queue.taken_total(),
+                    })
+                    .collect();
+                let _ = reply.send(counters);
+            }
+            ConsoleQuery::Browse { queue, max, reply } => {
+                let messages = match self.browse(&queue, max, now) {
+                    Ok(Reply::Messages(messages)) => Ok(messages),
+                    Ok(_) => Ok(Vec::new()),
+                    Err(error) => Err(error),
+                };
+                let _ = reply.send(messages);
+            }
+        }
+    }
 }
