@@ -221,9 +221,40 @@ impl PyClient {
         PyMessage::new(py, reply, Some(&client))
     }
 
-    /// Replies to `request`, a Message this client holds leased: `body` goes to its reply_to
-    /// with its correlation id, and the request is acked, in one atomic write. Returns the
-    /// reply's id.
+    /// Publishes `body` to `topic` as one request to every subscriber and returns the replies
+    /// (a list of Message) that come within `timeout` seconds (None: 30), at most
+    /// `max_replies`: returns as soon as that many came. Later replies are dead-lettered.
+    #[pyo3(signature = (topic, body, timeout=None, max_replies=100, **options))]
+    #[pyo3(
+        text_signature = "($self, topic, body, timeout=None, max_replies=100, *, priority=4, \
+                          ttl=None, headers=None, correlation_id=None, persistent=True)"
+    )]
+    fn request_many(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        body: &Bound<'_, PyAny>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        max_replies: u32,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Vec<Py<PyMessage>>> {
+        let timeout =
+            convert::optional_duration(timeout, "timeout")?.unwrap_or(Duration::from_secs(30));
+        let message = convert::outgoing(body, options)?;
+        let client = self.client()?;
+        let replies = py
+            .detach(|| client.request_many(topic, message, timeout, max_replies))
+            .map_err(|error| to_py(py, error))?;
+        replies
+            .into_iter()
+            .map(|reply| PyMessage::new(py, reply, Some(&client)))
+            .collect()
+    }
+
+    /// Replies to `request`. If this client holds it leased, `body` goes to its reply_to
+    /// with its correlation id, and the request is acked, in one atomic write; a request
+    /// taken otherwise (a get, a subscription's publication) is answered by a put to its
+    /// reply_to. Returns the reply's id.
     #[pyo3(signature = (request, body, **options))]
     fn reply(
         &self,

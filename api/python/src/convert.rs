@@ -136,7 +136,8 @@ fn optional_string(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<Stri
 }
 
 /// The options `put` takes, by keyword.
-pub(crate) const PUT_OPTIONS: &str = "priority, ttl, headers, correlation_id, reply_to, persistent";
+pub(crate) const PUT_OPTIONS: &str =
+    "priority, ttl, headers, correlation_id, reply_to, persistent, reports";
 
 /// A message to put: `body` with the put options in `options` (keyword arguments of `put`,
 /// or the options dict of a `put_batch` item). `None` for an option means its default.
@@ -165,7 +166,8 @@ pub(crate) fn outgoing(
                     ))
                 })?;
             }
-            "priority" | "ttl" | "headers" | "persistent" => {}
+            "reports" if given => message = message.reports(reports(&value)?),
+            "priority" | "ttl" | "headers" | "persistent" | "reports" => {}
             other => {
                 return Err(PyTypeError::new_err(format!(
                     "unknown put option `{other}`; the options are {PUT_OPTIONS}"
@@ -174,6 +176,24 @@ pub(crate) fn outgoing(
         }
     }
     Ok(message)
+}
+
+/// The reports a put asks for: `"arrival,delivery"` or an iterable of kinds.
+fn reports(value: &Bound<'_, PyAny>) -> PyResult<hopmq::Reports> {
+    let text = if let Ok(text) = value.extract::<String>() {
+        text
+    } else {
+        let kinds: Vec<String> = value.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "reports must be a str or an iterable of str (arrival, delivery, exception), \
+                 not {}",
+                type_name(value)
+            ))
+        })?;
+        kinds.join(",")
+    };
+    text.parse()
+        .map_err(|e: hopmq::report::BadReports| PyValueError::new_err(e.to_string()))
 }
 
 /// One item of `put_batch`: `(address, body)` or `(address, body, options)`.

@@ -43,9 +43,8 @@ impl PyMessage {
         )
     }
 
-    /// The message without its body, for a reply to it (which needs its lease).
+    /// The message without its body, for a reply to it.
     pub(crate) fn request(&self) -> PyResult<hopmq::Message> {
-        self.lease_id()?;
         Ok(self.message.clone())
     }
 
@@ -123,6 +122,13 @@ impl PyMessage {
     #[getter]
     fn reply_to(&self) -> Option<&str> {
         self.message.reply_to.as_deref()
+    }
+
+    /// The kind of delivery report this message is (`"arrival"`, `"delivery"` or
+    /// `"exception"`), or None for any other message.
+    #[getter]
+    fn report(&self) -> Option<&'static str> {
+        self.message.report().map(hopmq::Report::as_str)
     }
 
     /// Whether it was stored on disk (put persistent).

@@ -2,6 +2,7 @@
 leases, subscriptions, notify, queue management and status."""
 
 import datetime
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, List, Optional
 import pytest
 
 import hopmq
-from conftest import DEADLINE, MAX_DELIVERIES, Manager, wait_until
+from conftest import DEADLINE, MAX_DELIVERIES, Manager, qmgr_binary, wait_until
 
 
 def depth(client: hopmq.Client, queue: str, what: str = "depth") -> int:
@@ -505,3 +506,50 @@ def test_a_request_gets_the_reply_of_a_server_and_a_late_one_is_dead_lettered(
     assert plain is not None
     with pytest.raises(hopmq.InvalidArgument):
         client.reply(plain, "x")
+
+
+def test_reports_tell_reply_to_of_the_arrival_and_delivery_of_a_message(
+    client: hopmq.Client, queue: str
+) -> None:
+    acks = f"{queue}.acks"
+    sent = client.put(queue, "watched", reply_to=acks, reports=["arrival", "delivery"])
+    arrival = client.get(acks, timeout=DEADLINE)
+    assert arrival is not None
+    assert (arrival.report, arrival.correlation_id, arrival.body) == ("arrival", sent, b"")
+    assert arrival.headers["hopmq.report_queue"] == queue
+    assert client.get(acks, timeout=0) is None, "not delivered yet"
+    taken = client.get(queue, timeout=DEADLINE)
+    assert taken is not None and taken.id == sent
+    delivery = client.get(acks, timeout=DEADLINE)
+    assert delivery is not None
+    assert (delivery.report, delivery.correlation_id) == ("delivery", sent)
+    plain = client.put(queue, "unwatched", reply_to=acks)
+    assert client.get(queue, timeout=DEADLINE) is not None
+    assert client.get(acks, timeout=0) is None, f"{plain} asked for no report"
+
+    with pytest.raises(hopmq.BadRequest, match="needs a reply_to"):
+        client.put(queue, "x", reports="exception")
+    with pytest.raises(ValueError, match="unknown report `read`"):
+        client.put(queue, "x", reply_to=acks, reports="arrival,read")
+
+
+def test_a_multicast_request_gathers_the_replies_of_a_topics_subscribers(
+    manager: Manager, client: hopmq.Client, queue: str
+) -> None:
+    subscription = queue.replace(".", "-")
+    create = [str(qmgr_binary()), "subscription", "create", subscription, f"{subscription}.*"]
+    subprocess.run(create + ["--socket", manager.socket], check=True, capture_output=True)
+
+    def serve() -> None:
+        with hopmq.Client(manager.socket) as server:
+            request = server.get(subscription, timeout=DEADLINE, lease=30)
+            assert request is not None
+            server.reply(request, b"here: " + request.body)
+
+    server = threading.Thread(target=serve)
+    server.start()
+    replies = client.request_many(f"{subscription}.ask", "who?", timeout=DEADLINE, max_replies=1)
+    server.join()
+    assert [reply.body for reply in replies] == [b"here: who?"]
+    nobody = client.request_many(f"{subscription}-none.ask", "who?", timeout=0.2)
+    assert nobody == []

@@ -58,7 +58,7 @@ from ._hopmq import (
     __version__,
     default_socket_path,
 )
-from ._types import Body, PutOptions, Seconds
+from ._types import Body, PutOptions, Report, Reports, Seconds
 
 # A notify callback runs on a thread of the client's, which must not try to enter the
 # interpreter while it shuts down: stop every callback still running before that.
@@ -91,6 +91,8 @@ __all__ = [
     "QueueFull",
     "QueueNotEmpty",
     "NotArrived",
+    "Report",
+    "Reports",
     "Seconds",
     "ShuttingDown",
     "StorageError",

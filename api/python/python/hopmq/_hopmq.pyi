@@ -4,7 +4,7 @@ import os
 from types import TracebackType
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Union, final
 
-from hopmq._types import Body, PutOptions, Seconds
+from hopmq._types import Body, PutOptions, Report, Reports, Seconds
 
 __all__ = [
     "Client",
@@ -97,6 +97,7 @@ class Client:
         correlation_id: Optional[str] = None,
         reply_to: Optional[str] = None,
         persistent: bool = True,
+        reports: Optional[Reports] = None,
     ) -> str:
         """Puts one message to `address` (QUEUE, or QUEUE@MANAGER) and returns its id (32 hex
         digits) once the manager has it on disk, or in memory if persistent=False.
@@ -104,7 +105,9 @@ class Client:
         priority: 0 (lowest) to 9 (highest), default 4. ttl: seconds (or a timedelta) until it
         expires, default never. headers: str to str. correlation_id ties a reply to its
         request; reply_to says where replies go. persistent=False skips the disk: faster, but
-        lost if the manager stops.
+        lost if the manager stops. reports ("arrival,delivery,exception" or a list of kinds)
+        asks the managers to send reply_to a report when the message arrives in its queue,
+        is taken from it, or is dead-lettered; each report's correlation_id is this id.
         """
 
     def put_arrived(
@@ -119,6 +122,7 @@ class Client:
         correlation_id: Optional[str] = None,
         reply_to: Optional[str] = None,
         persistent: bool = True,
+        reports: Optional[Reports] = None,
     ) -> str:
         """Puts one message like put, but returns its id only once it is durably in its
         destination manager (its queue there, or that manager's DLQ), as confirmed back
@@ -145,6 +149,24 @@ class Client:
         client's private reply queue) and its correlation id (unless given).
         """
 
+    def request_many(
+        self,
+        topic: str,
+        body: Body,
+        timeout: Optional[Seconds] = None,
+        max_replies: int = 100,
+        *,
+        priority: int = 4,
+        ttl: Optional[Seconds] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        correlation_id: Optional[str] = None,
+        persistent: bool = True,
+    ) -> list[Message]:
+        """Publishes `body` to `topic` as one request to every subscriber and returns the
+        replies that come within `timeout` seconds (None: 30), at most `max_replies`; returns
+        as soon as that many came. Replies that come later are dead-lettered.
+        """
+
     def reply(
         self,
         request: Message,
@@ -155,9 +177,10 @@ class Client:
         headers: Optional[Mapping[str, str]] = None,
         persistent: bool = True,
     ) -> str:
-        """Replies to `request`, a message this client holds leased (get with lease=):
-        `body` goes to its reply_to with its correlation id and the request is acked, in one
-        atomic write. Returns the reply's id.
+        """Replies to `request`. Leased (get with lease=): `body` goes to its reply_to with
+        its correlation id and the request is acked, in one atomic write. Taken otherwise (a
+        get, a subscription's publication): a put of `body` to its reply_to with that
+        correlation id. Returns the reply's id.
         """
 
     def put_batch(
@@ -319,6 +342,10 @@ class Message:
     @property
     def reply_to(self) -> Optional[str]:
         """Where replies should go."""
+
+    @property
+    def report(self) -> Optional[Report]:
+        """The kind of delivery report this message is, or None for any other message."""
 
     @property
     def persistent(self) -> bool:
