@@ -27,6 +27,10 @@ pub(super) struct ReplyQueues {
     gathering: FxHashMap<u64, Vec<Gathering>>,
 }
 
+/// Multicast requests one connection may have gathering at once: each holds a little memory
+/// until its deadline, which the client chooses.
+const GATHERINGS_PER_CONNECTION_MAX: usize = 1024;
+
 /// A multicast request gathering replies until its deadline: replies with its correlation
 /// id wait in the reply queue for the client's next call until then.
 #[derive(Debug, Clone)]
@@ -186,6 +190,15 @@ impl Core {
         {
             return Err(ApiError::BadRequest {
                 reason: format!("correlation id `{correlation}` already gathers replies"),
+            });
+        }
+        let gathering = self.reply_queues.gathering.get(&connection);
+        if gathering.is_some_and(|all| all.len() >= GATHERINGS_PER_CONNECTION_MAX) {
+            return Err(ApiError::BadRequest {
+                reason: format!(
+                    "this connection has {GATHERINGS_PER_CONNECTION_MAX} multicast requests \
+                     gathering replies, its limit: wait for one to end"
+                ),
             });
         }
         message.reply_to = Some(format!("{queue}@{}", self.name));
@@ -392,5 +405,47 @@ impl Core {
         for queue in orphans {
             self.dead_letter_unclaimed_replies(&queue, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(name: &str) -> QueueName {
+        QueueName::new(name).expect("a valid name")
+    }
+
+    #[test]
+    fn replies_are_awaited_while_their_request_gathers_and_no_longer() {
+        let mut queues = ReplyQueues::default();
+        let (mine, theirs) = (queue("hopmq.reply.1"), queue("hopmq.reply.2"));
+        queues.by_connection.insert(1, mine.clone());
+        queues.owners.insert(mine.clone(), 1);
+        queues.by_connection.insert(2, theirs.clone());
+        queues.owners.insert(theirs.clone(), 2);
+        let gathering = |correlation: &str, deadline_ms| Gathering {
+            correlation_id: correlation.to_owned(),
+            hash: correlation_hash(Some(correlation)),
+            deadline_ms,
+        };
+        queues
+            .gathering
+            .insert(1, vec![gathering("a", 100), gathering("b", 200)]);
+        let hash = |c| correlation_hash(Some(c));
+        assert!(queues.awaited(&mine, hash("a")) && queues.awaited(&mine, hash("b")));
+        assert!(!queues.awaited(&mine, hash("c")), "not gathered");
+        assert!(!queues.awaited(&theirs, hash("a")), "another connection's");
+        assert!(queues.gathering(1, "a").is_some() && queues.gathering(2, "a").is_none());
+
+        assert!(queues.end_due(99).is_empty());
+        assert_eq!(
+            queues.end_due(100),
+            std::slice::from_ref(&mine),
+            "a ended: its queue is swept"
+        );
+        assert!(!queues.awaited(&mine, hash("a")) && queues.awaited(&mine, hash("b")));
+        assert_eq!(queues.end_due(500), std::slice::from_ref(&mine));
+        assert!(queues.gathering.is_empty(), "nothing left behind");
     }
 }
