@@ -26,21 +26,32 @@ pub enum Mutation {
     /// Destinations never hold a message for an earlier one of its origin and queue, so a
     /// message sent around a failed relay is overtaken by later ones.
     SkipResequencing,
+    /// A delivery report is written in a write of its own ahead of its event's, so a crash
+    /// can keep the report and lose the event (which then happens again, and reports again).
+    ReportsAhead,
+    /// A delivery report is written in a write of its own after its event's, so a crash can
+    /// keep the event and lose its report.
+    ReportsBehind,
 }
 
 impl Mutation {
     /// Every mutation, with the name `scripts/sim --mutation` takes.
-    pub const ALL: [(&'static str, Mutation); 6] = [
+    pub const ALL: [(&'static str, Mutation); 8] = [
         ("ack-before-durable", Mutation::AckBeforeDurable),
         ("skip-dedup", Mutation::SkipDedup),
         ("unrecorded-lease", Mutation::UnrecordedLease),
         ("skip-custody-dedup", Mutation::SkipCustodyDedup),
         ("skip-confirmations", Mutation::SkipConfirmations),
         ("skip-resequencing", Mutation::SkipResequencing),
+        ("reports-ahead", Mutation::ReportsAhead),
+        ("reports-behind", Mutation::ReportsBehind),
     ];
 
     /// Mutations a second mechanism masks: the checker must *not* see them break a promise.
     pub const MASKED: [Mutation; 1] = [Mutation::SkipDedup];
+
+    /// Mutations that break delivery reports only: the simulator must run reports to see them.
+    pub const REPORTS: [Mutation; 2] = [Mutation::ReportsAhead, Mutation::ReportsBehind];
 
     /// The mutation called `name`.
     pub fn named(name: &str) -> Option<Mutation> {
@@ -62,6 +73,8 @@ pub fn set(mutation: Option<Mutation>) {
         Some(Mutation::SkipCustodyDedup) => 4,
         Some(Mutation::SkipConfirmations) => 5,
         Some(Mutation::SkipResequencing) => 6,
+        Some(Mutation::ReportsAhead) => 7,
+        Some(Mutation::ReportsBehind) => 8,
     };
     ACTIVE.store(code, std::sync::atomic::Ordering::Relaxed);
 }
@@ -78,6 +91,8 @@ pub fn active(mutation: Mutation) -> bool {
             Mutation::SkipCustodyDedup => 4,
             Mutation::SkipConfirmations => 5,
             Mutation::SkipResequencing => 6,
+            Mutation::ReportsAhead => 7,
+            Mutation::ReportsBehind => 8,
         };
         ACTIVE.load(std::sync::atomic::Ordering::Relaxed) == code
     }

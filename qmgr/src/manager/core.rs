@@ -499,8 +499,14 @@ impl Core {
         mut payloads: Vec<Bytes>,
         continuation: Continuation,
     ) {
+        if mutation::active(Mutation::ReportsAhead) && !payloads.is_empty() {
+            // Broken on purpose: the reports go ahead of their event, in a write of their own.
+            self.write_pending_reports();
+        }
         let custody = matches!(continuation, Continuation::Custody { .. });
-        let reports = self.reporting.board(custody, &mut payloads);
+        // Broken on purpose (reports-behind): they wait for a write of their own after it.
+        let behind = mutation::active(Mutation::ReportsBehind) && !payloads.is_empty();
+        let reports = self.reporting.board(custody || behind, &mut payloads);
         // Read before the append: its records land in this segment or a later one.
         let segment = self.storage.active_segment();
         self.commits.made(continuation, segment);

@@ -46,9 +46,14 @@
 //!
 //! Requests and their replies (module `conversations`) are held against at most one reply per
 //! request, each delivered only to its requester, and their arrival once faults stop.
+//!
+//! Delivery reports (module `reports`) are held against exactly one arrival, delivery and
+//! exception report per message that asked, for what its clients saw happen, and none for
+//! what did not.
 
 mod conversations;
 mod publications;
+mod reports;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -57,6 +62,7 @@ use qmgr::record::{self, Record};
 
 pub use conversations::{REPLY_MARK, REQUEST_MARK, is_conversation};
 pub use publications::is_publication;
+pub use reports::REPORT_QUEUE;
 
 /// Where a message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +89,8 @@ struct Message {
     unordered: bool,
     /// Deliveries plus dead letters.
     resolved: u32,
+    /// Deliveries: a destructive get's answer, or an ack's `Done`.
+    deliveries: u32,
     dead_lettered: bool,
     in_doubt: bool,
     /// Lost with a manager's disk (see the module documentation).
@@ -111,6 +119,8 @@ pub struct Checker {
     publications: publications::Publications,
     /// Requests and replies (module `conversations`).
     conversations: conversations::Conversations,
+    /// Delivery reports (module `reports`).
+    reports: reports::Reporting,
     /// Counters for the run's summary line.
     pub delivered: u64,
     /// Dead letters seen.
@@ -148,6 +158,7 @@ impl Checker {
                 first_seen: false,
                 unordered: false,
                 resolved: 0,
+                deliveries: 0,
                 dead_lettered: false,
                 in_doubt: false,
                 lost_with_disk: false,
@@ -242,6 +253,9 @@ impl Checker {
     /// `key` was delivered for good (a destructive get's answer, or an ack's `Done`).
     pub fn delivered(&mut self, key: &str) {
         self.delivered += 1;
+        if let Some(message) = self.messages.get_mut(key) {
+            message.deliveries += 1;
+        }
         self.resolve(key, "delivered");
     }
 
@@ -285,6 +299,7 @@ impl Checker {
     pub fn disk_lost(&mut self, manager: &str) {
         self.publications_disk_lost(manager);
         self.conversations_disk_lost(manager);
+        self.reports_disk_lost(manager);
         let queues = self.homed.get(manager).cloned().unwrap_or_default();
         for message in self.messages.values_mut() {
             if message.stream.0 == manager || queues.contains(&message.stream.1) {
@@ -304,6 +319,7 @@ impl Checker {
             })
             .flatten()
             .collect();
+        self.reports_crash(records, survived, &removed);
         if removed.is_empty() {
             return;
         }
@@ -345,6 +361,7 @@ impl Checker {
             .map(|(key, _)| key.clone())
             .chain(self.publications_missing())
             .chain(self.conversations_missing())
+            .chain(self.reports_missing())
             .collect()
     }
 
@@ -353,6 +370,7 @@ impl Checker {
         self.messages.values().filter(|m| must_arrive(m)).count()
             + self.publications_outstanding()
             + self.conversations_owed()
+            + self.reports_owed()
     }
 
     /// Everything found wrong, the never-delivered messages included.
@@ -386,7 +404,13 @@ impl Checker {
         }
         self.publication_losses();
         self.conversation_losses();
+        self.report_checks();
         self.violations
+    }
+
+    /// Reports that turned up.
+    pub fn reports_received(&self) -> u64 {
+        self.reports.received
     }
 
     /// Requests sent, and replies delivered to their requesters.

@@ -11,7 +11,8 @@
 //!
 //! A run: `steps` steps of workload and faults (puts from every manager to queues homed
 //! anywhere, durable subscriptions and publications to them, destructive and leased gets,
-//! acks, nacks, expiries, priorities, requests and their replies; crashes at any step with
+//! acks, nacks, expiries, priorities, requests and their replies, delivery reports and the
+//! queues they are sent to; crashes at any step with
 //! unsynced writes lost or kept, failed syncs, disks lost whole, partitions, connection
 //! drops, drains, topology edits),
 //! then the faults stop and the run continues until every acknowledged message is delivered
@@ -24,6 +25,7 @@ pub mod rng;
 mod network;
 mod node;
 mod pubsub;
+mod reports;
 mod requests;
 mod shape;
 
@@ -66,6 +68,9 @@ pub struct Options {
     /// Requesters and servers of a service queue join the workload (and request/reply's
     /// promises the checks). Off, a seed runs as it did before request/reply existed.
     pub requests: bool,
+    /// Some puts ask for delivery reports, and each manager's client drains its report queue
+    /// (and reports' promises join the checks). Off, a seed runs as it did before reports.
+    pub reports: bool,
 }
 
 /// What one run found.
@@ -89,6 +94,8 @@ pub struct Outcome {
     pub requests: u64,
     /// Replies delivered to their requesters.
     pub replies: u64,
+    /// Delivery reports that turned up (with `--reports`).
+    pub reports: u64,
     /// Crashes (failed syncs included).
     pub crashes: u64,
     /// Events handled by cores (commands, commits, timers).
@@ -157,6 +164,7 @@ pub fn run(options: &Options) -> Outcome {
     let published = checker.publications_published();
     let publications_delivered = checker.publications_delivered();
     let (requests, replies) = checker.conversations_counted();
+    let reports = checker.reports_received();
     Outcome {
         digest: digest.0,
         violations: checker.finish(),
@@ -167,6 +175,7 @@ pub fn run(options: &Options) -> Outcome {
         dead_lettered,
         requests,
         replies,
+        reports,
         crashes,
         manager_steps,
         simulated_ms: now_ms,
@@ -194,6 +203,8 @@ pub(crate) struct Sim {
     pub(crate) rng: Rng,
     /// See [`Options::pubsub`].
     pubsub: bool,
+    /// See [`Options::reports`].
+    pub(crate) reports: bool,
     seed: u64,
     origin: Instant,
     pub(crate) now_ms: u64,
@@ -223,6 +234,7 @@ impl Sim {
         let mut sim = Sim {
             rng,
             pubsub: options.pubsub,
+            reports: options.reports,
             seed: options.seed,
             origin: Instant::now(),
             now_ms: 0,

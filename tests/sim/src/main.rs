@@ -25,8 +25,9 @@ struct Args {
     #[arg(long, default_value_t = 3_000)]
     steps: u64,
     /// Break the core on purpose (ack-before-durable, skip-dedup, unrecorded-lease,
-    /// skip-custody-dedup, skip-confirmations, skip-resequencing): the checker must catch it
-    /// (skip-dedup through publications only: custody masks it for queue messages).
+    /// skip-custody-dedup, skip-confirmations, skip-resequencing, reports-ahead,
+    /// reports-behind): the checker must catch it (skip-dedup through publications only:
+    /// custody masks it for queue messages; the reports ones with `--reports` only).
     #[arg(long)]
     mutation: Option<String>,
     /// Print each run's event trace.
@@ -39,6 +40,10 @@ struct Args {
     /// promises checked.
     #[arg(long)]
     requests: bool,
+    /// Puts asking for delivery reports in the workload, clients draining the report queues,
+    /// and reports' promises checked.
+    #[arg(long)]
+    reports: bool,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
             trace: args.trace,
             pubsub: args.pubsub,
             requests: args.requests,
+            reports: args.reports,
         };
         let outcome = run(&options);
         manager_steps += outcome.manager_steps;
@@ -86,13 +92,14 @@ fn main() -> ExitCode {
             }
         };
         println!(
-            "seed {seed}: {verdict} (puts {}, delivered {}, published {}, publications delivered {}, requests {}, replies {}, dead letters {}, crashes {}, {} manager steps, {:.1} simulated s) digest {:016x}",
+            "seed {seed}: {verdict} (puts {}, delivered {}, published {}, publications delivered {}, requests {}, replies {}, reports {}, dead letters {}, crashes {}, {} manager steps, {:.1} simulated s) digest {:016x}",
             outcome.puts,
             outcome.delivered,
             outcome.published,
             outcome.publications_delivered,
             outcome.requests,
             outcome.replies,
+            outcome.reports,
             outcome.dead_lettered,
             outcome.crashes,
             outcome.manager_steps,
@@ -128,8 +135,9 @@ fn replay(args: &Args, seed: u64) -> String {
         .map_or(String::new(), |m| format!(" --mutation {m}"));
     let pubsub = if args.pubsub { " --pubsub" } else { "" };
     let requests = if args.requests { " --requests" } else { "" };
+    let reports = if args.reports { " --reports" } else { "" };
     format!(
-        "scripts/sim --seed {seed} --managers {} --steps {}{pubsub}{requests}{mutation}",
+        "scripts/sim --seed {seed} --managers {} --steps {}{pubsub}{requests}{reports}{mutation}",
         args.managers, args.steps
     )
 }

@@ -9,7 +9,7 @@ use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
 use qmgr::manager::CoreLimits;
 use qmgr::manager::{Command, Core, MAINTENANCE_INTERVAL, Recovered, ToClient, TopologyUpdate};
 
-use crate::checker::{is_conversation, is_publication};
+use crate::checker::{REPORT_QUEUE, is_conversation, is_publication};
 use crate::disk::{self, Disk};
 use crate::pubsub::{RoutesSeen, Wanted};
 use crate::shape::Shape;
@@ -395,6 +395,7 @@ impl Sim {
                 (persistent, ttl_ms.is_some()),
                 (self.now_ms, self.homes_agree(&queue)),
             );
+            let (headers, reply_to) = self.ask_reports(&key);
             messages.push((
                 queue.clone(),
                 OutgoingMessage {
@@ -402,6 +403,8 @@ impl Sim {
                     persistent,
                     priority,
                     ttl_ms,
+                    headers,
+                    reply_to,
                     ..OutgoingMessage::default()
                 },
             ));
@@ -448,6 +451,7 @@ impl Sim {
             .map(|(queue, _)| queue)
             .chain(["DLQ".to_owned()])
             .chain(subscriptions)
+            .chain(self.reports.then(|| REPORT_QUEUE.to_owned()))
             .collect();
         let queue = homed[self.rng.index(homed.len())].clone();
         // One get per queue at a time: answers then come in the order the queue handed its
@@ -460,8 +464,9 @@ impl Sim {
         if busy {
             return;
         }
-        // Dead letters are taken for good: a nacked one would come back and count twice.
-        let leased = queue != "DLQ" && self.rng.chance(500);
+        // Dead letters and reports are taken for good: a nacked one would come back and
+        // count twice.
+        let leased = queue != "DLQ" && queue != REPORT_QUEUE && self.rng.chance(500);
         let lease_ms = leased.then(|| self.rng.between(100, 3_000));
         let timeout_ms = if self.rng.chance(500) {
             0
@@ -587,7 +592,14 @@ impl Sim {
 
     fn on_reply(&mut self, index: usize, request: Request, result: Result<Reply, hopmq::ApiError>) {
         match (request, result) {
-            (Request::Put(keys), result) => self.checker.put_answered(&keys, result.is_ok()),
+            (Request::Put(keys), result) => {
+                if let Ok(Reply::Put(ids)) = &result {
+                    for (key, id) in keys.iter().zip(ids) {
+                        self.checker.message_id(key, &id.to_string());
+                    }
+                }
+                self.checker.put_answered(&keys, result.is_ok());
+            }
             (Request::Publish(keys), result) => self.publish_answered(&keys, &result),
             (Request::Subscribe(name), result) => {
                 let done = matches!(result, Ok(Reply::Done));
@@ -613,7 +625,11 @@ impl Sim {
 
     /// One message a get from `queue` at manager `index` handed out.
     fn on_delivery(&mut self, index: usize, queue: &str, delivery: hopmq::protocol::Delivery) {
+        if self.report_delivery(queue, &delivery) {
+            return;
+        }
         let key = String::from_utf8_lossy(&delivery.body).into_owned();
+        self.checker.message_id(&key, &delivery.id.to_string());
         let publication = is_publication(&key);
         if queue == "DLQ" {
             let reason = delivery.headers.get("hopmq.dead_letter_reason");
@@ -626,6 +642,8 @@ impl Sim {
                 self.checker.publication_dead_letter(&key, reason, from);
             } else {
                 self.checker.dead_letter(&key, reason);
+                let manager = self.nodes[index].name.to_string();
+                self.checker.report_dead_letter_at(&key, &manager);
             }
             return;
         }

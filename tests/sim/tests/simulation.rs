@@ -16,16 +16,34 @@ struct Workload {
     pubsub: bool,
     /// Requests and their replies.
     requests: bool,
+    /// Puts asking for delivery reports, and the report queues drained.
+    reports: bool,
 }
 
 const PUBSUB: Workload = Workload {
     pubsub: true,
     requests: false,
+    reports: false,
 };
 
 const REQUESTS: Workload = Workload {
     pubsub: false,
     requests: true,
+    reports: false,
+};
+
+const REPORTS: Workload = Workload {
+    pubsub: false,
+    requests: false,
+    reports: true,
+};
+
+/// Reports with the rest of the workload: their messages meet publications and requests on
+/// the same managers, links and journals.
+const EVERYTHING: Workload = Workload {
+    pubsub: true,
+    requests: true,
+    reports: true,
 };
 
 /// [`pass`], with `workload` added.
@@ -39,12 +57,14 @@ fn pass_with(seeds: std::ops::Range<u64>, (managers, steps): (usize, u64), workl
             trace: false,
             pubsub: workload.pubsub,
             requests: workload.requests,
+            reports: workload.reports,
         });
         if let Some(violation) = outcome.violations.first() {
             failures.push(format!(
-                "seed {seed}: {violation}\n    replay: scripts/sim --seed {seed} --managers {managers} --steps {steps}{}{}",
+                "seed {seed}: {violation}\n    replay: scripts/sim --seed {seed} --managers {managers} --steps {steps}{}{}{}",
                 if workload.pubsub { " --pubsub" } else { "" },
                 if workload.requests { " --requests" } else { "" },
+                if workload.reports { " --reports" } else { "" },
             ));
         }
     }
@@ -97,6 +117,21 @@ fn requests_and_replies_keep_every_promise_with_four_managers() {
 }
 
 #[test]
+fn delivery_reports_keep_every_promise() {
+    pass_with(10_001..10_026, (3, 3_000), REPORTS);
+}
+
+#[test]
+fn delivery_reports_keep_every_promise_with_four_managers() {
+    pass_with(10_501..10_521, (4, 3_000), REPORTS);
+}
+
+#[test]
+fn delivery_reports_keep_every_promise_beside_publications_and_requests() {
+    pass_with(11_001..11_016, (4, 3_000), EVERYTHING);
+}
+
+#[test]
 fn a_seed_replays_exactly_and_seeds_differ() {
     let options = |seed| Options {
         seed,
@@ -105,6 +140,7 @@ fn a_seed_replays_exactly_and_seeds_differ() {
         trace: false,
         pubsub: true,
         requests: true,
+        reports: true,
     };
     let first = run(&options(7));
     let again = run(&options(7));
