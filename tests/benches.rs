@@ -486,3 +486,59 @@ fn request_answers_every_request_once_at_zero_and_two_hops() {
         run.stdout
     );
 }
+
+#[test]
+fn wan_measures_one_point_through_an_impaired_link() {
+    let run = bench(&[
+        "wan",
+        "--rtt",
+        "20",
+        "--loss",
+        "2",
+        "--jitter",
+        "2",
+        "--reorder",
+        "1",
+        "--bandwidth",
+        "50",
+        "--duration",
+        "0.5",
+        "--count",
+        "400",
+        "--size",
+        "64",
+        "--producers",
+        "1",
+        "--consumers",
+        "1",
+        "--batch",
+        "4",
+        "--ahead",
+        "128",
+        "--rate",
+        "100",
+        "--latency-duration",
+        "0.5",
+    ]);
+    // One row, under the header: the point's round trip and loss first.
+    let rows: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|line| line.split_whitespace().take(2).eq(["20", "2"]))
+        .collect();
+    assert_eq!(rows.len(), 1, "{}", run.stdout);
+    // Both phases checked every message: none lost, twice, out of order or not put.
+    let verified: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|line| line.contains(" verify: "))
+        .collect();
+    assert_eq!(verified.len(), 2, "{}", run.stdout);
+    for line in verified {
+        for word in ["lost", "duplicated", "reordered", "unexpected"] {
+            assert_eq!(figure(line, word), 0, "{line}");
+        }
+        assert!(figure(line, "verify:") > 0, "{line}");
+    }
+    assert!(!run.stdout.contains("VERIFY FAILED"), "{}", run.stdout);
+}

@@ -71,6 +71,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The local API socket; default `<data_dir>/qmgr.sock`.
     pub api_socket: Option<PathBuf>,
+    /// Where the channel endpoint binds; `None`: this manager's address in the topology.
+    /// For a manager behind NAT or port forwarding (or a relay), which its neighbours reach at
+    /// the topology's address while it binds another. Needs a topology file.
+    pub listen: Option<SocketAddr>,
     /// Where to serve Prometheus metrics; off by default.
     pub metrics_listen: Option<SocketAddr>,
     /// Where to serve the web console, its JSON API and the metrics; off by default.
@@ -162,6 +166,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--socket`.
     pub api_socket: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
     /// `--metrics`.
     pub metrics_listen: Option<SocketAddr>,
     /// `--http`.
@@ -241,6 +247,7 @@ impl Settings {
                 "api_socket",
                 overrides.api_socket.as_deref().map(path_string),
             )?
+            .set_override_option("listen", overrides.listen.map(|a| a.to_string()))?
             .set_override_option(
                 "metrics_listen",
                 overrides.metrics_listen.map(|a| a.to_string()),
@@ -288,6 +295,7 @@ impl Settings {
                 });
             }
         }
+        self.validate_listen()?;
         if let Some(threads) = self.runtime_threads {
             if !(1..=RUNTIME_THREADS_MAX).contains(&threads) {
                 return Err(ConfigError::Invalid {
@@ -324,6 +332,20 @@ impl Settings {
                     reason: format!("{timeout} is not between {dead_min} and 86400000"),
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// `listen` replaces where the topology address would have the channel endpoint bind, so
+    /// a standalone manager, which has no endpoint, has no use for it.
+    fn validate_listen(&self) -> Result<(), ConfigError> {
+        if self.listen.is_some() && self.topology.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "listen",
+                reason: "needs a topology file: it replaces where this manager's topology \
+                         address would have the channel endpoint bind"
+                    .into(),
+            });
         }
         Ok(())
     }
@@ -465,6 +487,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("nmae"), "{error}");
+    }
+
+    #[test]
+    fn listen_defaults_to_the_topology_address_and_needs_a_topology() {
+        let off = Settings::load(&Overrides::default(), env(&[])).unwrap();
+        assert_eq!(off.listen, None);
+        let topology = [("QMGR_TOPOLOGY", "/etc/hopmq/topology.toml")];
+        let via_env = Settings::load(
+            &Overrides::default(),
+            env(&[topology[0], ("QMGR_LISTEN", "0.0.0.0:7401")]),
+        )
+        .unwrap();
+        assert_eq!(via_env.listen, Some("0.0.0.0:7401".parse().unwrap()));
+        let via_flag = Settings::load(
+            &Overrides {
+                listen: Some("127.0.0.1:7402".parse().unwrap()),
+                ..Default::default()
+            },
+            env(&[topology[0], ("QMGR_LISTEN", "0.0.0.0:7401")]),
+        )
+        .unwrap();
+        assert_eq!(via_flag.listen, Some("127.0.0.1:7402".parse().unwrap())); // flag beats env
+        let bad = |pairs: &[(&str, &str)]| {
+            Settings::load(&Overrides::default(), env(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad(&[("QMGR_LISTEN", "0.0.0.0:7401")]).contains("`listen`: needs a topology"));
+        assert!(bad(&[topology[0], ("QMGR_LISTEN", "somewhere")]).contains("listen"));
     }
 
     #[test]

@@ -36,6 +36,7 @@ const WRITERS_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 pub fn run(settings: Settings, salvage: bool) -> anyhow::Result<()> {
     let name = settings.manager_name();
     let (topology, version) = load_topology(&settings, &name)?;
+    check_listen(&settings, &topology, &name)?;
     let link_tls = load_link_tls(&settings, &topology, &name)?;
     let made = Made::note(&settings);
     let lock = prepare_data_dir(&settings)?;
@@ -142,6 +143,27 @@ fn load_topology(settings: &Settings, name: &ManagerName) -> anyhow::Result<(Top
         }
         None => Ok((Topology::standalone(name.clone()), String::new())),
     }
+}
+
+/// Refuses `listen` for a manager the topology gives no address: neighbours would have
+/// nowhere to dial, and the endpoint bound at `listen` would never be reached.
+fn check_listen(
+    settings: &Settings,
+    topology: &Topology,
+    name: &ManagerName,
+) -> anyhow::Result<()> {
+    let has_address = topology
+        .manager(name.as_str())
+        .is_some_and(|m| m.address.is_some());
+    if let Some(listen) = settings.listen {
+        if !has_address {
+            bail!(
+                "`listen` ({listen}) is set, but manager `{name}` has no address in its topology \
+                 for neighbours to dial"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The TLS material for links, if this manager has or may get links.
@@ -269,18 +291,16 @@ async fn serve(
     )?;
     serve_http(&settings, &commands_tx, &journal, &shutdown).await?;
     let driver = match link_tls {
-        Some(tls) => Some(Arc::new(
-            Driver::start(
-                DriverConfig {
-                    me: me.clone(),
-                    topology,
-                    tls,
-                    events: commands_tx.clone(),
-                },
-                shutdown.clone(),
-            )
-            .await?,
-        )),
+        Some(tls) => {
+            let config = DriverConfig {
+                me: me.clone(),
+                topology,
+                listen: settings.listen,
+                tls,
+                events: commands_tx.clone(),
+            };
+            Some(Arc::new(Driver::start(config, shutdown.clone()).await?))
+        }
         None => None,
     };
     if let (Some(file), Some(requests)) = (&settings.topology, started.reload_requests) {

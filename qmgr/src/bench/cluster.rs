@@ -12,8 +12,10 @@
 //! Timing is the caller's: nothing here measures.
 
 use qmgr::outln;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -44,6 +46,9 @@ pub(super) struct Spec {
     pub(super) sync: SyncMode,
     /// More `QMGR_*` settings, the same for every manager.
     pub(super) env: Vec<(&'static str, String)>,
+    /// Managers whose topology address is given, because something else listens there (a
+    /// relay in front of them): each binds a free port of its own instead (`QMGR_LISTEN`).
+    pub(super) advertised: BTreeMap<String, SocketAddr>,
 }
 
 /// One manager of the cluster.
@@ -51,6 +56,8 @@ pub(super) struct Node {
     pub(super) name: String,
     pub(super) socket: PathBuf,
     pub(super) log: PathBuf,
+    /// Where its channel endpoint binds, when not at its topology address.
+    pub(super) listen: Option<SocketAddr>,
     /// `None` while killed.
     child: Option<Child>,
     /// The links of the topology it is an end of.
@@ -119,7 +126,8 @@ impl Cluster {
         let dir = temp.path().to_path_buf();
 
         let topology = dir.join("topology.toml");
-        std::fs::write(&topology, topology_text(&spec)?)
+        let (text, listens) = topology_text(&spec)?;
+        std::fs::write(&topology, text)
             .with_context(|| format!("cannot write {}", topology.display()))?;
         let checked = hopmq_routing::load(&topology)
             .with_context(|| format!("the generated {} is refused", topology.display()))?;
@@ -132,6 +140,7 @@ impl Cluster {
                 name: name.clone(),
                 socket: dir.join(format!("{name}.sock")),
                 log: dir.join(format!("{name}.log")),
+                listen: listens.get(name).copied(),
                 child: None,
                 links: spec
                     .links
@@ -401,6 +410,9 @@ impl Cluster {
         for (key, value) in &self.env {
             command.env(key, value);
         }
+        if let Some(listen) = node.listen {
+            command.env("QMGR_LISTEN", listen.to_string());
+        }
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -432,8 +444,9 @@ impl Cluster {
     }
 }
 
-/// The topology of `spec`, on free UDP ports of 127.0.0.1.
-fn topology_text(spec: &Spec) -> anyhow::Result<String> {
+/// The topology of `spec`, on free UDP ports of 127.0.0.1 (but for the managers whose address
+/// the spec gives), and where those managers bind instead.
+fn topology_text(spec: &Spec) -> anyhow::Result<(String, BTreeMap<String, SocketAddr>)> {
     // All sockets are held until every port is read, so that the ports differ.
     let sockets = spec
         .managers
@@ -442,8 +455,16 @@ fn topology_text(spec: &Spec) -> anyhow::Result<String> {
         .collect::<Result<Vec<_>, _>>()
         .context("cannot find a free UDP port")?;
     let mut text = String::new();
+    let mut listens = BTreeMap::new();
     for (name, socket) in spec.managers.iter().zip(&sockets) {
-        let address = socket.local_addr()?;
+        let free = socket.local_addr()?;
+        let address = match spec.advertised.get(name) {
+            Some(advertised) => {
+                listens.insert(name.clone(), free);
+                *advertised
+            }
+            None => free,
+        };
         writeln!(text, "[managers.{name}]\naddress = \"{address}\"\n")?;
     }
     for (a, b, cost) in &spec.links {
@@ -455,7 +476,7 @@ fn topology_text(spec: &Spec) -> anyhow::Result<String> {
     for (queue, home) in &spec.queues {
         writeln!(text, "[queues.{queue}]\nhome = \"{home}\"")?;
     }
-    Ok(text)
+    Ok((text, listens))
 }
 
 /// A development CA and a certificate for every manager of `topology`, in `dir/certs`.

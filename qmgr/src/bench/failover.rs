@@ -295,6 +295,7 @@ impl FailoverBench {
                 "QMGR_LINK_DEAD_INTERVAL_MS",
                 self.dead_interval_ms.to_string(),
             )],
+            advertised: std::collections::BTreeMap::new(),
         })?;
         super::cluster::run_on(cluster, self.keep, async |cluster| {
             self.bench(cluster).await

@@ -104,6 +104,7 @@ impl ForwardBench {
             queues: vec![(QUEUE.to_owned(), home)],
             sync: self.sync,
             env: Vec::new(),
+            advertised: std::collections::BTreeMap::new(),
         })
     }
 
@@ -206,6 +207,8 @@ impl ForwardBench {
             prefetch: self.prefetch,
             persistent: true,
             rate: self.rate,
+            put_for: None,
+            ahead_max: None,
         }
     }
 

@@ -146,6 +146,8 @@ impl LocalBench {
             prefetch: self.prefetch,
             persistent: !self.non_persistent,
             rate: self.rate,
+            put_for: None,
+            ahead_max: None,
         };
         let mut traffic = Traffic::start(&spec, producers, consumers)?;
         let drained = traffic.drain(|| Ok(())).await?;

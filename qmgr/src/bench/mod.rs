@@ -9,6 +9,7 @@ mod cluster;
 pub(crate) mod failover;
 pub(crate) mod flooding;
 pub(crate) mod forward;
+mod impair;
 pub(crate) mod local;
 pub(crate) mod pubsub;
 pub(crate) mod request;
@@ -16,6 +17,7 @@ pub(crate) mod routes;
 mod traffic;
 pub(crate) mod transport;
 mod verify;
+pub(crate) mod wan;
 
 use std::process::ExitCode;
 
@@ -44,6 +46,9 @@ pub(crate) enum BenchCommand {
     /// Request/reply round trips along a line of managers: throughput with requests
     /// outstanding, and latency paced.
     Request(request::RequestBench),
+    /// Put→get throughput and paced latency across one link through an impairment proxy
+    /// (delay, jitter, loss, reordering, a bandwidth cap), for a grid of round trips and losses.
+    Wan(wan::WanBench),
 }
 
 impl BenchCommand {
@@ -57,6 +62,7 @@ impl BenchCommand {
             Self::Transport(bench) => bench.run(),
             Self::Pubsub(bench) => bench.run(),
             Self::Request(bench) => bench.run(),
+            Self::Wan(bench) => bench.run(),
         }
     }
 }

@@ -120,6 +120,7 @@ impl PubsubBench {
             queues: vec![(QUEUE.to_owned(), "delta".to_owned())],
             sync: self.sync,
             env: Vec::new(),
+            advertised: std::collections::BTreeMap::new(),
         })?;
         super::cluster::run_on(cluster, self.keep, async |cluster| {
             match self.measure(cluster).await {

@@ -95,6 +95,7 @@ impl RequestBench {
             queues: vec![(QUEUE.to_owned(), home)],
             sync: self.sync,
             env: Vec::new(),
+            advertised: std::collections::BTreeMap::new(),
         })?;
         super::cluster::run_on(line, self.keep, async |line| {
             match self.measure(line).await {

@@ -16,6 +16,7 @@
 
 use qmgr::outln;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -33,6 +34,8 @@ use super::verify::{Header, Ledger, Reader, Take, Verdict};
 pub(super) const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 /// How long consumers go on once every message is got, to catch a late duplicate.
 const DUPLICATE_GRACE: Duration = Duration::from_millis(200);
+/// How often a producer held back by [`TrafficSpec::ahead_max`] looks again.
+const AHEAD_POLL: Duration = Duration::from_millis(1);
 /// How often the run looks at its tasks and its ledger.
 const WATCH_TICK: Duration = Duration::from_millis(20);
 /// The largest latency the histograms hold, in microseconds; larger ones are recorded as it.
@@ -124,6 +127,12 @@ pub(super) struct TrafficSpec {
     pub(super) persistent: bool,
     /// Messages per second in all; `None` for as fast as possible.
     pub(super) rate: Option<u64>,
+    /// No put starts later than this after the start; `None`: every one of `count` is put.
+    pub(super) put_for: Option<Duration>,
+    /// The most messages put and not yet got, all producers together; `None`: as many as the
+    /// managers accept. Bounds the drain after the last put where the path is slower than the
+    /// puts (`bench wan`).
+    pub(super) ahead_max: Option<u64>,
 }
 
 impl TrafficSpec {
@@ -133,6 +142,26 @@ impl TrafficSpec {
         (0..producers as u64)
             .map(|p| per_producer.min(self.count.saturating_sub(per_producer * p)))
             .collect()
+    }
+}
+
+/// How far the puts may run ahead of the gets, shared by every producer of a run.
+struct Ahead {
+    ledger: Arc<Ledger>,
+    /// Messages put so far (counted when their put starts).
+    put: Arc<AtomicU64>,
+    max: u64,
+}
+
+impl Ahead {
+    /// Waits until `n` more messages would stay within the limit.
+    async fn room(&self, n: u64) {
+        // A short poll, not a notification from every get: the consumers stay as they are in
+        // every other bench, and a millisecond is small beside the path this limit is for.
+        while self.put.load(Ordering::Relaxed) + n > self.ledger.distinct() + self.max {
+            tokio::time::sleep(AHEAD_POLL).await;
+        }
+        self.put.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -147,6 +176,9 @@ struct Producer {
     run: u32,
     id: u32,
     count: u64,
+    /// No put starts after it.
+    deadline: Option<Instant>,
+    ahead: Option<Arc<Ahead>>,
 }
 
 /// What a producer did: how many of its messages were acknowledged (its sequence numbers
@@ -187,7 +219,7 @@ impl Producer {
         let mut in_flight = PutsInFlight::new();
         let mut schedule = self.interval.map(Schedule::new);
         let mut sent = 0u64;
-        while sent < self.count {
+        while sent < self.count && self.deadline.is_none_or(|end| Instant::now() < end) {
             let due = match &mut schedule {
                 Some(schedule) => Some(schedule.next().await?.into_std()),
                 None => None,
@@ -195,6 +227,9 @@ impl Producer {
             let permit = Arc::clone(&window).acquire_owned().await?;
             let stamp = due.unwrap_or_else(Instant::now);
             let n = (self.batch as u64).min(self.count - sent);
+            if let Some(ahead) = &self.ahead {
+                ahead.room(n).await;
+            }
             let messages = self.messages(sent, n, clock_us_at(stamp));
             sent += n;
             send_put(&client, messages, permit, &mut in_flight).await?;
@@ -361,6 +396,14 @@ impl Traffic {
             .map(|rate| put_interval(rate, producers.len(), spec.batch));
         let mut producer_tasks = JoinSet::new();
         let started = Instant::now();
+        let deadline = spec.put_for.map(|put_for| started + put_for);
+        let ahead = spec.ahead_max.map(|max| {
+            Arc::new(Ahead {
+                ledger: ledger.clone(),
+                put: Arc::default(),
+                max,
+            })
+        });
         for (id, (client, count)) in producers.into_iter().zip(&shares).enumerate() {
             let producer = Producer {
                 queue: spec.queue.clone(),
@@ -372,6 +415,8 @@ impl Traffic {
                 run,
                 id: u32::try_from(id).context("too many producers")?,
                 count: *count,
+                deadline,
+                ahead: ahead.clone(),
             };
             producer_tasks.spawn(producer.run(client));
         }
@@ -523,6 +568,8 @@ mod tests {
             prefetch: 1,
             persistent: true,
             rate: None,
+            put_for: None,
+            ahead_max: None,
         };
         assert_eq!(spec.shares(4), [3, 3, 3, 1]);
         assert_eq!(spec.shares(1), [10]);

@@ -157,6 +157,9 @@ pub struct DriverConfig<E> {
     pub me: ManagerName,
     /// The topology in force (addresses, links).
     pub topology: Topology,
+    /// Where the endpoint binds, if not at this manager's topology address (which neighbours
+    /// dial all the same: NAT, port forwarding, a relay in front).
+    pub listen: Option<SocketAddr>,
     /// TLS for links.
     pub tls: LinkTls,
     /// Where frames and connection events go.
@@ -169,7 +172,8 @@ pub struct Driver<E: Sink> {
     endpoint: Endpoint,
     client: quinn::ClientConfig,
     shared: Arc<Shared<E>>,
-    /// The address the endpoint is bound to, as the topology spells it.
+    /// This manager's address as the topology spells it (where the endpoint is bound, unless
+    /// `listen` binds it elsewhere).
     address: PeerAddress,
     shutdown: watch::Receiver<bool>,
     /// One dialler per neighbour with an address. An async lock, held for a whole
@@ -199,7 +203,10 @@ impl<E: Sink> Driver<E> {
             .manager(me.as_str())
             .and_then(|m| m.address.clone())
             .ok_or_else(|| QuicError::NoAddress(me.clone()))?;
-        let bind = resolve(&address).await?;
+        let bind = match config.listen {
+            Some(listen) => listen,
+            None => resolve(&address).await?,
+        };
         let (endpoint, client) = bind_endpoint(&config.tls, bind)?;
         let local_address = endpoint.local_addr().unwrap_or(bind);
         info!(address = %local_address, "channel endpoint listening (QUIC, mutual TLS 1.3)");

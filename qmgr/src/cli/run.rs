@@ -25,6 +25,10 @@ pub struct RunArgs {
     /// The local API socket (QMGR_API_SOCKET; default <data-dir>/qmgr.sock).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Bind the channel endpoint to this address instead of this manager's topology address,
+    /// which neighbours still dial: behind NAT or port forwarding (QMGR_LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
     /// Serve Prometheus metrics on this address (QMGR_METRICS_LISTEN; default off).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -50,6 +54,7 @@ impl RunArgs {
             topology: self.topology,
             data_dir: self.data_dir,
             api_socket: self.socket,
+            listen: self.listen,
             metrics_listen: self.metrics,
             http_listen: self.http,
             sync: self.sync,

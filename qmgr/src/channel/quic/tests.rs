@@ -99,6 +99,7 @@ impl Side {
             DriverConfig {
                 me,
                 topology: topology.clone(),
+                listen: None,
                 tls,
                 events: commands_tx,
             },
