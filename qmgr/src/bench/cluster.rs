@@ -283,6 +283,22 @@ impl Cluster {
         out
     }
 
+    /// One client per manager, in the order of [`Cluster::nodes`], once every declared link
+    /// is up and every manager runs the spec's sync policy: where every bench starts.
+    pub(super) async fn ready_clients(&mut self) -> anyhow::Result<Vec<Client>> {
+        let mut clients = Vec::with_capacity(self.nodes().len());
+        for node in self.nodes() {
+            clients.push(
+                Client::connect_to(&node.socket)
+                    .await
+                    .with_context(|| format!("cannot connect to manager {}", node.name))?,
+            );
+        }
+        self.wait_links_up(&clients).await?;
+        self.check_sync(&clients).await?;
+        Ok(clients)
+    }
+
     /// Waits until every manager's declared links are all there and up; `clients` are
     /// connected to the managers in the order of [`Cluster::nodes`].
     pub(super) async fn wait_links_up(&mut self, clients: &[Client]) -> anyhow::Result<()> {

@@ -126,16 +126,7 @@ impl ForwardBench {
     }
 
     async fn connect_and_measure(&self, line: &mut Cluster) -> anyhow::Result<ExitCode> {
-        let mut clients = Vec::with_capacity(line.nodes().len());
-        for node in line.nodes() {
-            clients.push(
-                Client::connect_to(&node.socket)
-                    .await
-                    .with_context(|| format!("cannot connect to manager {}", node.name))?,
-            );
-        }
-        line.wait_links_up(&clients).await?;
-        line.check_sync(&clients).await?;
+        let clients = line.ready_clients().await?;
         self.measure(line, &clients).await
     }
 

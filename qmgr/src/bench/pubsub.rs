@@ -131,12 +131,7 @@ impl PubsubBench {
     }
 
     async fn measure(&self, cluster: &mut Cluster) -> anyhow::Result<ExitCode> {
-        let mut clients = Vec::new();
-        for node in cluster.nodes() {
-            clients.push(Client::connect_to(&node.socket).await?);
-        }
-        cluster.wait_links_up(&clients).await?;
-        cluster.check_sync(&clients).await?;
+        let clients = cluster.ready_clients().await?;
         let alpha = &clients[0];
         let consumers = self.subscribe(cluster).await?;
         wait_for_interest(alpha).await?;

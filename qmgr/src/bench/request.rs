@@ -106,12 +106,7 @@ impl RequestBench {
     }
 
     async fn measure(&self, line: &mut Cluster) -> anyhow::Result<ExitCode> {
-        let mut clients = Vec::new();
-        for node in line.nodes() {
-            clients.push(Client::connect_to(&node.socket).await?);
-        }
-        line.wait_links_up(&clients).await?;
-        line.check_sync(&clients).await?;
+        let clients = line.ready_clients().await?;
         let first = &line.nodes()[0].socket;
         let last = &line.nodes()[line.nodes().len() - 1].socket;
         let stop = Arc::new(AtomicBool::new(false));

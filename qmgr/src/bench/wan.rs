@@ -274,16 +274,7 @@ impl WanBench {
             let seed = Rng::new(self.seed ^ ((point.index as u64) << 8) ^ i as u64).next_u64();
             relays.push(Relay::start(front, upstream, impairment, seed)?);
         }
-        let mut clients = Vec::with_capacity(2);
-        for node in cluster.nodes() {
-            clients.push(
-                Client::connect_to(&node.socket)
-                    .await
-                    .with_context(|| format!("cannot connect to manager {}", node.name))?,
-            );
-        }
-        cluster.wait_links_up(&clients).await?;
-        cluster.check_sync(&clients).await?;
+        let clients = cluster.ready_clients().await?;
         let throughput = self
             .phase(
                 cluster,
