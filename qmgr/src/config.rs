@@ -47,6 +47,30 @@ impl SyncMode {
     }
 }
 
+/// How a link's QUIC connection paces itself to its path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkCongestion {
+    /// A model of the path (its bandwidth and its round trip without queues), in the spirit of
+    /// BBR: random loss does not slow it, and it keeps little more in flight than the path
+    /// holds. The default.
+    #[default]
+    Model,
+    /// CUBIC, the loss-based controller most TCP stacks use: fair to other CUBIC flows on a
+    /// shared link, but every loss cuts its rate, so long lossy links carry little.
+    Cubic,
+}
+
+impl LinkCongestion {
+    /// The name used in settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Model => "model",
+            Self::Cubic => "cubic",
+        }
+    }
+}
+
 /// TLS files for the links between managers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsSettings {
@@ -85,6 +109,8 @@ pub struct Settings {
     pub http_token: Option<String>,
     /// When acknowledged writes are synced.
     pub sync: SyncMode,
+    /// The links' congestion control.
+    pub link_congestion: LinkCongestion,
     /// The largest message body accepted at put.
     pub max_message_bytes: u64,
     /// The depth limit of queues that do not declare one.
@@ -219,6 +245,7 @@ impl Settings {
             .set_default("name", defaults::NAME)?
             .set_default("data_dir", defaults::DATA_DIR)?
             .set_default("sync", "always")?
+            .set_default("link_congestion", LinkCongestion::default().as_str())?
             .set_default("max_message_bytes", defaults::MAX_MESSAGE_BYTES)?
             .set_default("max_depth", defaults::MAX_DEPTH)?
             .set_default("max_deliveries", defaults::MAX_DELIVERIES)?
@@ -417,6 +444,7 @@ mod tests {
             PathBuf::from("./qmgr-data/qmgr.sock")
         );
         assert_eq!(settings.sync, SyncMode::Always);
+        assert_eq!(settings.link_congestion, LinkCongestion::Model);
         assert_eq!(settings.max_message_bytes, 16 * 1024 * 1024);
         assert!(settings.auto_create_queues);
     }
@@ -442,9 +470,11 @@ mod tests {
                 ("QMGR_DATA_DIR", "/env"),
                 ("QMGR_TLS__KEY", "/k.pem"),
                 ("QMGR_SYNC", "never"),
+                ("QMGR_LINK_CONGESTION", "cubic"),
             ]),
         )
         .unwrap();
+        assert_eq!(settings.link_congestion, LinkCongestion::Cubic);
         assert_eq!(settings.name, "from-env"); // env beats file
         assert_eq!(settings.data_dir, PathBuf::from("/flag")); // flag beats env
         assert_eq!(settings.max_deliveries, 9); // file beats default
@@ -469,6 +499,7 @@ mod tests {
         assert!(bad(&[("QMGR_NAME", "no spaces")]).contains("`name`"));
         assert!(bad(&[("QMGR_MAX_MESSAGE_BYTES", "0")]).contains("`max_message_bytes`"));
         assert!(bad(&[("QMGR_SYNC", "sometimes")]).contains("sync"));
+        assert!(bad(&[("QMGR_LINK_CONGESTION", "reno")]).contains("link_congestion"));
         assert!(bad(&[("QMGR_MAX_DEPTH", "0")]).contains("`max_depth`"));
         assert!(bad(&[("QMGR_RUNTIME_THREADS", "0")]).contains("`runtime_threads`"));
         assert!(bad(&[("QMGR_RUNTIME_THREADS", "100000")]).contains("`runtime_threads`"));

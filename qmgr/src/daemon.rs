@@ -297,6 +297,7 @@ async fn serve(
                 topology,
                 listen: settings.listen,
                 tls,
+                congestion: settings.link_congestion,
                 events: commands_tx.clone(),
             };
             Some(Arc::new(Driver::start(config, shutdown.clone()).await?))

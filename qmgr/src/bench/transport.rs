@@ -235,7 +235,11 @@ fn node(
         .build()
         .context("cannot start a runtime")?;
     runtime.block_on(async move {
-        let (endpoint, client) = quic::bind_endpoint(tls, SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let (endpoint, client) = quic::bind_endpoint(
+            tls,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            qmgr::config::LinkCongestion::default(),
+        )?;
         bound
             .send(endpoint.local_addr()?)
             .context("the bench stopped")?;

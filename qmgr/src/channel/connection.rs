@@ -151,7 +151,7 @@ impl RoundTrip {
 /// Items queued for one connection's writer. The sender's window bounds what an honest
 /// exchange queues (a batch per few messages, an ack per store); a peer that stops reading
 /// fills it and its connection is closed rather than buffered without bound.
-pub const CHANNEL_FRAMES_MAX: usize = 16 * 1024;
+pub const CHANNEL_FRAMES_MAX: usize = 32 * 1024;
 
 const _: () = assert!(super::sender::WINDOW_MESSAGES_MAX * 2 <= CHANNEL_FRAMES_MAX);
 

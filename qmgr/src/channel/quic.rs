@@ -53,6 +53,7 @@ use super::frame;
 use crate::tls::{self, LinkTls};
 
 mod accept;
+mod congestion;
 mod dial;
 mod endpoint;
 mod stream;
@@ -162,6 +163,8 @@ pub struct DriverConfig<E> {
     pub listen: Option<SocketAddr>,
     /// TLS for links.
     pub tls: LinkTls,
+    /// The links' congestion control.
+    pub congestion: crate::config::LinkCongestion,
     /// Where frames and connection events go.
     pub events: mpsc::Sender<E>,
 }
@@ -207,7 +210,7 @@ impl<E: Sink> Driver<E> {
             Some(listen) => listen,
             None => resolve(&address).await?,
         };
-        let (endpoint, client) = bind_endpoint(&config.tls, bind)?;
+        let (endpoint, client) = bind_endpoint(&config.tls, bind, config.congestion)?;
         let local_address = endpoint.local_addr().unwrap_or(bind);
         info!(address = %local_address, "channel endpoint listening (QUIC, mutual TLS 1.3)");
         let neighbours = neighbour_addresses(&config.topology, &me);

@@ -30,9 +30,11 @@ use super::frame::{
     Resync, WIRE_MESSAGE_BYTES_MAX, Welcome, WireMessage,
 };
 
-/// The most messages sent and not yet acked on one connection: enough to keep a 1 Gbit/s,
-/// 100 ms link busy with ~4 KiB messages (3000 in flight), rounded up.
-pub(crate) const WINDOW_MESSAGES_MAX: usize = 4096;
+/// The most messages sent and not yet acked on one connection. A message is acked once the
+/// receiver's write of it is durable, so the window must cover a round trip and a sync: at
+/// 150 ms, 16,384 messages keep ~100,000 msg/s going (4,096 capped such a link at 27,000, and
+/// lower still while a lost packet holds up the stream; `qmgr bench wan`).
+pub(crate) const WINDOW_MESSAGES_MAX: usize = 16_384;
 
 /// The most messages the sender keeps in memory; the transmission queue keeps the rest on disk.
 pub(crate) const HELD_MESSAGES_MAX: usize = 4 * WINDOW_MESSAGES_MAX;

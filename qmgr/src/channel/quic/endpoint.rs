@@ -1,5 +1,6 @@
 //! The channel endpoint and what it is built from: the UDP socket, mutual TLS, the transport
-//! settings every link shares (one stream, keep-alive, idle timeout, windows, path MTU), and
+//! settings every link shares (one stream, keep-alive, idle timeout, windows, path MTU,
+//! congestion control), and
 //! stateless-reset keys that survive a restart. Shared with the transport bench, which must
 //! measure the links the managers use.
 
@@ -14,6 +15,7 @@ use super::{
     HANDSHAKES_MAX, IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL, QuicError, RECEIVE_WINDOW_BYTES,
     SOCKET_BUFFER_BYTES, UDP_PAYLOAD_BYTES_MAX,
 };
+use crate::config::LinkCongestion;
 use crate::tls::LinkTls;
 
 /// Stateless resets and connection ids keyed by `secret`, stable across restarts: a
@@ -45,8 +47,9 @@ fn endpoint_config(secret: &[u8; 32]) -> quinn::EndpointConfig {
 pub fn bind_endpoint(
     tls: &LinkTls,
     bind: SocketAddr,
+    congestion: LinkCongestion,
 ) -> Result<(Endpoint, quinn::ClientConfig), QuicError> {
-    let transport = Arc::new(transport_config());
+    let transport = Arc::new(transport_config(congestion));
     let server_crypto = QuicServerConfig::try_from(tls.server.clone())
         .map_err(|e| QuicError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
@@ -77,7 +80,7 @@ pub fn bind_endpoint(
     Ok((endpoint, client))
 }
 
-fn transport_config() -> TransportConfig {
+fn transport_config(congestion: LinkCongestion) -> TransportConfig {
     let mut transport = TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(VarInt::from_u32(1))
@@ -93,6 +96,15 @@ fn transport_config() -> TransportConfig {
     let mut discovery = quinn::MtuDiscoveryConfig::default();
     discovery.upper_bound(UDP_PAYLOAD_BYTES_MAX);
     transport.mtu_discovery_config(Some(discovery));
+    match congestion {
+        LinkCongestion::Model => {
+            transport.congestion_controller_factory(Arc::new(super::congestion::PathModelConfig));
+        }
+        LinkCongestion::Cubic => {
+            transport
+                .congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()));
+        }
+    }
     transport
 }
 

@@ -101,6 +101,7 @@ impl Side {
                 topology: topology.clone(),
                 listen: None,
                 tls,
+                congestion: crate::config::LinkCongestion::default(),
                 events: commands_tx,
             },
             shutdown,

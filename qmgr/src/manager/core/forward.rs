@@ -57,7 +57,7 @@ mod tests;
 /// Frames a link's inbox holds while its store is being written. The sender's window
 /// ([`crate::channel::sender::WINDOW_MESSAGES_MAX`]) bounds what an honest peer sends ahead;
 /// past this the peer is misbehaving and its connection is closed.
-pub(super) const INBOX_FRAMES_MAX: usize = 8 * 1024;
+pub(super) const INBOX_FRAMES_MAX: usize = 16 * 1024;
 
 /// Payload bytes a link's inbox holds at most: what an honest sender can have unacknowledged
 /// ([`crate::channel::sender::HELD_BYTES_MAX`]) plus one largest message.
