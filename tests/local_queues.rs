@@ -158,6 +158,59 @@ fn higher_priorities_come_first_and_each_priority_is_fifo() {
     assert_eq!(get.stdout, "high-a\nhigh-b\nmid-a\nmid-b\nlow-a\nlow-b\n");
 }
 
+/// Many single puts in flight on one connection, each polled once when started and then left
+/// to a task of a multi-threaded runtime (as an application keeping calls in flight does):
+/// they are stored in the order they were started, even with far more in flight than the
+/// client's writer takes at a time.
+#[test]
+fn single_puts_in_flight_are_stored_in_the_order_they_started() {
+    const PUTS: usize = 3_000;
+    let manager = Manager::start();
+    let socket = manager.socket().to_owned();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let client = hopmq::Client::connect_to(&socket).await.unwrap();
+        let mut calls = Vec::with_capacity(PUTS);
+        for n in 0..PUTS {
+            let client = client.clone();
+            let mut put = Box::pin(async move {
+                client
+                    .put("in-order", hopmq::Message::new(format!("{n}")))
+                    .await
+            });
+            // The first poll sends the request; the rest of the call runs anywhere.
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(put.as_mut().poll(cx).is_ready()))
+                    .await;
+            assert!(!first, "a put cannot be answered before it is sent");
+            calls.push(tokio::spawn(put));
+        }
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        let mut got = Vec::with_capacity(PUTS);
+        while got.len() < PUTS {
+            let options = hopmq::GetOptions {
+                max: 500,
+                ..Default::default()
+            };
+            let messages = client.get_with("in-order", options).await.unwrap();
+            assert!(!messages.is_empty(), "{} of {PUTS} got", got.len());
+            got.extend(
+                messages
+                    .iter()
+                    .map(|m| m.text().unwrap().parse::<usize>().unwrap()),
+            );
+        }
+        let first_out_of_order = got.windows(2).position(|w| w[0] > w[1]);
+        assert_eq!(first_out_of_order, None, "stored out of the order started");
+    });
+}
+
 #[test]
 fn an_expired_message_is_never_delivered() {
     let manager = Manager::start();

@@ -64,10 +64,6 @@ pub const SOCKET_PATH_DEFAULT: &str = "./qmgr-data/qmgr.sock";
 /// hang `connect` forever.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Frames queued for the writer task before callers wait: enough to keep the socket busy under
-/// many concurrent callers, small enough that a stalled manager pushes back quickly.
-pub const OUTGOING_FRAMES_MAX: usize = 256;
-
 /// Events buffered per subscription before the reader waits for the application to take them.
 /// While a subscription's buffer is full, the whole connection waits (replies included): events
 /// are never dropped silently.
@@ -168,7 +164,11 @@ impl Default for GetOptions {
 }
 
 /// A connection to the local queue manager. Cheap to clone: clones share one connection, and
-/// calls made concurrently on it are multiplexed.
+/// calls made concurrently on it are multiplexed. A call's request is sent when the call is
+/// first polled, without waiting for room: puts to one queue started one after another on
+/// one connection (each polled once, then awaited together) are stored in that order, as a
+/// batch's messages are. Keeping many single puts in flight this way comes close to batches:
+/// the manager syncs the puts that arrive together in one write.
 ///
 /// If the connection drops (the manager restarts), calls in flight fail with
 /// [`ClientError::ConnectionLost`] and the next call reconnects.

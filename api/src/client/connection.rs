@@ -13,7 +13,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use super::{ClientError, HANDSHAKE_TIMEOUT, OUTGOING_FRAMES_MAX};
+use super::{ClientError, HANDSHAKE_TIMEOUT};
 use crate::error::ApiError;
 use crate::protocol::{
     self, ClientFrame, Delivery, FrameError, Hello, Operation, PROTOCOL_VERSION, Reply, Request,
@@ -21,12 +21,16 @@ use crate::protocol::{
 };
 
 /// Frames the writer task takes from its channel per flush.
-const WRITE_BATCH_FRAMES_MAX: usize = 64;
+const WRITE_BATCH_FRAMES_MAX: usize = 256;
 
 /// One handshaken connection and its two tasks.
 pub(super) struct Connection {
     pub(super) manager: String,
-    frames: mpsc::Sender<ClientFrame>,
+    /// Unbounded, so that a request is queued when its call is first polled, without waiting:
+    /// requests reach the manager in the order their calls started (a bounded queue wakes its
+    /// waiting callers in order, but they push in whatever order the runtime polls them). Each
+    /// queued frame belongs to a call awaiting its reply, which holds the message anyway.
+    frames: mpsc::UnboundedSender<ClientFrame>,
     routes: Arc<Mutex<Routes>>,
     next_id: AtomicU64,
     pub(super) runtime: tokio::runtime::Handle,
@@ -122,7 +126,7 @@ impl Connection {
         };
 
         let routes = Arc::new(Mutex::new(Routes::default()));
-        let (frames, outgoing) = mpsc::channel(OUTGOING_FRAMES_MAX);
+        let (frames, outgoing) = mpsc::unbounded_channel();
         let writer_task = tokio::spawn(write_loop(writer, outgoing, Arc::clone(&routes)));
         let reader_task = tokio::spawn(read_loop(reader, Arc::clone(&routes)));
         Ok(Self {
@@ -172,7 +176,6 @@ impl Connection {
         let request = ClientFrame::Request(Request { id, operation });
         self.frames
             .send(request)
-            .await
             .map_err(|_| ClientError::ConnectionLost)?;
         Ok(Sent {
             answer,
@@ -217,7 +220,7 @@ impl Drop for ForgetOnDrop {
 
 async fn write_loop(
     mut writer: BufWriter<OwnedWriteHalf>,
-    mut outgoing: mpsc::Receiver<ClientFrame>,
+    mut outgoing: mpsc::UnboundedReceiver<ClientFrame>,
     routes: Arc<Mutex<Routes>>,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES_MAX);
