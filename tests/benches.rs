@@ -286,9 +286,18 @@ fn forward_paced_across_two_hops() {
         "1",
         "--window",
         "1",
+        "--console",
+        "watched",
     ]);
     assert_exact(&run, 200);
     assert_eq!(samples(&run), 200, "{}", run.stdout);
+    // Each of the 3 managers served its console, and a page open on each read it.
+    assert!(
+        run.stdout
+            .contains("on 3 managers during the run, every one 200 OK"),
+        "{}",
+        run.stdout
+    );
 }
 
 /// Panics unless every subscription of a `bench pubsub` run got `sent` publications, each

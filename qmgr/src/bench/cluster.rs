@@ -49,6 +49,8 @@ pub(super) struct Spec {
     /// Managers whose topology address is given, because something else listens there (a
     /// relay in front of them): each binds a free port of its own instead (`QMGR_LISTEN`).
     pub(super) advertised: BTreeMap<String, SocketAddr>,
+    /// Whether every manager serves the web console, each on a free port of its own.
+    pub(super) console: bool,
 }
 
 /// One manager of the cluster.
@@ -58,6 +60,8 @@ pub(super) struct Node {
     pub(super) log: PathBuf,
     /// Where its channel endpoint binds, when not at its topology address.
     pub(super) listen: Option<SocketAddr>,
+    /// The port of 127.0.0.1 its web console is served on, if it serves one.
+    pub(super) http: Option<u16>,
     /// `None` while killed.
     child: Option<Child>,
     /// The links of the topology it is an end of.
@@ -136,19 +140,22 @@ impl Cluster {
         let nodes = spec
             .managers
             .iter()
-            .map(|name| Node {
-                name: name.clone(),
-                socket: dir.join(format!("{name}.sock")),
-                log: dir.join(format!("{name}.log")),
-                listen: listens.get(name).copied(),
-                child: None,
-                links: spec
-                    .links
-                    .iter()
-                    .filter(|(a, b, _)| a == name || b == name)
-                    .count(),
+            .map(|name| {
+                Ok(Node {
+                    name: name.clone(),
+                    socket: dir.join(format!("{name}.sock")),
+                    log: dir.join(format!("{name}.log")),
+                    listen: listens.get(name).copied(),
+                    http: spec.console.then(super::viewer::free_port).transpose()?,
+                    child: None,
+                    links: spec
+                        .links
+                        .iter()
+                        .filter(|(a, b, _)| a == name || b == name)
+                        .count(),
+                })
             })
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
         let mut cluster = Self {
             nodes,
             dir,
@@ -428,6 +435,9 @@ impl Cluster {
         }
         if let Some(listen) = node.listen {
             command.env("QMGR_LISTEN", listen.to_string());
+        }
+        if let Some(port) = node.http {
+            command.env("QMGR_HTTP_LISTEN", format!("127.0.0.1:{port}"));
         }
         let child = command
             .stdin(Stdio::null())

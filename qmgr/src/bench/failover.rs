@@ -296,6 +296,7 @@ impl FailoverBench {
                 self.dead_interval_ms.to_string(),
             )],
             advertised: std::collections::BTreeMap::new(),
+            console: false,
         })?;
         super::cluster::run_on(cluster, self.keep, async |cluster| {
             self.bench(cluster).await

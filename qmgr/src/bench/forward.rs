@@ -24,6 +24,7 @@ use hopmq::Client;
 use super::cluster::{Cluster, CpuUse, Node, Spec, describe_cpu};
 use super::traffic::{DRAIN_DEADLINE, Drained, Traffic, TrafficSpec, print_results};
 use super::verify::{HEADER_BYTES, sync_label};
+use super::viewer::{ConsoleUse, Viewers};
 use qmgr::config::SyncMode;
 
 /// The queue the messages go to, homed on the last manager.
@@ -62,6 +63,10 @@ pub(crate) struct ForwardBench {
     /// Every manager's sync policy.
     #[arg(long, value_enum, default_value_t = SyncMode::Always)]
     sync: SyncMode,
+    /// The web console on every manager: off, served but unwatched, or watched (a page open
+    /// on each manager, reading what the pages read every 2 s).
+    #[arg(long, value_enum, default_value_t = ConsoleUse::Off)]
+    console: ConsoleUse,
     /// Keep the run folder (topology, certificates, data, logs) and print where it is.
     #[arg(long)]
     keep: bool,
@@ -105,6 +110,7 @@ impl ForwardBench {
             sync: self.sync,
             env: Vec::new(),
             advertised: std::collections::BTreeMap::new(),
+            console: self.console.served(),
         })
     }
 
@@ -127,7 +133,18 @@ impl ForwardBench {
 
     async fn connect_and_measure(&self, line: &mut Cluster) -> anyhow::Result<ExitCode> {
         let clients = line.ready_clients().await?;
-        self.measure(line, &clients).await
+        if self.console != ConsoleUse::Watched {
+            return self.measure(line, &clients).await;
+        }
+        let ports: Vec<u16> = line.nodes().iter().filter_map(|node| node.http).collect();
+        let viewers = Viewers::open(&ports).await?;
+        let code = self.measure(line, &clients).await?;
+        let reads = viewers.close().await?;
+        outln!(
+            "console: {reads} page reads on {} managers during the run, every one 200 OK",
+            ports.len()
+        )?;
+        Ok(code)
     }
 
     async fn measure(&self, line: &mut Cluster, clients: &[Client]) -> anyhow::Result<ExitCode> {
@@ -206,7 +223,7 @@ impl ForwardBench {
     /// The line saying what was run.
     fn print_setup(&self) -> Result<(), qmgr::cli::output::OutputError> {
         outln!(
-            "forward: {} hop(s), {} producers, {} consumers, {} x {} B, batch {}, window {}, prefetch {}, persistent, {}{}",
+            "forward: {} hop(s), {} producers, {} consumers, {} x {} B, batch {}, window {}, prefetch {}, persistent, {}{}, {}",
             self.hops,
             self.producers,
             self.consumers,
@@ -218,6 +235,7 @@ impl ForwardBench {
             sync_label(self.sync.as_str()),
             self.rate
                 .map_or(String::new(), |r| format!(", paced at {r} msg/s")),
+            self.console.label(),
         )?;
         Ok(())
     }

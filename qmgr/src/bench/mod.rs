@@ -17,6 +17,7 @@ pub(crate) mod routes;
 mod traffic;
 pub(crate) mod transport;
 mod verify;
+mod viewer;
 pub(crate) mod wan;
 
 use std::process::ExitCode;

@@ -121,6 +121,7 @@ impl PubsubBench {
             sync: self.sync,
             env: Vec::new(),
             advertised: std::collections::BTreeMap::new(),
+            console: false,
         })?;
         super::cluster::run_on(cluster, self.keep, async |cluster| {
             match self.measure(cluster).await {

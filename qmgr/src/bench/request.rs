@@ -96,6 +96,7 @@ impl RequestBench {
             sync: self.sync,
             env: Vec::new(),
             advertised: std::collections::BTreeMap::new(),
+            console: false,
         })?;
         super::cluster::run_on(line, self.keep, async |line| {
             match self.measure(line).await {

@@ -243,6 +243,7 @@ impl WanBench {
             sync: self.sync,
             env: Vec::new(),
             advertised,
+            console: false,
         })?;
         super::cluster::run_on(cluster, self.keep, async |cluster| {
             match self.measure(cluster, point, fronts).await {
