@@ -120,10 +120,18 @@ pub fn run(options: &Options) -> Outcome {
     let mut deadline = liveness_deadline;
     let mut settle_by = 0;
     let mut arrived = false;
+    let mut kept = sim.kept();
     while sim.checker.violations().is_empty()
         && (sim.now_ms < deadline || (sim.now_ms < settle_by && sim.kept() > 0))
     {
         sim.step(false);
+        if arrived && sim.kept() > kept {
+            // Newly kept after everything arrived: a copy sent again before a restart or a
+            // reconnection, acknowledged once more. Its confirmation may take a custody
+            // timeout (the origin asks), so its settling time starts now.
+            settle_by = settle_by.max(sim.now_ms + CUSTODY_SETTLE_MS);
+        }
+        kept = sim.kept();
         if arrived && sim.checker.outstanding() > 0 {
             // Something owed again: a server answered a request that came late (its reply
             // must still turn up). Only request/reply owes anything new once faults stop.
