@@ -246,6 +246,40 @@ fn page_until(
     dom
 }
 
+/// charlie's queues, as it advertises them (renewed every 5 s at most), reach alpha's map
+/// (served on `port`).
+fn assert_another_managers_queues_reach_the_map(
+    network: &mut Network,
+    browser: &Browser,
+    port: u16,
+) {
+    let url = format!("http://127.0.0.1:{port}/#/map");
+    for n in 0..3 {
+        network
+            .manager("charlie")
+            .cli(&["put", "orders", &format!("order {n}")])
+            .expect_code(0);
+    }
+    let charlie = || {
+        let view = get(port, "/api/network", None).json();
+        view["managers"]
+            .as_array()
+            .and_then(|all| all.iter().find(|m| m["name"] == "charlie").cloned())
+            .unwrap_or_default()
+    };
+    wait_until("charlie's queues reach alpha's map", MAP_DEADLINE, || {
+        charlie()["depth"] == 3
+    });
+    assert!(charlie()["queues"].as_u64().is_some_and(|q| q >= 1));
+    page_until(
+        browser,
+        &url,
+        "the map shows charlie's depth",
+        MAP_DEADLINE,
+        |dom| dom.contains("data-depth=\"3\""),
+    );
+}
+
 #[test]
 fn the_browser_map_shows_a_ring_and_a_killed_relay_s_links_go_down() {
     let browser = Browser::find();
@@ -290,6 +324,8 @@ fn the_browser_map_shows_a_ring_and_a_killed_relay_s_links_go_down() {
     }
     assert!(dom.contains("data-manager=\"alpha\" data-state=\"up\" data-local=\"true\""));
     browser.screenshot(&url, &screenshot_path("ring-up"));
+
+    assert_another_managers_queues_reach_the_map(&mut network, &browser, port);
 
     // bravo relays alpha's traffic for charlie (cost 2 both ways; bravo's name comes first).
     network.manager("bravo").kill9();

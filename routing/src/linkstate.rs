@@ -44,6 +44,27 @@ pub const INTEREST_FILTERS_MAX: usize = 1024;
 /// network still floods in frames of bounded size.
 pub const INTEREST_BYTES_MAX: usize = 64 * 1024;
 
+/// What a manager holds, advertised with its links for the operators' views (the web
+/// console's map): a summary, renewed every few seconds at most, never used for routing.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct Load {
+    /// Its local queues (system queues included).
+    pub queues: u64,
+    /// The messages in them.
+    pub depth: u64,
+}
+
 /// One manager's advertisement of the state of its own links.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lsa {
@@ -57,6 +78,8 @@ pub struct Lsa {
     /// The topic filters of the origin's subscriptions (sorted, unique): publications matching
     /// one of them go to it. Flooded with the links, a whole set at a time.
     pub interest: Vec<Filter>,
+    /// What the origin held when it advertised (since channel protocol 7).
+    pub load: Load,
 }
 
 /// Why an advertisement is malformed: a peer sending one is broken or hostile.
@@ -176,7 +199,8 @@ impl Lsa {
     /// what lets every manager settle on the same one (and the origin then renews past both).
     pub fn is_newer_than(&self, other: &Lsa) -> bool {
         debug_assert_eq!(self.origin, other.origin);
-        (self.seq, &self.links, &self.interest) > (other.seq, &other.links, &other.interest)
+        (self.seq, &self.links, &self.interest, self.load)
+            > (other.seq, &other.links, &other.interest, other.load)
     }
 }
 
@@ -209,6 +233,8 @@ pub struct LinkStateDb {
     links: BTreeMap<ManagerName, bool>,
     /// This manager's subscriptions' filters, sorted and unique.
     interest: Vec<Filter>,
+    /// What this manager last advertised it holds.
+    load: Load,
     /// The newest advertisement of every other manager heard from.
     others: BTreeMap<ManagerName, Lsa>,
     /// The managers of the last topology given; advertisements from anyone else are dropped.
@@ -229,6 +255,7 @@ impl LinkStateDb {
             seq: first_seq.min(SEQ_MAX),
             links: BTreeMap::new(),
             interest: Vec::new(),
+            load: Load::default(),
             others: BTreeMap::new(),
             managers: BTreeSet::new(),
         }
@@ -273,6 +300,23 @@ impl LinkStateDb {
         true
     }
 
+    /// Sets what this manager advertises it holds. Returns true if the own advertisement
+    /// changed (its seq then incremented). Every change floods, so the caller renews it
+    /// seldom (every few seconds at most).
+    pub fn set_load(&mut self, load: Load) -> bool {
+        if load == self.load {
+            return false;
+        }
+        self.load = load;
+        self.bump();
+        true
+    }
+
+    /// What every other manager advertised it holds, by name, as last heard.
+    pub fn loads(&self) -> impl Iterator<Item = (&ManagerName, Load)> + '_ {
+        self.others.iter().map(|(name, lsa)| (name, lsa.load))
+    }
+
     /// After a topology change: the own links become exactly `neighbours` (new ones start with
     /// the given usable value, existing ones keep theirs), and advertisements from origins not
     /// in `topology` are dropped. Returns true if the own advertisement changed.
@@ -315,6 +359,7 @@ impl LinkStateDb {
             seq: self.seq,
             links: self.links.iter().map(|(n, u)| (n.clone(), *u)).collect(),
             interest: self.interest.clone(),
+            load: self.load,
         };
         debug_assert!(own.links.len() < MANAGERS_MAX && own.link(self.me.as_str()).is_none());
         own
@@ -478,6 +523,7 @@ mod tests {
 
     fn lsa(origin: &str, seq: u64, links: &[(&str, bool)]) -> Lsa {
         Lsa {
+            load: Load::default(),
             origin: name(origin),
             seq,
             links: links.iter().map(|&(n, u)| (name(n), u)).collect(),
@@ -679,6 +725,28 @@ mod tests {
     }
 
     #[test]
+    fn load_travels_in_the_own_advertisement_and_only_a_change_floods() {
+        let topology = triangle();
+        let mut alpha = db("alpha", &topology, 1);
+        let before = alpha.own();
+        let load = Load {
+            queues: 3,
+            depth: 42,
+        };
+        assert!(alpha.set_load(load));
+        assert!(!alpha.set_load(load), "the same load, no change");
+        let after = alpha.own();
+        assert!(after.is_newer_than(&before));
+        let mut bravo = db("bravo", &topology, 1);
+        assert_eq!(bravo.receive(after), Received::New);
+        let loads: Vec<_> = bravo
+            .loads()
+            .map(|(n, l)| (n.as_str().to_owned(), l))
+            .collect();
+        assert_eq!(loads, vec![("alpha".to_owned(), load)]);
+    }
+
+    #[test]
     fn too_much_or_unsorted_interest_is_malformed() {
         let mut lsa = lsa("bravo", 3, &[]);
         lsa.interest = filters(&["b", "a"]);
@@ -735,6 +803,7 @@ mod tests {
         // Nor can a forged advertisement of our own push our sequence out of range.
         assert_eq!(db.receive(lsa("alpha", u64::MAX, &[])), Received::Ignored);
         let too_many = Lsa {
+            load: Load::default(),
             origin: name("bravo"),
             seq: 3,
             links: (0..MANAGERS_MAX)

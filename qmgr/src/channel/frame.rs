@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::format::RECORD_PAYLOAD_BYTES_MAX;
 
 /// The channel protocol version this build speaks.
-pub const CHANNEL_PROTOCOL_VERSION: u32 = 6;
+pub const CHANNEL_PROTOCOL_VERSION: u32 = 7;
 
 /// Largest payload of one message on the wire: a message travels as the payload of one journal
 /// record at both ends, so the journal's record limit is the message limit.

@@ -291,8 +291,16 @@ async fn routes(State(shared): State<Arc<Shared>>) -> Result<Response, ConsoleEr
 
 async fn network(State(shared): State<Arc<Shared>>) -> Result<Response, ConsoleError> {
     let status = snapshot(&shared.console.commands).await?;
+    let (reply, loads) = oneshot::channel();
+    shared
+        .console
+        .commands
+        .send(Command::Console(ConsoleQuery::Loads { reply }))
+        .await
+        .map_err(|_| ConsoleError::CoreGone)?;
+    let loads = loads.await.map_err(|_| ConsoleError::CoreGone)?;
     let link_rates = shared.sampled.borrow().link_rates.clone();
-    Ok(json(&view::network(&status, &link_rates)))
+    Ok(json(&view::network(&status, &link_rates, &loads)))
 }
 
 async fn history(State(shared): State<Arc<Shared>>) -> Response {

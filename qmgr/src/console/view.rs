@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use hopmq::protocol::{
     DEAD_LETTER_QUEUE, DEAD_LETTER_REASON_HEADER, Delivery, LinkStatus, RefusedTopology, Status,
 };
+use hopmq_routing::linkstate::Load;
 use serde::Serialize;
 
 use super::history::Rates;
@@ -217,7 +218,8 @@ pub(crate) struct ManagerView {
     pub(crate) state: &'static str,
     pub(crate) next_hop: Option<String>,
     pub(crate) cost: Option<u64>,
-    /// Its local queues and their total depth: known for this manager only.
+    /// Its local queues and their total depth: this manager's live, another's as its last
+    /// advertisement said (renewed every 5 s at most), unknown until one is heard.
     pub(crate) queues: Option<u64>,
     pub(crate) depth: Option<u64>,
 }
@@ -253,7 +255,12 @@ pub(crate) struct NetworkView {
 }
 
 /// The network as `status` knows it, with the route tree from its manager.
-pub(crate) fn network(status: &Status, link_rates: &BTreeMap<String, f64>) -> NetworkView {
+/// `loads`: what the other managers last advertised they hold, by name.
+pub(crate) fn network(
+    status: &Status,
+    link_rates: &BTreeMap<String, f64>,
+    loads: &BTreeMap<String, Load>,
+) -> NetworkView {
     let me = status.manager.as_str();
     let tree = route_tree(me, &status.network, &status.routes);
     let own = |(a, b): &(String, String)| -> Option<&LinkStatus> {
@@ -287,13 +294,13 @@ pub(crate) fn network(status: &Status, link_rates: &BTreeMap<String, f64>) -> Ne
     NetworkView {
         manager: me.to_owned(),
         topology_version: status.topology.version.clone(),
-        managers: managers(status),
+        managers: managers(status, loads),
         links,
         refused: status.topology.refused.clone(),
     }
 }
 
-fn managers(status: &Status) -> Vec<ManagerView> {
+fn managers(status: &Status, loads: &BTreeMap<String, Load>) -> Vec<ManagerView> {
     let me = status.manager.as_str();
     let mut names = status.topology.managers.clone();
     if !names.iter().any(|n| n == me) {
@@ -327,8 +334,17 @@ fn managers(status: &Status) -> Vec<ManagerView> {
                 } else {
                     route.and_then(|r| r.cost)
                 },
-                queues: local.then_some(status.queues.len() as u64),
-                depth: local.then(|| status.queues.iter().map(|q| q.depth).sum()),
+                // This manager's own, live; the others' as they last advertised them.
+                queues: if local {
+                    Some(status.queues.len() as u64)
+                } else {
+                    loads.get(&name).map(|l| l.queues)
+                },
+                depth: if local {
+                    Some(status.queues.iter().map(|q| q.depth).sum())
+                } else {
+                    loads.get(&name).map(|l| l.depth)
+                },
                 name,
             }
         })

@@ -229,7 +229,15 @@ fn browsed_messages_show_text_or_hex_cut_and_their_dead_letter_reason() {
 #[test]
 fn the_network_lists_every_manager_and_link_with_states_and_the_tree() {
     let rates = BTreeMap::from([("bravo".to_owned(), 2.0)]);
-    let value = serde_json::to_value(network(&ring_status(), &rates)).unwrap();
+    // What delta advertised it holds; bravo advertised nothing yet.
+    let loads = BTreeMap::from([(
+        "delta".to_owned(),
+        hopmq_routing::linkstate::Load {
+            queues: 5,
+            depth: 17,
+        },
+    )]);
+    let value = serde_json::to_value(network(&ring_status(), &rates, &loads)).unwrap();
     assert_eq!(
         keys(&value),
         [
@@ -258,6 +266,8 @@ fn the_network_lists_every_manager_and_link_with_states_and_the_tree() {
     assert_eq!(managers[0]["queues"], 2);
     assert_eq!(managers[0]["depth"], 4);
     assert_eq!(managers[1]["depth"], Value::Null);
+    assert_eq!(managers[3]["queues"], 5);
+    assert_eq!(managers[3]["depth"], 17);
     let ab = &value["links"][0];
     assert_eq!(
         keys(ab),

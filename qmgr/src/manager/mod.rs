@@ -165,6 +165,14 @@ pub enum ConsoleQuery {
         reply:
             tokio::sync::oneshot::Sender<Result<Vec<hopmq::protocol::Delivery>, hopmq::ApiError>>,
     },
+    /// What every other manager last advertised it holds (its queues and their depth), by
+    /// name: for the map.
+    Loads {
+        /// Where to send them.
+        reply: tokio::sync::oneshot::Sender<
+            std::collections::BTreeMap<String, hopmq_routing::linkstate::Load>,
+        >,
+    },
 }
 
 /// One local queue's counters since the manager started.

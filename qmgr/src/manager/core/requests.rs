@@ -178,6 +178,9 @@ impl Core {
                 };
                 let _ = reply.send(messages);
             }
+            ConsoleQuery::Loads { reply } => {
+                let _ = reply.send(self.routing.loads());
+            }
         }
     }
 }

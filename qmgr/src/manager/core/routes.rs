@@ -79,7 +79,14 @@ pub(super) struct Routing {
     /// Where stamped messages for each destination manager go from here (see
     /// `Core::stamped_place`), remembered like `places`.
     towards: rustc_hash::FxHashMap<Box<str>, QueueName>,
+    /// When this manager's load (its queues and their depth) is next renewed in its
+    /// advertisement, monotonic ms.
+    load_due_ms: u64,
 }
+
+/// How often a manager's advertised load may be renewed: each renewal floods the whole
+/// network, and the console's map it is for refreshes every 2 s.
+pub(super) const LOAD_RENEW_MS: u64 = 5_000;
 
 /// Where a put to an address goes, before any check of the moment (the local queue's
 /// existence, depths).
@@ -179,10 +186,21 @@ impl Routing {
             places: rustc_hash::FxHashMap::default(),
             puts: rustc_hash::FxHashMap::default(),
             towards: rustc_hash::FxHashMap::default(),
+            load_due_ms: 0,
         }
     }
 
     /// The topology in force.
+    /// What every other manager last advertised it holds, by name.
+    pub(super) fn loads(
+        &self,
+    ) -> std::collections::BTreeMap<String, hopmq_routing::linkstate::Load> {
+        self.linkstate
+            .loads()
+            .map(|(name, load)| (name.to_string(), load))
+            .collect()
+    }
+
     /// Sets the filters this manager advertises: its new advertisement if they changed.
     pub(super) fn set_interest(
         &mut self,
@@ -272,8 +290,9 @@ const LINK_STATE_FRAME_BYTES: usize = 1024 * 1024;
 /// names' lengths; one advertisement always fits, since a manager's links are bounded by
 /// `MANAGERS_MAX` names of at most 64 bytes, and its interest by `INTEREST_BYTES_MAX`).
 fn link_state_frames(advertisements: Vec<Lsa>) -> Vec<ChannelFrame> {
+    // 16 for the sequence number and lengths, 20 for the load's two numbers.
     let size = |lsa: &Lsa| {
-        16 + lsa.origin.as_str().len()
+        36 + lsa.origin.as_str().len()
             + lsa
                 .links
                 .iter()
@@ -637,6 +656,7 @@ impl Core {
     /// messages written to them with the old table have landed, and any transmission queue
     /// whose neighbour routing does not use.
     pub(super) fn on_routing_maintenance(&mut self, now: Now) {
+        self.renew_load(now);
         let mut queues = if self.commits.done() >= self.routing.recheck_after {
             std::mem::take(&mut self.routing.recheck)
         } else {
@@ -658,6 +678,23 @@ impl Core {
         }
         if !queues.is_empty() {
             self.reexamine(&queues, now);
+        }
+    }
+
+    /// Renews this manager's advertised load when due and changed (flooding it), so the other
+    /// managers' consoles show its queues within [`LOAD_RENEW_MS`] and a few hops.
+    fn renew_load(&mut self, now: Now) {
+        if now.mono_ms < self.routing.load_due_ms {
+            return;
+        }
+        self.routing.load_due_ms = now.mono_ms + LOAD_RENEW_MS;
+        let load = hopmq_routing::linkstate::Load {
+            queues: self.queues.len() as u64,
+            depth: self.queues.values().map(|slot| slot.queue.depth()).sum(),
+        };
+        if self.routing.linkstate.set_load(load) {
+            let own = self.routing.linkstate.own();
+            self.flood(&[own], None);
         }
     }
 
@@ -784,6 +821,10 @@ mod tests {
                 .map(|j| (name(&format!("n{j:060}")), true))
                 .collect(),
             interest: Vec::new(),
+            load: hopmq_routing::linkstate::Load {
+                queues: u64::MAX,
+                depth: u64::MAX,
+            },
         };
         let advertisements: Vec<Lsa> = (0..1000).map(lsa).collect();
         let frames = link_state_frames(advertisements.clone());
