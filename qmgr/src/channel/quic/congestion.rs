@@ -83,7 +83,6 @@ struct Round {
     acked: u64,
     lost: u64,
     starved: bool,
-    shortest: Option<Duration>,
 }
 
 impl Round {
@@ -93,7 +92,6 @@ impl Round {
             acked: 0,
             lost: 0,
             starved: false,
-            shortest: None,
         }
     }
 }
@@ -148,7 +146,6 @@ impl PathModel {
         let rtt = now.saturating_duration_since(sent);
         self.round.acked += bytes;
         self.round.starved |= starved;
-        self.round.shortest = Some(self.round.shortest.map_or(rtt, |s| s.min(rtt)));
         let expired = self
             .min_rtt
             .is_none_or(|(_, at)| now.saturating_duration_since(at) > MIN_RTT_WINDOW);

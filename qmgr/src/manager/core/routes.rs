@@ -86,7 +86,7 @@ pub(super) struct Routing {
 
 /// How often a manager's advertised load may be renewed: each renewal floods the whole
 /// network, and the console's map it is for refreshes every 2 s.
-pub(super) const LOAD_RENEW_MS: u64 = 5_000;
+const LOAD_RENEW_MS: u64 = 5_000;
 
 /// Where a put to an address goes, before any check of the moment (the local queue's
 /// existence, depths).
