@@ -171,29 +171,28 @@ impl Connection {
         // come; after a reply the entry is already gone and this does nothing.
         let forget = ForgetOnDrop {
             routes: Arc::clone(&self.routes),
-            id,
+            id: Some(id),
         };
         let request = ClientFrame::Request(Request { id, operation });
         self.frames
             .send(request)
             .map_err(|_| ClientError::ConnectionLost)?;
-        Ok(Sent {
-            answer,
-            _forget: forget,
-        })
+        Ok(Sent { answer, forget })
     }
 }
 
 /// A request on the wire, waiting for its reply.
 pub(super) struct Sent {
     answer: oneshot::Receiver<Result<Reply, ApiError>>,
-    _forget: ForgetOnDrop,
+    forget: ForgetOnDrop,
 }
 
 impl Sent {
-    pub(super) async fn wait(self) -> Result<Reply, ClientError> {
-        self.answer
-            .await
+    pub(super) async fn wait(mut self) -> Result<Reply, ClientError> {
+        let answer = (&mut self.answer).await;
+        // Answered (or the connection closed): the reader took the entry already.
+        self.forget.id = None;
+        answer
             .map_err(|_| ClientError::ConnectionLost)?
             .map_err(ClientError::Api)
     }
@@ -209,12 +208,15 @@ impl Drop for Connection {
 
 struct ForgetOnDrop {
     routes: Arc<Mutex<Routes>>,
-    id: u64,
+    /// `None` once the call was answered: nothing is left to forget.
+    id: Option<u64>,
 }
 
 impl Drop for ForgetOnDrop {
     fn drop(&mut self) {
-        lock(&self.routes).pending.remove(&self.id);
+        if let Some(id) = self.id {
+            lock(&self.routes).pending.remove(&id);
+        }
     }
 }
 

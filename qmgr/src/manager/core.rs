@@ -8,6 +8,7 @@
 
 mod apply;
 mod clients;
+mod coalesce;
 mod commits;
 mod conversations;
 mod custody;
@@ -38,7 +39,7 @@ use self::clients::{Clients, Undelivered};
 use self::commits::Commits;
 use self::ids::IdGenerator;
 use self::payloads::Payloads;
-use self::puts::{AfterPut, PutKind};
+use self::puts::{AfterPut, PutAnswer, PutAsk, PutKind};
 #[cfg(test)]
 pub(super) use self::retention::COMPACT_AGE_MS;
 use self::retention::{Head, Retention};
@@ -104,10 +105,10 @@ const _: () = assert!(crate::store::format::RECORD_PAYLOAD_BYTES_MAX <= REPLY_RE
 pub(crate) enum Continuation {
     /// Messages put: make them visible, then acknowledge.
     Put {
-        connection: u64,
-        request: u64,
+        /// The requests answered, with their messages' ids: several plain puts a group
+        /// coalesced, or one request of any kind.
+        answers: Vec<puts::PutAnswer>,
         items: Vec<PutItem>,
-        ids: Vec<MessageId>,
         handoffs: Vec<Handoff>,
         direct: Vec<forward::DirectLink>,
         /// What its commit leads to besides placing its messages.

@@ -272,6 +272,7 @@ impl Bench {
 
 use Effect::{Append, Durable, Failed, Published, Reply as Replied};
 
+mod coalesce;
 mod reports;
 
 #[test]

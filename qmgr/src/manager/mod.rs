@@ -43,6 +43,9 @@ pub use self::storage::{Durability, JournalStorage, JournalWork, Storage};
 pub const COMMANDS_MAX: usize = 16 * 1024;
 /// How many journal commits may be in flight at once.
 pub const COMMITS_IN_FLIGHT_MAX: usize = 64 * 1024;
+/// Commands the run loop takes in one turn at most: enough that a client's queued single
+/// puts share a journal group, few enough that heartbeats and completed commits wait little.
+const COMMANDS_PER_TURN_MAX: usize = 256;
 /// How often expired messages are swept from queue heads and the journal is tidied.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -248,6 +251,7 @@ pub async fn run(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Bounded by COMMITS_IN_FLIGHT_MAX through the journal's request queue.
     let mut in_flight: VecDeque<Commit> = VecDeque::new();
+    let mut batch = Vec::with_capacity(COMMANDS_PER_TURN_MAX);
     loop {
         while let Some(commit) = work.next_commit() {
             in_flight.push_back(commit);
@@ -279,7 +283,18 @@ pub async fn run(
                 in_flight.pop_front();
                 core.on_commit(result, now);
             }
-            Event::Command(Some(command)) => core.on_command(command, now),
+            Event::Command(Some(command)) => {
+                // Whatever else is queued is handled in the same turn, so runs of puts share
+                // journal groups (see `Core::on_commands`).
+                batch.push(command);
+                while batch.len() < COMMANDS_PER_TURN_MAX {
+                    match commands.try_recv() {
+                        Ok(command) => batch.push(command),
+                        Err(_) => break,
+                    }
+                }
+                core.on_commands(batch.drain(..), now);
+            }
             Event::Command(None) => core.begin_shutdown(),
             Event::Timer => core.on_timer(now),
             Event::Maintenance => core.on_maintenance(now),

@@ -412,13 +412,52 @@ impl Sim {
         }
         self.digest.add(&format!("put {index} {queue} {keys:?}"));
         self.puts += keys.len() as u64;
-        if !self.request(
+        if keys.len() > 1 && self.rng.chance(300) {
+            // Single calls queued together: the core writes them as one group.
+            let singles = messages
+                .into_iter()
+                .zip(keys)
+                .map(|((address, message), key)| {
+                    (Operation::Put { address, message }, Request::Put(vec![key]))
+                });
+            self.requests_in_one_turn(index, singles.collect());
+        } else if !self.request(
             index,
             Operation::PutBatch { messages },
             Request::Put(keys.clone()),
         ) {
             // Not sent: the client has too much outstanding.
             self.checker.put_answered(&keys, false);
+        }
+    }
+
+    /// Sends several requests from manager `index`'s client that reach its core together, as
+    /// requests queued while it was busy do.
+    fn requests_in_one_turn(&mut self, index: usize, requests: Vec<(Operation, Request)>) {
+        let mut commands = Vec::new();
+        for (operation, kind) in requests {
+            let client = self.nodes[index].client.as_mut();
+            let Some(client) = client.filter(|c| c.requests.len() < CLIENT_REQUESTS_MAX) else {
+                if let Request::Put(keys) = kind {
+                    self.checker.put_answered(&keys, false);
+                }
+                continue;
+            };
+            client.next_request += 1;
+            let (id, connection) = (client.next_request, client.connection);
+            client.requests.insert(id, kind);
+            commands.push(Command::Request {
+                connection,
+                id,
+                operation,
+            });
+        }
+        let now = self.now();
+        let _span = tracing::info_span!("m", i = index).entered();
+        if let Some(core) = self.nodes[index].core.as_mut() {
+            core.on_commands(commands, now);
+            self.manager_steps += 1;
+            self.schedule_sync(index);
         }
     }
 

@@ -4,13 +4,8 @@
 // The core's types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
 
-/// What a put placed: its items, their ids, hand-offs and direct channel assignments.
-type PutParts = (
-    Vec<PutItem>,
-    Vec<MessageId>,
-    Vec<Handoff>,
-    Vec<forward::DirectLink>,
-);
+/// What a put placed: its items, hand-offs and direct channel assignments.
+type PutParts = (Vec<PutItem>, Vec<Handoff>, Vec<forward::DirectLink>);
 
 impl Core {
     /// Applies the outcome of the oldest commit in flight: commits complete in the order
@@ -44,20 +39,12 @@ impl Core {
     ) {
         match continuation {
             Continuation::Put {
-                connection,
-                request,
+                answers,
                 items,
-                ids,
                 handoffs,
                 direct,
                 then,
-            } => self.apply_put(
-                (connection, request),
-                (items, ids, handoffs, direct),
-                then,
-                result,
-                now,
-            ),
+            } => self.apply_put(answers, (items, handoffs, direct), then, result, now),
             Continuation::Get {
                 connection,
                 request,
@@ -123,8 +110,8 @@ impl Core {
     /// waits for their arrival.
     fn apply_put(
         &mut self,
-        (connection, request): (u64, u64),
-        (items, ids, handoffs, direct): PutParts,
+        answers: Vec<PutAnswer>,
+        (items, handoffs, direct): PutParts,
         then: AfterPut,
         result: Result<Vec<Location>, StoreError>,
         now: Now,
@@ -138,28 +125,39 @@ impl Core {
                     AfterPut::Settle(lease) => self.give_back(lease.queue, lease.entry, now),
                     AfterPut::Answer | AfterPut::AwaitReply(_) => {}
                 }
-                self.reply(connection, request, Err(api_error(&error)));
+                for answer in answers {
+                    self.reply(answer.connection, answer.request, Err(api_error(&error)));
+                }
             }
             Ok(locations) => {
                 let placed = self.place(items, &mut locations.into_iter(), handoffs, direct, now);
-                self.totals.put += ids.len() as u64;
-                match then {
-                    AfterPut::Arrival(token) => {
-                        let answer = self.custody.arrivals.durable(token, ids);
-                        self.answer_arrivals(answer);
+                for answer in answers {
+                    self.totals.put += answer.ids.len() as u64;
+                    let (connection, request, ids) =
+                        (answer.connection, answer.request, answer.ids);
+                    match &then {
+                        AfterPut::Arrival(token) => {
+                            let answer = self.custody.arrivals.durable(*token, ids);
+                            self.answer_arrivals(answer);
+                        }
+                        // Answered by the reply, awaited below.
+                        AfterPut::AwaitReply(_) => {}
+                        AfterPut::Settle(_) => {
+                            self.reply(connection, request, Ok(Reply::Put(ids)));
+                        }
+                        AfterPut::Answer => {
+                            if !mutation::active(Mutation::AckBeforeDurable) {
+                                self.reply(connection, request, Ok(Reply::Put(ids)));
+                            }
+                        }
                     }
+                }
+                match then {
                     // Before the messages go on (`finish_placing`): no reply can come before
                     // its waiter.
                     AfterPut::AwaitReply(waiter) => self.await_reply(waiter),
-                    AfterPut::Settle(lease) => {
-                        self.forget(&lease.entry);
-                        self.reply(connection, request, Ok(Reply::Put(ids)));
-                    }
-                    AfterPut::Answer => {
-                        if !mutation::active(Mutation::AckBeforeDurable) {
-                            self.reply(connection, request, Ok(Reply::Put(ids)));
-                        }
-                    }
+                    AfterPut::Settle(lease) => self.forget(&lease.entry),
+                    AfterPut::Answer | AfterPut::Arrival(_) => {}
                 }
                 self.finish_placing(placed, now);
             }

@@ -162,11 +162,14 @@ impl Core {
         let mut journal: Vec<Bytes> = journaled(&items).collect();
         // Right after the copies, so the locations of both come first, in order.
         journal.extend(forward::direct_records(&direct));
-        let continuation = Continuation::Put {
+        let answer = PutAnswer {
             connection,
             request,
-            items,
             ids,
+        };
+        let continuation = Continuation::Put {
+            answers: vec![answer],
+            items,
             handoffs,
             direct,
             then,

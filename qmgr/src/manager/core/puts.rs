@@ -44,6 +44,47 @@ pub(super) enum PutKind {
     Reply(Lease),
 }
 
+/// One plain put or batch a client asked for, as queued: see [`Core::put_coalesced`].
+#[derive(Debug)]
+pub(crate) struct PutAsk {
+    pub connection: u64,
+    pub request: u64,
+    pub messages: Vec<(String, OutgoingMessage)>,
+}
+
+/// A request's messages, with the queue (and home manager) each goes to once checked.
+type Checked = (
+    Vec<(String, OutgoingMessage)>,
+    Vec<(QueueName, Option<ManagerName>)>,
+);
+
+/// Whom a put's commit answers, and with which ids: each request of the group, in order.
+#[derive(Debug)]
+pub(crate) struct PutAnswer {
+    pub connection: u64,
+    pub request: u64,
+    pub ids: Vec<MessageId>,
+}
+
+/// The requests staged into one journal group, and what their commit must do.
+#[derive(Debug, Default)]
+struct PutGroup {
+    answers: Vec<PutAnswer>,
+    items: Vec<PutItem>,
+    /// The messages' records, in order; the channel assignments and removals follow them.
+    journal: Vec<Bytes>,
+    /// Bytes of `journal` so far.
+    bytes: u64,
+    /// Seqs of the messages handed to waiting gets, removed in the same group.
+    handed_off: Vec<u64>,
+    handoffs: Vec<Handoff>,
+    /// Per queue, the hand-off still taking this group's messages.
+    open: FxHashMap<QueueName, usize>,
+    direct: Vec<forward::DirectLink>,
+    /// The streams of the messages that leave, for a put that waits for their arrival.
+    leaving: Vec<(String, u64, u64)>,
+}
+
 impl Core {
     /// Where a put to `address` goes: a local queue, or the queue of messages waiting to leave
     /// with the manager they go to.
@@ -112,23 +153,70 @@ impl Core {
         kind: PutKind,
         now: Now,
     ) -> Result<Option<Reply>, ApiError> {
-        let arrival_timeout_ms = match kind {
-            PutKind::Arrived(timeout_ms) => Some(timeout_ms),
-            _ => None,
-        };
         check_batch(messages.len())?;
         // Validate everything first: a batch is stored whole or not at all.
         let targets = self.put_targets(&messages)?;
-        let mut items = Vec::with_capacity(messages.len());
+        let mut group = PutGroup::default();
+        let wait_arrival = matches!(kind, PutKind::Arrived(_));
+        self.stage_put(
+            &mut group,
+            (connection, request),
+            (messages, targets),
+            wait_arrival,
+            now,
+        );
+        self.commit_put_group(group, kind, now);
+        Ok(None)
+    }
+
+    /// Plain puts and batches queued by clients when one event began, in the order they came:
+    /// each is checked and answered as if alone (one that fails is refused, the others go on),
+    /// but their messages share journal groups, so many single calls cost what one batch costs.
+    pub(super) fn put_coalesced(&mut self, asks: Vec<PutAsk>, now: Now) {
+        // Half a group, so one more request's messages always fit beside what is staged.
+        let group_bytes_max = self.storage.group_bytes_max() / 2;
+        let mut group = PutGroup::default();
+        for PutAsk {
+            connection,
+            request,
+            messages,
+        } in asks
+        {
+            let checked = check_batch(messages.len()).and_then(|()| self.put_targets(&messages));
+            match checked {
+                Ok(targets) => {
+                    self.stage_put(
+                        &mut group,
+                        (connection, request),
+                        (messages, targets),
+                        false,
+                        now,
+                    );
+                }
+                Err(error) => {
+                    self.reply(connection, request, Err(error));
+                }
+            }
+            if group.bytes >= group_bytes_max {
+                self.commit_put_group(std::mem::take(&mut group), PutKind::Plain, now);
+            }
+        }
+        if !group.answers.is_empty() {
+            self.commit_put_group(group, PutKind::Plain, now);
+        }
+    }
+
+    /// Adds one request's checked messages to `group`: each is given its seq, id, record and
+    /// stamp, and a waiting get or an idle link to go to if one takes it.
+    fn stage_put(
+        &mut self,
+        group: &mut PutGroup,
+        (connection, request): (u64, u64),
+        (messages, targets): Checked,
+        wait_arrival: bool,
+        now: Now,
+    ) {
         let mut ids = Vec::with_capacity(messages.len());
-        let mut journal_payloads = Vec::new();
-        let mut handed_off = Vec::new();
-        let mut handoffs: Vec<Handoff> = Vec::new();
-        // Per queue, the hand-off still taking this put's messages.
-        let mut open: FxHashMap<QueueName, usize> = FxHashMap::default();
-        let mut direct = Vec::new();
-        // The streams of the messages that leave, for a put that waits for their arrival.
-        let mut leaving = Vec::new();
         for ((address, message), (queue, home)) in messages.iter().zip(targets) {
             // A message leaving this manager is always journaled: a channel sequence number
             // may only name a message that survives a crash (non-persistence ends here).
@@ -140,26 +228,27 @@ impl Core {
             let (seq, id, payload, entry) =
                 self.stored_put(address, message, &queue, stamp.as_deref(), now);
             if let Some(home) = &home {
-                let leaving = arrival_timeout_ms.is_some().then_some(&mut leaving);
+                let leaving = wait_arrival.then_some(&mut group.leaving);
                 self.custody.stamped_put(seq, home.as_str(), leaving);
             }
             let handoff = if persistent {
-                journal_payloads.push(payload.clone());
+                group.bytes += payload.len() as u64;
+                group.journal.push(payload.clone());
                 self.hand_off(
                     &queue,
                     message.correlation_id.as_deref(),
-                    &mut handoffs,
-                    &mut open,
+                    &mut group.handoffs,
+                    &mut group.open,
                 )
             } else {
                 None
             };
-            if handoff.is_none() && !open.is_empty() {
+            if handoff.is_none() && !group.open.is_empty() {
                 // A later message must not overtake this one through a hand-off.
-                open.remove(&queue);
+                group.open.remove(&queue);
             }
             let channel_seq = if persistent {
-                self.assign_direct(&queue, seq, id.0, &payload, &mut direct, now)
+                self.assign_direct(&queue, seq, id.0, &payload, &mut group.direct, now)
             } else {
                 None
             };
@@ -167,12 +256,12 @@ impl Core {
                 slot.accept(handoff.is_some());
             }
             if handoff.is_some() {
-                handed_off.push(seq);
+                group.handed_off.push(seq);
             }
             if home.is_none() && !entry.reports.is_empty() {
                 self.put_reports((id, message), &queue, &entry, handoff.is_some(), now);
             }
-            items.push(PutItem {
+            group.items.push(PutItem {
                 queue,
                 entry,
                 payload,
@@ -182,20 +271,39 @@ impl Core {
             });
             ids.push(id);
         }
-        // Right after the messages, so the locations of both come first, in order.
-        journal_payloads.extend(forward::direct_records(&direct));
-        let then = self.after_put(kind, (connection, request), leaving, &mut handed_off, now);
-        let continuation = Continuation::Put {
+        group.answers.push(PutAnswer {
             connection,
             request,
-            items,
             ids,
+        });
+    }
+
+    /// Writes what `group` staged (or applies it at once if nothing needs writing).
+    fn commit_put_group(&mut self, group: PutGroup, kind: PutKind, now: Now) {
+        let PutGroup {
+            answers,
+            items,
+            mut journal,
+            mut handed_off,
+            handoffs,
+            direct,
+            leaving,
+            ..
+        } = group;
+        // Right after the messages, so the locations of both come first, in order.
+        journal.extend(forward::direct_records(&direct));
+        let asker = answers
+            .first()
+            .map_or((0, 0), |a| (a.connection, a.request));
+        let then = self.after_put(kind, asker, leaving, &mut handed_off, now);
+        let continuation = Continuation::Put {
+            answers,
+            items,
             handoffs,
             direct,
             then,
         };
-        self.commit_put(continuation, journal_payloads, handed_off, now);
-        Ok(None)
+        self.commit_put(continuation, journal, handed_off, now);
     }
 
     /// The reports a message put to a local queue owes at once: its arrival, and its
@@ -266,15 +374,16 @@ impl Core {
         now: Now,
     ) {
         if let Continuation::Put {
-            connection,
-            request,
-            ids,
+            answers,
             then: AfterPut::Answer,
             ..
         } = &continuation
         {
             if mutation::active(Mutation::AckBeforeDurable) {
-                self.reply(*connection, *request, Ok(Reply::Put(ids.clone())));
+                for answer in answers {
+                    let ids = Ok(Reply::Put(answer.ids.clone()));
+                    self.reply(answer.connection, answer.request, ids);
+                }
             }
         }
         if journal_payloads.is_empty() && handed_off.is_empty() {
