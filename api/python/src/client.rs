@@ -18,6 +18,7 @@ use pyo3::types::{PyDict, PyTuple};
 use crate::convert::{self, type_name};
 use crate::errors::{self, to_py};
 use crate::message::PyMessage;
+use crate::pubsub::PyTopicSubscription;
 use crate::streams::{MessageIterator, PyNotifyHandle, PySubscription};
 use crate::wait;
 
@@ -282,7 +283,7 @@ impl PyClient {
         };
         let mut batch = Vec::new();
         for item in items {
-            batch.push(convert::batch_item(&item?)?);
+            batch.push(convert::batch_item(&item?, ("put_batch", "address"))?);
         }
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -454,6 +455,114 @@ impl PyClient {
         }
         let client = self.client()?;
         PyNotifyHandle::start(py, &client, queue, callback.unbind())
+    }
+
+    /// Publishes `body` to `topic` (dot-separated tokens, like `prices.eu.btc`): a copy goes
+    /// to every subscription whose filter matches it, on any manager. Returns its id once this
+    /// manager has it durably (in memory only if persistent=False). With retain=True it is
+    /// also kept as the topic's last publication, which subscriptions made later receive.
+    #[pyo3(signature = (topic, body, *, retain=false, **options))]
+    #[pyo3(
+        text_signature = "($self, topic, body, *, retain=False, priority=4, ttl=None, \
+                          headers=None, correlation_id=None, reply_to=None, persistent=True)"
+    )]
+    fn publish(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        body: &Bound<'_, PyAny>,
+        retain: bool,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<String> {
+        let message = convert::outgoing(body, options)?;
+        let client = self.client()?;
+        py.detach(|| {
+            if retain {
+                client.publish_retained(topic, message)
+            } else {
+                client.publish(topic, message)
+            }
+        })
+        .map(|id| id.to_string())
+        .map_err(|error| to_py(py, error))
+    }
+
+    /// Publishes several publications atomically (all or none); each item is (topic, body)
+    /// or (topic, body, options) with the options of publish as a dict. Returns their ids in
+    /// order.
+    #[pyo3(signature = (publications, *, retain=false))]
+    fn publish_batch(
+        &self,
+        py: Python<'_>,
+        publications: &Bound<'_, PyAny>,
+        retain: bool,
+    ) -> PyResult<Vec<String>> {
+        let Ok(items) = publications.try_iter() else {
+            return Err(PyTypeError::new_err(format!(
+                "publish_batch takes an iterable of (topic, body[, options]), not {}",
+                type_name(publications)
+            )));
+        };
+        let mut batch = Vec::new();
+        for item in items {
+            batch.push(convert::batch_item(&item?, ("publish_batch", "topic"))?);
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client()?;
+        py.detach(|| client.publish_with(batch, retain))
+            .map(|ids| ids.iter().map(ToString::to_string).collect())
+            .map_err(|error| to_py(py, error))
+    }
+
+    /// The publications matching `filter` (`*` matches one token, a final `>` the rest) from
+    /// now on, while this client's connection lasts: a TopicSubscription to iterate over or
+    /// recv() from. One that falls behind loses publications, and says so with a Missed.
+    fn subscribe_topic(&self, py: Python<'_>, filter: &str) -> PyResult<PyTopicSubscription> {
+        let client = self.client()?;
+        let subscription = py
+            .detach(|| client.subscribe_topic(filter))
+            .map_err(|error| to_py(py, error))?;
+        Ok(PyTopicSubscription::new(filter, subscription))
+    }
+
+    /// Creates the durable subscription `name`: a local queue of that name fed with every
+    /// publication matching `filter`, read with get, get_leased or messages like any queue.
+    /// It survives disconnects and restarts, holding at most `max_depth` publications (None:
+    /// the manager's default).
+    #[pyo3(signature = (name, filter, max_depth=None))]
+    fn create_subscription(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        filter: &str,
+        max_depth: Option<u64>,
+    ) -> PyResult<()> {
+        let client = self.client()?;
+        py.detach(|| client.create_subscription(name, filter, max_depth))
+            .map_err(|error| to_py(py, error))
+    }
+
+    /// Deletes the durable subscription `name` and its queue.
+    fn delete_subscription(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let client = self.client()?;
+        py.detach(|| client.delete_subscription(name))
+            .map_err(|error| to_py(py, error))
+    }
+
+    /// This manager's subscriptions as a dict: `durable` (name, filter, depth, max_depth),
+    /// `transient` (filter, delivered, missed) and `interest` (the filters other managers
+    /// advertised, by manager).
+    fn list_subscriptions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client()?;
+        let listing = py
+            .detach(|| client.list_subscriptions())
+            .map_err(|error| to_py(py, error))?;
+        let value = serde_json::to_value(&listing).map_err(|error| {
+            errors::ProtocolError::new_err(format!("the subscription list is not data: {error}"))
+        })?;
+        convert::json_to_py(py, &value)
     }
 
     /// Creates local `queue` (idempotent), holding at most `max_depth` messages (None: the

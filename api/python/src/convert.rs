@@ -196,11 +196,15 @@ fn reports(value: &Bound<'_, PyAny>) -> PyResult<hopmq::Reports> {
         .map_err(|e: hopmq::report::BadReports| PyValueError::new_err(e.to_string()))
 }
 
-/// One item of `put_batch`: `(address, body)` or `(address, body, options)`.
-pub(crate) fn batch_item(item: &Bound<'_, PyAny>) -> PyResult<(String, Message)> {
+/// One item of `put_batch` (`call`, whose items name an `address`) or `publish_batch` (a
+/// `topic`): `(address, body)` or `(address, body, options)`.
+pub(crate) fn batch_item(
+    item: &Bound<'_, PyAny>,
+    (call, target): (&str, &str),
+) -> PyResult<(String, Message)> {
     let shape_error = || {
         PyTypeError::new_err(format!(
-            "each put_batch item must be (address, body) or (address, body, options), not {}",
+            "each {call} item must be ({target}, body) or ({target}, body, options), not {}",
             type_name(item)
         ))
     };
@@ -214,12 +218,15 @@ pub(crate) fn batch_item(item: &Bound<'_, PyAny>) -> PyResult<(String, Message)>
         _ => return Err(shape_error()),
     };
     let address = address.extract::<String>().map_err(|_| {
-        PyTypeError::new_err(format!("address must be a str, not {}", type_name(address)))
+        PyTypeError::new_err(format!(
+            "{target} must be a str, not {}",
+            type_name(address)
+        ))
     })?;
     let options = match options {
         Some(options) if !options.is_none() => Some(options.cast::<PyDict>().map_err(|_| {
             PyTypeError::new_err(format!(
-                "put_batch options must be a dict, not {}",
+                "{call} options must be a dict, not {}",
                 type_name(options)
             ))
         })?),

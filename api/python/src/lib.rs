@@ -5,7 +5,8 @@
 //! are checked and converted (`convert`), every call that talks to the manager runs with the
 //! GIL released, waits are cut into slices so that Ctrl-C is heard (`wait`), and every Rust
 //! error becomes an exception under `hopmq.Error` (`errors`). `client` is `hopmq.Client`,
-//! `message` the received `hopmq.Message`, `streams` iteration, subscriptions and notify.
+//! `message` the received `hopmq.Message`, `streams` iteration, subscriptions and notify,
+//! `pubsub` topic subscriptions.
 //!
 //! Invariant: nothing a Python caller passes, and nothing a manager sends, makes this crate
 //! panic; each becomes an exception.
@@ -14,6 +15,7 @@ mod client;
 mod convert;
 mod errors;
 mod message;
+mod pubsub;
 mod streams;
 mod wait;
 
@@ -35,6 +37,8 @@ fn _hopmq(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<streams::MessageIterator>()?;
     module.add_class::<streams::PySubscription>()?;
     module.add_class::<streams::PyNotifyHandle>()?;
+    module.add_class::<pubsub::PyTopicSubscription>()?;
+    module.add_class::<pubsub::PyMissed>()?;
     for (name, class) in errors::classes(py) {
         module.add(name, class)?;
     }

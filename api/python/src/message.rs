@@ -131,6 +131,12 @@ impl PyMessage {
         self.message.report().map(hopmq::Report::as_str)
     }
 
+    /// The topic a publication was published to; None for a queue message.
+    #[getter]
+    fn topic(&self) -> Option<&str> {
+        self.message.topic()
+    }
+
     /// Whether it was stored on disk (put persistent).
     #[getter]
     fn persistent(&self) -> bool {

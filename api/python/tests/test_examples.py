@@ -115,3 +115,23 @@ def test_request_reply(env: Dict[str, str]) -> None:
     assert output.count("[ World ]") == 10
     assert output.splitlines()[-1] == "Received reply 9 [ World ]"
     server.interrupt()
+
+
+def test_topics(env: Dict[str, str]) -> None:
+    receiver = Running("receive_logs_topic.py", ["kern.*", "*.critical"], env)
+    receiver.expect(lambda line: line.startswith(" [*] Waiting"), "announcing the wait")
+    sent = [
+        ("kern.critical", "A critical kernel error"),
+        ("cron.info", "nobody listens"),
+        ("auth.critical", "locked out"),
+    ]
+    for topic, text in sent:
+        said = run("emit_log_topic.py", [topic, *text.split()], env)
+        assert said == f" [x] Sent {topic}:{text}\n"
+    got = {
+        receiver.expect(lambda line: line.startswith(" [x]"), "a log line") for _ in range(3)
+    }
+    # kern.critical matches both filters: one copy on each subscription.
+    assert got == {" [x] kern.critical:A critical kernel error", " [x] auth.critical:locked out"}
+    assert not any("cron.info" in line for line in receiver.seen)
+    receiver.interrupt()

@@ -286,6 +286,60 @@ class Client:
         notification ends if the connection drops; notify again after reconnecting.
         """
 
+    def publish(
+        self,
+        topic: str,
+        body: Body,
+        *,
+        retain: bool = False,
+        priority: int = 4,
+        ttl: Optional[Seconds] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        correlation_id: Optional[str] = None,
+        reply_to: Optional[str] = None,
+        persistent: bool = True,
+    ) -> str:
+        """Publishes one message to `topic` (dot-separated tokens, like "prices.eu.btc"): a
+        copy goes to every subscription whose filter matches it, on any manager, and none if
+        nobody subscribed. Returns its id once this manager has it on disk (in memory if
+        persistent=False). With retain=True it is also kept as the topic's last publication,
+        which subscriptions made later receive once."""
+
+    def publish_batch(
+        self,
+        publications: Iterable[Union[tuple[str, Body], tuple[str, Body, PutOptions]]],
+        *,
+        retain: bool = False,
+    ) -> list[str]:
+        """Publishes several messages atomically: all or none. Each item is (topic, body) or
+        (topic, body, options), options being publish's keywords as a dict. Returns their ids
+        in order."""
+
+    def subscribe_topic(self, filter: str) -> "TopicSubscription":
+        """The publications matching `filter` from now on, while this client's connection
+        lasts ("*" matches exactly one token, a final ">" one or more). Iterate over it, or
+        call recv(timeout); cancel() it when done (or use it as a context manager). A
+        subscriber that falls behind never holds publishers up: what it loses comes as a
+        Missed in the stream, never silently."""
+
+    def create_subscription(
+        self, name: str, filter: str, max_depth: Optional[int] = None
+    ) -> None:
+        """Creates the durable subscription `name`: a local queue of that name fed with every
+        publication matching `filter`, read with get, get_leased or messages like any queue.
+        It keeps collecting while nobody reads it, survives restarts, and holds at most
+        `max_depth` publications (None: the manager's default; past it they are
+        dead-lettered)."""
+
+    def delete_subscription(self, name: str) -> None:
+        """Deletes the durable subscription `name` and its queue (UnknownSubscription if
+        there is none)."""
+
+    def list_subscriptions(self) -> dict[str, Any]:
+        """This manager's subscriptions: durable (a list of dicts with name, filter, depth,
+        max_depth), transient (filter, delivered, missed) and interest (the filters every
+        other manager advertised, by manager)."""
+
     def declare(self, queue: str, max_depth: Optional[int] = None) -> None:
         """Creates local `queue` if it does not exist, holding at most `max_depth` messages
         (None: the manager's default)."""
@@ -346,6 +400,10 @@ class Message:
     @property
     def report(self) -> Optional[Report]:
         """The kind of delivery report this message is, or None for any other message."""
+
+    @property
+    def topic(self) -> Optional[str]:
+        """The topic a publication was published to; None for a queue message."""
 
     @property
     def persistent(self) -> bool:
@@ -418,6 +476,44 @@ class Subscription(Iterator[Message]):
     def __iter__(self) -> "Subscription": ...
     def __next__(self) -> Message: ...
     def __enter__(self) -> "Subscription": ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> Literal[False]: ...
+
+@final
+class Missed:
+    """Publications a TopicSubscription lost, at this point of its stream, because its client
+    fell behind."""
+
+    def __init__(self, count: int) -> None: ...
+    @property
+    def count(self) -> int:
+        """How many were lost here."""
+
+@final
+class TopicSubscription(Iterator[Union[Message, Missed]]):
+    """The publications matching a filter, from Client.subscribe_topic. Iterating waits for
+    each next publication (a Message, its topic in `topic`) or gap (a Missed) and ends with
+    the subscription."""
+
+    @property
+    def filter(self) -> str:
+        """The filter subscribed with."""
+
+    def recv(self, timeout: Optional[Seconds] = None) -> Optional[Union[Message, Missed]]:
+        """The next publication or gap, waiting up to `timeout` seconds (None: until one
+        comes); None if none came. Raises ConnectionLost once the subscription has ended
+        (cancelled, or its connection dropped)."""
+
+    def cancel(self) -> None:
+        """Unsubscribes and waits for the manager to confirm; idempotent."""
+
+    def __iter__(self) -> "TopicSubscription": ...
+    def __next__(self) -> Union[Message, Missed]: ...
+    def __enter__(self) -> "TopicSubscription": ...
     def __exit__(
         self,
         exc_type: Optional[type[BaseException]],
