@@ -337,6 +337,9 @@ impl Core {
         core.restore_retained();
         core.restore_links(recovered.senders, recovered.receivers, now);
         core.reexamine_waiting(now);
+        // A restart with a topology that dropped a link (or a drained one) would leave what
+        // was in flight on it there for good: no later change of the routes may come.
+        core.resend_in_flight(now);
         core
     }
 

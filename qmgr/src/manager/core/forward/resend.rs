@@ -1,7 +1,8 @@
-//! Re-sending around a failure: when the routes change, a stamped message in flight on a link
-//! that is out of use (its neighbour dead, the link drained or removed) and that the route to
-//! its destination no longer takes is copied at once to the place the new route gives
-//! (another neighbour's transmission queue, or the held messages).
+//! Re-sending around a failure: when the routes change (and at start, where a topology without
+//! a link leaves no change to wait for), a stamped message in flight on a link that is out of
+//! use (its neighbour dead, the link drained or removed) and that the route to its
+//! destination no longer takes is copied at once to the place the new route gives (another
+//! neighbour's transmission queue, or the held messages).
 //!
 //! The original stays with its channel, under its channel sequence number, so the channel's
 //! invariants hold and a returning neighbour is simply given it again; whichever copy reaches

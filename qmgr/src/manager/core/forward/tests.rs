@@ -49,7 +49,11 @@ impl Node {
     }
 
     fn open_with(dir: &Path, name: &str, segment_bytes: u64) -> Node {
-        let topology = hopmq_routing::parse(TOPOLOGY, "topology.toml")
+        Node::open_in(dir, name, segment_bytes, TOPOLOGY)
+    }
+
+    fn open_in(dir: &Path, name: &str, segment_bytes: u64, topology: &str) -> Node {
+        let topology = hopmq_routing::parse(topology, "topology.toml")
             .expect("a valid topology")
             .topology;
         let mut config = JournalConfig::new(dir);
@@ -323,6 +327,47 @@ async fn a_restart_of_either_end_between_store_and_ack_duplicates_nothing() {
     wire.run(&mut alpha, &mut bravo, true).await;
     assert_eq!(bravo.take_all().await, numbered(0..60));
     assert_eq!(alpha.transmission_depth(), 0);
+}
+
+/// The topology after an edit took the link alpha–bravo away: charlie is the way.
+const WITHOUT_THE_LINK: &str = r#"
+[managers.alpha]
+address = "127.0.0.1:1"
+[managers.bravo]
+address = "127.0.0.1:2"
+[managers.charlie]
+address = "127.0.0.1:3"
+[[links]]
+between = ["alpha", "charlie"]
+[[links]]
+between = ["charlie", "bravo"]
+[queues.orders]
+home = "bravo"
+"#;
+
+#[tokio::test]
+async fn a_restart_with_a_link_gone_sends_what_was_in_flight_on_it_around() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut alpha, mut bravo, mut wire) = connected(dirs.0.path(), dirs.1.path()).await;
+    alpha.put(numbered(0..40));
+    wire.run(&mut alpha, &mut bravo, false).await;
+    assert_eq!(alpha.transmission_depth(), 40, "in flight, unacknowledged");
+    drop(wire);
+    drop(alpha);
+    // alpha restarts with a topology that no longer links it to bravo: no change of routes
+    // will ever come to move what its journal holds in flight on that link.
+    let mut alpha = Node::open_in(dirs.0.path(), "alpha", 1024 * 1024, WITHOUT_THE_LINK);
+    alpha.settle().await;
+    let waiting = |neighbour: &str| {
+        let links = alpha.core.link_status(at(NOW));
+        let link = links.iter().find(|l| l.neighbour == neighbour);
+        link.map(|l| (l.transmission_depth, l.in_flight))
+    };
+    assert_eq!(
+        waiting("charlie"),
+        Some((40, 0)),
+        "copies wait for the new way to bravo"
+    );
 }
 
 #[tokio::test]
