@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use hopmq::MessageId;
 use hopmq::protocol::{Delivery, DeliveryRef, FrameError, OutgoingMessage, encode_messages_reply};
+use hopmq::report::REPORTS_HEADER;
 
 use crate::queue::local::Entry;
 use crate::record::{self, Record, RecordError, StoredMessage};
@@ -73,6 +74,25 @@ pub(crate) fn encode_moved(
     let mut headers: BTreeMap<&str, &str> = stored.headers.iter().copied().collect();
     headers.extend(extra_headers.iter().copied());
     stored.headers = headers.into_iter().collect();
+    Ok(record::encode(&Record::Enqueue(stored)))
+}
+
+/// The payload of `payload`'s message asking for `reports` only (its `hopmq.reports` header
+/// rewritten, or dropped if none is left), everything else unchanged.
+pub(crate) fn encode_asking(
+    payload: &[u8],
+    reports: hopmq::Reports,
+) -> Result<Vec<u8>, RecordError> {
+    let mut stored = stored(payload)?;
+    stored.headers.retain(|(key, _)| *key != REPORTS_HEADER);
+    let asked = reports.to_string();
+    if !reports.is_empty() {
+        // Headers are sorted by key.
+        let at = stored
+            .headers
+            .partition_point(|(key, _)| *key < REPORTS_HEADER);
+        stored.headers.insert(at, (REPORTS_HEADER, asked.as_str()));
+    }
     Ok(record::encode(&Record::Enqueue(stored)))
 }
 

@@ -407,7 +407,8 @@ impl Core {
                 delivery_count: 0,
                 ..item.entry
             };
-            self.rewrite(&item.queue, entry, item.payload, true, now);
+            let (entry, payload) = self.delivery_reported(entry, item.payload);
+            self.rewrite(&item.queue, entry, payload, true, now);
         }
     }
 
@@ -422,6 +423,8 @@ impl Core {
         };
         self.forget(&entry);
         let persistent = !matches!(entry.body, BodyRef::Memory);
+        // Only a get whose getter left restores: its removal reported the delivery.
+        let (entry, payload) = self.delivery_reported(entry, payload);
         self.rewrite(queue, entry, payload, persistent, now);
     }
 

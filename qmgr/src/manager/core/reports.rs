@@ -271,6 +271,25 @@ impl Core {
         }
     }
 
+    /// A message whose delivery was reported, about to be stored again because its getter left
+    /// before it was handed over: it is not to be reported delivered a second time when it is
+    /// taken for good, so neither its entry nor its record (read again after a restart) ask
+    /// for that any more.
+    pub(super) fn delivery_reported(&self, mut entry: Entry, payload: Bytes) -> (Entry, Bytes) {
+        if !entry.reports.has(Report::Delivery) {
+            return (entry, payload);
+        }
+        entry.reports = entry.reports.without(Report::Delivery);
+        match delivery::encode_asking(&payload, entry.reports) {
+            Ok(record) => (entry, Bytes::from(record)),
+            Err(error) => {
+                // Stored as it was: its delivery may then be reported twice, never lost.
+                warn!(seq = entry.seq, %error, "cannot rewrite a message's reports header");
+                (entry, payload)
+            }
+        }
+    }
+
     /// Where a report to `reply_to` goes: a local queue with room, or the queue of messages
     /// waiting to leave with the manager they go to.
     fn report_target(

@@ -225,3 +225,108 @@ fn reports_need_a_reply_to_and_known_kinds_and_a_queue_message() {
         ]
     );
 }
+
+impl Bench {
+    /// Connects client connection `connection` besides the bench's own.
+    fn connect(&mut self, connection: u64) {
+        let (frames, _unread) = outbox::bounded(1024, CONNECTION_BYTES_MAX);
+        let connected = Command::Connected {
+            connection,
+            frames,
+            uid: None,
+        };
+        self.core.on_command(connected, now());
+    }
+
+    /// A get of `orders` from client connection `connection`, waiting up to `timeout_ms`.
+    fn get_from(&mut self, connection: u64, timeout_ms: u64) {
+        let get = Operation::Get {
+            queue: "orders".into(),
+            timeout_ms,
+            max: 10,
+            selector: Selector::default(),
+            lease_ms: None,
+        };
+        let request = Command::Request {
+            connection,
+            id: 50,
+            operation: get,
+        };
+        self.core.on_command(request, now());
+    }
+
+    fn leave(&mut self, connection: u64) {
+        self.core
+            .on_command(Command::Disconnected { connection }, now());
+    }
+
+    /// Completes every append made, and those they lead to.
+    fn complete_all(&mut self) {
+        while !self.effects_mut().pending.is_empty() {
+            self.complete(true);
+        }
+    }
+
+    /// Whether the message waiting in `orders` still asks for a delivery report.
+    fn asks_for_delivery(&mut self) -> bool {
+        self.messages.clear();
+        let browse = Operation::Browse {
+            queue: "orders".into(),
+            max: 1,
+        };
+        self.request(902, browse);
+        let headers = &self.messages[0].headers;
+        headers
+            .get(REPORTS_HEADER)
+            .is_some_and(|asked| asked.contains("delivery"))
+    }
+}
+
+#[test]
+fn a_message_handed_to_a_getter_that_left_is_stored_again_and_reported_delivered_once() {
+    let mut bench = Bench::new();
+    bench.connect(1);
+    bench.get_from(1, 60_000);
+    // The put goes straight to the waiting get, its delivery report in the same write...
+    bench.request(1, asking("arrival,delivery", true));
+    // ...but the getter leaves before that write is durable: nobody has the message.
+    bench.leave(1);
+    bench.complete_all();
+    assert!(
+        !bench.asks_for_delivery(),
+        "its delivery was reported already"
+    );
+    bench.get(2, None);
+    bench.complete_all();
+    let id = put_id_of_reports(&mut bench);
+    assert_eq!(
+        reports(&mut bench),
+        [format!("arrival {id}"), format!("delivery {id}")]
+    );
+}
+
+#[test]
+fn a_message_got_by_a_getter_that_left_before_its_removal_was_durable_is_reported_once() {
+    let mut bench = Bench::new();
+    bench.request(1, asking("delivery", true));
+    bench.complete_all();
+    let id = put_id(&mut bench);
+    bench.connect(1);
+    bench.get_from(1, 0);
+    bench.leave(1);
+    bench.complete_all();
+    assert!(
+        !bench.asks_for_delivery(),
+        "its delivery was reported already"
+    );
+    bench.get(2, None);
+    bench.complete_all();
+    assert_eq!(reports(&mut bench), [format!("delivery {id}")]);
+}
+
+/// The correlation id of the reports made so far (they all name one message).
+fn put_id_of_reports(bench: &mut Bench) -> String {
+    let made = reports(bench);
+    let first = made.first().expect("a report");
+    first.split(' ').nth(1).unwrap_or_default().to_owned()
+}
