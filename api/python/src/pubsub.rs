@@ -15,8 +15,9 @@ use pyo3::types::PyTuple;
 
 use crate::client::lock;
 use crate::convert;
-use crate::errors::{self, to_py};
+use crate::errors;
 use crate::message::PyMessage;
+use crate::streams::cancel_once;
 use crate::wait;
 
 /// Publications a topic subscription did not receive because its client fell behind.
@@ -110,14 +111,7 @@ impl PyTopicSubscription {
 
     /// Unsubscribes and waits for the manager to confirm; idempotent.
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| {
-            let taken = lock(&self.inner).take();
-            match taken {
-                Some(subscription) => subscription.cancel(),
-                None => Ok(()),
-            }
-        })
-        .map_err(|error| to_py(py, error))
+        cancel_once(py, &self.inner, blocking::TopicSubscription::cancel)
     }
 
     fn __iter__(slf: Py<Self>) -> Py<Self> {

@@ -115,14 +115,7 @@ impl PySubscription {
 
     /// Unsubscribes and waits for the manager to confirm; idempotent.
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| {
-            let taken = lock(&self.inner).take();
-            match taken {
-                Some(subscription) => subscription.cancel(),
-                None => Ok(()),
-            }
-        })
-        .map_err(|error| to_py(py, error))
+        cancel_once(py, &self.inner, blocking::Subscription::cancel)
     }
 
     fn __iter__(slf: Py<Self>) -> Py<Self> {
@@ -150,6 +143,21 @@ impl PySubscription {
     fn __repr__(&self) -> String {
         format!("Subscription(queue='{}')", self.queue)
     }
+}
+
+/// Cancels the subscription in `inner` with `cancel`, if it was not cancelled already, with the
+/// GIL released while the manager confirms; idempotent.
+pub(crate) fn cancel_once<S: Send>(
+    py: Python<'_>,
+    inner: &Mutex<Option<S>>,
+    cancel: impl FnOnce(S) -> Result<(), ClientError> + Send,
+) -> PyResult<()> {
+    py.detach(|| {
+        // Taken out first: the lock is not held while the manager answers.
+        let taken = lock(inner).take();
+        taken.map_or(Ok(()), cancel)
+    })
+    .map_err(|error| to_py(py, error))
 }
 
 type SharedHandle = Arc<Mutex<Option<blocking::NotifyHandle>>>;
