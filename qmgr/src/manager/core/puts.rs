@@ -19,6 +19,23 @@ pub(super) fn check_batch(count: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// No fewer bytes than the record `message`, put to `address`, is stored as: its body, its
+/// addresses and headers, and room for the envelope and a stamp.
+fn record_bytes_bound(address: &str, message: &OutgoingMessage) -> u64 {
+    const ENVELOPE_BYTES_MAX: usize = 1024;
+    let headers: usize = message
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 10)
+        .sum();
+    let more = [&message.correlation_id, &message.reply_to]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum::<usize>();
+    (message.body.len() + 2 * address.len() + headers + more + ENVELOPE_BYTES_MAX) as u64
+}
+
 /// What a put's commit leads to besides placing its messages.
 #[derive(Debug)]
 pub(crate) enum AfterPut {
@@ -173,8 +190,10 @@ impl Core {
     /// each is checked and answered as if alone (one that fails is refused, the others go on),
     /// but their messages share journal groups, so many single calls cost what one batch costs.
     pub(super) fn put_coalesced(&mut self, asks: Vec<PutAsk>, now: Now) {
-        // Half a group, so one more request's messages always fit beside what is staged.
-        let group_bytes_max = self.storage.group_bytes_max() / 2;
+        // Requests join a group while it stays under half a journal group, so a request that
+        // fits a group alone is never refused for its company (the other half is room for the
+        // records that ride along: channel assignments, removals, reports).
+        let shared_bytes_max = self.storage.group_bytes_max() / 2;
         let mut group = PutGroup::default();
         for PutAsk {
             connection,
@@ -182,6 +201,13 @@ impl Core {
             messages,
         } in asks
         {
+            let bytes = messages
+                .iter()
+                .map(|(a, m)| record_bytes_bound(a, m))
+                .sum::<u64>();
+            if !group.answers.is_empty() && group.bytes + bytes > shared_bytes_max {
+                self.commit_put_group(std::mem::take(&mut group), PutKind::Plain, now);
+            }
             let checked = check_batch(messages.len()).and_then(|()| self.put_targets(&messages));
             match checked {
                 Ok(targets) => {
@@ -196,9 +222,6 @@ impl Core {
                 Err(error) => {
                     self.reply(connection, request, Err(error));
                 }
-            }
-            if group.bytes >= group_bytes_max {
-                self.commit_put_group(std::mem::take(&mut group), PutKind::Plain, now);
             }
         }
         if !group.answers.is_empty() {

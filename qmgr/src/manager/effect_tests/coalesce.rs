@@ -192,3 +192,28 @@ fn puts_from_several_connections_share_a_write_and_are_answered_on_their_own() {
     assert_eq!(answered, [1], "connection 1 hears of its put");
     assert_eq!(bench.take_all(), ["a1", "b1", "a2"]);
 }
+
+#[test]
+fn a_run_is_cut_so_that_a_request_never_shares_more_than_half_a_group() {
+    // The bench's storage takes groups of 1 MiB: requests share at most 512 KiB.
+    let mut bench = Bench::new();
+    let body = "x".repeat(200 * 1024);
+    let puts = (1..=4).map(|id| put(0, id, "orders", &body));
+    bench.turn(puts.collect());
+    let twice = vec!["enqueue", "enqueue"];
+    assert_eq!(
+        bench.effects(),
+        [
+            Append(Durability::Synced, twice.clone()),
+            Append(Durability::Synced, twice)
+        ]
+    );
+    bench.complete(true);
+    bench.complete(true);
+    let answered = bench
+        .effects()
+        .iter()
+        .filter(|e| matches!(e, Replied(_, "put")))
+        .count();
+    assert_eq!(answered, 4);
+}
