@@ -11,9 +11,12 @@
 //! and `/metrics` answer 401 without `Authorization: Bearer <token>`; every response carries a
 //! Content-Security-Policy forbidding inline script and other origins, and `nosniff`; every
 //! request is answered or dropped within [`REQUEST_TIMEOUT`], at most
-//! [`REQUESTS_IN_FLIGHT_MAX`] at once; every response is bounded (see `view`). The page inserts data with `textContent` only, never as markup.
+//! [`REQUESTS_IN_FLIGHT_MAX`] at once, on at most `listener::CONNECTIONS_MAX` connections,
+//! each closed after `listener::IDLE_TIMEOUT` of silence; every response is bounded (see
+//! `view`). The page inserts data with `textContent` only, never as markup.
 
 mod history;
+mod listener;
 mod network;
 mod view;
 
@@ -119,6 +122,8 @@ pub(crate) async fn serve(
     let stop = async move {
         let _ = shutdown.wait_for(|stopping| *stopping).await;
     };
+    let listener =
+        listener::Limited::new(listener, listener::CONNECTIONS_MAX, listener::IDLE_TIMEOUT);
     if let Err(error) = axum::serve(listener, router)
         .with_graceful_shutdown(stop)
         .await
