@@ -21,7 +21,9 @@
 //! A message is *in doubt*, and excused from the loss check, when a crash kept the unsynced
 //! removal of it from an application queue: the get or ack that wrote it never got its
 //! answer, so the client cannot know (the documented at-most-once edge of a destructive get
-//! whose client loses its manager before the answer).
+//! whose client loses its manager before the answer). A non-persistent message needs no
+//! removal record: it is in doubt when an ack of it, or a get from its queue, was left
+//! unanswered by a crash.
 //!
 //! Publications (module `publications`) are held against exactly-once per durable subscription.
 //! When a publish is handed to its manager's core, the core says which managers it sends the
@@ -184,6 +186,30 @@ impl Checker {
         for key in keys {
             if let Some(message) = self.messages.get_mut(key) {
                 message.put = PutState::Unknown;
+            }
+        }
+    }
+
+    /// The acks of `keys` were never answered (their manager crashed): a non-persistent one
+    /// needs no write, so it may have been taken (and reported delivered) with its answer
+    /// lost. A persistent one is in doubt only if the crash kept its removal (see
+    /// [`Checker::crash`]).
+    pub fn taken_unanswered(&mut self, keys: &[String]) {
+        for key in keys {
+            if let Some(message) = self.messages.get_mut(key) {
+                if !message.persistent {
+                    message.in_doubt = true;
+                }
+            }
+        }
+    }
+
+    /// A destructive get from `queue` was never answered (its manager crashed): any
+    /// non-persistent message of that queue still unseen may have been taken by it.
+    pub fn get_unanswered(&mut self, queue: &str) {
+        for message in self.messages.values_mut() {
+            if !message.persistent && message.stream.1 == queue && message.deliveries == 0 {
+                message.in_doubt = true;
             }
         }
     }

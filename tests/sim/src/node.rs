@@ -194,6 +194,11 @@ impl Sim {
                 match request {
                     Request::Put(keys) => self.checker.put_unanswered(&keys),
                     Request::Publish(keys) => self.checker.publish_unanswered(&keys),
+                    Request::Ack(leases) => {
+                        let keys: Vec<String> = leases.into_iter().map(|(_, key)| key).collect();
+                        self.checker.taken_unanswered(&keys);
+                    }
+                    Request::Get { queue } => self.checker.get_unanswered(&queue),
                     Request::Subscribe(name) => self.subscription_answered(index, &name, false),
                     _ => {}
                 }
