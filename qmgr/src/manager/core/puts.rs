@@ -188,7 +188,8 @@ impl Core {
 
     /// Plain puts and batches queued by clients when one event began, in the order they came:
     /// each is checked and answered as if alone (one that fails is refused, the others go on),
-    /// but their messages share journal groups, so many single calls cost what one batch costs.
+    /// but their messages share journal groups: one write, one commit and one wake-up for many
+    /// single calls.
     pub(super) fn put_coalesced(&mut self, asks: Vec<PutAsk>, now: Now) {
         // Requests join a group while it stays under half a journal group, so a request that
         // fits a group alone is never refused for its company (the other half is room for the
