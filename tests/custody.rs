@@ -414,3 +414,80 @@ fn twenty_thousand_messages_through_a_relay_killed_and_wiped_arrive_once_in_put_
     assert_in_put_order(&got, &bodies);
     assert_nothing_more(&consumer, 1_000);
 }
+
+/// Publications `bravo` acknowledged to their publisher `alpha` (delta, behind it, frozen
+/// meanwhile) and then took with it: alpha keeps custody of each for every manager it was
+/// for, so delta's subscription still gets each once, and charlie's, on the other branch, is
+/// untouched.
+fn publications_a_relay_took_with_it(afterwards: Afterwards) {
+    let spec = Spec::diamond();
+    let mut network = start_with(&spec, "8000");
+    let delta = network.manager("delta").client();
+    delta
+        .create_subscription("eu", "prices.eu.*", None)
+        .unwrap();
+    let charlie = network.manager("charlie").client();
+    charlie
+        .create_subscription("all", "prices.>", None)
+        .unwrap();
+    let alpha = network.manager("alpha").client();
+    support::wait_until("alpha knows both subscriptions", support::SOON, || {
+        alpha.list_subscriptions().unwrap().interest.len() == 2
+    });
+    network.manager("delta").freeze();
+    let bravo = network.manager("bravo");
+    support::wait_until("bravo finds delta quiet", support::SOON, || {
+        support::network::link_of(&bravo.status(), "delta")["heard_ms_ago"]
+            .as_u64()
+            .is_some_and(|ms| ms > 1_000)
+    });
+    let bodies: Vec<String> = (0..500).map(|i| format!("p{i:03}")).collect();
+    for chunk in bodies.chunks(50) {
+        let batch = chunk
+            .iter()
+            .map(|body| {
+                (
+                    "prices.eu.btc".to_owned(),
+                    hopmq::Message::new(body.as_str()),
+                )
+            })
+            .collect();
+        alpha.publish_batch(batch).unwrap();
+    }
+    let origin = network.manager("alpha");
+    support::wait_until("bravo acknowledges them all", support::SOON, || {
+        kept_for(&origin.status(), "delta") == bodies.len() as u64
+    });
+    match afterwards {
+        Afterwards::Wiped => wipe(network.manager("bravo")),
+        _ => network.manager("bravo").kill9(),
+    }
+    network.manager("delta").thaw();
+    for (manager, subscription) in [("delta", "eu"), ("charlie", "all")] {
+        let consumer = network.manager(manager).client();
+        let mut got = texts(&receive(&consumer, subscription, bodies.len()));
+        got.sort();
+        assert_eq!(got, bodies, "{subscription} on {manager}: each once");
+        let more = consumer
+            .get(subscription, std::time::Duration::from_millis(500))
+            .unwrap();
+        assert!(more.is_none(), "delivered a second time: {more:?}");
+    }
+    wait_confirmed(&mut network, "alpha", "delta");
+    wait_confirmed(&mut network, "alpha", "charlie");
+    let status = network.manager("alpha").status();
+    assert!(
+        status["messages_resent"].as_u64().unwrap() >= bodies.len() as u64,
+        "sent again for delta: {status}"
+    );
+}
+
+#[test]
+fn publications_a_relay_took_with_it_for_good_reach_every_subscriber_once() {
+    publications_a_relay_took_with_it(Afterwards::Gone);
+}
+
+#[test]
+fn publications_a_relay_lost_with_its_disk_reach_every_subscriber_once() {
+    publications_a_relay_took_with_it(Afterwards::Wiped);
+}

@@ -42,7 +42,7 @@ use stamp::Afters;
 pub(crate) use stamp::{After, Chain, Stamp, Stamper};
 
 /// The header that carries a message's stamp.
-pub(crate) const STAMP_HEADER: &str = "hopmq.custody";
+pub const STAMP_HEADER: &str = "hopmq.custody";
 
 /// The header a destination adds when it passes a message on to the queue's new home under a
 /// stamp of its own: the stamp it accepted the message under, so that its journal still
@@ -77,6 +77,40 @@ pub(crate) fn stamp_among<'a>(headers: &[(&'a str, &'a str)], key: &str) -> Opti
         .iter()
         .find(|(name, _)| *name == key)
         .and_then(|(_, value)| Stamp::parse(value))
+}
+
+/// Separates the stamps of a publication's destinations in its stamp header: a persistent
+/// publication carries one stamp per manager of its destination set (besides its publisher),
+/// each in its publisher's stream to that manager, and a share split off for some of them
+/// carries theirs only. A list never reads as one stamp.
+pub(crate) const STAMPS_SEPARATOR: char = ',';
+
+/// The stamps a publication's stamp header lists (one that does not parse is left out).
+pub(crate) fn stamps(value: &str) -> impl Iterator<Item = Stamp<'_>> {
+    value.split(STAMPS_SEPARATOR).filter_map(Stamp::parse)
+}
+
+/// The stamp for `destination` in a publication's stamp header `value`: its text, and read.
+pub(crate) fn stamp_in<'a>(value: &'a str, destination: &str) -> Option<(&'a str, Stamp<'a>)> {
+    value
+        .split(STAMPS_SEPARATOR)
+        .filter_map(|text| Stamp::parse(text).map(|stamp| (text, stamp)))
+        .find(|(_, stamp)| stamp.destination == destination)
+}
+
+/// The stamp header's value for a share of a publication stamped `value`: the stamps whose
+/// destination `keep` says the share goes to; `None` if there are none.
+pub(crate) fn stamps_for(value: &str, keep: impl Fn(&str) -> bool) -> Option<String> {
+    let mut out = String::new();
+    for stamp in value.split(STAMPS_SEPARATOR) {
+        if Stamp::parse(stamp).is_some_and(|s| keep(s.destination)) {
+            if !out.is_empty() {
+                out.push(STAMPS_SEPARATOR);
+            }
+            out.push_str(stamp);
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Inserts `stamp` as the stamp header among `headers`, which are sorted by key.
@@ -504,6 +538,37 @@ mod tests {
             destination: "south",
             after: Afters::default(),
         }
+    }
+
+    #[test]
+    fn a_publications_stamps_split_by_share_and_each_destination_finds_its_own() {
+        let mut stamper = Stamper::new("north", 9);
+        let list: Vec<String> = ["east", "south", "west"]
+            .iter()
+            .map(|destination| stamper.stamp_unordered(destination))
+            .collect();
+        let list = list.join(",");
+        assert_eq!(list, "north/9.1@east,north/9.1@south,north/9.1@west");
+        assert_eq!(Stamp::parse(&list), None, "a list is not one stamp");
+        let share = stamps_for(&list, |d| d != "east").unwrap();
+        assert_eq!(share, "north/9.1@south,north/9.1@west");
+        assert_eq!(stamps_for(&list, |_| false), None);
+        let (text, stamp) = stamp_in(&share, "west").unwrap();
+        assert_eq!(text, "north/9.1@west");
+        assert_eq!((stamp.custodian, stamp.number), ("north", 1));
+        assert_eq!(stamp_in(&share, "east"), None);
+        // Numbers go on in each destination's one stream, whatever the chain.
+        let next = stamper.stamp(
+            "south",
+            Chain {
+                queue: "orders",
+                priority: 4,
+                expires_ms: None,
+            },
+        );
+        assert!(next.starts_with("north/9.2@south"), "{next}");
+        let destinations: Vec<&str> = stamps(&list).map(|s| s.destination).collect();
+        assert_eq!(destinations, ["east", "south", "west"]);
     }
 
     #[test]

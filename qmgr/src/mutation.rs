@@ -32,11 +32,14 @@ pub enum Mutation {
     /// A delivery report is written in a write of its own after its event's, so a crash can
     /// keep the event and lose its report.
     ReportsBehind,
+    /// Publications leave their publisher unstamped, so nobody keeps custody of them: a relay
+    /// lost with its disk loses what it held.
+    SkipPublicationCustody,
 }
 
 impl Mutation {
     /// Every mutation, with the name `scripts/sim --mutation` takes.
-    pub const ALL: [(&'static str, Mutation); 8] = [
+    pub const ALL: [(&'static str, Mutation); 9] = [
         ("ack-before-durable", Mutation::AckBeforeDurable),
         ("skip-dedup", Mutation::SkipDedup),
         ("unrecorded-lease", Mutation::UnrecordedLease),
@@ -45,6 +48,7 @@ impl Mutation {
         ("skip-resequencing", Mutation::SkipResequencing),
         ("reports-ahead", Mutation::ReportsAhead),
         ("reports-behind", Mutation::ReportsBehind),
+        ("skip-publication-custody", Mutation::SkipPublicationCustody),
     ];
 
     /// Mutations a second mechanism masks: the checker must *not* see them break a promise.
@@ -52,6 +56,10 @@ impl Mutation {
 
     /// Mutations that break delivery reports only: the simulator must run reports to see them.
     pub const REPORTS: [Mutation; 2] = [Mutation::ReportsAhead, Mutation::ReportsBehind];
+
+    /// Mutations that break publications only: the simulator must run publish/subscribe to
+    /// see them.
+    pub const PUBSUB: [Mutation; 1] = [Mutation::SkipPublicationCustody];
 
     /// The mutation called `name`.
     pub fn named(name: &str) -> Option<Mutation> {
@@ -75,6 +83,7 @@ pub fn set(mutation: Option<Mutation>) {
         Some(Mutation::SkipResequencing) => 6,
         Some(Mutation::ReportsAhead) => 7,
         Some(Mutation::ReportsBehind) => 8,
+        Some(Mutation::SkipPublicationCustody) => 9,
     };
     ACTIVE.store(code, std::sync::atomic::Ordering::Relaxed);
 }
@@ -93,6 +102,7 @@ pub fn active(mutation: Mutation) -> bool {
             Mutation::SkipResequencing => 6,
             Mutation::ReportsAhead => 7,
             Mutation::ReportsBehind => 8,
+            Mutation::SkipPublicationCustody => 9,
         };
         ACTIVE.load(std::sync::atomic::Ordering::Relaxed) == code
     }

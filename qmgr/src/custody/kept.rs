@@ -17,10 +17,13 @@
 //! - a kept message is sent again only while no copy made here is still on its way (waiting
 //!   or in flight here: the routes take care of it), and once a neighbour acknowledges a copy,
 //!   that copy alone is kept; copies share the stamp, so a destination drops all but the
-//!   first.
+//!   first;
+//! - one record may be kept for several destinations (a publication's share for more than
+//!   one manager): it is handed back for removal only when the last of them lets it go.
 
 use std::collections::BTreeMap;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::queue::local::Entry;
@@ -171,6 +174,8 @@ pub(crate) struct KeptStatus {
 pub(crate) struct Kept {
     destinations: BTreeMap<Box<str>, Destination>,
     len: usize,
+    /// By seq: how many destinations keep that record.
+    holders: FxHashMap<u64, u32>,
 }
 
 impl Kept {
@@ -180,9 +185,10 @@ impl Kept {
     }
 
     /// A neighbour (`via`, or `None` for one found at recovery) acknowledged `entry`, the
-    /// message `number` of stream `epoch` to `destination`. Returns what can go now: `entry`
-    /// itself if a confirmation already covers it, else the copies of the same message kept
-    /// before it (the latest acknowledged copy carries custody on).
+    /// message `number` of stream `epoch` to `destination`. Returns whether it is kept (not if
+    /// a confirmation already covers it), and the records that can go now: the copies of the
+    /// same message kept before it (the latest acknowledged copy carries custody on) that no
+    /// other destination keeps.
     pub(crate) fn keep(
         &mut self,
         destination: &str,
@@ -190,15 +196,38 @@ impl Kept {
         entry: Entry,
         via: Option<&str>,
         now_ms: u64,
-    ) -> Vec<Entry> {
+    ) -> (bool, Vec<Entry>) {
         let superseded = match self.destinations.get_mut(destination) {
-            Some(slot) if slot.confirms(epoch, number) => return vec![entry],
+            Some(slot) if slot.confirms(epoch, number) => return (false, Vec::new()),
             Some(slot) => slot.supersede(epoch, number),
             None => Vec::new(),
         };
         self.len -= superseded.len();
         self.hold(destination, (epoch, number), entry, via, now_ms);
-        superseded
+        (true, self.released(superseded))
+    }
+
+    /// Whether some destination keeps the record of `seq`.
+    #[cfg(test)]
+    pub(crate) fn holds(&self, seq: u64) -> bool {
+        self.holders.contains_key(&seq)
+    }
+
+    /// Of `entries`, just let go by one destination each, those no other destination keeps.
+    fn released(&mut self, entries: Vec<Entry>) -> Vec<Entry> {
+        entries
+            .into_iter()
+            .filter(|entry| match self.holders.get_mut(&entry.seq) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                _ => {
+                    self.holders.remove(&entry.seq);
+                    true
+                }
+            })
+            .collect()
     }
 
     /// Adds `entry` to what is kept for `destination`.
@@ -224,6 +253,7 @@ impl Kept {
         };
         if slot.held.insert((epoch, number, entry.seq), held).is_none() {
             self.len += 1;
+            *self.holders.entry(entry.seq).or_default() += 1;
         }
     }
 
@@ -250,8 +280,9 @@ impl Kept {
         }
     }
 
-    /// A confirmation for this custodian: the kept copies it covers, to remove, and how many
-    /// messages they are (a message and its copies count once).
+    /// A confirmation for this custodian: the kept copies it covers that no other destination
+    /// keeps, to remove, and how many messages it covers (a message and its copies count
+    /// once).
     pub(crate) fn confirm(&mut self, confirmation: Confirmation, now_ms: u64) -> (Vec<Entry>, u64) {
         let Some(slot) = self.destinations.get_mut(confirmation.destination.as_str()) else {
             return (Vec::new(), 0);
@@ -302,7 +333,7 @@ impl Kept {
             let newest = slot.confirmed.keys().next_back().copied();
             slot.confirmed.retain(|e, _| Some(*e) == newest);
         }
-        (entries, messages)
+        (self.released(entries), messages)
     }
 
     /// `neighbour`'s link went out of use: the messages it acknowledged for the destinations
@@ -413,6 +444,8 @@ impl Kept {
                 due.query.push(destination.to_string());
             }
         }
+        let expired = std::mem::take(&mut due.expired);
+        due.expired = self.released(expired);
         due
     }
 
@@ -453,15 +486,23 @@ impl Kept {
         due
     }
 
-    /// A kept message's record moved (compaction); false if it is not kept.
+    /// A kept message's record moved (compaction), for every destination that keeps it; false
+    /// if none does.
     pub(crate) fn relocate(&mut self, seq: u64, body: crate::queue::local::BodyRef) -> bool {
+        let Some(&holders) = self.holders.get(&seq) else {
+            return false;
+        };
+        let mut found = 0;
         for slot in self.destinations.values_mut() {
             if let Some(held) = slot.held.values_mut().find(|held| held.entry.seq == seq) {
                 held.entry.body = body;
-                return true;
+                found += 1;
+                if found == holders {
+                    break;
+                }
             }
         }
-        false
+        true
     }
 
     /// Every kept entry with its destination and stream place, for compaction.
@@ -534,9 +575,9 @@ mod tests {
     fn a_confirmation_lets_go_what_it_covers_and_one_that_came_first_is_remembered() {
         let mut kept = Kept::default();
         for n in 1..=5 {
-            assert!(
-                kept.keep("south", (7, n), entry(100 + n), Some("east"), 0)
-                    .is_empty()
+            assert_eq!(
+                kept.keep("south", (7, n), entry(100 + n), Some("east"), 0),
+                (true, Vec::new())
             );
         }
         let (gone, messages) = kept.confirm(confirmation(7, 0, &[(1, 3), (4, 5)]), 0);
@@ -548,7 +589,7 @@ mod tests {
         // A copy acknowledged after its confirmation came is let go at once.
         assert_eq!(
             kept.keep("south", (7, 1), entry(200), Some("west"), 0),
-            [entry(200)]
+            (false, Vec::new())
         );
         let (gone, _) = kept.confirm(confirmation(7, 6, &[]), 0);
         assert_eq!(seqs(&gone), [103, 105]);
@@ -583,7 +624,7 @@ mod tests {
         kept.confirm(confirmation(7, 0, &[(1, 2)]), 0);
         assert_eq!(
             kept.keep("south", (7, 4), entry(4), Some("east"), 0),
-            [entry(4)]
+            (false, Vec::new())
         );
     }
 
@@ -624,7 +665,7 @@ mod tests {
         assert!(kept.due((5000, 0), 1000, usable).resend.is_empty());
         assert_eq!(
             kept.keep("south", (7, 1), entry(9), Some("west"), 5000),
-            [entry(1)]
+            (true, vec![entry(1)])
         );
         assert_eq!(kept.len(), 1);
         assert!(kept.due((5999, 0), 1000, usable).resend.is_empty());
@@ -663,6 +704,50 @@ mod tests {
         assert_eq!(seqs(&due.expired), [1]);
         assert!(due.resend.is_empty());
         assert_eq!(kept.len(), 0);
+    }
+
+    #[test]
+    fn a_record_kept_for_two_destinations_goes_when_both_let_it_go() {
+        let mut kept = Kept::default();
+        let confirm = |destination: &str, settled_below| Confirmation {
+            destination: destination.into(),
+            ..confirmation(7, settled_below, &[])
+        };
+        // One share for south and west: numbers 1 of south's stream and 4 of west's.
+        assert_eq!(
+            kept.keep("south", (7, 1), entry(1), Some("east"), 0),
+            (true, Vec::new())
+        );
+        assert_eq!(
+            kept.keep("west", (7, 4), entry(1), Some("east"), 0),
+            (true, Vec::new())
+        );
+        assert_eq!(kept.len(), 2);
+        let (gone, messages) = kept.confirm(confirm("south", 2), 0);
+        assert_eq!((gone, messages), (Vec::new(), 1));
+        assert!(kept.holds(1));
+        // Compaction moves it for west, which still keeps it.
+        let moved = BodyRef::journal(crate::store::Location {
+            segment: 3,
+            offset: 0,
+            len: 1,
+        });
+        assert!(kept.relocate(1, moved));
+        // A copy made for west alone supersedes it: now nobody keeps it.
+        let (held, superseded) = kept.keep("west", (7, 4), entry(2), Some("north"), 0);
+        assert!(held);
+        assert_eq!(
+            superseded,
+            [Entry {
+                body: moved,
+                ..entry(1)
+            }]
+        );
+        assert!(!kept.holds(1));
+        let (gone, _) = kept.confirm(confirm("west", 5), 0);
+        assert_eq!(seqs(&gone), [2]);
+        assert_eq!(kept.len(), 0);
+        assert!(!kept.relocate(2, moved));
     }
 
     #[test]

@@ -142,7 +142,8 @@ impl<'a> Stamp<'a> {
             }
             below = earlier;
         }
-        if destination.contains('~') {
+        // A list of stamps (a publication's, see `super::stamps`) is not one stamp.
+        if destination.contains(['~', super::STAMPS_SEPARATOR]) {
             return None;
         }
         Some(Self {
@@ -258,6 +259,25 @@ impl Stamper {
         .value()
     }
 
+    /// The stamp header's value for the next message to `destination` that names no earlier
+    /// one: a publication, which its destination does not hold for earlier ones.
+    pub(crate) fn stamp_unordered(&mut self, destination: &str) -> String {
+        let number = match self.next.get_mut(destination) {
+            Some(next) => next,
+            None => self.next.entry(destination.into()).or_insert(1),
+        };
+        let this = *number;
+        *number += 1;
+        Stamp {
+            custodian: &self.custodian,
+            epoch: self.epoch,
+            number: this,
+            destination,
+            after: Afters::default(),
+        }
+        .value()
+    }
+
     /// `confirmation` came: what it covers from the stream's start needs no waiting for.
     pub(crate) fn settled(&mut self, confirmation: &Confirmation) {
         if confirmation.epoch != self.epoch {
@@ -356,6 +376,8 @@ mod tests {
             "n/1.2@x<a",
             "n/1.2@x~1",
             "n/1.9@x<4<3<2<1",
+            "n/1.2@x,n/1.3@y",
+            "n/1.2@x<1,n/1.3@y",
         ] {
             assert_eq!(Stamp::parse(bad), None, "{bad}");
         }

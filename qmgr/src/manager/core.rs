@@ -168,10 +168,12 @@ pub(crate) enum Continuation {
         items: Vec<PutItem>,
     },
     /// Publication copies this manager made on its own: a waiting one split again along new
-    /// routes (with its old place), retained ones for a new subscription.
+    /// routes (with its old place and custody's admission of it here), retained ones for a
+    /// new subscription.
     Fanned {
         items: Vec<PutItem>,
         old: Option<(QueueName, Entry)>,
+        admitted: Vec<crate::custody::Admitted>,
     },
 }
 

@@ -160,8 +160,9 @@ pub struct Replay {
     assigned: HashMap<u64, (String, u64)>,
     receivers: HashMap<String, (ReceiverState, Location, VecDeque<u128>)>,
     custody: RecoveredCustody,
-    /// Message seq -> (destination, epoch, number) of kept messages.
-    kept: HashMap<u64, (String, u64, u64)>,
+    /// Message seq -> (destination, epoch, number) of kept messages: several for a
+    /// publication's share kept for several destinations.
+    kept: HashMap<u64, Vec<(String, u64, u64)>>,
     subscriptions: RecoveredSubscriptions,
 }
 
@@ -187,8 +188,11 @@ impl Replay {
                 for (seq, number) in kept.pairs {
                     // No longer the channel's: a neighbour has it.
                     self.assigned.remove(&seq);
-                    self.kept
-                        .insert(seq, (kept.destination.to_owned(), kept.epoch, number));
+                    let place = (kept.destination.to_owned(), kept.epoch, number);
+                    let places = self.kept.entry(seq).or_default();
+                    // Compaction writes the same records again with the message.
+                    places.retain(|(destination, _, _)| *destination != place.0);
+                    places.push(place);
                 }
             }
             Record::ChannelSend(send) => {
@@ -326,8 +330,10 @@ impl Replay {
             if let Some(location) = entry.body.location() {
                 liveness.add(location.segment, location.len);
             }
-            if let Some((destination, epoch, number)) = kept.remove(&seq) {
-                custody.kept.push((destination, epoch, number, entry));
+            if let Some(places) = kept.remove(&seq) {
+                for (destination, epoch, number) in places {
+                    custody.kept.push((destination, epoch, number, entry));
+                }
                 continue;
             }
             match assigned.remove(&seq) {
@@ -355,7 +361,7 @@ impl Replay {
             .collect();
         custody
             .kept
-            .sort_unstable_by_key(|(_, _, _, entry)| entry.seq);
+            .sort_unstable_by(|a, b| (a.3.seq, &a.0).cmp(&(b.3.seq, &b.0)));
         // In name order, whatever the hash maps' order: a simulation must replay exactly.
         senders.sort_unstable_by(|a, b| a.to.cmp(&b.to));
         let receivers = recovered_receivers(receivers, &mut liveness);

@@ -37,13 +37,14 @@
 //! out in publish order, unless the publisher restarted between the two publishes or a manager's
 //! routes changed (or a manager started or stopped) between the earlier's publish and the
 //! later's arrival there: publications are not resequenced. A manager's lost disk takes its
-//! subscriptions with it, excuses every publication published before it from the duplicate
-//! and order checks, and excuses publication losses for the rest of the run (publications
-//! have no end-to-end custody: a relay lost with its disk loses what it held, and its
-//! neighbours' reconciliation by id loses more, see
-//! `Checker::publications_disk_lost`). A share of a publication left on the channel of a
-//! link a topology edit removed waits for that link's return, which the run does not see:
-//! its managers' subscriptions are excused from it. A crash keeping the unsynced removal of
+//! subscriptions with it (what reaches them again is no duplicate), excuses the publications
+//! it published before from the loss and duplicate checks (custody of them was on that disk),
+//! and every publication published before it from the order check; publications it only
+//! relayed must still arrive once, since their publishers keep custody of them until each
+//! destination confirms (see `Checker::publications_disk_lost`). An unstamped share of a
+//! publication left on the channel of a link a topology edit removed waits for that link's
+//! return, which the run does not see: its managers' subscriptions are excused from it (a
+//! stamped one is sent around). A crash keeping the unsynced removal of
 //! a copy puts that copy *in doubt*, as for queue messages.
 //!
 //! Requests and their replies (module `conversations`) are held against at most one reply per

@@ -226,12 +226,11 @@ impl Sim {
         }
     }
 
-    /// Tells the checker of the publications' shares given to the channel of a link the
-    /// newest topology no longer has, and still unacknowledged: a message a channel holds
-    /// stays with it under its sequence number, and only stamped messages are copied around
-    /// a link out of use (custody), which publications are not, so these wait for the link's
-    /// return for ever (docs/guarantees.md: "a publication a relay holds when it is lost for
-    /// good waits for its return").
+    /// Tells the checker of the unstamped publications' shares given to the channel of a
+    /// link the newest topology no longer has, and still unacknowledged: a message a channel
+    /// holds stays with it under its sequence number, and only stamped messages are copied
+    /// around a link out of use (custody), so these wait for the link's return for ever. A
+    /// persistent publication is stamped unless `skip-publication-custody` broke the core.
     pub(crate) fn note_stranded(&mut self) {
         for index in 0..self.nodes.len() {
             let records = self.nodes[index].disk.records();
@@ -255,7 +254,12 @@ impl Sim {
                     Ok(Record::Enqueue(m)) => {
                         let key = std::str::from_utf8(m.body).unwrap_or_default();
                         if let Some(neighbour) = m.queue.strip_prefix(TRANSMISSION_QUEUE_PREFIX) {
-                            if is_publication(key) {
+                            // A stamped share is sent around (custody).
+                            let stamped = m
+                                .headers
+                                .iter()
+                                .any(|(k, _)| *k == qmgr::custody::STAMP_HEADER);
+                            if is_publication(key) && !stamped {
                                 let share = (m.seq, neighbour.to_owned(), key.to_owned());
                                 shares.push((share, m.destination.to_owned()));
                             }

@@ -18,7 +18,7 @@ fn every_mutation_is_caught_within_100_seeds() {
                 managers: 4,
                 steps: 2_000,
                 trace: false,
-                pubsub: false,
+                pubsub: Mutation::PUBSUB.contains(&broken),
                 requests: false,
                 // Reports' own mutations break only reports.
                 reports: Mutation::REPORTS.contains(&broken),

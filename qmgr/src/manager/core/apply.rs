@@ -102,7 +102,19 @@ impl Core {
                 deleted,
                 items,
             } => self.on_subscriptions_written((answers, deleted, items), result, now),
-            Continuation::Fanned { items, old } => self.apply_fanned(items, old, result, now),
+            Continuation::Fanned {
+                items,
+                old,
+                admitted,
+            } => {
+                let segment = result
+                    .as_ref()
+                    .ok()
+                    .and_then(|l| l.last())
+                    .map(|l| l.segment);
+                self.admitted_written(&admitted, segment);
+                self.apply_fanned(items, old, result, now);
+            }
         }
     }
 

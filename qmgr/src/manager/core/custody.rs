@@ -55,6 +55,9 @@ pub(super) struct CustodyState {
     sent: FxHashMap<u64, (u32, u64, u64)>,
     names: Vec<Box<str>>,
     name_index: FxHashMap<Box<str>, u32>,
+    /// This incarnation's publication shares carrying its own stamps, by seq: one may carry
+    /// several, so an acknowledgement reads them from its record.
+    shares: rustc_hash::FxHashSet<u64>,
     /// Messages with a lower seq were made by an earlier incarnation: not in `sent`.
     first_seq: u64,
 }
@@ -77,6 +80,7 @@ impl CustodyState {
         Self {
             kept,
             sent: FxHashMap::default(),
+            shares: rustc_hash::FxHashSet::default(),
             names: Vec::new(),
             name_index: FxHashMap::default(),
             first_seq,
@@ -109,10 +113,18 @@ impl CustodyState {
         self.sent.insert(seq, (index, epoch, number));
     }
 
+    /// Notes publication share `seq`, which carries stamps of this manager's.
+    pub(super) fn note_share(&mut self, seq: u64) {
+        self.shares.insert(seq);
+    }
+
     /// Message `seq` is gone for good (it may have been noted and never acknowledged).
     pub(super) fn forget_sent(&mut self, seq: u64) {
         if !self.sent.is_empty() {
             self.sent.remove(&seq);
+        }
+        if !self.shares.is_empty() {
+            self.shares.remove(&seq);
         }
     }
 
@@ -144,7 +156,7 @@ impl CustodyState {
                 let destination = self.names.get(index as usize)?.to_string();
                 Some(Some((destination, epoch, number)))
             }
-            None if seq >= self.first_seq => Some(None),
+            None if seq >= self.first_seq && !self.shares.remove(&seq) => Some(None),
             None => None,
         }
     }
@@ -379,6 +391,30 @@ impl Core {
             vec![Bytes::from(record::encode(&Record::Custody(record)))],
             Continuation::Custody { covered },
         );
+    }
+
+    /// The stamp header's value for a persistent publication published here for
+    /// `destinations`: a stamp in this manager's stream to each of the others (see
+    /// `crate::custody::STAMPS_SEPARATOR`); `None` if there are none.
+    pub(super) fn stamp_publication(
+        &mut self,
+        destinations: &crate::pubsub::Destinations,
+    ) -> Option<String> {
+        let mut list = String::new();
+        for manager in destinations.managers() {
+            if *manager == self.name || mutation::active(Mutation::SkipPublicationCustody) {
+                continue;
+            }
+            if !self.custody.epoch_appended {
+                // Appended before the publication: commits are durable in append order.
+                self.write_custody();
+            }
+            if !list.is_empty() {
+                list.push(crate::custody::STAMPS_SEPARATOR);
+            }
+            list.push_str(&self.custody.stamper.stamp_unordered(manager.as_str()));
+        }
+        (!list.is_empty()).then_some(list)
     }
 
     /// A stamped message past twice the hop limit was held (see `forward::receive`).

@@ -15,6 +15,8 @@ use crate::record::StoredMessage;
 use hopmq::protocol::TOPIC_HEADER;
 use hopmq_routing::topic::Topic;
 
+use crate::custody::{self, Admitted, STAMP_HEADER, Stamp, Verdict};
+
 use super::forward::{held_queue, transmission_queue};
 use super::puts::check_batch;
 use super::retained::{Token, header_of};
@@ -41,6 +43,24 @@ pub(super) fn copy_record(
         }
     }
     record::encode(&Record::Enqueue(copy))
+}
+
+/// `stored` with its stamp header set to `stamps`, or dropped.
+pub(super) fn with_stamps<'a>(
+    stored: &StoredMessage<'a>,
+    stamps: Option<&'a str>,
+) -> StoredMessage<'a> {
+    let mut copy = stored.clone();
+    let at = copy
+        .headers
+        .binary_search_by(|(k, _)| (*k).cmp(STAMP_HEADER));
+    match (at, stamps) {
+        (Ok(i), Some(value)) => copy.headers[i].1 = value,
+        (Ok(i), None) => _ = copy.headers.remove(i),
+        (Err(i), Some(value)) => copy.headers.insert(i, (STAMP_HEADER, value)),
+        (Err(_), None) => {}
+    }
+    copy
 }
 
 /// The records of the copies in `items` that are journaled (the non-persistent ones live in
@@ -81,6 +101,9 @@ pub(super) struct Placing<'a> {
     pub(super) hold: bool,
     /// Bytes left in the journal group the copies join (`None`: no bound but the journal's).
     pub(super) room: Option<u64>,
+    /// Where the custody admissions of this manager's stamps go, settled with the write
+    /// (`None`: the copies carry none of this manager's stamps).
+    pub(super) admitted: Option<&'a mut Vec<Admitted>>,
     /// The seqs of the publications of a received batch that wait whole with the held
     /// messages for want of `room`. Once one does, every later publication of the batch does
     /// too, and the batch's write splits them, in order, before the link's next batch (see
@@ -128,6 +151,10 @@ impl Core {
             }
             let destinations = Destinations::new(managers);
             let destination = destinations.encode();
+            let stamps = message
+                .persistent
+                .then(|| self.stamp_publication(&destinations))
+                .flatten();
             let envelope = Envelope {
                 seq: 0,
                 queue: "",
@@ -135,7 +162,7 @@ impl Core {
                 destination: &destination,
                 origin: self.name.as_str(),
                 put_at_ms: now.wall_ms,
-                stamp: None,
+                stamp: stamps.as_deref(),
             };
             let base = delivery::encode_put(&envelope, &message);
             let stored = delivery::stored(&base).map_err(|e| ApiError::Storage {
@@ -151,12 +178,15 @@ impl Core {
                 }),
                 hold: false,
                 room: None,
+                admitted: None,
                 held_whole: None,
             };
             self.fan_out(copies, None, message.persistent, (&mut items, placing), now);
             if retain {
                 let kept = (&mut items, &mut removed);
-                self.retain_publication((&stored, &topic), message.persistent, kept, now);
+                // Kept for later subscriptions, which are not those its stamps were for.
+                let unstamped = with_stamps(&stored, None);
+                self.retain_publication((&unstamped, &topic), message.persistent, kept, now);
             }
         }
         let mut journal: Vec<Bytes> = journaled(&items).collect();
@@ -260,18 +290,24 @@ impl Core {
         now: Now,
     ) {
         let (here, groups) = self.split(destinations);
+        let stamps = header_of(stored, STAMP_HEADER).filter(|_| persistent);
         if here {
-            let copies = (stored, topic);
-            if let Some(filter) = header_of(stored, RETAINED_REQUEST_HEADER) {
-                self.answer_retained_request(stored, filter, items, now);
-            } else if let Some(token) = header_of(stored, RETAINED_FOR_HEADER) {
-                if let Some(token) = Token::parse(token) {
-                    let out = (&mut *items, placing.handoffs.as_mut());
-                    self.deliver_here(copies, hop, persistent, Some(&token), out, now);
+            // The copies here carry this manager's stamp alone: recovery finds in them what
+            // custody accepted.
+            let mine = stamps.and_then(|list| custody::stamp_in(list, self.name.as_str()));
+            let local = with_stamps(stored, mine.map(|(text, _)| text));
+            let copies = (&local, topic);
+            let admission = mine
+                .map(|(_, stamp)| self.admit_publication(stamp, placing.admitted.as_deref_mut()));
+            match admission {
+                Some(Verdict::Duplicate) => {}
+                Some(Verdict::Forgotten) => {
+                    let reason = "custody: its stamp is older than what this manager remembers, so this may be a second copy";
+                    items.push(self.dead_letter_publication(&local, hop, reason, now));
                 }
-            } else {
-                let out = (&mut *items, placing.handoffs.as_mut());
-                self.deliver_here(copies, hop, persistent, None, out, now);
+                _ => {
+                    self.deliver_all_here(copies, hop, persistent, (&mut *items, &mut placing), now)
+                }
             }
         }
         for (next_hop, share) in groups {
@@ -289,7 +325,16 @@ impl Core {
             }
             let seq = self.next_seq;
             self.next_seq += 1;
-            let record = copy_record(stored, (queue.as_str(), seq, &share.encode()), hop, &[]);
+            let share_stamps =
+                stamps.and_then(|list| custody::stamps_for(list, |d| share.contains(d)));
+            if share_stamps.as_deref().is_some_and(|list| {
+                custody::stamps(list).any(|s| s.custodian == self.name.as_str())
+            }) {
+                // Its acknowledgement reads its record for the stamps to keep it for.
+                self.custody.note_share(seq);
+            }
+            let shared = with_stamps(stored, share_stamps.as_deref());
+            let record = copy_record(&shared, (queue.as_str(), seq, &share.encode()), hop, &[]);
             let record = Bytes::from(record);
             // Asked before the copy is counted as on its way into the queue, which makes the
             // link look busy: the assignment goes in this write, not in one of its own after.
@@ -303,6 +348,81 @@ impl Core {
             item.channel_seq = channel_seq;
             items.push(item);
         }
+    }
+
+    /// The copies of a publication this manager is a destination of, for its subscriptions
+    /// (or the subscription a retained one is for), or its answer to a retained request.
+    fn deliver_all_here(
+        &mut self,
+        copies: (&StoredMessage<'_>, &Topic),
+        hop: Option<(&str, u64)>,
+        persistent: bool,
+        (items, placing): (&mut Vec<PutItem>, &mut Placing<'_>),
+        now: Now,
+    ) {
+        let stored = copies.0;
+        if let Some(filter) = header_of(stored, RETAINED_REQUEST_HEADER) {
+            self.answer_retained_request(stored, filter, items, now);
+        } else if let Some(token) = header_of(stored, RETAINED_FOR_HEADER) {
+            if let Some(token) = Token::parse(token) {
+                let out = (&mut *items, placing.handoffs.as_mut());
+                self.deliver_here(copies, hop, persistent, Some(&token), out, now);
+            }
+        } else {
+            let out = (&mut *items, placing.handoffs.as_mut());
+            self.deliver_here(copies, hop, persistent, None, out, now);
+        }
+    }
+
+    /// Custody's verdict on this manager's stamp of an arriving publication; a new one's
+    /// admission goes to `admitted`, to be settled with the write of its copies.
+    fn admit_publication(
+        &mut self,
+        stamp: Stamp<'_>,
+        admitted: Option<&mut Vec<Admitted>>,
+    ) -> Verdict {
+        if mutation::active(Mutation::SkipCustodyDedup) {
+            return Verdict::New;
+        }
+        // Not resequenced: publications wait for no earlier one.
+        let (verdict, token) = self.custody.accepted.admit(stamp, None);
+        match (token, admitted) {
+            (Some(token), Some(admitted)) => admitted.push(token),
+            // No write to settle it with: free again, so that the next copy is taken.
+            (Some(token), None) => self.custody.accepted.failed(&[token]),
+            (None, _) => {}
+        }
+        if verdict == Verdict::Duplicate {
+            debug!(
+                stamp = stamp.value(),
+                "a second copy of a publication arrived; its copies here are dropped"
+            );
+        }
+        verdict
+    }
+
+    /// A publication's copy for this manager's dead-letter queue, for `reason`.
+    fn dead_letter_publication(
+        &mut self,
+        stored: &StoredMessage<'_>,
+        hop: Option<(&str, u64)>,
+        reason: &str,
+        now: Now,
+    ) -> PutItem {
+        warn!(%reason, "publication dead-lettered on arrival");
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let record = copy_record(
+            stored,
+            (DEAD_LETTER_QUEUE, seq, stored.destination),
+            hop,
+            &[
+                (DEAD_LETTER_REASON_HEADER, reason),
+                (DEAD_LETTER_QUEUE_HEADER, stored.destination),
+            ],
+        );
+        let (queue, kept) = (dead_letter_queue(), (true, None));
+        self.publication_item(queue, stored, (seq, record), kept, now)
     }
 
     /// The copies of a publication for this manager's subscriptions (only `only`'s, for a
@@ -493,20 +613,11 @@ impl Core {
                 self.fan_out(copies, hop, true, (items, placing), now);
             }
             Err(reason) => {
-                warn!(%from, %reason, "publication dead-lettered on arrival");
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                let record = copy_record(
-                    &stored,
-                    (DEAD_LETTER_QUEUE, seq, stored.destination),
-                    Some(hop),
-                    &[
-                        (DEAD_LETTER_REASON_HEADER, &reason),
-                        (DEAD_LETTER_QUEUE_HEADER, stored.destination),
-                    ],
-                );
-                let (queue, kept) = (dead_letter_queue(), (true, None));
-                items.push(self.publication_item(queue, &stored, (seq, record), kept, now));
+                warn!(%from, "a publication that cannot be split here");
+                let name = self.name.clone();
+                let hop = Some((name.as_str(), now.wall_ms));
+                let item = self.dead_letter_publication(&stored, hop, &reason, now);
+                items.push(item);
             }
         }
         true
@@ -598,9 +709,13 @@ impl Core {
             .queues
             .get_mut(queue)
             .and_then(|slot| slot.queue.remove(entry.seq))?;
-        let mut items = Vec::new();
+        let (mut items, mut admitted) = (Vec::new(), Vec::new());
         let copies = (&stored, &destinations, &topic);
-        self.fan_out(copies, None, true, (&mut items, Placing::default()), now);
+        let placing = Placing {
+            admitted: Some(&mut admitted),
+            ..Placing::default()
+        };
+        self.fan_out(copies, None, true, (&mut items, placing), now);
         let mut journal: Vec<Bytes> = items.iter().map(|item| item.payload.clone()).collect();
         journal.push(record::encode(&Record::Remove(vec![old.seq])).into());
         self.commit(
@@ -608,6 +723,7 @@ impl Core {
             Continuation::Fanned {
                 items,
                 old: Some((queue.clone(), old)),
+                admitted,
             },
         );
         Some(true)

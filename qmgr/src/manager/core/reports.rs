@@ -316,6 +316,7 @@ impl Core {
             let continuation = Continuation::Fanned {
                 items: Vec::new(),
                 old: None,
+                admitted: Vec::new(),
             };
             self.commit(Vec::new(), continuation);
         }

@@ -167,7 +167,11 @@ impl Core {
             return;
         }
         let journal: Vec<Bytes> = super::publish::journaled(&items).collect();
-        let continuation = Continuation::Fanned { items, old: None };
+        let continuation = Continuation::Fanned {
+            items,
+            old: None,
+            admitted: Vec::new(),
+        };
         if journal.is_empty() {
             self.apply(continuation, Ok(Vec::new()), now);
         } else {

@@ -3,6 +3,7 @@
 
 // The core's types and imports: these handlers are part of `Core`, split by concern.
 use super::*;
+use std::collections::BTreeMap;
 
 impl Core {
     /// The next moment something is due (a waiting get's timeout, a lease's end).
@@ -104,20 +105,22 @@ impl Core {
             .assigned_entries()
             .map(|(entry, neighbour, channel_seq)| (entry, Some((neighbour, channel_seq))));
         // Kept messages move with their `Kept` record, as assigned ones with their assignment.
-        let mut kept_records = Vec::new();
+        // By seq: a publication's share may be kept for several destinations, one record each.
+        let mut kept_records: BTreeMap<u64, (Entry, Vec<Bytes>)> = BTreeMap::new();
         for (destination, epoch, number, entry) in self.custody.kept.entries() {
             if entry.body.location().is_some_and(|l| l.segment == segment) {
-                kept_records.push((
-                    *entry,
-                    custody::kept_record_of(destination, epoch, number, entry.seq),
-                ));
+                let record = custody::kept_record_of(destination, epoch, number, entry.seq);
+                let (_, records) = kept_records
+                    .entry(entry.seq)
+                    .or_insert((*entry, Vec::new()));
+                records.push(record);
             }
         }
-        for (entry, kept) in kept_records {
+        for (entry, kept) in kept_records.into_values() {
             match self.payloads.get(&entry, &*self.storage) {
                 Ok(payload) => {
                     let len = entry.body.location().map_or(0, |l| l.len);
-                    payloads.push(vec![payload, kept]);
+                    payloads.push(std::iter::once(payload).chain(kept).collect());
                     moves.push((entry.seq, None, len));
                 }
                 Err(error) => {

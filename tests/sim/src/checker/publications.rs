@@ -63,6 +63,8 @@ struct Publication {
     stranded: BTreeSet<String>,
     /// Published before a manager lost its disk (see [`Checker::publications_disk_lost`]).
     lost_with_disk: bool,
+    /// Published before its publisher lost its disk, and custody of it with it.
+    publisher_lost: bool,
 }
 
 impl Publication {
@@ -99,9 +101,6 @@ pub(super) struct Publications {
     overtaken: Vec<Overtaken>,
     /// Per acknowledged persistent publication, the subscriptions it must still reach.
     awaited: BTreeMap<String, BTreeSet<String>>,
-    /// Some manager lost its disk: publication losses are excused from then on (see
-    /// [`Checker::publications_disk_lost`]).
-    disk_lost: bool,
     /// Publications published (requests sent).
     pub(super) published: u64,
     /// Publication copies delivered for good, from any subscription.
@@ -207,6 +206,7 @@ impl Checker {
                 in_doubt: BTreeSet::new(),
                 stranded: BTreeSet::new(),
                 lost_with_disk: false,
+                publisher_lost: false,
             },
         );
     }
@@ -223,11 +223,17 @@ impl Checker {
             } else {
                 PutState::Failed
             };
-            if ok && p.persistent && !p.dead_on_way && !pubs.disk_lost {
+            if ok && p.persistent && !p.dead_on_way && !p.publisher_lost {
                 let waiting: BTreeSet<String> = p
                     .expected
                     .iter()
-                    .filter(|s| !p.settled_in(s))
+                    .filter(|s| {
+                        !p.settled_in(s)
+                            && pubs
+                                .subscriptions
+                                .get(*s)
+                                .is_some_and(|s| s.standing != Standing::Gone)
+                    })
                     .cloned()
                     .collect();
                 if !waiting.is_empty() {
@@ -253,32 +259,37 @@ impl Checker {
         }
     }
 
-    /// A manager lost its disk. Every publication published so far is excused from the
-    /// duplicate and order checks: publications have no end-to-end custody yet, so a
-    /// neighbour that sends the lost manager again what it had not acknowledged reaches one
-    /// that no longer knows it passed that on. The manager's subscriptions are gone with the
-    /// disk: they are expected to receive nothing more.
+    /// A manager lost its disk, and its subscriptions with it: they are expected to receive
+    /// nothing more, and what they receive again is no duplicate (its custody forgot what it
+    /// accepted). Publications it published before are excused from the loss and duplicate
+    /// checks: it kept custody of them. Every publication published so far is excused from
+    /// the order check, since publications are not resequenced and copies sent around the
+    /// loss may pass earlier ones.
     ///
-    /// Losses are excused for the rest of the run, not only for what was on its way then:
-    /// a relay (or the publisher) lost with its disk loses what it held, and more is lost
-    /// later. A wiped manager's neighbours deduplicate what it sends by message id for the
-    /// next `RECENT_IDS_MAX` channel sequence numbers, and every share of one publication
-    /// carries the same id and hop count (`record::passing::dedup_key`): a share re-routed
-    /// through a neighbour that already took another share of it is dropped there as a
-    /// duplicate. That is a product bug (reported), which strikes without a lost disk too
-    /// (a sender whose crash lost its first channel state comes back with a new epoch): the
-    /// runs where it does fail. Narrow this excuse to what was on its way once it is mended.
+    /// Publications passing through it are not excused: their publishers keep custody of
+    /// them until each destination confirms, and send them again around a relay lost with
+    /// its disk.
     pub(super) fn publications_disk_lost(&mut self, manager: &str) {
         for publication in self.publications.publications.values_mut() {
             publication.lost_with_disk = true;
+            if publication.publisher == manager {
+                publication.publisher_lost = true;
+            }
         }
         for subscription in self.publications.subscriptions.values_mut() {
             if subscription.manager == manager {
                 subscription.standing = Standing::Gone;
             }
         }
-        self.publications.disk_lost = true;
-        self.publications.awaited.clear();
+        let pubs = &mut self.publications;
+        let (publications, subscriptions) = (&pubs.publications, &pubs.subscriptions);
+        pubs.awaited.retain(|key, waiting| {
+            if publications.get(key).is_some_and(|p| p.publisher_lost) {
+                return false;
+            }
+            waiting.retain(|s| subscriptions.get(s).is_some_and(|s| s.manager != manager));
+            !waiting.is_empty()
+        });
     }
 
     /// Publication `key` was handed out (leased or not) from subscription `subscription`,
@@ -396,7 +407,12 @@ impl Checker {
         };
         let count = p.resolved.entry(subscription.to_owned()).or_default();
         *count += 1;
-        if *count == 2 && !p.lost_with_disk {
+        let forgotten = self
+            .publications
+            .subscriptions
+            .get(subscription)
+            .is_some_and(|s| s.standing == Standing::Gone);
+        if *count == 2 && !p.publisher_lost && !forgotten {
             self.violations.push(format!(
                 "publication delivered twice: {key} was {how} a second time from {subscription}"
             ));

@@ -12,15 +12,13 @@ use crate::channel::frame::{ChannelFrame, CustodyFrame};
 use crate::custody::{CONFIRM_RANGES_MAX, Confirmation, Stamp};
 use crate::record::KeptRecord;
 use hopmq::protocol::CustodyStatus;
-
-/// Kept messages of one stream: destination, epoch, `(seq, number)` pairs.
-type KeptRun = (String, u64, Vec<(u64, u64)>);
+use std::collections::BTreeMap;
 
 impl Core {
     /// `neighbour` acknowledged `entries`: this manager's own stamped ones are kept for their
-    /// destination's confirmation. Returns the entries to remove (the others, and copies a
-    /// later one supersedes) and the `Kept` records to write in the same group as their
-    /// removal.
+    /// destinations' confirmation (a publication's share for each manager it carries a stamp
+    /// for). Returns the entries to remove (the others, and copies a later one supersedes)
+    /// and the `Kept` records to write in the same group as their removal.
     pub(in crate::manager::core) fn keep_acknowledged(
         &mut self,
         neighbour: &ManagerName,
@@ -29,56 +27,75 @@ impl Core {
     ) -> (Vec<Entry>, Vec<Bytes>) {
         let mut removable = Vec::with_capacity(entries.len());
         // By (destination, epoch): the `Kept` records to write.
-        let mut records: Vec<KeptRun> = Vec::new();
+        let mut records: BTreeMap<(String, u64), Vec<(u64, u64)>> = BTreeMap::new();
         for entry in entries {
-            let Some((destination, epoch, number)) = self.own_stamp(&entry) else {
-                removable.push(entry);
-                continue;
-            };
-            let kept = self.custody.kept.keep(
-                &destination,
-                (epoch, number),
-                entry,
-                Some(neighbour.as_str()),
-                now.mono_ms,
-            );
-            // Confirmed already (a copy went around and got there first), or copies kept
-            // before this one.
-            let kept_now = !kept.contains(&entry);
-            removable.extend(kept);
+            let mut kept_now = false;
+            for (destination, epoch, number) in self.own_stamps(&entry) {
+                let (held, superseded) = self.custody.kept.keep(
+                    &destination,
+                    (epoch, number),
+                    entry,
+                    Some(neighbour.as_str()),
+                    now.mono_ms,
+                );
+                // Copies kept before this one, unless some other destination keeps them.
+                removable.extend(superseded);
+                if held {
+                    kept_now = true;
+                    records
+                        .entry((destination, epoch))
+                        .or_default()
+                        .push((entry.seq, number));
+                }
+            }
             if kept_now {
                 // Its bytes are on disk; memory is for what is still to be sent.
                 self.payloads.forget(&entry);
-                match records.last_mut() {
-                    Some((d, e, pairs)) if *d == destination && *e == epoch => {
-                        pairs.push((entry.seq, number));
-                    }
-                    _ => records.push((destination, epoch, vec![(entry.seq, number)])),
-                }
+            } else {
+                // Not this manager's, or confirmed already (a copy went around and got there
+                // first).
+                removable.push(entry);
             }
         }
         let records = records
             .into_iter()
-            .map(|(destination, epoch, pairs)| kept_record(&destination, epoch, pairs))
+            .map(|((destination, epoch), pairs)| kept_record(&destination, epoch, pairs))
             .collect();
         (removable, records)
     }
 
-    /// `(destination, epoch, number)` of a message stamped by this manager.
-    fn own_stamp(&mut self, entry: &Entry) -> Option<(String, u64, u64)> {
+    /// `(destination, epoch, number)` of each stamp this manager put on a message: one for a
+    /// queue message, one per manager for a publication's share.
+    fn own_stamps(&mut self, entry: &Entry) -> Vec<(String, u64, u64)> {
         if let Some(noted) = self.custody.take_sent(entry.seq) {
-            return noted;
+            return noted.into_iter().collect();
         }
         let payload = match self.payloads.get(entry, &*self.storage) {
             Ok(payload) => payload,
             Err(error) => {
                 warn!(seq = entry.seq, %error, "cannot read an acknowledged message; it is not kept for its destination's confirmation");
-                return None;
+                return Vec::new();
             }
         };
-        let passing = record::Passing::read(&payload).ok()?;
-        let stamp = Stamp::of_custodian(passing.stamp?, self.name.as_str())?;
-        Some((stamp.destination.to_owned(), stamp.epoch, stamp.number))
+        let Ok(passing) = record::Passing::read(&payload) else {
+            return Vec::new();
+        };
+        let Some(value) = passing.stamp else {
+            return Vec::new();
+        };
+        let me = self.name.as_str();
+        let own = |stamp: Stamp<'_>| {
+            (stamp.custodian == me)
+                .then(|| (stamp.destination.to_owned(), stamp.epoch, stamp.number))
+        };
+        if crate::pubsub::Destinations::is_publication(passing.destination) {
+            crate::custody::stamps(value).filter_map(own).collect()
+        } else {
+            Stamp::of_custodian(value, me)
+                .and_then(own)
+                .into_iter()
+                .collect()
+        }
     }
 
     /// A custody frame from a neighbour: this manager's to act on, or passed on towards the
@@ -309,6 +326,10 @@ impl Core {
                 );
                 continue;
             };
+            if crate::pubsub::Destinations::is_publication(passing.destination) {
+                self.resend_share(&payload, entry, &destination, now);
+                continue;
+            }
             let stamp = passing.stamp.and_then(Stamp::parse);
             let target = self
                 .stamped_place(passing.destination, stamp)
@@ -317,6 +338,57 @@ impl Core {
             self.totals.resent += 1;
             self.copy_message(&payload, entry, &target, now);
         }
+    }
+}
+
+impl Core {
+    /// Writes a copy of the publication share `entry` (whose record is `payload`, kept or in
+    /// flight) for `destination` alone, with its stamp only, towards it along the route in
+    /// force.
+    pub(in crate::manager::core) fn resend_share(
+        &mut self,
+        payload: &[u8],
+        entry: Entry,
+        destination: &str,
+        now: Now,
+    ) {
+        let Ok(stored) = delivery::stored(payload) else {
+            warn!(
+                seq = entry.seq,
+                "a kept publication does not decode; it is not sent again"
+            );
+            return;
+        };
+        let stamps = super::super::retained::header_of(&stored, crate::custody::STAMP_HEADER);
+        let Some((text, stamp)) =
+            stamps.and_then(|list| crate::custody::stamp_in(list, destination))
+        else {
+            warn!(seq = entry.seq, %destination, "a kept publication has no stamp for a destination it is kept for");
+            return;
+        };
+        let target = self
+            .stamped_place(destination, Some(stamp))
+            .unwrap_or_else(|_| forward::held_queue());
+        debug!(seq = entry.seq, %destination, %target, "a publication is sent again for one destination");
+        self.totals.resent += 1;
+        let share = crate::pubsub::Destinations::new(ManagerName::new(destination).ok()).encode();
+        let copies = (stored.headers.iter())
+            .find(|(key, _)| *key == crate::custody::RESENT_HEADER)
+            .and_then(|(_, value)| value.parse::<u32>().ok())
+            .unwrap_or(0)
+            + 1;
+        let copies = copies.to_string();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let alone = super::super::publish::with_stamps(&stored, Some(text));
+        let headers = [(crate::custody::RESENT_HEADER, copies.as_str())];
+        let record = super::super::publish::copy_record(
+            &alone,
+            (target.as_str(), seq, &share),
+            None,
+            &headers,
+        );
+        self.write_copy(Bytes::from(record), (seq, entry), &target, now);
     }
 }
 

@@ -100,6 +100,7 @@ impl Core {
                 }),
                 hold: false,
                 room: Some(group_max.saturating_sub(ARRIVAL_GROUP_ROOM_BYTES + written)),
+                admitted: Some(&mut arrivals.admitted),
                 held_whole: Some(&mut arrivals.held_whole),
             };
             if self.publication_arrival(neighbour, &message.payload, (&mut items, placing), now) {

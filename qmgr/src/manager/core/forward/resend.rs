@@ -8,7 +8,8 @@
 //! invariants hold and a returning neighbour is simply given it again; whichever copy reaches
 //! the destination second is dropped there by custody (both carry the same stamp). Messages
 //! without a stamp (put by an older release) are never copied: nothing could tell the two
-//! copies apart.
+//! copies apart. A publication's share is copied once per manager it carries a stamp for,
+//! each copy for that manager alone.
 //!
 //! Invariant: a message in flight is copied at most once per incarnation (`Link::resent`);
 //! after a restart it may be copied again, which the destination's dedup absorbs.
@@ -61,6 +62,14 @@ impl Core {
             let Ok(passing) = record::Passing::read(&payload) else {
                 continue;
             };
+            if crate::pubsub::Destinations::is_publication(passing.destination) {
+                if self.send_share_around(&payload, entry, &own, now) {
+                    if let Some(link) = self.links.get_mut(neighbour) {
+                        link.resent.insert(entry.seq);
+                    }
+                }
+                continue;
+            }
             let Some(stamp) = passing.stamp.and_then(Stamp::parse) else {
                 continue;
             };
@@ -78,6 +87,44 @@ impl Core {
             self.totals.resent += 1;
             self.copy_message(&payload, entry, &target, now);
         }
+    }
+
+    /// Copies a stamped publication share in flight on the link of `own` (its transmission
+    /// queue), one copy per manager it carries a stamp for, when the routes to all of them
+    /// now avoid that link; false if they do not (it waits for its link, as a queue message
+    /// would).
+    fn send_share_around(
+        &mut self,
+        payload: &[u8],
+        entry: Entry,
+        own: &QueueName,
+        now: Now,
+    ) -> bool {
+        let Ok(stored) = delivery::stored(payload) else {
+            return false;
+        };
+        let Some(list) = super::super::retained::header_of(&stored, crate::custody::STAMP_HEADER)
+        else {
+            return false;
+        };
+        let mut destinations = Vec::new();
+        for stamp in crate::custody::stamps(list) {
+            match self.stamped_place(stamp.destination, Some(stamp)) {
+                Ok(target)
+                    if target != *own
+                        && (transmission_neighbour(&target).is_some()
+                            || target.as_str() == HELD_QUEUE) =>
+                {
+                    destinations.push(stamp.destination.to_owned());
+                }
+                _ => return false,
+            }
+        }
+        for destination in &destinations {
+            debug!(seq = entry.seq, %destination, "a publication in flight is sent again along the new route");
+            self.resend_share(payload, entry, destination, now);
+        }
+        !destinations.is_empty()
     }
 
     /// Writes a copy of `entry` (whose record is `payload`) into `target`, marked re-sent.
@@ -106,6 +153,17 @@ impl Core {
             }
         };
         self.next_seq += 1;
+        self.write_copy(copy, (seq, entry), target, now);
+    }
+
+    /// Writes `copy`, a copy of `entry` stored under `seq`, into `target`.
+    pub(in crate::manager::core) fn write_copy(
+        &mut self,
+        copy: Bytes,
+        (seq, entry): (u64, Entry),
+        target: &QueueName,
+        now: Now,
+    ) {
         self.ensure_slot(target).accept(false);
         let item = PutItem {
             queue: target.clone(),

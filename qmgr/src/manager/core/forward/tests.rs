@@ -614,7 +614,10 @@ async fn a_publication_for_an_idle_link_is_given_its_channel_in_the_write_that_s
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (mut alpha, mut bravo, mut wire) = connected(dirs.0.path(), dirs.1.path()).await;
     subscribed(&mut alpha, &mut bravo, &mut wire, 1).await;
+    // The first stamp of an incarnation writes the custody record first, once.
     alpha.publish(["p0".to_owned()]);
+    wire.run(&mut alpha, &mut bravo, true).await;
+    alpha.publish(["p1".to_owned()]);
     let write = alpha
         .commits
         .next_commit()
@@ -635,5 +638,5 @@ async fn a_publication_for_an_idle_link_is_given_its_channel_in_the_write_that_s
     }
     assert_eq!(sent, 1, "the copy left with the write that stored it");
     wire.run(&mut alpha, &mut bravo, true).await;
-    assert_eq!(bravo.take_all_from("s0").await, ["p0"]);
+    assert_eq!(bravo.take_all_from("s0").await, ["p0", "p1"]);
 }
