@@ -79,19 +79,7 @@ fn put_acknowledged_by(
     (origin, relay, destination): (&str, &str, &str),
     bodies: &[String],
 ) {
-    network.manager(destination).freeze();
-    // A relay gives a quiet neighbour's channel nothing new (else the frozen destination's
-    // socket would take the messages in, to read once it thaws).
-    let relay_manager = network.manager(relay);
-    support::wait_until(
-        &format!("{relay} finds {destination} quiet"),
-        support::SOON,
-        || {
-            support::network::link_of(&relay_manager.status(), destination)["heard_ms_ago"]
-                .as_u64()
-                .is_some_and(|ms| ms > 1_000)
-        },
-    );
+    freeze_behind(network, destination, relay);
     let client = network.manager(origin).client();
     for body in bodies {
         client
@@ -291,6 +279,23 @@ enum Afterwards {
     Wiped,
 }
 
+/// Freezes `destination` and waits until `relay` finds it quiet: a relay gives a quiet
+/// neighbour's channel nothing new (else the frozen socket would take the messages in, to
+/// read once it thaws), so what reaches `relay` for it stays there.
+fn freeze_behind(network: &mut Network, destination: &str, relay: &str) {
+    network.manager(destination).freeze();
+    let relay_manager = network.manager(relay);
+    support::wait_until(
+        &format!("{relay} finds {destination} quiet"),
+        support::SOON,
+        || {
+            support::network::link_of(&relay_manager.status(), destination)["heard_ms_ago"]
+                .as_u64()
+                .is_some_and(|ms| ms > 1_000)
+        },
+    );
+}
+
 /// Puts `bodies` at `manager` for `orders`, in batches, in order.
 fn put_in_batches(network: &mut Network, manager: &str, bodies: &[String]) {
     put_with(&network.manager(manager).client(), bodies, 100);
@@ -316,13 +321,7 @@ fn a_relay_lost_with_what_it_held(afterwards: Afterwards) {
     let mut network = start_with(&spec, "8000");
     let first: Vec<String> = (0..2_000).map(|i| format!("m-{i:04}")).collect();
     let second: Vec<String> = (2_000..4_000).map(|i| format!("m-{i:04}")).collect();
-    network.manager("delta").freeze();
-    let bravo = network.manager("bravo");
-    support::wait_until("bravo finds delta quiet", support::SOON, || {
-        support::network::link_of(&bravo.status(), "delta")["heard_ms_ago"]
-            .as_u64()
-            .is_some_and(|ms| ms > 1_000)
-    });
+    freeze_behind(&mut network, "delta", "bravo");
     put_in_batches(&mut network, "alpha", &first);
     let alpha = network.manager("alpha");
     support::wait_until("bravo acknowledges the first 2,000", support::SOON, || {
@@ -434,13 +433,7 @@ fn publications_a_relay_took_with_it(afterwards: Afterwards) {
     support::wait_until("alpha knows both subscriptions", support::SOON, || {
         alpha.list_subscriptions().unwrap().interest.len() == 2
     });
-    network.manager("delta").freeze();
-    let bravo = network.manager("bravo");
-    support::wait_until("bravo finds delta quiet", support::SOON, || {
-        support::network::link_of(&bravo.status(), "delta")["heard_ms_ago"]
-            .as_u64()
-            .is_some_and(|ms| ms > 1_000)
-    });
+    freeze_behind(&mut network, "delta", "bravo");
     let bodies: Vec<String> = (0..500).map(|i| format!("p{i:03}")).collect();
     for chunk in bodies.chunks(50) {
         let batch = chunk

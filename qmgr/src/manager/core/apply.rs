@@ -107,12 +107,7 @@ impl Core {
                 old,
                 admitted,
             } => {
-                let segment = result
-                    .as_ref()
-                    .ok()
-                    .and_then(|l| l.last())
-                    .map(|l| l.segment);
-                self.admitted_written(&admitted, segment);
+                self.admitted_written(&admitted, &result);
                 self.apply_fanned(items, old, result, now);
             }
         }

@@ -360,11 +360,20 @@ impl Core {
         (home != self.name).then(|| (STAMP_HEADER, self.stamp_for(&home, chain)))
     }
 
-    /// The writes of `admitted` ended: durable at `segment`, or failed.
-    pub(super) fn admitted_written(&mut self, admitted: &[Admitted], segment: Option<u64>) {
+    /// The write of `admitted` ended: durable (its last record's segment pinned), or failed.
+    pub(super) fn admitted_written(
+        &mut self,
+        admitted: &[Admitted],
+        result: &Result<Vec<Location>, StoreError>,
+    ) {
         if admitted.is_empty() {
             return;
         }
+        let segment = result
+            .as_ref()
+            .ok()
+            .and_then(|l| l.last())
+            .map(|l| l.segment);
         match segment {
             Some(segment) => {
                 self.custody.accepted.stored(admitted);

@@ -136,12 +136,7 @@ impl Core {
         result: Result<Vec<Location>, StoreError>,
         now: Now,
     ) {
-        let segment = result
-            .as_ref()
-            .ok()
-            .and_then(|l| l.last())
-            .map(|l| l.segment);
-        self.admitted_written(&released.admitted, segment);
+        self.admitted_written(&released.admitted, &result);
         let Released {
             items,
             handoffs,

@@ -456,12 +456,7 @@ impl Core {
                 held_whole,
             } => {
                 let placing = (items, handoffs, direct, held_whole);
-                let segment = result
-                    .as_ref()
-                    .ok()
-                    .and_then(|l| l.last())
-                    .map(|l| l.segment);
-                self.admitted_written(&admitted, segment);
+                self.admitted_written(&admitted, &result);
                 self.on_batch_stored(&neighbour, placing, state, &ids, result, now);
             }
         }
