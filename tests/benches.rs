@@ -129,6 +129,31 @@ fn local_gets_every_message_once_in_order_and_samples_each() {
 }
 
 #[test]
+fn local_with_single_gets_in_flight_gets_every_message_once() {
+    let run = bench(&[
+        "local",
+        "--count",
+        "3000",
+        "--size",
+        "64",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--single-gets",
+        "32",
+    ]);
+    // Gets sent from tasks of their own take messages in no set order: order is not checked.
+    assert_exact(&run, 3000);
+    assert_eq!(samples(&run), 3000, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("32 single gets in flight"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn local_paced_samples_every_message() {
     let run = bench(&[
         "local",

@@ -213,6 +213,7 @@ impl ForwardBench {
             batch: self.batch,
             window: self.window,
             prefetch: self.prefetch,
+            single_gets: 0,
             persistent: true,
             rate: self.rate,
             put_for: None,

@@ -45,6 +45,10 @@ pub(crate) struct LocalBench {
     /// Messages each consumer fetches ahead.
     #[arg(long, default_value_t = 256)]
     prefetch: u32,
+    /// Read with this many single `get` calls in flight per consumer instead of the
+    /// prefetching consumer (what an application calling `get` from many tasks does).
+    #[arg(long, default_value_t = 0)]
+    single_gets: usize,
     /// Pace the producers to this many messages per second in all (default: as fast as possible).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
@@ -144,6 +148,7 @@ impl LocalBench {
             batch: self.batch,
             window: self.window,
             prefetch: self.prefetch,
+            single_gets: self.single_gets,
             persistent: !self.non_persistent,
             rate: self.rate,
             put_for: None,
@@ -195,14 +200,18 @@ impl LocalBench {
     /// The line saying what was run.
     fn print_setup(&self, sync: &str) -> Result<(), OutputError> {
         outln!(
-            "local: {} producers, {} consumers, {} x {} B, batch {}, window {}, prefetch {}, {}, {sync}{}",
+            "local: {} producers, {} consumers, {} x {} B, batch {}, window {}, {}, {}, {sync}{}",
             self.producers,
             self.consumers,
             self.count,
             self.size,
             self.batch,
             self.window,
-            self.prefetch,
+            if self.single_gets > 0 {
+                format!("{} single gets in flight", self.single_gets)
+            } else {
+                format!("prefetch {}", self.prefetch)
+            },
             if self.non_persistent {
                 "non-persistent"
             } else {

@@ -124,6 +124,9 @@ pub(super) struct TrafficSpec {
     pub(super) batch: usize,
     pub(super) window: usize,
     pub(super) prefetch: u32,
+    /// When more than 0, consumers read with this many single `get` calls in flight each
+    /// instead of the prefetching consumer.
+    pub(super) single_gets: usize,
     pub(super) persistent: bool,
     /// Messages per second in all; `None` for as fast as possible.
     pub(super) rate: Option<u64>,
@@ -334,6 +337,51 @@ async fn consume(
     })
 }
 
+/// How long one single `get` waits at the manager for a message.
+const SINGLE_GET_WAIT: Duration = Duration::from_millis(200);
+
+/// Takes messages from `queue` with single `get` calls, `in_flight` of them outstanding at once
+/// on `client`'s one connection (what an application calling `get` from many tasks does).
+async fn consume_singly(
+    client: Client,
+    (queue, in_flight): (String, usize),
+    mut reader: Reader,
+    mut done: watch::Receiver<bool>,
+) -> anyhow::Result<Consumed> {
+    let mut histogram = latency_histogram()?;
+    let send = |client: &Client, queue: &str| {
+        let (client, queue) = (client.clone(), queue.to_owned());
+        tokio::spawn(async move { client.get(&queue, SINGLE_GET_WAIT).await })
+    };
+    let mut gets: std::collections::VecDeque<_> =
+        (0..in_flight).map(|_| send(&client, &queue)).collect();
+    while let Some(next) = gets.front_mut() {
+        let got = tokio::select! {
+            biased;
+            _ = done.wait_for(|done| *done) => break,
+            got = next => got,
+        };
+        gets.pop_front();
+        gets.push_back(send(&client, &queue));
+        let Some(message) = got.context("a get task failed")?.context("a get failed")? else {
+            continue;
+        };
+        let got_us = clock_us();
+        if let Take::First(header) = reader.take(&message.body) {
+            histogram.saturating_record(got_us.saturating_sub(header.sent_us).max(1));
+        }
+    }
+    for get in gets {
+        get.abort();
+    }
+    // Gets sent from tasks of their own reach the manager in no set order, so neither do the
+    // messages they take: order is not checked.
+    Ok(Consumed {
+        histogram,
+        reordered: 0,
+    })
+}
+
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Drained {
@@ -385,11 +433,21 @@ impl Traffic {
         let consumers_started = consumers.len();
         let mut consumer_tasks = JoinSet::new();
         for client in consumers {
-            consumer_tasks.spawn(consume(
-                client.consumer(&spec.queue, spec.prefetch),
-                ledger.reader(),
-                done_rx.clone(),
-            ));
+            if spec.single_gets > 0 {
+                let reading = (spec.queue.clone(), spec.single_gets);
+                consumer_tasks.spawn(consume_singly(
+                    client,
+                    reading,
+                    ledger.reader(),
+                    done_rx.clone(),
+                ));
+            } else {
+                consumer_tasks.spawn(consume(
+                    client.consumer(&spec.queue, spec.prefetch),
+                    ledger.reader(),
+                    done_rx.clone(),
+                ));
+            }
         }
         let interval = spec
             .rate
@@ -566,6 +624,7 @@ mod tests {
             batch: 1,
             window: 1,
             prefetch: 1,
+            single_gets: 0,
             persistent: true,
             rate: None,
             put_for: None,

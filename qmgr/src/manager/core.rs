@@ -115,14 +115,9 @@ pub(crate) enum Continuation {
         then: AfterPut,
     },
     /// Messages got destructively: hand them over.
-    Get {
-        connection: u64,
-        request: u64,
-        queue: QueueName,
-        entries: Vec<Entry>,
-        /// The `Messages` reply, encoded.
-        reply: Vec<u8>,
-    },
+    Get(gets::Taken),
+    /// Several gets of one turn, their removals in one write (see `coalesce`).
+    Gets(Vec<gets::Taken>),
     /// The custody record written at the head; `covered` are the segments whose stamped
     /// messages it covers, which may go once it is durable.
     Custody { covered: Vec<u64> },
@@ -250,6 +245,8 @@ pub struct Core {
     /// The moment of the event being handled, for the few paths deep in a handler that act
     /// on their own (closing a connection that stopped reading).
     event_now: Now,
+    /// While a turn's run of destructive gets is handled: their removals, written together.
+    staged_gets: Option<Vec<(Vec<u64>, gets::Taken)>>,
     /// A client was cut off with a large backlog: the next maintenance tick gives the freed
     /// memory back to the system.
     spike_freed: bool,
@@ -313,6 +310,7 @@ impl Core {
             commits: Commits::default(),
             started_ms: now.mono_ms,
             event_now: now,
+            staged_gets: None,
             spike_freed: false,
             shutting_down: false,
             totals: Totals::default(),
@@ -505,6 +503,8 @@ impl Core {
         mut payloads: Vec<Bytes>,
         continuation: Continuation,
     ) {
+        // Staged removals go first: the reports they carry ride no other write.
+        self.flush_staged_gets();
         if mutation::active(Mutation::ReportsAhead) && !payloads.is_empty() {
             // Broken on purpose: the reports go ahead of their event, in a write of their own.
             self.write_pending_reports();

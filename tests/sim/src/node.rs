@@ -477,7 +477,51 @@ impl Sim {
     /// queue.
     pub(crate) fn random_get(&mut self) {
         let index = self.rng.index(self.nodes.len());
-        self.get_at(index, 5);
+        if self.rng.chance(200) {
+            self.gets_in_one_turn(index);
+        } else {
+            self.get_at(index, 5);
+        }
+    }
+
+    /// Destructive gets of up to three queues at manager `index` that reach its core together
+    /// (the core writes their removals as one group).
+    fn gets_in_one_turn(&mut self, index: usize) {
+        let mut queues: Vec<String> = self.shape.queues().map(|(queue, _)| queue).collect();
+        queues.push("DLQ".to_owned());
+        let mut gets = Vec::new();
+        for _ in 0..3 {
+            if queues.is_empty() {
+                break;
+            }
+            let queue = queues.swap_remove(self.rng.index(queues.len()));
+            // One get per queue at a time, as in `get_at`.
+            let busy = self.nodes[index].client.as_ref().is_some_and(|c| {
+                c.requests
+                    .values()
+                    .any(|r| matches!(r, Request::Get { queue: q } if *q == queue))
+            });
+            if busy {
+                continue;
+            }
+            let timeout_ms = if self.rng.chance(500) {
+                0
+            } else {
+                self.rng.between(1, 500)
+            };
+            let max = self.rng.between(1, 5) as u32;
+            self.digest
+                .add(&format!("get {index} {queue} together {timeout_ms} {max}"));
+            let operation = Operation::Get {
+                queue: queue.clone(),
+                timeout_ms,
+                max,
+                selector: Selector::default(),
+                lease_ms: None,
+            };
+            gets.push((operation, Request::Get { queue }));
+        }
+        self.requests_in_one_turn(index, gets);
     }
 
     /// A get of at most `max_most` messages at manager `index`, from a random queue.

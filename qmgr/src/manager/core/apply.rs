@@ -45,13 +45,16 @@ impl Core {
                 direct,
                 then,
             } => self.apply_put(answers, (items, handoffs, direct), then, result, now),
-            Continuation::Get {
-                connection,
-                request,
-                queue,
-                entries,
-                reply,
-            } => self.apply_get((connection, request), &queue, entries, reply, result, now),
+            Continuation::Get(taken) => {
+                let outcome = result.map(drop).map_err(|error| api_error(&error));
+                self.apply_get(taken, outcome, now);
+            }
+            Continuation::Gets(gets) => {
+                let outcome = result.map(drop).map_err(|error| api_error(&error));
+                for taken in gets {
+                    self.apply_get(taken, outcome.clone(), now);
+                }
+            }
             Continuation::Ack {
                 connection,
                 request,
@@ -173,17 +176,22 @@ impl Core {
 
     /// A destructive get's removal is durable (or failed): hand the messages over, or put
     /// them back.
-    fn apply_get(
+    pub(super) fn apply_get(
         &mut self,
-        (connection, request): (u64, u64),
-        queue: &QueueName,
-        entries: Vec<Entry>,
-        reply: Vec<u8>,
-        result: Result<Vec<Location>, StoreError>,
+        taken: super::gets::Taken,
+        outcome: Result<(), ApiError>,
         now: Now,
     ) {
-        if let Err(error) = result {
-            self.hand_back(connection, request, queue, entries, api_error(&error));
+        let super::gets::Taken {
+            connection,
+            request,
+            queue,
+            entries,
+            reply,
+        } = taken;
+        let queue = &queue;
+        if let Err(error) = outcome {
+            self.hand_back(connection, request, queue, entries, error);
             self.serve_waiters(queue, now);
             return;
         }

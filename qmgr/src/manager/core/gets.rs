@@ -6,6 +6,17 @@
 use super::*;
 use hopmq::Report;
 
+/// Messages taken by a destructive get, answered once their removal is durable.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub(super) connection: u64,
+    pub(super) request: u64,
+    pub(super) queue: QueueName,
+    pub(super) entries: Vec<Entry>,
+    /// The `Messages` reply, encoded.
+    pub(super) reply: Vec<u8>,
+}
+
 impl Core {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn get(
@@ -128,7 +139,7 @@ impl Core {
             .collect();
         // Right before the removal's write, which carries them.
         self.report_entries(Report::Delivery, &queue, &entries, None, now);
-        let continuation = Continuation::Get {
+        let taken = Taken {
             connection,
             request,
             queue,
@@ -136,10 +147,31 @@ impl Core {
             reply,
         };
         if seqs.is_empty() {
-            self.apply(continuation, Ok(Vec::new()), now);
+            self.apply_get(taken, Ok(()), now);
+        } else if let Some(staged) = &mut self.staged_gets {
+            staged.push((seqs, taken));
         } else {
-            self.commit_removal(seqs, continuation);
+            self.commit_removal(seqs, Continuation::Get(taken));
         }
+    }
+
+    /// Writes the removals staged by a run of gets, in one write (see `coalesce`).
+    pub(super) fn flush_staged_gets(&mut self) {
+        let Some(staged) = self.staged_gets.as_mut().filter(|s| !s.is_empty()) else {
+            return;
+        };
+        let staged = std::mem::take(staged);
+        let seqs = staged.iter().flat_map(|(seqs, _)| seqs).copied().collect();
+        let mut gets: Vec<Taken> = staged.into_iter().map(|(_, taken)| taken).collect();
+        let continuation = match gets.pop() {
+            Some(only) if gets.is_empty() => Continuation::Get(only),
+            Some(last) => {
+                gets.push(last);
+                Continuation::Gets(gets)
+            }
+            None => return,
+        };
+        self.commit_removal(seqs, continuation);
     }
 
     /// The encoded reply handing `entries` to a getter, with their leases granted if

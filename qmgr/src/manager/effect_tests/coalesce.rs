@@ -1,5 +1,6 @@
 //! Puts queued together share a write, and each is still answered as if alone: only once
 //! that write is durable, refused alone when it fails its checks, in the order it came.
+//! Destructive gets queued together share their removals' write likewise.
 
 use super::*;
 
@@ -20,13 +21,18 @@ fn put(connection: u64, id: u64, address: &str, body: &str) -> Command {
 }
 
 fn get(id: u64) -> Command {
+    get_up_to(id, 10)
+}
+
+/// A destructive get of at most `max` messages of `orders`, answered at once if it finds none.
+fn get_up_to(id: u64, max: u32) -> Command {
     Command::Request {
         connection: 0,
         id,
         operation: Operation::Get {
             queue: "orders".into(),
             timeout_ms: 0,
-            max: 10,
+            max,
             selector: Selector::default(),
             lease_ms: None,
         },
@@ -216,4 +222,78 @@ fn a_run_is_cut_so_that_a_request_never_shares_more_than_half_a_group() {
         .filter(|e| matches!(e, Replied(_, "put")))
         .count();
     assert_eq!(answered, 4);
+}
+
+/// `bodies` put to `orders`, durable, and the effects cleared.
+fn stored(bodies: &[&str]) -> Bench {
+    let mut bench = Bench::new();
+    let puts = bodies
+        .iter()
+        .zip(1..)
+        .map(|(body, id)| put(0, id, "orders", body));
+    bench.turn(puts.collect());
+    bench.complete(true);
+    bench.clear();
+    bench
+}
+
+#[test]
+fn single_gets_queued_together_share_one_removal_and_each_is_answered_once_it_is_durable() {
+    let mut bench = stored(&["m1", "m2", "m3"]);
+    bench.turn((11..=13).map(|id| get_up_to(id, 1)).collect());
+    assert_eq!(
+        bench.effects(),
+        [Append(Durability::Freeing, vec!["remove"])],
+        "one removal for the three calls, and no answer before it is durable"
+    );
+    bench.complete(true);
+    assert_eq!(
+        &bench.effects()[1..],
+        [
+            Durable,
+            Replied(11, "messages"),
+            Replied(12, "messages"),
+            Replied(13, "messages")
+        ]
+    );
+    assert!(bench.take_all().is_empty(), "each message taken once");
+}
+
+#[test]
+fn a_failed_removal_hands_back_every_get_it_held() {
+    let mut bench = stored(&["m1", "m2"]);
+    bench.turn(vec![get_up_to(11, 1), get_up_to(12, 1)]);
+    bench.complete(false);
+    assert_eq!(
+        &bench.effects()[1..],
+        [
+            Failed,
+            Replied(11, "storage error"),
+            Replied(12, "storage error")
+        ]
+    );
+    assert_eq!(bench.take_all(), ["m1", "m2"], "both back, in order");
+}
+
+#[test]
+fn a_put_between_gets_has_their_removals_written_before_it() {
+    let mut bench = stored(&["m1", "m2"]);
+    bench.turn(vec![
+        get_up_to(11, 1),
+        put(0, 12, "orders", "m3"),
+        get_up_to(13, 1),
+    ]);
+    assert_eq!(
+        bench.effects(),
+        [
+            Append(Durability::Freeing, vec!["remove"]),
+            Append(Durability::Synced, vec!["enqueue"]),
+            Append(Durability::Freeing, vec!["remove"]),
+        ],
+        "each run in the order it came"
+    );
+    for _ in 0..3 {
+        bench.complete(true);
+    }
+    assert_eq!(bench.take_all(), ["m3"]);
 }

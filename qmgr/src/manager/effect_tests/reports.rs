@@ -330,3 +330,42 @@ fn put_id_of_reports(bench: &mut Bench) -> String {
     let first = made.first().expect("a report");
     first.split(' ').nth(1).unwrap_or_default().to_owned()
 }
+
+#[test]
+fn gets_queued_together_write_their_delivery_reports_with_their_one_removal() {
+    let mut bench = Bench::new();
+    bench.request(1, asking("delivery", true));
+    bench.request(2, asking("delivery", true));
+    bench.complete(true);
+    bench.complete(true);
+    bench.clear();
+    let get = |id| Command::Request {
+        connection: 0,
+        id,
+        operation: Operation::Get {
+            queue: "orders".into(),
+            timeout_ms: 0,
+            max: 1,
+            selector: Selector::default(),
+            lease_ms: None,
+        },
+    };
+    bench.core.on_commands(vec![get(3), get(4)], now());
+    assert_eq!(
+        bench.effects(),
+        [Append(
+            Durability::Freeing,
+            vec!["remove", "enqueue", "enqueue"]
+        )],
+        "both removals and both reports: all or none"
+    );
+    bench.complete(false);
+    assert!(
+        reports(&mut bench).is_empty(),
+        "the gets failed, so did their reports"
+    );
+    bench.clear();
+    bench.core.on_commands(vec![get(5), get(6)], now());
+    bench.complete(true);
+    assert_eq!(reports(&mut bench).len(), 2);
+}
