@@ -151,12 +151,15 @@ impl CustodyState {
     /// manager's own, `Some(None)` for one known not to be, `None` if unknown (made by an
     /// earlier incarnation: its record must be read).
     pub(super) fn take_sent(&mut self, seq: u64) -> Option<Option<(String, u64, u64)>> {
+        let share = !self.shares.is_empty() && self.shares.remove(&seq);
         match self.sent.remove(&seq) {
+            // A share may carry several of this manager's stamps: read from its record.
+            _ if share => None,
             Some((index, epoch, number)) => {
                 let destination = self.names.get(index as usize)?.to_string();
                 Some(Some((destination, epoch, number)))
             }
-            None if seq >= self.first_seq && !self.shares.remove(&seq) => Some(None),
+            None if seq >= self.first_seq => Some(None),
             None => None,
         }
     }

@@ -45,6 +45,11 @@ pub(super) fn copy_record(
     record::encode(&Record::Enqueue(copy))
 }
 
+/// Why a publication whose stamp for this manager is older than custody remembers goes to
+/// the dead-letter queue rather than to its subscriptions.
+const FORGOTTEN_REASON: &str = "custody: its stamp is older than what this manager remembers, \
+                                so this may be a second copy";
+
 /// `stored` with its stamp header set to `stamps`, or dropped.
 pub(super) fn with_stamps<'a>(
     stored: &StoredMessage<'a>,
@@ -295,15 +300,22 @@ impl Core {
             // The copies here carry this manager's stamp alone: recovery finds in them what
             // custody accepted.
             let mine = stamps.and_then(|list| custody::stamp_in(list, self.name.as_str()));
-            let local = with_stamps(stored, mine.map(|(text, _)| text));
-            let copies = (&local, topic);
+            let restamped;
+            let local = match stamps {
+                Some(_) => {
+                    restamped = with_stamps(stored, mine.map(|(text, _)| text));
+                    &restamped
+                }
+                None => stored,
+            };
+            let copies = (local, topic);
             let admission = mine
                 .map(|(_, stamp)| self.admit_publication(stamp, placing.admitted.as_deref_mut()));
             match admission {
                 Some(Verdict::Duplicate) => {}
                 Some(Verdict::Forgotten) => {
-                    let reason = "custody: its stamp is older than what this manager remembers, so this may be a second copy";
-                    items.push(self.dead_letter_publication(&local, hop, reason, now));
+                    let reason = FORGOTTEN_REASON;
+                    items.push(self.dead_letter_publication(local, hop, reason, now));
                 }
                 _ => {
                     self.deliver_all_here(copies, hop, persistent, (&mut *items, &mut placing), now)
@@ -333,8 +345,15 @@ impl Core {
                 // Its acknowledgement reads its record for the stamps to keep it for.
                 self.custody.note_share(seq);
             }
-            let shared = with_stamps(stored, share_stamps.as_deref());
-            let record = copy_record(&shared, (queue.as_str(), seq, &share.encode()), hop, &[]);
+            let restamped;
+            let shared = match stamps {
+                Some(_) => {
+                    restamped = with_stamps(stored, share_stamps.as_deref());
+                    &restamped
+                }
+                None => stored,
+            };
+            let record = copy_record(shared, (queue.as_str(), seq, &share.encode()), hop, &[]);
             let record = Bytes::from(record);
             // Asked before the copy is counted as on its way into the queue, which makes the
             // link look busy: the assignment goes in this write, not in one of its own after.
@@ -613,7 +632,6 @@ impl Core {
                 self.fan_out(copies, hop, true, (items, placing), now);
             }
             Err(reason) => {
-                warn!(%from, "a publication that cannot be split here");
                 let name = self.name.clone();
                 let hop = Some((name.as_str(), now.wall_ms));
                 let item = self.dead_letter_publication(&stored, hop, &reason, now);
