@@ -484,3 +484,84 @@ fn publications_a_relay_took_with_it_for_good_reach_every_subscriber_once() {
 fn publications_a_relay_lost_with_its_disk_reach_every_subscriber_once() {
     publications_a_relay_took_with_it(Afterwards::Wiped);
 }
+
+#[test]
+fn one_share_for_two_subscribers_behind_a_lost_relay_reaches_each_once_across_its_publishers_restart()
+ {
+    // bravo is the way from alpha to both charlie and delta, echo the longer one: each
+    // publication leaves alpha as one share for two managers, kept at alpha for both.
+    let spec = Spec {
+        managers: vec!["alpha", "bravo", "charlie", "delta", "echo"],
+        links: vec![
+            ("alpha", "bravo", 1),
+            ("bravo", "charlie", 1),
+            ("bravo", "delta", 1),
+            ("alpha", "echo", 2),
+            ("echo", "charlie", 2),
+            ("echo", "delta", 2),
+        ],
+        queues: vec![("orders", "delta")],
+    };
+    let mut network = start_with(&spec, "8000");
+    for (manager, subscription) in [("charlie", "c"), ("delta", "d")] {
+        let client = network.manager(manager).client();
+        client
+            .create_subscription(subscription, "prices.>", None)
+            .unwrap();
+    }
+    let alpha = network.manager("alpha").client();
+    support::wait_until("alpha knows both subscriptions", support::SOON, || {
+        alpha.list_subscriptions().unwrap().interest.len() == 2
+    });
+    freeze_behind(&mut network, "charlie", "bravo");
+    freeze_behind(&mut network, "delta", "bravo");
+    let bodies: Vec<String> = (0..300).map(|i| format!("p{i:03}")).collect();
+    for chunk in bodies.chunks(50) {
+        let batch = chunk
+            .iter()
+            .map(|body| ("prices.x".to_owned(), hopmq::Message::new(body.as_str())))
+            .collect();
+        alpha.publish_batch(batch).unwrap();
+    }
+    let origin = network.manager("alpha");
+    support::wait_until("bravo acknowledges them all", support::SOON, || {
+        let status = origin.status();
+        kept_for(&status, "charlie") == bodies.len() as u64
+            && kept_for(&status, "delta") == bodies.len() as u64
+    });
+    // What alpha keeps comes back from its journal, a record kept for two destinations; bravo
+    // loses everything it held.
+    network.manager("alpha").kill9();
+    network.manager("alpha").restart();
+    wipe(network.manager("bravo"));
+    network.manager("charlie").thaw();
+    network.manager("delta").thaw();
+    for (manager, subscription) in [("charlie", "c"), ("delta", "d")] {
+        let consumer = network.manager(manager).client();
+        let mut got = texts(&receive(&consumer, subscription, bodies.len()));
+        got.sort();
+        assert_eq!(got, bodies, "{subscription} on {manager}: each once");
+        let more = consumer
+            .get(subscription, std::time::Duration::from_millis(500))
+            .unwrap();
+        assert!(more.is_none(), "delivered a second time: {more:?}");
+    }
+    wait_confirmed(&mut network, "alpha", "charlie");
+    wait_confirmed(&mut network, "alpha", "delta");
+    // Every record came back from alpha's journal kept for both managers, and each let it go.
+    let status = network.manager("alpha").status();
+    assert_eq!(
+        status["messages_confirmed"].as_u64(),
+        Some(2 * bodies.len() as u64),
+        "{status}"
+    );
+    for destination in ["charlie", "delta"] {
+        let resent = status["custody"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|kept| kept["destination"] == destination)
+            .map_or(0, |kept| kept["resent"].as_u64().unwrap());
+        assert!(resent > 0, "copies sent again for {destination}: {status}");
+    }
+}
