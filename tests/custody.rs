@@ -414,6 +414,34 @@ fn twenty_thousand_messages_through_a_relay_killed_and_wiped_arrive_once_in_put_
     assert_nothing_more(&consumer, 1_000);
 }
 
+/// Publishes `bodies` to `topic` through `client`, 50 at a time, in order.
+fn publish_all(client: &hopmq::blocking::Client, topic: &str, bodies: &[String]) {
+    for chunk in bodies.chunks(50) {
+        let batch = chunk
+            .iter()
+            .map(|body| (topic.to_owned(), hopmq::Message::new(body.as_str())))
+            .collect();
+        client.publish_batch(batch).unwrap();
+    }
+}
+
+/// `subscription` on `manager` holds each of `bodies` once, in any order, and nothing more.
+#[track_caller]
+fn assert_each_once(
+    network: &mut Network,
+    (manager, subscription): (&str, &str),
+    bodies: &[String],
+) {
+    let consumer = network.manager(manager).client();
+    let mut got = texts(&receive(&consumer, subscription, bodies.len()));
+    got.sort();
+    assert_eq!(got, bodies, "{subscription} on {manager}: each once");
+    let more = consumer
+        .get(subscription, std::time::Duration::from_millis(500))
+        .unwrap();
+    assert!(more.is_none(), "delivered a second time: {more:?}");
+}
+
 /// Publications `bravo` acknowledged to their publisher `alpha` (delta, behind it, frozen
 /// meanwhile) and then took with it: alpha keeps custody of each for every manager it was
 /// for, so delta's subscription still gets each once, and charlie's, on the other branch, is
@@ -435,18 +463,7 @@ fn publications_a_relay_took_with_it(afterwards: Afterwards) {
     });
     freeze_behind(&mut network, "delta", "bravo");
     let bodies: Vec<String> = (0..500).map(|i| format!("p{i:03}")).collect();
-    for chunk in bodies.chunks(50) {
-        let batch = chunk
-            .iter()
-            .map(|body| {
-                (
-                    "prices.eu.btc".to_owned(),
-                    hopmq::Message::new(body.as_str()),
-                )
-            })
-            .collect();
-        alpha.publish_batch(batch).unwrap();
-    }
+    publish_all(&alpha, "prices.eu.btc", &bodies);
     let origin = network.manager("alpha");
     support::wait_until("bravo acknowledges them all", support::SOON, || {
         kept_for(&origin.status(), "delta") == bodies.len() as u64
@@ -456,15 +473,8 @@ fn publications_a_relay_took_with_it(afterwards: Afterwards) {
         _ => network.manager("bravo").kill9(),
     }
     network.manager("delta").thaw();
-    for (manager, subscription) in [("delta", "eu"), ("charlie", "all")] {
-        let consumer = network.manager(manager).client();
-        let mut got = texts(&receive(&consumer, subscription, bodies.len()));
-        got.sort();
-        assert_eq!(got, bodies, "{subscription} on {manager}: each once");
-        let more = consumer
-            .get(subscription, std::time::Duration::from_millis(500))
-            .unwrap();
-        assert!(more.is_none(), "delivered a second time: {more:?}");
+    for place in [("delta", "eu"), ("charlie", "all")] {
+        assert_each_once(&mut network, place, &bodies);
     }
     wait_confirmed(&mut network, "alpha", "delta");
     wait_confirmed(&mut network, "alpha", "charlie");
@@ -516,13 +526,7 @@ fn one_share_for_two_subscribers_behind_a_lost_relay_reaches_each_once_across_it
     freeze_behind(&mut network, "charlie", "bravo");
     freeze_behind(&mut network, "delta", "bravo");
     let bodies: Vec<String> = (0..300).map(|i| format!("p{i:03}")).collect();
-    for chunk in bodies.chunks(50) {
-        let batch = chunk
-            .iter()
-            .map(|body| ("prices.x".to_owned(), hopmq::Message::new(body.as_str())))
-            .collect();
-        alpha.publish_batch(batch).unwrap();
-    }
+    publish_all(&alpha, "prices.x", &bodies);
     let origin = network.manager("alpha");
     support::wait_until("bravo acknowledges them all", support::SOON, || {
         let status = origin.status();
@@ -536,15 +540,8 @@ fn one_share_for_two_subscribers_behind_a_lost_relay_reaches_each_once_across_it
     wipe(network.manager("bravo"));
     network.manager("charlie").thaw();
     network.manager("delta").thaw();
-    for (manager, subscription) in [("charlie", "c"), ("delta", "d")] {
-        let consumer = network.manager(manager).client();
-        let mut got = texts(&receive(&consumer, subscription, bodies.len()));
-        got.sort();
-        assert_eq!(got, bodies, "{subscription} on {manager}: each once");
-        let more = consumer
-            .get(subscription, std::time::Duration::from_millis(500))
-            .unwrap();
-        assert!(more.is_none(), "delivered a second time: {more:?}");
+    for place in [("charlie", "c"), ("delta", "d")] {
+        assert_each_once(&mut network, place, &bodies);
     }
     wait_confirmed(&mut network, "alpha", "charlie");
     wait_confirmed(&mut network, "alpha", "delta");

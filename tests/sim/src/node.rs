@@ -495,13 +495,7 @@ impl Sim {
                 break;
             }
             let queue = queues.swap_remove(self.rng.index(queues.len()));
-            // One get per queue at a time, as in `get_at`.
-            let busy = self.nodes[index].client.as_ref().is_some_and(|c| {
-                c.requests
-                    .values()
-                    .any(|r| matches!(r, Request::Get { queue: q } if *q == queue))
-            });
-            if busy {
+            if self.getting(index, &queue) {
                 continue;
             }
             let timeout_ms = if self.rng.chance(500) {
@@ -524,6 +518,17 @@ impl Sim {
         self.requests_in_one_turn(index, gets);
     }
 
+    /// Whether manager `index`'s client has a get of `queue` outstanding. One get per queue at
+    /// a time: answers then come in the order the queue handed its messages out (a
+    /// destructive get answers after its commit, a leased one at once).
+    fn getting(&self, index: usize, queue: &str) -> bool {
+        self.nodes[index].client.as_ref().is_some_and(|c| {
+            c.requests
+                .values()
+                .any(|r| matches!(r, Request::Get { queue: q } if q == queue))
+        })
+    }
+
     /// A get of at most `max_most` messages at manager `index`, from a random queue.
     pub(crate) fn get_at(&mut self, index: usize, max_most: u64) {
         // Every queue, not only those homed here now: a queue whose home moved keeps what
@@ -542,14 +547,7 @@ impl Sim {
             .chain(self.reports.then(|| REPORT_QUEUE.to_owned()))
             .collect();
         let queue = homed[self.rng.index(homed.len())].clone();
-        // One get per queue at a time: answers then come in the order the queue handed its
-        // messages out (a destructive get answers after its commit, a leased one at once).
-        let busy = self.nodes[index].client.as_ref().is_some_and(|c| {
-            c.requests
-                .values()
-                .any(|r| matches!(r, Request::Get { queue: q } if *q == queue))
-        });
-        if busy {
+        if self.getting(index, &queue) {
             return;
         }
         // Dead letters and reports are taken for good: a nacked one would come back and
