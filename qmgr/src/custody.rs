@@ -90,6 +90,16 @@ pub(crate) fn stamps(value: &str) -> impl Iterator<Item = Stamp<'_>> {
     value.split(STAMPS_SEPARATOR).filter_map(Stamp::parse)
 }
 
+/// Whether the stamps a publication's stamp header `value` lists are `custodian`'s: all of a
+/// list are its publisher's, so the first tells, told apart without parsing at a relay.
+pub(crate) fn stamped_by(value: &str, custodian: &str) -> bool {
+    value
+        .split(STAMPS_SEPARATOR)
+        .next()
+        .and_then(|first| Stamp::of_custodian(first, custodian))
+        .is_some()
+}
+
 /// The stamp for `destination` in a publication's stamp header `value`: its text, and read.
 pub(crate) fn stamp_in<'a>(value: &'a str, destination: &str) -> Option<(&'a str, Stamp<'a>)> {
     value
@@ -569,6 +579,8 @@ mod tests {
         assert!(next.starts_with("north/9.2@south"), "{next}");
         let destinations: Vec<&str> = stamps(&list).map(|s| s.destination).collect();
         assert_eq!(destinations, ["east", "south", "west"]);
+        assert!(stamped_by(&share, "north"));
+        assert!(!stamped_by(&share, "nort"));
     }
 
     #[test]

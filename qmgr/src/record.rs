@@ -165,6 +165,26 @@ pub struct StoredMessage<'a> {
     pub body: &'a [u8],
 }
 
+impl<'a> StoredMessage<'a> {
+    /// The value of header `key`.
+    pub fn header(&self, key: &str) -> Option<&'a str> {
+        self.headers
+            .binary_search_by(|(k, _)| (*k).cmp(key))
+            .ok()
+            .map(|i| self.headers[i].1)
+    }
+
+    /// Sets header `key` to `value`, or drops it for `None`, keeping the headers sorted.
+    pub fn set_header(&mut self, key: &'a str, value: Option<&'a str>) {
+        match (self.headers.binary_search_by(|(k, _)| (*k).cmp(key)), value) {
+            (Ok(i), Some(value)) => self.headers[i].1 = value,
+            (Ok(i), None) => _ = self.headers.remove(i),
+            (Err(i), Some(value)) => self.headers.insert(i, (key, value)),
+            (Err(_), None) => {}
+        }
+    }
+}
+
 /// Why a payload is not a record this build understands.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

@@ -84,15 +84,11 @@ pub(crate) fn encode_asking(
     reports: hopmq::Reports,
 ) -> Result<Vec<u8>, RecordError> {
     let mut stored = stored(payload)?;
-    stored.headers.retain(|(key, _)| *key != REPORTS_HEADER);
     let asked = reports.to_string();
-    if !reports.is_empty() {
-        // Headers are sorted by key.
-        let at = stored
-            .headers
-            .partition_point(|(key, _)| *key < REPORTS_HEADER);
-        stored.headers.insert(at, (REPORTS_HEADER, asked.as_str()));
-    }
+    stored.set_header(
+        REPORTS_HEADER,
+        (!reports.is_empty()).then_some(asked.as_str()),
+    );
     Ok(record::encode(&Record::Enqueue(stored)))
 }
 
@@ -114,9 +110,7 @@ pub(crate) fn encode_relocated(
         let dead_letter = replay && key.starts_with(DEAD_LETTER_HEADER_PREFIX);
         !dead_letter && !crate::custody::HEADERS.contains(key)
     });
-    if let Some(stamp) = stamp {
-        crate::custody::insert_stamp(&mut stored.headers, stamp);
-    }
+    stored.set_header(crate::custody::STAMP_HEADER, stamp);
     record::encode(&Record::Enqueue(stored))
 }
 

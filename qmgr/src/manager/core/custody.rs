@@ -256,11 +256,16 @@ impl Core {
 
     /// The stamp header value for a message put here for `home`, in `chain`.
     pub(super) fn stamp_for(&mut self, home: &ManagerName, chain: Chain<'_>) -> String {
+        self.append_epoch();
+        self.custody.stamper.stamp(home.as_str(), chain)
+    }
+
+    /// Appends a custody record with this incarnation's epoch unless one was: before the
+    /// first message stamped with it, since commits are durable in append order.
+    fn append_epoch(&mut self) {
         if !self.custody.epoch_appended {
-            // Appended before the message: commits are durable in append order.
             self.write_custody();
         }
-        self.custody.stamper.stamp(home.as_str(), chain)
     }
 
     /// Where a message for `destination` goes from here: a stamped one towards its stamp's
@@ -417,10 +422,7 @@ impl Core {
             if *manager == self.name || mutation::active(Mutation::SkipPublicationCustody) {
                 continue;
             }
-            if !self.custody.epoch_appended {
-                // Appended before the publication: commits are durable in append order.
-                self.write_custody();
-            }
+            self.append_epoch();
             if !list.is_empty() {
                 list.push(crate::custody::STAMPS_SEPARATOR);
             }

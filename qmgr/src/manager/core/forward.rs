@@ -51,6 +51,7 @@ mod resend;
 mod send;
 
 pub(super) use self::links::Links;
+pub(super) use self::resend::copies_made;
 #[cfg(test)]
 mod tests;
 

@@ -19,7 +19,7 @@ use crate::custody::{self, Admitted, STAMP_HEADER, Stamp, Verdict};
 
 use super::forward::{held_queue, transmission_queue};
 use super::puts::check_batch;
-use super::retained::{Token, header_of};
+use super::retained::Token;
 
 /// A publication's copy's record: `stored` under `queue` and `seq`, going to `destination`,
 /// with `hop` joined to its trace and `extra` headers.
@@ -37,10 +37,7 @@ pub(super) fn copy_record(
         copy.trace.push(hop);
     }
     for &(key, value) in extra {
-        match copy.headers.binary_search_by(|(k, _)| k.cmp(&key)) {
-            Ok(i) => copy.headers[i].1 = value,
-            Err(i) => copy.headers.insert(i, (key, value)),
-        }
+        copy.set_header(key, Some(value));
     }
     record::encode(&Record::Enqueue(copy))
 }
@@ -56,15 +53,7 @@ pub(super) fn with_stamps<'a>(
     stamps: Option<&'a str>,
 ) -> StoredMessage<'a> {
     let mut copy = stored.clone();
-    let at = copy
-        .headers
-        .binary_search_by(|(k, _)| (*k).cmp(STAMP_HEADER));
-    match (at, stamps) {
-        (Ok(i), Some(value)) => copy.headers[i].1 = value,
-        (Ok(i), None) => _ = copy.headers.remove(i),
-        (Err(i), Some(value)) => copy.headers.insert(i, (STAMP_HEADER, value)),
-        (Err(_), None) => {}
-    }
+    copy.set_header(STAMP_HEADER, stamps);
     copy
 }
 
@@ -295,7 +284,7 @@ impl Core {
         now: Now,
     ) {
         let (here, groups) = self.split(destinations);
-        let stamps = header_of(stored, STAMP_HEADER).filter(|_| persistent);
+        let stamps = stored.header(STAMP_HEADER).filter(|_| persistent);
         if here {
             // The copies here carry this manager's stamp alone: recovery finds in them what
             // custody accepted.
@@ -339,9 +328,8 @@ impl Core {
             self.next_seq += 1;
             let share_stamps =
                 stamps.and_then(|list| custody::stamps_for(list, |d| share.contains(d)));
-            if share_stamps.as_deref().is_some_and(|list| {
-                custody::stamps(list).any(|s| s.custodian == self.name.as_str())
-            }) {
+            let mine = share_stamps.as_deref();
+            if mine.is_some_and(|list| custody::stamped_by(list, self.name.as_str())) {
                 // Its acknowledgement reads its record for the stamps to keep it for.
                 self.custody.note_share(seq);
             }
@@ -380,9 +368,9 @@ impl Core {
         now: Now,
     ) {
         let stored = copies.0;
-        if let Some(filter) = header_of(stored, RETAINED_REQUEST_HEADER) {
+        if let Some(filter) = stored.header(RETAINED_REQUEST_HEADER) {
             self.answer_retained_request(stored, filter, items, now);
-        } else if let Some(token) = header_of(stored, RETAINED_FOR_HEADER) {
+        } else if let Some(token) = stored.header(RETAINED_FOR_HEADER) {
             if let Some(token) = Token::parse(token) {
                 let out = (&mut *items, placing.handoffs.as_mut());
                 self.deliver_here(copies, hop, persistent, Some(&token), out, now);

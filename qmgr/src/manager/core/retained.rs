@@ -44,15 +44,6 @@ impl Token {
     }
 }
 
-/// The value of header `key` of `stored`.
-pub(super) fn header_of<'a>(stored: &StoredMessage<'a>, key: &str) -> Option<&'a str> {
-    stored
-        .headers
-        .binary_search_by(|(k, _)| (*k).cmp(key))
-        .ok()
-        .map(|i| stored.headers[i].1)
-}
-
 fn retained_queue() -> QueueName {
     QueueName::new(RETAINED_QUEUE)
         .unwrap_or_else(|e| unreachable!("`{RETAINED_QUEUE}` is valid: {e}"))
@@ -276,7 +267,7 @@ impl Core {
     ) {
         let (Ok(filter), Some(token), Ok(requester)) = (
             Filter::new(filter),
-            header_of(request, RETAINED_FOR_HEADER),
+            request.header(RETAINED_FOR_HEADER),
             ManagerName::new(request.origin),
         ) else {
             warn!(

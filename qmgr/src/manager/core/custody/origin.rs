@@ -359,11 +359,15 @@ impl Core {
             );
             return;
         };
-        let stamps = super::super::retained::header_of(&stored, crate::custody::STAMP_HEADER);
+        let stamps = stored.header(crate::custody::STAMP_HEADER);
         let Some((text, stamp)) =
             stamps.and_then(|list| crate::custody::stamp_in(list, destination))
         else {
             warn!(seq = entry.seq, %destination, "a kept publication has no stamp for a destination it is kept for");
+            return;
+        };
+        let Ok(manager) = ManagerName::new(destination) else {
+            warn!(seq = entry.seq, %destination, "a kept publication's destination is no manager's name; it is not sent again");
             return;
         };
         let target = self
@@ -371,13 +375,8 @@ impl Core {
             .unwrap_or_else(|_| forward::held_queue());
         debug!(seq = entry.seq, %destination, %target, "a publication is sent again for one destination");
         self.totals.resent += 1;
-        let share = crate::pubsub::Destinations::new(ManagerName::new(destination).ok()).encode();
-        let copies = (stored.headers.iter())
-            .find(|(key, _)| *key == crate::custody::RESENT_HEADER)
-            .and_then(|(_, value)| value.parse::<u32>().ok())
-            .unwrap_or(0)
-            + 1;
-        let copies = copies.to_string();
+        let share = crate::pubsub::Destinations::new([manager]).encode();
+        let copies = forward::copies_made(payload);
         let seq = self.next_seq;
         self.next_seq += 1;
         let alone = super::super::publish::with_stamps(&stored, Some(text));

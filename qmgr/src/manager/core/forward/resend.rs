@@ -103,8 +103,7 @@ impl Core {
         let Ok(stored) = delivery::stored(payload) else {
             return false;
         };
-        let Some(list) = super::super::retained::header_of(&stored, crate::custody::STAMP_HEADER)
-        else {
+        let Some(list) = stored.header(crate::custody::STAMP_HEADER) else {
             return false;
         };
         let mut destinations = Vec::new();
@@ -136,10 +135,7 @@ impl Core {
         now: Now,
     ) {
         let seq = self.next_seq;
-        // Counted, so that each copy passes relays that stored an earlier one (see
-        // `record::Passing::key`).
-        let copies = record::Passing::read(payload).map_or(0, |p| p.resent) + 1;
-        let copies = copies.to_string();
+        let copies = copies_made(payload);
         let copy = match delivery::encode_moved(
             payload,
             target.as_str(),
@@ -184,4 +180,11 @@ impl Core {
             super::super::Continuation::Moved { item, old: None },
         );
     }
+}
+
+/// The `hopmq.resent` value of a new copy of the message whose record is `payload`: how many
+/// copies were made, this one included. Counted, so that each copy passes relays that stored
+/// an earlier one (see `record::Passing::key`).
+pub(in crate::manager::core) fn copies_made(payload: &[u8]) -> String {
+    (record::Passing::read(payload).map_or(0, |p| p.resent) + 1).to_string()
 }
