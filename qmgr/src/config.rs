@@ -111,6 +111,9 @@ pub struct Settings {
     pub sync: SyncMode,
     /// The links' congestion control.
     pub link_congestion: LinkCongestion,
+    /// Whether a link also sends its small batches as datagrams while it carries little, so a
+    /// lost packet does not hold up what follows it.
+    pub link_early_copies: bool,
     /// The largest message body accepted at put.
     pub max_message_bytes: u64,
     /// The depth limit of queues that do not declare one.
@@ -246,6 +249,7 @@ impl Settings {
             .set_default("data_dir", defaults::DATA_DIR)?
             .set_default("sync", "always")?
             .set_default("link_congestion", LinkCongestion::default().as_str())?
+            .set_default("link_early_copies", true)?
             .set_default("max_message_bytes", defaults::MAX_MESSAGE_BYTES)?
             .set_default("max_depth", defaults::MAX_DEPTH)?
             .set_default("max_deliveries", defaults::MAX_DELIVERIES)?
@@ -445,6 +449,7 @@ mod tests {
         );
         assert_eq!(settings.sync, SyncMode::Always);
         assert_eq!(settings.link_congestion, LinkCongestion::Model);
+        assert!(settings.link_early_copies);
         assert_eq!(settings.max_message_bytes, 16 * 1024 * 1024);
         assert!(settings.auto_create_queues);
     }
@@ -471,10 +476,12 @@ mod tests {
                 ("QMGR_TLS__KEY", "/k.pem"),
                 ("QMGR_SYNC", "never"),
                 ("QMGR_LINK_CONGESTION", "cubic"),
+                ("QMGR_LINK_EARLY_COPIES", "false"),
             ]),
         )
         .unwrap();
         assert_eq!(settings.link_congestion, LinkCongestion::Cubic);
+        assert!(!settings.link_early_copies);
         assert_eq!(settings.name, "from-env"); // env beats file
         assert_eq!(settings.data_dir, PathBuf::from("/flag")); // flag beats env
         assert_eq!(settings.max_deliveries, 9); // file beats default

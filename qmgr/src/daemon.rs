@@ -298,6 +298,7 @@ async fn serve(
                 listen: settings.listen,
                 tls,
                 congestion: settings.link_congestion,
+                early_copies: settings.link_early_copies,
                 events: commands_tx.clone(),
             };
             Some(Arc::new(Driver::start(config, shutdown.clone()).await?))

@@ -227,7 +227,7 @@ const CUSTODY: [Family<CustodyStatus>; 3] = [
     ),
 ];
 
-const LINKS: [Family<LinkStatus>; 13] = [
+const LINKS: [Family<LinkStatus>; 14] = [
     family(
         "hopmq_link_up",
         "gauge",
@@ -293,6 +293,12 @@ const LINKS: [Family<LinkStatus>; 13] = [
         "counter",
         "Resent messages recognised by id and not stored again.",
         |l| count(l.duplicates_dropped),
+    ),
+    family(
+        "hopmq_link_early_batches_total",
+        "counter",
+        "Batches from the neighbour taken from an early copy, ahead of the stream.",
+        |l| count(l.early_batches),
     ),
     family(
         "hopmq_link_publications_received_total",

@@ -189,6 +189,10 @@ pub struct LinkStatus {
     /// needs it, whatever the number of managers beyond. Appended.
     #[serde(default)]
     pub publications_sent: u64,
+    /// Batches from the neighbour taken from an early copy (a datagram that overtook the
+    /// stream held up by a lost packet), since start. Appended.
+    #[serde(default)]
+    pub early_batches: u64,
 }
 
 /// One route in force.

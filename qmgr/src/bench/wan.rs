@@ -142,6 +142,8 @@ struct LinkFigures {
     connects: u64,
     resent: u64,
     rtt_ms: Option<f64>,
+    /// Batches bravo took from an early copy, ahead of the stream (both phases).
+    early: u64,
 }
 
 impl WanBench {
@@ -286,7 +288,7 @@ impl WanBench {
             )
             .await?;
         let latency = self.phase(cluster, self.latency_spec(), 1, 1).await?;
-        let link = link_figures(&clients[0]).await?;
+        let link = link_figures(&clients[0], &clients[1]).await?;
         let mut stats = RelayStats::default();
         for relay in relays {
             stats.add(relay.stop().await?);
@@ -406,7 +408,7 @@ impl WanBench {
 /// The table's header; [`Row::line`] lines up under it.
 fn header() -> String {
     format!(
-        "{:>6} {:>6} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7} {:>8}",
+        "{:>6} {:>6} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7} {:>8} {:>7}",
         "rtt ms",
         "loss %",
         "msg/s",
@@ -418,7 +420,8 @@ fn header() -> String {
         "dropped",
         "seen rtt",
         "connect",
-        "resent"
+        "resent",
+        "early"
     )
 }
 
@@ -427,7 +430,7 @@ impl Row {
         let rate = self.throughput.messages as f64 / self.throughput.elapsed.as_secs_f64();
         let dropped = self.relays.lost + self.relays.tail_dropped + self.relays.overflowed;
         format!(
-            "{:>6} {:>6} {:>9.0} {:>7.2} {:>8} {:>9.2} {:>9.2} {:>9} {:>7.2}% {:>8} {:>7} {:>8}",
+            "{:>6} {:>6} {:>9.0} {:>7.2} {:>8} {:>9.2} {:>9.2} {:>9} {:>7.2}% {:>8} {:>7} {:>8} {:>7}",
             self.point.rtt_ms,
             self.point.loss_percent,
             rate,
@@ -442,12 +445,14 @@ impl Row {
                 .map_or("-".to_owned(), |ms| format!("{ms:.1}")),
             self.link.connects,
             self.link.resent,
+            self.link.early,
         )
     }
 }
 
-/// Alpha's link to bravo: connections made, messages sent again, and QUIC's smoothed RTT.
-async fn link_figures(alpha: &Client) -> anyhow::Result<LinkFigures> {
+/// Alpha's link to bravo: connections made, messages sent again, and QUIC's smoothed RTT;
+/// and what bravo took from early copies.
+async fn link_figures(alpha: &Client, bravo: &Client) -> anyhow::Result<LinkFigures> {
     let status = alpha.status().await.context("status of manager alpha")?;
     let link = status
         .links
@@ -460,5 +465,13 @@ async fn link_figures(alpha: &Client) -> anyhow::Result<LinkFigures> {
             .messages_sent
             .saturating_sub(link.messages_acked + link.in_flight),
         rtt_ms: link.rtt_us.map(|us| us as f64 / 1000.0),
+        early: bravo
+            .status()
+            .await
+            .context("status of manager bravo")?
+            .links
+            .iter()
+            .map(|l| l.early_batches)
+            .sum(),
     })
 }

@@ -57,6 +57,14 @@ pub enum Event {
         /// The frame.
         frame: ChannelFrame,
     },
+    /// An early copy of a batch: a datagram that may overtake the stream's copy when a lost
+    /// packet holds the stream up. Its stream copy still follows.
+    EarlyBatch {
+        /// The driver's id of the connection.
+        connection: u64,
+        /// The batch.
+        batch: frame::Batch,
+    },
     /// A connection ended.
     Closed {
         /// The driver's id of the connection.

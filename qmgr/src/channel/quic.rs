@@ -55,6 +55,7 @@ use crate::tls::{self, LinkTls};
 mod accept;
 mod congestion;
 mod dial;
+mod early;
 mod endpoint;
 mod stream;
 #[cfg(test)]
@@ -165,6 +166,8 @@ pub struct DriverConfig<E> {
     pub tls: LinkTls,
     /// The links' congestion control.
     pub congestion: crate::config::LinkCongestion,
+    /// Whether batches also go out as early copies (datagrams) while a link carries little.
+    pub early_copies: bool,
     /// Where frames and connection events go.
     pub events: mpsc::Sender<E>,
 }
@@ -222,6 +225,7 @@ impl<E: Sink> Driver<E> {
                 wakes: BTreeMap::new(),
             }),
             events: config.events,
+            early_copies: config.early_copies,
             ids: AtomicU64::new(0),
             inbound_ids: AtomicU64::new(0),
             #[cfg(test)]
@@ -394,6 +398,8 @@ struct Shared<E> {
     /// only for a check-and-insert or a swap, never across an await.
     live: Mutex<Live>,
     events: mpsc::Sender<E>,
+    /// See [`DriverConfig::early_copies`].
+    early_copies: bool,
     ids: AtomicU64,
     /// Keys of [`Live::inbound`] entries.
     inbound_ids: AtomicU64,

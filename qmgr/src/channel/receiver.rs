@@ -14,7 +14,11 @@
 //! - while reconciling (after a [`Resync`] or a new sender epoch), a message below the
 //!   reconciliation bound whose id is in the recent window is discarded too, and counted;
 //! - the window holds at most [`RECENT_IDS_MAX`] ids;
-//! - `Welcome` reports only what is durable; `Ack`s report only what is durable.
+//! - `Welcome` reports only what is durable; `Ack`s report only what is durable;
+//! - a batch that brings nothing new and changes no state asks for no write;
+//! - an early copy of a batch (a datagram beside the stream, [`Receiver::takes_early`]) is
+//!   taken only if the stream could have brought it next: it never opens a gap, and its
+//!   stream copy is then a resend like any other.
 
 use std::collections::VecDeque;
 
@@ -205,6 +209,8 @@ pub(crate) enum ReceiverOutput {
     Send(ChannelFrame),
     /// Persist this, then call [`Receiver::handle_stored`].
     Store(Store),
+    /// Nothing: the frame was a copy of what this side already took.
+    Nothing,
 }
 
 /// The receiving side's state machine; see the module documentation.
@@ -279,9 +285,19 @@ impl Receiver {
             ChannelFrame::Batch(Batch {
                 first_seq,
                 messages,
-            }) => Ok(ReceiverOutput::Store(
-                self.handle_batch(first_seq, messages)?,
-            )),
+            }) => {
+                let before = self.state;
+                let store = self.handle_batch(first_seq, messages)?;
+                // A copy already taken (an early copy's stream twin, a resend) needs no write:
+                // whatever took it first is acknowledged when durable.
+                Ok(
+                    if store.messages_to_store.is_empty() && store.state == before {
+                        ReceiverOutput::Nothing
+                    } else {
+                        ReceiverOutput::Store(store)
+                    },
+                )
+            }
             ChannelFrame::Resync(resync) => Ok(ReceiverOutput::Store(self.handle_resync(resync)?)),
             ChannelFrame::Ping { nonce } => Ok(ReceiverOutput::Send(ChannelFrame::Pong { nonce })),
             ChannelFrame::Pong { .. } => Err(ReceiverError::Unexpected { frame: "Pong" }),
@@ -295,6 +311,16 @@ impl Receiver {
                 frame: "Publications",
             }),
         }
+    }
+
+    /// Whether an early copy of a batch of `count` messages from `first_seq` is worth taking:
+    /// the connection is greeted, and the batch brings the next sequence number or a later
+    /// one without leaving a gap. One that is not is dropped, which costs nothing: its stream
+    /// copy follows, in order.
+    pub(crate) fn takes_early(&self, first_seq: u64, count: usize) -> bool {
+        let expected = self.state.stored_up_to + 1;
+        let last = first_seq.saturating_add(count as u64).saturating_sub(1);
+        self.greeted && count > 0 && first_seq >= 1 && first_seq <= expected && last >= expected
     }
 
     /// The handshake. A sender with a new epoch was wiped (or is new): its numbering starts

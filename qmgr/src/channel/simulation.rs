@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-use super::frame::{ChannelFrame, decode, encode};
+use super::frame::{Batch, ChannelFrame, decode, encode};
 use super::receiver::{
     RECENT_IDS_MAX, Receiver, ReceiverOutput, ReceiverState, Store, StoredMessage,
 };
@@ -55,6 +55,9 @@ enum Op {
     DuplicateBatch,
     /// The frame at the head towards the sender arrives twice (acks only).
     DuplicateAck,
+    /// An early copy (a datagram) of the n-th batch in flight towards the receiver arrives
+    /// ahead of the stream, which still carries the batch itself.
+    Early(usize),
     /// The connection resets: everything in flight is lost.
     Reset,
     /// Time passes.
@@ -80,6 +83,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (1usize..3).prop_map(Op::PersistReceiver),
         1 => Just(Op::DuplicateBatch),
         1 => Just(Op::DuplicateAck),
+        3 => any::<usize>().prop_map(Op::Early),
         1 => Just(Op::Reset),
         2 => (0u64..20_000).prop_map(Op::Tick),
         1 => Just(Op::CrashReceiver),
@@ -185,6 +189,7 @@ impl World {
                     matches!(frame, ChannelFrame::Ack { .. })
                 });
             }
+            Op::Early(pick) => self.deliver_early(pick),
             Op::Reset => self.reset(),
             Op::Tick(ms) => self.tick(ms),
             Op::CrashReceiver => {
@@ -259,7 +264,35 @@ impl World {
                     self.to_sender.push_back(encode(&reply).unwrap());
                 }
                 ReceiverOutput::Store(store) => self.receiver_writes.push_back(store),
+                ReceiverOutput::Nothing => {}
             }
+        }
+    }
+
+    /// Takes an early copy of a batch in flight, as the driver does with a datagram: only if
+    /// the receiver says it follows on, never as an error.
+    fn deliver_early(&mut self, pick: usize) {
+        let batches: Vec<Batch> = self
+            .to_receiver
+            .iter()
+            .filter_map(|bytes| match decode(bytes) {
+                Ok(Some((ChannelFrame::Batch(batch), _))) => Some(batch),
+                _ => None,
+            })
+            .collect();
+        if batches.is_empty() {
+            return;
+        }
+        let batch = batches[pick % batches.len()].clone();
+        if self
+            .receiver
+            .takes_early(batch.first_seq, batch.messages.len())
+        {
+            let store = self
+                .receiver
+                .handle_batch(batch.first_seq, batch.messages)
+                .unwrap();
+            self.receiver_writes.push_back(store);
         }
     }
 

@@ -557,6 +557,7 @@ impl Core {
             Command::ChannelFrame { connection, frame } => {
                 self.on_channel_frame(connection, frame, now);
             }
+            Command::EarlyBatch { connection, batch } => self.on_early(connection, batch, now),
             Command::ChannelClosed { connection, reason } => {
                 self.on_channel_closed(connection, &reason);
             }

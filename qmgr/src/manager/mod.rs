@@ -130,6 +130,14 @@ pub enum Command {
         /// The frame.
         frame: crate::channel::frame::ChannelFrame,
     },
+    /// An early copy of a batch (a datagram beside the connection's stream), taken only if it
+    /// follows on from what the stream brought.
+    EarlyBatch {
+        /// The driver's id of the connection.
+        connection: u64,
+        /// The batch.
+        batch: crate::channel::frame::Batch,
+    },
     /// A channel connection ended.
     ChannelClosed {
         /// The driver's id of the connection.
@@ -229,6 +237,7 @@ impl From<crate::channel::connection::Event> for Command {
                 channel,
             },
             Event::Frame { connection, frame } => Command::ChannelFrame { connection, frame },
+            Event::EarlyBatch { connection, batch } => Command::EarlyBatch { connection, batch },
             Event::Closed { connection, reason } => Command::ChannelClosed { connection, reason },
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! Each connection carries one ordered stream each way, as a QUIC stream does: frames arrive
 //! in order after a random delay, or not at all once the connection is cut; and, more
-//! hostile than QUIC, now and then a frame comes twice or overtakes the one before it. A cut (a
+//! hostile than QUIC, now and then a frame comes twice or overtakes the one before it. A
+//! quarter of the batches also come as an early copy (a datagram beside the stream), after a
+//! delay of its own, so before or after the stream's copy, or not at all. A cut (a
 //! partition, a flap, a crashed peer) reaches each end as `ChannelClosed` after a delay (an
 //! idle timeout, or at once for a close the other end sent), and the frames still in flight
 //! are lost. Redialling follows the driver's rule: the manager with the link dials its
@@ -11,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use qmgr::channel::connection::{CHANNEL_FRAMES_MAX, Channel, ChannelOut};
-use qmgr::channel::frame::ChannelFrame;
+use qmgr::channel::frame::{Batch, ChannelFrame};
 use qmgr::manager::{ChannelDirection, Command};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -33,6 +35,8 @@ struct Connection {
     /// Frames in flight, with when they arrive.
     to_acceptor: VecDeque<(u64, ChannelFrame)>,
     to_dialler: VecDeque<(u64, ChannelFrame)>,
+    /// Early copies of the dialler's batches in flight, with when they arrive, in no order.
+    early: Vec<(u64, Batch)>,
     /// When both ends learn it is gone.
     close_at: Option<u64>,
 }
@@ -102,6 +106,7 @@ impl Network {
                     connection.to_dialler.clear();
                 } else {
                     connection.to_acceptor.clear();
+                    connection.early.clear();
                 }
             }
         }
@@ -134,9 +139,17 @@ impl Sim {
             .network
             .blocked
             .contains(&pair(connection.dialler, connection.acceptor));
-        for (receiver, queue) in [
-            (&mut connection.from_dialler, &mut connection.to_acceptor),
-            (&mut connection.from_acceptor, &mut connection.to_dialler),
+        for (receiver, queue, mut early) in [
+            (
+                &mut connection.from_dialler,
+                &mut connection.to_acceptor,
+                Some(&mut connection.early),
+            ),
+            (
+                &mut connection.from_acceptor,
+                &mut connection.to_dialler,
+                None,
+            ),
         ] {
             loop {
                 match receiver.try_recv().map(ChannelOut::into_frame) {
@@ -150,6 +163,12 @@ impl Sim {
                             _ => self.rng.between(2, 60),
                         };
                         let at = (now_ms + delay).max(after);
+                        if let (Some(early), ChannelFrame::Batch(batch)) = (&mut early, &frame) {
+                            if self.rng.below(4) == 0 {
+                                let at = now_ms + self.rng.between(0, 30);
+                                early.push((at, batch.clone()));
+                            }
+                        }
                         // Now and then a frame comes twice, or overtakes the one before it:
                         // the channel protocol must drop the copy, or notice and reconnect.
                         match self.rng.below(1000) {
@@ -194,6 +213,17 @@ impl Sim {
                         .is_some_and(|(at, _)| *at <= now_ms && close_at.is_none_or(|c| *at < c))
             };
             let closing = close_at.is_some_and(|at| at <= now_ms);
+            // An early copy due: delivered, or lost on a cut link or after the end.
+            if let Some(due) = connection.early.iter().position(|(at, _)| *at <= now_ms) {
+                let (at, batch) = connection.early.swap_remove(due);
+                if !blocked && close_at.is_none_or(|c| at < c) {
+                    let connection = connection.ids.1;
+                    self.digest
+                        .add(&format!("early {connection} {}", batch.first_seq));
+                    self.handle(acceptor, Command::EarlyBatch { connection, batch });
+                }
+                continue;
+            }
             let next = if arrives(&connection.to_acceptor) {
                 connection
                     .to_acceptor
@@ -290,6 +320,7 @@ impl Sim {
                 from_acceptor,
                 to_acceptor: VecDeque::new(),
                 to_dialler: VecDeque::new(),
+                early: Vec::new(),
                 close_at: None,
             },
         );

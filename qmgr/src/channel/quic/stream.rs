@@ -16,7 +16,9 @@ use quinn::VarInt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::{KEEP_ALIVE_INTERVAL, READ_CHUNK_BYTES, Shared, Sink, WRITE_COALESCE_BYTES, code};
+use super::{
+    KEEP_ALIVE_INTERVAL, READ_CHUNK_BYTES, Shared, Sink, WRITE_COALESCE_BYTES, code, early,
+};
 use crate::channel::connection::{
     CHANNEL_FRAMES_MAX, Channel, ChannelDirection, ChannelOut, Close, Event, RoundTrip,
 };
@@ -58,12 +60,19 @@ pub(super) async fn run<E: Sink>(
     if shared.events.send(opened.into()).await.is_err() {
         return;
     }
+    // Batches flow on outbound connections, so copies go out on those and are read on inbound
+    // ones.
+    let copier = (shared.early_copies && direction == ChannelDirection::Outbound)
+        .then(|| early::Copier::new(connection.clone()));
+    let early_reader = (shared.early_copies && direction == ChannelDirection::Inbound)
+        .then(|| tokio::spawn(early::read(connection.clone(), id, shared.events.clone())));
     let writer = Writer {
         send,
         queue: frames_rx,
         close_now: CloseNow(Some(close_rx)),
         connection: connection.clone(),
         chunks: Vec::new(),
+        copier,
     };
     let writer = tokio::spawn(writer.run());
     let sampler = tokio::spawn(sample_rtt(connection.clone(), rtt));
@@ -80,6 +89,9 @@ pub(super) async fn run<E: Sink>(
     }
     writer.abort();
     sampler.abort();
+    if let Some(reader) = early_reader {
+        reader.abort();
+    }
     let reason = match reason {
         ReadEnd::Malformed(why) => format!("malformed frame: {why}"),
         ReadEnd::Closed(why) => why,
@@ -156,6 +168,8 @@ struct Writer {
     connection: quinn::Connection,
     /// The frames of the write being made.
     chunks: Vec<Bytes>,
+    /// Early copies of its batches, on an outbound connection with them switched on.
+    copier: Option<early::Copier>,
 }
 
 impl Writer {
@@ -172,8 +186,8 @@ impl Writer {
                 let _ = self.send.finish();
                 return;
             };
-            let then = match self.gather(first) {
-                Ok(then) => then,
+            let (then, bytes) = match self.gather(first) {
+                Ok(gathered) => gathered,
                 Err(e) => {
                     warn!(error = %e, "a frame could not be encoded; closing the channel");
                     let encoding = VarInt::from_u32(code::PROTOCOL);
@@ -181,6 +195,9 @@ impl Writer {
                     return;
                 }
             };
+            if let Some(copier) = &mut self.copier {
+                copier.send_before(bytes).await;
+            }
             // Nor behind a write that a peer which stopped reading holds up. Interrupted,
             // the write may have stopped inside a frame, where a goodbye would be misread.
             let written = tokio::select! {
@@ -192,6 +209,7 @@ impl Writer {
                 return self.after_write_failure().await;
             }
             self.chunks.clear();
+
             if let Some(close) = then {
                 return self.close(&close, true).await;
             }
@@ -211,8 +229,9 @@ impl Writer {
 
     /// Encodes `first` and the frames queued behind it, up to [`WRITE_COALESCE_BYTES`], into
     /// `chunks`, each into a buffer of its own size: quinn takes them in one call, where one
-    /// growing buffer was re-copied every batch it held. Stops at a close, and returns it.
-    fn gather(&mut self, first: ChannelOut) -> Result<Option<Close>, FrameError> {
+    /// growing buffer was re-copied every batch it held. Stops at a close, and returns it with
+    /// the bytes gathered.
+    fn gather(&mut self, first: ChannelOut) -> Result<(Option<Close>, usize), FrameError> {
         let mut bytes = 0;
         let mut next = Some(first);
         while let Some(item) = next.take() {
@@ -220,16 +239,19 @@ impl Writer {
             // write's, which the coalescing limit bounds.
             let frame = match item {
                 ChannelOut::Frame(frame) | ChannelOut::Unwindowed(frame, _) => frame,
-                ChannelOut::Close(close) => return Ok(Some(close)),
+                ChannelOut::Close(close) => return Ok((Some(close), bytes)),
             };
-            let encoded = frame::encode(&frame)?;
+            let encoded = Bytes::from(frame::encode(&frame)?);
             bytes += encoded.len();
-            self.chunks.push(Bytes::from(encoded));
+            if let Some(copier) = &mut self.copier {
+                copier.consider(&frame, &encoded);
+            }
+            self.chunks.push(encoded);
             if bytes < WRITE_COALESCE_BYTES {
                 next = self.queue.try_recv().ok();
             }
         }
-        Ok(None)
+        Ok((None, bytes))
     }
 
     /// Ends the connection as the core asked: the goodbye first if the stream is between

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::*;
 use crate::channel::connection::{ChannelDirection, Event};
-use crate::channel::frame::ChannelFrame;
+use crate::channel::frame::{Batch, ChannelFrame, WireMessage};
 use crate::config::TlsSettings;
 
 /// Generous for a loopback handshake on a loaded machine; only a bug waits this long.
@@ -41,6 +41,10 @@ fn topology(alpha: u16, bravo: u16, linked: bool) -> Topology {
 enum Seen {
     Opened(ChannelDirection, u64),
     Closed(u64),
+    /// A batch from the stream, by its first sequence number.
+    Batch(u64),
+    /// An early copy of one.
+    Early(u64),
 }
 
 /// One manager's driver, with a stand-in for its core that reports connection events.
@@ -55,7 +59,8 @@ struct Side {
 
 /// What the core does with connections, reduced to what the driver needs: it keeps each
 /// channel (dropping it would finish the stream) and sends a first frame on outbound ones
-/// (a stream is seen by the peer only once something is sent on it, as the Hello is).
+/// (a stream is seen by the peer only once something is sent on it, as the Hello is), then a
+/// batch of one small message.
 async fn stand_in_core(mut commands: mpsc::Receiver<Event>, seen: mpsc::UnboundedSender<Seen>) {
     let mut channels = Vec::new();
     while let Some(command) = commands.recv().await {
@@ -66,6 +71,13 @@ async fn stand_in_core(mut commands: mpsc::Receiver<Event>, seen: mpsc::Unbounde
                 let id = channel.id;
                 if direction == ChannelDirection::Outbound {
                     channel.send(ChannelFrame::Ping { nonce: id });
+                    channel.send(ChannelFrame::Batch(Batch {
+                        first_seq: 1,
+                        messages: vec![WireMessage {
+                            id: 7,
+                            payload: vec![7; 100].into(),
+                        }],
+                    }));
                 }
                 channels.push(channel);
                 Seen::Opened(direction, id)
@@ -74,7 +86,12 @@ async fn stand_in_core(mut commands: mpsc::Receiver<Event>, seen: mpsc::Unbounde
                 channels.retain(|c| c.id != connection);
                 Seen::Closed(connection)
             }
-            _ => continue,
+            Event::Frame {
+                frame: ChannelFrame::Batch(batch),
+                ..
+            } => Seen::Batch(batch.first_seq),
+            Event::EarlyBatch { batch, .. } => Seen::Early(batch.first_seq),
+            Event::Frame { .. } => continue,
         };
         if seen.send(event).is_err() {
             return;
@@ -84,6 +101,10 @@ async fn stand_in_core(mut commands: mpsc::Receiver<Event>, seen: mpsc::Unbounde
 
 impl Side {
     async fn start(me: &str, topology: &Topology, certs: &Path) -> Side {
+        Side::start_with(me, topology, certs, true).await
+    }
+
+    async fn start_with(me: &str, topology: &Topology, certs: &Path, early_copies: bool) -> Side {
         let me = name(me);
         let settings = TlsSettings {
             ca: Some(certs.join("ca.pem")),
@@ -102,6 +123,7 @@ impl Side {
                 listen: None,
                 tls,
                 congestion: crate::config::LinkCongestion::default(),
+                early_copies,
                 events: commands_tx,
             },
             shutdown,
@@ -137,6 +159,7 @@ impl Side {
                         inbound = None;
                     }
                 }
+                Some(_) => {}
                 None => panic!("no channel opened within {DEADLINE:?}"),
             }
         }
@@ -149,7 +172,7 @@ impl Side {
         while !left.is_empty() {
             match self.next(DEADLINE).await {
                 Some(Seen::Closed(id)) => left.retain(|&l| l != id),
-                Some(Seen::Opened(..)) => {}
+                Some(_) => {}
                 None => panic!("connections {left:?} not closed within {DEADLINE:?}"),
             }
         }
@@ -232,4 +255,43 @@ async fn a_loopback_link_grows_its_datagrams_past_an_ethernet_paths() {
     }
     alpha.driver.close().await;
     bravo.driver.close().await;
+}
+
+/// What `side` sees of batches: (from the stream, early copies), once both came, or once
+/// the stream's came and `quiet` passed after it without a copy, or at the deadline.
+async fn batches_seen(side: &mut Side, quiet: Duration) -> (usize, usize) {
+    let (mut stream, mut early) = (0, 0);
+    let mut deadline = tokio::time::Instant::now() + DEADLINE;
+    while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, side.seen.recv()).await {
+        match seen {
+            Seen::Batch(_) if stream == 0 => {
+                stream = 1;
+                deadline = deadline.min(tokio::time::Instant::now() + quiet);
+            }
+            Seen::Early(_) => early += 1,
+            _ => {}
+        }
+        if stream > 0 && early > 0 {
+            break;
+        }
+    }
+    (stream, early)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_batch_also_goes_as_an_early_copy_unless_switched_off() {
+    let certs = tempfile::tempdir().unwrap();
+    for early_copies in [true, false] {
+        let (alpha_port, bravo_port) = (free_udp_port(), free_udp_port());
+        let linked = topology(alpha_port, bravo_port, true);
+        crate::certs::init(&linked, certs.path(), true, OffsetDateTime::now_utc()).unwrap();
+        let alpha = Side::start_with("alpha", &linked, certs.path(), early_copies).await;
+        let mut bravo = Side::start_with("bravo", &linked, certs.path(), early_copies).await;
+        // A copy goes out just after its stream's write: a second after the batch is long.
+        let (stream, early) = batches_seen(&mut bravo, Duration::from_secs(1)).await;
+        assert!(stream > 0, "the stream carries the batch");
+        assert_eq!(early > 0, early_copies, "early copies: {early}");
+        alpha.driver.close().await;
+        bravo.driver.close().await;
+    }
 }

@@ -305,3 +305,57 @@ fn pings_are_answered_and_sender_only_frames_refused() {
         Err(ReceiverError::Goodbye { .. })
     ));
 }
+
+#[test]
+fn an_early_copy_is_taken_only_where_the_stream_would_go_on() {
+    let mut receiver = Receiver::new(state(5), []);
+    assert!(
+        !receiver.takes_early(6, 2),
+        "before the handshake nothing is taken"
+    );
+    receiver.handle_hello(hello(SENDER_EPOCH, 100)).unwrap();
+    assert!(receiver.takes_early(6, 2), "the next batch");
+    assert!(receiver.takes_early(4, 3), "one reaching past the point");
+    assert!(
+        !receiver.takes_early(7, 2),
+        "a gap: the stream fills it first"
+    );
+    assert!(!receiver.takes_early(3, 3), "all taken already");
+    assert!(!receiver.takes_early(6, 0), "an empty batch");
+    assert!(!receiver.takes_early(0, 9), "sequence numbers start at 1");
+    assert!(receiver.takes_early(1, usize::MAX), "no overflow");
+    let store = receiver.handle_batch(6, messages(6..8)).unwrap();
+    assert_eq!(seqs(&store), vec![6, 7]);
+    assert!(
+        !receiver.takes_early(6, 2),
+        "taken, not yet durable: the accepted point counts"
+    );
+    receiver.handle_disconnected();
+    assert!(
+        !receiver.takes_early(8, 1),
+        "not on a connection not greeted"
+    );
+}
+
+#[test]
+fn the_stream_copy_of_a_batch_taken_early_asks_for_no_write() {
+    let mut receiver = greeted(5, []);
+    let batch = |first_seq: u64, ids: std::ops::Range<u128>| {
+        ChannelFrame::Batch(Batch {
+            first_seq,
+            messages: messages(ids),
+        })
+    };
+    assert!(matches!(
+        receiver.handle_frame(batch(6, 6..9)),
+        Ok(ReceiverOutput::Store(_))
+    ));
+    assert_eq!(
+        receiver.handle_frame(batch(6, 6..9)),
+        Ok(ReceiverOutput::Nothing)
+    );
+    let Ok(ReceiverOutput::Store(store)) = receiver.handle_frame(batch(7, 7..10)) else {
+        panic!("a batch reaching past the point is stored");
+    };
+    assert_eq!(seqs(&store), vec![9], "only what is new");
+}

@@ -112,6 +112,8 @@ pub(super) struct LinkCounters {
     messages_acked: u64,
     bytes_acked: u64,
     messages_received: u64,
+    /// Batches taken from an early copy.
+    early_batches: u64,
     connects: u64,
 }
 
@@ -761,6 +763,7 @@ impl Core {
                     bytes_acked: link.counters.bytes_acked,
                     messages_received: link.counters.messages_received,
                     duplicates_dropped: link.receiver.duplicates_skipped_by_id(),
+                    early_batches: link.counters.early_batches,
                     connects: link.counters.connects,
                     last_error: link
                         .sender_broken

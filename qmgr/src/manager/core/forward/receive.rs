@@ -51,6 +51,7 @@ impl Core {
                         break;
                     }
                 }
+                Ok(ReceiverOutput::Nothing) => {}
                 Ok(ReceiverOutput::Store(store)) => match &mut merged {
                     Some(merged) => {
                         merged.messages_to_store.extend(store.messages_to_store);
@@ -69,6 +70,44 @@ impl Core {
         if let Some(store) = merged {
             self.store_received(neighbour, store, now);
         }
+    }
+
+    /// An early copy of a batch on `connection`: handled as the stream's next frame would be
+    /// if it follows on from what was taken, dropped if not (its stream copy follows). Never
+    /// closes the channel: a copy the inbox has no room for is dropped too.
+    pub(in crate::manager::core) fn on_early(
+        &mut self,
+        connection: u64,
+        batch: crate::channel::frame::Batch,
+        now: Now,
+    ) {
+        let Some((neighbour, ChannelDirection::Inbound)) = self.links.channel_of(connection) else {
+            return;
+        };
+        let Some(link) = self.links.get_mut(&neighbour) else {
+            return;
+        };
+        if !link
+            .receiver
+            .takes_early(batch.first_seq, batch.messages.len())
+        {
+            return;
+        }
+        let frame = ChannelFrame::Batch(batch);
+        if link.receiving {
+            // Queued behind what arrived before it, where the accepted point only grows: it
+            // still follows on when its turn comes.
+            let bytes = frame_bytes(&frame);
+            if link.inbox.len() >= INBOX_FRAMES_MAX || link.inbox_bytes + bytes > INBOX_BYTES_MAX {
+                return;
+            }
+            link.counters.early_batches += 1;
+            link.inbox_bytes += bytes;
+            link.inbox.push_back((connection, frame));
+            return;
+        }
+        link.counters.early_batches += 1;
+        self.receive(&neighbour, vec![frame], now);
     }
 
     pub(in crate::manager::core) fn store_received(

@@ -10,7 +10,7 @@ use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
 use tokio::sync::mpsc;
 
 use crate::channel::connection::{CHANNEL_FRAMES_MAX, Channel, ChannelOut, UNWINDOWED_BYTES_MAX};
-use crate::channel::frame::ChannelFrame;
+use crate::channel::frame::{Batch, ChannelFrame};
 use crate::manager::core::COMPACT_AGE_MS;
 use crate::manager::outbox::{self, Outgoing};
 use crate::manager::storage::{JournalStorage, JournalWork};
@@ -639,4 +639,57 @@ async fn a_publication_for_an_idle_link_is_given_its_channel_in_the_write_that_s
     assert_eq!(sent, 1, "the copy left with the write that stored it");
     wire.run(&mut alpha, &mut bravo, true).await;
     assert_eq!(bravo.take_all_from("s0").await, ["p0", "p1"]);
+}
+
+#[tokio::test]
+async fn early_copies_are_taken_only_where_the_stream_would_go_on_and_store_nothing_twice() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut alpha, mut bravo, mut wire) = connected(dirs.0.path(), dirs.1.path()).await;
+    let mut frames = Vec::new();
+    for n in 0..3 {
+        alpha.put(numbered(n..n + 1));
+        alpha.settle().await;
+        while let Ok(frame) = wire.to_bravo.try_recv().map(ChannelOut::into_frame) {
+            frames.push(frame);
+        }
+    }
+    let batches: Vec<Batch> = frames
+        .iter()
+        .filter_map(|frame| match frame {
+            ChannelFrame::Batch(batch) => Some(batch.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batches.len(), 3, "one batch a put: {frames:?}");
+    // The third's copy would leave a gap: dropped. The first's is taken, and the second's
+    // while the first is being written.
+    for batch in [&batches[2], &batches[0], &batches[1]] {
+        let batch = batch.clone();
+        let connection = wire.inbound;
+        bravo
+            .core
+            .on_command(Command::EarlyBatch { connection, batch }, at(NOW));
+    }
+    // A copy on a connection this side sends on means nothing.
+    let (connection, batch) = (wire.outbound, batches[0].clone());
+    alpha
+        .core
+        .on_command(Command::EarlyBatch { connection, batch }, at(NOW));
+    // Then the stream brings all three.
+    for frame in frames {
+        let connection = wire.inbound;
+        bravo
+            .core
+            .on_command(Command::ChannelFrame { connection, frame }, at(NOW));
+    }
+    wire.run(&mut alpha, &mut bravo, true).await;
+    assert_eq!(bravo.take_all().await, numbered(0..3));
+    assert_eq!(alpha.transmission_depth(), 0, "every message was acked");
+    let early: u64 = bravo
+        .core
+        .link_status(at(NOW))
+        .iter()
+        .map(|l| l.early_batches)
+        .sum();
+    assert_eq!(early, 2);
 }

@@ -1,0 +1,302 @@
+//! Early copies: a batch small enough for one datagram is also sent as a QUIC datagram while
+//! the link carries little, so that a packet lost on the channel's stream does not hold up
+//! the batches behind it for a round trip. The receiver takes a copy only if it follows on from
+//! what it already took ([`crate::channel::receiver::Receiver::takes_early`]); its stream copy
+//! is then a resend, dropped by sequence number. A copy lost or refused costs nothing: the
+//! stream carries every batch whatever happens to the copies.
+//!
+//! Why copies and not more streams: the channel numbers its messages and the receiver takes
+//! them in order, so a batch on a second stream would wait for the lost one all the same.
+//! A copy on another packet is what gets past the loss.
+//!
+//! The budget: datagrams go out ahead of stream data in quinn's packets, so copies would take
+//! a saturated link's room from the stream. A copy is sent only while what was written in the
+//! last round trip, copies included, stays within [`WINDOW_SHARE`] of the congestion window:
+//! a link paced below its path's rate gets copies of everything, a saturated one none.
+//!
+//! Invariants: no copy of a frame larger than the peer's datagram limit; what was written is
+//! counted over at most one round trip, in at most [`BUCKETS`] buckets.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn::VarInt;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tracing::warn;
+
+use super::{Sink, code};
+use crate::channel::connection::Event;
+use crate::channel::frame::{self, ChannelFrame};
+
+/// How often the writer asks quinn for the path: its window and round trip move once per
+/// round of acknowledgements, and asking locks the connection.
+const PATH_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A copy must not travel in the packet that carries its batch on the stream: quinn puts
+/// datagrams and stream data together, and a copy sent just after its stream write was lost
+/// with its batch (`qmgr bench wan` saw one copy taken in a run with 3% loss). So copies go
+/// first, and the stream write waits until quinn has put them in a packet, checking this many
+/// times between yields to the runtime (past that it goes anyway). Waiting for the stream data
+/// to go out before sending the copies instead is not exact (a write may span packets, the
+/// rest travelling with the copy), and a timer's millisecond cost paced messages 2 to 3 ms of
+/// p50 at 3% loss.
+const SENT_CHECKS_MAX: u32 = 16;
+
+/// The share of the congestion window that the last round trip's writes, copies included,
+/// may fill for one more copy to go out.
+pub(crate) const WINDOW_SHARE: f64 = 0.5;
+
+/// The round trip's writes are counted in this many buckets, oldest dropped first.
+const BUCKETS: u32 = 8;
+
+/// The path as quinn last reported it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Path {
+    /// The congestion window, in bytes.
+    pub window: u64,
+    /// The smoothed round trip.
+    pub rtt: Duration,
+}
+
+/// Whether the next batch gets an early copy; see the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct EarlyCopies {
+    /// Bytes written (stream and copies) per bucket, each with its bucket's start, oldest first.
+    written: VecDeque<(Instant, u64)>,
+}
+
+impl EarlyCopies {
+    /// `bytes` went on the stream (or out as a copy) at `now`.
+    pub(crate) fn wrote(&mut self, now: Instant, bytes: usize, path: Path) {
+        let width = bucket_width(path.rtt);
+        match self.written.back_mut() {
+            Some((start, sum)) if now.saturating_duration_since(*start) < width => {
+                *sum += bytes as u64;
+            }
+            _ => self.written.push_back((now, bytes as u64)),
+        }
+        self.forget_before(now, path.rtt);
+    }
+
+    /// Whether a frame of `bytes` may go out as a copy too: it fits a datagram of at most
+    /// `datagram_max` bytes (`None`: the peer takes none), and the link has room. Counts the
+    /// copy as written if so.
+    pub(crate) fn take(
+        &mut self,
+        now: Instant,
+        bytes: usize,
+        datagram_max: Option<usize>,
+        path: Path,
+    ) -> bool {
+        if datagram_max.is_none_or(|max| bytes > max) {
+            return false;
+        }
+        self.forget_before(now, path.rtt);
+        let recent: u64 = self.written.iter().map(|(_, sum)| sum).sum();
+        let room = (path.window as f64 * WINDOW_SHARE) as u64;
+        if recent + bytes as u64 > room {
+            return false;
+        }
+        self.wrote(now, bytes, path);
+        true
+    }
+
+    fn forget_before(&mut self, now: Instant, rtt: Duration) {
+        let width = bucket_width(rtt);
+        while let Some((start, _)) = self.written.front() {
+            // A bucket ends `width` after it starts; it counts while its end is within a
+            // round trip.
+            if now.saturating_duration_since(*start + width) <= rtt {
+                break;
+            }
+            self.written.pop_front();
+        }
+    }
+}
+
+/// The writer's side: which batches of an outbound connection also go out as datagrams,
+/// just before the write that carries them on the stream.
+pub(super) struct Copier {
+    connection: quinn::Connection,
+    copies: EarlyCopies,
+    path: Option<(Path, Instant)>,
+    /// The encoded batches of the write being made.
+    candidates: Vec<Bytes>,
+}
+
+impl Copier {
+    pub(super) fn new(connection: quinn::Connection) -> Copier {
+        Copier {
+            connection,
+            copies: EarlyCopies::default(),
+            path: None,
+            candidates: Vec::new(),
+        }
+    }
+
+    /// `encoded` is going on the stream; a batch is a candidate for a copy.
+    pub(super) fn consider(&mut self, frame: &ChannelFrame, encoded: &Bytes) {
+        if matches!(frame, ChannelFrame::Batch(_)) {
+            self.candidates.push(encoded.clone());
+        }
+    }
+
+    /// A write of `bytes` is about to go on the stream: copies of its batches go out first, as
+    /// the budget allows, and this returns once they are in a packet (see [`SENT_CHECKS_MAX`]).
+    pub(super) async fn send_before(&mut self, bytes: usize) {
+        let now = Instant::now();
+        let path = self.path(now);
+        self.copies.wrote(now, bytes, path);
+        let datagram_max = self.connection.max_datagram_size();
+        // (datagrams put in packets before these copies, copies sent)
+        let mut sent: Option<(u64, u64)> = None;
+        for candidate in self.candidates.drain(..) {
+            if !self.copies.take(now, candidate.len(), datagram_max, path) {
+                continue;
+            }
+            let (_, copies) = sent.get_or_insert_with(|| {
+                let before = self.connection.stats().frame_tx.datagram;
+                (before, 0)
+            });
+            // Refused only when the connection is gone or the peer shrank its limit: the
+            // stream carries the batch anyway.
+            if self.connection.send_datagram(candidate).is_ok() {
+                *copies += 1;
+            }
+        }
+        let Some((before, copies)) = sent else {
+            return;
+        };
+        for _ in 0..SENT_CHECKS_MAX {
+            if self.connection.stats().frame_tx.datagram >= before + copies {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn path(&mut self, now: Instant) -> Path {
+        match self.path {
+            Some((path, at)) if now.saturating_duration_since(at) < PATH_SAMPLE_INTERVAL => path,
+            _ => {
+                let stats = self.connection.stats();
+                let path = Path {
+                    window: stats.path.cwnd,
+                    rtt: stats.path.rtt,
+                };
+                self.path = Some((path, now));
+                path
+            }
+        }
+    }
+}
+
+/// Hands the early copies that arrive on an inbound connection to the core until the
+/// connection ends. A datagram that is not one whole batch frame breaks the protocol and
+/// closes the connection; a copy the core has no room for at once is dropped (its stream copy
+/// follows).
+pub(super) async fn read<E: Sink>(connection: quinn::Connection, id: u64, events: mpsc::Sender<E>) {
+    while let Ok(datagram) = connection.read_datagram().await {
+        let batch = match frame::decode(&datagram) {
+            Ok(Some((ChannelFrame::Batch(batch), used))) if used == datagram.len() => batch,
+            Ok(_) => return malformed(&connection, "a datagram that is not one batch frame"),
+            Err(e) => return malformed(&connection, &e.to_string()),
+        };
+        let early = Event::EarlyBatch {
+            connection: id,
+            batch,
+        };
+        if let Err(TrySendError::Closed(_)) = events.try_send(early.into()) {
+            return;
+        }
+    }
+}
+
+fn malformed(connection: &quinn::Connection, why: &str) {
+    warn!(reason = %why, "closing channel: malformed datagram");
+    connection.close(VarInt::from_u32(code::PROTOCOL), why.as_bytes());
+}
+
+fn bucket_width(rtt: Duration) -> Duration {
+    (rtt / BUCKETS).max(Duration::from_micros(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: Path = Path {
+        window: 100_000,
+        rtt: Duration::from_millis(100),
+    };
+
+    #[test]
+    fn copies_go_while_the_last_round_trip_leaves_room() {
+        let start = Instant::now();
+        let mut copies = EarlyCopies::default();
+        let mut sent = 0;
+        // A paced link: 1,000 B every 10 ms is 10,000 B per round trip, copies included
+        // 20,000: well within half the window.
+        for i in 0..100 {
+            let now = start + Duration::from_millis(10 * i);
+            copies.wrote(now, 1_000, PATH);
+            if copies.take(now, 1_000, Some(1_200), PATH) {
+                sent += 1;
+            }
+        }
+        assert_eq!(sent, 100, "a paced link gets a copy of everything");
+    }
+
+    #[test]
+    fn a_busy_link_gets_no_copies_until_it_calms_down() {
+        let start = Instant::now();
+        let mut copies = EarlyCopies::default();
+        for i in 0..60 {
+            copies.wrote(start + Duration::from_millis(i), 1_000, PATH);
+        }
+        let now = start + Duration::from_millis(60);
+        assert!(
+            !copies.take(now, 1_000, Some(1_200), PATH),
+            "60,000 B in the last round trip fill more than half the window"
+        );
+        let later = now + PATH.rtt + PATH.rtt / 4;
+        assert!(
+            copies.take(later, 1_000, Some(1_200), PATH),
+            "a round trip later the burst no longer counts"
+        );
+    }
+
+    #[test]
+    fn copies_count_against_the_room_too() {
+        let now = Instant::now();
+        let mut copies = EarlyCopies::default();
+        let taken = (0..100)
+            .filter(|_| copies.take(now, 1_000, Some(1_200), PATH))
+            .count();
+        assert_eq!(taken, 50, "half the window, in copies alone");
+    }
+
+    #[test]
+    fn no_copy_of_what_a_datagram_cannot_hold() {
+        let now = Instant::now();
+        let mut copies = EarlyCopies::default();
+        assert!(!copies.take(now, 1_201, Some(1_200), PATH));
+        assert!(
+            !copies.take(now, 100, None, PATH),
+            "the peer takes no datagrams"
+        );
+        assert!(copies.take(now, 1_200, Some(1_200), PATH));
+    }
+
+    #[test]
+    fn the_count_is_bounded_by_its_buckets() {
+        let start = Instant::now();
+        let mut copies = EarlyCopies::default();
+        for i in 0..10_000 {
+            copies.wrote(start + Duration::from_micros(50 * i), 10, PATH);
+        }
+        assert!(copies.written.len() <= BUCKETS as usize + 2);
+    }
+}
