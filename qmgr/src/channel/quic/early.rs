@@ -149,8 +149,11 @@ impl Copier {
         let now = Instant::now();
         let path = self.path(now);
         self.copies.wrote(now, bytes, path);
+        if self.candidates.is_empty() {
+            return;
+        }
         let datagram_max = self.connection.max_datagram_size();
-        // (datagrams put in packets before these copies, copies sent)
+        // quinn's count of datagrams put in packets before these copies, and the copies sent.
         let mut sent: Option<(u64, u64)> = None;
         for candidate in self.candidates.drain(..) {
             if !self.copies.take(now, candidate.len(), datagram_max, path) {

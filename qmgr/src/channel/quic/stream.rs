@@ -209,7 +209,6 @@ impl Writer {
                 return self.after_write_failure().await;
             }
             self.chunks.clear();
-
             if let Some(close) = then {
                 return self.close(&close, true).await;
             }
