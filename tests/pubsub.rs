@@ -254,6 +254,7 @@ fn the_diamond_delivers_each_publication_once_in_order_one_copy_per_link() {
     let (mut network, mut transient) = diamond_with_subscribers();
     // Counted from here: making a subscription sends a request for retained publications.
     let before = diamond_counters(&mut network);
+    let resent_before = resent_at_alpha(&mut network);
 
     let bodies: Vec<String> = (0..5000).map(|i| format!("p{i:05}")).collect();
     publish(&mut network, &bodies[..1000]);
@@ -277,14 +278,35 @@ fn the_diamond_delivers_each_publication_once_in_order_one_copy_per_link() {
     assert_received(&mut network, ("delta", "eu"), &bodies);
     assert_received(&mut network, ("charlie", "all"), &bodies);
     // One copy per link: alpha gave each publication once to bravo (for bravo and delta) and
-    // once to charlie; nothing went round through charlie to delta.
+    // once to charlie; nothing went round through charlie to delta. Except copies custody
+    // made: a restarted manager's first advertisement can show its links down for a moment,
+    // and alpha then sends the shares in flight on them around it (their destinations drop
+    // the second copies, as the subscriptions above show). Each crosses at most two of these
+    // links.
     let after = diamond_counters(&mut network);
     let carried: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
-    assert_eq!(
-        carried,
-        [5000, 5000, 0],
-        "alpha → bravo, alpha → charlie, charlie → delta"
-    );
+    let resent = resent_at_alpha(&mut network) - resent_before;
+    let once = [5000, 5000, 0];
+    let what = "alpha → bravo, alpha → charlie, charlie → delta";
+    if resent == 0 {
+        assert_eq!(carried, once, "{what}");
+    } else {
+        let extra: u64 = carried
+            .iter()
+            .zip(once)
+            .map(|(c, o)| c.saturating_sub(o))
+            .sum();
+        assert!(
+            carried.iter().zip(once).all(|(&c, o)| c >= o) && extra <= 2 * resent,
+            "{what}: {carried:?} with {resent} copies sent again"
+        );
+    }
+}
+
+/// The copies alpha's custody sent again since it started.
+fn resent_at_alpha(network: &mut Network) -> u64 {
+    let status = network.manager("alpha").client().status().unwrap();
+    status.messages_resent
 }
 
 #[test]

@@ -23,10 +23,10 @@
 //!   holding what the path holds;
 //! - on top of the gain, [`ALLOWANCE`] of the bandwidth covers the receiver's scheduling and
 //!   acknowledgement delays, which the shortest round trip leaves out;
-//! - loss is a signal only past [`LOSS_RATIO_MAX`] of a round's bytes (the estimate was too
-//!   high, a path that got slower: the round's own rate replaces it) and when everything in
-//!   flight was lost (persistent congestion: the window falls to its minimum and the start
-//!   begins again).
+//! - loss is a signal only past [`LOSS_RATIO_MAX`] of the bytes of a round that had data to
+//!   send (the estimate was too high, a path that got slower: the round's own rate replaces
+//!   it) and when everything in flight was lost (persistent congestion: the window falls to
+//!   its minimum and the start begins again).
 //!
 //! Invariants: the window never falls below [`MIN_WINDOW_PACKETS`] packets; time comes only
 //! from the calls (quinn's), never from a clock read here.
@@ -164,7 +164,11 @@ impl PathModel {
         // A round far longer than a round trip spanned a pause: its rate says nothing.
         let starved = round.starved || length > srtt.saturating_mul(2).max(ROUND_MIN * 2);
         let total = round.acked + round.lost;
-        let lossy = total > 0 && round.lost as f64 > LOSS_RATIO_MAX * total as f64;
+        // Only a round that had data to send can show the estimate too high: across an idle
+        // spell a round is a keep-alive or two, and one of them lost was "half the round",
+        // which cut a 150 ms link's estimate to a keep-alive's rate and held paced messages
+        // up for seconds while cruising climbed back (`qmgr bench wan`, 3% loss).
+        let lossy = !starved && total > 0 && round.lost as f64 > LOSS_RATIO_MAX * total as f64;
         if lossy {
             // The path carries less than believed: start over from what this round got.
             self.rates.clear();

@@ -199,6 +199,27 @@ fn starved_rounds_do_not_lower_the_estimate() {
 }
 
 #[test]
+fn loss_in_a_starved_round_does_not_lower_the_estimate() {
+    let start = Instant::now();
+    let mut model = PathModel::new(start, MTU);
+    let rtt = Duration::from_millis(20);
+    let mut at = start;
+    for _ in 0..12 {
+        at += rtt;
+        model.acked(at, at - rtt, 1_000_000, false, rtt);
+    }
+    let before = model.bandwidth();
+    // An idle spell: a keep-alive lost, one acknowledged, a second later.
+    model.lost(u64::from(MTU), false);
+    at += Duration::from_secs(1);
+    model.acked(at, at - rtt, u64::from(MTU), true, rtt);
+    at += rtt;
+    model.acked(at, at - rtt, u64::from(MTU), true, rtt);
+    assert_eq!(model.bandwidth(), before);
+    assert!(model.window() > 100 * u64::from(MTU), "{}", model.window());
+}
+
+#[test]
 fn persistent_congestion_starts_again_from_the_minimum() {
     let path = path(200.0, 40, 512, 0.0);
     let mut model = run(&path, Duration::from_secs(4), Duration::from_secs(1), 5).model;
