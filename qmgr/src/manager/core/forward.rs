@@ -164,6 +164,18 @@ impl EpochSource {
 }
 
 impl Link {
+    /// Queues `frame` from `connection` behind the write in progress; false, queueing nothing,
+    /// when the inbox is full.
+    fn queue_in_inbox(&mut self, connection: u64, frame: ChannelFrame) -> bool {
+        let bytes = frame_bytes(&frame);
+        if self.inbox.len() >= INBOX_FRAMES_MAX || self.inbox_bytes + bytes > INBOX_BYTES_MAX {
+            return false;
+        }
+        self.inbox_bytes += bytes;
+        self.inbox.push_back((connection, frame));
+        true
+    }
+
     /// Messages given to this link's channel and not yet acknowledged.
     pub(super) fn in_flight(&self) -> usize {
         self.assigned.len()
@@ -557,16 +569,13 @@ impl Core {
                     return;
                 };
                 if link.receiving {
-                    link.inbox_bytes += frame_bytes(&frame);
-                    if link.inbox.len() >= INBOX_FRAMES_MAX || link.inbox_bytes > INBOX_BYTES_MAX {
+                    if !link.queue_in_inbox(connection, frame) {
                         self.close_channel(
                             &neighbour,
                             ChannelDirection::Inbound,
                             "peer sent past its window",
                         );
-                        return;
                     }
-                    link.inbox.push_back((connection, frame));
                     return;
                 }
                 self.receive(&neighbour, vec![frame], now);

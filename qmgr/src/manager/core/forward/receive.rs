@@ -97,13 +97,9 @@ impl Core {
         if link.receiving {
             // Queued behind what arrived before it, where the accepted point only grows: it
             // still follows on when its turn comes.
-            let bytes = frame_bytes(&frame);
-            if link.inbox.len() >= INBOX_FRAMES_MAX || link.inbox_bytes + bytes > INBOX_BYTES_MAX {
-                return;
+            if link.queue_in_inbox(connection, frame) {
+                link.counters.early_batches += 1;
             }
-            link.counters.early_batches += 1;
-            link.inbox_bytes += bytes;
-            link.inbox.push_back((connection, frame));
             return;
         }
         link.counters.early_batches += 1;
