@@ -24,9 +24,9 @@
 //! - on top of the gain, [`ALLOWANCE`] of the bandwidth covers the receiver's scheduling and
 //!   acknowledgement delays, which the shortest round trip leaves out;
 //! - loss is a signal only past [`LOSS_RATIO_MAX`] of the bytes of a round that had data to
-//!   send (the estimate was too high, a path that got slower: the round's own rate replaces
-//!   it) and when everything in flight was lost (persistent congestion: the window falls to
-//!   its minimum and the start begins again).
+//!   send and lost at least [`LOSS_PACKETS_MIN`] packets (the estimate was too high, a path
+//!   that got slower: the round's own rate replaces it) and when everything in flight was lost
+//!   (persistent congestion: the window falls to its minimum and the start begins again).
 //!
 //! Invariants: the window never falls below [`MIN_WINDOW_PACKETS`] packets; time comes only
 //! from the calls (quinn's), never from a clock read here.
@@ -54,6 +54,11 @@ const GROWTH_MIN: f64 = 1.25;
 pub(crate) const ALLOWANCE: Duration = Duration::from_millis(5);
 /// A round losing more than this share of its bytes has a bandwidth estimate that is too high.
 pub(crate) const LOSS_RATIO_MAX: f64 = 0.2;
+/// ... if it lost at least this many packets' worth: a round of a few packets (a start's, with
+/// loopback's 6,500-byte packets two to four of them) loses a fifth of itself to one random
+/// loss, which held a 150 ms link with 3% loss at tens of KB/s for half a minute (`qmgr bench
+/// wan`). Linux's BBRv2 likewise asks for eight losses in a round before it leaves its start.
+pub(crate) const LOSS_PACKETS_MIN: u64 = 8;
 /// The smallest window, in packets.
 pub(crate) const MIN_WINDOW_PACKETS: u64 = 4;
 /// The shortest round: a loopback round trip is tens of microseconds, too short to measure a
@@ -168,7 +173,9 @@ impl PathModel {
         // spell a round is a keep-alive or two, and one of them lost was "half the round",
         // which cut a 150 ms link's estimate to a keep-alive's rate and held paced messages
         // up for seconds while cruising climbed back (`qmgr bench wan`, 3% loss).
-        let lossy = !starved && total > 0 && round.lost as f64 > LOSS_RATIO_MAX * total as f64;
+        let lossy = !starved
+            && round.lost >= LOSS_PACKETS_MIN * self.mtu
+            && round.lost as f64 > LOSS_RATIO_MAX * total as f64;
         if lossy {
             // The path carries less than believed: start over from what this round got.
             self.rates.clear();
