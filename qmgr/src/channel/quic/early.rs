@@ -15,7 +15,7 @@
 //! a link paced below its path's rate gets copies of everything, a saturated one none.
 //!
 //! Each copy goes twice: once before its own stream write, and again before the next write's
-//! copies, in another packet ([`Repeats`]). The receiver takes copies only in order, so one
+//! copies, in another packet ([`EarlyCopies::plan`]). The receiver takes copies only in order, so one
 //! lost copy made every copy after it wait for the stream, which is exactly what a loss holds
 //! up: at 3% loss on a 150 ms link nearly every stretch held up by the stream also lost a copy,
 //! and paced messages' p50 doubled in some runs (`qmgr bench wan`).
@@ -67,11 +67,13 @@ pub(crate) struct Path {
     pub rtt: Duration,
 }
 
-/// Whether the next batch gets an early copy; see the module documentation.
+/// Which batches get early copies, and which copies go again; see the module documentation.
 #[derive(Debug, Default)]
 pub(crate) struct EarlyCopies {
     /// Bytes written (stream and copies) per bucket, each with its bucket's start, oldest first.
     written: VecDeque<(Instant, u64)>,
+    /// The copies that went for the first time with the last write that had any, and when.
+    last: Option<(Instant, Vec<Bytes>)>,
 }
 
 impl EarlyCopies {
@@ -110,6 +112,41 @@ impl EarlyCopies {
         true
     }
 
+    /// The copies to send, in order, before a write whose batches are `candidates`: the last
+    /// write's copies once more if they went less than a round trip ago (later, the stream has
+    /// brought them), then this write's own, each as [`Self::take`] allows.
+    pub(crate) fn plan(
+        &mut self,
+        now: Instant,
+        candidates: impl IntoIterator<Item = Bytes>,
+        datagram_max: Option<usize>,
+        path: Path,
+    ) -> Vec<Bytes> {
+        let repeats = match self.last.take() {
+            Some((at, copies)) if now.saturating_duration_since(at) < path.rtt => copies,
+            _ => Vec::new(),
+        };
+        let mut plan: Vec<Bytes> = repeats
+            .into_iter()
+            .filter(|copy| self.take(now, copy.len(), datagram_max, path))
+            .collect();
+        let repeated = plan.len();
+        plan.extend(
+            candidates
+                .into_iter()
+                .filter(|candidate| self.take(now, candidate.len(), datagram_max, path)),
+        );
+        if plan.len() > repeated {
+            self.last = Some((now, plan[repeated..].to_vec()));
+        }
+        plan
+    }
+
+    /// Whether the last write's copies may still be due to go again.
+    pub(crate) fn repeats_pending(&self) -> bool {
+        self.last.is_some()
+    }
+
     fn forget_before(&mut self, now: Instant, rtt: Duration) {
         let width = bucket_width(rtt);
         while let Some((start, _)) = self.written.front() {
@@ -123,37 +160,11 @@ impl EarlyCopies {
     }
 }
 
-/// The copies sent with the last write that had any, due once more with the next write's.
-#[derive(Debug, Default)]
-pub(crate) struct Repeats {
-    last: Option<(Instant, Vec<Bytes>)>,
-}
-
-impl Repeats {
-    /// The copies to send again before this write's own, oldest first: the last write's, if
-    /// they went less than a round trip ago (later, the stream has brought them). Each is
-    /// handed out once.
-    pub(crate) fn due(&mut self, now: Instant, rtt: Duration) -> Vec<Bytes> {
-        match self.last.take() {
-            Some((at, copies)) if now.saturating_duration_since(at) < rtt => copies,
-            _ => Vec::new(),
-        }
-    }
-
-    /// `copies` went out for the first time at `now`.
-    pub(crate) fn sent(&mut self, now: Instant, copies: Vec<Bytes>) {
-        if !copies.is_empty() {
-            self.last = Some((now, copies));
-        }
-    }
-}
-
 /// The writer's side: which batches of an outbound connection also go out as datagrams,
 /// just before the write that carries them on the stream.
 pub(super) struct Copier {
     connection: quinn::Connection,
     copies: EarlyCopies,
-    repeats: Repeats,
     path: Option<(Path, Instant)>,
     /// The encoded batches of the write being made.
     candidates: Vec<Bytes>,
@@ -164,7 +175,6 @@ impl Copier {
         Copier {
             connection,
             copies: EarlyCopies::default(),
-            repeats: Repeats::default(),
             path: None,
             candidates: Vec::new(),
         }
@@ -183,38 +193,28 @@ impl Copier {
         let now = Instant::now();
         let path = self.path(now);
         self.copies.wrote(now, bytes, path);
-        if self.candidates.is_empty() {
+        if self.candidates.is_empty() && !self.copies.repeats_pending() {
             return;
         }
         let datagram_max = self.connection.max_datagram_size();
-        let repeats = self.repeats.due(now, path.rtt);
-        let mut firsts = Vec::new();
-        // quinn's count of datagrams put in packets before these copies, and the copies sent.
-        let mut sent: Option<(u64, u64)> = None;
-        let fresh = self.candidates.drain(..).map(|candidate| (candidate, true));
-        for (candidate, first) in repeats.into_iter().map(|c| (c, false)).chain(fresh) {
-            if !self.copies.take(now, candidate.len(), datagram_max, path) {
-                continue;
-            }
-            let (_, copies) = sent.get_or_insert_with(|| {
-                let before = self.connection.stats().frame_tx.datagram;
-                (before, 0)
-            });
+        let copies = self
+            .copies
+            .plan(now, self.candidates.drain(..), datagram_max, path);
+        if copies.is_empty() {
+            return;
+        }
+        // quinn's count of datagrams put in packets before these copies.
+        let before = self.connection.stats().frame_tx.datagram;
+        let mut sent = 0;
+        for copy in copies {
             // Refused only when the connection is gone or the peer shrank its limit: the
             // stream carries the batch anyway.
-            if self.connection.send_datagram(candidate.clone()).is_ok() {
-                *copies += 1;
-                if first {
-                    firsts.push(candidate);
-                }
+            if self.connection.send_datagram(copy).is_ok() {
+                sent += 1;
             }
         }
-        self.repeats.sent(now, firsts);
-        let Some((before, copies)) = sent else {
-            return;
-        };
         for _ in 0..SENT_CHECKS_MAX {
-            if self.connection.stats().frame_tx.datagram >= before + copies {
+            if self.connection.stats().frame_tx.datagram >= before + sent {
                 return;
             }
             tokio::task::yield_now().await;
@@ -335,28 +335,46 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_goes_again_once_with_the_next_write_within_a_round_trip() {
+    fn a_copy_goes_again_before_the_next_writes_within_a_round_trip() {
         let start = Instant::now();
-        let mut repeats = Repeats::default();
-        let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
-        assert!(repeats.due(start, PATH.rtt).is_empty(), "nothing sent yet");
-        repeats.sent(start, vec![a.clone(), b.clone()]);
-        let next = start + Duration::from_millis(5);
-        assert_eq!(repeats.due(next, PATH.rtt), vec![a.clone(), b]);
-        assert!(
-            repeats.due(next, PATH.rtt).is_empty(),
+        let mut copies = EarlyCopies::default();
+        let batch = |name: &'static [u8]| Bytes::from_static(name);
+        let mut plan = |at: Duration, batches: &[&'static [u8]]| {
+            let candidates = batches.iter().map(|name| batch(name));
+            copies.plan(start + at, candidates, Some(1_200), PATH)
+        };
+        assert_eq!(plan(Duration::ZERO, &[b"a"]), [batch(b"a")]);
+        assert_eq!(
+            plan(Duration::from_millis(5), &[b"b", b"c"]),
+            [batch(b"a"), batch(b"b"), batch(b"c")],
+            "the last write's copy goes again, first"
+        );
+        assert_eq!(
+            plan(Duration::from_millis(10), &[]),
+            [batch(b"b"), batch(b"c")],
+            "a write without batches still sends the last write's copies again"
+        );
+        assert_eq!(
+            plan(Duration::from_millis(15), &[b"d"]),
+            [batch(b"d")],
             "a copy goes at most twice"
         );
-        repeats.sent(next, Vec::new());
-        assert!(
-            repeats.due(next, PATH.rtt).is_empty(),
-            "a write without copies leaves nothing to repeat"
-        );
-        repeats.sent(next, vec![a]);
-        assert!(
-            repeats.due(next + PATH.rtt, PATH.rtt).is_empty(),
+        assert_eq!(
+            plan(Duration::from_millis(15) + PATH.rtt, &[b"e"]),
+            [batch(b"e")],
             "a round trip later the stream has brought it"
         );
+    }
+
+    #[test]
+    fn a_busy_link_sends_no_copy_again() {
+        let start = Instant::now();
+        let mut copies = EarlyCopies::default();
+        let a = Bytes::from_static(&[1; 1_000]);
+        assert_eq!(copies.plan(start, [a], Some(1_200), PATH).len(), 1);
+        copies.wrote(start, 60_000, PATH);
+        let b = Bytes::from_static(&[2; 1_000]);
+        assert!(copies.plan(start, [b], Some(1_200), PATH).is_empty());
     }
 
     #[test]
