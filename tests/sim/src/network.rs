@@ -3,8 +3,9 @@
 //! Each connection carries one ordered stream each way, as a QUIC stream does: frames arrive
 //! in order after a random delay, or not at all once the connection is cut; and, more
 //! hostile than QUIC, now and then a frame comes twice or overtakes the one before it. A
-//! quarter of the batches also come as an early copy (a datagram beside the stream), after a
-//! delay of its own, so before or after the stream's copy, or not at all. A cut (a
+//! quarter of the batches also come as an early copy (a datagram beside the stream), half of
+//! those twice (the sender repeats a copy with its next write's), each after a delay of its
+//! own, so before or after the stream's copy, or not at all. A cut (a
 //! partition, a flap, a crashed peer) reaches each end as `ChannelClosed` after a delay (an
 //! idle timeout, or at once for a close the other end sent), and the frames still in flight
 //! are lost. Redialling follows the driver's rule: the manager with the link dials its
@@ -167,6 +168,11 @@ impl Sim {
                             if self.rng.below(4) == 0 {
                                 let at = now_ms + self.rng.between(0, 30);
                                 early.push((at, batch.clone()));
+                                // The sender sends a copy again with its next write's.
+                                if self.rng.below(2) == 0 {
+                                    let again = now_ms + self.rng.between(0, 40);
+                                    early.push((again, batch.clone()));
+                                }
                             }
                         }
                         // Now and then a frame comes twice, or overtakes the one before it:
