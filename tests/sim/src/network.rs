@@ -5,10 +5,9 @@
 //! hostile than QUIC, now and then a frame comes twice or overtakes the one before it. A
 //! quarter of the batches also come as an early copy (a datagram beside the stream), half of
 //! those twice (the sender repeats a copy with its next write's), each after a delay of its
-//! own, so before or after the stream's copy, or not at all. A cut (a
-//! partition, a flap, a crashed peer) reaches each end as `ChannelClosed` after a delay (an
-//! idle timeout, or at once for a close the other end sent), and the frames still in flight
-//! are lost. Redialling follows the driver's rule: the manager with the link dials its
+//! own, so before or after the stream's copy, or not at all. A cut (a partition, a flap, a
+//! crashed peer) reaches each end as `ChannelClosed` after a delay (an idle timeout, or at
+//! once for a close the other end sent), and the frames still in flight are lost. Redialling follows the driver's rule: the manager with the link dials its
 //! neighbour, again and again with a backoff, while no connection of its own is up.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

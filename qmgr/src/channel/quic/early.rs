@@ -19,7 +19,7 @@
 //! only in order, so one lost copy made every copy after it wait for the stream, which is
 //! exactly what a loss holds up: at 3% loss on a 150 ms link nearly every stretch held up by
 //! the stream also lost a copy, and paced messages' p50 doubled in some runs (`qmgr bench
-//! wan`). A third time bought nothing measurable (p99 above 200 ms in one run of six either
+//! wan`). A third time bought nothing measurable (p99 above 130 ms in one run of six either
 //! way).
 //!
 //! Invariants: no copy of a frame larger than the peer's datagram limit; what was written is
