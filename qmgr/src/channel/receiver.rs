@@ -316,9 +316,11 @@ impl Receiver {
     /// Whether an early copy of a batch of `count` messages from `first_seq` is worth taking:
     /// the connection is greeted, and the batch brings the next sequence number or a later
     /// one without leaving a gap. One that is not is dropped, which costs nothing: its stream
-    /// copy follows, in order.
-    pub(crate) fn takes_early(&self, first_seq: u64, count: usize) -> bool {
-        let expected = self.state.stored_up_to + 1;
+    /// copy follows, in order. `queued_up_to` is the last sequence number of batches taken
+    /// and waiting, on this connection, to be handled in order before this one (0: none):
+    /// a copy that follows on from them follows on when its turn comes.
+    pub(crate) fn takes_early(&self, first_seq: u64, count: usize, queued_up_to: u64) -> bool {
+        let expected = self.state.stored_up_to.max(queued_up_to) + 1;
         let last = first_seq.saturating_add(count as u64).saturating_sub(1);
         self.greeted && count > 0 && first_seq >= 1 && first_seq <= expected && last >= expected
     }

@@ -286,7 +286,7 @@ impl World {
         let batch = batches[pick % batches.len()].clone();
         if self
             .receiver
-            .takes_early(batch.first_seq, batch.messages.len())
+            .takes_early(batch.first_seq, batch.messages.len(), 0)
         {
             let store = self
                 .receiver

@@ -310,29 +310,40 @@ fn pings_are_answered_and_sender_only_frames_refused() {
 fn an_early_copy_is_taken_only_where_the_stream_would_go_on() {
     let mut receiver = Receiver::new(state(5), []);
     assert!(
-        !receiver.takes_early(6, 2),
+        !receiver.takes_early(6, 2, 0),
         "before the handshake nothing is taken"
     );
     receiver.handle_hello(hello(SENDER_EPOCH, 100)).unwrap();
-    assert!(receiver.takes_early(6, 2), "the next batch");
-    assert!(receiver.takes_early(4, 3), "one reaching past the point");
+    assert!(receiver.takes_early(6, 2, 0), "the next batch");
+    assert!(receiver.takes_early(4, 3, 0), "one reaching past the point");
     assert!(
-        !receiver.takes_early(7, 2),
+        !receiver.takes_early(7, 2, 0),
         "a gap: the stream fills it first"
     );
-    assert!(!receiver.takes_early(3, 3), "all taken already");
-    assert!(!receiver.takes_early(6, 0), "an empty batch");
-    assert!(!receiver.takes_early(0, 9), "sequence numbers start at 1");
-    assert!(receiver.takes_early(1, usize::MAX), "no overflow");
+    assert!(!receiver.takes_early(3, 3, 0), "all taken already");
+    assert!(!receiver.takes_early(6, 0, 0), "an empty batch");
+    assert!(
+        !receiver.takes_early(0, 9, 0),
+        "sequence numbers start at 1"
+    );
+    assert!(receiver.takes_early(1, usize::MAX, 0), "no overflow");
     let store = receiver.handle_batch(6, messages(6..8)).unwrap();
     assert_eq!(seqs(&store), vec![6, 7]);
     assert!(
-        !receiver.takes_early(6, 2),
+        !receiver.takes_early(6, 2, 0),
         "taken, not yet durable: the accepted point counts"
+    );
+    assert!(
+        receiver.takes_early(10, 1, 9),
+        "follows on from batches waiting to be handled before it"
+    );
+    assert!(
+        !receiver.takes_early(11, 1, 9),
+        "a gap after those waiting too"
     );
     receiver.handle_disconnected();
     assert!(
-        !receiver.takes_early(8, 1),
+        !receiver.takes_early(8, 1, 0),
         "not on a connection not greeted"
     );
 }

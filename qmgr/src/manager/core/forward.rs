@@ -138,6 +138,9 @@ pub(super) struct Link {
     inbox: VecDeque<(u64, ChannelFrame)>,
     /// Payload bytes of the batches in `inbox`.
     inbox_bytes: usize,
+    /// The connection and last sequence number of the batches queued in `inbox`, if any:
+    /// early copies that follow on from them are taken (see `on_early`).
+    inbox_up_to: Option<(u64, u64)>,
     pub(super) inbound: Option<Channel>,
     pub(super) counters: LinkCounters,
     last_error: Option<String>,
@@ -172,8 +175,23 @@ impl Link {
             return false;
         }
         self.inbox_bytes += bytes;
+        if let ChannelFrame::Batch(batch) = &frame {
+            let last =
+                (batch.first_seq.saturating_add(batch.messages.len() as u64)).saturating_sub(1);
+            self.inbox_up_to = match self.inbox_up_to {
+                Some((queued, up_to)) if queued == connection => Some((queued, up_to.max(last))),
+                _ => Some((connection, last)),
+            };
+        }
         self.inbox.push_back((connection, frame));
         true
+    }
+
+    /// Empties the inbox.
+    fn clear_inbox(&mut self) {
+        self.inbox.clear();
+        self.inbox_bytes = 0;
+        self.inbox_up_to = None;
     }
 
     /// Messages given to this link's channel and not yet acknowledged.
@@ -220,6 +238,7 @@ impl Link {
             receive_record: None,
             inbox: VecDeque::new(),
             inbox_bytes: 0,
+            inbox_up_to: None,
             inbound: None,
             counters: LinkCounters::default(),
             last_error: None,
@@ -468,8 +487,7 @@ impl Core {
             }
             ChannelDirection::Inbound => {
                 link.receiver.handle_disconnected();
-                link.inbox.clear();
-                link.inbox_bytes = 0;
+                link.clear_inbox();
             }
         }
         // A neighbour that connects may have restarted with an empty link-state database.
@@ -495,8 +513,7 @@ impl Core {
             }
             ChannelDirection::Inbound => {
                 link.receiver.handle_disconnected();
-                link.inbox.clear();
-                link.inbox_bytes = 0;
+                link.clear_inbox();
             }
         }
     }
@@ -530,8 +547,7 @@ impl Core {
             }
             ChannelDirection::Inbound => {
                 link.receiver.handle_disconnected();
-                link.inbox.clear();
-                link.inbox_bytes = 0;
+                link.clear_inbox();
             }
         }
         if let Some(channel) = channel {

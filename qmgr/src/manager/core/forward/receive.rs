@@ -87,9 +87,14 @@ impl Core {
         let Some(link) = self.links.get_mut(&neighbour) else {
             return;
         };
+        // Copies taken during a write wait in the inbox; the next one follows on from them.
+        let queued_up_to = match link.inbox_up_to {
+            Some((queued, up_to)) if queued == connection => up_to,
+            _ => 0,
+        };
         if !link
             .receiver
-            .takes_early(batch.first_seq, batch.messages.len())
+            .takes_early(batch.first_seq, batch.messages.len(), queued_up_to)
         {
             return;
         }
@@ -559,6 +564,9 @@ impl Core {
         };
         let current = link.inbound.as_ref().map(|c| c.id);
         link.inbox_bytes = 0;
+        // Frames this puts back (past one write's bytes) are no longer counted: copies after
+        // them are refused until they are handled, which is safe.
+        link.inbox_up_to = None;
         let waiting: Vec<ChannelFrame> = link
             .inbox
             .drain(..)
