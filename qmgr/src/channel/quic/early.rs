@@ -131,15 +131,12 @@ impl EarlyCopies {
     ) -> Vec<Bytes> {
         self.recent
             .retain(|(at, _, left)| *left > 0 && now.saturating_duration_since(*at) < path.rtt);
-        let mut repeats = Vec::new();
+        let mut plan = Vec::new();
         for (_, copies, left) in &mut self.recent {
             *left -= 1;
-            repeats.extend(copies.iter().cloned());
+            plan.extend(copies.iter().cloned());
         }
-        let mut plan: Vec<Bytes> = repeats
-            .into_iter()
-            .filter(|copy| self.take(now, copy.len(), datagram_max, path))
-            .collect();
+        plan.retain(|copy| self.take(now, copy.len(), datagram_max, path));
         let repeated = plan.len();
         plan.extend(
             candidates

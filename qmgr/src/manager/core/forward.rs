@@ -139,7 +139,9 @@ pub(super) struct Link {
     /// Payload bytes of the batches in `inbox`.
     inbox_bytes: usize,
     /// The connection and last sequence number of the batches queued in `inbox`, if any:
-    /// early copies that follow on from them are taken (see `on_early`).
+    /// early copies that follow on from them are taken (see `on_early`). Kept as frames are
+    /// queued rather than found by scanning the inbox, which holds up to `INBOX_FRAMES_MAX`
+    /// frames, for each copy.
     inbox_up_to: Option<(u64, u64)>,
     pub(super) inbound: Option<Channel>,
     pub(super) counters: LinkCounters,
