@@ -39,7 +39,7 @@ pub(crate) use kept::{CONFIRM_RANGES_MAX, Kept};
 pub(crate) use resequence::{Holding, Release, Resequencer, Waiting};
 #[cfg(test)]
 use stamp::Afters;
-pub(crate) use stamp::{After, Chain, Stamp, Stamper};
+pub(crate) use stamp::{After, Chain, PUBLICATIONS_CHAIN, Stamp, Stamper};
 
 /// The header that carries a message's stamp.
 pub const STAMP_HEADER: &str = "hopmq.custody";
@@ -553,9 +553,14 @@ mod tests {
     #[test]
     fn a_publications_stamps_split_by_share_and_each_destination_finds_its_own() {
         let mut stamper = Stamper::new("north", 9);
+        let publication = Chain {
+            queue: stamp::PUBLICATIONS_CHAIN,
+            priority: 4,
+            expires_ms: None,
+        };
         let list: Vec<String> = ["east", "south", "west"]
             .iter()
-            .map(|destination| stamper.stamp_unordered(destination))
+            .map(|destination| stamper.stamp(destination, publication))
             .collect();
         let list = list.join(",");
         assert_eq!(list, "north/9.1@east,north/9.1@south,north/9.1@west");
@@ -576,7 +581,12 @@ mod tests {
                 expires_ms: None,
             },
         );
-        assert!(next.starts_with("north/9.2@south"), "{next}");
+        assert_eq!(
+            next, "north/9.2@south",
+            "a queue's chain is not the publications'"
+        );
+        // A later publication names the earlier one of its stream, not the queue message.
+        assert_eq!(stamper.stamp("south", publication), "north/9.3@south<1");
         let destinations: Vec<&str> = stamps(&list).map(|s| s.destination).collect();
         assert_eq!(destinations, ["east", "south", "west"]);
         assert!(stamped_by(&share, "north"));

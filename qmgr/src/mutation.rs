@@ -35,11 +35,14 @@ pub enum Mutation {
     /// Publications leave their publisher unstamped, so nobody keeps custody of them: a relay
     /// lost with its disk loses what it held.
     SkipPublicationCustody,
+    /// Destinations never hold a publication for an earlier one of its publisher, so one sent
+    /// around a failed relay is overtaken by later ones.
+    SkipPublicationResequencing,
 }
 
 impl Mutation {
     /// Every mutation, with the name `scripts/sim --mutation` takes.
-    pub const ALL: [(&'static str, Mutation); 9] = [
+    pub const ALL: [(&'static str, Mutation); 10] = [
         ("ack-before-durable", Mutation::AckBeforeDurable),
         ("skip-dedup", Mutation::SkipDedup),
         ("unrecorded-lease", Mutation::UnrecordedLease),
@@ -49,6 +52,10 @@ impl Mutation {
         ("reports-ahead", Mutation::ReportsAhead),
         ("reports-behind", Mutation::ReportsBehind),
         ("skip-publication-custody", Mutation::SkipPublicationCustody),
+        (
+            "skip-publication-resequencing",
+            Mutation::SkipPublicationResequencing,
+        ),
     ];
 
     /// Mutations a second mechanism masks: the checker must *not* see them break a promise.
@@ -59,7 +66,10 @@ impl Mutation {
 
     /// Mutations that break publications only: the simulator must run publish/subscribe to
     /// see them.
-    pub const PUBSUB: [Mutation; 1] = [Mutation::SkipPublicationCustody];
+    pub const PUBSUB: [Mutation; 2] = [
+        Mutation::SkipPublicationCustody,
+        Mutation::SkipPublicationResequencing,
+    ];
 
     /// The mutation called `name`.
     pub fn named(name: &str) -> Option<Mutation> {
@@ -84,6 +94,7 @@ pub fn set(mutation: Option<Mutation>) {
         Some(Mutation::ReportsAhead) => 7,
         Some(Mutation::ReportsBehind) => 8,
         Some(Mutation::SkipPublicationCustody) => 9,
+        Some(Mutation::SkipPublicationResequencing) => 10,
     };
     ACTIVE.store(code, std::sync::atomic::Ordering::Relaxed);
 }
@@ -103,6 +114,7 @@ pub fn active(mutation: Mutation) -> bool {
             Mutation::ReportsAhead => 7,
             Mutation::ReportsBehind => 8,
             Mutation::SkipPublicationCustody => 9,
+            Mutation::SkipPublicationResequencing => 10,
         };
         ACTIVE.load(std::sync::atomic::Ordering::Relaxed) == code
     }

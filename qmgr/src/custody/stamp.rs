@@ -182,11 +182,16 @@ impl<'a> Stamp<'a> {
     }
 }
 
+/// The chain of a stream's publications: a publication reaches many subscriptions, so it is
+/// ordered after the earlier publications of its stream, whatever their topics. No queue name
+/// starts with `#`.
+pub(crate) const PUBLICATIONS_CHAIN: &str = "#publications";
+
 /// What orders a message among the others of its stream: its queue and priority, and when it
 /// expires.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Chain<'a> {
-    /// The queue's name (without its manager).
+    /// The queue's name (without its manager), or [`PUBLICATIONS_CHAIN`].
     pub queue: &'a str,
     pub priority: u8,
     pub expires_ms: Option<u64>,
@@ -255,25 +260,6 @@ impl Stamper {
             number: this,
             destination,
             after,
-        }
-        .value()
-    }
-
-    /// The stamp header's value for the next message to `destination` that names no earlier
-    /// one: a publication, which its destination does not hold for earlier ones.
-    pub(crate) fn stamp_unordered(&mut self, destination: &str) -> String {
-        let number = match self.next.get_mut(destination) {
-            Some(next) => next,
-            None => self.next.entry(destination.into()).or_insert(1),
-        };
-        let this = *number;
-        *number += 1;
-        Stamp {
-            custodian: &self.custodian,
-            epoch: self.epoch,
-            number: this,
-            destination,
-            after: Afters::default(),
         }
         .value()
     }

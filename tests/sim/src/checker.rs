@@ -34,9 +34,10 @@
 //! Once faults stop, each acknowledged persistent publication must have been delivered from,
 //! or dead-lettered out of, each of its subscriptions (non-persistent ones are checked for
 //! duplicates only). Per publisher and subscription, persistent publications are first handed
-//! out in publish order, unless the publisher restarted between the two publishes or a manager's
-//! routes changed (or a manager started or stopped) between the earlier's publish and the
-//! later's arrival there: publications are not resequenced. A manager's lost disk takes its
+//! out in publish order whatever routes their copies took and whatever crashed, unless the
+//! publisher restarted between the two publishes, or a publication between them went on
+//! without an earlier one at its destination's custody timeout (its `hopmq.unordered` header
+//! says so). A manager's lost disk takes its
 //! subscriptions with it (what reaches them again is no duplicate), excuses the publications
 //! it published before from the loss and duplicate checks (custody of them was on that disk),
 //! and every publication published before it from the order check; publications it only

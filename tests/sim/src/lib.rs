@@ -326,7 +326,6 @@ impl Sim {
                 self.settle_at(index);
             }
         }
-        self.watch_routes();
     }
 
     /// One random action of the workload or a fault.

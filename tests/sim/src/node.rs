@@ -9,11 +9,11 @@ use hopmq::protocol::{Operation, OutgoingMessage, Reply, Selector, ServerFrame};
 use qmgr::manager::CoreLimits;
 use qmgr::manager::{Command, Core, MAINTENANCE_INTERVAL, Recovered, ToClient, TopologyUpdate};
 
+use crate::Sim;
 use crate::checker::{REPORT_QUEUE, is_conversation, is_publication};
 use crate::disk::{self, Disk};
-use crate::pubsub::{RoutesSeen, Wanted};
+use crate::pubsub::Wanted;
 use crate::shape::Shape;
-use crate::{Sim, WALL_START_MS};
 
 /// Heartbeats, as the run loop ticks them.
 const HEARTBEAT_MS: u64 = qmgr::channel::adjacency::HEARTBEAT_INTERVAL.as_millis() as u64;
@@ -77,8 +77,6 @@ pub(crate) struct Node {
     /// Durable subscriptions its client wants, and how many it ever made (for their names).
     pub(crate) subscriptions: Vec<Wanted>,
     pub(crate) subscription_count: u64,
-    /// Its routes at the last look (see [`Sim::watch_routes`]).
-    pub(crate) routes_seen: Option<RoutesSeen>,
     drained: Vec<ManagerName>,
 }
 
@@ -115,7 +113,6 @@ impl Node {
             publish_count: 0,
             subscriptions: Vec::new(),
             subscription_count: 0,
-            routes_seen: None,
             drained: Vec::new(),
         }
     }
@@ -166,7 +163,6 @@ impl Sim {
             leases: Vec::new(),
         });
         self.digest.add(&format!("start {index} #{incarnation}"));
-        self.checker.route_changed(self.now_ms);
         self.handle(
             index,
             Command::Connected {
@@ -187,7 +183,6 @@ impl Sim {
         };
         self.digest.add(&format!("{why} {index}"));
         self.checker.restarted(self.nodes[index].name.as_str());
-        self.checker.route_changed(self.now_ms);
         self.nodes[index].core = None;
         if let Some(client) = self.nodes[index].client.take() {
             for request in client.requests.into_values() {
@@ -734,11 +729,8 @@ impl Sim {
             return;
         }
         if publication {
-            // Its last hop's time: where it arrived, as that manager's clock (the simulated
-            // wall clock) said.
-            let arrived_ms = delivery.trace.iter().map(|hop| hop.at_ms).max();
-            let arrived_ms = arrived_ms.map_or(self.now_ms, |at| at.saturating_sub(WALL_START_MS));
-            self.checker.publication_handed_out(&key, queue, arrived_ms);
+            let unordered = delivery.headers.contains_key("hopmq.unordered");
+            self.checker.publication_handed_out(&key, queue, unordered);
         } else {
             let unordered = delivery.headers.contains_key("hopmq.unordered");
             self.checker.handed_out(&key, unordered, self.now_ms);

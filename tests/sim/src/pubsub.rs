@@ -1,13 +1,11 @@
 //! The simulated clients' publish/subscribe: the durable subscriptions each manager's client
 //! makes (and asks for again when a crash ate the answer), the publications it publishes with
-//! where its core says each goes, the watch on every manager's routes that the checker's
-//! publication order needs (publications are in order only while the routes stay the same),
-//! and the search for publications stranded on links the topology no longer has.
+//! where its core says each goes, and the search for publications stranded on links the
+//! topology no longer has.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use hopmq::protocol::{Operation, OutgoingMessage, Reply};
-use qmgr::manager::Command;
 use qmgr::record::{self, Record};
 
 use crate::Sim;
@@ -47,10 +45,6 @@ pub(crate) struct Wanted {
     max_depth: Option<u64>,
     pub(crate) made: Made,
 }
-
-/// What a manager's routes looked like at the last watch: (destination, next hop) pairs, and
-/// how many waiting messages it had moved to another queue.
-pub(crate) type RoutesSeen = (Vec<(String, Option<String>)>, u64);
 
 impl Sim {
     /// Manager `index`'s client asks again for a subscription whose answer it lost, or makes
@@ -193,37 +187,6 @@ impl Sim {
     ) {
         let ok = matches!(result, Ok(Reply::Put(_)));
         self.checker.publish_answered(keys, ok);
-    }
-
-    /// Looks at every running manager's routes: a change is noted for the publication order
-    /// check (once a step: a change undone within one step goes unseen, unless it moved
-    /// waiting messages).
-    pub(crate) fn watch_routes(&mut self) {
-        let now = self.now();
-        for index in 0..self.nodes.len() {
-            let node = &mut self.nodes[index];
-            let Some(core) = node.core.as_mut() else {
-                node.routes_seen = None;
-                continue;
-            };
-            let (reply, mut status) = tokio::sync::oneshot::channel();
-            // Straight to the core, not through `handle`: a look must not plan a sync (which
-            // draws from the generator) nor count as a step.
-            core.on_command(Command::Snapshot { reply }, now);
-            let Ok(status) = status.try_recv() else {
-                continue;
-            };
-            let routes = status
-                .routes
-                .into_iter()
-                .map(|route| (route.destination, route.next_hop))
-                .collect();
-            let seen = Some((routes, status.messages_rerouted));
-            if node.routes_seen != seen {
-                node.routes_seen = seen;
-                self.checker.route_changed(self.now_ms);
-            }
-        }
     }
 
     /// Tells the checker of the unstamped publications' shares given to the channel of a

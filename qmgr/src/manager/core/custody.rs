@@ -12,7 +12,7 @@
 use super::*;
 use crate::custody::{
     ACCEPTED_HEADER, Accepted, Admitted, Answer, Arrivals, Chain, CustodyRecord, Kept, Resequencer,
-    STAMP_HEADER, Stamp, Stamper, Verdict,
+    STAMP_HEADER, Stamp, Stamper, Verdict, Waiting,
 };
 
 use std::collections::BTreeMap;
@@ -44,6 +44,9 @@ pub(super) struct CustodyState {
     pub(super) arrivals: Arrivals,
     /// Arrivals held for an earlier message of their origin and queue.
     pub(super) resequencer: Resequencer,
+    /// Held publications released by an admission whose write could not take them (a
+    /// publication split again when routes changed): placed at the next tick.
+    pub(super) released: Vec<Waiting>,
     /// The path to each destination with kept messages, as last seen (`None`: unreachable).
     paths: BTreeMap<String, Option<Vec<ManagerName>>>,
     /// How long a kept message waits for its confirmation before it is sent again (if its
@@ -86,6 +89,7 @@ impl CustodyState {
             first_seq,
             arrivals: Arrivals::default(),
             resequencer: Resequencer::default(),
+            released: Vec::new(),
             paths: BTreeMap::new(),
             timeout: 2 * Duration::from_millis(crate::config::defaults::LINK_DEAD_INTERVAL_MS),
             stamper: Stamper::new(name.as_str(), epoch),
@@ -412,11 +416,19 @@ impl Core {
 
     /// The stamp header's value for a persistent publication published here for
     /// `destinations`: a stamp in this manager's stream to each of the others (see
-    /// `crate::custody::STAMPS_SEPARATOR`); `None` if there are none.
+    /// `crate::custody::STAMPS_SEPARATOR`), each naming the earlier publications of that
+    /// stream (and `message`'s priority) it must not overtake; `None` if there are none.
     pub(super) fn stamp_publication(
         &mut self,
         destinations: &crate::pubsub::Destinations,
+        message: &OutgoingMessage,
+        now_ms: u64,
     ) -> Option<String> {
+        let chain = Chain {
+            queue: crate::custody::PUBLICATIONS_CHAIN,
+            priority: message.priority,
+            expires_ms: message.ttl_ms.map(|ttl| now_ms.saturating_add(ttl)),
+        };
         let mut list = String::new();
         for manager in destinations.managers() {
             if *manager == self.name || mutation::active(Mutation::SkipPublicationCustody) {
@@ -426,7 +438,7 @@ impl Core {
             if !list.is_empty() {
                 list.push(crate::custody::STAMPS_SEPARATOR);
             }
-            list.push_str(&self.custody.stamper.stamp_unordered(manager.as_str()));
+            list.push_str(&self.custody.stamper.stamp(manager.as_str(), chain));
         }
         (!list.is_empty()).then_some(list)
     }

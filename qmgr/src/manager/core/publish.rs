@@ -15,7 +15,7 @@ use crate::record::StoredMessage;
 use hopmq::protocol::TOPIC_HEADER;
 use hopmq_routing::topic::Topic;
 
-use crate::custody::{self, Admitted, STAMP_HEADER, Stamp, Verdict};
+use crate::custody::{self, Admitted, STAMP_HEADER, Stamp, UNORDERED_HEADER, Verdict, Waiting};
 
 use super::forward::{held_queue, transmission_queue};
 use super::puts::check_batch;
@@ -103,6 +103,23 @@ pub(super) struct Placing<'a> {
     /// too, and the batch's write splits them, in order, before the link's next batch (see
     /// [`Core::split_held_whole`]): a later publication never overtakes an earlier one there.
     pub(super) held_whole: Option<&'a mut Vec<u64>>,
+    /// How an arriving publication's copies here keep their publisher's order (`None`: they
+    /// are admitted without waiting, as when split again after the routes changed).
+    pub(super) order: Option<Order<'a>>,
+}
+
+/// Resequencing for an arriving publication (see `crate::custody::resequence`): its copies here
+/// wait, in memory, for the earlier publications of its stream its stamp names, as a queue
+/// message waits for the earlier ones of its queue.
+pub(super) struct Order<'a> {
+    /// The neighbour it came from.
+    pub(super) from: &'a ManagerName,
+    /// It was held since then: held again, it keeps its deadline.
+    pub(super) held_since_ms: Option<u64>,
+    /// It leaves its hold without what it waited for, for this reason (its copies say so).
+    pub(super) unordered: Option<String>,
+    /// The held arrivals its admission releases, placed in the same write after it.
+    pub(super) released: &'a mut Vec<Waiting>,
 }
 
 /// A write's hand-offs to waiting gets (see [`Core::hand_off`]).
@@ -147,7 +164,7 @@ impl Core {
             let destination = destinations.encode();
             let stamps = message
                 .persistent
-                .then(|| self.stamp_publication(&destinations))
+                .then(|| self.stamp_publication(&destinations, &message, now.wall_ms))
                 .flatten();
             let envelope = Envelope {
                 seq: 0,
@@ -174,6 +191,7 @@ impl Core {
                 room: None,
                 admitted: None,
                 held_whole: None,
+                order: None,
             };
             self.fan_out(copies, None, message.persistent, (&mut items, placing), now);
             if retain {
@@ -286,30 +304,14 @@ impl Core {
         let (here, groups) = self.split(destinations);
         let stamps = stored.header(STAMP_HEADER).filter(|_| persistent);
         if here {
-            // The copies here carry this manager's stamp alone: recovery finds in them what
-            // custody accepted.
-            let mine = stamps.and_then(|list| custody::stamp_in(list, self.name.as_str()));
-            let restamped;
-            let local = match stamps {
-                Some(_) => {
-                    restamped = with_stamps(stored, mine.map(|(text, _)| text));
-                    &restamped
-                }
-                None => stored,
-            };
-            let copies = (local, topic);
-            let admission = mine
-                .map(|(_, stamp)| self.admit_publication(stamp, placing.admitted.as_deref_mut()));
-            match admission {
-                Some(Verdict::Duplicate) => {}
-                Some(Verdict::Forgotten) => {
-                    let reason = FORGOTTEN_REASON;
-                    items.push(self.dead_letter_publication(local, hop, reason, now));
-                }
-                _ => {
-                    self.deliver_all_here(copies, hop, persistent, (&mut *items, &mut placing), now)
-                }
-            }
+            let copies = (stored, topic);
+            self.copies_here(
+                copies,
+                stamps,
+                (hop, persistent),
+                (&mut *items, &mut placing),
+                now,
+            );
         }
         for (next_hop, share) in groups {
             if !persistent {
@@ -357,6 +359,67 @@ impl Core {
         }
     }
 
+    /// The copies of a publication for this manager, one of its destinations (see
+    /// [`Self::fan_out`]): admitted by custody under this manager's stamp in `stamps`, held
+    /// for an earlier publication of its stream if [`Placing::order`] says so.
+    fn copies_here(
+        &mut self,
+        (stored, topic): (&StoredMessage<'_>, &Topic),
+        stamps: Option<&str>,
+        (hop, persistent): (Option<(&str, u64)>, bool),
+        (items, placing): (&mut Vec<PutItem>, &mut Placing<'_>),
+        now: Now,
+    ) {
+        // The copies here carry this manager's stamp alone: recovery finds in them what
+        // custody accepted.
+        let mine = stamps.and_then(|list| custody::stamp_in(list, self.name.as_str()));
+        // Held once without what it waited for, it waits no more, and its copies say why.
+        let unordered = placing.order.as_mut().and_then(|o| o.unordered.take());
+        let ordered_at = placing
+            .order
+            .as_ref()
+            .filter(|_| unordered.is_none())
+            .map(|_| now.wall_ms);
+        let restamped;
+        let local = match stamps {
+            Some(_) => {
+                restamped = {
+                    let mut local = with_stamps(stored, mine.map(|(text, _)| text));
+                    if unordered.is_some() {
+                        local.set_header(UNORDERED_HEADER, unordered.as_deref());
+                    }
+                    local
+                };
+                &restamped
+            }
+            None => stored,
+        };
+        let copies = (local, topic);
+        let admission = mine.map(|(_, stamp)| {
+            let admitted = placing.admitted.as_deref_mut();
+            self.admit_publication(stamp, ordered_at, admitted)
+        });
+        if let (Some((_, stamp)), Some(Verdict::New)) = (mine, admission) {
+            // What waited for it goes on after it.
+            let released = placing.order.as_mut().map(|order| &mut *order.released);
+            self.release_publications_after(stamp, released);
+        }
+        match admission {
+            Some(Verdict::Duplicate) => {}
+            Some(Verdict::Wait(after)) => {
+                if let (Some((_, stamp)), Some(order)) = (mine, placing.order.as_ref()) {
+                    let waiting = self.held_copies(local, order, now);
+                    self.hold_arrival(stamp, after, waiting);
+                }
+            }
+            Some(Verdict::Forgotten) => {
+                let reason = FORGOTTEN_REASON;
+                items.push(self.dead_letter_publication(local, hop, reason, now));
+            }
+            _ => self.deliver_all_here(copies, hop, persistent, (items, placing), now),
+        }
+    }
+
     /// The copies of a publication this manager is a destination of, for its subscriptions
     /// (or the subscription a retained one is for), or its answer to a retained request.
     fn deliver_all_here(
@@ -382,17 +445,21 @@ impl Core {
     }
 
     /// Custody's verdict on this manager's stamp of an arriving publication; a new one's
-    /// admission goes to `admitted`, to be settled with the write of its copies.
+    /// admission goes to `admitted`, to be settled with the write of its copies. With
+    /// `ordered_at` (the wall clock now), one that came before an earlier publication of its
+    /// stream must wait for it.
     fn admit_publication(
         &mut self,
         stamp: Stamp<'_>,
+        ordered_at: Option<u64>,
         admitted: Option<&mut Vec<Admitted>>,
     ) -> Verdict {
         if mutation::active(Mutation::SkipCustodyDedup) {
             return Verdict::New;
         }
-        // Not resequenced: publications wait for no earlier one.
-        let (verdict, token) = self.custody.accepted.admit(stamp, None);
+        let ordered_at =
+            ordered_at.filter(|_| !mutation::active(Mutation::SkipPublicationResequencing));
+        let (verdict, token) = self.custody.accepted.admit(stamp, ordered_at);
         match (token, admitted) {
             (Some(token), Some(admitted)) => admitted.push(token),
             // No write to settle it with: free again, so that the next copy is taken.
@@ -406,6 +473,36 @@ impl Core {
             );
         }
         verdict
+    }
+
+    /// The held publication that `stamp`'s admission here releases, if any, into `released`
+    /// (placed in the same write), or else placed at the next tick.
+    fn release_publications_after(
+        &mut self,
+        stamp: Stamp<'_>,
+        released: Option<&mut Vec<Waiting>>,
+    ) {
+        let resequencer = &mut self.custody.resequencer;
+        if let Some(waiting) = resequencer.waiter(stamp.custodian, stamp.epoch, stamp.number) {
+            match released {
+                Some(released) => released.push(waiting),
+                None => self.custody.released.push(waiting),
+            }
+        }
+    }
+
+    /// What a publication held here for order keeps: its copies for this manager alone
+    /// (`local` carries this manager's stamp only), as a neighbour would send them, so that
+    /// its release makes them as an arrival does, and nothing for the other managers again.
+    fn held_copies(&self, local: &StoredMessage<'_>, order: &Order<'_>, now: Now) -> Waiting {
+        let here = Destinations::new(vec![self.name.clone()]).encode();
+        let payload = copy_record(local, ("", 0, &here), None, &[]);
+        Waiting {
+            from: order.from.clone(),
+            payload: Bytes::from(payload),
+            expires_ms: local.expires_at_ms,
+            since_ms: order.held_since_ms.unwrap_or(now.mono_ms),
+        }
     }
 
     /// A publication's copy for this manager's dead-letter queue, for `reason`.
@@ -559,7 +656,6 @@ impl Core {
         let Some(destinations) = Destinations::parse(passing.destination) else {
             return false;
         };
-        self.pubsub.links.entry(from.clone()).or_default().0 += 1;
         if passing.expires_at_ms.is_some_and(|at| at <= now.wall_ms) {
             self.totals.expired += 1;
             return true;
@@ -715,13 +811,23 @@ impl Core {
             .queues
             .get_mut(queue)
             .and_then(|slot| slot.queue.remove(entry.seq))?;
-        let (mut items, mut admitted) = (Vec::new(), Vec::new());
+        let (mut items, mut admitted, mut released) = (Vec::new(), Vec::new(), Vec::new());
         let copies = (&stored, &destinations, &topic);
+        let me = self.name.clone();
         let placing = Placing {
             admitted: Some(&mut admitted),
+            // Its copies here wait for earlier publications as an arrival's do; what its
+            // admission releases goes at the next tick, after this write.
+            order: Some(Order {
+                from: &me,
+                held_since_ms: None,
+                unordered: None,
+                released: &mut released,
+            }),
             ..Placing::default()
         };
         self.fan_out(copies, None, true, (&mut items, placing), now);
+        self.custody.released.extend(released);
         let mut journal: Vec<Bytes> = items.iter().map(|item| item.payload.clone()).collect();
         journal.push(record::encode(&Record::Remove(vec![old.seq])).into());
         self.commit(

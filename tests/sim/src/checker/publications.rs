@@ -65,6 +65,9 @@ struct Publication {
     lost_with_disk: bool,
     /// Published before its publisher lost its disk, and custody of it with it.
     publisher_lost: bool,
+    /// A copy of it was handed out with the `hopmq.unordered` header: its hold at a
+    /// destination ended without the earlier publication it waited for.
+    unordered: bool,
 }
 
 impl Publication {
@@ -76,14 +79,13 @@ impl Publication {
     }
 }
 
-/// `later` was first handed out from `subscription`, where it arrived at `arrived_ms`, while
-/// `earlier`, published before it by the same publisher and expected there too, was not.
+/// `later` was first handed out from `subscription` while `earlier`, published before it by
+/// the same publisher and expected there too, was not.
 #[derive(Debug)]
 struct Overtaken {
     later: String,
     earlier: String,
     subscription: String,
-    arrived_ms: u64,
 }
 
 /// See the module documentation.
@@ -95,9 +97,6 @@ pub(super) struct Publications {
     streams: BTreeMap<String, Vec<String>>,
     /// Per (publisher, subscription), the first publication whose order may still matter.
     cursors: BTreeMap<(String, String), usize>,
-    /// When some manager's routes changed, or a manager started or stopped (simulated ms,
-    /// in order).
-    route_changes: Vec<u64>,
     overtaken: Vec<Overtaken>,
     /// Per acknowledged persistent publication, the subscriptions it must still reach.
     awaited: BTreeMap<String, BTreeSet<String>>,
@@ -108,10 +107,18 @@ pub(super) struct Publications {
 }
 
 impl Publications {
-    /// Whether some route changed between `from_ms` and `to_ms`, both included.
-    fn routes_changed(&self, from_ms: u64, to_ms: u64) -> bool {
-        let first = self.route_changes.partition_point(|&at| at < from_ms);
-        self.route_changes.get(first).is_some_and(|&at| at <= to_ms)
+    /// Whether a publication of `publisher` after its `from`th up to `later` went on without
+    /// an earlier one it waited for at a destination.
+    fn went_unordered(&self, publisher: &str, from: usize, later: &str) -> bool {
+        let (Some(keys), Some(later)) = (self.streams.get(publisher), self.publications.get(later))
+        else {
+            return true;
+        };
+        keys.get(from + 1..=later.index).is_none_or(|between| {
+            between
+                .iter()
+                .any(|key| self.publications.get(key).is_some_and(|p| p.unordered))
+        })
     }
 
     /// `key` no longer needs to reach `subscription`.
@@ -207,6 +214,7 @@ impl Checker {
                 stranded: BTreeSet::new(),
                 lost_with_disk: false,
                 publisher_lost: false,
+                unordered: false,
             },
         );
     }
@@ -252,13 +260,6 @@ impl Checker {
         }
     }
 
-    /// Some manager's routes changed, or a manager started or stopped, at `now_ms`.
-    pub fn route_changed(&mut self, now_ms: u64) {
-        if self.publications.route_changes.last() != Some(&now_ms) {
-            self.publications.route_changes.push(now_ms);
-        }
-    }
-
     /// A manager lost its disk, and its subscriptions with it: they are expected to receive
     /// nothing more, and what they receive again is no duplicate (its custody forgot what it
     /// accepted). Publications it published before are excused from the loss and duplicate
@@ -293,8 +294,8 @@ impl Checker {
     }
 
     /// Publication `key` was handed out (leased or not) from subscription `subscription`,
-    /// where it arrived at `arrived_ms` (its trace's last hop).
-    pub fn publication_handed_out(&mut self, key: &str, subscription: &str, arrived_ms: u64) {
+    /// `unordered` if it came with the `hopmq.unordered` header.
+    pub fn publication_handed_out(&mut self, key: &str, subscription: &str, unordered: bool) {
         let pubs = &mut self.publications;
         let Some(p) = pubs.publications.get_mut(key) else {
             self.violations.push(format!(
@@ -320,6 +321,7 @@ impl Checker {
                 s.manager, p.managers
             ));
         }
+        p.unordered |= unordered;
         if !p.seen.insert(subscription.to_owned()) {
             return;
         }
@@ -350,7 +352,6 @@ impl Checker {
                     later: key.to_owned(),
                     earlier: earlier.clone(),
                     subscription: subscription.to_owned(),
-                    arrived_ms,
                 });
             }
         }
@@ -479,12 +480,11 @@ impl Checker {
             let Some(a) = pubs.publications.get(&o.earlier) else {
                 continue;
             };
-            // Order is promised only while the routes stay the same: a route change between
-            // `earlier`'s publish and `later`'s arrival may send `later` a shorter way, or
-            // leave `earlier` on a channel that waits for its link while `later` goes around
-            // (no resequencing for publications yet). Once `later` arrived, what changes no
-            // longer matters: a subscription hands out in arrival order. The watch sees
-            // changes at step granularity, and a manager's start or stop counts as one.
+            // Destinations resequence publications whatever routes their copies took, so order
+            // holds through route changes and crashes; but an unstamped share waiting on the
+            // channel of a link the topology no longer has is overtaken by the later ones
+            // that go around it, and a publication whose hold ended without the earlier one
+            // (at twice the custody timeout) says so in its `hopmq.unordered` header.
             let stranded = pubs
                 .subscriptions
                 .get(&o.subscription)
@@ -498,7 +498,7 @@ impl Checker {
                 || stranded
                 || a.dead_in.contains(&o.subscription)
                 || a.in_doubt.contains(&o.subscription)
-                || pubs.routes_changed(a.published_at.1, o.arrived_ms);
+                || pubs.went_unordered(&a.publisher, a.index, &o.later);
             if !excused {
                 self.violations.push(format!(
                     "publication order: {} was handed out from {} before {}, published earlier by {}",

@@ -19,7 +19,12 @@ pub(crate) struct Released {
 
 impl Core {
     /// Holds an arrival stamped `stamp` until `after` is here.
-    pub(super) fn hold_arrival(&mut self, stamp: Stamp<'_>, after: After, waiting: Waiting) {
+    pub(in crate::manager::core) fn hold_arrival(
+        &mut self,
+        stamp: Stamp<'_>,
+        after: After,
+        waiting: Waiting,
+    ) {
         match self.custody.resequencer.hold(stamp, after, waiting) {
             Holding::Held => {
                 // Its custodian hears at once what is missing.
@@ -59,16 +64,46 @@ impl Core {
     ) {
         while let Some(waiting) = arrivals.released.pop() {
             arrivals.held_since_ms = Some(waiting.since_ms);
+            self.place_waiting(&waiting, arrivals, items, now);
+            arrivals.held_since_ms = None;
+        }
+    }
+
+    /// A held arrival leaving its hold, into `items`: a queue message, or a publication's
+    /// copies for this manager.
+    fn place_waiting(
+        &mut self,
+        waiting: &Waiting,
+        arrivals: &mut Arrivals,
+        items: &mut Vec<PutItem>,
+        now: Now,
+    ) {
+        let placing = super::super::publish::Placing {
+            direct: Some(&mut arrivals.direct),
+            handoffs: Some(super::super::publish::Handoffs {
+                handoffs: &mut arrivals.handoffs,
+                open: &mut arrivals.open,
+                handed_off: &mut arrivals.handed_off,
+            }),
+            admitted: Some(&mut arrivals.admitted),
+            order: Some(super::super::publish::Order {
+                from: &waiting.from,
+                held_since_ms: arrivals.held_since_ms,
+                unordered: arrivals.unordered.clone(),
+                released: &mut arrivals.released,
+            }),
+            ..Default::default()
+        };
+        if !self.publication_arrival(&waiting.from, &waiting.payload, (items, placing), now) {
             if let Some(item) = self.arrival(&waiting.from, &waiting.payload, now, arrivals) {
                 items.push(item);
             }
-            arrivals.held_since_ms = None;
         }
     }
 
     /// Releases the held arrivals whose deadline passed, in one write.
     pub(in crate::manager::core) fn release_due(&mut self, now: Now) {
-        if self.custody.resequencer.len() == 0 {
+        if self.custody.resequencer.len() == 0 && self.custody.released.is_empty() {
             return;
         }
         // The earlier message's custodian sends it again within about its custody timeout
@@ -81,6 +116,11 @@ impl Core {
             .due((now.mono_ms, now.wall_ms), timeout_ms);
         let mut items = Vec::new();
         let mut arrivals = Arrivals::default();
+        // In the order they were released: each goes before what its own admission releases.
+        for waiting in std::mem::take(&mut self.custody.released) {
+            arrivals.released.push(waiting);
+            self.place_released(&mut arrivals, &mut items, now);
+        }
         for (custodian, epoch, number, why) in due {
             let resequencer = &mut self.custody.resequencer;
             let Some(waiting) = resequencer.take(&custodian, epoch, number) else {
@@ -92,17 +132,20 @@ impl Core {
                 arrivals.unordered = Some(why);
             }
             arrivals.held_since_ms = Some(waiting.since_ms);
-            if let Some(item) = self.arrival(&waiting.from, &waiting.payload, now, &mut arrivals) {
-                items.push(item);
-            }
+            self.place_waiting(&waiting, &mut arrivals, &mut items, now);
             arrivals.unordered = None;
             arrivals.held_since_ms = None;
             self.place_released(&mut arrivals, &mut items, now);
         }
-        if items.is_empty() {
+        if items.is_empty() && arrivals.admitted.is_empty() {
             return;
         }
-        let payloads = arrival_group(&items, &mut arrivals, None);
+        let mut payloads = arrival_group(&items, &mut arrivals, None);
+        if payloads.is_empty() {
+            // A publication admitted without a copy here (its subscriptions went meanwhile):
+            // its admission settles with a write all the same, or it is never confirmed.
+            payloads.push(Bytes::from(record::encode(&Record::Remove(Vec::new()))));
+        }
         let released = Released {
             items,
             handoffs: arrivals.handoffs,

@@ -142,9 +142,16 @@ impl Core {
                 room: Some(group_max.saturating_sub(ARRIVAL_GROUP_ROOM_BYTES + written)),
                 admitted: Some(&mut arrivals.admitted),
                 held_whole: Some(&mut arrivals.held_whole),
+                order: Some(super::super::publish::Order {
+                    from: neighbour,
+                    held_since_ms: None,
+                    unordered: None,
+                    released: &mut arrivals.released,
+                }),
             };
             if self.publication_arrival(neighbour, &message.payload, (&mut items, placing), now) {
-                // Placed, copies and all.
+                // Placed, copies and all (or held here for order).
+                self.pubsub.links.entry(neighbour.clone()).or_default().0 += 1;
             } else if let Some(item) = self.arrival(neighbour, &message.payload, now, &mut arrivals)
             {
                 items.push(item);
