@@ -26,9 +26,9 @@ struct Args {
     steps: u64,
     /// Break the core on purpose (ack-before-durable, skip-dedup, unrecorded-lease,
     /// skip-custody-dedup, skip-confirmations, skip-resequencing, reports-ahead,
-    /// reports-behind, skip-publication-custody): the checker must catch it (except
-    /// skip-dedup, which custody masks; the reports ones with `--reports` only,
-    /// skip-publication-custody with `--pubsub` only).
+    /// reports-behind, skip-publication-custody, skip-publication-resequencing): the checker
+    /// must catch it (except skip-dedup, which custody masks; the reports ones with
+    /// `--reports` only, the publication ones with `--pubsub` only).
     #[arg(long)]
     mutation: Option<String>,
     /// Print each run's event trace.
