@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::network::{Network, Spec, receive};
+use support::network::{Network, Spec, assert_in_put_order, kept_for, receive};
 
 fn start(spec: &Spec) -> Network {
     start_with(spec, "2000")
@@ -79,7 +79,7 @@ fn put_acknowledged_by(
     (origin, relay, destination): (&str, &str, &str),
     bodies: &[String],
 ) {
-    freeze_behind(network, destination, relay);
+    network.freeze_behind(destination, relay);
     let client = network.manager(origin).client();
     for body in bodies {
         client
@@ -111,16 +111,6 @@ fn assert_nothing_more(consumer: &hopmq::blocking::Client, wait_ms: u64) {
         .get("orders", std::time::Duration::from_millis(wait_ms))
         .unwrap();
     assert!(more.is_none(), "delivered a second time: {more:?}");
-}
-
-/// Messages `status`'s manager keeps until `destination` confirms them.
-fn kept_for(status: &serde_json::Value, destination: &str) -> u64 {
-    status["custody"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|kept| kept["destination"] == destination)
-        .map_or(0, |kept| kept["messages"].as_u64().unwrap())
 }
 
 #[test]
@@ -252,22 +242,6 @@ fn a_put_that_waits_for_arrival_returns_once_the_destination_has_it() {
     );
 }
 
-/// `got` is `expected`: all once, in put order.
-#[track_caller]
-fn assert_in_put_order(got: &[String], expected: &[String]) {
-    let length = got.len().max(expected.len());
-    if let Some(at) = (0..length).find(|&i| got.get(i) != expected.get(i)) {
-        let around = |list: &[String]| list[at.min(list.len())..(at + 3).min(list.len())].to_vec();
-        panic!(
-            "not all once in put order: {} of {} arrived; from #{at}, {:?} where {:?} was put",
-            got.len(),
-            expected.len(),
-            around(got),
-            around(expected)
-        );
-    }
-}
-
 /// What becomes of bravo after its `kill -9` in [`a_relay_lost_with_what_it_held`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Afterwards {
@@ -277,23 +251,6 @@ enum Afterwards {
     Restarted,
     /// Restarted at once with its data directory deleted (its disk lost).
     Wiped,
-}
-
-/// Freezes `destination` and waits until `relay` finds it quiet: a relay gives a quiet
-/// neighbour's channel nothing new (else the frozen socket would take the messages in, to
-/// read once it thaws), so what reaches `relay` for it stays there.
-fn freeze_behind(network: &mut Network, destination: &str, relay: &str) {
-    network.manager(destination).freeze();
-    let relay_manager = network.manager(relay);
-    support::wait_until(
-        &format!("{relay} finds {destination} quiet"),
-        support::SOON,
-        || {
-            support::network::link_of(&relay_manager.status(), destination)["heard_ms_ago"]
-                .as_u64()
-                .is_some_and(|ms| ms > 1_000)
-        },
-    );
 }
 
 /// Puts `bodies` at `manager` for `orders`, in batches, in order.
@@ -321,7 +278,7 @@ fn a_relay_lost_with_what_it_held(afterwards: Afterwards) {
     let mut network = start_with(&spec, "8000");
     let first: Vec<String> = (0..2_000).map(|i| format!("m-{i:04}")).collect();
     let second: Vec<String> = (2_000..4_000).map(|i| format!("m-{i:04}")).collect();
-    freeze_behind(&mut network, "delta", "bravo");
+    network.freeze_behind("delta", "bravo");
     put_in_batches(&mut network, "alpha", &first);
     let alpha = network.manager("alpha");
     support::wait_until("bravo acknowledges the first 2,000", support::SOON, || {
@@ -461,7 +418,7 @@ fn publications_a_relay_took_with_it(afterwards: Afterwards) {
     support::wait_until("alpha knows both subscriptions", support::SOON, || {
         alpha.list_subscriptions().unwrap().interest.len() == 2
     });
-    freeze_behind(&mut network, "delta", "bravo");
+    network.freeze_behind("delta", "bravo");
     let bodies: Vec<String> = (0..500).map(|i| format!("p{i:03}")).collect();
     publish_all(&alpha, "prices.eu.btc", &bodies);
     let origin = network.manager("alpha");
@@ -523,8 +480,8 @@ fn one_share_for_two_subscribers_behind_a_lost_relay_reaches_each_once_across_it
     support::wait_until("alpha knows both subscriptions", support::SOON, || {
         alpha.list_subscriptions().unwrap().interest.len() == 2
     });
-    freeze_behind(&mut network, "charlie", "bravo");
-    freeze_behind(&mut network, "delta", "bravo");
+    network.freeze_behind("charlie", "bravo");
+    network.freeze_behind("delta", "bravo");
     let bodies: Vec<String> = (0..300).map(|i| format!("p{i:03}")).collect();
     publish_all(&alpha, "prices.x", &bodies);
     let origin = network.manager("alpha");

@@ -1,7 +1,8 @@
 //! Publish/subscribe with real managers: filter semantics and durable subscriptions on one
 //! manager (through a `kill -9`), a transient subscriber that stops reading, and a diamond
 //! where publications reach durable subscriptions on two managers once each, in order, one
-//! copy per link, through the `kill -9` of a subscriber's manager and of a relay; and
+//! copy per link, through the `kill -9` of a subscriber's manager and of a relay, and in
+//! publish order round a relay killed with what it held; and
 //! non-persistent publications crossing the same diamond without a single journal write.
 
 #![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
@@ -11,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use hopmq::{Message, Publication};
-use support::network::{Network, Spec, link_of, receive};
+use support::network::{Network, Spec, assert_in_put_order, kept_for, link_of, receive};
 use support::{Manager, SOON, drain, wait_until};
 
 fn texts(messages: &[Message]) -> Vec<String> {
@@ -146,14 +147,17 @@ fn a_transient_subscriber_that_stops_reading_loses_counted_publications_only() {
 }
 
 fn start(spec: &Spec) -> Network {
+    // Dead only after long silence: a relay killed and restarted at once keeps its routes, so
+    // what it took is delivered from its journal when it returns.
+    start_with(spec, &[("QMGR_LINK_DEAD_INTERVAL_MS", "60000")])
+}
+
+fn start_with(spec: &Spec, env: &[(&str, &str)]) -> Network {
     let mut network = Network::prepare(spec);
     let topology = network.topology();
     let certs = network.certs();
     for name in spec.managers.clone() {
-        // Dead only after long silence: a relay killed and restarted at once keeps its
-        // routes, so what it took is delivered from its journal when it returns.
-        let env = [("QMGR_LINK_DEAD_INTERVAL_MS", "60000")];
-        network.start_manager_with(name, &topology, &certs, &env);
+        network.start_manager_with(name, &topology, &certs, env);
     }
     network.wait_all_links_up(spec);
     network
@@ -301,6 +305,48 @@ fn the_diamond_delivers_each_publication_once_in_order_one_copy_per_link() {
             "{what}: {carried:?} with {resent} copies sent again"
         );
     }
+}
+
+/// The diamond's relay bravo takes 2,000 publications for delta's subscription while delta is
+/// frozen, and is killed with them; 2,000 more follow. Alpha sends the first 2,000 round bravo
+/// once its way to delta broke, and the later ones go round it too: delta holds what comes
+/// before its turn, so its subscription gets all 4,000 once each in publish order, none of
+/// them marked unordered.
+#[test]
+fn publications_round_a_relay_lost_with_what_it_held_arrive_once_in_publish_order() {
+    let spec = Spec::diamond();
+    // Long enough for bravo to hold publications for a quiet delta without routing round it.
+    let env = [
+        ("QMGR_LINK_DEAD_INTERVAL_MS", "8000"),
+        ("QMGR_CUSTODY_TIMEOUT_MS", "2000"),
+    ];
+    let mut network = start_with(&spec, &env);
+    let delta = network.manager("delta").client();
+    delta
+        .create_subscription("eu", "prices.eu.*", None)
+        .unwrap();
+    let alpha = network.manager("alpha").client();
+    wait_until("alpha knows delta's interest", SOON, || {
+        alpha.list_subscriptions().unwrap().interest.len() == 1
+    });
+    let bodies: Vec<String> = (0..4000).map(|i| format!("p{i:05}")).collect();
+    let (first, second) = bodies.split_at(2000);
+    network.freeze_behind("delta", "bravo");
+    publish(&mut network, first);
+    let origin = network.manager("alpha");
+    wait_until("bravo acknowledges the first 2,000", SOON, || {
+        kept_for(&origin.status(), "delta") == first.len() as u64
+    });
+    network.manager("bravo").kill9();
+    network.manager("delta").thaw();
+    publish(&mut network, second);
+
+    let got = receive(&delta, "eu", bodies.len());
+    assert_in_put_order(&texts(&got), &bodies);
+    let status = network.manager("delta").status();
+    assert_eq!(status["messages_unordered"], 0, "{status}");
+    let more = delta.get("eu", Duration::from_millis(500)).unwrap();
+    assert!(more.is_none(), "nothing more");
 }
 
 /// The copies alpha's custody sent again since it started.

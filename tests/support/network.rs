@@ -328,6 +328,19 @@ impl Network {
         panic!("{sender} never sent messages to {receiver} while {receiver} was frozen");
     }
 
+    /// Freezes `destination` and waits until `relay` finds it quiet: a relay gives a quiet
+    /// neighbour's channel nothing new (else the frozen socket would take the messages in, to
+    /// read once it thaws), so what reaches `relay` for it stays there.
+    pub fn freeze_behind(&mut self, destination: &str, relay: &str) {
+        self.manager(destination).freeze();
+        let relay_manager = self.manager(relay);
+        wait_until(&format!("{relay} finds {destination} quiet"), SOON, || {
+            link_of(&relay_manager.status(), destination)["heard_ms_ago"]
+                .as_u64()
+                .is_some_and(|ms| ms > 1_000)
+        });
+    }
+
     /// Waits until every declared link is up both ways.
     #[track_caller]
     pub fn wait_all_links_up(&mut self, spec: &Spec) {
@@ -355,6 +368,32 @@ fn waiting(status: &serde_json::Value) -> Option<String> {
         .find(|q| q["name"] == "hopmq.held")
         .map_or(0, |q| q["depth"].as_u64().expect("a depth"));
     (held > 0).then(|| format!("{held} held"))
+}
+
+/// `got` is `expected`: all once, in put (or publish) order; else where they part.
+#[track_caller]
+pub fn assert_in_put_order(got: &[String], expected: &[String]) {
+    let length = got.len().max(expected.len());
+    if let Some(at) = (0..length).find(|&i| got.get(i) != expected.get(i)) {
+        let around = |list: &[String]| list[at.min(list.len())..(at + 3).min(list.len())].to_vec();
+        panic!(
+            "not all once in put order: {} of {} arrived; from #{at}, {:?} where {:?} was put",
+            got.len(),
+            expected.len(),
+            around(got),
+            around(expected)
+        );
+    }
+}
+
+/// Messages `status`'s manager keeps until `destination` confirms them.
+pub fn kept_for(status: &serde_json::Value, destination: &str) -> u64 {
+    status["custody"]
+        .as_array()
+        .expect("a status lists custody")
+        .iter()
+        .find(|kept| kept["destination"] == destination)
+        .map_or(0, |kept| kept["messages"].as_u64().expect("a count"))
 }
 
 /// The link to `neighbour` in a parsed status.
