@@ -120,6 +120,7 @@ pub fn run(options: &Options) -> Outcome {
     let mut deadline = liveness_deadline;
     let mut settle_by = 0;
     let mut arrived = false;
+    let mut arrived_at = 0;
     let mut kept = sim.kept();
     while sim.checker.violations().is_empty()
         && (sim.now_ms < deadline || (sim.now_ms < settle_by && sim.kept() > 0))
@@ -132,6 +133,13 @@ pub fn run(options: &Options) -> Outcome {
             settle_by = settle_by.max(sim.now_ms + CUSTODY_SETTLE_MS);
         }
         kept = sim.kept();
+        if arrived && sim.held() > 0 {
+            // A copy sent again to a destination that lost its disk after confirming the one
+            // before it waits there for that one until its hold times out (twice the custody
+            // timeout), then is confirmed: settling counts from the hold, within a bound.
+            let bound = arrived_at + 2 * CUSTODY_SETTLE_MS;
+            settle_by = settle_by.max((sim.now_ms + CUSTODY_SETTLE_MS).min(bound));
+        }
         if arrived && sim.checker.outstanding() > 0 {
             // Something owed again: a server answered a request that came late (its reply
             // must still turn up). Only request/reply owes anything new once faults stop.
@@ -143,6 +151,7 @@ pub fn run(options: &Options) -> Outcome {
             // for the destinations' confirmations to reach the origins (a confirmation lost
             // with a connection comes when the origin asks, after its custody timeout).
             arrived = true;
+            arrived_at = sim.now_ms;
             deadline = deadline.min(sim.now_ms + LATE_COPY_MS);
             settle_by = sim.now_ms + CUSTODY_SETTLE_MS;
         }
@@ -441,6 +450,14 @@ impl Sim {
     }
 
     /// Messages the origins still keep for a confirmation.
+    fn held(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.core.as_ref())
+            .map(Core::held_messages)
+            .sum()
+    }
+
     fn kept(&self) -> usize {
         self.nodes
             .iter()

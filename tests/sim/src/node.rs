@@ -720,7 +720,9 @@ impl Sim {
             } else if publication {
                 let from = delivery.headers.get("hopmq.dead_letter_queue");
                 let from = from.map_or("", String::as_str);
-                self.checker.publication_dead_letter(&key, reason, from);
+                let unordered = delivery.headers.contains_key("hopmq.unordered");
+                self.checker
+                    .publication_dead_letter(&key, (reason, from), unordered);
             } else {
                 self.checker.dead_letter(&key, reason);
                 let manager = self.nodes[index].name.to_string();

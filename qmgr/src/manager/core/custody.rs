@@ -232,6 +232,12 @@ impl Core {
         self.custody.kept.len()
     }
 
+    /// Arrivals held here for an earlier message of their origin (see `forward::hold`), and
+    /// publications released from a hold, waiting for the tick.
+    pub fn held_messages(&self) -> usize {
+        self.custody.resequencer.len() + self.custody.released.len()
+    }
+
     /// Answers puts that waited for arrival.
     pub(super) fn answer_arrivals(&mut self, answers: impl IntoIterator<Item = Answer>) {
         for answer in answers {

@@ -65,8 +65,9 @@ struct Publication {
     lost_with_disk: bool,
     /// Published before its publisher lost its disk, and custody of it with it.
     publisher_lost: bool,
-    /// A copy of it was handed out with the `hopmq.unordered` header: its hold at a
-    /// destination ended without the earlier publication it waited for.
+    /// A copy of it was handed out (or read from a dead-letter queue) with the
+    /// `hopmq.unordered` header: its hold at a destination ended without the earlier
+    /// publication it waited for.
     unordered: bool,
 }
 
@@ -375,9 +376,20 @@ impl Checker {
     }
 
     /// Publication `key` was got from a dead-letter queue with `reason`, dead-lettered from
-    /// `queue` (its `hopmq.dead_letter_queue` header).
-    pub fn publication_dead_letter(&mut self, key: &str, reason: Option<&str>, queue: &str) {
+    /// `queue` (its `hopmq.dead_letter_queue` header); `unordered` if it came with the
+    /// `hopmq.unordered` header.
+    pub fn publication_dead_letter(
+        &mut self,
+        key: &str,
+        (reason, queue): (Option<&str>, &str),
+        unordered: bool,
+    ) {
         self.dead_lettered += 1;
+        if let Some(p) = self.publications.publications.get_mut(key) {
+            // Went on without an earlier one, then found its subscription full: the
+            // publications after it may still pass that earlier one.
+            p.unordered |= unordered;
+        }
         if reason.is_none_or(str::is_empty) {
             self.violations
                 .push(format!("dead letter without a reason: {key}"));
