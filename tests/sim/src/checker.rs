@@ -89,7 +89,7 @@ struct Message {
     /// queue's home in one place, when it was put.
     put_at: (u64, u64, bool),
     first_seen: bool,
-    /// It was handed out with the `hopmq.unordered` header.
+    /// It was handed out (or read from a dead-letter queue) with the `hopmq.unordered` header.
     unordered: bool,
     /// Deliveries plus dead letters.
     resolved: u32,
@@ -287,8 +287,10 @@ impl Checker {
         self.resolve(key, "delivered");
     }
 
-    /// `key` was got from a dead-letter queue, with `reason`.
-    pub fn dead_letter(&mut self, key: &str, reason: Option<&str>) {
+    /// `key` was got from a dead-letter queue, with `reason`; `unordered` if it came with the
+    /// `hopmq.unordered` header (it went on without an earlier message, then was dead-lettered
+    /// at its destination: the messages after it may still pass that earlier one).
+    pub fn dead_letter(&mut self, key: &str, reason: Option<&str>, unordered: bool) {
         self.dead_lettered += 1;
         if reason.is_none_or(str::is_empty) {
             self.violations
@@ -296,6 +298,7 @@ impl Checker {
         }
         if let Some(message) = self.messages.get_mut(key) {
             message.dead_lettered = true;
+            message.unordered |= unordered;
         }
         self.resolve(key, "dead-lettered");
     }

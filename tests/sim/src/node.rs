@@ -715,16 +715,16 @@ impl Sim {
         if queue == "DLQ" {
             let reason = delivery.headers.get("hopmq.dead_letter_reason");
             let reason = reason.map(String::as_str);
+            let unordered = delivery.headers.contains_key("hopmq.unordered");
             if is_conversation(&key) {
                 self.checker.conversation_dead_letter(&key, reason);
             } else if publication {
                 let from = delivery.headers.get("hopmq.dead_letter_queue");
                 let from = from.map_or("", String::as_str);
-                let unordered = delivery.headers.contains_key("hopmq.unordered");
                 self.checker
                     .publication_dead_letter(&key, (reason, from), unordered);
             } else {
-                self.checker.dead_letter(&key, reason);
+                self.checker.dead_letter(&key, reason, unordered);
                 let manager = self.nodes[index].name.to_string();
                 self.checker.report_dead_letter_at(&key, &manager);
             }
