@@ -310,6 +310,36 @@ struct Arrivals {
     held_whole: Vec<u64>,
 }
 
+impl Arrivals {
+    /// Where the copies of a publication arriving from `from` go (see `publish::Placing`):
+    /// this batch's write, held for order if they must wait; `room` (the bytes left in the
+    /// write) for a received batch, whose publications may then wait whole instead.
+    fn placing<'a>(
+        &'a mut self,
+        from: &'a ManagerName,
+        room: Option<u64>,
+    ) -> super::publish::Placing<'a> {
+        super::publish::Placing {
+            direct: Some(&mut self.direct),
+            handoffs: Some(super::publish::Handoffs {
+                handoffs: &mut self.handoffs,
+                open: &mut self.open,
+                handed_off: &mut self.handed_off,
+            }),
+            hold: false,
+            room,
+            admitted: Some(&mut self.admitted),
+            held_whole: room.map(|_| &mut self.held_whole),
+            order: Some(super::publish::Order {
+                from,
+                held_since_ms: self.held_since_ms,
+                unordered: self.unordered.clone(),
+                released: &mut self.released,
+            }),
+        }
+    }
+}
+
 /// What to do once a link's write is durable.
 #[derive(Debug)]
 pub(crate) enum LinkWrite {

@@ -78,22 +78,7 @@ impl Core {
         items: &mut Vec<PutItem>,
         now: Now,
     ) {
-        let placing = super::super::publish::Placing {
-            direct: Some(&mut arrivals.direct),
-            handoffs: Some(super::super::publish::Handoffs {
-                handoffs: &mut arrivals.handoffs,
-                open: &mut arrivals.open,
-                handed_off: &mut arrivals.handed_off,
-            }),
-            admitted: Some(&mut arrivals.admitted),
-            order: Some(super::super::publish::Order {
-                from: &waiting.from,
-                held_since_ms: arrivals.held_since_ms,
-                unordered: arrivals.unordered.clone(),
-                released: &mut arrivals.released,
-            }),
-            ..Default::default()
-        };
+        let placing = arrivals.placing(&waiting.from, None);
         if !self.publication_arrival(&waiting.from, &waiting.payload, (items, placing), now) {
             if let Some(item) = self.arrival(&waiting.from, &waiting.payload, now, arrivals) {
                 items.push(item);

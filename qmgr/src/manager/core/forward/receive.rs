@@ -131,24 +131,8 @@ impl Core {
                 .map(|item: &PutItem| item.payload.len() as u64)
                 .sum::<u64>();
             counted = items.len();
-            let placing = super::super::publish::Placing {
-                direct: Some(&mut arrivals.direct),
-                handoffs: Some(super::super::publish::Handoffs {
-                    handoffs: &mut arrivals.handoffs,
-                    open: &mut arrivals.open,
-                    handed_off: &mut arrivals.handed_off,
-                }),
-                hold: false,
-                room: Some(group_max.saturating_sub(ARRIVAL_GROUP_ROOM_BYTES + written)),
-                admitted: Some(&mut arrivals.admitted),
-                held_whole: Some(&mut arrivals.held_whole),
-                order: Some(super::super::publish::Order {
-                    from: neighbour,
-                    held_since_ms: None,
-                    unordered: None,
-                    released: &mut arrivals.released,
-                }),
-            };
+            let room = group_max.saturating_sub(ARRIVAL_GROUP_ROOM_BYTES + written);
+            let placing = arrivals.placing(neighbour, Some(room));
             if self.publication_arrival(neighbour, &message.payload, (&mut items, placing), now) {
                 // Placed, copies and all (or held here for order).
                 self.pubsub.links.entry(neighbour.clone()).or_default().0 += 1;
