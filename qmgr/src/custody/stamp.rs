@@ -264,6 +264,19 @@ impl Stamper {
         .value()
     }
 
+    /// `stamp`, one of this custodian's, for a copy sent again: without the earlier messages
+    /// its destination confirmed since it was stamped. A destination that lost its disk
+    /// after confirming them would otherwise hold the copy for them, in vain, until its hold
+    /// times out. `None` if it names none of those (or is not this incarnation's).
+    pub(crate) fn restamped(&self, stamp: &Stamp<'_>) -> Option<String> {
+        if stamp.custodian != &*self.custodian || stamp.epoch != self.epoch {
+            return None;
+        }
+        let (_, settled_below) = self.chains.get(stamp.destination)?;
+        let after = stamp.after.above(*settled_below);
+        (after != stamp.after).then(|| Stamp { after, ..*stamp }.value())
+    }
+
     /// `confirmation` came: what it covers from the stream's start needs no waiting for.
     pub(crate) fn settled(&mut self, confirmation: &Confirmation) {
         if confirmation.epoch != self.epoch {
@@ -429,5 +442,37 @@ mod tests {
         stamper.forget_settled();
         assert_eq!(stamper.chains(), 0);
         assert_eq!(named(&stamper.stamp("south", chain("a", 0, None))), []);
+    }
+
+    #[test]
+    fn a_copy_sent_again_names_only_what_its_destination_has_not_confirmed() {
+        let mut stamper = Stamper::new("north", 7);
+        let mut stamps = Vec::new();
+        for _ in 0..3 {
+            stamps.push(stamper.stamp("south", chain("a", 0, None)));
+        }
+        let third = Stamp::parse(&stamps[2]).unwrap();
+        assert_eq!(stamps[2], "north/7.3@south<2");
+        assert_eq!(stamper.restamped(&third), None, "nothing confirmed yet");
+        stamper.settled(&Confirmation {
+            waiting_for: Vec::new(),
+            custodian: "north".into(),
+            destination: "south".into(),
+            epoch: 7,
+            settled_below: 0,
+            ranges: vec![(1, 3)],
+        });
+        assert_eq!(
+            stamper.restamped(&third).as_deref(),
+            Some("north/7.3@south")
+        );
+        // Another incarnation's, or another custodian's, is sent as it is.
+        let older = Stamp { epoch: 6, ..third };
+        assert_eq!(stamper.restamped(&older), None);
+        let theirs = Stamp {
+            custodian: "west",
+            ..third
+        };
+        assert_eq!(stamper.restamped(&theirs), None);
     }
 }

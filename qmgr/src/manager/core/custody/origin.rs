@@ -379,7 +379,9 @@ impl Core {
         let copies = forward::copies_made(payload);
         let seq = self.next_seq;
         self.next_seq += 1;
-        let alone = super::super::publish::with_stamps(&stored, Some(text));
+        let restamped = self.custody.stamper.restamped(&stamp);
+        let alone =
+            super::super::publish::with_stamps(&stored, Some(restamped.as_deref().unwrap_or(text)));
         let headers = [(crate::custody::RESENT_HEADER, copies.as_str())];
         let record = super::super::publish::copy_record(
             &alone,

@@ -136,12 +136,15 @@ impl Core {
     ) {
         let seq = self.next_seq;
         let copies = copies_made(payload);
-        let copy = match delivery::encode_moved(
-            payload,
-            target.as_str(),
-            seq,
-            &[(RESENT_HEADER, &copies)],
-        ) {
+        let mut headers = vec![(RESENT_HEADER, copies.as_str())];
+        let restamped = record::Passing::read(payload)
+            .ok()
+            .and_then(|passing| passing.stamp.and_then(Stamp::parse))
+            .and_then(|stamp| self.custody.stamper.restamped(&stamp));
+        if let Some(stamp) = &restamped {
+            headers.push((crate::custody::STAMP_HEADER, stamp.as_str()));
+        }
+        let copy = match delivery::encode_moved(payload, target.as_str(), seq, &headers) {
             Ok(copy) => Bytes::from(copy),
             Err(error) => {
                 warn!(seq = entry.seq, %error, "cannot copy a message in flight");
