@@ -1,6 +1,8 @@
 //! Resequencing at a destination: a stamped arrival that came before the message it must not
 //! overtake (see `super::stamp`) is held here until that one is admitted, so that messages
-//! of one origin reach a queue in put order (per priority) whatever routes their copies took.
+//! of one origin reach a queue in put order (per priority), and its publications their
+//! subscriptions in publish order, whatever routes their copies took. A held publication is
+//! its copies for this manager alone (what it carried for others went on at arrival).
 //!
 //! A held message was acknowledged to the neighbour that brought it but is neither stored nor
 //! admitted: its custodian keeps it until this manager confirms it stored it, so a crash here

@@ -1,8 +1,9 @@
 //! Stamps: a message's place in its stream, and the earlier messages it must not overtake.
 //!
 //! A stamp reads `CUSTODIAN/EPOCH.NUMBER@DESTINATION`, then up to [`AFTER_MAX`] times
-//! `<NUMBER` of an earlier message of the same stream, queue and priority that was not yet
-//! confirmed when this one was stamped, each followed by `~EXPIRES` (wall-clock
+//! `<NUMBER` of an earlier message of the same stream, queue (or, for a publication, the
+//! stream's publications: [`PUBLICATIONS_CHAIN`]) and priority that was not yet confirmed
+//! when this one was stamped (a copy sent again names only those still unconfirmed then), each followed by `~EXPIRES` (wall-clock
 //! milliseconds) if that message expires. The destination holds a message until each one it
 //! names is there or expired (see `super::resequence`), which keeps put order per origin,
 //! queue and priority whatever routes the copies took.

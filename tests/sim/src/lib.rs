@@ -133,7 +133,7 @@ pub fn run(options: &Options) -> Outcome {
             settle_by = settle_by.max(sim.now_ms + CUSTODY_SETTLE_MS);
         }
         kept = sim.kept();
-        if arrived && sim.held() > 0 {
+        if arrived && sim.in_all(Core::held_messages) > 0 {
             // A copy sent again to a destination that lost its disk after confirming the one
             // before it waits there for that one until its hold times out (twice the custody
             // timeout), then is confirmed: settling counts from the hold, within a bound.
@@ -449,21 +449,18 @@ impl Sim {
         }
     }
 
-    /// Messages the origins still keep for a confirmation.
-    fn held(&self) -> usize {
+    /// `count` summed over the running managers' cores.
+    fn in_all(&self, count: fn(&Core) -> usize) -> usize {
         self.nodes
             .iter()
             .filter_map(|node| node.core.as_ref())
-            .map(Core::held_messages)
+            .map(count)
             .sum()
     }
 
+    /// Messages the origins still keep for a confirmation.
     fn kept(&self) -> usize {
-        self.nodes
-            .iter()
-            .filter_map(|node| node.core.as_ref())
-            .map(Core::kept_messages)
-            .sum()
+        self.in_all(Core::kept_messages)
     }
 
     fn stop_faults(&mut self) {
